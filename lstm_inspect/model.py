@@ -1,0 +1,171 @@
+"""What lstm-inspect knows about a checkpoint: its LSTM directions, lazily backed by the file.
+
+`load(path)` reads the format, the architecture and every array's *shape*; weight data is read
+only when asked for (`LSTMDirection.weights()`), so `show` stays instant on any file size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.architecture import LSTMSettings, ModelGraph, keras_major_minor
+from lstm_inspect.errors import InspectError
+from lstm_inspect.gates import GATES, Gate, LSTMWeights, from_cudnn, from_keras1
+from lstm_inspect.storage import StoredArray, WeightFile
+
+
+@dataclass
+class LSTMDirection:
+    """One direction of one LSTM layer: its settings, its stored arrays, its gate matrices."""
+
+    name: str  # unique path, e.g. "bidirectional/forward_lstm"
+    kind: str  # "LSTM", "CuDNNLSTM", "RNN(LSTMCell)"
+    direction: str  # "forward" or "backward" (go_backwards)
+    input_dim: int | None  # N_i
+    units: int | None  # N_c
+    settings: LSTMSettings
+    storage: str  # "keras" (kernel, recurrent_kernel, bias), "cudnn" (8·N_c bias), "keras1" (12 arrays)
+    arrays: list[StoredArray]
+    source: WeightFile
+    keras_version: str | None
+    merge_mode: str | None = None  # set inside a Bidirectional
+    wrapper: str | None = None  # the Bidirectional's name
+    expected_input_dim: int | None = None  # what feeds this layer, from the architecture
+    problems: list[str] = field(default_factory=list)
+    weights_stored: bool = True  # False for a model saved before it was built: no arrays at all
+
+    @property
+    def shapes_ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def hard_sigmoid(self) -> str:
+        """Which hard_sigmoid the writing Keras used: 'keras2' clip(0.2x+0.5), 'keras3' clip(x/6+0.5)."""
+        major, _ = keras_major_minor(self.keras_version)
+        return "keras3" if major is not None and major >= 3 else "keras2"
+
+    @property
+    def param_count(self) -> int:
+        return int(sum(int(np.prod(a.shape)) for a in self.arrays))
+
+    def gate_shape(self) -> tuple[int, int] | None:
+        if self.units is None or self.input_dim is None:
+            return None
+        return (self.units, self.input_dim + self.units)
+
+    def weights(self) -> LSTMWeights:
+        """Read the arrays and return them in the Keras LSTM layout (CuDNN and Keras 1 converted)."""
+        if self.problems:
+            raise InspectError(f"{self.source.path}: {self.problems[0]}")
+        if not self.weights_stored:
+            raise InspectError(f"{self.source.path}: the file stores no weights for layer {self.name} "
+                               "(the model was saved before it was built)")
+        arrays = self.source.read([a.key for a in self.arrays])
+        for a, data in zip(self.arrays, arrays):
+            if not np.issubdtype(data.dtype, np.floating):
+                raise InspectError(f"{self.source.path}: layer {self.name}: dataset {a.key} holds {data.dtype}, "
+                                   "not floating-point weights")
+        if self.storage == "keras1":
+            return from_keras1(arrays)
+        bias = arrays[2] if len(arrays) > 2 else None
+        if self.storage == "cudnn":
+            return from_cudnn(arrays[0], arrays[1], arrays[2])
+        return LSTMWeights(kernel=arrays[0], recurrent_kernel=arrays[1], bias=bias)
+
+    def gates(self) -> dict[str, Gate]:
+        return self.weights().gates()
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.settings
+        shape = self.gate_shape()
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "direction": self.direction,
+            "input_dim": self.input_dim,
+            "units": self.units,
+            "activation": s.activation,
+            "recurrent_activation": s.recurrent_activation,
+            "hard_sigmoid": self.hard_sigmoid if s.recurrent_activation == "hard_sigmoid" else None,
+            "use_bias": s.use_bias,
+            "return_sequences": s.return_sequences,
+            "return_state": s.return_state,
+            "go_backwards": s.go_backwards,
+            "stateful": s.stateful,
+            "unit_forget_bias": s.unit_forget_bias,
+            "zero_output_for_mask": s.zero_output_for_mask,
+            "merge_mode": self.merge_mode,
+            "bidirectional": self.wrapper,
+            "storage": self.storage,
+            "gates": {g: {"shape": list(shape) if shape else None} for g in GATES},
+            "params": self.param_count,
+            "datasets": [{"name": a.key, "shape": list(a.shape), "dtype": a.dtype} for a in self.arrays],
+            "expected_input_dim": self.expected_input_dim,
+            "weights_stored": self.weights_stored,
+            "shapes_ok": self.shapes_ok if self.weights_stored else None,
+            "problems": list(self.problems),
+        }
+
+
+@dataclass
+class ModelLayer:
+    """Any layer of the model, for the overview (LSTMs included)."""
+
+    name: str
+    class_name: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "class_name": self.class_name}
+
+
+@dataclass
+class Checkpoint:
+    """A Keras checkpoint as lstm-inspect reads it."""
+
+    file: Path
+    format: str  # "keras3", "keras3-weights", "legacy-h5", "legacy-weights-h5"
+    keras_version: str | None
+    layers: list[LSTMDirection]
+    model_layers: list[ModelLayer]
+    graph: ModelGraph | None = None
+    settings_from: str = "config"  # "config", or "defaults" when the file has no architecture
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # across the model (what feeds what)
+
+    def layer(self, name: str) -> LSTMDirection:
+        for d in self.layers:
+            if d.name == name:
+                return d
+        matches = [d for d in self.layers if d.name.split("/")[-1] == name or d.name.startswith(f"{name}/")]
+        if len(matches) == 1:
+            return matches[0]
+        names = ", ".join(d.name for d in self.layers)
+        raise InspectError(f"{self.file}: no LSTM direction named {name!r}; it has: {names}")
+
+    @property
+    def all_problems(self) -> list[str]:
+        return [p for d in self.layers for p in d.problems] + self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": str(self.file),
+            "format": self.format,
+            "keras_version": self.keras_version,
+            "settings_from": self.settings_from,
+            "model_layers": [m.to_dict() for m in self.model_layers],
+            "layers": [d.to_dict() for d in self.layers],
+            "shapes_ok": not self.all_problems,
+            "problems": self.all_problems,
+            "notes": list(self.notes),
+        }
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Read a Keras LSTM checkpoint of any supported format (shapes and settings; weights lazily)."""
+    from lstm_inspect.formats import read_checkpoint
+
+    return read_checkpoint(Path(path))

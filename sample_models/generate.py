@@ -1,0 +1,243 @@
+"""Regenerate the sample checkpoints in this folder with Keras itself.
+
+    python sample_models/generate.py            # both generations, each in its own process
+    python sample_models/generate.py keras3     # Keras 3 only (.keras, legacy .h5, .weights.h5)
+    python sample_models/generate.py tf_keras   # tf_keras (Keras 2) only (.h5 full and weights-only)
+
+Every model gets seeded random weights (biases included, so a dropped bias shows),
+a seeded input and Keras's own output. Beside each checkpoint NAME:
+
+- ``NAME.io.npz``: ``x`` (or ``x0``, ``x1``...), and ``y`` (or ``y0``, ``y1``...) from ``model.predict``;
+- ``NAME.ref.npz``: what ``get_weights()`` reports for every LSTM direction, keyed
+  ``<layer path>:kernel|recurrent_kernel|bias``, the reference the gate tests slice.
+
+Needs the ``keras`` extra (tensorflow, tf-keras). Nothing here is imported by the package.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SEED = 1234
+
+
+def _random_weights(model: Any, rng: np.random.Generator) -> None:
+    """Replace every weight by seeded values in a trained-looking range."""
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            _random_weights(layer, rng)
+            continue
+        ws = layer.get_weights()
+        if ws:
+            layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(w.dtype) for w in ws])
+
+
+def _lstm_directions(model: Any, prefix: str = "") -> dict[str, Any]:
+    """Map '<path>' to each LSTM-like direction layer (forward/backward of a Bidirectional)."""
+    out: dict[str, Any] = {}
+    for layer in model.layers:
+        kind = type(layer).__name__
+        path = f"{prefix}{layer.name}"
+        if kind in ("Sequential", "Functional", "Model"):
+            out.update(_lstm_directions(layer, prefix=f"{path}/"))
+        elif kind == "Bidirectional":
+            out[f"{path}/{layer.forward_layer.name}"] = layer.forward_layer
+            out[f"{path}/{layer.backward_layer.name}"] = layer.backward_layer
+        elif kind in ("LSTM", "CuDNNLSTM", "RNN"):
+            out[path] = layer
+    return out
+
+
+def _save_refs(name: str, model: Any, x: Any, weights_from: Any = None) -> None:
+    """Write NAME.io.npz (input, Keras output) and NAME.ref.npz (get_weights per direction)."""
+    ref_model = weights_from if weights_from is not None else model
+    refs: dict[str, np.ndarray] = {}
+    for path, layer in _lstm_directions(ref_model).items():
+        ws = layer.get_weights()
+        for role, w in zip(("kernel", "recurrent_kernel", "bias"), ws):
+            refs[f"{path}:{role}"] = w
+    np.savez(HERE / f"{name}.ref.npz", **refs)
+    y = model.predict(x, verbose=0)
+    io: dict[str, np.ndarray] = {}
+    if isinstance(x, (list, tuple)):
+        io.update({f"x{k}": v for k, v in enumerate(x)})
+    else:
+        io["x"] = x
+    if isinstance(y, (list, tuple)):
+        io.update({f"y{k}": np.asarray(v) for k, v in enumerate(y)})
+    else:
+        io["y"] = np.asarray(y)
+    np.savez(HERE / f"{name}.io.npz", **io)
+
+
+def _seq_input(rng: np.random.Generator, batch: int, steps: int, features: int) -> np.ndarray:
+    return rng.normal(size=(batch, steps, features)).astype("float32")
+
+
+def _padded_ids(rng: np.random.Generator, batch: int, steps: int, vocab: int) -> np.ndarray:
+    """Token ids with right padding of varying length (0 is the masked id)."""
+    ids = rng.integers(1, vocab, size=(batch, steps)).astype("int32")
+    for b in range(batch):
+        ids[b, steps - b % 4 :] = 0
+    return ids
+
+
+def _padded_seq(rng: np.random.Generator, batch: int, steps: int, features: int) -> np.ndarray:
+    x = _seq_input(rng, batch, steps, features)
+    for b in range(batch):
+        x[b, steps - b % 3 :] = 0.0
+    x[1, 2] = 0.0  # one masked step in the middle, too
+    return x
+
+
+# ---------------------------------------------------------------- Keras 3
+
+def generate_keras3() -> None:
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+    from keras import layers
+
+    rng = np.random.default_rng(SEED)
+    T, F = 7, 3
+
+    def seq(*ls: Any, input_shape: tuple = (T, F), dtype: str = "float32") -> Any:
+        return keras.Sequential([keras.Input(input_shape, dtype=dtype), *ls])
+
+    def save(name: str, model: Any, x: Any, kinds: tuple[str, ...] = ("keras",)) -> None:
+        keras.utils.set_random_seed(SEED)
+        _random_weights(model, rng)
+        for kind in kinds:
+            if kind == "keras":
+                model.save(HERE / f"{name}.keras")
+            elif kind == "h5":
+                model.save(HERE / f"{name}.h5")  # Keras 3's legacy HDF5 writer
+            elif kind == "weights":
+                model.save_weights(HERE / f"{name}.weights.h5")
+        _save_refs(name, model, x)
+
+    x = _seq_input(rng, 4, T, F)
+    save("k3_single", seq(layers.LSTM(5)), x, ("keras", "h5", "weights"))
+    save("k3_return_sequences", seq(layers.LSTM(6, return_sequences=True)), x)
+    save(
+        "k3_stacked",
+        seq(layers.LSTM(8, return_sequences=True), layers.LSTM(6, return_sequences=True),
+            layers.LSTM(4), layers.Dense(2)),
+        x, ("keras", "h5", "weights"),
+    )
+    save("k3_bidir_concat", seq(layers.Bidirectional(layers.LSTM(5, return_sequences=True)), layers.Dense(2)),
+         x, ("keras", "h5"))
+    save("k3_bidir_sum", seq(layers.Bidirectional(layers.LSTM(4), merge_mode="sum")), x)
+    save("k3_go_backwards", seq(layers.LSTM(5, go_backwards=True, return_sequences=True)), x)
+    save("k3_hard_sigmoid", seq(layers.LSTM(5, recurrent_activation="hard_sigmoid")), x, ("keras", "h5"))
+    save("k3_no_bias", seq(layers.LSTM(5, use_bias=False, return_sequences=True)), x)
+    save(
+        "k3_embedding_mask_zero",
+        seq(layers.Embedding(20, 6, mask_zero=True), layers.LSTM(5), layers.Dense(3),
+            input_shape=(9,), dtype="int32"),
+        _padded_ids(rng, 5, 9, 20),
+    )
+    save("k3_masking", seq(layers.Masking(0.0), layers.LSTM(5, return_sequences=True)), _padded_seq(rng, 4, T, F))
+    save("k3_rnn_lstmcell", seq(layers.RNN(layers.LSTMCell(5), return_sequences=True)), x, ("keras", "h5"))
+
+    inp = keras.Input((T, F), name="series")
+    out, h, c = layers.LSTM(5, return_state=True, name="encoder")(inp)
+    head = layers.Dense(2, name="head")(out)
+    save("k3_functional_state", keras.Model(inp, [head, h, c]), x)
+
+    inner = keras.Sequential([keras.Input((T, F)), layers.LSTM(4, return_sequences=True, name="inner_lstm")],
+                             name="inner_seq")
+    inp = keras.Input((T, F))
+    y = layers.LSTM(3, name="outer_lstm")(inner(inp))
+    save("k3_nested", keras.Model(inp, y), x, ("keras", "h5"))
+
+    a = keras.Input((T, F), name="a")
+    b = keras.Input((5, 2), name="b")
+    ya = layers.LSTM(4, name="lstm_a")(a)
+    yb = layers.Bidirectional(layers.LSTM(3), name="bidir_b")(b)
+    y = layers.Dense(2, name="out")(layers.Concatenate(name="concat")([ya, yb]))
+    save("k3_two_inputs", keras.Model([a, b], y), [x, _seq_input(rng, 4, 5, 2)])
+
+
+# ---------------------------------------------------------------- tf_keras (Keras 2)
+
+def generate_tf_keras() -> None:
+    import tf_keras as keras
+    from tf_keras import layers
+    from tf_keras.src.layers.rnn.cudnn_lstm import CuDNNLSTM
+
+    rng = np.random.default_rng(SEED + 1)
+    T, F = 7, 3
+
+    def seq(*ls: Any, input_shape: tuple = (T, F), dtype: str = "float32") -> Any:
+        return keras.Sequential([keras.Input(input_shape, dtype=dtype), *ls])
+
+    def save(name: str, model: Any, x: Any, kinds: tuple[str, ...] = ("h5",)) -> None:
+        keras.utils.set_random_seed(SEED)
+        _random_weights(model, rng)
+        for kind in kinds:
+            if kind == "h5":
+                model.save(HERE / f"{name}.h5", save_format="h5")
+            elif kind == "weights":
+                model.save_weights(HERE / f"{name}.weights_only.h5", save_format="h5")
+        _save_refs(name, model, x)
+
+    x = _seq_input(rng, 4, T, F)
+    save("tfk_single", seq(layers.LSTM(5)), x, ("h5", "weights"))
+    save("tfk_stacked_hard_sigmoid",
+         seq(layers.LSTM(6, return_sequences=True, recurrent_activation="hard_sigmoid"),
+             layers.LSTM(4, recurrent_activation="hard_sigmoid"), layers.Dense(2)),
+         x, ("h5", "weights"))
+    save("tfk_bidir_concat", seq(layers.Bidirectional(layers.LSTM(5, return_sequences=True)),
+                                 layers.Bidirectional(layers.LSTM(3), merge_mode="ave")), x)
+    save("tfk_go_backwards", seq(layers.LSTM(5, go_backwards=True, return_sequences=True)), x)
+    save("tfk_embedding_mask_zero_bilstm",
+         seq(layers.Embedding(20, 6, mask_zero=True), layers.Bidirectional(layers.LSTM(4)), layers.Dense(3),
+             input_shape=(9,), dtype="int32"),
+         _padded_ids(rng, 5, 9, 20))
+    save("tfk_masking", seq(layers.Masking(0.0), layers.LSTM(5, return_sequences=True)), _padded_seq(rng, 4, T, F))
+    save("tfk_rnn_lstmcell", seq(layers.RNN(layers.LSTMCell(5), return_sequences=True), layers.Dense(2)), x)
+
+    inp = keras.Input((T, F), name="series")
+    out, h, c = layers.LSTM(5, return_state=True, name="encoder")(inp)
+    save("tfk_functional_state", keras.Model(inp, [layers.Dense(2, name="head")(out), h, c]), x)
+
+    inner = keras.Sequential([keras.Input((T, F)), layers.LSTM(4, return_sequences=True, name="inner_lstm")],
+                             name="inner_seq")
+    inp = keras.Input((T, F))
+    save("tfk_nested", keras.Model(inp, layers.LSTM(3, name="outer_lstm")(inner(inp))), x)
+
+    # CuDNNLSTM: tf_keras builds and saves one on a CPU but cannot run it. Keras's own
+    # loader converts its weights into a plain LSTM; that LSTM gives the outputs and
+    # the reference weights the gate model must equal.
+    cudnn = seq(CuDNNLSTM(5, return_sequences=True), layers.Dense(2))
+    keras.utils.set_random_seed(SEED)
+    _random_weights(cudnn, rng)
+    cudnn.save(HERE / "tfk_cudnn.h5", save_format="h5")
+    cudnn.save_weights(HERE / "tfk_cudnn.weights_only.h5", save_format="h5")
+    plain = seq(layers.LSTM(5, return_sequences=True), layers.Dense(2))
+    plain.load_weights(HERE / "tfk_cudnn.weights_only.h5")
+    renamed = {f"{cudnn.layers[0].name}": plain.layers[0]}
+    refs = {f"{k}:{r}": w for k, layer in renamed.items()
+            for r, w in zip(("kernel", "recurrent_kernel", "bias"), layer.get_weights())}
+    np.savez(HERE / "tfk_cudnn.ref.npz", **refs)
+    np.savez(HERE / "tfk_cudnn.io.npz", x=x, y=plain.predict(x, verbose=0))
+
+
+GENERATORS: dict[str, Callable[[], None]] = {"keras3": generate_keras3, "tf_keras": generate_tf_keras}
+
+if __name__ == "__main__":
+    wanted = sys.argv[1:] or list(GENERATORS)
+    if len(wanted) > 1:
+        # Keras 3 and tf_keras each want the process to themselves.
+        for which in wanted:
+            subprocess.run([sys.executable, __file__, which], check=True)
+    else:
+        GENERATORS[wanted[0]]()
+        print(f"{wanted[0]}: wrote samples to {HERE}")
