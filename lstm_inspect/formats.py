@@ -175,7 +175,7 @@ def _display_class(class_name: str, config: dict[str, Any]) -> str:
 
 
 def _raise_no_lstm(path: Path, classes: list[str], unsupported: list[str]) -> None:
-    kinds = ", ".join(dict.fromkeys(classes)) or "no layers at all"
+    kinds = ", ".join(dict.fromkeys(c for c in classes if c != "InputLayer")) or "no layers at all"
     if unsupported:
         raise InspectError(f"{path}: has no LSTM layer lstm-inspect can read; "
                            f"{', '.join(unsupported)} is not supported (layers: {kinds})")

@@ -101,6 +101,7 @@ def _padded_seq(rng: np.random.Generator, batch: int, steps: int, features: int)
 
 def generate_keras3() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     from keras import layers
 
@@ -164,10 +165,16 @@ def generate_keras3() -> None:
     y = layers.Dense(2, name="out")(layers.Concatenate(name="concat")([ya, yb]))
     save("k3_two_inputs", keras.Model([a, b], y), [x, _seq_input(rng, 4, 5, 2)])
 
+    # Files with no LSTM lstm-inspect can read, for the error messages.
+    save("k3_no_lstm", seq(layers.GRU(4), layers.Dense(2)), x)
+    save("k3_convlstm2d", seq(layers.ConvLSTM2D(2, (3, 3), padding="same"), input_shape=(3, 5, 5, 1)),
+         rng.normal(size=(2, 3, 5, 5, 1)).astype("float32"))
+
 
 # ---------------------------------------------------------------- tf_keras (Keras 2)
 
 def generate_tf_keras() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import tf_keras as keras
     from tf_keras import layers
     from tf_keras.src.layers.rnn.cudnn_lstm import CuDNNLSTM

@@ -1,0 +1,102 @@
+"""Shared paths and helpers for the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_models"
+REALWORLD = ROOT.parent / "shared" / "realworld"
+GATES = ("i", "f", "c", "o")
+
+CHECKPOINT_SUFFIXES = (".keras", ".h5", ".hdf5", ".h5py")
+
+
+def sample_checkpoints() -> list[Path]:
+    """Every sample checkpoint that has Keras's own reference weights beside it."""
+    return sorted(p for p in SAMPLES.iterdir()
+                  if p.name.endswith(CHECKPOINT_SUFFIXES) and (SAMPLES / f"{stem(p)}.ref.npz").exists()
+                  and not p.name.startswith(("k3_no_lstm", "k3_convlstm2d")))
+
+
+def stem(p: Path) -> str:
+    return p.name.split(".")[0]
+
+
+def realworld_checkpoints(with_weights: bool = False) -> list[Path]:
+    if not REALWORLD.is_dir():
+        return []
+    files = sorted(p for p in REALWORLD.iterdir() if p.name.endswith(CHECKPOINT_SUFFIXES))
+    return [p for p in files if not _has_no_weights(p)] if with_weights else files
+
+
+def keras_refs(npz: Path) -> dict[str, dict[str, np.ndarray]]:
+    """'<direction>:<role>' arrays -> {direction: {role: array}}."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    with np.load(npz) as data:
+        for key in data.files:
+            name, role = key.rsplit(":", 1)
+            out.setdefault(name, {})[role] = data[key]
+    return out
+
+
+def expected_gate(ref: dict[str, np.ndarray], g: str) -> tuple[np.ndarray, np.ndarray]:
+    """W_g and b_g sliced straight from the arrays Keras reports (gate order i, f, c, o)."""
+    units = ref["recurrent_kernel"].shape[0]
+    k = GATES.index(g)
+    cols = slice(k * units, (k + 1) * units)
+    W = np.vstack([ref["kernel"][:, cols], ref["recurrent_kernel"][:, cols]]).T
+    b = ref["bias"][cols] if "bias" in ref else np.zeros(units, dtype=W.dtype)
+    return W, b
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as a user runs it."""
+    exe = Path(sys.executable).with_name("lstm-inspect")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "lstm_inspect.cli"]
+    env = dict(os.environ, COLUMNS="200")
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def show_json(path: Path) -> dict:
+    r = run_cli("show", str(path), "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@pytest.fixture(scope="session")
+def realworld_refs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Keras's own get_weights() for every real-world file, from the Keras generation that wrote it."""
+    files = realworld_checkpoints(with_weights=True)
+    if not files:
+        pytest.skip("../shared/realworld is not beside this clone")
+    catalog = {e["file"]: e for e in json.loads((REALWORLD / "catalog.json").read_text())}
+    out_dir = tmp_path_factory.mktemp("keras_refs")
+    by_generation: dict[str, list[str]] = {"keras3": [], "tf_keras": []}
+    for f in files:
+        entry = catalog.get(f.name, {})
+        by_generation["keras3" if str(entry.get("keras_version", "")).startswith("3") else "tf_keras"].append(str(f))
+    for generation, paths in by_generation.items():
+        if paths:
+            subprocess.run([sys.executable, str(ROOT / "tests" / "keras_reference.py"), generation, str(out_dir), *paths],
+                           check=True, capture_output=True, timeout=900)
+    return {p.name[: -len(".ref.npz")]: keras_refs(p) for p in out_dir.glob("*.ref.npz")}
+
+
+def _has_no_weights(path: Path) -> bool:
+    """True for a legacy file saved before its model was built (every weight_names empty)."""
+    import h5py
+
+    if not path.name.endswith((".h5", ".hdf5", ".h5py")):
+        return False
+    with h5py.File(path, "r") as f:
+        root = f.get("model_weights", f)
+        return all(len(np.atleast_1d(g.attrs.get("weight_names", []))) == 0
+                   for g in root.values() if isinstance(g, h5py.Group))
