@@ -104,30 +104,25 @@ def show(
 
 def _flags(d: LSTMDirection) -> str:
     s = d.settings
-    flags = []
-    if s.return_sequences:
-        flags.append("return_sequences")
-    if s.return_state:
-        flags.append("return_state")
-    if s.go_backwards:
-        flags.append("go_backwards")
-    if s.stateful:
-        flags.append("stateful")
-    if not s.use_bias:
-        flags.append("no bias")
-    if d.merge_mode is not None and d.wrapper is not None:
-        flags.append(f"merge={d.merge_mode}")
-    if d.storage == "cudnn":
-        flags.append("cuDNN bias 8·N_c")
-    if d.storage == "keras1":
-        flags.append("Keras 1 per-gate arrays")
-    return ", ".join(flags) or "-"
+    flags = [label for on, label in (
+        (s.return_sequences, "seq"), (s.return_state, "state"), (s.go_backwards, "backwards"),
+        (s.stateful, "stateful"), (not s.use_bias, "no-bias"),
+        (d.wrapper is not None and d.merge_mode is not None, f"merge={d.merge_mode}"),
+        (d.storage == "cudnn", "cudnn-bias"), (d.storage == "keras1", "keras1-arrays"),
+    ) if on]
+    return " ".join(flags) or "-"
+
+
+FLAGS_LEGEND = (
+    "flags: seq = return_sequences, state = return_state, backwards = go_backwards, "
+    "cudnn-bias = CuDNNLSTM's two biases (8·N_c, summed), keras1-arrays = Keras 1's 12 per-gate arrays"
+)
 
 
 def _recurrent_activation(d: LSTMDirection) -> str:
     ra = d.settings.recurrent_activation
     if ra == "hard_sigmoid":
-        return "hard_sigmoid (x/6+0.5, Keras 3)" if d.hard_sigmoid == "keras3" else "hard_sigmoid (0.2x+0.5, Keras 2)"
+        return "hard_sigmoid (x/6+0.5)" if d.hard_sigmoid == "keras3" else "hard_sigmoid (0.2x+0.5)"
     return ra
 
 
@@ -139,25 +134,31 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
         chain = " → ".join(f"{m.name} [dim]({m.class_name})[/dim]" for m in ckpt.model_layers)
         console.print(f"layers: {chain}")
     table = Table(title="LSTM directions, in the order the model applies them", title_justify="left")
-    for col, kw in (("#", {"justify": "right"}), ("layer", {}), ("kind", {}), ("dir", {}),
-                    ("N_i", {"justify": "right"}), ("N_c", {"justify": "right"})):
-        table.add_column(col, **kw)
-    for g in GATES:
-        table.add_column(f"W_{g}", justify="right")
-    for col in ("activation", "recurrent_activation", "flags", "params"):
-        table.add_column(col, justify="right" if col == "params" else "left")
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("layer", overflow="fold", min_width=min(24, max(len(d.name) for d in ckpt.layers)))
+    table.add_column("kind", overflow="fold")
+    table.add_column("dir", no_wrap=True)
+    table.add_column("N_i", justify="right", no_wrap=True)
+    table.add_column("N_c", justify="right", no_wrap=True)
+    table.add_column(" ".join(f"W_{g}" for g in GATES), justify="right", no_wrap=True)
+    table.add_column("activations", overflow="fold")
+    table.add_column("flags")
+    table.add_column("params", justify="right", no_wrap=True)
     for k, d in enumerate(ckpt.layers):
         shape = d.gate_shape()
         mark = "[green]✓[/green]" if d.shapes_ok else "[red]✗[/red]"
         if not d.weights_stored:
-            mark = "[yellow](no weights)[/yellow]"
-        gate = f"{shape[0]}×{shape[1]} {mark}" if shape else f"? {mark}"
+            mark = "[yellow]∅[/yellow]"
+        gates = f"{shape[0]}×{shape[1]} " if shape else "? "
         table.add_row(
-            str(k), d.name, d.kind, d.direction, _num(d.input_dim), _num(d.units), *([gate] * len(GATES)),
-            d.settings.activation, _recurrent_activation(d), _flags(d), f"{d.param_count:,}",
+            str(k), d.name, d.kind, "fwd" if d.direction == "forward" else "bwd", _num(d.input_dim), _num(d.units),
+            gates + mark * len(GATES), f"{d.settings.activation}/{_recurrent_activation(d)}", _flags(d),
+            f"{d.param_count:,}",
         )
     console.print(table)
-    console.print("[dim]each W_g is N_c × (N_i + N_c) acting on \\[x; h], plus a bias b_g of N_c[/dim]")
+    console.print("[dim]each gate g = i, f, c, o has W_g of N_c × (N_i + N_c) acting on \\[x; h] and a bias b_g "
+                  "of N_c; ✓ its shapes check, ✗ they do not, ∅ no weights stored[/dim]")
+    console.print(f"[dim]{FLAGS_LEGEND}[/dim]")
     for note in ckpt.notes:
         console.print(f"[yellow]note:[/yellow] {note}", markup=True)
 
