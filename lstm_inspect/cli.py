@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -133,17 +134,19 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
     if ckpt.model_layers:
         chain = " → ".join(f"{m.name} [dim]({m.class_name})[/dim]" for m in ckpt.model_layers)
         console.print(f"layers: {chain}")
-    table = Table(title="LSTM directions, in the order the model applies them", title_justify="left")
-    table.add_column("#", justify="right", no_wrap=True)
-    table.add_column("layer", overflow="fold", min_width=min(24, max(len(d.name) for d in ckpt.layers)))
-    table.add_column("kind", overflow="fold")
-    table.add_column("dir", no_wrap=True)
-    table.add_column("N_i", justify="right", no_wrap=True)
-    table.add_column("N_c", justify="right", no_wrap=True)
-    table.add_column(" ".join(f"W_{g}" for g in GATES), justify="right", no_wrap=True)
+    table = Table(title="LSTM directions, in the order the model applies them", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("layer", overflow="fold")
+    show_kind = any(d.kind != "LSTM" for d in ckpt.layers)
+    if show_kind:
+        table.add_column("kind", overflow="fold")
+    table.add_column("N_i", justify="right")
+    table.add_column("N_c", justify="right")
+    table.add_column(" ".join(f"W_{g}" for g in GATES), justify="right")
     table.add_column("activations", overflow="fold")
     table.add_column("flags")
-    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("params", justify="right")
     for k, d in enumerate(ckpt.layers):
         shape = d.gate_shape()
         mark = "[green]✓[/green]" if d.shapes_ok else "[red]✗[/red]"
@@ -151,7 +154,7 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
             mark = "[yellow]∅[/yellow]"
         gates = f"{shape[0]}×{shape[1]} " if shape else "? "
         table.add_row(
-            str(k), d.name, d.kind, "fwd" if d.direction == "forward" else "bwd", _num(d.input_dim), _num(d.units),
+            str(k), d.name, *([d.kind] if show_kind else []), _num(d.input_dim), _num(d.units),
             gates + mark * len(GATES), f"{d.settings.activation}/{_recurrent_activation(d)}", _flags(d),
             f"{d.param_count:,}",
         )

@@ -306,8 +306,8 @@ def _guess_class(arrays: list[StoredArray], halves: list[list[StoredArray]]) -> 
         kind = "CuDNNLSTM" if _storage("LSTM", halves[0]) == "cudnn" else "LSTM"
         return f"Bidirectional({kind})" if len(halves) == 2 else kind
     if not arrays:
-        return "(no weights)"
-    return "(" + ", ".join("x".join(map(str, a.shape)) for a in arrays) + ")"
+        return "no weights"
+    return "arrays " + ", ".join("×".join(map(str, a.shape)) for a in arrays)
 
 
 def _half_name(names: list[str], k: int) -> str:
@@ -481,7 +481,7 @@ def _read_keras3_weights(path: Path, f: h5py.File) -> Checkpoint:
         others = [o for o in others if not o.startswith("optimizer/")]
     directions: list[LSTMDirection] = []
     unsupported: list[str] = []
-    model_layers = [ModelLayer(_pretty(f, o[: -len("/vars")]), "(weights)") for o in sorted(others, key=_natural)]
+    model_layers = [ModelLayer(_pretty(f, o[: -len("/vars")]), "weights") for o in sorted(others, key=_natural)]
     for cell in sorted(cells, key=_natural):
         layer_path = cell[: -len("/cell/vars")]
         arrays = _numbered(f[cell], path)
@@ -489,7 +489,7 @@ def _read_keras3_weights(path: Path, f: h5py.File) -> Checkpoint:
             unsupported.append(f"{_pretty(f, layer_path)} (ConvLSTM: kernel of rank {len(arrays[0].shape)})")
             continue
         if len(arrays) < 2 or not _looks_lstm(arrays[:2]):
-            model_layers.append(ModelLayer(_pretty(f, layer_path), "(recurrent cell, not an LSTM)"))
+            model_layers.append(ModelLayer(_pretty(f, layer_path), "recurrent cell, not an LSTM"))
             continue
         storage = _storage("LSTM", arrays)
         backward = layer_path.endswith("backward_layer")
