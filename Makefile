@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := sample_models/k3_bidir_concat.keras
 
-.PHONY: demo test install install-test samples clean
+.PHONY: demo test install install-test samples bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,6 @@ samples: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+bench: install
+	$(BIN)/python benchmarks/show_speed.py

@@ -1,0 +1,57 @@
+"""Wall time of `lstm-inspect show` next to `python -c "import tensorflow"`, measured in one run.
+
+    python benchmarks/show_speed.py [FILE ...]
+
+Defaults to the largest sample model and the largest real-world file. Prints the median of
+several runs of each command (fresh processes, as a user types them) and the ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = 5
+
+
+def _env() -> dict[str, str]:
+    # This workplace sets these to work around old OpenBLAS builds; a user's machine has neither.
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    return env
+
+
+def wall(cmd: list[str]) -> float:
+    times = []
+    for _ in range(RUNS):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(files: list[Path]) -> None:
+    exe = str(Path(sys.executable).with_name("lstm-inspect"))
+    if not files:
+        samples = [p for p in (ROOT / "sample_models").iterdir() if p.suffix in (".keras", ".h5")]
+        files = [max(samples, key=lambda p: p.stat().st_size)]
+        real = ROOT.parent / "shared" / "realworld"
+        if real.is_dir():
+            files.append(max((p for p in real.iterdir() if not p.name.endswith((".npz", ".md", ".json"))),
+                             key=lambda p: p.stat().st_size))
+    tf = wall([sys.executable, "-c", "import tensorflow"])
+    print(f"python -c 'import tensorflow'        {tf:6.3f} s  (median of {RUNS})")
+    for f in files:
+        t = wall([exe, "show", str(f)])
+        print(f"lstm-inspect show {f.name:<20} {t:6.3f} s  ({f.stat().st_size / 1e6:.2f} MB; "
+              f"{tf / t:.1f}x faster than importing TensorFlow)")
+
+
+if __name__ == "__main__":
+    main([Path(p) for p in sys.argv[1:]])
