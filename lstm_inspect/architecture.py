@@ -334,13 +334,21 @@ def _spec(
     if kind == "RNN(LSTMCell)":
         cell_cfg = (config.get("cell") or {}).get("config") or {}
     settings = lstm_settings(cell_cfg, config, "CuDNNLSTM" if kind == "CuDNNLSTM" else "LSTM", keras_version)
-    if half is not None:
-        # Bidirectional forces zero_output_for_mask = return_sequences on both halves (tf.keras, Keras 3).
+    if half is not None and _bidirectional_zeroes_masked_outputs(keras_version):
         settings = _replace(settings, zero_output_for_mask=settings.return_sequences)
     build = (entry.get("build_config") or {}).get("input_shape")
     build_dim = build[-1] if isinstance(build, list) and build and isinstance(build[-1], int) else None
     direction = "backward" if settings.go_backwards else "forward"
     return LSTMSpec(name, node, kind, direction, half, settings, merge_mode, build_dim)
+
+
+def _bidirectional_zeroes_masked_outputs(keras_version: str | None) -> bool:
+    """tf.keras and Keras 3 Bidirectional force zero_output_for_mask = return_sequences on both halves;
+    multi-backend Keras 1.x-2.3.x had no such flag and repeated the previous output."""
+    major, minor = keras_major_minor(keras_version)
+    if major is None or "tf" in (keras_version or ""):
+        return True
+    return not (major < 2 or (major == 2 and minor is not None and minor <= 3))
 
 
 def _replace(s: LSTMSettings, **changes: Any) -> LSTMSettings:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 import h5py
 
 from lstm_inspect.architecture import (
-    MODEL_CLASSES,
+    LayerNode,
     LSTMSpec,
     ModelGraph,
     default_recurrent_activation,
@@ -101,7 +101,7 @@ def _read_hdf5(path: Path, f: h5py.File) -> Checkpoint:
 
 def _from_graph(
     path: Path, fmt: str, keras_version: str | None, graph: ModelGraph, locate: Callable[[LSTMSpec], Located],
-    source: WeightFile,
+    source: WeightFile, arrays_of: Callable[[LayerNode], list[StoredArray]], raw_config: Any,
 ) -> Checkpoint:
     dims = input_feature_dims(graph)
     directions: list[LSTMDirection] = []
@@ -109,17 +109,22 @@ def _from_graph(
     unsupported: list[str] = []
     problems: list[str] = []
     notes: list[str] = []
+    layer_arrays: dict[str, list[StoredArray]] = {}
     for node in graph.walk():
         model_layers.append(ModelLayer(node.path, _display_class(node.class_name, node.config)))
         if (u := unsupported_lstm_like(node.class_name, node.config)) is not None:
             unsupported.append(f"{node.path} ({u})")
-        for spec in lstm_specs(node, keras_version):
+        specs = lstm_specs(node, keras_version)
+        if not specs and node.children is None:
+            layer_arrays[node.path] = arrays_of(node)
+        for spec in specs:
             arrays, storage, located_problems = locate(spec)
             d = _direction(spec.name, spec.kind, spec.settings, storage, arrays, path, keras_version,
                            located_problems, spec.merge_mode, spec.layer.name if spec.half else None,
                            source=source)
             expected = spec.build_input_dim if spec.build_input_dim is not None else dims.get(node.path)
             d.expected_input_dim = expected
+            d.layer_path = spec.layer.path
             if not arrays and not located_problems:
                 # Keras writes empty weight_names for a model saved before it was built.
                 d.problems, d.weights_stored, d.input_dim = [], False, expected
@@ -134,7 +139,8 @@ def _from_graph(
     notes += [f"unsupported LSTM-like layer: {u}" for u in unsupported]
     if not directions:
         _raise_no_lstm(path, [m.class_name for m in model_layers], unsupported)
-    return Checkpoint(path, fmt, keras_version, directions, model_layers, graph, "config", notes, problems)
+    return Checkpoint(path, fmt, keras_version, directions, model_layers, graph, "config", notes, problems,
+                      source=source, layer_arrays=layer_arrays, raw_config=raw_config)
 
 
 def _direction(
@@ -215,24 +221,39 @@ def _read_legacy_full(path: Path, f: h5py.File) -> Checkpoint:
     # which wrote it on the root only.
     keras_version = attr_str(root.attrs.get("keras_version")) or attr_str(f.attrs.get("keras_version")) or "1"
     graph = _graph(cfg, "the model_config attribute", path)
-    return _from_graph(path, "legacy-h5", keras_version, graph, _legacy_locator(path, root), WeightFile(path))
+    arrays_of = _legacy_arrays(path, root)
+    return _from_graph(path, "legacy-h5", keras_version, graph, _legacy_locator(arrays_of, root), WeightFile(path),
+                       arrays_of, cfg)
 
 
-def _legacy_locator(path: Path, root: h5py.Group) -> Callable[[LSTMSpec], Located]:
-    def locate(spec: LSTMSpec) -> Located:
-        top = spec.layer.path.split("/")[0]
+def _legacy_arrays(path: Path, root: h5py.Group) -> Callable[[LayerNode], list[StoredArray]]:
+    """A layer's arrays in a legacy file: its group's weight_names, in order."""
+
+    def arrays_of(node: LayerNode) -> list[StoredArray]:
+        top = node.path.split("/")[0]
         group = child(root, top)
         if group is None:
-            return [], "keras", [f"layer {spec.name}: no weights group {root.name.strip('/')}/{top} in the file"]
+            return []
         names = attr_strings(group, "weight_names") or []
-        if spec.layer.path != top:
+        if node.path != top:
             # A nested model keeps all its weights in one group, trainable ones first across
             # sub-layers: pick this layer's by the name scope, not by position.
-            names = _by_role([n for n in names if spec.layer.name in n.split("/")])
+            names = _by_role([n for n in names if node.name in n.split("/")])
+        return [_renamed(stored(group, n, path), f"{group.name.strip('/')}/{n}") for n in names]
+
+    return arrays_of
+
+
+def _legacy_locator(arrays_of: Callable[[LayerNode], list[StoredArray]], root: h5py.Group
+                    ) -> Callable[[LSTMSpec], Located]:
+    def locate(spec: LSTMSpec) -> Located:
+        top = spec.layer.path.split("/")[0]
+        if child(root, top) is None:
+            return [], "keras", [f"layer {spec.name}: no weights group {root.name.strip('/')}/{top} in the file"]
+        arrays = arrays_of(spec.layer)
         if spec.half is not None:
-            half = len(names) // 2  # Bidirectional: forward weights, then backward
-            names = names[:half] if spec.half == "forward_layer" else names[half:]
-        arrays = [_renamed(stored(group, n, path), f"{group.name.strip('/')}/{n}") for n in names]
+            half = len(arrays) // 2  # Bidirectional: forward weights, then backward
+            arrays = arrays[:half] if spec.half == "forward_layer" else arrays[half:]
         return arrays, _storage(spec.kind, arrays), []
 
     return locate
@@ -274,13 +295,15 @@ def _read_legacy_weights(path: Path, f: h5py.File) -> Checkpoint:
             d = _direction(name, kind, settings, storage, half, path, keras_version, [], source=source,
                            wrapper=layer_name if len(halves) == 2 else None,
                            merge_mode="concat" if len(halves) == 2 else None)
+            d.layer_path = layer_name
             directions.append(d)
     if not directions:
         _raise_no_lstm(path, [m.class_name for m in model_layers], [])
     version = keras_version or "1 (no keras_version recorded)"
     notes = [f"weights only, no architecture: activations and flags shown are the Keras {version} defaults "
              f"(LSTM: tanh and {default_recurrent_activation(keras_version or '1')}; CuDNNLSTM: tanh and sigmoid)"]
-    return Checkpoint(path, "legacy-weights-h5", keras_version, directions, model_layers, None, "defaults", notes)
+    return Checkpoint(path, "legacy-weights-h5", keras_version, directions, model_layers, None, "defaults", notes,
+                      source=source)
 
 
 def _lstm_halves(arrays: list[StoredArray]) -> list[list[StoredArray]]:
@@ -354,7 +377,8 @@ def _read_keras_zip(path: Path) -> Checkpoint:
     with source.open() as f:
         prefix = "layers" if child(f, "layers") is not None else "_layer_checkpoint_dependencies"
         paths = keras3_paths(graph, prefix)
-        return _from_graph(path, "keras3", keras_version, graph, _keras3_locator(path, f, paths), source)
+        return _from_graph(path, "keras3", keras_version, graph, _keras3_locator(path, f, paths), source,
+                           _keras3_arrays(path, f, paths), config)
 
 
 def _read_member(path: Path, zf: zipfile.ZipFile, name: str) -> bytes:
@@ -429,6 +453,21 @@ def _keras3_locator(path: Path, f: h5py.File, paths: dict[str, str]) -> Callable
     return locate
 
 
+def _keras3_arrays(path: Path, f: h5py.File, paths: dict[str, str]) -> Callable[[LayerNode], list[StoredArray]]:
+    """A layer's own variables in model.weights.h5: <path>/vars/0, 1, ... (a wrapper's under layer/)."""
+
+    def arrays_of(node: LayerNode) -> list[StoredArray]:
+        base = paths.get(node.path)
+        if base is None:
+            return []
+        if node.class_name == "TimeDistributed":
+            base = f"{base}/layer"
+        group = _group(f, f"{base}/vars")
+        return _numbered(group, path) if group is not None else []
+
+    return arrays_of
+
+
 def _group(f: h5py.Group, key: str) -> h5py.Group | None:
     node: Any = f
     for part in key.split("/"):
@@ -497,14 +536,17 @@ def _read_keras3_weights(path: Path, f: h5py.File) -> Checkpoint:
         name = _pretty(f, layer_path)
         wrapper = _pretty(f, layer_path.rsplit("/", 1)[0]) if layer_path.endswith(("forward_layer", "backward_layer")) else None
         model_layers.append(ModelLayer(name, "LSTM"))
-        directions.append(_direction(name, "LSTM", settings, storage, arrays, path, None, [], source=source,
-                                     wrapper=wrapper, merge_mode="concat" if wrapper else None))
+        d = _direction(name, "LSTM", settings, storage, arrays, path, None, [], source=source,
+                       wrapper=wrapper, merge_mode="concat" if wrapper else None)
+        d.layer_path = wrapper or name
+        directions.append(d)
     if not directions:
         _raise_no_lstm(path, [m.name for m in model_layers], unsupported)
     notes = ["Keras 3 weights only, no architecture: activations and flags are the Keras 3 defaults "
              "(activation tanh, recurrent_activation sigmoid), and layers are listed in file order"]
     notes += [f"unsupported LSTM-like layer: {u}" for u in unsupported]
-    return Checkpoint(path, "keras3-weights", None, directions, model_layers, None, "defaults", notes)
+    return Checkpoint(path, "keras3-weights", None, directions, model_layers, None, "defaults", notes,
+                      source=source)
 
 
 def _pretty(f: h5py.File, group_path: str) -> str:

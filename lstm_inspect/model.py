@@ -37,6 +37,7 @@ class LSTMDirection:
     expected_input_dim: int | None = None  # what feeds this layer, from the architecture
     problems: list[str] = field(default_factory=list)
     weights_stored: bool = True  # False for a model saved before it was built: no arrays at all
+    layer_path: str = ""  # the model layer it belongs to (the Bidirectional for both halves)
 
     @property
     def shapes_ok(self) -> bool:
@@ -78,6 +79,24 @@ class LSTMDirection:
 
     def gates(self) -> dict[str, Gate]:
         return self.weights().gates()
+
+    def forward(
+        self, x: np.ndarray, dtype: type = np.float32, initial_state: tuple[np.ndarray, np.ndarray] | None = None,
+        mask: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """This direction alone on x (batch, steps, input_dim): its output as the layer returns it.
+
+        The full sequence in processing order when return_sequences (reversed in time for
+        go_backwards, as Keras returns it), else the last output.
+        """
+        from lstm_inspect.network import run_direction
+
+        x = np.asarray(x)
+        if x.ndim != 3 or (self.input_dim is not None and x.shape[-1] != self.input_dim):
+            raise InspectError(f"layer {self.name}: input has shape {x.shape} but the layer expects "
+                               f"(batch, steps, {self.input_dim})")
+        res = run_direction(self, x, mask, initial_state, dtype)
+        return res.outputs if self.settings.return_sequences else res.last_output
 
     def to_dict(self) -> dict[str, Any]:
         s = self.settings
@@ -135,6 +154,16 @@ class Checkpoint:
     settings_from: str = "config"  # "config", or "defaults" when the file has no architecture
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # across the model (what feeds what)
+    source: WeightFile | None = None
+    layer_arrays: dict[str, list[StoredArray]] = field(default_factory=dict)  # non-LSTM layers' weights
+    raw_config: Any = None  # the model config as stored (JSON), for rebuilding the model in Keras
+
+    def read_layer(self, path: str) -> list[np.ndarray]:
+        """The stored arrays of a non-LSTM layer (Dense, Embedding, ...), in Keras's weight order."""
+        arrays = self.layer_arrays.get(path, [])
+        if not arrays or self.source is None:
+            return []
+        return self.source.read([a.key for a in arrays])
 
     def layer(self, name: str) -> LSTMDirection:
         for d in self.layers:
@@ -145,6 +174,16 @@ class Checkpoint:
             return matches[0]
         names = ", ".join(d.name for d in self.layers)
         raise InspectError(f"{self.file}: no LSTM direction named {name!r}; it has: {names}")
+
+    def forward(self, x: Any, dtype: type = np.float32) -> np.ndarray | list[np.ndarray]:
+        """What Keras's model.predict returns for x: one array, or a list for several outputs.
+
+        x is one array, or a list of arrays in the model's input order.
+        """
+        from lstm_inspect.network import Network, as_inputs
+
+        outs = Network(self, dtype).run(as_inputs(x))
+        return outs[0] if len(outs) == 1 else outs
 
     @property
     def all_problems(self) -> list[str]:

@@ -1,0 +1,99 @@
+"""Reading user inputs and writing results: arrays in and out, never pickles, never half-written files."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from lstm_inspect.errors import InspectError
+
+
+def read_inputs(path: Path) -> dict[str, np.ndarray]:
+    """`.npy` (one array), `.npz` (one array per model input) or `.csv` (one 2-D sequence, batch of 1).
+
+    Returned in file order; `.npz` keys are kept so inputs can be matched by name.
+    """
+    if not path.exists():
+        raise InspectError(f"{path}: no such file")
+    if path.is_dir():
+        raise InspectError(f"{path}: is a directory, not an input file (.npy, .npz, .csv)")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return {"x": np.load(path, allow_pickle=False)}
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+            if not arrays:
+                raise InspectError(f"{path}: holds no arrays")
+            return arrays
+        if suffix == ".csv":
+            seq = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+            return {"x": seq[None]}
+    except InspectError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise InspectError(f"{path}: holds pickled objects, which lstm-inspect never loads") from None
+        raise InspectError(f"{path}: is not a readable {suffix} file ({str(exc).splitlines()[0][:150]})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise InspectError(f"{path}: is not a readable {suffix} file ({str(exc).splitlines()[0][:150]})") from None
+    raise InspectError(f"{path}: inputs must be .npy, .npz or .csv, not {suffix or 'a file without extension'}")
+
+
+def ordered_inputs(arrays: dict[str, np.ndarray], names: list[str]) -> list[np.ndarray]:
+    """Match arrays to the model's inputs: by input name when every name is there, else in file order."""
+    if len(arrays) > 1 and all(n in arrays for n in names):
+        return [arrays[n] for n in names]
+    return list(arrays.values())
+
+
+@contextmanager
+def atomic_path(target: Path, force: bool) -> Iterator[Path]:
+    """A temporary path beside `target`, renamed onto it only when the block succeeds.
+
+    Refuses to replace an existing file unless `force`; on any failure the temporary file is
+    removed and whatever was at `target` is left as it was.
+    """
+    if target.exists() and not force:
+        raise InspectError(f"{target}: already exists; pass --force to replace it")
+    if target.exists() and target.is_dir():
+        raise InspectError(f"{target}: is a directory")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InspectError(f"{parent}: no such directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=parent)
+    except OSError as exc:
+        raise InspectError(f"{target}: cannot write here ({exc.strerror or exc})") from None
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    except OSError as exc:
+        raise InspectError(f"{target}: could not be written ({exc.strerror or exc}); nothing was changed") from None
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_arrays(target: Path, arrays: dict[str, np.ndarray], force: bool) -> None:
+    """One array to `.npy`, or named arrays to `.npz`, atomically."""
+    suffix = target.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise InspectError(f"{target}: outputs are written as .npy (one array) or .npz")
+    if suffix == ".npy" and len(arrays) != 1:
+        raise InspectError(f"{target}: the model gives {len(arrays)} outputs; write them to a .npz")
+    with atomic_path(target, force) as tmp:
+        with open(tmp, "wb") as f:
+            if suffix == ".npy":
+                np.save(f, next(iter(arrays.values())), allow_pickle=False)
+            else:
+                np.savez(f, **arrays)

@@ -1,0 +1,409 @@
+"""A whole Keras model run in NumPy: the layers around the LSTMs, and the graph that joins them.
+
+Each supported layer is a small function from its input tensors (value and Keras mask) and its
+stored weights to its output tensors, written as Keras computes it at inference (dropout and
+noise layers are the identity). Sequential models run as a chain; Functional models follow their
+`inbound_nodes`, several inputs and outputs included; nested models run as sub-graphs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from lstm_inspect.architecture import LayerNode, ModelGraph, TensorRef, keras_major_minor
+from lstm_inspect.engine import LSTMResult, LSTMTrace, activation_fn, lstm_forward, merge_bidirectional
+from lstm_inspect.errors import InspectError
+from lstm_inspect.model import Checkpoint, LSTMDirection
+
+
+@dataclass
+class Tensor:
+    value: np.ndarray
+    mask: np.ndarray | None = None  # (batch, steps) booleans, Keras's propagated mask
+
+
+@dataclass
+class RunRecord:
+    """What a run leaves behind besides the outputs: every layer's output, every LSTM's trace."""
+
+    layer_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    traces: dict[str, LSTMTrace] = field(default_factory=dict)
+    masks: dict[str, np.ndarray | None] = field(default_factory=dict)  # mask each LSTM direction saw
+
+
+IDENTITY_LAYERS = frozenset({
+    "InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
+    "AlphaDropout", "ActivityRegularization",
+})
+MERGE_LAYERS = frozenset({"Concatenate", "Add", "Multiply", "Average", "Subtract", "Maximum", "Minimum"})
+
+
+def run_direction(
+    d: LSTMDirection, x: np.ndarray, mask: np.ndarray | None = None,
+    initial_state: tuple[np.ndarray, np.ndarray] | None = None, dtype: type = np.float32, trace: bool = False,
+) -> LSTMResult:
+    """One LSTM direction on its own input, with the activations the writing Keras defined."""
+    s = d.settings
+    return lstm_forward(
+        x, d.weights(),
+        activation=activation_fn(s.activation, d.hard_sigmoid),
+        recurrent_activation=activation_fn(s.recurrent_activation, d.hard_sigmoid),
+        mask=mask, go_backwards=s.go_backwards, zero_output_for_mask=s.zero_output_for_mask,
+        initial_state=initial_state, dtype=dtype, trace=trace,
+    )
+
+
+class Network:
+    """Runs a checkpoint's model graph in NumPy."""
+
+    def __init__(self, ckpt: Checkpoint, dtype: type = np.float32, trace: bool = False) -> None:
+        if ckpt.graph is None:
+            raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so the whole model cannot run; "
+                               "run one LSTM direction with --layer")
+        self.ckpt, self.dtype, self.trace = ckpt, dtype, trace
+        self.keras_major = keras_major_minor(ckpt.keras_version)[0] or 2
+        self.directions: dict[str, list[LSTMDirection]] = {}
+        for d in ckpt.layers:
+            self.directions.setdefault(d.layer_path, []).append(d)
+        self._check_supported(ckpt.graph)
+
+    # ---------------------------------------------------------------- inputs
+
+    def input_nodes(self) -> list[LayerNode]:
+        graph = self.ckpt.graph
+        assert graph is not None
+        if graph.class_name == "Sequential":
+            return [graph.layers[0]] if graph.layers else []
+        by_name = {n.name: n for n in graph.layers}
+        return [by_name[r.layer] for r in graph.inputs if r.layer in by_name]
+
+    def input_specs(self) -> list[tuple[str, tuple[int | None, ...] | None, str]]:
+        """(name, declared shape with None for free axes, 'ids' or 'float') per model input."""
+        specs = []
+        for node in self.input_nodes():
+            shape = node.config.get("batch_shape") or node.config.get("batch_input_shape")
+            if shape is None and isinstance(node.config.get("input_dim"), int) and node.class_name != "Embedding":
+                shape = [None, None, node.config["input_dim"]]
+            first = self._first_consumer(node)
+            kind = "ids" if first is not None and first.class_name == "Embedding" else "float"
+            specs.append((node.name, tuple(shape) if isinstance(shape, list) else None, kind))
+        return specs
+
+    def _first_consumer(self, node: LayerNode) -> LayerNode | None:
+        graph = self.ckpt.graph
+        assert graph is not None
+        if node.class_name != "InputLayer":
+            return node
+        if graph.class_name == "Sequential":
+            rest = graph.layers[1:]
+            return rest[0] if rest else None
+        for other in graph.layers:
+            if any(r.layer == node.name for call in other.inbound for r in call):
+                return other
+        return None
+
+    def check_inputs(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        specs = self.input_specs()
+        if len(xs) != len(specs):
+            names = ", ".join(name for name, _, _ in specs)
+            raise InspectError(f"{self.ckpt.file}: the model takes {len(specs)} input(s) ({names}), "
+                               f"{len(xs)} were given")
+        out = []
+        for x, (name, shape, kind) in zip(xs, specs):
+            x = np.asarray(x)
+            if shape is not None:
+                want = "(" + ", ".join("batch" if k == 0 else ("any" if n is None else str(n))
+                                       for k, n in enumerate(shape)) + ")"
+                if x.ndim != len(shape):
+                    raise InspectError(f"input {name}: has shape {x.shape} but the model expects {want}")
+                if shape[-1] is not None and x.shape[-1] != shape[-1] and len(shape) > 2:
+                    raise InspectError(f"input {name}: has {x.shape[-1]} features per step but the model expects "
+                                       f"{shape[-1]}, shape {want}")
+            if kind == "ids":
+                if x.dtype.kind == "f" and not np.all(np.isfinite(x) & (x == np.round(x))):
+                    raise InspectError(f"input {name}: feeds an Embedding, so it must hold integer token ids")
+                x = x.astype(np.int64)
+            elif x.dtype.kind not in "fiub":
+                raise InspectError(f"input {name}: has dtype {x.dtype}, not numbers")
+            elif not np.all(np.isfinite(x)):
+                raise InspectError(f"input {name}: contains NaN or Inf")
+            out.append(x)
+        return out
+
+    # ---------------------------------------------------------------- running
+
+    def run(self, xs: list[np.ndarray], record: RunRecord | None = None) -> list[np.ndarray]:
+        """The model's outputs, in the model's output order (what model.predict returns, as a list)."""
+        graph = self.ckpt.graph
+        assert graph is not None
+        xs = self.check_inputs(xs)
+        rec = record if record is not None else RunRecord()
+        outs = self._run_graph(graph, [Tensor(x) for x in xs], rec)
+        return [t.value for t in outs]
+
+    def _run_graph(self, graph: ModelGraph, inputs: list[Tensor], rec: RunRecord) -> list[Tensor]:
+        if graph.class_name == "Sequential":
+            current = inputs
+            for node in graph.layers:
+                current = self._apply(node, current, rec, call=0)
+            return current
+        produced: dict[tuple[str, int], list[Tensor]] = {}
+        input_names = [r.layer for r in graph.inputs]
+        for node in graph.layers:
+            if node.class_name == "InputLayer":
+                if node.name not in input_names:
+                    raise InspectError(f"{self.ckpt.file}: input layer {node.name} is not a model input")
+                produced[(node.name, 0)] = [inputs[input_names.index(node.name)]]
+        pending = [(node, k) for node in graph.layers if node.class_name != "InputLayer"
+                   for k in range(max(1, len(node.inbound)))]
+        while pending:
+            progressed = False
+            for node, k in list(pending):
+                refs = node.inbound[k] if k < len(node.inbound) else []
+                args = [self._lookup(produced, r) for r in refs]
+                if any(a is None for a in args):
+                    continue
+                produced[(node.name, k)] = self._apply(node, args, rec, call=k)  # type: ignore[arg-type]
+                pending.remove((node, k))
+                progressed = True
+            if not progressed:
+                names = ", ".join(n.name for n, _ in pending)
+                raise InspectError(f"{self.ckpt.file}: the model graph cannot be resolved (stuck at: {names})")
+        results = []
+        for r in graph.outputs:
+            found = self._lookup(produced, r)
+            if found is None:
+                raise InspectError(f"{self.ckpt.file}: model output {r.layer} is never computed")
+            results.append(found)
+        return results
+
+    @staticmethod
+    def _lookup(produced: dict[tuple[str, int], list[Tensor]], ref: TensorRef) -> Tensor | None:
+        outs = produced.get((ref.layer, ref.node))
+        if outs is None:
+            # A nested model is referred to by node index 1 in Keras 2 configs: its only call.
+            calls = [v for (name, _), v in produced.items() if name == ref.layer]
+            outs = calls[0] if len(calls) == 1 else None
+        if outs is None or ref.tensor >= len(outs):
+            return None
+        return outs[ref.tensor]
+
+    def _apply(self, node: LayerNode, args: list[Tensor], rec: RunRecord, call: int) -> list[Tensor]:
+        if node.children is not None:
+            outs = self._run_graph(node.children, args, rec)
+        elif node.path in self.directions:
+            outs = self._lstm_layer(node, args, rec)
+        else:
+            fn = LAYERS.get(node.class_name)
+            if fn is None:
+                raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy engine "
+                                   "runs; run its LSTM layers alone with --layer")
+            outs = fn(node, args, self.ckpt.read_layer(node.path), self)
+        if call == 0:
+            rec.layer_outputs[node.path] = [t.value for t in outs]
+        return outs
+
+    def _lstm_layer(self, node: LayerNode, args: list[Tensor], rec: RunRecord) -> list[Tensor]:
+        x, states = args[0], [a.value for a in args[1:]]
+        mask = x.mask
+        if self.keras_major >= 3 and len(args) > 1 and self.ckpt.graph is not None \
+                and self.ckpt.graph.class_name == "Functional":
+            # Keras 3 fills in the implicit mask only for a call with a single tensor argument;
+            # an RNN given initial_state tensors runs unmasked (keras/src/layers/layer.py).
+            mask = None
+        directions = self.directions[node.path]
+        results = []
+        for k, d in enumerate(directions):
+            init = tuple(states[2 * k : 2 * k + 2]) if len(states) >= 2 * (k + 1) else None
+            res = run_direction(d, x.value, mask, init, self.dtype, self.trace)  # type: ignore[arg-type]
+            rec.masks[d.name] = mask
+            if res.trace is not None:
+                rec.traces[d.name] = res.trace
+            results.append(res)
+        s = directions[0].settings
+        out_mask = mask if s.return_sequences else None
+        if len(directions) == 1:
+            res = results[0]
+            out = res.outputs if s.return_sequences else res.last_output
+            tensors = [Tensor(out, out_mask)]
+            if s.return_state:
+                tensors += [Tensor(res.h), Tensor(res.c)]
+            return tensors
+        fw, bw = results
+        if s.return_sequences:
+            y, y_rev = fw.outputs, bw.outputs[:, ::-1]  # the backward half back in input time order
+        else:
+            y, y_rev = fw.last_output, bw.last_output
+        merged = merge_bidirectional(y, y_rev, directions[0].merge_mode)
+        tensors = [Tensor(m, out_mask) for m in merged] if isinstance(merged, list) else [Tensor(merged, out_mask)]
+        if s.return_state:
+            tensors += [Tensor(fw.h), Tensor(fw.c), Tensor(bw.h), Tensor(bw.c)]
+        return tensors
+
+    def _check_supported(self, graph: ModelGraph) -> None:
+        for node in graph.walk():
+            if node.children is None and node.path not in self.directions and node.class_name not in LAYERS:
+                raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy "
+                                   "engine runs; run its LSTM layers alone with --layer")
+
+
+# ---------------------------------------------------------------- the layers around LSTMs
+
+LayerFn = Callable[[LayerNode, list[Tensor], list[np.ndarray], Network], list[Tensor]]
+
+
+def _cast(net: Network, *arrays: np.ndarray) -> list[np.ndarray]:
+    return [np.asarray(a, dtype=net.dtype) for a in arrays]
+
+
+def _activation(node: LayerNode, net: Network) -> Callable[[np.ndarray], np.ndarray]:
+    from lstm_inspect.architecture import activation_name
+
+    hard = "keras3" if net.keras_major >= 3 else "keras2"
+    return activation_fn(activation_name(node.config.get("activation"), "linear"), hard)
+
+
+def _identity(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    return [args[0]]
+
+
+def _dense(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    cfg = node.config
+    if node.class_name == "TimeDistributed":
+        cfg = (cfg.get("layer") or {}).get("config") or {}
+        inner = (node.config.get("layer") or {}).get("class_name")
+        if inner != "Dense":
+            raise InspectError(f"layer {node.path}: TimeDistributed({inner}) is not one the NumPy engine runs")
+        node = LayerNode(node.name, node.path, "Dense", cfg)
+    if not w:
+        raise InspectError(f"layer {node.path}: the file stores no weights for this Dense layer")
+    (x,) = _cast(net, args[0].value)
+    y = x @ w[0].astype(net.dtype)
+    if cfg.get("use_bias", cfg.get("bias", True)) and len(w) > 1:
+        y = y + w[1].astype(net.dtype)
+    return [Tensor(_activation(node, net)(y), args[0].mask)]
+
+
+def _activation_layer(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    return [Tensor(_activation(node, net)(args[0].value.astype(net.dtype)), args[0].mask)]
+
+
+def _embedding(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    if not w:
+        raise InspectError(f"layer {node.path}: the file stores no weights for this Embedding")
+    ids = np.asarray(args[0].value).astype(np.int64)
+    table = w[0].astype(net.dtype)
+    if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
+        raise InspectError(f"layer {node.path}: token ids must lie in [0, {table.shape[0] - 1}], "
+                           f"found {ids.min()}..{ids.max()}")
+    mask = ids != 0 if node.config.get("mask_zero") else None
+    return [Tensor(table[ids], mask)]
+
+
+def _masking(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    (x,) = _cast(net, args[0].value)
+    mask = np.any(x != node.config.get("mask_value", 0.0), axis=-1)
+    return [Tensor(x * mask[..., None].astype(net.dtype), mask)]
+
+
+def _flatten(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    x = args[0].value
+    return [Tensor(x.reshape(x.shape[0], -1))]
+
+
+def _repeat_vector(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    n = int(node.config["n"])
+    return [Tensor(np.repeat(args[0].value[:, None, :], n, axis=1))]
+
+
+def _reshape(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    x = args[0].value
+    return [Tensor(x.reshape((x.shape[0], *node.config["target_shape"])))]
+
+
+def _batch_norm(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    cfg = node.config
+    arrays = list(w)
+    gamma = arrays.pop(0) if cfg.get("scale", True) else None
+    beta = arrays.pop(0) if cfg.get("center", True) else None
+    mean, var = arrays[0], arrays[1]
+    axis = cfg.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) else axis
+    x = args[0].value.astype(net.dtype)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + cfg.get("epsilon", 1e-3))
+    if gamma is not None:
+        y = y * gamma.reshape(shape)
+    if beta is not None:
+        y = y + beta.reshape(shape)
+    return [Tensor(y.astype(net.dtype), args[0].mask)]
+
+
+def _layer_norm(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    cfg = node.config
+    arrays = list(w)
+    gamma = arrays.pop(0) if cfg.get("scale", True) else None
+    beta = arrays.pop(0) if cfg.get("center", True) and not cfg.get("rms_scaling") else None
+    axis = cfg.get("axis", -1)
+    axes = tuple(axis) if isinstance(axis, list) else (axis,)
+    x = args[0].value.astype(net.dtype)
+    eps = cfg.get("epsilon", 1e-3)
+    if cfg.get("rms_scaling"):
+        y = x / np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + eps)
+    else:
+        mean = x.mean(axis=axes, keepdims=True)
+        y = (x - mean) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return [Tensor(y.astype(net.dtype), args[0].mask)]
+
+
+def _merge(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
+    values = [a.value.astype(net.dtype) for a in args]
+    cls = node.class_name
+    if cls == "Concatenate":
+        y = np.concatenate(values, axis=node.config.get("axis", -1))
+    elif cls == "Add":
+        y = np.sum(values, axis=0)
+    elif cls == "Subtract":
+        y = values[0] - values[1]
+    elif cls == "Multiply":
+        y = np.prod(values, axis=0)
+    elif cls == "Average":
+        y = np.mean(values, axis=0)
+    elif cls == "Maximum":
+        y = np.max(values, axis=0)
+    else:
+        y = np.min(values, axis=0)
+    masks = [a.mask for a in args if a.mask is not None]
+    mask = np.logical_and.reduce(masks) if masks and y.ndim == 3 else None
+    return [Tensor(y.astype(net.dtype), mask)]
+
+
+LAYERS: dict[str, LayerFn] = {
+    **{name: _identity for name in IDENTITY_LAYERS},
+    "Dense": _dense,
+    "TimeDistributed": _dense,
+    "Activation": _activation_layer,
+    "Embedding": _embedding,
+    "Masking": _masking,
+    "Flatten": _flatten,
+    "RepeatVector": _repeat_vector,
+    "Reshape": _reshape,
+    "BatchNormalization": _batch_norm,
+    "LayerNormalization": _layer_norm,
+    **{name: _merge for name in MERGE_LAYERS},
+}
+
+
+def as_inputs(x: Any) -> list[np.ndarray]:
+    """One array, or a list of arrays in the model's input order."""
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(a) for a in x]
+    return [np.asarray(x)]
