@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import zipfile
 from contextlib import contextmanager
@@ -97,3 +99,61 @@ def write_arrays(target: Path, arrays: dict[str, np.ndarray], force: bool) -> No
                 np.save(f, next(iter(arrays.values())), allow_pickle=False)
             else:
                 np.savez(f, **arrays)
+
+
+TRACE_QUANTITIES = ("z", "i", "f", "c_tilde", "o", "c", "h")
+
+
+def write_trace(target: Path, traces: dict[str, dict[str, np.ndarray]], fmt: str, force: bool) -> list[str]:
+    """Per-step golden values: `{direction: {quantity: (batch, steps, n)}}` to one .npz or a folder of CSVs.
+
+    npz keys are `<direction>/<quantity>`. A CSV folder holds `<direction>/<quantity>.csv` with
+    columns sample, step, then one per unit, and a manifest.json. Returns what was written.
+    """
+    if fmt == "npz":
+        flat = {f"{d}/{q}": a for d, qs in traces.items() for q, a in qs.items()}
+        write_arrays(target if target.suffix == ".npz" else target.with_suffix(".npz"), flat, force)
+        return sorted(flat)
+    if target.exists() and not force:
+        raise InspectError(f"{target}: already exists; pass --force to replace it")
+    if target.exists() and not target.is_dir():
+        raise InspectError(f"{target}: exists and is not a directory")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InspectError(f"{parent}: no such directory")
+    written = []
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+    except OSError as exc:
+        raise InspectError(f"{target}: cannot write here ({exc.strerror or exc})") from None
+    try:
+        manifest: dict[str, dict[str, object]] = {}
+        for direction, quantities in traces.items():
+            folder = tmp / direction
+            folder.mkdir(parents=True, exist_ok=True)
+            for q, a in quantities.items():
+                batch, steps, width = a.shape
+                sample, step = np.meshgrid(np.arange(batch), np.arange(steps), indexing="ij")
+                table = np.column_stack([sample.reshape(-1), step.reshape(-1), a.reshape(batch * steps, width)])
+                prefix = "z" if q == "z" else "u"
+                header = "sample,step," + ",".join(f"{prefix}{k}" for k in range(width))
+                fmt_cols = ["%d", "%d"] + ["%.9g"] * width
+                np.savetxt(folder / f"{q}.csv", table, delimiter=",", header=header, comments="", fmt=fmt_cols)
+                rel = f"{direction}/{q}.csv"
+                manifest[rel] = {"direction": direction, "quantity": q, "batch": batch, "steps": steps,
+                                 "columns": width}
+                written.append(rel)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        backup = None
+        if target.exists():
+            backup = parent / f".{target.name}.old"
+            os.replace(target, backup)
+        os.replace(tmp, target)
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
+    except OSError as exc:
+        raise InspectError(f"{target}: could not be written ({exc.strerror or exc}); nothing was changed") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return written

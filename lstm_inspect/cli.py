@@ -7,12 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from lstm_inspect import __version__
+from lstm_inspect.arrays_io import TRACE_QUANTITIES, ordered_inputs, read_inputs, write_arrays, write_trace
 from lstm_inspect.errors import InspectError
 from lstm_inspect.gates import GATES
 from lstm_inspect.model import Checkpoint, LSTMDirection, load
@@ -164,6 +166,226 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
     console.print(f"[dim]{FLAGS_LEGEND}[/dim]")
     for note in ckpt.notes:
         console.print(f"[yellow]note:[/yellow] {note}", markup=True)
+
+
+DTYPES = {"float32": np.float32, "float64": np.float64}
+DTYPE_OPT = typer.Option("float32", "--dtype", help="Arithmetic of the engine: float32 (as Keras) or float64.")
+FORCE_OPT = typer.Option(False, "--force", help="Replace the output if it exists (written atomically either way).")
+LAYER_OPT = typer.Option(None, "--layer", help="Run one LSTM direction alone (a name from `show`) on an input of "
+                         "shape (batch, steps, N_i).")
+
+
+def _dtype(name: str) -> type:
+    if name not in DTYPES:
+        raise InspectError(f"--dtype must be float32 or float64, not {name!r}")
+    return DTYPES[name]
+
+
+def _model_inputs(ckpt: Checkpoint, path: Path) -> list[np.ndarray]:
+    from lstm_inspect.network import Network
+
+    arrays = read_inputs(path)
+    names = [name for name, _, _ in Network(ckpt).input_specs()]
+    return ordered_inputs(arrays, names)
+
+
+def _single_input(path: Path) -> np.ndarray:
+    arrays = read_inputs(path)
+    if len(arrays) != 1:
+        raise InspectError(f"{path}: --layer takes one input array, this file holds {len(arrays)}")
+    return next(iter(arrays.values()))
+
+
+@app.command()
+def forward(
+    model: Path = MODEL_ARG,
+    input: Path = typer.Option(..., "--input", "-i", help="X: .npy (one input), .npz (one array per model input, "
+                               "in input order or by input name) or .csv (one 2-D sequence, steps × features)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Y: .npy (the single output) or .npz (output_0, output_1, ...)."),
+    layer: Optional[str] = LAYER_OPT,
+    dtype: str = DTYPE_OPT,
+    force: bool = FORCE_OPT,
+) -> None:
+    """Run the model (or one LSTM direction) in NumPy, exactly as Keras computes it; no TensorFlow.
+
+    Writes what model.predict returns. With --layer, the direction's output as the layer returns
+    it: the whole sequence (in processing order, i.e. reversed for go_backwards) when
+    return_sequences, else the last output.
+
+    Example:  lstm-inspect forward model.h5 --input x.npy --out y.npy
+    """
+
+    def action() -> int:
+        ckpt = load(model)
+        dt = _dtype(dtype)
+        if layer is not None:
+            outs = [ckpt.layer(layer).forward(_single_input(input), dtype=dt)]
+        else:
+            result = ckpt.forward(_model_inputs(ckpt, input), dtype=dt)
+            outs = result if isinstance(result, list) else [result]
+        names = {f"output_{k}": o for k, o in enumerate(outs)}
+        write_arrays(out, names, force)
+        err = Console(stderr=True, highlight=False)
+        for name, o in names.items():
+            err.print(f"{out}: {name} {tuple(o.shape)} {o.dtype}", markup=False)
+        return EXIT_OK
+
+    _run(action)
+
+
+@app.command()
+def verify(
+    model: Path = MODEL_ARG,
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="X as for forward; default: a seeded random "
+                                         "input of the model's shape (token ids for Embedding models)."),
+    against: Optional[Path] = typer.Option(None, "--against", help="THEIRS: your reimplementation's outputs for the "
+                                           "same input (.npy, or .npz output_0, ...), compared with Keras's instead."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Verify one LSTM direction alone (works on "
+                                        "weights-only files too); compares its whole output sequence."),
+    atol: float = typer.Option(1e-5, "--atol", help="Absolute tolerance."),
+    rtol: float = typer.Option(1e-4, "--rtol", help="Relative tolerance: ok where |ours - keras| <= atol + rtol·|keras|."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random input when --input is not given."),
+    dtype: str = DTYPE_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check the engine (or your own reimplementation) against Keras itself on the same input.
+
+    Runs the Keras that wrote the file: Keras 3 for 3.x files, tf_keras for older ones (the
+    `keras` extra). The model is rebuilt from the parsed config with plain Keras layers only
+    (safe mode: no Lambda, no custom objects), never loaded with Keras's own loader. Compares
+    each top-level LSTM layer's output and the final outputs. Exit 0 when all match, 1 on a
+    mismatch, 2 on bad input.
+
+    Examples:  lstm-inspect verify model.h5
+               lstm-inspect verify model.h5 --input x.npy --against my_port_outputs.npy
+    """
+
+    def action() -> int:
+        from lstm_inspect.network import Network
+        from lstm_inspect.verify import default_inputs
+        from lstm_inspect.verify import verify as run_verify
+        from lstm_inspect.verify import verify_direction
+
+        ckpt = load(model)
+        dt = _dtype(dtype)
+        theirs = None
+        if against is not None:
+            theirs = list(read_inputs(against).values())
+        status = Console(stderr=True, highlight=False)
+        if layer is not None:
+            d = ckpt.layer(layer)
+            if input is not None:
+                x = _single_input(input)
+            else:
+                x = np.random.default_rng(seed).normal(size=(4, 10, d.input_dim or 1)).astype(np.float32)
+            with status.status("running Keras (importing TensorFlow)..."):
+                report = verify_direction(ckpt, layer, x, theirs[0] if theirs else None, against, atol, rtol, dt)
+        else:
+            xs = _model_inputs(ckpt, input) if input is not None else default_inputs(Network(ckpt, dt), seed)
+            with status.status("running Keras (importing TensorFlow)..."):
+                report = run_verify(ckpt, xs, theirs, against, atol, rtol, dt)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            render_verify(report, Console(highlight=False))
+        return EXIT_OK if report.ok else EXIT_MISMATCH
+
+    _run(action)
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float], tol: float) -> str:
+    """Error per time step on a log scale from tol/100 (lowest bar) to the largest error."""
+    if not values:
+        return ""
+    lo = np.log10(max(tol / 100, 1e-12))
+    hi = max(np.log10(max(max(values), 1e-12)), lo + 1)
+    bars = []
+    for v in values:
+        level = (np.log10(max(v, 1e-12)) - lo) / (hi - lo)
+        bars.append(SPARK[int(np.clip(level, 0, 0.999) * len(SPARK))])
+    return "".join(bars)
+
+
+def render_verify(report: Any, console: Console) -> None:
+    what = f"theirs ({report.against})" if report.against else "the NumPy engine"
+    console.print(f"[bold]{report.file}[/bold]: {what} vs {report.reference}   "
+                  f"tolerance |Δ| ≤ {report.atol:g} + {report.rtol:g}·|keras|")
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("output", "shape", "max |Δ|", "max rel", "", "first past tolerance", "|Δ| per step"):
+        table.add_column(col, overflow="fold")
+    for c in report.comparisons:
+        first = "-" if c.first_bad is None else ", ".join(f"{k} {v}" for k, v in c.first_bad.items())
+        table.add_row(c.name, "×".join(map(str, c.shape)), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
+                      "[green]✓[/green]" if c.ok else "[red]✗[/red]", first,
+                      sparkline(c.per_step, report.atol) if c.per_step else "")
+    console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    if report.ok:
+        console.print("[green]match[/green]: every output within tolerance")
+    else:
+        bad = [c for c in report.comparisons if not c.ok]
+        first = bad[0]
+        growth = ""
+        if first.per_step and len(first.per_step) > 1:
+            ps = first.per_step
+            growth = (" The error is there from step 0 (look at the input projection: kernel, bias, gate order)."
+                      if ps[0] > report.atol else
+                      " The error starts later and grows over time (look at the recurrence: recurrent_kernel, "
+                      "state carry, masking).")
+        console.print(f"[red]mismatch[/red]: {len(bad)} of {len(report.comparisons)} outputs differ; first: "
+                      f"{first.name}.{growth}")
+
+
+@app.command()
+def trace(
+    model: Path = MODEL_ARG,
+    input: Path = typer.Option(..., "--input", "-i", help="X as for forward."),
+    out: Path = typer.Option(..., "--out", "-o", help="T.npz, or a folder for --format csv."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="npz (default for a .npz path) or csv (a folder)."),
+    layer: Optional[str] = LAYER_OPT,
+    dtype: str = DTYPE_OPT,
+    force: bool = FORCE_OPT,
+) -> None:
+    """Golden values for porters: every LSTM direction's z, i, f, c̃, o, c, h at every time step.
+
+    Shapes (batch, steps, units) (z: 4·units, gates i, f, c, o), in processing order: for a
+    go_backwards direction, step k consumed input step steps-1-k. h and c are the values the
+    cell computed at that step (at a masked step Keras computes them but carries the old state).
+
+    Example:  lstm-inspect trace model.h5 --input x.npy --out trace.npz
+    """
+
+    def action() -> int:
+        from lstm_inspect.network import Network, RunRecord, run_direction
+
+        ckpt = load(model)
+        dt = _dtype(dtype)
+        kind = fmt or ("npz" if out.suffix.lower() == ".npz" else "csv")
+        if kind not in ("npz", "csv"):
+            raise InspectError(f"--format must be npz or csv, not {kind!r}")
+        if layer is not None:
+            d = ckpt.layer(layer)
+            x = _single_input(input)
+            if x.ndim != 3 or x.shape[-1] != d.input_dim:
+                raise InspectError(f"layer {d.name}: input has shape {x.shape} but the layer expects "
+                                   f"(batch, steps, {d.input_dim})")
+            res = run_direction(d, x, dtype=dt, trace=True)
+            traces = {d.name: res.trace}
+        else:
+            rec = RunRecord()
+            Network(ckpt, dt, trace=True).run(_model_inputs(ckpt, input), rec)
+            traces = rec.traces
+        arrays = {name: {q: getattr(t, q) for q in TRACE_QUANTITIES} for name, t in traces.items() if t is not None}
+        written = write_trace(out, arrays, kind, force)
+        Console(stderr=True, highlight=False).print(f"{out}: {len(written)} arrays for {len(arrays)} LSTM "
+                                                    "direction(s)", markup=False)
+        return EXIT_OK
+
+    _run(action)
 
 
 def _num(n: Optional[int]) -> str:

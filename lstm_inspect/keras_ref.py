@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import json
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -38,10 +39,31 @@ def generation(keras_version: str | None) -> str:
     return "keras3" if major is not None and major >= 3 else "tf_keras"
 
 
+@contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """TensorFlow's C++ start-up chatter goes to file descriptor 2 whatever its log level says."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def import_keras(gen: str) -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     try:
+        with _quiet_native_stderr():
+            import tensorflow as tf
+
+            tf.get_logger().setLevel("ERROR")
         if gen == "keras3":
             import keras
 

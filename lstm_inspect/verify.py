@@ -124,6 +124,7 @@ def verify(
         if len(theirs) != len(keras.outputs):
             raise InspectError(f"{against}: holds {len(theirs)} output(s) but the model gives {len(keras.outputs)}")
         for k, (t, ref) in enumerate(zip(theirs, keras.outputs)):
+            _same_shape(against, f"output_{k}", t, ref)
             comparisons.append(compare(f"output_{k}", t, ref, atol, rtol))
     else:
         rec = RunRecord()
@@ -150,9 +151,17 @@ def verify_direction(
         raise InspectError(f"layer {d.name}: input has shape {x.shape} but the layer expects "
                            f"(batch, steps, {d.input_dim})")
     ref, library = run_keras_direction(ckpt, d.name, x)
+    if theirs is not None:
+        _same_shape(against, "the sequence", theirs, ref)
     ours = theirs if theirs is not None else run_direction(d, x, dtype=dtype).outputs
     comparison = compare(f"layer {d.name} (sequence)", ours, ref, atol, rtol)
     notes = hard_sigmoid_notes(ckpt, library)
     if ckpt.settings_from == "defaults":
         notes.append("this file stores no architecture: Keras ran the direction with the default settings shown by show")
     return VerifyReport(ckpt.file, library, against, atol, rtol, [comparison], notes)
+
+
+def _same_shape(against: Path | None, what: str, theirs: np.ndarray, ref: np.ndarray) -> None:
+    if np.shape(theirs) != np.shape(ref):
+        raise InspectError(f"{against}: {what} has shape {tuple(np.shape(theirs))} but Keras gives "
+                           f"{tuple(np.shape(ref))} for this input")

@@ -1,0 +1,111 @@
+"""The NumPy engine against Keras's own outputs, stored beside every sample and real file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lstm_inspect
+from conftest import REALWORLD, SAMPLES, realworld_checkpoints, sample_checkpoints
+from lstm_inspect.engine import hard_sigmoid_keras2, hard_sigmoid_keras3, lstm_forward, sigmoid
+
+
+def _io(path: Path) -> Path:
+    stem = path.name.split(".")[0] if path.parent == SAMPLES else path.name
+    return path.parent / f"{stem}.io.npz"
+
+
+def _with_outputs(paths: list[Path]) -> list[Path]:
+    """Full models with Keras outputs beside them (weights-only files have no model to run)."""
+    keep = []
+    for p in paths:
+        if not _io(p).exists() or "weights" in p.name:
+            continue
+        if lstm_inspect.load(p).graph is None:
+            continue
+        keep.append(p)
+    return keep
+
+
+def _inputs_and_outputs(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    with np.load(_io(path)) as d:
+        xs = [d[k] for k in sorted(d.files) if k.startswith("x")]
+        ys = [d[k] for k in sorted(d.files) if k.startswith("y")]
+    return xs, ys
+
+
+def max_error(outs: list[np.ndarray], ys: list[np.ndarray]) -> float:
+    """max |ours - keras| / max(1, |keras|) over every output."""
+    return max(float(np.max(np.abs(o - y) / np.maximum(1.0, np.abs(y)))) for o, y in zip(outs, ys))
+
+
+CASES = _with_outputs(sample_checkpoints()) + _with_outputs(realworld_checkpoints(with_weights=True))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)
+def test_engine_matches_keras_outputs(path: Path, dtype: type) -> None:
+    xs, ys = _inputs_and_outputs(path)
+    out = lstm_inspect.load(path).forward(xs if len(xs) > 1 else xs[0], dtype=dtype)
+    outs = out if isinstance(out, list) else [out]
+    assert len(outs) == len(ys)
+    assert all(o.dtype == dtype for o in outs)
+    assert max_error(outs, ys) <= 1e-5
+
+
+def test_every_real_file_with_outputs_is_covered() -> None:
+    if not REALWORLD.is_dir():
+        pytest.skip("../shared/realworld is not beside this clone")
+    with_io = {p.name for p in realworld_checkpoints(with_weights=True) if _io(p).exists()}
+    assert with_io <= {p.name for p in CASES}
+    assert len(with_io) >= 11
+
+
+def test_model_saved_before_it_was_built_cannot_run() -> None:
+    path = REALWORLD / "next_word_embedding_keras313.h5"
+    if not path.exists():
+        pytest.skip("../shared/realworld is not beside this clone")
+    with pytest.raises(lstm_inspect.InspectError, match="stores no weights"):
+        lstm_inspect.load(path).forward(np.ones((2, 12), dtype=np.int32))
+
+
+def test_one_direction_alone_equals_the_keras_layer_output() -> None:
+    """A single-LSTM model's output is that direction's output (Keras computed it)."""
+    for name in ("k3_return_sequences.keras", "tfk_go_backwards.h5", "k3_no_bias.keras", "k3_single.keras"):
+        xs, ys = _inputs_and_outputs(SAMPLES / name)
+        (d,) = lstm_inspect.load(SAMPLES / name).layers
+        assert max_error([d.forward(xs[0])], ys) <= 1e-5
+
+
+def test_engine_step_by_step_against_the_equations() -> None:
+    """lstm_forward against a plain per-step loop of the textbook equations, float64."""
+    rng = np.random.default_rng(0)
+    units, n_i, batch, steps = 3, 2, 2, 5
+    w = lstm_inspect.LSTMWeights(rng.normal(size=(n_i, 4 * units)), rng.normal(size=(units, 4 * units)),
+                                 rng.normal(size=4 * units))
+    x = rng.normal(size=(batch, steps, n_i))
+    h, c = np.zeros((batch, units)), np.zeros((batch, units))
+    gates = w.gates()
+    for t in range(steps):
+        xh = np.concatenate([x[:, t], h], axis=1)
+        z = {g: xh @ gates[g].W.T + gates[g].b for g in "ifco"}
+        i, f, o = (1 / (1 + np.exp(-z[g])) for g in "ifo")
+        c = f * c + i * np.tanh(z["c"])
+        h = o * np.tanh(c)
+    res = lstm_forward(x, w, dtype=np.float64)
+    np.testing.assert_allclose(res.h, h, atol=1e-12)
+    np.testing.assert_allclose(res.c, c, atol=1e-12)
+
+
+def test_hard_sigmoid_definitions() -> None:
+    x = np.array([-4.0, -1.0, 0.0, 1.0, 2.0, 4.0])
+    np.testing.assert_allclose(hard_sigmoid_keras2(x), [0.0, 0.3, 0.5, 0.7, 0.9, 1.0])
+    np.testing.assert_allclose(hard_sigmoid_keras3(x), [0.0, 1 / 3, 0.5, 2 / 3, 5 / 6, 1.0])
+    np.testing.assert_allclose(sigmoid(x), 1 / (1 + np.exp(-x)), atol=1e-15)
+
+
+def test_layer_lookup_by_short_name() -> None:
+    ckpt = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras")
+    assert ckpt.layer("backward_lstm_5").name == "bidirectional/backward_lstm_5"

@@ -1,0 +1,124 @@
+"""`verify`: Keras and the engine agree on every file; deliberate porting mistakes are caught."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lstm_inspect
+from conftest import SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
+from lstm_inspect.engine import activation_fn, hard_sigmoid_keras3, lstm_forward
+from lstm_inspect.gates import LSTMWeights
+from lstm_inspect.network import Network
+from lstm_inspect.verify import default_inputs, verify, verify_direction
+
+FULL_MODELS = [p for p in sample_checkpoints() + realworld_checkpoints(with_weights=True)
+               if lstm_inspect.load(p).graph is not None]
+
+
+@pytest.mark.parametrize("path", FULL_MODELS, ids=lambda p: p.name)
+def test_verify_passes_on_every_model(path: Path) -> None:
+    ckpt = lstm_inspect.load(path)
+    report = verify(ckpt, default_inputs(Network(ckpt), seed=1))
+    assert report.ok, [c.to_dict() for c in report.comparisons if not c.ok]
+    lstm_layers = {d.layer_path for d in ckpt.layers if "/" not in d.layer_path}
+    assert {c.name for c in report.comparisons} >= {f"layer {p}" for p in lstm_layers} | {"output_0"}
+    expected = "keras " if (ckpt.keras_version or "").startswith("3") else "tf_keras "
+    assert report.reference.startswith(expected)
+
+
+@pytest.mark.parametrize("name,layer", [("k3_stacked.weights.h5", "lstm_3"),
+                                        ("tfk_cudnn.weights_only.h5", "cu_dnnlstm"),
+                                        ("tfk_single.weights_only.h5", "lstm")])
+def test_verify_one_direction_of_a_weights_only_file(name: str, layer: str) -> None:
+    ckpt = lstm_inspect.load(SAMPLES / name)
+    d = ckpt.layer(layer)
+    x = np.random.default_rng(2).normal(size=(3, 6, d.input_dim)).astype(np.float32)
+    assert verify_direction(ckpt, layer, x).ok
+
+
+# ---------------------------------------------------------------- deliberate mistakes, through the CLI
+
+def _swap_gates(w: LSTMWeights, a: int, b: int) -> LSTMWeights:
+    def swap(m: np.ndarray) -> np.ndarray:
+        u = w.units
+        blocks = [m[..., k * u:(k + 1) * u] for k in range(4)]
+        blocks[a], blocks[b] = blocks[b], blocks[a]
+        return np.concatenate(blocks, axis=-1)
+    return LSTMWeights(swap(w.kernel), swap(w.recurrent_kernel), swap(w.bias))
+
+
+MISTAKES = {
+    "correct": lambda w, x: lstm_forward(x, w, recurrent_activation=activation_fn("hard_sigmoid", "keras2")),
+    "gates f and c swapped": lambda w, x: lstm_forward(x, _swap_gates(w, 1, 2),
+                                                       recurrent_activation=activation_fn("hard_sigmoid", "keras2")),
+    "Keras 3 hard_sigmoid on a Keras 2 file": lambda w, x: lstm_forward(x, w, recurrent_activation=hard_sigmoid_keras3),
+    "bias left out": lambda w, x: lstm_forward(x, LSTMWeights(w.kernel, w.recurrent_kernel, None),
+                                               recurrent_activation=activation_fn("hard_sigmoid", "keras2")),
+}
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_verify_against_a_reimplementation(tmp_path: Path, mistake: str) -> None:
+    """The first LSTM of a Keras 2 hard_sigmoid file, ported four ways; only the right port passes."""
+    path = SAMPLES / "tfk_stacked_hard_sigmoid.h5"
+    d = lstm_inspect.load(path).layer("lstm_1")
+    x = np.random.default_rng(3).normal(size=(2, 8, d.input_dim)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "theirs.npy", MISTAKES[mistake](d.weights(), x).outputs)
+    r = run_cli("verify", str(path), "--layer", "lstm_1", "--input", str(tmp_path / "x.npy"),
+                "--against", str(tmp_path / "theirs.npy"), "--json")
+    report = json.loads(r.stdout)
+    assert r.returncode == (0 if mistake == "correct" else 1), r.stderr
+    assert report["ok"] is (mistake == "correct") and report["compared"] == "theirs"
+    if mistake != "correct":
+        bad = report["outputs"][0]
+        assert bad["first_past_tolerance"] is not None and bad["max_abs_error"] > 1e-3
+
+
+def test_verify_cli_on_a_whole_model_and_its_table(tmp_path: Path) -> None:
+    r = run_cli("verify", str(SAMPLES / "k3_two_inputs.keras"))
+    assert r.returncode == 0, r.stderr
+    for text in ("keras 3.15.1", "layer lstm_a", "layer bidir_b", "output_0", "match"):
+        assert text in r.stdout
+    assert "Traceback" not in r.stderr and "I0000" not in r.stderr
+
+
+def test_verify_wrong_outputs_of_a_whole_model(tmp_path: Path) -> None:
+    """THEIRS = the right outputs with the last time step's values perturbed: exit 1, step located."""
+    path = SAMPLES / "k3_return_sequences.keras"
+    with np.load(SAMPLES / "k3_return_sequences.io.npz") as d:
+        x, y = d["x"], d["y"].copy()
+    y[:, -1, 2] += 0.01
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "theirs.npy", y)
+    r = run_cli("verify", str(path), "--input", str(tmp_path / "x.npy"), "--against", str(tmp_path / "theirs.npy"),
+                "--json")
+    report = json.loads(r.stdout)
+    assert r.returncode == 1
+    assert report["outputs"][0]["first_past_tolerance"] == {"sample": 0, "step": y.shape[1] - 1, "unit": 2}
+
+
+def test_verify_refuses_a_lambda_layer(tmp_path: Path) -> None:
+    """A config with a Lambda (code) is refused before Keras sees it: exit 2 with the reason."""
+    import shutil
+
+    import h5py
+
+    dst = tmp_path / "lambda.h5"
+    shutil.copy(SAMPLES / "tfk_single.h5", dst)
+    with h5py.File(dst, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        cfg["config"]["layers"].append({"class_name": "Lambda", "config": {"name": "evil", "function": "..."}})
+        f.attrs["model_config"] = json.dumps(cfg)
+    r = run_cli("verify", str(dst))
+    assert r.returncode == 2 and "Lambda" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_verify_against_with_the_wrong_shape_is_bad_input(tmp_path: Path) -> None:
+    np.save(tmp_path / "theirs.npy", np.zeros((4, 3)))
+    r = run_cli("verify", str(SAMPLES / "k3_single.keras"), "--against", str(tmp_path / "theirs.npy"))
+    assert r.returncode == 2 and "shape" in r.stderr
