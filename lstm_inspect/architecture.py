@@ -43,14 +43,45 @@ class TensorRef:
 
 
 @dataclass
+class Call:
+    """One call of a layer in a functional graph: its arguments as passed, tensors as TensorRefs.
+
+    Keras 3 records args and kwargs (initial_state, an explicit mask) separately; Keras 1/2 list
+    the input tensors, then an RNN's initial states, in one list.
+    """
+
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def tensors(self) -> list[TensorRef]:
+        return list(_refs_in(self.args)) + list(_refs_in(self.kwargs))
+
+
+def _refs_in(obj: Any) -> Iterator[TensorRef]:
+    if isinstance(obj, TensorRef):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _refs_in(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _refs_in(value)
+
+
+@dataclass
 class LayerNode:
     name: str
     path: str  # unique: nested models' names joined with '/'
     class_name: str
     config: dict[str, Any]
-    inbound: list[list[TensorRef]] = field(default_factory=list)  # per call: inputs, then states
+    inbound: list[Call] = field(default_factory=list)  # one per call of the layer
     children: ModelGraph | None = None  # for a nested Sequential / Functional model
     entry: dict[str, Any] = field(default_factory=dict)  # the raw config entry
+
+    @property
+    def is_op(self) -> bool:
+        """A raw operation in a Keras 3 functional graph (keras.src.ops.*), e.g. the ops computing a mask."""
+        return str(self.entry.get("module", "")).startswith("keras.src.ops")
 
 
 @dataclass
@@ -116,37 +147,33 @@ def _layer(entry: dict[str, Any], prefix: str) -> LayerNode:
     return node
 
 
-def _call_refs(call: Any) -> list[TensorRef]:
-    """The tensors of one call: Keras 3 `{"args", "kwargs"}` or Keras 1/2 `[[name, node, tensor, kw], ...]`."""
+def _call_refs(call: Any) -> Call:
+    """One call: Keras 3 `{"args", "kwargs"}` or Keras 1/2 `[[name, node, tensor, kwargs], ...]`."""
     if isinstance(call, dict):
-        refs = list(_keras_tensors(call.get("args", [])))
-        refs += list(_keras_tensors(call.get("kwargs", {})))
-        return refs
-    refs = []
+        return Call(list(_decode(call.get("args", []))), dict(_decode(call.get("kwargs", {}))))
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
     for item in call or []:
         if isinstance(item, (list, tuple)) and len(item) >= 3 and isinstance(item[0], str):
-            refs.append(TensorRef(item[0], int(item[1]), int(item[2])))
+            args.append(TensorRef(item[0], int(item[1]), int(item[2])))
             if len(item) > 3 and isinstance(item[3], dict):
-                refs += list(_keras_tensors(item[3]))
-    return refs
+                kwargs.update(_decode(item[3]))
+    return Call(args, kwargs)
 
 
-def _keras_tensors(obj: Any) -> Iterator[TensorRef]:
+def _decode(obj: Any) -> Any:
+    """Replace serialized tensors by TensorRefs, keeping every other argument as it is."""
     if isinstance(obj, dict):
         if obj.get("class_name") == "__keras_tensor__":
             hist = (obj.get("config") or {}).get("keras_history") or []
-            if len(hist) >= 3:
-                yield TensorRef(str(hist[0]), int(hist[1]), int(hist[2]))
-            return
-        for value in obj.values():
-            yield from _keras_tensors(value)
-    elif isinstance(obj, (list, tuple)):
-        # tf.keras records initial_state in kwargs as [name, node, tensor] triples
-        if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int) and isinstance(obj[2], int):
-            yield TensorRef(obj[0], obj[1], obj[2])
-            return
-        for value in obj:
-            yield from _keras_tensors(value)
+            return TensorRef(str(hist[0]), int(hist[1]), int(hist[2])) if len(hist) >= 3 else None
+        return {k: _decode(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        # tf.keras records initial_state tensors in kwargs as [name, node, tensor] triples
+        if len(obj) in (3, 4) and isinstance(obj[0], str) and isinstance(obj[1], int) and isinstance(obj[2], int):
+            return TensorRef(obj[0], obj[1], obj[2])
+        return [_decode(v) for v in obj]
+    return obj
 
 
 def _endpoint_refs(spec: Any) -> list[TensorRef]:
@@ -390,9 +417,9 @@ def _propagate(graph: ModelGraph, incoming: int | None, found: dict[str, int | N
             found[node.path] = dim
             outputs[(node.name, 0)] = [dim]
             continue
-        for k, call in enumerate(node.inbound or [[]]):
+        for k, call in enumerate(node.inbound or [Call()]):
             dims = [outputs.get((r.layer, r.node), [None] * (r.tensor + 1))[r.tensor:r.tensor + 1] or [None]
-                    for r in call]
+                    for r in call.tensors()]
             in_dims = [d[0] for d in dims] or [None]
             if k == 0:
                 found[node.path] = in_dims[0]

@@ -111,6 +111,8 @@ def _from_graph(
     notes: list[str] = []
     layer_arrays: dict[str, list[StoredArray]] = {}
     for node in graph.walk():
+        if node.is_op:
+            continue
         model_layers.append(ModelLayer(node.path, _display_class(node.class_name, node.config)))
         if (u := unsupported_lstm_like(node.class_name, node.config)) is not None:
             unsupported.append(f"{node.path} ({u})")

@@ -21,7 +21,7 @@ import numpy as np
 from lstm_inspect.architecture import MODEL_CLASSES, ModelGraph, keras_major_minor
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint
-from lstm_inspect.network import IDENTITY_LAYERS, MERGE_LAYERS
+from lstm_inspect.network import IDENTITY_LAYERS, MERGE_LAYERS, OPS
 
 # Layer classes whose config may be handed to Keras's from_config: nothing in them runs user code.
 ALLOWED_CLASSES = (
@@ -129,6 +129,8 @@ def _check_layer(entry: Any, where: str) -> None:
     if not isinstance(entry, dict):
         return
     cls = entry.get("class_name")
+    if str(entry.get("module", "")).startswith("keras.src.ops") and cls in OPS:
+        return  # one of Keras's own ops (the ones Keras 3 records to compute masks)
     if cls not in ALLOWED_CLASSES:
         raise InspectError(f"the {where} contains a {cls} layer, which the engine does not know; verify builds "
                            "Keras models only from layers it knows (safe mode)")
@@ -228,6 +230,8 @@ def _set_weights(ckpt: Checkpoint, model: Any, graph: ModelGraph, prefix: str) -
         arrays = [w.kernel, w.recurrent_kernel] + ([w.bias] if w.bias is not None else [])
         by_layer.setdefault(d.layer_path, []).extend(arrays)
     for node in graph.layers:
+        if node.is_op:
+            continue
         try:
             layer = model.get_layer(node.name)
         except ValueError:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lstm_inspect.architecture import LayerNode, ModelGraph, TensorRef, keras_major_minor
+from lstm_inspect.architecture import Call, LayerNode, ModelGraph, TensorRef, keras_major_minor
 from lstm_inspect.engine import LSTMResult, LSTMTrace, activation_fn, lstm_forward, merge_bidirectional
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint, LSTMDirection
@@ -101,7 +101,7 @@ class Network:
             rest = graph.layers[1:]
             return rest[0] if rest else None
         for other in graph.layers:
-            if any(r.layer == node.name for call in other.inbound for r in call):
+            if any(r.layer == node.name for call in other.inbound for r in call.tensors()):
                 return other
         return None
 
@@ -148,7 +148,7 @@ class Network:
         if graph.class_name == "Sequential":
             current = inputs
             for node in graph.layers:
-                current = self._apply(node, current, rec, call=0)
+                current = self._apply(node, Call(list(current)), rec, call=0)
             return current
         produced: dict[tuple[str, int], list[Tensor]] = {}
         input_names = [r.layer for r in graph.inputs]
@@ -162,11 +162,11 @@ class Network:
         while pending:
             progressed = False
             for node, k in list(pending):
-                refs = node.inbound[k] if k < len(node.inbound) else []
-                args = [self._lookup(produced, r) for r in refs]
-                if any(a is None for a in args):
+                call = node.inbound[k] if k < len(node.inbound) else Call()
+                resolved = self._resolve(call, produced)
+                if resolved is None:
                     continue
-                produced[(node.name, k)] = self._apply(node, args, rec, call=k)  # type: ignore[arg-type]
+                produced[(node.name, k)] = self._apply(node, resolved, rec, call=k)
                 pending.remove((node, k))
                 progressed = True
             if not progressed:
@@ -180,6 +180,25 @@ class Network:
             results.append(found)
         return results
 
+    def _resolve(self, call: Call, produced: dict[tuple[str, int], list[Tensor]]) -> Call | None:
+        """The call with each TensorRef replaced by its computed Tensor; None while one is missing."""
+        missing = False
+
+        def sub(obj: Any) -> Any:
+            nonlocal missing
+            if isinstance(obj, TensorRef):
+                found = self._lookup(produced, obj)
+                missing = missing or found is None
+                return found
+            if isinstance(obj, dict):
+                return {k: sub(v) for k, v in obj.items()}
+            if isinstance(obj, list):
+                return [sub(v) for v in obj]
+            return obj
+
+        resolved = Call(sub(call.args), sub(call.kwargs))
+        return None if missing else resolved
+
     @staticmethod
     def _lookup(produced: dict[tuple[str, int], list[Tensor]], ref: TensorRef) -> Tensor | None:
         outs = produced.get((ref.layer, ref.node))
@@ -191,29 +210,37 @@ class Network:
             return None
         return outs[ref.tensor]
 
-    def _apply(self, node: LayerNode, args: list[Tensor], rec: RunRecord, call: int) -> list[Tensor]:
+    def _apply(self, node: LayerNode, args: Call, rec: RunRecord, call: int = 0) -> list[Tensor]:
+        inputs = list(_tensors_in(args.args))
         if node.children is not None:
-            outs = self._run_graph(node.children, args, rec)
+            outs = self._run_graph(node.children, inputs, rec)
         elif node.path in self.directions:
             outs = self._lstm_layer(node, args, rec)
+        elif node.is_op:
+            outs = [run_op(node, args)]
         else:
             fn = LAYERS.get(node.class_name)
             if fn is None:
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy engine "
                                    "runs; run its LSTM layers alone with --layer")
-            outs = fn(node, args, self.ckpt.read_layer(node.path), self)
+            outs = fn(node, inputs, self.ckpt.read_layer(node.path), self)
         if call == 0:
             rec.layer_outputs[node.path] = [t.value for t in outs]
         return outs
 
-    def _lstm_layer(self, node: LayerNode, args: list[Tensor], rec: RunRecord) -> list[Tensor]:
-        x, states = args[0], [a.value for a in args[1:]]
-        mask = x.mask
-        if self.keras_major >= 3 and len(args) > 1 and self.ckpt.graph is not None \
-                and self.ckpt.graph.class_name == "Functional":
+    def _lstm_layer(self, node: LayerNode, args: Call, rec: RunRecord) -> list[Tensor]:
+        inputs = list(_tensors_in(args.args))
+        x = inputs[0]
+        states = [t.value for t in inputs[1:]] + [t.value for t in _tensors_in(args.kwargs.get("initial_state"))]
+        explicit = args.kwargs.get("mask")
+        if isinstance(explicit, Tensor):
+            mask = explicit.value.astype(bool)
+        elif self.keras_major >= 3 and len(_tensors_in(args.args)) + len(_tensors_in(args.kwargs)) > 1:
             # Keras 3 fills in the implicit mask only for a call with a single tensor argument;
             # an RNN given initial_state tensors runs unmasked (keras/src/layers/layer.py).
             mask = None
+        else:
+            mask = x.mask
         directions = self.directions[node.path]
         results = []
         for k, d in enumerate(directions):
@@ -243,9 +270,11 @@ class Network:
             tensors += [Tensor(fw.h), Tensor(fw.c), Tensor(bw.h), Tensor(bw.c)]
         return tensors
 
+
     def _check_supported(self, graph: ModelGraph) -> None:
         for node in graph.walk():
-            if node.children is None and node.path not in self.directions and node.class_name not in LAYERS:
+            known = OPS if node.is_op else LAYERS
+            if node.children is None and node.path not in self.directions and node.class_name not in known:
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy "
                                    "engine runs; run its LSTM layers alone with --layer")
 
@@ -381,9 +410,18 @@ def _merge(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Networ
         y = np.max(values, axis=0)
     else:
         y = np.min(values, axis=0)
-    masks = [a.mask for a in args if a.mask is not None]
-    mask = np.logical_and.reduce(masks) if masks and y.ndim == 3 else None
-    return [Tensor(y.astype(net.dtype), mask)]
+    return [Tensor(y.astype(net.dtype), _merged_mask(cls, args, net))]
+
+
+def _merged_mask(cls: str, args: list[Tensor], net: Network) -> np.ndarray | None:
+    """Keras's compute_mask of merge layers: AND of the masks; Keras 3 Concatenate takes OR."""
+    if all(a.mask is None for a in args):
+        return None
+    if cls == "Concatenate":
+        # an unmasked input counts as all-valid
+        masks = [a.mask if a.mask is not None else np.ones(a.value.shape[:2], dtype=bool) for a in args]
+        return np.logical_or.reduce(masks) if net.keras_major >= 3 else np.logical_and.reduce(masks)
+    return np.logical_and.reduce([a.mask for a in args if a.mask is not None])
 
 
 LAYERS: dict[str, LayerFn] = {
@@ -400,6 +438,50 @@ LAYERS: dict[str, LayerFn] = {
     "LayerNormalization": _layer_norm,
     **{name: _merge for name in MERGE_LAYERS},
 }
+
+
+# ---------------------------------------------------------------- raw ops in Keras 3 functional graphs
+# Keras 3 records the ops that compute masks (and any `a + b` a user wrote) as graph nodes.
+
+def _value(obj: Any) -> Any:
+    return obj.value if isinstance(obj, Tensor) else [_value(v) for v in obj] if isinstance(obj, list) else obj
+
+
+OPS: dict[str, Callable[..., np.ndarray]] = {
+    "NotEqual": np.not_equal, "Equal": np.equal, "Greater": np.greater, "Less": np.less,
+    "LogicalOr": np.logical_or, "LogicalAnd": np.logical_and, "LogicalNot": np.logical_not,
+    "Any": lambda x, axis=None, keepdims=False: np.any(x, axis=axis, keepdims=keepdims),
+    "All": lambda x, axis=None, keepdims=False: np.all(x, axis=axis, keepdims=keepdims),
+    "ExpandDims": lambda x, axis: np.expand_dims(x, axis),
+    "Squeeze": lambda x, axis=None: np.squeeze(x, axis=axis),
+    "ZerosLike": lambda x, dtype=None: np.zeros_like(x, dtype=dtype),
+    "OnesLike": lambda x, dtype=None: np.ones_like(x, dtype=dtype),
+    "Concatenate": lambda xs, axis=0: np.concatenate(xs, axis=axis),
+    "Cast": lambda x, dtype: np.asarray(x).astype(dtype),
+    "Add": np.add, "Subtract": np.subtract, "Multiply": np.multiply, "Divide": np.divide, "Negative": np.negative,
+    "Tanh": np.tanh, "Exp": np.exp, "Abs": np.abs, "Sqrt": np.sqrt, "Square": np.square,
+}
+
+
+def run_op(node: LayerNode, args: Call) -> Tensor:
+    fn = OPS.get(node.class_name)
+    if fn is None:
+        raise InspectError(f"graph op {node.name} ({node.class_name}) is not one the NumPy engine runs")
+    options = {k: v for k, v in node.config.items() if k not in ("name", "trainable", "dtype")}
+    if "dtype" in node.config and node.class_name in ("ZerosLike", "OnesLike", "Cast"):
+        options["dtype"] = node.config["dtype"]
+    options.update({k: _value(v) for k, v in args.kwargs.items()})
+    return Tensor(np.asarray(fn(*[_value(a) for a in args.args], **options)))
+
+
+def _tensors_in(obj: Any) -> list[Tensor]:
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors_in(v)]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors_in(v)]
+    return []
 
 
 def as_inputs(x: Any) -> list[np.ndarray]:

@@ -35,8 +35,12 @@ def _random_weights(model: Any, rng: np.random.Generator) -> None:
             _random_weights(layer, rng)
             continue
         ws = layer.get_weights()
-        if ws:
-            layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype(w.dtype) for w in ws])
+        if not ws:
+            continue
+        new = [rng.uniform(-0.6, 0.6, w.shape).astype(w.dtype) for w in ws]
+        if type(layer).__name__ == "BatchNormalization":
+            new[-1] = np.abs(new[-1]) + 0.5  # a moving variance is positive
+        layer.set_weights(new)
 
 
 def _lstm_directions(model: Any, prefix: str = "") -> dict[str, Any]:
@@ -95,6 +99,43 @@ def _padded_seq(rng: np.random.Generator, batch: int, steps: int, features: int)
         x[b, steps - b % 3 :] = 0.0
     x[1, 2] = 0.0  # one masked step in the middle, too
     return x
+
+
+def _layer_zoo(keras: Any, layers: Any, save: Callable[..., None], x: np.ndarray, rng: np.random.Generator) -> None:
+    """Every layer kind the engine runs around LSTMs, in two functional graphs (the same code for both Keras)."""
+    T, F = x.shape[1], x.shape[2]
+    inp = keras.Input((T, F), name="series")
+    a = layers.LSTM(5, return_sequences=True, name="lstm_a")(inp)
+    a = layers.BatchNormalization(name="bn")(a)
+    a = layers.LayerNormalization(name="ln")(a)
+    a = layers.TimeDistributed(layers.Dense(4, activation="tanh"), name="td")(a)
+    a = layers.SpatialDropout1D(0.2, name="sdrop")(a)
+    a = layers.GaussianNoise(0.3, name="noise")(a)
+    a = layers.GaussianDropout(0.2, name="gdrop")(a)
+    a = layers.Dropout(0.5, name="drop")(a)
+    a = layers.Activation("relu", name="relu")(a)
+    b = layers.LSTM(4, return_sequences=True, recurrent_activation="hard_sigmoid", name="lstm_b")(inp)
+    added = layers.Add(name="add")([a, b])
+    multiplied = layers.Multiply(name="mul")([a, b])
+    averaged = layers.Average(name="avg")([added, multiplied])
+    last = layers.LSTM(3, name="lstm_c")(averaged)
+    flat = layers.Dense(6, activation="softplus", name="dense_flat")(layers.Flatten(name="flat")(averaged))
+    again = layers.Reshape((2, 6), name="reshape")(layers.RepeatVector(2, name="repeat")(flat))
+    tail = layers.LSTM(2, activation="relu", name="lstm_d")(again)
+    out = layers.Dense(1, name="out")(layers.Concatenate(name="concat")([last, tail]))
+    save(f"{PREFIX[keras.__name__]}_layer_zoo", keras.Model(inp, out), x)
+
+    # Masks through merges: Masking feeds an LSTM and a Bidirectional, joined by a Concatenate.
+    inp = keras.Input((T, F), name="padded")
+    m = layers.Masking(0.0, name="mask")(inp)
+    left = layers.LSTM(4, return_sequences=True, name="left")(m)
+    right = layers.Bidirectional(layers.LSTM(3, return_sequences=True), merge_mode="mul", name="right")(m)
+    joined = layers.Concatenate(name="join")([left, right])
+    out = layers.Dense(2, name="head")(layers.LSTM(3, name="top")(joined))
+    save(f"{PREFIX[keras.__name__]}_masked_merge", keras.Model(inp, out), _padded_seq(rng, 4, T, F))
+
+
+PREFIX = {"keras": "k3", "tf_keras": "tfk"}
 
 
 # ---------------------------------------------------------------- Keras 3
@@ -165,6 +206,8 @@ def generate_keras3() -> None:
     y = layers.Dense(2, name="out")(layers.Concatenate(name="concat")([ya, yb]))
     save("k3_two_inputs", keras.Model([a, b], y), [x, _seq_input(rng, 4, 5, 2)])
 
+    _layer_zoo(keras, layers, save, x, rng)
+
     # Files with no LSTM lstm-inspect can read, for the error messages.
     save("k3_no_lstm", seq(layers.GRU(4), layers.Dense(2)), x)
     save("k3_convlstm2d", seq(layers.ConvLSTM2D(2, (3, 3), padding="same"), input_shape=(3, 5, 5, 1)),
@@ -219,6 +262,8 @@ def generate_tf_keras() -> None:
                              name="inner_seq")
     inp = keras.Input((T, F))
     save("tfk_nested", keras.Model(inp, layers.LSTM(3, name="outer_lstm")(inner(inp))), x)
+
+    _layer_zoo(keras, layers, save, x, rng)
 
     # CuDNNLSTM: tf_keras builds and saves one on a CPU but cannot run it. Keras's own
     # loader converts its weights into a plain LSTM; that LSTM gives the outputs and
