@@ -332,7 +332,7 @@ def render_verify(report: Any, console: Console) -> None:
         growth = ""
         if first.per_step and len(first.per_step) > 1:
             ps = first.per_step
-            growth = (" The error is there from step 0 (look at the input projection: kernel, bias, gate order)."
+            growth = (" The error is there from step 0 (look at what every step shares: kernel, bias, gate order, activations)."
                       if ps[0] > report.atol else
                       " The error starts later and grows over time (look at the recurrence: recurrent_kernel, "
                       "state carry, masking).")

@@ -16,21 +16,22 @@ def _io(name: str) -> dict[str, np.ndarray]:
         return {k: d[k] for k in d.files}
 
 
+def _forward_ok(model: str, x: Path, out: Path) -> None:
+    r = run_cli("forward", str(SAMPLES / model), "--input", str(x), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+
+
 def test_forward_npy_matches_keras(tmp_path: Path) -> None:
     io = _io("k3_stacked")
     np.save(tmp_path / "x.npy", io["x"])
-    r = run_cli("forward", str(SAMPLES / "k3_stacked.keras"), "--input", str(tmp_path / "x.npy"),
-                "--out", str(tmp_path / "y.npy"))
-    assert r.returncode == 0, r.stderr
+    _forward_ok("k3_stacked.keras", tmp_path / "x.npy", tmp_path / "y.npy")
     assert np.max(np.abs(np.load(tmp_path / "y.npy") - io["y"])) <= 1e-5
 
 
 def test_forward_several_inputs_and_outputs(tmp_path: Path) -> None:
     io = _io("k3_functional_state")
     np.savez(tmp_path / "x.npz", series=io["x"])
-    r = run_cli("forward", str(SAMPLES / "k3_functional_state.keras"), "-i", str(tmp_path / "x.npz"),
-                "-o", str(tmp_path / "y.npz"))
-    assert r.returncode == 0, r.stderr
+    _forward_ok("k3_functional_state.keras", tmp_path / "x.npz", tmp_path / "y.npz")
     with np.load(tmp_path / "y.npz") as y:
         assert y.files == ["output_0", "output_1", "output_2"]
         for k in range(3):
@@ -43,17 +44,14 @@ def test_forward_several_inputs_and_outputs(tmp_path: Path) -> None:
 def test_forward_two_input_model_by_input_name(tmp_path: Path) -> None:
     io = _io("k3_two_inputs")
     np.savez(tmp_path / "x.npz", b=io["x1"], a=io["x0"])  # names, not order, decide
-    r = run_cli("forward", str(SAMPLES / "k3_two_inputs.keras"), "-i", str(tmp_path / "x.npz"),
-                "-o", str(tmp_path / "y.npy"))
-    assert r.returncode == 0, r.stderr
+    _forward_ok("k3_two_inputs.keras", tmp_path / "x.npz", tmp_path / "y.npy")
     assert np.max(np.abs(np.load(tmp_path / "y.npy") - io["y"])) <= 1e-5
 
 
 def test_forward_csv_sequence(tmp_path: Path) -> None:
     io = _io("tfk_single")
     np.savetxt(tmp_path / "x.csv", io["x"][0], delimiter=",", fmt="%.9g")
-    r = run_cli("forward", str(SAMPLES / "tfk_single.h5"), "-i", str(tmp_path / "x.csv"), "-o", str(tmp_path / "y.npy"))
-    assert r.returncode == 0, r.stderr
+    _forward_ok("tfk_single.h5", tmp_path / "x.csv", tmp_path / "y.npy")
     assert np.max(np.abs(np.load(tmp_path / "y.npy") - io["y"][:1])) <= 1e-5
 
 
