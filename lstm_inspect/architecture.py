@@ -16,7 +16,7 @@ Nothing here reads weights; it is all JSON.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 # LSTM-like layers lstm-inspect does not model: named as such instead of silently skipped.
@@ -57,15 +57,31 @@ class Call:
         return list(_refs_in(self.args)) + list(_refs_in(self.kwargs))
 
 
-def _refs_in(obj: Any) -> Iterator[TensorRef]:
-    if isinstance(obj, TensorRef):
+def split_rnn_call(call: Call, is_tensor: Callable[[Any], bool]) -> tuple[Any, list[Any], Any]:
+    """(input, initial states, explicit mask) of one RNN call, in either graph form.
+
+    Keras 1/2 list the initial states after the input; Keras 3 passes them as kwargs.
+    `is_tensor` tells a tensor (TensorRef in a config, a computed tensor in the runner).
+    """
+    positional = list(_flatten(call.args, is_tensor))
+    states = positional[1:] + list(_flatten(call.kwargs.get("initial_state"), is_tensor))
+    mask = call.kwargs.get("mask")
+    return (positional[0] if positional else None), states, (mask if is_tensor(mask) else None)
+
+
+def _flatten(obj: Any, is_tensor: Callable[[Any], bool]) -> Iterator[Any]:
+    if is_tensor(obj):
         yield obj
     elif isinstance(obj, dict):
         for value in obj.values():
-            yield from _refs_in(value)
+            yield from _flatten(value, is_tensor)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
-            yield from _refs_in(value)
+            yield from _flatten(value, is_tensor)
+
+
+def _refs_in(obj: Any) -> Iterator[TensorRef]:
+    return _flatten(obj, lambda o: isinstance(o, TensorRef))
 
 
 @dataclass
@@ -478,3 +494,18 @@ def _output_dims(node: LayerNode, in_dims: list[int | None], found: dict[str, in
             return [units, units, units, units, units, units]
         return [merged, units, units, units, units]
     return [None]
+
+
+def state_names(graph: ModelGraph, refs: list[TensorRef]) -> list[str]:
+    """Readable sources of initial states: 'encoder h', 'encoder c (backward)', 'dense output'."""
+    by_name = {n.name: n for n in graph.walk()}
+    names = []
+    for r in refs:
+        node = by_name.get(r.layer)
+        label = f"output {r.tensor}"
+        if node is not None and node.class_name == "Bidirectional" and 1 <= r.tensor <= 4:
+            label = ["h (forward)", "c (forward)", "h (backward)", "c (backward)"][r.tensor - 1]
+        elif node is not None and lstm_kind(node.class_name, node.config) and r.tensor in (1, 2):
+            label = "h" if r.tensor == 1 else "c"
+        names.append(f"{r.layer} {label}")
+    return names

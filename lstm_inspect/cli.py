@@ -161,6 +161,9 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
             f"{d.param_count:,}",
         )
     console.print(table)
+    for d in ckpt.layers:
+        if d.initial_state_from:
+            console.print(f"{d.name} starts from {', '.join(d.initial_state_from)}", markup=False)
     console.print("[dim]each gate g = i, f, c, o has W_g of N_c × (N_i + N_c) acting on \\[x; h] and a bias b_g "
                   "of N_c; ✓ its shapes check, ✗ they do not, ∅ no weights stored[/dim]")
     console.print(f"[dim]{FLAGS_LEGEND}[/dim]")
@@ -173,6 +176,17 @@ DTYPE_OPT = typer.Option("float32", "--dtype", help="Arithmetic of the engine: f
 FORCE_OPT = typer.Option(False, "--force", help="Replace the output if it exists (written atomically either way).")
 LAYER_OPT = typer.Option(None, "--layer", help="Run one LSTM direction alone (a name from `show`) on an input of "
                          "shape (batch, steps, N_i).")
+STATE_OPT = typer.Option(None, "--initial-state", help="With --layer: start from H.npy and C.npy (batch, N_c) "
+                         "instead of zeros.", show_default=False)
+
+
+def _initial_state(paths: Optional[tuple[Path, Path]], layer: Optional[str]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    if not paths:
+        return None
+    if layer is None:
+        raise InspectError("--initial-state needs --layer: a whole model takes its states from its own graph")
+    h, c = (_single_input(p) for p in paths)
+    return h, c
 
 
 def _dtype(name: str) -> type:
@@ -203,6 +217,7 @@ def forward(
                                "in input order or by input name) or .csv (one 2-D sequence, steps × features)."),
     out: Path = typer.Option(..., "--out", "-o", help="Y: .npy (the single output) or .npz (output_0, output_1, ...)."),
     layer: Optional[str] = LAYER_OPT,
+    initial_state: Optional[tuple[Path, Path]] = STATE_OPT,
     dtype: str = DTYPE_OPT,
     force: bool = FORCE_OPT,
 ) -> None:
@@ -218,8 +233,9 @@ def forward(
     def action() -> int:
         ckpt = load(model)
         dt = _dtype(dtype)
+        state = _initial_state(initial_state, layer)
         if layer is not None:
-            outs = [ckpt.layer(layer).forward(_single_input(input), dtype=dt)]
+            outs = [ckpt.layer(layer).forward(_single_input(input), dtype=dt, initial_state=state)]
         else:
             result = ckpt.forward(_model_inputs(ckpt, input), dtype=dt)
             outs = result if isinstance(result, list) else [result]
@@ -347,6 +363,7 @@ def trace(
     out: Path = typer.Option(..., "--out", "-o", help="T.npz, or a folder for --format csv."),
     fmt: Optional[str] = typer.Option(None, "--format", help="npz (default for a .npz path) or csv (a folder)."),
     layer: Optional[str] = LAYER_OPT,
+    initial_state: Optional[tuple[Path, Path]] = STATE_OPT,
     dtype: str = DTYPE_OPT,
     force: bool = FORCE_OPT,
 ) -> None:
@@ -367,13 +384,12 @@ def trace(
         kind = fmt or ("npz" if out.suffix.lower() == ".npz" else "csv")
         if kind not in ("npz", "csv"):
             raise InspectError(f"--format must be npz or csv, not {kind!r}")
+        state = _initial_state(initial_state, layer)
         if layer is not None:
             d = ckpt.layer(layer)
             x = _single_input(input)
-            if x.ndim != 3 or x.shape[-1] != d.input_dim:
-                raise InspectError(f"layer {d.name}: input has shape {x.shape} but the layer expects "
-                                   f"(batch, steps, {d.input_dim})")
-            res = run_direction(d, x, dtype=dt, trace=True)
+            d.check_input(x, state)
+            res = run_direction(d, x, initial_state=state, dtype=dt, trace=True)
             traces = {d.name: res.trace}
         else:
             rec = RunRecord()

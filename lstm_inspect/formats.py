@@ -25,6 +25,9 @@ import h5py
 from lstm_inspect.architecture import (
     LayerNode,
     LSTMSpec,
+    TensorRef,
+    split_rnn_call,
+    state_names,
     ModelGraph,
     default_recurrent_activation,
     input_feature_dims,
@@ -119,7 +122,11 @@ def _from_graph(
         specs = lstm_specs(node, keras_version)
         if not specs and node.children is None:
             layer_arrays[node.path] = arrays_of(node)
-        for spec in specs:
+        states: list[str] = []
+        if specs and node.inbound:
+            _, refs, _ = split_rnn_call(node.inbound[0], lambda o: isinstance(o, TensorRef))
+            states = state_names(graph, refs)
+        for k, spec in enumerate(specs):
             arrays, storage, located_problems = locate(spec)
             d = _direction(spec.name, spec.kind, spec.settings, storage, arrays, path, keras_version,
                            located_problems, spec.merge_mode, spec.layer.name if spec.half else None,
@@ -127,6 +134,7 @@ def _from_graph(
             expected = spec.build_input_dim if spec.build_input_dim is not None else dims.get(node.path)
             d.expected_input_dim = expected
             d.layer_path = spec.layer.path
+            d.initial_state_from = states[2 * k : 2 * k + 2]
             if not arrays and not located_problems:
                 # Keras writes empty weight_names for a model saved before it was built.
                 d.problems, d.weights_stored, d.input_dim = [], False, expected

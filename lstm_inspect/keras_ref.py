@@ -263,7 +263,11 @@ def run_keras(ckpt: Checkpoint, xs: list[np.ndarray]) -> KerasRun:
         probes.append(out[0] if isinstance(out, (list, tuple)) else out)
     probe = keras.Model(model.inputs, outputs + probes)
     feed = xs if len(xs) > 1 else xs[0]
-    got = probe.predict(feed, verbose=0)
+    try:
+        got = probe.predict(feed, verbose=0)
+    except Exception as exc:  # whatever TensorFlow raises for an input it cannot run
+        raise InspectError(f"{ckpt.file}: Keras could not run the model on this input "
+                           f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from None
     got = got if isinstance(got, list) else [got]
     version = getattr(keras, "__version__", "?")
     name = "keras" if keras.__name__ == "keras" else "tf_keras"
@@ -293,6 +297,10 @@ def run_keras_direction(ckpt: Checkpoint, name: str, x: np.ndarray) -> tuple[np.
     )
     model = keras.Sequential([keras.Input((None, d.input_dim)), layer])
     layer.set_weights([w.kernel, w.recurrent_kernel] + ([w.bias] if w.bias is not None else []))
-    out = model.predict(np.asarray(x, dtype=np.float32), verbose=0)
+    try:
+        out = model.predict(np.asarray(x, dtype=np.float32), verbose=0)
+    except Exception as exc:  # whatever TensorFlow raises for an input it cannot run
+        raise InspectError(f"{ckpt.file}: Keras could not run layer {d.name} on this input "
+                           f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from None
     name = "keras" if keras.__name__ == "keras" else "tf_keras"
     return np.asarray(out), f"{name} {keras.__version__}"

@@ -38,6 +38,7 @@ class LSTMDirection:
     problems: list[str] = field(default_factory=list)
     weights_stored: bool = True  # False for a model saved before it was built: no arrays at all
     layer_path: str = ""  # the model layer it belongs to (the Bidirectional for both halves)
+    initial_state_from: list[str] = field(default_factory=list)  # e.g. ["encoder h", "encoder c"]
 
     @property
     def shapes_ok(self) -> bool:
@@ -92,11 +93,21 @@ class LSTMDirection:
         from lstm_inspect.network import run_direction
 
         x = np.asarray(x)
+        self.check_input(x, initial_state)
+        res = run_direction(self, x, mask, initial_state, dtype)
+        return res.outputs if self.settings.return_sequences else res.last_output
+
+    def check_input(self, x: np.ndarray, initial_state: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """One clear error when x (or a state) does not fit this direction."""
         if x.ndim != 3 or (self.input_dim is not None and x.shape[-1] != self.input_dim):
             raise InspectError(f"layer {self.name}: input has shape {x.shape} but the layer expects "
                                f"(batch, steps, {self.input_dim})")
-        res = run_direction(self, x, mask, initial_state, dtype)
-        return res.outputs if self.settings.return_sequences else res.last_output
+        if x.dtype.kind not in "fiu" or not np.all(np.isfinite(x)):
+            raise InspectError(f"layer {self.name}: input must hold finite numbers")
+        for which, s in zip("hc", initial_state or ()):
+            if np.shape(s) != (x.shape[0], self.units):
+                raise InspectError(f"layer {self.name}: initial state {which} has shape {np.shape(s)} but the layer "
+                                   f"expects (batch, units) = ({x.shape[0]}, {self.units})")
 
     def to_dict(self) -> dict[str, Any]:
         s = self.settings
@@ -124,6 +135,7 @@ class LSTMDirection:
             "params": self.param_count,
             "datasets": [{"name": a.key, "shape": list(a.shape), "dtype": a.dtype} for a in self.arrays],
             "expected_input_dim": self.expected_input_dim,
+            "initial_state_from": list(self.initial_state_from) or None,
             "weights_stored": self.weights_stored,
             "shapes_ok": self.shapes_ok if self.weights_stored else None,
             "problems": list(self.problems),

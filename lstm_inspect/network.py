@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from lstm_inspect.architecture import Call, LayerNode, ModelGraph, TensorRef, keras_major_minor
+from lstm_inspect.architecture import Call, LayerNode, ModelGraph, TensorRef, keras_major_minor, split_rnn_call
 from lstm_inspect.engine import LSTMResult, LSTMTrace, activation_fn, lstm_forward, merge_bidirectional
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint, LSTMDirection
@@ -92,6 +92,15 @@ class Network:
             specs.append((node.name, tuple(shape) if isinstance(shape, list) else None, kind))
         return specs
 
+    def vocabulary(self, input_name: str) -> int | None:
+        """input_dim of the Embedding an input feeds (None if it feeds none)."""
+        node = next((n for n in self.input_nodes() if n.name == input_name), None)
+        first = self._first_consumer(node) if node is not None else None
+        if first is None or first.class_name != "Embedding":
+            return None
+        vocab = first.config.get("input_dim")
+        return int(vocab) if isinstance(vocab, int) else None
+
     def _first_consumer(self, node: LayerNode) -> LayerNode | None:
         graph = self.ckpt.graph
         assert graph is not None
@@ -123,9 +132,13 @@ class Network:
                     raise InspectError(f"input {name}: has {x.shape[-1]} features per step but the model expects "
                                        f"{shape[-1]}, shape {want}")
             if kind == "ids":
-                if x.dtype.kind == "f" and not np.all(np.isfinite(x) & (x == np.round(x))):
+                if x.dtype.kind not in "fiu" or (x.dtype.kind == "f" and not np.all(np.isfinite(x) & (x == np.round(x)))):
                     raise InspectError(f"input {name}: feeds an Embedding, so it must hold integer token ids")
                 x = x.astype(np.int64)
+                vocab = self.vocabulary(name)
+                if x.size and vocab is not None and (x.min() < 0 or x.max() >= vocab):
+                    raise InspectError(f"input {name}: token ids must lie in [0, {vocab - 1}] (the Embedding's "
+                                       f"input_dim), found {x.min()}..{x.max()}")
             elif x.dtype.kind not in "fiub":
                 raise InspectError(f"input {name}: has dtype {x.dtype}, not numbers")
             elif not np.all(np.isfinite(x)):
@@ -229,11 +242,9 @@ class Network:
         return outs
 
     def _lstm_layer(self, node: LayerNode, args: Call, rec: RunRecord) -> list[Tensor]:
-        inputs = list(_tensors_in(args.args))
-        x = inputs[0]
-        states = [t.value for t in inputs[1:]] + [t.value for t in _tensors_in(args.kwargs.get("initial_state"))]
-        explicit = args.kwargs.get("mask")
-        if isinstance(explicit, Tensor):
+        x, state_tensors, explicit = split_rnn_call(args, lambda o: isinstance(o, Tensor))
+        states = [t.value for t in state_tensors]
+        if explicit is not None:
             mask = explicit.value.astype(bool)
         elif self.keras_major >= 3 and len(_tensors_in(args.args)) + len(_tensors_in(args.kwargs)) > 1:
             # Keras 3 fills in the implicit mask only for a call with a single tensor argument;

@@ -64,10 +64,9 @@ def default_inputs(net: Network, seed: int = 0, batch: int = 4, steps: int = 10)
         dims[0] = batch
         dims = [steps if d is None else int(d) for d in dims]
         if kind == "ids":
-            node = next(n for n in net.ckpt.graph.walk() if n.class_name == "Embedding")  # type: ignore[union-attr]
-            vocab = int(node.config.get("input_dim", 2))
+            vocab = net.vocabulary(name) or 2
             x = rng.integers(1, max(vocab, 2), size=dims)
-            if node.config.get("mask_zero") and x.ndim == 2:
+            if x.ndim == 2:
                 for b in range(x.shape[0]):
                     x[b, x.shape[1] - b % 3:] = 0  # right padding of varying length
             xs.append(x.astype(np.int32))

@@ -135,6 +135,39 @@ def _layer_zoo(keras: Any, layers: Any, save: Callable[..., None], x: np.ndarray
     save(f"{PREFIX[keras.__name__]}_masked_merge", keras.Model(inp, out), _padded_seq(rng, 4, T, F))
 
 
+def _seq2seq(keras: Any, layers: Any, save: Callable[..., None], rng: np.random.Generator) -> None:
+    """Encoder-decoders: the decoder LSTM starts from the encoder's final h and c (the Keras seq2seq example)."""
+    prefix = PREFIX[keras.__name__]
+    enc_in = keras.Input((6, 4), name="encoder_input")
+    dec_in = keras.Input((5, 3), name="decoder_input")
+    _, h, c = layers.LSTM(6, return_state=True, name="encoder")(enc_in)
+    seq = layers.LSTM(6, return_sequences=True, name="decoder")(dec_in, initial_state=[h, c])
+    out = layers.Dense(3, activation="softmax", name="next")(seq)
+    save(f"{prefix}_seq2seq", keras.Model([enc_in, dec_in], out),
+         [_seq_input(rng, 4, 6, 4), _seq_input(rng, 4, 5, 3)])
+
+    # Token ids with padding on both sides, Embedding(mask_zero) on each.
+    enc_in = keras.Input((7,), name="source_ids", dtype="int32")
+    dec_in = keras.Input((6,), name="target_ids", dtype="int32")
+    _, h, c = layers.LSTM(5, return_state=True, name="encoder")(layers.Embedding(15, 4, mask_zero=True,
+                                                                                 name="source_embedding")(enc_in))
+    dec = layers.Embedding(12, 4, mask_zero=True, name="target_embedding")(dec_in)
+    seq = layers.LSTM(5, return_sequences=True, name="decoder")(dec, initial_state=[h, c])
+    out = layers.Dense(12, activation="softmax", name="next")(seq)
+    save(f"{prefix}_seq2seq_embedding", keras.Model([enc_in, dec_in], out),
+         [_padded_ids(rng, 5, 7, 15), _padded_ids(rng, 5, 6, 12)])
+
+    # A Bidirectional decoder started from the four states of a Bidirectional encoder.
+    enc_in = keras.Input((6, 4), name="encoder_input")
+    dec_in = keras.Input((5, 3), name="decoder_input")
+    _, hf, cf, hb, cb = layers.Bidirectional(layers.LSTM(4, return_state=True), name="encoder")(enc_in)
+    seq = layers.Bidirectional(layers.LSTM(4, return_sequences=True), name="decoder")(
+        dec_in, initial_state=[hf, cf, hb, cb])
+    out = layers.Dense(2, name="head")(seq)
+    save(f"{prefix}_seq2seq_bidirectional", keras.Model([enc_in, dec_in], out),
+         [_seq_input(rng, 4, 6, 4), _seq_input(rng, 4, 5, 3)])
+
+
 PREFIX = {"keras": "k3", "tf_keras": "tfk"}
 
 
@@ -207,6 +240,8 @@ def generate_keras3() -> None:
     save("k3_two_inputs", keras.Model([a, b], y), [x, _seq_input(rng, 4, 5, 2)])
 
     _layer_zoo(keras, layers, save, x, rng)
+    _seq2seq(keras, layers, save, rng)
+    save("k3_conv1d_lstm", seq(layers.Conv1D(4, 3, padding="same"), layers.LSTM(3)), x)
 
     # Files with no LSTM lstm-inspect can read, for the error messages.
     save("k3_no_lstm", seq(layers.GRU(4), layers.Dense(2)), x)
@@ -264,6 +299,7 @@ def generate_tf_keras() -> None:
     save("tfk_nested", keras.Model(inp, layers.LSTM(3, name="outer_lstm")(inner(inp))), x)
 
     _layer_zoo(keras, layers, save, x, rng)
+    _seq2seq(keras, layers, save, rng)
 
     # CuDNNLSTM: tf_keras builds and saves one on a CPU but cannot run it. Keras's own
     # loader converts its weights into a plain LSTM; that LSTM gives the outputs and

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from conftest import REALWORLD, SAMPLES, realworld_checkpoints, sample_checkpoints
+from conftest import NOT_RUNNABLE, REALWORLD, SAMPLES, realworld_checkpoints, sample_checkpoints
 from lstm_inspect.engine import hard_sigmoid_keras2, hard_sigmoid_keras3, lstm_forward, sigmoid
 
 
@@ -21,7 +21,7 @@ def _with_outputs(paths: list[Path]) -> list[Path]:
     """Full models with Keras outputs beside them (weights-only files have no model to run)."""
     keep = []
     for p in paths:
-        if not _io(p).exists() or "weights" in p.name:
+        if not _io(p).exists() or "weights" in p.name or p.name.startswith(NOT_RUNNABLE):
             continue
         if lstm_inspect.load(p).graph is None:
             continue
