@@ -12,11 +12,16 @@ $(BIN)/python:
 
 # Stamp files so a re-run does not reinstall; pyproject changes trigger a reinstall.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[keras]"
+	$(BIN)/python -m pip install --quiet -e ".[keras,plot]"
 	touch $@
 
+# torch is optional (its tests and benchmark columns need it): installed only where a CPU build
+# lies on this machine's disk, so `make test` never downloads a multi-GB CUDA build.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[test,plot]"
+	if ls $${PIP_FIND_LINKS:-/nonexistent}/torch-2.13.0* >/dev/null 2>&1; then \
+		$(BIN)/python -m pip install --quiet torch==2.13.0; \
+	else echo "torch: no local CPU build; the torch comparison test will be skipped"; fi
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

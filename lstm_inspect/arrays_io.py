@@ -104,6 +104,54 @@ def write_arrays(target: Path, arrays: dict[str, np.ndarray], force: bool) -> No
 TRACE_QUANTITIES = ("z", "i", "f", "c_tilde", "o", "c", "h")
 
 
+@contextmanager
+def atomic_dir(target: Path, force: bool) -> Iterator[Path]:
+    """A temporary folder beside `target`, renamed onto it only when the block succeeds.
+
+    An existing `target` is refused unless `force`; then it is moved aside, replaced, and removed
+    only once the new folder is in place. On any failure nothing the user had is touched.
+    """
+    if target.exists() and not force:
+        raise InspectError(f"{target}: already exists; pass --force to replace it")
+    if target.exists() and not target.is_dir():
+        raise InspectError(f"{target}: exists and is not a directory")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InspectError(f"{parent}: no such directory")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+    except OSError as exc:
+        raise InspectError(f"{target}: cannot write here ({exc.strerror or exc})") from None
+    try:
+        yield tmp
+        _swap_into_place(tmp, target)
+    except OSError as exc:
+        raise InspectError(f"{target}: could not be written ({exc.strerror or exc}); nothing was changed") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_into_place(tmp: Path, target: Path) -> None:
+    backup = None
+    if target.exists():
+        backup = target.parent / f".{target.name}.replaced"
+        if backup.exists():
+            shutil.rmtree(backup)
+        os.replace(target, backup)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if backup is not None:
+            os.replace(backup, target)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+TRACE_QUANTITIES = ("z", "i", "f", "c_tilde", "o", "c", "h")
+
+
 def write_trace(target: Path, traces: dict[str, dict[str, np.ndarray]], fmt: str, force: bool) -> list[str]:
     """Per-step golden values: `{direction: {quantity: (batch, steps, n)}}` to one .npz or a folder of CSVs.
 
@@ -114,19 +162,8 @@ def write_trace(target: Path, traces: dict[str, dict[str, np.ndarray]], fmt: str
         flat = {f"{d}/{q}": a for d, qs in traces.items() for q, a in qs.items()}
         write_arrays(target if target.suffix == ".npz" else target.with_suffix(".npz"), flat, force)
         return sorted(flat)
-    if target.exists() and not force:
-        raise InspectError(f"{target}: already exists; pass --force to replace it")
-    if target.exists() and not target.is_dir():
-        raise InspectError(f"{target}: exists and is not a directory")
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise InspectError(f"{parent}: no such directory")
     written = []
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
-    except OSError as exc:
-        raise InspectError(f"{target}: cannot write here ({exc.strerror or exc})") from None
-    try:
+    with atomic_dir(target, force) as tmp:
         manifest: dict[str, dict[str, object]] = {}
         for direction, quantities in traces.items():
             folder = tmp / direction
@@ -144,16 +181,4 @@ def write_trace(target: Path, traces: dict[str, dict[str, np.ndarray]], fmt: str
                                  "columns": width}
                 written.append(rel)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        backup = None
-        if target.exists():
-            backup = parent / f".{target.name}.old"
-            os.replace(target, backup)
-        os.replace(tmp, target)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    except OSError as exc:
-        raise InspectError(f"{target}: could not be written ({exc.strerror or exc}); nothing was changed") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return written

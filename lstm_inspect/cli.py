@@ -404,6 +404,135 @@ def trace(
     _run(action)
 
 
+@app.command()
+def stats(
+    model: Path = MODEL_ARG,
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="X as for forward, for the activation "
+                                         "statistics; default: a seeded random input of the model's shape."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random input when --input is not given."),
+    as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON."),
+) -> None:
+    """Per-gate statistics of the weights and of the gates' activations.
+
+    Weights, per gate and per block (input W_x, recurrent W_h, bias b): mean, std, min, max,
+    Frobenius norm, max |w|, fraction near zero (|w| < 1e-3), NaN/Inf counts; for each recurrent
+    block its spectral norm and stable rank. Activations from an engine run: per gate mean, std
+    and the fractions left- (< 0.1) and right-saturated (> 0.9), as in Karpathy et al. (2015);
+    ranges of c and h; units whose h never changes. Masked steps are left out.
+
+    Example:  lstm-inspect stats model.h5 --input x.npy
+    """
+
+    def action() -> int:
+        from lstm_inspect.stats import collect
+
+        ckpt = load(model)
+        xs = _model_inputs(ckpt, input) if input is not None else None
+        report = collect(ckpt, xs, seed)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            render_stats(report, Console(highlight=False))
+        return EXIT_OK
+
+    _run(action)
+
+
+def render_stats(report: Any, console: Console) -> None:
+    console.print(f"[bold]{report.file}[/bold]   activations from {report.activations_from}")
+    for st in report.directions:
+        table = Table(title=f"{st.name}: weights", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for col in ("gate", "block", "shape", "mean", "std", "min", "max", "‖·‖_F", "max|w|", "≈0", "NaN/Inf",
+                    "σ_max", "stable rank"):
+            table.add_column(col, justify="left" if col in ("gate", "block", "shape") else "right")
+        for g, blocks in st.weights.items():
+            for block, b in blocks.items():
+                table.add_row(g, block, "×".join(map(str, b.shape)), f"{b.mean:+.3f}", f"{b.std:.3f}", f"{b.min:+.3f}",
+                              f"{b.max:+.3f}", f"{b.frobenius:.3f}", f"{b.max_abs:.3f}", f"{b.near_zero:.1%}",
+                              f"{b.nan}/{b.inf}", "" if b.spectral_norm is None else f"{b.spectral_norm:.3f}",
+                              "" if b.stable_rank is None else f"{b.stable_rank:.2f}")
+        console.print(table)
+        if st.activations:
+            act = Table(title=f"{st.name}: activations over {st.steps_used} (sample, step) pairs",
+                        title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            for col in ("gate", "mean", "std", "left-saturated", "right-saturated"):
+                act.add_column(col, justify="left" if col == "gate" else "right")
+            for g, a in st.activations.items():
+                act.add_row("c̃" if g == "c" else g, f"{a.mean:+.3f}", f"{a.std:.3f}", f"{a.left_saturated:.1%}",
+                            f"{a.right_saturated:.1%}")
+            console.print(act)
+            dead = ", ".join(map(str, st.dead_units)) if st.dead_units else "none"
+            console.print(f"c in [{st.c_range[0]:+.3f}, {st.c_range[1]:+.3f}]   h in [{st.h_range[0]:+.3f}, "
+                          f"{st.h_range[1]:+.3f}]   units whose h never changes: {dead}")
+        for note in st.notes:
+            console.print(f"[yellow]note:[/yellow] {note}")
+        console.print()
+
+
+@app.command()
+def dump(
+    model: Path = MODEL_ARG,
+    out: Path = typer.Option(..., "--out", "-o", help="A folder to create (replaced only with --force)."),
+    fmt: str = typer.Option("csv", "--format", help="csv, npz or json."),
+    layout: str = typer.Option("gates", "--layout", help="gates (W_g and b_g per gate), keras (kernel, "
+                               "recurrent_kernel, bias), pytorch (nn.LSTM state_dict) or onnx (W, R, B)."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Only this LSTM direction (a name from `show`)."),
+    force: bool = FORCE_OPT,
+) -> None:
+    """Write the gate matrices to files, in the layout your port needs, with a manifest.json.
+
+    gates: DIR/<layer>/W_i.csv ... W_o.csv (N_c rows × N_i + N_c columns, header x0.., h0..) and
+    b_i.csv ... b_o.csv. Values are written with 9 significant digits, which read back bit for
+    bit as float32. pytorch: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0 (+ _reverse),
+    gates i, f, g, o. onnx: W, R, B with gates i, o, f, c. Written atomically.
+
+    Example:  lstm-inspect dump model.h5 --out gates/ --layout pytorch --format npz
+    """
+
+    def action() -> int:
+        from lstm_inspect.export import dump as write_dump
+
+        written = write_dump(load(model), out, fmt, layout, layer, force)
+        Console(stderr=True, highlight=False).print(f"{out}: {len(written)} files and manifest.json ({layout}, "
+                                                    f"{fmt})", markup=False)
+        return EXIT_OK
+
+    _run(action)
+
+
+@app.command()
+def plot(
+    model: Path = MODEL_ARG,
+    out: Path = typer.Option(..., "--out", "-o", help="A folder to create (replaced only with --force)."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i", help="X as for forward, for the activation plot; "
+                                         "default: a seeded random input."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Only this LSTM direction."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random input when --input is not given."),
+    force: bool = FORCE_OPT,
+) -> None:
+    """Draw each LSTM direction: gate heatmaps, biases, recurrent spectra, activations over time (PNG).
+
+    Per direction, DIR/<layer>/weights.png (W_i..W_o, input and recurrent columns split by a
+    line), biases.png, spectrum.png (singular values of each U_g) and activations.png (one
+    sample: the mean and a few units of each gate, c and h over time). Needs matplotlib.
+
+    Example:  lstm-inspect plot model.h5 --out plots/
+    """
+
+    def action() -> int:
+        from lstm_inspect.plots import plot as draw
+
+        ckpt = load(model)
+        xs = _model_inputs(ckpt, input) if input is not None else None
+        with Console(stderr=True).status("drawing..."):
+            written, source = draw(ckpt, out, xs, seed, force, layer)
+        Console(stderr=True, highlight=False).print(f"{out}: {len(written)} PNGs (activations from {source})",
+                                                    markup=False)
+        return EXIT_OK
+
+    _run(action)
+
+
 def _num(n: Optional[int]) -> str:
     return "?" if n is None else str(n)
 

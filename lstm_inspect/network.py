@@ -495,6 +495,47 @@ def _tensors_in(obj: Any) -> list[Tensor]:
     return []
 
 
+def default_inputs(net: Network, seed: int = 0, batch: int = 4, steps: int = 10) -> list[np.ndarray]:
+    """A seeded input of the model's input shape: token ids (some padded with the masked id 0) for Embedding."""
+    rng = np.random.default_rng(seed)
+    xs = []
+    for name, shape, kind in net.input_specs():
+        dims = list(shape) if shape is not None else [None, None, None]
+        dims[0] = batch
+        dims = [steps if d is None else int(d) for d in dims]
+        if kind == "ids":
+            vocab = net.vocabulary(name) or 2
+            x = rng.integers(1, max(vocab, 2), size=dims)
+            if x.ndim == 2:
+                for b in range(x.shape[0]):
+                    x[b, x.shape[1] - b % 3:] = 0  # right padding of varying length
+            xs.append(x.astype(np.int32))
+        else:
+            xs.append(rng.normal(size=dims).astype(np.float32))
+    return xs
+
+
+def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 0) -> tuple[RunRecord, str]:
+    """Every LSTM direction's trace: from the whole model on xs (a seeded random input when None),
+    or, when the model cannot run whole and no input was given, from each direction alone on a
+    seeded random input. Returns the record and a description of the input."""
+    rec = RunRecord()
+    try:
+        net = Network(ckpt, trace=True)
+        net.run(xs if xs is not None else default_inputs(net, seed), rec)
+        return rec, "the given input" if xs is not None else f"a seeded random input (seed {seed})"
+    except InspectError:
+        if xs is not None:
+            raise
+    rng = np.random.default_rng(seed)
+    for d in ckpt.layers:
+        res = run_direction(d, rng.normal(size=(4, 20, d.input_dim or 1)).astype(np.float32), trace=True)
+        if res.trace is not None:
+            rec.traces[d.name] = res.trace
+        rec.masks[d.name] = None
+    return rec, f"a seeded random input (seed {seed}) to each direction alone"
+
+
 def as_inputs(x: Any) -> list[np.ndarray]:
     """One array, or a list of arrays in the model's input order."""
     if isinstance(x, (list, tuple)):

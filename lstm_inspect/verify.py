@@ -10,7 +10,7 @@ import numpy as np
 
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint
-from lstm_inspect.network import Network, RunRecord
+from lstm_inspect.network import Network, RunRecord, default_inputs  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -53,26 +53,6 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: flo
     per_step = [float(e) for e in err.max(axis=(0, 2))] if err.ndim == 3 else None
     return Comparison(name, tuple(ref.shape), float(err.max()) if err.size else 0.0, max_rel, not bad.any(), first,
                       per_step)
-
-
-def default_inputs(net: Network, seed: int = 0, batch: int = 4, steps: int = 10) -> list[np.ndarray]:
-    """A seeded input of the model's input shape: token ids (some padded with the masked id 0) for Embedding."""
-    rng = np.random.default_rng(seed)
-    xs = []
-    for name, shape, kind in net.input_specs():
-        dims = list(shape) if shape is not None else [None, None, None]
-        dims[0] = batch
-        dims = [steps if d is None else int(d) for d in dims]
-        if kind == "ids":
-            vocab = net.vocabulary(name) or 2
-            x = rng.integers(1, max(vocab, 2), size=dims)
-            if x.ndim == 2:
-                for b in range(x.shape[0]):
-                    x[b, x.shape[1] - b % 3:] = 0  # right padding of varying length
-            xs.append(x.astype(np.int32))
-        else:
-            xs.append(rng.normal(size=dims).astype(np.float32))
-    return xs
 
 
 @dataclass

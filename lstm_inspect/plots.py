@@ -1,0 +1,131 @@
+"""Pictures of an LSTM's gates (matplotlib, Agg backend; the `plot` extra).
+
+Per LSTM direction: heatmaps of W_i, W_f, W_c, W_o (units on rows, the input and recurrent
+columns split by a line, a diverging colormap centred on 0), the biases per gate, the
+singular-value spectrum of each recurrent block U_g, and the gate activations over time for one
+sample of an engine run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.engine import LSTMTrace
+from lstm_inspect.errors import InspectError
+from lstm_inspect.gates import GATE_NAMES, GATES, Gate
+from lstm_inspect.model import LSTMDirection
+
+TRACE_UNITS = 4  # units drawn one by one in the activation plot, besides the mean
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise InspectError("plot needs matplotlib: pip install 'lstm-inspect[plot]'") from None
+    return plt
+
+
+def plot_weights(d: LSTMDirection, gates: dict[str, Gate], path: Path) -> None:
+    plt = _pyplot()
+    limit = max(float(np.nanmax(np.abs(g.W))) for g in gates.values()) or 1.0
+    n_i = d.input_dim or 0
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.8), constrained_layout=True, sharey=True)
+    for ax, g in zip(axes, GATES):
+        image = ax.imshow(gates[g].W, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
+                          interpolation="nearest")
+        ax.axvline(n_i - 0.5, color="black", linewidth=1.2)
+        ax.set_title(f"W_{g} ({GATE_NAMES[g]})")
+        ax.set_xlabel(f"x: columns 0..{n_i - 1} | h: {n_i}..{n_i + (d.units or 0) - 1}")
+    axes[0].set_ylabel("unit")
+    fig.colorbar(image, ax=axes, shrink=0.85, label="weight")
+    fig.suptitle(f"{d.name}: gate matrices acting on [x; h]  (N_i={d.input_dim}, N_c={d.units})")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_biases(d: LSTMDirection, gates: dict[str, Gate], path: Path) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(4, 1, figsize=(10, 7), constrained_layout=True, sharex=True)
+    units = np.arange(d.units or 0)
+    for ax, g in zip(axes, GATES):
+        b = gates[g].b
+        ax.bar(units, b, color=np.where(b >= 0, "#b2182b", "#2166ac"))
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_ylabel(f"b_{g}")
+        ax.set_title(f"{GATE_NAMES[g]} gate bias: mean {b.mean():.3f}", fontsize=9, loc="left")
+    axes[-1].set_xlabel("unit")
+    fig.suptitle(f"{d.name}: biases per gate")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_spectrum(d: LSTMDirection, gates: dict[str, Gate], path: Path) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+    for g in GATES:
+        sigma = np.linalg.svd(gates[g].W_h.astype(np.float64), compute_uv=False)
+        ax.plot(np.arange(1, sigma.size + 1), sigma, marker="o", markersize=3, label=f"U_{g} ({GATE_NAMES[g]})")
+    ax.axhline(1.0, color="gray", linestyle=":", linewidth=1)
+    ax.set_xlabel("singular value index")
+    ax.set_ylabel("singular value")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title(f"{d.name}: singular values of the recurrent blocks U_g")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_activations(d: LSTMDirection, trace: LSTMTrace, path: Path, sample: int = 0) -> None:
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 3, figsize=(14, 6.5), constrained_layout=True, sharex=True)
+    series = (("i", trace.i), ("f", trace.f), ("c̃ (candidate)", trace.c_tilde), ("o", trace.o), ("c (cell)", trace.c),
+              ("h (output)", trace.h))
+    steps = np.arange(trace.h.shape[1])
+    for ax, (label, values) in zip(axes.flat, series):
+        v = values[sample]
+        for u in range(min(TRACE_UNITS, v.shape[1])):
+            ax.plot(steps, v[:, u], linewidth=0.9, alpha=0.7, label=f"unit {u}")
+        ax.plot(steps, v.mean(axis=1), color="black", linewidth=2, label="mean over units")
+        ax.set_title(label)
+    for ax in axes[1]:
+        ax.set_xlabel("step (processing order)")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{d.name}: gate activations over time, sample {sample}")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_direction(d: LSTMDirection, trace: LSTMTrace | None, folder: Path) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    gates = d.gates()
+    written = []
+    for name, fn in (("weights.png", plot_weights), ("biases.png", plot_biases), ("spectrum.png", plot_spectrum)):
+        fn(d, gates, folder / name)
+        written.append(name)
+    if trace is not None:
+        plot_activations(d, trace, folder / "activations.png")
+        written.append("activations.png")
+    return written
+
+
+def plot(ckpt: Any, out: Path, xs: list[np.ndarray] | None = None, seed: int = 0, force: bool = False,
+         layer: str | None = None) -> tuple[list[str], str]:
+    """PNGs for every direction (or one) into folder `out`, written atomically; returns (files, input used)."""
+    from lstm_inspect.arrays_io import atomic_dir
+    from lstm_inspect.network import trace_run
+
+    _pyplot()
+    rec, source = trace_run(ckpt, xs, seed)
+    directions = [ckpt.layer(layer)] if layer else ckpt.layers
+    written: list[str] = []
+    with atomic_dir(out, force) as tmp:
+        for d in directions:
+            written += [f"{d.name}/{f}" for f in plot_direction(d, rec.traces.get(d.name), tmp / d.name)]
+    return written, source

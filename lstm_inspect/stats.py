@@ -1,0 +1,150 @@
+"""Per-gate statistics: of the weights, and of the gates' activations on an input.
+
+Saturation follows Karpathy, Johnson and Fei-Fei, "Visualizing and Understanding Recurrent
+Networks" (2015): a gate value is left-saturated below 0.1 and right-saturated above 0.9. For the
+cell candidate c̃ (tanh, in [-1, 1]) the same cut-offs are taken on (c̃ + 1) / 2, i.e. below -0.8
+and above 0.8. Masked steps are left out of every activation statistic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.engine import LSTMTrace
+from lstm_inspect.gates import GATES, Gate
+from lstm_inspect.model import LSTMDirection
+
+NEAR_ZERO = 1e-3
+LEFT, RIGHT = 0.1, 0.9
+DEAD_STD = 1e-6
+
+
+@dataclass
+class BlockStats:
+    """One block of one gate: W_x (input), W_h (recurrent) or b (bias)."""
+
+    shape: list[int]
+    mean: float
+    std: float
+    min: float
+    max: float
+    frobenius: float
+    max_abs: float
+    near_zero: float  # fraction with |w| < 1e-3
+    nan: int
+    inf: int
+    spectral_norm: float | None = None  # recurrent blocks: largest singular value
+    stable_rank: float | None = None  # ||U||_F² / ||U||_2²
+
+
+def block_stats(w: np.ndarray, recurrent: bool = False) -> BlockStats:
+    w64 = np.asarray(w, dtype=np.float64)
+    finite = w64[np.isfinite(w64)]
+    if finite.size == 0:
+        finite = np.zeros(1)
+    stats = BlockStats(
+        shape=list(w.shape), mean=float(finite.mean()), std=float(finite.std()), min=float(finite.min()),
+        max=float(finite.max()), frobenius=float(np.sqrt(np.sum(finite**2))), max_abs=float(np.abs(finite).max()),
+        near_zero=float(np.mean(np.abs(finite) < NEAR_ZERO)), nan=int(np.isnan(w64).sum()),
+        inf=int(np.isinf(w64).sum()),
+    )
+    if recurrent and stats.nan == 0 and stats.inf == 0:
+        sigma = np.linalg.svd(w64, compute_uv=False)
+        stats.spectral_norm = float(sigma[0]) if sigma.size else 0.0
+        stats.stable_rank = float(np.sum(sigma**2) / sigma[0] ** 2) if sigma.size and sigma[0] > 0 else 0.0
+    return stats
+
+
+@dataclass
+class GateActivationStats:
+    mean: float
+    std: float
+    left_saturated: float  # fraction of (sample, step, unit) values below 0.1 (c̃: below -0.8)
+    right_saturated: float  # above 0.9 (c̃: above 0.8)
+
+
+@dataclass
+class DirectionStats:
+    name: str
+    weights: dict[str, dict[str, BlockStats]]  # gate -> {"W_x", "W_h", "b"}
+    notes: list[str] = field(default_factory=list)
+    activations: dict[str, GateActivationStats] | None = None
+    c_range: list[float] | None = None
+    h_range: list[float] | None = None
+    dead_units: list[int] | None = None  # units whose h never changes on the input
+    steps_used: int | None = None  # (sample, step) pairs counted, masked ones left out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def weight_stats(d: LSTMDirection, gates: dict[str, Gate]) -> DirectionStats:
+    out: dict[str, dict[str, BlockStats]] = {}
+    for g in GATES:
+        out[g] = {"W_x": block_stats(gates[g].W_x), "W_h": block_stats(gates[g].W_h, recurrent=True)}
+        if d.settings.use_bias:
+            out[g]["b"] = block_stats(gates[g].b)
+    notes = []
+    if d.settings.use_bias:
+        b_f = out["f"]["b"].mean
+        if abs(b_f - 1.0) < 0.1:
+            notes.append(f"forget-gate bias mean {b_f:.3f} sits near 1: where unit_forget_bias starts it "
+                         "(untrained, or the bias barely moved)")
+        elif b_f < 0:
+            notes.append(f"forget-gate bias mean {b_f:.3f} is below 0: the network learned to forget fast")
+    bad = sum(b.nan + b.inf for blocks in out.values() for b in blocks.values())
+    if bad:
+        notes.append(f"{bad} weights are NaN or Inf: every output of this direction will be NaN")
+    return DirectionStats(d.name, out, notes)
+
+
+def activation_stats(stats: DirectionStats, trace: LSTMTrace, mask: np.ndarray | None, go_backwards: bool) -> None:
+    """Fill in activation statistics from an engine trace (processing order) and the input mask."""
+    valid = np.ones(trace.h.shape[:2], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if mask is not None and go_backwards:
+        valid = valid[:, ::-1]  # the trace is in processing order
+    acts: dict[str, GateActivationStats] = {}
+    for g, values in (("i", trace.i), ("f", trace.f), ("c", trace.c_tilde), ("o", trace.o)):
+        v = values[valid].astype(np.float64)
+        if g == "c":
+            v01 = (v + 1.0) / 2.0
+        else:
+            v01 = v
+        acts[g] = GateActivationStats(
+            mean=float(v.mean()) if v.size else 0.0, std=float(v.std()) if v.size else 0.0,
+            left_saturated=float(np.mean(v01 < LEFT)) if v.size else 0.0,
+            right_saturated=float(np.mean(v01 > RIGHT)) if v.size else 0.0,
+        )
+    stats.activations = acts
+    c, h = trace.c[valid], trace.h[valid]
+    stats.c_range = [float(c.min()), float(c.max())] if c.size else None
+    stats.h_range = [float(h.min()), float(h.max())] if h.size else None
+    stats.dead_units = [int(u) for u in np.flatnonzero(h.std(axis=0) < DEAD_STD)] if h.size else None
+    stats.steps_used = int(valid.sum())
+
+
+@dataclass
+class StatsReport:
+    file: str
+    activations_from: str  # what input the activation statistics come from
+    directions: list[DirectionStats]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "activations_from": self.activations_from,
+                "layers": [d.to_dict() for d in self.directions]}
+
+
+def collect(ckpt: Any, xs: list[np.ndarray] | None = None, seed: int = 0) -> StatsReport:
+    """Weight statistics for every direction (read one at a time), and activation statistics from
+    an engine run (`network.trace_run`)."""
+    from lstm_inspect.network import trace_run
+
+    directions = [weight_stats(d, d.gates()) for d in ckpt.layers]
+    rec, source = trace_run(ckpt, xs, seed)
+    for d, st in zip(ckpt.layers, directions):
+        if d.name in rec.traces:
+            activation_stats(st, rec.traces[d.name], rec.masks.get(d.name), d.settings.go_backwards)
+    return StatsReport(str(ckpt.file), source, directions)
