@@ -94,7 +94,10 @@ def _groups(ckpt: Checkpoint, layout: str, layer: str | None) -> Iterator[tuple[
     for path, ds in by_layer.items():
         ws = [d.weights() for d in ds]
         meta = {"layer": path, "directions": [d.name for d in ds], "input_size": ds[0].input_dim,
-                "hidden_size": ds[0].units, "bidirectional": len(ds) == 2}
+                "hidden_size": ds[0].units, "bidirectional": len(ds) == 2,
+                "activations": [ds[0].settings.activation, ds[0].settings.recurrent_activation]}
+        if len(ds) == 1 and ds[0].settings.go_backwards:
+            meta["note"] = "go_backwards: feed the input reversed in time; outputs come out in that order, as in Keras"
         if layout == "pytorch":
             arrays: dict[str, np.ndarray] = {}
             for d, w in zip(ds, ws):
