@@ -440,12 +440,13 @@ def stats(
 
 def render_stats(report: Any, console: Console) -> None:
     console.print(f"[bold]{report.file}[/bold]   activations from {report.activations_from}")
+    console.print("[dim]≈0: fraction with |w| < 1e-3; σ_max: largest singular value; st.rank: stable rank "
+                  "‖U‖_F² / σ_max²[/dim]")
     for st in report.directions:
         table = Table(title=f"{st.name}: weights", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("gate", "block", "shape", "mean", "std", "min", "max", "‖·‖_F", "max|w|", "≈0", "NaN/Inf",
-                    "σ_max", "stable rank"):
-            table.add_column(col, justify="left" if col in ("gate", "block", "shape") else "right",
-                             no_wrap=col in ("shape", "NaN/Inf"))
+                    "σ_max", "st.rank"):
+            table.add_column(col, justify="left" if col in ("gate", "block", "shape") else "right", no_wrap=True)
         for g, blocks in st.weights.items():
             for block, b in blocks.items():
                 table.add_row(g, block, "×".join(map(str, b.shape)), f"{b.mean:+.3f}", f"{b.std:.3f}", f"{b.min:+.3f}",
