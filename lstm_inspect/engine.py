@@ -27,22 +27,59 @@ import numpy as np
 from lstm_inspect.errors import InspectError
 from lstm_inspect.gates import LSTMWeights
 
-Activation = Callable[[np.ndarray], np.ndarray]
+Activation = Callable[..., np.ndarray]  # f(x, out=None): writes into `out` when given
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     # 1 / (1 + e^-x) written through tanh: the same function, and no overflow for large |x|.
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
+    out = np.multiply(x, 0.5, out=out)
+    np.tanh(out, out=out)
+    out += 1.0
+    out *= 0.5
+    return out
 
 
-def hard_sigmoid_keras2(x: np.ndarray) -> np.ndarray:
+def hard_sigmoid_keras2(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Keras 1/2, tf.keras, tf_keras: clip(0.2·x + 0.5, 0, 1)."""
-    return np.clip(0.2 * x + 0.5, 0.0, 1.0)
+    out = np.multiply(x, 0.2, out=out)
+    out += 0.5
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
-def hard_sigmoid_keras3(x: np.ndarray) -> np.ndarray:
+def hard_sigmoid_keras3(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Keras 3: relu6(x + 3) / 6 = clip(x/6 + 0.5, 0, 1)."""
-    return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+    out = np.divide(x, 6.0, out=out)
+    out += 0.5
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def tanh(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.tanh(x, out=out)
+
+
+def linear(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    if out is None:
+        return x
+    if out is not x:
+        out[...] = x
+    return out
+
+
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    return np.maximum(x, 0, out=out)
+
+
+def _elementwise(fn: Callable[[np.ndarray], np.ndarray]) -> Activation:
+    """An activation written as a plain function, given the `out=` convention of the others."""
+
+    def apply(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        result = fn(x)
+        if out is None:
+            return result
+        out[...] = result
+        return out
+
+    return apply
 
 
 def _elu(x: np.ndarray) -> np.ndarray:
@@ -68,26 +105,26 @@ def _gelu(x: np.ndarray) -> np.ndarray:
 def activation_fn(name: str, hard_sigmoid: str = "keras3") -> Activation:
     """Keras's activation `name`; hard_sigmoid as the Keras generation that wrote the file defines it."""
     table: dict[str, Activation] = {
-        "tanh": np.tanh,
+        "tanh": tanh,
         "sigmoid": sigmoid,
         "hard_sigmoid": hard_sigmoid_keras3 if hard_sigmoid == "keras3" else hard_sigmoid_keras2,
-        "linear": lambda x: x,
-        "relu": lambda x: np.maximum(x, 0),
-        "relu6": lambda x: np.clip(x, 0, 6),
-        "elu": _elu,
-        "selu": _selu,
-        "softsign": lambda x: x / (1 + np.abs(x)),
-        "softplus": lambda x: np.logaddexp(0, x),
-        "swish": lambda x: x * sigmoid(x),
-        "silu": lambda x: x * sigmoid(x),
-        "exponential": np.exp,
-        "softmax": _softmax,
-        "gelu": _gelu,
-        "hard_silu": lambda x: x * hard_sigmoid_keras3(x),
-        "hard_swish": lambda x: x * hard_sigmoid_keras3(x),
-        "mish": lambda x: x * np.tanh(np.logaddexp(0, x)),
-        "log_sigmoid": lambda x: -np.logaddexp(0, -x),
-        "leaky_relu": lambda x: np.where(x > 0, x, 0.2 * x),
+        "linear": linear,
+        "relu": relu,
+        "relu6": _elementwise(lambda x: np.clip(x, 0, 6)),
+        "elu": _elementwise(_elu),
+        "selu": _elementwise(_selu),
+        "softsign": _elementwise(lambda x: x / (1 + np.abs(x))),
+        "softplus": _elementwise(lambda x: np.logaddexp(0, x)),
+        "swish": _elementwise(lambda x: x * sigmoid(x)),
+        "silu": _elementwise(lambda x: x * sigmoid(x)),
+        "exponential": _elementwise(np.exp),
+        "softmax": _elementwise(_softmax),
+        "gelu": _elementwise(_gelu),
+        "hard_silu": _elementwise(lambda x: x * hard_sigmoid_keras3(x)),
+        "hard_swish": _elementwise(lambda x: x * hard_sigmoid_keras3(x)),
+        "mish": _elementwise(lambda x: x * np.tanh(np.logaddexp(0, x))),
+        "log_sigmoid": _elementwise(lambda x: -np.logaddexp(0, -x)),
+        "leaky_relu": _elementwise(lambda x: np.where(x > 0, x, 0.2 * x)),
     }
     if name in (None, "None", ""):
         name = "linear"
@@ -121,10 +158,15 @@ class LSTMResult:
         return self.outputs[:, -1]
 
 
+# The input projection is computed this many (batch·step·4·units) values at a time, so memory
+# stays O(batch·units) however long the sequence (8 MB of float32 per chunk).
+PROJECTION_CHUNK = 2 << 20
+
+
 def lstm_forward(
     x: np.ndarray,
     weights: LSTMWeights,
-    activation: Activation = np.tanh,
+    activation: Activation = tanh,
     recurrent_activation: Activation = sigmoid,
     mask: np.ndarray | None = None,
     go_backwards: bool = False,
@@ -132,53 +174,78 @@ def lstm_forward(
     initial_state: tuple[np.ndarray, np.ndarray] | None = None,
     dtype: type = np.float32,
     trace: bool = False,
+    return_sequences: bool = True,
 ) -> LSTMResult:
-    """One LSTM direction over x of shape (batch, steps, input_dim)."""
+    """One LSTM direction over x of shape (batch, steps, input_dim).
+
+    `outputs` holds every step when return_sequences, else only the last one.
+    """
     units = weights.units
     kernel = weights.kernel.astype(dtype, copy=False)
     recurrent_kernel = weights.recurrent_kernel.astype(dtype, copy=False)
+    bias = weights.bias.astype(dtype, copy=False) if weights.bias is not None else None
     x = np.asarray(x, dtype=dtype)
     if go_backwards:
         x = x[:, ::-1]
         mask = None if mask is None else mask[:, ::-1]
-    batch, steps = x.shape[0], x.shape[1]
-
-    # The input projection of every step at once: (batch, steps, 4·units).
-    x_proj = x @ kernel
-    if weights.bias is not None:
-        x_proj += weights.bias.astype(dtype, copy=False)
+    batch, steps, input_dim = x.shape
 
     if initial_state is None:
         h = np.zeros((batch, units), dtype=dtype)
         c = np.zeros((batch, units), dtype=dtype)
     else:
-        h, c = (np.asarray(s, dtype=dtype) for s in initial_state)
-    outputs = np.empty((batch, steps, units), dtype=dtype)
-    prev_output = np.zeros((batch, units), dtype=dtype)
+        h, c = (np.array(s, dtype=dtype) for s in initial_state)
+    # Preallocated buffers: no array is created inside the time loop.
+    z = np.empty((batch, 4 * units), dtype=dtype)
+    h_new, c_new = np.empty_like(h), np.empty_like(c)
+    scratch = np.empty_like(h)
+    outputs = np.empty((batch, steps if return_sequences else 1, units), dtype=dtype)
+    last = np.zeros((batch, units), dtype=dtype)  # the previous output (masking repeats it)
     rec = _trace_buffers(batch, steps, units, dtype) if trace else None
+    i, f, c_tilde, o = (z[:, k * units : (k + 1) * units] for k in range(4))  # views into z
 
-    s_i, s_f, s_c, s_o = (slice(k * units, (k + 1) * units) for k in range(4))
-    for t in range(steps):
-        z = x_proj[:, t] + h @ recurrent_kernel
-        i = recurrent_activation(z[:, s_i])
-        f = recurrent_activation(z[:, s_f])
-        c_tilde = activation(z[:, s_c])
-        o = recurrent_activation(z[:, s_o])
-        c_new = f * c + i * c_tilde
-        h_new = o * activation(c_new)
-        if mask is None:
-            h, c, out = h_new, c_new, h_new
-        else:
-            m = mask[:, t, None]
-            h = np.where(m, h_new, h)
-            c = np.where(m, c_new, c)
-            out = np.where(m, h_new, 0.0 if zero_output_for_mask else prev_output).astype(dtype, copy=False)
-        outputs[:, t] = out
-        prev_output = out
-        if rec is not None:
-            for name, value in (("z", z), ("i", i), ("f", f), ("c_tilde", c_tilde), ("o", o), ("c", c_new),
-                                ("h", h_new)):
-                rec[name][:, t] = value
+    chunk = max(1, min(steps, PROJECTION_CHUNK // max(1, batch * 4 * units)))
+    projection = np.empty((batch * chunk, 4 * units), dtype=dtype)
+    for t0 in range(0, steps, chunk):
+        t1 = min(steps, t0 + chunk)
+        # x_t · kernel + bias for the steps t0..t1 in one matrix product: (batch, steps, 4·units)
+        rows = projection[: batch * (t1 - t0)]
+        np.matmul(x[:, t0:t1].reshape(-1, input_dim), kernel, out=rows)
+        if bias is not None:
+            rows += bias
+        x_proj = rows.reshape(batch, t1 - t0, 4 * units)
+        for t in range(t0, t1):
+            # z = x_t · kernel + h_{t-1} · recurrent_kernel + bias
+            np.matmul(h, recurrent_kernel, out=z)
+            z += x_proj[:, t - t0]
+            if rec is not None:
+                rec["z"][:, t] = z
+            # i = σ(z_i), f = σ(z_f), c̃ = φ(z_c), o = σ(z_o), each in place in its block of z
+            recurrent_activation(i, out=i)
+            recurrent_activation(f, out=f)
+            activation(c_tilde, out=c_tilde)
+            recurrent_activation(o, out=o)
+            # c_t = f ⊙ c_{t-1} + i ⊙ c̃
+            np.multiply(f, c, out=c_new)
+            c_new += np.multiply(i, c_tilde, out=scratch)
+            # h_t = o ⊙ φ(c_t)
+            np.multiply(o, activation(c_new, out=scratch), out=h_new)
+            if rec is not None:
+                for name, value in (("i", i), ("f", f), ("c_tilde", c_tilde), ("o", o), ("c", c_new), ("h", h_new)):
+                    rec[name][:, t] = value
+            if mask is None:
+                h, h_new = h_new, h  # the new state becomes the carried one (buffers swap, no copy)
+                c, c_new = c_new, c
+                last[...] = h
+            else:
+                # a masked step keeps the old state and outputs 0 or the previous output
+                m = mask[:, t, None]
+                np.copyto(h, h_new, where=m)
+                np.copyto(c, c_new, where=m)
+                if zero_output_for_mask:
+                    last[...] = 0.0
+                np.copyto(last, h_new, where=m)
+            outputs[:, t if return_sequences else 0] = last
     return LSTMResult(outputs, h, c, LSTMTrace(**rec) if rec is not None else None)
 
 

@@ -16,8 +16,9 @@ failure leaves nothing half-written, and an existing folder is only replaced wit
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -35,56 +36,71 @@ def _blocks(a: np.ndarray, units: int, axis: int = -1) -> dict[str, np.ndarray]:
     return {g: np.take(a, range(k * units, (k + 1) * units), axis=axis) for k, g in enumerate(GATES)}
 
 
-def gates_arrays(d: LSTMDirection, w: LSTMWeights) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    for g, gate in w.gates().items():
-        out[f"W_{g}"] = gate.W
-    for g, gate in w.gates().items():
-        out[f"b_{g}"] = gate.b
+# Each layout gives, per group, producers of arrays rather than arrays: the writer makes one array,
+# writes it, and lets it go, so memory stays near one layer's weights on any file.
+Producers = dict[str, Callable[[], np.ndarray]]
+
+
+def gates_arrays(w: LSTMWeights) -> Producers:
+    gates = w.gates()
+    out: Producers = {f"W_{g}": (lambda g=g: gates[g].W) for g in GATES}
+    out.update({f"b_{g}": (lambda g=g: gates[g].b) for g in GATES})
     return out
 
 
-def keras_arrays(d: LSTMDirection, w: LSTMWeights) -> dict[str, np.ndarray]:
-    out = {"kernel": w.kernel, "recurrent_kernel": w.recurrent_kernel}
+def keras_arrays(w: LSTMWeights) -> Producers:
+    out: Producers = {"kernel": lambda: w.kernel, "recurrent_kernel": lambda: w.recurrent_kernel}
     if w.bias is not None:
-        out["bias"] = w.bias
+        out["bias"] = lambda: w.bias  # type: ignore[return-value,assignment]
     return out
 
 
 def pytorch_arrays(w: LSTMWeights, suffix: str) -> dict[str, np.ndarray]:
     """torch.nn.LSTM: weight_ih (4H, I) = kernelᵀ, same gate order; Keras has one bias, so bias_hh = 0."""
-    bias = w.bias if w.bias is not None else np.zeros(4 * w.units, dtype=w.kernel.dtype)
+    return {name: make() for name, make in pytorch_producers(w, suffix).items()}
+
+
+def pytorch_producers(w: LSTMWeights, suffix: str) -> Producers:
+    def bias() -> np.ndarray:
+        return w.bias if w.bias is not None else np.zeros(4 * w.units, dtype=w.kernel.dtype)
+
     return {
-        f"weight_ih_l0{suffix}": np.ascontiguousarray(w.kernel.T),
-        f"weight_hh_l0{suffix}": np.ascontiguousarray(w.recurrent_kernel.T),
+        f"weight_ih_l0{suffix}": lambda: np.ascontiguousarray(w.kernel.T),
+        f"weight_hh_l0{suffix}": lambda: np.ascontiguousarray(w.recurrent_kernel.T),
         f"bias_ih_l0{suffix}": bias,
-        f"bias_hh_l0{suffix}": np.zeros_like(bias),
+        f"bias_hh_l0{suffix}": lambda: np.zeros_like(bias()),
     }
 
 
 def onnx_arrays(ws: list[LSTMWeights]) -> dict[str, np.ndarray]:
+    return {name: make() for name, make in onnx_producers(ws).items()}
+
+
+def onnx_producers(ws: list[LSTMWeights]) -> Producers:
     """ONNX LSTM: W, R, B stacked over directions, gates reordered i, o, f, c; B = [Wb, Rb] with Rb = 0."""
     def reorder(a: np.ndarray, units: int, axis: int) -> np.ndarray:
         blocks = _blocks(a, units, axis)
         return np.concatenate([blocks[g] for g in ONNX_ORDER], axis=axis)
 
-    W, R, B = [], [], []
-    for w in ws:
-        u = w.units
-        bias = w.bias if w.bias is not None else np.zeros(4 * u, dtype=w.kernel.dtype)
-        W.append(reorder(w.kernel, u, 1).T)
-        R.append(reorder(w.recurrent_kernel, u, 1).T)
-        B.append(np.concatenate([reorder(bias, u, 0), np.zeros(4 * u, dtype=bias.dtype)]))
-    return {"W": np.stack(W), "R": np.stack(R), "B": np.stack(B)}
+    def bias(w: LSTMWeights) -> np.ndarray:
+        b = w.bias if w.bias is not None else np.zeros(4 * w.units, dtype=w.kernel.dtype)
+        return np.concatenate([reorder(b, w.units, 0), np.zeros(4 * w.units, dtype=b.dtype)])
+
+    return {
+        "W": lambda: np.stack([reorder(w.kernel, w.units, 1).T for w in ws]),
+        "R": lambda: np.stack([reorder(w.recurrent_kernel, w.units, 1).T for w in ws]),
+        "B": lambda: np.stack([bias(w) for w in ws]),
+    }
 
 
-def _groups(ckpt: Checkpoint, layout: str, layer: str | None) -> Iterator[tuple[str, dict[str, np.ndarray], dict[str, Any]]]:
-    """(folder name, arrays, what they are) per direction (gates, keras) or per Keras layer (pytorch, onnx)."""
+def _groups(ckpt: Checkpoint, layout: str, layer: str | None) -> Iterator[tuple[str, Producers, dict[str, Any]]]:
+    """(folder name, array producers, what they are) per direction (gates, keras) or per Keras layer
+    (pytorch, onnx). Weights are read group by group: memory stays at one layer's weights."""
     directions = [ckpt.layer(layer)] if layer else ckpt.layers
     if layout in ("gates", "keras"):
         for d in directions:
-            w = d.weights()  # one layer at a time: memory stays at the largest layer
-            arrays = gates_arrays(d, w) if layout == "gates" else keras_arrays(d, w)
+            w = d.weights()
+            arrays = gates_arrays(w) if layout == "gates" else keras_arrays(w)
             yield d.name, arrays, {"layer": d.name, "direction": d.direction, "input_dim": d.input_dim,
                                    "units": d.units, "storage_in_file": d.storage}
         return
@@ -99,16 +115,17 @@ def _groups(ckpt: Checkpoint, layout: str, layer: str | None) -> Iterator[tuple[
         if len(ds) == 1 and ds[0].settings.go_backwards:
             meta["note"] = "go_backwards: feed the input reversed in time; outputs come out in that order, as in Keras"
         if layout == "pytorch":
-            arrays: dict[str, np.ndarray] = {}
+            arrays: Producers = {}
             for d, w in zip(ds, ws):
-                arrays.update(pytorch_arrays(w, "_reverse" if d.settings.go_backwards and len(ds) == 2 else ""))
+                arrays.update(pytorch_producers(w, "_reverse" if d.settings.go_backwards and len(ds) == 2 else ""))
             yield path, arrays, meta
         else:
-            yield path, onnx_arrays(ws), {**meta, "direction": "bidirectional" if len(ds) == 2 else
-                                          ("reverse" if ds[0].settings.go_backwards else "forward")}
+            yield path, onnx_producers(ws), {**meta, "direction": "bidirectional" if len(ds) == 2 else
+                                             ("reverse" if ds[0].settings.go_backwards else "forward")}
+        del ws
 
 
-def _describe(layout: str, name: str, a: np.ndarray) -> dict[str, Any]:
+def _describe(layout: str, name: str, shape: tuple[int, ...]) -> dict[str, Any]:
     rows_cols = {
         "W_": "rows: units 0..N_c-1; columns: x0..x{N_i-1} (input) then h0..h{N_c-1} (recurrent)",
         "b_": "rows: units 0..N_c-1",
@@ -125,7 +142,7 @@ def _describe(layout: str, name: str, a: np.ndarray) -> dict[str, Any]:
     }
     meaning = next((v for k, v in rows_cols.items() if name == k or name.startswith(k)), "")
     gate = name[2] if layout == "gates" and len(name) == 3 else None
-    return {"shape": list(a.shape), "gate": gate, "meaning": meaning}
+    return {"shape": list(shape), "gate": gate, "meaning": meaning}
 
 
 def _write_csv(path: Path, name: str, a: np.ndarray, layout: str, meta: dict[str, Any]) -> None:
@@ -152,25 +169,39 @@ def dump(ckpt: Checkpoint, out: Path, fmt: str = "csv", layout: str = "gates", l
     manifest: dict[str, Any] = {"file": str(ckpt.file), "keras_version": ckpt.keras_version, "layout": layout,
                                 "format": fmt, "files": {}}
     with atomic_dir(out, force) as tmp:
-        for group, arrays, meta in _groups(ckpt, layout, layer):
-            described = {n: _describe(layout, n, a) for n, a in arrays.items()}
-            if fmt in ("npz", "json"):
-                rel = f"{group}.{fmt}"
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                if fmt == "npz":
-                    with open(tmp / rel, "wb") as f:
-                        np.savez(f, **arrays)
-                else:
-                    doc = {**meta, "arrays": {n: a.astype(np.float64).tolist() for n, a in arrays.items()}}
-                    (tmp / rel).write_text(json.dumps(doc))
-                manifest["files"][rel] = {**meta, "arrays": described}
-                written.append(rel)
+        for group, producers, meta in _groups(ckpt, layout, layer):
+            if fmt == "csv":
+                for name, make in producers.items():
+                    rel = f"{group}/{name}.csv"
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    a = make()
+                    _write_csv(tmp / rel, name, a, layout, meta)
+                    manifest["files"][rel] = {**meta, **_describe(layout, name, a.shape)}
+                    written.append(rel)
                 continue
-            for name, a in arrays.items():
-                rel = f"{group}/{name}.csv"
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                _write_csv(tmp / rel, name, a, layout, meta)
-                manifest["files"][rel] = {**meta, **described[name]}
-                written.append(rel)
+            rel = f"{group}.{fmt}"
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            described = _write_npz(tmp / rel, producers) if fmt == "npz" else _write_json(tmp / rel, producers, meta)
+            manifest["files"][rel] = {**meta, "arrays": {n: _describe(layout, n, shape) for n, shape in described.items()}}
+            written.append(rel)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return written
+
+
+def _write_npz(path: Path, producers: Producers) -> dict[str, tuple[int, ...]]:
+    """An .npz that np.load reads, written one array at a time; returns each array's shape."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, make in producers.items():
+            a = make()
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asarray(a), allow_pickle=False)
+            shapes[name] = a.shape
+            del a
+    return shapes
+
+
+def _write_json(path: Path, producers: Producers, meta: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    arrays = {name: make() for name, make in producers.items()}
+    path.write_text(json.dumps({**meta, "arrays": {n: a.astype(np.float64).tolist() for n, a in arrays.items()}}))
+    return {n: a.shape for n, a in arrays.items()}

@@ -94,8 +94,9 @@ class LSTMDirection:
 
         x = np.asarray(x)
         self.check_input(x, initial_state)
-        res = run_direction(self, x, mask, initial_state, dtype)
-        return res.outputs if self.settings.return_sequences else res.last_output
+        sequences = self.settings.return_sequences
+        res = run_direction(self, x, mask, initial_state, dtype, sequences=sequences)
+        return res.outputs if sequences else res.last_output
 
     def check_input(self, x: np.ndarray, initial_state: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """One clear error when x (or a state) does not fit this direction."""
@@ -169,6 +170,7 @@ class Checkpoint:
     source: WeightFile | None = None
     layer_arrays: dict[str, list[StoredArray]] = field(default_factory=dict)  # non-LSTM layers' weights
     raw_config: Any = None  # the model config as stored (JSON), for rebuilding the model in Keras
+    _engines: dict[Any, Any] = field(default_factory=dict, repr=False)  # one NumPy engine per dtype, reused
 
     def read_layer(self, path: str) -> list[np.ndarray]:
         """The stored arrays of a non-LSTM layer (Dense, Embedding, ...), in Keras's weight order."""
@@ -194,7 +196,9 @@ class Checkpoint:
         """
         from lstm_inspect.network import Network, as_inputs
 
-        outs = Network(self, dtype).run(as_inputs(x))
+        if dtype not in self._engines:
+            self._engines[dtype] = Network(self, dtype, cache_weights=True)
+        outs = self._engines[dtype].run(as_inputs(x))
         return outs[0] if len(outs) == 1 else outs
 
     @property

@@ -16,6 +16,7 @@ import numpy as np
 from lstm_inspect.architecture import Call, LayerNode, ModelGraph, TensorRef, keras_major_minor, split_rnn_call
 from lstm_inspect.engine import LSTMResult, LSTMTrace, activation_fn, lstm_forward, merge_bidirectional
 from lstm_inspect.errors import InspectError
+from lstm_inspect.gates import LSTMWeights
 from lstm_inspect.model import Checkpoint, LSTMDirection
 
 
@@ -44,26 +45,35 @@ MERGE_LAYERS = frozenset({"Concatenate", "Add", "Multiply", "Average", "Subtract
 def run_direction(
     d: LSTMDirection, x: np.ndarray, mask: np.ndarray | None = None,
     initial_state: tuple[np.ndarray, np.ndarray] | None = None, dtype: type = np.float32, trace: bool = False,
+    sequences: bool = True, weights: LSTMWeights | None = None,
 ) -> LSTMResult:
-    """One LSTM direction on its own input, with the activations the writing Keras defined."""
+    """One LSTM direction on its own input, with the activations the writing Keras defined.
+
+    `sequences=False` keeps only the last output (what return_sequences=False returns), so a
+    long sequence needs no (batch, steps, units) buffer.
+    """
     s = d.settings
     return lstm_forward(
-        x, d.weights(),
+        x, weights if weights is not None else d.weights(),
         activation=activation_fn(s.activation, d.hard_sigmoid),
         recurrent_activation=activation_fn(s.recurrent_activation, d.hard_sigmoid),
         mask=mask, go_backwards=s.go_backwards, zero_output_for_mask=s.zero_output_for_mask,
-        initial_state=initial_state, dtype=dtype, trace=trace,
+        initial_state=initial_state, dtype=dtype, trace=trace, return_sequences=sequences,
     )
 
 
 class Network:
     """Runs a checkpoint's model graph in NumPy."""
 
-    def __init__(self, ckpt: Checkpoint, dtype: type = np.float32, trace: bool = False) -> None:
+    def __init__(self, ckpt: Checkpoint, dtype: type = np.float32, trace: bool = False,
+                 cache_weights: bool = False) -> None:
         if ckpt.graph is None:
             raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so the whole model cannot run; "
                                "run one LSTM direction with --layer")
         self.ckpt, self.dtype, self.trace = ckpt, dtype, trace
+        # Kept across runs when asked (repeated forward calls); otherwise each direction's weights
+        # are read when it runs and dropped after, so memory stays at one layer's weights.
+        self._weights: dict[str, LSTMWeights] | None = {} if cache_weights else None
         self.keras_major = keras_major_minor(ckpt.keras_version)[0] or 2
         self.directions: dict[str, list[LSTMDirection]] = {}
         for d in ckpt.layers:
@@ -254,14 +264,15 @@ class Network:
             mask = x.mask
         directions = self.directions[node.path]
         results = []
+        s = directions[0].settings
         for k, d in enumerate(directions):
             init = tuple(states[2 * k : 2 * k + 2]) if len(states) >= 2 * (k + 1) else None
-            res = run_direction(d, x.value, mask, init, self.dtype, self.trace)  # type: ignore[arg-type]
+            res = run_direction(d, x.value, mask, init, self.dtype, self.trace,  # type: ignore[arg-type]
+                                sequences=s.return_sequences or self.trace, weights=self._weights_of(d))
             rec.masks[d.name] = mask
             if res.trace is not None:
                 rec.traces[d.name] = res.trace
             results.append(res)
-        s = directions[0].settings
         out_mask = mask if s.return_sequences else None
         if len(directions) == 1:
             res = results[0]
@@ -281,6 +292,13 @@ class Network:
             tensors += [Tensor(fw.h), Tensor(fw.c), Tensor(bw.h), Tensor(bw.c)]
         return tensors
 
+
+    def _weights_of(self, d: LSTMDirection) -> LSTMWeights:
+        if self._weights is None:
+            return d.weights()
+        if d.name not in self._weights:
+            self._weights[d.name] = d.weights()
+        return self._weights[d.name]
 
     def _check_supported(self, graph: ModelGraph) -> None:
         for node in graph.walk():
