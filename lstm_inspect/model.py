@@ -38,6 +38,7 @@ class LSTMDirection:
     problems: list[str] = field(default_factory=list)
     weights_stored: bool = True  # False for a model saved before it was built: no arrays at all
     layer_path: str = ""  # the model layer it belongs to (the Bidirectional for both halves)
+    warnings: list[str] = field(default_factory=list)  # found while reading the weights (NaN, Inf)
     initial_state_from: list[str] = field(default_factory=list)  # e.g. ["encoder h", "encoder c"]
 
     @property
@@ -71,6 +72,11 @@ class LSTMDirection:
             if not np.issubdtype(data.dtype, np.floating):
                 raise InspectError(f"{self.source.path}: layer {self.name}: dataset {a.key} holds {data.dtype}, "
                                    "not floating-point weights")
+            bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+            if bad:
+                warning = f"layer {self.name}: dataset {a.key} holds {bad} NaN or Inf weights; outputs will be NaN"
+                if warning not in self.warnings:
+                    self.warnings.append(warning)
         if self.storage == "keras1":
             return from_keras1(arrays)
         bias = arrays[2] if len(arrays) > 2 else None
@@ -171,13 +177,20 @@ class Checkpoint:
     layer_arrays: dict[str, list[StoredArray]] = field(default_factory=dict)  # non-LSTM layers' weights
     raw_config: Any = None  # the model config as stored (JSON), for rebuilding the model in Keras
     _engines: dict[Any, Any] = field(default_factory=dict, repr=False)  # one NumPy engine per dtype, reused
+    _layer_warnings: list[str] = field(default_factory=list, repr=False)  # from non-LSTM layers' weights
 
     def read_layer(self, path: str) -> list[np.ndarray]:
         """The stored arrays of a non-LSTM layer (Dense, Embedding, ...), in Keras's weight order."""
         arrays = self.layer_arrays.get(path, [])
         if not arrays or self.source is None:
             return []
-        return self.source.read([a.key for a in arrays])
+        values = self.source.read([a.key for a in arrays])
+        for a, v in zip(arrays, values):
+            bad = int(v.size - np.count_nonzero(np.isfinite(v))) if v.dtype.kind == "f" else 0
+            warning = f"layer {path}: dataset {a.key} holds {bad} NaN or Inf weights; outputs will be NaN"
+            if bad and warning not in self._layer_warnings:
+                self._layer_warnings.append(warning)
+        return values
 
     def layer(self, name: str) -> LSTMDirection:
         for d in self.layers:
@@ -200,6 +213,11 @@ class Checkpoint:
             self._engines[dtype] = Network(self, dtype, cache_weights=True)
         outs = self._engines[dtype].run(as_inputs(x))
         return outs[0] if len(outs) == 1 else outs
+
+    @property
+    def warnings(self) -> list[str]:
+        """What reading the weights found that still lets the command finish (NaN or Inf weights)."""
+        return [w for d in self.layers for w in d.warnings] + list(self._layer_warnings)
 
     @property
     def all_problems(self) -> list[str]:

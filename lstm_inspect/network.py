@@ -246,7 +246,14 @@ class Network:
             if fn is None:
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy engine "
                                    "runs; run its LSTM layers alone with --layer")
-            outs = fn(node, inputs, self.ckpt.read_layer(node.path), self)
+            weights = self.ckpt.read_layer(node.path)
+            try:
+                outs = fn(node, inputs, weights, self)
+            except (ValueError, IndexError, TypeError) as exc:
+                shapes = ", ".join(str(w.shape) for w in weights) or "none"
+                raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) cannot run on its input "
+                                   f"of shape {inputs[0].value.shape if inputs else '?'} with its stored weights "
+                                   f"({shapes}): {str(exc).splitlines()[0][:160]}") from None
         if call == 0:
             rec.layer_outputs[node.path] = [t.value for t in outs]
         return outs
@@ -336,13 +343,30 @@ def _dense(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Networ
         if inner != "Dense":
             raise InspectError(f"layer {node.path}: TimeDistributed({inner}) is not one the NumPy engine runs")
         node = LayerNode(node.name, node.path, "Dense", cfg)
-    if not w:
-        raise InspectError(f"layer {node.path}: the file stores no weights for this Dense layer")
+    use_bias = bool(cfg.get("use_bias", cfg.get("bias", True)))
+    units = cfg.get("units", cfg.get("output_dim"))
     (x,) = _cast(net, args[0].value)
+    _expect(node, w, [(x.shape[-1], units)] + ([(units,)] if use_bias else []))
     y = x @ w[0].astype(net.dtype)
-    if cfg.get("use_bias", cfg.get("bias", True)) and len(w) > 1:
+    if use_bias:
         y = y + w[1].astype(net.dtype)
     return [Tensor(_activation(node, net)(y), args[0].mask)]
+
+
+def _expect(node: LayerNode, w: list[np.ndarray], shapes: list[tuple[Any, ...]]) -> None:
+    """The stored arrays of a layer have the count and shapes its config and input imply (None: any)."""
+    if not w:
+        raise InspectError(f"layer {node.path} ({node.class_name}): the file stores no weights for it")
+    if len(w) != len(shapes):
+        raise InspectError(f"layer {node.path} ({node.class_name}): expected {len(shapes)} weight arrays, "
+                           f"found {len(w)}")
+    for k, (a, want) in enumerate(zip(w, shapes)):
+        if a.ndim != len(want) or any(n is not None and int(n) != m for n, m in zip(want, a.shape)):
+            expected = "(" + ", ".join("?" if n is None else str(n) for n in want) + ")"
+            raise InspectError(f"layer {node.path} ({node.class_name}): weight {k} should have shape {expected}, "
+                               f"found {a.shape}")
+        if a.dtype.kind != "f":
+            raise InspectError(f"layer {node.path} ({node.class_name}): weight {k} holds {a.dtype}, not numbers")
 
 
 def _activation_layer(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
@@ -350,8 +374,7 @@ def _activation_layer(node: LayerNode, args: list[Tensor], w: list[np.ndarray], 
 
 
 def _embedding(node: LayerNode, args: list[Tensor], w: list[np.ndarray], net: Network) -> list[Tensor]:
-    if not w:
-        raise InspectError(f"layer {node.path}: the file stores no weights for this Embedding")
+    _expect(node, w, [(node.config.get("input_dim"), node.config.get("output_dim"))])
     ids = np.asarray(args[0].value).astype(np.int64)
     table = w[0].astype(net.dtype)
     if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):

@@ -124,12 +124,30 @@ class WeightFile:
         with self.open() as f:
             for key in keys:
                 ds = dataset(f, key, self.path)
+                _check_declared_size(ds, key, self.path)
                 try:
                     data = ds[()]
                 except (OSError, ValueError, TypeError) as exc:
                     raise InspectError(f"{self.path}: dataset {key} could not be read ({_short(exc)})") from None
                 out.append(decode_array(data, ds))
         return out
+
+
+# Keras stores weights uncompressed, so a dataset's data is about as large as its declared shape.
+# One that declares far more than the file stores (a fill value behind an absurd shape) is refused
+# before anything is allocated.
+MAX_EXPANSION = 16
+SMALL_DATASET = 64 << 20
+
+
+def _check_declared_size(ds: h5py.Dataset, key: str, path: Path) -> None:
+    declared = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+    if declared <= SMALL_DATASET:
+        return
+    stored_bytes = ds.id.get_storage_size()
+    if declared > MAX_EXPANSION * stored_bytes + SMALL_DATASET:
+        raise InspectError(f"{path}: dataset {key} declares shape {ds.shape} ({declared:,} bytes) but the file "
+                           f"stores {stored_bytes:,} bytes of it; refusing to read it")
 
 
 def decode_array(data: Any, ds: h5py.Dataset) -> np.ndarray:

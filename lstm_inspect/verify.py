@@ -95,6 +95,7 @@ def verify(
     """Run Keras and compare: the engine's layer and final outputs, or THEIRS (final outputs) with Keras's."""
     from lstm_inspect.keras_ref import run_keras
 
+    _refuse_non_finite(ckpt)
     net = Network(ckpt, dtype)
     xs = net.check_inputs(xs)
     keras = run_keras(ckpt, xs)
@@ -125,6 +126,7 @@ def verify_direction(
     from lstm_inspect.network import run_direction
 
     d = ckpt.layer(name)
+    _refuse_non_finite(ckpt, d.name)
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[-1] != d.input_dim:
         raise InspectError(f"layer {d.name}: input has shape {x.shape} but the layer expects "
@@ -144,3 +146,13 @@ def _same_shape(against: Path | None, what: str, theirs: np.ndarray, ref: np.nda
     if np.shape(theirs) != np.shape(ref):
         raise InspectError(f"{against}: {what} has shape {tuple(np.shape(theirs))} but Keras gives "
                            f"{tuple(np.shape(ref))} for this input")
+
+
+def _refuse_non_finite(ckpt: Checkpoint, only: str | None = None) -> None:
+    """NaN or Inf weights make every output NaN: nothing to verify, so say it instead of a mismatch."""
+    for d in ckpt.layers:
+        if only is not None and d.name != only:
+            continue
+        d.weights()
+        if d.warnings:
+            raise InspectError(f"{ckpt.file}: {d.warnings[0]}, so there is nothing to verify")

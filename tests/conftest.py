@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -102,3 +103,11 @@ def _has_no_weights(path: Path) -> bool:
         root = f.get("model_weights", f)
         return all(len(np.atleast_1d(g.attrs.get("weight_names", []))) == 0
                    for g in root.values() if isinstance(g, h5py.Group))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many hostile cases the fuzz suite ran per command (tests/test_fuzz.py)."""
+    fuzz = sys.modules.get("test_fuzz")
+    if fuzz is not None and getattr(fuzz, "CASES", None):
+        counts = ", ".join(f"{cmd} {n}" for cmd, n in sorted(fuzz.CASES.items()))
+        terminalreporter.write_line(f"fuzz: hostile cases per command: {counts}; total {sum(fuzz.CASES.values())}")

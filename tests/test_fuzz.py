@@ -1,0 +1,294 @@
+"""Broken and hostile checkpoints against every command that reads a model.
+
+Each case is a mutated copy of a sample or real checkpoint (Hypothesis chooses the mutation), run
+through the CLI in this process with a time limit. Every command must exit 0 (with a warning when
+the weights hold NaN or Inf) or 2 with one clear line, never a traceback, never an internal error,
+never a hang, and never a jump in memory. The number of cases per command is printed at the end
+of the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import zipfile
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from conftest import REALWORLD, SAMPLES
+from lstm_inspect.cli import app
+
+CASES: Counter[str] = Counter()  # reported by conftest's terminal summary
+
+BASES = [SAMPLES / n for n in ("k3_single.keras", "tfk_single.h5", "tfk_bidir_concat.h5", "k3_stacked.weights.h5",
+                               "tfk_single.weights_only.h5", "tfk_cudnn.h5", "k3_embedding_mask_zero.keras")]
+BASES += [p for p in (REALWORLD / "binary_lstm_keras38.h5", REALWORLD / "charlstm_stateful_keras108_gates.h5py")
+          if p.exists()]
+READS_WEIGHTS = ("stats", "dump", "forward", "trace", "plot", "verify")
+TIME_LIMIT = {"verify": 60, "plot": 60}
+MEMORY_JUMP_MB = 1500
+
+
+def _input_for(base: Path) -> np.ndarray:
+    stem = base.name.split(".")[0]
+    for io in (base.parent / f"{stem}.io.npz", base.parent / f"{base.name}.io.npz"):
+        if io.exists():
+            with np.load(io) as d:
+                return d["x"] if "x" in d.files else d["x0"]
+    return np.zeros((2, 7, 3), np.float32)
+
+
+def _argv(command: str, model: Path, work: Path) -> list[str]:
+    x = work / "x.npy"
+    return {
+        "show": ["show", str(model), "--json"],
+        "stats": ["stats", str(model), "--json"],
+        "dump": ["dump", str(model), "-o", str(work / "dump"), "--format", "npz"],
+        "forward": ["forward", str(model), "-i", str(x), "-o", str(work / "y.npz")],
+        "trace": ["trace", str(model), "-i", str(x), "-o", str(work / "t.npz")],
+        "plot": ["plot", str(model), "-o", str(work / "plots")],
+        "verify": ["verify", str(model), "--json"],
+    }[command]
+
+
+class Hang(Exception):
+    pass
+
+
+@contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    def alarm(signum: int, frame: Any) -> None:
+        raise Hang(f"no answer within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_case(command: str, model: Path, work: Path, mutation: str) -> None:
+    """Run one command on one broken file and check the promise."""
+    base_input = work / "x.npy"
+    if not base_input.exists():
+        np.save(base_input, np.zeros((2, 7, 3), np.float32))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    with time_limit(TIME_LIMIT.get(command, 30)):
+        result = CliRunner().invoke(app, _argv(command, model, work))
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    CASES[command] += 1
+    what = f"{command} on {mutation}: exit {result.exit_code}\n{result.stderr}"
+    assert result.exception is None or isinstance(result.exception, SystemExit), what
+    assert result.exit_code in (0, 2), what
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr, what
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert all(line.startswith("lstm-inspect: ") or command in ("dump", "forward", "trace", "plot")
+               for line in lines), what
+    if result.exit_code == 2:
+        assert any(line.startswith("lstm-inspect: ") for line in lines), what
+    victim = mutation.split(" of ")[0]
+    in_lstm = any(k in victim for k in ("lstm", "cell", "rnn", "cu_dnn", "bidirectional"))
+    if mutation.startswith(("nan", "inf")) and in_lstm and result.exit_code == 0 and command in READS_WEIGHTS:
+        assert "warning" in result.stderr and "NaN or Inf" in result.stderr, what
+    assert after - before < MEMORY_JUMP_MB, f"{what}\nmemory peak rose by {after - before:.0f} MB"
+
+
+# ---------------------------------------------------------------- mutations
+
+def _datasets(f: h5py.File) -> list[str]:
+    found: list[str] = []
+    f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return sorted(found)
+
+
+def _hdf5_of(path: Path) -> tuple[Path, Callable[[], None]]:
+    """The HDF5 to edit: the file itself, or model.weights.h5 pulled out of a .keras (put back after)."""
+    if not zipfile.is_zipfile(path):
+        return path, lambda: None
+    inner = path.with_suffix(".weights-inner.h5")
+    with zipfile.ZipFile(path) as z:
+        inner.write_bytes(z.read("model.weights.h5"))
+
+    def put_back() -> None:
+        _rezip(path, replace={"model.weights.h5": inner.read_bytes()})
+        inner.unlink()
+
+    return inner, put_back
+
+
+def _rezip(path: Path, drop: tuple[str, ...] = (), replace: dict[str, bytes] | None = None,
+           compress: bool = False) -> None:
+    with zipfile.ZipFile(path) as z:
+        members = [(i.filename, z.read(i.filename)) for i in z.infolist() if i.filename not in drop]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        for name, data in members:
+            z.writestr(name, (replace or {}).get(name, data))
+
+
+def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
+    """Apply one mutation to the file at `path`; returns a label for messages."""
+    data = bytearray(path.read_bytes())
+    if kind == "truncate":
+        cut = int(rng.integers(0, len(data)))
+        path.write_bytes(bytes(data[:cut]))
+        return f"truncate at {cut}"
+    if kind in ("flip_header", "flip_anywhere"):
+        span = min(len(data), 4096) if kind == "flip_header" else len(data)
+        at = rng.integers(0, span, size=int(rng.integers(1, 9)))
+        for k in at:
+            data[k] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(data))
+        return f"{kind} at {sorted(int(k) for k in at)}"
+    if kind.startswith("zip_") and not zipfile.is_zipfile(path):
+        kind = "json_garbage"
+    if kind == "zip_drop_member":
+        member = ["config.json", "model.weights.h5", "metadata.json"][int(rng.integers(0, 3))]
+        _rezip(path, drop=(member,))
+        return f"zip without {member}"
+    if kind == "zip_bad_config":
+        choice = int(rng.integers(0, 4))
+        bad = [b"{not json", b"\xff\xfe\xfa", b"[]", json.dumps({"class_name": "Sequential", "config": 7}).encode()][choice]
+        _rezip(path, replace={"config.json": bad})
+        return f"zip config.json variant {choice}"
+    if kind == "zip_bomb":
+        _rezip(path, replace={"model.weights.h5": b"\0" * (300 << 20)}, compress=True)
+        return "zip weights member inflating to 300 MB of zeros"
+    h5path, put_back = _hdf5_of(path)
+    label = kind
+    with h5py.File(h5path, "r+") as f:
+        names = _datasets(f)
+        if not names:
+            pass
+        elif kind == "delete_dataset":
+            victim = names[int(rng.integers(0, len(names)))]
+            del f[victim]
+            label = f"delete dataset {victim}"
+        elif kind == "delete_attribute":
+            holders = [f] + [f[n] for n in ("model_weights",) if n in f]
+            holder = holders[int(rng.integers(0, len(holders)))]
+            attrs = list(holder.attrs)
+            if attrs:
+                victim = attrs[int(rng.integers(0, len(attrs)))]
+                del holder.attrs[victim]
+                label = f"delete attribute {victim}"
+        elif kind == "wrong_shape":
+            victim = names[int(rng.integers(0, len(names)))]
+            shape = tuple(int(n) for n in rng.integers(1, 9, size=int(rng.integers(1, 3))))
+            del f[victim]
+            f[victim] = np.zeros(shape, np.float32)
+            label = f"{victim} reshaped to {shape}"
+        elif kind == "absurd_size":
+            victim = names[int(rng.integers(0, len(names)))]
+            del f[victim]
+            f.create_dataset(victim, shape=(200_000, 400_000), dtype="float32", chunks=(1, 1024))
+            label = f"{victim} declares 320 GB"
+        elif kind in ("nan", "inf"):
+            victim = next((n for n in names if n.endswith(("kernel:0", "kernel", "vars/0", "vars/1", "_W_i", "_U_f"))),
+                          names[0])
+            values = f[victim][()]
+            if values.dtype.kind == "f" and values.size:
+                values.reshape(-1)[int(rng.integers(0, values.size))] = np.nan if kind == "nan" else np.inf
+                f[victim][...] = values
+            label = f"{kind} in {victim}"
+        elif kind == "external_link":
+            victim = names[int(rng.integers(0, len(names)))]
+            del f[victim]
+            f[victim] = h5py.ExternalLink(str(path.parent / "elsewhere.h5"), "data")
+            label = f"{victim} as an external link"
+        elif kind == "virtual_dataset":
+            victim = names[int(rng.integers(0, len(names)))]
+            shape = f[victim].shape or (1,)
+            layout = h5py.VirtualLayout(shape=shape, dtype="float32")
+            layout[...] = h5py.VirtualSource(str(path.parent / "elsewhere.h5"), "data", shape=shape)
+            del f[victim]
+            f.create_virtual_dataset(victim, layout, fillvalue=0)
+            label = f"{victim} as a virtual dataset"
+        elif kind == "json_garbage":
+            if "model_config" in f.attrs:
+                f.attrs["model_config"] = [b"{broken", np.void(b"\xff\xfe")][int(rng.integers(0, 2))]
+                label = "model_config not JSON"
+            elif "layer_names" in f.attrs:
+                f.attrs["layer_names"] = np.array([b"\xff\xfe", b"nope"])
+                label = "layer_names not UTF-8, naming missing groups"
+    put_back()
+    return label
+
+
+MUTATIONS = ["truncate", "flip_header", "flip_anywhere", "delete_dataset", "delete_attribute", "wrong_shape",
+             "absurd_size", "nan", "inf", "external_link", "virtual_dataset", "json_garbage", "zip_drop_member",
+             "zip_bad_config", "zip_bomb"]
+
+
+@pytest.fixture(scope="module")
+def elsewhere(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("fuzz")
+    with h5py.File(folder / "elsewhere.h5", "w") as f:
+        f["data"] = np.ones((4096,), np.float32)
+    return folder
+
+
+def _one_case(command: str, folder: Path, base_index: int, kind: str, seed: int) -> None:
+    base = BASES[base_index % len(BASES)]
+    work = folder / f"{command}-{CASES[command]}"
+    work.mkdir()
+    shutil.copy(folder / "elsewhere.h5", work / "elsewhere.h5")
+    model = work / base.name
+    shutil.copy(base, model)
+    np.save(work / "x.npy", _input_for(base))
+    label = mutate(kind, model, np.random.default_rng(seed))
+    try:
+        run_case(command, model, work, f"{label} of {base.name}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+CASE = dict(base_index=st.integers(0, 100), kind=st.sampled_from(MUTATIONS), seed=st.integers(0, 2**32 - 1))
+FAST = settings(max_examples=250, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
+SLOW = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                suppress_health_check=list(HealthCheck))
+
+
+@pytest.mark.parametrize("command", ["show", "stats", "dump", "forward", "trace"])
+def test_fuzz_commands(command: str, elsewhere: Path) -> None:
+    @FAST
+    @given(**CASE)
+    def case(base_index: int, kind: str, seed: int) -> None:
+        _one_case(command, elsewhere, base_index, kind, seed)
+
+    case()
+
+
+@pytest.mark.parametrize("command", ["plot", "verify"])
+def test_fuzz_slow_commands(command: str, elsewhere: Path) -> None:
+    @SLOW
+    @given(**CASE)
+    def case(base_index: int, kind: str, seed: int) -> None:
+        _one_case(command, elsewhere, base_index, kind, seed)
+
+    case()
+
+
+@pytest.mark.parametrize("command", ["show", "stats", "dump", "forward", "trace", "plot", "verify"])
+def test_files_that_are_not_files(command: str, tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((2, 7, 3), np.float32))
+    (tmp_path / "empty.h5").write_bytes(b"")
+    (tmp_path / "folder.keras").mkdir()
+    os.symlink("/proc/self/mem", tmp_path / "unreadable.h5")  # open works, read fails (root reads any file)
+    (tmp_path / "text.h5").write_text("not a model\n")
+    for name in ("empty.h5", "folder.keras", "unreadable.h5", "text.h5", "missing.h5"):
+        run_case(command, tmp_path / name, tmp_path, name)
