@@ -563,6 +563,62 @@ def plot(
     _run(action)
 
 
+@app.command()
+def diagnose(
+    model: Path = MODEL_ARG,
+    input: Path = typer.Option(..., "--input", "-i", help="X, the input you gave your reimplementation."),
+    against: Path = typer.Option(..., "--against", help="THEIRS: its outputs (.npy, or .npz output_0, ...)."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="THEIRS is one LSTM direction's output sequence "
+                                        "for an input (batch, steps, N_i)."),
+    atol: float = typer.Option(1e-5, "--atol"),
+    rtol: float = typer.Option(1e-4, "--rtol"),
+    as_json: bool = typer.Option(False, "--json", help="Print the diagnosis as JSON."),
+) -> None:
+    """Tell why your LSTM does not match Keras: which common porting mistake reproduces your outputs.
+
+    Re-runs the engine (which reproduces Keras) under each mistake: all 23 wrong gate orders,
+    the other hard_sigmoid or sigmoid, a dropped bias or CuDNN bias half, transposed or swapped
+    blocks, time reversed, masks mishandled, tanh left off c, reduced precision. Exit 0 when
+    THEIRS already matches, 1 on a mismatch (diagnosed or not), 2 on bad input.
+
+    Example:  lstm-inspect diagnose model.h5 --input x.npy --against my_port.npy
+    """
+
+    def action() -> int:
+        from lstm_inspect.diagnose import diagnose as run_diagnose
+
+        ckpt = load(model)
+        theirs = list(read_inputs(against).values())
+        xs = [_single_input(input)] if layer is not None else _model_inputs(ckpt, input)
+        with Console(stderr=True).status("trying the common porting mistakes..."):
+            result = run_diagnose(ckpt, xs, theirs, layer, atol, rtol)
+        if as_json:
+            typer.echo(json.dumps(result.to_dict(), indent=2))
+        else:
+            render_diagnosis(result, Console(highlight=False))
+        return _done(ckpt, EXIT_OK if result.matches else EXIT_MISMATCH)
+
+    _run(action)
+
+
+def render_diagnosis(result: Any, console: Console) -> None:
+    if result.matches:
+        console.print(f"[green]match[/green]: THEIRS equals what Keras computes for {result.file} "
+                      f"(max |Δ| {max(c.max_abs for c in result.baseline):.2e})")
+        return
+    worst = max(c.max_abs for c in result.baseline)
+    console.print(f"[red]mismatch[/red]: THEIRS differs from what Keras computes for {result.file} by up to {worst:.3g}")
+    found = result.found
+    if found:
+        for rank, h in enumerate(found, 1):
+            console.print(f"{rank}. [bold]{h.name}[/bold] reproduces THEIRS (max |Δ| {h.max_abs:.2e}).\n   fix: {h.fix}")
+    else:
+        console.print("none of the common mistakes reproduces THEIRS; the closest:")
+        for h in result.ranked[:3]:
+            console.print(f"   {h.name} (max |Δ| {h.max_abs:.3g})")
+    console.print(result.divergence)
+
+
 def _num(n: Optional[int]) -> str:
     return "?" if n is None else str(n)
 

@@ -175,11 +175,14 @@ def lstm_forward(
     dtype: type = np.float32,
     trace: bool = False,
     return_sequences: bool = True,
+    cell_activation: Activation | None = None,
 ) -> LSTMResult:
     """One LSTM direction over x of shape (batch, steps, input_dim).
 
-    `outputs` holds every step when return_sequences, else only the last one.
+    `outputs` holds every step when return_sequences, else only the last one. Keras applies the
+    same `activation` to c̃ and to c; `cell_activation` may differ only to model a port's mistake.
     """
+    cell_activation = cell_activation or activation
     units = weights.units
     kernel = weights.kernel.astype(dtype, copy=False)
     recurrent_kernel = weights.recurrent_kernel.astype(dtype, copy=False)
@@ -229,7 +232,7 @@ def lstm_forward(
             np.multiply(f, c, out=c_new)
             c_new += np.multiply(i, c_tilde, out=scratch)
             # h_t = o ⊙ φ(c_t)
-            np.multiply(o, activation(c_new, out=scratch), out=h_new)
+            np.multiply(o, cell_activation(c_new, out=scratch), out=h_new)
             if rec is not None:
                 for name, value in (("i", i), ("f", f), ("c_tilde", c_tilde), ("o", o), ("c", c_new), ("h", h_new)):
                     rec[name][:, t] = value

@@ -42,10 +42,33 @@ IDENTITY_LAYERS = frozenset({
 MERGE_LAYERS = frozenset({"Concatenate", "Add", "Multiply", "Average", "Subtract", "Maximum", "Minimum"})
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A deliberate departure from Keras: how a port might compute instead (see `diagnose`).
+
+    Activation names may carry the hard_sigmoid generation, e.g. "hard_sigmoid:keras3".
+    """
+
+    weights: Callable[[LSTMDirection, LSTMWeights], LSTMWeights] | None = None
+    activation: str | None = None
+    recurrent_activation: str | None = None
+    cell_activation: str | None = None
+    ignore_mask: bool = False
+    zero_output_for_mask: bool | None = None
+    ignore_go_backwards: bool = False  # the backward direction run on the input in its own order
+    backward_output_not_flipped: bool = False  # Bidirectional: the backward sequence left in processing order
+    dtype: type | None = None
+
+
+def _activation_of(name: str, hard_sigmoid: str) -> Any:
+    base, _, generation = name.partition(":")
+    return activation_fn(base, generation or hard_sigmoid)
+
+
 def run_direction(
     d: LSTMDirection, x: np.ndarray, mask: np.ndarray | None = None,
     initial_state: tuple[np.ndarray, np.ndarray] | None = None, dtype: type = np.float32, trace: bool = False,
-    sequences: bool = True, weights: LSTMWeights | None = None,
+    sequences: bool = True, weights: LSTMWeights | None = None, variant: Variant | None = None,
 ) -> LSTMResult:
     """One LSTM direction on its own input, with the activations the writing Keras defined.
 
@@ -53,12 +76,19 @@ def run_direction(
     long sequence needs no (batch, steps, units) buffer.
     """
     s = d.settings
+    v = variant or Variant()
+    w = weights if weights is not None else d.weights()
+    if v.weights is not None:
+        w = v.weights(d, w)
+    act = v.activation or s.activation
     return lstm_forward(
-        x, weights if weights is not None else d.weights(),
-        activation=activation_fn(s.activation, d.hard_sigmoid),
-        recurrent_activation=activation_fn(s.recurrent_activation, d.hard_sigmoid),
-        mask=mask, go_backwards=s.go_backwards, zero_output_for_mask=s.zero_output_for_mask,
-        initial_state=initial_state, dtype=dtype, trace=trace, return_sequences=sequences,
+        x, w,
+        activation=_activation_of(act, d.hard_sigmoid),
+        recurrent_activation=_activation_of(v.recurrent_activation or s.recurrent_activation, d.hard_sigmoid),
+        cell_activation=_activation_of(v.cell_activation or act, d.hard_sigmoid),
+        mask=None if v.ignore_mask else mask, go_backwards=s.go_backwards and not v.ignore_go_backwards,
+        zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None else v.zero_output_for_mask,
+        initial_state=initial_state, dtype=v.dtype or dtype, trace=trace, return_sequences=sequences,
     )
 
 
@@ -66,11 +96,11 @@ class Network:
     """Runs a checkpoint's model graph in NumPy."""
 
     def __init__(self, ckpt: Checkpoint, dtype: type = np.float32, trace: bool = False,
-                 cache_weights: bool = False) -> None:
+                 cache_weights: bool = False, variant: Variant | None = None) -> None:
         if ckpt.graph is None:
             raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so the whole model cannot run; "
                                "run one LSTM direction with --layer")
-        self.ckpt, self.dtype, self.trace = ckpt, dtype, trace
+        self.ckpt, self.dtype, self.trace, self.variant = ckpt, dtype, trace, variant
         # Kept across runs when asked (repeated forward calls); otherwise each direction's weights
         # are read when it runs and dropped after, so memory stays at one layer's weights.
         self._weights: dict[str, LSTMWeights] | None = {} if cache_weights else None
@@ -275,7 +305,8 @@ class Network:
         for k, d in enumerate(directions):
             init = tuple(states[2 * k : 2 * k + 2]) if len(states) >= 2 * (k + 1) else None
             res = run_direction(d, x.value, mask, init, self.dtype, self.trace,  # type: ignore[arg-type]
-                                sequences=s.return_sequences or self.trace, weights=self._weights_of(d))
+                                sequences=s.return_sequences or self.trace, weights=self._weights_of(d),
+                                variant=self.variant)
             rec.masks[d.name] = mask
             if res.trace is not None:
                 rec.traces[d.name] = res.trace
@@ -291,6 +322,8 @@ class Network:
         fw, bw = results
         if s.return_sequences:
             y, y_rev = fw.outputs, bw.outputs[:, ::-1]  # the backward half back in input time order
+            if self.variant is not None and self.variant.backward_output_not_flipped:
+                y_rev = bw.outputs
         else:
             y, y_rev = fw.last_output, bw.last_output
         merged = merge_bidirectional(y, y_rev, directions[0].merge_mode)
