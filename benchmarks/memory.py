@@ -16,9 +16,7 @@ LSTM(1024) on 512 inputs. Prints:
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,36 +24,20 @@ import time
 from pathlib import Path
 
 import numpy as np
+from show_speed import user_env, wall  # same folder: the user's environment and the timing loop
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1 << 20
-
-
-def env() -> dict[str, str]:
-    e = dict(os.environ)
-    e.pop("OPENBLAS_CORETYPE", None)
-    e.pop("OPENBLAS_L2_SIZE", None)
-    e["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    return e
 
 
 def exe() -> str:
     return str(Path(sys.executable).with_name("lstm-inspect"))
 
 
-def wall(cmd: list[str], runs: int = 5) -> float:
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env())
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def peak_rss(cmd: list[str]) -> tuple[float, float]:
     """(peak resident MB, wall seconds) of one command, by /usr/bin/time -v."""
     t0 = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env())
+    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=user_env())
     if r.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{r.stderr[-2000:]}")
     kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))  # type: ignore[union-attr]
@@ -85,7 +67,7 @@ def main() -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / "big.keras").exists():
         print("writing the big checkpoints with Keras 3 ...", flush=True)
-        subprocess.run([sys.executable, "-c", WRITE_MODELS, str(folder)], check=True, env=env(),
+        subprocess.run([sys.executable, "-c", WRITE_MODELS, str(folder)], check=True, env=user_env(),
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     small = ROOT / "sample_models" / "k3_stacked.keras"
     lstm = exe()

@@ -19,19 +19,21 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = 5
 
 
-def _env() -> dict[str, str]:
+def user_env() -> dict[str, str]:
     # This workplace sets these to work around old OpenBLAS builds; a user's machine has neither.
     env = dict(os.environ)
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     return env
 
 
-def wall(cmd: list[str]) -> float:
+def wall(cmd: list[str], runs: int = RUNS) -> float:
+    """Median wall time of `runs` fresh runs of a command, in a user's environment."""
     times = []
-    for _ in range(RUNS):
+    for _ in range(runs):
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env())
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=user_env())
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -15,7 +15,7 @@ Nothing here reads weights; it is all JSON.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
@@ -378,7 +378,7 @@ def _spec(
         cell_cfg = (config.get("cell") or {}).get("config") or {}
     settings = lstm_settings(cell_cfg, config, "CuDNNLSTM" if kind == "CuDNNLSTM" else "LSTM", keras_version)
     if half is not None and _bidirectional_zeroes_masked_outputs(keras_version):
-        settings = _replace(settings, zero_output_for_mask=settings.return_sequences)
+        settings = replace(settings, zero_output_for_mask=settings.return_sequences)
     build = (entry.get("build_config") or {}).get("input_shape")
     build_dim = build[-1] if isinstance(build, list) and build and isinstance(build[-1], int) else None
     direction = "backward" if settings.go_backwards else "forward"
@@ -392,12 +392,6 @@ def _bidirectional_zeroes_masked_outputs(keras_version: str | None) -> bool:
     if major is None or "tf" in (keras_version or ""):
         return True
     return not (major < 2 or (major == 2 and minor is not None and minor <= 3))
-
-
-def _replace(s: LSTMSettings, **changes: Any) -> LSTMSettings:
-    from dataclasses import replace
-
-    return replace(s, **changes)
 
 
 # ---------------------------------------------------------------- feature dimensions

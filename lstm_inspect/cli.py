@@ -203,6 +203,7 @@ DTYPE_OPT = typer.Option("float32", "--dtype", help="Arithmetic of the engine: f
 FORCE_OPT = typer.Option(False, "--force", help="Replace the output if it exists (written atomically either way).")
 LAYER_OPT = typer.Option(None, "--layer", help="Run one LSTM direction alone (a name from `show`) on an input of "
                          "shape (batch, steps, N_i).")
+SEED_OPT = typer.Option(0, "--seed", help="Seed of the random input when --input is not given.")
 STATE_OPT = typer.Option(None, "--initial-state", help="With --layer: start from H.npy and C.npy (batch, N_c) "
                          "instead of zeros.", show_default=False)
 
@@ -287,7 +288,7 @@ def verify(
                                         "weights-only files too); compares its whole output sequence."),
     atol: float = typer.Option(1e-5, "--atol", help="Absolute tolerance."),
     rtol: float = typer.Option(1e-4, "--rtol", help="Relative tolerance: ok where |ours - keras| <= atol + rtol·|keras|."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random input when --input is not given."),
+    seed: int = SEED_OPT,
     dtype: str = DTYPE_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -304,8 +305,7 @@ def verify(
     """
 
     def action() -> int:
-        from lstm_inspect.network import Network
-        from lstm_inspect.verify import default_inputs
+        from lstm_inspect.network import Network, default_inputs
         from lstm_inspect.verify import verify as run_verify
         from lstm_inspect.verify import verify_direction
 
@@ -436,7 +436,7 @@ def stats(
     model: Path = MODEL_ARG,
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="X as for forward, for the activation "
                                          "statistics; default: a seeded random input of the model's shape."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random input when --input is not given."),
+    seed: int = SEED_OPT,
     as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON."),
 ) -> None:
     """Per-gate statistics of the weights and of the gates' activations.
@@ -537,7 +537,7 @@ def plot(
     input: Optional[Path] = typer.Option(None, "--input", "-i", help="X as for forward, for the activation plot; "
                                          "default: a seeded random input."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Only this LSTM direction."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random input when --input is not given."),
+    seed: int = SEED_OPT,
     force: bool = FORCE_OPT,
 ) -> None:
     """Draw each LSTM direction: gate heatmaps, biases, recurrent spectra, activations over time (PNG).

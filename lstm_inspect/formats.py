@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Callable
 
@@ -398,17 +399,11 @@ def _read_member(path: Path, zf: zipfile.ZipFile, name: str) -> bytes:
     try:
         with zf.open(name) as member:
             data = member.read(MAX_JSON_BYTES + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib_error()) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
         raise InspectError(f"{path}: {name} could not be read from the archive ({exc})") from None
     if len(data) > MAX_JSON_BYTES:
         raise InspectError(f"{path}: {name} inflates past {MAX_JSON_BYTES} bytes")
     return data
-
-
-def zlib_error() -> type[Exception]:
-    import zlib
-
-    return zlib.error
 
 
 def snake_case(class_name: str) -> str:

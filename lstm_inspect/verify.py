@@ -10,7 +10,7 @@ import numpy as np
 
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint
-from lstm_inspect.network import Network, RunRecord, default_inputs  # noqa: F401  (re-exported)
+from lstm_inspect.network import Network, RunRecord
 
 
 @dataclass

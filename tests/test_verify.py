@@ -12,8 +12,8 @@ import lstm_inspect
 from conftest import NOT_RUNNABLE, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
 from lstm_inspect.engine import activation_fn, hard_sigmoid_keras3, lstm_forward
 from lstm_inspect.gates import LSTMWeights
-from lstm_inspect.network import Network
-from lstm_inspect.verify import default_inputs, verify, verify_direction
+from lstm_inspect.network import Network, default_inputs
+from lstm_inspect.verify import verify, verify_direction
 
 FULL_MODELS = [p for p in sample_checkpoints() + realworld_checkpoints(with_weights=True)
                if lstm_inspect.load(p).graph is not None and not p.name.startswith(NOT_RUNNABLE)]
