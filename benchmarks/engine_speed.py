@@ -18,8 +18,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,7 @@ def main() -> None:
             t_keras = median_time(lambda: model.predict(x, batch_size=batch, verbose=0), args.repeat)
             t_engine = median_time(lambda: ckpt.forward(x), args.repeat)
             gflops = lstm_flops(batch, steps, n_i, n_c) / t_engine / 1e9
-            line = (f"{str((batch, steps, n_i, n_c)):<24} {t_keras:9.4f} {t_engine:9.4f} {t_keras / t_engine:12.2f} "
+            line = (f"{(batch, steps, n_i, n_c)!s:<24} {t_keras:9.4f} {t_engine:9.4f} {t_keras / t_engine:12.2f} "
                     f"{gflops:14.1f} {gflops / rate:9.2f}")
             if torch is not None:
                 lstm = _torch_lstm(torch, ckpt, n_i, n_c)

@@ -1,4 +1,4 @@
-"""lstm-inspect: read Keras LSTM checkpoints without TensorFlow and split them into gates.
+"""lstm-inspect: read Keras recurrent checkpoints (LSTM, GRU, SimpleRNN) without TensorFlow, split them into gates.
 
     >>> import lstm_inspect
     >>> model = lstm_inspect.load("model.h5")
@@ -7,10 +7,22 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
+from lstm_inspect.cells import CELLS, Cell, CellWeights, Gate, split_gates
 from lstm_inspect.errors import InspectError
-from lstm_inspect.gates import GATES, Gate, LSTMWeights
-from lstm_inspect.model import Checkpoint, LSTMDirection, load
+from lstm_inspect.model import Checkpoint, LSTMDirection, RecurrentDirection, load
 
-__all__ = ["GATES", "Checkpoint", "Gate", "InspectError", "LSTMDirection", "LSTMWeights", "load", "__version__"]
+__all__ = [
+           "CELLS",
+           "Cell",
+           "CellWeights",
+           "Checkpoint",
+           "Gate",
+           "InspectError",
+           "LSTMDirection",
+           "RecurrentDirection",
+           "__version__",
+           "load",
+           "split_gates",
+]

@@ -10,27 +10,39 @@ Keras has written four dialects of the same idea, and all of them are read here 
 - Keras 3: every object carries `module`; `inbound_nodes` are `{"args", "kwargs"}` holding
   `__keras_tensor__` objects with a `keras_history`.
 
-Nothing here reads weights; it is all JSON.
+Nothing here reads weights; it is all JSON, and the JSON comes from the user's file: every value
+is checked for its type before it is used, and what does not fit raises `ConfigError` (the readers
+turn it into one line naming the file). The graph is ordered once, by a topological sort over its
+calls (linear in layers and edges), whatever order the file lists them in.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator
+from typing import Any
+
+from lstm_inspect.cells import (
+    Cell,
+    CellSettings,
+    config_int,
+    is_multi_backend_keras2,
+    keras_major_minor,
+    recurrent_class,
+)
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
-# LSTM-like layers lstm-inspect does not model: named as such instead of silently skipped.
-UNSUPPORTED_LSTM_LIKE = frozenset(
-    {"ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "PeepholeLSTMCell", "StackedRNNCells"}
+# Recurrent layers lstm-inspect recognises but does not model: named as such instead of silently skipped.
+UNSUPPORTED_RECURRENT = frozenset(
+    {"ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "PeepholeLSTMCell", "StackedRNNCells", "ConvLSTM2DCell"}
 )
-# Layers that leave the feature dimension as it is.
-SHAPE_PRESERVING = frozenset(
-    {
-        "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-        "Masking", "Activation", "BatchNormalization", "LayerNormalization",
-        "ActivityRegularization", "InputLayer",
-    }
-)
+MAX_DEPTH = 64  # nested models and nested call arguments deeper than this are refused
+MAX_INDEX = 1 << 20  # node and tensor indices in a config
+
+
+class ConfigError(ValueError):
+    """The model config is not one Keras could have written (the reader adds the file's name)."""
 
 
 @dataclass(frozen=True)
@@ -63,32 +75,33 @@ def split_rnn_call(call: Call, is_tensor: Callable[[Any], bool]) -> tuple[Any, l
     Keras 1/2 list the initial states after the input; Keras 3 passes them as kwargs.
     `is_tensor` tells a tensor (TensorRef in a config, a computed tensor in the runner).
     """
-    positional = list(_flatten(call.args, is_tensor))
-    states = positional[1:] + list(_flatten(call.kwargs.get("initial_state"), is_tensor))
+    positional = list(flatten(call.args, is_tensor))
+    states = positional[1:] + list(flatten(call.kwargs.get("initial_state"), is_tensor))
     mask = call.kwargs.get("mask")
     return (positional[0] if positional else None), states, (mask if is_tensor(mask) else None)
 
 
-def _flatten(obj: Any, is_tensor: Callable[[Any], bool]) -> Iterator[Any]:
+def flatten(obj: Any, is_tensor: Callable[[Any], bool]) -> Iterator[Any]:
     if is_tensor(obj):
         yield obj
     elif isinstance(obj, dict):
         for value in obj.values():
-            yield from _flatten(value, is_tensor)
+            yield from flatten(value, is_tensor)
     elif isinstance(obj, (list, tuple)):
         for value in obj:
-            yield from _flatten(value, is_tensor)
+            yield from flatten(value, is_tensor)
 
 
 def _refs_in(obj: Any) -> Iterator[TensorRef]:
-    return _flatten(obj, lambda o: isinstance(o, TensorRef))
+    return flatten(obj, lambda o: isinstance(o, TensorRef))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LayerNode:
     name: str
     path: str  # unique: nested models' names joined with '/'
     class_name: str
+    parts: tuple[str, ...] = ()  # the names that make up `path` (nested models' names, then this one)
     config: dict[str, Any]
     inbound: list[Call] = field(default_factory=list)  # one per call of the layer
     children: ModelGraph | None = None  # for a nested Sequential / Functional model
@@ -96,8 +109,14 @@ class LayerNode:
 
     @property
     def is_op(self) -> bool:
-        """A raw operation in a Keras 3 functional graph (keras.src.ops.*), e.g. the ops computing a mask."""
-        return str(self.entry.get("module", "")).startswith("keras.src.ops")
+        """A raw operation in a functional graph rather than a layer with weights: a Keras 3 op
+        (keras.src.ops.*, e.g. the ops computing a mask) or a TensorFlow op layer of tf.keras."""
+        return (str(self.entry.get("module", "")).startswith("keras.src.ops")
+                or self.class_name in TF_OP_LAYERS)
+
+
+# tf.keras's wrappers of raw TensorFlow ops used on Keras tensors (see `lstm_inspect.ops`).
+TF_OP_LAYERS = frozenset({"TensorFlowOpLayer", "TFOpLambda", "SlicingOpLambda"})
 
 
 @dataclass
@@ -107,6 +126,7 @@ class ModelGraph:
     layers: list[LayerNode]
     inputs: list[TensorRef]
     outputs: list[TensorRef]
+    _order: list[tuple[LayerNode, int]] | None = field(default=None, repr=False)
 
     def walk(self) -> Iterator[LayerNode]:
         """Every layer in model order, descending into nested models (which are listed too)."""
@@ -115,283 +135,316 @@ class ModelGraph:
             if node.children is not None:
                 yield from node.children.walk()
 
+    def calls(self) -> list[tuple[LayerNode, int]]:
+        """Every (layer, call index) in an order where each call comes after what it consumes.
+
+        A Sequential in its listed order; a Functional sorted topologically (Kahn's algorithm,
+        linear in calls and edges), its InputLayers first. Raises ConfigError for a reference
+        to a layer or call that does not exist, or for a cycle.
+        """
+        if self._order is not None:
+            return self._order
+        if self.class_name == "Sequential":
+            self._order = [(node, 0) for node in self.layers]
+            return self._order
+        by_name = {n.name: n for n in self.layers}
+        inputs = [n for n in self.layers if n.class_name == "InputLayer"]
+        pending = [(n, k) for n in self.layers if n.class_name != "InputLayer" for k in range(max(1, len(n.inbound)))]
+        index = {(n.name, k): i for i, (n, k) in enumerate(pending)}
+        consumers: list[list[int]] = [[] for _ in pending]
+        waiting = [0] * len(pending)
+        for i, (node, k) in enumerate(pending):
+            call = node.inbound[k] if k < len(node.inbound) else Call()
+            for ref in call.tensors():
+                producer = self.producer_of(ref, by_name)
+                if producer is None:
+                    continue  # an InputLayer
+                j = index[producer]
+                consumers[j].append(i)
+                waiting[i] += 1
+        ready = deque(i for i, w in enumerate(waiting) if w == 0)
+        order = [(n, 0) for n in inputs]
+        while ready:
+            i = ready.popleft()
+            order.append(pending[i])
+            for j in consumers[i]:
+                waiting[j] -= 1
+                if waiting[j] == 0:
+                    ready.append(j)
+        if len(order) != len(inputs) + len(pending):
+            stuck = sorted({pending[i][0].name for i, w in enumerate(waiting) if w > 0})
+            raise ConfigError(f"the model graph has a cycle (at: {', '.join(stuck[:5])})")
+        self._order = order
+        return order
+
+    def producer_of(self, ref: TensorRef, by_name: dict[str, LayerNode] | None = None) -> tuple[str, int] | None:
+        """The (layer, call) that produces `ref`; None for an InputLayer. ConfigError if none does.
+
+        A nested model is referred to by node index 1 in Keras 2 configs although it has one call:
+        a layer with a single call is that call, whatever index the reference gives.
+        """
+        by_name = by_name if by_name is not None else {n.name: n for n in self.layers}
+        node = by_name.get(ref.layer)
+        if node is None:
+            raise ConfigError(f"a layer's input refers to {ref.layer!r}, which is not in the model")
+        if node.class_name == "InputLayer":
+            return None
+        calls = max(1, len(node.inbound))
+        if ref.node < calls:
+            return node.name, ref.node
+        if calls == 1:
+            return node.name, 0
+        raise ConfigError(f"a layer's input refers to call {ref.node} of {ref.layer!r}, which has {calls}")
+
 
 # ---------------------------------------------------------------- parsing
 
 
-def parse_model_config(cfg: Any, prefix: str = "") -> ModelGraph:
+def parse_model_config(cfg: Any, prefix: tuple[str, ...] = (), depth: int = 0) -> ModelGraph:
     """Read a `{"class_name", "config"}` model config of any Keras generation."""
-    if not isinstance(cfg, dict) or "class_name" not in cfg:
-        raise ValueError("the model config is not a {class_name, config} object")
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"models are nested more than {MAX_DEPTH} deep")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("class_name"), str):
+        raise ConfigError("the model config is not a {class_name, config} object")
     class_name = cfg["class_name"]
     body = cfg.get("config")
     if class_name == "Sequential":
-        entries = body if isinstance(body, list) else (body or {}).get("layers", [])
-        name = "sequential" if isinstance(body, list) else str((body or {}).get("name", "sequential"))
-        layers = [_layer(e, prefix) for e in entries]
-        return ModelGraph("Sequential", name, layers, [], [])
-    if class_name in ("Functional", "Model") or (isinstance(body, dict) and "input_layers" in body):
-        body = body or {}
-        layers = [_layer(e, prefix) for e in body.get("layers", [])]
-        return ModelGraph(
-            "Functional",
-            str(body.get("name", "model")),
-            layers,
-            _endpoint_refs(body.get("input_layers", [])),
-            _endpoint_refs(body.get("output_layers", [])),
-        )
-    raise ValueError(f"the top-level object is a {class_name}, not a Sequential or Functional model")
+        if isinstance(body, list):
+            entries, name = body, "sequential"
+        elif isinstance(body, dict):
+            entries, name = body.get("layers", []), str(body.get("name", "sequential"))
+        else:
+            raise ConfigError("the Sequential model's config is neither a list nor an object")
+        if not isinstance(entries, list):
+            raise ConfigError("the Sequential model's layers are not a list")
+        return _graph("Sequential", name, [_layer(e, prefix, depth) for e in entries], [], [])
+    if class_name in MODEL_CLASSES or (isinstance(body, dict) and "input_layers" in body):
+        if not isinstance(body, dict):
+            raise ConfigError(f"the {class_name} model's config is not an object")
+        entries = body.get("layers", [])
+        if not isinstance(entries, list):
+            raise ConfigError(f"the {class_name} model's layers are not a list")
+        layers = [_layer(e, prefix, depth) for e in entries]
+        return _graph("Functional", str(body.get("name", "model")), layers,
+                      _endpoint_refs(body.get("input_layers", [])), _endpoint_refs(body.get("output_layers", [])))
+    raise ConfigError(f"the top-level object is a {class_name}, not a Sequential or Functional model")
 
 
-def _layer(entry: dict[str, Any], prefix: str) -> LayerNode:
-    if not isinstance(entry, dict) or "class_name" not in entry:
-        raise ValueError("a layer entry in the model config has no class_name")
+def _graph(class_name: str, name: str, layers: list[LayerNode], inputs: list[TensorRef],
+           outputs: list[TensorRef]) -> ModelGraph:
+    seen: set[str] = set()
+    for node in layers:
+        if node.name in seen:
+            raise ConfigError(f"two layers of model {name} are named {node.name!r}")
+        seen.add(node.name)
+    for ref in inputs + outputs:
+        if ref.layer not in seen:
+            raise ConfigError(f"model {name} lists {ref.layer!r} as an input or output, but has no such layer")
+    return ModelGraph(class_name, name, layers, inputs, outputs)
+
+
+def _layer(entry: Any, prefix: tuple[str, ...], depth: int) -> LayerNode:
+    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
+        raise ConfigError("a layer entry in the model config has no class_name")
     config = entry.get("config") or {}
     if not isinstance(config, dict):
         config = {}
     name = str(entry.get("name") or config.get("name") or entry["class_name"].lower())
+    inbound = entry.get("inbound_nodes", []) or []
+    if not isinstance(inbound, list):
+        raise ConfigError(f"layer {name}: inbound_nodes is not a list")
     node = LayerNode(
         name=name,
-        path=f"{prefix}{name}",
+        path="/".join((*prefix, name)),
+        parts=(*prefix, name),
         class_name=str(entry["class_name"]),
         config=config,
-        inbound=[_call_refs(n) for n in entry.get("inbound_nodes", []) or []],
+        inbound=[_call_refs(n, name) for n in inbound],
         entry=entry,
     )
     if node.class_name in MODEL_CLASSES:
-        node.children = parse_model_config({"class_name": node.class_name, "config": config}, f"{node.path}/")
+        node.children = parse_model_config({"class_name": node.class_name, "config": config}, node.parts,
+                                           depth + 1)
     return node
 
 
-def _call_refs(call: Any) -> Call:
+def _index(value: Any, what: str) -> int:
+    """A node or tensor index: a whole number in [0, MAX_INDEX)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{what} is {value!r}, not an index")
+    if isinstance(value, float) and not (value == value and abs(value) < MAX_INDEX and value.is_integer()):
+        raise ConfigError(f"{what} is {value!r}, not an index")
+    if not 0 <= value < MAX_INDEX:
+        raise ConfigError(f"{what} is {value}, out of range")
+    return int(value)
+
+
+def _ref(name: Any, node: Any, tensor: Any, where: str) -> TensorRef:
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}: a tensor reference names {name!r}, not a layer")
+    return TensorRef(name, _index(node, f"{where}: a node index"), _index(tensor, f"{where}: a tensor index"))
+
+
+def _call_refs(call: Any, layer: str) -> Call:
     """One call: Keras 3 `{"args", "kwargs"}` or Keras 1/2 `[[name, node, tensor, kwargs], ...]`."""
     if isinstance(call, dict):
-        return Call(list(_decode(call.get("args", []))), dict(_decode(call.get("kwargs", {}))))
+        args, kwargs = _decode(call.get("args", []), layer), _decode(call.get("kwargs", {}), layer)
+        return Call(list(args) if isinstance(args, list) else [args], kwargs if isinstance(kwargs, dict) else {})
+    if not isinstance(call, list):
+        raise ConfigError(f"layer {layer}: an inbound node is neither a list nor an object")
     args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    for item in call or []:
-        if isinstance(item, (list, tuple)) and len(item) >= 3 and isinstance(item[0], str):
-            args.append(TensorRef(item[0], int(item[1]), int(item[2])))
+    for item in call:
+        if isinstance(item, list) and len(item) >= 3 and isinstance(item[0], str):
+            args.append(_ref(item[0], item[1], item[2], f"layer {layer}"))
             if len(item) > 3 and isinstance(item[3], dict):
-                kwargs.update(_decode(item[3]))
+                decoded = _decode(item[3], layer)
+                if isinstance(decoded, dict):
+                    kwargs.update(decoded)
     return Call(args, kwargs)
 
 
-def _decode(obj: Any) -> Any:
+def _decode(obj: Any, layer: str, depth: int = 0) -> Any:
     """Replace serialized tensors by TensorRefs, keeping every other argument as it is."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"layer {layer}: call arguments nested more than {MAX_DEPTH} deep")
     if isinstance(obj, dict):
         if obj.get("class_name") == "__keras_tensor__":
-            hist = (obj.get("config") or {}).get("keras_history") or []
-            return TensorRef(str(hist[0]), int(hist[1]), int(hist[2])) if len(hist) >= 3 else None
-        return {k: _decode(v) for k, v in obj.items()}
+            hist = (obj.get("config") or {}).get("keras_history") if isinstance(obj.get("config"), dict) else None
+            if not isinstance(hist, list) or len(hist) < 3:
+                raise ConfigError(f"layer {layer}: a tensor argument has no keras_history")
+            return _ref(hist[0], hist[1], hist[2], f"layer {layer}")
+        return {str(k): _decode(v, layer, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         # tf.keras records initial_state tensors in kwargs as [name, node, tensor] triples
-        if len(obj) in (3, 4) and isinstance(obj[0], str) and isinstance(obj[1], int) and isinstance(obj[2], int):
-            return TensorRef(obj[0], obj[1], obj[2])
-        return [_decode(v) for v in obj]
+        if (len(obj) in (3, 4) and isinstance(obj[0], str) and isinstance(obj[1], int)
+                and isinstance(obj[2], int) and not isinstance(obj[1], bool)):
+            return _ref(obj[0], obj[1], obj[2], f"layer {layer}")
+        return [_decode(v, layer, depth + 1) for v in obj]
     return obj
 
 
 def _endpoint_refs(spec: Any) -> list[TensorRef]:
     if isinstance(spec, list) and len(spec) >= 3 and isinstance(spec[0], str):
-        return [TensorRef(spec[0], int(spec[1]), int(spec[2]))]
-    return [TensorRef(s[0], int(s[1]), int(s[2])) for s in spec or [] if isinstance(s, list) and len(s) >= 3]
+        return [_ref(spec[0], spec[1], spec[2], "the model's inputs or outputs")]
+    if not isinstance(spec, list):
+        raise ConfigError("the model's input_layers or output_layers are not a list")
+    return [_ref(s[0], s[1], s[2], "the model's inputs or outputs") for s in spec
+            if isinstance(s, list) and len(s) >= 3]
 
 
-# ---------------------------------------------------------------- LSTM layers in a config
+# ---------------------------------------------------------------- recurrent layers in a config
 
 
-@dataclass(frozen=True)
-class LSTMSettings:
-    """What a config says about one LSTM direction; the math depends on all of it."""
-
-    units: int | None
-    activation: str
-    recurrent_activation: str
-    use_bias: bool
-    return_sequences: bool
-    return_state: bool
-    go_backwards: bool
-    stateful: bool
-    unit_forget_bias: bool
-    zero_output_for_mask: bool
-    time_major: bool
-
-
-def default_recurrent_activation(keras_version: str | None, kind: str = "LSTM") -> str:
-    """Keras's default recurrent_activation for the version that wrote a file.
-
-    hard_sigmoid through Keras 2.2.x (and Keras 1's inner_activation); sigmoid from Keras 2.3
-    and in every tf.keras v2 LSTM and Keras 3. CuDNNLSTM is sigmoid by construction.
-    """
-    if kind == "CuDNNLSTM":
-        return "sigmoid"
-    major, minor = keras_major_minor(keras_version)
-    if major is None:
-        return "sigmoid"
-    if major < 2 or (major == 2 and minor is not None and minor < 3 and "tf" not in (keras_version or "")):
-        return "hard_sigmoid"
-    return "sigmoid"
-
-
-def keras_major_minor(keras_version: str | None) -> tuple[int | None, int | None]:
-    if not keras_version:
-        return None, None
-    parts = keras_version.split("-")[0].split(".")
-    try:
-        return int(parts[0]), (int(parts[1]) if len(parts) > 1 else None)
-    except ValueError:
-        return None, None
-
-
-def activation_name(value: Any, default: str) -> str:
-    """A config's activation: a string, or a Keras 3 serialized function object."""
-    if value is None:
-        return default
-    if isinstance(value, str):
-        return value
-    if isinstance(value, dict):
-        inner = value.get("config")
-        if isinstance(inner, str):
-            return inner
-        if isinstance(inner, dict) and isinstance(inner.get("name"), str):
-            return inner["name"]
-        return str(value.get("class_name", default)).lower()
-    return str(value)
-
-
-def lstm_settings(config: dict[str, Any], rnn_config: dict[str, Any], kind: str, keras_version: str | None) -> LSTMSettings:
-    """Read settings from a cell-level config (LSTM or LSTMCell) and the sequence-level one.
-
-    For a plain LSTM both are the same dict; for RNN(LSTMCell) the cell holds units and
-    activations while the RNN holds return_sequences, go_backwards and friends.
-    """
-    units = config.get("units", config.get("output_dim"))
-    if kind == "CuDNNLSTM":
-        activation, recurrent_activation = "tanh", "sigmoid"
-    else:
-        activation = activation_name(config.get("activation"), "tanh")
-        recurrent_activation = activation_name(
-            config.get("recurrent_activation", config.get("inner_activation")),
-            default_recurrent_activation(keras_version, kind),
-        )
-    unit_forget_bias = config.get("unit_forget_bias")
-    if unit_forget_bias is None:
-        unit_forget_bias = config.get("forget_bias_init") == "one" or kind == "CuDNNLSTM"
-    return LSTMSettings(
-        units=int(units) if isinstance(units, (int, float)) else None,
-        activation=activation,
-        recurrent_activation=recurrent_activation,
-        use_bias=bool(config.get("use_bias", True)),
-        return_sequences=bool(rnn_config.get("return_sequences", False)),
-        return_state=bool(rnn_config.get("return_state", False)),
-        go_backwards=bool(rnn_config.get("go_backwards", False)),
-        stateful=bool(rnn_config.get("stateful", False)),
-        unit_forget_bias=bool(unit_forget_bias),
-        zero_output_for_mask=bool(rnn_config.get("zero_output_for_mask", False)),
-        time_major=bool(rnn_config.get("time_major", False)),
-    )
-
-
-def lstm_kind(class_name: str, config: dict[str, Any]) -> str | None:
-    """'LSTM', 'CuDNNLSTM' or 'RNN(LSTMCell)' for a layer we model; None for anything else."""
-    if class_name in ("LSTM", "CuDNNLSTM"):
-        return class_name
-    if class_name == "RNN":
-        cell = config.get("cell")
-        if isinstance(cell, dict) and cell.get("class_name") == "LSTMCell":
-            return "RNN(LSTMCell)"
-    return None
-
-
-def unsupported_lstm_like(class_name: str, config: dict[str, Any]) -> str | None:
-    """The name of an LSTM-like layer we recognise but do not model, else None."""
-    if class_name in UNSUPPORTED_LSTM_LIKE:
-        return class_name
-    inner = config.get("layer") if class_name in ("Bidirectional", "TimeDistributed") else None
-    if isinstance(inner, dict):
-        inner_kind = lstm_kind(str(inner.get("class_name")), inner.get("config") or {})
-        if class_name == "TimeDistributed" and inner_kind:
-            return f"TimeDistributed({inner_kind})"
-        return unsupported_lstm_like(str(inner.get("class_name")), inner.get("config") or {})
-    if class_name == "RNN":
-        cell = config.get("cell")
-        if isinstance(cell, dict) and cell.get("class_name") in UNSUPPORTED_LSTM_LIKE:
-            return f"RNN({cell.get('class_name')})"
-        if isinstance(cell, list) or (isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells"):
-            return "RNN(StackedRNNCells)"
-    return None
-
-
-@dataclass(frozen=True)
-class LSTMSpec:
-    """One LSTM direction as the config describes it (weights are located by the format reader)."""
+@dataclass(frozen=True, kw_only=True)
+class RecurrentSpec:
+    """One recurrent direction as the config describes it (weights are located by the format reader)."""
 
     name: str  # unique path, e.g. "bidirectional/forward_lstm"
+    parts: tuple[str, ...]  # the names that make up `name`
     layer: LayerNode  # the top-level layer node (the Bidirectional for both its halves)
-    kind: str  # "LSTM", "CuDNNLSTM", "RNN(LSTMCell)"
+    cell: Cell
+    kind: str  # "LSTM", "CuDNNLSTM", "RNN(LSTMCell)", "GRU", ...
     direction: str  # "forward" or "backward"
     half: str | None  # "forward_layer" / "backward_layer" inside a Bidirectional, else None
-    settings: LSTMSettings
+    settings: CellSettings
     merge_mode: str | None
     build_input_dim: int | None  # from a Keras 3 build_config, when present
 
 
-def lstm_specs(node: LayerNode, keras_version: str | None) -> list[LSTMSpec]:
-    """The LSTM directions a layer contributes, in the order Keras applies them."""
-    kind = lstm_kind(node.class_name, node.config)
-    if kind:
-        return [_spec(node.path, node, kind, node.config, None, None, keras_version, node.entry)]
+def unsupported_recurrent(class_name: str, config: dict[str, Any]) -> str | None:
+    """The name of a recurrent layer we recognise but do not model, else None."""
+    if class_name in UNSUPPORTED_RECURRENT:
+        return class_name
+    inner = config.get("layer") if class_name in ("Bidirectional", "TimeDistributed") else None
+    if isinstance(inner, dict):
+        inner_cls, inner_cfg = str(inner.get("class_name")), inner.get("config") or {}
+        if not isinstance(inner_cfg, dict):
+            inner_cfg = {}
+        found = recurrent_class(inner_cls, inner_cfg)
+        if class_name == "TimeDistributed" and found:
+            return f"TimeDistributed({found[1]})"
+        return unsupported_recurrent(inner_cls, inner_cfg)
+    if class_name == "RNN":
+        cell = config.get("cell")
+        if isinstance(cell, dict) and cell.get("class_name") in UNSUPPORTED_RECURRENT:
+            return f"RNN({cell.get('class_name')})"
+        if isinstance(cell, list) or (isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells"):
+            return "RNN(StackedRNNCells)"
+        if isinstance(cell, dict) and not recurrent_class(class_name, config):
+            return f"RNN({cell.get('class_name')})"
+    return None
+
+
+def recurrent_specs(node: LayerNode, keras_version: str | None) -> list[RecurrentSpec]:
+    """The recurrent directions a layer contributes, in the order Keras applies them."""
+    found = recurrent_class(node.class_name, node.config)
+    if found:
+        return [_spec(node.parts, node, found, node.config, None, None, keras_version, node.entry)]
     if node.class_name != "Bidirectional":
         return []
     inner = node.config.get("layer")
     if not isinstance(inner, dict):
         return []
     inner_cfg = inner.get("config") or {}
-    kind = lstm_kind(str(inner.get("class_name")), inner_cfg)
-    if not kind:
+    if not isinstance(inner_cfg, dict):
+        return []
+    found = recurrent_class(str(inner.get("class_name")), inner_cfg)
+    if not found:
         return []
     merge_mode = node.config.get("merge_mode", "concat")
-    base = str(inner_cfg.get("name", "lstm"))
-    base = base[len("forward_") :] if base.startswith("forward_") else base
-    fw = _spec(f"{node.path}/forward_{base}", node, kind, inner_cfg, "forward_layer", merge_mode, keras_version, inner)
+    base = str(inner_cfg.get("name", found[0].kind.lower()))
+    base = base[len("forward_"):] if base.startswith("forward_") else base
+    fw = _spec((*node.parts, f"forward_{base}"), node, found, inner_cfg, "forward_layer", merge_mode, keras_version,
+               inner)
     back = node.config.get("backward_layer")
-    if isinstance(back, dict):  # Keras 3 (and a custom backward layer in tf.keras) store it
-        back_cfg = back.get("config") or {}
-        back_kind = lstm_kind(str(back.get("class_name")), back_cfg) or kind
+    if isinstance(back, dict) and isinstance(back.get("config"), dict):
+        # Keras 3 (and a custom backward layer in tf.keras) store it
+        back_cfg = back["config"]
+        back_found = recurrent_class(str(back.get("class_name")), back_cfg) or found
         back_name = str(back_cfg.get("name", f"backward_{base}"))
-        bw = _spec(f"{node.path}/{back_name}", node, back_kind, back_cfg, "backward_layer", merge_mode,
+        bw = _spec((*node.parts, back_name), node, back_found, back_cfg, "backward_layer", merge_mode,
                    keras_version, back)
     else:  # tf.keras: the same config with go_backwards flipped
         flipped = dict(inner_cfg, go_backwards=not inner_cfg.get("go_backwards", False))
-        bw = _spec(f"{node.path}/backward_{base}", node, kind, flipped, "backward_layer", merge_mode,
+        bw = _spec((*node.parts, f"backward_{base}"), node, found, flipped, "backward_layer", merge_mode,
                    keras_version, inner)
     return [fw, bw]
 
 
-def _spec(
-    name: str, node: LayerNode, kind: str, config: dict[str, Any], half: str | None,
-    merge_mode: str | None, keras_version: str | None, entry: dict[str, Any],
-) -> LSTMSpec:
-    cell_cfg = config
-    if kind == "RNN(LSTMCell)":
+def _spec(parts: tuple[str, ...], node: LayerNode, found: tuple[Cell, str], config: dict[str, Any], half: str | None,
+          merge_mode: str | None, keras_version: str | None, entry: dict[str, Any]) -> RecurrentSpec:
+    cell, kind = found
+    cell_cfg, cell_class = config, kind
+    if kind.startswith("RNN("):
         cell_cfg = (config.get("cell") or {}).get("config") or {}
-    settings = lstm_settings(cell_cfg, config, "CuDNNLSTM" if kind == "CuDNNLSTM" else "LSTM", keras_version)
+        cell_class = cell.kind
+    settings = cell.settings(cell_cfg, config, cell_class, keras_version)
     if half is not None and _bidirectional_zeroes_masked_outputs(keras_version):
         settings = replace(settings, zero_output_for_mask=settings.return_sequences)
-    build = (entry.get("build_config") or {}).get("input_shape")
-    build_dim = build[-1] if isinstance(build, list) and build and isinstance(build[-1], int) else None
+    build = (entry.get("build_config") or {}).get("input_shape") if isinstance(entry.get("build_config"), dict) \
+        else None
+    build_dim = config_int(build[-1]) if isinstance(build, list) and build else None
     direction = "backward" if settings.go_backwards else "forward"
-    return LSTMSpec(name, node, kind, direction, half, settings, merge_mode, build_dim)
+    return RecurrentSpec(name="/".join(parts), parts=parts, layer=node, cell=cell, kind=kind, direction=direction,
+                         half=half,
+                         settings=settings, merge_mode=merge_mode, build_input_dim=build_dim)
 
 
 def _bidirectional_zeroes_masked_outputs(keras_version: str | None) -> bool:
     """tf.keras and Keras 3 Bidirectional force zero_output_for_mask = return_sequences on both halves;
     multi-backend Keras 1.x-2.3.x had no such flag and repeated the previous output."""
-    major, minor = keras_major_minor(keras_version)
-    if major is None or "tf" in (keras_version or ""):
+    major, _ = keras_major_minor(keras_version)
+    if major is None:
         return True
-    return not (major < 2 or (major == 2 and minor is not None and minor <= 3))
+    return not is_multi_backend_keras2(keras_version, (2, 4))
+
+
+def bidirectional_dims(config: dict[str, Any], units: int | None) -> list[int | None]:
+    """Feature sizes of a Bidirectional's outputs: the merged output, then each half's states."""
+    merge = config.get("merge_mode", "concat")
+    merged = units * 2 if isinstance(units, int) and merge == "concat" else units
+    return [units, units, *([units] * 8)] if merge is None else [merged, *([units] * 8)]
 
 
 # ---------------------------------------------------------------- feature dimensions
@@ -400,8 +453,9 @@ def _bidirectional_zeroes_masked_outputs(keras_version: str | None) -> bool:
 def input_feature_dims(graph: ModelGraph) -> dict[str, int | None]:
     """The last-axis size of each layer's first input, where the config lets us know it.
 
-    Used to check each LSTM's kernel against what feeds it. Unknown layers give None and
-    the check is skipped downstream rather than guessed.
+    Used to check each recurrent layer's kernel against what feeds it. What feeds a layer comes
+    from the graph; a declared input shape only starts it. Unknown layers give None and the check
+    is skipped downstream rather than guessed.
     """
     found: dict[str, int | None] = {}
     _propagate(graph, None, found)
@@ -412,82 +466,74 @@ def _propagate(graph: ModelGraph, incoming: int | None, found: dict[str, int | N
     """Walk a graph, recording input dims; return the dims of its outputs."""
     if graph.class_name == "Sequential":
         dim = incoming
-        for node in graph.layers:
-            declared = _declared_input_dim(node)
+        for k, node in enumerate(graph.layers):
+            # Keras ignores batch_input_shape on every layer but the first (Sequential.add builds the
+            # InputLayer from the first layer alone), however often users write it on the others.
+            declared = declared_input_dim(node) if k == 0 and dim is None else None
             dim = declared if declared is not None else dim
             found[node.path] = dim
-            dim = _output_dims(node, [dim], found)[0]
+            dim = output_dims(node, [dim], found)[0]
         return [dim]
     outputs: dict[tuple[str, int], list[int | None]] = {}
-    for node in graph.layers:
+    by_name = {n.name: n for n in graph.layers}
+
+    def dim_of(ref: TensorRef) -> int | None:
+        producer = graph.producer_of(ref, by_name)
+        dims = outputs.get(producer if producer is not None else (ref.layer, 0), [])
+        return dims[ref.tensor] if ref.tensor < len(dims) else None
+
+    for node, k in graph.calls():
         if node.class_name == "InputLayer":
-            dim = _declared_input_dim(node)
-            if dim is None and incoming is not None:
-                dim = incoming
+            dim = declared_input_dim(node)
+            dim = incoming if dim is None else dim
             found[node.path] = dim
             outputs[(node.name, 0)] = [dim]
             continue
-        for k, call in enumerate(node.inbound or [Call()]):
-            dims = [outputs.get((r.layer, r.node), [None] * (r.tensor + 1))[r.tensor:r.tensor + 1] or [None]
-                    for r in call.tensors()]
-            in_dims = [d[0] for d in dims] or [None]
-            if k == 0:
-                found[node.path] = in_dims[0]
-            outputs[(node.name, k)] = _output_dims(node, in_dims, found)
-    return [outputs.get((r.layer, r.node), [None] * (r.tensor + 1))[r.tensor] for r in graph.outputs] or [None]
+        call = node.inbound[k] if k < len(node.inbound) else Call()
+        in_dims = [dim_of(r) for r in call.tensors()] or [None]
+        if k == 0:
+            found[node.path] = in_dims[0]
+        outputs[(node.name, k)] = output_dims(node, in_dims, found)
+    return [dim_of(r) for r in graph.outputs] or [None]
 
 
-def _declared_input_dim(node: LayerNode) -> int | None:
+def declared_input_dim(node: LayerNode) -> int | None:
     cfg = node.config
     for key in ("batch_shape", "batch_input_shape"):
         shape = cfg.get(key)
         if isinstance(shape, list) and shape:
-            return shape[-1] if isinstance(shape[-1], int) and node.class_name != "Embedding" else None
-    if isinstance(cfg.get("input_dim"), int) and node.class_name not in ("Embedding",):
-        return int(cfg["input_dim"])
+            return config_int(shape[-1]) if node.class_name != "Embedding" else None
+    if node.class_name != "Embedding":
+        return config_int(cfg.get("input_dim"))
     return None
 
 
-def _output_dims(node: LayerNode, in_dims: list[int | None], found: dict[str, int | None]) -> list[int | None]:
+def output_dims(node: LayerNode, in_dims: list[int | None], found: dict[str, int | None]) -> list[int | None]:
     """Feature size of each output of one call of a layer (None when not known)."""
-    cls, cfg = node.class_name, node.config
-    dim = in_dims[0] if in_dims else None
+    from lstm_inspect.layers import LAYERS
+
     if node.children is not None:
-        return _propagate(node.children, dim, found)
-    if cls in SHAPE_PRESERVING or cls in ("RepeatVector",):
-        return [dim]
-    if cls == "Embedding":
-        return [cfg.get("output_dim")]
-    if cls in ("Dense",):
-        return [cfg.get("units", cfg.get("output_dim"))]
-    if cls == "TimeDistributed":
-        inner = cfg.get("layer") or {}
-        if inner.get("class_name") == "Dense":
-            inner_cfg = inner.get("config") or {}
-            return [inner_cfg.get("units", inner_cfg.get("output_dim"))]
+        return _propagate(node.children, in_dims[0] if in_dims else None, found)
+    rec = recurrent_class(node.class_name, node.config)
+    if rec:
+        cell_cfg = node.config
+        if rec[1].startswith("RNN("):
+            cell_cfg = (node.config.get("cell") or {}).get("config") or {}
+        units = config_int(cell_cfg.get("units", cell_cfg.get("output_dim")))
+        return [units] * (1 + len(rec[0].states))
+    if node.class_name == "Bidirectional":
+        inner = node.config.get("layer") or {}
+        inner_cfg = inner.get("config") or {} if isinstance(inner, dict) else {}
+        found_inner = recurrent_class(str(inner.get("class_name")), inner_cfg) if isinstance(inner, dict) else None
+        if found_inner and found_inner[1].startswith("RNN("):
+            inner_cfg = (inner_cfg.get("cell") or {}).get("config") or {}
+        units = config_int(inner_cfg.get("units", inner_cfg.get("output_dim"))) if isinstance(inner_cfg, dict) \
+            else None
+        return bidirectional_dims(node.config, units)
+    kind = LAYERS.get(node.class_name)
+    if kind is None or kind.dims is None:
         return [None]
-    if cls in ("Concatenate",) and cfg.get("axis", -1) in (-1, 2):
-        return [sum(in_dims) if in_dims and all(isinstance(d, int) for d in in_dims) else None]
-    if cls in ("Add", "Multiply", "Average", "Maximum", "Minimum", "Subtract"):
-        return [dim]
-    units = None
-    kind = lstm_kind(cls, cfg)
-    if kind or cls in ("GRU", "SimpleRNN", "CuDNNGRU"):
-        units = cfg.get("units", cfg.get("output_dim"))
-        if kind == "RNN(LSTMCell)":
-            units = ((cfg.get("cell") or {}).get("config") or {}).get("units")
-        return [units, units, units]
-    if cls == "Bidirectional":
-        inner = cfg.get("layer") or {}
-        inner_cfg = inner.get("config") or {}
-        units = inner_cfg.get("units", inner_cfg.get("output_dim"))
-        if lstm_kind(str(inner.get("class_name")), inner_cfg) == "RNN(LSTMCell)":
-            units = ((inner_cfg.get("cell") or {}).get("config") or {}).get("units")
-        merged = units * 2 if isinstance(units, int) and cfg.get("merge_mode", "concat") == "concat" else units
-        if cfg.get("merge_mode", "concat") is None:
-            return [units, units, units, units, units, units]
-        return [merged, units, units, units, units]
-    return [None]
+    return kind.dims(node, in_dims)
 
 
 def state_names(graph: ModelGraph, refs: list[TensorRef]) -> list[str]:
@@ -497,9 +543,16 @@ def state_names(graph: ModelGraph, refs: list[TensorRef]) -> list[str]:
     for r in refs:
         node = by_name.get(r.layer)
         label = f"output {r.tensor}"
-        if node is not None and node.class_name == "Bidirectional" and 1 <= r.tensor <= 4:
-            label = ["h (forward)", "c (forward)", "h (backward)", "c (backward)"][r.tensor - 1]
-        elif node is not None and lstm_kind(node.class_name, node.config) and r.tensor in (1, 2):
-            label = "h" if r.tensor == 1 else "c"
+        if node is not None and node.class_name == "Bidirectional":
+            inner = node.config.get("layer") or {}
+            found = recurrent_class(str(inner.get("class_name")), inner.get("config") or {}) \
+                if isinstance(inner, dict) else None
+            states = found[0].states if found else ("h", "c")
+            labels = [f"{s} ({half})" for half in ("forward", "backward") for s in states]
+            if 1 <= r.tensor <= len(labels):
+                label = labels[r.tensor - 1]
+        elif (node is not None and (found := recurrent_class(node.class_name, node.config))
+              and 1 <= r.tensor <= len(found[0].states)):
+            label = found[0].states[r.tensor - 1]
         names.append(f"{r.layer} {label}")
     return names

@@ -1,36 +1,47 @@
-"""The `lstm-inspect` command: parse arguments, call the library, render. Nothing else lives here."""
+"""The `lstm-inspect` command: parse arguments, call the library, render. Nothing else lives here.
+
+Everything that comes from a file or a path (layer names, notes, file names, error messages) is
+printed literally: never as rich markup, and with control characters shown as visible escapes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+import signal
 import sys
+import unicodedata
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from lstm_inspect import __version__
-from lstm_inspect.arrays_io import TRACE_QUANTITIES, ordered_inputs, read_inputs, write_arrays, write_trace
+from lstm_inspect.arrays_io import ordered_inputs, read_inputs, write_arrays, write_trace
 from lstm_inspect.errors import InspectError
-from lstm_inspect.gates import GATES
-from lstm_inspect.model import Checkpoint, LSTMDirection, load
+from lstm_inspect.model import Checkpoint, RecurrentDirection, load
 
-EXIT_OK, EXIT_MISMATCH, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_MISMATCH, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 app = typer.Typer(
     name="lstm-inspect",
     help=(
-        "Inspect Keras LSTM checkpoints without TensorFlow: the gates W_i, W_f, W_c, W_o of every LSTM, "
-        "their shapes and settings.\n\n"
+        "Inspect Keras recurrent checkpoints (LSTM, GRU, SimpleRNN) without TensorFlow: each gate as its own "
+        "matrix on [x; h], its shapes and settings; re-run the model exactly in NumPy, verify it or your own "
+        "port against Keras, and name the porting mistake.\n\n"
         "Reads Keras 3 .keras and .weights.h5, legacy Keras 1/2 and tf.keras .h5 (full model or weights only), "
-        "CuDNNLSTM, Bidirectional, stacked and nested LSTMs.\n\n"
+        "CuDNN layers, Bidirectional, stacked and nested layers.\n\n"
         "Start with:  lstm-inspect show model.h5\n\n"
-        "Exit codes: 0 ok, 1 verification mismatch, 2 bad input or usage, 130 interrupted."
+        "Exit codes: 0 ok, 1 verification mismatch, 2 bad input or usage, 3 a bug in lstm-inspect (the message "
+        "says so; LSTM_INSPECT_DEBUG=1 shows the traceback), 130 interrupted."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -39,11 +50,39 @@ app = typer.Typer(
 )
 
 FORMAT_LABELS = {
-    "keras3": "Keras 3 .keras archive",
+    "keras3": "Keras .keras archive",
     "keras3-weights": "Keras 3 .weights.h5 (weights only)",
     "legacy-h5": "legacy HDF5 full model",
     "legacy-weights-h5": "legacy HDF5 weights only (save_weights)",
+    "savedmodel": "TensorFlow SavedModel folder",
+    "tf-checkpoint": "TensorFlow checkpoint (weights only)",
 }
+
+
+def clean(text: Any) -> str:
+    """Text from a file or a path, safe for a terminal: control and format characters shown as escapes."""
+    out = []
+    for ch in str(text):
+        if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
+
+
+def lit(text: Any, style: str = "") -> Text:
+    """A literal rich Text (never parsed as markup) of cleaned text."""
+    return Text(clean(text), style=style)
+
+
+def _console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, soft_wrap=stderr, markup=False, emoji=False)
+
+
+def say(message: Any, stderr: bool = True) -> None:
+    """One line for the user, printed literally."""
+    _console(stderr).print(lit(message))
 
 
 def _version(value: bool) -> None:
@@ -57,164 +96,102 @@ def main(
     version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit.", callback=_version,
                                  is_eager=True),
 ) -> None:
-    """Inspect Keras LSTM checkpoints without TensorFlow."""
+    """Inspect Keras recurrent checkpoints without TensorFlow."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwound like Ctrl-C, so every temporary file is removed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
 
 
 def _run(action: Callable[[], int]) -> None:
-    """Turn the library's InspectError into one line on stderr and exit 2; Ctrl-C into 130.
+    """Turn the library's InspectError into one line on stderr and exit 2; Ctrl-C (and SIGTERM, SIGHUP) into 130.
 
-    Anything else is a bug in lstm-inspect met on a strange input: still one line and exit 2 for
-    the user (LSTM_INSPECT_DEBUG=1 shows the traceback), and the fuzz tests treat it as a failure.
+    Anything else is a bug in lstm-inspect: one line saying so and exit 3 (LSTM_INSPECT_DEBUG=1
+    shows the traceback); the fuzz tests treat it as a failure.
     """
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, OSError):  # not the main thread: leave the handlers alone
+            previous[sig] = signal.signal(sig, _on_signal)
     try:
         # NaN or Inf weights are reported once as a warning, not as NumPy's per-operation warnings
         with np.errstate(all="ignore"):
             code = action()
     except InspectError as exc:
-        err.print(f"lstm-inspect: {exc}", markup=False)
+        say(f"lstm-inspect: {exc}")
         raise typer.Exit(EXIT_INPUT) from None
+    except Terminated as exc:
+        say(f"lstm-inspect: stopped by signal {exc.signum}; nothing was written")
+        raise typer.Exit(128 + exc.signum) from None
     except KeyboardInterrupt:
-        err.print("lstm-inspect: interrupted; nothing was written", markup=False)
+        say("lstm-inspect: interrupted; nothing was written")
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except MemoryError:
-        err.print("lstm-inspect: not enough memory for this input", markup=False)
+        say("lstm-inspect: not enough memory for this input")
         raise typer.Exit(EXIT_INPUT) from None
     except (typer.Exit, SystemExit):
         raise
-    except Exception as exc:  # noqa: BLE001: the last line of defence, see the docstring
+    except Exception as exc:  # the last line of defence, see the docstring
         if os.environ.get("LSTM_INSPECT_DEBUG"):
             raise
-        err.print(f"lstm-inspect: internal error ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                  "please report it with the file; LSTM_INSPECT_DEBUG=1 shows the traceback", markup=False)
-        raise typer.Exit(EXIT_INPUT) from None
+        detail = str(exc).splitlines()[0][:200] if str(exc).strip() else ""
+        say(f"lstm-inspect: internal error, a bug in lstm-inspect ({type(exc).__name__}: {detail}); please report "
+            "it with the command and the file; LSTM_INSPECT_DEBUG=1 shows the traceback")
+        raise typer.Exit(EXIT_INTERNAL) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     raise typer.Exit(code)
 
 
 def _done(ckpt: Checkpoint, code: int = EXIT_OK) -> int:
     """Finish a command: the warnings reading the weights raised (NaN or Inf), then the exit code."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     for warning in ckpt.warnings:
-        err.print(f"lstm-inspect: warning: {ckpt.file}: {warning}", markup=False)
+        say(f"lstm-inspect: warning: {ckpt.file}: {warning}")
     return code
 
 
+# ---------------------------------------------------------------- shared options, declared once
+
 MODEL_ARG = typer.Argument(..., help="A Keras checkpoint: .keras, .h5 / .hdf5 (full model or weights), .weights.h5.",
                            show_default=False)
-
-
-@app.command()
-def show(
-    model: Path = MODEL_ARG,
-    as_json: bool = typer.Option(False, "--json", help="Print the same facts as a JSON object."),
-) -> None:
-    """List every LSTM direction with N_i, N_c, the four gate shapes, activations and flags.
-
-    Reads shapes and settings only, never weight data, so it is instant on any file size and
-    never imports TensorFlow. Exits 2, after printing the table, when a shape does not fit.
-
-    Example:  lstm-inspect show model.h5 --json
-    """
-
-    def action() -> int:
-        ckpt = load(model)
-        if as_json:
-            typer.echo(json.dumps(ckpt.to_dict(), indent=2))
-        else:
-            render_show(ckpt, Console(highlight=False))
-        if ckpt.all_problems:
-            err = Console(stderr=True, highlight=False, soft_wrap=True)
-            for problem in ckpt.all_problems:
-                err.print(f"lstm-inspect: {ckpt.file}: {problem}", markup=False)
-            return EXIT_INPUT
-        return EXIT_OK
-
-    _run(action)
-
-
-def _flags(d: LSTMDirection) -> str:
-    s = d.settings
-    flags = [label for on, label in (
-        (s.return_sequences, "seq"), (s.return_state, "state"), (s.go_backwards, "backwards"),
-        (s.stateful, "stateful"), (not s.use_bias, "no-bias"),
-        (d.wrapper is not None and d.merge_mode is not None, f"merge={d.merge_mode}"),
-        (d.storage == "cudnn", "cudnn-bias"), (d.storage == "keras1", "keras1-arrays"),
-    ) if on]
-    return " ".join(flags) or "-"
-
-
-FLAGS_LEGEND = (
-    "flags: seq = return_sequences, state = return_state, backwards = go_backwards, "
-    "cudnn-bias = CuDNNLSTM's two biases (8·N_c, summed), keras1-arrays = Keras 1's 12 per-gate arrays"
-)
-
-
-def _recurrent_activation(d: LSTMDirection) -> str:
-    ra = d.settings.recurrent_activation
-    if ra == "hard_sigmoid":
-        return "hard_sigmoid (x/6+0.5)" if d.hard_sigmoid == "keras3" else "hard_sigmoid (0.2x+0.5)"
-    return ra
-
-
-def render_show(ckpt: Checkpoint, console: Console) -> None:
-    version = ckpt.keras_version or "not recorded"
-    console.print(f"[bold]{ckpt.file}[/bold]")
-    console.print(f"format: {FORMAT_LABELS.get(ckpt.format, ckpt.format)} ({ckpt.format})   keras_version: {version}")
-    if ckpt.model_layers:
-        chain = " → ".join(f"{m.name} [dim]({m.class_name})[/dim]" for m in ckpt.model_layers)
-        console.print(f"layers: {chain}")
-    table = Table(title="LSTM directions, in the order the model applies them", title_justify="left",
-                  box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("#", justify="right")
-    table.add_column("layer", overflow="fold")
-    show_kind = any(d.kind != "LSTM" for d in ckpt.layers)
-    if show_kind:
-        table.add_column("kind", overflow="fold")
-    table.add_column("N_i", justify="right")
-    table.add_column("N_c", justify="right")
-    table.add_column(" ".join(f"W_{g}" for g in GATES), justify="right")
-    table.add_column("activations", overflow="fold")
-    table.add_column("flags")
-    table.add_column("params", justify="right")
-    for k, d in enumerate(ckpt.layers):
-        shape = d.gate_shape()
-        mark = "[green]✓[/green]" if d.shapes_ok else "[red]✗[/red]"
-        if not d.weights_stored:
-            mark = "[yellow]∅[/yellow]"
-        gates = f"{shape[0]}×{shape[1]} " if shape else "? "
-        table.add_row(
-            str(k), d.name, *([d.kind] if show_kind else []), _num(d.input_dim), _num(d.units),
-            gates + mark * len(GATES), f"{d.settings.activation}/{_recurrent_activation(d)}", _flags(d),
-            f"{d.param_count:,}",
-        )
-    console.print(table)
-    for d in ckpt.layers:
-        if d.initial_state_from:
-            console.print(f"{d.name} starts from {', '.join(d.initial_state_from)}", markup=False)
-    console.print("[dim]each gate g = i, f, c, o has W_g of N_c × (N_i + N_c) acting on \\[x; h] and a bias b_g "
-                  "of N_c; ✓ its shapes check, ✗ they do not, ∅ no weights stored[/dim]")
-    console.print(f"[dim]{FLAGS_LEGEND}[/dim]")
-    for note in ckpt.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", markup=True)
-
-
+JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DTYPE_OPT = typer.Option("float32", "--dtype", help="Arithmetic of the engine: float32 (as Keras) or float64.")
-FORCE_OPT = typer.Option(False, "--force", help="Replace the output if it exists (written atomically either way).")
-LAYER_OPT = typer.Option(None, "--layer", help="Run one LSTM direction alone (a name from `show`) on an input of "
-                         "shape (batch, steps, N_i).")
-SEED_OPT = typer.Option(0, "--seed", help="Seed of the random input when --input is not given.")
-STATE_OPT = typer.Option(None, "--initial-state", help="With --layer: start from H.npy and C.npy (batch, N_c) "
-                         "instead of zeros.", show_default=False)
+FORCE_OPT = typer.Option(False, "--force", help="Replace an earlier output of lstm-inspect (written atomically "
+                         "either way; never a folder lstm-inspect did not write, never the input).")
+LAYER_OPT = typer.Option(None, "--layer", help="Run one recurrent direction alone (a name from `show`) on an input "
+                         "of shape (batch, steps, N_i).")
+SEED_OPT = typer.Option(0, "--seed", min=0, help="Seed of the random input when --input is not given.")
+STATE_OPT = typer.Option(None, "--initial-state", help="With --layer: start from these states (batch, N_c), one .npy "
+                         "per state (LSTM: H.npy C.npy; GRU, SimpleRNN: H.npy) instead of zeros.", show_default=False)
+INPUT_HELP = ("X: .npy (one input), .npz (one array per model input, in input order or by input name) or .csv "
+              "(one 2-D sequence, steps × features, with no header).")
+ATOL_OPT = typer.Option(1e-5, "--atol", help="Absolute tolerance (finite, ≥ 0).")
+RTOL_OPT = typer.Option(1e-4, "--rtol", help="Relative tolerance (finite, ≥ 0): ok where |ours - keras| <= atol + "
+                        "rtol·|keras|.")
 
 
-def _initial_state(paths: Optional[tuple[Path, Path]], layer: Optional[str]) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def _tolerances(atol: float, rtol: float) -> None:
+    for name, value in (("--atol", atol), ("--rtol", rtol)):
+        if not math.isfinite(value) or value < 0:
+            raise InspectError(f"{name} must be a finite number ≥ 0, not {value}")
+
+
+def _initial_state(paths: list[Path] | None, layer: str | None) -> list[np.ndarray] | None:
     if not paths:
         return None
     if layer is None:
         raise InspectError("--initial-state needs --layer: a whole model takes its states from its own graph")
-    h, c = (_single_input(p) for p in paths)
-    return h, c
+    return [_single_input(p) for p in paths]
 
 
 def _dtype(name: str) -> type:
@@ -238,18 +215,171 @@ def _single_input(path: Path) -> np.ndarray:
     return next(iter(arrays.values()))
 
 
+def _inputs(*paths: Path | None) -> list[Path]:
+    return [p for p in paths if p is not None]
+
+
+# ---------------------------------------------------------------- show
+
+
+@app.command()
+def show(
+    model: Path = MODEL_ARG,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """List every recurrent direction with N_i, N_c, each gate's W_g shape, activations and flags.
+
+    Reads shapes and settings only, never weight data, so it is instant on any file size and
+    never imports TensorFlow. Exits 2, after printing the table, when a shape does not fit.
+
+    Example:  lstm-inspect show model.h5 --json
+    """
+
+    def action() -> int:
+        ckpt = load(model)
+        if as_json:
+            typer.echo(json.dumps(ckpt.to_dict(), indent=2))
+        else:
+            render_show(ckpt, _console())
+        for problem in ckpt.all_problems:
+            say(f"lstm-inspect: {ckpt.file}: {problem}")
+        return EXIT_INPUT if ckpt.all_problems else EXIT_OK
+
+    _run(action)
+
+
+def _flags(d: RecurrentDirection) -> str:
+    s = d.settings
+    flags = [label for on, label in (
+        (s.return_sequences, "seq"), (s.return_state, "state"), (s.go_backwards, "backwards"),
+        (s.stateful, "stateful"), (s.time_major, "time-major"), (not s.use_bias, "no-bias"),
+        (d.cell.kind == "GRU" and s.reset_after is False, "reset-before"),
+        (d.wrapper is not None and d.merge_mode is not None, f"merge={d.merge_mode}"),
+        (d.storage == "cudnn", "cudnn-bias"), (d.storage == "keras1", "keras1-arrays"),
+        (s.assumed, "assumed"),
+    ) if on]
+    return " ".join(flags) or "-"
+
+
+FLAG_MEANINGS = {
+    "seq": "return_sequences", "state": "return_state", "backwards": "go_backwards", "stateful": "stateful",
+    "time-major": "time_major (input is steps × batch × features)", "no-bias": "use_bias=False",
+    "reset-before": "GRU reset_after=False (r applied before the recurrent product)",
+    "cudnn-bias": "a CuDNN layer's input and recurrent biases", "keras1-arrays": "Keras 1's per-gate arrays",
+    "assumed": "settings are the writing Keras's defaults, not read from the file",
+}
+
+
+def flags_legend(ckpt: Checkpoint) -> str | None:
+    """The meaning of each flag the table shows (merge=... explains itself)."""
+    used = dict.fromkeys(f for d in ckpt.layers for f in _flags(d).split() if f in FLAG_MEANINGS)
+    return "flags: " + ", ".join(f"{f} = {FLAG_MEANINGS[f]}" for f in used) if used else None
+
+
+def _gates_cell(d: RecurrentDirection) -> Text:
+    shape = d.gate_shape()
+    text = Text(f"{shape[0]}×{shape[1]} " if shape else "? ")
+    if not d.weights_stored:
+        text.append("∅" * d.cell.n_gates, style="yellow")
+    elif d.shapes_ok:
+        text.append("✓" * d.cell.n_gates, style="green")
+    else:
+        text.append("✗" * d.cell.n_gates, style="red")
+    return text
+
+
+def _legend(ckpt: Checkpoint) -> list[str]:
+    lines = []
+    for kind in ckpt.cells:
+        gates = {"LSTM": "i, f, c, o", "GRU": "z, r, h", "SimpleRNN": "one W"}.get(kind, kind)
+        extra = " (reset_after: also a recurrent bias b_hg)" if kind == "GRU" else ""
+        lines.append(f"{kind}: gates {gates}, each W_g of N_c × (N_i + N_c) acting on [x; h] and a bias b_g of "
+                     f"N_c{extra}")
+    lines.append("✓ the shapes check, ✗ they do not, ∅ no weights stored")
+    return lines
+
+
+WIDE = 110  # from this many columns the directions are a table; below, one block per direction
+
+
+def render_show(ckpt: Checkpoint, console: Console) -> None:
+    version = ckpt.keras_version or "not recorded"
+    console.print(lit(ckpt.file, "bold"))
+    console.print(lit(f"format: {FORMAT_LABELS.get(ckpt.format, ckpt.format)} ({ckpt.format})"))
+    console.print(lit(f"keras_version: {version}"))
+    if ckpt.model_layers:
+        chain = Text("layers: ")
+        for k, m in enumerate(ckpt.model_layers):
+            if k:
+                chain.append(" → ")
+            chain.append(lit(m.name))
+            chain.append(lit(f" ({m.class_name})", "dim"))
+        console.print(chain)
+    console.print(Text("recurrent directions, in the order the model applies them", style="bold"))
+    if console.width >= WIDE:
+        _show_table(ckpt, console)
+    else:
+        _show_blocks(ckpt, console)
+    for d in ckpt.layers:
+        if d.initial_state_from:
+            console.print(lit(f"{d.name} starts from {', '.join(d.initial_state_from)}"))
+    for line in _legend(ckpt):
+        console.print(lit(line, "dim"))
+    if legend := flags_legend(ckpt):
+        console.print(lit(legend, "dim"))
+    for note in ckpt.notes:
+        text = Text("note: ", style="yellow")
+        text.append(lit(note))
+        console.print(text)
+
+
+def _show_table(ckpt: Checkpoint, console: Console) -> None:
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("layer", overflow="fold")
+    table.add_column("kind", overflow="fold")
+    table.add_column("N_i", justify="right")
+    table.add_column("N_c", justify="right")
+    table.add_column("W_g, each gate", justify="right", no_wrap=True)
+    table.add_column("activations", overflow="fold")
+    table.add_column("flags")
+    table.add_column("params", justify="right")
+    for k, d in enumerate(ckpt.layers):
+        table.add_row(str(k), lit(d.name), lit(f"{d.kind} {''.join(d.cell.gates)}" if d.cell.n_gates > 1 else d.kind),
+                      _num(d.input_dim), _num(d.units), _gates_cell(d),
+                      lit(d.cell.activations_label(d.settings, d.hard_sigmoid)), _flags(d), f"{d.param_count:,}")
+    console.print(table)
+
+
+def _show_blocks(ckpt: Checkpoint, console: Console) -> None:
+    """One block per direction: reads cleanly at 80 columns, long names wrap at '/'."""
+    for k, d in enumerate(ckpt.layers):
+        head = Text(f"{k:>2}  ")
+        head.append(lit("/\u200b".join(d.name.split("/")), "bold"))
+        head.append(lit(f"  {d.kind}"))
+        console.print(head)
+        line = Text(f"    N_i {_num(d.input_dim)}  N_c {_num(d.units)}  gates {' '.join(d.cell.gates)}: ")
+        line.append(_gates_cell(d))
+        line.append(f"  {d.param_count:,} params")
+        console.print(line)
+        console.print(lit(f"    {d.cell.activations_label(d.settings, d.hard_sigmoid)}   flags: {_flags(d)}"))
+
+
+# ---------------------------------------------------------------- forward, verify, trace
+
+
 @app.command()
 def forward(
     model: Path = MODEL_ARG,
-    input: Path = typer.Option(..., "--input", "-i", help="X: .npy (one input), .npz (one array per model input, "
-                               "in input order or by input name) or .csv (one 2-D sequence, steps × features)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Y: .npy (the single output) or .npz (output_0, output_1, ...)."),
-    layer: Optional[str] = LAYER_OPT,
-    initial_state: Optional[tuple[Path, Path]] = STATE_OPT,
+    input: Path = typer.Option(..., "--input", "-i", help=INPUT_HELP),
+    out: Path = typer.Option(..., "--out", "-o", help="Y: .npy (the single output) or .npz (output_0, output_1, ...). "
+                             "Missing folders are created."),
+    layer: str | None = LAYER_OPT,
+    initial_state: list[Path] | None = STATE_OPT,
     dtype: str = DTYPE_OPT,
     force: bool = FORCE_OPT,
 ) -> None:
-    """Run the model (or one LSTM direction) in NumPy, exactly as Keras computes it; no TensorFlow.
+    """Run the model (or one recurrent direction) in NumPy, exactly as Keras computes it; no TensorFlow.
 
     Writes what model.predict returns. With --layer, the direction's output as the layer returns
     it: the whole sequence (in processing order, i.e. reversed for go_backwards) when
@@ -268,10 +398,9 @@ def forward(
             result = ckpt.forward(_model_inputs(ckpt, input), dtype=dt)
             outs = result if isinstance(result, list) else [result]
         names = {f"output_{k}": o for k, o in enumerate(outs)}
-        write_arrays(out, names, force)
-        err = Console(stderr=True, highlight=False)
+        written = write_arrays(out, names, force, protect=_inputs(model, input, *(initial_state or [])))
         for name, o in names.items():
-            err.print(f"{out}: {name} {tuple(o.shape)} {o.dtype}", markup=False)
+            say(f"{written}: {name} {tuple(o.shape)} {o.dtype}")
         return _done(ckpt)
 
     _run(action)
@@ -280,24 +409,25 @@ def forward(
 @app.command()
 def verify(
     model: Path = MODEL_ARG,
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="X as for forward; default: a seeded random "
-                                         "input of the model's shape (token ids for Embedding models)."),
-    against: Optional[Path] = typer.Option(None, "--against", help="THEIRS: your reimplementation's outputs for the "
+    input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " Default: a seeded random input of "
+                                         "the model's shape (token ids for Embedding models)."),
+    against: Path | None = typer.Option(None, "--against", help="THEIRS: your reimplementation's outputs for the "
                                            "same input (.npy, or .npz output_0, ...), compared with Keras's instead."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Verify one LSTM direction alone (works on "
-                                        "weights-only files too); compares its whole output sequence."),
-    atol: float = typer.Option(1e-5, "--atol", help="Absolute tolerance."),
-    rtol: float = typer.Option(1e-4, "--rtol", help="Relative tolerance: ok where |ours - keras| <= atol + rtol·|keras|."),
+    layer: str | None = typer.Option(None, "--layer", help="Verify one recurrent direction alone (works on "
+                                        "weights-only files too); THEIRS may be its whole output sequence or its "
+                                        "last step."),
+    atol: float = ATOL_OPT,
+    rtol: float = RTOL_OPT,
     seed: int = SEED_OPT,
     dtype: str = DTYPE_OPT,
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Check the engine (or your own reimplementation) against Keras itself on the same input.
 
     Runs the Keras that wrote the file: Keras 3 for 3.x files, tf_keras for older ones (the
     `keras` extra). The model is rebuilt from the parsed config with plain Keras layers only
     (safe mode: no Lambda, no custom objects), never loaded with Keras's own loader. Compares
-    each top-level LSTM layer's output and the final outputs. Exit 0 when all match, 1 on a
+    each top-level recurrent layer's output and the final outputs. Exit 0 when all match, 1 on a
     mismatch, 2 on bad input.
 
     Examples:  lstm-inspect verify model.h5
@@ -309,12 +439,11 @@ def verify(
         from lstm_inspect.verify import verify as run_verify
         from lstm_inspect.verify import verify_direction
 
+        _tolerances(atol, rtol)
         ckpt = load(model)
         dt = _dtype(dtype)
-        theirs = None
-        if against is not None:
-            theirs = list(read_inputs(against).values())
-        status = Console(stderr=True, highlight=False)
+        theirs = list(read_inputs(against).values()) if against is not None else None
+        status = _console(stderr=True)
         if layer is not None:
             d = ckpt.layer(layer)
             if input is not None:
@@ -330,7 +459,7 @@ def verify(
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
         else:
-            render_verify(report, Console(highlight=False))
+            render_verify(report, _console())
         return _done(ckpt, EXIT_OK if report.ok else EXIT_MISMATCH)
 
     _run(action)
@@ -354,50 +483,53 @@ def sparkline(values: list[float], tol: float) -> str:
 
 def render_verify(report: Any, console: Console) -> None:
     what = f"theirs ({report.against})" if report.against else "the NumPy engine"
-    console.print(f"[bold]{report.file}[/bold]: {what} vs {report.reference}   "
-                  f"tolerance |Δ| ≤ {report.atol:g} + {report.rtol:g}·|keras|")
+    head = lit(f"{report.file}", "bold")
+    head.append(lit(f": {what} vs {report.reference}   tolerance |Δ| ≤ {report.atol:g} + {report.rtol:g}·|keras|"))
+    console.print(head)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for col in ("output", "shape", "max |Δ|", "max rel", "", "first past tolerance", "|Δ| per step"):
         table.add_column(col, overflow="fold")
     for c in report.comparisons:
         first = "-" if c.first_bad is None else ", ".join(f"{k} {v}" for k, v in c.first_bad.items())
-        table.add_row(c.name, "×".join(map(str, c.shape)), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
-                      "[green]✓[/green]" if c.ok else "[red]✗[/red]", first,
+        table.add_row(lit(c.name), "×".join(map(str, c.shape)), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
+                      Text("✓", style="green") if c.ok else Text("✗", style="red"), first,
                       sparkline(c.per_step, report.atol) if c.per_step else "")
     console.print(table)
     for note in report.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(Text("note: ", style="yellow") + lit(note))
     if report.ok:
-        console.print("[green]match[/green]: every output within tolerance")
+        console.print(Text("match", style="green") + Text(": every output within tolerance"))
     else:
         bad = [c for c in report.comparisons if not c.ok]
         first = bad[0]
         growth = ""
         if first.per_step and len(first.per_step) > 1:
             ps = first.per_step
-            growth = (" The error is there from step 0 (look at what every step shares: kernel, bias, gate order, activations)."
-                      if ps[0] > report.atol else
+            growth = (" The error is there from step 0 (look at what every step shares: kernel, bias, gate order, "
+                      "activations)." if ps[0] > report.atol else
                       " The error starts later and grows over time (look at the recurrence: recurrent_kernel, "
                       "state carry, masking).")
-        console.print(f"[red]mismatch[/red]: {len(bad)} of {len(report.comparisons)} outputs differ; first: "
-                      f"{first.name}.{growth}")
+        console.print(Text("mismatch", style="red") + lit(f": {len(bad)} of {len(report.comparisons)} outputs "
+                                                          f"differ; first: {first.name}.{growth}"))
 
 
 @app.command()
 def trace(
     model: Path = MODEL_ARG,
-    input: Path = typer.Option(..., "--input", "-i", help="X as for forward."),
+    input: Path = typer.Option(..., "--input", "-i", help=INPUT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="T.npz, or a folder for --format csv."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="npz (default for a .npz path) or csv (a folder)."),
-    layer: Optional[str] = LAYER_OPT,
-    initial_state: Optional[tuple[Path, Path]] = STATE_OPT,
+    fmt: str | None = typer.Option(None, "--format", help="npz (the default, whatever the name of --out) or csv "
+                                      "(a folder)."),
+    layer: str | None = LAYER_OPT,
+    initial_state: list[Path] | None = STATE_OPT,
     dtype: str = DTYPE_OPT,
     force: bool = FORCE_OPT,
 ) -> None:
-    """Golden values for porters: every LSTM direction's z, i, f, c̃, o, c, h at every time step.
+    """Golden values for porters: every direction's gates and states at every time step.
 
-    Shapes (batch, steps, units) (z: 4·units, gates i, f, c, o), in processing order: for a
-    go_backwards direction, step k consumed input step steps-1-k. h and c are the values the
+    LSTM: z (pre-activations, 4·units, gates i, f, c, o), i, f, c_tilde, o, c, h; GRU: z, r,
+    h_tilde, h; SimpleRNN: pre, h. Shapes (batch, steps, units), in processing order: for a
+    go_backwards direction, step k consumed input step steps-1-k. The states are the values the
     cell computed at that step (at a masked step Keras computes them but carries the old state).
 
     Example:  lstm-inspect trace model.h5 --input x.npy --out trace.npz
@@ -408,7 +540,7 @@ def trace(
 
         ckpt = load(model)
         dt = _dtype(dtype)
-        kind = fmt or ("npz" if out.suffix.lower() == ".npz" else "csv")
+        kind = fmt or ("csv" if out.suffix == "" and out.is_dir() else "npz")
         if kind not in ("npz", "csv"):
             raise InspectError(f"--format must be npz or csv, not {kind!r}")
         state = _initial_state(initial_state, layer)
@@ -417,27 +549,30 @@ def trace(
             x = _single_input(input)
             d.check_input(x, state)
             res = run_direction(d, x, initial_state=state, dtype=dt, trace=True)
-            traces = {d.name: res.trace}
+            traces = {d.parts: res.trace}
         else:
             rec = RunRecord()
             Network(ckpt, dt, trace=True).run(_model_inputs(ckpt, input), rec)
-            traces = rec.traces
-        arrays = {name: {q: getattr(t, q) for q in TRACE_QUANTITIES} for name, t in traces.items() if t is not None}
-        written = write_trace(out, arrays, kind, force)
-        Console(stderr=True, highlight=False).print(f"{out}: {len(written)} arrays for {len(arrays)} LSTM "
-                                                    "direction(s)", markup=False)
+            by_name = {d.name: d for d in ckpt.layers}
+            traces = {by_name[name].parts: t for name, t in rec.traces.items()}
+        arrays = {parts: dict(t) for parts, t in traces.items() if t is not None}
+        written = write_trace(out, arrays, kind, force, protect=_inputs(model, input, *(initial_state or [])))
+        say(f"{out}: {len(written)} arrays for {len(arrays)} recurrent direction(s)")
         return _done(ckpt)
 
     _run(action)
 
 
+# ---------------------------------------------------------------- stats, dump, plot
+
+
 @app.command()
 def stats(
     model: Path = MODEL_ARG,
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="X as for forward, for the activation "
-                                         "statistics; default: a seeded random input of the model's shape."),
+    input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " For the activation statistics; "
+                                         "default: a seeded random input of the model's shape."),
     seed: int = SEED_OPT,
-    as_json: bool = typer.Option(False, "--json", help="Print every figure as JSON."),
+    as_json: bool = JSON_OPT,
 ) -> None:
     """Per-gate statistics of the weights and of the gates' activations.
 
@@ -459,18 +594,18 @@ def stats(
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
         else:
-            render_stats(report, Console(highlight=False))
+            render_stats(report, _console())
         return _done(ckpt)
 
     _run(action)
 
 
 def render_stats(report: Any, console: Console) -> None:
-    console.print(f"[bold]{report.file}[/bold]   activations from {report.activations_from}")
-    console.print("[dim]≈0: fraction with |w| < 1e-3; σ_max: largest singular value; st.rank: stable rank "
-                  "‖U‖_F² / σ_max²[/dim]")
+    console.print(lit(report.file, "bold") + lit(f"   activations from {report.activations_from}"))
+    console.print(lit("≈0: fraction with |w| < 1e-3; σ_max: largest singular value; st.rank: stable rank "
+                      "‖U‖_F² / σ_max²", "dim"))
     for st in report.directions:
-        table = Table(title=f"{st.name}: weights", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        table = Table(title=lit(f"{st.name}: weights"), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         for col in ("gate", "block", "shape", "mean", "std", "min", "max", "‖·‖_F", "max|w|", "≈0", "NaN/Inf",
                     "σ_max", "st.rank"):
             table.add_column(col, justify="left" if col in ("gate", "block", "shape") else "right", no_wrap=True)
@@ -482,38 +617,45 @@ def render_stats(report: Any, console: Console) -> None:
                               "" if b.stable_rank is None else f"{b.stable_rank:.2f}")
         console.print(table)
         if st.activations:
-            act = Table(title=f"{st.name}: activations over {st.steps_used} (sample, step) pairs",
+            act = Table(title=lit(f"{st.name}: activations over {st.steps_used} (sample, step) pairs"),
                         title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
             for col in ("gate", "mean", "std", "left-saturated", "right-saturated"):
                 act.add_column(col, justify="left" if col == "gate" else "right")
             for g, a in st.activations.items():
-                act.add_row("c̃" if g == "c" else g, f"{a.mean:+.3f}", f"{a.std:.3f}", f"{a.left_saturated:.1%}",
-                            f"{a.right_saturated:.1%}")
+                act.add_row(g, f"{a.mean:+.3f}", f"{a.std:.3f}", f"{a.left_saturated:.1%}", f"{a.right_saturated:.1%}")
             console.print(act)
             dead = ", ".join(map(str, st.dead_units)) if st.dead_units else "none"
-            console.print(f"c in [{st.c_range[0]:+.3f}, {st.c_range[1]:+.3f}]   h in [{st.h_range[0]:+.3f}, "
-                          f"{st.h_range[1]:+.3f}]   units whose h never changes: {dead}")
+            ranges = ""
+            if st.c_range is not None:
+                ranges += f"c in [{st.c_range[0]:+.3f}, {st.c_range[1]:+.3f}]   "
+            if st.h_range is not None:
+                ranges += f"h in [{st.h_range[0]:+.3f}, {st.h_range[1]:+.3f}]   "
+            console.print(lit(f"{ranges}units whose h never changes: {dead}"))
         for note in st.notes:
-            console.print(f"[yellow]note:[/yellow] {note}")
+            console.print(Text("note: ", style="yellow") + lit(note))
         console.print()
 
 
 @app.command()
 def dump(
     model: Path = MODEL_ARG,
-    out: Path = typer.Option(..., "--out", "-o", help="A folder to create (replaced only with --force)."),
+    out: Path = typer.Option(..., "--out", "-o", help="A folder to create (missing parents too; an earlier dump is "
+                             "replaced only with --force)."),
     fmt: str = typer.Option("csv", "--format", help="csv, npz or json."),
     layout: str = typer.Option("gates", "--layout", help="gates (W_g and b_g per gate), keras (kernel, "
-                               "recurrent_kernel, bias), pytorch (nn.LSTM state_dict) or onnx (W, R, B)."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Only this LSTM direction (a name from `show`)."),
+                               "recurrent_kernel, bias), pytorch (torch.nn.LSTM/GRU/RNN state_dict) or onnx (W, R, B "
+                               "of the ONNX operator)."),
+    layer: str | None = typer.Option(None, "--layer", help="Only this recurrent direction (a name from `show`)."),
     force: bool = FORCE_OPT,
 ) -> None:
     """Write the gate matrices to files, in the layout your port needs, with a manifest.json.
 
-    gates: DIR/<layer>/W_i.csv ... W_o.csv (N_c rows × N_i + N_c columns, header x0.., h0..) and
-    b_i.csv ... b_o.csv. Values are written with 9 significant digits, which read back bit for
-    bit as float32. pytorch: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0 (+ _reverse),
-    gates i, f, g, o. onnx: W, R, B with gates i, o, f, c. Written atomically.
+    gates: DIR/<layer>/W_<g>.csv (N_c rows × N_i + N_c columns, header x0.., h0..) and b_<g>.csv
+    per gate. CSVs start with a header row: numpy.loadtxt(f, delimiter=",", skiprows=1). Values
+    have 9 significant digits, which read back bit for bit as float32. pytorch: the module's
+    state_dict names and gate order; onnx: W, R, B in ONNX's gate order and the operator's
+    attributes. manifest.json says what each file is and how the target must run it (time order,
+    activations, exact_in_target). Layer names are escaped into file names (%XX). Written atomically.
 
     Example:  lstm-inspect dump model.h5 --out gates/ --layout pytorch --format npz
     """
@@ -522,9 +664,10 @@ def dump(
         from lstm_inspect.export import dump as write_dump
 
         ckpt = load(model)
-        written = write_dump(ckpt, out, fmt, layout, layer, force)
-        Console(stderr=True, highlight=False).print(f"{out}: {len(written)} files and manifest.json ({layout}, "
-                                                    f"{fmt})", markup=False)
+        written, warnings = write_dump(ckpt, out, fmt, layout, layer, force)
+        for warning in warnings:
+            say(f"lstm-inspect: warning: {warning}")
+        say(f"{out}: {len(written)} files and manifest.json ({layout}, {fmt})")
         return _done(ckpt)
 
     _run(action)
@@ -533,18 +676,19 @@ def dump(
 @app.command()
 def plot(
     model: Path = MODEL_ARG,
-    out: Path = typer.Option(..., "--out", "-o", help="A folder to create (replaced only with --force)."),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="X as for forward, for the activation plot; "
-                                         "default: a seeded random input."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="Only this LSTM direction."),
+    out: Path = typer.Option(..., "--out", "-o", help="A folder to create (an earlier plot is replaced only with "
+                             "--force)."),
+    input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " For the activation plot; default: "
+                                         "a seeded random input."),
+    layer: str | None = typer.Option(None, "--layer", help="Only this recurrent direction."),
     seed: int = SEED_OPT,
     force: bool = FORCE_OPT,
 ) -> None:
-    """Draw each LSTM direction: gate heatmaps, biases, recurrent spectra, activations over time (PNG).
+    """Draw each recurrent direction: gate heatmaps, biases, recurrent spectra, activations over time (PNG).
 
-    Per direction, DIR/<layer>/weights.png (W_i..W_o, input and recurrent columns split by a
+    Per direction, DIR/<layer>/weights.png (each W_g, input and recurrent columns split by a
     line), biases.png, spectrum.png (singular values of each U_g) and activations.png (one
-    sample: the mean and a few units of each gate, c and h over time). Needs matplotlib.
+    sample: the mean and a few units of each gate and state over time). Needs matplotlib.
 
     Example:  lstm-inspect plot model.h5 --out plots/
     """
@@ -554,13 +698,15 @@ def plot(
 
         ckpt = load(model)
         xs = _model_inputs(ckpt, input) if input is not None else None
-        with Console(stderr=True).status("drawing..."):
+        with _console(stderr=True).status("drawing..."):
             written, source = draw(ckpt, out, xs, seed, force, layer)
-        Console(stderr=True, highlight=False).print(f"{out}: {len(written)} PNGs (activations from {source})",
-                                                    markup=False)
+        say(f"{out}: {len(written)} PNGs (activations from {source})")
         return _done(ckpt)
 
     _run(action)
+
+
+# ---------------------------------------------------------------- diagnose
 
 
 @app.command()
@@ -568,18 +714,20 @@ def diagnose(
     model: Path = MODEL_ARG,
     input: Path = typer.Option(..., "--input", "-i", help="X, the input you gave your reimplementation."),
     against: Path = typer.Option(..., "--against", help="THEIRS: its outputs (.npy, or .npz output_0, ...)."),
-    layer: Optional[str] = typer.Option(None, "--layer", help="THEIRS is one LSTM direction's output sequence "
-                                        "for an input (batch, steps, N_i)."),
-    atol: float = typer.Option(1e-5, "--atol"),
-    rtol: float = typer.Option(1e-4, "--rtol"),
-    as_json: bool = typer.Option(False, "--json", help="Print the diagnosis as JSON."),
+    layer: str | None = typer.Option(None, "--layer", help="THEIRS is one recurrent direction's output (its whole "
+                                        "sequence or its last step) for an input (batch, steps, N_i)."),
+    atol: float = ATOL_OPT,
+    rtol: float = RTOL_OPT,
+    as_json: bool = JSON_OPT,
 ) -> None:
-    """Tell why your LSTM does not match Keras: which common porting mistake reproduces your outputs.
+    """Tell why your port does not match Keras: which porting mistake reproduces your outputs.
 
-    Re-runs the engine (which reproduces Keras) under each mistake: all 23 wrong gate orders,
-    the other hard_sigmoid or sigmoid, a dropped bias or CuDNN bias half, transposed or swapped
-    blocks, time reversed, masks mishandled, tanh left off c, reduced precision. Exit 0 when
-    THEIRS already matches, 1 on a mismatch (diagnosed or not), 2 on bad input.
+    Re-runs the engine (which reproduces Keras) under each mistake porters make, one at a time
+    and in pairs: every wrong gate order, the other hard_sigmoid or sigmoid, other activations, a
+    dropped bias or CuDNN bias half, transposed or swapped blocks, time reversed, masks mishandled,
+    states not carried, reduced precision, and for GRUs z used the other way round and the reset
+    gate applied before or after the product. Exit 0 when THEIRS already matches, 1 on a mismatch
+    (diagnosed or not), 2 on bad input.
 
     Example:  lstm-inspect diagnose model.h5 --input x.npy --against my_port.npy
     """
@@ -587,15 +735,16 @@ def diagnose(
     def action() -> int:
         from lstm_inspect.diagnose import diagnose as run_diagnose
 
+        _tolerances(atol, rtol)
         ckpt = load(model)
         theirs = list(read_inputs(against).values())
         xs = [_single_input(input)] if layer is not None else _model_inputs(ckpt, input)
-        with Console(stderr=True).status("trying the common porting mistakes..."):
+        with _console(stderr=True).status("trying the porting mistakes..."):
             result = run_diagnose(ckpt, xs, theirs, layer, atol, rtol)
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
         else:
-            render_diagnosis(result, Console(highlight=False))
+            render_diagnosis(result, _console())
         return _done(ckpt, EXIT_OK if result.matches else EXIT_MISMATCH)
 
     _run(action)
@@ -603,23 +752,26 @@ def diagnose(
 
 def render_diagnosis(result: Any, console: Console) -> None:
     if result.matches:
-        console.print(f"[green]match[/green]: THEIRS equals what Keras computes for {result.file} "
-                      f"(max |Δ| {max(c.max_abs for c in result.baseline):.2e})")
+        console.print(Text("match", style="green") + lit(f": THEIRS equals what Keras computes for {result.file} "
+                                                         f"(max |Δ| {max(c.max_abs for c in result.baseline):.2e})"))
         return
     worst = max(c.max_abs for c in result.baseline)
-    console.print(f"[red]mismatch[/red]: THEIRS differs from what Keras computes for {result.file} by up to {worst:.3g}")
+    console.print(Text("mismatch", style="red") + lit(f": THEIRS differs from what Keras computes for {result.file} by "
+                                                      f"up to {worst:.3g}"))
     found = result.found
     if found:
         for rank, h in enumerate(found, 1):
-            console.print(f"{rank}. [bold]{h.name}[/bold] reproduces THEIRS (max |Δ| {h.max_abs:.2e}).\n   fix: {h.fix}")
+            exact = "exactly" if h.exact else "closely"
+            console.print(lit(f"{rank}. ") + lit(h.name, "bold") + lit(f" reproduces THEIRS {exact} (max |Δ| "
+                                                                       f"{h.max_abs:.2e}).\n   fix: {h.fix}"))
     else:
-        console.print("none of the common mistakes reproduces THEIRS; the closest:")
+        console.print(lit("none of the porting mistakes lstm-inspect knows reproduces THEIRS; the closest:"))
         for h in result.ranked[:3]:
-            console.print(f"   {h.name} (max |Δ| {h.max_abs:.3g})")
-    console.print(result.divergence)
+            console.print(lit(f"   {h.name} (max |Δ| {h.max_abs:.3g})"))
+    console.print(lit(result.divergence))
 
 
-def _num(n: Optional[int]) -> str:
+def _num(n: int | None) -> str:
     return "?" if n is None else str(n)
 
 

@@ -3,13 +3,16 @@
 Formats are told apart by content, never by file name (a real `model.keras` can be a Keras 2.2
 HDF5):
 
-- a zip: Keras 3 `.keras` (config.json, metadata.json, model.weights.h5) -> "keras3";
+- a zip: Keras 3 `.keras` (config.json, metadata.json, model.weights.h5) -> "keras3" (also the
+  2.12-2.15 layout tf.keras wrote);
 - HDF5 with root attr `model_config`: a legacy full model (Keras 1, 2, tf.keras, tf_keras, and
   Keras 3's legacy writer) -> "legacy-h5";
 - HDF5 with root attr `layer_names`: legacy `save_weights` -> "legacy-weights-h5";
 - HDF5 with groups `layers/` or `vars/`: Keras 3 `.weights.h5` -> "keras3-weights".
 
-Only shapes and attributes are read here; the arrays stay in the file until asked for.
+Only shapes and attributes are read here; the arrays stay in the file until asked for. Recurrent
+layers of every kind the cell registry knows (LSTM, GRU, SimpleRNN and their CuDNN and RNN(cell)
+forms) become `RecurrentDirection`s; the other layers' arrays are located for the engine.
 """
 
 from __future__ import annotations
@@ -17,46 +20,53 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-import zlib
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 
 from lstm_inspect.architecture import (
+    ConfigError,
     LayerNode,
-    LSTMSpec,
+    ModelGraph,
+    RecurrentSpec,
     TensorRef,
+    input_feature_dims,
+    parse_model_config,
+    recurrent_specs,
     split_rnn_call,
     state_names,
-    ModelGraph,
-    default_recurrent_activation,
-    input_feature_dims,
-    lstm_settings,
-    lstm_specs,
-    parse_model_config,
-    unsupported_lstm_like,
+    unsupported_recurrent,
 )
+from lstm_inspect.cells import CELLS, Cell, CellSettings, StoredShapes, default_recurrent_activation
 from lstm_inspect.errors import InspectError
-from lstm_inspect.gates import check_lstm_shapes
-from lstm_inspect.model import Checkpoint, LSTMDirection, ModelLayer
+from lstm_inspect.model import Checkpoint, ModelLayer, RecurrentDirection
 from lstm_inspect.storage import (
     HDF5_SIGNATURE,
     ZIP_SIGNATURE,
+    DamagedFile,
     StoredArray,
     WeightFile,
+    attr,
     attr_str,
     attr_strings,
+    check_zip_member,
     child,
+    groups_under,
+    has_attr,
+    members,
+    reading,
     stored,
 )
 
 MAX_JSON_BYTES = 64 << 20
-# What a format reader returns for one LSTM direction: its arrays, their layout, what went wrong.
+# What a format reader returns for one recurrent direction: its arrays, their layout, what went wrong.
 Located = tuple[list[StoredArray], str, list[str]]
 
 
-def read_checkpoint(path: Path) -> Checkpoint:
+def read_checkpoint(path: Path, config: Path | None = None) -> Checkpoint:
     if not path.exists():
         raise InspectError(f"{path}: no such file")
     if path.is_dir():
@@ -65,7 +75,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
         with open(path, "rb") as f:
             signature = f.read(8)
     except OSError as exc:
-        raise InspectError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        raise InspectError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
     if not signature:
         raise InspectError(f"{path}: is empty")
     if signature.startswith(ZIP_SIGNATURE):
@@ -75,11 +85,11 @@ def read_checkpoint(path: Path) -> Checkpoint:
             f = h5py.File(path, "r")
         except OSError as exc:
             raise InspectError(f"{path}: is not a readable HDF5 file; it may be truncated or damaged "
-                               f"({str(exc).splitlines()[0][:160]})") from None
+                               f"({str(exc).splitlines()[0][:160] if str(exc) else 'OSError'})") from exc
         try:
             return _read_hdf5(path, f)
-        except (KeyError, ValueError, TypeError, RuntimeError, OSError) as exc:
-            raise InspectError(f"{path}: the HDF5 structure is damaged ({str(exc).splitlines()[0][:160]})") from None
+        except DamagedFile as exc:
+            raise InspectError(f"{path}: the HDF5 structure is damaged: {exc}") from exc
         finally:
             f.close()
     raise InspectError(f"{path}: is neither HDF5 (.h5, .weights.h5) nor a Keras zip (.keras); "
@@ -87,11 +97,11 @@ def read_checkpoint(path: Path) -> Checkpoint:
 
 
 def _read_hdf5(path: Path, f: h5py.File) -> Checkpoint:
-    if "model_config" in f.attrs:
+    if has_attr(f, "model_config"):
         return _read_legacy_full(path, f)
     if attr_strings(f, "layer_names") is not None:
         return _read_legacy_weights(path, f)
-    if "nb_layers" in f.attrs:
+    if has_attr(f, "nb_layers"):
         raise InspectError(f"{path}: is a Keras 0.x weights file, which lstm-inspect does not read")
     if child(f, "layers") is not None or child(f, "vars") is not None or child(f, "_layer_checkpoint_dependencies"):
         return _read_keras3_weights(path, f)
@@ -104,23 +114,25 @@ def _read_hdf5(path: Path, f: h5py.File) -> Checkpoint:
 
 
 def _from_graph(
-    path: Path, fmt: str, keras_version: str | None, graph: ModelGraph, locate: Callable[[LSTMSpec], Located],
+    path: Path, fmt: str, keras_version: str | None, graph: ModelGraph, locate: Callable[[RecurrentSpec], Located],
     source: WeightFile, arrays_of: Callable[[LayerNode], list[StoredArray]], raw_config: Any,
 ) -> Checkpoint:
-    dims = input_feature_dims(graph)
-    directions: list[LSTMDirection] = []
+    try:
+        dims = input_feature_dims(graph)
+    except ConfigError as exc:
+        raise InspectError(f"{path}: the model config is not one Keras could have written: {exc}") from exc
+    directions: list[RecurrentDirection] = []
     model_layers: list[ModelLayer] = []
     unsupported: list[str] = []
-    problems: list[str] = []
     notes: list[str] = []
     layer_arrays: dict[str, list[StoredArray]] = {}
     for node in graph.walk():
         if node.is_op:
             continue
-        model_layers.append(ModelLayer(node.path, _display_class(node.class_name, node.config)))
-        if (u := unsupported_lstm_like(node.class_name, node.config)) is not None:
+        model_layers.append(ModelLayer(name=node.path, class_name=display_class(node.class_name, node.config)))
+        if (u := unsupported_recurrent(node.class_name, node.config)) is not None:
             unsupported.append(f"{node.path} ({u})")
-        specs = lstm_specs(node, keras_version)
+        specs = recurrent_specs(node, keras_version)
         if not specs and node.children is None:
             layer_arrays[node.path] = arrays_of(node)
         states: list[str] = []
@@ -129,77 +141,73 @@ def _from_graph(
             states = state_names(graph, refs)
         for k, spec in enumerate(specs):
             arrays, storage, located_problems = locate(spec)
-            d = _direction(spec.name, spec.kind, spec.settings, storage, arrays, path, keras_version,
-                           located_problems, spec.merge_mode, spec.layer.name if spec.half else None,
-                           source=source)
+            d = make_direction(spec.parts, spec.cell, spec.kind, spec.settings, storage, arrays, source,
+                               keras_version, located_problems, spec.merge_mode,
+                               spec.layer.name if spec.half else None)
             expected = spec.build_input_dim if spec.build_input_dim is not None else dims.get(node.path)
             d.expected_input_dim = expected
             d.layer_path = spec.layer.path
-            d.initial_state_from = states[2 * k : 2 * k + 2]
+            n_states = len(spec.cell.states)
+            d.initial_state_from = states[n_states * k: n_states * (k + 1)]
             if not arrays and not located_problems:
                 # Keras writes empty weight_names for a model saved before it was built.
                 d.problems, d.weights_stored, d.input_dim = [], False, expected
                 notes.append(f"layer {d.name}: the file stores no weights for it "
                              "(the model was saved before it was built); shapes come from the config")
             if expected is not None and d.input_dim is not None and expected != d.input_dim and d.shapes_ok:
+                g = spec.cell.n_gates
                 d.problems.append(
                     f"layer {d.name}: kernel {arrays[0].key} has {d.input_dim} rows (N_i) but the layer is fed "
-                    f"{expected} features; expected ({expected}, {4 * (d.units or 0)}), found {arrays[0].shape}"
+                    f"{expected} features; expected ({expected}, {g * (d.units or 0)}), found {arrays[0].shape}"
                 )
             directions.append(d)
-    notes += [f"unsupported LSTM-like layer: {u}" for u in unsupported]
+    notes += [f"unsupported recurrent layer: {u}" for u in unsupported]
     if not directions:
-        _raise_no_lstm(path, [m.class_name for m in model_layers], unsupported)
-    return Checkpoint(path, fmt, keras_version, directions, model_layers, graph, "config", notes, problems,
-                      source=source, layer_arrays=layer_arrays, raw_config=raw_config)
+        _raise_no_recurrent(path, [m.class_name for m in model_layers], unsupported)
+    return Checkpoint(file=path, format=fmt, keras_version=keras_version, layers=directions,
+                      model_layers=model_layers, graph=graph, settings_from="config", notes=notes, source=source,
+                      layer_arrays=layer_arrays, raw_config=raw_config)
 
 
-def _direction(
-    name: str, kind: str, settings: Any, storage: str, arrays: list[StoredArray], path: Path,
-    keras_version: str | None, problems: list[str], merge_mode: str | None = None, wrapper: str | None = None,
-    source: WeightFile | None = None,
-) -> LSTMDirection:
+def make_direction(
+    parts: tuple[str, ...], cell: Cell, kind: str, settings: CellSettings, storage: str, arrays: list[StoredArray],
+    source: WeightFile, keras_version: str | None, problems: list[str], merge_mode: str | None = None,
+    wrapper: str | None = None,
+) -> RecurrentDirection:
+    name = "/".join(parts)
     n_i, n_c, shape_problems = (None, settings.units, [])
     if not problems:
-        n_i, n_c, shape_problems = check_lstm_shapes(
-            name, storage, [(a.key, a.shape) for a in arrays], settings.units, settings.use_bias)
-    return LSTMDirection(
-        name=name, kind=kind, direction="backward" if settings.go_backwards else "forward",
-        input_dim=n_i, units=n_c, settings=settings, storage=storage, arrays=arrays,
-        source=source or WeightFile(path), keras_version=keras_version, merge_mode=merge_mode, wrapper=wrapper,
-        problems=problems + shape_problems,
+        n_i, n_c, shape_problems = cell.check_shapes(name, storage, StoredShapes([(a.key, a.shape) for a in arrays]),
+                                                     settings)
+    return RecurrentDirection(
+        name=name, parts=parts, cell=cell, kind=kind, direction="backward" if settings.go_backwards else "forward",
+        input_dim=n_i, units=n_c, settings=settings, storage=storage, arrays=arrays, source=source,
+        keras_version=keras_version, merge_mode=merge_mode, wrapper=wrapper, problems=problems + shape_problems,
     )
 
 
-def _storage(kind: str, arrays: list[StoredArray]) -> str:
-    if kind == "CuDNNLSTM":
-        return "cudnn"
-    if len(arrays) == 12:
-        return "keras1"
-    if len(arrays) == 3 and len(arrays[1].shape) == 2 and arrays[2].shape == (8 * arrays[1].shape[0],):
-        return "cudnn"
-    return "keras"
-
-
-def _display_class(class_name: str, config: dict[str, Any]) -> str:
+def display_class(class_name: str, config: dict[str, Any]) -> str:
     inner = config.get("layer") if class_name in ("Bidirectional", "TimeDistributed") else None
     if isinstance(inner, dict):
-        return f"{class_name}({_display_class(str(inner.get('class_name')), inner.get('config') or {})})"
+        inner_cfg = inner.get("config") if isinstance(inner.get("config"), dict) else {}
+        return f"{class_name}({display_class(str(inner.get('class_name')), inner_cfg)})"
     cell = config.get("cell") if class_name == "RNN" else None
     if isinstance(cell, dict):
         return f"RNN({cell.get('class_name')})"
+    if class_name == "TFOpLambda" and isinstance(config.get("function"), str):
+        return f"TFOpLambda({config['function']})"
     return class_name
 
 
-def _raise_no_lstm(path: Path, classes: list[str], unsupported: list[str]) -> None:
+def _raise_no_recurrent(path: Path, classes: list[str], unsupported: list[str]) -> None:
     kinds = ", ".join(dict.fromkeys(c for c in classes if c != "InputLayer")) or "no layers at all"
     if unsupported:
-        raise InspectError(f"{path}: has no LSTM layer lstm-inspect can read; "
+        raise InspectError(f"{path}: has no recurrent layer lstm-inspect can read; "
                            f"{', '.join(unsupported)} is not supported (layers: {kinds})")
-    raise InspectError(f"no LSTM layer in {path}; it has: {kinds}")
+    raise InspectError(f"no recurrent layer (LSTM, GRU, SimpleRNN) in {path}; it has: {kinds}")
 
 
-def _load_json(text: Any, what: str, path: Path) -> Any:
+def load_json(text: Any, what: str, path: Path) -> Any:
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8")
@@ -210,54 +218,76 @@ def _load_json(text: Any, what: str, path: Path) -> Any:
     try:
         return json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
-        raise InspectError(f"{path}: {what} is not valid JSON ({exc.__class__.__name__}: {str(exc)[:120]})") from None
+        raise InspectError(f"{path}: {what} is not valid JSON ({exc.__class__.__name__}: {str(exc)[:120]})") from exc
 
 
-def _graph(cfg: Any, what: str, path: Path) -> ModelGraph:
+def model_graph(cfg: Any, what: str, path: Path) -> ModelGraph:
     try:
-        return parse_model_config(cfg)
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InspectError(f"{path}: {what} is not a Keras model config ({exc})") from None
+        graph = parse_model_config(cfg)
+        graph.calls()  # ordered once here: a cycle or a dangling reference is the file's fault
+    except ConfigError as exc:
+        raise InspectError(f"{path}: {what} is not a Keras model config ({exc})") from exc
+    return graph
 
 
-# ---------------------------------------------------------------- legacy HDF5 (Keras 1, 2, tf.keras, Keras 3 legacy writer)
+# ---------------------------------------------------------------- legacy HDF5 (Keras 1, 2, tf.keras, Keras 3 legacy)
 
 
 def _read_legacy_full(path: Path, f: h5py.File) -> Checkpoint:
-    cfg = _load_json(f.attrs["model_config"], "the model_config attribute", path)
+    cfg = load_json(attr(f, "model_config"), "the model_config attribute", path)
     root = child(f, "model_weights")
     if root is None or not isinstance(root, h5py.Group):
         raise InspectError(f"{path}: has a model config but no model_weights group (the weights are missing)")
     # Keras 2's loader reads keras_version from the weights group; its absence there means Keras 1,
     # which wrote it on the root only.
-    keras_version = attr_str(root.attrs.get("keras_version")) or attr_str(f.attrs.get("keras_version")) or "1"
-    graph = _graph(cfg, "the model_config attribute", path)
+    keras_version = attr_str(attr(root, "keras_version")) or attr_str(attr(f, "keras_version")) or "1"
+    graph = model_graph(cfg, "the model_config attribute", path)
     arrays_of = _legacy_arrays(path, root)
     return _from_graph(path, "legacy-h5", keras_version, graph, _legacy_locator(arrays_of, root), WeightFile(path),
                        arrays_of, cfg)
 
 
 def _legacy_arrays(path: Path, root: h5py.Group) -> Callable[[LayerNode], list[StoredArray]]:
-    """A layer's arrays in a legacy file: its group's weight_names, in order."""
+    """A layer's arrays in a legacy file: its group's weight_names, in order.
+
+    Each top-level group's weight_names are read once and indexed by name scope, so a nested model of
+    many layers costs one pass over its names, not one per layer.
+    """
+    groups: dict[str, tuple[Any, list[str], dict[str, list[str]]] | None] = {}
+
+    def indexed(top: str) -> tuple[Any, list[str], dict[str, list[str]]] | None:
+        if top not in groups:
+            group = child(root, top)
+            if group is None or not isinstance(group, h5py.Group):
+                groups[top] = None
+            else:
+                names = attr_strings(group, "weight_names") or []
+                by_scope: dict[str, list[str]] = {}
+                for n in names:
+                    for part in dict.fromkeys(n.split("/")):
+                        by_scope.setdefault(part, []).append(n)
+                groups[top] = (group, names, by_scope)
+        return groups[top]
 
     def arrays_of(node: LayerNode) -> list[StoredArray]:
         top = node.path.split("/")[0]
-        group = child(root, top)
-        if group is None:
+        found = indexed(top)
+        if found is None:
             return []
-        names = attr_strings(group, "weight_names") or []
+        group, names, by_scope = found
         if node.path != top:
             # A nested model keeps all its weights in one group, trainable ones first across
             # sub-layers: pick this layer's by the name scope, not by position.
-            names = _by_role([n for n in names if node.name in n.split("/")])
-        return [_renamed(stored(group, n, path), f"{group.name.strip('/')}/{n}") for n in names]
+            names = _by_role(by_scope.get(node.name, []))
+        prefix = group.name.strip("/")
+        return [_renamed(stored(group, n, path), f"{prefix}/{n}") for n in names]
 
     return arrays_of
 
 
 def _legacy_locator(arrays_of: Callable[[LayerNode], list[StoredArray]], root: h5py.Group
-                    ) -> Callable[[LSTMSpec], Located]:
-    def locate(spec: LSTMSpec) -> Located:
+                    ) -> Callable[[RecurrentSpec], Located]:
+    def locate(spec: RecurrentSpec) -> Located:
         top = spec.layer.path.split("/")[0]
         if child(root, top) is None:
             return [], "keras", [f"layer {spec.name}: no weights group {root.name.strip('/')}/{top} in the file"]
@@ -265,7 +295,7 @@ def _legacy_locator(arrays_of: Callable[[LayerNode], list[StoredArray]], root: h
         if spec.half is not None:
             half = len(arrays) // 2  # Bidirectional: forward weights, then backward
             arrays = arrays[:half] if spec.half == "forward_layer" else arrays[half:]
-        return arrays, _storage(spec.kind, arrays), []
+        return arrays, spec.cell.storage_of(spec.kind, [a.shape for a in arrays]), []
 
     return locate
 
@@ -285,59 +315,91 @@ def _by_role(names: list[str]) -> list[str]:
 
 
 def _read_legacy_weights(path: Path, f: h5py.File) -> Checkpoint:
-    """`save_weights("x.h5")`: one group per layer and no architecture, so LSTMs are found by shape."""
-    keras_version = attr_str(f.attrs.get("keras_version"))
+    """`save_weights("x.h5")`: one group per layer and no architecture, so recurrent layers are found by shape."""
+    keras_version = attr_str(attr(f, "keras_version"))
     source = WeightFile(path)
-    directions: list[LSTMDirection] = []
+    directions: list[RecurrentDirection] = []
     model_layers: list[ModelLayer] = []
     for layer_name in attr_strings(f, "layer_names") or []:
         group = child(f, layer_name)
-        if group is None:
+        if group is None or not isinstance(group, h5py.Group):
             raise InspectError(f"{path}: layer_names lists {layer_name} but the file has no group for it")
         names = attr_strings(group, "weight_names") or []
         arrays = [_renamed(stored(group, n, path), f"{group.name.strip('/')}/{n}") for n in names]
-        halves = _lstm_halves(arrays)
-        model_layers.append(ModelLayer(layer_name, _guess_class(arrays, halves)))
+        found = recurrent_halves(arrays)
+        model_layers.append(ModelLayer(name=layer_name, class_name=_guess_class(arrays, found)))
+        if found is None:
+            continue
+        cell, storage, halves = found
         for k, half in enumerate(halves):
-            storage = _storage("LSTM", half)
-            kind = "CuDNNLSTM" if storage == "cudnn" else "LSTM"
-            name = layer_name if len(halves) == 1 else f"{layer_name}/{_half_name(names, k)}"
-            settings = _default_settings(kind, keras_version, use_bias=len(half) != 2, go_backwards=k == 1)
-            d = _direction(name, kind, settings, storage, half, path, keras_version, [], source=source,
-                           wrapper=layer_name if len(halves) == 2 else None,
-                           merge_mode="concat" if len(halves) == 2 else None)
+            kind = _guessed_kind(cell, storage)
+            parts = (layer_name,) if len(halves) == 1 else (layer_name, _half_name(names, k))
+            settings = default_settings(cell, kind, keras_version or "1", half, go_backwards=k == 1)
+            d = make_direction(parts, cell, kind, settings, storage, half, source, keras_version, [],
+                               wrapper=layer_name if len(halves) == 2 else None,
+                               merge_mode="concat" if len(halves) == 2 else None)
             d.layer_path = layer_name
             directions.append(d)
     if not directions:
-        _raise_no_lstm(path, [m.class_name for m in model_layers], [])
+        _raise_no_recurrent(path, [m.class_name for m in model_layers], [])
     version = keras_version or "1 (no keras_version recorded)"
     notes = [f"weights only, no architecture: activations and flags shown are the Keras {version} defaults "
-             f"(LSTM: tanh and {default_recurrent_activation(keras_version or '1')}; CuDNNLSTM: tanh and sigmoid)"]
-    return Checkpoint(path, "legacy-weights-h5", keras_version, directions, model_layers, None, "defaults", notes,
-                      source=source)
+             f"(LSTM and GRU: tanh and {default_recurrent_activation(keras_version or '1')}; CuDNN layers: tanh and "
+             "sigmoid); pass the architecture with --config to use the model's own"]
+    return Checkpoint(file=path, format="legacy-weights-h5", keras_version=keras_version, layers=directions,
+                      model_layers=model_layers, settings_from="defaults", notes=notes, source=source)
 
 
-def _lstm_halves(arrays: list[StoredArray]) -> list[list[StoredArray]]:
-    """Split a layer's arrays into LSTM directions when their shapes say LSTM, else []."""
-    for size in (3, 2, 12):
-        if len(arrays) == size and _looks_lstm(arrays):
-            return [arrays]
-        if len(arrays) == 2 * size and _looks_lstm(arrays[:size]) and _looks_lstm(arrays[size:]):
-            return [arrays[:size], arrays[size:]]
-    return []
+def recurrent_halves(arrays: list[StoredArray]) -> tuple[Cell, str, list[list[StoredArray]]] | None:
+    """A layer's arrays split into recurrent directions when their shapes say which kind, else None.
+
+    One direction, or two (a Bidirectional: forward arrays, then backward); fused arrays (kernel,
+    recurrent_kernel, bias or none) or Keras 1's per-gate arrays.
+    """
+    for cell in CELLS.values():
+        sizes = [3, 2] + ([cell.legacy_arrays] if cell.legacy_arrays else [])
+        for size in sizes:
+            for halves in (1, 2):
+                if len(arrays) != size * halves:
+                    continue
+                parts = [arrays[k * size:(k + 1) * size] for k in range(halves)]
+                if all(_shapes_fit(cell, [a.shape for a in p]) for p in parts):
+                    return cell, cell.storage_of(cell.kind, [a.shape for a in parts[0]]), parts
+    return None
 
 
-def _looks_lstm(arrays: list[StoredArray]) -> bool:
-    if len(arrays) == 12:  # Keras 1: W (N_i, U), U (U, U), b (U,) per gate
-        return all(len(a.shape) == 2 for a in arrays[0::3]) and all(
-            len(a.shape) == 2 and a.shape[0] == a.shape[1] for a in arrays[1::3])
-    k, r = arrays[0].shape, arrays[1].shape
-    return len(k) == 2 and len(r) == 2 and r[1] == 4 * r[0] and k[1] == r[1]
+def _shapes_fit(cell: Cell, shapes: list[tuple[int, ...]]) -> bool:
+    if cell.legacy_arrays and len(shapes) == cell.legacy_arrays:
+        # Keras 1: W (N_i, U), U (U, U), b (U,) per gate
+        return (all(len(s) == 2 for s in shapes[0::3]) and all(len(s) == 2 and s[0] == s[1] for s in shapes[1::3])
+                and all(len(s) == 1 for s in shapes[2::3]))
+    if not cell.looks_like(shapes):
+        return False
+    if len(shapes) == 3:
+        units, g = shapes[1][0], cell.n_gates
+        return shapes[2] in ((g * units,), (2, g * units), (2 * g * units,))
+    return len(shapes) == 2
 
 
-def _guess_class(arrays: list[StoredArray], halves: list[list[StoredArray]]) -> str:
-    if halves:
-        kind = "CuDNNLSTM" if _storage("LSTM", halves[0]) == "cudnn" else "LSTM"
+def _guessed_kind(cell: Cell, storage: str) -> str:
+    if storage == "cudnn":
+        return next(c for c, s in cell.layer_classes.items() if s == "cudnn")
+    return cell.kind
+
+
+def default_settings(cell: Cell, kind: str, keras_version: str, arrays: list[StoredArray],
+                     go_backwards: bool = False) -> CellSettings:
+    """A weights-only direction's settings: the writing Keras's defaults, with what the shapes tell."""
+    cfg: dict[str, Any] = {"use_bias": len(arrays) != 2, "go_backwards": go_backwards}
+    if cell.kind == "GRU" and len(arrays) == 3:
+        cfg["reset_after"] = len(arrays[2].shape) == 2 or kind == "CuDNNGRU"
+    return replace(cell.settings(cfg, cfg, kind, keras_version), assumed=True)
+
+
+def _guess_class(arrays: list[StoredArray], found: tuple[Cell, str, list[list[StoredArray]]] | None) -> str:
+    if found:
+        cell, storage, halves = found
+        kind = _guessed_kind(cell, storage)
         return f"Bidirectional({kind})" if len(halves) == 2 else kind
     if not arrays:
         return "no weights"
@@ -353,54 +415,69 @@ def _half_name(names: list[str], k: int) -> str:
     return "forward" if k == 0 else "backward"
 
 
-def _default_settings(kind: str, keras_version: str | None, use_bias: bool, go_backwards: bool = False) -> Any:
-    cfg: dict[str, Any] = {"use_bias": use_bias, "go_backwards": go_backwards}
-    return lstm_settings(cfg, cfg, kind, keras_version or "1")
-
-
 # ---------------------------------------------------------------- Keras 3 .keras zip
 
 
 def _read_keras_zip(path: Path) -> Checkpoint:
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InspectError(f"{path}: is a damaged zip archive ({exc}); it may be truncated") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise InspectError(f"{path}: is a damaged zip archive ({exc}); it may be truncated") from exc
     with zf:
-        members = zf.namelist()
-        if "config.json" not in members:
+        names = zf.namelist()
+        if "config.json" not in names:
             raise InspectError(f"{path}: is a zip but not a Keras model archive (no config.json; "
-                               f"it has: {', '.join(members[:8]) or 'nothing'})")
-        config = _load_json(_read_member(path, zf, "config.json"), "config.json", path)
+                               f"it has: {', '.join(names[:8]) or 'nothing'})")
+        config = load_json(_read_member(path, zf, "config.json"), "config.json", path)
         metadata = {}
-        if "metadata.json" in members:
-            metadata = _load_json(_read_member(path, zf, "metadata.json"), "metadata.json", path)
-        member = next((m for m in ("model.weights.h5", "variables.h5") if m in members), None)
+        if "metadata.json" in names:
+            metadata = load_json(_read_member(path, zf, "metadata.json"), "metadata.json", path)
+        member = next((m for m in ("model.weights.h5", "variables.h5") if m in names), None)
         if member is None:
-            if "model.weights.npz" in members:
+            if "model.weights.npz" in names:
                 raise InspectError(f"{path}: stores its weights as model.weights.npz, which needs pickle to read; "
                                    "lstm-inspect never unpickles files (re-save with the default .h5 weights)")
             raise InspectError(f"{path}: has no weights (model.weights.h5 is missing from the archive)")
     keras_version = metadata.get("keras_version") if isinstance(metadata, dict) else None
-    keras_version = str(keras_version) if keras_version is not None else None
-    graph = _graph(config, "config.json", path)
+    keras_version = str(keras_version) if isinstance(keras_version, (str, int, float)) else None
+    graph = model_graph(config, "config.json", path)
     source = WeightFile(path, member)
-    with source.open() as f:
-        prefix = "layers" if child(f, "layers") is not None else "_layer_checkpoint_dependencies"
-        paths = keras3_paths(graph, prefix)
-        return _from_graph(path, "keras3", keras_version, graph, _keras3_locator(path, f, paths), source,
-                           _keras3_arrays(path, f, paths), config)
+    notes = []
+    try:
+        with source.open() as f:
+            keras3_layout = child(f, "layers") is not None or child(f, "vars") is not None
+            if keras_version is None:
+                # Only the layout tells the writer: Keras 3 keeps layers/<class counter>/vars; TF 2.12-2.14's
+                # Keras 2 kept _layer_checkpoint_dependencies/<class counter>/vars (KERAS_LSTM_SPEC.md A.1.7).
+                keras_version = "3" if keras3_layout else "2"
+                notes.append(
+                    "metadata.json records no keras_version; the archive's layout is "
+                    + ("Keras 3's, so Keras 3's formulas are used (hard_sigmoid = clip(x/6 + 0.5, 0, 1))"
+                       if keras3_layout else
+                       "that of TF 2.12-2.15's Keras 2, so Keras 2's formulas are used "
+                       "(hard_sigmoid = clip(0.2·x + 0.5, 0, 1))"))
+            if keras3_layout:
+                paths = keras3_paths(graph, "layers")
+            else:
+                paths = tf_keras_paths(f, graph, "_layer_checkpoint_dependencies")
+            ckpt = _from_graph(path, "keras3", keras_version, graph, _keras3_locator(path, f, paths), source,
+                               _keras3_arrays(path, f, paths), config)
+    except DamagedFile as exc:
+        raise InspectError(f"{path}: model.weights.h5 is damaged: {exc}") from exc
+    ckpt.notes[:0] = notes
+    return ckpt
 
 
 def _read_member(path: Path, zf: zipfile.ZipFile, name: str) -> bytes:
     info = zf.getinfo(name)
+    check_zip_member(path, info)
     if info.file_size > MAX_JSON_BYTES:
         raise InspectError(f"{path}: {name} claims {info.file_size} bytes, too large for a model config")
     try:
-        with zf.open(name) as member:
+        with reading(f"{name} could not be read from the archive"), zf.open(info) as member:
             data = member.read(MAX_JSON_BYTES + 1)
-    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-        raise InspectError(f"{path}: {name} could not be read from the archive ({exc})") from None
+    except DamagedFile as exc:
+        raise InspectError(f"{path}: {exc}") from exc
     if len(data) > MAX_JSON_BYTES:
         raise InspectError(f"{path}: {name} inflates past {MAX_JSON_BYTES} bytes")
     return data
@@ -413,6 +490,11 @@ def snake_case(class_name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+def _is_layer(graph: ModelGraph, node: LayerNode) -> bool:
+    """A node with a group of its own: not a Sequential's InputLayer, not a raw op."""
+    return not (graph.class_name == "Sequential" and node.class_name == "InputLayer") and not node.is_op
+
+
 def keras3_paths(graph: ModelGraph, prefix: str = "layers") -> dict[str, str]:
     """Layer path -> group in model.weights.h5.
 
@@ -423,9 +505,7 @@ def keras3_paths(graph: ModelGraph, prefix: str = "layers") -> dict[str, str]:
     out: dict[str, str] = {}
     counters: dict[str, int] = {}
     for node in graph.layers:
-        if graph.class_name == "Sequential" and node.class_name == "InputLayer":
-            continue
-        if str(node.entry.get("module", "")).startswith("keras.src.ops"):
+        if not _is_layer(graph, node):
             continue
         base = snake_case(node.class_name)
         k = counters.get(base, -1) + 1
@@ -437,10 +517,37 @@ def keras3_paths(graph: ModelGraph, prefix: str = "layers") -> dict[str, str]:
     return out
 
 
-def _keras3_locator(path: Path, f: h5py.File, paths: dict[str, str]) -> Callable[[LSTMSpec], Located]:
+def tf_keras_paths(f: h5py.File, graph: ModelGraph, prefix: str) -> dict[str, str]:
+    """Layer path -> group for the `_layer_checkpoint_dependencies` layout of TF 2.12-2.14's Keras.
+
+    Its counters are not one per layer (a layer with weights consumes two values), so the groups
+    present are matched to the layers of their class in counter order instead.
+    """
+    out: dict[str, str] = {}
+    container = _group(f, prefix)
+    present = members(container) if container is not None else []
+    by_base: dict[str, list[tuple[int, str]]] = {}
+    for name in present:
+        m = re.fullmatch(r"(.*?)(?:_(\d+))?", name)
+        if m:
+            by_base.setdefault(m.group(1), []).append((int(m.group(2) or 0), name))
+    queues = {base: [n for _, n in sorted(items)] for base, items in by_base.items()}
+    for node in graph.layers:
+        if not _is_layer(graph, node):
+            continue
+        queue = queues.get(snake_case(node.class_name), [])
+        if queue:
+            p = f"{prefix}/{queue.pop(0)}"
+            out[node.path] = p
+            if node.children is not None:
+                out.update(keras3_paths(node.children, f"{p}/layers"))
+    return out
+
+
+def _keras3_locator(path: Path, f: h5py.File, paths: dict[str, str]) -> Callable[[RecurrentSpec], Located]:
     by_name = _vars_by_name(f)
 
-    def locate(spec: LSTMSpec) -> Located:
+    def locate(spec: RecurrentSpec) -> Located:
         base = paths.get(spec.layer.path)
         group_path = f"{base}/{spec.half}" if spec.half else base
         cell = _group(f, f"{group_path}/cell/vars") if group_path else None
@@ -453,7 +560,7 @@ def _keras3_locator(path: Path, f: h5py.File, paths: dict[str, str]) -> Callable
             where = f"{group_path}/cell/vars" if group_path else f"a group for {spec.layer.name}"
             return [], "keras", [f"layer {spec.name}: weights not found in model.weights.h5 (looked for {where})"]
         arrays = _numbered(cell, path)
-        return arrays, _storage(spec.kind, arrays), []
+        return arrays, spec.cell.storage_of(spec.kind, [a.shape for a in arrays]), []
 
     return locate
 
@@ -483,7 +590,7 @@ def _group(f: h5py.Group, key: str) -> h5py.Group | None:
 
 
 def _numbered(vars_group: h5py.Group, path: Path) -> list[StoredArray]:
-    keys = sorted((k for k in vars_group.keys() if k.isdigit()), key=int)
+    keys = sorted((k for k in members(vars_group) if k.isdigit() and len(k) < 9), key=int)
     prefix = vars_group.name.strip("/")
     return [_renamed(stored(vars_group, k, path), f"{prefix}/{k}") for k in keys]
 
@@ -496,14 +603,11 @@ def _renamed(arr: StoredArray, key: str) -> StoredArray:
 def _vars_by_name(f: h5py.File) -> dict[str, str]:
     """Layer name -> its group path, from the `name` attrs Keras >= 3.6 writes on `vars` groups."""
     found: dict[str, str] = {}
-
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and name.endswith("/vars") and not name.endswith("cell/vars"):
-            layer = attr_str(obj.attrs.get("name"))
+    for name, group in groups_under(f):
+        if name.endswith("/vars") and not name.endswith("cell/vars"):
+            layer = attr_str(attr(group, "name"))
             if layer:
                 found.setdefault(layer, name[: -len("/vars")])
-
-    f.visititems(visit)
     return found
 
 
@@ -514,48 +618,54 @@ def _read_keras3_weights(path: Path, f: h5py.File) -> Checkpoint:
     source = WeightFile(path)
     cells: list[str] = []
     others: list[str] = []
-
-    def visit(name: str, obj: Any) -> None:
-        if isinstance(obj, h5py.Group) and name.endswith("vars") and any(k.isdigit() for k in obj.keys()):
+    for name, group in groups_under(f):
+        if name.endswith("vars") and any(k.isdigit() for k in members(group)):
             (cells if name.endswith("/cell/vars") else others).append(name)
-
-    f.visititems(visit)
     if child(f, "optimizer") is not None:
         cells = [c for c in cells if not c.startswith("optimizer/")]
         others = [o for o in others if not o.startswith("optimizer/")]
-    directions: list[LSTMDirection] = []
+    directions: list[RecurrentDirection] = []
     unsupported: list[str] = []
-    model_layers = [ModelLayer(_pretty(f, o[: -len("/vars")]), "weights") for o in sorted(others, key=_natural)]
-    for cell in sorted(cells, key=_natural):
-        layer_path = cell[: -len("/cell/vars")]
-        arrays = _numbered(f[cell], path)
+    model_layers = [ModelLayer(name=_pretty(f, o[: -len("/vars")]), class_name="weights")
+                    for o in sorted(others, key=_natural)]
+    for cell_path in sorted(cells, key=_natural):
+        layer_path = cell_path[: -len("/cell/vars")]
+        group = _group(f, cell_path)
+        arrays = _numbered(group, path) if group is not None else []
         if len(arrays) >= 2 and len(arrays[0].shape) > 2:
             unsupported.append(f"{_pretty(f, layer_path)} (ConvLSTM: kernel of rank {len(arrays[0].shape)})")
             continue
-        if len(arrays) < 2 or not _looks_lstm(arrays[:2]):
-            model_layers.append(ModelLayer(_pretty(f, layer_path), "recurrent cell, not an LSTM"))
+        found = recurrent_halves(arrays)
+        if found is None or len(found[2]) != 1:
+            model_layers.append(ModelLayer(name=_pretty(f, layer_path), class_name="recurrent cell of unknown kind"))
             continue
-        storage = _storage("LSTM", arrays)
+        cell, storage, _ = found
         backward = layer_path.endswith("backward_layer")
-        settings = _default_settings("LSTM", "3", use_bias=len(arrays) == 3, go_backwards=backward)
-        name = _pretty(f, layer_path)
-        wrapper = _pretty(f, layer_path.rsplit("/", 1)[0]) if layer_path.endswith(("forward_layer", "backward_layer")) else None
-        model_layers.append(ModelLayer(name, "LSTM"))
-        d = _direction(name, "LSTM", settings, storage, arrays, path, None, [], source=source,
-                       wrapper=wrapper, merge_mode="concat" if wrapper else None)
+        settings = default_settings(cell, _guessed_kind(cell, storage), "3", arrays, go_backwards=backward)
+        parts = _pretty_parts(f, layer_path)
+        name = "/".join(parts)
+        wrapper = "/".join(parts[:-1]) if layer_path.endswith(("forward_layer", "backward_layer")) else None
+        model_layers.append(ModelLayer(name=name, class_name=cell.kind))
+        d = make_direction(parts, cell, _guessed_kind(cell, storage), settings, storage, arrays, source, "3", [],
+                           wrapper=wrapper, merge_mode="concat" if wrapper else None)
         d.layer_path = wrapper or name
         directions.append(d)
     if not directions:
-        _raise_no_lstm(path, [m.name for m in model_layers], unsupported)
+        _raise_no_recurrent(path, [m.name for m in model_layers], unsupported)
     notes = ["Keras 3 weights only, no architecture: activations and flags are the Keras 3 defaults "
-             "(activation tanh, recurrent_activation sigmoid), and layers are listed in file order"]
-    notes += [f"unsupported LSTM-like layer: {u}" for u in unsupported]
-    return Checkpoint(path, "keras3-weights", None, directions, model_layers, None, "defaults", notes,
-                      source=source)
+             "(activation tanh, recurrent_activation sigmoid, GRU reset_after from its bias shape), and layers are "
+             "listed in file order; pass the architecture with --config to use the model's own"]
+    notes += [f"unsupported recurrent layer: {u}" for u in unsupported]
+    return Checkpoint(file=path, format="keras3-weights", keras_version=None, layers=directions,
+                      model_layers=model_layers, settings_from="defaults", notes=notes, source=source)
 
 
 def _pretty(f: h5py.File, group_path: str) -> str:
-    """A readable name for a group: its layer's own name where Keras >= 3.6 recorded it."""
+    return "/".join(_pretty_parts(f, group_path))
+
+
+def _pretty_parts(f: h5py.File, group_path: str) -> tuple[str, ...]:
+    """A readable name for a group: its layer's own name where Keras >= 3.6 recorded it, per level."""
     parts = [p for p in group_path.split("/") if p not in ("layers", "_layer_checkpoint_dependencies")]
     names = []
     walked = ""
@@ -564,9 +674,9 @@ def _pretty(f: h5py.File, group_path: str) -> str:
         if part in ("layers", "_layer_checkpoint_dependencies"):
             continue
         vars_group = _group(f, f"{walked}/vars")
-        label = attr_str(vars_group.attrs.get("name")) if vars_group is not None else None
+        label = attr_str(attr(vars_group, "name")) if vars_group is not None else None
         names.append(label or part)
-    return "/".join(names) if names else "/".join(parts)
+    return tuple(names) if names else tuple(parts)
 
 
 def _natural(key: str) -> list[Any]:

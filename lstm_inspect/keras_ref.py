@@ -12,24 +12,23 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from lstm_inspect.architecture import MODEL_CLASSES, ModelGraph, keras_major_minor
+from lstm_inspect.architecture import MODEL_CLASSES, ModelGraph
+from lstm_inspect.cells import all_layer_classes, keras_major_minor
 from lstm_inspect.errors import InspectError
+from lstm_inspect.layers import LAYERS
 from lstm_inspect.model import Checkpoint
-from lstm_inspect.network import IDENTITY_LAYERS, MERGE_LAYERS, OPS
+from lstm_inspect.ops import OPS
 
 # Layer classes whose config may be handed to Keras's from_config: nothing in them runs user code.
-ALLOWED_CLASSES = (
-    frozenset({"LSTM", "CuDNNLSTM", "RNN", "LSTMCell", "Bidirectional", "TimeDistributed", "Dense", "Activation",
-               "Embedding", "Masking", "Flatten", "RepeatVector", "Reshape", "BatchNormalization",
-               "LayerNormalization"})
-    | IDENTITY_LAYERS | MERGE_LAYERS | MODEL_CLASSES
-)
+# The same registries the engine runs from, so verify rebuilds exactly what the engine knows.
+ALLOWED_CLASSES = frozenset(LAYERS) | frozenset(all_layer_classes()) | {"Bidirectional"} | MODEL_CLASSES
 INSTALL_HINT = "pip install 'lstm-inspect[keras]'"
 
 
@@ -76,7 +75,8 @@ def import_keras(gen: str) -> Any:
         return tf_keras
     except ImportError:
         which = "Keras 3 (keras)" if gen == "keras3" else "tf_keras (the Keras 2 that TensorFlow ships)"
-        raise InspectError(f"verify runs the file's own Keras, {which}, which is not installed; {INSTALL_HINT}") from None
+        raise InspectError(f"verify runs the file's own Keras, {which}, which is not installed; "
+                           f"{INSTALL_HINT}") from None
 
 
 @dataclass
@@ -171,14 +171,20 @@ def _prepare(cfg: Any, keras1: bool) -> Any:
     if isinstance(inner, dict) and cls not in MODEL_CLASSES:
         if keras1:
             inner = _keras1_to_keras2(inner)
-        if cls == "CuDNNLSTM":
-            # tf_keras cannot run CuDNNLSTM on a CPU; Keras's documented route is a plain LSTM
-            # with CuDNN's fixed activations, holding the converted weights.
-            out["class_name"] = "LSTM"
+        if cls in ("CuDNNLSTM", "CuDNNGRU"):
+            # tf_keras cannot run a CuDNN layer on a CPU; Keras's documented route is the plain layer
+            # with CuDNN's fixed activations (and, for GRU, reset_after), holding the converted weights.
+            out["class_name"] = cls[len("CuDNN"):]
             inner = {k: v for k, v in inner.items() if k in {"name", "units", "return_sequences", "return_state",
                                                               "go_backwards", "stateful", "batch_input_shape",
                                                               "trainable", "dtype"}}
             inner.update(activation="tanh", recurrent_activation="sigmoid")
+            if cls == "CuDNNGRU":
+                inner["reset_after"] = True
+        if out.get("class_name") in ("GRU", "GRUCell") and "reset_after" not in inner:
+            # Keras before 2.1.x wrote no reset_after and computed the reset-before form; tf_keras would
+            # assume its own default (True).
+            inner["reset_after"] = False
         if inner.get("stateful"):
             inner["stateful"] = False  # a first call from zero state is the same; frees the batch size
         for key in ("batch_input_shape", "batch_shape"):
@@ -226,9 +232,7 @@ def build_model(ckpt: Checkpoint) -> tuple[Any, Any]:
 def _set_weights(ckpt: Checkpoint, model: Any, graph: ModelGraph, prefix: str) -> None:
     by_layer: dict[str, list[np.ndarray]] = {}
     for d in ckpt.layers:
-        w = d.weights()
-        arrays = [w.kernel, w.recurrent_kernel] + ([w.bias] if w.bias is not None else [])
-        by_layer.setdefault(d.layer_path, []).extend(arrays)
+        by_layer.setdefault(d.layer_path, []).extend(d.weights().arrays())
     for node in graph.layers:
         if node.is_op:
             continue
@@ -281,7 +285,7 @@ def run_keras(ckpt: Checkpoint, xs: list[np.ndarray]) -> KerasRun:
 
 
 def run_keras_direction(ckpt: Checkpoint, name: str, x: np.ndarray) -> tuple[np.ndarray, str]:
-    """One LSTM direction alone in Keras (a plain LSTM with its settings and weights) on x.
+    """One recurrent direction alone in Keras (a plain LSTM, GRU or SimpleRNN with its settings and weights) on x.
 
     Works for weights-only files too. Returns the full output sequence in processing order and
     the library that computed it.
@@ -291,12 +295,15 @@ def run_keras_direction(ckpt: Checkpoint, name: str, x: np.ndarray) -> tuple[np.
                          ("keras3" if ckpt.format == "keras3-weights" else "tf_keras"))
     w = d.weights()
     s = d.settings
-    layer = keras.layers.LSTM(
-        d.units, activation=s.activation, recurrent_activation=s.recurrent_activation, use_bias=s.use_bias,
-        return_sequences=True, go_backwards=s.go_backwards,
-    )
+    options: dict[str, Any] = {"activation": s.activation, "use_bias": s.use_bias, "return_sequences": True,
+                               "go_backwards": s.go_backwards}
+    if s.recurrent_activation is not None:
+        options["recurrent_activation"] = s.recurrent_activation
+    if d.cell.kind == "GRU":
+        options["reset_after"] = bool(s.reset_after)
+    layer = getattr(keras.layers, d.cell.kind)(d.units, **options)
     model = keras.Sequential([keras.Input((None, d.input_dim)), layer])
-    layer.set_weights([w.kernel, w.recurrent_kernel] + ([w.bias] if w.bias is not None else []))
+    layer.set_weights(w.arrays())
     try:
         out = model.predict(np.asarray(x, dtype=np.float32), verbose=0)
     except Exception as exc:  # whatever TensorFlow raises for an input it cannot run

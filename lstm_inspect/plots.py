@@ -1,9 +1,9 @@
-"""Pictures of an LSTM's gates (matplotlib, Agg backend; the `plot` extra).
+"""Pictures of a recurrent layer's gates (matplotlib, Agg backend; the `plot` extra).
 
-Per LSTM direction: heatmaps of W_i, W_f, W_c, W_o (units on rows, the input and recurrent
-columns split by a line, a diverging colormap centred on 0), the biases per gate, the
-singular-value spectrum of each recurrent block U_g, and the gate activations over time for one
-sample of an engine run.
+Per direction: heatmaps of each gate's W_g (LSTM W_i, W_f, W_c, W_o; GRU W_z, W_r, W_h; SimpleRNN
+W; units on rows, the input and recurrent columns split by a line, a diverging colormap centred on
+0), the biases per gate, the singular-value spectrum of each recurrent block U_g, and the traced
+quantities over time for one sample of an engine run.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine import LSTMTrace
+from lstm_inspect.cells import Gate
 from lstm_inspect.errors import InspectError
-from lstm_inspect.gates import GATE_NAMES, GATES, Gate
-from lstm_inspect.model import LSTMDirection
+from lstm_inspect.model import RecurrentDirection
 
 TRACE_UNITS = 4  # units drawn one by one in the activation plot, besides the mean
 
@@ -32,16 +31,19 @@ def _pyplot() -> Any:
     return plt
 
 
-def plot_weights(d: LSTMDirection, gates: dict[str, Gate], path: Path) -> None:
+def plot_weights(d: RecurrentDirection, gates: dict[str, Gate], path: Path) -> None:
     plt = _pyplot()
     limit = max(float(np.nanmax(np.abs(g.W))) for g in gates.values()) or 1.0
     n_i = d.input_dim or 0
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.8), constrained_layout=True, sharey=True)
-    for ax, g in zip(axes, GATES):
+    names = d.cell.gates
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 4.8), constrained_layout=True, sharey=True,
+                             squeeze=False)
+    axes = axes[0]
+    for ax, g in zip(axes, names):
         image = ax.imshow(gates[g].W, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto",
                           interpolation="nearest")
         ax.axvline(n_i - 0.5, color="black", linewidth=1.2)
-        ax.set_title(f"W_{g} ({GATE_NAMES[g]})")
+        ax.set_title(f"W_{g} ({d.cell.gate_names[g]})")
         ax.set_xlabel(f"x: columns 0..{n_i - 1} | h: {n_i}..{n_i + (d.units or 0) - 1}")
     axes[0].set_ylabel("unit")
     fig.colorbar(image, ax=axes, shrink=0.85, label="weight")
@@ -50,28 +52,33 @@ def plot_weights(d: LSTMDirection, gates: dict[str, Gate], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_biases(d: LSTMDirection, gates: dict[str, Gate], path: Path) -> None:
+def plot_biases(d: RecurrentDirection, gates: dict[str, Gate], path: Path) -> None:
     plt = _pyplot()
-    fig, axes = plt.subplots(4, 1, figsize=(10, 7), constrained_layout=True, sharex=True)
+    names = d.cell.gates
+    fig, axes = plt.subplots(len(names), 1, figsize=(10, 1.75 * len(names) + 0.5), constrained_layout=True,
+                             sharex=True, squeeze=False)
+    axes = axes[:, 0]
     units = np.arange(d.units or 0)
-    for ax, g in zip(axes, GATES):
+    for ax, g in zip(axes, names):
         b = gates[g].b
         ax.bar(units, b, color=np.where(b >= 0, "#b2182b", "#2166ac"))
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_ylabel(f"b_{g}")
-        ax.set_title(f"{GATE_NAMES[g]} gate bias: mean {b.mean():.3f}", fontsize=9, loc="left")
+        extra = "" if gates[g].b_h is None else f" (recurrent bias b_h{g}: mean {gates[g].b_h.mean():.3f})"
+        ax.set_title(f"{d.cell.gate_names[g]} gate bias: mean {b.mean():.3f}{extra}", fontsize=9, loc="left")
     axes[-1].set_xlabel("unit")
     fig.suptitle(f"{d.name}: biases per gate")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def plot_spectrum(d: LSTMDirection, gates: dict[str, Gate], path: Path) -> None:
+def plot_spectrum(d: RecurrentDirection, gates: dict[str, Gate], path: Path) -> None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
-    for g in GATES:
+    for g in d.cell.gates:
         sigma = np.linalg.svd(gates[g].W_h.astype(np.float64), compute_uv=False)
-        ax.plot(np.arange(1, sigma.size + 1), sigma, marker="o", markersize=3, label=f"U_{g} ({GATE_NAMES[g]})")
+        ax.plot(np.arange(1, sigma.size + 1), sigma, marker="o", markersize=3,
+                label=f"U_{g} ({d.cell.gate_names[g]})")
     ax.axhline(1.0, color="gray", linestyle=":", linewidth=1)
     ax.set_xlabel("singular value index")
     ax.set_ylabel("singular value")
@@ -82,19 +89,28 @@ def plot_spectrum(d: LSTMDirection, gates: dict[str, Gate], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_activations(d: LSTMDirection, trace: LSTMTrace, path: Path, sample: int = 0) -> None:
+LABELS = {"c_tilde": "c̃ (candidate)", "c": "c (cell)", "h": "h (output)", "h_tilde": "h̃ (candidate)",
+          "z": "z (update)", "r": "r (reset)", "i": "i (input)", "f": "f (forget)", "o": "o (output)"}
+
+
+def plot_activations(d: RecurrentDirection, trace: dict[str, np.ndarray], path: Path, sample: int = 0) -> None:
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(14, 6.5), constrained_layout=True, sharex=True)
-    series = (("i", trace.i), ("f", trace.f), ("c̃ (candidate)", trace.c_tilde), ("o", trace.o), ("c (cell)", trace.c),
-              ("h (output)", trace.h))
-    steps = np.arange(trace.h.shape[1])
-    for ax, (label, values) in zip(axes.flat, series):
-        v = values[sample]
+    # every traced quantity but the pre-activations (LSTM's fused z, SimpleRNN's pre)
+    names = [q for q in d.cell.trace_quantities if not (q == "pre" or (q == "z" and d.cell.kind == "LSTM"))]
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.7 * cols, 3.25 * rows + 0.5), constrained_layout=True,
+                             sharex=True, squeeze=False)
+    steps = np.arange(trace["h"].shape[1])
+    for ax, q in zip(axes.flat, names):
+        v = trace[q][sample]
         for u in range(min(TRACE_UNITS, v.shape[1])):
             ax.plot(steps, v[:, u], linewidth=0.9, alpha=0.7, label=f"unit {u}")
         ax.plot(steps, v.mean(axis=1), color="black", linewidth=2, label="mean over units")
-        ax.set_title(label)
-    for ax in axes[1]:
+        ax.set_title(LABELS.get(q, q))
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
         ax.set_xlabel("step (processing order)")
     axes[0][0].legend(fontsize=7)
     fig.suptitle(f"{d.name}: gate activations over time, sample {sample}")
@@ -102,7 +118,7 @@ def plot_activations(d: LSTMDirection, trace: LSTMTrace, path: Path, sample: int
     plt.close(fig)
 
 
-def plot_direction(d: LSTMDirection, trace: LSTMTrace | None, folder: Path) -> list[str]:
+def plot_direction(d: RecurrentDirection, trace: dict[str, np.ndarray] | None, folder: Path) -> list[str]:
     folder.mkdir(parents=True, exist_ok=True)
     gates = d.gates()
     written = []

@@ -1,9 +1,11 @@
 """Per-gate statistics: of the weights, and of the gates' activations on an input.
 
 Saturation follows Karpathy, Johnson and Fei-Fei, "Visualizing and Understanding Recurrent
-Networks" (2015): a gate value is left-saturated below 0.1 and right-saturated above 0.9. For the
-cell candidate c̃ (tanh, in [-1, 1]) the same cut-offs are taken on (c̃ + 1) / 2, i.e. below -0.8
-and above 0.8. Masked steps are left out of every activation statistic.
+Networks" (2015): a gate value is left-saturated below 0.1 and right-saturated above 0.9. For a
+signed quantity (an LSTM's cell candidate c̃ or a GRU's h̃, tanh, in [-1, 1]) the same cut-offs
+are taken on (v + 1) / 2, i.e. below -0.8 and above 0.8. Masked steps are left out of every
+activation statistic. Which trace quantity is each gate's activation comes from the cell
+(`Cell.gate_traces`): LSTM i, f, c̃, o; GRU z, r, h̃; SimpleRNN h.
 """
 
 from __future__ import annotations
@@ -13,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine import LSTMTrace
-from lstm_inspect.gates import GATES, Gate
-from lstm_inspect.model import LSTMDirection
+from lstm_inspect.cells import Gate
+from lstm_inspect.model import RecurrentDirection
 
 NEAR_ZERO = 1e-3
 LEFT, RIGHT = 0.1, 0.9
@@ -82,14 +83,16 @@ class DirectionStats:
         return asdict(self)
 
 
-def weight_stats(d: LSTMDirection, gates: dict[str, Gate]) -> DirectionStats:
+def weight_stats(d: RecurrentDirection, gates: dict[str, Gate]) -> DirectionStats:
     out: dict[str, dict[str, BlockStats]] = {}
-    for g in GATES:
+    for g in d.cell.gates:
         out[g] = {"W_x": block_stats(gates[g].W_x), "W_h": block_stats(gates[g].W_h, recurrent=True)}
         if d.settings.use_bias:
             out[g]["b"] = block_stats(gates[g].b)
+            if gates[g].b_h is not None:
+                out[g]["b_h"] = block_stats(gates[g].b_h)
     notes = []
-    if d.settings.use_bias:
+    if d.settings.use_bias and "f" in out and d.cell.kind == "LSTM":
         b_f = out["f"]["b"].mean
         if abs(b_f - 1.0) < 0.1:
             notes.append(f"forget-gate bias mean {b_f:.3f} sits near 1: where unit_forget_bias starts it "
@@ -102,26 +105,27 @@ def weight_stats(d: LSTMDirection, gates: dict[str, Gate]) -> DirectionStats:
     return DirectionStats(d.name, out, notes)
 
 
-def activation_stats(stats: DirectionStats, trace: LSTMTrace, mask: np.ndarray | None, go_backwards: bool) -> None:
+def activation_stats(stats: DirectionStats, d: RecurrentDirection, trace: dict[str, np.ndarray],
+                     mask: np.ndarray | None) -> None:
     """Fill in activation statistics from an engine trace (processing order) and the input mask."""
-    valid = np.ones(trace.h.shape[:2], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
-    if mask is not None and go_backwards:
+    h = trace["h"]
+    valid = np.ones(h.shape[:2], dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if mask is not None and d.settings.go_backwards:
         valid = valid[:, ::-1]  # the trace is in processing order
     acts: dict[str, GateActivationStats] = {}
-    for g, values in (("i", trace.i), ("f", trace.f), ("c", trace.c_tilde), ("o", trace.o)):
-        v = values[valid].astype(np.float64)
-        if g == "c":
-            v01 = (v + 1.0) / 2.0
-        else:
-            v01 = v
+    for g, (quantity, scale) in d.cell.gate_traces.items():
+        v = trace[quantity][valid].astype(np.float64)
+        v01 = (v + 1.0) / 2.0 if scale == "signed" else v
         acts[g] = GateActivationStats(
             mean=float(v.mean()) if v.size else 0.0, std=float(v.std()) if v.size else 0.0,
             left_saturated=float(np.mean(v01 < LEFT)) if v.size else 0.0,
             right_saturated=float(np.mean(v01 > RIGHT)) if v.size else 0.0,
         )
     stats.activations = acts
-    c, h = trace.c[valid], trace.h[valid]
-    stats.c_range = [float(c.min()), float(c.max())] if c.size else None
+    h = h[valid]
+    if "c" in trace:
+        c = trace["c"][valid]
+        stats.c_range = [float(c.min()), float(c.max())] if c.size else None
     stats.h_range = [float(h.min()), float(h.max())] if h.size else None
     stats.dead_units = [int(u) for u in np.flatnonzero(h.std(axis=0) < DEAD_STD)] if h.size else None
     stats.steps_used = int(valid.sum())
@@ -147,5 +151,5 @@ def collect(ckpt: Any, xs: list[np.ndarray] | None = None, seed: int = 0) -> Sta
     rec, source = trace_run(ckpt, xs, seed)
     for d, st in zip(ckpt.layers, directions):
         if d.name in rec.traces:
-            activation_stats(st, rec.traces[d.name], rec.masks.get(d.name), d.settings.go_backwards)
+            activation_stats(st, d, rec.traces[d.name], rec.masks.get(d.name))
     return StatsReport(str(ckpt.file), source, directions)

@@ -2,9 +2,15 @@
 
 The HDF5 is either the file itself (legacy `.h5`, `.weights.h5`) or a member of a `.keras`
 zip. A stored (uncompressed) member, which is what Keras writes, is read in place through a
-window on the zip file; a compressed one is read through `zipfile` with a cap on how far it
-may inflate. Every dataset is reached by hard links only: an HDF5 external link or virtual
-dataset would make us read another file, so both are refused.
+window on the zip file; a compressed one is inflated once, with a cap on how far it may inflate,
+into an anonymous temporary file (a zip member can only be re-read by inflating it again from
+its start, which made backward seeks quadratic). Every dataset is reached by hard links only, and
+its data must lie in the file: HDF5 external links, virtual datasets and external raw storage
+would make us read another file (or a device, a FIFO), so all three are refused.
+
+Every h5py or zipfile call on the user's file goes through `reading(...)`, which turns that
+library's failure into `DamagedFile`; nothing else is caught here, so a bug of ours is never
+reported as a damaged file.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ from __future__ import annotations
 import io
 import os
 import struct
+import tempfile
 import zipfile
-from contextlib import contextmanager
-from dataclasses import dataclass
+import zlib
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
@@ -28,6 +37,33 @@ ZIP_SIGNATURE = b"PK\x03\x04"
 # A weights member may not inflate past this many times its compressed size (nor past 8 GiB).
 MAX_INFLATION_RATIO = 200
 MAX_MEMBER_BYTES = 8 << 30
+# Compression methods Python's zipfile reads: stored, deflate, bzip2, lzma.
+ZIP_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+               zipfile.ZIP_LZMA: "lzma"}
+
+
+class DamagedFile(InspectError):
+    """An HDF5 or zip call on the user's file failed: the file's fault, not ours.
+
+    Raised without the file's name (the helpers below do not know it); the reader that does adds
+    it (`formats.read_checkpoint`, `WeightFile`).
+    """
+
+
+# What h5py, zipfile and zlib raise for a file they cannot read.
+FILE_ERRORS = (OSError, KeyError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error,
+               NotImplementedError, UnicodeDecodeError)
+
+
+@contextmanager
+def reading(what: str) -> Iterator[None]:
+    """Around one library call that reads the user's file: its failure becomes a DamagedFile."""
+    try:
+        yield
+    except InspectError:
+        raise
+    except FILE_ERRORS as exc:
+        raise DamagedFile(f"{what} ({_short(exc)})") from exc
 
 
 @dataclass(frozen=True)
@@ -75,9 +111,24 @@ class _Window(io.RawIOBase):
         super().close()
 
 
+def check_zip_member(path: Path, info: zipfile.ZipInfo) -> None:
+    """Refuse a member Python's zipfile would fail on: encrypted, or an unknown compression method."""
+    if info.flag_bits & 0x1:
+        raise InspectError(f"{path}: the zip entry {info.filename} is encrypted; Keras never encrypts its archives")
+    if info.compress_type not in ZIP_METHODS:
+        raise InspectError(f"{path}: the zip entry {info.filename} uses compression method {info.compress_type}, "
+                           f"which is not one Keras or Python's zipfile writes ({', '.join(ZIP_METHODS.values())})")
+
+
 def open_zip_member(path: Path, zf: zipfile.ZipFile, name: str) -> BinaryIO:
-    """A seekable binary stream over one zip member, without extracting it to disk."""
-    info = zf.getinfo(name)
+    """A seekable binary stream over one zip member, without extracting it next to the user's files.
+
+    A stored member is a window on the zip file. A compressed one is inflated once into an anonymous
+    temporary file (removed when closed), refused past MAX_INFLATION_RATIO × its compressed size.
+    """
+    with reading(f"the zip entry {name} could not be read"):
+        info = zf.getinfo(name)
+    check_zip_member(path, info)
     if info.compress_type == zipfile.ZIP_STORED:
         with open(path, "rb") as f:
             f.seek(info.header_offset)
@@ -93,107 +144,180 @@ def open_zip_member(path: Path, zf: zipfile.ZipFile, name: str) -> BinaryIO:
     if info.file_size > limit:
         raise InspectError(f"{path}: the zip entry {name} would inflate to {info.file_size} bytes, "
                            "more than a weights file can plausibly need")
-    return zf.open(name)  # type: ignore[return-value]
+    tmp = tempfile.TemporaryFile()
+    try:
+        with reading(f"the zip entry {name} could not be inflated"), zf.open(info) as member:
+            copied = _copy_capped(member, tmp, limit)
+        if copied != info.file_size:
+            raise InspectError(f"{path}: the zip entry {name} inflates to {copied} bytes, not the {info.file_size} "
+                               "its header declares")
+        tmp.seek(0)
+    except BaseException:
+        tmp.close()
+        raise
+    return tmp  # type: ignore[return-value]
+
+
+def _copy_capped(src: BinaryIO, dst: BinaryIO, limit: int) -> int:
+    copied = 0
+    while chunk := src.read(1 << 20):
+        copied += len(chunk)
+        if copied > limit:
+            raise InspectError(f"a zip entry inflates past {limit} bytes")
+        dst.write(chunk)
+    return copied
 
 
 @dataclass(frozen=True)
 class WeightFile:
-    """The HDF5 holding the weights: `path` itself, or member `member` of the zip at `path`."""
+    """The HDF5 holding the weights: `path` itself, or member `member` of the zip at `path`.
+
+    A compressed member is inflated once per WeightFile and kept in an anonymous temporary file.
+    """
 
     path: Path
     member: str | None = None
+    _inflated: list[BinaryIO] = field(default_factory=list, compare=False, repr=False)
 
     @contextmanager
     def open(self) -> Iterator[h5py.File]:
-        try:
-            if self.member is None:
-                with h5py.File(self.path, "r") as f:
-                    yield f
-            else:
-                with zipfile.ZipFile(self.path) as zf, open_zip_member(self.path, zf, self.member) as raw:
-                    with h5py.File(raw, "r") as f:
-                        yield f
-        except InspectError:
-            raise
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-            raise InspectError(f"{self.path}: the weights could not be read ({_short(exc)})") from None
+        with ExitStack() as stack:
+            try:
+                with reading("the weights could not be read"):
+                    f = stack.enter_context(h5py.File(self._raw(stack), "r"))
+            except DamagedFile as exc:
+                raise InspectError(f"{self.path}: {exc}") from exc
+            yield f
+
+    def _raw(self, stack: ExitStack) -> Any:
+        if self.member is None:
+            return self.path
+        if self._inflated:
+            self._inflated[0].seek(0)
+            return self._inflated[0]
+        zf = stack.enter_context(zipfile.ZipFile(self.path))
+        raw = open_zip_member(self.path, zf, self.member)
+        if isinstance(raw, io.BufferedReader):
+            return stack.enter_context(raw)
+        self._inflated.append(raw)  # kept for the next read; removed by the OS when closed or at exit
+        return raw
 
     def read(self, keys: list[str]) -> list[np.ndarray]:
         """Read datasets by path; bfloat16 variables (stored as opaque |V2) are widened to float32."""
         out = []
         with self.open() as f:
             for key in keys:
-                ds = dataset(f, key, self.path)
-                _check_declared_size(ds, key, self.path)
                 try:
-                    data = ds[()]
-                except (OSError, ValueError, TypeError) as exc:
-                    raise InspectError(f"{self.path}: dataset {key} could not be read ({_short(exc)})") from None
-                out.append(decode_array(data, ds))
+                    ds = dataset(f, key, self.path)
+                    _check_declared_size(ds, key, self.path)
+                    with reading(f"dataset {key} could not be read"):
+                        data = ds[()]
+                    out.append(decode_array(data, ds))
+                except DamagedFile as exc:
+                    raise InspectError(f"{self.path}: {exc}") from exc
         return out
 
 
 # Keras stores weights uncompressed, so a dataset's data is about as large as its declared shape.
 # One that declares far more than the file stores (a fill value behind an absurd shape) is refused
-# before anything is allocated.
+# before anything is allocated. The declared size comes from the shape; the stored size from HDF5's
+# own bookkeeping (external storage, which could point at a device, is refused before this).
 MAX_EXPANSION = 16
 SMALL_DATASET = 64 << 20
 
 
 def _check_declared_size(ds: h5py.Dataset, key: str, path: Path) -> None:
-    declared = int(np.prod(ds.shape, dtype=np.float64)) * ds.dtype.itemsize
+    with reading(f"dataset {key} could not be read"):
+        shape, itemsize = ds.shape or (), ds.dtype.itemsize
+    declared = int(np.prod(shape, dtype=np.float64)) * itemsize
     if declared <= SMALL_DATASET:
         return
-    stored_bytes = ds.id.get_storage_size()
+    with reading(f"dataset {key} could not be read"):
+        stored_bytes = ds.id.get_storage_size()
     if declared > MAX_EXPANSION * stored_bytes + SMALL_DATASET:
-        raise InspectError(f"{path}: dataset {key} declares shape {ds.shape} ({declared:,} bytes) but the file "
+        raise InspectError(f"{path}: dataset {key} declares shape {shape} ({declared:,} bytes) but the file "
                            f"stores {stored_bytes:,} bytes of it; refusing to read it")
 
 
 def decode_array(data: Any, ds: h5py.Dataset) -> np.ndarray:
     data = np.asarray(data)
-    if data.dtype.kind == "V" and data.dtype.itemsize == 2 and attr_str(ds.attrs.get("dtype")) == "bfloat16":
+    if data.dtype.kind == "V" and data.dtype.itemsize == 2 and attr_str(attr(ds, "dtype")) == "bfloat16":
         return (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     return data
 
 
 def dataset(f: h5py.Group, key: str, path: Path) -> h5py.Dataset:
-    """The dataset at `key`, reached through hard links only."""
+    """The dataset at `key`, reached through hard links only, its data inside this file."""
     node: h5py.Group | h5py.Dataset = f
-    parts = [p for p in key.split("/") if p]
-    for part in parts:
+    for part in [p for p in key.split("/") if p]:
         if not isinstance(node, h5py.Group):
             raise InspectError(f"{path}: {key} is not a dataset path in the weights file")
-        link = node.get(part, getlink=True)
+        with reading(f"{key} could not be opened"):
+            link = node.get(part, getlink=True)
         if link is None:
             raise InspectError(f"{path}: dataset {key} is missing from the weights file")
         if not isinstance(link, h5py.HardLink):
             raise InspectError(f"{path}: {key} is a link to another file or path, which lstm-inspect does not follow")
-        node = node[part]
+        with reading(f"{key} could not be opened"):
+            node = node[part]
     if not isinstance(node, h5py.Dataset):
         raise InspectError(f"{path}: {key} is a group, not a dataset")
-    if node.is_virtual:
+    with reading(f"dataset {key} could not be opened"):
+        virtual, external = node.is_virtual, node.external
+    if virtual:
         raise InspectError(f"{path}: dataset {key} is a virtual dataset that points into other files")
+    if external:
+        raise InspectError(f"{path}: dataset {key} keeps its data in another file ({_external_name(external)}); "
+                           "lstm-inspect reads only what is inside the checkpoint")
     return node
+
+
+def _external_name(external: Any) -> str:
+    first = external[0][0] if external and external[0] else "?"
+    text = first.decode("utf-8", "replace") if isinstance(first, bytes) else str(first)
+    return repr(text[:80])
 
 
 def child(group: h5py.Group, name: str) -> Any:
     """A direct child reached by a hard link, else None."""
-    link = group.get(name, getlink=True)
-    if link is None or not isinstance(link, h5py.HardLink):
-        return None
-    return group[name]
+    with reading(f"{name} could not be opened"):
+        link = group.get(name, getlink=True)
+        if link is None or not isinstance(link, h5py.HardLink):
+            return None
+        return group[name]
+
+
+def members(group: h5py.Group) -> list[str]:
+    """The names of a group's children."""
+    with reading("a group could not be listed"):
+        return list(group.keys())
+
+
+def attr(obj: Any, name: str) -> Any:
+    """An attribute's value, or None when absent."""
+    with reading(f"attribute {name} could not be read"):
+        return obj.attrs[name] if name in obj.attrs else None
+
+
+def has_attr(obj: Any, name: str) -> bool:
+    with reading(f"attribute {name} could not be read"):
+        return name in obj.attrs
+
+
+def groups_under(f: h5py.Group) -> list[tuple[str, h5py.Group]]:
+    """Every group reachable from `f` by h5py's visit (each object once), with its path."""
+    found: list[tuple[str, Any]] = []
+    with reading("the group tree could not be walked"):
+        f.visititems(lambda name, obj: found.append((name, obj)) if isinstance(obj, h5py.Group) else None)
+    return found
 
 
 def stored(f: h5py.Group, key: str, path: Path) -> StoredArray:
     ds = dataset(f, key, path)
-    return StoredArray(key=key.lstrip("/"), shape=tuple(int(n) for n in ds.shape), dtype=_dtype_name(ds))
-
-
-def _dtype_name(ds: h5py.Dataset) -> str:
-    if ds.dtype.kind == "V" and attr_str(ds.attrs.get("dtype")) == "bfloat16":
-        return "bfloat16"
-    return str(ds.dtype)
+    with reading(f"dataset {key} could not be read"):
+        shape = tuple(int(n) for n in ds.shape or ())
+        dtype = "bfloat16" if ds.dtype.kind == "V" and attr_str(attr(ds, "dtype")) == "bfloat16" else str(ds.dtype)
+    return StoredArray(key=key.lstrip("/"), shape=shape, dtype=dtype)
 
 
 def attr_str(value: Any) -> str | None:
@@ -210,23 +334,38 @@ def attr_str(value: Any) -> str | None:
 
 
 def attr_strings(group: h5py.Group, name: str) -> list[str] | None:
-    """A list-of-strings attribute, including Keras's chunked form name0, name1, ... (None if absent)."""
-    if name in group.attrs:
-        values = [group.attrs[name]]
-    elif f"{name}0" in group.attrs:
-        values, k = [], 0
-        while f"{name}{k}" in group.attrs:
-            values.append(group.attrs[f"{name}{k}"])
-            k += 1
-    else:
-        return None
+    """A list-of-strings attribute, including Keras's chunked form name0, name1, ... (None if absent).
+
+    The chunked form is read in one pass over the attribute names (a file may hold thousands).
+    """
+    with reading(f"attribute {name} could not be read"):
+        attrs = group.attrs
+        if name in attrs:
+            values = [attrs[name]]
+        else:
+            numbered = sorted((int(k[len(name):]), k) for k in attrs.keys()
+                              if k.startswith(name) and k[len(name):].isdigit() and len(k) - len(name) < 9)
+            if not numbered or numbered[0][0] != 0:
+                return None
+            values = []
+            for expected, (k, key) in enumerate(numbered):
+                if k != expected:
+                    break
+                values.append(attrs[key])
     out: list[str] = []
     for value in values:
         arr = np.atleast_1d(np.asarray(value))
         if arr.dtype.kind == "f" and arr.size == 0:
             continue  # Keras writes an empty list as array([], dtype=float64)
-        for item in arr.tolist():
-            out.append(item.decode("utf-8") if isinstance(item, bytes) else str(item))
+        if arr.dtype.kind not in "SUO":
+            raise DamagedFile(f"attribute {name} holds {arr.dtype} values, not names")
+        for item in arr.reshape(-1).tolist():
+            if isinstance(item, bytes):
+                try:
+                    item = item.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise DamagedFile(f"attribute {name} holds a name that is not UTF-8 text") from None
+            out.append(str(item))
     return out
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.errors import InspectError
-from lstm_inspect.model import Checkpoint
+from lstm_inspect.model import Checkpoint, check_sizes
 from lstm_inspect.network import Network, RunRecord
 
 
@@ -121,7 +121,11 @@ def verify_direction(
     ckpt: Checkpoint, name: str, x: np.ndarray, theirs: np.ndarray | None = None, against: Path | None = None,
     atol: float = 1e-5, rtol: float = 1e-4, dtype: type = np.float32,
 ) -> VerifyReport:
-    """One LSTM direction alone: the engine's (or THEIRS) full output sequence against Keras's."""
+    """One direction alone: the engine's (or THEIRS) output against Keras's.
+
+    THEIRS may be the whole output sequence (batch, steps, N_c) or only its last step (batch, N_c),
+    what `forward --layer` writes for a layer with return_sequences=False; the same is compared.
+    """
     from lstm_inspect.keras_ref import run_keras_direction
     from lstm_inspect.network import run_direction
 
@@ -131,14 +135,20 @@ def verify_direction(
     if x.ndim != 3 or x.shape[-1] != d.input_dim:
         raise InspectError(f"layer {d.name}: input has shape {x.shape} but the layer expects "
                            f"(batch, steps, {d.input_dim})")
+    check_sizes(x.shape, f"layer {d.name}: the input")
     ref, library = run_keras_direction(ckpt, d.name, x)
+    what = "sequence"
     if theirs is not None:
-        _same_shape(against, "the sequence", theirs, ref)
+        theirs = np.asarray(theirs)
+        if theirs.ndim == 2 and ref.ndim == 3:
+            ref, what = ref[:, -1], "last step"
+        _same_shape(against, f"the {what}", theirs, ref)
     ours = theirs if theirs is not None else run_direction(d, x, dtype=dtype).outputs
-    comparison = compare(f"layer {d.name} (sequence)", ours, ref, atol, rtol)
+    comparison = compare(f"layer {d.name} ({what})", ours, ref, atol, rtol)
     notes = hard_sigmoid_notes(ckpt, library)
     if ckpt.settings_from == "defaults":
-        notes.append("this file stores no architecture: Keras ran the direction with the default settings shown by show")
+        notes.append("this file stores no architecture: Keras ran the direction with the default settings shown by "
+                     "show")
     return VerifyReport(ckpt.file, library, against, atol, rtol, [comparison], notes)
 
 
@@ -146,6 +156,8 @@ def _same_shape(against: Path | None, what: str, theirs: np.ndarray, ref: np.nda
     if np.shape(theirs) != np.shape(ref):
         raise InspectError(f"{against}: {what} has shape {tuple(np.shape(theirs))} but Keras gives "
                            f"{tuple(np.shape(ref))} for this input")
+    if np.asarray(theirs).dtype.kind not in "fiu":
+        raise InspectError(f"{against}: {what} holds {np.asarray(theirs).dtype}, not numbers")
 
 
 def _refuse_non_finite(ckpt: Checkpoint, only: str | None = None) -> None:

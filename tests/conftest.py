@@ -88,7 +88,8 @@ def realworld_refs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[s
         by_generation["keras3" if str(entry.get("keras_version", "")).startswith("3") else "tf_keras"].append(str(f))
     for generation, paths in by_generation.items():
         if paths:
-            subprocess.run([sys.executable, str(ROOT / "tests" / "keras_reference.py"), generation, str(out_dir), *paths],
+            script = str(ROOT / "tests" / "keras_reference.py")
+            subprocess.run([sys.executable, script, generation, str(out_dir), *paths],
                            check=True, capture_output=True, timeout=900)
     return {p.name[: -len(".ref.npz")]: keras_refs(p) for p in out_dir.glob("*.ref.npz")}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sample_models"))
-from generate import _lstm_directions  # noqa: E402  (the same keying as the samples' refs)
+from generate import _lstm_directions
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SAMPLES
+from lstm_inspect.arrays_io import MARKER
 from lstm_inspect.cli import app
+
+from conftest import SAMPLES
 
 MODEL = SAMPLES / "k3_stacked.keras"
 
@@ -31,15 +33,17 @@ def _commands(tmp: Path) -> dict[str, tuple[list[str], Path]]:
 def _existing(target: Path) -> None:
     if target.suffix:
         target.write_bytes(b"precious")
-    else:
+    else:  # an earlier output of lstm-inspect (only those may be replaced), with a file of the user's
         target.mkdir()
+        (target / MARKER).write_text("")
         (target / "mine.txt").write_text("precious")
 
 
 def _intact(target: Path) -> bool:
     if target.suffix:
         return target.read_bytes() == b"precious"
-    return [p.name for p in target.iterdir()] == ["mine.txt"] and (target / "mine.txt").read_text() == "precious"
+    return (sorted(p.name for p in target.iterdir()) == [MARKER, "mine.txt"]
+            and (target / "mine.txt").read_text() == "precious")
 
 
 def _debris(tmp: Path) -> list[str]:
@@ -48,8 +52,9 @@ def _debris(tmp: Path) -> list[str]:
 
 def _fail_on_write(monkeypatch: pytest.MonkeyPatch, exc: BaseException, nth: int) -> None:
     """Every way the commands write a file goes through one of these; the nth call fails."""
-    import matplotlib.figure
     import zipfile as zf
+
+    import matplotlib.figure
 
     calls = {"n": 0}
 

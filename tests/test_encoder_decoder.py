@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
+
 from conftest import REALWORLD, SAMPLES, run_cli, show_json
 
 STARTS = {
@@ -56,7 +57,8 @@ def test_decoder_alone_from_the_encoder_states(tmp_path: Path) -> None:
         np.save(tmp_path / "h.npy", t["encoder/h"][:, -1])
         np.save(tmp_path / "c.npy", t["encoder/c"][:, -1])
     r = run_cli("forward", str(model), "--layer", "decoder", "-i", str(tmp_path / "dec.npy"),
-                "--initial-state", str(tmp_path / "h.npy"), str(tmp_path / "c.npy"), "-o", str(tmp_path / "seq.npy"))
+                "--initial-state", str(tmp_path / "h.npy"), "--initial-state", str(tmp_path / "c.npy"),
+                "-o", str(tmp_path / "seq.npy"))
     assert r.returncode == 0, r.stderr
     kernel, bias = lstm_inspect.load(model).read_layer("next")
     logits = np.load(tmp_path / "seq.npy") @ kernel + bias
@@ -73,7 +75,8 @@ def test_initial_state_of_the_wrong_shape(tmp_path: Path) -> None:
     np.save(tmp_path / "dec.npy", np.zeros((4, 5, 3), np.float32))
     np.save(tmp_path / "h.npy", np.zeros((4, 7), np.float32))
     r = run_cli("forward", str(SAMPLES / "tfk_seq2seq.h5"), "--layer", "decoder", "-i", str(tmp_path / "dec.npy"),
-                "--initial-state", str(tmp_path / "h.npy"), str(tmp_path / "h.npy"), "-o", str(tmp_path / "o.npy"))
+                "--initial-state", str(tmp_path / "h.npy"), "--initial-state", str(tmp_path / "h.npy"),
+                "-o", str(tmp_path / "o.npy"))
     assert r.returncode == 2 and "initial state h" in r.stderr and "(4, 6)" in r.stderr
 
 

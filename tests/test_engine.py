@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 import lstm_inspect
+from lstm_inspect.activations import hard_sigmoid_keras2, hard_sigmoid_keras3, sigmoid
+from lstm_inspect.engine import run_sequence
+
+import reference_rnn as ref
 from conftest import NOT_RUNNABLE, REALWORLD, SAMPLES, realworld_checkpoints, sample_checkpoints
-from lstm_inspect.engine import hard_sigmoid_keras2, hard_sigmoid_keras3, lstm_forward, sigmoid
 
 
 def _io(path: Path) -> Path:
@@ -79,24 +82,33 @@ def test_one_direction_alone_equals_the_keras_layer_output() -> None:
         assert max_error([d.forward(xs[0])], ys) <= 1e-5
 
 
-def test_engine_step_by_step_against_the_equations() -> None:
-    """lstm_forward against a plain per-step loop of the textbook equations, float64."""
+@pytest.mark.parametrize("kind", ["LSTM", "GRU-after", "GRU-before", "SimpleRNN"])
+def test_engine_step_by_step_against_the_equations(kind: str) -> None:
+    """Each cell through the engine's sequence loop against the tests' own textbook loop, float64."""
+    from lstm_inspect.cells import CELLS, CellSettings, CellWeights
+
     rng = np.random.default_rng(0)
     units, n_i, batch, steps = 3, 2, 2, 5
-    w = lstm_inspect.LSTMWeights(rng.normal(size=(n_i, 4 * units)), rng.normal(size=(units, 4 * units)),
-                                 rng.normal(size=4 * units))
+    g = {"LSTM": 4, "SimpleRNN": 1}.get(kind, 3)
+    kernel, recurrent = rng.normal(size=(n_i, g * units)), rng.normal(size=(units, g * units))
+    bias = rng.normal(size=(2, 3 * units)) if kind == "GRU-after" else rng.normal(size=g * units)
     x = rng.normal(size=(batch, steps, n_i))
-    h, c = np.zeros((batch, units)), np.zeros((batch, units))
-    gates = w.gates()
-    for t in range(steps):
-        xh = np.concatenate([x[:, t], h], axis=1)
-        z = {g: xh @ gates[g].W.T + gates[g].b for g in "ifco"}
-        i, f, o = (1 / (1 + np.exp(-z[g])) for g in "ifo")
-        c = f * c + i * np.tanh(z["c"])
-        h = o * np.tanh(c)
-    res = lstm_forward(x, w, dtype=np.float64)
-    np.testing.assert_allclose(res.h, h, atol=1e-12)
-    np.testing.assert_allclose(res.c, c, atol=1e-12)
+    mask = rng.random((batch, steps)) > 0.3
+    cell = CELLS[kind.split("-")[0]]
+    settings = CellSettings(units=units, recurrent_activation=None if kind == "SimpleRNN" else "sigmoid",
+                            reset_after=kind == "GRU-after", return_sequences=True)
+    step = cell.step(CellWeights(kernel=kernel, recurrent_kernel=recurrent, bias=bias), settings, np.float64, batch,
+                     "keras3")
+    res = run_sequence(step, x, units=units, mask=mask, dtype=np.float64)
+    if kind == "LSTM":
+        want, states = ref.lstm(x, kernel, recurrent, bias, mask=mask)
+    elif kind == "SimpleRNN":
+        want, states = ref.simple_rnn(x, kernel, recurrent, bias, mask=mask)
+    else:
+        want, states = ref.gru(x, kernel, recurrent, bias, reset_after=kind == "GRU-after", mask=mask)
+    np.testing.assert_allclose(res.outputs, want, atol=1e-12)
+    for got, expected in zip(res.states, states):
+        np.testing.assert_allclose(got, expected, atol=1e-12)
 
 
 def test_hard_sigmoid_definitions() -> None:

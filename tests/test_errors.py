@@ -83,8 +83,19 @@ def test_zip_that_is_not_a_keras_archive(tmp_path: Path) -> None:
     _fails_cleanly(tmp_path / "m.keras", "no config.json")
 
 
-def test_no_lstm_layer() -> None:
-    _fails_cleanly(SAMPLES / "k3_no_lstm.keras", "no LSTM layer in", "k3_no_lstm.keras", "it has: GRU, Dense")
+def test_no_recurrent_layer(tmp_path: Path) -> None:
+    path = tmp_path / "dense_only.h5"
+    config = {"class_name": "Sequential", "config": {"name": "s", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "in", "batch_input_shape": [None, 4]}},
+        {"class_name": "Dense", "config": {"name": "dense", "units": 2}}]}}
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(config)
+        f.attrs["keras_version"] = "2.15.0"
+        group = f.create_group("model_weights").create_group("dense")
+        group.attrs["weight_names"] = [b"dense/kernel:0", b"dense/bias:0"]
+        group["dense/kernel:0"] = np.zeros((4, 2), np.float32)
+        group["dense/bias:0"] = np.zeros(2, np.float32)
+    _fails_cleanly(path, "no recurrent layer (LSTM, GRU, SimpleRNN) in", "dense_only.h5", "it has: Dense")
 
 
 def test_convlstm_named_as_unsupported() -> None:
@@ -153,7 +164,7 @@ def test_library_raises_inspect_error() -> None:
 
     with pytest.raises(lstm_inspect.InspectError, match="no such file"):
         lstm_inspect.load("does/not/exist.h5")
-    with pytest.raises(lstm_inspect.InspectError, match="no LSTM direction named"):
+    with pytest.raises(lstm_inspect.InspectError, match="no recurrent direction named"):
         lstm_inspect.load(SAMPLES / "k3_single.keras").layer("nope")
 
 

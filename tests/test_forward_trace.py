@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
+
 from conftest import REALWORLD, SAMPLES, run_cli
 
 
@@ -81,14 +82,16 @@ def test_forward_one_layer_of_a_weights_only_file(tmp_path: Path) -> None:
 ])
 def test_forward_rejects_wrong_inputs(tmp_path: Path, x: np.ndarray, needle: str) -> None:
     np.save(tmp_path / "x.npy", x)
-    r = run_cli("forward", str(SAMPLES / "k3_single.keras"), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"))
+    r = run_cli("forward", str(SAMPLES / "k3_single.keras"), "-i", str(tmp_path / "x.npy"),
+                "-o", str(tmp_path / "y.npy"))
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "y.npy").exists()
 
 
 def test_forward_rejects_pickles_and_non_ids(tmp_path: Path) -> None:
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    r = run_cli("forward", str(SAMPLES / "k3_single.keras"), "-i", str(tmp_path / "obj.npy"), "-o", str(tmp_path / "y.npy"))
+    r = run_cli("forward", str(SAMPLES / "k3_single.keras"), "-i", str(tmp_path / "obj.npy"),
+                "-o", str(tmp_path / "y.npy"))
     assert r.returncode == 2 and "pickle" in r.stderr
     np.save(tmp_path / "x.npy", np.full((2, 9), 0.5))
     r = run_cli("forward", str(SAMPLES / "k3_embedding_mask_zero.keras"), "-i", str(tmp_path / "x.npy"),

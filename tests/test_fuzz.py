@@ -16,9 +16,10 @@ import shutil
 import signal
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -27,8 +28,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from conftest import REALWORLD, SAMPLES
 from lstm_inspect.cli import app
+
+from conftest import REALWORLD, SAMPLES
 
 CASES: Counter[str] = Counter()  # reported by conftest's terminal summary
 
@@ -161,7 +163,8 @@ def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
         return f"zip without {member}"
     if kind == "zip_bad_config":
         choice = int(rng.integers(0, 4))
-        bad = [b"{not json", b"\xff\xfe\xfa", b"[]", json.dumps({"class_name": "Sequential", "config": 7}).encode()][choice]
+        bad = [b"{not json", b"\xff\xfe\xfa", b"[]",
+               json.dumps({"class_name": "Sequential", "config": 7}).encode()][choice]
         _rezip(path, replace={"config.json": bad})
         return f"zip config.json variant {choice}"
     if kind == "zip_bomb":

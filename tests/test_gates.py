@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
+
 from conftest import GATES, SAMPLES, expected_gate, keras_refs, realworld_checkpoints, sample_checkpoints, stem
 
 

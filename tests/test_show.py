@@ -9,8 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (GATES, REALWORLD, ROOT, SAMPLES, keras_refs, realworld_checkpoints, run_cli,
-                      sample_checkpoints, show_json, stem)
+from conftest import (
+    GATES,
+    REALWORLD,
+    ROOT,
+    SAMPLES,
+    keras_refs,
+    realworld_checkpoints,
+    run_cli,
+    sample_checkpoints,
+    show_json,
+    stem,
+)
 
 LAYER_KEYS = {"name", "kind", "direction", "input_dim", "units", "activation", "recurrent_activation", "use_bias",
               "return_sequences", "go_backwards", "gates", "shapes_ok"}
@@ -29,7 +39,7 @@ def _expected_format(path: Path) -> str:
 def _assert_matches_refs(doc: dict, refs: dict) -> None:
     assert [layer["name"] for layer in doc["layers"]] == list(refs)  # Keras's own layer order
     for layer in doc["layers"]:
-        assert LAYER_KEYS <= set(layer)
+        assert set(layer) >= LAYER_KEYS
         ref = refs[layer["name"]]
         n_i, n_c = ref["kernel"].shape[0], ref["recurrent_kernel"].shape[0]
         assert (layer["input_dim"], layer["units"]) == (n_i, n_c)
@@ -89,7 +99,8 @@ def test_show_reports_settings(name: str) -> None:
 def test_bidirectional_directions_and_merge_modes() -> None:
     doc = show_json(SAMPLES / "tfk_bidir_concat.h5")
     assert [(d["direction"], d["go_backwards"], d["merge_mode"]) for d in doc["layers"]] == [
-        ("forward", False, "concat"), ("backward", True, "concat"), ("forward", False, "ave"), ("backward", True, "ave")]
+        ("forward", False, "concat"), ("backward", True, "concat"), ("forward", False, "ave"),
+        ("backward", True, "ave")]
     # the second Bidirectional is fed the first one's concatenation: 2 x 5 features
     assert doc["layers"][2]["input_dim"] == 10 == doc["layers"][2]["expected_input_dim"]
     assert [d["merge_mode"] for d in show_json(SAMPLES / "k3_bidir_sum.keras")["layers"]] == ["sum", "sum"]

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import lstm_inspect
+from lstm_inspect.arrays_io import MARKER
+
 from conftest import GATES, SAMPLES, expected_gate, keras_refs, realworld_checkpoints, run_cli, stem
-from lstm_inspect.network import Network, RunRecord
 
 # ---------------------------------------------------------------- dump
 
@@ -165,10 +166,13 @@ def test_dump_never_overwrites_and_fails_cleanly(tmp_path: Path, monkeypatch: py
         return real(*args, **kwargs)
 
     monkeypatch.setattr(export.np, "savetxt", failing)
+    with pytest.raises(lstm_inspect.InspectError, match="did not write"):  # --force replaces only our own output
+        export.dump(lstm_inspect.load(SAMPLES / "k3_stacked.keras"), out, force=True)
+    (out / MARKER).write_text("")  # as if an earlier dump had written it
     with pytest.raises(lstm_inspect.InspectError, match="No space left"):
         export.dump(lstm_inspect.load(SAMPLES / "k3_stacked.keras"), out, force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gates"]  # no temporary folder left behind
-    assert [p.name for p in out.iterdir()] == ["mine.txt"]  # what the user had is intact
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "mine.txt"]  # what the user had is intact
 
 
 # ---------------------------------------------------------------- stats

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from conftest import NOT_RUNNABLE, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
-from lstm_inspect.engine import activation_fn, hard_sigmoid_keras3, lstm_forward
-from lstm_inspect.gates import LSTMWeights
 from lstm_inspect.network import Network, default_inputs
 from lstm_inspect.verify import verify, verify_direction
+
+import reference_rnn as ref
+from conftest import NOT_RUNNABLE, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
 
 FULL_MODELS = [p for p in sample_checkpoints() + realworld_checkpoints(with_weights=True)
                if lstm_inspect.load(p).graph is not None and not p.name.startswith(NOT_RUNNABLE)]
@@ -43,22 +43,15 @@ def test_verify_one_direction_of_a_weights_only_file(name: str, layer: str | Non
 
 # ---------------------------------------------------------------- deliberate mistakes, through the CLI
 
-def _swap_gates(w: LSTMWeights, a: int, b: int) -> LSTMWeights:
-    def swap(m: np.ndarray) -> np.ndarray:
-        u = w.units
-        blocks = [m[..., k * u:(k + 1) * u] for k in range(4)]
-        blocks[a], blocks[b] = blocks[b], blocks[a]
-        return np.concatenate(blocks, axis=-1)
-    return LSTMWeights(swap(w.kernel), swap(w.recurrent_kernel), swap(w.bias))
-
-
+HS2 = ref.hard_sigmoid_keras2
 MISTAKES = {
-    "correct": lambda w, x: lstm_forward(x, w, recurrent_activation=activation_fn("hard_sigmoid", "keras2")),
-    "gates f and c swapped": lambda w, x: lstm_forward(x, _swap_gates(w, 1, 2),
-                                                       recurrent_activation=activation_fn("hard_sigmoid", "keras2")),
-    "Keras 3 hard_sigmoid on a Keras 2 file": lambda w, x: lstm_forward(x, w, recurrent_activation=hard_sigmoid_keras3),
-    "bias left out": lambda w, x: lstm_forward(x, LSTMWeights(w.kernel, w.recurrent_kernel, None),
-                                               recurrent_activation=activation_fn("hard_sigmoid", "keras2")),
+    # ports of one LSTM, written with the tests' own textbook LSTM (not the engine)
+    "correct": lambda w, x: ref.lstm(x, *w, recurrent_activation=HS2),
+    "gates f and c swapped": lambda w, x: ref.lstm(x, *(ref.permuted(a, 4, [0, 2, 1, 3]) for a in w),
+                                                   recurrent_activation=HS2),
+    "Keras 3 hard_sigmoid on a Keras 2 file":
+        lambda w, x: ref.lstm(x, *w, recurrent_activation=ref.hard_sigmoid_keras3),
+    "bias left out": lambda w, x: ref.lstm(x, w[0], w[1], None, recurrent_activation=HS2),
 }
 
 
@@ -69,7 +62,7 @@ def test_verify_against_a_reimplementation(tmp_path: Path, mistake: str) -> None
     d = lstm_inspect.load(path).layer("lstm_1")
     x = np.random.default_rng(3).normal(size=(2, 8, d.input_dim)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "theirs.npy", MISTAKES[mistake](d.weights(), x).outputs)
+    np.save(tmp_path / "theirs.npy", MISTAKES[mistake](d.weights().arrays(), x)[0].astype(np.float32))
     r = run_cli("verify", str(path), "--layer", "lstm_1", "--input", str(tmp_path / "x.npy"),
                 "--against", str(tmp_path / "theirs.npy"), "--json")
     report = json.loads(r.stdout)

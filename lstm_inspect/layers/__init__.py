@@ -1,0 +1,138 @@
+"""The one registry of the layers the NumPy engine runs around recurrent layers.
+
+Each layer kind is registered once, with everything the rest of lstm-inspect needs to know about
+it: how to run it (a small function from its input tensors, their Keras masks and its stored
+weights to its outputs, as Keras computes it at inference), how it changes the feature size (for
+`show`'s shape checks), and that `verify` may rebuild it with Keras. The engine runs exactly the
+registered kinds, `show` checks shapes through them, and `verify` rebuilds only them: one list, so
+the three cannot drift apart.
+
+Modules: `core` (Dense, Embedding, Activation, shapes, normalization, merges, identities at
+inference).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lstm_inspect.errors import InspectError
+
+if TYPE_CHECKING:
+    from lstm_inspect.architecture import LayerNode
+
+
+@dataclass
+class Tensor:
+    value: np.ndarray
+    mask: np.ndarray | None = None  # (batch, steps) booleans, Keras's propagated mask
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every layer function may need besides its inputs: the arithmetic and the writing Keras."""
+
+    dtype: type
+    keras_version: str | None
+    keras_major: int  # 1, 2 or 3 (2 when not recorded)
+
+    @property
+    def hard_sigmoid(self) -> str:
+        return "keras3" if self.keras_major >= 3 else "keras2"
+
+
+@dataclass
+class LayerCall:
+    """One call of a layer: its node, its input tensors (positional, flattened), its other arguments."""
+
+    node: LayerNode
+    inputs: list[Tensor]
+    weights: list[np.ndarray]
+    ctx: Context
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.node.config
+
+    @property
+    def x(self) -> np.ndarray:
+        """The first input as an array of the engine's dtype."""
+        return np.asarray(self.inputs[0].value, dtype=self.ctx.dtype)
+
+    @property
+    def mask(self) -> np.ndarray | None:
+        return self.inputs[0].mask
+
+    def expect(self, shapes: list[tuple[Any, ...]]) -> None:
+        """The stored arrays have the count and shapes the config and input imply (None: any size)."""
+        node, w = self.node, self.weights
+        if not w:
+            raise InspectError(f"layer {node.path} ({node.class_name}): the file stores no weights for it")
+        if len(w) != len(shapes):
+            raise InspectError(f"layer {node.path} ({node.class_name}): expected {len(shapes)} weight arrays, "
+                               f"found {len(w)}")
+        for k, (a, want) in enumerate(zip(w, shapes)):
+            if a.ndim != len(want) or any(n is not None and int(n) != m for n, m in zip(want, a.shape)):
+                expected = "(" + ", ".join("?" if n is None else str(n) for n in want) + ")"
+                raise InspectError(f"layer {node.path} ({node.class_name}): weight {k} should have shape "
+                                   f"{expected}, found {a.shape}")
+            if a.dtype.kind != "f":
+                raise InspectError(f"layer {node.path} ({node.class_name}): weight {k} holds {a.dtype}, not numbers")
+
+    def fail(self, problem: str) -> InspectError:
+        """An error about this layer on this input, for the layer functions to raise."""
+        shape = self.inputs[0].value.shape if self.inputs else "?"
+        return InspectError(f"layer {self.node.path} ({self.node.class_name}) cannot run on its input of shape "
+                            f"{shape}: {problem}")
+
+
+LayerFn = Callable[[LayerCall], list[Tensor]]
+DimsFn = Callable[["LayerNode", list[int | None]], list[int | None]]
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """A Keras layer class the engine runs."""
+
+    name: str
+    run: LayerFn
+    dims: DimsFn | None = None  # feature size of each output from those of the inputs (None: unknown)
+    nested: tuple[str, ...] = ()  # config keys holding a wrapped layer's config (TimeDistributed: "layer")
+
+
+LAYERS: dict[str, LayerKind] = {}
+
+
+def layer(*names: str, dims: DimsFn | None = None, nested: tuple[str, ...] = ()) -> Callable[[LayerFn], LayerFn]:
+    """Register a layer function for the Keras class names `names`."""
+
+    def register(fn: LayerFn) -> LayerFn:
+        for name in names:
+            LAYERS[name] = LayerKind(name, fn, dims, nested)
+        return fn
+
+    return register
+
+
+def same_dims(node: LayerNode, in_dims: list[int | None]) -> list[int | None]:
+    return [in_dims[0] if in_dims else None]
+
+
+def config_dims(key: str, *fallbacks: str) -> DimsFn:
+    """Output feature size read from the config (Dense's units, Embedding's output_dim)."""
+    from lstm_inspect.cells import config_int
+
+    def dims(node: LayerNode, in_dims: list[int | None]) -> list[int | None]:
+        for k in (key, *fallbacks):
+            if k in node.config:
+                return [config_int(node.config[k])]
+        return [None]
+
+    return dims
+
+
+from lstm_inspect.layers import core  # noqa: E402,F401  (the kinds register themselves)

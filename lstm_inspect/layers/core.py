@@ -1,0 +1,229 @@
+"""Core layers around recurrent layers, as Keras computes them at inference.
+
+Dense (and TimeDistributed of any registered layer), Activation, Embedding, Masking, Flatten,
+RepeatVector, Reshape, BatchNormalization, LayerNormalization, the merges, and the layers that are
+the identity at inference (dropout and noise). Sources: `keras/src/layers/core/`,
+`keras/src/layers/normalization/`, `keras/src/layers/merging/` and their tf_keras counterparts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.activations import activation_fn
+from lstm_inspect.cells import activation_name, config_int
+from lstm_inspect.layers import LAYERS, LayerCall, Tensor, config_dims, layer, same_dims
+
+IDENTITY = ("InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+            "GaussianDropout", "AlphaDropout", "ActivityRegularization")
+MERGES = ("Concatenate", "Add", "Multiply", "Average", "Subtract", "Maximum", "Minimum")
+
+
+def activation_of(c: LayerCall, key: str = "activation", default: str = "linear") -> Any:
+    return activation_fn(activation_name(c.config.get(key), default), c.ctx.hard_sigmoid)
+
+
+@layer(*IDENTITY, dims=same_dims)
+def identity(c: LayerCall) -> list[Tensor]:
+    return [c.inputs[0]]
+
+
+@layer("Dense", dims=config_dims("units", "output_dim"))
+def dense(c: LayerCall) -> list[Tensor]:
+    cfg = c.config
+    use_bias = bool(cfg.get("use_bias", cfg.get("bias", True)))
+    units = config_int(cfg.get("units", cfg.get("output_dim")))
+    x = c.x
+    c.expect([(x.shape[-1], units)] + ([(units,)] if use_bias else []))
+    y = x @ c.weights[0].astype(c.ctx.dtype)
+    if use_bias:
+        y = y + c.weights[1].astype(c.ctx.dtype)
+    return [Tensor(activation_of(c)(y), c.mask)]
+
+
+def _inner(node: Any) -> Any:
+    """The wrapped layer of a TimeDistributed, as a node of its own."""
+    from lstm_inspect.architecture import LayerNode
+
+    inner = node.config.get("layer") if isinstance(node.config.get("layer"), dict) else {}
+    cfg = inner.get("config") if isinstance(inner.get("config"), dict) else {}
+    return LayerNode(name=node.name, path=node.path, class_name=str(inner.get("class_name")), config=cfg,
+                     entry=inner)
+
+
+def _time_distributed_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
+    inner = _inner(node)
+    kind = LAYERS.get(inner.class_name)
+    return kind.dims(inner, in_dims) if kind is not None and kind.dims is not None else [None]
+
+
+@layer("TimeDistributed", dims=_time_distributed_dims, nested=("layer",))
+def time_distributed(c: LayerCall) -> list[Tensor]:
+    """The wrapped layer applied to each time step: on (batch·steps, ...) and reshaped back."""
+    inner = _inner(c.node)
+    kind = LAYERS.get(inner.class_name)
+    if kind is None or inner.class_name == "TimeDistributed":
+        raise c.fail(f"TimeDistributed({inner.class_name}) is not one the NumPy engine runs")
+    x = np.asarray(c.inputs[0].value)
+    if x.ndim < 3:
+        raise c.fail("TimeDistributed needs (batch, steps, ...)")
+    batch, steps = x.shape[:2]
+    flat = LayerCall(inner, [Tensor(x.reshape(batch * steps, *x.shape[2:]))], c.weights, c.ctx)
+    (y,) = kind.run(flat)[:1]
+    return [Tensor(y.value.reshape(batch, steps, *y.value.shape[1:]), c.mask)]
+
+
+@layer("Activation", dims=same_dims)
+def activation(c: LayerCall) -> list[Tensor]:
+    return [Tensor(activation_of(c)(c.x), c.mask)]
+
+
+@layer("Embedding", dims=config_dims("output_dim"))
+def embedding(c: LayerCall) -> list[Tensor]:
+    c.expect([(config_int(c.config.get("input_dim")), config_int(c.config.get("output_dim")))])
+    ids = np.asarray(c.inputs[0].value).astype(np.int64)
+    table = c.weights[0].astype(c.ctx.dtype)
+    if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
+        raise c.fail(f"token ids must lie in [0, {table.shape[0] - 1}], found {ids.min()}..{ids.max()}")
+    mask = ids != 0 if c.config.get("mask_zero") else None
+    return [Tensor(table[ids], mask)]
+
+
+@layer("Masking", dims=same_dims)
+def masking(c: LayerCall) -> list[Tensor]:
+    x = c.x
+    mask = np.any(x != c.config.get("mask_value", 0.0), axis=-1)
+    return [Tensor(x * mask[..., None].astype(c.ctx.dtype), mask)]
+
+
+def _flatten_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
+    return [None]
+
+
+@layer("Flatten", dims=_flatten_dims)
+def flatten(c: LayerCall) -> list[Tensor]:
+    x = np.asarray(c.inputs[0].value)
+    return [Tensor(x.reshape(x.shape[0], -1))]
+
+
+@layer("RepeatVector", dims=same_dims)
+def repeat_vector(c: LayerCall) -> list[Tensor]:
+    n = config_int(c.config.get("n"))
+    if n is None:
+        raise c.fail(f"RepeatVector's n is {c.config.get('n')!r}")
+    return [Tensor(np.repeat(np.asarray(c.inputs[0].value)[:, None, :], n, axis=1))]
+
+
+def _reshape_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
+    target = node.config.get("target_shape")
+    return [config_int(target[-1]) if isinstance(target, list) and target else None]
+
+
+@layer("Reshape", dims=_reshape_dims)
+def reshape(c: LayerCall) -> list[Tensor]:
+    x = np.asarray(c.inputs[0].value)
+    target = c.config.get("target_shape")
+    if not isinstance(target, list) or not all(isinstance(n, int) and (n > 0 or n == -1) for n in target):
+        raise c.fail(f"Reshape's target_shape is {target!r}")
+    try:
+        return [Tensor(x.reshape((x.shape[0], *target)))]
+    except ValueError:
+        raise c.fail(f"{x.shape[1:]} cannot be reshaped to {tuple(target)}") from None
+
+
+def _axis(c: LayerCall, x: np.ndarray) -> int:
+    axis = c.config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and axis else axis
+    if not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:
+        raise c.fail(f"axis {axis!r} does not fit an input of rank {x.ndim}")
+    return axis
+
+
+@layer("BatchNormalization", dims=same_dims)
+def batch_norm(c: LayerCall) -> list[Tensor]:
+    cfg = c.config
+    x = c.x
+    axis = _axis(c, x)
+    n = x.shape[axis]
+    scale, center = cfg.get("scale", True), cfg.get("center", True)
+    c.expect([(n,)] * (2 + bool(scale) + bool(center)))
+    arrays = list(c.weights)
+    gamma = arrays.pop(0) if scale else None
+    beta = arrays.pop(0) if center else None
+    mean, var = arrays[0], arrays[1]
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + cfg.get("epsilon", 1e-3))
+    if gamma is not None:
+        y = y * gamma.reshape(shape)
+    if beta is not None:
+        y = y + beta.reshape(shape)
+    return [Tensor(y.astype(c.ctx.dtype), c.mask)]
+
+
+@layer("LayerNormalization", dims=same_dims)
+def layer_norm(c: LayerCall) -> list[Tensor]:
+    cfg = c.config
+    x = c.x
+    axis = cfg.get("axis", -1)
+    axes = tuple(axis) if isinstance(axis, list) else (axis,)
+    if not all(isinstance(a, int) and -x.ndim <= a < x.ndim for a in axes):
+        raise c.fail(f"axis {axis!r} does not fit an input of rank {x.ndim}")
+    arrays = list(c.weights)
+    gamma = arrays.pop(0) if cfg.get("scale", True) and arrays else None
+    beta = arrays.pop(0) if cfg.get("center", True) and not cfg.get("rms_scaling") and arrays else None
+    eps = cfg.get("epsilon", 1e-3)
+    if cfg.get("rms_scaling"):
+        y = x / np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + eps)
+    else:
+        mean = x.mean(axis=axes, keepdims=True)
+        y = (x - mean) / np.sqrt(x.var(axis=axes, keepdims=True) + eps)
+    if gamma is not None:
+        y = y * gamma
+    if beta is not None:
+        y = y + beta
+    return [Tensor(y.astype(c.ctx.dtype), c.mask)]
+
+
+def _merge_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
+    if node.class_name == "Concatenate":
+        if node.config.get("axis", -1) in (-1, 2) and in_dims and all(isinstance(d, int) for d in in_dims):
+            return [sum(d for d in in_dims if d is not None)]
+        return [None]
+    return [in_dims[0] if in_dims else None]
+
+
+@layer(*MERGES, dims=_merge_dims)
+def merge(c: LayerCall) -> list[Tensor]:
+    values = [np.asarray(a.value, dtype=c.ctx.dtype) for a in c.inputs]
+    cls = c.node.class_name
+    if len(values) < (2 if cls == "Subtract" else 1):
+        raise c.fail(f"{cls} needs at least two inputs")
+    try:
+        if cls == "Concatenate":
+            axis = c.config.get("axis", -1)
+            if not isinstance(axis, int):
+                raise c.fail(f"axis {axis!r} is not an integer")
+            y = np.concatenate(values, axis=axis)
+        elif cls == "Subtract":
+            y = values[0] - values[1]
+        else:
+            stacked = np.broadcast_arrays(*values)
+            y = {"Add": np.sum, "Multiply": np.prod, "Average": np.mean, "Maximum": np.max,
+                 "Minimum": np.min}[cls](stacked, axis=0)
+    except (ValueError, np.exceptions.AxisError) as exc:
+        raise c.fail(f"the inputs {[v.shape for v in values]} cannot be merged ({str(exc)[:120]})") from None
+    return [Tensor(np.asarray(y, dtype=c.ctx.dtype), merged_mask(cls, c.inputs, c.ctx.keras_major))]
+
+
+def merged_mask(cls: str, args: list[Tensor], keras_major: int) -> np.ndarray | None:
+    """Keras's compute_mask of merge layers: AND of the masks; Keras 3 Concatenate takes OR."""
+    if all(a.mask is None for a in args):
+        return None
+    if cls == "Concatenate":
+        # an unmasked input counts as all-valid
+        masks = [a.mask if a.mask is not None else np.ones(a.value.shape[:2], dtype=bool) for a in args]
+        return np.logical_or.reduce(masks) if keras_major >= 3 else np.logical_and.reduce(masks)
+    return np.logical_and.reduce([a.mask for a in args if a.mask is not None])
