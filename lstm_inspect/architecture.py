@@ -259,7 +259,8 @@ def _layer(entry: Any, prefix: tuple[str, ...], depth: int) -> LayerNode:
         parts=(*prefix, name),
         class_name=str(entry["class_name"]),
         config=config,
-        inbound=[_call_refs(n, name) for n in inbound],
+        inbound=[_call_refs(n, name, str(entry["class_name"]) in ("TFOpLambda", "SlicingOpLambda"))
+                 for n in inbound],
         entry=entry,
     )
     if node.class_name in MODEL_CLASSES:
@@ -285,23 +286,42 @@ def _ref(name: Any, node: Any, tensor: Any, where: str) -> TensorRef:
     return TensorRef(name, _index(node, f"{where}: a node index"), _index(tensor, f"{where}: a tensor index"))
 
 
-def _call_refs(call: Any, layer: str) -> Call:
-    """One call: Keras 3 `{"args", "kwargs"}` or Keras 1/2 `[[name, node, tensor, kwargs], ...]`."""
+CONSTANT = "_CONSTANT_VALUE"  # tf.keras: [CONSTANT, -1, value, kwargs] stands for a constant input
+
+
+def _is_input_data(item: Any) -> bool:
+    return isinstance(item, list) and len(item) in (3, 4) and isinstance(item[0], str)
+
+
+def _call_refs(call: Any, layer: str, preserve_structure: bool = False) -> Call:
+    """One call: Keras 3 `{"args", "kwargs"}` or Keras 1/2 `[[name, node, tensor, kwargs], ...]`.
+
+    tf.keras op layers (TFOpLambda) keep the structure of their first argument: a node that is one
+    `[name, node, tensor, kwargs]` is called on that tensor, a list of them on the list
+    (`tf_keras/src/engine/functional.py`, `process_node`).
+    """
     if isinstance(call, dict):
         args, kwargs = _decode(call.get("args", []), layer), _decode(call.get("kwargs", {}), layer)
         return Call(list(args) if isinstance(args, list) else [args], kwargs if isinstance(kwargs, dict) else {})
     if not isinstance(call, list):
         raise ConfigError(f"layer {layer}: an inbound node is neither a list nor an object")
-    args: list[Any] = []
+    single = _is_input_data(call)
+    values: list[Any] = []
     kwargs: dict[str, Any] = {}
-    for item in call:
-        if isinstance(item, list) and len(item) >= 3 and isinstance(item[0], str):
-            args.append(_ref(item[0], item[1], item[2], f"layer {layer}"))
-            if len(item) > 3 and isinstance(item[3], dict):
-                decoded = _decode(item[3], layer)
-                if isinstance(decoded, dict):
-                    kwargs.update(decoded)
-    return Call(args, kwargs)
+    for item in [call] if single else call:
+        if not _is_input_data(item):
+            continue
+        if item[0] == CONSTANT:
+            values.append(item[2])
+        else:
+            values.append(_ref(item[0], item[1], item[2], f"layer {layer}"))
+        if len(item) > 3 and isinstance(item[3], dict):
+            decoded = _decode(item[3], layer)
+            if isinstance(decoded, dict):
+                kwargs.update(decoded)
+    if preserve_structure and not single:
+        return Call([values], kwargs)
+    return Call(values, kwargs)
 
 
 def _decode(obj: Any, layer: str, depth: int = 0) -> Any:
@@ -316,9 +336,11 @@ def _decode(obj: Any, layer: str, depth: int = 0) -> Any:
             return _ref(hist[0], hist[1], hist[2], f"layer {layer}")
         return {str(k): _decode(v, layer, depth + 1) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        # tf.keras records initial_state tensors in kwargs as [name, node, tensor] triples
+        # tf.keras records tensors in kwargs (initial_state, an op's other operand) as [name, node, tensor]
         if (len(obj) in (3, 4) and isinstance(obj[0], str) and isinstance(obj[1], int)
                 and isinstance(obj[2], int) and not isinstance(obj[1], bool)):
+            if obj[0] == CONSTANT:
+                return obj[2]
             return _ref(obj[0], obj[1], obj[2], f"layer {layer}")
         return [_decode(v, layer, depth + 1) for v in obj]
     return obj

@@ -28,6 +28,7 @@ from typing import Any
 import h5py
 
 from lstm_inspect.architecture import (
+    TF_OP_LAYERS,
     ConfigError,
     LayerNode,
     ModelGraph,
@@ -128,6 +129,8 @@ def _from_graph(
     layer_arrays: dict[str, list[StoredArray]] = {}
     for node in graph.walk():
         if node.is_op:
+            if node.class_name in TF_OP_LAYERS:
+                model_layers.append(ModelLayer(name=node.path, class_name=display_class(node.class_name, node.config)))
             continue
         model_layers.append(ModelLayer(name=node.path, class_name=display_class(node.class_name, node.config)))
         if (u := unsupported_recurrent(node.class_name, node.config)) is not None:
@@ -194,8 +197,10 @@ def display_class(class_name: str, config: dict[str, Any]) -> str:
     cell = config.get("cell") if class_name == "RNN" else None
     if isinstance(cell, dict):
         return f"RNN({cell.get('class_name')})"
-    if class_name == "TFOpLambda" and isinstance(config.get("function"), str):
-        return f"TFOpLambda({config['function']})"
+    if class_name in ("TFOpLambda", "SlicingOpLambda") and isinstance(config.get("function"), str):
+        return f"{class_name}({config['function']})"
+    if class_name == "TensorFlowOpLayer" and isinstance(config.get("node_def"), dict):
+        return f"TensorFlowOpLayer({config['node_def'].get('op')})"
     return class_name
 
 

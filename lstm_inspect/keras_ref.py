@@ -24,11 +24,12 @@ from lstm_inspect.cells import all_layer_classes, keras_major_minor
 from lstm_inspect.errors import InspectError
 from lstm_inspect.layers import LAYERS
 from lstm_inspect.model import Checkpoint
-from lstm_inspect.ops import OPS
+from lstm_inspect.ops import KERAS3_OPS, TF_FUNCTIONS, TF_RAW_OPS
 
 # Layer classes whose config may be handed to Keras's from_config: nothing in them runs user code.
 # The same registries the engine runs from, so verify rebuilds exactly what the engine knows.
-ALLOWED_CLASSES = frozenset(LAYERS) | frozenset(all_layer_classes()) | {"Bidirectional"} | MODEL_CLASSES
+ALLOWED_CLASSES = (frozenset(LAYERS) | frozenset(all_layer_classes()) | {"Bidirectional"} | MODEL_CLASSES) - {
+    "TFOpLambda", "SlicingOpLambda", "TensorFlowOpLayer"}
 INSTALL_HINT = "pip install 'lstm-inspect[keras]'"
 
 
@@ -87,17 +88,19 @@ class KerasRun:
     notes: list[str]
 
 
-CODE_CLASSES = frozenset({"Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda"})
+CODE_CLASSES = frozenset({"Lambda", "__lambda__"})
 
 
 def check_safe(cfg: Any, where: str = "model") -> None:
     """Refuse anything but plain Keras layers the engine knows: no Lambda, no custom objects."""
     _check_objects(cfg, where)
-    _check_layers(cfg, where)
+    safe_config(cfg, keras1=False, where=where)
 
 
-def _check_objects(cfg: Any, where: str) -> None:
+def _check_objects(cfg: Any, where: str, depth: int = 0) -> None:
     """Anywhere in the config: no code-carrying class, no object from outside Keras."""
+    if depth > 200:
+        raise InspectError(f"the {where} is nested too deep to check")
     if isinstance(cfg, dict):
         cls = cfg.get("class_name")
         if cls in CODE_CLASSES:
@@ -111,37 +114,226 @@ def _check_objects(cfg: Any, where: str) -> None:
             raise InspectError(f"the {where} contains the custom object {registered}; verify will not load "
                                "custom code (safe mode)")
         for value in cfg.values():
-            _check_objects(value, where)
+            _check_objects(value, where, depth + 1)
     elif isinstance(cfg, list):
         for value in cfg:
-            _check_objects(value, where)
+            _check_objects(value, where, depth + 1)
 
 
-def _check_layers(model_cfg: Any, where: str) -> None:
-    """Every layer (and wrapped layer or cell) is a class the engine knows."""
-    body = model_cfg.get("config") if isinstance(model_cfg, dict) else None
-    entries = body if isinstance(body, list) else (body or {}).get("layers", []) if isinstance(body, dict) else []
-    for entry in entries:
-        _check_layer(entry, where)
+# ---------------------------------------------------------------- the config handed to Keras
+#
+# Rebuilt from scratch, keeping only what the forward pass needs: the classes the engine knows, their
+# settings, the graph. Initializers, regularizers and constraints are dropped (the weights are set
+# after building, and none of them acts at inference), as are the model's compile_config and
+# build_config; every nested object must be one of a few known kinds (an activation by name, a dtype
+# policy, a wrapped layer of a known class, a Keras tensor in a call), and TensorFlow op layers must
+# name a whitelisted op.
+
+DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+DROPPED_KEYS = {"activity_regularizer", "weights", "compile_config", "shared_object_id"}
+POLICY_CLASSES = {"DTypePolicy", "Policy", "FloatDTypePolicy"}
+WRAPPED_KEYS = ("layer", "backward_layer", "cell")
 
 
-def _check_layer(entry: Any, where: str) -> None:
-    if not isinstance(entry, dict):
-        return
-    cls = entry.get("class_name")
-    if str(entry.get("module", "")).startswith("keras.src.ops") and cls in OPS:
-        return  # one of Keras's own ops (the ones Keras 3 records to compute masks)
-    if cls not in ALLOWED_CLASSES:
-        raise InspectError(f"the {where} contains a {cls} layer, which the engine does not know; verify builds "
-                           "Keras models only from layers it knows (safe mode)")
+def _refuse(where: str, what: str) -> InspectError:
+    return InspectError(f"the {where} {what}; verify builds Keras models only from layers and settings it knows "
+                        "(safe mode)")
+
+
+def safe_config(cfg: Any, keras1: bool, where: str = "model") -> dict[str, Any]:
+    """The model config to hand to Keras: validated, reduced to what the forward pass needs, CPU-ready."""
+    if not isinstance(cfg, dict) or cfg.get("class_name") not in MODEL_CLASSES:
+        raise _refuse(where, "is not a Sequential or Functional model")
+    return _model(cfg, keras1, where, 0)
+
+
+def _model(cfg: dict[str, Any], keras1: bool, where: str, depth: int) -> dict[str, Any]:
+    if depth > 32:
+        raise _refuse(where, "nests models too deep")
+    body = cfg.get("config")
+    out: dict[str, Any] = {"class_name": cfg["class_name"]}
+    _keep_keras_identity(cfg, out, where)
+    if isinstance(body, list):  # Keras 1 and 2.0-2.2 Sequential
+        out["config"] = [_layer(e, keras1, where, depth) for e in body]
+        return out
+    if not isinstance(body, dict):
+        raise _refuse(where, f"has a {cfg['class_name']} with no config")
+    clean: dict[str, Any] = {}
+    for key in ("name", "trainable", "input_layers", "output_layers"):
+        if key in body:
+            clean[key] = _plain(body[key], where)
+    layers = body.get("layers", [])
+    if not isinstance(layers, list):
+        raise _refuse(where, "lists its layers as something other than a list")
+    clean["layers"] = [_layer(e, keras1, where, depth) for e in layers]
+    out["config"] = clean
+    return out
+
+
+def _keep_keras_identity(entry: dict[str, Any], out: dict[str, Any], where: str) -> None:
+    """Keras 3's module / registered_name, kept only when they name Keras itself."""
+    module, registered = entry.get("module"), entry.get("registered_name")
+    if module is not None:
+        if not isinstance(module, str) or not module.startswith("keras"):
+            raise _refuse(where, f"names the module {module!r}")
+        out["module"] = module
+    if "registered_name" in entry:
+        if registered is not None and registered != entry.get("class_name"):
+            raise _refuse(where, f"names the registered object {registered!r}")
+        out["registered_name"] = registered
+
+
+def _layer(entry: Any, keras1: bool, where: str, depth: int) -> dict[str, Any]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
+        raise _refuse(where, "has a layer without a class")
+    cls = entry["class_name"]
     if cls in MODEL_CLASSES:
-        _check_layers(entry, where)
-        return
-    inner = entry.get("config") or {}
-    for key in ("layer", "backward_layer", "cell"):
-        sub = inner.get(key) if isinstance(inner, dict) else None
-        for item in sub if isinstance(sub, list) else [sub]:
-            _check_layer(item, where)
+        out = _model(entry, keras1, where, depth + 1)
+        for key in ("name", "inbound_nodes"):
+            if key in entry:
+                out[key] = _call_data(entry[key], where) if key == "inbound_nodes" else _plain(entry[key], where)
+        return out
+    out: dict[str, Any] = {"class_name": cls}
+    _keep_keras_identity(entry, out, where)
+    config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    if str(entry.get("module", "")).startswith("keras.src.ops"):
+        if cls not in KERAS3_OPS:
+            raise _refuse(where, f"contains the op {cls}, which the engine does not run")
+        out["config"] = {k: _plain(v, where) for k, v in config.items() if k in KERAS3_OPS[cls].keywords
+                         or k in ("name", "trainable", "dtype")}
+    elif cls in ("TFOpLambda", "SlicingOpLambda"):
+        if config.get("function") not in TF_FUNCTIONS:
+            raise _refuse(where, f"contains the TensorFlow op {config.get('function')!r}, which the engine does not "
+                          "run")
+        out["config"] = {k: _plain(config[k], where) for k in ("name", "trainable", "dtype", "function")
+                         if k in config}
+    elif cls == "TensorFlowOpLayer":
+        out["config"] = _node_def_layer(config, where)
+    elif cls not in ALLOWED_CLASSES:
+        raise _refuse(where, f"contains a {cls} layer, which the engine does not know")
+    else:
+        out["config"] = _layer_config(cls, config, keras1, where, depth)
+    for key in ("name", "inbound_nodes", "build_config"):
+        if key in entry:
+            out[key] = _call_data(entry[key], where) if key == "inbound_nodes" else _plain(entry[key], where)
+    return out
+
+
+def _layer_config(cls: str, config: dict[str, Any], keras1: bool, where: str, depth: int) -> dict[str, Any]:
+    inner: dict[str, Any] = {}
+    for key, value in config.items():
+        if key in DROPPED_KEYS or key.endswith(DROPPED_SUFFIXES):
+            continue
+        if key in WRAPPED_KEYS and isinstance(value, (dict, list)):
+            inner[key] = ([_layer(v, keras1, where, depth) for v in value] if isinstance(value, list)
+                          else _layer(value, keras1, where, depth))
+            continue
+        inner[key] = _setting(key, value, where)
+    if keras1:
+        inner = _keras1_to_keras2(inner)
+    out_cls = cls
+    if cls in ("CuDNNLSTM", "CuDNNGRU"):
+        # tf_keras cannot run a CuDNN layer on a CPU; Keras's documented route is the plain layer with CuDNN's
+        # fixed activations (and, for GRU, reset_after), holding the converted weights.
+        inner = {k: v for k, v in inner.items() if k in {"name", "units", "return_sequences", "return_state",
+                                                          "go_backwards", "stateful", "batch_input_shape",
+                                                          "trainable", "dtype"}}
+        inner.update(activation="tanh", recurrent_activation="sigmoid")
+        if cls == "CuDNNGRU":
+            inner["reset_after"] = True
+        out_cls = cls[len("CuDNN"):]
+    if out_cls in ("GRU", "GRUCell") and "reset_after" not in inner:
+        # Keras before 2.1.x wrote no reset_after and computed the reset-before form; tf_keras would assume
+        # its own default (True).
+        inner["reset_after"] = False
+    if inner.get("stateful"):
+        inner["stateful"] = False  # a first call from zero state is the same; frees the batch size
+    for key in ("batch_input_shape", "batch_shape"):
+        if isinstance(inner.get(key), list) and inner[key]:
+            inner[key] = [None, *inner[key][1:]]
+    if out_cls != cls:
+        inner["__class_name__"] = out_cls
+    return inner
+
+
+def _setting(key: str, value: Any, where: str) -> Any:
+    """One setting of a layer: plain JSON, or one of the few objects Keras serializes in settings."""
+    if isinstance(value, dict) and "class_name" in value:
+        cls = value.get("class_name")
+        if cls in POLICY_CLASSES:
+            policy = value.get("config") if isinstance(value.get("config"), dict) else {}
+            return {**{k: v for k, v in value.items() if k in ("module", "class_name", "registered_name")},
+                    "config": {"name": _plain(policy.get("name"), where)}}
+        if cls == "function" and isinstance(value.get("config"), str):
+            name = value["config"]
+            _known_activation(name, where)
+            return name
+        raise _refuse(where, f"sets {key} to a {cls} object")
+    if key in ("activation", "recurrent_activation") and isinstance(value, str):
+        _known_activation(value, where)
+    return _plain(value, where)
+
+
+def _known_activation(name: str, where: str) -> None:
+    from lstm_inspect.activations import activation_fn
+
+    try:
+        activation_fn(name)
+    except InspectError:
+        raise _refuse(where, f"uses the activation {name!r}") from None
+
+
+def _plain(value: Any, where: str, depth: int = 0) -> Any:
+    """JSON data with no objects in it (dicts without class_name)."""
+    if depth > 64:
+        raise _refuse(where, "nests its settings too deep")
+    if isinstance(value, dict):
+        if "class_name" in value and value.get("class_name") not in ("__tuple__", "TensorShape", "__ellipsis__"):
+            raise _refuse(where, f"holds a {value.get('class_name')} object where a plain value was expected")
+        return {str(k): _plain(v, where, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v, where, depth + 1) for v in value]
+    return value
+
+
+def _call_data(value: Any, where: str, depth: int = 0) -> Any:
+    """inbound_nodes: plain data and Keras tensors (Keras 3's __keras_tensor__), nothing else."""
+    if depth > 64:
+        raise _refuse(where, "nests its calls too deep")
+    if isinstance(value, dict):
+        cls = value.get("class_name")
+        if cls is not None and cls not in ("__keras_tensor__", "__tuple__", "__ellipsis__"):
+            raise _refuse(where, f"passes a {cls} object to a layer call")
+        return {str(k): _call_data(v, where, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_call_data(v, where, depth + 1) for v in value]
+    return value
+
+
+def _node_def_layer(config: dict[str, Any], where: str) -> dict[str, Any]:
+    """A TensorFlowOpLayer's config: its NodeDef reduced to op, inputs and the op's own attributes."""
+    node_def = config.get("node_def")
+    if not isinstance(node_def, dict) or node_def.get("op") not in TF_RAW_OPS:
+        op = node_def.get("op") if isinstance(node_def, dict) else None
+        raise _refuse(where, f"contains the TensorFlow op {op!r}, which the engine does not run")
+    _, allowed = TF_RAW_OPS[node_def["op"]]
+    attrs = node_def.get("attr") if isinstance(node_def.get("attr"), dict) else {}
+    clean_attrs = {}
+    for key, value in attrs.items():
+        if key not in allowed:
+            continue
+        if not isinstance(value, dict) or not set(value) <= {"type", "b", "i", "f", "list"}:
+            raise _refuse(where, f"sets the op attribute {key} to {value!r}")
+        clean_attrs[key] = _plain(value, where)
+    inputs = node_def.get("input") if isinstance(node_def.get("input"), list) else []
+    constants = config.get("constants") if isinstance(config.get("constants"), dict) else {}
+    return {
+        "name": _plain(config.get("name"), where), "trainable": bool(config.get("trainable", True)),
+        "dtype": _plain(config.get("dtype"), where),
+        "node_def": {"name": str(node_def.get("name", node_def["op"])), "op": node_def["op"],
+                     "input": [str(i) for i in inputs], "attr": clean_attrs},
+        "constants": {str(k): _plain(v, where) for k, v in constants.items()},
+    }
 
 
 def _keras1_to_keras2(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -159,38 +351,16 @@ def _keras1_to_keras2(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _prepare(cfg: Any, keras1: bool) -> Any:
-    """Rewrite a config so Keras can run it on a CPU from a fresh state, same math."""
+def _rename_classes(cfg: Any) -> Any:
+    """Apply the class renames `_layer_config` asked for (CuDNN layers run as their plain versions)."""
     if isinstance(cfg, list):
-        return [_prepare(v, keras1) for v in cfg]
+        return [_rename_classes(v) for v in cfg]
     if not isinstance(cfg, dict):
         return cfg
-    out = {k: _prepare(v, keras1) for k, v in cfg.items()}
-    cls = out.get("class_name")
+    out = {k: _rename_classes(v) for k, v in cfg.items()}
     inner = out.get("config")
-    if isinstance(inner, dict) and cls not in MODEL_CLASSES:
-        if keras1:
-            inner = _keras1_to_keras2(inner)
-        if cls in ("CuDNNLSTM", "CuDNNGRU"):
-            # tf_keras cannot run a CuDNN layer on a CPU; Keras's documented route is the plain layer
-            # with CuDNN's fixed activations (and, for GRU, reset_after), holding the converted weights.
-            out["class_name"] = cls[len("CuDNN"):]
-            inner = {k: v for k, v in inner.items() if k in {"name", "units", "return_sequences", "return_state",
-                                                              "go_backwards", "stateful", "batch_input_shape",
-                                                              "trainable", "dtype"}}
-            inner.update(activation="tanh", recurrent_activation="sigmoid")
-            if cls == "CuDNNGRU":
-                inner["reset_after"] = True
-        if out.get("class_name") in ("GRU", "GRUCell") and "reset_after" not in inner:
-            # Keras before 2.1.x wrote no reset_after and computed the reset-before form; tf_keras would
-            # assume its own default (True).
-            inner["reset_after"] = False
-        if inner.get("stateful"):
-            inner["stateful"] = False  # a first call from zero state is the same; frees the batch size
-        for key in ("batch_input_shape", "batch_shape"):
-            if isinstance(inner.get(key), list) and inner[key]:
-                inner[key] = [None, *inner[key][1:]]
-        out["config"] = inner
+    if isinstance(inner, dict) and "__class_name__" in inner:
+        out["class_name"] = inner.pop("__class_name__")
     return out
 
 
@@ -199,9 +369,10 @@ def _config_json(ckpt: Checkpoint) -> dict[str, Any]:
     if graph is None:
         raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so Keras cannot rebuild the model")
     raw = ckpt.raw_config
-    check_safe(raw, f"model in {ckpt.file}")
+    where = f"model in {ckpt.file}"
+    _check_objects(raw, where)
     major, _ = keras_major_minor(ckpt.keras_version)
-    return _prepare(copy.deepcopy(raw), keras1=major is not None and major < 2)
+    return _rename_classes(safe_config(copy.deepcopy(raw), keras1=major is not None and major < 2, where=where))
 
 
 def build_model(ckpt: Checkpoint) -> tuple[Any, Any]:

@@ -3,6 +3,10 @@
     python sample_models/generate.py            # both generations, each in its own process
     python sample_models/generate.py keras3     # Keras 3 only (.keras, legacy .h5, .weights.h5)
     python sample_models/generate.py tf_keras   # tf_keras (Keras 2) only (.h5 full and weights-only)
+    python sample_models/generate.py tf_keras --only tfk_tf_ops,tfk_declared   # rewrite only these samples
+
+`--only` rewrites the samples whose names start with one of the prefixes and leaves every other
+file as it is (the random weights are still drawn in the same order, so nothing else changes).
 
 Every model gets seeded random weights (biases included, so a dropped bias shows),
 a seeded input and Keras's own output. Beside each checkpoint NAME:
@@ -17,6 +21,7 @@ Needs the ``keras`` extra (tensorflow, tf-keras). Nothing here is imported by th
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -27,6 +32,11 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 SEED = 1234
+ONLY: tuple[str, ...] = ()  # set by --only: the sample name prefixes to write
+
+
+def wanted(name: str) -> bool:
+    return not ONLY or name.startswith(ONLY)
 
 
 def _random_weights(model: Any, rng: np.random.Generator) -> None:
@@ -62,6 +72,8 @@ def _lstm_directions(model: Any, prefix: str = "") -> dict[str, Any]:
 
 def _save_refs(name: str, model: Any, x: Any, weights_from: Any = None) -> None:
     """Write NAME.io.npz (input, Keras output) and NAME.ref.npz (get_weights per direction)."""
+    if not wanted(name):
+        return
     ref_model = weights_from if weights_from is not None else model
     refs: dict[str, np.ndarray] = {}
     for path, layer in _lstm_directions(ref_model).items():
@@ -169,6 +181,13 @@ def _seq2seq(keras: Any, layers: Any, save: Callable[..., None], rng: np.random.
          [_seq_input(rng, 4, 6, 4), _seq_input(rng, 4, 5, 3)])
 
 
+def _declared_shapes(keras: Any, layers: Any, save: Callable[..., None], rng: np.random.Generator) -> None:
+    """input_shape written on every layer, as many tutorials do: Keras uses only the first one's."""
+    model = keras.Sequential([layers.LSTM(5, return_sequences=True, input_shape=(9, 1)),
+                              layers.LSTM(4, input_shape=(9, 1)), layers.Dense(1)])
+    save(f"{PREFIX[keras.__name__]}_declared_shapes", model, _seq_input(rng, 3, 9, 1))
+
+
 PREFIX = {"keras": "k3", "tf_keras": "tfk"}
 
 
@@ -189,7 +208,7 @@ def generate_keras3() -> None:
     def save(name: str, model: Any, x: Any, kinds: tuple[str, ...] = ("keras",)) -> None:
         keras.utils.set_random_seed(SEED)
         _random_weights(model, rng)
-        for kind in kinds:
+        for kind in kinds if wanted(name) else ():
             if kind == "keras":
                 model.save(HERE / f"{name}.keras")
             elif kind == "h5":
@@ -243,6 +262,7 @@ def generate_keras3() -> None:
     _layer_zoo(keras, layers, save, x, rng)
     _seq2seq(keras, layers, save, rng)
     save("k3_conv1d_lstm", seq(layers.Conv1D(4, 3, padding="same"), layers.LSTM(3)), x)
+    _declared_shapes(keras, layers, save, rng)
 
     # Files with no LSTM lstm-inspect can read, for the error messages.
     save("k3_no_lstm", seq(layers.GRU(4), layers.Dense(2)), x)
@@ -267,7 +287,7 @@ def generate_tf_keras() -> None:
     def save(name: str, model: Any, x: Any, kinds: tuple[str, ...] = ("h5",)) -> None:
         keras.utils.set_random_seed(SEED)
         _random_weights(model, rng)
-        for kind in kinds:
+        for kind in kinds if wanted(name) else ():
             if kind == "h5":
                 model.save(HERE / f"{name}.h5", save_format="h5")
             elif kind == "weights":
@@ -308,9 +328,30 @@ def generate_tf_keras() -> None:
     cudnn = seq(CuDNNLSTM(5, return_sequences=True), layers.Dense(2))
     keras.utils.set_random_seed(SEED)
     _random_weights(cudnn, rng)
+    _save_cudnn(keras, layers, seq, cudnn, x, write=wanted("tfk_cudnn"))
+    _declared_shapes(keras, layers, save, rng)
+
+    # TensorFlow op layers around an LSTM: TFOpLambda (tf_keras) and TensorFlowOpLayer (tf.keras 2.3)
+    import tf_ops
+
+    ops_model = tf_ops.build(keras, layers)
+    x_ops = _seq_input(rng, 4, 8, 4)
+    save("tfk_tf_ops", ops_model, x_ops)
+    if wanted("tfk_tf_ops_v23"):
+        def close(a: np.ndarray, b: np.ndarray) -> None:
+            assert np.max(np.abs(a - b)) < 1e-6, "the TF 2.3 form computes something else"
+
+        tf_ops.save_tf23_copy(keras, ops_model, HERE / "tfk_tf_ops.h5", HERE / "tfk_tf_ops_v23.h5", x_ops, close)
+        for kind in ("io", "ref"):
+            shutil.copy(HERE / f"tfk_tf_ops.{kind}.npz", HERE / f"tfk_tf_ops_v23.{kind}.npz")
+
+
+def _save_cudnn(keras: Any, layers: Any, seq: Callable[..., Any], cudnn: Any, x: np.ndarray, write: bool) -> None:
+    plain = seq(layers.LSTM(5, return_sequences=True), layers.Dense(2))  # built either way: layer names count
+    if not write:
+        return
     cudnn.save(HERE / "tfk_cudnn.h5", save_format="h5")
     cudnn.save_weights(HERE / "tfk_cudnn.weights_only.h5", save_format="h5")
-    plain = seq(layers.LSTM(5, return_sequences=True), layers.Dense(2))
     plain.load_weights(HERE / "tfk_cudnn.weights_only.h5")
     renamed = {f"{cudnn.layers[0].name}": plain.layers[0]}
     refs = {f"{k}:{r}": w for k, layer in renamed.items()
@@ -322,11 +363,19 @@ def generate_tf_keras() -> None:
 GENERATORS: dict[str, Callable[[], None]] = {"keras3": generate_keras3, "tf_keras": generate_tf_keras}
 
 if __name__ == "__main__":
-    wanted = sys.argv[1:] or list(GENERATORS)
-    if len(wanted) > 1:
+    args = sys.argv[1:]
+    only: list[str] = []
+    if "--only" in args:
+        at = args.index("--only")
+        only = args[at + 1].split(",")
+        args = args[:at] + args[at + 2:]
+    ONLY = tuple(only)
+    which_ones = args or list(GENERATORS)
+    if len(which_ones) > 1:
         # Keras 3 and tf_keras each want the process to themselves.
-        for which in wanted:
-            subprocess.run([sys.executable, __file__, which], check=True)
+        for which in which_ones:
+            subprocess.run([sys.executable, __file__, which, *(["--only", ",".join(only)] if only else [])],
+                           check=True)
     else:
-        GENERATORS[wanted[0]]()
-        print(f"{wanted[0]}: wrote samples to {HERE}")
+        GENERATORS[which_ones[0]]()
+        print(f"{which_ones[0]}: wrote samples to {HERE}" + (f" (only {', '.join(only)})" if only else ""))
