@@ -21,6 +21,7 @@ import numpy as np
 import typer
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -299,9 +300,6 @@ def _legend(ckpt: Checkpoint) -> list[str]:
     return lines
 
 
-WIDE = 110  # from this many columns the directions are a table; below, one block per direction
-
-
 def render_show(ckpt: Checkpoint, console: Console) -> None:
     version = ckpt.keras_version or "not recorded"
     console.print(lit(ckpt.file, "bold"))
@@ -316,9 +314,11 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
             chain.append(lit(f" ({m.class_name})", "dim"))
         console.print(chain)
     console.print(Text("recurrent directions, in the order the model applies them", style="bold"))
-    if console.width >= WIDE:
-        _show_table(ckpt, console)
-    else:
+    table = _show_table(ckpt)
+    natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
+    if natural <= console.width:
+        console.print(table)
+    else:  # a table that would wrap mid-word: one block per direction instead
         _show_blocks(ckpt, console)
     for d in ckpt.layers:
         if d.initial_state_from:
@@ -333,36 +333,54 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
         console.print(text)
 
 
-def _show_table(ckpt: Checkpoint, console: Console) -> None:
+def _show_table(ckpt: Checkpoint) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right")
-    table.add_column("layer", overflow="fold")
-    table.add_column("kind", overflow="fold")
+    table.add_column("layer", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
     table.add_column("N_i", justify="right")
     table.add_column("N_c", justify="right")
     table.add_column("W_g, each gate", justify="right", no_wrap=True)
-    table.add_column("activations", overflow="fold")
-    table.add_column("flags")
-    table.add_column("params", justify="right")
+    table.add_column("activations", no_wrap=True)
+    table.add_column("flags", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
     for k, d in enumerate(ckpt.layers):
         table.add_row(str(k), lit(d.name), lit(f"{d.kind} {''.join(d.cell.gates)}" if d.cell.n_gates > 1 else d.kind),
                       _num(d.input_dim), _num(d.units), _gates_cell(d),
                       lit(d.cell.activations_label(d.settings, d.hard_sigmoid)), _flags(d), f"{d.param_count:,}")
-    console.print(table)
+    return table
 
 
 def _show_blocks(ckpt: Checkpoint, console: Console) -> None:
-    """One block per direction: reads cleanly at 80 columns, long names wrap at '/'."""
+    """One block per direction: reads cleanly at 80 columns; a long name breaks only after a '/'."""
     for k, d in enumerate(ckpt.layers):
+        lines = _wrap_at_slashes([clean(p) for p in d.parts], console.width - 6 - len(d.kind))
         head = Text(f"{k:>2}  ")
-        head.append(lit("/\u200b".join(d.name.split("/")), "bold"))
-        head.append(lit(f"  {d.kind}"))
+        head.append(lines[0], style="bold")
+        if len(lines) == 1:
+            head.append(lit(f"  {d.kind}"))
         console.print(head)
+        for n, line in enumerate(lines[1:], 1):
+            rest = Text("    ")
+            rest.append(line, style="bold")
+            if n == len(lines) - 1:
+                rest.append(lit(f"  {d.kind}"))
+            console.print(rest)
         line = Text(f"    N_i {_num(d.input_dim)}  N_c {_num(d.units)}  gates {' '.join(d.cell.gates)}: ")
         line.append(_gates_cell(d))
         line.append(f"  {d.param_count:,} params")
         console.print(line)
         console.print(lit(f"    {d.cell.activations_label(d.settings, d.hard_sigmoid)}   flags: {_flags(d)}"))
+
+
+def _wrap_at_slashes(parts: list[str], width: int) -> list[str]:
+    lines = [""]
+    for k, part in enumerate(parts):
+        piece = part + ("/" if k < len(parts) - 1 else "")
+        if lines[-1] and len(lines[-1]) + len(piece) > max(width, 20):
+            lines.append("")
+        lines[-1] += piece
+    return lines
 
 
 # ---------------------------------------------------------------- forward, verify, trace

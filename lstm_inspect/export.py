@@ -181,6 +181,10 @@ def _pytorch(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], d
         "exact_in_target": not problems,
         "directions": [direction_settings(d, "pytorch") for d in ds],
         "input": "x of shape (batch, steps, input_size) (batch_first=True)",
+        # the same instructions for programs: reverse x in time first; take the whole output or its last step;
+        # merge the two halves of a bidirectional output so
+        "reverse_input_in_time": bool(s.go_backwards and not bidirectional),
+        "return_sequences": s.return_sequences, "merge_mode": d0.merge_mode if bidirectional else None,
     }
     if problems:
         meta["why_not_exact"] = problems[0] + ("; run it exactly with the ONNX layout (which has the "
@@ -270,6 +274,10 @@ def _onnx(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict
                   "only layout 0); transpose a (batch, steps, features) array with x.transpose(1, 0, 2)"),
         "outputs": ("Y of shape [seq_length, num_directions, batch_size, hidden_size], in input time order; Y_h "
                     "[num_directions, batch_size, hidden_size]" + (", Y_c the same" if cell.kind == "LSTM" else "")),
+        # the same instructions for programs: reverse Y in time to get Keras's order; take the whole sequence or
+        # Y_h; merge the two directions so
+        "reverse_output_in_time": bool(s.go_backwards and not bidirectional),
+        "return_sequences": s.return_sequences, "merge_mode": d0.merge_mode if bidirectional else None,
     }
     if problems:
         meta["why_not_exact"] = problems[0]

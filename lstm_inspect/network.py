@@ -29,6 +29,8 @@ class RunRecord:
     """What a run leaves behind besides the outputs: every layer's output, every direction's trace."""
 
     layer_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    layer_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # what each recurrent layer was fed
+    initial_states: dict[str, list[np.ndarray]] = field(default_factory=dict)  # states handed to a layer
     traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     masks: dict[str, np.ndarray | None] = field(default_factory=dict)  # mask each direction saw
 
@@ -337,6 +339,9 @@ class Network:
             value = np.swapaxes(value, 0, 1)
             mask = None if mask is None else np.swapaxes(mask, 0, 1)
         self._check_recurrent_input(node, directions[0], value, mask)
+        rec.layer_inputs.setdefault(node.path, value)
+        if states:
+            rec.initial_states.setdefault(node.path, states)
         n_states = len(directions[0].cell.states)
         results = []
         for k, d in enumerate(directions):

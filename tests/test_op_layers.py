@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from conftest import SAMPLES, run_cli
 from lstm_inspect.ops import TF_RAW_OPS
+
+from conftest import SAMPLES, run_cli
 
 # op -> (inputs, attrs): each run by TensorFlow's own kernel (tf.raw_ops) in a subprocess and by lstm-inspect
 RNG = np.random.default_rng(0)
@@ -49,7 +50,8 @@ CASES: dict[str, tuple[list, dict]] = {
     "Squeeze": ([X[:, :1]], {"T": T, "squeeze_dims": {"list": {"i": ["1"]}}}),
     "Transpose": ([X, np.array([0, 2, 1], np.int32)], {"T": T, "Tperm": {"type": "DT_INT32"}}),
     "ConcatV2": ([X, X * 2, np.int32(1)], {"T": T, "N": {"i": "2"}, "Tidx": {"type": "DT_INT32"}}),
-    "Slice": ([X, np.array([0, 1, 2], np.int32), np.array([-1, 2, 3], np.int32)], {"T": T, "Index": {"type": "DT_INT32"}}),
+    "Slice": ([X, np.array([0, 1, 2], np.int32), np.array([-1, 2, 3], np.int32)],
+              {"T": T, "Index": {"type": "DT_INT32"}}),
     "StridedSlice": ([X, np.array([0, 1, 0], np.int32), np.array([0, 3, -1], np.int32), np.array([1, 1, 2], np.int32)],
                      {"T": T, "Index": {"type": "DT_INT32"}, "begin_mask": {"i": "1"}, "end_mask": {"i": "1"},
                       "ellipsis_mask": {"i": "0"}, "new_axis_mask": {"i": "0"}, "shrink_axis_mask": {"i": "0"}}),
@@ -85,7 +87,8 @@ calls = {
     **{op: (lambda op: lambda a: getattr(r, op)(x=a[0]))(op)
        for op in ("Neg", "Exp", "Log", "Sqrt", "Square", "Tanh", "Sigmoid")},
     "Relu": lambda a: r.Relu(features=a[0]),
-    "Reshape": lambda a: r.Reshape(tensor=a[0], shape=a[1]), "ExpandDims": lambda a: r.ExpandDims(input=a[0], axis=a[1]),
+    "Reshape": lambda a: r.Reshape(tensor=a[0], shape=a[1]),
+    "ExpandDims": lambda a: r.ExpandDims(input=a[0], axis=a[1]),
     "Squeeze": lambda a: r.Squeeze(input=a[0], axis=[1]), "Transpose": lambda a: r.Transpose(x=a[0], perm=a[1]),
     "ConcatV2": lambda a: r.ConcatV2(values=[a[0], a[1]], axis=a[2]),
     "Slice": lambda a: r.Slice(input=a[0], begin=a[1], size=a[2]),
@@ -95,13 +98,15 @@ calls = {
     "Mean": lambda a: r.Mean(input=a[0], axis=a[1], keep_dims=False),
     "Sum": lambda a: r.Sum(input=a[0], axis=a[1], keep_dims=True),
     "Max": lambda a: r.Max(input=a[0], axis=a[1], keep_dims=False),
-    "MatMul": lambda a: r.MatMul(a=a[0], b=a[1]), "MatMul-transposed": lambda a: r.MatMul(a=a[0], b=a[1], transpose_b=True),
+    "MatMul": lambda a: r.MatMul(a=a[0], b=a[1]),
+    "MatMul-transposed": lambda a: r.MatMul(a=a[0], b=a[1], transpose_b=True),
     "BatchMatMulV2": lambda a: r.BatchMatMulV2(x=a[0], y=a[1]),
 }
 cases = np.load(sys.argv[1], allow_pickle=False)
 out = {}
 for name, call in calls.items():
-    args = [cases[k] for k in sorted((k for k in cases.files if k.split(":")[0] == name), key=lambda k: int(k.split(":")[1]))]
+    keys = sorted((k for k in cases.files if k.split(":")[0] == name), key=lambda k: int(k.split(":")[1]))
+    args = [cases[k] for k in keys]
     out[name] = call(args).numpy()
 np.savez(sys.argv[2], **out)
 """
@@ -126,7 +131,7 @@ def test_raw_op_equals_tensorflow_kernel(name: str, tensorflow_results: dict[str
     fn, _ = TF_RAW_OPS[name.split("-")[0]]
     ours = np.asarray(fn(list(inputs), attrs))
     theirs = tensorflow_results[name]
-    assert ours.shape == theirs.shape and ours.dtype == theirs.dtype, (ours.shape, theirs.shape, ours.dtype, theirs.dtype)
+    assert (ours.shape, ours.dtype) == (theirs.shape, theirs.dtype)
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
 
 
