@@ -24,9 +24,10 @@ import numpy as np
 import pytest
 
 import lstm_inspect
+from lstm_inspect.network import Network, RunRecord
+
 import reference_rnn as ref
 from conftest import NOT_RUNNABLE, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
-from lstm_inspect.network import Network, RunRecord
 
 
 def _io(path: Path) -> Path:
@@ -159,7 +160,8 @@ def test_onnx_dump_in_onnxruntime(path: Path, tmp_path: Path) -> None:
 
 ACTIVATIONS = {"sigmoid": ref.sigmoid, "tanh": np.tanh, "linear": lambda x: x, "relu": lambda x: np.maximum(x, 0),
                "hard_sigmoid = clip(0.2·x + 0.5, 0, 1)": ref.hard_sigmoid_keras2,
-               "hard_sigmoid = clip(x/6 + 0.5, 0, 1)": ref.hard_sigmoid_keras3, "softplus": lambda x: np.logaddexp(0, x)}
+               "hard_sigmoid = clip(x/6 + 0.5, 0, 1)": ref.hard_sigmoid_keras3,
+               "softplus": lambda x: np.logaddexp(0, x)}
 
 
 def _read_csv(path: Path) -> np.ndarray:

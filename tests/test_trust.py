@@ -14,8 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 import lstm_inspect
-from conftest import REALWORLD, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
 from lstm_inspect.cli import app
+
+from conftest import REALWORLD, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
 
 # ---------------------------------------------------------------- a bug of ours is not a damaged file
 
