@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import unicodedata
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,19 @@ def safe_part(name: str) -> str:
     if len(out) > MAX_PART_BYTES:
         out = f"{out[:150]}~{hashlib.sha256(name.encode('utf-8')).hexdigest()[:16]}"
     return out
+
+
+def printable(text: object) -> str:
+    """Text from a file or a path, safe for a terminal or a picture: control and format characters shown as
+    escapes (\x1b, \u202e), everything else as it is."""
+    out = []
+    for ch in str(text):
+        if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            out.append(ch)
+        else:
+            code = ord(ch)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    return "".join(out)
 
 
 def original_part(part: str) -> str:

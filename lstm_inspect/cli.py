@@ -12,7 +12,6 @@ import math
 import os
 import signal
 import sys
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_inspect import __version__
-from lstm_inspect.arrays_io import ordered_inputs, read_inputs, write_arrays, write_trace
+from lstm_inspect.arrays_io import ordered_inputs, printable, read_inputs, write_arrays, write_trace
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint, RecurrentDirection, load
 
@@ -60,16 +59,7 @@ FORMAT_LABELS = {
 }
 
 
-def clean(text: Any) -> str:
-    """Text from a file or a path, safe for a terminal: control and format characters shown as escapes."""
-    out = []
-    for ch in str(text):
-        if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            out.append(ch)
-        else:
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    return "".join(out)
+clean = printable
 
 
 def lit(text: Any, style: str = "") -> Text:

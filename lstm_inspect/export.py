@@ -74,7 +74,8 @@ def direction_settings(d: RecurrentDirection, layout: str) -> dict[str, Any]:
         "units": d.units, "activation": activation_text(s.activation, d.hard_sigmoid),
         "recurrent_activation": activation_text(s.recurrent_activation, d.hard_sigmoid),
         "activations_assumed": s.assumed, "use_bias": s.use_bias, "return_sequences": s.return_sequences,
-        "return_state": s.return_state, "go_backwards": s.go_backwards, "bidirectional": d.wrapper,
+        "return_state": s.return_state, "go_backwards": s.go_backwards, "time_major": s.time_major,
+        "bidirectional": d.wrapper,
         "merge_mode": d.merge_mode if d.wrapper else None, "storage_in_file": d.storage, "gates": list(d.cell.gates),
     }
     if s.assumed:
@@ -172,7 +173,7 @@ def _pytorch(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], d
             meanings[f"{key}_l0{suffix}"] = meaning
     s = d0.settings
     ctor: dict[str, Any] = {"input_size": d0.input_dim, "hidden_size": d0.units, "num_layers": 1,
-                            "batch_first": True, "bidirectional": bidirectional, "bias": True}
+                            "batch_first": not s.time_major, "bidirectional": bidirectional, "bias": True}
     if cell.kind == "SimpleRNN":
         ctor["nonlinearity"] = s.activation if s.activation in ("tanh", "relu") else "tanh"
     meta: dict[str, Any] = {
@@ -180,9 +181,11 @@ def _pytorch(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], d
         "load": "module.load_state_dict({name: torch.from_numpy(array) for name, array in these arrays}, strict=True)",
         "exact_in_target": not problems,
         "directions": [direction_settings(d, "pytorch") for d in ds],
-        "input": "x of shape (batch, steps, input_size) (batch_first=True)",
+        "input": ("x of shape (steps, batch, input_size), as this time_major layer takes it (batch_first=False)"
+                  if s.time_major else "x of shape (batch, steps, input_size) (batch_first=True)"),
         # the same instructions for programs: reverse x in time first; take the whole output or its last step;
         # merge the two halves of a bidirectional output so
+        "time_axis": 0 if s.time_major else 1,
         "reverse_input_in_time": bool(s.go_backwards and not bidirectional),
         "return_sequences": s.return_sequences, "merge_mode": d0.merge_mode if bidirectional else None,
     }
@@ -271,7 +274,10 @@ def _onnx(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict
                               "activation]", "SimpleRNN": "[f] = [activation]"}[cell.kind]),
         "exact_in_target": not problems, "directions": [direction_settings(d, "onnx") for d in ds],
         "input": ("X of shape [seq_length, batch_size, input_size]: time-major (layout=0; ONNX Runtime accepts "
-                  "only layout 0); transpose a (batch, steps, features) array with x.transpose(1, 0, 2)"),
+                  "only layout 0), " + ("as this time_major layer takes it" if s.time_major else
+                                        "so transpose the layer's (batch, steps, features) input with "
+                                        "x.transpose(1, 0, 2)")),
+        "transpose_input": not s.time_major,
         "outputs": ("Y of shape [seq_length, num_directions, batch_size, hidden_size], in input time order; Y_h "
                     "[num_directions, batch_size, hidden_size]" + (", Y_c the same" if cell.kind == "LSTM" else "")),
         # the same instructions for programs: reverse Y in time to get Keras's order; take the whole sequence or
@@ -297,7 +303,8 @@ def _onnx(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict
         meta["keras_output"] = "Y[::-1, 0]" if s.return_sequences else "Y_h[0] (the last step processed)"
     else:
         meta["time_order"] = "direction=forward: feed the input in its own order"
-        meta["keras_output"] = "Y[:, 0] (transposed back to batch-major)" if s.return_sequences else "Y_h[0]"
+        meta["keras_output"] = (("Y[:, 0]" if s.time_major else "Y[:, 0] transposed back to batch-major")
+                                if s.return_sequences else "Y_h[0]")
     return producers, meanings, meta
 
 

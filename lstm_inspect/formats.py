@@ -452,15 +452,14 @@ def _read_keras_zip(path: Path) -> Checkpoint:
         with source.open() as f:
             keras3_layout = child(f, "layers") is not None or child(f, "vars") is not None
             if keras_version is None:
-                # Only the layout tells the writer: Keras 3 keeps layers/<class counter>/vars; TF 2.12-2.14's
-                # Keras 2 kept _layer_checkpoint_dependencies/<class counter>/vars (KERAS_LSTM_SPEC.md A.1.7).
-                keras_version = "3" if keras3_layout else "2"
+                # Without metadata.json only the archive itself tells the writer (KERAS_LSTM_SPEC.md A.1.7).
+                keras_version = "3" if _written_by_keras3(config, keras3_layout) else "2"
                 notes.append(
-                    "metadata.json records no keras_version; the archive's layout is "
-                    + ("Keras 3's, so Keras 3's formulas are used (hard_sigmoid = clip(x/6 + 0.5, 0, 1))"
-                       if keras3_layout else
-                       "that of TF 2.12-2.15's Keras 2, so Keras 2's formulas are used "
-                       "(hard_sigmoid = clip(0.2·x + 0.5, 0, 1))"))
+                    "metadata.json records no keras_version; the archive is "
+                    + ("Keras 3's (its config dialect and layout), so Keras 3's formulas are used "
+                       "(hard_sigmoid = clip(x/6 + 0.5, 0, 1))" if keras_version == "3" else
+                       "one TF 2.12-2.15's Keras 2 wrote (its config dialect or layout), so Keras 2's formulas are "
+                       "used (hard_sigmoid = clip(0.2·x + 0.5, 0, 1))"))
             if keras3_layout:
                 paths = keras3_paths(graph, "layers")
             else:
@@ -471,6 +470,32 @@ def _read_keras_zip(path: Path) -> Checkpoint:
         raise InspectError(f"{path}: model.weights.h5 is damaged: {exc}") from exc
     ckpt.notes[:0] = notes
     return ckpt
+
+
+def _written_by_keras3(config: Any, keras3_layout: bool) -> bool:
+    """Keras 3 or TF 2.12-2.15's Keras 2, for a .keras without metadata.json.
+
+    tf.keras's configs keep Keras 2's dialect: InputLayer's `batch_input_shape` and the RNN option
+    `time_major`; Keras 3 writes `batch_shape` and has no `time_major`. Where the config says
+    neither, the weights' layout decides: `_layer_checkpoint_dependencies/` is TF 2.12-2.14's.
+    """
+    found: set[str] = set()
+
+    def walk(obj: Any, depth: int = 0) -> None:
+        if depth > 64 or len(found) == 2:
+            return
+        if isinstance(obj, dict):
+            found.update(k for k in ("batch_input_shape", "time_major", "batch_shape") if k in obj)
+            for value in obj.values():
+                walk(value, depth + 1)
+        elif isinstance(obj, list):
+            for value in obj:
+                walk(value, depth + 1)
+
+    walk(config)
+    if found & {"batch_input_shape", "time_major"}:
+        return False
+    return "batch_shape" in found or keras3_layout
 
 
 def _read_member(path: Path, zf: zipfile.ZipFile, name: str) -> bytes:

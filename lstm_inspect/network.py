@@ -334,12 +334,12 @@ class Network:
         directions = self.directions[node.path]
         s = directions[0].settings
         value = np.asarray(x.value)
+        rec.layer_inputs.setdefault(node.path, value)
         if s.time_major:
             # tf.keras time_major: (steps, batch, features) in, sequences out the same way
             value = np.swapaxes(value, 0, 1)
             mask = None if mask is None else np.swapaxes(mask, 0, 1)
         self._check_recurrent_input(node, directions[0], value, mask)
-        rec.layer_inputs.setdefault(node.path, value)
         if states:
             rec.initial_states.setdefault(node.path, states)
         n_states = len(directions[0].cell.states)
@@ -484,12 +484,12 @@ def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 
     if ckpt.graph is not None:
         try:
             net = Network(ckpt, trace=True)
-            net.run(xs if xs is not None else default_inputs(net, seed), rec)
-            return rec, "the given input" if xs is not None else f"a seeded random input (seed {seed})"
-        except InspectError:
+        except InspectError:  # a layer the engine does not run: each direction alone, if no input was given
             if xs is not None:
                 raise
-            rec = RunRecord()
+        else:
+            net.run(xs if xs is not None else default_inputs(net, seed), rec)
+            return rec, "the given input" if xs is not None else f"a seeded random input (seed {seed})"
     elif xs is not None:
         raise InspectError(f"{ckpt.file}: stores weights only, so the model cannot run on an input; "
                            "give the architecture with --config")

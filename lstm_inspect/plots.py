@@ -8,16 +8,23 @@ quantities over time for one sample of an engine run.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lstm_inspect.arrays_io import printable
 from lstm_inspect.cells import Gate
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import RecurrentDirection
 
 TRACE_UNITS = 4  # units drawn one by one in the activation plot, besides the mean
+
+
+def _title(name: str) -> str:
+    """A name from the file as plain text in a figure: no control characters, no mathtext ($...$)."""
+    return printable(name).replace("$", r"\$")
 
 
 def _pyplot() -> Any:
@@ -47,7 +54,7 @@ def plot_weights(d: RecurrentDirection, gates: dict[str, Gate], path: Path) -> N
         ax.set_xlabel(f"x: columns 0..{n_i - 1} | h: {n_i}..{n_i + (d.units or 0) - 1}")
     axes[0].set_ylabel("unit")
     fig.colorbar(image, ax=axes, shrink=0.85, label="weight")
-    fig.suptitle(f"{d.name}: gate matrices acting on [x; h]  (N_i={d.input_dim}, N_c={d.units})")
+    fig.suptitle(f"{_title(d.name)}: gate matrices acting on [x; h]  (N_i={d.input_dim}, N_c={d.units})")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -67,7 +74,7 @@ def plot_biases(d: RecurrentDirection, gates: dict[str, Gate], path: Path) -> No
         extra = "" if gates[g].b_h is None else f" (recurrent bias b_h{g}: mean {gates[g].b_h.mean():.3f})"
         ax.set_title(f"{d.cell.gate_names[g]} gate bias: mean {b.mean():.3f}{extra}", fontsize=9, loc="left")
     axes[-1].set_xlabel("unit")
-    fig.suptitle(f"{d.name}: biases per gate")
+    fig.suptitle(f"{_title(d.name)}: biases per gate")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -84,7 +91,7 @@ def plot_spectrum(d: RecurrentDirection, gates: dict[str, Gate], path: Path) -> 
     ax.set_ylabel("singular value")
     ax.set_yscale("log")
     ax.legend()
-    ax.set_title(f"{d.name}: singular values of the recurrent blocks U_g")
+    ax.set_title(f"{_title(d.name)}: singular values of the recurrent blocks U_g")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -113,7 +120,7 @@ def plot_activations(d: RecurrentDirection, trace: dict[str, np.ndarray], path: 
     for ax in axes[-1]:
         ax.set_xlabel("step (processing order)")
     axes[0][0].legend(fontsize=7)
-    fig.suptitle(f"{d.name}: gate activations over time, sample {sample}")
+    fig.suptitle(f"{_title(d.name)}: gate activations over time, sample {sample}")
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -134,14 +141,19 @@ def plot_direction(d: RecurrentDirection, trace: dict[str, np.ndarray] | None, f
 def plot(ckpt: Any, out: Path, xs: list[np.ndarray] | None = None, seed: int = 0, force: bool = False,
          layer: str | None = None) -> tuple[list[str], str]:
     """PNGs for every direction (or one) into folder `out`, written atomically; returns (files, input used)."""
-    from lstm_inspect.arrays_io import atomic_dir
+    from lstm_inspect.arrays_io import atomic_dir, inside, safe_relpath
     from lstm_inspect.network import trace_run
 
     _pyplot()
     rec, source = trace_run(ckpt, xs, seed)
     directions = [ckpt.layer(layer)] if layer else ckpt.layers
     written: list[str] = []
-    with atomic_dir(out, force) as tmp:
+    manifest: dict[str, Any] = {"file": str(ckpt.file), "activations_from": source, "folders": {}}
+    with atomic_dir(out, force, protect=[ckpt.file]) as tmp:
         for d in directions:
-            written += [f"{d.name}/{f}" for f in plot_direction(d, rec.traces.get(d.name), tmp / d.name)]
+            rel = safe_relpath(d.parts)  # names from the file are escaped, never a path of their own
+            files = plot_direction(d, rec.traces.get(d.name), inside(tmp, rel))
+            manifest["folders"][rel] = {"direction": d.name, "files": files}
+            written += [f"{rel}/{f}" for f in files]
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return written, source

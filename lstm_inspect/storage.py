@@ -333,6 +333,9 @@ def attr_str(value: Any) -> str | None:
     return None
 
 
+MAX_NAME_CHUNKS = 1000  # Keras chunks a name list only past 64 KB: a thousand chunks hold millions of names
+
+
 def attr_strings(group: h5py.Group, name: str) -> list[str] | None:
     """A list-of-strings attribute, including Keras's chunked form name0, name1, ... (None if absent).
 
@@ -347,6 +350,9 @@ def attr_strings(group: h5py.Group, name: str) -> list[str] | None:
                               if k.startswith(name) and k[len(name):].isdigit() and len(k) - len(name) < 9)
             if not numbered or numbered[0][0] != 0:
                 return None
+            if len(numbered) > MAX_NAME_CHUNKS:
+                # HDF5 finds an attribute by a linear scan: thousands of chunks would take minutes to read
+                raise DamagedFile(f"attribute {name} comes in {len(numbered):,} chunks; Keras writes a few at most")
             values = []
             for expected, (k, key) in enumerate(numbered):
                 if k != expected:

@@ -345,6 +345,9 @@ def generate_tf_keras() -> None:
         for kind in ("io", "ref"):
             shutil.copy(HERE / f"tfk_tf_ops.{kind}.npz", HERE / f"tfk_tf_ops_v23.{kind}.npz")
 
+    # time_major=True (tf.keras only): the layer reads axis 0 as time, whatever the model's input is
+    save("tfk_time_major", seq(layers.LSTM(5, time_major=True, return_sequences=True), layers.Dense(2)), x)
+
 
 def _save_cudnn(keras: Any, layers: Any, seq: Callable[..., Any], cudnn: Any, x: np.ndarray, write: bool) -> None:
     plain = seq(layers.LSTM(5, return_sequences=True), layers.Dense(2))  # built either way: layer names count

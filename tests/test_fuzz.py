@@ -54,6 +54,13 @@ def _input_for(base: Path) -> np.ndarray:
 
 def _argv(command: str, model: Path, work: Path) -> list[str]:
     x = work / "x.npy"
+    if (work / "FORCE").exists():  # the force family: write over the folder that holds the model
+        return {"show": ["show", str(model)], "stats": ["stats", str(model)],
+                "dump": ["dump", str(model), "-o", str(work), "--force"],
+                "forward": ["forward", str(model), "-i", str(x), "-o", str(model), "--force"],
+                "trace": ["trace", str(model), "-i", str(x), "-o", str(work), "--format", "csv", "--force"],
+                "plot": ["plot", str(model), "-o", str(work), "--force"],
+                "verify": ["verify", str(model), "--json"]}[command]
     return {
         "show": ["show", str(model), "--json"],
         "stats": ["stats", str(model), "--json"],
@@ -89,6 +96,8 @@ def run_case(command: str, model: Path, work: Path, mutation: str) -> None:
     if not base_input.exists():
         np.save(base_input, np.zeros((2, 7, 3), np.float32))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before_files = {p.name for p in work.parent.iterdir()}
+    model_bytes = model.read_bytes() if model.is_file() and not model.is_symlink() else None
     with time_limit(TIME_LIMIT.get(command, 30)):
         result = CliRunner().invoke(app, _argv(command, model, work))
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -107,6 +116,12 @@ def run_case(command: str, model: Path, work: Path, mutation: str) -> None:
     if mutation.startswith(("nan", "inf")) and in_lstm and result.exit_code == 0 and command in READS_WEIGHTS:
         assert "warning" in result.stderr and "NaN or Inf" in result.stderr, what
     assert after - before < MEMORY_JUMP_MB, f"{what}\nmemory peak rose by {after - before:.0f} MB"
+    # nothing written outside the case's own folder, and the model never touched
+    assert {p.name for p in work.parent.iterdir()} == before_files, what
+    outside = work.parent / "outside"
+    assert not outside.exists() or not any(outside.iterdir()), what
+    if model_bytes is not None:
+        assert model.read_bytes() == model_bytes, what
 
 
 # ---------------------------------------------------------------- mutations
@@ -141,8 +156,56 @@ def _rezip(path: Path, drop: tuple[str, ...] = (), replace: dict[str, bytes] | N
             z.writestr(name, (replace or {}).get(name, data))
 
 
+HOSTILE_NAMES = ["{outside}/PWNED", "../../outside/PWNED", "..", ".", "", "lstm[/bold]", "lstm[green]",
+                 "\x1b[2J\x1b]0;owned\x07", "a/b/c", "x" * 300, "\u202ertl", "$\\frac{$x"]
+
+
+def _rename_first_recurrent(cfg: Any, name: str) -> bool:
+    """Rename the first LSTM-like layer (and every reference to it) in a parsed config."""
+    layers = cfg.get("config", {}).get("layers") if isinstance(cfg.get("config"), dict) else cfg.get("config")
+    for entry in layers or []:
+        if isinstance(entry, dict) and entry.get("class_name") in ("LSTM", "CuDNNLSTM", "Bidirectional", "RNN"):
+            old = entry.get("name") or entry.get("config", {}).get("name")
+            text = json.dumps(cfg).replace(json.dumps(old), json.dumps(name))
+            cfg.clear()
+            cfg.update(json.loads(text))
+            return True
+    return False
+
+
 def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
-    """Apply one mutation to the file at `path`; returns a label for messages."""
+    """Apply one mutation to the file at `path` (or to the case around it); returns a label for messages."""
+    work = path.parent
+    if kind == "hostile_name":
+        name = HOSTILE_NAMES[int(rng.integers(0, len(HOSTILE_NAMES)))].format(outside=work.parent / "outside")
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                cfg = json.loads(z.read("config.json"))
+            if _rename_first_recurrent(cfg, name):
+                _rezip(path, replace={"config.json": json.dumps(cfg).encode()})
+        else:
+            with h5py.File(path, "r+") as f:
+                if "model_config" in f.attrs:
+                    raw = f.attrs["model_config"]
+                    cfg = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+                    if _rename_first_recurrent(cfg, name):
+                        f.attrs["model_config"] = json.dumps(cfg)
+        return f"layer renamed {name!r}"
+    if kind == "force_on_input":
+        (work / "FORCE").write_text("")
+        return "--out the model's own folder (or the model itself) with --force"
+    if kind == "degenerate_input":
+        x = np.load(work / "x.npy")
+        choice = int(rng.integers(0, 4))
+        shape = list(x.shape)
+        if choice < 3 and len(shape) > choice:
+            shape[choice] = 0
+            x = np.zeros(shape, x.dtype)
+        else:
+            x = x.astype(np.float32)
+            x.reshape(-1)[0] = np.nan
+        np.save(work / "x.npy", x)
+        return f"input of shape {x.shape}" + (" with a NaN" if choice == 3 else "")
     data = bytearray(path.read_bytes())
     if kind == "truncate":
         cut = int(rng.integers(0, len(data)))
@@ -170,6 +233,9 @@ def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
     if kind == "zip_bomb":
         _rezip(path, replace={"model.weights.h5": b"\0" * (300 << 20)}, compress=True)
         return "zip weights member inflating to 300 MB of zeros"
+    if kind == "zip_compressed":
+        _rezip(path, compress=True)
+        return "every zip member DEFLATE-compressed"
     h5path, put_back = _hdf5_of(path)
     label = kind
     with h5py.File(h5path, "r+") as f:
@@ -220,6 +286,24 @@ def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
             del f[victim]
             f.create_virtual_dataset(victim, layout, fillvalue=0)
             label = f"{victim} as a virtual dataset"
+        elif kind == "external_storage":
+            victim = names[int(rng.integers(0, len(names)))]
+            shape = f[victim].shape or (1,)
+            targets = ["/proc/self/environ", "/dev/zero", str(work / "fifo")]
+            target = targets[int(rng.integers(0, len(targets)))]
+            if target.endswith("fifo") and not Path(target).exists():
+                os.mkfifo(target)
+            del f[victim]
+            nbytes = max(4, int(np.prod(shape)) * 4)
+            f.create_dataset(victim, shape=shape, dtype="float32",
+                             external=[(target, 0, h5py.h5f.UNLIMITED if target == "/dev/zero" else nbytes)])
+            label = f"{victim} stored in {target}"
+        elif kind == "many_name_chunks":
+            holders = [f[n] for n in ("model_weights",) if n in f] + [f]
+            holder = holders[0]
+            for k in range(1100):
+                holder.attrs[f"layer_names{k}"] = [f"pad{k}".encode()]
+            label = "1100 chunked layer_names attributes"
         elif kind == "json_garbage":
             if "model_config" in f.attrs:
                 f.attrs["model_config"] = [b"{broken", np.void(b"\xff\xfe")][int(rng.integers(0, 2))]
@@ -233,7 +317,10 @@ def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
 
 MUTATIONS = ["truncate", "flip_header", "flip_anywhere", "delete_dataset", "delete_attribute", "wrong_shape",
              "absurd_size", "nan", "inf", "external_link", "virtual_dataset", "json_garbage", "zip_drop_member",
-             "zip_bad_config", "zip_bomb"]
+             "zip_bad_config", "zip_bomb", "zip_compressed",
+             # the hostile families of issue 12: names, external storage, force targets, degenerate inputs,
+             # attribute sizes
+             "hostile_name", "external_storage", "force_on_input", "degenerate_input", "many_name_chunks"]
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +335,7 @@ def _one_case(command: str, folder: Path, base_index: int, kind: str, seed: int)
     base = BASES[base_index % len(BASES)]
     work = folder / f"{command}-{CASES[command]}"
     work.mkdir()
+    (folder / "outside").mkdir(exist_ok=True)
     shutil.copy(folder / "elsewhere.h5", work / "elsewhere.h5")
     model = work / base.name
     shutil.copy(base, model)

@@ -107,15 +107,19 @@ def test_pytorch_dump_in_torch(path: Path, tmp_path: Path) -> None:
                                     for k in z.files}, strict=True)
         x = torch.from_numpy(np.asarray(rec.layer_inputs[layer_path], np.float32))
         if entry["reverse_input_in_time"]:
-            x = x.flip(1)
+            x = x.flip(entry["time_axis"])
         with torch.no_grad():
             y = module(x)[0].numpy()
+        if entry["time_axis"] == 0:  # compare in batch-major, then put Keras's time-major order back below
+            y = y.transpose(1, 0, 2)
         h = entry["constructor"]["hidden_size"]
         if entry["merge_mode"] is not None or entry["constructor"]["bidirectional"]:
             fw, bw = (y[..., :h], y[..., h:]) if entry["return_sequences"] else (y[:, -1, :h], y[:, 0, h:])
             y = _merge(fw, bw, entry["merge_mode"])
         elif not entry["return_sequences"]:
             y = y[:, -1]
+        if entry["time_axis"] == 0 and entry["return_sequences"]:
+            y = np.swapaxes(y, 0, 1)
         _check(entry, y, rec.layer_outputs[layer_path][0], f"{path.name} {layer_path}")
 
 
@@ -134,7 +138,9 @@ def test_onnx_dump_in_onnxruntime(path: Path, tmp_path: Path) -> None:
         op = entry["target"].split()[1]
         with np.load(out / rel) as z:
             weights = {k[: -len(".npy")] if k.endswith(".npy") else k: z[k] for k in z.files}
-        x = np.asarray(rec.layer_inputs[layer_path], np.float32).transpose(1, 0, 2)  # time-major, as it says
+        x = np.asarray(rec.layer_inputs[layer_path], np.float32)
+        if entry["transpose_input"]:
+            x = x.transpose(1, 0, 2)  # time-major, as it says
         outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
         node = helper.make_node(op, ["X", "W", "R", "B"], outputs, **entry["attributes"])
         graph = helper.make_graph(
@@ -155,6 +161,8 @@ def test_onnx_dump_in_onnxruntime(path: Path, tmp_path: Path) -> None:
                 result = _merge(seq[:, -1, 0], seq[:, 0, 1], entry["merge_mode"])
         else:
             result = seq[:, :, 0] if entry["return_sequences"] else y_h[0]
+        if not entry["transpose_input"] and entry["return_sequences"]:
+            result = np.swapaxes(result, 0, 1)  # the layer is time-major: Keras returns its sequence that way
         _check(entry, result, rec.layer_outputs[layer_path][0], f"{path.name} {layer_path}")
 
 
@@ -195,6 +203,8 @@ def test_gates_csv_through_textbook_cells(path: Path, tmp_path: Path) -> None:
         if all(f"b_h{g}" in a for g in gates):
             bias = np.stack([bias, np.concatenate([a[f"b_h{g}"][:, 0] for g in gates])])
         x = np.asarray(rec.layer_inputs[d.layer_path], np.float64)
+        if d.settings.time_major:
+            x = np.swapaxes(x, 0, 1)
         act = ACTIVATIONS[s["activation"]]
         if s["cell"] == "LSTM":
             y, _ = ref.lstm(x, kernel, recurrent, bias, activation=act,

@@ -216,23 +216,13 @@ def test_crc32c_vector_path_agrees_with_the_plain_loop() -> None:
         assert tb.crc32c(data[k:], tb.crc32c(data[:k])) == tb.crc32c(data)
 
 
-@pytest.mark.parametrize("module", ["google_crc32c", "crc32c"])
-def test_crc32c_matches_a_c_implementation_when_installed(module: str) -> None:
-    lib = pytest.importorskip(module)
-    value = lib.value if module == "google_crc32c" else lib.crc32c
+def test_crc32c_matches_googles_c_implementation() -> None:
+    lib = pytest.importorskip("google_crc32c", reason="the test extra installs google-crc32c")
+    value = lib.value
     rng = np.random.default_rng(4)
     for n in (0, 1, 5, 1000, 65_537, (4 << 20) + 5):
         data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
         assert tb.crc32c(data) == value(data)
-
-
-def test_crc32c_is_fast_enough_for_large_checkpoints() -> None:
-    data = np.random.default_rng(5).integers(0, 256, 64 << 20, dtype=np.uint8)
-    tb.crc32c(data[: 1 << 20])
-    best = min(_timed(lambda: tb.crc32c(data)) for _ in range(2))
-    speed = 64 / best
-    print(f"crc32c: {speed:.0f} MiB/s")
-    assert speed > 100, f"crc32c ran at {speed:.0f} MiB/s"  # about 700 measured; generous for loaded CI
 
 
 def _timed(f: Any) -> float:

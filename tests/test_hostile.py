@@ -1,0 +1,539 @@
+"""Hostile checkpoints and inputs: nothing written, read or deleted outside what the user asked, no hang.
+
+One test (or a few) per reproduction of issue #12, each built here from a Keras-written sample: layer
+names that are paths or markup, HDF5 external storage, --force on folders that are not ours, degenerate
+inputs, absurd declared lengths, huge graphs, compressed archives, bad arguments. tests/test_fuzz.py runs
+the same families under Hypothesis against every command.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import signal
+import stat
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import lstm_inspect
+from lstm_inspect.cli import app
+
+from conftest import SAMPLES, run_cli
+
+# ---------------------------------------------------------------- building hostile files from samples
+
+
+def keras_copy(dst: Path, src: Path, config: Callable[[dict], None] | None = None,
+               weights: Callable[[h5py.File], None] | None = None, drop: tuple[str, ...] = (),
+               compress: bool = False) -> Path:
+    """A copy of a .keras with its config.json and/or model.weights.h5 edited."""
+    with zipfile.ZipFile(src) as z:
+        members = {i.filename: z.read(i.filename) for i in z.infolist() if i.filename not in drop}
+    if config is not None:
+        cfg = json.loads(members["config.json"])
+        config(cfg)
+        members["config.json"] = json.dumps(cfg).encode()
+    if weights is not None:
+        buf = io.BytesIO(members["model.weights.h5"])
+        with h5py.File(buf, "r+") as f:
+            weights(f)
+        members["model.weights.h5"] = buf.getvalue()
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return dst
+
+
+def rename_lstm(name: str) -> Callable[[dict], None]:
+    def edit(cfg: dict) -> None:
+        layer = next(entry for entry in cfg["config"]["layers"] if entry["class_name"] == "LSTM")
+        layer["config"]["name"] = name
+    return edit
+
+
+def invoke(*args: str) -> Any:
+    return CliRunner().invoke(app, list(args))
+
+
+def _save_x(tmp: Path, sample: str) -> Path:
+    with np.load(SAMPLES / f"{sample}.io.npz") as d:
+        np.save(tmp / "x.npy", d["x"] if "x" in d.files else d["x0"])
+    return tmp / "x.npy"
+
+
+def _everything_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")}
+
+
+# ---------------------------------------------------------------- 1. names are never paths
+
+HOSTILE_NAMES = ["{tmp}/outside/PWNED", "../../../../{tmp}/outside/PWNED", "..", ".", "", "a/b", "x" * 400,
+                 "lstm[/bold]", "\x1b[2J\x1b]0;title\x07lstm", "con\\..\\..\\x", ".hidden", "$\\frac{$x"]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES, ids=[repr(n)[:20] for n in HOSTILE_NAMES])
+def test_layer_names_never_escape_the_output(tmp_path: Path, name: str) -> None:
+    name = name.format(tmp=str(tmp_path).lstrip("/"))
+    (tmp_path / "outside").mkdir()
+    model = keras_copy(tmp_path / "m.keras", SAMPLES / "k3_single.keras", config=rename_lstm(name))
+    x = _save_x(tmp_path, "k3_single")
+    work = tmp_path / "work"
+    work.mkdir()
+    runs = [["dump", str(model), "-o", str(work / "dump")],
+            ["dump", str(model), "-o", str(work / "dump_npz"), "--format", "npz"],
+            ["trace", str(model), "-i", str(x), "-o", str(work / "trace"), "--format", "csv"],
+            ["trace", str(model), "-i", str(x), "-o", str(work / "t.npz")],
+            ["plot", str(model), "-o", str(work / "plots")]]
+    for argv in runs:
+        result = invoke(*argv)
+        assert result.exit_code == 0, (argv, result.stderr)
+    assert not any((tmp_path / "outside").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras", "outside", "work", "x.npy"]
+    for path in work.rglob("*"):
+        assert path.resolve().is_relative_to(work.resolve())
+    manifest = json.loads((work / "dump" / "manifest.json").read_text())
+    expected = name or "lstm"  # an empty name: the layer is named after its class, as Keras names it
+    assert {entry["name"] for entry in manifest["files"].values()} == {expected}
+    with zipfile.ZipFile(work / "t.npz") as z:
+        for member in z.namelist():
+            assert not member.startswith("/") and ".." not in member.split("/"), member
+    with np.load(work / "t.npz") as t:
+        keys = t.files
+    if len(name) < 100 and name not in ("", ".", ".."):
+        from urllib.parse import unquote
+        assert {unquote(k.rsplit("/", 1)[0]) for k in keys} == {expected}
+
+
+def test_safe_names_are_reversible() -> None:
+    from lstm_inspect.arrays_io import original_part, safe_part
+
+    for name in ["lstm", "bidirectional/forward_lstm", "..", ".", "", "a b", "ümlaut", "%41", "\x00", ".hidden"]:
+        part = safe_part(name)
+        assert set(part) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-%")
+        assert part not in (".", "..", "") and not part.startswith(".")
+        assert original_part(part) == name
+
+
+# ---------------------------------------------------------------- 2. external raw storage
+
+
+def _external_bias(tmp: Path, target: str, size: int | None = None, shape: tuple[int, ...] = (20,)) -> Path:
+    dst = tmp / "ext.h5"
+    shutil.copy(SAMPLES / "tfk_single.h5", dst)
+    with h5py.File(dst, "r+") as f:
+        group = f["model_weights/lstm/lstm/lstm_cell"] if "model_weights/lstm/lstm/lstm_cell" in f else None
+        names = [k.decode() if isinstance(k, bytes) else str(k) for k in f["model_weights/lstm"].attrs["weight_names"]]
+        key = next(k for k in names if "bias" in k)
+        full = f"model_weights/lstm/{key}"
+        del f[full]
+        nbytes = size if size is not None else int(np.prod(shape)) * 4
+        f.create_dataset(full, shape=shape, dtype="float32", external=[(target, 0, nbytes)])
+        del group
+    return dst
+
+
+def test_external_storage_is_never_read(tmp_path: Path) -> None:
+    path = _external_bias(tmp_path, "/proc/self/environ", 80)
+    for argv in (["dump", str(path), "-o", str(tmp_path / "d")], ["stats", str(path)]):
+        result = invoke(*argv)
+        assert result.exit_code == 2 and "keeps its data in another file" in result.stderr, result.stderr
+        assert "/proc/self/environ" in result.stderr
+    assert not (tmp_path / "d").exists()
+    assert os.environ.get("PATH", "") not in (result.stdout or "")
+
+
+def test_external_storage_on_a_fifo_does_not_hang(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")
+    path = _external_bias(tmp_path, str(tmp_path / "fifo"), 80)
+    start = time.monotonic()
+    result = invoke("stats", str(path))
+    assert result.exit_code == 2 and time.monotonic() - start < 10
+
+
+def test_external_storage_on_dev_zero_is_refused_at_once(tmp_path: Path) -> None:
+    path = _external_bias(tmp_path, "/dev/zero", h5py.h5f.UNLIMITED, shape=(20,))
+    x = _save_x(tmp_path, "tfk_single")
+    start = time.monotonic()
+    result = invoke("forward", str(path), "-i", str(x), "-o", str(tmp_path / "y.npy"))
+    assert result.exit_code == 2 and time.monotonic() - start < 5 and not (tmp_path / "y.npy").exists()
+
+
+# ---------------------------------------------------------------- 3. --force replaces only our own output
+
+
+def test_force_never_removes_the_input_or_a_folder_that_is_not_ours(tmp_path: Path) -> None:
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    model = proj / "model.keras"
+    shutil.copy(SAMPLES / "k3_single.keras", model)
+    (proj / "notes.txt").write_text("mine")
+    for out in (proj, tmp_path):
+        result = invoke("dump", str(model), "--out", str(out), "--force")
+        assert result.exit_code == 2 and "holds the input" in result.stderr
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.txt").write_text("mine")
+    result = invoke("dump", str(model), "--out", str(other), "--force")
+    assert result.exit_code == 2 and "did not write" in result.stderr
+    assert (other / "mine.txt").read_text() == "mine" and model.exists() and (proj / "notes.txt").exists()
+    # an earlier dump is ours: replaced, and a stranger's '.<out>.replaced' folder is left alone
+    out = tmp_path / "gates"
+    assert invoke("dump", str(model), "--out", str(out)).exit_code == 0
+    stranger = tmp_path / ".gates.replaced"
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("keep")
+    assert invoke("dump", str(model), "--out", str(out), "--force").exit_code == 0
+    assert (stranger / "keep.txt").read_text() == "keep"
+    result = invoke("forward", str(model), "-i", str(model), "-o", str(model), "--force")
+    assert result.exit_code == 2 and model.read_bytes()[:2] == b"PK"
+
+
+# ---------------------------------------------------------------- 4. markup and escapes are printed literally
+
+
+@pytest.mark.parametrize("name", ["lstm[/bold]", "lstm[green]", "lstm\x1b[2J\x1b]0;owned\x07"])
+def test_names_are_printed_literally(tmp_path: Path, name: str) -> None:
+    model = keras_copy(tmp_path / "model[v2].keras", SAMPLES / "k3_single.keras", config=rename_lstm(name))
+    result = invoke("show", str(model))
+    assert result.exit_code == 0, result.stderr
+    assert "model[v2].keras" in result.stdout
+    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+    assert name.replace("\x1b", "\\x1b").replace("\x07", "\\x07") in result.stdout
+
+
+# ---------------------------------------------------------------- 6. degenerate inputs
+
+
+@pytest.mark.parametrize("shape,words", [((4, 0, 3), "0 time steps"), ((0, 7, 3), "0 batch"),
+                                         ((4, 7, 0), "0 features")])
+@pytest.mark.parametrize("command", ["forward", "trace", "stats", "plot"])
+def test_empty_inputs_are_refused(tmp_path: Path, command: str, shape: tuple[int, ...], words: str) -> None:
+    np.save(tmp_path / "x.npy", np.zeros(shape, np.float32))
+    out = {"forward": ["-o", str(tmp_path / "y.npy")], "trace": ["-o", str(tmp_path / "t.npz")], "stats": [],
+           "plot": ["-o", str(tmp_path / "p")]}[command]
+    result = invoke(command, str(SAMPLES / "k3_single.keras"), "-i", str(tmp_path / "x.npy"), *out)
+    assert result.exit_code == 2, result.stderr
+    assert words in result.stderr or "features per step" in result.stderr, result.stderr
+    assert "internal error" not in result.stderr
+
+
+# ---------------------------------------------------------------- 7. time_major
+
+
+def test_time_major_is_honoured_and_shown() -> None:
+    ckpt = lstm_inspect.load(SAMPLES / "tfk_time_major.h5")
+    with np.load(SAMPLES / "tfk_time_major.io.npz") as d:
+        assert np.max(np.abs(ckpt.forward(d["x"]) - d["y"])) <= 1e-5
+    assert "time-major" in invoke("show", str(SAMPLES / "tfk_time_major.h5")).stdout
+
+
+# ---------------------------------------------------------------- 8. a .keras without metadata.json
+
+
+@pytest.mark.parametrize("src,io_name,generation", [
+    (SAMPLES / "k3_hard_sigmoid.keras", SAMPLES / "k3_hard_sigmoid.io.npz", "Keras 3"),
+    (SAMPLES / "tf215" / "bidir_stacked.keras", SAMPLES / "tf215" / "bidir_stacked.io.npz", "Keras 2"),
+])
+def test_keras_archive_without_metadata(tmp_path: Path, src: Path, io_name: Path, generation: str) -> None:
+    path = keras_copy(tmp_path / "m.keras", src, drop=("metadata.json",))
+    ckpt = lstm_inspect.load(path)
+    assert any(f"{generation}'s formulas" in n for n in ckpt.notes), ckpt.notes
+    with np.load(io_name) as d:
+        assert np.max(np.abs(ckpt.forward(d["x"]) - d["y"])) <= 1e-5
+
+
+# ---------------------------------------------------------------- 9, 10. tolerances, states
+
+
+@pytest.mark.parametrize("option,value", [("--atol", "nan"), ("--rtol", "inf"), ("--atol", "-1")])
+def test_verify_refuses_meaningless_tolerances(option: str, value: str) -> None:
+    r = run_cli("verify", str(SAMPLES / "k3_single.keras"), option, value)
+    assert r.returncode == 2 and option in r.stderr and "match" not in r.stdout
+
+
+def test_nan_in_an_initial_state_is_refused_like_nan_in_the_input(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((4, 5, 3), np.float32))
+    h = np.zeros((4, 6), np.float32)
+    h[1, 2] = np.nan
+    np.save(tmp_path / "h.npy", h)
+    np.save(tmp_path / "c.npy", np.zeros((4, 6), np.float32))
+    result = invoke("forward", str(SAMPLES / "tfk_seq2seq.h5"), "--layer", "decoder", "-i", str(tmp_path / "x.npy"),
+                    "--initial-state", str(tmp_path / "h.npy"), "--initial-state", str(tmp_path / "c.npy"),
+                    "-o", str(tmp_path / "y.npy"))
+    assert result.exit_code == 2 and "finite" in result.stderr
+
+
+# ---------------------------------------------------------------- 11-15. small files that used to hang
+
+
+def _timed(seconds: float, *argv: str) -> Any:
+    start = time.monotonic()
+    result = invoke(*argv)
+    elapsed = time.monotonic() - start
+    assert elapsed < seconds, f"{argv[0]} took {elapsed:.1f} s"
+    return result
+
+
+def test_an_absurd_declared_length_needs_an_input(tmp_path: Path) -> None:
+    def long(cfg: dict) -> None:
+        cfg["config"]["layers"][0]["config"]["batch_shape"] = [None, 20_000_000, 3]
+
+    path = keras_copy(tmp_path / "long.keras", SAMPLES / "k3_single.keras", config=long)
+    for argv in (["stats", str(path)], ["plot", str(path), "-o", str(tmp_path / "p")], ["verify", str(path)]):
+        result = _timed(5, *argv)
+        assert result.exit_code == 2 and "--input" in result.stderr, result.stderr
+
+
+def _legacy_functional(path: Path, layers: list[dict], weights_from: Path, lstm: str = "lstm") -> None:
+    """A legacy .h5 with this functional config and the LSTM weights of a tf_keras sample."""
+    shutil.copy(weights_from, path)
+    with h5py.File(path, "r+") as f:
+        config = {"class_name": "Functional", "config": {
+            "name": "m", "layers": layers, "input_layers": [["in", 0, 0]], "output_layers": [[lstm, 0, 0]]}}
+        f.attrs["model_config"] = json.dumps(config)
+
+
+def test_thousands_of_layers_listed_in_reverse_run_in_linear_time(tmp_path: Path) -> None:
+    n = 3000
+    acts = [{"class_name": "Activation", "name": f"a{k}", "config": {"name": f"a{k}", "activation": "linear"},
+             "inbound_nodes": [[["in" if k == 0 else f"a{k - 1}", 0, 0, {}]]]} for k in range(n)]
+    layers = [{"class_name": "InputLayer", "name": "in", "config": {"name": "in", "batch_input_shape": [None, 7, 3]},
+               "inbound_nodes": []}, *reversed(acts),
+              {"class_name": "LSTM", "name": "lstm", "config": {"name": "lstm", "units": 5},
+               "inbound_nodes": [[[f"a{n - 1}", 0, 0, {}]]]}]
+    path = tmp_path / "deep.h5"
+    _legacy_functional(path, layers, SAMPLES / "tfk_single.h5")
+    x = _save_x(tmp_path, "tfk_single")
+    result = _timed(5, "forward", str(path), "-i", str(x), "-o", str(tmp_path / "y.npy"))
+    assert result.exit_code == 0, result.stderr
+    with np.load(SAMPLES / "tfk_single.io.npz") as d:
+        assert np.max(np.abs(np.load(tmp_path / "y.npy") - d["y"])) <= 1e-5
+
+
+def test_a_nested_model_of_ten_thousand_layers_shows_fast(tmp_path: Path) -> None:
+    n = 10_000
+    inner = [{"class_name": "Dense", "config": {"name": f"d{k}", "units": 3}} for k in range(n)]
+    layers = [{"class_name": "InputLayer", "name": "in", "config": {"name": "in", "batch_input_shape": [None, 7, 3]},
+               "inbound_nodes": []},
+              {"class_name": "Sequential", "name": "inner", "config": {"name": "inner", "layers": inner},
+               "inbound_nodes": [[["in", 0, 0, {}]]]},
+              {"class_name": "LSTM", "name": "lstm", "config": {"name": "lstm", "units": 5},
+               "inbound_nodes": [[["inner", 1, 0, {}]]]}]
+    path = tmp_path / "nested.h5"
+    _legacy_functional(path, layers, SAMPLES / "tfk_single.h5")
+    with h5py.File(path, "r+") as f:
+        group = f["model_weights"].create_group("inner")
+        names = [f"inner/d{k}/kernel:0".encode() for k in range(n)]
+        for chunk in range(n // 1000):  # too many for one attribute: Keras's own chunked form
+            group.attrs[f"weight_names{chunk}"] = names[chunk * 1000:(chunk + 1) * 1000]
+        for k in range(n):
+            group.create_dataset(f"inner/d{k}/kernel:0", data=np.zeros((3, 3), np.float32))
+        f["model_weights"].attrs["layer_names"] = [b"in", b"inner", b"lstm"]
+    result = _timed(5, "show", str(path))
+    assert result.exit_code == 0, result.stderr
+
+
+def test_thousands_of_chunked_name_attributes_are_refused_fast(tmp_path: Path) -> None:
+    path = tmp_path / "chunked.h5"
+    shutil.copy(SAMPLES / "tfk_single.weights_only.h5", path)
+    with h5py.File(path, "r+") as f:
+        layer_names = [n.decode() if isinstance(n, bytes) else str(n) for n in f.attrs["layer_names"]]
+        del f.attrs["layer_names"]
+        extra = [f"pad{k}" for k in range(1_500)]  # more chunks than any Keras writes (20 000 took 18 s before)
+        for k, name in enumerate(layer_names + extra):
+            f.attrs[f"layer_names{k}"] = [name.encode()]
+        for name in extra[:50]:
+            f.create_group(name).attrs["weight_names"] = np.array([], dtype="S1")
+    result = _timed(5, "show", str(path))
+    assert result.exit_code == 2 and "chunks" in result.stderr
+
+
+def test_a_compressed_weights_member_with_backward_chunks_reads_fast(tmp_path: Path) -> None:
+    units = 512
+
+    def config(cfg: dict) -> None:
+        lstm = cfg["config"]["layers"][1]["config"]
+        lstm["units"] = units
+
+    def weights(f: h5py.File) -> None:
+        cell = f["layers/lstm/cell/vars"]
+        rng = np.random.default_rng(0)
+        for k, shape in enumerate([(3, 4 * units), (units, 4 * units), (4 * units,)]):
+            del cell[str(k)]
+            data = rng.normal(size=shape).astype(np.float32)
+            ds = cell.create_dataset(str(k), shape=shape, dtype="float32",
+                                     chunks=(1, *shape[1:]) if len(shape) > 1 else (64,))
+            if len(shape) > 1:
+                for row in reversed(range(shape[0])):  # chunks land in the file in reverse order
+                    ds[row] = data[row]
+            else:
+                ds[...] = data
+
+    path = keras_copy(tmp_path / "big.keras", SAMPLES / "k3_single.keras", config=config, weights=weights,
+                      compress=True)
+    with zipfile.ZipFile(path) as z:
+        assert z.getinfo("model.weights.h5").compress_type == zipfile.ZIP_DEFLATED
+    result = _timed(5, "dump", str(path), "-o", str(tmp_path / "d"), "--format", "npz")
+    assert result.exit_code == 0, result.stderr
+
+
+# ---------------------------------------------------------------- 16. bad input, never an internal error
+
+
+def _patch_zip_flags(path: Path, member: str, flag: int | None = None, method: int | None = None) -> None:
+    """Edit a member's general-purpose flag or compression method in both of its zip headers."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        local = z.getinfo(member).header_offset
+    offsets = [(local + 6, local + 8)]  # local header: flag at 6, method at 8
+    at = data.find(b"PK\x01\x02")
+    while at != -1:  # central directory headers: flag at 8, method at 10, name length at 28, name at 46
+        name_len = int.from_bytes(data[at + 28:at + 30], "little")
+        if data[at + 46:at + 46 + name_len] == member.encode():
+            offsets.append((at + 8, at + 10))
+        at = data.find(b"PK\x01\x02", at + 4)
+    for flag_at, method_at in offsets:
+        if flag is not None:
+            data[flag_at:flag_at + 2] = flag.to_bytes(2, "little")
+        if method is not None:
+            data[method_at:method_at + 2] = method.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("kind", ["encrypted", "method 9", "method 99"])
+def test_zip_members_python_cannot_read_are_bad_input(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "m.keras"
+    shutil.copy(SAMPLES / "k3_single.keras", path)
+    if kind == "encrypted":
+        _patch_zip_flags(path, "model.weights.h5", flag=1)
+    else:
+        _patch_zip_flags(path, "model.weights.h5", method=int(kind.split()[1]))
+    for command in ("show", "stats"):
+        result = invoke(command, str(path))
+        assert result.exit_code == 2, (command, result.stderr)
+        assert ("encrypted" if kind == "encrypted" else "compression method") in result.stderr
+
+
+@pytest.mark.parametrize("edit", ["units Infinity", "units NaN", "history Infinity", "batch_shape 0",
+                                  "batch_shape -3", "batch_shape string", "batch_shape rank 7", "batch_shape dict"])
+def test_absurd_config_values_are_bad_input(tmp_path: Path, edit: str) -> None:
+    src = SAMPLES / ("k3_functional_state.keras" if edit.startswith("history") else "k3_single.keras")
+
+    def change(cfg: dict) -> None:
+        layers = cfg["config"]["layers"]
+        if edit.startswith("units"):
+            next(layer for layer in layers if layer["class_name"] == "LSTM")["config"]["units"] = float(edit.split()[1])
+        elif edit.startswith("history"):
+            node = next(layer for layer in layers if layer["class_name"] == "LSTM")["inbound_nodes"][0]
+            node["args"][0]["config"]["keras_history"][1] = float("inf")
+        else:
+            value = {"batch_shape 0": [None, 0, 3], "batch_shape -3": [None, -3, 3],
+                     "batch_shape string": [None, "seven", 3], "batch_shape rank 7": [None, 1, 1, 1, 1, 1, 3],
+                     "batch_shape dict": {"a": 1}}[edit]
+            layers[0]["config"]["batch_shape"] = value
+
+    path = keras_copy(tmp_path / "m.keras", src, config=change)
+    x = _save_x(tmp_path, src.name.split(".")[0])
+    for argv in (["show", str(path)], ["forward", str(path), "-i", str(x), "-o", str(tmp_path / "y.npz")],
+                 ["stats", str(path)]):
+        result = invoke(*argv)
+        assert result.exit_code in (0, 2), (argv, result.exit_code, result.stderr)
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_negative_seed_is_a_usage_error() -> None:
+    r = run_cli("stats", str(SAMPLES / "k3_single.keras"), "--seed", "-1")
+    assert r.returncode == 2
+
+
+def test_deeply_nested_json_is_bad_input(tmp_path: Path) -> None:
+    def nest(cfg: dict) -> None:
+        deep: Any = 0
+        for _ in range(900):
+            deep = [deep]
+        cfg["config"]["layers"][1]["config"]["extra"] = deep
+
+    path = keras_copy(tmp_path / "m.keras", SAMPLES / "k3_single.keras", config=nest)
+    for command in ("show", "verify"):
+        result = invoke(command, str(path))
+        assert result.exit_code in (0, 2) and "internal error" not in result.stderr, result.stderr
+
+
+# ---------------------------------------------------------------- 17. the smaller ones
+
+
+def test_outputs_get_the_permissions_of_a_normal_write(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        x = _save_x(tmp_path, "k3_single")
+        assert invoke("forward", str(SAMPLES / "k3_single.keras"), "-i", str(x), "-o", str(tmp_path / "y.npy")
+                      ).exit_code == 0
+        assert invoke("dump", str(SAMPLES / "k3_single.keras"), "-o", str(tmp_path / "d")).exit_code == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "y.npy").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+    assert all(stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644) for p in (tmp_path / "d").rglob("*"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_leave_no_temporary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     sig: int) -> None:
+    calls = {"n": 0}
+    real = np.savetxt
+
+    def killed_midway(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), sig)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(np, "savetxt", killed_midway)
+    result = invoke("dump", str(SAMPLES / "k3_stacked.keras"), "-o", str(tmp_path / "d"))
+    assert result.exit_code == 128 + sig, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_trace_writes_the_name_asked_and_reports_it(tmp_path: Path) -> None:
+    x = _save_x(tmp_path, "k3_single")
+    result = invoke("trace", str(SAMPLES / "k3_single.keras"), "-i", str(x), "-o", str(tmp_path / "my.data"),
+                    "--format", "npz")
+    assert result.exit_code == 0 and (tmp_path / "my.data").exists() and not (tmp_path / "my.npz").exists()
+    assert "my.data" in result.stderr
+
+
+def test_nan_in_theirs_gives_no_raw_warning(tmp_path: Path) -> None:
+    with np.load(SAMPLES / "k3_return_sequences.io.npz") as d:
+        np.save(tmp_path / "x.npy", d["x"])
+        y = d["y"].copy()
+    y[0, 1, 2] = np.nan
+    np.save(tmp_path / "y.npy", y)
+    r = run_cli("diagnose", str(SAMPLES / "k3_return_sequences.keras"), "-i", str(tmp_path / "x.npy"),
+                "--against", str(tmp_path / "y.npy"))
+    assert r.returncode == 1 and "Warning" not in r.stderr and ".py:" not in r.stderr
+
+
+def test_an_npz_input_that_inflates_too_far_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.npz"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z, z.open("x.npy", "w", force_zip64=True) as member:
+        n = 150_000_000  # 600 MB of float32 zeros, written a megabyte at a time
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (n // 3, 3)})
+        member.write(header.getvalue())
+        zero = bytes(1 << 20)
+        for _ in range(n * 4 // len(zero)):
+            member.write(zero)
+    assert path.stat().st_size < 2 << 20
+    result = _timed(5, "forward", str(SAMPLES / "k3_single.keras"), "-i", str(path), "-o", str(tmp_path / "y.npy"))
+    assert result.exit_code == 2 and "inflate" in result.stderr
