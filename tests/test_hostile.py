@@ -83,7 +83,7 @@ HOSTILE_NAMES = ["{tmp}/outside/PWNED", "../../../../{tmp}/outside/PWNED", "..",
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES, ids=[repr(n)[:20] for n in HOSTILE_NAMES])
 def test_layer_names_never_escape_the_output(tmp_path: Path, name: str) -> None:
-    name = name.format(tmp=str(tmp_path).lstrip("/"))
+    name = name.replace("{tmp}", str(tmp_path).lstrip("/"))
     (tmp_path / "outside").mkdir()
     model = keras_copy(tmp_path / "m.keras", SAMPLES / "k3_single.keras", config=rename_lstm(name))
     x = _save_x(tmp_path, "k3_single")
