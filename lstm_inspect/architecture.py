@@ -558,6 +558,19 @@ def output_dims(node: LayerNode, in_dims: list[int | None], found: dict[str, int
     return kind.dims(node, in_dims)
 
 
+def has_weights(node: LayerNode) -> bool:
+    """Whether Keras gives this layer weights: the layers a checkpoint numbers `layer_with_weights-M`,
+    and the ones `load_weights` pairs with the groups of a weights-only .h5, in order."""
+    from lstm_inspect.layers import LAYERS
+
+    if node.children is not None:
+        return any(has_weights(n) for n in node.children.layers)
+    if recurrent_class(node.class_name, node.config) or node.class_name == "Bidirectional":
+        return True
+    kind = LAYERS.get(node.class_name)
+    return kind is not None and not node.is_op and kind.has_weights(node)
+
+
 def state_names(graph: ModelGraph, refs: list[TensorRef]) -> list[str]:
     """Readable sources of initial states: 'encoder h', 'encoder c (backward)', 'dense output'."""
     by_name = {n.name: n for n in graph.walk()}

@@ -152,9 +152,13 @@ def _done(ckpt: Checkpoint, code: int = EXIT_OK) -> int:
 
 # ---------------------------------------------------------------- shared options, declared once
 
-MODEL_ARG = typer.Argument(..., help="A Keras checkpoint: .keras, .h5 / .hdf5 (full model or weights), .weights.h5.",
+MODEL_ARG = typer.Argument(..., help="A Keras checkpoint: .keras, .h5 / .hdf5 (full model or weights), .weights.h5, "
+                           "a SavedModel folder, or a TF checkpoint (its prefix, .index, a data shard or its folder).",
                            show_default=False)
 JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead of a table.")
+CONFIG_OPT = typer.Option(None, "--config", help="The architecture of a weights-only MODEL (save_weights .h5, "
+                          ".weights.h5 or TF checkpoint): its model.to_json() file, or a .keras's config.json.",
+                          show_default=False)
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DTYPE_OPT = typer.Option("float32", "--dtype", help="Arithmetic of the engine: float32 (as Keras) or float64.")
 FORCE_OPT = typer.Option(False, "--force", help="Replace an earlier output of lstm-inspect (written atomically "
@@ -216,6 +220,7 @@ def _inputs(*paths: Path | None) -> list[Path]:
 @app.command()
 def show(
     model: Path = MODEL_ARG,
+    config: Path | None = CONFIG_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """List every recurrent direction with N_i, N_c, each gate's W_g shape, activations and flags.
@@ -227,7 +232,7 @@ def show(
     """
 
     def action() -> int:
-        ckpt = load(model)
+        ckpt = load(model, config)
         if as_json:
             typer.echo(json.dumps(ckpt.to_dict(), indent=2))
         else:
@@ -379,6 +384,7 @@ def _wrap_at_slashes(parts: list[str], width: int) -> list[str]:
 @app.command()
 def forward(
     model: Path = MODEL_ARG,
+    config: Path | None = CONFIG_OPT,
     input: Path = typer.Option(..., "--input", "-i", help=INPUT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Y: .npy (the single output) or .npz (output_0, output_1, ...). "
                              "Missing folders are created."),
@@ -397,7 +403,7 @@ def forward(
     """
 
     def action() -> int:
-        ckpt = load(model)
+        ckpt = load(model, config)
         dt = _dtype(dtype)
         state = _initial_state(initial_state, layer)
         if layer is not None:
@@ -417,6 +423,7 @@ def forward(
 @app.command()
 def verify(
     model: Path = MODEL_ARG,
+    config: Path | None = CONFIG_OPT,
     input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " Default: a seeded random input of "
                                          "the model's shape (token ids for Embedding models)."),
     against: Path | None = typer.Option(None, "--against", help="THEIRS: your reimplementation's outputs for the "
@@ -448,7 +455,7 @@ def verify(
         from lstm_inspect.verify import verify_direction
 
         _tolerances(atol, rtol)
-        ckpt = load(model)
+        ckpt = load(model, config)
         dt = _dtype(dtype)
         theirs = list(read_inputs(against).values()) if against is not None else None
         status = _console(stderr=True)
@@ -524,6 +531,7 @@ def render_verify(report: Any, console: Console) -> None:
 @app.command()
 def trace(
     model: Path = MODEL_ARG,
+    config: Path | None = CONFIG_OPT,
     input: Path = typer.Option(..., "--input", "-i", help=INPUT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="T.npz, or a folder for --format csv."),
     fmt: str | None = typer.Option(None, "--format", help="npz (the default, whatever the name of --out) or csv "
@@ -546,7 +554,7 @@ def trace(
     def action() -> int:
         from lstm_inspect.network import Network, RunRecord, run_direction
 
-        ckpt = load(model)
+        ckpt = load(model, config)
         dt = _dtype(dtype)
         kind = fmt or ("csv" if out.suffix == "" and out.is_dir() else "npz")
         if kind not in ("npz", "csv"):
@@ -577,6 +585,7 @@ def trace(
 @app.command()
 def stats(
     model: Path = MODEL_ARG,
+    config: Path | None = CONFIG_OPT,
     input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " For the activation statistics; "
                                          "default: a seeded random input of the model's shape."),
     seed: int = SEED_OPT,
@@ -596,7 +605,7 @@ def stats(
     def action() -> int:
         from lstm_inspect.stats import collect
 
-        ckpt = load(model)
+        ckpt = load(model, config)
         xs = _model_inputs(ckpt, input) if input is not None else None
         report = collect(ckpt, xs, seed)
         if as_json:
@@ -647,6 +656,7 @@ def render_stats(report: Any, console: Console) -> None:
 @app.command()
 def dump(
     model: Path = MODEL_ARG,
+    config: Path | None = CONFIG_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="A folder to create (missing parents too; an earlier dump is "
                              "replaced only with --force)."),
     fmt: str = typer.Option("csv", "--format", help="csv, npz or json."),
@@ -671,7 +681,7 @@ def dump(
     def action() -> int:
         from lstm_inspect.export import dump as write_dump
 
-        ckpt = load(model)
+        ckpt = load(model, config)
         written, warnings = write_dump(ckpt, out, fmt, layout, layer, force)
         for warning in warnings:
             say(f"lstm-inspect: warning: {warning}")
@@ -684,6 +694,7 @@ def dump(
 @app.command()
 def plot(
     model: Path = MODEL_ARG,
+    config: Path | None = CONFIG_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="A folder to create (an earlier plot is replaced only with "
                              "--force)."),
     input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " For the activation plot; default: "
@@ -704,7 +715,7 @@ def plot(
     def action() -> int:
         from lstm_inspect.plots import plot as draw
 
-        ckpt = load(model)
+        ckpt = load(model, config)
         xs = _model_inputs(ckpt, input) if input is not None else None
         with _console(stderr=True).status("drawing..."):
             written, source = draw(ckpt, out, xs, seed, force, layer)
@@ -720,6 +731,7 @@ def plot(
 @app.command()
 def diagnose(
     model: Path = MODEL_ARG,
+    config: Path | None = CONFIG_OPT,
     input: Path = typer.Option(..., "--input", "-i", help="X, the input you gave your reimplementation."),
     against: Path = typer.Option(..., "--against", help="THEIRS: its outputs (.npy, or .npz output_0, ...)."),
     layer: str | None = typer.Option(None, "--layer", help="THEIRS is one recurrent direction's output (its whole "
@@ -744,7 +756,7 @@ def diagnose(
         from lstm_inspect.diagnose import diagnose as run_diagnose
 
         _tolerances(atol, rtol)
-        ckpt = load(model)
+        ckpt = load(model, config)
         theirs = list(read_inputs(against).values())
         xs = [_single_input(input)] if layer is not None else _model_inputs(ckpt, input)
         with _console(stderr=True).status("trying the porting mistakes..."):

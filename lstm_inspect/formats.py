@@ -34,6 +34,7 @@ from lstm_inspect.architecture import (
     ModelGraph,
     RecurrentSpec,
     TensorRef,
+    has_weights,
     input_feature_dims,
     parse_model_config,
     recurrent_specs,
@@ -68,10 +69,72 @@ Located = tuple[list[StoredArray], str, list[str]]
 
 
 def read_checkpoint(path: Path, config: Path | None = None) -> Checkpoint:
+    from lstm_inspect.tf_formats import is_savedmodel, looks_like_tf_checkpoint, read_savedmodel, read_tf_checkpoint
+
+    architecture = read_config_file(config) if config is not None else None
+    if is_savedmodel(path):
+        if architecture is not None:
+            raise InspectError(f"{path}: is a SavedModel, which holds its own architecture; --config is for "
+                               "weights-only files")
+        return read_savedmodel(path)
+    if looks_like_tf_checkpoint(path) and not (path.is_file() and _signature(path)[:4] in (ZIP_SIGNATURE,)):
+        if architecture is not None:
+            return read_tf_checkpoint(path, architecture[0], architecture[1], config)
+        return read_tf_checkpoint(path)
     if not path.exists():
         raise InspectError(f"{path}: no such file")
     if path.is_dir():
-        raise InspectError(f"{path}: is a directory, not a checkpoint file (.keras, .h5, .weights.h5)")
+        raise InspectError(f"{path}: is a directory, but neither a SavedModel folder nor a TensorFlow checkpoint's "
+                           "folder; lstm-inspect reads .keras, .h5, .weights.h5, SavedModel folders and TF "
+                           "checkpoints")
+    ckpt = _read_file(path, architecture, config)
+    if architecture is None and ckpt.settings_from == "defaults":
+        for sibling in _sibling_configs(path):
+            ckpt.notes.append(f"{sibling.name} lies beside this file: if it is the architecture "
+                              f"(model.to_json()), pass --config {sibling}")
+    return ckpt
+
+
+def _signature(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError:
+        return b""
+
+
+def _sibling_configs(path: Path) -> list[Path]:
+    stem = path.name.split(".")[0]
+    return sorted({p for p in (path.with_name(f"{stem}.json"), path.with_suffix(".json")) if p.is_file()})
+
+
+MAX_CONFIG_BYTES = 64 << 20
+
+
+def read_config_file(path: Path) -> tuple[dict[str, Any], str | None]:
+    """An architecture in its own JSON file: `model.to_json()` (with its keras_version when Keras 2 wrote it)
+    or the config.json of a .keras. Returns the {"class_name", "config"} and the Keras version if recorded."""
+    if not path.is_file():
+        raise InspectError(f"{path}: no such file (--config takes a model.to_json() file)")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise InspectError(f"{path}: is too large for a model config")
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise InspectError(f"{path}: cannot be read ({exc.strerror or exc})") from exc
+    cfg = load_json(text, "the --config file", path)
+    if not isinstance(cfg, dict) or "class_name" not in cfg or "config" not in cfg:
+        raise InspectError(f"{path}: is not a Keras model config (expected the JSON of model.to_json())")
+    version = cfg.get("keras_version")
+    if not isinstance(version, str):
+        from lstm_inspect.formats import _written_by_keras3
+
+        version = "3" if _written_by_keras3(cfg, keras3_layout=False) else None
+    return {"class_name": cfg["class_name"], "config": cfg["config"]}, version
+
+
+def _read_file(path: Path, architecture: tuple[dict[str, Any], str | None] | None, config: Path | None
+               ) -> Checkpoint:
     try:
         with open(path, "rb") as f:
             signature = f.read(8)
@@ -80,6 +143,9 @@ def read_checkpoint(path: Path, config: Path | None = None) -> Checkpoint:
     if not signature:
         raise InspectError(f"{path}: is empty")
     if signature.startswith(ZIP_SIGNATURE):
+        if architecture is not None:
+            raise InspectError(f"{path}: is a .keras archive, which holds its own architecture; --config is for "
+                               "weights-only files")
         return _read_keras_zip(path)
     if signature == HDF5_SIGNATURE or h5py.is_hdf5(str(path)):
         try:
@@ -88,7 +154,7 @@ def read_checkpoint(path: Path, config: Path | None = None) -> Checkpoint:
             raise InspectError(f"{path}: is not a readable HDF5 file; it may be truncated or damaged "
                                f"({str(exc).splitlines()[0][:160] if str(exc) else 'OSError'})") from exc
         try:
-            return _read_hdf5(path, f)
+            return _read_hdf5(path, f, architecture, config)
         except DamagedFile as exc:
             raise InspectError(f"{path}: the HDF5 structure is damaged: {exc}") from exc
         finally:
@@ -97,14 +163,22 @@ def read_checkpoint(path: Path, config: Path | None = None) -> Checkpoint:
                        "it does not look like a Keras checkpoint")
 
 
-def _read_hdf5(path: Path, f: h5py.File) -> Checkpoint:
+def _read_hdf5(path: Path, f: h5py.File, architecture: tuple[dict[str, Any], str | None] | None = None,
+               config: Path | None = None) -> Checkpoint:
     if has_attr(f, "model_config"):
+        if architecture is not None:
+            raise InspectError(f"{path}: is a full model, which holds its own architecture; --config is for "
+                               "weights-only files")
         return _read_legacy_full(path, f)
     if attr_strings(f, "layer_names") is not None:
+        if architecture is not None:
+            return _read_legacy_weights_with_config(path, f, architecture, config)
         return _read_legacy_weights(path, f)
     if has_attr(f, "nb_layers"):
         raise InspectError(f"{path}: is a Keras 0.x weights file, which lstm-inspect does not read")
     if child(f, "layers") is not None or child(f, "vars") is not None or child(f, "_layer_checkpoint_dependencies"):
+        if architecture is not None:
+            return _read_keras3_weights_with_config(path, f, architecture, config)
         return _read_keras3_weights(path, f)
     if child(f, "model_weights") is not None:
         raise InspectError(f"{path}: has a model_weights group but no model_config attribute")
@@ -114,7 +188,7 @@ def _read_hdf5(path: Path, f: h5py.File) -> Checkpoint:
 # ---------------------------------------------------------------- shared: graph + located weights
 
 
-def _from_graph(
+def from_graph(
     path: Path, fmt: str, keras_version: str | None, graph: ModelGraph, locate: Callable[[RecurrentSpec], Located],
     source: WeightFile, arrays_of: Callable[[LayerNode], list[StoredArray]], raw_config: Any,
 ) -> Checkpoint:
@@ -248,11 +322,12 @@ def _read_legacy_full(path: Path, f: h5py.File) -> Checkpoint:
     keras_version = attr_str(attr(root, "keras_version")) or attr_str(attr(f, "keras_version")) or "1"
     graph = model_graph(cfg, "the model_config attribute", path)
     arrays_of = _legacy_arrays(path, root)
-    return _from_graph(path, "legacy-h5", keras_version, graph, _legacy_locator(arrays_of, root), WeightFile(path),
+    return from_graph(path, "legacy-h5", keras_version, graph, _legacy_locator(arrays_of, root), WeightFile(path),
                        arrays_of, cfg)
 
 
-def _legacy_arrays(path: Path, root: h5py.Group) -> Callable[[LayerNode], list[StoredArray]]:
+def _legacy_arrays(path: Path, root: h5py.Group, rename: dict[str, str] | None = None
+                   ) -> Callable[[LayerNode], list[StoredArray]]:
     """A layer's arrays in a legacy file: its group's weight_names, in order.
 
     Each top-level group's weight_names are read once and indexed by name scope, so a nested model of
@@ -276,6 +351,7 @@ def _legacy_arrays(path: Path, root: h5py.Group) -> Callable[[LayerNode], list[S
 
     def arrays_of(node: LayerNode) -> list[StoredArray]:
         top = node.path.split("/")[0]
+        top = rename.get(top, top) if rename is not None else top
         found = indexed(top)
         if found is None:
             return []
@@ -290,10 +366,11 @@ def _legacy_arrays(path: Path, root: h5py.Group) -> Callable[[LayerNode], list[S
     return arrays_of
 
 
-def _legacy_locator(arrays_of: Callable[[LayerNode], list[StoredArray]], root: h5py.Group
-                    ) -> Callable[[RecurrentSpec], Located]:
+def _legacy_locator(arrays_of: Callable[[LayerNode], list[StoredArray]], root: h5py.Group,
+                    rename: dict[str, str] | None = None) -> Callable[[RecurrentSpec], Located]:
     def locate(spec: RecurrentSpec) -> Located:
         top = spec.layer.path.split("/")[0]
+        top = rename.get(top, top) if rename is not None else top
         if child(root, top) is None:
             return [], "keras", [f"layer {spec.name}: no weights group {root.name.strip('/')}/{top} in the file"]
         arrays = arrays_of(spec.layer)
@@ -353,6 +430,49 @@ def _read_legacy_weights(path: Path, f: h5py.File) -> Checkpoint:
              "sigmoid); pass the architecture with --config to use the model's own"]
     return Checkpoint(file=path, format="legacy-weights-h5", keras_version=keras_version, layers=directions,
                       model_layers=model_layers, settings_from="defaults", notes=notes, source=source)
+
+
+def _read_legacy_weights_with_config(path: Path, f: h5py.File, architecture: tuple[dict[str, Any], str | None],
+                                     config: Path | None) -> Checkpoint:
+    """A legacy save_weights .h5 with its architecture from --config, paired as Keras 2's load_weights pairs
+    them: the file's layers that hold weights and the model's layers that have weights, in order
+    (tf_keras `src/saving/legacy/hdf5_format.py`, `load_weights_from_hdf5_group`)."""
+    cfg, config_version = architecture
+    graph = model_graph(cfg, str(config), path)
+    keras_version = attr_str(attr(f, "keras_version")) or config_version or "1"
+    stored_layers = [n for n in attr_strings(f, "layer_names") or []
+                     if (g := child(f, n)) is not None and attr_strings(g, "weight_names")]
+    weighted = [n for n in graph.layers if has_weights(n)]
+    if len(stored_layers) != len(weighted):
+        raise InspectError(f"{path}: holds weights for {len(stored_layers)} layers but the model in {config} has "
+                           f"{len(weighted)} layers with weights (as Keras would say, you are trying to load a weight "
+                           "file into a different model)")
+    rename = {node.name: group for node, group in zip(weighted, stored_layers)}
+    arrays_of = _legacy_arrays(path, f, rename)
+    ckpt = from_graph(path, "legacy-weights-h5", keras_version, graph, _legacy_locator(arrays_of, f, rename),
+                      WeightFile(path), arrays_of, cfg)
+    ckpt.notes.append(f"architecture from {config}; weights paired with its layers in order, as Keras 2's "
+                      "load_weights pairs them" + ("" if all(k == v for k, v in rename.items()) else
+                                                   " (the file's layer names differ from the config's)"))
+    return ckpt
+
+
+def _read_keras3_weights_with_config(path: Path, f: h5py.File, architecture: tuple[dict[str, Any], str | None],
+                                     config: Path | None) -> Checkpoint:
+    """A Keras 3 .weights.h5 with its architecture from --config: the same layout as a .keras's model.weights.h5
+    (KERAS_LSTM_SPEC.md A.2), so located the same way."""
+    cfg, config_version = architecture
+    graph = model_graph(cfg, str(config), path)
+    keras3_layout = child(f, "layers") is not None or child(f, "vars") is not None
+    if keras3_layout:
+        paths = keras3_paths(graph, "layers")
+    else:
+        paths = tf_keras_paths(f, graph, "_layer_checkpoint_dependencies")
+    ckpt = from_graph(path, "keras3-weights", config_version or "3", graph, _keras3_locator(path, f, paths),
+                      WeightFile(path), _keras3_arrays(path, f, paths), cfg)
+    ckpt.notes.append(f"architecture from {config}; weights located by Keras 3's own paths (class-name counters), "
+                      "as its load_weights locates them")
+    return ckpt
 
 
 def recurrent_halves(arrays: list[StoredArray]) -> tuple[Cell, str, list[list[StoredArray]]] | None:
@@ -464,7 +584,7 @@ def _read_keras_zip(path: Path) -> Checkpoint:
                 paths = keras3_paths(graph, "layers")
             else:
                 paths = tf_keras_paths(f, graph, "_layer_checkpoint_dependencies")
-            ckpt = _from_graph(path, "keras3", keras_version, graph, _keras3_locator(path, f, paths), source,
+            ckpt = from_graph(path, "keras3", keras_version, graph, _keras3_locator(path, f, paths), source,
                                _keras3_arrays(path, f, paths), config)
     except DamagedFile as exc:
         raise InspectError(f"{path}: model.weights.h5 is damaged: {exc}") from exc

@@ -4,6 +4,8 @@
     python sample_models/generate.py keras3     # Keras 3 only (.keras, legacy .h5, .weights.h5)
     python sample_models/generate.py tf_keras   # tf_keras (Keras 2) only (.h5 full and weights-only)
     python sample_models/generate.py tf_keras --only tfk_tf_ops,tfk_declared   # rewrite only these samples
+    python sample_models/generate.py tf215      # TF 2.15's Keras, in its own venv (generate_tf215.py): SavedModel
+                                                # folders, TF checkpoints, the 2.12-2.15 .keras, to_json files
 
 `--only` rewrites the samples whose names start with one of the prefixes and leaves every other
 file as it is (the random weights are still drawn in the same order, so nothing else changes).
@@ -13,7 +15,8 @@ a seeded input and Keras's own output. Beside each checkpoint NAME:
 
 - ``NAME.io.npz``: ``x`` (or ``x0``, ``x1``...), and ``y`` (or ``y0``, ``y1``...) from ``model.predict``;
 - ``NAME.ref.npz``: what ``get_weights()`` reports for every LSTM direction, keyed
-  ``<layer path>:kernel|recurrent_kernel|bias``, the reference the gate tests slice.
+  ``<layer path>:kernel|recurrent_kernel|bias``, the reference the gate tests slice;
+- ``NAME.json``: ``model.to_json()``, beside every weights-only file, for ``--config``.
 
 Needs the ``keras`` extra (tensorflow, tf-keras). Nothing here is imported by the package.
 """
@@ -215,6 +218,7 @@ def generate_keras3() -> None:
                 model.save(HERE / f"{name}.h5")  # Keras 3's legacy HDF5 writer
             elif kind == "weights":
                 model.save_weights(HERE / f"{name}.weights.h5")
+                (HERE / f"{name}.json").write_text(model.to_json())
         _save_refs(name, model, x)
 
     x = _seq_input(rng, 4, T, F)
@@ -292,6 +296,7 @@ def generate_tf_keras() -> None:
                 model.save(HERE / f"{name}.h5", save_format="h5")
             elif kind == "weights":
                 model.save_weights(HERE / f"{name}.weights_only.h5", save_format="h5")
+                (HERE / f"{name}.json").write_text(model.to_json())
         _save_refs(name, model, x)
 
     x = _seq_input(rng, 4, T, F)
@@ -355,6 +360,7 @@ def _save_cudnn(keras: Any, layers: Any, seq: Callable[..., Any], cudnn: Any, x:
         return
     cudnn.save(HERE / "tfk_cudnn.h5", save_format="h5")
     cudnn.save_weights(HERE / "tfk_cudnn.weights_only.h5", save_format="h5")
+    (HERE / "tfk_cudnn.json").write_text(cudnn.to_json())
     plain.load_weights(HERE / "tfk_cudnn.weights_only.h5")
     renamed = {f"{cudnn.layers[0].name}": plain.layers[0]}
     refs = {f"{k}:{r}": w for k, layer in renamed.items()
@@ -363,7 +369,12 @@ def _save_cudnn(keras: Any, layers: Any, seq: Callable[..., Any], cudnn: Any, x:
     np.savez(HERE / "tfk_cudnn.io.npz", x=x, y=plain.predict(x, verbose=0))
 
 
-GENERATORS: dict[str, Callable[[], None]] = {"keras3": generate_keras3, "tf_keras": generate_tf_keras}
+def generate_tf215() -> None:
+    subprocess.run([sys.executable, str(HERE / "generate_tf215.py")], check=True)
+
+
+GENERATORS: dict[str, Callable[[], None]] = {"keras3": generate_keras3, "tf_keras": generate_tf_keras,
+                                             "tf215": generate_tf215}
 
 if __name__ == "__main__":
     args = sys.argv[1:]

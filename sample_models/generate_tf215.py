@@ -1,6 +1,7 @@
 """Write the TensorFlow 2.15 samples in sample_models/tf215/ with TF 2.15's own Keras (tf.keras 2.15).
 
-    python sample_models/generate_tf215.py
+    python sample_models/generate_tf215.py              # TF 2.15 -> tf215/ (every format below)
+    python sample_models/generate_tf215.py --tf 2.13    # TF 2.13 -> tf213/ (only the .keras zips)
 
 TF 2.15 is the last TensorFlow whose `tf.keras` is Keras 2; it writes the formats no later Keras
 writes: SavedModel folders (`model.save(dir)`), TF-format weight checkpoints
@@ -24,10 +25,18 @@ One model is trained for a step with the Keras 2.11+ optimizer (its state sits u
 ``optimizer/_variables/N``) and one with the legacy optimizer (per-variable ``.OPTIMIZER_SLOT``
 slots), so the checkpoints hold optimizer state the way trained ones do. Nothing here is
 imported by the package.
+
+``--tf 2.13`` builds the same four models with the same seeds in TF 2.13.1's tf.keras (its own
+environment, ``sample_models/.venv-tf213``: tensorflow-cpu 2.13.1 with numpy < 2; keep it out of
+git too) and writes into tf213/ only ``NAME.keras``, ``NAME.io.npz`` and ``NAME.ref.npz``. Keras
+2.12-2.14 walked the model with plain ``dir()`` order, so those zips' ``model.weights.h5`` is rooted
+at ``_layer_checkpoint_dependencies/`` instead of ``layers/``, and every layer with weights takes two
+counter values (``lstm``, ``lstm_2``, ``dense``): the layout the reader's ``tf_keras_paths`` handles.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -38,10 +47,31 @@ from typing import Any
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "tf215"
-VENV = HERE / ".venv-tf215"
-REQUIREMENTS = ["tensorflow-cpu==2.15.1", "numpy<2"]
-SEED = 2150
+SEED = 2150  # the same for every TensorFlow version, so the inputs and weights match across them
+
+# Per TensorFlow version: output folder, venv, pip requirements, and whether to write the
+# SavedModel / TF checkpoint / to_json files (2.15) or only the .keras zips (2.13).
+TARGETS: dict[str, dict[str, Any]] = {
+    "2.15": {"out": "tf215", "venv": ".venv-tf215", "all_formats": True,
+             "requirements": ["tensorflow-cpu==2.15.1", "numpy<2"]},
+    # TF 2.13.1 itself pins numpy<=1.24.3 and typing-extensions<4.6; pip resolves those.
+    "2.13": {"out": "tf213", "venv": ".venv-tf213", "all_formats": False,
+             "requirements": ["tensorflow-cpu==2.13.1", "numpy<2"]},
+}
+TF_VERSION = "2.15"
+OUT = HERE / TARGETS[TF_VERSION]["out"]
+VENV = HERE / TARGETS[TF_VERSION]["venv"]
+REQUIREMENTS: list[str] = TARGETS[TF_VERSION]["requirements"]
+
+
+def _select(tf_version: str) -> None:
+    """Point OUT, VENV and REQUIREMENTS at one entry of TARGETS."""
+    global TF_VERSION, OUT, VENV, REQUIREMENTS
+    target = TARGETS[tf_version]
+    TF_VERSION = tf_version
+    OUT = HERE / target["out"]
+    VENV = HERE / target["venv"]
+    REQUIREMENTS = target["requirements"]
 
 
 
@@ -85,8 +115,9 @@ def generate() -> None:
 
     from generate import _padded_ids, _random_weights, _seq_input
 
-    if not tf.__version__.startswith("2.15."):
-        raise SystemExit(f"needs TensorFlow 2.15, found {tf.__version__}")
+    if not tf.__version__.startswith(f"{TF_VERSION}."):
+        raise SystemExit(f"needs TensorFlow {TF_VERSION}, found {tf.__version__}")
+    all_formats = TARGETS[TF_VERSION]["all_formats"]
     keras = tf.keras
     layers = keras.layers
     rng = np.random.default_rng(SEED)
@@ -101,10 +132,12 @@ def generate() -> None:
         if optimizer is not None:
             model.compile(optimizer=optimizer, loss="mse")
             model.train_on_batch(x, y_train)  # one step: the checkpoint now holds optimizer state
-        model.save(OUT / f"{name}_savedmodel", save_format="tf", save_traces=False)
-        model.save_weights(str(OUT / f"{name}_ckpt" / "cp.ckpt"))
+        if all_formats:
+            model.save(OUT / f"{name}_savedmodel", save_format="tf", save_traces=False)
+            model.save_weights(str(OUT / f"{name}_ckpt" / "cp.ckpt"))
         model.save(OUT / f"{name}.keras")
-        (OUT / f"{name}.json").write_text(model.to_json())
+        if all_formats:
+            (OUT / f"{name}.json").write_text(model.to_json())
         _save_refs(name, model, x)
 
     T, F = 7, 3
@@ -140,15 +173,21 @@ def generate() -> None:
 
 
 def main() -> None:
-    if "--inside" in sys.argv:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tf", choices=sorted(TARGETS), default="2.15",
+                        help="TensorFlow version to write with (default 2.15 -> tf215/; 2.13 -> tf213/)")
+    parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    _select(args.tf)
+    if args.inside:
         generate()
         return
     _ensure_venv()
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    subprocess.run([str(_venv_python()), __file__, "--inside"], check=True, env=env)
+    subprocess.run([str(_venv_python()), __file__, "--inside", "--tf", args.tf], check=True, env=env)
     files = [p for p in OUT.rglob("*") if p.is_file()]
     total = sum(p.stat().st_size for p in files)
-    print(f"tf215: wrote {len(files)} files, {total / 1024:.0f} KiB, to {OUT}")
+    print(f"{OUT.name}: wrote {len(files)} files, {total / 1024:.0f} KiB, to {OUT}")
 
 
 if __name__ == "__main__":

@@ -383,3 +383,63 @@ def test_files_that_are_not_files(command: str, tmp_path: Path) -> None:
     (tmp_path / "text.h5").write_text("not a model\n")
     for name in ("empty.h5", "folder.keras", "unreadable.h5", "text.h5", "missing.h5"):
         run_case(command, tmp_path / name, tmp_path, name)
+
+
+# ---------------------------------------------------------------- TensorFlow formats
+
+TF_BASES = [SAMPLES / "tf215" / "bidir_stacked_savedmodel", SAMPLES / "tf215" / "bidir_stacked_ckpt"]
+TF_MUTATIONS = ["truncate_index", "truncate_data", "flip_index", "flip_data", "delete_shard", "bad_state_file",
+                "flip_metadata", "truncate_metadata"]
+
+
+def mutate_tf(kind: str, folder: Path, rng: np.random.Generator) -> str:
+    """One mutation of a copied SavedModel or checkpoint folder."""
+    index = next(folder.rglob("*.index"))
+    data = next(folder.rglob("*.data-*"))
+    metadata = folder / "keras_metadata.pb"
+    target = {"truncate_index": index, "flip_index": index, "truncate_data": data, "flip_data": data,
+              "flip_metadata": metadata, "truncate_metadata": metadata}.get(kind)
+    if target is not None and not target.exists():
+        target = index
+    if kind.startswith("truncate") and target is not None:
+        raw = target.read_bytes()
+        cut = int(rng.integers(0, max(1, len(raw))))
+        target.write_bytes(raw[:cut])
+        return f"{target.name} cut at {cut}"
+    if kind.startswith("flip") and target is not None:
+        raw = bytearray(target.read_bytes())
+        at = rng.integers(0, max(1, len(raw)), size=int(rng.integers(1, 6)))
+        for k in at:
+            raw[k] = int(rng.integers(0, 256))
+        target.write_bytes(bytes(raw))
+        return f"{target.name} bytes changed at {sorted(int(k) for k in at)}"
+    if kind == "delete_shard":
+        data.unlink()
+        return f"{data.name} deleted"
+    state = folder / "checkpoint"
+    choice = int(rng.integers(0, 3))
+    state.write_text(['model_checkpoint_path: "/etc/passwd"\n', 'model_checkpoint_path: "../../x"\n',
+                      "\xff\xfe garbage"][choice])
+    return f"checkpoint state file variant {choice}"
+
+
+@pytest.mark.parametrize("command", ["show", "dump", "forward"])
+def test_fuzz_tf_formats(command: str, elsewhere: Path) -> None:
+    @settings(max_examples=60, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(base_index=st.integers(0, 10), kind=st.sampled_from(TF_MUTATIONS), seed=st.integers(0, 2**32 - 1))
+    def case(base_index: int, kind: str, seed: int) -> None:
+        base = TF_BASES[base_index % len(TF_BASES)]
+        work = elsewhere / f"tf-{command}-{CASES[command]}"
+        work.mkdir()
+        (elsewhere / "outside").mkdir(exist_ok=True)
+        model = work / base.name
+        shutil.copytree(base, model)
+        np.save(work / "x.npy", np.zeros((2, 7, 3), np.float32))
+        label = mutate_tf(kind, model, np.random.default_rng(seed))
+        try:
+            run_case(command, model, work, f"{label} of {base.name}")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    case()

@@ -102,17 +102,22 @@ class LayerKind:
     run: LayerFn
     dims: DimsFn | None = None  # feature size of each output from those of the inputs (None: unknown)
     nested: tuple[str, ...] = ()  # config keys holding a wrapped layer's config (TimeDistributed: "layer")
+    weighted: Callable[[LayerNode], bool] | bool = False  # whether Keras gives the layer weights (checkpoint order)
+
+    def has_weights(self, node: LayerNode) -> bool:
+        return self.weighted(node) if callable(self.weighted) else self.weighted
 
 
 LAYERS: dict[str, LayerKind] = {}
 
 
-def layer(*names: str, dims: DimsFn | None = None, nested: tuple[str, ...] = ()) -> Callable[[LayerFn], LayerFn]:
+def layer(*names: str, dims: DimsFn | None = None, nested: tuple[str, ...] = (),
+          weighted: Callable[[LayerNode], bool] | bool = False) -> Callable[[LayerFn], LayerFn]:
     """Register a layer function for the Keras class names `names`."""
 
     def register(fn: LayerFn) -> LayerFn:
         for name in names:
-            LAYERS[name] = LayerKind(name, fn, dims, nested)
+            LAYERS[name] = LayerKind(name, fn, dims, nested, weighted)
         return fn
 
     return register

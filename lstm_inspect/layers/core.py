@@ -30,7 +30,7 @@ def identity(c: LayerCall) -> list[Tensor]:
     return [c.inputs[0]]
 
 
-@layer("Dense", dims=config_dims("units", "output_dim"))
+@layer("Dense", dims=config_dims("units", "output_dim"), weighted=True)
 def dense(c: LayerCall) -> list[Tensor]:
     cfg = c.config
     use_bias = bool(cfg.get("use_bias", cfg.get("bias", True)))
@@ -59,7 +59,13 @@ def _time_distributed_dims(node: Any, in_dims: list[int | None]) -> list[int | N
     return kind.dims(inner, in_dims) if kind is not None and kind.dims is not None else [None]
 
 
-@layer("TimeDistributed", dims=_time_distributed_dims, nested=("layer",))
+def _inner_weighted(node: Any) -> bool:
+    inner = _inner(node)
+    kind = LAYERS.get(inner.class_name)
+    return kind is not None and kind.has_weights(inner)
+
+
+@layer("TimeDistributed", dims=_time_distributed_dims, nested=("layer",), weighted=_inner_weighted)
 def time_distributed(c: LayerCall) -> list[Tensor]:
     """The wrapped layer applied to each time step: on (batch·steps, ...) and reshaped back."""
     inner = _inner(c.node)
@@ -80,7 +86,7 @@ def activation(c: LayerCall) -> list[Tensor]:
     return [Tensor(activation_of(c)(c.x), c.mask)]
 
 
-@layer("Embedding", dims=config_dims("output_dim"))
+@layer("Embedding", dims=config_dims("output_dim"), weighted=True)
 def embedding(c: LayerCall) -> list[Tensor]:
     c.expect([(config_int(c.config.get("input_dim")), config_int(c.config.get("output_dim")))])
     ids = np.asarray(c.inputs[0].value).astype(np.int64)
@@ -141,7 +147,7 @@ def _axis(c: LayerCall, x: np.ndarray) -> int:
     return axis
 
 
-@layer("BatchNormalization", dims=same_dims)
+@layer("BatchNormalization", dims=same_dims, weighted=True)
 def batch_norm(c: LayerCall) -> list[Tensor]:
     cfg = c.config
     x = c.x
@@ -163,7 +169,8 @@ def batch_norm(c: LayerCall) -> list[Tensor]:
     return [Tensor(y.astype(c.ctx.dtype), c.mask)]
 
 
-@layer("LayerNormalization", dims=same_dims)
+@layer("LayerNormalization", dims=same_dims,
+       weighted=lambda n: bool(n.config.get("scale", True) or n.config.get("center", True)))
 def layer_norm(c: LayerCall) -> list[Tensor]:
     cfg = c.config
     x = c.x

@@ -1,0 +1,252 @@
+"""TensorFlow-format Keras checkpoints: SavedModel folders and TF weights checkpoints, without TensorFlow.
+
+From TF 2.0 to 2.15 `model.save("dir")` wrote a SavedModel folder (`keras_metadata.pb` holds the
+Keras config, `variables/variables.{index,data-*}` the weights) and `model.save_weights("cp.ckpt")`
+or `ModelCheckpoint("cp.ckpt", save_weights_only=True)` a TF-format checkpoint (`cp.ckpt.index`,
+`cp.ckpt.data-NNNNN-of-MMMMM`, a `checkpoint` file). The bytes are read by `tf_bundle`; this module
+matches them to the model's layers the way tf_keras's `load_weights` does: by the object graph's
+edge names, `layer_with_weights-M` for the M-th layer of `model.layers` that has weights (an
+InputLayer has none, so Sequential and Functional count alike), then `forward_layer` /
+`backward_layer` inside a Bidirectional and `cell/kernel`, `cell/recurrent_kernel`, `cell/bias`
+inside a recurrent layer (tf_keras `src/engine/functional.py`, `_layer_checkpoint_dependencies`).
+
+A weights checkpoint holds no architecture: without `--config` its recurrent layers are found by
+their variables' shapes, named by their TensorFlow variable names, and run with tf.keras 2's
+defaults (said so); with `--config model.json` (a `to_json()` file) it reads like a full model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.architecture import LayerNode, ModelGraph, RecurrentSpec, has_weights
+from lstm_inspect.errors import InspectError
+from lstm_inspect.model import Checkpoint, ModelLayer, RecurrentDirection
+from lstm_inspect.storage import StoredArray
+from lstm_inspect.tf_bundle import (
+    TABLE_MAGIC,
+    TensorBundle,
+    keras_layer_weights,
+    keras_model_config,
+    object_graph,
+    read_keras_metadata,
+    resolve_prefix,
+)
+
+# The version a weights checkpoint is read as when nothing says: tf.keras 2 (TF 2.0-2.15) wrote them.
+TF_KERAS = "2-tf"
+CELL_VARIABLES = ("kernel", "recurrent_kernel", "bias")
+
+
+@dataclass
+class BundleSource:
+    """The arrays of a TF checkpoint, read lazily, one tensor at a time (what directions and layers read)."""
+
+    path: Path  # what the user named (for messages)
+    prefix: Path
+    _bundle: list[TensorBundle] = field(default_factory=list, repr=False)
+
+    def bundle(self) -> TensorBundle:
+        if not self._bundle:
+            self._bundle.append(TensorBundle(self.prefix))
+        return self._bundle[0]
+
+    def read(self, keys: list[str]) -> list[np.ndarray]:
+        bundle = self.bundle()
+        return [bundle.read(k) for k in keys]
+
+
+def looks_like_tf_checkpoint(path: Path) -> bool:
+    """By content: a TF index (its LevelDB footer's magic number), one of its data shards, a `checkpoint`
+    state file, a folder holding one of those, or a prefix whose .index exists."""
+    try:
+        if path.is_dir():
+            return (path / "checkpoint").is_file() or any(_is_index(p) for p in path.glob("*.index"))
+        if not path.exists():
+            return _is_index(Path(f"{path}.index"))
+        if path.name == "checkpoint":
+            return path.read_bytes()[:4096].lstrip().startswith(b"model_checkpoint_path")
+        if _is_index(path):
+            return True
+        m = re.match(r"(?P<prefix>.+)\.data-\d{5}-of-\d{5}$", path.name)
+        return bool(m) and _is_index(path.with_name(f"{m.group('prefix')}.index"))
+    except OSError:
+        return False
+
+
+def _is_index(path: Path) -> bool:
+    try:
+        size = path.stat().st_size
+        if not path.is_file() or size < 48:
+            return False
+        with open(path, "rb") as f:
+            f.seek(size - 8)
+            tail = f.read(8)
+    except OSError:
+        return False
+    return int.from_bytes(tail[:4], "little") | (int.from_bytes(tail[4:], "little") << 32) == TABLE_MAGIC
+
+
+def is_savedmodel(path: Path) -> bool:
+    return path.is_dir() and any((path / name).exists() for name in
+                                 ("saved_model.pb", "keras_metadata.pb", "variables/variables.index"))
+
+
+# ---------------------------------------------------------------- matching checkpoint layers to the config
+
+
+def layer_paths(graph: ModelGraph, prefix: str = "") -> dict[str, str]:
+    """Model layer path -> its path in the checkpoint (`layer_with_weights-M`, nested inside a nested model)."""
+    out: dict[str, str] = {}
+    m = 0
+    for node in graph.layers:
+        if not has_weights(node):
+            continue
+        path = f"{prefix}layer_with_weights-{m}"
+        m += 1
+        out[node.path] = path
+        if node.children is not None:
+            out.update(layer_paths(node.children, f"{path}/"))
+    return out
+
+
+def _stored(bundle: TensorBundle, key: str) -> StoredArray:
+    entry = bundle.entry(key)
+    return StoredArray(key=key, shape=tuple(entry.shape), dtype=entry.dtype)
+
+
+def _direction_variables(weights: dict[str, list[tuple[str, str]]], path: str) -> list[str]:
+    """The checkpoint keys of one recurrent direction at `path`, in Keras's order (kernel, recurrent, bias)."""
+    by_name = dict(weights.get(path, []))
+    for prefix in ("cell/", ""):  # a layer holds its cell; a CuDNN layer holds the variables itself
+        keys = [by_name[f"{prefix}{name}"] for name in CELL_VARIABLES if f"{prefix}{name}" in by_name]
+        if len(keys) >= 2:
+            return keys
+    return [key for _, key in weights.get(path, [])]
+
+
+def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path
+                    ) -> tuple[Callable[[RecurrentSpec], Any], Callable[[LayerNode], list[StoredArray]], list[str]]:
+    """The locate / arrays_of pair `formats._from_graph` takes, for a checkpoint matched to a config."""
+    weights = keras_layer_weights(object_graph(bundle))
+    paths = layer_paths(graph)
+    notes: list[str] = []
+    in_file = sorted((p for p in weights if re.fullmatch(r"layer_with_weights-\d+", p)),
+                     key=lambda p: int(p.rsplit("-", 1)[1]))
+    expected = sum(1 for p in paths.values() if "/" not in p)
+    if len(in_file) != expected:
+        raise InspectError(f"{where}: the checkpoint holds {len(in_file)} layers with weights and the model config "
+                           f"{expected}: they are not the same model")
+
+    def locate(spec: RecurrentSpec) -> tuple[list[StoredArray], str, list[str]]:
+        base = paths.get(spec.layer.path)
+        if base is None:
+            return [], "keras", [f"layer {spec.name}: the checkpoint has no weights for it"]
+        path = f"{base}/{spec.half}" if spec.half else base
+        keys = _direction_variables(weights, path)
+        if not keys:
+            return [], "keras", [f"layer {spec.name}: the checkpoint has no variables under {path}"]
+        arrays = [_stored(bundle, k) for k in keys]
+        return arrays, spec.cell.storage_of(spec.kind, [a.shape for a in arrays]), []
+
+    def arrays_of(node: LayerNode) -> list[StoredArray]:
+        base = paths.get(node.path)
+        if base is None:
+            return []
+        return [_stored(bundle, key) for name, key in weights.get(base, [])
+                if not name.startswith(("forward_layer/", "backward_layer/"))]
+
+    return locate, arrays_of, notes
+
+
+# ---------------------------------------------------------------- the two formats
+
+
+def read_savedmodel(folder: Path) -> Checkpoint:
+    from lstm_inspect.formats import from_graph, model_graph
+
+    if not (folder / "keras_metadata.pb").is_file():
+        raise InspectError(f"{folder}: is a SavedModel without keras_metadata.pb: it was not written by Keras "
+                           "(tf.saved_model.save of a module, or Keras 3's model.export), so it holds no Keras "
+                           "configuration to read")
+    config, version = keras_model_config(read_keras_metadata(folder), str(folder / "keras_metadata.pb"))
+    graph = model_graph(config, "keras_metadata.pb", folder)
+    prefix = folder / "variables" / "variables"
+    if not Path(f"{prefix}.index").is_file():
+        raise InspectError(f"{folder}: has no variables/variables.index: the SavedModel's weights are missing")
+    source = BundleSource(folder, prefix)
+    locate, arrays_of, notes = config_locators(source.bundle(), graph, folder)
+    ckpt = from_graph(folder, "savedmodel", version or TF_KERAS, graph, locate, source, arrays_of, config)
+    ckpt.notes += notes
+    return ckpt
+
+
+def read_tf_checkpoint(path: Path, config: Any = None, config_version: str | None = None,
+                       config_path: Path | None = None) -> Checkpoint:
+    from lstm_inspect.formats import from_graph, model_graph
+
+    prefix = resolve_prefix(path)
+    source = BundleSource(path, prefix)
+    bundle = source.bundle()
+    if config is not None:
+        graph = model_graph(config, str(config_path), path)
+        locate, arrays_of, notes = config_locators(bundle, graph, path)
+        ckpt = from_graph(path, "tf-checkpoint", config_version or TF_KERAS, graph, locate, source, arrays_of, config)
+        ckpt.notes += [f"architecture from {config_path}; weights matched to it by the checkpoint's object graph "
+                       "(layer_with_weights-M), as tf_keras's load_weights matches them", *notes]
+        return ckpt
+    return _weights_only(path, bundle, source)
+
+
+def _weights_only(path: Path, bundle: TensorBundle, source: BundleSource) -> Checkpoint:
+    """No architecture: each layer with weights, recurrent ones found by their variables' shapes."""
+    from lstm_inspect.formats import _guessed_kind, default_settings, make_direction, recurrent_halves
+
+    graph = object_graph(bundle)
+    weights = keras_layer_weights(graph)
+    full_names = {a.checkpoint_key: a.full_name for node in graph.nodes for a in node.attributes}
+    tops = sorted((p for p in weights if re.fullmatch(r"layer_with_weights-\d+", p)),
+                  key=lambda p: int(p.rsplit("-", 1)[1]))
+    directions: list[RecurrentDirection] = []
+    model_layers: list[ModelLayer] = []
+    for top in tops:
+        halves = [f"{top}/forward_layer", f"{top}/backward_layer"]
+        paths = halves if all(h in weights for h in halves) else [top]
+        arrays = [[_stored(bundle, k) for k in _direction_variables(weights, p)] for p in paths]
+        found = [recurrent_halves(a) for a in arrays]
+        first_key = weights[top][0][1]
+        layer_name = full_names.get(first_key, "").split("/")[0] or top
+        if not all(f is not None and len(f[2]) == 1 for f in found):
+            shapes = ", ".join("×".join(map(str, _stored(bundle, k).shape)) for _, k in weights[top])
+            model_layers.append(ModelLayer(name=layer_name, class_name=f"arrays {shapes}"))
+            continue
+        cell, storage, _ = found[0]  # type: ignore[misc]
+        kind = _guessed_kind(cell, storage)
+        model_layers.append(ModelLayer(name=layer_name, class_name=f"Bidirectional({kind})" if len(paths) == 2
+                                       else kind))
+        for k, (p, a) in enumerate(zip(paths, arrays)):
+            scopes = full_names.get(a[0].key, "").split("/")  # e.g. bidirectional/forward_lstm/lstm_cell/kernel
+            half = scopes[1] if len(scopes) > 2 else p.rsplit("/", 1)[1]
+            parts = (layer_name,) if len(paths) == 1 else (layer_name, half)
+            settings = default_settings(cell, kind, TF_KERAS, a, go_backwards=k == 1)
+            d = make_direction(parts, cell, kind, settings, storage, a, source, TF_KERAS, [],
+                               wrapper=layer_name if len(paths) == 2 else None,
+                               merge_mode="concat" if len(paths) == 2 else None)
+            d.layer_path = layer_name
+            directions.append(d)
+    if not directions:
+        kinds = ", ".join(m.class_name for m in model_layers) or "nothing"
+        raise InspectError(f"no recurrent layer (LSTM, GRU, SimpleRNN) in {path}; its layers hold: {kinds}")
+    notes = ["TF checkpoint of weights only, no architecture: activations and flags are tf.keras 2's defaults "
+             "(LSTM and GRU: tanh and sigmoid, GRU reset_after from its bias shape, return_sequences off); pass the "
+             "architecture with --config model.json (model.to_json()) to use the model's own"]
+    return Checkpoint(file=path, format="tf-checkpoint", keras_version=None, layers=directions,
+                      model_layers=model_layers, settings_from="defaults", notes=notes, source=source)
+
+
