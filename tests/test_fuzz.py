@@ -177,7 +177,8 @@ def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
     """Apply one mutation to the file at `path` (or to the case around it); returns a label for messages."""
     work = path.parent
     if kind == "hostile_name":
-        name = HOSTILE_NAMES[int(rng.integers(0, len(HOSTILE_NAMES)))].replace("{outside}", str(work.parent / "outside"))
+        name = HOSTILE_NAMES[int(rng.integers(0, len(HOSTILE_NAMES)))]
+        name = name.replace("{outside}", str(work.parent / "outside"))
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:
                 cfg = json.loads(z.read("config.json"))

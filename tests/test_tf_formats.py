@@ -37,7 +37,8 @@ def _open(name: str, form: str) -> lstm_inspect.Checkpoint:
 
 def _io(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
     with np.load(path) as d:
-        return ([d[k] for k in sorted(d.files) if k.startswith("x")], [d[k] for k in sorted(d.files) if k.startswith("y")])
+        keys = sorted(d.files)
+        return [d[k] for k in keys if k.startswith("x")], [d[k] for k in keys if k.startswith("y")]
 
 
 @pytest.mark.parametrize("form", FORMS)
