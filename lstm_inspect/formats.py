@@ -463,8 +463,7 @@ def _read_keras3_weights_with_config(path: Path, f: h5py.File, architecture: tup
     (KERAS_LSTM_SPEC.md A.2), so located the same way."""
     cfg, config_version = architecture
     graph = model_graph(cfg, str(config), path)
-    keras3_layout = child(f, "layers") is not None or child(f, "vars") is not None
-    if keras3_layout:
+    if _keras3_layout(f):
         paths = keras3_paths(graph, "layers")
     else:
         paths = tf_keras_paths(f, graph, "_layer_checkpoint_dependencies")
@@ -570,7 +569,7 @@ def _read_keras_zip(path: Path) -> Checkpoint:
     notes = []
     try:
         with source.open() as f:
-            keras3_layout = child(f, "layers") is not None or child(f, "vars") is not None
+            keras3_layout = _keras3_layout(f)
             if keras_version is None:
                 # Without metadata.json only the archive itself tells the writer (KERAS_LSTM_SPEC.md A.1.7).
                 keras_version = "3" if _written_by_keras3(config, keras3_layout) else "2"
@@ -590,6 +589,14 @@ def _read_keras_zip(path: Path) -> Checkpoint:
         raise InspectError(f"{path}: model.weights.h5 is damaged: {exc}") from exc
     ckpt.notes[:0] = notes
     return ckpt
+
+
+def _keras3_layout(f: h5py.File) -> bool:
+    """layers/<class counter>/... (Keras 3, TF 2.15) rather than TF 2.12-2.14's _layer_checkpoint_dependencies/
+    (whose files also hold an empty root vars/ group, so that group alone decides nothing)."""
+    if child(f, "_layer_checkpoint_dependencies") is not None:
+        return child(f, "layers") is not None
+    return child(f, "layers") is not None or child(f, "vars") is not None
 
 
 def _written_by_keras3(config: Any, keras3_layout: bool) -> bool:

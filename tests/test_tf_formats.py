@@ -23,8 +23,9 @@ from lstm_inspect.cli import app
 from conftest import REALWORLD, SAMPLES, keras_refs, run_cli
 
 TF215 = SAMPLES / "tf215"
+TF213 = SAMPLES / "tf213"  # TF 2.13's .keras: _layer_checkpoint_dependencies/ with double counters
 NAMES = ["single", "bidir_stacked", "embedding_backwards", "seq2seq"]
-FORMS = ["savedmodel", "ckpt+json", "keras"]
+FORMS = ["savedmodel", "ckpt+json", "keras", "keras-2.13"]
 
 
 def _open(name: str, form: str) -> lstm_inspect.Checkpoint:
@@ -32,6 +33,8 @@ def _open(name: str, form: str) -> lstm_inspect.Checkpoint:
         return lstm_inspect.load(TF215 / f"{name}_savedmodel")
     if form == "keras":
         return lstm_inspect.load(TF215 / f"{name}.keras")
+    if form == "keras-2.13":
+        return lstm_inspect.load(TF213 / f"{name}.keras")
     return lstm_inspect.load(TF215 / f"{name}_ckpt", config=TF215 / f"{name}.json")
 
 
@@ -45,7 +48,7 @@ def _io(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 @pytest.mark.parametrize("name", NAMES)
 def test_gates_are_kerass_own_weights(name: str, form: str) -> None:
     ckpt = _open(name, form)
-    refs = keras_refs(TF215 / f"{name}.ref.npz")
+    refs = keras_refs((TF213 if form == "keras-2.13" else TF215) / f"{name}.ref.npz")
     assert [d.name for d in ckpt.layers] == list(refs)
     for d in ckpt.layers:
         for got, want in zip(d.weights().arrays(), (refs[d.name][r] for r in ("kernel", "recurrent_kernel", "bias")),
@@ -56,7 +59,7 @@ def test_gates_are_kerass_own_weights(name: str, form: str) -> None:
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", NAMES)
 def test_forward_equals_keras(name: str, form: str) -> None:
-    xs, ys = _io(TF215 / f"{name}.io.npz")
+    xs, ys = _io((TF213 if form == "keras-2.13" else TF215) / f"{name}.io.npz")
     out = _open(name, form).forward(xs if len(xs) > 1 else xs[0])
     outs = out if isinstance(out, list) else [out]
     assert max(float(np.max(np.abs(o - y))) for o, y in zip(outs, ys, strict=True)) <= 1e-5
