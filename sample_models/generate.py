@@ -57,8 +57,11 @@ def _random_weights(model: Any, rng: np.random.Generator) -> None:
         layer.set_weights(new)
 
 
+RECURRENT = ("LSTM", "CuDNNLSTM", "GRU", "CuDNNGRU", "SimpleRNN", "RNN")
+
+
 def _lstm_directions(model: Any, prefix: str = "") -> dict[str, Any]:
-    """Map '<path>' to each LSTM-like direction layer (forward/backward of a Bidirectional)."""
+    """Map '<path>' to each recurrent direction layer (LSTM, GRU, SimpleRNN; forward/backward of a Bidirectional)."""
     out: dict[str, Any] = {}
     for layer in model.layers:
         kind = type(layer).__name__
@@ -68,7 +71,7 @@ def _lstm_directions(model: Any, prefix: str = "") -> dict[str, Any]:
         elif kind == "Bidirectional":
             out[f"{path}/{layer.forward_layer.name}"] = layer.forward_layer
             out[f"{path}/{layer.backward_layer.name}"] = layer.backward_layer
-        elif kind in ("LSTM", "CuDNNLSTM", "RNN"):
+        elif kind in RECURRENT:
             out[path] = layer
     return out
 
@@ -194,6 +197,40 @@ def _declared_shapes(keras: Any, layers: Any, save: Callable[..., None], rng: np
 PREFIX = {"keras": "k3", "tf_keras": "tfk"}
 
 
+def _gru_and_simple_rnn(keras: Any, layers: Any, save: Callable[..., None], seq: Callable[..., Any], x: np.ndarray,
+                        rng: np.random.Generator, weights_kind: str) -> None:
+    """GRU in both reset_after forms and with hard_sigmoid, Bidirectional GRU, Embedding → GRU → LSTM, SimpleRNN
+    (tanh and relu), RNN(GRUCell) and RNN(SimpleRNNCell), a GRU encoder-decoder (the same code for both Keras)."""
+    p = PREFIX[keras.__name__]
+    main = "keras" if p == "k3" else "h5"
+    T, F = x.shape[1], x.shape[2]
+    save(f"{p}_gru", seq(layers.GRU(5, return_sequences=True), layers.Dense(2)), x, (main, weights_kind))
+    save(f"{p}_gru_reset_before", seq(layers.GRU(5, reset_after=False, return_sequences=True)), x)
+    save(f"{p}_gru_hard_sigmoid", seq(layers.GRU(4, recurrent_activation="hard_sigmoid", return_sequences=True),
+                                      layers.GRU(3, recurrent_activation="hard_sigmoid", reset_after=False)), x)
+    save(f"{p}_bidir_gru", seq(layers.Bidirectional(layers.GRU(4, return_sequences=True), merge_mode="sum"),
+                               layers.Bidirectional(layers.GRU(3))), x)
+    save(f"{p}_embedding_gru_lstm",
+         seq(layers.Embedding(20, 6, mask_zero=True), layers.GRU(5, return_sequences=True), layers.LSTM(4),
+             layers.Dense(3), input_shape=(9,), dtype="int32"),
+         _padded_ids(rng, 5, 9, 20))
+    save(f"{p}_simple_rnn", seq(layers.SimpleRNN(5, return_sequences=True), layers.SimpleRNN(3, activation="relu")),
+         x, (main, weights_kind))
+    save(f"{p}_rnn_cells", seq(layers.RNN(layers.GRUCell(4), return_sequences=True),
+                               layers.RNN(layers.SimpleRNNCell(3), go_backwards=True),
+                               layers.Dense(2)), x)
+    save(f"{p}_bidir_simple_rnn", seq(layers.Masking(0.0), layers.Bidirectional(layers.SimpleRNN(3,
+                                                                                                return_sequences=True))),
+         _padded_seq(rng, 4, T, F))
+
+    enc_in = keras.Input((6, 4), name="encoder_input")
+    dec_in = keras.Input((5, 3), name="decoder_input")
+    _, h = layers.GRU(6, return_state=True, name="encoder")(enc_in)
+    out = layers.GRU(6, return_sequences=True, name="decoder")(dec_in, initial_state=[h])
+    save(f"{p}_gru_seq2seq", keras.Model([enc_in, dec_in], layers.Dense(3, activation="softmax", name="next")(out)),
+         [_seq_input(rng, 4, 6, 4), _seq_input(rng, 4, 5, 3)])
+
+
 # ---------------------------------------------------------------- Keras 3
 
 def generate_keras3() -> None:
@@ -266,12 +303,13 @@ def generate_keras3() -> None:
     _layer_zoo(keras, layers, save, x, rng)
     _seq2seq(keras, layers, save, rng)
     save("k3_conv1d_lstm", seq(layers.Conv1D(4, 3, padding="same"), layers.LSTM(3)), x)
-    _declared_shapes(keras, layers, save, rng)
 
     # Files with no LSTM lstm-inspect can read, for the error messages.
-    save("k3_no_lstm", seq(layers.GRU(4), layers.Dense(2)), x)
+    save("k3_gru_dense", seq(layers.GRU(4), layers.Dense(2)), x)
     save("k3_convlstm2d", seq(layers.ConvLSTM2D(2, (3, 3), padding="same"), input_shape=(3, 5, 5, 1)),
          rng.normal(size=(2, 3, 5, 5, 1)).astype("float32"))
+    _declared_shapes(keras, layers, save, rng)
+    _gru_and_simple_rnn(keras, layers, save, seq, x, rng, weights_kind="weights")
 
 
 # ---------------------------------------------------------------- tf_keras (Keras 2)
@@ -352,6 +390,25 @@ def generate_tf_keras() -> None:
 
     # time_major=True (tf.keras only): the layer reads axis 0 as time, whatever the model's input is
     save("tfk_time_major", seq(layers.LSTM(5, time_major=True, return_sequences=True), layers.Dense(2)), x)
+
+    _gru_and_simple_rnn(keras, layers, save, seq, x, rng, weights_kind="weights")
+
+    # CuDNNGRU: like CuDNNLSTM, built and saved on a CPU, run through Keras's conversion into GRU(reset_after=True)
+    from tf_keras.src.layers.rnn.cudnn_gru import CuDNNGRU
+
+    cudnn_gru = seq(CuDNNGRU(4, return_sequences=True), layers.Dense(2))
+    keras.utils.set_random_seed(SEED)
+    _random_weights(cudnn_gru, rng)
+    plain_gru = seq(layers.GRU(4, return_sequences=True, reset_after=True), layers.Dense(2))
+    if wanted("tfk_cudnn_gru"):
+        cudnn_gru.save(HERE / "tfk_cudnn_gru.h5", save_format="h5")
+        cudnn_gru.save_weights(HERE / "tfk_cudnn_gru.weights_only.h5", save_format="h5")
+        (HERE / "tfk_cudnn_gru.json").write_text(cudnn_gru.to_json())
+        plain_gru.load_weights(HERE / "tfk_cudnn_gru.weights_only.h5")
+        refs = {f"{cudnn_gru.layers[0].name}:{r}": w
+                for r, w in zip(("kernel", "recurrent_kernel", "bias"), plain_gru.layers[0].get_weights())}
+        np.savez(HERE / "tfk_cudnn_gru.ref.npz", **refs)
+        np.savez(HERE / "tfk_cudnn_gru.io.npz", x=x, y=plain_gru.predict(x, verbose=0))
 
 
 def _save_cudnn(keras: Any, layers: Any, seq: Callable[..., Any], cudnn: Any, x: np.ndarray, write: bool) -> None:

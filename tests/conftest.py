@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
 REALWORLD = ROOT.parent / "shared" / "realworld"
 GATES = ("i", "f", "c", "o")
+CELL_GATES = {4: ("i", "f", "c", "o"), 3: ("z", "r", "h"), 1: ("h",)}  # by the number of fused blocks
 
 CHECKPOINT_SUFFIXES = (".keras", ".h5", ".hdf5", ".h5py")
 # Samples whose model holds a layer the engine does not run (its LSTMs still run alone with --layer).
@@ -34,9 +35,11 @@ def stem(p: Path) -> str:
 
 
 def realworld_checkpoints(with_weights: bool = False) -> list[Path]:
+    """The real files (the top folder and gru/; tf-formats/ is test_tf_formats's)."""
     if not REALWORLD.is_dir():
         return []
-    files = sorted(p for p in REALWORLD.iterdir() if p.name.endswith(CHECKPOINT_SUFFIXES))
+    files = sorted(p for folder in (REALWORLD, REALWORLD / "gru") if folder.is_dir() for p in folder.iterdir()
+                   if p.name.endswith(CHECKPOINT_SUFFIXES))
     return [p for p in files if not _has_no_weights(p)] if with_weights else files
 
 
@@ -50,14 +53,23 @@ def keras_refs(npz: Path) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def gate_names(ref: dict[str, np.ndarray]) -> tuple[str, ...]:
+    """The gates of a direction by its recurrent kernel's shape: LSTM i, f, c, o; GRU z, r, h; SimpleRNN h."""
+    units, width = ref["recurrent_kernel"].shape
+    return CELL_GATES[width // units]
+
+
 def expected_gate(ref: dict[str, np.ndarray], g: str) -> tuple[np.ndarray, np.ndarray]:
-    """W_g and b_g sliced straight from the arrays Keras reports (gate order i, f, c, o)."""
+    """W_g and b_g sliced straight from the arrays Keras reports (in the kind's stored gate order); for a GRU with
+    reset_after, b_g is the input bias row."""
     units = ref["recurrent_kernel"].shape[0]
-    k = GATES.index(g)
+    k = gate_names(ref).index(g)
     cols = slice(k * units, (k + 1) * units)
     W = np.vstack([ref["kernel"][:, cols], ref["recurrent_kernel"][:, cols]]).T
-    b = ref["bias"][cols] if "bias" in ref else np.zeros(units, dtype=W.dtype)
-    return W, b
+    bias = ref.get("bias")
+    if bias is None:
+        return W, np.zeros(units, dtype=W.dtype)
+    return W, (bias[0] if bias.ndim == 2 else bias)[cols]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -84,7 +96,7 @@ def realworld_refs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[s
     out_dir = tmp_path_factory.mktemp("keras_refs")
     by_generation: dict[str, list[str]] = {"keras3": [], "tf_keras": []}
     for f in files:
-        entry = catalog.get(f.name, {})
+        entry = catalog.get(str(f.relative_to(REALWORLD)), {})
         by_generation["keras3" if str(entry.get("keras_version", "")).startswith("3") else "tf_keras"].append(str(f))
     for generation, paths in by_generation.items():
         if paths:

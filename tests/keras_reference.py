@@ -39,6 +39,16 @@ def _rebuilt_tf_keras(path: Path):  # type: ignore[no-untyped-def]
         ])
         model.load_weights(path)
         return model
+    if path.name.startswith("gru_keras204"):
+        # CATALOG.md: Keras 2.0.4 wrote no reset_after (it computed reset_after=False); tf_keras would assume True
+        model = keras.Sequential([
+            keras.Input((21, 1)),
+            layers.GRU(64, recurrent_activation="hard_sigmoid", reset_after=False, return_sequences=True,
+                       name="gru_2"),
+            layers.TimeDistributed(layers.Dense(344), name="time_distributed_2"),
+        ])
+        model.load_weights(path)
+        return model
     if path.name.startswith("textgenrnn"):
         with h5py.File(path, "r") as f:
             vocab, dim = f["embedding/embedding/embeddings:0"].shape

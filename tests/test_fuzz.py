@@ -35,7 +35,9 @@ from conftest import REALWORLD, SAMPLES
 CASES: Counter[str] = Counter()  # reported by conftest's terminal summary
 
 BASES = [SAMPLES / n for n in ("k3_single.keras", "tfk_single.h5", "tfk_bidir_concat.h5", "k3_stacked.weights.h5",
-                               "tfk_single.weights_only.h5", "tfk_cudnn.h5", "k3_embedding_mask_zero.keras")]
+                               "tfk_single.weights_only.h5", "tfk_cudnn.h5", "k3_embedding_mask_zero.keras",
+                               "k3_gru.keras", "tfk_gru_hard_sigmoid.h5", "tfk_cudnn_gru.h5", "k3_simple_rnn.keras",
+                               "tfk_tf_ops.h5")]
 BASES += [p for p in (REALWORLD / "binary_lstm_keras38.h5", REALWORLD / "charlstm_stateful_keras108_gates.h5py")
           if p.exists()]
 READS_WEIGHTS = ("stats", "dump", "forward", "trace", "plot", "verify")

@@ -9,7 +9,7 @@ import pytest
 
 import lstm_inspect
 
-from conftest import GATES, SAMPLES, expected_gate, keras_refs, realworld_checkpoints, sample_checkpoints, stem
+from conftest import SAMPLES, expected_gate, gate_names, keras_refs, realworld_checkpoints, sample_checkpoints, stem
 
 
 def _assert_gates_equal_keras(path: Path, refs: dict[str, dict[str, np.ndarray]]) -> None:
@@ -19,11 +19,14 @@ def _assert_gates_equal_keras(path: Path, refs: dict[str, dict[str, np.ndarray]]
         ref = refs[d.name]
         gates = d.gates()
         assert d.input_dim == ref["kernel"].shape[0] and d.units == ref["recurrent_kernel"].shape[0]
-        for g in GATES:
+        assert tuple(gates) == gate_names(ref)
+        for k, g in enumerate(gate_names(ref)):
             W, b = expected_gate(ref, g)
             assert gates[g].W.shape == (d.units, d.input_dim + d.units)
             np.testing.assert_array_equal(gates[g].W, W, err_msg=f"{path.name} {d.name} W_{g}")
             np.testing.assert_array_equal(gates[g].b, b, err_msg=f"{path.name} {d.name} b_{g}")
+            if "bias" in ref and ref["bias"].ndim == 2:  # a GRU's recurrent bias row
+                np.testing.assert_array_equal(gates[g].b_h, ref["bias"][1][k * d.units:(k + 1) * d.units])
 
 
 @pytest.mark.parametrize("path", sample_checkpoints(), ids=lambda p: p.name)
