@@ -245,9 +245,10 @@ def generate_keras3() -> None:
     def seq(*ls: Any, input_shape: tuple = (T, F), dtype: str = "float32") -> Any:
         return keras.Sequential([keras.Input(input_shape, dtype=dtype), *ls])
 
-    def save(name: str, model: Any, x: Any, kinds: tuple[str, ...] = ("keras",)) -> None:
+    def save(name: str, model: Any, x: Any, kinds: tuple[str, ...] = ("keras",),
+             weights_rng: np.random.Generator | None = None) -> None:
         keras.utils.set_random_seed(SEED)
-        _random_weights(model, rng)
+        _random_weights(model, weights_rng if weights_rng is not None else rng)
         for kind in kinds if wanted(name) else ():
             if kind == "keras":
                 model.save(HERE / f"{name}.keras")
@@ -310,6 +311,7 @@ def generate_keras3() -> None:
          rng.normal(size=(2, 3, 5, 5, 1)).astype("float32"))
     _declared_shapes(keras, layers, save, rng)
     _gru_and_simple_rnn(keras, layers, save, seq, x, rng, weights_kind="weights")
+    _more_layers(keras, layers, save, seq)
 
 
 # ---------------------------------------------------------------- tf_keras (Keras 2)
@@ -326,9 +328,10 @@ def generate_tf_keras() -> None:
     def seq(*ls: Any, input_shape: tuple = (T, F), dtype: str = "float32") -> Any:
         return keras.Sequential([keras.Input(input_shape, dtype=dtype), *ls])
 
-    def save(name: str, model: Any, x: Any, kinds: tuple[str, ...] = ("h5",)) -> None:
+    def save(name: str, model: Any, x: Any, kinds: tuple[str, ...] = ("h5",),
+             weights_rng: np.random.Generator | None = None) -> None:
         keras.utils.set_random_seed(SEED)
-        _random_weights(model, rng)
+        _random_weights(model, weights_rng if weights_rng is not None else rng)
         for kind in kinds if wanted(name) else ():
             if kind == "h5":
                 model.save(HERE / f"{name}.h5", save_format="h5")
@@ -409,6 +412,18 @@ def generate_tf_keras() -> None:
                 for r, w in zip(("kernel", "recurrent_kernel", "bias"), plain_gru.layers[0].get_weights())}
         np.savez(HERE / "tfk_cudnn_gru.ref.npz", **refs)
         np.savez(HERE / "tfk_cudnn_gru.io.npz", x=x, y=plain_gru.predict(x, verbose=0))
+
+    _more_layers(keras, layers, save, seq)
+
+
+def _more_layers(keras: Any, layers: Any, save: Callable[..., None], seq: Callable[..., Any]) -> None:
+    """The layers around recurrent layers in their own modules, each with its own seeded generator (so adding a
+    sample to one changes no other): convolutions, pooling, activation and shape layers; attention."""
+    import attention_samples
+    import layer_samples
+
+    layer_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
+    attention_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
 
 
 def _save_cudnn(keras: Any, layers: Any, seq: Callable[..., Any], cudnn: Any, x: np.ndarray, write: bool) -> None:

@@ -140,4 +140,5 @@ def config_dims(key: str, *fallbacks: str) -> DimsFn:
     return dims
 
 
-from lstm_inspect.layers import core  # noqa: E402,F401  (the kinds register themselves)
+# the kinds register themselves on import
+from lstm_inspect.layers import activation_layers, attention, conv, core, pooling  # noqa: E402,F401
