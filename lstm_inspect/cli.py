@@ -72,8 +72,8 @@ def _console(stderr: bool = False) -> Console:
 
 
 def say(message: Any, stderr: bool = True) -> None:
-    """One line for the user, printed literally."""
-    _console(stderr).print(lit(message))
+    """One line for the user, printed literally (never wrapped: a log keeps one line per message)."""
+    Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False, emoji=False).print(lit(message))
 
 
 def _version(value: bool) -> None:
@@ -687,6 +687,74 @@ def dump(
             say(f"lstm-inspect: warning: {warning}")
         say(f"{out}: {len(written)} files and manifest.json ({layout}, {fmt})")
         return _done(ckpt)
+
+    _run(action)
+
+
+@app.command()
+def export(
+    model: Path = MODEL_ARG,
+    config: Path | None = CONFIG_OPT,
+    to: str = typer.Option(..., "--to", help="onnx (one .onnx file) or pytorch (a folder: model.py, "
+                           "weights.safetensors, README.md).", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="The .onnx file or the PyTorch folder to write (missing parents "
+                             "are created; an earlier export is replaced only with --force).", show_default=False),
+    opset: int | None = typer.Option(None, "--opset", help="ONNX opset to write (14 to the installed onnx's newest; "
+                                     "default 17).", show_default=False),
+    input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " Verifies the export on it; default: "
+                                         "a seeded random input of the model's shape (token ids for Embedding "
+                                         "models)."),
+    layer: str | None = typer.Option(None, "--layer", help="Export one recurrent direction alone (works on "
+                                        "weights-only files too): x (batch, steps, N_i) in; its output sequence in "
+                                        "processing order and its final states out."),
+    atol: float = ATOL_OPT,
+    rtol: float = RTOL_OPT,
+    seed: int = SEED_OPT,
+    force: bool = FORCE_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Write a runnable port of the model, ONNX or PyTorch, without TensorFlow, then verify it.
+
+    ONNX: one graph of standard operators (recurrent layers as ONNX LSTM/GRU/RNN where they compute
+    exactly what Keras computes, padding masks through sequence_lens, other masks and activations
+    as a Scan over the step equations); checked with onnx.checker. PyTorch: model.py, one
+    torch.nn.Module written for this model (one attribute per Keras layer), weights.safetensors
+    and a README with the lines that load and run it; writing needs no torch.
+
+    After writing, the export is run by its runtime (onnxruntime, torch) when installed and
+    compared with the NumPy engine (which `verify` checks against Keras). Exit 0 when it matches,
+    1 on a mismatch (the export is kept), 2 when the model cannot be exported exactly (nothing is
+    written).
+
+    Examples:  lstm-inspect export model.h5 --to onnx --out model.onnx
+               lstm-inspect export model.keras --to pytorch --out port/ --input x.npy
+    """
+
+    def action() -> int:
+        from lstm_inspect.port import export as write_export
+
+        _tolerances(atol, rtol)
+        ckpt = load(model, config)
+        xs = None
+        if input is not None:
+            xs = [_single_input(input)] if layer is not None else _model_inputs(ckpt, input)
+        status = _console(stderr=True)
+        with status.status(f"writing {to} and running it..."):
+            report = write_export(ckpt, to, out, layer=layer, opset=opset, xs=xs,
+                                  input_label=f"the input {input}" if input is not None else None, seed=seed,
+                                  force=force, protect=_inputs(model, config, input), atol=atol, rtol=rtol)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict(), indent=2))
+        else:
+            say(f"{report.out}: {report.what} as {to} ({', '.join(report.written)})", stderr=False)
+            for note in report.notes:
+                say(f"note: {note}", stderr=False)
+            say(report.summary(), stderr=False)
+            if not report.ok and not report.run_failed:
+                bad = next(c for c in report.comparisons if not c.ok)
+                say(f"{bad.name}: max |Δ| {bad.max_abs:.2e} past the tolerance {atol:g} + {rtol:g}·|y|; the export "
+                    "was kept for inspection", stderr=False)
+        return _done(ckpt, EXIT_OK if report.ok else EXIT_MISMATCH)
 
     _run(action)
 

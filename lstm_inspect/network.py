@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.architecture import Call, ConfigError, LayerNode, ModelGraph, TensorRef, split_rnn_call
+from lstm_inspect.architecture import Call, ConfigError, LayerNode, ModelGraph, TensorRef, flatten, split_rnn_call
 from lstm_inspect.cells import CellWeights, StepVariant, keras_major_minor
 from lstm_inspect.engine import SequenceResult, merge_bidirectional, run_sequence
 from lstm_inspect.errors import InspectError
@@ -241,52 +241,8 @@ class Network:
         return [t.value for t in outs]
 
     def _run_graph(self, graph: ModelGraph, inputs: list[Tensor], rec: RunRecord) -> list[Tensor]:
-        if graph.class_name == "Sequential":
-            current = inputs
-            for node in graph.layers:
-                current = self._apply(node, Call(list(current)), rec, call=0)
-            return current
-        by_name = {n.name: n for n in graph.layers}
-        input_names = [r.layer for r in graph.inputs]
-        produced: dict[tuple[str, int], list[Tensor]] = {}
-
-        def lookup(ref: TensorRef) -> Tensor:
-            key = graph.producer_of(ref, by_name) or (ref.layer, 0)
-            outs = produced.get(key)
-            if outs is None or ref.tensor >= len(outs):
-                raise InspectError(f"{self.ckpt.file}: a layer's input refers to output {ref.tensor} of "
-                                   f"{ref.layer}, which that layer does not produce")
-            return outs[ref.tensor]
-
-        def resolve(obj: Any) -> Any:
-            if isinstance(obj, TensorRef):
-                return lookup(obj)
-            if isinstance(obj, dict):
-                return {k: resolve(v) for k, v in obj.items()}
-            if isinstance(obj, list):
-                return [resolve(v) for v in obj]
-            return obj
-
-        try:
-            order = graph.calls()
-        except ConfigError as exc:
-            raise InspectError(f"{self.ckpt.file}: {exc}") from exc
-        for node, k in order:
-            if node.class_name == "InputLayer":
-                if node.name not in input_names:
-                    raise InspectError(f"{self.ckpt.file}: input layer {node.name} is not a model input")
-                produced[(node.name, 0)] = [inputs[input_names.index(node.name)]]
-                continue
-            call = node.inbound[k] if k < len(node.inbound) else Call()
-            try:
-                resolved = Call(resolve(call.args), resolve(call.kwargs))
-            except ConfigError as exc:
-                raise InspectError(f"{self.ckpt.file}: {exc}") from exc
-            produced[(node.name, k)] = self._apply(node, resolved, rec, call=k)
-        try:
-            return [lookup(r) for r in graph.outputs]
-        except ConfigError as exc:
-            raise InspectError(f"{self.ckpt.file}: {exc}") from exc
+        return walk_graph(graph, inputs, lambda node, args, k: self._apply(node, args, rec, call=k),
+                          str(self.ckpt.file), lambda o: isinstance(o, Tensor))
 
     def _apply(self, node: LayerNode, args: Call, rec: RunRecord, call: int = 0) -> list[Tensor]:
         inputs = list(_tensors_in(args.args))
@@ -319,18 +275,14 @@ class Network:
             raise InspectError(f"{self.ckpt.file}: graph op {node.name}: {exc}") from exc
 
     def _recurrent_layer(self, node: LayerNode, args: Call, rec: RunRecord) -> list[Tensor]:
-        x, state_tensors, explicit = split_rnn_call(args, lambda o: isinstance(o, Tensor))
+        x, state_tensors, explicit, implicit = recurrent_call(args, self.keras_major, lambda o: isinstance(o, Tensor))
         if x is None:
             raise InspectError(f"{self.ckpt.file}: layer {node.path} is called on no tensor")
         states = [np.asarray(t.value) for t in state_tensors]
         if explicit is not None:
             mask = np.asarray(explicit.value).astype(bool)
-        elif self.keras_major >= 3 and len(_tensors_in(args.args)) + len(_tensors_in(args.kwargs)) > 1:
-            # Keras 3 fills in the implicit mask only for a call with a single tensor argument;
-            # an RNN given initial_state tensors runs unmasked (keras/src/layers/layer.py).
-            mask = None
         else:
-            mask = x.mask
+            mask = x.mask if implicit else None
         directions = self.directions[node.path]
         s = directions[0].settings
         value = np.asarray(x.value)
@@ -412,6 +364,75 @@ class Network:
             elif node.class_name not in LAYERS:
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy "
                                    "engine runs; run its recurrent layers alone with --layer")
+
+
+def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode, Call, int], list[Any]],
+               where: str, is_tensor: Callable[[Any], bool]) -> list[Any]:
+    """A model graph evaluated call by call: `apply(node, call with its tensors resolved, call index)`.
+
+    Generic in what a tensor is (arrays in the engine, graph names in the exporters): a
+    Sequential runs as a chain, a Functional in the topological order of its calls, a nested
+    model as a sub-graph through `apply`'s own recursion (its node has `children`).
+    """
+    if graph.class_name == "Sequential":
+        current = list(inputs)
+        for node in graph.layers:
+            current = apply(node, Call(list(current)), 0)
+        return current
+    by_name = {n.name: n for n in graph.layers}
+    input_names = [r.layer for r in graph.inputs]
+    produced: dict[tuple[str, int], list[Any]] = {}
+
+    def lookup(ref: TensorRef) -> Any:
+        key = graph.producer_of(ref, by_name) or (ref.layer, 0)
+        outs = produced.get(key)
+        if outs is None or ref.tensor >= len(outs):
+            raise InspectError(f"{where}: a layer's input refers to output {ref.tensor} of "
+                               f"{ref.layer}, which that layer does not produce")
+        return outs[ref.tensor]
+
+    def resolve(obj: Any) -> Any:
+        if isinstance(obj, TensorRef):
+            return lookup(obj)
+        if isinstance(obj, dict):
+            return {k: resolve(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [resolve(v) for v in obj]
+        return obj
+
+    try:
+        order = graph.calls()
+    except ConfigError as exc:
+        raise InspectError(f"{where}: {exc}") from exc
+    for node, k in order:
+        if node.class_name == "InputLayer":
+            if node.name not in input_names:
+                raise InspectError(f"{where}: input layer {node.name} is not a model input")
+            produced[(node.name, 0)] = [inputs[input_names.index(node.name)]]
+            continue
+        call = node.inbound[k] if k < len(node.inbound) else Call()
+        try:
+            resolved = Call(resolve(call.args), resolve(call.kwargs))
+        except ConfigError as exc:
+            raise InspectError(f"{where}: {exc}") from exc
+        produced[(node.name, k)] = apply(node, resolved, k)
+    try:
+        return [lookup(r) for r in graph.outputs]
+    except ConfigError as exc:
+        raise InspectError(f"{where}: {exc}") from exc
+
+
+def recurrent_call(args: Call, keras_major: int, is_tensor: Callable[[Any], bool]
+                   ) -> tuple[Any, list[Any], Any, bool]:
+    """(input, initial states, explicit mask, whether the input's own mask applies) of one recurrent call.
+
+    Keras 3 fills in the implicit mask only for a call with a single tensor argument: an RNN given
+    initial_state tensors runs unmasked (keras/src/layers/layer.py). Keras 1/2 always pass it.
+    """
+    x, states, explicit = split_rnn_call(args, is_tensor)
+    n_tensors = len(list(flatten(args.args, is_tensor))) + len(list(flatten(args.kwargs, is_tensor)))
+    implicit = explicit is None and not (keras_major >= 3 and n_tensors > 1)
+    return x, states, explicit, implicit
 
 
 def _checked_shape(shape: Any, name: str) -> tuple[int | None, ...]:

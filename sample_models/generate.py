@@ -420,10 +420,12 @@ def _more_layers(keras: Any, layers: Any, save: Callable[..., None], seq: Callab
     """The layers around recurrent layers in their own modules, each with its own seeded generator (so adding a
     sample to one changes no other): convolutions, pooling, activation and shape layers; attention."""
     import attention_samples
+    import export_samples
     import layer_samples
 
     layer_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
     attention_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
+    export_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
 
 
 def _save_cudnn(keras: Any, layers: Any, seq: Callable[..., Any], cudnn: Any, x: np.ndarray, write: bool) -> None:

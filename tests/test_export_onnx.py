@@ -1,0 +1,254 @@
+"""`export --to onnx` run by onnxruntime against Keras's own outputs, on every sample and real file that runs.
+
+The expected values are Keras's: the `.io.npz` beside each file (model.predict), and for the mask
+samples `.paths.npz` (Keras's outputs on right-padded, left-padded and holed inputs). The graph's own
+mask tests are read back to show which path (sequence_lens or Scan) each input took.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lstm_inspect
+from lstm_inspect.errors import InspectError
+from lstm_inspect.layers import LAYERS
+from lstm_inspect.port import export, plan_export
+
+from conftest import REALWORLD, SAMPLES, run_cli
+from test_engine import CASES, _inputs_and_outputs, max_error
+
+onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'lstm-inspect[onnx]'")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
+
+from lstm_inspect.port.to_onnx import build_model, run  # noqa: E402
+
+
+def _export(path: Path, tmp_path: Path, opset: int | None = None, layer: str | None = None) -> Path:
+    model = build_model(plan_export(lstm_inspect.load(path), layer, opset))
+    out = tmp_path / f"{path.name}.onnx"
+    out.write_bytes(model.SerializeToString())
+    return out
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)
+def test_onnx_export_computes_what_keras_computes(path: Path, tmp_path: Path) -> None:
+    xs, ys = _inputs_and_outputs(path)
+    out = _export(path, tmp_path)  # build_model runs onnx.checker.check_model(full_check=True)
+    onnx.checker.check_model(str(out), full_check=True)
+    got = run(out, xs)
+    assert len(got) == len(ys)
+    assert max_error(got, ys) <= 1e-5
+
+
+def _all_ops(graph: object) -> list[str]:
+    """Every operator of a graph and of its subgraphs (If branches, Scan bodies)."""
+    return [n.op_type for n in _nodes(graph)]
+
+
+def _with_tests(model: object) -> object:
+    """The model with its mask tests (is_right_padded / is_left_padded) as extra outputs."""
+    from onnx import TensorProto, helper
+
+    tests = [o for n in model.graph.node for o in n.output if o.startswith(("is_right_padded", "is_left_padded"))]
+    for name in tests:
+        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.BOOL, []))
+    return model, tests
+
+
+@pytest.mark.parametrize("name", ["k3_mask_paths.keras", "tfk_mask_paths.h5"])
+def test_every_mask_path_matches_keras(name: str, tmp_path: Path) -> None:
+    """Right padding runs the operators with sequence_lens, left padding runs them on the reversed input, a
+    hole runs the Scan: each equal to Keras on its input."""
+    path = SAMPLES / name
+    model, tests = _with_tests(build_model(plan_export(lstm_inspect.load(path))))
+    assert {t.split("_")[1] for t in tests} == {"right", "left"}
+    assert {"If", "LSTM", "GRU", "RNN", "Scan"} <= set(_all_ops(model.graph))  # operators and Scan in the branches
+    out = tmp_path / "paths.onnx"
+    out.write_bytes(model.SerializeToString())
+    stored = np.load(SAMPLES / f"{name.split('.')[0]}.paths.npz")
+    expected_path = {"suffix": (True, False), "prefix": (False, True), "holes": (False, False)}
+    for kind, (right, left) in expected_path.items():
+        x = stored[f"{kind}_x"]
+        ys = [stored[f"{kind}_y{k}"] for k in range(6)]
+        got = run(out, [x])
+        assert max_error(got[:6], ys) <= 1e-5, kind
+        flags = dict(zip(tests, got[6:]))
+        assert all(bool(v) == right for t, v in flags.items() if t.startswith("is_right")), kind
+        assert all(bool(v) == left for t, v in flags.items() if t.startswith("is_left")), kind
+
+
+def test_scan_without_mask_for_activations_onnx_operators_lack(tmp_path: Path) -> None:
+    model = build_model(plan_export(lstm_inspect.load(SAMPLES / "k3_scan_activations.keras")))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Scan") == 3 and not {"LSTM", "GRU", "RNN"} & set(ops)
+    # and a tanh/sigmoid model uses the operators, no Scan
+    plain = build_model(plan_export(lstm_inspect.load(SAMPLES / "k3_stacked.keras")))
+    assert "Scan" not in {n.op_type for n in plain.graph.node}
+
+
+def _nodes(graph: object) -> list[object]:
+    out = []
+    for n in graph.node:
+        out.append(n)
+        for a in n.attribute:
+            if a.HasField("g"):
+                out += _nodes(a.g)
+    return out
+
+
+def _attrs(model: object, op: str) -> list[dict]:
+    """The attributes of every `op` node, in the graph and its subgraphs."""
+    from onnx import helper
+
+    return [{a.name: helper.get_attribute_value(a) for a in n.attribute if not a.HasField("g")}
+            for n in _nodes(model.graph) if n.op_type == op]
+
+
+def test_hard_sigmoid_of_the_writing_keras() -> None:
+    """Keras 3's hard_sigmoid is x/6 + 0.5, Keras 2's 0.2x + 0.5: the operator's HardSigmoid alpha follows the file
+    (both files also match their Keras's outputs in the test above)."""
+    k3 = _attrs(build_model(plan_export(lstm_inspect.load(SAMPLES / "k3_hard_sigmoid.keras"))), "LSTM")
+    k2 = _attrs(build_model(plan_export(lstm_inspect.load(SAMPLES / "tfk_stacked_hard_sigmoid.h5"))), "LSTM")
+    assert k3[0]["activations"][0] == b"HardSigmoid" and k3[0]["activation_alpha"][0] == pytest.approx(1 / 6)
+    assert all(a["activations"][0] == b"HardSigmoid" and a["activation_alpha"][0] == pytest.approx(0.2) for a in k2)
+    gru = _attrs(build_model(plan_export(lstm_inspect.load(SAMPLES / "tfk_gru_hard_sigmoid.h5"))), "GRU")
+    assert gru[0]["activation_alpha"][0] == pytest.approx(0.2)
+    # a linear activation beside hard_sigmoid gates: HardSigmoid's alpha and beta first, then Affine's (1, 0) twice
+    affine = next(a for a in _attrs(build_model(plan_export(lstm_inspect.load(SAMPLES / "tfk_mask_paths.h5"))), "LSTM")
+                  if b"Affine" in a.get("activations", []))
+    assert affine["activations"] == [b"HardSigmoid", b"Affine", b"Affine"]
+    assert affine["activation_alpha"] == pytest.approx([0.2, 1.0, 1.0])
+    assert affine["activation_beta"] == pytest.approx([0.5, 0.0, 0.0])
+
+
+def test_cudnn_biases_stay_in_the_two_halves_of_B() -> None:
+    import h5py
+    from onnx import numpy_helper
+
+    model = build_model(plan_export(lstm_inspect.load(SAMPLES / "tfk_cudnn.h5")))
+    lstm = next(n for n in model.graph.node if n.op_type == "LSTM")
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    B = inits[lstm.input[3]][0]
+    with h5py.File(SAMPLES / "tfk_cudnn.h5") as f:
+        raw = next(np.asarray(f["model_weights"][k][k2][ds]) for k in f["model_weights"]
+                   for k2 in f["model_weights"][k] for ds in f["model_weights"][k][k2] if ds.startswith("bias"))
+    n = raw.shape[0] // 2
+    # the stored halves, each in ONNX's gate order i, o, f, c (Keras's i, f, c, o reordered)
+    u = n // 4
+    order = lambda b: np.concatenate([b[0:u], b[3 * u:4 * u], b[u:2 * u], b[2 * u:3 * u]])  # noqa: E731
+    np.testing.assert_array_equal(B, np.concatenate([order(raw[:n]), order(raw[n:])]))
+
+
+@pytest.mark.parametrize("opset", [14, 17, 18, 20])
+def test_opsets(opset: int, tmp_path: Path) -> None:
+    """Reductions take axes as an input from opset 18 and DFT its axis from 20: both forms run."""
+    if opset > onnx.defs.onnx_opset_version():
+        pytest.skip(f"the installed onnx writes opsets up to {onnx.defs.onnx_opset_version()}")
+    names = ["k3_masked_merge.keras", "tfk_layer_zoo.h5", "tfk_mask_paths.h5"] + (["tfk_tf_ops.h5"] if opset >= 17 else [])
+    for name in names:
+        xs, ys = _inputs_and_outputs(SAMPLES / name)
+        out = _export(SAMPLES / name, tmp_path, opset=opset)
+        assert onnx.load(str(out)).opset_import[0].version == opset
+        assert max_error(run(out, xs), ys) <= 1e-5, name
+
+
+def test_one_direction_from_a_weights_only_file(tmp_path: Path) -> None:
+    """--layer on a weights-only file: the single LSTM's final h equals Keras's output of the full model."""
+    xs, ys = _inputs_and_outputs(SAMPLES / "k3_single.keras")
+    ckpt = lstm_inspect.load(SAMPLES / "k3_single.weights.h5")
+    name = ckpt.layers[0].name
+    out = _export(SAMPLES / "k3_single.weights.h5", tmp_path, layer=name)
+    y, h, c = run(out, xs)
+    assert max_error([h], ys) <= 1e-5
+    np.testing.assert_allclose(y[:, -1], h, atol=1e-7)
+
+
+def test_cli_export_verifies_and_reports(tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    r = run_cli("export", str(SAMPLES / "tfk_seq2seq.h5"), "--to", "onnx", "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["verified"] is True and report["runtime"].startswith("onnxruntime ")
+    assert report["max_abs_error"] < 1e-5 and out.exists()
+    text = run_cli("export", str(SAMPLES / "tfk_seq2seq.h5"), "--to", "onnx", "--out", str(out), "--force")
+    assert text.returncode == 0 and "verified with onnxruntime" in text.stdout and "over 4×" in text.stdout
+    again = run_cli("export", str(SAMPLES / "tfk_seq2seq.h5"), "--to", "onnx", "--out", str(out))
+    assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_cli_refuses_what_it_cannot_export_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "w.onnx"
+    r = run_cli("export", str(SAMPLES / "k3_single.weights.h5"), "--to", "onnx", "--out", str(out))
+    assert r.returncode == 2 and "--layer" in r.stderr and not out.exists()
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_layer_without_onnx_form_is_named_and_nothing_is_written(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from lstm_inspect.port import onnx_layers
+
+    monkeypatch.delitem(onnx_layers.ONNX_LAYERS, "Dense")
+    out = tmp_path / "m.onnx"
+    with pytest.raises(InspectError, match=r"layer .*\(Dense\) has no ONNX form"):
+        export(lstm_inspect.load(SAMPLES / "k3_gru_dense.keras"), "onnx", out)
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_mismatch_keeps_the_file_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lstm_inspect import port
+
+    real = port.TARGETS["onnx"]
+    wrong = lambda path, xs: [y + 1e-3 for y in real.run(path, xs)]  # noqa: E731
+    monkeypatch.setitem(port.TARGETS, "onnx", port.Target(real.name, real.runtime, real.extra, real.folder,
+                                                          real.build, wrong, real.needs))
+    out = tmp_path / "m.onnx"
+    report = export(lstm_inspect.load(SAMPLES / "k3_single.keras"), "onnx", out)
+    assert not report.ok and out.exists() and report.summary().startswith("MISMATCH")
+
+
+def test_not_verified_without_the_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lstm_inspect import port
+
+    monkeypatch.setattr(port.Target, "runtime_version", lambda self: None)
+    report = export(lstm_inspect.load(SAMPLES / "k3_single.keras"), "onnx", tmp_path / "m.onnx")
+    assert report.summary() == "not verified: onnxruntime is not installed (pip install 'lstm-inspect[onnx]')"
+    assert (tmp_path / "m.onnx").exists()
+
+
+def test_every_layer_kind_has_an_onnx_form() -> None:
+    from lstm_inspect.port.onnx_layers import ONNX_LAYERS
+
+    assert set(LAYERS) <= set(ONNX_LAYERS), sorted(set(LAYERS) - set(ONNX_LAYERS))
+
+
+def test_names_from_the_file_never_reach_the_graph_raw(tmp_path: Path) -> None:
+    """Tensor names carry only [A-Za-z0-9_.]; the file's name reaches the metadata printable, not as markup."""
+    import re
+
+    model = build_model(plan_export(lstm_inspect.load(SAMPLES / "k3_functional_state.keras")))
+    names = [o for n in model.graph.node for o in n.output] + [i.name for i in model.graph.input]
+    assert all(re.fullmatch(r"[A-Za-z0-9_.]+", n) for n in names)
+
+
+def test_real_files_are_all_exported() -> None:
+    if not REALWORLD.is_dir():
+        pytest.skip("../shared/realworld is not beside this clone")
+    real = [p for p in CASES if REALWORLD in p.parents]
+    assert len(real) >= 11
+
+
+def test_exported_file_runs_as_the_readme_says(tmp_path: Path) -> None:
+    """What the README's porting section tells a user to type, with onnxruntime alone."""
+    out = tmp_path / "model.onnx"
+    export(lstm_inspect.load(SAMPLES / "k3_embedding_mask_zero.keras"), "onnx", out)
+    xs, ys = _inputs_and_outputs(SAMPLES / "k3_embedding_mask_zero.keras")
+    session = ort.InferenceSession(os.fspath(out), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.type == "tensor(int64)" and inp.shape[0] == "batch"
+    (y,) = session.run(None, {inp.name: xs[0].astype(np.int64)})
+    assert max_error([y], ys) <= 1e-5
