@@ -722,8 +722,18 @@ def _keras3_locator(path: Path, f: h5py.File, paths: dict[str, str]) -> Callable
     return locate
 
 
+# Layers whose variables live in their sub-layers' groups (<path>/<attribute>/vars), in `layer.weights` order.
+# Each attribute is named as Keras 3 writes it, then as tf.keras 2.12-2.15 did (`_query_dense`); Keras 3.14's
+# gate sub-layer has no public name, so its group keeps the underscore in both.
+SUBLAYER_GROUPS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "MultiHeadAttention": (("query_dense", "_query_dense"), ("key_dense", "_key_dense"), ("_gate_dense",),
+                           ("value_dense", "_value_dense"), ("output_dense", "_output_dense")),
+}
+
+
 def _keras3_arrays(path: Path, f: h5py.File, paths: dict[str, str]) -> Callable[[LayerNode], list[StoredArray]]:
-    """A layer's own variables in model.weights.h5: <path>/vars/0, 1, ... (a wrapper's under layer/)."""
+    """A layer's own variables in model.weights.h5: <path>/vars/0, 1, ... (a wrapper's under layer/), then
+    those of its sub-layers for the layers in SUBLAYER_GROUPS."""
 
     def arrays_of(node: LayerNode) -> list[StoredArray]:
         base = paths.get(node.path)
@@ -732,7 +742,12 @@ def _keras3_arrays(path: Path, f: h5py.File, paths: dict[str, str]) -> Callable[
         if node.class_name == "TimeDistributed":
             base = f"{base}/layer"
         group = _group(f, f"{base}/vars")
-        return _numbered(group, path) if group is not None else []
+        arrays = _numbered(group, path) if group is not None else []
+        for names in SUBLAYER_GROUPS.get(node.class_name, ()):
+            sub = next((g for g in (_group(f, f"{base}/{n}/vars") for n in names) if g is not None), None)
+            if sub is not None:
+                arrays += _numbered(sub, path)
+        return arrays
 
     return arrays_of
 

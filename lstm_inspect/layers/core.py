@@ -1,9 +1,15 @@
 """Core layers around recurrent layers, as Keras computes them at inference.
 
 Dense (and TimeDistributed of any registered layer), Activation, Embedding, Masking, Flatten,
-RepeatVector, Reshape, BatchNormalization, LayerNormalization, the merges, and the layers that are
-the identity at inference (dropout and noise). Sources: `keras/src/layers/core/`,
-`keras/src/layers/normalization/`, `keras/src/layers/merging/` and their tf_keras counterparts.
+RepeatVector, Reshape, Permute, BatchNormalization, LayerNormalization, the merges (Dot included), and
+the layers that are the identity at inference (dropout and noise). Sources: `keras/src/layers/core/`,
+`keras/src/layers/normalization/`, `keras/src/layers/merging/`, `keras/src/layers/reshaping/` and their
+tf_keras counterparts.
+
+Dot (`keras/src/layers/merging/dot.py`, `tf_keras/src/layers/merging/dot.py`): batch_dot over one axis
+of each input; both inputs 2-D give (batch, 1). normalize=True L2-normalizes each input along its axis
+first, with a different floor per generation: Keras 3 `ops.normalize` caps 1/norm at 1/epsilon (1e-7),
+tf_keras `tf.linalg.l2_normalize` floors the squared norm at 1e-12. Dot and Permute output no mask.
 """
 
 from __future__ import annotations
@@ -234,3 +240,59 @@ def merged_mask(cls: str, args: list[Tensor], keras_major: int) -> np.ndarray | 
         masks = [a.mask if a.mask is not None else np.ones(a.value.shape[:2], dtype=bool) for a in args]
         return np.logical_or.reduce(masks) if keras_major >= 3 else np.logical_and.reduce(masks)
     return np.logical_and.reduce([a.mask for a in args if a.mask is not None])
+
+
+def _permute_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
+    dims = node.config.get("dims")
+    if isinstance(dims, list) and dims and dims[-1] == len(dims):
+        return same_dims(node, in_dims)  # the last axis stays where it is
+    return [None]
+
+
+@layer("Permute", dims=_permute_dims)
+def permute(c: LayerCall) -> list[Tensor]:
+    x = np.asarray(c.inputs[0].value)
+    dims = c.config.get("dims")
+    if (not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
+            or sorted(dims) != list(range(1, len(dims) + 1))):
+        raise c.fail(f"Permute's dims {dims!r} are not a permutation of 1..n")
+    if len(dims) != x.ndim - 1:
+        raise c.fail(f"Permute's dims {dims} need an input of rank {len(dims) + 1}")
+    y = np.transpose(x, (0, *dims))
+    return [Tensor(y.astype(c.ctx.dtype) if y.dtype.kind == "f" else y)]
+
+
+def _l2_normalize(x: np.ndarray, axis: int, keras_major: int) -> np.ndarray:
+    square_sum = np.sum(x * x, axis=axis, keepdims=True)
+    with np.errstate(divide="ignore"):
+        if keras_major >= 3:
+            inv = np.minimum(1 / np.sqrt(square_sum), x.dtype.type(1 / 1e-7))  # ops.normalize, epsilon 1e-7
+        else:
+            inv = 1 / np.sqrt(np.maximum(square_sum, x.dtype.type(1e-12)))  # tf.linalg.l2_normalize
+    return x * inv
+
+
+@layer("Dot", dims=lambda node, in_dims: [None])
+def dot(c: LayerCall) -> list[Tensor]:
+    if len(c.inputs) != 2:
+        raise c.fail(f"Dot needs exactly two inputs, it is given {len(c.inputs)}")
+    x, y = (np.asarray(t.value, dtype=c.ctx.dtype) for t in c.inputs)
+    axes = c.config.get("axes", -1)
+    pair = [axes, axes] if isinstance(axes, int) and not isinstance(axes, bool) else axes
+    if (not isinstance(pair, list) or len(pair) != 2
+            or not all(isinstance(a, int) and not isinstance(a, bool) for a in pair)):
+        raise c.fail(f"Dot's axes {axes!r} are not an integer or two")
+    if x.ndim < 2 or y.ndim < 2 or x.shape[0] != y.shape[0]:
+        raise c.fail(f"Dot needs two batched inputs of rank 2 or more, given {x.shape} and {y.shape}")
+    a0, a1 = pair[0] % x.ndim, pair[1] % y.ndim
+    if 0 in (a0, a1) or x.shape[a0] != y.shape[a1]:
+        raise c.fail(f"axes {axes!r} do not pair {x.shape} with {y.shape}")
+    if c.config.get("normalize"):
+        x, y = _l2_normalize(x, a0, c.ctx.keras_major), _l2_normalize(y, a1, c.ctx.keras_major)
+    # Keras's batch_dot: the contracted axis last in x, first after the batch in y
+    x, y = np.moveaxis(x, a0, -1), np.moveaxis(y, a1, 1)
+    batch, n = x.shape[0], x.shape[-1]
+    out = np.matmul(x.reshape(batch, -1, n), y.reshape(batch, n, -1)).reshape(batch, *x.shape[1:-1], *y.shape[2:])
+    if out.ndim == 1:
+        out = out.reshape(batch, 1)
+    return [Tensor(np.asarray(out, dtype=c.ctx.dtype))]
