@@ -7,11 +7,13 @@ printed literally: never as rich markup, and with control characters shown as vi
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,65 @@ def main(
     """Inspect Keras recurrent checkpoints without TensorFlow."""
 
 
+_QUIET: contextvars.ContextVar[bool] = contextvars.ContextVar("quiet", default=False)
+PROGRESS_AFTER = 2.0  # seconds a command runs before its progress bar appears
+
+
+_SPINNING: contextvars.ContextVar[bool] = contextvars.ContextVar("spinning", default=False)
+
+
+@contextlib.contextmanager
+def _status(text: str) -> Any:
+    """A spinner on stderr while Keras starts (and the like); none with --quiet or off a terminal. No
+    progress bar is drawn while it spins (one live display at a time)."""
+    console = _console(stderr=True)
+    if _QUIET.get() or not console.is_terminal:
+        yield
+        return
+    token = _SPINNING.set(True)
+    try:
+        with console.status(text):
+            yield
+    finally:
+        _SPINNING.reset(token)
+
+
+@contextlib.contextmanager
+def _progress_bar() -> Any:
+    """Draw the library's progress reports (`lstm_inspect.progress`) as a rich bar on stderr, once the
+    command has run PROGRESS_AFTER seconds; nothing with --quiet or when stderr is not a terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from lstm_inspect.progress import listening
+
+    console = _console(stderr=True)
+    if _QUIET.get() or not console.is_terminal:
+        yield
+        return
+    start, bar, tasks = time.monotonic(), None, {}
+
+    def listen(what: str, done: float, total: float | None) -> None:
+        nonlocal bar
+        if _SPINNING.get():
+            return
+        if bar is None:
+            if time.monotonic() - start < PROGRESS_AFTER:
+                return
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                           console=console, transient=True)
+            bar.start()
+        if what not in tasks:
+            tasks[what] = bar.add_task(clean(what), total=total)
+        bar.update(tasks[what], completed=done, total=total)
+
+    try:
+        with listening(listen):
+            yield
+    finally:
+        if bar is not None:
+            bar.stop()
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM or SIGHUP: unwound like Ctrl-C, so every temporary file is removed."""
 
@@ -102,19 +163,20 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise Terminated(signum)
 
 
-def _run(action: Callable[[], int]) -> None:
+def _run(action: Callable[[], int], quiet: bool = False) -> None:
     """Turn the library's InspectError into one line on stderr and exit 2; Ctrl-C (and SIGTERM, SIGHUP) into 130.
 
     Anything else is a bug in lstm-inspect: one line saying so and exit 3 (LSTM_INSPECT_DEBUG=1
     shows the traceback); the fuzz tests treat it as a failure.
     """
+    _QUIET.set(quiet)
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGHUP):
         with contextlib.suppress(ValueError, OSError):  # not the main thread: leave the handlers alone
             previous[sig] = signal.signal(sig, _on_signal)
     try:
         # NaN or Inf weights are reported once as a warning, not as NumPy's per-operation warnings
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), _progress_bar():
             code = action()
     except InspectError as exc:
         say(f"lstm-inspect: {exc}")
@@ -170,6 +232,8 @@ STATE_OPT = typer.Option(None, "--initial-state", help="With --layer: start from
                          "per state (LSTM: H.npy C.npy; GRU, SimpleRNN: H.npy) instead of zeros.", show_default=False)
 INPUT_HELP = ("X: .npy (one input), .npz (one array per model input, in input order or by input name) or .csv "
               "(one 2-D sequence, steps × features, with no header).")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or spinner on stderr (they appear only on a "
+                         "terminal, and a bar only after about two seconds).")
 ATOL_OPT = typer.Option(1e-5, "--atol", help="Absolute tolerance (finite, ≥ 0).")
 RTOL_OPT = typer.Option(1e-4, "--rtol", help="Relative tolerance (finite, ≥ 0): ok where |ours - keras| <= atol + "
                         "rtol·|keras|.")
@@ -392,6 +456,7 @@ def forward(
     initial_state: list[Path] | None = STATE_OPT,
     dtype: str = DTYPE_OPT,
     force: bool = FORCE_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Run the model (or one recurrent direction) in NumPy, exactly as Keras computes it; no TensorFlow.
 
@@ -417,7 +482,7 @@ def forward(
             say(f"{written}: {name} {tuple(o.shape)} {o.dtype}")
         return _done(ckpt)
 
-    _run(action)
+    _run(action, quiet)
 
 
 @app.command()
@@ -436,6 +501,7 @@ def verify(
     seed: int = SEED_OPT,
     dtype: str = DTYPE_OPT,
     as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Check the engine (or your own reimplementation) against Keras itself on the same input.
 
@@ -458,18 +524,17 @@ def verify(
         ckpt = load(model, config)
         dt = _dtype(dtype)
         theirs = list(read_inputs(against).values()) if against is not None else None
-        status = _console(stderr=True)
         if layer is not None:
             d = ckpt.layer(layer)
             if input is not None:
                 x = _single_input(input)
             else:
                 x = np.random.default_rng(seed).normal(size=(4, 10, d.input_dim or 1)).astype(np.float32)
-            with status.status("running Keras (importing TensorFlow)..."):
+            with _status("running Keras (importing TensorFlow)..."):
                 report = verify_direction(ckpt, layer, x, theirs[0] if theirs else None, against, atol, rtol, dt)
         else:
             xs = _model_inputs(ckpt, input) if input is not None else default_inputs(Network(ckpt, dt), seed)
-            with status.status("running Keras (importing TensorFlow)..."):
+            with _status("running Keras (importing TensorFlow)..."):
                 report = run_verify(ckpt, xs, theirs, against, atol, rtol, dt)
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -477,7 +542,7 @@ def verify(
             render_verify(report, _console())
         return _done(ckpt, EXIT_OK if report.ok else EXIT_MISMATCH)
 
-    _run(action)
+    _run(action, quiet)
 
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -540,6 +605,7 @@ def trace(
     initial_state: list[Path] | None = STATE_OPT,
     dtype: str = DTYPE_OPT,
     force: bool = FORCE_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Golden values for porters: every direction's gates and states at every time step.
 
@@ -576,7 +642,7 @@ def trace(
         say(f"{out}: {len(written)} arrays for {len(arrays)} recurrent direction(s)")
         return _done(ckpt)
 
-    _run(action)
+    _run(action, quiet)
 
 
 # ---------------------------------------------------------------- stats, dump, plot
@@ -590,6 +656,7 @@ def stats(
                                          "default: a seeded random input of the model's shape."),
     seed: int = SEED_OPT,
     as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Per-gate statistics of the weights and of the gates' activations.
 
@@ -614,7 +681,7 @@ def stats(
             render_stats(report, _console())
         return _done(ckpt)
 
-    _run(action)
+    _run(action, quiet)
 
 
 def render_stats(report: Any, console: Console) -> None:
@@ -712,6 +779,7 @@ def export(
     seed: int = SEED_OPT,
     force: bool = FORCE_OPT,
     as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Write a runnable port of the model, ONNX or PyTorch, without TensorFlow, then verify it.
 
@@ -738,8 +806,7 @@ def export(
         xs = None
         if input is not None:
             xs = [_single_input(input)] if layer is not None else _model_inputs(ckpt, input)
-        status = _console(stderr=True)
-        with status.status(f"writing {to} and running it..."):
+        with _status(f"writing {to} and running it..."):
             report = write_export(ckpt, to, out, layer=layer, opset=opset, xs=xs,
                                   input_label=f"the input {input}" if input is not None else None, seed=seed,
                                   force=force, protect=_inputs(model, config, input), atol=atol, rtol=rtol)
@@ -756,7 +823,7 @@ def export(
                     "was kept for inspection", stderr=False)
         return _done(ckpt, EXIT_OK if report.ok else EXIT_MISMATCH)
 
-    _run(action)
+    _run(action, quiet)
 
 
 @app.command()
@@ -770,6 +837,7 @@ def plot(
     layer: str | None = typer.Option(None, "--layer", help="Only this recurrent direction."),
     seed: int = SEED_OPT,
     force: bool = FORCE_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Draw each recurrent direction: gate heatmaps, biases, recurrent spectra, activations over time (PNG).
 
@@ -785,12 +853,11 @@ def plot(
 
         ckpt = load(model, config)
         xs = _model_inputs(ckpt, input) if input is not None else None
-        with _console(stderr=True).status("drawing..."):
-            written, source = draw(ckpt, out, xs, seed, force, layer)
+        written, source = draw(ckpt, out, xs, seed, force, layer)
         say(f"{out}: {len(written)} PNGs (activations from {source})")
         return _done(ckpt)
 
-    _run(action)
+    _run(action, quiet)
 
 
 # ---------------------------------------------------------------- diagnose
@@ -807,6 +874,7 @@ def diagnose(
     atol: float = ATOL_OPT,
     rtol: float = RTOL_OPT,
     as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Tell why your port does not match Keras: which porting mistake reproduces your outputs.
 
@@ -827,15 +895,14 @@ def diagnose(
         ckpt = load(model, config)
         theirs = list(read_inputs(against).values())
         xs = [_single_input(input)] if layer is not None else _model_inputs(ckpt, input)
-        with _console(stderr=True).status("trying the porting mistakes..."):
-            result = run_diagnose(ckpt, xs, theirs, layer, atol, rtol)
+        result = run_diagnose(ckpt, xs, theirs, layer, atol, rtol)
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
         else:
             render_diagnosis(result, _console())
         return _done(ckpt, EXIT_OK if result.matches else EXIT_MISMATCH)
 
-    _run(action)
+    _run(action, quiet)
 
 
 def render_diagnosis(result: Any, console: Console) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from lstm_inspect import progress
 from lstm_inspect.cells import CellWeights, StepVariant
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint, RecurrentDirection
@@ -226,6 +227,7 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
         except InspectError:
             return False
         result.tried += 1
+        progress.advance("porting mistakes tried", result.tried)
         err, ok, from_own = distance(outs)
         if from_own <= 1e-3 * atol:  # computes what the model itself does on this input: not a mistake here
             result.excluded += 1

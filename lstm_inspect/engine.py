@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lstm_inspect import progress, threads
 from lstm_inspect.cells import Step
 from lstm_inspect.errors import InspectError
 
@@ -87,32 +88,43 @@ def run_sequence(
     width = step.kernel.shape[1]
     chunk = max(1, min(steps, PROJECTION_CHUNK // max(1, batch * width)))
     projection = np.empty((batch * chunk, width), dtype=dtype)
+    # h written straight into the output sequence when nothing masks it (no copy per step)
+    direct = mask is None and return_sequences
+    step_threads = threads.step_threads(batch, units, width)
     for t0 in range(0, steps, chunk):
+        progress.advance("time steps", t0, steps)
         t1 = min(steps, t0 + chunk)
-        # x_t · kernel + bias for the steps t0..t1 in one matrix product
+        # x_t · kernel + bias for the steps t0..t1 in one matrix product (every core: the BLAS default)
         rows = projection[: batch * (t1 - t0)]
         np.matmul(x[:, t0:t1].reshape(-1, input_dim), step.kernel, out=rows)
         if step.input_bias is not None:
             rows += step.input_bias
         x_proj = rows.reshape(batch, t1 - t0, width)
-        for t in range(t0, t1):
-            step(x_proj[:, t - t0], states, new, record, t)
-            if mask is None:
-                states, new = new, states  # the new states become the carried ones (buffers swap, no copy)
-                out = states[0]
-            else:
-                # a masked step keeps the old states and outputs 0 or the previous output
-                m = mask[:, t, None]
-                for s, n in zip(states, new):
-                    np.copyto(s, n, where=m)
-                if zero_output_for_mask:
-                    last[...] = 0.0
-                np.copyto(last, new[0], where=m)
-                out = last
-            if return_sequences:
-                outputs[:, t] = out
-            elif t == steps - 1:
-                outputs[:, 0] = out
+        with threads.limited(step_threads):  # the small per-step products: see lstm_inspect.threads
+            for t in range(t0, t1):
+                if direct:
+                    new[0] = outputs[:, t]
+                step(x_proj[:, t - t0], states, new, record, t)
+                if mask is None:
+                    states, new = new, states  # the new states become the carried ones (buffers swap, no copy)
+                    if direct:
+                        continue
+                    out = states[0]
+                else:
+                    # a masked step keeps the old states and outputs 0 or the previous output
+                    m = mask[:, t, None]
+                    for s, n in zip(states, new):
+                        np.copyto(s, n, where=m)
+                    if zero_output_for_mask:
+                        last[...] = 0.0
+                    np.copyto(last, new[0], where=m)
+                    out = last
+                if return_sequences:
+                    outputs[:, t] = out
+                elif t == steps - 1:
+                    outputs[:, 0] = out
+    if direct:  # the carried h may be a view of the outputs: the final states own their memory
+        states = [np.array(s) for s in states]
     return SequenceResult(outputs, states, record)
 
 

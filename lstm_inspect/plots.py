@@ -141,6 +141,7 @@ def plot_direction(d: RecurrentDirection, trace: dict[str, np.ndarray] | None, f
 def plot(ckpt: Any, out: Path, xs: list[np.ndarray] | None = None, seed: int = 0, force: bool = False,
          layer: str | None = None) -> tuple[list[str], str]:
     """PNGs for every direction (or one) into folder `out`, written atomically; returns (files, input used)."""
+    from lstm_inspect import progress
     from lstm_inspect.arrays_io import atomic_dir, inside, safe_relpath
     from lstm_inspect.network import trace_run
 
@@ -150,7 +151,8 @@ def plot(ckpt: Any, out: Path, xs: list[np.ndarray] | None = None, seed: int = 0
     written: list[str] = []
     manifest: dict[str, Any] = {"file": str(ckpt.file), "activations_from": source, "folders": {}}
     with atomic_dir(out, force, protect=[ckpt.file]) as tmp:
-        for d in directions:
+        for k, d in enumerate(directions):
+            progress.advance("directions drawn", k, len(directions))
             rel = safe_relpath(d.parts)  # names from the file are escaped, never a path of their own
             files = plot_direction(d, rec.traces.get(d.name), inside(tmp, rel))
             manifest["folders"][rel] = {"direction": d.name, "files": files}

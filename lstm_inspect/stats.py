@@ -53,11 +53,50 @@ def block_stats(w: np.ndarray, recurrent: bool = False) -> BlockStats:
         inf=int(np.isinf(w64).sum()),
     )
     if recurrent and stats.nan == 0 and stats.inf == 0:
-        # singular values in the stored precision: half the memory and time of float64 on big layers
-        sigma = np.linalg.svd(np.asarray(w, dtype=np.float32), compute_uv=False).astype(np.float64)
-        stats.spectral_norm = float(sigma[0]) if sigma.size else 0.0
-        stats.stable_rank = float(np.sum(sigma**2) / sigma[0] ** 2) if sigma.size and sigma[0] > 0 else 0.0
+        top = top_singular_value(np.asarray(w, dtype=np.float32))
+        stats.spectral_norm = top
+        stats.stable_rank = float(stats.frobenius**2 / top**2) if top > 0 else 0.0
     return stats
+
+
+# Below this size a full SVD is as fast as iterating; above it, Lanczos finds the top singular value
+# in a few dozen products with the matrix (a 4096 × 4096 block: ~0.2 s against ~20 s for the full SVD).
+FULL_SVD_UNTIL = 384
+LANCZOS_MAX, LANCZOS_TOL = 400, 1e-9
+
+
+def top_singular_value(a: np.ndarray) -> float:
+    """‖a‖₂, the largest singular value: the spectral norm, and with ‖a‖_F the stable rank ‖a‖_F²/‖a‖₂².
+
+    Lanczos on aᵀa with full reorthogonalization (the products with `a` in its stored float32, the
+    Lanczos vectors in float64), stopped when the top Ritz value moves less than LANCZOS_TOL
+    relatively; a full SVD for small blocks, or if Lanczos has not settled.
+    """
+    if a.size == 0:
+        return 0.0
+    if min(a.shape) <= FULL_SVD_UNTIL:
+        return float(np.linalg.svd(a.astype(np.float64), compute_uv=False)[0])
+    n = a.shape[1]
+    v = np.random.default_rng(0).standard_normal(n)
+    v /= np.linalg.norm(v)
+    basis, alphas, betas = [v], [], []
+    previous = 0.0
+    for k in range(LANCZOS_MAX):
+        av = a @ basis[-1].astype(np.float32)
+        w = (a.T @ av).astype(np.float64)  # aᵀa v
+        alphas.append(float(basis[-1] @ w))
+        q = np.asarray(basis)
+        w -= q.T @ (q @ w)  # full reorthogonalization, twice for stability
+        w -= q.T @ (q @ w)
+        beta = float(np.linalg.norm(w))
+        t = np.diag(alphas) + np.diag(betas, 1) + np.diag(betas, -1)
+        top = float(np.linalg.eigvalsh(t)[-1])
+        if beta < 1e-12 * max(top, 1e-300) or (k > 4 and abs(top - previous) <= LANCZOS_TOL * top):
+            return float(np.sqrt(max(top, 0.0)))
+        previous = top
+        betas.append(beta)
+        basis.append(w / beta)
+    return float(np.linalg.svd(a.astype(np.float64), compute_uv=False)[0])
 
 
 @dataclass
@@ -145,9 +184,14 @@ class StatsReport:
 def collect(ckpt: Any, xs: list[np.ndarray] | None = None, seed: int = 0) -> StatsReport:
     """Weight statistics for every direction (read one at a time), and activation statistics from
     an engine run (`network.trace_run`)."""
+    from lstm_inspect import progress
     from lstm_inspect.network import trace_run
 
-    directions = [weight_stats(d, d.gates()) for d in ckpt.layers]
+    directions = []
+    for k, d in enumerate(ckpt.layers):
+        progress.advance("directions' weight statistics", k, len(ckpt.layers))
+        directions.append(weight_stats(d, d.gates()))
+    progress.advance("directions' weight statistics", len(ckpt.layers), len(ckpt.layers))
     rec, source = trace_run(ckpt, xs, seed)
     for d, st in zip(ckpt.layers, directions):
         if d.name in rec.traces:

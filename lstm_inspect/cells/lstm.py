@@ -208,15 +208,27 @@ _INTERNAL = (0, 1, 3, 2)  # internal block k holds Keras block _INTERNAL[k]
 
 
 class _LSTMStep:
-    """One LSTM step on preallocated buffers: nothing is allocated inside the time loop."""
+    """One LSTM step on preallocated buffers: nothing is allocated inside the time loop.
+
+    With Keras's default activations (σ gates, tanh), all four blocks take one tanh: σ(z) =
+    (tanh(z/2) + 1)/2, and the σ blocks' columns of kernel, recurrent_kernel and bias are halved
+    beforehand, which is exact (a power of two), so the step computes bit for bit what the
+    separate sigmoid computes, in fewer NumPy calls.
+    """
 
     n_states = 2
 
     def __init__(self, w: CellWeights, dtype: type, batch: int, act: Activation, rec: Activation,
                  cell_act: Activation) -> None:
+        from lstm_inspect.activations import sigmoid, tanh
+
         u = w.units
+        self.fused = rec is sigmoid and act is tanh and cell_act is tanh
+        scale = np.ones(4 * u, dtype=dtype)
+        if self.fused:
+            scale[: 3 * u] = 0.5  # the σ blocks i, f, o (internal order)
         order = lambda a: np.ascontiguousarray(  # noqa: E731
-            np.concatenate([split_gates(a, 4)[k] for k in _INTERNAL], axis=-1), dtype=dtype)
+            np.concatenate([split_gates(a, 4)[k] for k in _INTERNAL], axis=-1) * scale, dtype=dtype)
         self.kernel = order(w.kernel)
         self.recurrent_kernel = order(w.recurrent_kernel)
         self.input_bias = order(w.bias) if w.bias is not None else None
@@ -236,11 +248,19 @@ class _LSTMStep:
         z += xp
         if record is not None:
             u = self.units
+            unscale = 2.0 if self.fused else 1.0
             for k, keras_block in enumerate(_INTERNAL):
-                record["z"][:, t, keras_block * u:(keras_block + 1) * u] = z[:, k * u:(k + 1) * u]
-        # i = σ(z_i), f = σ(z_f), o = σ(z_o) in one call; c̃ = φ(z_c)
-        self.rec(self.sigma_block, out=self.sigma_block)
-        self.act(self.c_tilde, out=self.c_tilde)
+                record["z"][:, t, keras_block * u:(keras_block + 1) * u] = z[:, k * u:(k + 1) * u] * (
+                    unscale if k < 3 else 1.0)
+        if self.fused:
+            # tanh of all four blocks; then σ = (tanh(z/2) + 1)/2 on i, f, o (their z already halved)
+            np.tanh(z, out=z)
+            self.sigma_block *= 0.5
+            self.sigma_block += 0.5
+        else:
+            # i = σ(z_i), f = σ(z_f), o = σ(z_o) in one call; c̃ = φ(z_c)
+            self.rec(self.sigma_block, out=self.sigma_block)
+            self.act(self.c_tilde, out=self.c_tilde)
         # c_t = f ⊙ c_{t-1} + i ⊙ c̃
         np.multiply(self.f, c, out=c_new)
         c_new += np.multiply(self.i, self.c_tilde, out=self.scratch)
