@@ -16,7 +16,8 @@ Weights and inputs come from this module's own generators (SEED), so adding a sa
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -481,7 +481,7 @@ def _masked_softmax(c: LayerCall, scores: np.ndarray, mask: np.ndarray | None, a
         scores = np.where(adder == 0, scores, (scores.astype(np.float32) + adder).astype(scores.dtype))
     out = _softmax(scores, axes)
     if (major, minor) >= (3, 10):  # a fully masked row comes out zero, not uniform
-        pass
+        out = np.where(mask, out, 0.0) if mask.dtype == bool else out * mask.astype(out.dtype)
     return out
 
 

@@ -41,6 +41,7 @@ import numpy as np
 from lstm_inspect.cells import config_int
 from lstm_inspect.layers import LayerCall, Tensor, layer, same_dims
 from lstm_inspect.layers.core import activation_of
+from lstm_inspect.model import check_sizes
 
 # class name as Keras serializes it (aliases such as Convolution1D are the same class; Keras 1's Convolution1D
 # had other settings and stays outside): (rank, kind)
@@ -130,13 +131,29 @@ def output_sizes(c: LayerCall, spatial: tuple[int, ...], pads: list[tuple[int, i
     return tuple(out)
 
 
-def windows(xp: np.ndarray, out: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
-            dilation: tuple[int, ...]) -> Any:
-    """(kernel position, the input window it sees: (N, *out, C)) for every position of the window."""
-    for pos in itertools.product(*(range(k) for k in kernel)):
-        index = (slice(None),) + tuple(slice(p * d, p * d + (o - 1) * s + 1, s)
-                                       for p, o, s, d in zip(pos, out, strides, dilation))
-        yield pos, xp[index]
+def taps(spatial: tuple[int, ...], out: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
+         dilation: tuple[int, ...], pads: list[tuple[int, int]]) -> Any:
+    """(kernel position, the output positions it reaches, the input positions they read) for every position of
+    the window that reads at least one real input position; padding is never built (a position in it reads 0,
+    or nothing for a pool), so absurd paddings or windows cost nothing.
+
+    Output i of an axis reads input i·s + p·d - before at kernel position p: for each p the outputs that read
+    a real position form one run of indices, and the inputs they read one strided slice.
+    """
+    per_axis = []
+    for n, o, k, s, d, (before, _) in zip(spatial, out, kernel, strides, dilation, pads):
+        axis = []
+        low = max(0, -(-(before - (o - 1) * s) // d))
+        for p in range(low, min(k - 1, (before + n - 1) // d) + 1):
+            first = max(0, -(-(before - p * d) // s))
+            last = min(o - 1, (n - 1 + before - p * d) // s)
+            if first <= last:
+                start = first * s + p * d - before
+                axis.append((p, slice(first, last + 1), slice(start, start + (last - first) * s + 1, s)))
+        per_axis.append(axis)
+    for combo in itertools.product(*per_axis):
+        yield (tuple(p for p, _, _ in combo), (slice(None), *(o for _, o, _ in combo)),
+               (slice(None), *(i for _, _, i in combo)))
 
 
 # ---------------------------------------------------------------- the convolutions
@@ -166,7 +183,7 @@ def _settings(c: LayerCall, rank: int, kind: str) -> tuple[tuple[int, ...], tupl
 def _conv_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
     """Channels last: the filters (depthwise: C·depth_multiplier); channels first: the last spatial size."""
     cfg = node.config
-    rank, kind = CONV_KINDS.get(node.class_name, (1, "conv"))
+    _, kind = CONV_KINDS.get(node.class_name, (1, "conv"))
     n = in_dims[0] if in_dims else None
     try:
         if (cfg.get("data_format") or "channels_last") == "channels_last":
@@ -232,17 +249,17 @@ def convolution(c: LayerCall) -> list[Tensor]:
         w = c.weights[0].astype(dtype)
     pads = pads_for(c, mode, x.shape[1:-1], kernel, strides, dilation)
     out = output_sizes(c, x.shape[1:-1], pads, kernel, strides, dilation)
-    xp = np.pad(x, [(0, 0), *pads, (0, 0)])
+    check_sizes((x.shape[0], *out, out_channels), f"layer {c.node.path} ({c.node.class_name}): its output")
     if kind == "conv":
         y = np.zeros((x.shape[0], *out, groups, filters // groups), dtype=dtype)
-        for pos, win in windows(xp, out, kernel, strides, dilation):
-            g = win.reshape(*win.shape[:-1], groups, cin // groups)
-            y += np.einsum("...gc,cgf->...gf", g, w[pos])
+        for pos, at, reads in taps(x.shape[1:-1], out, kernel, strides, dilation, pads):
+            win = x[reads]
+            y[at] += np.einsum("...gc,cgf->...gf", win.reshape(*win.shape[:-1], groups, cin // groups), w[pos])
         y = y.reshape(*y.shape[:-2], filters)
     else:
         y = np.zeros((x.shape[0], *out, cin, mult), dtype=dtype)
-        for pos, win in windows(xp, out, kernel, strides, dilation):
-            y += win[..., None] * w[pos]
+        for pos, at, reads in taps(x.shape[1:-1], out, kernel, strides, dilation, pads):
+            y[at] += x[reads][..., None] * w[pos]
         y = y.reshape(*y.shape[:-2], cin * mult)
         if kind == "separable":
             y = y @ c.weights[1].astype(dtype).reshape(cin * mult, out_channels)
@@ -291,7 +308,8 @@ def _resize_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
     n = in_dims[0] if in_dims else None
     value = cfg.get("padding" if node.class_name.startswith("ZeroPadding") else "cropping")
     try:
-        last = value if isinstance(value, int) else value[-1]
+        # 1-D: n or (a, b); 2-D: n, (h, w) or ((top, bottom), (left, right)): the last axis's pair
+        last = value if isinstance(value, int) or node.class_name.endswith("1D") else value[-1]
         a, b = (last, last) if isinstance(last, int) else last
         if not all(isinstance(v, int) for v in (a, b)) or n is None:
             return [None]
@@ -307,6 +325,8 @@ def zero_padding(c: LayerCall) -> list[Tensor]:
     rank = 1 if c.node.class_name == "ZeroPadding1D" else 2
     pads = _pair_list(c, "padding", rank, 1)
     x, fmt = _spatial_input(c, rank, formatted=True)
+    check_sizes((x.shape[0], *(n + a + b for n, (a, b) in zip(x.shape[1:-1], pads)), x.shape[-1]),
+                f"layer {c.node.path} ({c.node.class_name}): its output")
     y = np.pad(x, [(0, 0), *pads, (0, 0)])
     return [Tensor(back_to(y, fmt, rank))]
 
@@ -319,7 +339,7 @@ def cropping(c: LayerCall) -> list[Tensor]:
     for n, (a, b) in zip(x.shape[1:-1], crops):
         if a + b >= n:
             raise c.fail(f"cropping {a}+{b} leaves nothing of an axis of {n}; Keras refuses it too")
-    index = (slice(None),) + tuple(slice(a, n - b) for n, (a, b) in zip(x.shape[1:-1], crops)) + (slice(None),)
+    index = (slice(None), *(slice(a, n - b) for n, (a, b) in zip(x.shape[1:-1], crops)), slice(None))
     return [Tensor(back_to(x[index], fmt, rank))]
 
 
@@ -329,4 +349,5 @@ def up_sampling(c: LayerCall) -> list[Tensor]:
     if size is None:
         raise c.fail(f"size is {c.config.get('size')!r}")
     x, _ = _spatial_input(c, 1, formatted=False)
+    check_sizes((x.shape[0], x.shape[1] * size, x.shape[2]), f"layer {c.node.path} ({c.node.class_name}): its output")
     return [Tensor(np.repeat(x, size, axis=1))]

@@ -38,7 +38,7 @@ from lstm_inspect.layers.conv import (
     padding_mode,
     pads_for,
     refuse_keras1,
-    windows,
+    taps,
 )
 
 # class names as Keras serializes them (MaxPool1D and the like are aliases of the same classes): (rank, mode)
@@ -81,21 +81,16 @@ def pool(c: LayerCall) -> list[Tensor]:
     ones = (1,) * rank
     pads = pads_for(c, padding, x.shape[1:-1], size, strides, ones)
     out = output_sizes(c, x.shape[1:-1], pads, size, strides, ones)
-    width = [(0, 0), *pads, (0, 0)]
     if mode == "max":
-        xp = np.pad(x, width, constant_values=-np.inf)
         y = np.full((x.shape[0], *out, x.shape[-1]), -np.inf, dtype=x.dtype)
-        for _, win in windows(xp, out, size, strides, ones):
-            np.maximum(y, win, out=y)
+        for _, at, reads in taps(x.shape[1:-1], out, size, strides, ones, pads):
+            np.maximum(y[at], x[reads], out=y[at])
     else:
-        xp = np.pad(x, width)
-        real = np.pad(np.ones((1, *x.shape[1:-1], 1), dtype=x.dtype), width)
         y = np.zeros((x.shape[0], *out, x.shape[-1]), dtype=x.dtype)
-        count = np.zeros((1, *out, 1), dtype=x.dtype)
-        for _, win in windows(xp, out, size, strides, ones):
-            y += win
-        for _, win in windows(real, out, size, strides, ones):
-            count += win
+        count = np.zeros((1, *out, 1), dtype=x.dtype)  # the real positions in each window
+        for _, at, reads in taps(x.shape[1:-1], out, size, strides, ones, pads):
+            y[at] += x[reads]
+            count[at] += 1
         y = y / count
     return [Tensor(back_to(y, fmt, rank))]
 
