@@ -149,7 +149,8 @@ def test_opsets(opset: int, tmp_path: Path) -> None:
     """Reductions take axes as an input from opset 18 and DFT its axis from 20: both forms run."""
     if opset > onnx.defs.onnx_opset_version():
         pytest.skip(f"the installed onnx writes opsets up to {onnx.defs.onnx_opset_version()}")
-    names = ["k3_masked_merge.keras", "tfk_layer_zoo.h5", "tfk_mask_paths.h5"] + (["tfk_tf_ops.h5"] if opset >= 17 else [])
+    names = ["k3_masked_merge.keras", "tfk_layer_zoo.h5", "tfk_mask_paths.h5"]
+    names += ["tfk_tf_ops.h5"] if opset >= 17 else []  # DFT is in ONNX from opset 17
     for name in names:
         xs, ys = _inputs_and_outputs(SAMPLES / name)
         out = _export(SAMPLES / name, tmp_path, opset=opset)
@@ -163,7 +164,7 @@ def test_one_direction_from_a_weights_only_file(tmp_path: Path) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_single.weights.h5")
     name = ckpt.layers[0].name
     out = _export(SAMPLES / "k3_single.weights.h5", tmp_path, layer=name)
-    y, h, c = run(out, xs)
+    y, h, _c = run(out, xs)
     assert max_error([h], ys) <= 1e-5
     np.testing.assert_allclose(y[:, -1], h, atol=1e-7)
 
