@@ -46,4 +46,5 @@ BENCH_ENV := env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE TF_CPP_MIN_LOG_LEVEL=3
 bench: install-test
 	$(BENCH_ENV) $(BIN)/python benchmarks/show_speed.py
 	$(BENCH_ENV) $(BIN)/python benchmarks/engine_speed.py
+	$(BENCH_ENV) $(BIN)/python benchmarks/export_speed.py
 	$(BENCH_ENV) $(BIN)/python benchmarks/memory.py

@@ -2,8 +2,10 @@
 
     python benchmarks/show_speed.py [FILE ...]
 
-Defaults to the largest sample model and the largest real-world file. Prints the median of
-several runs of each command (fresh processes, as a user types them) and the ratio.
+Defaults to the largest sample model, the largest real-world file, and the real SavedModel folder
+and two-shard TF checkpoint (read with lstm-inspect's own tensor-bundle reader, no TensorFlow).
+Prints the median of several runs of each command (fresh processes, as a user types them) and the
+ratio.
 """
 
 from __future__ import annotations
@@ -45,13 +47,16 @@ def main(files: list[Path]) -> None:
         files = [max(samples, key=lambda p: p.stat().st_size)]
         real = ROOT.parent / "shared" / "realworld"
         if real.is_dir():
-            files.append(max((p for p in real.iterdir() if not p.name.endswith((".npz", ".md", ".json"))),
-                             key=lambda p: p.stat().st_size))
+            checkpoints = [p for p in real.iterdir() if p.is_file() and not p.name.endswith((".npz", ".md", ".json"))]
+            files.append(max(checkpoints, key=lambda p: p.stat().st_size))
+            files += [p for p in (real / "tf-formats" / "lstm_savedmodel_tf215",
+                                  real / "tf-formats" / "bilstm_tfckpt_two_shards") if p.exists()]
     tf = wall([sys.executable, "-c", "import tensorflow"])
     print(f"python -c 'import tensorflow'        {tf:6.3f} s  (median of {RUNS})")
     for f in files:
         t = wall([exe, "show", str(f)])
-        print(f"lstm-inspect show {f.name:<20} {t:6.3f} s  ({f.stat().st_size / 1e6:.2f} MB; "
+        size = sum(p.stat().st_size for p in f.rglob("*") if p.is_file()) if f.is_dir() else f.stat().st_size
+        print(f"lstm-inspect show {f.name:<20} {t:6.3f} s  ({size / 1e6:.2f} MB; "
               f"{tf / t:.1f}x faster than importing TensorFlow)")
 
 
