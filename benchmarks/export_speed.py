@@ -69,9 +69,9 @@ def main() -> None:
         if torch is not None:
             folder = tmp / f"m_{n_c}_torch"
             export(ckpt, "pytorch", folder, xs=[x], force=True)
-            from lstm_inspect.port.to_torch import load_module
+            from lstm_inspect.port.to_torch import load
 
-            module = load_module(folder)
+            _, module = load(folder)
             xt = torch.from_numpy(x)
             with torch.no_grad():
                 out = module(xt)
