@@ -121,3 +121,25 @@ def test_hard_sigmoid_definitions() -> None:
 def test_layer_lookup_by_short_name() -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras")
     assert ckpt.layer("backward_lstm_5").name == "bidirectional/backward_lstm_5"
+
+
+def test_a_softmax_recurrent_activation_applies_to_each_gate_alone() -> None:
+    """Softmax is not elementwise: Keras applies the recurrent activation gate by gate (LSTMCell, GRUCell)."""
+    from lstm_inspect.cells import CELLS, CellSettings, CellWeights
+
+    def softmax(v: np.ndarray) -> np.ndarray:
+        e = np.exp(v - v.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 6, 3)).astype(np.float32)
+    for kind, g in (("LSTM", 4), ("GRU", 3)):
+        w = CellWeights(kernel=rng.normal(size=(3, g * 4)).astype(np.float32),
+                        recurrent_kernel=rng.normal(size=(4, g * 4)).astype(np.float32),
+                        bias=rng.normal(size=(2, g * 4) if kind == "GRU" else g * 4).astype(np.float32))
+        settings = CellSettings(units=4, recurrent_activation="softmax", reset_after=True if kind == "GRU" else None)
+        step = CELLS[kind].step(w, settings, np.float64, 2, "keras3")
+        ours = run_sequence(step, x, units=4, dtype=np.float64).outputs
+        fn = ref.lstm if kind == "LSTM" else (lambda *a, **k: ref.gru(*a, reset_after=True, **k))
+        expected, _ = fn(x, w.kernel, w.recurrent_kernel, w.bias, recurrent_activation=softmax)
+        np.testing.assert_allclose(ours, expected, atol=1e-9)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.activations import Activation
+from lstm_inspect.activations import ACTIVATIONS, Activation
 from lstm_inspect.cells import (
     Cell,
     CellMistake,
@@ -213,7 +213,11 @@ class _GRUStep:
             np.matmul(h, self.recurrent_zr, out=zr)
             zr += xp[:, : 2 * u]
         # z = σ(x_z + r_z), r = σ(x_r + r_r) in one call
-        self.rec(zr, out=zr)
+        if self.rec is ACTIVATIONS["softmax"]:  # not elementwise: Keras applies it to each gate
+            self.rec(zr[:, :u], out=zr[:, :u])
+            self.rec(zr[:, u:], out=zr[:, u:])
+        else:
+            self.rec(zr, out=zr)
         z, r = zr[:, :u], zr[:, u:]
         if self.reset_after:
             np.multiply(r, self.hp[:, 2 * u:], out=hh)  # r ⊙ (h·U_h + b_h)

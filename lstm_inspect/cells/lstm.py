@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.activations import Activation
+from lstm_inspect.activations import ACTIVATIONS, Activation
 from lstm_inspect.cells import (
     Cell,
     CellMistake,
@@ -47,6 +47,7 @@ from lstm_inspect.cells import (
 )
 
 GATES = ("i", "f", "c", "o")
+SOFTMAX = ACTIVATIONS["softmax"]
 KERAS1_GATE_ORDER = ("i", "c", "f", "o")
 
 
@@ -258,8 +259,13 @@ class _LSTMStep:
             self.sigma_block *= 0.5
             self.sigma_block += 0.5
         else:
-            # i = σ(z_i), f = σ(z_f), o = σ(z_o) in one call; c̃ = φ(z_c)
-            self.rec(self.sigma_block, out=self.sigma_block)
+            # i = σ(z_i), f = σ(z_f), o = σ(z_o) in one call (one per gate for softmax, which is not
+            # elementwise: Keras applies it to each gate); c̃ = φ(z_c)
+            if self.rec is SOFTMAX:
+                for gate in (self.i, self.f, self.o):
+                    self.rec(gate, out=gate)
+            else:
+                self.rec(self.sigma_block, out=self.sigma_block)
             self.act(self.c_tilde, out=self.c_tilde)
         # c_t = f ⊙ c_{t-1} + i ⊙ c̃
         np.multiply(self.f, c, out=c_new)
