@@ -257,7 +257,7 @@ class Network:
             if kind is None:
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy "
                                    "engine runs; run its recurrent layers alone with --layer")
-            if not inputs:
+            if not inputs and not _tensors_in(args.kwargs):  # tensors passed by keyword only: mha(query=q, value=v)
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is called on no tensor")
             kwargs = {k: v for k, v in args.kwargs.items()}
             outs = kind.run(LayerCall(node, inputs, self.ckpt.read_layer(node.path), self.ctx, kwargs))

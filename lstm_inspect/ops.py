@@ -109,6 +109,9 @@ KERAS3_OPS: dict[str, Op] = {
     "Add": Op(np.add), "Subtract": Op(np.subtract), "Multiply": Op(np.multiply), "Divide": Op(np.divide),
     "Negative": Op(np.negative), "Tanh": Op(np.tanh), "Exp": Op(np.exp), "Abs": Op(np.abs), "Sqrt": Op(np.sqrt),
     "Square": Op(np.square),
+    # keras.ops.convert_to_tensor: how Keras 3 records a mask handed on as a tensor (after Attention, say)
+    "ConvertToTensor": Op(lambda x, dtype=None, sparse=None, ragged=None: _cast(x, dtype) if dtype else np.asarray(x),
+                          ("dtype", "sparse", "ragged")),
 }
 
 

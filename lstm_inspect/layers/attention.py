@@ -18,12 +18,16 @@ history):
   (`dot_product_attention`); `tf_keras/src/layers/attention/multi_head_attention.py`,
   `tf_keras/src/layers/activation/softmax.py`. Scores are (query / sqrt(key_dim)) . key, softmaxed over
   the attention axes; the implicit masks of query, value and key are folded in from tf.keras 2.10
-  (before, only `attention_mask`), and in Keras 3 also from `value_mask` / `key_mask` arguments.
-  Masked scores: tf_keras adds -1e9 (or, with softmax_robust_masking, sets -1e9), so a fully masked
-  row (a padded query step) is uniform. Keras 3 from 3.7 takes `ops.dot_product_attention` when the
-  inputs are 3-D, dropout is 0 and no scores are returned (masked logits set to -0.7 * 3.38953e38:
-  a fully masked row is uniform); otherwise its Softmax layer, which from 3.10 zeroes a fully masked
-  row. Keras 3.14 adds `use_gate`, 3.15 `sliding_window`.
+  (before, only `attention_mask`), and in Keras 3 also from `value_mask` / `key_mask` arguments (a
+  `query_mask` argument only before 3.8, which reads the query's own mask). From 3.8 Keras 3 also
+  clears the Keras masks of the tensors it was given, so a later layer reading them (a second
+  MultiHeadAttention on the same tensor) sees none. Masked scores: tf_keras adds -1e9 (or, with
+  softmax_robust_masking, sets -1e9), so a fully masked row (a padded query step) is uniform. Keras 3
+  from 3.7 takes `ops.dot_product_attention` when the inputs are 3-D, dropout is 0 and no scores are
+  returned (masked logits set to -0.7 * 3.38953e38: a fully masked row is uniform; 3.15 passes a
+  causal-only mask as is_causal); otherwise its Softmax layer (adding -1e9 before 3.13, setting it
+  from 3.13), which from 3.10 zeroes a fully masked row. Keras 3.14 adds `use_gate`, 3.15
+  `sliding_window`. The output mask is the query's, in both generations.
 
 Every -1e9 Keras adds is added in float32 as Keras does, in float64 runs too: that rounding is what
 makes a fully masked row uniform, which is Keras's answer.
@@ -205,7 +209,7 @@ def _apply_scores(c: LayerCall, scores: np.ndarray, v: np.ndarray) -> list[Tenso
             keep = _truth(v_mask)
             if keep.ndim == 2 and (major, minor) >= (3, 12):
                 keep = keep[:, None, :]
-            else:  # Keras 3.0-3.11: the (batch, Tv) mask broadcast against (batch, Tq, Tv) as it stands
+            else:  # 3.0-3.11 (and any mask of more axes): broadcast against the scores as it stands
                 try:
                     keep = np.broadcast_to(keep, scores.shape)
                 except ValueError:

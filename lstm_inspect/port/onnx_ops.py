@@ -35,7 +35,7 @@ KERAS3 = {"NotEqual": "not_equal", "Equal": "equal", "Greater": "greater", "Less
           "LogicalNot": "not", "Any": "any", "All": "all", "ExpandDims": "expand_dims", "Squeeze": "squeeze",
           "ZerosLike": "zeros_like", "OnesLike": "ones_like", "Concatenate": "concat", "Cast": "cast", "Add": "add",
           "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Negative": "neg", "Tanh": "tanh", "Exp": "exp",
-          "Abs": "abs", "Sqrt": "sqrt", "Square": "square"}
+          "Abs": "abs", "Sqrt": "sqrt", "Square": "square", "ConvertToTensor": "convert"}
 TF_FN = {"cast": "cast", "signal.fft": "fft", "signal.ifft": "ifft", "math.real": "real", "math.imag": "imag",
          "math.abs": "abs", "__operators__.add": "add", "math.add": "add", "math.subtract": "sub",
          "math.multiply": "mul", "math.truediv": "div", "math.divide": "div", "math.maximum": "max",
@@ -301,6 +301,17 @@ def cast(c: OpCall) -> Sym:
     if a.kind == "complex":  # tf.cast keeps the real part
         a = Sym(_part(c, a, 0), a.rank)
     return Sym(_as(c, a, dst), a.rank, kind=dst)
+
+
+@emits("convert")
+def convert(c: OpCall) -> Sym:
+    """keras.ops.convert_to_tensor: the tensor itself, cast when a dtype is given."""
+    a = c.tensor(0)
+    dtype = c.args[1] if len(c.args) > 1 else None
+    if dtype is None:
+        return a
+    kind = _dtype_kind(c, dtype)
+    return Sym(_as(c, a, kind), a.rank, kind=kind, mask=a.mask)
 
 
 @emits("real", "imag")

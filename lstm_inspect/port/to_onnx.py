@@ -81,7 +81,7 @@ class _Emitter:
                                   self.net._weights_of)
         if node.is_op:
             return [emit_op(self.g, node, args, self.net.ctx)]
-        if not inputs:
+        if not inputs and not _syms(args.kwargs):
             raise InspectError(f"{self.file}: layer {node.path} ({node.class_name}) is called on no tensor")
         weights = self.plan.ckpt.read_layer(node.path) if LAYERS[node.class_name].has_weights(node) else []
         return ONNX_LAYERS[node.class_name](OnnxCall(self.g, node, inputs, weights, self.net.ctx, dict(args.kwargs)))
