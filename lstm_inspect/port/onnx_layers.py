@@ -263,3 +263,7 @@ def time_distributed(c: OnnxCall) -> list[Sym]:
     (y,) = fn(OnnxCall(g, inner, [Sym(flat, c.x.rank - 1, kind=c.x.kind, dim=c.x.dim)], c.weights, c.ctx))[:1]
     back = g.op("Reshape", y.name, g.op("Concat", lead, g.shape_range(y.name, 1), axis=0), hint=c.hint)
     return [Sym(back, y.rank + 1, kind=y.kind, mask=c.x.mask, dim=y.dim)]
+
+
+# the other families register themselves on import, one module each
+from lstm_inspect.port import onnx_attention, onnx_conv  # noqa: E402,F401

@@ -466,3 +466,7 @@ def global_pool(e: LayerEmit) -> list[Sym]:
     m = e.w.let(f"{e.hint}_weights", f"{e.x.mask}.unsqueeze({2 if fmt == 'channels_last' else 1})", "bool").name
     kept = f"torch.where({m}, {x}, torch.zeros_like({x}))"
     return [e.w.let(e.hint, f"{kept}.sum(dim={axes}{keep}) / {m}.to({x}.dtype).sum(dim={axes}{keep})")]
+
+
+# the other families register themselves on import, one module each
+from lstm_inspect.port import torch_attention, torch_conv  # noqa: E402,F401

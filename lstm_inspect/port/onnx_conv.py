@@ -1,0 +1,1 @@
+"""ONNX emitters of the conv layers (lstm_inspect.layers.conv): written next."""

@@ -1,0 +1,1 @@
+"""PyTorch emitters of the attention layers (lstm_inspect.layers.attention): written next."""

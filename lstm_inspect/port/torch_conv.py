@@ -1,0 +1,1 @@
+"""PyTorch emitters of the conv layers (lstm_inspect.layers.conv): written next."""
