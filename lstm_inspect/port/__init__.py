@@ -169,8 +169,8 @@ class ExportReport:
         if self.not_verified:
             return f"not verified: {self.not_verified}"
         verdict = "verified" if self.ok else "MISMATCH"
-        return (f"{verdict} with {self.runtime}: max |Δ| {self.max_abs:.1e} over {self.batch}×{self.steps} steps "
-                f"({self.input}), against the NumPy engine")
+        return (f"{verdict} with {self.runtime} against the NumPy engine: max |Δ| {self.max_abs:.1e} over "
+                f"{self.batch}×{self.steps} steps of {self.input}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": str(self.file), "target": self.target, "out": str(self.out), "exported": self.what,
