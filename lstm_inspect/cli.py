@@ -684,22 +684,42 @@ def stats(
     _run(action, quiet)
 
 
+def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], left: int,
+                 keep: int = 2) -> None:
+    """One table, or, when it would not fit the terminal, two: the first `keep` columns repeated in each, the
+    other columns split between them (numbers are never cut short)."""
+
+    def table(cols: list[int], part: str = "") -> Table:
+        t = Table(title=lit(title + part), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        for k in cols:
+            t.add_column(columns[k], justify="left" if k < left else "right", no_wrap=True)
+        for row in rows:
+            t.add_row(*(lit(row[k]) for k in cols))
+        return t
+
+    whole = table(list(range(len(columns))))
+    if Measurement.get(console, console.options.update(max_width=10_000), whole).maximum <= console.width:
+        console.print(whole)
+        return
+    rest = list(range(keep, len(columns)))
+    half = (len(rest) + 1) // 2
+    console.print(table(list(range(keep)) + rest[:half], " (1 of 2)"))
+    console.print(table(list(range(keep)) + rest[half:], " (2 of 2)"))
+
+
 def render_stats(report: Any, console: Console) -> None:
     console.print(lit(report.file, "bold") + lit(f"   activations from {report.activations_from}"))
     console.print(lit("≈0: fraction with |w| < 1e-3; σ_max: largest singular value; st.rank: stable rank "
                       "‖U‖_F² / σ_max²", "dim"))
     for st in report.directions:
-        table = Table(title=lit(f"{st.name}: weights"), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-        for col in ("gate", "block", "shape", "mean", "std", "min", "max", "‖·‖_F", "max|w|", "≈0", "NaN/Inf",
-                    "σ_max", "st.rank"):
-            table.add_column(col, justify="left" if col in ("gate", "block", "shape") else "right", no_wrap=True)
-        for g, blocks in st.weights.items():
-            for block, b in blocks.items():
-                table.add_row(g, block, "×".join(map(str, b.shape)), f"{b.mean:+.3f}", f"{b.std:.3f}", f"{b.min:+.3f}",
-                              f"{b.max:+.3f}", f"{b.frobenius:.3f}", f"{b.max_abs:.3f}", f"{b.near_zero:.1%}",
-                              f"{b.nan}/{b.inf}", "" if b.spectral_norm is None else f"{b.spectral_norm:.3f}",
-                              "" if b.stable_rank is None else f"{b.stable_rank:.2f}")
-        console.print(table)
+        columns = ("gate", "block", "shape", "mean", "std", "min", "max", "‖·‖_F", "max|w|", "≈0", "NaN/Inf",
+                   "σ_max", "st.rank")
+        rows = [(g, block, "×".join(map(str, b.shape)), f"{b.mean:+.3f}", f"{b.std:.3f}", f"{b.min:+.3f}",
+                 f"{b.max:+.3f}", f"{b.frobenius:.3f}", f"{b.max_abs:.3f}", f"{b.near_zero:.1%}", f"{b.nan}/{b.inf}",
+                 "" if b.spectral_norm is None else f"{b.spectral_norm:.3f}",
+                 "" if b.stable_rank is None else f"{b.stable_rank:.2f}")
+                for g, blocks in st.weights.items() for block, b in blocks.items()]
+        _print_table(console, f"{st.name}: weights", columns, rows, left=3)
         if st.activations:
             act = Table(title=lit(f"{st.name}: activations over {st.steps_used} (sample, step) pairs"),
                         title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
