@@ -274,6 +274,19 @@ def _dtype_kind(c: OpCall, value: Any) -> str:
     return kind
 
 
+def _half(value: Any) -> bool:
+    """A dtype that is float16: its values are rounded to half precision (and carried on in float32)."""
+    if isinstance(value, dict):
+        value = (value.get("config") or {}).get("name") if isinstance(value.get("config"), dict) else value.get("name")
+    return str(value) in ("float16", "DT_HALF")
+
+
+def _rounded_to_half(c: OpCall, x: str) -> str:
+    from onnx import TensorProto
+
+    return c.g.op("Cast", c.g.op("Cast", x, to=TensorProto.FLOAT16), to=TensorProto.FLOAT)
+
+
 def _zeros_pair(c: OpCall, x: str) -> str:
     """x (real) as complex: (x, 0) along a new trailing axis."""
     re = c.g.unsqueeze(x, [-1])
@@ -289,18 +302,21 @@ def _part(c: OpCall, a: Sym, k: int) -> str:
 def cast(c: OpCall) -> Sym:
     a = c.tensor(0)
     if c.node.class_name == "TensorFlowOpLayer":
-        dst = TF_TYPE_KIND.get(str((c.attrs.get("DstT") or {}).get("type")))
+        target = (c.attrs.get("DstT") or {}).get("type")
+        dst = TF_TYPE_KIND.get(str(target))
         if dst is None:
             raise c.fail(f"DstT {c.attrs.get('DstT')!r} is not a type lstm-inspect exports")
     else:
-        dst = _dtype_kind(c, c.args[1])
+        target = c.args[1]
+        dst = _dtype_kind(c, target)
     if dst == "complex":
         if a.kind == "complex":
             return a
         return Sym(_zeros_pair(c, _as(c, a, "float")), a.rank, kind="complex")
     if a.kind == "complex":  # tf.cast keeps the real part
         a = Sym(_part(c, a, 0), a.rank)
-    return Sym(_as(c, a, dst), a.rank, kind=dst)
+    y = _as(c, a, dst)
+    return Sym(_rounded_to_half(c, y) if dst == "float" and _half(target) else y, a.rank, kind=dst)
 
 
 @emits("convert")
@@ -311,7 +327,8 @@ def convert(c: OpCall) -> Sym:
     if dtype is None:
         return a
     kind = _dtype_kind(c, dtype)
-    return Sym(_as(c, a, kind), a.rank, kind=kind, mask=a.mask)
+    y = _as(c, a, kind)
+    return Sym(_rounded_to_half(c, y) if kind == "float" and _half(dtype) else y, a.rank, kind=kind, mask=a.mask)
 
 
 @emits("real", "imag")

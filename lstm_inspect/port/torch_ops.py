@@ -21,7 +21,7 @@ import numpy as np
 
 from lstm_inspect.errors import InspectError
 from lstm_inspect.ops import TF_FUNCTIONS, TF_RAW_OPS, OpError, _attr, _ints, _masks, dtype_of, op_name
-from lstm_inspect.port.torch_code import LayerEmit, Sym, scalar, torch_dtype
+from lstm_inspect.port.torch_code import LayerEmit, Sym, kind_of, scalar, torch_dtype
 
 Value = Any  # a Sym, or a constant from the config
 
@@ -233,7 +233,7 @@ UNARY = {"Negative": "torch.neg", "Tanh": "torch.tanh", "Exp": "torch.exp", "Abs
 
 
 KERAS3_WRITTEN = frozenset({*COMPARE, *ARITHMETIC, *UNARY, "Any", "All", "ExpandDims", "Squeeze", "ZerosLike",
-                            "OnesLike", "Concatenate", "Cast"})
+                            "OnesLike", "Concatenate", "Cast", "ConvertToTensor"})
 
 
 def keras3_op(e: LayerEmit, args: list[Value], options: dict[str, Any]) -> tuple[str, str]:
@@ -274,6 +274,17 @@ def keras3_op(e: LayerEmit, args: list[Value], options: dict[str, Any]) -> tuple
         return concat(e, first, options.get("axis", 0)), _kind(first if isinstance(first, list) else [first])
     if op == "Cast":
         return cast(e, _tensor(e, first), options.get("dtype")), "float"
+    if op == "ConvertToTensor":  # keras.ops.convert_to_tensor: the tensor itself, cast when a dtype is given
+        x = _tensor(e, first)
+        dtype = options.get("dtype")
+        dtype = args[1] if dtype is None and len(args) > 1 else dtype
+        if dtype is None:
+            return x.name, x.kind
+        try:
+            target = np.dtype(dtype_of(dtype))
+        except OpError as exc:
+            raise _fail(e, str(exc)) from None
+        return cast(e, x, dtype), kind_of(target)
     raise _fail(e, "has no PyTorch form in lstm-inspect yet")
 
 
