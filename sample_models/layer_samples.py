@@ -6,8 +6,9 @@ layers, Dot and Permute: every model holds at least one LSTM, GRU or SimpleRNN, 
 same code writes both generations (Keras 3: k3_*, tf_keras: tfk_*), except where a layer or a setting
 exists in one only (ZeroPadding1D's data_format: Keras 3; ThresholdedReLU: tf_keras).
 
-channels_first: TensorFlow 2.21 runs channels_first convolutions and pools on the CPU (through oneDNN for
-convolutions; Keras 3 transposes pools to channels_last), so these samples carry Keras's own outputs. No
+channels_first: with TensorFlow 2.21 both generations run every channels_first convolution and pool used here on
+the CPU (convolutions through oneDNN; Keras 3 transposes pools to channels_last), so these samples carry
+Keras's own outputs (plain TensorFlow without oneDNN refuses NCHW convolutions on the CPU). No
 channels_first convolution here has a last spatial size equal to its channel count: there Keras 3's
 TensorFlow backend may add the bias along the wrong axis (see lstm_inspect/layers/conv.py).
 

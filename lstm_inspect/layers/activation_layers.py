@@ -132,8 +132,10 @@ def softmax_layer(c: LayerCall) -> list[Tensor]:
     mask = np.asarray(given) if given is not None else c.mask
     if mask is None:
         return [Tensor(softmax(x, axes), None)]
-    mask = np.asarray(mask)
-    mask = mask > 0.5 if mask.dtype.kind == "f" else mask.astype(bool)
+    raw = np.asarray(mask)
+    if raw.dtype.kind not in "biuf":
+        raise c.fail(f"the mask holds {raw.dtype}, not booleans or numbers")
+    mask = raw > 0.5 if raw.dtype.kind == "f" else raw.astype(bool)  # Keras 3 and robust_masking: greater(0.5)
     if mask.ndim > x.ndim or any(m not in (1, n) for m, n in zip(mask.shape[::-1], x.shape[::-1])):
         raise c.fail(f"the mask of shape {mask.shape} does not broadcast to the input, as Keras requires")
     big = x.dtype.type(-1e9)
@@ -143,10 +145,11 @@ def softmax_layer(c: LayerCall) -> list[Tensor]:
     elif c.config.get("robust_masking"):
         y = softmax(np.where(mask, x, big), axes)
     else:
-        # x + (1 - mask)·(-1e9) in the layer's own float type: in float32 it rounds x away, which decides the
-        # outputs of a row masked whole
+        # x + (1 - mask)·(-1e9), the mask cast to numbers as it is, in the layer's own float type: in float32
+        # the sum rounds x away, which decides the outputs of a row masked whole
         own = np.dtype(c.config.get("dtype") if c.config.get("dtype") in ("float16", "float32", "float64")
                        else "float32")
-        shifted = (x.astype(own) + (1 - mask.astype(own)) * own.type(-1e9)).astype(x.dtype)
-        y = softmax(np.where(mask, x, shifted), axes)
+        adder = (1 - raw.astype(own)) * own.type(-1e9)
+        shifted = (x.astype(own) + adder).astype(x.dtype)
+        y = softmax(np.where(adder == 0, x, shifted), axes)
     return [Tensor(np.asarray(y, dtype=x.dtype), mask)]  # Keras passes on the mask it was given
