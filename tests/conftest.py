@@ -19,8 +19,9 @@ GATES = ("i", "f", "c", "o")
 CELL_GATES = {4: ("i", "f", "c", "o"), 3: ("z", "r", "h"), 1: ("h",)}  # by the number of fused blocks
 
 CHECKPOINT_SUFFIXES = (".keras", ".h5", ".hdf5", ".h5py")
-# Samples whose model holds a layer the engine does not run (its LSTMs still run alone with --layer).
-NOT_RUNNABLE = ("k3_conv1d_lstm",)
+# Samples whose model holds a layer the engine does not run (its LSTMs still run alone with --layer): none since
+# the engine runs convolutions (tests/test_layers.py makes such a model and checks the one-line refusal).
+NOT_RUNNABLE: tuple[str, ...] = ()
 
 
 def sample_checkpoints() -> list[Path]:

@@ -90,15 +90,3 @@ def test_keras3_drops_the_decoder_mask_and_tf_keras_keeps_it() -> None:
             y = ckpt.forward([io["x0"], io["x1"]])
             assert np.max(np.abs(y - io["y"])) <= 1e-5
             assert (io["x1"] == 0).any()  # the decoder input really is padded
-
-
-def test_unsupported_layer_is_named_and_lstms_still_run_alone(tmp_path: Path) -> None:
-    np.save(tmp_path / "x.npy", np.zeros((2, 7, 3), np.float32))
-    r = run_cli("forward", str(SAMPLES / "k3_conv1d_lstm.keras"), "-i", str(tmp_path / "x.npy"),
-                "-o", str(tmp_path / "y.npy"))
-    assert r.returncode == 2 and "Conv1D" in r.stderr and "--layer" in r.stderr
-    np.save(tmp_path / "h.npy", np.ones((2, 7, 4), np.float32))  # the LSTM's own input: Conv1D's 4 filters
-    (lstm,) = lstm_inspect.load(SAMPLES / "k3_conv1d_lstm.keras").layers
-    r = run_cli("forward", str(SAMPLES / "k3_conv1d_lstm.keras"), "--layer", lstm.name, "-i", str(tmp_path / "h.npy"),
-                "-o", str(tmp_path / "y.npy"))
-    assert r.returncode == 0 and np.load(tmp_path / "y.npy").shape == (2, 3)
