@@ -7,8 +7,11 @@ weights to its outputs, as Keras computes it at inference), how it changes the f
 registered kinds, `show` checks shapes through them, and `verify` rebuilds only them: one list, so
 the three cannot drift apart.
 
-Modules: `core` (Dense, Embedding, Activation, shapes, normalization, merges, identities at
-inference).
+Modules, one per family: `core` (Dense, Embedding, Activation, TimeDistributed, shapes, Permute,
+normalization, the merges and Dot, identities at inference), `conv` (convolutions, padding, cropping,
+upsampling), `pooling`, `activation_layers` (ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU),
+`attention` (Attention, AdditiveAttention, MultiHeadAttention). The exporters' forms of each kind
+live in `lstm_inspect.port` (onnx_*, torch_*), one module per family too.
 """
 
 from __future__ import annotations
