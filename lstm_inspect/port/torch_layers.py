@@ -400,13 +400,14 @@ def thresholded_relu(e: LayerEmit) -> list[Sym]:
 snippet("keras_softmax", '''
 def keras_softmax(x, axes, mask=None, generation="keras3", robust=False):
     """Keras's Softmax layer: over `axes`; with a mask, Keras 3 puts -1e9 where it is False and zeroes those
-    outputs, tf_keras adds (1 - mask)·(-1e9) (robust_masking: puts -1e9) and keeps the outputs."""
+    outputs, tf_keras adds (1 - mask)·(-1e9), the mask cast to numbers as given (robust_masking: puts -1e9),
+    and keeps the outputs."""
     if mask is not None:
-        mask = mask > 0.5 if mask.is_floating_point() else mask.bool()
+        given, mask = mask, (mask > 0.5 if mask.is_floating_point() else mask.bool())
         if generation == "keras3" or robust:
             x = torch.where(mask, x, torch.full_like(x, -1e9))
         else:
-            x = x + (1 - mask.to(x.dtype)) * -1e9
+            x = x + (1 - given.to(x.dtype)) * -1e9
     e = torch.exp(x - torch.amax(x, dim=axes, keepdim=True))
     y = e / e.sum(dim=axes, keepdim=True)
     if mask is not None and generation == "keras3":

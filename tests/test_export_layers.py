@@ -1,0 +1,535 @@
+"""The conv, pool, padding, activation-layer, Dot and Permute emitters of both exports against the engine.
+
+The samples (`*_cnn_*`, `*_pool_*`, `*_act_*`) check the exports against Keras through test_export_onnx and
+test_export_torch; this file checks what they do not hold: every option combination of tests/test_layers.py
+(each checked there against both Keras generations) and more (strides with dilation, extra leading axes,
+asymmetric "same" padding, all-masked rows, masks given as ints or floats, TimeDistributed of each kind),
+one layer call at a time, run by the engine's function on made-up weights, by onnxruntime (opsets 14, 17,
+18 and the installed onnx's newest) and by the generated PyTorch code. The engine is the reference.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from lstm_inspect.architecture import Call, LayerNode
+from lstm_inspect.errors import InspectError
+from lstm_inspect.layers import LAYERS, Context, LayerCall, Tensor
+
+onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'lstm-inspect[onnx]'")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
+torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime)")
+
+from lstm_inspect.port import onnx_graph, torch_code  # noqa: E402
+from lstm_inspect.port.onnx_layers import ONNX_LAYERS, OnnxCall  # noqa: E402
+from lstm_inspect.port.torch_layers import EMITTERS  # noqa: E402
+
+CL, CF = "channels_last", "channels_first"
+GENS = {"keras3": 3, "tf_keras": 2}
+
+
+# ---------------------------------------------------------------- inputs, masks and cases
+
+
+def _inputs() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(11)
+
+    def seq(*shape: int) -> np.ndarray:
+        return rng.normal(size=shape).astype(np.float32)
+
+    x = {"x1": seq(3, 9, 4), "x2": seq(2, 7, 6, 4), "xa": seq(3, 5, 4) * 3, "xd": seq(3, 5, 4), "yd": seq(3, 6, 4),
+         "yd_t": seq(3, 4, 6), "yd_5": seq(3, 5, 2), "v1": seq(3, 4), "v2": seq(3, 4), "x1_4d": seq(2, 3, 9, 4),
+         "xt1": seq(2, 3, 9, 4), "xt2": seq(2, 2, 7, 6, 4), "x4d": seq(3, 2, 3, 4), "y3d": seq(3, 4, 5),
+         "xs": seq(3, 6) * 3, "x2_odd": seq(2, 9, 7, 3)}
+    x["x1f"] = np.ascontiguousarray(np.swapaxes(x["x1"], 1, 2))
+    x["x2f"] = np.ascontiguousarray(np.moveaxis(x["x2"], 3, 1))
+    x["xa3"] = x["xa"] * 3
+    x["xd0"] = x["xd"].copy()
+    x["xd0"][0] = 0.0
+    xm = seq(4, 6, 3)
+    for b in range(4):
+        xm[b, 6 - b:] = 0.0
+    xm[1, 1] = 0.0
+    x["xm"] = xm
+    x["xm0"] = xm.copy()
+    x["xm0"][2] = 0.0  # a row masked whole: GlobalAveragePooling1D gives 0/0 there, as Keras
+    x["xmf"] = np.ascontiguousarray(np.swapaxes(xm, 1, 2))
+    sm = rng.random((3, 5, 4)) > 0.3
+    sm[0, 0] = False
+    x["sm_mask"] = sm
+    x["sm_mask_b"] = sm[:1, :, :1]
+    x["sm_mask_f"] = sm.astype(np.float32)
+    x["sm_mask_i"] = sm.astype(np.int64) * rng.integers(1, 3, size=sm.shape)  # 0, 1 or 2
+    x["sm_mask_soft"] = np.round(rng.random((3, 5, 4)), 2).astype(np.float32)  # 0.3 is False, yet adds -0.7e9
+    x["xs_mask"] = np.arange(6)[None, :] < np.array([[6], [3], [0]])
+    return x
+
+
+X = _inputs()
+MASK_OF = {"xm": "masking", "xm0": "masking", "xs": "xs_mask"}  # the Keras mask arriving with these inputs
+
+
+def _cases() -> list[dict[str, Any]]:
+    """(id, class, config, input names, generations, mask): test_layers.py's sweep and the combinations it lacks."""
+    out: list[dict[str, Any]] = []
+
+    def add(cid: str, cls: str, config: dict[str, Any], x: str | list[str], gens: tuple[str, ...] = tuple(GENS),
+            mask: str | None = None, implicit: str | None = None) -> None:
+        out.append({"id": cid, "cls": cls, "config": config, "x": x if isinstance(x, list) else [x],
+                    "gens": gens, "mask": mask, "implicit": implicit})
+
+    for padding in ("valid", "same", "causal"):
+        for s, d in ((1, 1), (2, 1), (1, 2), (3, 1), (1, 3)):
+            for fmt in (CL, CF):
+                add(f"Conv1D-{padding}-s{s}-d{d}-{fmt}", "Conv1D",
+                    {"filters": 6, "kernel_size": 3, "strides": s, "dilation_rate": d, "padding": padding,
+                     "data_format": fmt}, "x1" if fmt == CL else "x1f")
+    add("Conv1D-same-k4-s1", "Conv1D", {"filters": 2, "kernel_size": 4, "padding": "same"}, "x1")  # (1, 2) pads
+    add("Conv1D-groups2-relu-nobias", "Conv1D", {"filters": 6, "kernel_size": 2, "groups": 2, "activation": "relu",
+                                                 "use_bias": False}, "x1")
+    add("Conv1D-groups4-same-cf", "Conv1D", {"filters": 4, "kernel_size": 3, "groups": 4, "padding": "same",
+                                             "data_format": CF}, "x1f")
+    add("Conv1D-softmax-cf", "Conv1D", {"filters": 5, "kernel_size": 2, "activation": "softmax", "data_format": CF},
+        "x1f")  # the activation on the output's own last axis
+    add("Conv1D-hard_sigmoid", "Conv1D", {"filters": 3, "kernel_size": 2, "activation": "hard_sigmoid"}, "x1")
+    add("Conv1D-leading-axes", "Conv1D", {"filters": 3, "kernel_size": 2, "strides": 2, "padding": "same"}, "x1_4d",
+        gens=("tf_keras",))  # tf_keras runs extra leading axes as batch
+    for padding in ("valid", "same"):
+        for s, d in (((1, 1), (1, 1)), ((2, 1), (1, 1)), ((2, 3), (1, 1)), ((1, 1), (2, 1)), ((1, 1), (1, 2))):
+            for fmt in (CL, CF):
+                add(f"Conv2D-{padding}-s{s[0]}{s[1]}-d{d[0]}{d[1]}-{fmt}", "Conv2D",
+                    {"filters": 3, "kernel_size": [3, 2], "strides": list(s), "dilation_rate": list(d),
+                     "padding": padding, "data_format": fmt}, "x2" if fmt == CL else "x2f")
+    add("Conv2D-groups2-sigmoid", "Conv2D", {"filters": 4, "kernel_size": 2, "groups": 2, "activation": "sigmoid"},
+        "x2")
+    add("Conv2D-same-s22-odd", "Conv2D", {"filters": 2, "kernel_size": 4, "strides": 2, "padding": "same"}, "x2_odd")
+    for padding in ("valid", "same", "causal"):
+        for fmt in (CL, CF):
+            add(f"SeparableConv1D-{padding}-dm2-{fmt}", "SeparableConv1D",
+                {"filters": 3, "kernel_size": 3, "padding": padding, "depth_multiplier": 2, "data_format": fmt},
+                "x1" if fmt == CL else "x1f")
+    for padding in ("valid", "same", "causal"):
+        for fmt in (CL, CF):
+            add(f"DepthwiseConv1D-{padding}-dm2-{fmt}", "DepthwiseConv1D",
+                {"kernel_size": 3, "padding": padding, "depth_multiplier": 2, "data_format": fmt},
+                "x1" if fmt == CL else "x1f")
+    add("SeparableConv1D-s2-relu", "SeparableConv1D", {"filters": 4, "kernel_size": 2, "strides": 2,
+                                                       "activation": "relu"}, "x1")
+    add("SeparableConv1D-nobias", "SeparableConv1D", {"filters": 4, "kernel_size": 2, "use_bias": False}, "x1")
+    add("DepthwiseConv1D-d2-nobias", "DepthwiseConv1D", {"kernel_size": 2, "dilation_rate": 2, "use_bias": False},
+        "x1")
+    add("DepthwiseConv1D-s2-d2-same", "DepthwiseConv1D", {"kernel_size": 3, "strides": 2, "dilation_rate": 2,
+                                                          "padding": "same"}, "x1", gens=("keras3",))
+    add("DepthwiseConv1D-dm3-s2-same-cf", "DepthwiseConv1D", {"kernel_size": 2, "strides": 2, "depth_multiplier": 3,
+                                                              "padding": "same", "data_format": CF}, "x1f")
+    add("SeparableConv1D-s2-d2-valid", "SeparableConv1D", {"filters": 2, "kernel_size": 2, "strides": 2,
+                                                           "dilation_rate": 2}, "x1", gens=("keras3",))
+    add("DepthwiseConv2D-same-dm2", "DepthwiseConv2D", {"kernel_size": [3, 2], "padding": "same",
+                                                        "depth_multiplier": 2}, "x2")
+    add("DepthwiseConv2D-cf", "DepthwiseConv2D", {"kernel_size": 2, "data_format": CF}, "x2f")
+    add("DepthwiseConv2D-s22-d21-same", "DepthwiseConv2D", {"kernel_size": 3, "strides": 2, "dilation_rate": [2, 1],
+                                                            "padding": "same"}, "x2", gens=("keras3",))
+    add("SeparableConv2D-valid-s2", "SeparableConv2D", {"filters": 3, "kernel_size": [2, 3], "strides": [2, 1]},
+        "x2")
+    add("SeparableConv2D-same-cf", "SeparableConv2D", {"filters": 2, "kernel_size": 3, "padding": "same",
+                                                       "data_format": CF}, "x2f")
+    add("SeparableConv2D-same-s2-cf-elu", "SeparableConv2D", {"filters": 2, "kernel_size": 2, "strides": 2,
+                                                              "padding": "same", "data_format": CF,
+                                                              "activation": "elu"}, "x2f")
+    for cls in ("MaxPooling1D", "AveragePooling1D"):
+        for size, strides in ((2, None), (3, None), (3, 1), (2, 3), (4, 2), (2, 1), (4, 1)):
+            for padding in ("valid", "same"):
+                for fmt in (CL, CF):
+                    add(f"{cls}-p{size}-s{strides}-{padding}-{fmt}", cls,
+                        {"pool_size": size, "strides": strides, "padding": padding, "data_format": fmt},
+                        "x1" if fmt == CL else "x1f")
+    for cls in ("MaxPooling2D", "AveragePooling2D"):
+        for size, strides in (((2, 2), None), ((3, 2), (2, 1)), ((3, 3), (1, 2)), ((2, 2), (1, 1))):
+            for padding in ("valid", "same"):
+                for fmt in (CL, CF):
+                    add(f"{cls}-p{size[0]}{size[1]}-s{strides}-{padding}-{fmt}", cls,
+                        {"pool_size": list(size), "strides": strides and list(strides), "padding": padding,
+                         "data_format": fmt}, "x2" if fmt == CL else "x2f")
+    for cls in ("GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling2D"):
+        for keepdims in (False, True):
+            for fmt in (CL, CF):
+                x = ("x1" if fmt == CL else "x1f") if cls.endswith("1D") else ("x2" if fmt == CL else "x2f")
+                add(f"{cls}-keepdims{keepdims}-{fmt}", cls, {"data_format": fmt, "keepdims": keepdims}, x)
+    for cls in ("GlobalMaxPooling1D", "GlobalAveragePooling1D"):  # behind a Masking layer
+        for keepdims in (False, True):
+            add(f"{cls}-masked-keepdims{keepdims}", cls, {"keepdims": keepdims}, "xm", implicit="masking")
+            add(f"{cls}-masked-cf-keepdims{keepdims}", cls, {"keepdims": keepdims, "data_format": CF}, "xmf",
+                implicit="masking_f")
+    add("GlobalAveragePooling1D-all-masked-row", "GlobalAveragePooling1D", {}, "xm0", implicit="masking")
+    add("ZeroPadding1D-1", "ZeroPadding1D", {"padding": 1}, "x1")
+    add("ZeroPadding1D-2-3", "ZeroPadding1D", {"padding": [2, 3]}, "x1")
+    add("ZeroPadding1D-cf", "ZeroPadding1D", {"padding": [1, 2], "data_format": CF}, "x1f", gens=("keras3",))
+    add("ZeroPadding2D-int", "ZeroPadding2D", {"padding": 1}, "x2")
+    add("ZeroPadding2D-pairs", "ZeroPadding2D", {"padding": [[0, 2], [3, 1]]}, "x2")
+    add("ZeroPadding2D-pairs-cf", "ZeroPadding2D", {"padding": [[1, 0], [2, 3]], "data_format": CF}, "x2f")
+    add("ZeroPadding2D-hw-cf", "ZeroPadding2D", {"padding": [2, 1], "data_format": CF}, "x2f")
+    add("Cropping1D-default", "Cropping1D", {}, "x1")
+    add("Cropping1D-3-0", "Cropping1D", {"cropping": [3, 0]}, "x1")
+    add("Cropping1D-0-2-masked", "Cropping1D", {"cropping": [0, 2]}, "xm", implicit="masking")
+    add("Cropping2D-pairs", "Cropping2D", {"cropping": [[1, 2], [0, 1]]}, "x2")
+    add("Cropping2D-int-cf", "Cropping2D", {"cropping": 1, "data_format": CF}, "x2f")
+    add("UpSampling1D-3", "UpSampling1D", {"size": 3}, "x1")
+    add("UpSampling1D-default-masked", "UpSampling1D", {}, "xm", implicit="masking")
+    add("Permute-21", "Permute", {"dims": [2, 1]}, "x1")
+    add("Permute-312", "Permute", {"dims": [3, 1, 2]}, "x2")
+    add("Permute-masked", "Permute", {"dims": [2, 1]}, "xm", implicit="masking")
+    add("ReLU-default", "ReLU", {}, "xa")
+    add("ReLU-max6", "ReLU", {"max_value": 6.0}, "xa3")
+    add("ReLU-max1.5", "ReLU", {"max_value": 1.5}, "xa")
+    add("ReLU-max0", "ReLU", {"max_value": 0.0}, "xa")
+    add("ReLU-slope", "ReLU", {"negative_slope": 0.1}, "xa")
+    add("ReLU-slope-max", "ReLU", {"negative_slope": 0.1, "max_value": 2.0}, "xa")
+    add("ReLU-threshold", "ReLU", {"threshold": 0.5}, "xa")
+    add("ReLU-threshold-max", "ReLU", {"threshold": 0.5, "max_value": 1.0}, "xa")
+    add("ReLU-all", "ReLU", {"max_value": 2.0, "negative_slope": 0.2, "threshold": 0.5}, "xa")
+    add("ReLU-slope-threshold", "ReLU", {"negative_slope": 0.3, "threshold": 1.0}, "xa")
+    add("ReLU-masked", "ReLU", {"threshold": 0.1}, "xm", implicit="masking")
+    add("LeakyReLU-default", "LeakyReLU", {}, "xa")
+    add("LeakyReLU-0.05", "LeakyReLU", {"negative_slope": 0.05}, "xa", gens=("keras3",))
+    add("LeakyReLU-alpha-0.05", "LeakyReLU", {"alpha": 0.05}, "xa")
+    add("LeakyReLU-masked", "LeakyReLU", {}, "xm", implicit="masking")
+    add("PReLU-full", "PReLU", {}, "xa")
+    add("PReLU-shared1", "PReLU", {"shared_axes": [1]}, "xa")
+    add("PReLU-shared12", "PReLU", {"shared_axes": [1, 2]}, "xa")
+    add("PReLU-conv-shared12", "PReLU", {"shared_axes": [1, 2]}, "x2")
+    add("PReLU-masked", "PReLU", {}, "xm", implicit="masking")
+    add("ELU-default", "ELU", {}, "xa")
+    add("ELU-0.4", "ELU", {"alpha": 0.4}, "xa")
+    add("ELU-masked", "ELU", {"alpha": 2.0}, "xm", implicit="masking")
+    add("ThresholdedReLU-default", "ThresholdedReLU", {}, "xa", gens=("tf_keras",))
+    add("ThresholdedReLU-0.5-masked", "ThresholdedReLU", {"theta": 0.5}, "xm", gens=("tf_keras",),
+        implicit="masking")
+    add("Softmax-default", "Softmax", {}, "xa")
+    add("Softmax-axis1", "Softmax", {"axis": 1}, "xa")
+    add("Softmax-axes12", "Softmax", {"axis": [1, 2]}, "xa")
+    add("Softmax-explicit-mask", "Softmax", {}, "xa", mask="sm_mask")  # one row masked whole
+    add("Softmax-broadcast-mask", "Softmax", {"axis": 1}, "xa", mask="sm_mask_b")
+    add("Softmax-axes12-mask", "Softmax", {"axis": [1, 2]}, "xa", mask="sm_mask")
+    add("Softmax-float-mask", "Softmax", {}, "xa", mask="sm_mask_f")
+    add("Softmax-robust-mask", "Softmax", {"robust_masking": True}, "xa", mask="sm_mask_f", gens=("tf_keras",))
+    add("Softmax-int-mask", "Softmax", {}, "xa", mask="sm_mask_i")
+    add("Softmax-soft-mask", "Softmax", {}, "xa", mask="sm_mask_soft")
+    add("Softmax-float64-mask", "Softmax", {"dtype": "float64"}, "xa", mask="sm_mask_i", gens=("tf_keras",))
+    add("Softmax-keras-mask", "Softmax", {}, "xs", implicit="xs_mask")  # one row masked whole
+    add("Dot-axes2", "Dot", {"axes": 2}, ["xd", "yd"])
+    add("Dot-axes-2-1", "Dot", {"axes": [2, 1]}, ["xd", "yd_t"])
+    add("Dot-axes1-normalize", "Dot", {"axes": 1, "normalize": True}, ["xd", "yd_5"])
+    add("Dot-vectors", "Dot", {"axes": -1}, ["v1", "v2"])
+    add("Dot-vectors-normalize", "Dot", {"axes": 1, "normalize": True}, ["v1", "v2"])
+    add("Dot-vector-seq", "Dot", {"axes": [1, 2]}, ["v1", "yd"])
+    add("Dot-seq-vector", "Dot", {"axes": [2, 1]}, ["xd", "v2"])
+    add("Dot-normalize-zero-row", "Dot", {"axes": 2, "normalize": True}, ["xd0", "yd"])
+    add("Dot-rank4", "Dot", {"axes": [3, 1], "normalize": True}, ["x4d", "y3d"])
+    # TimeDistributed of each family: the wrapped layer per step, the outer mask passed on
+    for cid, cls, config, x in (
+            ("Conv2D-same-s2-cf", "Conv2D", {"filters": 2, "kernel_size": 3, "strides": 2, "padding": "same",
+                                             "data_format": CF}, "xt2"),
+            ("SeparableConv1D-causal", "SeparableConv1D", {"filters": 2, "kernel_size": 3, "padding": "causal"},
+             "xt1"),
+            ("DepthwiseConv2D-same", "DepthwiseConv2D", {"kernel_size": 2, "padding": "same"}, "xt2"),
+            ("MaxPooling1D-same-s2", "MaxPooling1D", {"pool_size": 3, "strides": 2, "padding": "same"}, "xt1"),
+            ("AveragePooling2D-same-s2", "AveragePooling2D", {"pool_size": 3, "strides": 2, "padding": "same"},
+             "xt2"),
+            ("GlobalAveragePooling1D", "GlobalAveragePooling1D", {"keepdims": True}, "xt1"),
+            ("ZeroPadding1D", "ZeroPadding1D", {"padding": [1, 2]}, "xt1"),
+            ("Cropping2D", "Cropping2D", {"cropping": [[1, 0], [0, 2]]}, "xt2"),
+            ("UpSampling1D", "UpSampling1D", {"size": 2}, "xt1"),
+            ("Softmax-axis1", "Softmax", {"axis": 1}, "xt1"),
+            ("PReLU-shared1", "PReLU", {"shared_axes": [1]}, "xt1"),
+            ("ReLU-all", "ReLU", {"max_value": 2.0, "negative_slope": 0.2, "threshold": 0.5}, "xt1"),
+            ("Permute", "Permute", {"dims": [2, 1]}, "xt1")):
+        add(f"TimeDistributed-{cid}", "TimeDistributed", {"layer": {"class_name": cls, "config": config}}, x,
+            implicit="steps")
+    return out
+
+
+CASES = _cases()
+PARAMS = [pytest.param(case, gen, id=f"{gen}-{case['id']}") for case in CASES for gen in case["gens"]]
+
+
+def _kind(case: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The layer whose weights the case needs (TimeDistributed's wrapped one) and its config."""
+    if case["cls"] == "TimeDistributed":
+        return case["config"]["layer"]["class_name"], case["config"]["layer"]["config"]
+    return case["cls"], case["config"]
+
+
+def _weights(case: dict[str, Any]) -> list[np.ndarray]:
+    """Made-up weights of the shapes Keras gives the layer, drawn from the case's id."""
+    cls, cfg = _kind(case)
+    x = X[case["x"][0]]
+    if case["cls"] == "TimeDistributed":
+        x = x.reshape(-1, *x.shape[2:])
+    rng = np.random.default_rng(sum(map(ord, case["id"])))
+    rank = 2 if cls.endswith("2D") else 1
+    bias = cfg.get("use_bias", True)
+    fmt = cfg.get("data_format", CL)
+    cin = x.shape[-1] if fmt == CL else x.shape[-1 - rank]
+    k = cfg.get("kernel_size", 1)
+    kernel = tuple(k) if isinstance(k, list) else (k,) * rank
+    if cls in ("Conv1D", "Conv2D"):
+        f = cfg["filters"]
+        shapes = [(*kernel, cin // cfg.get("groups", 1), f)] + ([(f,)] if bias else [])
+    elif cls.startswith("Depthwise"):
+        m = cfg.get("depth_multiplier", 1)
+        shapes = [(*kernel, cin, m)] + ([(cin * m,)] if bias else [])
+    elif cls.startswith("Separable"):
+        m, f = cfg.get("depth_multiplier", 1), cfg["filters"]
+        shapes = [(*kernel, cin, m), (*(1,) * rank, cin * m, f)] + ([(f,)] if bias else [])
+    elif cls == "PReLU":
+        shape = list(x.shape[1:])
+        for a in cfg.get("shared_axes") or []:
+            shape[a - 1] = 1
+        shapes = [tuple(shape)]
+    else:
+        shapes = []
+    return [rng.uniform(-1.2 if cls == "PReLU" else -0.6, 0.6, s).astype(np.float32) for s in shapes]
+
+
+def _masks(case: dict[str, Any]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(the Keras mask arriving with the first input, the mask given as mask=)."""
+    implicit = case["implicit"]
+    x = X[case["x"][0]]
+    if implicit == "masking":
+        keras_mask = np.any(x != 0, axis=-1)
+    elif implicit == "masking_f":
+        keras_mask = np.any(x != 0, axis=1)
+    elif implicit == "steps":
+        keras_mask = np.arange(x.shape[1])[None, :] < np.arange(x.shape[1], x.shape[1] - x.shape[0], -1)[:, None]
+    elif implicit is not None:
+        keras_mask = X[implicit]
+    else:
+        keras_mask = None
+    return keras_mask, (X[case["mask"]] if case["mask"] else None)
+
+
+def _node(case: dict[str, Any]) -> LayerNode:
+    return LayerNode(name="probe", path="probe", class_name=case["cls"], config=case["config"], entry={})
+
+
+def _engine(case: dict[str, Any], major: int) -> tuple[np.ndarray, np.ndarray | None]:
+    keras_mask, given = _masks(case)
+    inputs = [Tensor(X[name], keras_mask if k == 0 else None) for k, name in enumerate(case["x"])]
+    kwargs = {"mask": Tensor(given)} if given is not None else {}
+    (y,) = LAYERS[case["cls"]].run(LayerCall(_node(case), inputs, _weights(case), Context(np.float32, None, major),
+                                             kwargs))[:1]
+    return np.asarray(y.value), y.mask
+
+
+def _close(got: np.ndarray, want: np.ndarray, what: str) -> float:
+    """max |got - want| / max(1, |want|), NaN where the engine has NaN (an all-masked mean) and only there."""
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, the engine's {want.shape}"
+    nan = np.isnan(want)
+    assert np.array_equal(np.isnan(got), nan), what
+    if nan.all():
+        return 0.0
+    error = float(np.max(np.abs(got[~nan] - want[~nan]) / np.maximum(1.0, np.abs(want[~nan]))))
+    assert error <= 1e-5, f"{what}: max relative error {error:.2e}"
+    return error
+
+
+def _kind_of(a: np.ndarray) -> str:
+    return {"b": "bool", "i": "int", "u": "int"}.get(a.dtype.kind, "float")
+
+
+# ---------------------------------------------------------------- ONNX
+
+
+def _onnx(cases: list[tuple[dict[str, Any], int]], opset: int) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Every (case, Keras major) emitted into one graph at `opset` and run once by onnxruntime: per case, its
+    output and its output mask (None when the emitter gives none)."""
+    from onnx import helper
+
+    g = onnx_graph.Graph(opset)
+    inputs, feeds, outputs, layout = [], {}, [], []
+
+    def graph_input(a: np.ndarray) -> str:
+        name = g.names.fresh("input")
+        kind = _kind_of(a)
+        inputs.append(onnx_graph.value_info(name, kind, a.ndim, [None] * a.ndim))  # no size known before run time
+        feeds[name] = a.astype({"bool": np.bool_, "int": np.int64, "float": np.float32}[kind])
+        return name
+
+    for case, major in cases:
+        keras_mask, given = _masks(case)
+        syms = [onnx_graph.Sym(graph_input(X[n]), X[n].ndim) for n in case["x"]]
+        if keras_mask is not None:
+            syms[0].mask = graph_input(keras_mask)
+        kwargs = {}
+        if given is not None:
+            kwargs["mask"] = onnx_graph.Sym(graph_input(given), given.ndim, kind=_kind_of(given))
+        ctx = Context(np.float32, None, major)
+        (y,) = ONNX_LAYERS[case["cls"]](OnnxCall(g, _node(case), syms, _weights(case), ctx, kwargs))[:1]
+        want, want_mask = _engine(case, major)
+        assert y.rank == want.ndim
+        names = [(y.name, "float", y.rank)] + ([(y.mask, "bool", np.ndim(want_mask))] if y.mask is not None else [])
+        for name, kind, rank in names:
+            final = g.names.fresh("output")
+            g.nodes.append(helper.make_node("Identity", [name], [final]))
+            outputs.append(onnx_graph.value_info(final, kind, rank))
+        layout.append(len(names))
+    graph = helper.make_graph(g.nodes, "layers", inputs, outputs, initializer=g.initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    from lstm_inspect.port.to_onnx import _max_ir
+
+    model.ir_version = min(model.ir_version, _max_ir(opset))
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = iter(session.run(None, feeds))
+    return [(next(got), next(got) if n == 2 else None) for n in layout]
+
+
+# ---------------------------------------------------------------- PyTorch
+
+
+class _Weights:
+    """The checkpoint's one method the emitters read."""
+
+    def __init__(self, arrays: list[np.ndarray]) -> None:
+        self.arrays = arrays
+
+    def read_layer(self, path: str) -> list[np.ndarray]:
+        return self.arrays
+
+
+def _torch(case: dict[str, Any], major: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """The case's layer written as model.py would hold it, run by torch: (output, output mask, the code)."""
+    w = torch_code.Writer("probe.keras", "keras3" if major >= 3 else "keras2")
+    keras_mask, given = _masks(case)
+    params, args = [], []
+
+    def param(hint: str, a: np.ndarray) -> str:
+        params.append(w.name(hint))
+        args.append(torch.as_tensor(a))
+        return params[-1]
+
+    syms = [torch_code.Sym(param("x", X[n]), _kind_of(X[n]), None, X[n].shape) for n in case["x"]]
+    if keras_mask is not None:
+        syms[0].mask = param("mask", keras_mask)
+    kwargs = {}
+    if given is not None:
+        kwargs["mask"] = torch_code.Sym(param("given_mask", given), _kind_of(given), None, given.shape)
+    e = torch_code.LayerEmit(_node(case), syms, Call(list(syms), kwargs), w, _Weights(_weights(case)), major, None,
+                             case["cls"], "probe")
+    (y,) = EMITTERS[case["cls"]](e)[:1]
+    imports, helpers = w.helper_code()
+    returns = f"{y.name}, {y.mask}" if y.mask is not None else f"{y.name}, None"
+    code = "\n".join(["import torch", "import torch.nn.functional as F", "from torch import nn", *imports, "",
+                      *helpers, "", "class Model(nn.Module):", "    def __init__(self):", "        super().__init__()",
+                      *(f"        {line}" for line in w.init), f"    def forward(self, {', '.join(params)}):",
+                      *(f"        {line}" for line in w.body), f"        return {returns}", ""])
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "model.py", "exec"), namespace)
+    model = namespace["Model"]()
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in w.weights.items()})
+    with torch.no_grad():
+        out, mask = model.eval()(*args)
+    return out.numpy(), (None if mask is None else mask.numpy()), code
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> object:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- the tests
+
+
+@pytest.mark.parametrize("case,gen", PARAMS)
+def test_both_exports_compute_what_the_engine_computes(case: dict[str, Any], gen: str) -> None:
+    major = GENS[gen]
+    want, want_mask = _engine(case, major)
+    (got, got_mask), = _onnx([(case, major)], onnx_graph.DEFAULT_OPSET)
+    _close(got, want, "onnx")
+    t_got, t_mask, _ = _torch(case, major)
+    _close(t_got, want, "pytorch")
+    for mask in (got_mask, t_mask):  # the mask passed on: exactly where the engine passes one
+        assert (mask is None) == (want_mask is None)
+        if mask is not None:
+            assert np.array_equal(mask, np.broadcast_to(want_mask, mask.shape))
+
+
+NEWEST = onnx.defs.onnx_opset_version()
+
+
+@pytest.mark.parametrize("opset", sorted({14, 17, 18, NEWEST}))
+def test_every_case_at_each_opset(opset: int) -> None:
+    """All cases in one graph per opset (reductions take axes as an input from 18, Pad and pools changed forms)."""
+    pairs = [(case, GENS[gen]) for case in CASES for gen in case["gens"]]
+    for (case, major), (got, _) in zip(pairs, _onnx(pairs, opset)):
+        _close(got, _engine(case, major)[0], f"opset {opset} {case['id']}")
+
+
+def test_every_kind_the_engine_runs_has_both_forms() -> None:
+    assert set(LAYERS) <= set(ONNX_LAYERS), sorted(set(LAYERS) - set(ONNX_LAYERS))
+    assert set(LAYERS) <= set(EMITTERS), sorted(set(LAYERS) - set(EMITTERS))
+    tested = {_kind(case)[0] for case in CASES}
+    new = {k for k, v in LAYERS.items() if v.run.__module__.split(".")[-1] in ("conv", "pooling", "activation_layers")}
+    assert new | {"Dot", "Permute"} <= tested, sorted(new - tested)
+
+
+def test_generated_code_reads_like_pytorch() -> None:
+    """nn.Conv modules with the Keras kernel in PyTorch's layout, padding in the module when symmetric, F.pad when
+    not, TensorFlow's same padding computed in forward() when it depends on the length."""
+    def code(cid: str) -> str:
+        return _torch(next(c for c in CASES if c["id"] == cid), 3)[2]
+
+    assert "nn.Conv1d(4, 6, 3, padding=1)" in code("Conv1D-same-s1-d1-channels_last")
+    assert "F.pad(" in code("Conv1D-causal-s1-d2-channels_first") and ".movedim(" not in \
+        code("Conv1D-causal-s1-d2-channels_first")
+    assert "same_pad(" in code("Conv1D-same-s2-d1-channels_last")
+    separable = code("SeparableConv2D-same-cf")
+    assert "nn.Conv2d(4, 4, (3, 3), padding=(1, 1), groups=4, bias=False)" in separable
+    assert "nn.Conv2d(4, 2, 1)" in separable and "movedim" not in separable
+    assert "nn.AvgPool1d(3, stride=1, padding=1, count_include_pad=False)" in code(
+        "AveragePooling1D-p3-s1-same-channels_last")
+    assert "avg_pool_same(" in code("AveragePooling1D-p2-s3-same-channels_last")
+    assert 'F.pad(x, (0, 1, 0, 1), value=float("-inf"))' in code("MaxPooling2D-p22-s(1, 1)-same-channels_first")
+    assert "F.pad(x, (0, 0, 3, 1, 0, 2))" in code("ZeroPadding2D-pairs")
+    assert "x[:, :, 1:-1, 1:-1]" in code("Cropping2D-int-cf")
+
+
+def test_weights_are_stored_in_pytorchs_layout() -> None:
+    case = next(c for c in CASES if c["id"] == "DepthwiseConv1D-valid-dm2-channels_last")
+    w = torch_code.Writer("probe.keras", "keras3")
+    e = torch_code.LayerEmit(_node(case), [torch_code.Sym("x", shape=X["x1"].shape)], Call(), w,
+                             _Weights(_weights(case)), 3, None, case["cls"], "probe")
+    EMITTERS[case["cls"]](e)
+    kernel = _weights(case)[0]  # (k, C, M)
+    stored = w.weights[f"{w.attrs['probe']}.weight"]  # (C·M, 1, k): output c·M + m
+    assert stored.shape == (8, 1, 3)
+    np.testing.assert_array_equal(stored[1 * 2 + 1, 0], kernel[:, 1, 1])
+
+
+@pytest.mark.parametrize("cls,config,problem", [
+    ("Conv1D", {"filters": 2, "kernel_size": 3, "strides": 2, "dilation_rate": 2}, "strides"),
+    ("Conv2D", {"filters": 2, "kernel_size": 1, "padding": "causal"}, "padding"),
+    ("MaxPooling1D", {"pool_length": 3, "stride": None, "border_mode": "valid"}, "Keras 1"),
+    ("Permute", {"dims": [1, 1]}, "dims"),
+])
+def test_refusals_name_the_layer_in_one_line(cls: str, config: dict[str, Any], problem: str) -> None:
+    node = LayerNode(name="probe", path="probe", class_name=cls, config=config, entry={})
+    x = X["x2"] if cls == "Conv2D" else X["x1"]
+    weights = [np.ones((1, 1, 4, 2), np.float32)] if cls == "Conv2D" else [np.ones((3, 4, 2), np.float32)] * (
+        cls == "Conv1D")
+    g = onnx_graph.Graph(17)
+    with pytest.raises(InspectError) as err:
+        ONNX_LAYERS[cls](OnnxCall(g, node, [onnx_graph.Sym("x", x.ndim)], weights, Context(np.float32, None, 3)))
+    assert problem in str(err.value) and f"({cls})" in str(err.value) and "\n" not in str(err.value)
+    w = torch_code.Writer("probe.keras", "keras3")
+    e = torch_code.LayerEmit(node, [torch_code.Sym("x", shape=x.shape)], Call(), w, _Weights(weights), 3, None, cls,
+                             "probe")
+    with pytest.raises(InspectError) as err:
+        EMITTERS[cls](e)
+    assert problem in str(err.value) and f"({cls})" in str(err.value) and "\n" not in str(err.value)
