@@ -31,8 +31,6 @@ pytest.importorskip("safetensors", reason="safetensors is not installed: pip ins
 
 from lstm_inspect.port.to_torch import build, load, run  # noqa: E402
 
-NOT_YET = "has no PyTorch form in lstm-inspect yet"
-
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread() -> object:
