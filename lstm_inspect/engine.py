@@ -90,13 +90,17 @@ def run_sequence(
     projection = np.empty((batch * chunk, width), dtype=dtype)
     # h written straight into the output sequence when nothing masks it (no copy per step)
     direct = mask is None and return_sequences
-    step_threads = threads.step_threads(batch, units, width)
+    # BLAS threads per product, from the product's size and whether other processes hold cores now
+    free = threads.free_cores()
+    step_threads = threads.step_threads(batch, units, width, free)
+    projection_threads = threads.projection_threads(batch * chunk, input_dim, width, free)
     for t0 in range(0, steps, chunk):
         progress.advance("time steps", t0, steps)
         t1 = min(steps, t0 + chunk)
-        # x_t · kernel + bias for the steps t0..t1 in one matrix product (every core: the BLAS default)
+        # x_t · kernel + bias for the steps t0..t1 in one matrix product
         rows = projection[: batch * (t1 - t0)]
-        np.matmul(x[:, t0:t1].reshape(-1, input_dim), step.kernel, out=rows)
+        with threads.limited(projection_threads):
+            np.matmul(x[:, t0:t1].reshape(-1, input_dim), step.kernel, out=rows)
         if step.input_bias is not None:
             rows += step.input_bias
         x_proj = rows.reshape(batch, t1 - t0, width)

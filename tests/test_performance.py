@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,11 +16,32 @@ from lstm_inspect.stats import top_singular_value
 from conftest import SAMPLES, run_cli
 
 
-def test_small_step_products_run_on_one_thread_large_ones_on_the_blas_default() -> None:
-    assert threads.step_threads(1, 64, 256) == 1
-    assert threads.step_threads(4, 512, 2048) == 1  # collapsed on two threads beside a busy neighbour
-    assert threads.step_threads(32, 256, 1024) == 1
-    assert threads.step_threads(64, 1024, 4096) is None
+def test_small_products_run_on_one_thread_large_ones_on_the_free_cores() -> None:
+    assert threads.step_threads(1, 64, 256, free=2) == 1
+    assert threads.step_threads(4, 512, 2048, free=2) == 1  # collapsed on two threads beside a busy neighbour
+    assert threads.step_threads(32, 256, 1024, free=2) == 1
+    assert threads.step_threads(64, 1024, 4096, free=2) is None
+    assert threads.step_threads(64, 1024, 4096, free=1) == 1  # another process holds the other core
+    assert threads.projection_threads(200, 32, 256, free=2) == 1
+    assert threads.projection_threads(3200, 512, 4096, free=threads._cores()) is None
+    assert threads.projection_threads(3200, 512, 4096, free=1) == 1
+
+
+def test_a_busy_neighbour_is_seen() -> None:
+    """A process spinning on a core shows among the runnable tasks of other processes."""
+    import subprocess
+    import sys
+    import time
+
+    if not Path("/proc/loadavg").exists():
+        pytest.skip("no /proc/loadavg: the engine skips this check on this system")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert max(threads.others_running() for _ in range(20)) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_forward_limits_blas_only_inside_its_own_loop(monkeypatch: pytest.MonkeyPatch) -> None:
