@@ -108,12 +108,13 @@ def run_direction(
         x = x[:, ::-1]
         mask = None if mask is None else mask[:, ::-1]
     step = d.cell.step(w, s, dtype, x.shape[0], d.hard_sigmoid, v.step)
+    units, width = w.units, w.kernel.shape[1]
+    del w, weights  # the step holds its own copy: the stored arrays need not stay in memory while it runs
     widths = None
     if trace:
-        widths = {q: (w.kernel.shape[1] if q == "z" and d.cell.kind == "LSTM" else w.units)
-                  for q in d.cell.trace_quantities}
+        widths = {q: (width if q == "z" and d.cell.kind == "LSTM" else units) for q in d.cell.trace_quantities}
     return run_sequence(
-        step, x, units=w.units, trace_widths=widths, mask=None if v.ignore_mask else mask,
+        step, x, units=units, trace_widths=widths, mask=None if v.ignore_mask else mask,
         go_backwards=s.go_backwards and not v.ignore_go_backwards,
         zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None else v.zero_output_for_mask,
         initial_state=None if v.zero_initial_state else initial_state, dtype=dtype, return_sequences=sequences,

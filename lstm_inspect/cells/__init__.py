@@ -325,12 +325,17 @@ class Cell:
         blocks = dict(zip(self.gates, split_gates(a, self.n_gates, axis)))
         return np.concatenate([blocks[g] for g in order], axis=axis)
 
+    def reordered_T(self, a: np.ndarray, order: tuple[str, ...]) -> np.ndarray:
+        """A fused (rows, G·N_c) array's gate blocks in `order`, transposed to (G·N_c, rows): one copy."""
+        blocks = dict(zip(self.gates, split_gates(a, self.n_gates)))
+        return np.concatenate([blocks[g].T for g in order], axis=0)
+
     def torch_arrays(self, w: CellWeights) -> dict[str, np.ndarray]:
         """weight_ih, weight_hh, bias_ih, bias_hh of one direction (no layer suffix), PyTorch's gate order."""
         b_in, b_rec = self.bias_pair(w)
         return {
-            "weight_ih": np.ascontiguousarray(self.reorder(w.kernel, self.torch_order).T),
-            "weight_hh": np.ascontiguousarray(self.reorder(w.recurrent_kernel, self.torch_order).T),
+            "weight_ih": self.reordered_T(w.kernel, self.torch_order),
+            "weight_hh": self.reordered_T(w.recurrent_kernel, self.torch_order),
             "bias_ih": self.reorder(b_in, self.torch_order),
             "bias_hh": self.reorder(b_rec, self.torch_order),
         }
@@ -339,8 +344,8 @@ class Cell:
         """W (G·H, I), R (G·H, H), B (2·G·H) of one direction, ONNX's gate order."""
         b_in, b_rec = self.bias_pair(w)
         return {
-            "W": np.ascontiguousarray(self.reorder(w.kernel, self.onnx_order).T),
-            "R": np.ascontiguousarray(self.reorder(w.recurrent_kernel, self.onnx_order).T),
+            "W": self.reordered_T(w.kernel, self.onnx_order),
+            "R": self.reordered_T(w.recurrent_kernel, self.onnx_order),
             "B": np.concatenate([self.reorder(b_in, self.onnx_order), self.reorder(b_rec, self.onnx_order)]),
         }
 

@@ -228,8 +228,13 @@ class _LSTMStep:
         scale = np.ones(4 * u, dtype=dtype)
         if self.fused:
             scale[: 3 * u] = 0.5  # the σ blocks i, f, o (internal order)
-        order = lambda a: np.ascontiguousarray(  # noqa: E731
-            np.concatenate([split_gates(a, 4)[k] for k in _INTERNAL], axis=-1) * scale, dtype=dtype)
+        def order(a: np.ndarray) -> np.ndarray:  # one copy of the weights, scaled in place
+            out = np.ascontiguousarray(np.concatenate([split_gates(a, 4)[k] for k in _INTERNAL], axis=-1),
+                                       dtype=dtype)
+            if self.fused:
+                out *= scale
+            return out
+
         self.kernel = order(w.kernel)
         self.recurrent_kernel = order(w.recurrent_kernel)
         self.input_bias = order(w.bias) if w.bias is not None else None
