@@ -30,8 +30,9 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/lstm-inspect show $(SAMPLE)
 
+# Two workers: CI has two cores, and the suite runs in half the time (each worker starts its own Keras).
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 samples: install
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python sample_models/generate.py

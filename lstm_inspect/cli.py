@@ -361,7 +361,7 @@ def _legend(ckpt: Checkpoint) -> list[str]:
 
 def render_show(ckpt: Checkpoint, console: Console) -> None:
     version = ckpt.keras_version or "not recorded"
-    console.print(lit(ckpt.file, "bold"))
+    console.print(lit(ckpt.file, "bold"), soft_wrap=True)  # a path is copied whole: never broken
     console.print(lit(f"format: {FORMAT_LABELS.get(ckpt.format, ckpt.format)} ({ckpt.format})"))
     console.print(lit(f"keras_version: {version}"))
     if ckpt.model_layers:

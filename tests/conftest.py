@@ -119,9 +119,27 @@ def _has_no_weights(path: Path) -> bool:
                    for g in root.values() if isinstance(g, h5py.Group))
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """How many hostile cases the fuzz suite ran per command (tests/test_fuzz.py)."""
+_FUZZ_TOTALS: dict[str, int] = {}  # hostile cases per command, gathered from pytest-xdist's workers
+
+
+def pytest_sessionfinish(session: Any) -> None:
+    """On a pytest-xdist worker: hand the fuzz counts to the controller."""
     fuzz = sys.modules.get("test_fuzz")
-    if fuzz is not None and getattr(fuzz, "CASES", None):
-        counts = ", ".join(f"{cmd} {n}" for cmd, n in sorted(fuzz.CASES.items()))
-        terminalreporter.write_line(f"fuzz: hostile cases per command: {counts}; total {sum(fuzz.CASES.values())}")
+    if hasattr(session.config, "workeroutput") and fuzz is not None and getattr(fuzz, "CASES", None):
+        session.config.workeroutput["fuzz_cases"] = json.dumps(dict(fuzz.CASES))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """On the pytest-xdist controller: add up the workers' fuzz counts."""
+    for cmd, n in json.loads(getattr(node, "workeroutput", {}).get("fuzz_cases", "{}")).items():
+        _FUZZ_TOTALS[cmd] = _FUZZ_TOTALS.get(cmd, 0) + n
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """How many hostile cases the fuzz suite ran per command (tests/test_fuzz.py), over every worker."""
+    fuzz = sys.modules.get("test_fuzz")
+    counts = dict(_FUZZ_TOTALS) or (dict(fuzz.CASES) if fuzz is not None and getattr(fuzz, "CASES", None) else {})
+    if counts:
+        text = ", ".join(f"{cmd} {n}" for cmd, n in sorted(counts.items()))
+        terminalreporter.write_line(f"fuzz: hostile cases per command: {text}; total {sum(counts.values())}")
