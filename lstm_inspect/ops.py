@@ -15,10 +15,15 @@ Three dialects record the ops a user wrote on Keras tensors (`tf.cast(x)`, `x * 
 
 Every op is looked up in a whitelist and run from the config alone: nothing is imported or
 evaluated, and an op outside the list is named in one line.
+
+The exporters (`lstm_inspect/port/onnx_ops.py`, `torch_ops.py`) bind a node's arguments with the same
+rules (`keras3_options`, `tf_function_arguments`, `node_def_inputs`) and know each operation by one
+name whatever its dialect (`canonical_op`, from the `CANONICAL_*` tables here).
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -115,14 +120,20 @@ KERAS3_OPS: dict[str, Op] = {
 }
 
 
+def keras3_options(op: Op, config: dict[str, Any], kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """A Keras 3 op node's keyword arguments: its keywords from the config, then the call's; and the names among
+    them the op does not take (sorted), which the engine refuses."""
+    options = {k: v for k, v in config.items() if k in op.keywords}
+    options.update(kwargs)
+    return options, sorted(set(options) - set(op.keywords))
+
+
 def run_keras3_op(class_name: str, config: dict[str, Any], args: list[Any], kwargs: dict[str, Any]) -> np.ndarray:
     """One Keras 3 op node: its positional tensors `args`, keyword arguments from its config and call."""
     op = KERAS3_OPS.get(class_name)
     if op is None:
         raise OpError(f"the op {class_name} is not one the NumPy engine runs")
-    options = {k: v for k, v in config.items() if k in op.keywords}
-    options.update(kwargs)
-    unknown = sorted(set(options) - set(op.keywords))
+    options, unknown = keras3_options(op, config, kwargs)
     if unknown:
         raise OpError(f"the op {class_name} does not take {', '.join(unknown)}")
     try:
@@ -452,6 +463,45 @@ TF_RAW_OPS: dict[str, tuple[RawOp, tuple[str, ...]]] = {
 TF_RAW_OPS["BatchMatMul"] = TF_RAW_OPS["BatchMatMulV2"]
 
 
+# One name per operation, whatever the dialect calls it (`canonical_op`): the exporters write each operation once
+# (ONNX: one emitter per name; PyTorch: its operator tables). Every name on the left is one the engine runs.
+CANONICAL_KERAS3 = {
+    "NotEqual": "not_equal", "Equal": "equal", "Greater": "greater", "Less": "less", "GreaterEqual": "greater_equal",
+    "LessEqual": "less_equal", "LogicalOr": "or", "LogicalAnd": "and", "LogicalNot": "not", "Any": "any",
+    "All": "all", "ExpandDims": "expand_dims", "Squeeze": "squeeze", "ZerosLike": "zeros_like",
+    "OnesLike": "ones_like", "Concatenate": "concat", "Cast": "cast", "Add": "add", "Subtract": "sub",
+    "Multiply": "mul", "Divide": "div", "Negative": "neg", "Tanh": "tanh", "Exp": "exp", "Abs": "abs",
+    "Sqrt": "sqrt", "Square": "square", "ConvertToTensor": "convert"}
+CANONICAL_TF_FUNCTIONS = {
+    "cast": "cast", "signal.fft": "fft", "signal.ifft": "ifft", "math.real": "real", "math.imag": "imag",
+    "math.abs": "abs", "__operators__.add": "add", "math.add": "add", "math.subtract": "sub",
+    "math.multiply": "mul", "math.truediv": "div", "math.divide": "div", "math.maximum": "max",
+    "math.minimum": "min", "math.negative": "neg", "math.exp": "exp", "math.log": "log", "math.sqrt": "sqrt",
+    "math.square": "square", "math.tanh": "tanh", "math.sigmoid": "sigmoid", "nn.relu": "relu",
+    "nn.softmax": "softmax", "reshape": "reshape", "expand_dims": "expand_dims", "squeeze": "squeeze",
+    "compat.v1.squeeze": "squeeze", "transpose": "transpose", "compat.v1.transpose": "transpose",
+    "concat": "concat", "slice": "slice", "__operators__.getitem": "getitem", "math.reduce_mean": "mean",
+    "math.reduce_sum": "sum", "math.reduce_max": "max_over", "linalg.matmul": "matmul"}
+CANONICAL_TF_RAW = {
+    "Cast": "cast", "FFT": "fft", "IFFT": "ifft", "Real": "real", "Imag": "imag", "ComplexAbs": "abs",
+    "Abs": "abs", "AddV2": "add", "Add": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "div", "Maximum": "max",
+    "Minimum": "min", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Square": "square",
+    "Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu", "Reshape": "reshape", "ExpandDims": "expand_dims",
+    "Squeeze": "squeeze", "Transpose": "transpose", "ConcatV2": "concat", "Slice": "slice",
+    "StridedSlice": "strided_slice", "Mean": "mean", "Sum": "sum", "Max": "max_over", "MatMul": "matmul",
+    "BatchMatMulV2": "matmul", "BatchMatMul": "matmul"}
+
+
+def canonical_op(node: Any) -> str | None:
+    """The operation an op node runs, by its one name (`CANONICAL_*`), or None when it has none."""
+    name = op_name(node)
+    if node.class_name in ("TFOpLambda", "SlicingOpLambda"):
+        return CANONICAL_TF_FUNCTIONS.get(name)
+    if node.class_name == "TensorFlowOpLayer":
+        return CANONICAL_TF_RAW.get(name)
+    return CANONICAL_KERAS3.get(name)
+
+
 def op_name(node: Any) -> str:
     """The op a graph node runs, as its dialect names it."""
     if node.class_name in ("TFOpLambda", "SlicingOpLambda"):
@@ -483,7 +533,7 @@ def run_op_layer(node: Any, args: list[Any], kwargs: dict[str, Any]) -> np.ndarr
         raise OpError(problem)
     if node.class_name in ("TFOpLambda", "SlicingOpLambda"):
         fn = TF_FUNCTIONS[op_name(node)]
-        options = {k: v for k, v in kwargs.items() if k != "name"}
+        options = tf_call_options(kwargs)
         try:
             return np.asarray(fn(*args, **options))
         except TypeError as exc:
@@ -495,20 +545,39 @@ def run_op_layer(node: Any, args: list[Any], kwargs: dict[str, Any]) -> np.ndarr
     return run_keras3_op(node.class_name, node.config, args, kwargs)
 
 
-def _run_node_def(node: Any, args: list[Any]) -> np.ndarray:
+def tf_call_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A TFOpLambda call's keyword arguments for the TensorFlow function: all but the layer's `name`."""
+    return {k: v for k, v in kwargs.items() if k != "name"}
+
+
+def tf_function_arguments(name: str, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A TFOpLambda's arguments bound to the parameters of the engine's function (TensorFlow's names), defaults
+    filled in, as the engine's call binds them."""
+    try:
+        bound = inspect.signature(TF_FUNCTIONS[name]).bind(*args, **tf_call_options(kwargs))
+    except TypeError as exc:
+        raise OpError(f"{name} got arguments it does not take ({str(exc)[:120]})") from None
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def node_def_inputs(node: Any, tensors: list[Any], constant: Callable[[Any], Any] = np.asarray
+                    ) -> tuple[list[Any], dict[str, Any]]:
+    """A TensorFlowOpLayer's inputs in its NodeDef's order: `constant(value)` where its config's `constants` holds
+    that index, the call's `tensors` in turn elsewhere (at most 64 inputs); and the NodeDef's attributes."""
     node_def = node.config.get("node_def")
     constants = node.config.get("constants") or {}
     if not isinstance(node_def, dict) or not isinstance(constants, dict):
         raise OpError("its node_def or constants are not objects")
     names = node_def.get("input") or []
-    tensors = list(_flat(args))
+    tensors = list(tensors)
     count = len(names) if isinstance(names, list) and names else len(tensors) + len(constants)
     if count > 64:
         raise OpError(f"the op takes {count} inputs")
     inputs: list[Any] = []
     for index in range(count):
         if str(index) in constants:
-            inputs.append(np.asarray(constants[str(index)]))
+            inputs.append(constant(constants[str(index)]))
         elif tensors:
             inputs.append(tensors.pop(0))
         else:
@@ -516,6 +585,11 @@ def _run_node_def(node: Any, args: list[Any]) -> np.ndarray:
     attrs = node_def.get("attr") or {}
     if not isinstance(attrs, dict):
         raise OpError("its attributes are not an object")
+    return inputs, attrs
+
+
+def _run_node_def(node: Any, args: list[Any]) -> np.ndarray:
+    inputs, attrs = node_def_inputs(node, flat(args))
     fn, _ = TF_RAW_OPS[op_name(node)]
     try:
         return np.asarray(fn(inputs, attrs))
@@ -525,7 +599,8 @@ def _run_node_def(node: Any, args: list[Any]) -> np.ndarray:
         raise OpError(f"{op_name(node)} cannot run on these inputs ({str(exc)[:120]})") from None
 
 
-def _flat(obj: Any) -> list[Any]:
+def flat(obj: Any) -> list[Any]:
+    """A call's arguments flattened: nested lists of tensors as one list, in order."""
     if isinstance(obj, list):
-        return [t for v in obj for t in _flat(v)]
+        return [t for v in obj for t in flat(v)]
     return [obj]

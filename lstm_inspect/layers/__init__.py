@@ -12,13 +12,19 @@ normalization, the merges and Dot, identities at inference), `conv` (convolution
 upsampling), `pooling`, `activation_layers` (ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU),
 `attention` (Attention, AdditiveAttention, MultiHeadAttention). The exporters' forms of each kind
 live in `lstm_inspect.port` (onnx_*, torch_*), one module per family too.
+
+Each family module also holds the decisions its exporters share with the engine (reading a layer's
+config with its defaults and Keras 1/2/3 key names, which rule a Keras release follows, padding
+amounts): one function or frozen dataclass each, called by the engine function and by both emitters.
+They take the call as a `Site` (the engine's `LayerCall`, the ONNX export's `OnnxCall`, the PyTorch
+export's `LayerEmit`), so each refusal keeps the wording of the target that raises it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -91,6 +97,32 @@ class LayerCall:
         shape = self.inputs[0].value.shape if self.inputs else "?"
         return InspectError(f"layer {self.node.path} ({self.node.class_name}) cannot run on its input of shape "
                             f"{shape}: {problem}")
+
+    def refuse(self, detail: str, plain: str | None = None) -> InspectError:
+        """A refusal a shared decision raises: `detail` names the file's values; `plain` is the PyTorch export's
+        wording of it (`LayerEmit.refuse`), unused here."""
+        return self.fail(detail)
+
+
+class Site(Protocol):
+    """What the shared decisions of the layer modules read of a call, whichever target makes it: the engine's
+    `LayerCall`, the ONNX export's `OnnxCall` or the PyTorch export's `LayerEmit`."""
+
+    node: Any  # LayerNode
+    inputs: list[Any]  # positional tensors: the engine's Tensor, or an exporter's Sym
+
+    @property
+    def config(self) -> dict[str, Any]: ...
+
+    @property
+    def kwargs(self) -> dict[str, Any]: ...
+
+    @property
+    def ctx(self) -> Context: ...
+
+    def fail(self, problem: str) -> InspectError: ...
+
+    def refuse(self, detail: str, plain: str | None = None) -> InspectError: ...
 
 
 LayerFn = Callable[[LayerCall], list[Tensor]]

@@ -21,28 +21,107 @@ generations differ:
 - ThresholdedReLU (x where x > theta, else 0) exists in Keras 2 only; Keras 3 removed it.
 - ReLU: f(x) = max_value (clipped) for x ≥ max_value, x for threshold < x, negative_slope·(x - threshold)
   otherwise; the same in both (Keras 3's relu is tf_keras's backend.relu ported).
+
+The settings (`relu_settings`, `leaky_relu_slope`, `elu_alpha`, `thresholded_relu_theta`, `prelu_alpha_shape`,
+`softmax_axes`, `softmax_mask_rule`, `softmax_own_dtype`) are read and checked here once, for the engine and
+for both exporters (`lstm_inspect/port/onnx_more.py`, `torch_layers.py`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from lstm_inspect.layers import LayerCall, Tensor, layer, same_dims
+from lstm_inspect.layers import LayerCall, Site, Tensor, layer, same_dims
+
+# ---------------------------------------------------------------- the settings (shared with the exporters)
 
 
-def _number(c: LayerCall, key: str, default: float | None, *aliases: str, minimum: float | None = None
-            ) -> float | None:
+def config_number(c: Site, key: str, default: float | None, *aliases: str, minimum: float | None = None
+                  ) -> float | None:
+    """A number of the layer's config (`key`, else the first of `aliases` present, else `default`), checked."""
     cfg = c.config
     value = next((cfg[k] for k in (key, *aliases) if k in cfg), default)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise c.fail(f"{key} is {value!r}, not a number")
+        raise c.refuse(f"{key} is {value!r}, not a number", f"its {key} is not a number")
     if minimum is not None and value < minimum:
-        raise c.fail(f"{key} is {value!r}; Keras refuses values below {minimum}")
+        raise c.refuse(f"{key} is {value!r}; Keras refuses values below {minimum}",
+                       f"its {key} is below {minimum}, which Keras refuses")
     return float(value)
+
+
+@dataclass(frozen=True)
+class ReluSettings:
+    """ReLU's three settings (relu's max_value, negative_slope, threshold), read in this order."""
+
+    max_value: float | None
+    negative_slope: float
+    threshold: float
+
+
+def relu_settings(c: Site) -> ReluSettings:
+    max_value = config_number(c, "max_value", None, minimum=0.0)
+    slope = config_number(c, "negative_slope", 0.0, minimum=0.0) or 0.0
+    threshold = config_number(c, "threshold", 0.0, minimum=0.0) or 0.0
+    return ReluSettings(max_value, slope, threshold)
+
+
+def leaky_relu_slope(c: Site) -> float | None:
+    """Keras 3's negative_slope or tf_keras's alpha; 0.3, the layer's default in both generations."""
+    return config_number(c, "negative_slope", 0.3, "alpha")
+
+
+def elu_alpha(c: Site) -> float | None:
+    return config_number(c, "alpha", 1.0)
+
+
+def thresholded_relu_theta(c: Site) -> float | None:
+    return config_number(c, "theta", 1.0, minimum=0.0)
+
+
+def prelu_alpha_shape(c: Site, shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
+    """PReLU's alpha: the input's `shape` after the batch axis, the shared_axes of size 1."""
+    shared = c.config.get("shared_axes")
+    sizes = list(shape)
+    for a in [] if shared is None else (shared if isinstance(shared, list) else [shared]):
+        if not isinstance(a, int) or isinstance(a, bool) or not 1 <= a <= len(sizes):
+            raise c.refuse(f"shared_axes {shared!r} do not fit an input of rank {len(sizes) + 1}",
+                           "its shared_axes do not fit its input")
+        sizes[a - 1] = 1
+    return tuple(sizes)
+
+
+def softmax_axes(c: Site, rank: int | None) -> tuple[int, ...]:
+    """Softmax's axis (one or a list), checked against the input's rank when it is known."""
+    axis = c.config.get("axis", -1)
+    axes = axis if isinstance(axis, list) else [axis]
+    if not axes or not all(isinstance(a, int) and not isinstance(a, bool) for a in axes):
+        raise c.refuse(f"axis {axis!r} does not fit an input of rank {rank}",
+                       "its axis is not an axis or a list of axes")
+    if rank is not None and not all(-rank <= a < rank for a in axes):
+        raise c.refuse(f"axis {axis!r} does not fit an input of rank {rank}")
+    return tuple(axes)
+
+
+def softmax_mask_rule(c: Site) -> str:
+    """How a masked Softmax applies its mask: "keras3" (-1e9 where False, those outputs zeroed), "robust" (tf_keras's
+    robust_masking: -1e9 where False) or "add" (tf_keras: x + (1 - mask)·(-1e9) in `softmax_own_dtype`)."""
+    if c.ctx.keras_major >= 3:
+        return "keras3"
+    return "robust" if c.config.get("robust_masking") else "add"
+
+
+def softmax_own_dtype(c: Site) -> str:
+    """The float type tf_keras's Softmax adds its (1 - mask)·(-1e9) in: the layer's own (float32 unless it says)."""
+    dtype = c.config.get("dtype")
+    return str(dtype) if dtype in ("float16", "float32", "float64") else "float32"
+
+
+# ---------------------------------------------------------------- the layers
 
 
 def relu(x: np.ndarray, negative_slope: float = 0.0, max_value: float | None = None, threshold: float = 0.0
@@ -61,41 +140,28 @@ def relu(x: np.ndarray, negative_slope: float = 0.0, max_value: float | None = N
 
 @layer("ReLU", dims=same_dims)
 def relu_layer(c: LayerCall) -> list[Tensor]:
-    max_value = _number(c, "max_value", None, minimum=0.0)
-    slope = _number(c, "negative_slope", 0.0, minimum=0.0) or 0.0
-    threshold = _number(c, "threshold", 0.0, minimum=0.0) or 0.0
-    return [Tensor(relu(c.x, slope, max_value, threshold), c.mask)]
+    s = relu_settings(c)
+    return [Tensor(relu(c.x, s.negative_slope, s.max_value, s.threshold), c.mask)]
 
 
 @layer("LeakyReLU", dims=same_dims)
 def leaky_relu(c: LayerCall) -> list[Tensor]:
-    slope = _number(c, "negative_slope", 0.3, "alpha")  # the layer's default in both generations
+    slope = leaky_relu_slope(c)
     x = c.x
     return [Tensor(np.where(x > 0, x, x * x.dtype.type(slope)), c.mask)]
-
-
-def _prelu_shape(c: LayerCall, x: np.ndarray) -> tuple[int, ...]:
-    shared = c.config.get("shared_axes")
-    shape = list(x.shape[1:])
-    axes = [] if shared is None else (shared if isinstance(shared, list) else [shared])
-    for a in axes:
-        if not isinstance(a, int) or isinstance(a, bool) or not 1 <= a <= len(shape):
-            raise c.fail(f"shared_axes {shared!r} do not fit an input of rank {x.ndim}")
-        shape[a - 1] = 1
-    return tuple(shape)
 
 
 @layer("PReLU", dims=same_dims, weighted=True)
 def prelu(c: LayerCall) -> list[Tensor]:
     x = c.x
-    c.expect([_prelu_shape(c, x)])
+    c.expect([prelu_alpha_shape(c, x.shape[1:])])
     alpha = c.weights[0].astype(c.ctx.dtype)
     return [Tensor(np.maximum(x, 0) - alpha * np.maximum(-x, 0), c.mask)]
 
 
 @layer("ELU", dims=same_dims)
 def elu(c: LayerCall) -> list[Tensor]:
-    alpha = _number(c, "alpha", 1.0)
+    alpha = elu_alpha(c)
     x = c.x
     res = np.where(x > 0, x, np.expm1(np.minimum(x, 0)))
     if alpha != 1.0:
@@ -105,17 +171,9 @@ def elu(c: LayerCall) -> list[Tensor]:
 
 @layer("ThresholdedReLU", dims=same_dims)
 def thresholded_relu(c: LayerCall) -> list[Tensor]:
-    theta = _number(c, "theta", 1.0, minimum=0.0)
+    theta = thresholded_relu_theta(c)
     x = c.x
     return [Tensor(x * (x > theta).astype(x.dtype), c.mask)]
-
-
-def _softmax_axes(c: LayerCall, x: np.ndarray) -> tuple[int, ...]:
-    axis = c.config.get("axis", -1)
-    axes = axis if isinstance(axis, list) else [axis]
-    if not axes or not all(isinstance(a, int) and not isinstance(a, bool) and -x.ndim <= a < x.ndim for a in axes):
-        raise c.fail(f"axis {axis!r} does not fit an input of rank {x.ndim}")
-    return tuple(axes)
 
 
 def softmax(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -126,7 +184,7 @@ def softmax(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 @layer("Softmax", dims=same_dims)
 def softmax_layer(c: LayerCall) -> list[Tensor]:
     x = c.x
-    axes = _softmax_axes(c, x)
+    axes = softmax_axes(c, x.ndim)
     explicit = c.kwargs.get("mask")
     given: Any = explicit.value if isinstance(explicit, Tensor) else explicit
     mask = np.asarray(given) if given is not None else c.mask
@@ -139,16 +197,16 @@ def softmax_layer(c: LayerCall) -> list[Tensor]:
     if mask.ndim > x.ndim or any(m not in (1, n) for m, n in zip(mask.shape[::-1], x.shape[::-1])):
         raise c.fail(f"the mask of shape {mask.shape} does not broadcast to the input, as Keras requires")
     big = x.dtype.type(-1e9)
-    if c.ctx.keras_major >= 3:
+    rule = softmax_mask_rule(c)
+    if rule == "keras3":
         y = softmax(np.where(mask, x, big), axes)
         y = np.where(mask, y, x.dtype.type(0))
-    elif c.config.get("robust_masking"):
+    elif rule == "robust":
         y = softmax(np.where(mask, x, big), axes)
     else:
         # x + (1 - mask)·(-1e9), the mask cast to numbers as it is, in the layer's own float type: in float32
         # the sum rounds x away, which decides the outputs of a row masked whole
-        own = np.dtype(c.config.get("dtype") if c.config.get("dtype") in ("float16", "float32", "float64")
-                       else "float32")
+        own = np.dtype(softmax_own_dtype(c))
         adder = (1 - raw.astype(own)) * own.type(-1e9)
         shifted = (x.astype(own) + adder).astype(x.dtype)
         y = softmax(np.where(adder == 0, x, shifted), axes)

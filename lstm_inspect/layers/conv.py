@@ -21,6 +21,10 @@ the same thing wherever both accept a configuration:
 - groups (Conv only): the input channels split in `groups` blocks, block j convolved with filters
   j·F/groups...; the kernel is (*kernel_size, C/groups, F). Depthwise output channel c·M + m (TF's order).
 - the activation inside the layer follows the bias. ZeroPadding1D has data_format in Keras 3 only.
+- the settings are read and checked once, for the engine and both exporters (`port/onnx_conv.py`,
+  `torch_conv.py`): `conv_settings` (a `ConvSettings`), `spatial_format` and `upsampling_size` here,
+  `pool_settings` in pooling.py; the padding amounts that do not depend on the input's length too
+  (`fixed_pads`: valid, causal, "same" with stride 1), the others from `same_pads`.
 - the bias goes on the channel axis. One Keras does not always do so: Keras 3's TensorFlow backend runs
   `ops.add(y, bias reshaped (1, F, 1...))` as tf.nn.bias_add on the *last* axis whenever that axis also
   has F entries (`keras/src/backend/tensorflow/numpy.py` `add`), so a channels_first convolution whose
@@ -34,12 +38,13 @@ the same thing wherever both accept a configuration:
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lstm_inspect.cells import config_int
-from lstm_inspect.layers import LayerCall, Tensor, layer, same_dims
+from lstm_inspect.layers import LayerCall, Site, Tensor, layer, same_dims
 from lstm_inspect.layers.core import activation_of
 from lstm_inspect.model import check_sizes
 
@@ -101,6 +106,21 @@ def back_to(y: np.ndarray, fmt: str, rank: int) -> np.ndarray:
     return np.moveaxis(y, -1, -1 - rank) if fmt == "channels_first" else y
 
 
+def spatial_axes(fmt: str, rank: int) -> tuple[int, ...]:
+    """The spatial axes of a (batch, ..., channels) input in data format `fmt`."""
+    return tuple(range(1, rank + 1)) if fmt == "channels_last" else tuple(range(2, rank + 2))
+
+
+def spatial_format(c: Site, rank: int, ndim: int | None, formatted: bool) -> str:
+    """The padding, cropping and upsampling layers' input: Keras 1 refused, rank `rank` + 2 (unchecked when `ndim`
+    is unknown), the data format read only where the layer has one (`formatted`)."""
+    refuse_keras1(c)
+    if ndim is not None and ndim != rank + 2:
+        raise c.refuse(f"{c.node.class_name} needs an input of rank {rank + 2}",
+                       f"it needs an input of rank {rank + 2}")
+    return data_format(c) if formatted else "channels_last"
+
+
 def same_pads(n: int, k: int, s: int, d: int) -> tuple[int, int]:
     """TensorFlow's SAME padding of one axis: the smaller half before."""
     out = -(-n // s)
@@ -108,15 +128,29 @@ def same_pads(n: int, k: int, s: int, d: int) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
+def fixed_pads(mode: str, kernel: tuple[int, ...], strides: tuple[int, ...], dilation: tuple[int, ...]
+               ) -> list[tuple[int, int]] | None:
+    """(before, after) per spatial axis whatever the input's length, or None when they depend on it ("same" with a
+    stride above 1: `same_pads`). "valid" pads nothing, "causal" d·(k-1) before, "same" with stride 1 (k-1)·d in
+    all, the smaller half before."""
+    if mode == "valid":
+        return [(0, 0)] * len(kernel)
+    if mode == "causal":
+        return [(dilation[0] * (kernel[0] - 1), 0)]
+    if any(s > 1 for s in strides):
+        return None
+    totals = [(k - 1) * d for k, d in zip(kernel, dilation)]  # same_pads with stride 1, whatever n
+    return [(t // 2, t - t // 2) for t in totals]
+
+
 def pads_for(c: LayerCall, mode: str, spatial: tuple[int, ...], kernel: tuple[int, ...], strides: tuple[int, ...],
              dilation: tuple[int, ...]) -> list[tuple[int, int]]:
-    if mode == "same":
-        return [same_pads(n, k, s, d) for n, k, s, d in zip(spatial, kernel, strides, dilation)]
-    if mode == "causal":
-        if len(spatial) != 1:
-            raise c.fail("causal padding is only for 1-D convolutions")
-        return [(dilation[0] * (kernel[0] - 1), 0)]
-    return [(0, 0)] * len(spatial)
+    if mode == "causal" and len(spatial) != 1:
+        raise c.fail("causal padding is only for 1-D convolutions")
+    pads = fixed_pads(mode, kernel, strides, dilation)
+    if pads is not None:
+        return pads
+    return [same_pads(n, k, s, d) for n, k, s, d in zip(spatial, kernel, strides, dilation)]
 
 
 def output_sizes(c: LayerCall, spatial: tuple[int, ...], pads: list[tuple[int, int]], kernel: tuple[int, ...],
@@ -158,18 +192,39 @@ def taps(spatial: tuple[int, ...], out: tuple[int, ...], kernel: tuple[int, ...]
 
 # ---------------------------------------------------------------- the convolutions
 
-def _conv_input(c: LayerCall, rank: int, exact_rank: bool) -> tuple[np.ndarray, str, tuple[int, ...]]:
-    """The input as (N, *spatial, C) in the engine's dtype, the data format, and the leading batch shape."""
-    x = c.x
-    if x.ndim < rank + 2 or (exact_rank and x.ndim != rank + 2):
-        raise c.fail(f"{c.node.class_name} needs an input of rank {rank + 2}")
-    fmt = data_format(c)
+def _conv_input(x: np.ndarray, s: ConvSettings) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The input as (N, *spatial, C) in the engine's dtype, and the leading batch shape."""
+    rank = s.rank
     lead = x.shape[: x.ndim - rank - 1]
     x = x.reshape((-1, *x.shape[x.ndim - rank - 1:]))  # tf_keras's Conv runs extra leading axes as batch
-    return channels_last(x, fmt, rank), fmt, lead
+    return channels_last(x, s.data_format, rank), lead
 
 
-def _settings(c: LayerCall, rank: int, kind: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], str]:
+@dataclass(frozen=True)
+class ConvSettings:
+    """A convolution's config, read and checked once (`conv_settings`) for the engine and both exporters."""
+
+    rank: int  # spatial axes
+    kind: str  # "conv", "separable" or "depthwise"
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: str  # "valid", "same" or (1-D) "causal"
+    data_format: str
+    use_bias: bool
+    filters: int | None  # conv and separable: the output channels; depthwise: None (C·depth_multiplier)
+    groups: int  # conv: the input channels' blocks; 1 otherwise
+    depth_multiplier: int  # depthwise and separable; 1 for conv
+
+    def fixed_pads(self) -> list[tuple[int, int]] | None:
+        return fixed_pads(self.padding, self.kernel, self.strides, self.dilation)
+
+
+def conv_settings(c: Site, ndim: int) -> ConvSettings:
+    """The settings of a convolution (`CONV_KINDS`) called on an input of rank `ndim`, checked in this order: Keras 1,
+    kernel_size, strides, dilation_rate, padding, strides with dilation, the input's rank, data_format, filters and
+    groups or depth_multiplier (and a separable one's filters)."""
+    rank, kind = CONV_KINDS[c.node.class_name]
     refuse_keras1(c)
     kernel = ints(c, "kernel_size", rank)
     strides = ints(c, "strides", rank, 1)
@@ -177,7 +232,28 @@ def _settings(c: LayerCall, rank: int, kind: str) -> tuple[tuple[int, ...], tupl
     mode = padding_mode(c, ("valid", "same", "causal") if rank == 1 else ("valid", "same"))
     if kind == "conv" and max(strides) > 1 and max(dilation) > 1:
         raise c.fail(f"strides {strides} with dilation_rate {dilation}: Keras refuses both above 1 at once")
-    return kernel, strides, dilation, mode
+    if ndim < rank + 2 or (kind != "conv" and ndim != rank + 2):  # tf_keras's Conv runs extra leading axes as batch
+        raise c.refuse(f"{c.node.class_name} needs an input of rank {rank + 2}",
+                       f"it needs an input of rank {rank + 2}")
+    fmt = data_format(c)
+    use_bias = bool(c.config.get("use_bias", True))
+    filters, groups, mult = None, 1, 1
+    if kind == "conv":
+        filters = config_int(c.config.get("filters"))
+        groups = config_int(c.config.get("groups", 1) or 1)
+        if filters is None or groups is None:
+            raise c.refuse(f"filters {c.config.get('filters')!r} / groups {c.config.get('groups')!r} are not "
+                           "positive integers", "its filters or groups are not positive integers")
+    else:
+        mult = config_int(c.config.get("depth_multiplier", 1))
+        if mult is None:
+            raise c.refuse(f"depth_multiplier is {c.config.get('depth_multiplier')!r}",
+                           "its depth_multiplier is not a positive integer")
+        if kind == "separable":
+            filters = config_int(c.config.get("filters")) or 0
+            if not filters:
+                raise c.refuse(f"filters is {c.config.get('filters')!r}", "its filters are not a positive integer")
+    return ConvSettings(rank, kind, kernel, strides, dilation, mode, fmt, use_bias, filters, groups, mult)
 
 
 def _conv_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
@@ -216,34 +292,27 @@ def _length(n: int, k: int, s: int, d: int, mode: str) -> int | None:
 
 @layer(*CONV_KINDS, dims=_conv_dims, weighted=True)
 def convolution(c: LayerCall) -> list[Tensor]:
-    rank, kind = CONV_KINDS[c.node.class_name]
-    kernel, strides, dilation, mode = _settings(c, rank, kind)
-    x, fmt, lead = _conv_input(c, rank, exact_rank=kind != "conv")
+    x = c.x
+    s = conv_settings(c, x.ndim)
+    rank, kind, kernel, strides, dilation, mode = s.rank, s.kind, s.kernel, s.strides, s.dilation, s.padding
+    fmt, use_bias = s.data_format, s.use_bias
+    x, lead = _conv_input(x, s)
     cin = x.shape[-1]
-    use_bias = bool(c.config.get("use_bias", True))
     dtype = c.ctx.dtype
     if kind == "conv":
-        filters = config_int(c.config.get("filters"))
-        groups = config_int(c.config.get("groups", 1) or 1)
-        if filters is None or groups is None:
-            raise c.fail(f"filters {c.config.get('filters')!r} / groups {c.config.get('groups')!r} are not "
-                         "positive integers")
+        filters, groups = s.filters, s.groups
         if cin % groups or filters % groups:
             raise c.fail(f"{cin} input channels and {filters} filters cannot be split in {groups} groups")
         c.expect([(*kernel, cin // groups, filters)] + ([(filters,)] if use_bias else []))
         w = c.weights[0].astype(dtype).reshape(*kernel, cin // groups, groups, filters // groups)
         out_channels = filters
     else:
-        mult = config_int(c.config.get("depth_multiplier", 1))
-        if mult is None:
-            raise c.fail(f"depth_multiplier is {c.config.get('depth_multiplier')!r}")
+        mult = s.depth_multiplier
         if kind == "depthwise":
             out_channels = cin * mult
             c.expect([(*kernel, cin, mult)] + ([(out_channels,)] if use_bias else []))
         else:
-            out_channels = config_int(c.config.get("filters")) or 0
-            if not out_channels:
-                raise c.fail(f"filters is {c.config.get('filters')!r}")
+            out_channels = s.filters or 0
             c.expect([(*kernel, cin, mult), (*(1,) * rank, cin * mult, out_channels)]
                      + ([(out_channels,)] if use_bias else []))
         w = c.weights[0].astype(dtype)
@@ -292,11 +361,8 @@ def _pair_list(c: LayerCall, key: str, rank: int, default: Any) -> list[tuple[in
 
 
 def _spatial_input(c: LayerCall, rank: int, formatted: bool) -> tuple[np.ndarray, str]:
-    refuse_keras1(c)
     x = c.x
-    if x.ndim != rank + 2:
-        raise c.fail(f"{c.node.class_name} needs an input of rank {rank + 2}")
-    fmt = data_format(c) if formatted else "channels_last"
+    fmt = spatial_format(c, rank, x.ndim, formatted)
     return channels_last(x, fmt, rank), fmt
 
 
@@ -343,11 +409,16 @@ def cropping(c: LayerCall) -> list[Tensor]:
     return [Tensor(back_to(x[index], fmt, rank))]
 
 
-@layer("UpSampling1D", dims=same_dims)
-def up_sampling(c: LayerCall) -> list[Tensor]:
+def upsampling_size(c: Site) -> int:
     size = config_int(c.config.get("size", 2))
     if size is None:
-        raise c.fail(f"size is {c.config.get('size')!r}")
+        raise c.refuse(f"size is {c.config.get('size')!r}", "its size is not a positive integer")
+    return size
+
+
+@layer("UpSampling1D", dims=same_dims)
+def up_sampling(c: LayerCall) -> list[Tensor]:
+    size = upsampling_size(c)
     x, _ = _spatial_input(c, 1, formatted=False)
     check_sizes((x.shape[0], x.shape[1] * size, x.shape[2]), f"layer {c.node.path} ({c.node.class_name}): its output")
     return [Tensor(np.repeat(x, size, axis=1))]

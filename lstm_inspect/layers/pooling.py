@@ -19,25 +19,30 @@ transposed to channels_last), and `tf_keras/src/layers/pooling/base_pooling1d.py
   included), nor do the 2-D global pools. All of them output no mask (compute_mask returns None, or the
   layer does not support masking and Keras 3 drops it). Local pools drop the mask too.
 - keepdims keeps the pooled axes as 1s; data_format picks the axes.
+
+A local pool's settings are read once (`pool_settings`, a `PoolSettings`), for the engine and both exporters.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from lstm_inspect.layers import LayerCall, Tensor, layer, same_dims
+from lstm_inspect.layers import LayerCall, Site, Tensor, layer, same_dims
 from lstm_inspect.layers.conv import (
     _length,
     back_to,
     channels_last,
     data_format,
+    fixed_pads,
     ints,
     output_sizes,
     padding_mode,
     pads_for,
     refuse_keras1,
+    spatial_axes,
     taps,
 )
 
@@ -66,17 +71,41 @@ def _pool_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
         return [None]
 
 
-@layer(*POOLS, dims=_pool_dims)
-def pool(c: LayerCall) -> list[Tensor]:
+@dataclass(frozen=True)
+class PoolSettings:
+    """A local pool's config, read and checked once (`pool_settings`) for the engine and both exporters."""
+
+    rank: int  # spatial axes
+    mode: str  # "max" or "avg"
+    size: tuple[int, ...]
+    strides: tuple[int, ...]  # pool_size when not given
+    padding: str  # "valid" or "same"
+    data_format: str
+
+    def fixed_pads(self) -> list[tuple[int, int]] | None:
+        """(before, after) per axis whatever the input's length, or None ("same" with a stride above 1)."""
+        return fixed_pads(self.padding, self.size, self.strides, (1,) * self.rank)
+
+
+def pool_settings(c: Site, ndim: int) -> PoolSettings:
+    """The settings of a local pool (`POOLS`) called on an input of rank `ndim`, checked in this order: Keras 1, the
+    input's rank, pool_size, strides, padding, data_format."""
     rank, mode = POOLS[c.node.class_name]
     refuse_keras1(c)
-    x = c.x
-    if x.ndim != rank + 2:
-        raise c.fail(f"{c.node.class_name} needs an input of rank {rank + 2}")
+    if ndim != rank + 2:
+        raise c.refuse(f"{c.node.class_name} needs an input of rank {rank + 2}",
+                       f"it needs an input of rank {rank + 2}")
     size = ints(c, "pool_size", rank, 2)
     strides = ints(c, "strides", rank, size) if c.config.get("strides") is not None else size
     padding = padding_mode(c, ("valid", "same"))
-    fmt = data_format(c)
+    return PoolSettings(rank, mode, size, strides, padding, data_format(c))
+
+
+@layer(*POOLS, dims=_pool_dims)
+def pool(c: LayerCall) -> list[Tensor]:
+    x = c.x
+    s = pool_settings(c, x.ndim)
+    rank, mode, size, strides, padding, fmt = s.rank, s.mode, s.size, s.strides, s.padding, s.data_format
     x = channels_last(x, fmt, rank)
     ones = (1,) * rank
     pads = pads_for(c, padding, x.shape[1:-1], size, strides, ones)
@@ -109,7 +138,7 @@ def global_pool(c: LayerCall) -> list[Tensor]:
     if x.ndim != rank + 2:
         raise c.fail(f"{c.node.class_name} needs an input of rank {rank + 2}")
     fmt = data_format(c)
-    axes = tuple(range(1, rank + 1)) if fmt == "channels_last" else tuple(range(2, rank + 2))
+    axes = spatial_axes(fmt, rank)
     keepdims = bool(c.config.get("keepdims", False))
     mask = c.mask
     if mode == "max":

@@ -10,8 +10,9 @@ lose 1e9 (in float32, so a fully masked row is uniform), Keras 3.0-3.11 broadcas
 unexpanded, 3.15 zeroes padded query steps with a where; MultiHeadAttention folds in the implicit masks
 (tf.keras from 2.10), takes `dot_product_attention` from 3.7 on 3-D inputs (masked logits set to
 -0.7·float32 max), otherwise its Softmax (adding -1e9 before 3.13, setting it from 3.13, zeroing masked
-weights from 3.10), and from 3.8 clears the Keras masks of the tensors it read. Masks are known only at
-run time, so every rule is written as graph operators (Where, And, Range), never decided at export.
+weights from 3.10), and from 3.8 clears the Keras masks of the tensors it read. Which rule applies is the
+engine module's decision (`score_settings`, `mha_settings`, `mha_mask_plan`, ...); the masks are known only
+at run time, so each rule is written as graph operators (Where, And, Range).
 """
 
 from __future__ import annotations
@@ -22,16 +23,28 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.cells import config_int, keras_major_minor
 from lstm_inspect.layers import LayerCall
 from lstm_inspect.layers.attention import (
     DPA_NEGATIVE,
-    KERAS3_ARGS,
     LARGE,
-    TF_KERAS_ARGS,
+    MaskSource,
+    MhaMaskPlan,
+    MhaSettings,
     _attention_axes,
     _attention_equation,
-    _mha_output_shape,
+    additive_scale_size,
+    call_flag,
+    dense_causal,
+    dense_mask_arguments,
+    keras_release,
+    mha_arguments,
+    mha_mask_plan,
+    mha_output_shape,
+    mha_settings,
+    query_mask_by_where,
+    refuse_training,
+    score_settings,
+    value_mask_per_query,
 )
 from lstm_inspect.port.onnx_graph import Graph, Sym
 from lstm_inspect.port.onnx_layers import OnnxCall, emits
@@ -46,22 +59,8 @@ class Mask:
     kind: str = "bool"
 
 
-def _version(c: OnnxCall) -> tuple[int, int]:
-    """(major, minor) of the writing Keras; an unknown minor counts as the newest (as the engine's)."""
-    major, minor = keras_major_minor(c.ctx.keras_version)
-    return (major if major is not None else c.ctx.keras_major), (minor if minor is not None else 999)
-
-
 def _flag(c: OnnxCall, key: str) -> bool:
-    value = c.kwargs.get(key, False)
-    if isinstance(value, Sym):
-        raise c.fail(f"{key} is a tensor; lstm-inspect needs it fixed in the call")
-    return bool(value)
-
-
-def _training(c: OnnxCall, dropout: Any) -> None:
-    if c.kwargs.get("training") is True and isinstance(dropout, (int, float)) and dropout > 0:
-        raise c.fail("it is called with training=True, so Keras applies its random dropout at inference")
+    return call_flag(c, key, Sym)
 
 
 def _weights(c: OnnxCall, shapes: list[tuple[Any, ...]]) -> list[np.ndarray]:
@@ -135,7 +134,7 @@ def _dense_inputs(c: OnnxCall) -> tuple[Sym, Sym, Sym]:
     for name, s in (("query", q), ("value", v), ("key", k)):
         if s.rank < 3:
             raise c.fail(f"its {name} has rank {s.rank}; it needs (batch, steps, features)")
-    _training(c, c.config.get("dropout", 0.0))
+    refuse_training(c, c.config.get("dropout", 0.0))
     return q, v, k
 
 
@@ -151,13 +150,11 @@ def _broadcast_sum(c: OnnxCall, q: str, k: str) -> str:
 
 @emits("Attention")
 def attention(c: OnnxCall) -> list[Sym]:
-    g, cfg = c.g, c.config
-    mode = cfg.get("score_mode", "dot")
-    if mode not in ("dot", "concat"):
-        raise c.fail(f"score_mode {mode!r} is not one Keras has (dot, concat)")
-    use_scale = bool(cfg.get("use_scale", False))
+    g = c.g
+    settings = score_settings(c)
+    mode, use_scale = settings.mode, settings.use_scale
     q, v, k = _dense_inputs(c)
-    w = _weights(c, [()] * (use_scale + (mode == "concat")))
+    w = _weights(c, settings.scalar_weights())
     qf, kf = _float(c, q), _float(c, k)
     if mode == "dot":
         _features(c, q, k, "no dot product")
@@ -178,10 +175,9 @@ def attention(c: OnnxCall) -> list[Sym]:
 @emits("AdditiveAttention")
 def additive_attention(c: OnnxCall) -> list[Sym]:
     g = c.g
-    use_scale = bool(c.config.get("use_scale", True))
+    use_scale = score_settings(c).use_scale
     q, v, k = _dense_inputs(c)
-    # Keras 3 sizes scale by the query, tf_keras by the value (see the engine)
-    dim = q.dim if c.ctx.keras_major >= 3 else v.dim
+    dim = additive_scale_size(c.ctx.keras_major, q.dim, v.dim)
     w = _weights(c, [(dim,)] if use_scale else [])
     _features(c, q, k, "they cannot be added")
     if use_scale and q.dim is not None and w[0].shape[-1] not in (1, q.dim):
@@ -208,10 +204,8 @@ def _implicit(s: Sym) -> Mask | None:
 
 def _dense_masks(c: OnnxCall, q: Sym, v: Sym) -> tuple[Mask | None, Mask | None]:
     """(query mask, value mask): the `mask=[...]` argument, or the inputs' implicit Keras masks."""
-    given = c.kwargs.get("mask")
+    given = dense_mask_arguments(c)
     if given is not None:
-        if not isinstance(given, list) or not 2 <= len(given) <= 3:
-            raise c.fail("its mask argument must be a list [query_mask, value_mask]")
         return _given_mask(c, given[0], "query mask"), _given_mask(c, given[1], "value mask")
     return _implicit(c.inputs[0]), _implicit(c.inputs[1])
 
@@ -220,14 +214,14 @@ def _apply_scores(c: OnnxCall, scores: str, q: Sym, v: Sym) -> list[Sym]:
     """Mask, softmax and weighted sum of the values (the engine's `_apply_scores`)."""
     g = c.g
     q_mask, v_mask = _dense_masks(c, q, v)
-    causal = _flag(c, "use_causal_mask") or bool(c.config.get("causal", False))
-    major, minor = _version(c)
+    causal = dense_causal(c, Sym)
+    release = keras_release(c.ctx)
     keep: Mask | None = None
     if causal:
         keep = _causal(g, scores, -2, scores, -1)
     if v_mask is not None:
         vm = _truth(g, v_mask)
-        if major < 3 or causal or (vm.rank == 2 and (major, minor) >= (3, 12)):
+        if value_mask_per_query(release, causal, vm.rank):
             vm = _unsqueeze(g, vm, -2)
         # else Keras 3.0-3.11: the value mask broadcast against the scores unexpanded (the engine's rule; a batch
         # other than 1 or Tq fails at run time, as in Keras)
@@ -240,7 +234,7 @@ def _apply_scores(c: OnnxCall, scores: str, q: Sym, v: Sym) -> list[Sym]:
     out_mask = None
     if q_mask is not None:
         truth = _truth(g, q_mask)
-        if (major, minor) >= (3, 15):
+        if query_mask_by_where(release):
             out = g.op("Where", g.unsqueeze(truth.name, [-1]), out, g.const(0.0), hint=c.hint)
         else:
             out = g.op("Mul", out, g.unsqueeze(_as_float(g, q_mask), [-1]), hint=c.hint)
@@ -252,20 +246,6 @@ def _apply_scores(c: OnnxCall, scores: str, q: Sym, v: Sym) -> list[Sym]:
 
 
 # ---------------------------------------------------------------- MultiHeadAttention
-
-
-def _mha_arguments(c: OnnxCall) -> dict[str, Any]:
-    names = KERAS3_ARGS if c.ctx.keras_major >= 3 else TF_KERAS_ARGS
-    if len(c.inputs) > len(names):
-        raise c.fail(f"it was given {len(c.inputs)} positional tensors; it takes at most {len(names)} "
-                     f"({', '.join(names)})")
-    bound: dict[str, Any] = dict(zip(names, c.inputs))
-    bound.update(c.kwargs)
-    if not isinstance(bound.get("query"), Sym) or not isinstance(bound.get("value"), Sym):
-        raise c.fail("it needs a query and a value tensor")
-    if bound.get("key") is not None and not isinstance(bound["key"], Sym):
-        raise c.fail("its key is not a tensor")
-    return bound
 
 
 class _Proj:
@@ -296,33 +276,17 @@ class _Proj:
 @emits("MultiHeadAttention")
 def multi_head_attention(c: OnnxCall) -> list[Sym]:
     g, cfg = c.g, c.config
-    major, minor = _version(c)
-    heads, key_dim = config_int(cfg.get("num_heads")), config_int(cfg.get("key_dim"))
-    value_dim = config_int(cfg.get("value_dim")) or key_dim
-    if not heads or not key_dim or heads < 1 or key_dim < 1:
-        raise c.fail(f"num_heads {cfg.get('num_heads')!r} and key_dim {cfg.get('key_dim')!r} must be positive")
-    use_bias, use_gate = bool(cfg.get("use_bias", True)), bool(cfg.get("use_gate", False))
-    window = cfg.get("sliding_window")
-    dropout = cfg.get("dropout", 0.0)
-    _training(c, dropout)
-    args = _mha_arguments(c)
+    s = mha_settings(c)
+    major, key_dim, use_bias = s.release[0], s.key_dim, s.use_bias
+    args = mha_arguments(c, Sym)
     query, value = args["query"], args["value"]
     key = args["key"] if args.get("key") is not None else value
     if query.rank < 3 or value.rank != query.rank or key.rank != query.rank:
         raise c.fail(f"its query, value and key have ranks {query.rank}, {value.rank} and {key.rank}; they must be "
                      "(batch, steps, features) or more, all of one rank")
-    out_shape = _mha_output_shape(cfg)
-    if out_shape == []:
-        raise c.fail(f"output_shape {cfg.get('output_shape')!r} is not a list of positive sizes")
-    out_shape = out_shape or [query.dim]
+    out_shape = mha_output_shape(c, query.dim)
 
-    roles = [("query", query.dim, key_dim), ("key", key.dim, key_dim)]
-    roles += [("gate", query.dim, value_dim)] if use_gate else []
-    roles += [("value", value.dim, value_dim)]
-    shapes: list[tuple[Any, ...]] = []
-    for _, dim_in, dim_out in roles:
-        shapes += [(dim_in, heads, dim_out)] + ([(heads, dim_out)] if use_bias else [])
-    shapes += [(heads, value_dim, *out_shape)] + ([tuple(out_shape)] if use_bias else [])
+    roles, shapes = s.weight_layout(query.dim, key.dim, value.dim, out_shape)
     w = _weights(c, shapes)
     per = 2 if use_bias else 1
     dense = {role: _Proj(c, role, w[per * k], w[per * k + 1] if use_bias else None, 1)
@@ -337,15 +301,13 @@ def multi_head_attention(c: OnnxCall) -> list[Sym]:
     return_scores = _flag(c, "return_attention_scores")
     causal = _flag(c, "use_causal_mask")
     out_mask = query.mask
-    mask, causal_only = _mha_mask(c, args, query, value, causal, window, major, minor)
-    if (major, minor) >= (3, 8):  # Keras 3.8+ clears the Keras masks of the tensors it was given (see the engine)
-        for s in (query, value, key):
-            s.mask = None
-    dpa = ((major, minor) >= (3, 7) and not (isinstance(dropout, (int, float)) and dropout > 0)
-           and not return_scores and rank == 4)
+    mask, causal_only = _mha_mask(c, mha_mask_plan(c, s, args, causal, Sym), query, value)
+    if s.clears_masks:
+        for t in (query, value, key):
+            t.mask = None
     scale = g.const(np.float32(1.0 / math.sqrt(float(key_dim))))
     scores = None
-    if dpa:
+    if s.dot_product_attention(return_scores, rank):
         out = _dot_product_attention(c, q, k, v, mask, causal_only, scale)
     else:
         if causal_only:
@@ -357,9 +319,9 @@ def multi_head_attention(c: OnnxCall) -> list[Sym]:
         if mask is not None:
             while mask.rank < scores_rank:
                 mask = _unsqueeze(g, mask, -len(axes) * 2 - 1)
-        scores = _masked_softmax(c, scores, mask, norm_axes, major, minor)
+        scores = _masked_softmax(c, s, scores, mask, norm_axes)
         out = g.op("Einsum", scores, v, equation=combine)
-    if use_gate:
+    if s.use_gate:
         out = g.op("Mul", out, g.op("Sigmoid", dense["gate"](q_in, query.rank)))
     y = output(out, rank)
     result = [Sym(y, query.rank - 1 + len(out_shape), mask=out_mask, dim=out_shape[-1])]
@@ -368,56 +330,45 @@ def multi_head_attention(c: OnnxCall) -> list[Sym]:
     return result
 
 
-def _mha_mask(c: OnnxCall, args: dict[str, Any], query: Sym, value: Sym, causal: bool, window: Any,
-              major: int, minor: int) -> tuple[Mask | None, bool]:
+def _mha_mask(c: OnnxCall, plan: MhaMaskPlan, query: Sym, value: Sym) -> tuple[Mask | None, bool]:
     """The attention mask the engine's `_mha_mask` builds, and whether Keras 3.15's causal-only path applies."""
     g = c.g
-    explicit = args.get("attention_mask")
-    if explicit is not None and not isinstance(explicit, Sym):
-        raise c.fail(f"its attention_mask is {type(explicit).__name__}, not a tensor")
-    attention_mask = None if explicit is None else Mask(explicit.name, explicit.rank, explicit.kind)
-    q_mask = v_mask = k_mask = None
-    if major >= 3:
-        q_mask = _implicit(query)
-        if (major, minor) < (3, 8) and isinstance(args.get("query_mask"), Sym):
-            q_mask = _given_mask(c, args["query_mask"], "query mask")
-        v_mask = (_given_mask(c, args["value_mask"], "value mask") if isinstance(args.get("value_mask"), Sym)
-                  else _implicit(value))
-        key = args.get("key")
-        k_mask = (_given_mask(c, args["key_mask"], "key mask") if isinstance(args.get("key_mask"), Sym)
-                  else _implicit(key) if isinstance(key, Sym) else None)
-    elif (major, minor) >= (2, 10):
-        key = args["key"] if isinstance(args.get("key"), Sym) else value
-        q_mask, v_mask, k_mask = _implicit(query), _implicit(value), _implicit(key)
-    sliding = isinstance(window, int) and not isinstance(window, bool) and major >= 3
-    if (causal and (major, minor) >= (3, 15) and q_mask is None and v_mask is None and k_mask is None
-            and attention_mask is None and not sliding):
+    if plan.causal_only:
         return None, True
+    explicit = plan.explicit
+    attention_mask = None if explicit is None else Mask(explicit.name, explicit.rank, explicit.kind)
+
+    def mask(source: MaskSource | None) -> Mask | None:
+        if source is None:
+            return None
+        t = source.tensor
+        return Mask(t.name, t.rank, t.kind) if source.given else _implicit(t)
+
     auto: Mask | None = None
+    q_mask = mask(plan.query)
     if q_mask is not None:
         auto = _unsqueeze(g, _truth(g, q_mask), -1)
-    for m in (v_mask, k_mask):
+    for m in (mask(plan.value), mask(plan.key)):
         if m is not None:
             auto = _and(g, auto, _unsqueeze(g, _truth(g, m), -2))
     q_in, v_in = query.name, value.name
-    if causal:
+    if plan.causal:
         auto = _and(g, auto, _unsqueeze(g, _causal(g, q_in, 1, v_in, 1), 0))
-    if sliding:
-        auto = _and(g, auto, _unsqueeze(g, _causal(g, q_in, 1, v_in, 1, int(window)), 0))
-    if attention_mask is not None and ((major, minor) >= (3, 7) or auto is not None):
+    if plan.window is not None:
+        auto = _and(g, auto, _unsqueeze(g, _causal(g, q_in, 1, v_in, 1, plan.window), 0))
+    if attention_mask is not None and plan.explicit_as_bool:
         attention_mask = _truth(g, attention_mask)
     if auto is not None:
         return (auto if attention_mask is None else _and(g, attention_mask, auto)), False
     return attention_mask, False
 
 
-def _masked_softmax(c: OnnxCall, scores: str, mask: Mask | None, axes: list[int], major: int, minor: int) -> str:
+def _masked_softmax(c: OnnxCall, s: MhaSettings, scores: str, mask: Mask | None, axes: list[int]) -> str:
     """Keras's Softmax layer with a mask, as the writing release computes it (the engine's `_masked_softmax`)."""
     g, hint = c.g, f"{c.hint}.scores"
     if mask is None:
         return _softmax(g, scores, axes, hint)
-    robust = bool(c.config.get("softmax_robust_masking", False))
-    if (major, minor) >= (3, 13) or (major < 3 and robust):
+    if s.softmax_sets_masked:
         if mask.kind != "bool":
             mask = Mask(g.op("Greater", _as_float(g, mask), g.const(0.5)), mask.rank)
         scores = g.op("Where", mask.name, scores, g.const(np.float32(-LARGE)))
@@ -426,7 +377,7 @@ def _masked_softmax(c: OnnxCall, scores: str, mask: Mask | None, axes: list[int]
         adder = g.op("Mul", g.op("Sub", g.const(1.0), _as_float(g, mask)), g.const(np.float32(-LARGE)))
         scores = g.op("Where", g.op("Equal", adder, g.const(0.0)), scores, g.op("Add", scores, adder))
     out = _softmax(g, scores, axes, hint)
-    if (major, minor) >= (3, 10):  # a fully masked row comes out zero, not uniform
+    if s.softmax_zeroes_masked:  # a fully masked row comes out zero, not uniform
         if mask.kind == "bool":
             out = g.op("Where", mask.name, out, g.const(0.0), hint=hint)
         else:

@@ -6,7 +6,9 @@ mirrors the engine's function for its kind, which follows `keras/src/layers/conv
 conv1d.py, base_depthwise_conv.py, base_separable_conv.py), `keras/src/layers/pooling/`,
 `keras/src/layers/reshaping/` and the TensorFlow backend's `conv`, `depthwise_conv`, `separable_conv`,
 `max_pool`, `average_pool` (`keras/src/backend/tensorflow/nn.py`), and their `tf_keras/src/layers/`
-counterparts; the rules are documented beside the engine's functions. In ONNX:
+counterparts; the rules are documented beside the engine's functions, which also read the settings for
+this module (`conv_settings`, `pool_settings`, `spatial_format`, `upsampling_size`) and give the padding
+amounts that do not depend on the input's length (`fixed_pads`). In ONNX:
 
 - ONNX's Conv and pools are channels first: a channels_last input is transposed in and out.
 - "same" pads like TensorFlow (the smaller half before): with stride 1 the pads are fixed, (k-1)·d in all,
@@ -29,18 +31,17 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.cells import config_int
 from lstm_inspect.layers import LAYERS, LayerCall
 from lstm_inspect.layers.conv import (
     CONV_KINDS,
     _pair_list,
-    _settings,
+    conv_settings,
     data_format,
-    ints,
-    padding_mode,
-    refuse_keras1,
+    spatial_axes,
+    spatial_format,
+    upsampling_size,
 )
-from lstm_inspect.layers.pooling import GLOBAL_POOLS, POOLS
+from lstm_inspect.layers.pooling import GLOBAL_POOLS, POOLS, pool_settings
 from lstm_inspect.port.onnx_graph import Graph, Sym
 from lstm_inspect.port.onnx_layers import OnnxCall, _act, emits
 
@@ -69,19 +70,12 @@ def from_first(g: Graph, y: str, fmt: str, rank: int, hint: str | None = None) -
     return g.op("Transpose", y, perm=[0, *range(2, rank + 2), 1], hint=hint)
 
 
-def static_pads(mode: str, kernel: tuple[int, ...], strides: tuple[int, ...], dilation: tuple[int, ...]
-                ) -> list[int] | None:
-    """ONNX's pads attribute (every axis's before, then every axis's after), or None when "same" padding
-    depends on the input's length (a stride above 1)."""
-    rank = len(kernel)
-    if mode == "valid":
-        return [0] * 2 * rank
-    if mode == "causal":
-        return [dilation[0] * (kernel[0] - 1), 0]
-    if any(s > 1 for s in strides):
+def onnx_pads(pads: list[tuple[int, int]] | None) -> list[int] | None:
+    """ONNX's pads attribute (every axis's before, then every axis's after) for the settings' `fixed_pads`, or None
+    when "same" padding depends on the input's length (a stride above 1)."""
+    if pads is None:
         return None
-    totals = [(k - 1) * d for k, d in zip(kernel, dilation)]  # TensorFlow's "same" with stride 1, whatever n
-    return [t // 2 for t in totals] + [t - t // 2 for t in totals]
+    return [a for a, _ in pads] + [b for _, b in pads]
 
 
 def same_padded(g: Graph, x: str, kernel: tuple[int, ...], strides: tuple[int, ...], dilation: tuple[int, ...],
@@ -111,20 +105,14 @@ def _weights(c: OnnxCall, shapes: list[tuple[Any, ...]]) -> list[np.ndarray]:
 
 @emits(*CONV_KINDS)
 def convolution(c: OnnxCall) -> list[Sym]:
-    g, cfg = c.g, c.config
-    rank, kind = CONV_KINDS[c.node.class_name]
-    kernel, strides, dilation, mode = _settings(c, rank, kind)
-    fmt = data_format(c)
+    g = c.g
     r = c.x.rank
-    if r < rank + 2 or (kind != "conv" and r != rank + 2):
-        raise c.fail(f"{c.node.class_name} needs an input of rank {rank + 2}")
-    use_bias = bool(cfg.get("use_bias", True))
+    s = conv_settings(c, r)
+    rank, kind, kernel, strides, dilation = s.rank, s.kind, s.kernel, s.strides, s.dilation
+    fmt, use_bias = s.data_format, s.use_bias
     ones = (1,) * rank
     if kind == "conv":
-        filters = config_int(cfg.get("filters"))
-        groups = config_int(cfg.get("groups", 1) or 1)
-        if filters is None or groups is None:
-            raise c.fail(f"filters {cfg.get('filters')!r} / groups {cfg.get('groups')!r} are not positive integers")
+        filters, groups = s.filters, s.groups
         w = _weights(c, [(*kernel, None, filters)] + ([(filters,)] if use_bias else []))
         cin = w[0].shape[-2] * groups
         if filters % groups:
@@ -133,17 +121,13 @@ def convolution(c: OnnxCall) -> list[Sym]:
         kernels = [(np.transpose(w[0], (rank + 1, rank, *range(rank))), groups, "kernel")]
         out_channels = filters
     else:
-        mult = config_int(cfg.get("depth_multiplier", 1))
-        if mult is None:
-            raise c.fail(f"depth_multiplier is {cfg.get('depth_multiplier')!r}")
+        mult = s.depth_multiplier
         if kind == "depthwise":
             w = _weights(c, [(*kernel, None, mult)] + ([(None,)] if use_bias else []))
             cin = w[0].shape[-2]
             out_channels = cin * mult
         else:
-            out_channels = config_int(cfg.get("filters")) or 0
-            if not out_channels:
-                raise c.fail(f"filters is {cfg.get('filters')!r}")
+            out_channels = s.filters or 0
             w = _weights(c, [(*kernel, None, mult), (*ones, None, out_channels)]
                          + ([(out_channels,)] if use_bias else []))
             cin = w[0].shape[-2]
@@ -166,7 +150,7 @@ def convolution(c: OnnxCall) -> list[Sym]:
         lead = g.shape_range(x, 0, r - rank - 1)
         x = g.op("Reshape", x, g.op("Concat", g.ints([-1]), g.shape_range(x, r - rank - 1), axis=0))
     y = to_first(g, x, fmt, rank)
-    pads = static_pads(mode, kernel, strides, dilation)
+    pads = onnx_pads(s.fixed_pads())
     if pads is None:
         y = same_padded(g, y, kernel, strides, dilation)
         pads = [0] * 2 * rank
@@ -190,11 +174,8 @@ def convolution(c: OnnxCall) -> list[Sym]:
 
 def _spatial(c: OnnxCall, rank: int, formatted: bool) -> tuple[str, list[int]]:
     """The data format (read only where the engine reads it) and the spatial axes of the input."""
-    refuse_keras1(c)
-    if c.x.rank != rank + 2:
-        raise c.fail(f"{c.node.class_name} needs an input of rank {rank + 2}")
-    fmt = data_format(c) if formatted else "channels_last"
-    return fmt, list(range(1, rank + 1)) if fmt == "channels_last" else list(range(2, rank + 2))
+    fmt = spatial_format(c, rank, c.x.rank, formatted)
+    return fmt, list(spatial_axes(fmt, rank))
 
 
 @emits("ZeroPadding1D", "ZeroPadding2D")
@@ -222,9 +203,7 @@ def cropping(c: OnnxCall) -> list[Sym]:
 
 @emits("UpSampling1D")
 def up_sampling(c: OnnxCall) -> list[Sym]:
-    size = config_int(c.config.get("size", 2))
-    if size is None:
-        raise c.fail(f"size is {c.config.get('size')!r}")
+    size = upsampling_size(c)
     _spatial(c, 1, formatted=False)
     g, x = c.g, c.x.name
     # each step repeated `size` times in place: (N, T, 1, C) tiled to (N, T, size, C), then (N, T·size, C)
@@ -238,18 +217,12 @@ def up_sampling(c: OnnxCall) -> list[Sym]:
 
 @emits(*POOLS)
 def pool(c: OnnxCall) -> list[Sym]:
-    g, cfg = c.g, c.config
-    rank, mode = POOLS[c.node.class_name]
-    refuse_keras1(c)
-    if c.x.rank != rank + 2:
-        raise c.fail(f"{c.node.class_name} needs an input of rank {rank + 2}")
-    size = ints(c, "pool_size", rank, 2)
-    strides = ints(c, "strides", rank, size) if cfg.get("strides") is not None else size
-    padding = padding_mode(c, ("valid", "same"))
-    fmt = data_format(c)
+    g = c.g
+    s = pool_settings(c, c.x.rank)
+    rank, mode, size, strides, fmt = s.rank, s.mode, s.size, s.strides, s.data_format
     ones = (1,) * rank
     x = to_first(g, c.float_input(), fmt, rank)
-    pads = static_pads(padding, size, strides, ones)
+    pads = onnx_pads(s.fixed_pads())
     attrs: dict[str, Any] = {"kernel_shape": list(size), "strides": list(strides)}
     if mode == "max":
         if pads is None:  # padded with -inf: never the maximum of a window, which always holds a real position
@@ -275,7 +248,7 @@ def global_pool(c: OnnxCall) -> list[Sym]:
     if c.x.rank != rank + 2:
         raise c.fail(f"{c.node.class_name} needs an input of rank {rank + 2}")
     fmt = data_format(c)
-    axes = list(range(1, rank + 1)) if fmt == "channels_last" else list(range(2, rank + 2))
+    axes = list(spatial_axes(fmt, rank))
     keep = bool(c.config.get("keepdims", False))
     x = c.float_input()
     out_rank = rank + 2 if keep else 2

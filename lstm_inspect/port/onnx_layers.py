@@ -50,6 +50,10 @@ class OnnxCall:
     def fail(self, problem: str) -> InspectError:
         return InspectError(f"layer {self.node.path} ({self.node.class_name}) cannot be exported to ONNX: {problem}")
 
+    def refuse(self, detail: str, plain: str | None = None) -> InspectError:
+        """A shared decision's refusal, worded as the engine words it (`LayerCall.refuse`)."""
+        return self.fail(detail)
+
     def float_input(self, k: int = 0) -> str:
         s = self.inputs[k]
         return s.name if s.kind == "float" else self.g.cast(s.name, "float")

@@ -2,7 +2,8 @@
 
 Why: recurrent models put these between their LSTMs (a ReLU with a ceiling, learned PReLU slopes, a Softmax
 over attention scores made with Dot), and `export --to onnx` must write the whole model. Each emitter
-mirrors the engine's function (`lstm_inspect/layers/activation_layers.py` and `core.py`), whose rules follow
+mirrors the engine's function (`lstm_inspect/layers/activation_layers.py`, whose readers give the settings, and
+`core.py`), whose rules follow
 `keras/src/layers/activations/` with `keras/src/activations/activations.py`, `tf_keras/src/layers/activation/`
 with `tf_keras/src/backend.py`, and `keras/src/layers/merging/dot.py`, `keras/src/layers/reshaping/permute.py`
 and their tf_keras counterparts:
@@ -19,26 +20,21 @@ and their tf_keras counterparts:
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from lstm_inspect.layers.activation_layers import (
+    elu_alpha,
+    leaky_relu_slope,
+    prelu_alpha_shape,
+    relu_settings,
+    softmax_axes,
+    softmax_mask_rule,
+    softmax_own_dtype,
+    thresholded_relu_theta,
+)
 from lstm_inspect.port.onnx_conv import out_dim
 from lstm_inspect.port.onnx_graph import Graph, Sym
 from lstm_inspect.port.onnx_layers import OnnxCall, emits
-
-
-def _number(c: OnnxCall, key: str, default: float | None, *aliases: str, minimum: float | None = None
-            ) -> float | None:
-    """A config's number, read and checked as the engine reads it (activation_layers._number)."""
-    value = next((c.config[k] for k in (key, *aliases) if k in c.config), default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise c.fail(f"{key} is {value!r}, not a number")
-    if minimum is not None and value < minimum:
-        raise c.fail(f"{key} is {value!r}; Keras refuses values below {minimum}")
-    return float(value)
 
 
 def _same(c: OnnxCall, y: str) -> list[Sym]:
@@ -49,9 +45,8 @@ def _same(c: OnnxCall, y: str) -> list[Sym]:
 @emits("ReLU")
 def relu(c: OnnxCall) -> list[Sym]:
     g, x = c.g, c.float_input()
-    max_value = _number(c, "max_value", None, minimum=0.0)
-    slope = _number(c, "negative_slope", 0.0, minimum=0.0) or 0.0
-    threshold = _number(c, "threshold", 0.0, minimum=0.0) or 0.0
+    s = relu_settings(c)
+    max_value, slope, threshold = s.max_value, s.negative_slope, s.threshold
     if slope != 0.0 and max_value is None and threshold == 0:
         return _same(c, g.op("LeakyRelu", x, alpha=slope, hint=c.hint))
     if threshold != 0:
@@ -68,7 +63,7 @@ def relu(c: OnnxCall) -> list[Sym]:
 
 @emits("LeakyReLU")
 def leaky_relu(c: OnnxCall) -> list[Sym]:
-    slope = _number(c, "negative_slope", 0.3, "alpha")  # the layer's default in both generations
+    slope = leaky_relu_slope(c)
     return _same(c, c.g.op("LeakyRelu", c.float_input(), alpha=slope, hint=c.hint))
 
 
@@ -78,26 +73,20 @@ def prelu(c: OnnxCall) -> list[Sym]:
     the shared ones of size 1."""
     from lstm_inspect.layers import LayerCall
 
-    shared = c.config.get("shared_axes")
-    axes = [] if shared is None else (shared if isinstance(shared, list) else [shared])
-    if not all(isinstance(a, int) and not isinstance(a, bool) and 1 <= a < c.x.rank for a in axes):
-        raise c.fail(f"shared_axes {shared!r} do not fit an input of rank {c.x.rank}")
-    want: list[Any] = [None] * (c.x.rank - 1)
-    for a in axes:
-        want[a - 1] = 1
-    LayerCall(c.node, [], c.weights, c.ctx).expect([tuple(want)])
+    want = prelu_alpha_shape(c, (None,) * (c.x.rank - 1))  # None: any size
+    LayerCall(c.node, [], c.weights, c.ctx).expect([want])
     return _same(c, c.g.op("PRelu", c.float_input(), c.const(c.weights[0], "alpha"), hint=c.hint))
 
 
 @emits("ELU")
 def elu(c: OnnxCall) -> list[Sym]:
-    alpha = _number(c, "alpha", 1.0)
+    alpha = elu_alpha(c)
     return _same(c, c.g.op("Elu", c.float_input(), alpha=alpha, hint=c.hint))
 
 
 @emits("ThresholdedReLU")
 def thresholded_relu(c: OnnxCall) -> list[Sym]:
-    theta = _number(c, "theta", 1.0, minimum=0.0)
+    theta = thresholded_relu_theta(c)
     return _same(c, c.g.op("ThresholdedRelu", c.float_input(), alpha=theta, hint=c.hint))
 
 
@@ -116,11 +105,7 @@ FLOAT_TYPES = {"float32": 1, "float64": 11}  # onnx.TensorProto.FLOAT, DOUBLE
 def softmax_layer(c: OnnxCall) -> list[Sym]:
     g, x = c.g, c.float_input()
     rank = c.x.rank
-    axis = c.config.get("axis", -1)
-    given = axis if isinstance(axis, list) else [axis]
-    if not given or not all(isinstance(a, int) and not isinstance(a, bool) and -rank <= a < rank for a in given):
-        raise c.fail(f"axis {axis!r} does not fit an input of rank {rank}")
-    axes = sorted({a % rank for a in given})
+    axes = sorted({a % rank for a in softmax_axes(c, rank)})
     explicit = c.kwargs.get("mask")
     if explicit is not None and not isinstance(explicit, Sym):
         raise c.fail("its mask is given as a constant, not a tensor")
@@ -132,16 +117,16 @@ def softmax_layer(c: OnnxCall) -> list[Sym]:
     # Keras 3 and robust_masking read the mask as mask > 0.5 when it holds floats, nonzero otherwise
     mask = raw.name if raw.kind == "bool" else (
         g.op("Greater", raw.name, g.const(0.5)) if raw.kind == "float" else g.cast(raw.name, "bool"))
-    if c.ctx.keras_major >= 3:
+    rule = softmax_mask_rule(c)
+    if rule == "keras3":
         y = softmax(g, g.op("Where", mask, x, g.const(-1e9)), axes)
         y = g.op("Where", mask, y, g.const(0.0), hint=c.hint)
-    elif c.config.get("robust_masking"):
+    elif rule == "robust":
         y = softmax(g, g.op("Where", mask, x, g.const(-1e9)), axes, hint=c.hint)
     else:
         # x + (1 - mask)·(-1e9), the mask cast to numbers as it is, in the layer's own float type (in float32 the
         # sum rounds x away, which decides the outputs of a row masked whole); x where nothing is added
-        dtype = c.config.get("dtype")
-        own = dtype if dtype in ("float16", "float32", "float64") else "float32"
+        own = softmax_own_dtype(c)
         if own not in FLOAT_TYPES:
             raise c.fail(f"a masked Softmax computing in {own} has no exact ONNX form in lstm-inspect")
         to = FLOAT_TYPES[own]

@@ -1,16 +1,16 @@
 """Raw op layers (Keras 3 op nodes, tf.keras TFOpLambda and TensorFlowOpLayer) as ONNX operators.
 
 The three dialects (`lstm_inspect.ops`) name the same operations differently; each node is first
-bound to its arguments exactly as the engine binds them (the engine function's own signature, or
-the NodeDef's inputs, constants in their places, and attributes), then named by one canonical op
-(`add`, `reshape`, `fft`...) whose emitter writes ONNX. Complex tensors (tf.signal.fft and what
+bound to its arguments by the engine's own rules (`lstm_inspect.ops`: `tf_function_arguments`, the
+engine function's signature; `node_def_inputs`, the NodeDef's inputs, constants in their places, and
+attributes; `keras3_options`), then named by its canonical op (`ops.canonical_op`: `add`, `reshape`,
+`fft`...) whose emitter writes ONNX. Complex tensors (tf.signal.fft and what
 follows it) are float tensors with a trailing (real, imaginary) axis, as ONNX's DFT takes them;
 complex values reach only the ops that define them (cast, fft, ifft, real, imag, abs).
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +18,16 @@ import numpy as np
 
 from lstm_inspect.errors import InspectError
 from lstm_inspect.layers import Context
-from lstm_inspect.ops import KERAS3_OPS, TF_FUNCTIONS, OpError, op_name
+from lstm_inspect.ops import (
+    KERAS3_OPS,
+    OpError,
+    canonical_op,
+    flat,
+    keras3_options,
+    node_def_inputs,
+    op_name,
+    tf_function_arguments,
+)
 from lstm_inspect.port.onnx_graph import INT64_MIN, Graph, Sym
 
 INT64_MAX = np.iinfo(np.int64).max
@@ -29,40 +38,6 @@ KIND_OF_DTYPE = {"bool": "bool", "float16": "float", "float32": "float", "float6
 TF_TYPE_KIND = {"DT_FLOAT": "float", "DT_DOUBLE": "float", "DT_HALF": "float", "DT_INT32": "int", "DT_INT64": "int",
                 "DT_BOOL": "bool", "DT_COMPLEX64": "complex", "DT_COMPLEX128": "complex"}
 
-# canonical op <- each dialect's name
-KERAS3 = {"NotEqual": "not_equal", "Equal": "equal", "Greater": "greater", "Less": "less",
-          "GreaterEqual": "greater_equal", "LessEqual": "less_equal", "LogicalOr": "or", "LogicalAnd": "and",
-          "LogicalNot": "not", "Any": "any", "All": "all", "ExpandDims": "expand_dims", "Squeeze": "squeeze",
-          "ZerosLike": "zeros_like", "OnesLike": "ones_like", "Concatenate": "concat", "Cast": "cast", "Add": "add",
-          "Subtract": "sub", "Multiply": "mul", "Divide": "div", "Negative": "neg", "Tanh": "tanh", "Exp": "exp",
-          "Abs": "abs", "Sqrt": "sqrt", "Square": "square", "ConvertToTensor": "convert"}
-TF_FN = {"cast": "cast", "signal.fft": "fft", "signal.ifft": "ifft", "math.real": "real", "math.imag": "imag",
-         "math.abs": "abs", "__operators__.add": "add", "math.add": "add", "math.subtract": "sub",
-         "math.multiply": "mul", "math.truediv": "div", "math.divide": "div", "math.maximum": "max",
-         "math.minimum": "min", "math.negative": "neg", "math.exp": "exp", "math.log": "log", "math.sqrt": "sqrt",
-         "math.square": "square", "math.tanh": "tanh", "math.sigmoid": "sigmoid", "nn.relu": "relu",
-         "nn.softmax": "softmax", "reshape": "reshape", "expand_dims": "expand_dims", "squeeze": "squeeze",
-         "compat.v1.squeeze": "squeeze", "transpose": "transpose", "compat.v1.transpose": "transpose",
-         "concat": "concat", "slice": "slice", "__operators__.getitem": "getitem", "math.reduce_mean": "mean",
-         "math.reduce_sum": "sum", "math.reduce_max": "max_over", "linalg.matmul": "matmul"}
-TF_RAW = {"Cast": "cast", "FFT": "fft", "IFFT": "ifft", "Real": "real", "Imag": "imag", "ComplexAbs": "abs",
-          "Abs": "abs", "AddV2": "add", "Add": "add", "Sub": "sub", "Mul": "mul", "RealDiv": "div", "Maximum": "max",
-          "Minimum": "min", "Neg": "neg", "Exp": "exp", "Log": "log", "Sqrt": "sqrt", "Square": "square",
-          "Tanh": "tanh", "Sigmoid": "sigmoid", "Relu": "relu", "Reshape": "reshape", "ExpandDims": "expand_dims",
-          "Squeeze": "squeeze", "Transpose": "transpose", "ConcatV2": "concat", "Slice": "slice",
-          "StridedSlice": "strided_slice", "Mean": "mean", "Sum": "sum", "Max": "max_over", "MatMul": "matmul",
-          "BatchMatMulV2": "matmul", "BatchMatMul": "matmul"}
-
-
-def canonical(node: Any) -> str | None:
-    name = op_name(node)
-    if node.class_name in ("TFOpLambda", "SlicingOpLambda"):
-        return TF_FN.get(name)
-    if node.class_name == "TensorFlowOpLayer":
-        return TF_RAW.get(name)
-    return KERAS3.get(name)
-
-
 def onnx_op_problem(node: Any) -> str | None:
     """Why this op node has no ONNX form (None: it has one)."""
     from lstm_inspect.ops import op_supported
@@ -70,7 +45,7 @@ def onnx_op_problem(node: Any) -> str | None:
     problem = op_supported(node)
     if problem:
         return problem
-    if canonical(node) not in EMITTERS:
+    if canonical_op(node) not in EMITTERS:
         return f"the op {op_name(node)} ({node.class_name}) has no ONNX form in lstm-inspect yet"
     return None
 
@@ -111,49 +86,19 @@ class OpCall:
 
 def _bind(node: Any, args: Any, kwargs: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     """The node's arguments in its engine function's parameter order (defaults filled in), and its attributes."""
-    from lstm_inspect.architecture import Call  # noqa: F401  (args come resolved from walk_graph)
-
     if node.class_name in ("TFOpLambda", "SlicingOpLambda"):
-        fn = TF_FUNCTIONS[op_name(node)]
-        options = {k: v for k, v in kwargs.items() if k != "name"}
-        try:
-            bound = inspect.signature(fn).bind(*args, **options)
-        except TypeError as exc:
-            raise OpError(f"{op_name(node)} got arguments it does not take ({str(exc)[:120]})") from None
-        bound.apply_defaults()
-        return list(bound.arguments.values()), {}
+        return list(tf_function_arguments(op_name(node), args, kwargs).values()), {}
     if node.class_name == "TensorFlowOpLayer":
-        node_def = node.config.get("node_def")
-        constants = node.config.get("constants") or {}
-        if not isinstance(node_def, dict) or not isinstance(constants, dict):
-            raise OpError("its node_def or constants are not objects")
-        names = node_def.get("input") or []
-        tensors = list(_flat(args))
-        count = len(names) if isinstance(names, list) and names else len(tensors) + len(constants)
-        inputs: list[Any] = []
-        for index in range(min(count, 64)):
-            if str(index) in constants:
-                inputs.append(np.asarray(constants[str(index)]))
-            elif tensors:
-                inputs.append(tensors.pop(0))
-            else:
-                raise OpError(f"input {index} is neither a tensor nor a constant")
-        attrs = node_def.get("attr") or {}
-        return inputs, attrs if isinstance(attrs, dict) else {}
+        return node_def_inputs(node, flat(args))
     op = KERAS3_OPS[node.class_name]
-    options = {k: v for k, v in node.config.items() if k in op.keywords}
-    options.update(kwargs)
+    options, unknown = keras3_options(op, node.config, kwargs)
+    if unknown:
+        raise OpError(f"the op {node.class_name} does not take {', '.join(unknown)}")
     return [*args, *[options.get(k) for k in op.keywords]], {"keywords": op.keywords}
 
 
-def _flat(obj: Any) -> list[Any]:
-    if isinstance(obj, list):
-        return [t for v in obj for t in _flat(v)]
-    return [obj]
-
-
 def emit_op(g: Graph, node: Any, args: Any, ctx: Context) -> Sym:
-    op = canonical(node)
+    op = canonical_op(node)
     if op is None or op not in EMITTERS:
         raise InspectError(f"graph op {node.name}: {onnx_op_problem(node)}")
     try:

@@ -11,7 +11,8 @@ broadcast the value mask unexpanded, 3.15 zeroes padded query steps with a where
 in the implicit masks (tf.keras from 2.10), takes `dot_product_attention` from 3.7 on 3-D inputs (masked
 logits set to -0.7·float32 max), otherwise its Softmax (adding -1e9 before 3.13, setting it from 3.13,
 zeroing masked weights from 3.10), and from 3.8 clears the Keras masks of the tensors it read. Which rule
-applies is decided here from the writing Keras; the masks themselves are computed in forward().
+applies is decided from the writing Keras by the engine module (`score_settings`, `mha_settings`,
+`mha_mask_plan`, ...); the masks themselves are computed in forward().
 
 MultiHeadAttention's EinsumDense projections are nn.Linear modules on the flattened kernels (an
 nn.ModuleDict per layer: query, key, gate, value, output); Attention's and AdditiveAttention's scalars an
@@ -26,15 +27,27 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.cells import config_int, keras_major_minor
 from lstm_inspect.layers.attention import (
     DPA_NEGATIVE,
-    KERAS3_ARGS,
     LARGE,
-    TF_KERAS_ARGS,
+    MaskSource,
+    MhaMaskPlan,
+    MhaSettings,
     _attention_axes,
     _attention_equation,
-    _mha_output_shape,
+    additive_scale_size,
+    call_flag,
+    dense_causal,
+    dense_mask_arguments,
+    keras_release,
+    mha_arguments,
+    mha_mask_plan,
+    mha_output_shape,
+    mha_settings,
+    query_mask_by_where,
+    refuse_training,
+    score_settings,
+    value_mask_per_query,
 )
 from lstm_inspect.port.torch_code import LayerEmit, Sym, identifier, integer, snippet
 from lstm_inspect.port.torch_layers import emitter
@@ -71,22 +84,8 @@ class Mask:
     kind: str = "bool"
 
 
-def _version(e: LayerEmit) -> tuple[int, int]:
-    """(major, minor) of the writing Keras; an unknown minor counts as the newest (as the engine's)."""
-    major, minor = keras_major_minor(e.keras_version)
-    return (major if major is not None else e.keras_major), (minor if minor is not None else 999)
-
-
 def _flag(e: LayerEmit, key: str) -> bool:
-    value = e.args.kwargs.get(key, False)
-    if isinstance(value, Sym):
-        raise e.fail(f"{key} is a tensor; lstm-inspect needs it fixed in the call")
-    return bool(value)
-
-
-def _training(e: LayerEmit, dropout: Any) -> None:
-    if e.args.kwargs.get("training") is True and isinstance(dropout, (int, float)) and dropout > 0:
-        raise e.fail("it is called with training=True, so Keras applies its random dropout at inference")
+    return call_flag(e, key, Sym)
 
 
 def _weights(e: LayerEmit, shapes: list[tuple[Any, ...]]) -> list[np.ndarray]:
@@ -151,7 +150,7 @@ def _dense_inputs(e: LayerEmit) -> tuple[Sym, Sym, Sym]:
     for name, s in (("query", q), ("value", v), ("key", k)):
         if s.rank is not None and s.rank < 3:
             raise e.fail(f"its {name} has rank {s.rank}; it needs (batch, steps, features)")
-    _training(e, e.config.get("dropout", 0.0))
+    refuse_training(e, e.config.get("dropout", 0.0))
     return q, v, k
 
 
@@ -169,14 +168,10 @@ def _parameters(e: LayerEmit, arrays: dict[str, np.ndarray]) -> str:
 
 @emitter("Attention")
 def attention(e: LayerEmit) -> list[Sym]:
-    cfg = e.config
-    mode = cfg.get("score_mode", "dot")
-    if mode not in ("dot", "concat"):
-        raise e.fail(f"score_mode {mode!r} is not one Keras has (dot, concat)" if isinstance(mode, str) else
-                     "its score_mode is not one Keras has (dot, concat)")
-    use_scale = bool(cfg.get("use_scale", False))
+    settings = score_settings(e)
+    mode, use_scale = settings.mode, settings.use_scale
     q, v, k = _dense_inputs(e)
-    w = _weights(e, [()] * (use_scale + (mode == "concat")))
+    w = _weights(e, settings.scalar_weights())
     arrays = ({"scale": w[0]} if use_scale else {}) | ({"concat_score_weight": w[-1]} if mode == "concat" else {})
     attr = _parameters(e, arrays) if arrays else None
     qf, kf = _float(q), _float(k)
@@ -198,10 +193,9 @@ def attention(e: LayerEmit) -> list[Sym]:
 
 @emitter("AdditiveAttention")
 def additive_attention(e: LayerEmit) -> list[Sym]:
-    use_scale = bool(e.config.get("use_scale", True))
+    use_scale = score_settings(e).use_scale
     q, v, k = _dense_inputs(e)
-    # Keras 3 sizes scale by the query, tf_keras by the value (see the engine)
-    dim = _dim(q) if e.keras_major >= 3 else _dim(v)
+    dim = additive_scale_size(e.keras_major, _dim(q), _dim(v))
     w = _weights(e, [(dim,)] if use_scale else [])
     _features(e, q, k, "they cannot be added")
     if use_scale and _dim(q) is not None and w[0].shape[-1] not in (1, _dim(q)):
@@ -229,10 +223,8 @@ def _implicit(s: Sym) -> Mask | None:
 
 def _dense_masks(e: LayerEmit) -> tuple[Mask | None, Mask | None]:
     """(query mask, value mask): the `mask=[...]` argument, or the inputs' implicit Keras masks."""
-    given = e.args.kwargs.get("mask")
+    given = dense_mask_arguments(e)
     if given is not None:
-        if not isinstance(given, list) or not 2 <= len(given) <= 3:
-            raise e.fail("its mask argument must be a list [query_mask, value_mask]")
         return _given_mask(e, given[0], "query mask"), _given_mask(e, given[1], "value mask")
     return _implicit(e.inputs[0]), _implicit(e.inputs[1])
 
@@ -241,22 +233,21 @@ def _apply_scores(e: LayerEmit, scores: str, q: Sym, v: Sym) -> list[Sym]:
     """Mask, softmax and weighted sum of the values (the engine's `_apply_scores`)."""
     w, hint = e.w, e.hint
     q_mask, v_mask = _dense_masks(e)
-    causal = _flag(e, "use_causal_mask") or bool(e.config.get("causal", False))
-    major, minor = _version(e)
+    causal = dense_causal(e, Sym)
+    release = keras_release(e.ctx)
+    major, minor = release
     keep: Mask | None = None
     if causal:
         w.need("causal_mask")
         keep = Mask(f"causal_mask({scores}.shape[-2], {scores}.shape[-1], {scores}.device)", 2)
     if v_mask is not None:
         vm = _truth(e, v_mask, f"{hint}_value_mask")
-        if major < 3 or causal:
+        per_query = value_mask_per_query(release, causal, vm.rank)
+        if not per_query and vm.rank is None and release >= (3, 12):
+            raise e.fail("the rank of its value mask is unknown (the model could not run on a made-up input)")
+        if per_query:
             vm = _unsqueeze(vm, -2)
-        elif (major, minor) >= (3, 12):
-            if vm.rank is None:
-                raise e.fail("the rank of its value mask is unknown (the model could not run on a made-up input)")
-            if vm.rank == 2:
-                vm = _unsqueeze(vm, -2)
-        else:
+        elif release < (3, 12):
             w.comment(f"Keras {major}.{minor} broadcasts the (batch, steps) value mask against the scores "
                       "unexpanded: it runs only with a batch of 1 or of the query's steps")
         keep = _and(vm, keep) if keep is not None else vm
@@ -269,7 +260,7 @@ def _apply_scores(e: LayerEmit, scores: str, q: Sym, v: Sym) -> list[Sym]:
     out_mask = None
     if q_mask is not None:
         truth = _truth(e, q_mask, f"{hint}_mask")
-        if (major, minor) >= (3, 15):
+        if query_mask_by_where(release):
             out = w.let(hint, f"torch.where({truth.name}[..., None], {out}, torch.zeros_like({out}))",
                         comment="padded query steps give zeros").name
         else:
@@ -285,51 +276,21 @@ def _apply_scores(e: LayerEmit, scores: str, q: Sym, v: Sym) -> list[Sym]:
 # ---------------------------------------------------------------- MultiHeadAttention
 
 
-def _mha_arguments(e: LayerEmit) -> dict[str, Any]:
-    names = KERAS3_ARGS if e.keras_major >= 3 else TF_KERAS_ARGS
-    if len(e.inputs) > len(names):
-        raise e.fail(f"it was given {len(e.inputs)} positional tensors; it takes at most {len(names)} "
-                     f"({', '.join(names)})")
-    bound: dict[str, Any] = dict(zip(names, e.inputs))
-    bound.update(e.args.kwargs)
-    if not isinstance(bound.get("query"), Sym) or not isinstance(bound.get("value"), Sym):
-        raise e.fail("it needs a query and a value tensor")
-    if bound.get("key") is not None and not isinstance(bound["key"], Sym):
-        raise e.fail("its key is not a tensor")
-    return bound
-
-
 @emitter("MultiHeadAttention")
 def multi_head_attention(e: LayerEmit) -> list[Sym]:
     cfg, w, hint = e.config, e.w, e.hint
-    major, minor = _version(e)
-    heads, key_dim = config_int(cfg.get("num_heads")), config_int(cfg.get("key_dim"))
-    value_dim = config_int(cfg.get("value_dim")) or key_dim
-    if not heads or not key_dim or heads < 1 or key_dim < 1:
-        raise e.fail("its num_heads and key_dim must be positive integers")
-    use_bias, use_gate = bool(cfg.get("use_bias", True)), bool(cfg.get("use_gate", False))
-    window = cfg.get("sliding_window")
-    dropout = cfg.get("dropout", 0.0)
-    _training(e, dropout)
-    args = _mha_arguments(e)
+    s = mha_settings(e)
+    major, heads, key_dim, value_dim, use_bias = s.release[0], s.heads, s.key_dim, s.value_dim, s.use_bias
+    args = mha_arguments(e, Sym)
     query, value = args["query"], args["value"]
     key = args["key"] if args.get("key") is not None else value
-    ranks = [_rank(e, s) for s in (query, value, key)]
+    ranks = [_rank(e, t) for t in (query, value, key)]
     if ranks[0] < 3 or ranks[1] != ranks[0] or ranks[2] != ranks[0]:
         raise e.fail(f"its query, value and key have ranks {', '.join(map(str, ranks))}; they must be (batch, "
                      "steps, features) or more, all of one rank")
-    out_shape = _mha_output_shape(cfg)
-    if out_shape == []:
-        raise e.fail("its output_shape is not a list of positive sizes")
-    out_shape = out_shape or [_dim(query)]
+    out_shape = mha_output_shape(e, _dim(query))
 
-    roles = [("query", _dim(query), key_dim), ("key", _dim(key), key_dim)]
-    roles += [("gate", _dim(query), value_dim)] if use_gate else []
-    roles += [("value", _dim(value), value_dim)]
-    shapes: list[tuple[Any, ...]] = []
-    for _, dim_in, dim_out in roles:
-        shapes += [(dim_in, heads, dim_out)] + ([(heads, dim_out)] if use_bias else [])
-    shapes += [(heads, value_dim, *out_shape)] + ([tuple(out_shape)] if use_bias else [])
+    roles, shapes = s.weight_layout(_dim(query), _dim(key), _dim(value), out_shape)
     arrays = _weights(e, shapes)
     per = 2 if use_bias else 1
     out_shape = [int(n) for n in arrays[-per].shape[2:]]
@@ -347,8 +308,7 @@ def multi_head_attention(e: LayerEmit) -> list[Sym]:
 
     rank = ranks[0] + 1  # of the projections: (batch, steps..., heads, dim)
     causal, return_scores = _flag(e, "use_causal_mask"), _flag(e, "return_attention_scores")
-    dpa = ((major, minor) >= (3, 7) and not (isinstance(dropout, (int, float)) and dropout > 0)
-           and not return_scores and rank == 4)
+    dpa = s.dot_product_attention(return_scores, rank)
     how = "as Keras 3's dot_product_attention" if dpa else "Keras's softmax over the attention axes"
     w.comment(f"{identifier(hint)}: {e.kind}, {heads} head{'s' if heads > 1 else ''} (key_dim {key_dim}, value_dim "
               f"{value_dim}), {how}")
@@ -361,10 +321,10 @@ def multi_head_attention(e: LayerEmit) -> list[Sym]:
     v = project("value", value, value_dim)
 
     out_mask = query.mask
-    mask, causal_only = _mha_mask(e, args, query, value, causal, window, major, minor)
-    if (major, minor) >= (3, 8):  # Keras 3.8+ clears the Keras masks of the tensors it was given (see the engine)
-        for s in (query, value, key):
-            s.mask = None
+    mask, causal_only = _mha_mask(e, mha_mask_plan(e, s, args, causal, Sym), query, value)
+    if s.clears_masks:
+        for t in (query, value, key):
+            t.mask = None
     scale = repr(float(np.float32(1.0 / math.sqrt(float(key_dim)))))
     scores = None
     if dpa:
@@ -380,9 +340,9 @@ def multi_head_attention(e: LayerEmit) -> list[Sym]:
         if mask is not None:
             while mask.rank is not None and mask.rank < scores_rank:
                 mask = _unsqueeze(mask, -len(axes) * 2 - 1)
-        scores = _masked_softmax(e, scores, mask, norm_axes, major, minor)
+        scores = _masked_softmax(e, s, scores, mask, norm_axes)
         out = w.let(hint, f'torch.einsum("{combine}", {scores}, {v})').name
-    if use_gate:
+    if s.use_gate:
         gate = f'torch.sigmoid(self.{attr}["gate"]({_float(query)}).unflatten(-1, ({heads}, {value_dim})))'
         out = w.let(hint, f"{out} * {gate}").name
     y = f'self.{attr}["output"]({out}.flatten(-2))'
@@ -394,46 +354,36 @@ def multi_head_attention(e: LayerEmit) -> list[Sym]:
     return result
 
 
-def _mha_mask(e: LayerEmit, args: dict[str, Any], query: Sym, value: Sym, causal: bool, window: Any,
-              major: int, minor: int) -> tuple[Mask | None, bool]:
+def _mha_mask(e: LayerEmit, plan: MhaMaskPlan, query: Sym, value: Sym) -> tuple[Mask | None, bool]:
     """The attention mask the engine's `_mha_mask` builds, and whether Keras 3.15's causal-only path applies."""
     w, hint = e.w, e.hint
-    explicit = args.get("attention_mask")
-    if explicit is not None and not isinstance(explicit, Sym):
-        raise e.fail("its attention_mask is not a tensor")
-    attention_mask = None if explicit is None else Mask(explicit.name, explicit.rank, explicit.kind)
-    q_mask = v_mask = k_mask = None
-    if major >= 3:
-        q_mask = _implicit(query)
-        if (major, minor) < (3, 8) and isinstance(args.get("query_mask"), Sym):
-            q_mask = _given_mask(e, args["query_mask"], "query mask")
-        v_mask = (_given_mask(e, args["value_mask"], "value mask") if isinstance(args.get("value_mask"), Sym)
-                  else _implicit(value))
-        key = args.get("key")
-        k_mask = (_given_mask(e, args["key_mask"], "key mask") if isinstance(args.get("key_mask"), Sym)
-                  else _implicit(key) if isinstance(key, Sym) else None)
-    elif (major, minor) >= (2, 10):
-        key = args["key"] if isinstance(args.get("key"), Sym) else value
-        q_mask, v_mask, k_mask = _implicit(query), _implicit(value), _implicit(key)
-    sliding = isinstance(window, int) and not isinstance(window, bool) and major >= 3
-    if (causal and (major, minor) >= (3, 15) and q_mask is None and v_mask is None and k_mask is None
-            and attention_mask is None and not sliding):
+    if plan.causal_only:
         return None, True
+    explicit = plan.explicit
+    attention_mask = None if explicit is None else Mask(explicit.name, explicit.rank, explicit.kind)
+
+    def mask(source: MaskSource | None) -> Mask | None:
+        if source is None:
+            return None
+        t = source.tensor
+        return Mask(t.name, t.rank, t.kind) if source.given else _implicit(t)
+
     auto: Mask | None = None
+    q_mask = mask(plan.query)
     if q_mask is not None:
         auto = _unsqueeze(_truth(e, q_mask, f"{hint}_query_mask"), -1)
-    for m, what in ((v_mask, "value"), (k_mask, "key")):
+    for m, what in ((mask(plan.value), "value"), (mask(plan.key), "key")):
         if m is not None:
             auto = _and(auto, _unsqueeze(_truth(e, m, f"{hint}_{what}_mask"), -2))
     steps = f"{query.name}.shape[1], {value.name}.shape[1], {query.name}.device"
-    if causal:
+    if plan.causal:
         w.need("causal_mask")
         auto = _and(auto, Mask(f"causal_mask({steps})[None]", 3))
-    if sliding:
+    if plan.window is not None:
         w.need("window_mask")
         auto = _and(auto, Mask(f"window_mask({query.name}.shape[1], {value.name}.shape[1], "
-                               f"{integer(window, 'sliding_window')}, {query.name}.device)[None]", 3))
-    if attention_mask is not None and ((major, minor) >= (3, 7) or auto is not None):
+                               f"{integer(plan.window, 'sliding_window')}, {query.name}.device)[None]", 3))
+    if attention_mask is not None and plan.explicit_as_bool:
         attention_mask = _truth(e, attention_mask, f"{hint}_attention_mask")
     if auto is not None:
         mask = auto if attention_mask is None else _and(attention_mask, auto)
@@ -441,8 +391,7 @@ def _mha_mask(e: LayerEmit, args: dict[str, Any], query: Sym, value: Sym, causal
     return attention_mask, False
 
 
-def _masked_softmax(e: LayerEmit, scores: str, mask: Mask | None, axes: tuple[int, ...], major: int,
-                    minor: int) -> str:
+def _masked_softmax(e: LayerEmit, s: MhaSettings, scores: str, mask: Mask | None, axes: tuple[int, ...]) -> str:
     """Keras's Softmax layer with a mask, as the writing release computes it (the engine's `_masked_softmax`)."""
     w, hint = e.w, e.hint
 
@@ -454,8 +403,7 @@ def _masked_softmax(e: LayerEmit, scores: str, mask: Mask | None, axes: tuple[in
 
     if mask is None:
         return w.let(f"{hint}_scores", softmax(scores)).name
-    robust = bool(e.config.get("softmax_robust_masking", False))
-    if (major, minor) >= (3, 13) or (major < 3 and robust):
+    if s.softmax_sets_masked:
         if mask.kind != "bool":
             mask = Mask(w.let(f"{hint}_mask", f"{mask.name} > 0.5", "bool").name, mask.rank)
         scores = w.let(f"{hint}_scores", f"torch.where({mask.name}, {scores}, -{BIG})",
@@ -465,7 +413,7 @@ def _masked_softmax(e: LayerEmit, scores: str, mask: Mask | None, axes: tuple[in
                       comment="scores += (1 - mask) * -1e9, in float32").name
         scores = w.let(f"{hint}_scores", f"torch.where({adder} == 0, {scores}, {scores} + {adder})").name
     out = w.let(f"{hint}_scores", softmax(scores)).name
-    if (major, minor) >= (3, 10):  # a fully masked row comes out zero, not uniform
+    if s.softmax_zeroes_masked:  # a fully masked row comes out zero, not uniform
         if mask.kind == "bool":
             out = w.let(f"{hint}_scores", f"torch.where({mask.name}, {out}, torch.zeros_like({out}))",
                         comment="Keras 3.10+ zeroes masked weights").name

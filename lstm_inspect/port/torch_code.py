@@ -357,8 +357,25 @@ class LayerEmit:
     def hard_sigmoid(self) -> str:
         return "keras3" if self.keras_major >= 3 else "keras2"
 
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The call's keyword arguments, tensors resolved to Syms (as `LayerCall.kwargs`)."""
+        return self.args.kwargs
+
+    @property
+    def ctx(self) -> Any:
+        """The writing Keras as the engine's `Context` holds it (for the shared decisions of `lstm_inspect.layers`)."""
+        from lstm_inspect.layers import Context
+
+        return Context(np.float32, self.keras_version, self.keras_major)
+
     def fail(self, problem: str) -> InspectError:
         return InspectError(f"{self.w.where}: layer {self.node.path} ({self.kind}): {problem}")
+
+    def refuse(self, detail: str, plain: str | None = None) -> InspectError:
+        """A shared decision's refusal (`lstm_inspect.layers.Site`): worded `plain` here, without the file's values,
+        when the decision gives such a wording."""
+        return self.fail(plain if plain is not None else detail)
 
     def unsupported(self, what: str = "") -> InspectError:
         detail = f" ({what})" if what else ""
@@ -366,10 +383,10 @@ class LayerEmit:
 
     def read(self, shapes: list[tuple[Any, ...]]) -> list[np.ndarray]:
         """The layer's stored arrays, checked against the shapes its config implies (None: any size)."""
-        from lstm_inspect.layers import Context, LayerCall
+        from lstm_inspect.layers import LayerCall
 
         weights = self.ckpt.read_layer(self.node.path)
-        call = LayerCall(self.node, [], weights, Context(np.float32, self.keras_version, self.keras_major))
+        call = LayerCall(self.node, [], weights, self.ctx)
         call.expect(shapes)
         return weights
 

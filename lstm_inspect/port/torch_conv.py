@@ -7,7 +7,9 @@ transposed into PyTorch's layout in weights.safetensors; pools as nn.MaxPool/nn.
 padding, cropping and upsampling as a line of forward(). Each emitter mirrors the engine's function,
 which follows `keras/src/layers/convolutional/`, `keras/src/layers/pooling/`, `keras/src/layers/reshaping/`,
 the TensorFlow backend's conv and pool ops (`keras/src/backend/tensorflow/nn.py`) and their
-`tf_keras/src/layers/` counterparts (the rules are documented beside the engine's functions). In PyTorch:
+`tf_keras/src/layers/` counterparts (the rules are documented beside the engine's functions, which also
+read the settings for this module: `conv_settings`, `pool_settings`, `spatial_format`, `upsampling_size`,
+and give the padding amounts that do not depend on the input's length, `fixed_pads`). In PyTorch:
 
 - PyTorch's convolutions and pools are channels first: a channels_last input is moved in and out
   (movedim), and the activation follows the bias on the output's own layout (softmax: its last axis).
@@ -27,17 +29,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstm_inspect.cells import config_int
 from lstm_inspect.layers.conv import (
     CONV_KINDS,
     _pair_list,
-    _settings,
-    data_format,
-    ints,
-    padding_mode,
-    refuse_keras1,
+    conv_settings,
+    spatial_axes,
+    spatial_format,
+    upsampling_size,
 )
-from lstm_inspect.layers.pooling import POOLS
+from lstm_inspect.layers.pooling import POOLS, pool_settings
 from lstm_inspect.port.torch_code import LayerEmit, Sym, snippet
 from lstm_inspect.port.torch_layers import emitter
 
@@ -73,19 +73,6 @@ def _channels_back(y: str, fmt: str) -> str:
     return y if fmt == "channels_first" else f"{y}.movedim(1, -1)"
 
 
-def _fixed_pads(mode: str, kernel: tuple[int, ...], dilation: tuple[int, ...], strides: tuple[int, ...]
-                ) -> list[tuple[int, int]] | None:
-    """(before, after) per spatial axis, or None when "same" depends on the input's length (a stride above 1)."""
-    if mode == "valid":
-        return [(0, 0)] * len(kernel)
-    if mode == "causal":
-        return [(dilation[0] * (kernel[0] - 1), 0)]
-    if any(s > 1 for s in strides):
-        return None
-    totals = [(k - 1) * d for k, d in zip(kernel, dilation)]  # TensorFlow's "same" with stride 1, whatever n
-    return [(t // 2, t - t // 2) for t in totals]
-
-
 def _f_pad(pads: list[tuple[int, int]]) -> str:
     """F.pad's argument for the trailing spatial axes: the last axis's (before, after) first."""
     return f"({', '.join(f'{a}, {b}' for a, b in reversed(pads))})"
@@ -101,27 +88,21 @@ def _rank(e: LayerEmit, rank: int) -> int:
 
 @emitter(*CONV_KINDS)
 def convolution(e: LayerEmit) -> list[Sym]:
-    cfg = e.config
-    rank, kind = CONV_KINDS[e.kind]
-    kernel, strides, dilation, mode = _settings(e, rank, kind)
-    fmt = data_format(e)
+    rank, _ = CONV_KINDS[e.kind]
     r = _rank(e, rank)
-    if r < rank + 2 or (kind != "conv" and r != rank + 2):
-        raise e.fail(f"it needs an input of rank {rank + 2}")
-    use_bias = bool(cfg.get("use_bias", True))
+    s = conv_settings(e, r)
+    kind, kernel, strides, dilation, mode = s.kind, s.kernel, s.strides, s.dilation, s.padding
+    fmt, use_bias = s.data_format, s.use_bias
     ones = (1,) * rank
     conv = f"nn.Conv{rank}d"
     options = "".join([f", stride={_tuple(strides)}" if max(strides) > 1 else "",
                        f", dilation={_tuple(dilation)}" if max(dilation) > 1 else ""])
-    pads = _fixed_pads(mode, kernel, dilation, strides)
+    pads = s.fixed_pads()
     symmetric = pads is not None and all(a == b for a, b in pads)
     if symmetric and pads and max(a for a, _ in pads) > 0:
         options += f", padding={_tuple(tuple(a for a, _ in pads))}"
     if kind == "conv":
-        filters = config_int(cfg.get("filters"))
-        groups = config_int(cfg.get("groups", 1) or 1)
-        if filters is None or groups is None:
-            raise e.fail("its filters or groups are not positive integers")
+        filters, groups = s.filters, s.groups
         w = e.read([(*kernel, None, filters)] + ([(filters,)] if use_bias else []))
         cin = w[0].shape[-2] * groups
         if filters % groups:
@@ -131,17 +112,13 @@ def convolution(e: LayerEmit) -> list[Sym]:
         ctor = f"{conv}({cin}, {filters}, {_tuple(kernel)}{options}{group}{'' if use_bias else ', bias=False'})"
         modules = [e.w.module(e.key, e.hint, ctor, arrays)]
     else:
-        mult = config_int(cfg.get("depth_multiplier", 1))
-        if mult is None:
-            raise e.fail("its depth_multiplier is not a positive integer")
+        mult = s.depth_multiplier
         if kind == "depthwise":
             w = e.read([(*kernel, None, mult)] + ([(None,)] if use_bias else []))
             cin = w[0].shape[-2]
             filters = cin * mult
         else:
-            filters = config_int(cfg.get("filters")) or 0
-            if not filters:
-                raise e.fail("its filters are not a positive integer")
+            filters = s.filters or 0
             w = e.read([(*kernel, None, mult), (*ones, None, filters)] + ([(filters,)] if use_bias else []))
             cin = w[0].shape[-2]
             if w[1].shape[-2] != cin * mult:
@@ -193,11 +170,7 @@ def convolution(e: LayerEmit) -> list[Sym]:
 
 def _spatial(e: LayerEmit, rank: int, formatted: bool) -> list[int]:
     """The spatial axes of the input (the data format read only where the engine reads it)."""
-    refuse_keras1(e)
-    if e.x.rank is not None and e.x.rank != rank + 2:
-        raise e.fail(f"it needs an input of rank {rank + 2}")
-    fmt = data_format(e) if formatted else "channels_last"
-    return list(range(1, rank + 1)) if fmt == "channels_last" else list(range(2, rank + 2))
+    return list(spatial_axes(spatial_format(e, rank, e.x.rank, formatted), rank))
 
 
 @emitter("ZeroPadding1D", "ZeroPadding2D")
@@ -230,9 +203,7 @@ def cropping(e: LayerEmit) -> list[Sym]:
 
 @emitter("UpSampling1D")
 def up_sampling(e: LayerEmit) -> list[Sym]:
-    size = config_int(e.config.get("size", 2))
-    if size is None:
-        raise e.fail("its size is not a positive integer")
+    size = upsampling_size(e)
     _spatial(e, 1, formatted=False)
     return [e.w.let(e.hint, f"{e.x.name}.repeat_interleave({size}, dim=1)", e.x.kind,
                     comment="each step repeated in place")]
@@ -243,16 +214,10 @@ def up_sampling(e: LayerEmit) -> list[Sym]:
 
 @emitter(*POOLS)
 def pool(e: LayerEmit) -> list[Sym]:
-    cfg = e.config
-    rank, mode = POOLS[e.kind]
-    refuse_keras1(e)
-    if _rank(e, rank) != rank + 2:
-        raise e.fail(f"it needs an input of rank {rank + 2}")
-    size = ints(e, "pool_size", rank, 2)
-    strides = ints(e, "strides", rank, size) if cfg.get("strides") is not None else size
-    padding = padding_mode(e, ("valid", "same"))
-    fmt = data_format(e)
-    pads = _fixed_pads(padding, size, (1,) * rank, strides)
+    rank, _ = POOLS[e.kind]
+    s = pool_settings(e, _rank(e, rank))
+    mode, size, strides, fmt = s.mode, s.size, s.strides, s.data_format
+    pads = s.fixed_pads()
     symmetric = pads is not None and all(a == b for a, b in pads)
     options = "" if strides == size else f", stride={_tuple(strides)}"
     if symmetric and pads and max(a for a, _ in pads) > 0:

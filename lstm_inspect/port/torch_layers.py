@@ -6,7 +6,8 @@ global pools of `pooling.py`), masks included (Embedding mask_zero, Masking, the
 `merged_mask`: Keras 3's Concatenate ORs the masks, Keras 2's ANDs them), and gives the layer its
 attribute when it has weights (nn.Linear, nn.Embedding, nn.BatchNorm1d, nn.LayerNorm, ...) or a
 natural torch.nn module (nn.Dropout, nn.Flatten); the other layers are a line of forward().
-The Keras rules themselves are documented beside the engine's functions.
+The Keras rules themselves are documented beside the engine's functions, and the activation layers' settings
+are read by the engine's readers (`relu_settings`, `softmax_axes`, ... in `activation_layers.py`).
 
 Adding a kind is one function:
 
@@ -25,6 +26,16 @@ from collections.abc import Callable
 import numpy as np
 
 from lstm_inspect.cells import config_int
+from lstm_inspect.layers.activation_layers import (
+    elu_alpha,
+    leaky_relu_slope,
+    prelu_alpha_shape,
+    relu_settings,
+    softmax_axes,
+    softmax_mask_rule,
+    thresholded_relu_theta,
+)
+from lstm_inspect.layers.conv import spatial_axes
 from lstm_inspect.port.torch_code import LayerEmit, Sym, integer, snippet
 
 Emitter = Callable[[LayerEmit], list[Sym]]
@@ -325,19 +336,6 @@ def dot(e: LayerEmit) -> list[Sym]:
 # ---------------------------------------------------------------- activation layers (layers/activation_layers.py)
 
 
-def _optional(e: LayerEmit, key: str, default: float | None, *aliases: str, minimum: float | None = None
-              ) -> float | None:
-    cfg = e.config
-    value = next((cfg[k] for k in (key, *aliases) if k in cfg), default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-        raise e.fail(f"its {key} is not a number")
-    if minimum is not None and value < minimum:
-        raise e.fail(f"its {key} is below {minimum}, which Keras refuses")
-    return float(value)
-
-
 snippet("keras_relu", '''
 def keras_relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
     """Keras's relu with its three settings (keras.activations.relu, tf_keras backend.relu)."""
@@ -353,9 +351,8 @@ def keras_relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
 
 @emitter("ReLU")
 def relu_layer(e: LayerEmit) -> list[Sym]:
-    max_value = _optional(e, "max_value", None, minimum=0.0)
-    slope = _optional(e, "negative_slope", 0.0, minimum=0.0) or 0.0
-    threshold = _optional(e, "threshold", 0.0, minimum=0.0) or 0.0
+    s = relu_settings(e)
+    max_value, slope, threshold = s.max_value, s.negative_slope, s.threshold
     if max_value is None and slope == 0.0 and threshold == 0.0:
         return [e.w.let(e.hint, f"torch.relu({e.x.name})", mask=e.x.mask)]
     e.w.need("keras_relu")
@@ -364,21 +361,15 @@ def relu_layer(e: LayerEmit) -> list[Sym]:
 
 @emitter("LeakyReLU")
 def leaky_relu(e: LayerEmit) -> list[Sym]:
-    slope = _optional(e, "negative_slope", 0.3, "alpha")
+    slope = leaky_relu_slope(e)
     return [e.w.let(e.hint, f"F.leaky_relu({e.x.name}, {slope!r})", mask=e.x.mask)]  # x > 0 ? x : slope·x
 
 
 @emitter("PReLU")
 def prelu(e: LayerEmit) -> list[Sym]:
-    shared = e.config.get("shared_axes")
     if e.x.shape is None:
         raise e.fail("the shape of its input is unknown (the model could not run on a made-up input)")
-    shape = list(e.x.shape[1:])
-    for a in [] if shared is None else (shared if isinstance(shared, list) else [shared]):
-        if not isinstance(a, int) or isinstance(a, bool) or not 1 <= a <= len(shape):
-            raise e.fail("its shared_axes do not fit its input")
-        shape[a - 1] = 1
-    (alpha,) = e.read([tuple(shape)])
+    (alpha,) = e.read([prelu_alpha_shape(e, e.x.shape[1:])])
     ctor = f"nn.ParameterDict({{\"alpha\": nn.Parameter(torch.zeros({tuple(alpha.shape)}))}})"
     attr = e.w.module(e.key, e.hint, ctor, {"alpha": alpha})
     return [e.w.let(e.hint, f"torch.relu({e.x.name}) - self.{attr}[\"alpha\"] * torch.relu(-{e.x.name})",
@@ -387,13 +378,13 @@ def prelu(e: LayerEmit) -> list[Sym]:
 
 @emitter("ELU")
 def elu(e: LayerEmit) -> list[Sym]:
-    alpha = _optional(e, "alpha", 1.0)
+    alpha = elu_alpha(e)
     return [e.w.let(e.hint, f"F.elu({e.x.name}, {alpha!r})", mask=e.x.mask)]
 
 
 @emitter("ThresholdedReLU")
 def thresholded_relu(e: LayerEmit) -> list[Sym]:
-    theta = _optional(e, "theta", 1.0, minimum=0.0)
+    theta = thresholded_relu_theta(e)
     return [e.w.let(e.hint, f"{e.x.name} * ({e.x.name} > {theta!r})", mask=e.x.mask)]
 
 
@@ -419,11 +410,7 @@ def keras_softmax(x, axes, mask=None, generation="keras3", robust=False):
 @emitter("Softmax")
 def softmax_layer(e: LayerEmit) -> list[Sym]:
     x = e.x
-    axis = e.config.get("axis", -1)
-    raw = axis if isinstance(axis, list) else [axis]
-    if not raw or not all(isinstance(a, int) and not isinstance(a, bool) for a in raw):
-        raise e.fail("its axis is not an axis or a list of axes")
-    axes = tuple(int(a) for a in raw)
+    axes = tuple(int(a) for a in softmax_axes(e, None))  # their range not checked here
     explicit = e.args.kwargs.get("mask")
     mask = explicit.name if isinstance(explicit, Sym) else x.mask
     if explicit is not None and not isinstance(explicit, Sym):
@@ -433,8 +420,9 @@ def softmax_layer(e: LayerEmit) -> list[Sym]:
     e.w.need("keras_softmax")
     options = ""
     if mask is not None:
-        options = f", mask={mask}, generation=\"{e.hard_sigmoid}\""
-        if e.keras_major < 3 and e.config.get("robust_masking"):
+        rule = softmax_mask_rule(e)
+        options = f", mask={mask}, generation=\"{'keras3' if rule == 'keras3' else 'keras2'}\""
+        if rule == "robust":
             options += ", robust=True"
     out_mask = mask  # Keras passes on the mask it was given, as booleans
     if isinstance(explicit, Sym) and explicit.kind != "bool":
@@ -457,7 +445,7 @@ def global_pool(e: LayerEmit) -> list[Sym]:
     fmt = e.config.get("data_format") or "channels_last"
     if fmt not in ("channels_last", "channels_first"):
         raise e.fail("its data_format is not channels_last or channels_first")
-    axes = tuple(range(1, rank + 1)) if fmt == "channels_last" else tuple(range(2, rank + 2))
+    axes = spatial_axes(fmt, rank)
     keep = ", keepdim=True" if e.config.get("keepdims") else ""
     x = e.x.name
     if mode == "max":

@@ -1,11 +1,13 @@
 """The raw operations of functional graphs in the PyTorch export, from the same whitelist as the engine.
 
 Why: models compute masks and small transforms with ops on Keras tensors (`x != 0`, `tf.concat`,
-`x[:, 1:]`), recorded in three dialects (see `lstm_inspect.ops`): Keras 3 op nodes (`KERAS3_OPS`),
-tf.keras's `TFOpLambda`/`SlicingOpLambda` (`TF_FUNCTIONS`, arguments bound by the engine function's
-own signature, which uses TensorFlow's parameter names) and TF 2.2-2.3's `TensorFlowOpLayer`
-(`TF_RAW_OPS`, NodeDef inputs with constants in their places, attributes read with the engine's
-`_attr`). Each op here writes what the engine's NumPy version computes; an op the engine runs but
+`x[:, 1:]`), recorded in three dialects (see `lstm_inspect.ops`): Keras 3 op nodes (`KERAS3_OPS`,
+options by the engine's `keras3_options`), tf.keras's `TFOpLambda`/`SlicingOpLambda` (`TF_FUNCTIONS`,
+arguments bound by `tf_function_arguments` to the engine function's own signature, which uses
+TensorFlow's parameter names) and TF 2.2-2.3's `TensorFlowOpLayer` (`TF_RAW_OPS`, NodeDef inputs with
+constants in their places by `node_def_inputs`, attributes read with the engine's `_attr`). The
+operators are looked up by the ops' canonical names (`ops.canonical_op`), one table for every
+dialect. Each op here writes what the engine's NumPy version computes; an op the engine runs but
 this module does not is refused with one line naming it. Constants from the config become literals
 only after int()/float() checks; constant arrays become buffers in weights.safetensors. Ops output no
 Keras mask (as in the engine).
@@ -13,14 +15,29 @@ Keras mask (as in the engine).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from lstm_inspect.errors import InspectError
-from lstm_inspect.ops import TF_FUNCTIONS, TF_RAW_OPS, OpError, _attr, _ints, _masks, dtype_of, op_name
+from lstm_inspect.ops import (
+    CANONICAL_KERAS3,
+    CANONICAL_TF_FUNCTIONS,
+    CANONICAL_TF_RAW,
+    TF_FUNCTIONS,
+    TF_RAW_OPS,
+    OpError,
+    _attr,
+    _ints,
+    _masks,
+    dtype_of,
+    flat,
+    keras3_options,
+    node_def_inputs,
+    op_name,
+    tf_function_arguments,
+)
 from lstm_inspect.port.torch_code import LayerEmit, Sym, kind_of, scalar, torch_dtype
 
 Value = Any  # a Sym, or a constant from the config
@@ -224,30 +241,37 @@ def matmul(e: LayerEmit, a: Value, b: Value, transpose_a: Any = False, transpose
     return f"torch.matmul({side(a, transpose_a, adjoint_a)}, {side(b, transpose_b, adjoint_b)})"
 
 
+# ---------------------------------------------------------------- the operators, by the ops' one name
+
+# canonical op (`lstm_inspect.ops.canonical_op`, whatever the dialect's name) -> its PyTorch operator
+COMPARE = {"not_equal": "!=", "equal": "==", "greater": ">", "less": "<", "greater_equal": ">=", "less_equal": "<="}
+BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "max": "max", "min": "min", "or": "or", "and": "and"}
+UNARY = {"neg": "torch.neg", "exp": "torch.exp", "log": "torch.log", "sqrt": "torch.sqrt", "square": "torch.square",
+         "tanh": "torch.tanh", "sigmoid": "torch.sigmoid", "relu": "torch.relu", "abs": "torch.abs",
+         "not": "torch.logical_not"}
+OPERATORS = {**COMPARE, **BINARY, **UNARY}
+
+
 # ---------------------------------------------------------------- Keras 3 op nodes
 
-COMPARE = {"NotEqual": "!=", "Equal": "==", "Greater": ">", "Less": "<", "GreaterEqual": ">=", "LessEqual": "<="}
-ARITHMETIC = {"Add": "+", "Subtract": "-", "Multiply": "*", "Divide": "/", "LogicalOr": "or", "LogicalAnd": "and"}
-UNARY = {"Negative": "torch.neg", "Tanh": "torch.tanh", "Exp": "torch.exp", "Abs": "torch.abs",
-         "Sqrt": "torch.sqrt", "Square": "torch.square", "LogicalNot": "torch.logical_not"}
-
-
-KERAS3_WRITTEN = frozenset({*COMPARE, *ARITHMETIC, *UNARY, "Any", "All", "ExpandDims", "Squeeze", "ZerosLike",
-                            "OnesLike", "Concatenate", "Cast", "ConvertToTensor"})
+KERAS3_WRITTEN = frozenset({name for name, op in CANONICAL_KERAS3.items() if op in OPERATORS}
+                           | {"Any", "All", "ExpandDims", "Squeeze", "ZerosLike", "OnesLike", "Concatenate", "Cast",
+                              "ConvertToTensor"})
 
 
 def keras3_op(e: LayerEmit, args: list[Value], options: dict[str, Any]) -> tuple[str, str]:
     """(expression, kind) of one Keras 3 op node (`lstm_inspect.ops.KERAS3_OPS`)."""
     op = e.kind
+    canonical = CANONICAL_KERAS3.get(op)
     first = args[0] if args else None
-    if op in COMPARE:
-        return binary(e, COMPARE[op], *_two(e, args)), "bool"
-    if op in ARITHMETIC:
-        logical = op.startswith("Logical")
-        return binary(e, ARITHMETIC[op], *_two(e, args)), "bool" if logical else _kind(args)
-    if op in UNARY:
+    if canonical in COMPARE:
+        return binary(e, COMPARE[canonical], *_two(e, args)), "bool"
+    if canonical in BINARY:
+        logical = canonical in ("or", "and")
+        return binary(e, BINARY[canonical], *_two(e, args)), "bool" if logical else _kind(args)
+    if canonical in UNARY:
         x = _tensor(e, first)
-        return f"{UNARY[op]}({x.name})", "bool" if op == "LogicalNot" else x.kind
+        return f"{UNARY[canonical]}({x.name})", "bool" if canonical == "not" else x.kind
     if op in ("Any", "All"):
         return reduce(e, op.lower(), _tensor(e, first), options.get("axis"), options.get("keepdims", False)), "bool"
     if op == "ExpandDims":
@@ -302,23 +326,20 @@ def _kind(values: list[Value]) -> str:
 # ---------------------------------------------------------------- tf.keras TFOpLambda (TensorFlow API functions)
 
 TfFn = Callable[[LayerEmit, dict[str, Any]], str]
-_BINARY = {"__operators__.add": "+", "math.add": "+", "math.subtract": "-", "math.multiply": "*",
-           "math.truediv": "/", "math.divide": "/", "math.maximum": "max", "math.minimum": "min"}
-_UNARY = {"math.negative": "torch.neg", "math.exp": "torch.exp", "math.log": "torch.log", "math.sqrt": "torch.sqrt",
-          "math.square": "torch.square", "math.tanh": "torch.tanh", "math.sigmoid": "torch.sigmoid",
-          "math.abs": "torch.abs"}
+
 
 def _tf_binary(op: str) -> TfFn:
     return lambda e, a: binary(e, op, a["x"], a["y"])
 
 
 def _tf_unary(fn: str) -> TfFn:
-    return lambda e, a: f"{fn}({_tensor(e, a['x']).name})"
+    """fn on the function's one tensor parameter (x, or nn.relu's features)."""
+    return lambda e, a: f"{fn}({_tensor(e, next(iter(a.values()))).name})"
 
 
 TF_EMITTERS: dict[str, TfFn] = {
-    **{name: _tf_binary(op) for name, op in _BINARY.items()},
-    **{name: _tf_unary(fn) for name, fn in _UNARY.items()},
+    **{name: _tf_binary(BINARY[op]) for name, op in CANONICAL_TF_FUNCTIONS.items() if op in BINARY},
+    **{name: _tf_unary(UNARY[op]) for name, op in CANONICAL_TF_FUNCTIONS.items() if op in UNARY},
     "cast": lambda e, a: cast(e, _tensor(e, a["x"]), a["dtype"]),
     "signal.fft": lambda e, a: fft(e, "fft", _tensor(e, a["input"])),
     "signal.ifft": lambda e, a: fft(e, "ifft", _tensor(e, a["input"])),
@@ -326,7 +347,6 @@ TF_EMITTERS: dict[str, TfFn] = {
     "signal.irfft": lambda e, a: fft(e, "irfft", _tensor(e, a["input_tensor"]), a["fft_length"]),
     "math.real": lambda e, a: real_part(_tensor(e, a["input"]), False),
     "math.imag": lambda e, a: real_part(_tensor(e, a["input"]), True),
-    "nn.relu": lambda e, a: f"torch.relu({_tensor(e, a['features']).name})",
     "nn.softmax": lambda e, a: (f"torch.softmax({_tensor(e, a['logits']).name}, "
                                 f"dim={-1 if a['axis'] is None else _index_ints(e, a['axis'], 'axis')[0]})"),
     "reshape": lambda e, a: (f"{_tensor(e, a['tensor']).name}.reshape("
@@ -350,26 +370,20 @@ TF_EMITTERS: dict[str, TfFn] = {
 
 def tf_function(e: LayerEmit, name: str) -> str:
     """One TFOpLambda: its arguments bound as the engine binds them (TensorFlow's parameter names)."""
-    fn = TF_FUNCTIONS.get(name)
     emit = TF_EMITTERS.get(name)
-    if fn is None or emit is None:
+    if name not in TF_FUNCTIONS or emit is None:
         raise _fail(e, "has no PyTorch form in lstm-inspect yet")
-    options = {k: v for k, v in e.args.kwargs.items() if k != "name"}
     try:
-        bound = inspect.signature(fn).bind(*e.args.args, **options)
-    except TypeError:
+        arguments = tf_function_arguments(name, list(e.args.args), e.args.kwargs)
+    except OpError:
         raise _fail(e, "is given arguments it does not take") from None
-    bound.apply_defaults()
-    return emit(e, dict(bound.arguments))
+    return emit(e, arguments)
 
 
 # ---------------------------------------------------------------- TF 2.2-2.3 TensorFlowOpLayer (NodeDefs)
 
 RawFn = Callable[[LayerEmit, list[Value], dict[str, Any]], str]
-_RAW_BINARY = {"AddV2": "+", "Add": "+", "Sub": "-", "Mul": "*", "RealDiv": "/", "Maximum": "max", "Minimum": "min"}
-_RAW_UNARY = {"Neg": "torch.neg", "Exp": "torch.exp", "Log": "torch.log", "Sqrt": "torch.sqrt",
-              "Square": "torch.square", "Tanh": "torch.tanh", "Sigmoid": "torch.sigmoid", "Relu": "torch.relu",
-              "Abs": "torch.abs", "ComplexAbs": "torch.abs"}
+
 
 def _raw_binary(op: str) -> RawFn:
     return lambda e, i, a: binary(e, op, i[0], i[1])
@@ -380,8 +394,8 @@ def _raw_unary(fn: str) -> RawFn:
 
 
 RAW_EMITTERS: dict[str, RawFn] = {
-    **{name: _raw_binary(op) for name, op in _RAW_BINARY.items()},
-    **{name: _raw_unary(fn) for name, fn in _RAW_UNARY.items()},
+    **{name: _raw_binary(BINARY[op]) for name, op in CANONICAL_TF_RAW.items() if op in BINARY},
+    **{name: _raw_unary(UNARY[op]) for name, op in CANONICAL_TF_RAW.items() if op in UNARY},
     "Cast": lambda e, i, a: cast(e, _tensor(e, i[0]), _attr(a, "DstT", "type")),
     "FFT": lambda e, i, a: fft(e, "fft", _tensor(e, i[0])),
     "IFFT": lambda e, i, a: fft(e, "ifft", _tensor(e, i[0])),
@@ -406,38 +420,17 @@ RAW_EMITTERS: dict[str, RawFn] = {
 RAW_EMITTERS["BatchMatMul"] = RAW_EMITTERS["BatchMatMulV2"]
 
 
-def _flat(obj: Any) -> list[Any]:
-    if isinstance(obj, list):
-        return [t for v in obj for t in _flat(v)]
-    return [obj]
-
-
 def node_def(e: LayerEmit, op: str) -> str:
     """One TensorFlowOpLayer: its NodeDef's inputs in order, constants in their places (as the engine's
     `_run_node_def` assembles them)."""
     emit = RAW_EMITTERS.get(op)
     if emit is None or op not in TF_RAW_OPS:
         raise _fail(e, "has no PyTorch form in lstm-inspect yet")
-    nd = e.config.get("node_def")
-    constants = e.config.get("constants") or {}
-    if not isinstance(nd, dict) or not isinstance(constants, dict):
-        raise _fail(e, "its node_def or constants are not objects")
-    names = nd.get("input") or []
-    tensors = [t for t in _flat(e.args.args) if isinstance(t, Sym)]
-    count = len(names) if isinstance(names, list) and names else len(tensors) + len(constants)
-    if count > 64:
-        raise _fail(e, f"the op takes {count} inputs")
-    inputs: list[Value] = []
-    for k in range(count):
-        if str(k) in constants:
-            inputs.append(constants[str(k)])
-        elif tensors:
-            inputs.append(tensors.pop(0))
-        else:
-            raise _fail(e, f"input {k} is neither a tensor nor a constant")
-    attrs = nd.get("attr") or {}
-    if not isinstance(attrs, dict):
-        raise _fail(e, "its attributes are not an object")
+    try:
+        # constants stay as the config holds them: operand() checks them and writes them as literals or buffers
+        inputs, attrs = node_def_inputs(e.node, [t for t in flat(e.args.args) if isinstance(t, Sym)], lambda v: v)
+    except OpError as exc:
+        raise _fail(e, str(exc)) from None
     try:
         return emit(e, inputs, attrs)
     except IndexError:
@@ -468,16 +461,13 @@ def op_layer(e: LayerEmit) -> list[Sym]:
         elif node.class_name == "TensorFlowOpLayer":
             expr, kind = node_def(e, e.kind), ""
         else:
-            op = KERAS3_OPS[e.kind]
-            options = {k: v for k, v in node.config.items() if k in op.keywords}
-            options.update(e.args.kwargs)
-            unknown = sorted(set(options) - set(op.keywords))
+            options, unknown = keras3_options(KERAS3_OPS[e.kind], node.config, e.args.kwargs)
             if unknown:
                 raise _fail(e, f"does not take {', '.join(unknown)}")
             expr, kind = keras3_op(e, list(e.args.args), options)
     except OpError as exc:
         raise _fail(e, str(exc)) from None
     if not kind:
-        firsts = [v for v in _flat(e.args.args) if isinstance(v, Sym)]
+        firsts = [v for v in flat(e.args.args) if isinstance(v, Sym)]
         kind = firsts[0].kind if firsts else "float"
     return [e.w.let(e.hint, expr, kind)]
