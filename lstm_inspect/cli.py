@@ -313,7 +313,7 @@ def _flags(d: RecurrentDirection) -> str:
     flags = [label for on, label in (
         (s.return_sequences, "seq"), (s.return_state, "state"), (s.go_backwards, "backwards"),
         (s.stateful, "stateful"), (s.time_major, "time-major"), (not s.use_bias, "no-bias"),
-        (d.cell.kind == "GRU" and s.reset_after is False, "reset-before"),
+        *((True, flag) for flag in d.cell.flags(s)),
         (d.wrapper is not None and d.merge_mode is not None, f"merge={d.merge_mode}"),
         (d.storage == "cudnn", "cudnn-bias"), (d.storage == "keras1", "keras1-arrays"),
         (s.assumed, "assumed"),
@@ -324,16 +324,18 @@ def _flags(d: RecurrentDirection) -> str:
 FLAG_MEANINGS = {
     "seq": "return_sequences", "state": "return_state", "backwards": "go_backwards", "stateful": "stateful",
     "time-major": "time_major (input is steps × batch × features)", "no-bias": "use_bias=False",
-    "reset-before": "GRU reset_after=False (r applied before the recurrent product)",
     "cudnn-bias": "a CuDNN layer's input and recurrent biases", "keras1-arrays": "Keras 1's per-gate arrays",
     "assumed": "settings are the writing Keras's defaults, not read from the file",
 }
 
 
 def flags_legend(ckpt: Checkpoint) -> str | None:
-    """The meaning of each flag the table shows (merge=... explains itself)."""
-    used = dict.fromkeys(f for d in ckpt.layers for f in _flags(d).split() if f in FLAG_MEANINGS)
-    return "flags: " + ", ".join(f"{f} = {FLAG_MEANINGS[f]}" for f in used) if used else None
+    """The meaning of each flag the table shows (merge=... explains itself; a kind's own flags, its cell's)."""
+    meanings = dict(FLAG_MEANINGS)
+    for d in ckpt.layers:
+        meanings.update(d.cell.flags(d.settings))
+    used = dict.fromkeys(f for d in ckpt.layers for f in _flags(d).split() if f in meanings)
+    return "flags: " + ", ".join(f"{f} = {meanings[f]}" for f in used) if used else None
 
 
 def _gates_cell(d: RecurrentDirection) -> Text:
@@ -350,11 +352,9 @@ def _gates_cell(d: RecurrentDirection) -> Text:
 
 def _legend(ckpt: Checkpoint) -> list[str]:
     lines = []
-    for kind in ckpt.cells:
-        gates = {"LSTM": "i, f, c, o", "GRU": "z, r, h", "SimpleRNN": "one W"}.get(kind, kind)
-        extra = " (reset_after: also a recurrent bias b_hg)" if kind == "GRU" else ""
-        lines.append(f"{kind}: gates {gates}, each W_g of N_c × (N_i + N_c) acting on [x; h] and a bias b_g of "
-                     f"N_c{extra}")
+    for cell in dict.fromkeys(d.cell for d in ckpt.layers):
+        lines.append(f"{cell.kind}: gates {cell.legend}, each W_g of N_c × (N_i + N_c) acting on [x; h] and a bias "
+                     f"b_g of N_c{cell.legend_extra}")
     lines.append("✓ the shapes check, ✗ they do not, ∅ no weights stored")
     return lines
 

@@ -81,8 +81,7 @@ def direction_settings(d: RecurrentDirection, layout: str) -> dict[str, Any]:
     if s.assumed:
         out["assumed"] = ("this file stores no architecture: activations and flags are the defaults of the Keras "
                           "that wrote it, not facts read from the file")
-    if d.cell.kind == "GRU":
-        out["reset_after"] = s.reset_after
+    out.update(d.cell.kind_settings(s))
     if layout in ("gates", "keras"):
         out["equations"] = d.cell.equations(s)
         if s.go_backwards:
@@ -174,8 +173,7 @@ def _pytorch(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], d
     s = d0.settings
     ctor: dict[str, Any] = {"input_size": d0.input_dim, "hidden_size": d0.units, "num_layers": 1,
                             "batch_first": not s.time_major, "bidirectional": bidirectional, "bias": True}
-    if cell.kind == "SimpleRNN":
-        ctor["nonlinearity"] = s.activation if s.activation in ("tanh", "relu") else "tanh"
+    ctor.update(cell.torch_options(s))
     meta: dict[str, Any] = {
         "target": cell.torch_module, "constructor": ctor,
         "load": "module.load_state_dict({name: torch.from_numpy(array) for name, array in these arrays}, strict=True)",
@@ -190,9 +188,11 @@ def _pytorch(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], d
         "return_sequences": s.return_sequences, "merge_mode": d0.merge_mode if bidirectional else None,
     }
     if problems:
-        meta["why_not_exact"] = problems[0] + ("; run it exactly with the ONNX layout (which has the "
-                                               "activations), or with a cell of your own" if cell.kind != "SimpleRNN"
-                                               else "")
+        in_onnx = all(onnx_activation(name, d.hard_sigmoid) is not None for d in ds
+                      for name in cell.onnx_activations(d.settings))
+        meta["why_not_exact"] = problems[0] + ("; run it exactly with the ONNX layout (which has the activations), "
+                                               "or with a cell of your own" if in_onnx else
+                                               "; run it exactly with a cell of your own")
     if bidirectional:
         merge = d0.merge_mode
         meta["time_order"] = ("bidirectional=True runs the backward half over the input reversed and returns its "
@@ -260,8 +260,7 @@ def _onnx(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict
     attributes: dict[str, Any] = {"hidden_size": d0.units, "layout": 0, "activations": activations,
                                   "direction": "bidirectional" if bidirectional else (
                                       "reverse" if s.go_backwards else "forward")}
-    if cell.kind == "GRU":
-        attributes["linear_before_reset"] = int(bool(s.reset_after))
+    attributes.update(cell.onnx_attributes(s))
     # ONNX takes activation_alpha/beta as one flat list over the activations that use them, in order.
     if alphas:
         attributes["activation_alpha"] = alphas
@@ -269,9 +268,7 @@ def _onnx(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict
         attributes["activation_beta"] = betas
     meta: dict[str, Any] = {
         "target": f"ONNX {cell.onnx_op} operator", "attributes": attributes,
-        "activations_order": ("per direction, ONNX's " + {"LSTM": "[f, g, h] = [recurrent_activation, activation, "
-                                                           "activation]", "GRU": "[f, g] = [recurrent_activation, "
-                              "activation]", "SimpleRNN": "[f] = [activation]"}[cell.kind]),
+        "activations_order": f"per direction, ONNX's {cell.onnx_activation_order}",
         "exact_in_target": not problems, "directions": [direction_settings(d, "onnx") for d in ds],
         "input": ("X of shape [seq_length, batch_size, input_size]: time-major (layout=0; ONNX Runtime accepts "
                   "only layout 0), " + ("as this time_major layer takes it" if s.time_major else
@@ -279,7 +276,7 @@ def _onnx(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict
                                         "x.transpose(1, 0, 2)")),
         "transpose_input": not s.time_major,
         "outputs": ("Y of shape [seq_length, num_directions, batch_size, hidden_size], in input time order; Y_h "
-                    "[num_directions, batch_size, hidden_size]" + (", Y_c the same" if cell.kind == "LSTM" else "")),
+                    "[num_directions, batch_size, hidden_size]" + (", Y_c the same" if "c" in cell.states else "")),
         # the same instructions for programs: reverse Y in time to get Keras's order; take the whole sequence or
         # Y_h; merge the two directions so
         "reverse_output_in_time": bool(s.go_backwards and not bidirectional),
@@ -332,10 +329,9 @@ def dump(ckpt: Checkpoint, out: Path, fmt: str = "csv", layout: str = "gates", l
         raise InspectError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if layout == "pytorch":
         for d in [ckpt.layer(layer)] if layer else ckpt.layers:
-            if d.cell.kind == "GRU" and not d.settings.reset_after:
-                raise InspectError(f"layer {d.name}: {d.cell.torch_problem(d.settings)}, so there is no "
-                                   "torch.nn.GRU state_dict for it; use --layout onnx (linear_before_reset=0) or "
-                                   "--layout keras")
+            refusal = d.cell.torch_refusal(d.settings)
+            if refusal:
+                raise InspectError(f"layer {d.name}: {refusal}")
     written: list[str] = []
     warnings: list[str] = []
     manifest: dict[str, Any] = {

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.architecture import MODEL_CLASSES, ModelGraph
-from lstm_inspect.cells import all_layer_classes, keras_major_minor
+from lstm_inspect.cells import all_layer_classes, cell_of_class, keras_major_minor
 from lstm_inspect.errors import InspectError
 from lstm_inspect.layers import LAYERS
 from lstm_inspect.model import Checkpoint
@@ -232,20 +232,14 @@ def _layer_config(cls: str, config: dict[str, Any], keras1: bool, where: str, de
     if keras1:
         inner = _keras1_to_keras2(inner)
     out_cls = cls
-    if cls in ("CuDNNLSTM", "CuDNNGRU"):
-        # tf_keras cannot run a CuDNN layer on a CPU; Keras's documented route is the plain layer with CuDNN's
-        # fixed activations (and, for GRU, reset_after), holding the converted weights.
-        inner = {k: v for k, v in inner.items() if k in {"name", "units", "return_sequences", "return_state",
-                                                          "go_backwards", "stateful", "batch_input_shape",
-                                                          "trainable", "dtype"}}
-        inner.update(activation="tanh", recurrent_activation="sigmoid")
-        if cls == "CuDNNGRU":
-            inner["reset_after"] = True
-        out_cls = cls[len("CuDNN"):]
-    if out_cls in ("GRU", "GRUCell") and "reset_after" not in inner:
-        # Keras before 2.1.x wrote no reset_after and computed the reset-before form; tf_keras would assume
-        # its own default (True).
-        inner["reset_after"] = False
+    cell = cell_of_class(cls)
+    if cell is not None:
+        # a recurrent layer or cell: its kind completes what old configs leave out, and turns a CuDNN layer (which
+        # tf_keras cannot run on a CPU) into the plain layer with CuDNN's fixed settings, holding the converted
+        # weights
+        inner = cell.rebuild_config(inner, cls)
+        if cell.layer_classes.get(cls) == "cudnn":
+            out_cls = cell.kind
     if inner.get("stateful"):
         inner["stateful"] = False  # a first call from zero state is the same; frees the batch size
     for key in ("batch_input_shape", "batch_shape"):
@@ -470,8 +464,7 @@ def run_keras_direction(ckpt: Checkpoint, name: str, x: np.ndarray) -> tuple[np.
                                "go_backwards": s.go_backwards}
     if s.recurrent_activation is not None:
         options["recurrent_activation"] = s.recurrent_activation
-    if d.cell.kind == "GRU":
-        options["reset_after"] = bool(s.reset_after)
+    options.update(d.cell.kind_settings(s))
     layer = getattr(keras.layers, d.cell.kind)(d.units, **options)
     model = keras.Sequential([keras.Input((None, d.input_dim)), layer])
     layer.set_weights(w.arrays())

@@ -290,6 +290,36 @@ class Cell:
         return act, (activation_fn(rec, hard_sigmoid) if rec is not None else None)
 
 
+    # ---- what the rest of lstm-inspect says and passes on about this kind (so that a kind is one module)
+    legend: str = ""  # `show`'s legend: the gates, e.g. "gates i, f, c, o"
+    legend_extra: str = ""  # said after "a bias b_g of N_c", e.g. a second bias row
+
+    def flags(self, settings: CellSettings) -> dict[str, str]:
+        """The flags `show` adds for this kind's own settings, each with its meaning for the legend."""
+        return {}
+
+    def kind_settings(self, settings: CellSettings) -> dict[str, Any]:
+        """This kind's settings beyond the common ones, by their Keras names: written into manifests, passed to
+        Keras when it rebuilds one direction and to the exported PyTorch cells (a GRU's reset_after)."""
+        return {}
+
+    def shape_settings(self, class_name: str, shapes: list[tuple[int, ...]]) -> dict[str, Any]:
+        """The config keys a weights-only direction's stored shapes decide (a GRU's reset_after from its bias)."""
+        return {}
+
+    def rebuild_config(self, config: dict[str, Any], class_name: str) -> dict[str, Any]:
+        """The layer or cell config Keras rebuilds the reference from (`keras_ref`). A CuDNN class becomes the
+        plain layer with CuDNN's fixed activations (`cudnn_settings`), as Keras's documented route to run one on
+        a CPU; `missing_settings` fills what the writing Keras left out and the reading one would default
+        differently."""
+        if self.layer_classes.get(class_name) == "cudnn":
+            config = {k: v for k, v in config.items() if k in CUDNN_KEPT_KEYS}
+            config.update(activation="tanh", recurrent_activation="sigmoid", **self.cudnn_settings)
+        return {**self.missing_settings, **config}
+
+    cudnn_settings: dict[str, Any] = {}  # what the CuDNN class fixes beyond its activations
+    missing_settings: dict[str, Any] = {}  # a key old configs lack -> the value the writing Keras computed with
+
     # ---- export layouts (dump --layout pytorch/onnx, export)
     torch_module: str = ""  # "torch.nn.LSTM"
     torch_order: tuple[str, ...] = ()  # this kind's gates in PyTorch's block order
@@ -306,6 +336,20 @@ class Cell:
         if settings.activation != "tanh":
             return f"{self.torch_module} has only tanh; this layer's activation is {settings.activation}"
         return None
+
+    onnx_activation_order: str = ""  # the slots of ONNX's `activations`, e.g. "[f, g, h] = [recurrent_activation, ...]"
+
+    def torch_refusal(self, settings: CellSettings) -> str | None:
+        """Why the PyTorch module has no state_dict for these settings at all (None: it has one, exact or not)."""
+        return None
+
+    def torch_options(self, settings: CellSettings) -> dict[str, Any]:
+        """Constructor arguments of the PyTorch module beyond sizes and bias (SimpleRNN's nonlinearity)."""
+        return {}
+
+    def onnx_attributes(self, settings: CellSettings) -> dict[str, Any]:
+        """The ONNX operator's attributes this kind's settings decide (a GRU's linear_before_reset)."""
+        return {}
 
     def onnx_activations(self, settings: CellSettings) -> list[str]:
         """The Keras activation names in the slots of ONNX's `activations` attribute (f, g, h order)."""
@@ -434,6 +478,10 @@ def _per_block(cell: Cell, which: str) -> Callable[[Any, CellWeights], CellWeigh
 
 CELLS: dict[str, Cell] = {}
 
+# The keys a CuDNN layer's config keeps when Keras rebuilds it as the plain layer (`Cell.rebuild_config`).
+CUDNN_KEPT_KEYS = frozenset({"name", "units", "return_sequences", "return_state", "go_backwards", "stateful",
+                             "batch_input_shape", "trainable", "dtype"})
+
 
 def register(cell: Cell) -> Cell:
     CELLS[cell.kind] = cell
@@ -455,6 +503,11 @@ def recurrent_class(class_name: str, config: dict[str, Any]) -> tuple[Cell, str]
                 if inner.get("class_name") == cell.cell_class:
                     return cell, f"RNN({cell.cell_class})"
     return None
+
+
+def cell_of_class(class_name: str) -> Cell | None:
+    """The kind a Keras layer class ("GRU", "CuDNNGRU") or cell class ("GRUCell") belongs to."""
+    return next((c for c in CELLS.values() if class_name in c.layer_classes or class_name == c.cell_class), None)
 
 
 def all_layer_classes() -> set[str]:

@@ -62,6 +62,35 @@ class GRU(Cell):
     onnx_op, onnx_order, onnx_labels = "GRU", ("z", "r", "h"), "z, r, h"
 
     known_orders = {("r", "z", "h"): "PyTorch's (and cuDNN's) order r, z, n"}
+    legend, legend_extra = "z, r, h", " (reset_after: also a recurrent bias b_hg)"
+    onnx_activation_order = "[f, g] = [recurrent_activation, activation]"
+    cudnn_settings = {"reset_after": True}  # CuDNNGRU computes the reset_after form
+    # Keras before 2.1.x wrote no reset_after and computed the reset-before form; tf_keras and Keras 3 would
+    # assume their own default (True)
+    missing_settings = {"reset_after": False}
+
+    def flags(self, settings: CellSettings) -> dict[str, str]:
+        if settings.reset_after is False:
+            return {"reset-before": "GRU reset_after=False (r applied before the recurrent product)"}
+        return {}
+
+    def kind_settings(self, settings: CellSettings) -> dict[str, Any]:
+        return {"reset_after": bool(settings.reset_after)}
+
+    def shape_settings(self, class_name: str, shapes: list[tuple[int, ...]]) -> dict[str, Any]:
+        """A bias of two rows (or CuDNN's) is the reset_after form; one row, the reset-before form."""
+        if len(shapes) != 3:
+            return {}
+        return {"reset_after": len(shapes[2]) == 2 or self.layer_classes.get(class_name) == "cudnn"}
+
+    def torch_refusal(self, settings: CellSettings) -> str | None:
+        if settings.reset_after:
+            return None
+        return (f"{self.torch_problem(settings)}, so there is no torch.nn.GRU state_dict for it; use --layout onnx "
+                "(linear_before_reset=0) or --layout keras")
+
+    def onnx_attributes(self, settings: CellSettings) -> dict[str, Any]:
+        return {"linear_before_reset": int(bool(settings.reset_after))}
 
     def mistakes(self, settings: CellSettings, storage: str, input_dim: int | None, units: int | None,
                  hard_sigmoid: str = "keras3") -> list[CellMistake]:

@@ -132,8 +132,7 @@ def op_attributes(d: RecurrentDirection) -> dict[str, Any] | None:
         attrs["activation_alpha"] = alphas
     if betas:
         attrs["activation_beta"] = betas
-    if d.cell.kind == "GRU":
-        attrs["linear_before_reset"] = int(bool(d.settings.reset_after))
+    attrs.update(d.cell.onnx_attributes(d.settings))
     return attrs
 
 

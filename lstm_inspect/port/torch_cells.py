@@ -26,7 +26,7 @@ return_state order, the output mask) mirror `Network._recurrent_layer` through `
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -284,8 +284,13 @@ def keras_bidirectional(rnn, x, mask=None, state=None, zero_output_for_mask=(Fal
 ''', needs=("packing", "TorchDirection", "keras_loop"))
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
+# Each recurrent kind's explicit cell written into model.py (the snippets above), for settings torch.nn lacks.
 EXPLICIT = {"LSTM": "KerasLSTM", "GRU": "KerasGRU", "SimpleRNN": "KerasSimpleRNN"}
-TORCH_MODULES = {"LSTM": "nn.LSTM", "GRU": "nn.GRU", "SimpleRNN": "nn.RNN"}
+
+
+def _arguments(options: dict[str, Any]) -> str:
+    """Keyword arguments as model.py writes them: `, name=value` each, strings in double quotes."""
+    return "".join(f", {k}=" + (f'"{v}"' if isinstance(v, str) else repr(v)) for k, v in options.items())
 
 
 def direction_module(w: Writer, d: RecurrentDirection, weights: CellWeights, what: str,
@@ -297,7 +302,7 @@ def direction_module(w: Writer, d: RecurrentDirection, weights: CellWeights, wha
     n_i, units = weights.input_dim, weights.units
     bias = "" if s.use_bias else ", bias=False"
     if cell.torch_problem(s) is None:
-        extra = ", nonlinearity=\"relu\"" if cell.kind == "SimpleRNN" and s.activation == "relu" else ""
+        extra = _arguments(cell.torch_options(s))
         halves = [("_l0", weights)]
         if bidirectional_with is not None:
             halves.append(("_l0_reverse", bidirectional_with[1]))
@@ -307,14 +312,14 @@ def direction_module(w: Writer, d: RecurrentDirection, weights: CellWeights, wha
             for key, a in cell.torch_arrays(cw).items():
                 if s.use_bias or not key.startswith("bias"):
                     arrays[key + suffix] = a
-        return f"{TORCH_MODULES[cell.kind]}({n_i}, {units}{bias}{extra}, batch_first=True)", arrays
+        module = cell.torch_module.removeprefix("torch.")
+        return f"{module}({n_i}, {units}{bias}{extra}, batch_first=True)", arrays
     w.need(EXPLICIT[cell.kind])
     act = w.act_fn(s.activation, f"{what}: activation")
     options = f", activation={act}"
     if s.recurrent_activation is not None:
         options += f", recurrent_activation={w.act_fn(s.recurrent_activation, f'{what}: recurrent_activation')}"
-    if cell.kind == "GRU":
-        options += f", reset_after={bool(s.reset_after)}"
+    options += _arguments(cell.kind_settings(s))
     arrays = {k: v for k, v in cell.torch_arrays(weights).items() if s.use_bias or not k.startswith("bias")}
     return f"{EXPLICIT[cell.kind]}({n_i}, {units}{bias}{options})", arrays
 
