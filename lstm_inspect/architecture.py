@@ -18,6 +18,7 @@ calls (linear in layers and edges), whatever order the file lists them in.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,27 @@ UNSUPPORTED_RECURRENT = frozenset(
 )
 MAX_DEPTH = 64  # nested models and nested call arguments deeper than this are refused
 MAX_INDEX = 1 << 20  # node and tensor indices in a config
+# Lists and objects inside one another in a config: Keras's own stay far below (a layer's call arguments are
+# about ten levels down, and each nested model adds three), and every reader of a config recurses; deeper
+# configs are refused before anything reads them (`json_depth`).
+MAX_JSON_DEPTH = 200
+
+
+def json_depth(obj: Any, limit: int = MAX_JSON_DEPTH) -> int:
+    """How deep lists and objects nest in parsed JSON (a bare value is 0), counted without recursion and
+    only up to limit + 1."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if depth > limit:
+            return depth
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return deepest
 
 
 class ConfigError(ValueError):
@@ -353,6 +375,101 @@ def _endpoint_refs(spec: Any) -> list[TensorRef]:
         raise ConfigError("the model's input_layers or output_layers are not a list")
     return [_ref(s[0], s[1], s[2], "the model's inputs or outputs") for s in spec
             if isinstance(s, list) and len(s) >= 3]
+
+
+class ConfigValueError(ConfigError):
+    """A config value no Keras builds a model from (the reader puts the file's name and the config's before it)."""
+
+
+def _recurrent_configs(node: LayerNode) -> list[dict[str, Any]]:
+    """The configs that hold a recurrent direction's units: the layer's, a cell's, a Bidirectional's halves'."""
+    out: list[dict[str, Any]] = []
+    found = recurrent_class(node.class_name, node.config)
+    if found:
+        cell = node.config.get("cell")
+        is_rnn = found[1].startswith("RNN(") and isinstance(cell, dict) and isinstance(cell.get("config"), dict)
+        out.append(cell["config"] if is_rnn else node.config)
+    elif node.class_name == "Bidirectional":
+        for key in ("layer", "backward_layer"):
+            inner = node.config.get(key)
+            if isinstance(inner, dict) and isinstance(inner.get("config"), dict):
+                out += _recurrent_configs(LayerNode(name=node.name, path=node.path, class_name=str(
+                    inner.get("class_name")), config=inner["config"]))
+    return out
+
+
+def _shape_text(value: Any) -> str:
+    """A config value as the file writes it (JSON: null, Infinity, NaN)."""
+    try:
+        return json.dumps(value)[:80]
+    except (TypeError, ValueError):
+        return repr(value)[:80]
+
+
+def declared_shape(node: LayerNode) -> list[Any] | None:
+    """The batch shape a layer declares (InputLayer, or a Sequential's first layer): checked, or None."""
+    for key in ("batch_shape", "batch_input_shape"):
+        if key not in node.config or node.config[key] is None:
+            continue
+        shape = node.config[key]
+        if not isinstance(shape, list):
+            raise ConfigValueError(f"declares the input {node.path} of shape {_shape_text(shape)}, not a list of "
+                                   "sizes")
+        for n in shape:
+            if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+                raise ConfigValueError(f"declares the input {node.path} of shape {_shape_text(shape)}, which holds "
+                                       f"{_shape_text(n)}, not a positive size")
+        return shape
+    return None
+
+
+def check_values(graph: ModelGraph) -> None:
+    """Refuse the values no Keras builds a model from, whatever the command (show included).
+
+    A recurrent layer's units (Keras 1: output_dim) that is not a positive whole number (Infinity,
+    NaN, a string: the weights would otherwise silently decide the size); a declared input shape
+    that is not a list of positive sizes or null; a recurrent layer fed straight from an input
+    declared with other than 3 axes (batch, steps, features). Raises ConfigValueError.
+    """
+    _check_graph_values(graph, 0)
+
+
+def _check_graph_values(graph: ModelGraph, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        return  # parse_model_config refused it already
+    by_name = {n.name: n for n in graph.layers}
+    shapes: dict[str, list[Any] | None] = {}
+    for k, node in enumerate(graph.layers):
+        if node.class_name == "InputLayer" or (graph.class_name == "Sequential" and k == 0):
+            shapes[node.name] = declared_shape(node)
+        for cfg in _recurrent_configs(node):
+            for key in ("units", "output_dim"):
+                if key in cfg and config_int(cfg[key]) is None:
+                    raise ConfigValueError(f"sets {key} of layer {node.path} to {_shape_text(cfg[key])}, not a "
+                                           "positive whole number")
+        if node.children is not None:
+            _check_graph_values(node.children, depth + 1)
+    for k, node in enumerate(graph.layers):
+        if not _recurrent_configs(node):
+            continue
+        feeders: list[LayerNode] = []
+        if graph.class_name == "Sequential":
+            if k == 0:
+                feeders = [node]
+            elif k == 1 and graph.layers[0].class_name == "InputLayer":
+                feeders = [graph.layers[0]]
+        else:
+            for call in node.inbound:
+                x, _, _ = split_rnn_call(call, lambda o: isinstance(o, TensorRef))
+                source = by_name.get(x.layer) if isinstance(x, TensorRef) else None
+                if source is not None and source.class_name == "InputLayer":
+                    feeders.append(source)
+        for source in feeders:
+            shape = shapes.get(source.name)
+            if shape is not None and len(shape) != 3:
+                raise ConfigValueError(f"feeds layer {node.path} from the input {source.path} of shape "
+                                       f"{_shape_text(shape)}: {len(shape)} axes, where a recurrent layer takes 3 "
+                                       "(batch, steps, features)")
 
 
 # ---------------------------------------------------------------- recurrent layers in a config

@@ -28,14 +28,18 @@ from typing import Any
 import h5py
 
 from lstm_inspect.architecture import (
+    MAX_JSON_DEPTH,
     TF_OP_LAYERS,
     ConfigError,
+    ConfigValueError,
     LayerNode,
     ModelGraph,
     RecurrentSpec,
     TensorRef,
+    check_values,
     has_weights,
     input_feature_dims,
+    json_depth,
     parse_model_config,
     recurrent_specs,
     split_rnn_call,
@@ -296,14 +300,29 @@ def load_json(text: Any, what: str, path: Path) -> Any:
         raise InspectError(f"{path}: {what} is not a JSON string")
     try:
         return json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise InspectError(f"{path}: {what} is not valid JSON ({exc.__class__.__name__}: {str(exc)[:120]})") from exc
+    except RecursionError:  # deeper than Python's own stack allows, so deeper than MAX_JSON_DEPTH too
+        raise InspectError(_too_deep(what, path)) from None
+    except json.JSONDecodeError as exc:
+        raise InspectError(f"{path}: {what} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
+                           f"{exc.colno})") from exc
+
+
+def _too_deep(what: str, path: Path) -> str:
+    return (f"{path}: {what} is nested deeper than {MAX_JSON_DEPTH} levels (lists and objects inside one "
+            "another); Keras never writes a config that deep, so lstm-inspect does not read it")
 
 
 def model_graph(cfg: Any, what: str, path: Path) -> ModelGraph:
+    """The graph of a model config, or InspectError naming the file: for a config that is not a Keras model,
+    nests too deep, or holds a value no Keras builds a model from (see `architecture.check_values`)."""
+    if json_depth(cfg) > MAX_JSON_DEPTH:
+        raise InspectError(_too_deep(what, path))
     try:
         graph = parse_model_config(cfg)
         graph.calls()  # ordered once here: a cycle or a dangling reference is the file's fault
+        check_values(graph)
+    except ConfigValueError as exc:
+        raise InspectError(f"{path}: {what} {exc}") from exc
     except ConfigError as exc:
         raise InspectError(f"{path}: {what} is not a Keras model config ({exc})") from exc
     return graph

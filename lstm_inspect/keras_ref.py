@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.architecture import MODEL_CLASSES, ModelGraph
+from lstm_inspect.architecture import MAX_JSON_DEPTH, MODEL_CLASSES, ModelGraph
 from lstm_inspect.cells import all_layer_classes, cell_of_class, keras_major_minor
 from lstm_inspect.errors import InspectError
 from lstm_inspect.layers import LAYERS
@@ -99,8 +99,8 @@ def check_safe(cfg: Any, where: str = "model") -> None:
 
 def _check_objects(cfg: Any, where: str, depth: int = 0) -> None:
     """Anywhere in the config: no code-carrying class, no object from outside Keras."""
-    if depth > 200:
-        raise InspectError(f"the {where} is nested too deep to check")
+    if depth >= MAX_JSON_DEPTH:  # never for a config lstm-inspect read: deeper ones are refused when read
+        raise InspectError(f"the {where} is nested deeper than {MAX_JSON_DEPTH} levels, too deep to check")
     if isinstance(cfg, dict):
         cls = cfg.get("class_name")
         if cls in CODE_CLASSES:
@@ -279,7 +279,7 @@ def _known_activation(name: str, where: str) -> None:
 
 def _plain(value: Any, where: str, depth: int = 0) -> Any:
     """JSON data with no objects in it (dicts without class_name)."""
-    if depth > 64:
+    if depth >= MAX_JSON_DEPTH:  # as in _check_objects
         raise _refuse(where, "nests its settings too deep")
     if isinstance(value, dict):
         if "class_name" in value and value.get("class_name") not in ("__tuple__", "TensorShape", "__ellipsis__"):
@@ -292,7 +292,7 @@ def _plain(value: Any, where: str, depth: int = 0) -> Any:
 
 def _call_data(value: Any, where: str, depth: int = 0) -> Any:
     """inbound_nodes: plain data and Keras tensors (Keras 3's __keras_tensor__), nothing else."""
-    if depth > 64:
+    if depth >= MAX_JSON_DEPTH:  # as in _check_objects
         raise _refuse(where, "nests its calls too deep")
     if isinstance(value, dict):
         cls = value.get("class_name")
