@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from lstm_inspect.ops import KERAS3_OPS, TF_FUNCTIONS, TF_RAW_OPS
 ALLOWED_CLASSES = (frozenset(LAYERS) | frozenset(all_layer_classes()) | {"Bidirectional"} | MODEL_CLASSES) - {
     "TFOpLambda", "SlicingOpLambda", "TensorFlowOpLayer"}
 INSTALL_HINT = "pip install 'lstm-inspect[keras]'"
+# The oldest Keras 3 verify runs: earlier releases have published safe-mode bypasses (README, "Which Keras
+# verify runs"); the `keras` extra asks for it, and import_keras refuses an older one installed by other means.
+KERAS3_FLOOR = (3, 14)
 
 
 def generation(keras_version: str | None) -> str:
@@ -67,9 +71,16 @@ def import_keras(gen: str) -> Any:
         if gen == "keras3":
             import keras
 
-            if int(keras.__version__.split(".")[0]) < 3:
+            version = str(getattr(keras, "__version__", "?"))
+            found = re.match(r"(\d+)\.(\d+)", version)
+            if found is None or int(found.group(1)) < 3:
                 raise InspectError(f"this file was written by Keras 3, but the installed keras is "
-                                   f"{keras.__version__}; {INSTALL_HINT}")
+                                   f"{version}; {INSTALL_HINT}")
+            if (int(found.group(1)), int(found.group(2))) < KERAS3_FLOOR:
+                floor = ".".join(map(str, KERAS3_FLOOR))
+                raise InspectError(f"verify needs Keras {floor} or later, but the installed keras is {version} "
+                                   f"(releases before {floor} have published safe-mode bypasses); "
+                                   f"pip install 'keras>={floor}'")
             return keras
         import tf_keras
 
@@ -113,7 +124,9 @@ def _check_objects(cfg: Any, where: str, depth: int = 0) -> None:
         if isinstance(registered, str) and ">" in registered:
             raise InspectError(f"the {where} contains the custom object {registered}; verify will not load "
                                "custom code (safe mode)")
-        for value in cfg.values():
+        for key, value in cfg.items():
+            if key in DROPPED_KEYS or str(key).endswith(DROPPED_SUFFIXES):
+                continue  # never handed to Keras (see safe_config): a model compiled with a custom loss verifies
             _check_objects(value, where, depth + 1)
     elif isinstance(cfg, list):
         for value in cfg:
@@ -372,8 +385,8 @@ def _config_json(ckpt: Checkpoint) -> dict[str, Any]:
 def build_model(ckpt: Checkpoint) -> tuple[Any, Any]:
     """The Keras model rebuilt from the parsed config, with lstm-inspect's weights set in it."""
     gen = generation(ckpt.keras_version)
+    cfg = _config_json(ckpt)  # refused before TensorFlow is even imported
     keras = import_keras(gen)
-    cfg = _config_json(ckpt)
     try:
         if gen == "keras3" and "module" in cfg:
             model = keras.saving.deserialize_keras_object(cfg, safe_mode=True)

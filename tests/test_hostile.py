@@ -211,6 +211,113 @@ def test_names_are_printed_literally(tmp_path: Path, name: str) -> None:
     assert name.replace("\x1b", "\\x1b").replace("\x07", "\\x07") in result.stdout
 
 
+# ---------------------------------------------------------------- 5. verify's Keras rebuild
+
+
+def _lstm_of(cfg: dict) -> dict:
+    return next(layer for layer in cfg["config"]["layers"] if layer["class_name"] == "LSTM")
+
+
+def test_verify_never_hands_keras_the_compile_config(tmp_path: Path) -> None:
+    """compile_config is dropped before Keras sees the model: a loss from module os, a custom loss and a lambda
+    metric (as Keras 3 writes a model compiled with them) neither reach Keras nor stop verify, which matches."""
+    from lstm_inspect.keras_ref import _config_json
+
+    pwned = tmp_path / "PWNED"
+
+    def compiled(cfg: dict) -> None:
+        cfg["compile_config"] = {
+            "optimizer": {"module": "os", "class_name": "system", "config": f"touch {pwned}",
+                          "registered_name": "system"},
+            "loss": {"module": "builtins", "class_name": "function", "config": "my_loss",
+                     "registered_name": "function"},
+            "metrics": [{"class_name": "__lambda__", "config": {"value": ["4wIAAAAAAAAA", None, None]}}],
+            "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
+
+    path = keras_copy(tmp_path / "m.keras", SAMPLES / "k3_single.keras", config=compiled)
+    handed = json.dumps(_config_json(lstm_inspect.load(path)))
+    assert "compile_config" not in handed and '"os"' not in handed and "builtins" not in handed
+    assert "__lambda__" not in handed and "system" not in handed
+    result = invoke("verify", str(path))
+    assert result.exit_code == 0 and "match: every output within tolerance" in result.stdout, result.output
+    assert not pwned.exists()
+
+
+def _setting(key: str, value: Any) -> Callable[[dict], None]:
+    def edit(cfg: dict) -> None:
+        _lstm_of(cfg)["config"][key] = value
+    return edit
+
+
+def _entry(key: str, value: Any) -> Callable[[dict], None]:
+    def edit(cfg: dict) -> None:
+        _lstm_of(cfg)[key] = value
+    return edit
+
+
+def _tfsm_layer(cfg: dict) -> None:
+    cfg["config"]["layers"].append({"module": "keras.layers", "class_name": "TFSMLayer", "registered_name":
+                                    "TFSMLayer", "config": {"name": "tfsm", "filepath": "/tmp/savedmodel",
+                                                            "call_endpoint": "serve", "trainable": False}})
+
+
+REBUILD_REFUSALS = {  # the edit of k3_single's config.json, and what verify's refusal names
+    "StringLookup in a setting": (_setting("foo", {"module": "keras.layers", "class_name": "StringLookup",
+                                                   "config": {"vocabulary": "/etc/passwd"}, "registered_name": None}),
+                                  "sets foo to a StringLookup object"),
+    "module os on a layer": (_entry("module", "os"), "module 'os'"),
+    "registered custom class": (_entry("registered_name", "evil>LSTM"), "evil>LSTM"),
+    "TFSMLayer": (_tfsm_layer, "TFSMLayer"),
+    "keras.src function in a setting": (
+        _setting("foo", {"module": "keras.src.utils.file_utils", "class_name": "get_file",
+                         "config": {"origin": "http://example.invalid/x", "fname": "x"},
+                         "registered_name": "get_file"}), "sets foo to a get_file object"),
+    "keras.src activation by a name Keras resolves": (
+        _setting("activation", {"module": "keras.src.activations", "class_name": "function",
+                                "config": "os.system", "registered_name": "function"}), "os.system"),
+}
+
+
+@pytest.mark.parametrize("case", list(REBUILD_REFUSALS))
+def test_verify_refuses_objects_outside_what_it_knows(tmp_path: Path, case: str) -> None:
+    """What would run code or read files in Keras is refused before Keras is handed anything (exit 2, one line
+    naming it); the rebuild itself refuses it too, whatever the engine said first."""
+    from lstm_inspect.keras_ref import _config_json
+
+    edit, words = REBUILD_REFUSALS[case]
+    path = keras_copy(tmp_path / "m.keras", SAMPLES / "k3_single.keras", config=edit)
+    result = invoke("verify", str(path))
+    assert result.exit_code == 2 and words in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1 and "match" not in result.stdout
+    with pytest.raises(lstm_inspect.InspectError, match="safe mode") as refused:
+        _config_json(lstm_inspect.load(path))
+    assert words in str(refused.value)
+
+
+def test_verify_refuses_a_keras_older_than_the_floor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed Keras 3 before 3.14 (published safe-mode bypasses) is never used: exit 2, one line naming the
+    installed version and the floor. The version Keras reports is patched; nothing is installed."""
+    import logging
+    import sys
+    import types
+
+    fake_tf = types.ModuleType("tensorflow")
+    fake_tf.get_logger = lambda: logging.getLogger("fake-tensorflow")  # type: ignore[attr-defined]
+    for version, refused in (("3.10.0", True), ("3.13.2", True), ("3.9.2rc1", True), ("3.14.0", False)):
+        fake_keras = types.ModuleType("keras")
+        fake_keras.__version__ = version  # type: ignore[attr-defined]
+        monkeypatch.setitem(sys.modules, "tensorflow", fake_tf)
+        monkeypatch.setitem(sys.modules, "keras", fake_keras)
+        result = invoke("verify", str(SAMPLES / "k3_single.keras"))
+        monkeypatch.undo()
+        assert result.exit_code == 2, (version, result.output)
+        if refused:
+            assert f"the installed keras is {version}" in result.stderr and "3.14 or later" in result.stderr
+            assert len(result.stderr.strip().splitlines()) == 1 and "internal error" not in result.stderr
+        else:  # past the floor: the fake is used, and fails as a module without Keras in it would
+            assert "3.14 or later" not in result.stderr, result.stderr
+
+
 # ---------------------------------------------------------------- 6. degenerate inputs
 
 
