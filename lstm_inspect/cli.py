@@ -226,7 +226,8 @@ DTYPE_OPT = typer.Option("float32", "--dtype", help="Arithmetic of the engine: f
 FORCE_OPT = typer.Option(False, "--force", help="Replace an earlier output of lstm-inspect (written atomically "
                          "either way; never a folder lstm-inspect did not write, never the input).")
 LAYER_OPT = typer.Option(None, "--layer", help="Run one recurrent direction alone (a name from `show`) on an input "
-                         "of shape (batch, steps, N_i).")
+                         "of shape (batch, steps, N_i), or (steps, batch, N_i) for a time_major layer, as it takes "
+                         "it.")
 SEED_OPT = typer.Option(0, "--seed", min=0, help="Seed of the random input when --input is not given.")
 STATE_OPT = typer.Option(None, "--initial-state", help="With --layer: start from these states (batch, N_c), one .npy "
                          "per state (LSTM: H.npy C.npy; GRU, SimpleRNN: H.npy) instead of zeros.", show_default=False)
@@ -628,7 +629,7 @@ def trace(
         state = _initial_state(initial_state, layer)
         if layer is not None:
             d = ckpt.layer(layer)
-            x = _single_input(input)
+            x = d.layer_layout(_single_input(input))  # traces are batch-major, as for the whole model
             d.check_input(x, state)
             res = run_direction(d, x, initial_state=state, dtype=dt, trace=True)
             traces = {d.parts: res.trace}

@@ -161,7 +161,7 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
     last_step = False
     if layer is not None:
         d = ckpt.layer(layer)
-        x = np.asarray(xs[0])
+        x = d.layer_layout(np.asarray(xs[0]))
         d.check_input(x)
         directions = [d]
         weights = d.weights()
@@ -172,7 +172,7 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
             change = v.for_direction(d.name) if v is not None else None
             dtype = v.dtype if v is not None and v.dtype else np.float32
             res = run_direction(d, x, dtype=dtype, weights=weights, variant=change, sequences=sequences)
-            return [res.outputs if sequences else res.last_output]
+            return [d.layer_layout(res.outputs) if sequences else res.last_output]
 
         masked = False
     else:

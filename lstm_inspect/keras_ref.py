@@ -478,11 +478,13 @@ def run_keras_direction(ckpt: Checkpoint, name: str, x: np.ndarray) -> tuple[np.
     if s.recurrent_activation is not None:
         options["recurrent_activation"] = s.recurrent_activation
     options.update(d.cell.kind_settings(s))
+    if s.time_major:
+        options["time_major"] = True  # tf_keras's own transposes; x is (steps, batch, N_i), one predict batch
     layer = getattr(keras.layers, d.cell.kind)(d.units, **options)
     model = keras.Sequential([keras.Input((None, d.input_dim)), layer])
     layer.set_weights(w.arrays())
     try:
-        out = model.predict(np.asarray(x, dtype=np.float32), verbose=0)
+        out = model.predict(np.asarray(x, dtype=np.float32), batch_size=max(1, len(x)), verbose=0)
     except Exception as exc:  # whatever TensorFlow raises for an input it cannot run
         raise InspectError(f"{ckpt.file}: Keras could not run layer {d.name} on this input "
                            f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from None

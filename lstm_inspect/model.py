@@ -96,24 +96,37 @@ class RecurrentDirection:
 
     def forward(self, x: np.ndarray, dtype: type = np.float32, initial_state: list[np.ndarray] | None = None,
                 mask: np.ndarray | None = None) -> np.ndarray:
-        """This direction alone on x (batch, steps, input_dim): its output as the layer returns it.
+        """This direction alone on x as the layer takes it (`input_layout`: (batch, steps, input_dim), or
+        (steps, batch, input_dim) for a time_major layer): its output as the layer returns it.
 
         The full sequence in processing order when return_sequences (reversed in time for
-        go_backwards, as Keras returns it), else the last output.
+        go_backwards, as Keras returns it; time-major for a time_major layer), else the last output.
         """
         from lstm_inspect.network import run_direction
 
-        x = np.asarray(x)
+        x = self.layer_layout(np.asarray(x))
+        mask = None if mask is None else self.layer_layout(np.asarray(mask)[..., None])[..., 0]
         self.check_input(x, initial_state)
         sequences = self.settings.return_sequences
         res = run_direction(self, x, mask, initial_state, dtype, sequences=sequences)
-        return res.outputs if sequences else res.last_output
+        return self.layer_layout(res.outputs) if sequences else res.last_output
+
+    def layer_layout(self, a: np.ndarray) -> np.ndarray:
+        """Between the engine's (batch, steps, ...) and the layer's own layout: (steps, batch, ...) for a
+        time_major layer, which tf.keras transposes in and out; unchanged otherwise. Its own inverse."""
+        return np.swapaxes(a, 0, 1) if self.settings.time_major and np.ndim(a) >= 3 else a
+
+    @property
+    def input_layout(self) -> str:
+        """The input this direction takes alone, as `show`'s and the errors' words."""
+        axes = "steps, batch" if self.settings.time_major else "batch, steps"
+        return f"({axes}, {self.input_dim})"
 
     def check_input(self, x: np.ndarray, initial_state: list[np.ndarray] | None = None) -> None:
-        """One clear error when x (or a state) does not fit this direction."""
+        """One clear error when x (batch-major, as the engine runs it) or a state does not fit this direction."""
         if x.ndim != 3 or (self.input_dim is not None and x.shape[-1] != self.input_dim):
-            raise InspectError(f"layer {self.name}: input has shape {x.shape} but the layer expects "
-                               f"(batch, steps, {self.input_dim})")
+            raise InspectError(f"layer {self.name}: input has shape {self.layer_layout(x).shape} but the layer "
+                               f"expects {self.input_layout}")
         check_sizes(x.shape, f"layer {self.name}: the input")
         if x.dtype.kind not in "fiu" or not np.all(np.isfinite(x)):
             raise InspectError(f"layer {self.name}: input must hold finite numbers")

@@ -133,17 +133,18 @@ def verify_direction(
     _refuse_non_finite(ckpt, d.name)
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[-1] != d.input_dim:
-        raise InspectError(f"layer {d.name}: input has shape {x.shape} but the layer expects "
-                           f"(batch, steps, {d.input_dim})")
+        raise InspectError(f"layer {d.name}: input has shape {x.shape} but the layer expects {d.input_layout}")
     check_sizes(x.shape, f"layer {d.name}: the input")
+    # x is as the layer takes it ((steps, batch, N_i) for a time_major layer), and so is Keras's sequence
     ref, library = run_keras_direction(ckpt, d.name, x)
     what = "sequence"
+    if theirs is not None and np.ndim(theirs) == 2 and ref.ndim == 3:
+        ref, what = d.layer_layout(ref)[:, -1], "last step"
     if theirs is not None:
         theirs = np.asarray(theirs)
-        if theirs.ndim == 2 and ref.ndim == 3:
-            ref, what = ref[:, -1], "last step"
         _same_shape(against, f"the {what}", theirs, ref)
-    ours = theirs if theirs is not None else run_direction(d, x, dtype=dtype).outputs
+    ours = (theirs if theirs is not None else
+            d.layer_layout(run_direction(d, d.layer_layout(x), dtype=dtype).outputs))
     comparison = compare(f"layer {d.name} ({what})", ours, ref, atol, rtol)
     notes = hard_sigmoid_notes(ckpt, library)
     if ckpt.settings_from == "defaults":

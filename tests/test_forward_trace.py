@@ -161,3 +161,53 @@ def test_python_api_forward_of_a_real_seq2seq() -> None:
     with np.load(REALWORLD / "translation_seq2seq_keras224.h5.io.npz") as d:
         y = lstm_inspect.load(path).forward([d["x0"], d["x1"]])
         assert np.max(np.abs(y - d["y"])) <= 1e-5
+
+
+KERAS_LAYER_OUTPUT = """
+import sys
+import numpy as np
+import tf_keras as keras
+m = keras.models.load_model(sys.argv[1], compile=False)
+x = np.load(sys.argv[3])
+np.save(sys.argv[4], keras.Model(m.input, m.get_layer(sys.argv[2]).output)(x).numpy())
+"""
+
+
+def test_a_time_major_layer_alone_takes_and_returns_its_own_layout(tmp_path: Path) -> None:
+    """tf.keras's time_major LSTM takes (steps, batch, N_i) and returns (steps, batch, N_c): `--layer` runs it so,
+    against Keras's own layer inside the model (run here by tf_keras in a subprocess)."""
+    import subprocess
+    import sys
+
+    model = SAMPLES / "tfk_time_major.h5"
+    x = np.random.default_rng(3).normal(size=(5, 7, 3)).astype(np.float32)  # 5 steps of a batch of 7
+    np.save(tmp_path / "x.npy", x)
+    done = subprocess.run([sys.executable, "-c", KERAS_LAYER_OUTPUT, str(model), "lstm_14", str(tmp_path / "x.npy"),
+                           str(tmp_path / "keras.npy")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    keras_y = np.load(tmp_path / "keras.npy")
+    assert keras_y.shape == (5, 7, 5)
+
+    r = run_cli("forward", str(model), "--layer", "lstm_14", "-i", str(tmp_path / "x.npy"), "-o",
+                str(tmp_path / "y.npy"))
+    assert r.returncode == 0, r.stderr
+    assert np.max(np.abs(np.load(tmp_path / "y.npy") - keras_y)) <= 1e-5
+
+    np.save(tmp_path / "off.npy", keras_y + np.float32(0.01))
+    for against, code in (("keras.npy", 0), ("off.npy", 1)):
+        r = run_cli("verify", str(model), "--layer", "lstm_14", "-i", str(tmp_path / "x.npy"), "--against",
+                    str(tmp_path / against))
+        assert r.returncode == code, r.stdout + r.stderr
+        r = run_cli("diagnose", str(model), "--layer", "lstm_14", "-i", str(tmp_path / "x.npy"), "--against",
+                    str(tmp_path / against))
+        assert r.returncode == code, r.stdout + r.stderr
+
+    r = run_cli("trace", str(model), "--layer", "lstm_14", "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "t.npz"))
+    assert r.returncode == 0, r.stderr
+    with np.load(tmp_path / "t.npz") as t:
+        h = t["lstm_14/h"]
+    assert h.shape == (7, 5, 5)  # traces are batch-major, as for the whole model
+    assert np.max(np.abs(np.swapaxes(h, 0, 1) - keras_y)) <= 1e-5
+
+    r = run_cli("export", str(model), "--layer", "lstm_14", "--to", "onnx", "-o", str(tmp_path / "m.onnx"))
+    assert r.returncode == 2 and "time_major" in r.stderr and not (tmp_path / "m.onnx").exists()

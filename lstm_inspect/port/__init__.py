@@ -79,7 +79,12 @@ class Plan:
 def plan_export(ckpt: Checkpoint, layer: str | None = None, opset: int | None = None) -> Plan:
     """The export's scope, or one line saying why the file cannot be exported whole."""
     if layer is not None:
-        return Plan(ckpt, direction=ckpt.layer(layer), opset=opset)
+        d = ckpt.layer(layer)
+        if d.settings.time_major:
+            raise InspectError(f"{ckpt.file}: layer {d.name} is time_major, and a direction exported alone takes "
+                               "(batch, steps, N_i); export the whole model, which takes the input as this layer "
+                               "does")
+        return Plan(ckpt, direction=d, opset=opset)
     if ckpt.graph is None:
         raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so there is no model to export; "
                            "export one recurrent direction with --layer NAME, or give the architecture with --config")
