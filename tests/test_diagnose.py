@@ -2,13 +2,15 @@
 
 Every THEIRS here is computed by the tests' own textbook layers (`reference_rnn`), from Keras's own
 weights (the `.ref.npz` beside each sample), with one mistake (or two) planted: never by the engine
-under test.
+under test. The single mistakes of each model are enumerated here from the axes of the search
+(`_space`), independently of `lstm_inspect.diagnose`, and the count diagnose offers must equal it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.diagnose import diagnose
+from lstm_inspect.diagnose import diagnose, mistakes
 
 import reference_rnn as ref
 from conftest import REALWORLD, SAMPLES, keras_refs, run_cli
@@ -40,6 +42,7 @@ def _w(sample: str, direction: str) -> dict[str, np.ndarray]:
 
 def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...] | None = None, rec: str = "sigmoid",
               act: str = "tanh", cell_act: str | None = None, bias: bool = True, transpose_recurrent: bool = False,
+              transpose_kernel: bool = False, swap_kernels: bool = False,
               reverse: bool = False, go_backwards: bool = False, dtype: type = np.float64, bf16: bool = False,
               mask: np.ndarray | None = None, zero_output: bool = False, return_sequences: bool = True,
               h0: np.ndarray | None = None, c0: np.ndarray | None = None) -> np.ndarray:
@@ -50,6 +53,10 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
         b = None if b is None else ref.permuted(b, 4, list(order))
     if transpose_recurrent:
         r = np.concatenate([blk.T for blk in ref.blocks(r, 4)], axis=1)
+    if transpose_kernel:
+        k = np.concatenate([blk.T for blk in ref.blocks(k, 4)], axis=1)
+    if swap_kernels:
+        k, r = r, k
     if bf16:
         k, r, b = (None if a is None else _bfloat16(a) for a in (k, r, b))
     if reverse:
@@ -70,64 +77,168 @@ def _x(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
-# The single mistakes, as keyword arguments of lstm_port, and the words diagnose must use for each.
-def _singles(rec: str, act: str = "tanh") -> list[tuple[str, dict[str, Any], str]]:
+# ---------------------------------------------------------------- the space of single mistakes, enumerated here
+
+RECURRENT_WORDS = {"sigmoid": "the logistic sigmoid", "hard_sigmoid:keras2": "Keras 2's",
+                   "hard_sigmoid:keras3": "Keras 3's"}
+
+
+@dataclass(frozen=True)
+class Plant:
+    """One porting mistake: `every` is lstm_port's arguments for every direction, `only` for one direction
+    (by its role, "forward" or "backward"), `flip` whether a Bidirectional's backward half is flipped back."""
+
+    label: str
+    words: str  # what diagnose must say (a part of the mistake's name)
+    every: dict[str, Any] = field(default_factory=dict)
+    only: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    flip: bool = True
+
+    def kwargs(self, role: str) -> dict[str, Any]:
+        return {**self.every, **dict(dict(self.only).get(role, ()))}
+
+    @property
+    def exact(self) -> bool:
+        """float16 arithmetic never reproduces another float16 computation to the last bit: it is named first
+        as fitting THEIRS within its own rounding noise, not as exact. Every other mistake (bfloat16 weights
+        included) is reproduced within the verify tolerance."""
+        return "dtype" not in self.every
+
+
+def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",), bias: bool = True,
+           square: bool = False, masked: bool = False) -> list[Plant]:
+    """Every single mistake issue 11 names for an LSTM model, from its axes: the 23 other gate orders, the
+    recurrent activations a port might use, the candidate and cell activations, the bias, the transposes,
+    the time order of each direction (and a Bidirectional's flip), the mask variants where there is a mask,
+    and the precision. `rec` is the model's own recurrent activation (hard_sigmoid with its generation);
+    `roles` its directions ("forward", "backward" for go_backwards); the cell mistakes go to every direction."""
     out = []
     for order in itertools.permutations(range(4)):
         if order != (0, 1, 2, 3):
             label = ORDER_NAMES.get(believed(order), "gate order " + ", ".join(believed(order)))
-            out.append((f"order {order}", {"order": order, "rec": rec}, label))
-    others = {"sigmoid": "the logistic sigmoid", "hard_sigmoid:keras2": "Keras 2's",
-              "hard_sigmoid:keras3": "Keras 3's"}
-    for name, words in others.items():
-        if name.split(":")[0] != rec.split(":")[0]:
-            out.append((f"recurrent {name}", {"rec": name}, words))
-    if rec.startswith("hard_sigmoid"):  # the other generation's hard_sigmoid
-        other = "hard_sigmoid:keras3" if rec.endswith("keras2") else "hard_sigmoid:keras2"
-        out.append((f"recurrent {other}", {"rec": other}, others[other]))
-    out += [
-        ("bias dropped", {"rec": rec, "bias": False}, "the bias left out"),
-        ("recurrent transposed", {"rec": rec, "transpose_recurrent": True}, "recurrent block transposed"),
-        ("tanh off c", {"rec": rec, "cell_act": "linear"}, "left off c"),
-        ("sigmoid candidate", {"rec": rec, "act": "sigmoid", "cell_act": act}, "sigmoid on the cell candidate"),
-        ("linear candidate", {"rec": rec, "act": "linear", "cell_act": act}, "no activation on the cell candidate"),
-        ("time reversed", {"rec": rec, "reverse": True}, "reversed in time"),
-        ("float16", {"rec": rec, "dtype": np.float16}, "float16 arithmetic"),
-        ("bfloat16", {"rec": rec, "bf16": True}, "bfloat16 weights"),
-    ]
+            out.append(Plant(f"order {order}", label, {"order": order}))
+    out += [Plant(f"recurrent {name}", words, {"rec": name}) for name, words in RECURRENT_WORDS.items() if name != rec]
+    if bias:
+        out.append(Plant("bias dropped", "the bias left out", {"bias": False}))
+    out.append(Plant("recurrent transposed", "recurrent block transposed", {"transpose_recurrent": True}))
+    if square:  # N_i = N_c: the kernel's blocks can be transposed too, and the two kernels swapped
+        out += [Plant("input transposed", "input block transposed", {"transpose_kernel": True}),
+                Plant("kernels swapped", "kernel and recurrent_kernel swapped", {"swap_kernels": True})]
+    if act != "linear":
+        out.append(Plant(f"{act} off c", "left off c", {"cell_act": "linear"}))
+    if act != "sigmoid":
+        out.append(Plant("sigmoid candidate", "sigmoid on the cell candidate", {"act": "sigmoid", "cell_act": act}))
+    if act != "linear":
+        out.append(Plant("linear candidate", "no activation on the cell candidate",
+                         {"act": "linear", "cell_act": act}))
+    for role in roles:
+        if role == "backward":
+            out.append(Plant("go_backwards ignored", "go_backwards ignored", only=(("backward", (("go_backwards",
+                                                                                                 False),)),)))
+        else:
+            out.append(Plant(f"{role} reversed", "reversed in time", only=((role, (("reverse", True),)),)))
+    if "backward" in roles:
+        out.append(Plant("backward not flipped", "backward output not flipped", flip=False))
+    if masked:
+        out += [Plant("mask ignored", "masked steps not skipped", {"mask": None}),
+                Plant("zeros at masked steps", "zeros output at masked steps", {"zero_output": True}),
+                Plant("previous output at masked steps", "previous output repeated at masked steps",
+                      {"zero_output": False})]
+    out += [Plant("float16", "float16 arithmetic", {"dtype": np.float16}),
+            Plant("bfloat16", "bfloat16 weights", {"bf16": True})]
     return out
 
 
-def _named_first(result: Any, words: str | list[str]) -> None:
+def _offered(ckpt: Any, masked: bool, layer: str | None = None) -> list[str]:
+    directions = [ckpt.layer(layer)] if layer else list(ckpt.layers)
+    return [m.name for m in mistakes(ckpt, directions, masked)]
+
+
+def _assert_complete(space: list[Plant], offered: list[str]) -> None:
+    """The words of each enumerated mistake name exactly one mistake diagnose offers, and every offered one is
+    named: a candidate diagnose lacks or adds fails here."""
+    assert len(offered) == len(space), (len(offered), len(space), offered)
+    named = {}
+    for p in space:
+        hits = [n for n in offered if p.words in n]
+        assert len(hits) == 1, (p.label, hits)
+        named[hits[0]] = p.label
+    assert sorted(named) == sorted(offered)
+
+
+def _named_first(result: Any, words: str | list[str], exact: bool = True) -> None:
     assert not result.matches and result.found, [h.to_dict() for h in result.ranked[:3]]
     for w in [words] if isinstance(words, str) else words:
         assert w in result.found[0].name, [h.to_dict() for h in result.ranked[:3]]
+    if exact:
+        assert result.found[0].exact, result.found[0].to_dict()
+        # Named first and alone: no other candidate reproduces THEIRS too. No two single mistakes compute the same
+        # outputs on these models and inputs (the runner-up is 3e-2 or more from THEIRS), so no pair is declared
+        # indistinguishable; one that were would fail here.
+        assert [h.name for h in result.ranked if h.exact] == [result.found[0].name], [h.to_dict() for h in
+                                                                                     result.ranked[:3]]
+
+
+def _case(p: Plant) -> Any:
+    return pytest.param(p, id=p.label)
 
 
 # ---------------------------------------------------------------- a Keras 3 sigmoid model (the whole model)
 
-K3 = _singles("sigmoid")
+K3 = _space("sigmoid")
 
 
-@pytest.mark.parametrize("label,kwargs,words", K3, ids=[c[0] for c in K3])
-def test_keras3_sigmoid_model(label: str, kwargs: dict[str, Any], words: str) -> None:
+def test_keras3_sigmoid_matrix_is_complete() -> None:
+    _assert_complete(K3, _offered(lstm_inspect.load(SAMPLES / "k3_return_sequences.keras"), masked=False))
+
+
+def test_keras3_and_keras2_ports_are_keras() -> None:
+    """The tests' port, with no mistake, gives Keras's own outputs for the samples' stored inputs: the whole
+    k3_return_sequences, and tfk_stacked_hard_sigmoid's lstm_1 → lstm_2 → Dense (read with h5py)."""
+    import h5py
+
+    with np.load(SAMPLES / "k3_return_sequences.io.npz") as io:
+        np.testing.assert_allclose(lstm_port(_w("k3_return_sequences", "lstm_1"), io["x"]), io["y"], atol=1e-5)
+    with np.load(SAMPLES / "tfk_stacked_hard_sigmoid.io.npz") as io, \
+            h5py.File(SAMPLES / "tfk_stacked_hard_sigmoid.h5") as f:
+        h1 = lstm_port(_w("tfk_stacked_hard_sigmoid", "lstm_1"), io["x"], rec="hard_sigmoid:keras2")
+        h2 = lstm_port(_w("tfk_stacked_hard_sigmoid", "lstm_2"), h1, rec="hard_sigmoid:keras2",
+                       return_sequences=False)
+        dense = f["model_weights/dense/dense"]
+        np.testing.assert_allclose(h2 @ dense["kernel:0"][()] + dense["bias:0"][()], io["y"], atol=1e-5)
+
+
+@pytest.mark.parametrize("plant", [_case(p) for p in K3])
+def test_keras3_sigmoid_model(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_return_sequences.keras")
     x = _x((3, 8, 3))
-    theirs = lstm_port(_w("k3_return_sequences", "lstm_1"), x, **kwargs)
-    _named_first(diagnose(ckpt, [x], [theirs]), words)
+    theirs = lstm_port(_w("k3_return_sequences", "lstm_1"), x, **plant.kwargs("forward"))
+    result = diagnose(ckpt, [x], [theirs])
+    _named_first(result, plant.words, exact=plant.exact)
+    if result.found[0].exact:  # stopped at the singles: every one offered was run
+        assert result.tried == len(K3) and result.excluded == 0
 
 
 # ---------------------------------------------------------------- a Keras 2 hard_sigmoid model (one layer)
 
-K2 = _singles("hard_sigmoid:keras2")
+K2 = _space("hard_sigmoid:keras2")
 
 
-@pytest.mark.parametrize("label,kwargs,words", K2, ids=[c[0] for c in K2])
-def test_keras2_hard_sigmoid_layer(label: str, kwargs: dict[str, Any], words: str) -> None:
+def test_keras2_hard_sigmoid_matrix_is_complete() -> None:
+    ckpt = lstm_inspect.load(SAMPLES / "tfk_stacked_hard_sigmoid.h5")
+    _assert_complete(K2, _offered(ckpt, masked=False, layer="lstm_1"))
+
+
+@pytest.mark.parametrize("plant", [_case(p) for p in K2])
+def test_keras2_hard_sigmoid_layer(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "tfk_stacked_hard_sigmoid.h5")
     x = _x((3, 8, 3), seed=1)
-    theirs = lstm_port(_w("tfk_stacked_hard_sigmoid", "lstm_1"), x, **kwargs)
-    _named_first(diagnose(ckpt, [x], [theirs], layer="lstm_1"), words)
+    theirs = lstm_port(_w("tfk_stacked_hard_sigmoid", "lstm_1"), x,
+                       **{"rec": "hard_sigmoid:keras2", **plant.kwargs("forward")})
+    result = diagnose(ckpt, [x], [theirs], layer="lstm_1")
+    _named_first(result, plant.words, exact=plant.exact)
+    if result.found[0].exact:
+        assert result.tried == len(K2) and result.excluded == 0
 
 
 def test_the_last_step_alone_is_accepted_for_a_layer() -> None:
@@ -143,70 +254,263 @@ def test_the_last_step_alone_is_accepted_for_a_layer() -> None:
 
 # ---------------------------------------------------------------- a Bidirectional model (the whole model)
 
-
-def _bidirectional(x: np.ndarray, fw: dict[str, Any], bw: dict[str, Any], flip: bool = True) -> np.ndarray:
-    """k3_bidir_concat: Bidirectional(LSTM(5, return_sequences=True)) → Dense(2)."""
-    ckpt = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras")
-    dense = ckpt.read_layer(next(m.name for m in ckpt.model_layers if m.class_name == "Dense"))
-    w = keras_refs(SAMPLES / "k3_bidir_concat.ref.npz")
-    y_f = lstm_port(w["bidirectional/forward_lstm_5"], x, **fw)
-    y_b = lstm_port(w["bidirectional/backward_lstm_5"], x, **{"go_backwards": True, **bw})
-    y = np.concatenate([y_f, y_b[:, ::-1] if flip else y_b], axis=-1)
-    return (y @ dense[0] + dense[1]).astype(np.float32)
+BIDIR = "k3_bidir_concat"  # Bidirectional(LSTM(5, return_sequences=True)) → Dense(2), no mask
 
 
-BIDIRECTIONAL = [
-    ("backward not flipped", {}, {}, False, "backward output not flipped"),
-    ("go_backwards ignored", {}, {"go_backwards": False}, True, "go_backwards ignored"),
-    ("forward reversed", {"reverse": True}, {}, True, "reversed in time (bidirectional/forward"),
-    ("keras2 hard_sigmoid", {"rec": "hard_sigmoid:keras2"}, {"rec": "hard_sigmoid:keras2"}, True, "Keras 2's"),
-    ("ONNX order", {"order": ONNX}, {"order": ONNX}, True, "ONNX's gate order"),
-    ("bias dropped", {"bias": False}, {"bias": False}, True, "the bias left out"),
-    ("tanh off c", {"cell_act": "linear"}, {"cell_act": "linear"}, True, "left off c"),
-]
+def _bidirectional(x: np.ndarray, plant: Plant | None = None) -> np.ndarray:
+    """The whole of k3_bidir_concat as a port computes it: each direction by lstm_port, the backward half
+    flipped back to input order, concatenated, then Keras's Dense."""
+    plant = plant or Plant("none", "")
+    w = keras_refs(SAMPLES / f"{BIDIR}.ref.npz")
+    kernel, bias = _dense(SAMPLES / f"{BIDIR}.keras", "dense")
+    y_f = lstm_port(w["bidirectional/forward_lstm_5"], x, **plant.kwargs("forward"))
+    y_b = lstm_port(w["bidirectional/backward_lstm_5"], x, **{"go_backwards": True, **plant.kwargs("backward")})
+    y = np.concatenate([y_f, y_b[:, ::-1] if plant.flip else y_b], axis=-1)
+    return (y @ kernel + bias).astype(np.float32)
 
 
-@pytest.mark.parametrize("label,fw,bw,flip,words", BIDIRECTIONAL, ids=[c[0] for c in BIDIRECTIONAL])
-def test_bidirectional_model(label: str, fw: dict, bw: dict, flip: bool, words: str) -> None:
-    ckpt = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras")
+def _dense(path: Path, layer: str) -> tuple[np.ndarray, np.ndarray]:
+    """A Dense layer's kernel and bias, read from the .keras archive with h5py (not by lstm-inspect)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
+        return f[f"layers/{layer}/vars/0"][()], f[f"layers/{layer}/vars/1"][()]
+
+
+BIDIRECTIONAL = _space("sigmoid", roles=("forward", "backward"))
+
+
+def test_bidirectional_port_is_keras() -> None:
+    with np.load(SAMPLES / f"{BIDIR}.io.npz") as io:
+        x, y = io["x"], io["y"]
+    np.testing.assert_allclose(_bidirectional(x), y, atol=1e-5)
+
+
+def test_bidirectional_matrix_is_complete() -> None:
+    _assert_complete(BIDIRECTIONAL, _offered(lstm_inspect.load(SAMPLES / f"{BIDIR}.keras"), masked=False))
+
+
+@pytest.mark.parametrize("plant", [_case(p) for p in BIDIRECTIONAL])
+def test_bidirectional_model(plant: Plant) -> None:
+    ckpt = lstm_inspect.load(SAMPLES / f"{BIDIR}.keras")
     x = _x((3, 7, 3), seed=3)
-    _named_first(diagnose(ckpt, [x], [_bidirectional(x, fw, bw, flip)]), words)
+    result = diagnose(ckpt, [x], [_bidirectional(x, plant)])
+    _named_first(result, plant.words, exact=plant.exact)
+    if result.found[0].exact:
+        assert result.tried == len(BIDIRECTIONAL) and result.excluded == 0
 
 
 # ---------------------------------------------------------------- a masked model (the whole model)
 
+MASKED_SAMPLE = "k3_masking"  # Masking(0.0) → LSTM(5, return_sequences=True)
+
 
 def _masked_input() -> tuple[np.ndarray, np.ndarray]:
-    with np.load(SAMPLES / "k3_masking.io.npz") as io:
+    with np.load(SAMPLES / f"{MASKED_SAMPLE}.io.npz") as io:
         x = io["x"]
     return x, np.any(x != 0, axis=-1)
 
 
-MASKED = [
-    ("mask ignored", {"mask": None}, "masked steps not skipped"),
-    ("zeros at masked steps", {"zero_output": True}, "zeros output at masked steps"),
-    ("ONNX order", {"order": ONNX}, "ONNX's gate order"),
-    ("keras2 hard_sigmoid", {"rec": "hard_sigmoid:keras2"}, "Keras 2's"),
-    ("recurrent transposed", {"transpose_recurrent": True}, "recurrent block transposed"),
-]
-
-
-@pytest.mark.parametrize("label,kwargs,words", MASKED, ids=[c[0] for c in MASKED])
-def test_masked_model(label: str, kwargs: dict[str, Any], words: str) -> None:
-    ckpt = lstm_inspect.load(SAMPLES / "k3_masking.keras")
+def _masked(plant: Plant | None = None) -> np.ndarray:
+    """A plain LSTM under a mask: masked steps keep the states and repeat the previous output."""
     x, mask = _masked_input()
-    theirs = lstm_port(_w("k3_masking", "lstm_11"), x, **{"mask": mask, **kwargs})
-    _named_first(diagnose(ckpt, [x], [theirs]), words)
+    return lstm_port(_w(MASKED_SAMPLE, "lstm_11"), x, **{"mask": mask, "zero_output": False,
+                                                         **(plant.kwargs("forward") if plant else {})})
 
 
-def test_mask_mistakes_are_not_offered_without_a_mask() -> None:
-    """Candidates identical to the model itself are never the 'closest' explanation."""
-    ckpt = lstm_inspect.load(SAMPLES / "k3_return_sequences.keras")
-    x = _x((3, 8, 3))
-    theirs = lstm_port(_w("k3_return_sequences", "lstm_1"), x) + 0.05  # no known mistake
+MASKED = _space("sigmoid", masked=True)
+# On a plain LSTM the third mask variant ("the previous output repeated where zeros are expected") is what
+# Keras itself computes: diagnose offers it, finds on the run that it equals the model, and leaves it out
+# (`Diagnosis.excluded`). It is planted on a masked Bidirectional below, where it is a mistake.
+MASKED_EQUAL_TO_MODEL = ("previous output at masked steps",)
+
+
+def test_masked_port_is_keras() -> None:
+    with np.load(SAMPLES / f"{MASKED_SAMPLE}.io.npz") as io:
+        y = io["y"]
+    np.testing.assert_allclose(_masked(), y, atol=1e-5)
+    for p in MASKED:  # the planted mistake changes the port's outputs, but for the one equal to the model
+        assert (np.array_equal(_masked(p), _masked())) == (p.label in MASKED_EQUAL_TO_MODEL), p.label
+
+
+def test_masked_matrix_is_complete() -> None:
+    _assert_complete(MASKED, _offered(lstm_inspect.load(SAMPLES / f"{MASKED_SAMPLE}.keras"), masked=True))
+
+
+@pytest.mark.parametrize("plant", [_case(p) for p in MASKED if p.label not in MASKED_EQUAL_TO_MODEL])
+def test_masked_model(plant: Plant) -> None:
+    ckpt = lstm_inspect.load(SAMPLES / f"{MASKED_SAMPLE}.keras")
+    x, _ = _masked_input()
+    result = diagnose(ckpt, [x], [_masked(plant)])
+    _named_first(result, plant.words, exact=plant.exact)
+    if result.found[0].exact:  # every single run, the one equal to the model counted apart and not listed
+        assert result.tried == len(MASKED) and result.excluded == len(MASKED_EQUAL_TO_MODEL)
+        assert not any("previous output repeated" in h.name for h in result.ranked)
+
+
+# ---------------------------------------------------------------- a masked Bidirectional: the third mask variant
+
+# Masking(0.0) → Bidirectional(SimpleRNN(3, return_sequences=True)), written by Keras 3 and by tf_keras. No sample
+# has a masked Bidirectional LSTM whose masked steps reach the model's outputs (k3_masked_merge's and
+# k3_att_bilstm_text's are read only at unmasked steps further on), so the third mask variant, a sequence-level
+# mistake, is planted on these.
+BIDIR_MASKED = {"k3_bidir_simple_rnn.keras": "bidirectional_4", "tfk_bidir_simple_rnn.h5": "bidirectional_5"}
+
+
+def _bidirectional_masked(sample: str, zero_output: bool = True, ignore_mask: bool = False) -> np.ndarray:
+    """Inside a Bidirectional that returns sequences Keras forces zero_output_for_mask: masked steps output 0."""
+    stem = sample.split(".")[0]
+    with np.load(SAMPLES / f"{stem}.io.npz") as io:
+        x = io["x"]
+    mask = None if ignore_mask else np.any(x != 0, axis=-1)
+    w = keras_refs(SAMPLES / f"{stem}.ref.npz")
+    halves = []
+    for half, back in (("forward", False), ("backward", True)):
+        d = w[f"{BIDIR_MASKED[sample]}/{half}_simple_rnn_2"]
+        halves.append(ref.simple_rnn(x, d["kernel"], d["recurrent_kernel"], d["bias"], mask=mask, go_backwards=back,
+                                     zero_output_for_mask=zero_output)[0])
+    return np.concatenate([halves[0], halves[1][:, ::-1]], axis=-1).astype(np.float32)
+
+
+@pytest.mark.parametrize("sample", sorted(BIDIR_MASKED))
+def test_bidirectional_masked_port_is_keras(sample: str) -> None:
+    with np.load(SAMPLES / f"{sample.split('.')[0]}.io.npz") as io:
+        x, y = io["x"], io["y"]
+    np.testing.assert_allclose(_bidirectional_masked(sample), y, atol=1e-5)
+    masked = ~np.any(x != 0, axis=-1)
+    assert masked.any() and np.all(y[masked] == 0)  # Keras's own zeros at masked steps
+
+
+@pytest.mark.parametrize("sample", sorted(BIDIR_MASKED))
+@pytest.mark.parametrize("kwargs,words", [({"zero_output": False}, "previous output repeated at masked steps"),
+                                          ({"ignore_mask": True}, "masked steps not skipped")],
+                         ids=["previous output at masked steps", "mask ignored"])
+def test_bidirectional_masked_model(sample: str, kwargs: dict[str, Any], words: str) -> None:
+    ckpt = lstm_inspect.load(SAMPLES / sample)
+    with np.load(SAMPLES / f"{sample.split('.')[0]}.io.npz") as io:
+        x = io["x"]
+    result = diagnose(ckpt, [x], [_bidirectional_masked(sample, **kwargs)])
+    _named_first(result, words)
+    # Here "zeros output at masked steps" is what Keras computes: counted as equal to the model, not listed.
+    assert result.excluded == 1 and not any("zeros output at masked steps" in h.name for h in result.ranked)
+    assert result.tried == len(_offered(ckpt, masked=True))
+
+
+# ---------------------------------------------------------------- candidates equal to the model
+
+
+def test_candidates_equal_to_the_model_on_this_input_are_counted_not_listed(tmp_path: Path) -> None:
+    """Diagnose offers the three mask variants on a masked model; a variant that computes what the model itself
+    computes on the input run is left out of the ranking and counted in `excluded` /
+    `candidates_equal_to_the_model`: one on a plain LSTM with masked steps, all three on an input with none."""
+    ckpt = lstm_inspect.load(SAMPLES / f"{MASKED_SAMPLE}.keras")
+    x, _ = _masked_input()
+    plant = next(p for p in MASKED if p.label == "recurrent hard_sigmoid:keras2")
+    theirs = _masked(plant)
     result = diagnose(ckpt, [x], [theirs])
-    assert not result.found
-    assert all("mask" not in h.name for h in result.ranked)
+    assert result.excluded == 1 and result.tried == len(MASKED)
+    assert len(result.ranked) == len(MASKED) - 1
+    assert not any("previous output repeated" in h.name for h in result.ranked)
+    assert sum("mask" in h.name for h in result.ranked) == 2  # the other two variants are there
+
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "theirs.npy", theirs)
+    path = SAMPLES / f"{MASKED_SAMPLE}.keras"
+    r = run_cli("diagnose", str(path), "-i", str(tmp_path / "x.npy"), "--against", str(tmp_path / "theirs.npy"),
+                "--json")
+    assert r.returncode == 1, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["candidates_equal_to_the_model"] == 1 and doc["candidates_tried"] == len(MASKED)
+    assert "Keras 2's" in doc["diagnosed"][0]["mistake"]
+    assert not any("previous output repeated" in h["mistake"] for h in doc["ranked"])
+
+    # No step masked in this input: every mask variant computes what the model does, and none is listed.
+    full = _x(x.shape, seed=8)
+    assert np.all(full != 0)
+    theirs = lstm_port(_w(MASKED_SAMPLE, "lstm_11"), full, rec="hard_sigmoid:keras2")
+    result = diagnose(ckpt, [full], [theirs])
+    _named_first(result, "Keras 2's")
+    assert result.excluded == 3 and result.tried == len(MASKED)
+    assert not any("mask" in h.name for h in result.ranked)
+    np.save(tmp_path / "full.npy", full)
+    np.save(tmp_path / "theirs.npy", theirs)
+    r = run_cli("diagnose", str(path), "-i", str(tmp_path / "full.npy"), "--against", str(tmp_path / "theirs.npy"),
+                "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["candidates_equal_to_the_model"] == 3
+
+
+def test_no_candidate_equal_to_the_model_without_a_mask(tmp_path: Path) -> None:
+    path = SAMPLES / "k3_return_sequences.keras"
+    x = _x((3, 8, 3), seed=9)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "theirs.npy", lstm_port(_w("k3_return_sequences", "lstm_1"), x, bias=False))
+    r = run_cli("diagnose", str(path), "-i", str(tmp_path / "x.npy"), "--against", str(tmp_path / "theirs.npy"),
+                "--json")
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and doc["candidates_equal_to_the_model"] == 0 and doc["candidates_tried"] == len(K3)
+
+
+# A layer whose own settings make some cell mistakes no mistake at all: k3_mask_paths' "affine" LSTM has
+# activation="linear" and Keras 3's hard_sigmoid. "linear left off c" and "no activation on the cell candidate"
+# compute what it computes, as does "hard_sigmoid as Keras 3's": the cell marks them `same_as_model` and
+# diagnose never offers them.
+AFFINE = _space("hard_sigmoid:keras3", act="linear")
+
+
+def _affine_input() -> np.ndarray:
+    return _x((4, 8, 5), seed=10)
+
+
+def _affine(plant: Plant | None = None) -> np.ndarray:
+    kwargs = {"rec": "hard_sigmoid:keras3", "act": "linear", **(plant.kwargs("forward") if plant else {})}
+    return lstm_port(_w("k3_mask_paths", "affine"), _affine_input(), **kwargs)
+
+
+def test_affine_port_is_keras() -> None:
+    """The port of the affine layer, fed Keras's own embedding of the sample's ids under their mask, gives
+    Keras's output for that layer (the model's sixth output, its last step)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(SAMPLES / "k3_mask_paths.keras") as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
+        table = f["layers/embedding/vars/0"][()]
+    with np.load(SAMPLES / "k3_mask_paths.io.npz") as data:
+        ids, y = data["x"], data["y5"]
+    assert np.any(ids == 0)
+    mine = lstm_port(_w("k3_mask_paths", "affine"), table[ids], rec="hard_sigmoid:keras3", act="linear",
+                     mask=ids != 0, return_sequences=False)
+    np.testing.assert_allclose(mine, y, atol=1e-5)
+
+
+def test_cell_mistakes_the_model_itself_makes_are_not_offered() -> None:
+    ckpt = lstm_inspect.load(SAMPLES / "k3_mask_paths.keras")
+    d = ckpt.layer("affine")
+    marked = [m.name for m in d.cell.mistakes(d.settings, d.storage, d.input_dim, d.units, d.hard_sigmoid)
+              if m.same_as_model]
+    same = [Plant("linear off c", "left off c", {"cell_act": "linear"}),
+            Plant("linear candidate", "no activation on the cell candidate", {"act": "linear", "cell_act": "linear"}),
+            Plant("recurrent hard_sigmoid:keras3", "Keras 3's", {"rec": "hard_sigmoid:keras3"})]
+    assert len(marked) == len(same)
+    for p in same:
+        assert np.array_equal(_affine(p), _affine()), p.label  # the port computes the same: no mistake here
+        assert sum(p.words in n for n in marked) == 1, (p.words, marked)
+    offered = _offered(ckpt, masked=False, layer="affine")
+    _assert_complete(AFFINE, offered)
+    assert not any(p.words in n for p in same for n in offered)
+
+
+@pytest.mark.parametrize("plant", [_case(p) for p in AFFINE])
+def test_linear_hard_sigmoid_layer(plant: Plant) -> None:
+    ckpt = lstm_inspect.load(SAMPLES / "k3_mask_paths.keras")
+    result = diagnose(ckpt, [_affine_input()], [_affine(plant)], layer="affine")
+    _named_first(result, plant.words, exact=plant.exact)
+    if result.found[0].exact:
+        assert result.tried == len(AFFINE) and result.excluded == 0
 
 
 # ---------------------------------------------------------------- states handed over, CuDNN biases
@@ -264,23 +568,89 @@ def test_pairs_of_mistakes(label: str, kwargs: dict[str, Any], words: list[str])
     assert result.found[0].exact
 
 
+def _pair(a: str, b: str, space: list[Plant]) -> Plant:
+    """Two single mistakes of a model's space planted together."""
+    pa, pb = (next(p for p in space if p.label == label) for label in (a, b))
+    only = dict(pa.only)
+    for role, kw in pb.only:
+        only[role] = tuple({**dict(only.get(role, ())), **dict(kw)}.items())
+    return Plant(f"{a} + {b}", "", {**pa.every, **pb.every}, tuple(only.items()), pa.flip and pb.flip)
+
+
+MODEL_PAIRS = [
+    ("bidirectional", "backward not flipped", "recurrent hard_sigmoid:keras2"),
+    ("bidirectional", "go_backwards ignored", "order (0, 2, 3, 1)"),
+    ("bidirectional", "forward reversed", "bias dropped"),
+    ("masked", "mask ignored", "bias dropped"),
+    ("masked", "zeros at masked steps", "recurrent hard_sigmoid:keras3"),
+    ("masked", "forward reversed", "sigmoid candidate"),
+]
+
+
+@pytest.mark.parametrize("model,a,b", MODEL_PAIRS, ids=[f"{m}: {a} + {b}" for m, a, b in MODEL_PAIRS])
+def test_pairs_on_the_bidirectional_and_masked_models(model: str, a: str, b: str) -> None:
+    space = BIDIRECTIONAL if model == "bidirectional" else MASKED
+    plant = _pair(a, b, space)
+    words = [next(p.words for p in space if p.label == label) for label in (a, b)]
+    if model == "bidirectional":
+        ckpt = lstm_inspect.load(SAMPLES / f"{BIDIR}.keras")
+        x = _x((3, 7, 3), seed=3)
+        theirs = _bidirectional(x, plant)
+    else:
+        ckpt = lstm_inspect.load(SAMPLES / f"{MASKED_SAMPLE}.keras")
+        x, _ = _masked_input()
+        theirs = _masked(plant)
+    result = diagnose(ckpt, [x], [theirs])
+    _named_first(result, words)
+
+
 # ---------------------------------------------------------------- square layers of a real file
 
 
-def test_square_layer_mistakes_on_a_real_file() -> None:
-    """N_i = N_c: a transposed kernel and swapped kernels, on lstm_1 (50 → 50) of a real model."""
-    path = REALWORLD / "stock_stacked3_keras210.h5"
-    if not path.exists():
+SQUARE_FILE = REALWORLD / "stock_stacked3_keras210.h5"  # lstm_1: LSTM(50) fed by LSTM(50), tanh/sigmoid
+SQUARE = _space("sigmoid", square=True)
+
+
+def _square_weights(layer: str = "lstm_1", cell: str = "lstm_cell_1") -> dict[str, np.ndarray]:
+    """The real file's arrays of one LSTM, read with h5py (not lstm-inspect)."""
+    import h5py
+
+    if not SQUARE_FILE.exists():
         pytest.skip("../shared/realworld is not beside this clone")
-    ckpt = lstm_inspect.load(path)
-    d = ckpt.layer("lstm_1")
-    w = d.weights()  # the real file's weights, read by lstm-inspect (checked against Keras in test_gates)
-    k, r, b = w.kernel, w.recurrent_kernel, w.bias
+    with h5py.File(SQUARE_FILE) as f:
+        group = f[f"model_weights/{layer}/{layer}/{cell}"]
+        return {role: group[f"{role}:0"][()] for role in ("kernel", "recurrent_kernel", "bias")}
+
+
+def test_square_port_is_keras() -> None:
+    """The port of the whole real model (LSTM → LSTM → LSTM → Dense) gives what Keras returned (its .io.npz)."""
+    import h5py
+
+    _square_weights()  # skips without the real files
+    with np.load(f"{SQUARE_FILE}.io.npz") as io:
+        x, y = io["x"], io["y"]
+    h = x
+    for layer, cell, sequences in (("lstm", "lstm_cell", True), ("lstm_1", "lstm_cell_1", True),
+                                   ("lstm_2", "lstm_cell_2", False)):
+        h = lstm_port(_square_weights(layer, cell), h, return_sequences=sequences)
+    with h5py.File(SQUARE_FILE) as f:
+        dense = f["model_weights/dense/dense"]
+        np.testing.assert_allclose(h @ dense["kernel:0"][()] + dense["bias:0"][()], y, atol=1e-5)
+
+
+def test_square_layer_matrix_is_complete() -> None:
+    """N_i = N_c: the kernel's blocks can be transposed and the two kernels swapped, two more mistakes."""
+    _square_weights()
+    _assert_complete(SQUARE, _offered(lstm_inspect.load(SQUARE_FILE), masked=False, layer="lstm_1"))
+
+
+@pytest.mark.parametrize("plant", [_case(p) for p in SQUARE])
+def test_square_layer_of_a_real_file(plant: Plant) -> None:
+    w = _square_weights()
     x = _x((2, 6, 50), seed=6)
-    transposed = np.concatenate([blk.T for blk in ref.blocks(k, 4)], axis=1)
-    for (kk, rr), words in (((transposed, r), "input block transposed"), ((r, k), "swapped")):
-        theirs = ref.lstm(x, kk, rr, b)[0].astype(np.float32)
-        _named_first(diagnose(ckpt, [x], [theirs], layer="lstm_1"), words)
+    result = diagnose(lstm_inspect.load(SQUARE_FILE), [x], [lstm_port(w, x, **plant.kwargs("forward"))],
+                      layer="lstm_1")
+    _named_first(result, plant.words, exact=plant.exact)
 
 
 # ---------------------------------------------------------------- the command

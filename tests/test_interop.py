@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ import lstm_inspect
 from lstm_inspect.network import Network, RunRecord
 
 import reference_rnn as ref
-from conftest import NOT_RUNNABLE, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
+from conftest import NOT_RUNNABLE, REALWORLD, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
 
 
 def _io(path: Path) -> Path:
@@ -134,47 +135,138 @@ def test_pytorch_dump_in_torch(path: Path, tmp_path: Path) -> None:
         _check(entry, y, _keras_output(entry, rec, layer_path), f"{path.name} {layer_path}")
 
 
+def _onnx_run(entry: dict[str, Any], attributes: dict[str, Any], weights: dict[str, np.ndarray],
+              x: np.ndarray) -> Any:
+    """The manifest's operator with these attributes as a one-op ONNX model, run by onnxruntime on x (already
+    laid out as the manifest says); the output put back as Keras returns it, following the manifest."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    op = entry["target"].split()[1]
+    outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
+    node = helper.make_node(op, ["X", "W", "R", "B"], outputs, **attributes)
+    graph = helper.make_graph(
+        [node], "one_op", [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, [None] * (4 if o == "Y" else 3)) for o in outputs],
+        [numpy_helper.from_array(weights[k].astype(np.float32), k) for k in ("W", "R", "B")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a refused activation raises; it need not also print
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    y, y_h = session.run(["Y", "Y_h"], {"X": x})[:2]
+    if entry["reverse_output_in_time"]:
+        y = y[::-1]
+    seq = y.transpose(2, 0, 1, 3)  # (batch, steps, num_directions, hidden)
+    if attributes["direction"] == "bidirectional":
+        if entry["return_sequences"]:
+            result = _merge(seq[:, :, 0], seq[:, :, 1], entry["merge_mode"])
+        else:
+            result = _merge(seq[:, -1, 0], seq[:, 0, 1], entry["merge_mode"])
+    else:
+        result = seq[:, :, 0] if entry["return_sequences"] else y_h[0]
+    if not entry["transpose_input"] and entry["return_sequences"]:
+        result = np.swapaxes(result, 0, 1)  # the layer is time-major: Keras returns its sequence that way
+    return result
+
+
+# The activations ONNX's recurrent operators define (the LSTM, GRU and RNN operators of the ONNX specification).
+ONNX_ACTIVATIONS = {"Relu", "Tanh", "Sigmoid", "Affine", "LeakyRelu", "ThresholdedRelu", "ScaledTanh", "HardSigmoid",
+                    "Elu", "Softsign", "Softplus"}
+
+
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)
 def test_onnx_dump_in_onnxruntime(path: Path, tmp_path: Path) -> None:
-    onnx = pytest.importorskip("onnx", reason="the test extra installs onnx")
+    pytest.importorskip("onnx", reason="the test extra installs onnx")
     ort = pytest.importorskip("onnxruntime", reason="the test extra installs onnxruntime")
-    from onnx import TensorProto, helper, numpy_helper
 
     ckpt, rec = _run(path)
     out, manifest = _dump(tmp_path, path, "onnx", "npz")
     for rel, entry in manifest["files"].items():
         layer_path = ckpt.layer(entry["directions"][0]["layer"]).layer_path
-        if not _plain(ckpt, rec, layer_path) or not entry["exact_in_target"]:
+        if not _plain(ckpt, rec, layer_path):
             continue
-        op = entry["target"].split()[1]
         with np.load(out / rel) as z:
             weights = {k[: -len(".npy")] if k.endswith(".npy") else k: z[k] for k in z.files}
         x = np.asarray(rec.layer_inputs[layer_path], np.float32)
         if entry["transpose_input"]:
             x = x.transpose(1, 0, 2)  # time-major, as it says
-        outputs = ["Y", "Y_h"] + (["Y_c"] if op == "LSTM" else [])
-        node = helper.make_node(op, ["X", "W", "R", "B"], outputs, **entry["attributes"])
-        graph = helper.make_graph(
-            [node], "one_op", [helper.make_tensor_value_info("X", TensorProto.FLOAT, list(x.shape))],
-            [helper.make_tensor_value_info(o, TensorProto.FLOAT, [None] * (4 if o == "Y" else 3)) for o in outputs],
-            [numpy_helper.from_array(weights[k].astype(np.float32), k) for k in ("W", "R", "B")])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        onnx.checker.check_model(model)
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        y, y_h = session.run(["Y", "Y_h"], {"X": x})[:2]
-        if entry["reverse_output_in_time"]:
-            y = y[::-1]
-        seq = y.transpose(2, 0, 1, 3)  # (batch, steps, num_directions, hidden)
-        if entry["attributes"]["direction"] == "bidirectional":
-            if entry["return_sequences"]:
-                result = _merge(seq[:, :, 0], seq[:, :, 1], entry["merge_mode"])
-            else:
-                result = _merge(seq[:, -1, 0], seq[:, 0, 1], entry["merge_mode"])
-        else:
-            result = seq[:, :, 0] if entry["return_sequences"] else y_h[0]
-        if not entry["transpose_input"] and entry["return_sequences"]:
-            result = np.swapaxes(result, 0, 1)  # the layer is time-major: Keras returns its sequence that way
-        _check(entry, result, _keras_output(entry, rec, layer_path), f"{path.name} {layer_path}")
+        what = f"{path.name} {layer_path}"
+        attributes = entry["attributes"]
+        if not entry["exact_in_target"]:
+            # The manifest says ONNX cannot compute this layer. Its activations are not ONNX's, and onnxruntime
+            # refuses them; with the activations the operator does have (its defaults) the result must differ.
+            missing = [a for a in attributes["activations"] if a not in ONNX_ACTIVATIONS]
+            assert missing, (what, attributes["activations"], entry["why_not_exact"])
+            with pytest.raises(ort.capi.onnxruntime_pybind11_state.Fail, match="activation"):
+                _onnx_run(entry, attributes, weights, x)
+            attributes = {k: v for k, v in attributes.items()
+                          if k not in ("activations", "activation_alpha", "activation_beta")}
+        _check(entry, _onnx_run(entry, attributes, weights, x), _keras_output(entry, rec, layer_path), what)
+
+
+# Keras's own definitions of hard_sigmoid (tf.keras.activations.hard_sigmoid's documentation), as ONNX's
+# HardSigmoid(alpha, beta) = max(0, min(1, alpha·x + beta)):
+# - Keras 3 (keras/src/activations/activations.py, 3.x): "0 if x <= -3, 1 if x >= 3, (x/6) + 0.5 if -3 < x < 3";
+# - Keras 2 and tf_keras (keras/activations.py, 2.x): "0 if x < -2.5, 1 if x > 2.5, 0.2 * x + 0.5 otherwise".
+HARD_SIGMOID = {"keras3": (1 / 6, 0.5), "keras2": (0.2, 0.5)}
+
+
+K3_HS, K2_HS = HARD_SIGMOID["keras3"], HARD_SIGMOID["keras2"]
+TANH = ["HardSigmoid", "Tanh", "Tanh"]  # ONNX's [f, g, h] = [recurrent_activation, activation, activation]
+AFFINE = ["HardSigmoid", "Affine", "Affine"]  # activation="linear" is ONNX's Affine(alpha=1, beta=0)
+
+
+@pytest.mark.parametrize("sample,layer,activations,alpha,beta", [
+    ("k3_hard_sigmoid.keras", "lstm_8", TANH, [K3_HS[0]], [K3_HS[1]]),
+    ("tfk_stacked_hard_sigmoid.h5", "lstm_1", TANH, [K2_HS[0]], [K2_HS[1]]),
+    ("tfk_stacked_hard_sigmoid.h5", "lstm_2", TANH, [K2_HS[0]], [K2_HS[1]]),
+    ("k3_mask_paths.keras", "affine", AFFINE, [K3_HS[0], 1.0, 1.0], [K3_HS[1], 0.0, 0.0]),
+    ("tfk_mask_paths.h5", "affine", AFFINE, [K2_HS[0], 1.0, 1.0], [K2_HS[1], 0.0, 0.0]),
+])
+def test_onnx_manifest_hard_sigmoid_alpha_beta(sample: str, layer: str, activations: list[str], alpha: list[float],
+                                               beta: list[float], tmp_path: Path) -> None:
+    """The ONNX dump's attributes for a hard_sigmoid LSTM: ONNX's [f, g, h] order, HardSigmoid with the alpha and
+    beta of the Keras that wrote the file. ONNX consumes activation_alpha/beta in the order of the activations
+    that take them: HardSigmoid and Affine two each, Tanh none."""
+    _, manifest = _dump(tmp_path, SAMPLES / sample, "onnx", "npz")
+    entry = manifest["files"][f"{layer}.npz"]
+    attributes = entry["attributes"]
+    assert attributes["activations"] == activations
+    assert attributes["activation_alpha"] == pytest.approx(alpha, rel=1e-12)
+    assert attributes["activation_beta"] == pytest.approx(beta, rel=1e-12)
+    assert entry["exact_in_target"] is True
+
+
+HARD_SIGMOID_SCRIPT = r"""
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import numpy as np
+import tensorflow as tf
+import keras, tf_keras
+x = np.linspace(-4, 4, 81).astype(np.float32)
+np.savez(sys.argv[1], x=x, keras3=np.asarray(keras.activations.hard_sigmoid(tf.constant(x))),
+         keras2=tf_keras.activations.hard_sigmoid(tf.constant(x)).numpy())
+"""
+
+
+def test_hard_sigmoid_constants_are_keras_own(tmp_path: Path) -> None:
+    """The constants above are what the installed Keras 3 and tf_keras compute (a check of the test itself), run
+    in a subprocess as the other Keras-side checks are."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("tf_keras", reason="the test extra installs tf_keras and Keras 3")
+    r = subprocess.run([sys.executable, "-c", HARD_SIGMOID_SCRIPT, str(tmp_path / "hs.npz")], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with np.load(tmp_path / "hs.npz") as d:
+        for generation in ("keras3", "keras2"):
+            alpha, beta = HARD_SIGMOID[generation]
+            np.testing.assert_allclose(d[generation], np.clip(alpha * d["x"] + beta, 0, 1), atol=1e-6,
+                                       err_msg=generation)
 
 
 ACTIVATIONS = {"sigmoid": ref.sigmoid, "tanh": np.tanh, "linear": lambda x: x, "relu": lambda x: np.maximum(x, 0),
@@ -264,3 +356,77 @@ def test_weights_only_manifest_says_assumed(tmp_path: Path) -> None:
     assert entry["activations_assumed"] is True and "not facts" in entry["assumed"]
     assert manifest["settings_from"] == "defaults"
     assert entry["equations"] and entry["return_sequences"] is False
+
+
+# ---------------------------------------------------------------- the README's numpy.loadtxt example
+
+README = (SAMPLES.parent / "README.md").read_text(encoding="utf-8")
+LOADTXT = re.compile(r"numpy\.loadtxt\(f, ([^)]*skiprows=1[^)]*)\)")
+
+
+def _loadtxt_after(anchor: str, within: int = 400) -> dict[str, Any]:
+    """The keyword arguments of the README's `numpy.loadtxt(f, ...)` example written next to `anchor`, parsed
+    from its text (literals only), to call numpy.loadtxt exactly as the README shows."""
+    import ast
+
+    at = README.index(anchor)
+    match = LOADTXT.search(README, at, at + within)
+    assert match, f"README: no numpy.loadtxt(f, ..., skiprows=1) example next to {anchor!r}"
+    call = ast.parse(f"numpy.loadtxt(f, {match.group(1)})", mode="eval").body
+    assert isinstance(call, ast.Call) and len(call.args) == 1
+    return {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+
+
+def test_readme_loadtxt_example_reads_a_real_gates_dump(tmp_path: Path) -> None:
+    """The README's one-line example beside the CSV description, run as written on a dump of a sample: every
+    W_g and b_g equals Keras's own weights (`.ref.npz`) bit for bit in float32."""
+    from conftest import expected_gate, keras_refs
+
+    arguments = _loadtxt_after("CSV files start with a header row")
+    r = run_cli("dump", str(SAMPLES / "tfk_stacked_hard_sigmoid.h5"), "--out", str(tmp_path / "gates"))
+    assert r.returncode == 0, r.stderr
+    refs = keras_refs(SAMPLES / "tfk_stacked_hard_sigmoid.ref.npz")
+    for layer in ("lstm_1", "lstm_2"):
+        for g in "ifco":
+            want_w, want_b = expected_gate(refs[layer], g)
+            for name, want in ((f"W_{g}.csv", want_w), (f"b_{g}.csv", want_b)):
+                f = str(tmp_path / "gates" / layer / name)
+                got = np.loadtxt(f, **arguments)  # the README's call, as written
+                assert np.array_equal(np.asarray(got, np.float32).reshape(want.shape), want), (layer, name)
+
+
+def test_readme_dump_example_command_runs_as_shown(tmp_path: Path) -> None:
+    """The dump section's shell example on the real file it names, with the shape it prints."""
+    match = re.search(r"\$ lstm-inspect dump (\S+) --out (\S+)\n.*?\$ python -c \"(.*?)\"\n(\(.*?\))", README,
+                      flags=re.S)
+    assert match and "skiprows=1" in match.group(3)
+    path = REALWORLD / match.group(1)
+    if not path.exists():
+        pytest.skip("../shared/realworld is not beside this clone")
+    r = run_cli("dump", str(path), "--out", str(tmp_path / match.group(2)))
+    assert r.returncode == 0, r.stderr
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", match.group(3)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == match.group(4), (out.stdout, out.stderr)
+
+
+def test_readme_loadtxt_example_reads_a_trace_csv(tmp_path: Path) -> None:
+    """The trace section's example on `trace --format csv` of a sample: columns sample, step, u0...; h at every
+    step is Keras's own output for the sample's input."""
+    arguments = _loadtxt_after("--format csv` writes a folder")
+    with np.load(SAMPLES / "k3_return_sequences.io.npz") as io:
+        x, y = io["x"], io["y"]
+    np.save(tmp_path / "x.npy", x)
+    r = run_cli("trace", str(SAMPLES / "k3_return_sequences.keras"), "-i", str(tmp_path / "x.npy"), "--out",
+                str(tmp_path / "trace"), "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    f = str(tmp_path / "trace" / "lstm_1" / "h.csv")
+    table = np.loadtxt(f, **arguments)
+    batch, steps, units = y.shape
+    assert table.shape == (batch * steps, 2 + units)
+    samples, step, h = table[:, 0].astype(int), table[:, 1].astype(int), table[:, 2:]
+    assert sorted(zip(samples, step)) == [(b, t) for b in range(batch) for t in range(steps)]
+    np.testing.assert_allclose(h, y[samples, step], atol=1e-5)

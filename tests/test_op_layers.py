@@ -2,8 +2,9 @@
 
 The samples `tfk_tf_ops.h5` (TFOpLambda, written by tf_keras) and `tfk_tf_ops_v23.h5` (the same model
 as tf.keras 2.3 wrote it, as TensorFlowOpLayers) run within 1e-5 of Keras in test_engine and pass
-verify in test_verify; here each whitelisted raw op is checked against TensorFlow's own kernel, and
-what is outside the list is refused in one line.
+verify in test_verify; here each whitelisted raw op is checked against TensorFlow's own kernel, each
+whitelisted TFOpLambda function against the TensorFlow function of that name, and what is outside the
+lists is refused in one line.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.ops import TF_RAW_OPS
+from lstm_inspect.ops import TF_FUNCTIONS, TF_RAW_OPS
 
 from conftest import SAMPLES, run_cli
 
@@ -139,6 +140,116 @@ def test_every_whitelisted_raw_op_is_checked() -> None:
     checked = {name.split("-")[0] for name in CASES}
     assert set(TF_RAW_OPS) - checked <= {"Add", "BatchMatMul"}  # aliases of AddV2 and BatchMatMulV2
 
+
+
+# ---------------------------------------------------------------- TFOpLambda functions against TensorFlow's
+# name -> (function, args, kwargs), as a TFOpLambda/SlicingOpLambda calls it: the first argument positional, the
+# recorded call keywords by TensorFlow's parameter names (slice_spec as tf_keras's config records it). Each is run
+# by lstm-inspect's function and by the TensorFlow function of that name (tf.<function>) in a subprocess.
+Y = (X[::-1] + 0.5).copy()
+S = [{"start": None, "stop": None, "step": None}, {"start": 1, "stop": None, "step": None},
+     {"start": None, "stop": 2, "step": None}]
+FUNCTION_CASES: dict[str, tuple[str, list, dict]] = {
+    "cast-to-int": ("cast", [X * 3], {"dtype": "int32"}),
+    "cast-complex-to-float": ("cast", [C], {"dtype": "float32"}),
+    "cast-to-complex": ("cast", [X], {"dtype": "complex64"}),
+    "signal.fft": ("signal.fft", [C], {}), "signal.ifft": ("signal.ifft", [C], {}),
+    "signal.rfft": ("signal.rfft", [X], {}),
+    "signal.rfft-length": ("signal.rfft", [X], {"fft_length": [8]}),
+    "signal.rfft-short": ("signal.rfft", [X], {"fft_length": [6]}),
+    "signal.irfft": ("signal.irfft", [C[..., :5]], {}),
+    "signal.irfft-length": ("signal.irfft", [C[..., :5]], {"fft_length": [8]}),
+    "signal.irfft-odd": ("signal.irfft", [C[..., :5]], {"fft_length": [9]}),
+    "math.real": ("math.real", [C], {}), "math.imag": ("math.imag", [C], {}),
+    "math.abs": ("math.abs", [X], {}), "math.abs-complex": ("math.abs", [C], {}),
+    **{name: (name, [X], {"y": Y}) for name in ("__operators__.add", "math.add", "math.subtract", "math.multiply",
+                                                "math.truediv", "math.divide", "math.maximum", "math.minimum")},
+    "math.multiply-constant": ("math.multiply", [X], {"y": 0.25}),
+    "math.divide-constant": ("math.divide", [X], {"y": 4.0}),
+    "math.add-constant": ("math.add", [X], {"y": 1.0}),
+    **{name: (name, [np.abs(X) + 0.1 if name in ("math.log", "math.sqrt") else X], {})
+       for name in ("math.negative", "math.exp", "math.log", "math.sqrt", "math.square", "math.tanh", "math.sigmoid",
+                    "nn.relu")},
+    "nn.softmax": ("nn.softmax", [X], {}), "nn.softmax-axis": ("nn.softmax", [X], {"axis": 1}),
+    "reshape": ("reshape", [X], {"shape": [-1, 4, 6]}),
+    "expand_dims": ("expand_dims", [X], {"axis": -1}),
+    "squeeze": ("squeeze", [X[:, :1]], {"axis": 1}), "squeeze-all": ("squeeze", [X[:1, :1]], {}),
+    "compat.v1.squeeze": ("compat.v1.squeeze", [X[:, :1]], {"axis": -2}),
+    "compat.v1.squeeze-dims": ("compat.v1.squeeze", [X[:, :1]], {"squeeze_dims": [1]}),
+    "transpose": ("transpose", [X], {"perm": [0, 2, 1]}), "transpose-reversed": ("transpose", [X], {}),
+    "transpose-conjugate": ("transpose", [C], {"perm": [2, 0, 1], "conjugate": True}),
+    "compat.v1.transpose": ("compat.v1.transpose", [X], {"perm": [1, 0, 2], "conjugate": False}),
+    "concat": ("concat", [[X, X * 2]], {"axis": -1}), "concat-axis": ("concat", [[X, X * 2]], {"axis": 1}),
+    "slice": ("slice", [X], {"begin": [0, 1, 2], "size": [-1, 2, 3]}),
+    "__operators__.getitem": ("__operators__.getitem", [X], {"slice_spec": S}),
+    "__operators__.getitem-int-newaxis-ellipsis": (
+        "__operators__.getitem", [X], {"slice_spec": [1, None, {"class_name": "__ellipsis__"},
+                                                      {"start": -1, "stop": 0, "step": -2}]}),
+    "math.reduce_mean": ("math.reduce_mean", [X], {"axis": 1}),
+    "math.reduce_sum": ("math.reduce_sum", [X], {"axis": [0, 2], "keepdims": True}),
+    "math.reduce_max": ("math.reduce_max", [X], {}),
+    "linalg.matmul": ("linalg.matmul", [X[0]], {"b": X[1].T.copy()}),
+    "linalg.matmul-batch-transposed": ("linalg.matmul", [X], {"b": X, "transpose_b": True}),
+}
+
+TF_FUNCTION_SCRIPT = r"""
+import functools, os, pickle, sys
+import numpy as np
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+
+def decoded(spec):  # what tf_keras's SlicingOpLambda makes of a recorded slice_spec before calling TensorFlow
+    if isinstance(spec, dict):
+        return Ellipsis if spec.get("class_name") == "__ellipsis__" else slice(spec["start"], spec["stop"],
+                                                                                 spec["step"])
+    return spec
+
+def tensors(a):  # the layer's inputs (and tensor keywords) arrive as tensors, as in a Keras model
+    if isinstance(a, list):
+        return [tensors(v) for v in a]
+    return tf.constant(a) if isinstance(a, np.ndarray) else a
+
+with open(sys.argv[1], "rb") as f:
+    cases = pickle.load(f)
+out = {}
+for name, (function, args, kwargs) in cases.items():
+    fn = functools.reduce(getattr, function.split("."), tf)
+    if function == "__operators__.getitem":
+        kwargs = {"slice_spec": tuple(decoded(s) for s in kwargs["slice_spec"])}
+    args = [tensors(a) for a in args]
+    kwargs = {k: tf.constant(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    out[name] = np.asarray(fn(*args, **kwargs))
+np.savez(sys.argv[2], **out)
+"""
+
+
+@pytest.fixture(scope="module")
+def tensorflow_function_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    import pickle
+
+    pytest.importorskip("tensorflow", reason="the test extra installs TensorFlow to compare with its functions")
+    folder = tmp_path_factory.mktemp("tf_functions")
+    with open(folder / "in.pkl", "wb") as f:
+        pickle.dump(FUNCTION_CASES, f)
+    (folder / "run.py").write_text(TF_FUNCTION_SCRIPT)
+    r = subprocess.run([sys.executable, str(folder / "run.py"), str(folder / "in.pkl"), str(folder / "out.npz")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with np.load(folder / "out.npz") as d:
+        return {k: d[k] for k in d.files}
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTION_CASES))
+def test_tf_function_equals_tensorflow(name: str, tensorflow_function_results: dict[str, np.ndarray]) -> None:
+    function, args, kwargs = FUNCTION_CASES[name]
+    ours = np.asarray(TF_FUNCTIONS[function](*args, **kwargs))
+    theirs = tensorflow_function_results[name]
+    assert (ours.shape, ours.dtype) == (theirs.shape, theirs.dtype)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_every_whitelisted_tf_function_is_checked() -> None:
+    assert {function for function, _, _ in FUNCTION_CASES.values()} == set(TF_FUNCTIONS)
 
 # ---------------------------------------------------------------- outside the whitelist
 

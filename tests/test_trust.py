@@ -98,6 +98,35 @@ def test_layer_output_of_forward_is_accepted_by_verify_and_diagnose(command: str
     assert any("last step" in n for n in names)
 
 
+
+@pytest.mark.parametrize("wrong", ["right", "hard_sigmoid", "first step", "off by 1e-3"])
+def test_verify_layer_against_a_wrong_last_step_exits_1(wrong: str, tmp_path: Path) -> None:
+    """verify --layer L --against THEIRS, THEIRS the last step alone (batch, N_c) computed by the tests' own LSTM
+    from Keras's weights: the right one exits 0, a wrong one exits 1 and says where."""
+    import reference_rnn as ref
+    from conftest import keras_refs
+
+    model = SAMPLES / "tfk_single.h5"  # LSTM(5), tanh/sigmoid, return_sequences=False
+    w = keras_refs(SAMPLES / "tfk_single.ref.npz")["lstm"]
+    x = np.random.default_rng(0).normal(size=(3, 6, 3)).astype(np.float32)
+    rec = ref.hard_sigmoid_keras2 if wrong == "hard_sigmoid" else ref.sigmoid
+    seq, _ = ref.lstm(x, w["kernel"], w["recurrent_kernel"], w["bias"], recurrent_activation=rec)
+    theirs = {"right": seq[:, -1], "hard_sigmoid": seq[:, -1], "first step": seq[:, 0],
+              "off by 1e-3": seq[:, -1] + 1e-3}[wrong].astype(np.float32)
+    assert theirs.shape == (3, 5)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "theirs.npy", theirs)
+    r = CliRunner().invoke(app, ["verify", str(model), "--layer", "lstm", "-i", str(tmp_path / "x.npy"),
+                                 "--against", str(tmp_path / "theirs.npy"), "--json"])
+    doc = json.loads(r.stdout)
+    (out,) = doc["outputs"]
+    assert "last step" in out["name"] and out["shape"] == [3, 5]
+    if wrong == "right":
+        assert r.exit_code == 0 and doc["ok"] is True and out["max_abs_error"] <= 1e-5, r.stdout
+    else:
+        assert r.exit_code == 1 and doc["ok"] is False and out["ok"] is False, r.stdout
+        assert out["max_abs_error"] >= 1e-3 - 1e-6 and out["first_past_tolerance"] is not None
+
 # ---------------------------------------------------------------- outputs land where asked
 
 
