@@ -80,7 +80,7 @@ def step_threads(batch: int, units: int, width: int, free: int | None = None) ->
     """BLAS threads for a (batch × units)·(units × width) product per step; None: the BLAS default."""
     free = free_cores() if free is None else free
     if free > 1 and batch >= STEP_THREADS_BATCH and 2.0 * batch * units * width >= STEP_THREADS_FLOPS:
-        return None
+        return None if free >= _cores() else free  # never more threads than cores nobody else holds
     return 1
 
 

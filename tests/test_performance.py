@@ -16,12 +16,18 @@ from lstm_inspect.stats import top_singular_value
 from conftest import SAMPLES, run_cli
 
 
-def test_small_products_run_on_one_thread_large_ones_on_the_free_cores() -> None:
+def test_small_products_run_on_one_thread_large_ones_on_the_free_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "_cores", lambda: 2)
     assert threads.step_threads(1, 64, 256, free=2) == 1
     assert threads.step_threads(4, 512, 2048, free=2) == 1  # collapsed on two threads beside a busy neighbour
     assert threads.step_threads(32, 256, 1024, free=2) == 1
     assert threads.step_threads(64, 1024, 4096, free=2) is None
     assert threads.step_threads(64, 1024, 4096, free=1) == 1  # another process holds the other core
+    # on eight cores with five held by others, a large product takes the three free ones, not all eight
+    monkeypatch.setattr(threads, "_cores", lambda: 8)
+    assert threads.step_threads(64, 1024, 4096, free=3) == 3
+    assert threads.step_threads(64, 1024, 4096, free=8) is None
+    assert threads.projection_threads(3200, 512, 4096, free=3) == 3
     assert threads.projection_threads(200, 32, 256, free=2) == 1
     assert threads.projection_threads(3200, 512, 4096, free=threads._cores()) is None
     assert threads.projection_threads(3200, 512, 4096, free=1) == 1
@@ -108,3 +114,37 @@ def test_the_progress_bar_draws_on_a_terminal_only(monkeypatch: pytest.MonkeyPat
 def test_quiet_is_accepted_and_nothing_but_the_result_is_printed() -> None:
     r = run_cli("stats", str(SAMPLES / "k3_single.keras"), "--quiet", "--json")
     assert r.returncode == 0 and r.stderr == ""
+
+
+def test_the_lstm_step_with_one_tanh_computes_bit_for_bit_what_separate_activations_do() -> None:
+    """Keras's default LSTM takes one tanh over its four blocks (σ(z) = (tanh(z/2) + 1)/2 with the σ columns halved
+    beforehand, exact in binary); wrapping the same activations defeats that path, and the steps must agree."""
+    from lstm_inspect.activations import sigmoid, tanh
+    from lstm_inspect.cells import CellWeights
+    from lstm_inspect.cells.lstm import _LSTMStep
+
+    def wrapped(fn):  # the same function, not the same object: the step takes the separate path
+        return lambda z, out=None: fn(z, out=out)
+
+    rng = np.random.default_rng(7)
+    n_i, units, batch, steps = 6, 9, 4, 5
+    for dtype in (np.float32, np.float64):
+        w = CellWeights(kernel=rng.normal(size=(n_i, 4 * units)).astype(dtype),
+                        recurrent_kernel=rng.normal(size=(units, 4 * units)).astype(dtype),
+                        bias=rng.normal(size=4 * units).astype(dtype))
+        xs = rng.normal(size=(steps, batch, n_i)).astype(dtype)
+        fused = _LSTMStep(w, dtype, batch, tanh, sigmoid, tanh)
+        plain = _LSTMStep(w, dtype, batch, wrapped(tanh), wrapped(sigmoid), wrapped(tanh))
+        assert fused.fused and not plain.fused
+        runs = []
+        for step in (fused, plain):
+            h, c = np.zeros((batch, units), dtype), np.zeros((batch, units), dtype)
+            outs = []
+            for x in xs:
+                new = [np.empty_like(h), np.empty_like(c)]
+                step(x @ step.kernel + step.input_bias, [h, c], new, None, 0)
+                h, c = new
+                outs.append(np.concatenate([h, c], axis=1))
+            runs.append(np.stack(outs))
+        assert np.abs(runs[1]).max() > 0.1  # a real computation
+        assert np.array_equal(runs[0], runs[1]), float(np.abs(runs[0] - runs[1]).max())

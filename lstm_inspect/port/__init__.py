@@ -106,6 +106,7 @@ class Target:
     build: Callable[[Plan], dict[str, bytes]]  # file name inside the output (or "" for the file itself) -> bytes
     run: Callable[[Path, list[np.ndarray]], list[np.ndarray]]  # runs the written export on inputs
     needs: tuple[str, ...] = ()  # packages writing needs (not the runtime)
+    runtime_install: str = ""  # what to pip install for the runtime that verifies the export
 
     def runtime_version(self) -> str | None:
         try:
@@ -139,8 +140,11 @@ def _torch_run(path: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
 
 
 TARGETS = {
-    "onnx": Target("onnx", "onnxruntime", "onnx", False, _onnx_build, _onnx_run, needs=("onnx",)),
-    "pytorch": Target("pytorch", "torch", "pytorch", True, _torch_build, _torch_run, needs=("safetensors",)),
+    "onnx": Target("onnx", "onnxruntime", "onnx", False, _onnx_build, _onnx_run, needs=("onnx",),
+                   runtime_install="'lstm-inspect[onnx]'"),
+    # torch is not in the extra (its CPU and CUDA builds are chosen per machine): the runtime is installed apart
+    "pytorch": Target("pytorch", "torch", "pytorch", True, _torch_build, _torch_run, needs=("safetensors",),
+                      runtime_install="torch"),
 }
 
 
@@ -235,7 +239,7 @@ def export(ckpt: Checkpoint, target: str, out: Path, *, layer: str | None = None
         steps=int(first.shape[1]) if first.ndim > 1 else 1, atol=atol, rtol=rtol)
     version = t.runtime_version()
     if version is None:
-        report.not_verified = f"{t.runtime} is not installed (pip install 'lstm-inspect[{t.extra}]')"
+        report.not_verified = f"{t.runtime} is not installed (pip install {t.runtime_install})"
         return report
     report.runtime = f"{t.runtime} {version}"
     expected = plan.reference(inputs)
