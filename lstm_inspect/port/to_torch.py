@@ -216,7 +216,7 @@ def _assemble(plan: Plan, w: Writer, params: list[str], outputs: list[str], kind
         '"""',
         "",
         "import torch",
-        "import torch.nn.functional as F",
+        *(["import torch.nn.functional as F"] if any("F." in code for code in [*helpers, *w.body, *w.init]) else []),
         "from torch import nn",
         *imports,
         "",

@@ -374,13 +374,22 @@ def recurrent_layer(e: LayerEmit, directions: list[RecurrentDirection]) -> list[
         return f"{expr}.transpose(0, 1)" if s.time_major else expr
 
     out_mask = mask if s.return_sequences else None
+    # no mask and the input in its own order: the torch.nn module is called as a PyTorch user would call it
+    plain = mask is None and all(d.cell.torch_problem(d.settings) is None for d in directions)
     if len(directions) == 1:
         d = directions[0]
         ctor, arrays = direction_module(w, d, weights[0], f"layer {e.node.path}")
         attr = w.module(e.key, e.hint, ctor, arrays)
-        w.need("keras_rnn")
         state = w.name(f"{name}_state")
-        w.line(f"{name}, {state} = keras_rnn(self.{attr}, {value}{mask_arg}{init(0)}{_flag_args(d)})")
+        if plain:  # go_backwards: the input reversed in time, the outputs in that processing order, as Keras
+            last = w.name(f"{name}_last") if s.return_state else "_"
+            given = f"{value}.flip(1)" if s.go_backwards else value
+            w.line(f"{name}, {last} = self.{attr}({given}{_torch_initial_state(state_names[:n], n)})")
+            if s.return_state:
+                w.line(f"{state} = {_keras_states(last, n, 0)}")
+        else:
+            w.need("keras_rnn")
+            w.line(f"{name}, {state} = keras_rnn(self.{attr}, {value}{mask_arg}{init(0)}{_flag_args(d)})")
         if s.return_sequences:
             if s.time_major:
                 w.line(f"{name} = {sequence_out(name)}")
@@ -394,7 +403,21 @@ def recurrent_layer(e: LayerEmit, directions: list[RecurrentDirection]) -> list[
     fw_d, bw_d = directions
     fw, bw = w.name(f"{name}_forward"), w.name(f"{name}_backward")
     fw_state, bw_state = w.name(f"{name}_forward_state"), w.name(f"{name}_backward_state")
-    if _one_module(fw_d, bw_d):
+    in_input_order = whole = False  # the backward half in input time order already (torch's bidirectional)
+    if _one_module(fw_d, bw_d) and plain and len(state_names) in (0, 2 * n):
+        ctor, arrays = direction_module(w, fw_d, weights[0], f"layer {e.node.path}", (bw_d, weights[1]))
+        attr = w.module(e.key, e.hint, ctor, arrays)
+        last = w.name(f"{name}_last") if s.return_state else "_"
+        # a concat of whole sequences is the module's output as it stands
+        whole = mode == "concat" and s.return_sequences and not s.time_major
+        both = name if whole else w.name(f"{name}_both")
+        w.line(f"{both}, {last} = self.{attr}({value}{_torch_initial_state(state_names, n)})")
+        if not whole:
+            w.line(f"{fw}, {bw} = {both}.chunk(2, dim=-1)")
+        if s.return_state:
+            w.line(f"{fw_state}, {bw_state} = {_keras_states(last, n, 0)}, {_keras_states(last, n, 1)}")
+        in_input_order = True
+    elif _one_module(fw_d, bw_d):
         ctor, arrays = direction_module(w, fw_d, weights[0], f"layer {e.node.path}", (bw_d, weights[1]))
         attr = w.module(e.key, e.hint, ctor, arrays)
         w.need("keras_bidirectional")
@@ -420,20 +443,35 @@ def recurrent_layer(e: LayerEmit, directions: list[RecurrentDirection]) -> list[
         w.line(f'{bw}, {bw_state} = keras_rnn(self.{attr}["backward"], {value}{mask_arg}{init(1)}'
                f"{_flag_args(bw_d)})")
     if s.return_sequences:  # the backward half back in input time order
-        y, y_rev = sequence_out(fw), sequence_out(f"{bw}.flip(1)")
-    else:
-        y, y_rev = f"{fw}[:, -1]", f"{bw}[:, -1]"
+        y, y_rev = sequence_out(fw), sequence_out(bw if in_input_order else f"{bw}.flip(1)")
+    else:  # the backward half's last step processed: the first in input order
+        y, y_rev = f"{fw}[:, -1]", f"{bw}[:, 0]" if in_input_order else f"{bw}[:, -1]"
     merged = {"concat": f"torch.cat([{y}, {y_rev}], dim=-1)", "sum": f"{y} + {y_rev}", "mul": f"{y} * {y_rev}",
               "ave": f"({y} + {y_rev}) / 2"}
     if mode is None:
         outs = [w.let(f"{name}_forward_output", y, mask=out_mask), w.let(f"{name}_backward_output", y_rev,
                                                                           mask=out_mask)]
     else:
-        w.line(f"{name} = {merged[mode]}")
+        if not (in_input_order and whole):
+            w.line(f"{name} = {merged[mode]}")
         outs = [Sym(name, "float", out_mask)]
     if s.return_state:
         outs += _state_syms(w, f"{name}_forward", fw_state, fw_d) + _state_syms(w, f"{name}_backward", bw_state, bw_d)
     return outs
+
+
+def _torch_initial_state(names: list[str], n: int) -> str:
+    """Keras's initial states ([h, c] per direction, forward first) as a torch.nn module's second argument:
+    (h_0, c_0) or h_0, each (directions, batch, units); nothing when none are given."""
+    if not names:
+        return ""
+    stacked = [f"torch.stack([{', '.join(names[k::n])}])" for k in range(n)]
+    return f", ({', '.join(stacked)})" if n == 2 else f", {stacked[0]}"
+
+
+def _keras_states(last: str, n: int, k: int) -> str:
+    """Direction k's final states as Keras gives them ([h, c] or [h]) from a torch.nn module's (h_n, c_n) or h_n."""
+    return f"[{last}[0][{k}], {last}[1][{k}]]" if n == 2 else f"[{last}[{k}]]"
 
 
 def _state_syms(w: Writer, name: str, state: str, d: RecurrentDirection) -> list[Sym]:
@@ -447,9 +485,15 @@ def direction_alone(w: Writer, d: RecurrentDirection, x: str) -> list[str]:
     full output sequence in processing order."""
     ctor, arrays = direction_module(w, d, d.weights(), f"layer {d.name}")
     attr = w.module(d.name, d.name.replace("/", "_"), ctor, arrays)
-    w.need("keras_rnn")
     y, state = w.name("sequence"), w.name("state")
-    w.line(f"{y}, {state} = keras_rnn(self.{attr}, {x}{', go_backwards=True' if d.settings.go_backwards else ''})")
+    if d.cell.torch_problem(d.settings) is None:
+        n = len(d.cell.states)
+        last = w.name("last")
+        w.line(f"{y}, {last} = self.{attr}({x}{'.flip(1)' if d.settings.go_backwards else ''})")
+        w.line(f"{state} = {_keras_states(last, n, 0)}")
+    else:
+        w.need("keras_rnn")
+        w.line(f"{y}, {state} = keras_rnn(self.{attr}, {x}{', go_backwards=True' if d.settings.go_backwards else ''})")
     names = [w.name(q) for q in d.cell.states]
     w.line(f"{', '.join(names)}{',' if len(names) == 1 else ''} = {state}")
     return [y, *names]
