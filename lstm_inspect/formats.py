@@ -53,6 +53,7 @@ from lstm_inspect.storage import (
     HDF5_SIGNATURE,
     ZIP_SIGNATURE,
     DamagedFile,
+    NotRead,
     StoredArray,
     WeightFile,
     attr,
@@ -61,6 +62,7 @@ from lstm_inspect.storage import (
     check_zip_member,
     child,
     groups_under,
+    hard_links_only,
     has_attr,
     members,
     reading,
@@ -159,6 +161,8 @@ def _read_file(path: Path, architecture: tuple[dict[str, Any], str | None] | Non
                                f"({str(exc).splitlines()[0][:160] if str(exc) else 'OSError'})") from exc
         try:
             return _read_hdf5(path, f, architecture, config)
+        except NotRead as exc:
+            raise InspectError(f"{path}: {exc}") from exc
         except DamagedFile as exc:
             raise InspectError(f"{path}: the HDF5 structure is damaged: {exc}") from exc
         finally:
@@ -352,9 +356,9 @@ def _legacy_arrays(path: Path, root: h5py.Group, rename: dict[str, str] | None =
     Each top-level group's weight_names are read once and indexed by name scope, so a nested model of
     many layers costs one pass over its names, not one per layer.
     """
-    groups: dict[str, tuple[Any, list[str], dict[str, list[str]]] | None] = {}
+    groups: dict[str, tuple[Any, list[str], dict[str, list[str]], bool] | None] = {}
 
-    def indexed(top: str) -> tuple[Any, list[str], dict[str, list[str]]] | None:
+    def indexed(top: str) -> tuple[Any, list[str], dict[str, list[str]], bool] | None:
         if top not in groups:
             group = child(root, top)
             if group is None or not isinstance(group, h5py.Group):
@@ -365,7 +369,8 @@ def _legacy_arrays(path: Path, root: h5py.Group, rename: dict[str, str] | None =
                 for n in names:
                     for part in dict.fromkeys(n.split("/")):
                         by_scope.setdefault(part, []).append(n)
-                groups[top] = (group, names, by_scope)
+                # a group of many datasets: checked for soft and external links once, each dataset then opened whole
+                groups[top] = (group, names, by_scope, len(names) > 64 and hard_links_only(group))
         return groups[top]
 
     def arrays_of(node: LayerNode) -> list[StoredArray]:
@@ -374,13 +379,13 @@ def _legacy_arrays(path: Path, root: h5py.Group, rename: dict[str, str] | None =
         found = indexed(top)
         if found is None:
             return []
-        group, names, by_scope = found
+        group, names, by_scope, hard = found
         if node.path != top:
             # A nested model keeps all its weights in one group, trainable ones first across
             # sub-layers: pick this layer's by the name scope, not by position.
             names = _by_role(by_scope.get(node.name, []))
         prefix = group.name.strip("/")
-        return [_renamed(stored(group, n, path), f"{prefix}/{n}") for n in names]
+        return [_renamed(stored(group, n, path, hard), f"{prefix}/{n}") for n in names]
 
     return arrays_of
 
@@ -603,6 +608,8 @@ def _read_keras_zip(path: Path) -> Checkpoint:
                 paths = tf_keras_paths(f, graph, "_layer_checkpoint_dependencies")
             ckpt = from_graph(path, "keras3", keras_version, graph, _keras3_locator(path, f, paths), source,
                                _keras3_arrays(path, f, paths), config)
+    except NotRead as exc:
+        raise InspectError(f"{path}: model.weights.h5: {exc}") from exc
     except DamagedFile as exc:
         raise InspectError(f"{path}: model.weights.h5 is damaged: {exc}") from exc
     ckpt.notes[:0] = notes

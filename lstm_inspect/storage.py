@@ -15,6 +15,7 @@ reported as a damaged file.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import struct
@@ -29,6 +30,7 @@ from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
+from h5py import h5d, h5g, h5l, h5o
 
 from lstm_inspect.errors import InspectError
 
@@ -48,6 +50,11 @@ class DamagedFile(InspectError):
     Raised without the file's name (the helpers below do not know it); the reader that does adds
     it (`formats.read_checkpoint`, `WeightFile`).
     """
+
+
+class NotRead(InspectError):
+    """A part of the file that reads fine but that no Keras writes and that would take long to read (thousands
+    of attribute chunks): refused, without the file's name, which the reader adds (`formats._read_file`)."""
 
 
 # What h5py, zipfile and zlib raise for a file they cannot read.
@@ -248,22 +255,53 @@ def decode_array(data: Any, ds: h5py.Dataset) -> np.ndarray:
 
 def dataset(f: h5py.Group, key: str, path: Path) -> h5py.Dataset:
     """The dataset at `key`, reached through hard links only, its data inside this file."""
-    node: h5py.Group | h5py.Dataset = f
-    for part in [p for p in key.split("/") if p]:
-        if not isinstance(node, h5py.Group):
-            raise InspectError(f"{path}: {key} is not a dataset path in the weights file")
-        with reading(f"{key} could not be opened"):
-            link = node.get(part, getlink=True)
-        if link is None:
-            raise InspectError(f"{path}: dataset {key} is missing from the weights file")
-        if not isinstance(link, h5py.HardLink):
-            raise InspectError(f"{path}: {key} is a link to another file or path, which lstm-inspect does not follow")
-        with reading(f"{key} could not be opened"):
-            node = node[part]
-    if not isinstance(node, h5py.Dataset):
+    return h5py.Dataset(_dataset_id(f, key, path))
+
+
+def hard_links_only(group: h5py.Group) -> bool:
+    """Whether every link under `group`, at any depth, is a hard link: one pass of HDF5's own visit (which
+    lists each group's links once), so a caller about to open thousands of datasets there can open each by
+    its whole path (`stored(..., hard=True)`) instead of checking it link by link."""
+    with reading("the group tree could not be walked"):
+        stopped = group.id.links.visit(lambda name, info: True if info.type != h5l.TYPE_HARD else None, info=True)
+    return stopped is None
+
+
+def _dataset_id(f: h5py.Group, key: str, path: Path, hard: bool = False) -> Any:
+    """`dataset` at h5py's low level (a DatasetID), link by link, or by its whole path at once when the caller
+    knows every link under `f` is a hard one (`hard_links_only`)."""
+    parts = [p for p in key.split("/") if p]
+    node: Any = None
+    if hard and parts:
+        try:
+            node = h5o.open(f.id, "/".join(parts).encode("utf-8", "surrogateescape"))
+        except FILE_ERRORS:
+            node = None  # missing or unreadable: the walk below says which
+    if node is None:
+        node = f.id
+        for part in parts:
+            if not isinstance(node, h5g.GroupID):
+                raise InspectError(f"{path}: {key} is not a dataset path in the weights file")
+            name = part.encode("utf-8", "surrogateescape")
+            try:
+                link = node.links.get_info(name)
+            except FILE_ERRORS as exc:
+                with reading(f"{key} could not be opened"):
+                    there = node.links.exists(name)
+                if not there:
+                    raise InspectError(f"{path}: dataset {key} is missing from the weights file") from None
+                raise DamagedFile(f"{key} could not be opened ({_short(exc)})") from exc
+            if link.type != h5l.TYPE_HARD:
+                raise InspectError(f"{path}: {key} is a link to another file or path, which lstm-inspect does not "
+                                   "follow")
+            with reading(f"{key} could not be opened"):
+                node = h5o.open(node, name)
+    if not isinstance(node, h5d.DatasetID):
         raise InspectError(f"{path}: {key} is a group, not a dataset")
     with reading(f"dataset {key} could not be opened"):
-        virtual, external = node.is_virtual, node.external
+        dcpl = node.get_create_plist()
+        virtual = dcpl.get_layout() == h5d.VIRTUAL
+        external = [dcpl.get_external(i) for i in range(dcpl.get_external_count())]
     if virtual:
         raise InspectError(f"{path}: dataset {key} is a virtual dataset that points into other files")
     if external:
@@ -312,12 +350,21 @@ def groups_under(f: h5py.Group) -> list[tuple[str, h5py.Group]]:
     return found
 
 
-def stored(f: h5py.Group, key: str, path: Path) -> StoredArray:
-    ds = dataset(f, key, path)
+def stored(f: h5py.Group, key: str, path: Path, hard: bool = False) -> StoredArray:
+    """Where a dataset is, its shape and dtype (no data). hard: every link under f is a hard link
+    (`hard_links_only`), so the dataset is opened by its whole path."""
+    ds = _dataset_id(f, key, path, hard)
     with reading(f"dataset {key} could not be read"):
         shape = tuple(int(n) for n in ds.shape or ())
-        dtype = "bfloat16" if ds.dtype.kind == "V" and attr_str(attr(ds, "dtype")) == "bfloat16" else str(ds.dtype)
+        dt = ds.dtype
+        dtype = "bfloat16" if dt.kind == "V" and attr_str(attr(h5py.Dataset(ds), "dtype")) == "bfloat16" else \
+            _dtype_name(dt)
     return StoredArray(key=key.lstrip("/"), shape=shape, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _dtype_name(dt: np.dtype) -> str:
+    return str(dt)
 
 
 def attr_str(value: Any) -> str | None:
@@ -352,7 +399,9 @@ def attr_strings(group: h5py.Group, name: str) -> list[str] | None:
                 return None
             if len(numbered) > MAX_NAME_CHUNKS:
                 # HDF5 finds an attribute by a linear scan: thousands of chunks would take minutes to read
-                raise DamagedFile(f"attribute {name} comes in {len(numbered):,} chunks; Keras writes a few at most")
+                where = "the root group" if group.name == "/" else f"group {group.name.lstrip('/')}"
+                raise NotRead(f"attribute {name} of {where} comes in {len(numbered):,} chunks; Keras writes a few "
+                              "at most, so lstm-inspect does not read it")
             values = []
             for expected, (k, key) in enumerate(numbered):
                 if k != expected:

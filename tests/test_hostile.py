@@ -428,6 +428,9 @@ def test_thousands_of_layers_listed_in_reverse_run_in_linear_time(tmp_path: Path
 
 
 def test_a_nested_model_of_ten_thousand_layers_shows_fast(tmp_path: Path) -> None:
+    """The issue's file: a nested Sequential of 10 000 Dense layers, 10 000 weight_names in Keras's chunked form.
+    show took 57 s (the names re-read and scanned for every layer). The goal is under 5 s: asserted on the CPU
+    time this process spends, which a busy machine stretches far less than the wall clock (15 s at most)."""
     n = 10_000
     inner = [{"class_name": "Dense", "config": {"name": f"d{k}", "units": 3}} for k in range(n)]
     layers = [{"class_name": "InputLayer", "name": "in", "config": {"name": "in", "batch_input_shape": [None, 7, 3]},
@@ -444,54 +447,99 @@ def test_a_nested_model_of_ten_thousand_layers_shows_fast(tmp_path: Path) -> Non
         for chunk in range(n // 1000):  # too many for one attribute: Keras's own chunked form
             group.attrs[f"weight_names{chunk}"] = names[chunk * 1000:(chunk + 1) * 1000]
         for k in range(n):
-            group.create_dataset(f"inner/d{k}/kernel:0", data=np.zeros((3, 3), np.float32))
+            group.create_dataset(f"inner/d{k}/kernel:0", data=np.full((3, 3), k, np.float32))
         f["model_weights"].attrs["layer_names"] = [b"in", b"inner", b"lstm"]
-    result = _timed(5, "show", str(path))
+    cpu = time.process_time()
+    result = _timed(15, "show", str(path))
+    cpu = time.process_time() - cpu
     assert result.exit_code == 0, result.stderr
+    assert cpu < 5, f"show took {cpu:.1f} s of CPU"
+    import re
+
+    listed = [int(k) for k in re.findall(r"inner/d(\d+)\s+\(Dense\)", result.stdout)]  # wrapped at any space
+    assert listed == list(range(n)) and re.search(r"→\s+lstm\s+\(LSTM\)", result.stdout)
+    assert "N_i 3  N_c 5  gates i f c o: 5×8 ✓✓✓✓" in result.stdout
+    ckpt = lstm_inspect.load(path)  # each Dense layer found its own kernel, among the ten thousand
+    for k in (0, 4321, n - 1):
+        assert [(a.key, a.shape, a.dtype) for a in ckpt.layer_arrays[f"inner/d{k}"]] == [
+            (f"model_weights/inner/inner/d{k}/kernel:0", (3, 3), "float32")]
+        assert np.array_equal(ckpt.read_layer(f"inner/d{k}")[0], np.full((3, 3), k, np.float32))
 
 
-def test_thousands_of_chunked_name_attributes_are_refused_fast(tmp_path: Path) -> None:
+DATA = Path(__file__).parent / "data"
+NAME_CHUNKS = 20_000  # the issue's scale: show took 18 s on such a file
+
+
+def build_chunked_names(dst: Path, attribute: str, n: int = NAME_CHUNKS) -> Path:
+    """A tfk_single whose `attribute` comes in n one-name chunks, as Keras chunks a long list (name0, name1, ...),
+    the first holding the real names: layer_names at the root of the weights-only file, or weight_names of the
+    LSTM's group in the full model. HDF5 finds (and creates) each attribute by a linear scan, so building one
+    takes 40-50 s: tests/data keeps both, xz-compressed (`python -c "from test_hostile import *;
+    build_chunked_names(Path('x.h5'), 'weight_names')"` in tests/ rebuilds one).
+    """
+    shutil.copy(SAMPLES / ("tfk_single.weights_only.h5" if attribute == "layer_names" else "tfk_single.h5"), dst)
+    with h5py.File(dst, "r+") as f:
+        holder = f if attribute == "layer_names" else f["model_weights/lstm"]
+        names = list(holder.attrs[attribute])
+        del holder.attrs[attribute]
+        for k in range(n):
+            holder.attrs[f"{attribute}{k}"] = [names[k] if k < len(names) else f"pad{k}".encode()]
+    return dst
+
+
+@pytest.mark.parametrize("attribute,where", [("weight_names", "group model_weights/lstm"),
+                                             ("layer_names", "the root group")])
+def test_thousands_of_chunked_name_attributes_are_refused_fast(tmp_path: Path, attribute: str, where: str) -> None:
+    import lzma
+
     path = tmp_path / "chunked.h5"
-    shutil.copy(SAMPLES / "tfk_single.weights_only.h5", path)
-    with h5py.File(path, "r+") as f:
-        layer_names = [n.decode() if isinstance(n, bytes) else str(n) for n in f.attrs["layer_names"]]
-        del f.attrs["layer_names"]
-        extra = [f"pad{k}" for k in range(1_500)]  # more chunks than any Keras writes (20 000 took 18 s before)
-        for k, name in enumerate(layer_names + extra):
-            f.attrs[f"layer_names{k}"] = [name.encode()]
-        for name in extra[:50]:
-            f.create_group(name).attrs["weight_names"] = np.array([], dtype="S1")
-    result = _timed(5, "show", str(path))
-    assert result.exit_code == 2 and "chunks" in result.stderr
+    path.write_bytes(lzma.decompress((DATA / f"chunked_{attribute}.h5.xz").read_bytes()))
+    with h5py.File(path, "r") as f:  # the file is what it claims: n chunks, no unchunked list
+        holder = f if attribute == "layer_names" else f["model_weights/lstm"]
+        assert sum(1 for k in holder.attrs if k.startswith(attribute)) == NAME_CHUNKS
+        assert attribute not in holder.attrs
+    words = (f"attribute {attribute} of {where} comes in {NAME_CHUNKS:,} chunks; Keras writes a few at most, so "
+             "lstm-inspect does not read it")
+    for command in ("show", "stats"):
+        result = _timed(5, command, str(path))
+        assert result.exit_code == 2 and f"{path}: {words}" in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "damaged" not in result.stderr
 
 
 def test_a_compressed_weights_member_with_backward_chunks_reads_fast(tmp_path: Path) -> None:
-    units = 512
+    """The issue's file: model.weights.h5 DEFLATE-compressed in the .keras, its kernels written row by row from the
+    last, so their chunks lie in the file in reverse order (every read seeks backwards). units=1024: before, dump
+    took 44 s (re-inflating the member from its start at each backward seek); now well under a second."""
+    units = 1024
+    rng = np.random.default_rng(0)
+    stored = [rng.normal(size=shape).astype(np.float32) for shape in [(3, 4 * units), (units, 4 * units), (4 * units,)]]
 
     def config(cfg: dict) -> None:
-        lstm = cfg["config"]["layers"][1]["config"]
-        lstm["units"] = units
+        _lstm_of(cfg)["config"]["units"] = units
 
     def weights(f: h5py.File) -> None:
         cell = f["layers/lstm/cell/vars"]
-        rng = np.random.default_rng(0)
-        for k, shape in enumerate([(3, 4 * units), (units, 4 * units), (4 * units,)]):
+        for k, data in enumerate(stored):
             del cell[str(k)]
-            data = rng.normal(size=shape).astype(np.float32)
-            ds = cell.create_dataset(str(k), shape=shape, dtype="float32",
-                                     chunks=(1, *shape[1:]) if len(shape) > 1 else (64,))
-            if len(shape) > 1:
-                for row in reversed(range(shape[0])):  # chunks land in the file in reverse order
+            ds = cell.create_dataset(str(k), shape=data.shape, dtype="float32",
+                                     chunks=(1, *data.shape[1:]) if data.ndim > 1 else (64,))
+            if data.ndim > 1:
+                for row in reversed(range(data.shape[0])):  # chunks land in the file in reverse order
                     ds[row] = data[row]
             else:
                 ds[...] = data
+        first, last = (cell["1"].id.get_chunk_info_by_coord((row, 0)).byte_offset for row in (0, units - 1))
+        assert first > last
 
     path = keras_copy(tmp_path / "big.keras", SAMPLES / "k3_single.keras", config=config, weights=weights,
                       compress=True)
     with zipfile.ZipFile(path) as z:
         assert z.getinfo("model.weights.h5").compress_type == zipfile.ZIP_DEFLATED
-    result = _timed(5, "dump", str(path), "-o", str(tmp_path / "d"), "--format", "npz")
+    result = _timed(5, "dump", str(path), "-o", str(tmp_path / "d"), "--format", "npz", "--layout", "keras")
     assert result.exit_code == 0, result.stderr
+    with np.load(tmp_path / "d" / "lstm.npz") as dumped:  # exactly what h5py stored, bit for bit
+        for key, data in zip(("kernel", "recurrent_kernel", "bias"), stored):
+            np.testing.assert_array_equal(dumped[key], data)
 
 
 # ---------------------------------------------------------------- 16. bad input, never an internal error
