@@ -1,19 +1,23 @@
-"""The conv, pool, padding, activation-layer, Dot and Permute emitters of both exports against the engine.
+"""The conv, pool, padding, activation-layer, Dot, Permute, identity and Maximum/Minimum emitters of both exports
+against Keras.
 
 The samples (`*_cnn_*`, `*_pool_*`, `*_act_*`) check the exports against Keras through test_export_onnx and
 test_export_torch; this file checks what they do not hold: every option combination of tests/test_layers.py
-(each checked there against both Keras generations) and more (strides with dilation, extra leading axes,
-asymmetric "same" padding, all-masked rows, masks given as ints or floats, TimeDistributed of each kind),
-one layer call at a time, run by the engine's function on made-up weights, by onnxruntime (opsets 14, 17,
-18 and the installed onnx's newest) and by the generated PyTorch code. The engine is the reference.
+and more (strides with dilation, extra leading axes, asymmetric "same" padding, all-masked rows, masks given
+as ints or floats, TimeDistributed of each kind, the identities at inference, Maximum and Minimum), one layer
+call at a time on made-up weights, run by onnxruntime (opsets 14, 17, 18 and the installed onnx's newest) and
+by the generated PyTorch code. The reference is Keras: each case's layer built by Keras 3 and by tf_keras
+(one process per generation per test run, `keras_ref`), given the same weights and inputs. The engine is the
+reference only where no Keras runs the case (NO_KERAS) and for the mask a TimeDistributed passes on where
+Keras refuses the mask (see KERAS_SCRIPT).
 """
-
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
 import pytest
+from test_layers import KNOWN_BUGS, keras_once, known_bug
 
 from lstm_inspect.architecture import Call, LayerNode
 from lstm_inspect.errors import InspectError
@@ -65,6 +69,12 @@ def _inputs() -> dict[str, np.ndarray]:
     x["sm_mask_i"] = sm.astype(np.int64) * rng.integers(1, 3, size=sm.shape)  # 0, 1 or 2
     x["sm_mask_soft"] = np.round(rng.random((3, 5, 4)), 2).astype(np.float32)  # 0.3 is False, yet adds -0.7e9
     x["xs_mask"] = np.arange(6)[None, :] < np.array([[6], [3], [0]])
+    more = np.random.default_rng(12)  # inputs added later, drawn apart so that the ones above stay
+    x.update({k: more.normal(size=shape).astype(np.float32)
+              for k, shape in (("x3", (2, 3, 4, 5, 2)), ("xb1", (3, 1, 4)), ("xq", (3, 3, 4)))})
+    x["x3f"] = np.ascontiguousarray(np.moveaxis(x["x3"], 4, 1))
+    x["xt1f"] = np.ascontiguousarray(np.swapaxes(x["xt1"], 2, 3))
+    x["xm2"] = more.normal(size=xm.shape).astype(np.float32)
     return x
 
 
@@ -230,7 +240,9 @@ def _cases() -> list[dict[str, Any]]:
     add("Dot-rank4", "Dot", {"axes": [3, 1], "normalize": True}, ["x4d", "y3d"])
     # TimeDistributed of each family: the wrapped layer per step, the outer mask passed on
     for cid, cls, config, x in (
-            ("Conv2D-same-s2-cf", "Conv2D", {"filters": 2, "kernel_size": 3, "strides": 2, "padding": "same",
+            # 3 filters: with 2, the output's last axis (2) would be as long as its channel axis, where Keras 3 on
+            # TensorFlow adds the bias along the wrong axis (see lstm_inspect/layers/conv.py)
+            ("Conv2D-same-s2-cf", "Conv2D", {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same",
                                              "data_format": CF}, "xt2"),
             ("SeparableConv1D-causal", "SeparableConv1D", {"filters": 2, "kernel_size": 3, "padding": "causal"},
              "xt1"),
@@ -248,11 +260,45 @@ def _cases() -> list[dict[str, Any]]:
             ("Permute", "Permute", {"dims": [2, 1]}, "xt1")):
         add(f"TimeDistributed-{cid}", "TimeDistributed", {"layer": {"class_name": cls, "config": config}}, x,
             implicit="steps")
+    # TimeDistributed around the other 1D convolutions and pools (issue 15), as tests/test_layers.py has them
+    for cid, cls, config, x in (
+            ("Conv1D-same-s2", "Conv1D", {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same"}, "xt1"),
+            ("Conv1D-causal-d2-relu", "Conv1D", {"filters": 2, "kernel_size": 2, "dilation_rate": 2,
+                                                 "padding": "causal", "activation": "relu"}, "xt1"),
+            ("Conv1D-valid-cf", "Conv1D", {"filters": 3, "kernel_size": 3, "data_format": CF}, "xt1f"),
+            ("SeparableConv1D-same-dm2", "SeparableConv1D", {"filters": 3, "kernel_size": 3, "padding": "same",
+                                                             "depth_multiplier": 2}, "xt1"),
+            ("DepthwiseConv1D-valid-dm2", "DepthwiseConv1D", {"kernel_size": 3, "depth_multiplier": 2}, "xt1"),
+            ("DepthwiseConv1D-same-cf", "DepthwiseConv1D", {"kernel_size": 2, "padding": "same", "data_format": CF},
+             "xt1f"),
+            ("MaxPooling1D-p2", "MaxPooling1D", {"pool_size": 2}, "xt1"),
+            ("AveragePooling1D-same-s2", "AveragePooling1D", {"pool_size": 3, "strides": 2, "padding": "same"},
+             "xt1"),
+            ("AveragePooling1D-valid-cf", "AveragePooling1D", {"pool_size": 2, "data_format": CF}, "xt1f")):
+        add(f"TimeDistributed-{cid}", "TimeDistributed", {"layer": {"class_name": cls, "config": config}}, x,
+            implicit="steps")
+    # the identities at inference: the value and the Keras mask handed on unchanged
+    add("AlphaDropout-masked", "AlphaDropout", {"rate": 0.3}, "xm", implicit="masking")
+    add("ActivityRegularization-l1-l2", "ActivityRegularization", {"l1": 0.01, "l2": 0.02}, "xa")
+    add("SpatialDropout2D-cl", "SpatialDropout2D", {"rate": 0.5}, "x2")
+    add("SpatialDropout2D-cf", "SpatialDropout2D", {"rate": 0.5, "data_format": CF}, "x2f")
+    add("SpatialDropout3D-cl", "SpatialDropout3D", {"rate": 0.5}, "x3")
+    add("SpatialDropout3D-cf", "SpatialDropout3D", {"rate": 0.5, "data_format": CF}, "x3f")
+    # Maximum and Minimum: two and three inputs, a size-1 axis, a Keras mask on the first input (passed on)
+    for cls in ("Maximum", "Minimum"):
+        add(f"{cls}-two", cls, {}, ["xa", "xd"])
+        add(f"{cls}-three", cls, {}, ["xa", "xd", "xd0"])
+        add(f"{cls}-broadcast-steps", cls, {}, ["xd", "xb1"])
+        add(f"{cls}-masked-first", cls, {}, ["xm", "xm2"], implicit="masking")
+    add("Maximum-vector-and-sequence", "Maximum", {}, ["xq", "v1"])  # test_layers.KNOWN_BUGS
+    add("Minimum-vector-and-sequence", "Minimum", {}, ["v1", "xq"])
     return out
 
 
 CASES = _cases()
-PARAMS = [pytest.param(case, gen, id=f"{gen}-{case['id']}") for case in CASES for gen in case["gens"]]
+# An engine bug (tests/test_layers.py's KNOWN_BUGS) that both exports mirror is caught here by Keras too: xfail.
+PARAMS = [pytest.param(case, gen, id=f"{gen}-{case['id']}", marks=known_bug(gen, case)) for case in CASES
+          for gen in case["gens"]]
 
 
 def _kind(case: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -325,8 +371,8 @@ def _engine(case: dict[str, Any], major: int) -> tuple[np.ndarray, np.ndarray | 
 
 
 def _close(got: np.ndarray, want: np.ndarray, what: str) -> float:
-    """max |got - want| / max(1, |want|), NaN where the engine has NaN (an all-masked mean) and only there."""
-    assert got.shape == want.shape, f"{what}: shape {got.shape}, the engine's {want.shape}"
+    """max |got - want| / max(1, |want|), NaN where the reference has NaN (an all-masked mean) and only there."""
+    assert got.shape == want.shape, f"{what}: shape {got.shape}, the reference's {want.shape}"
     nan = np.isnan(want)
     assert np.array_equal(np.isnan(got), nan), what
     if nan.all():
@@ -338,6 +384,126 @@ def _close(got: np.ndarray, want: np.ndarray, what: str) -> float:
 
 def _kind_of(a: np.ndarray) -> str:
     return {"b": "bool", "i": "int", "u": "int"}.get(a.dtype.kind, "float")
+
+
+# ---------------------------------------------------------------- Keras, the reference
+
+# Each case's layer built by Keras from the case's config, given the case's weights, and called on the case's
+# inputs: the Keras mask arriving with the first input set on it as Keras sets it (`_keras_mask`), a given mask as
+# mask=. Where Keras refuses the arriving mask (TimeDistributed hands it to a wrapped layer that cannot take it, in
+# both generations; tf_keras's TimeDistributed of a convolution or pool raises), the layer is called again without
+# it: its values are Keras's and the mask passed on is compared with the engine's. Where Keras cannot build or run
+# the case at all (NO_KERAS), the engine is the reference.
+KERAS_SCRIPT = r'''
+import json, os, sys, warnings
+warnings.simplefilter("ignore")
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import numpy as np
+import tensorflow as tf
+gen, folder = sys.argv[1:3]
+if gen == "keras3":
+    from keras import layers
+else:
+    from tf_keras import layers
+cases = json.loads(open(os.path.join(folder, "cases.json")).read())
+data = np.load(os.path.join(folder, "arrays.npz"))
+out, errors, refused = {}, {}, {}
+
+
+def call(case, with_mask):
+    if case["cls"] == "TimeDistributed":
+        inner = case["config"]["layer"]
+        layer = layers.TimeDistributed(getattr(layers, inner["class_name"])(**inner["config"]))
+    else:
+        layer = getattr(layers, case["cls"])(**case["config"])
+    xs = [tf.constant(data[f"in:{n}"]) for n in case["x"]]
+    arg = xs if len(xs) > 1 else xs[0]
+    layer(arg)
+    if case["weights"]:
+        layer.set_weights([data[f"{case['id']}:w{j}"] for j in range(case["weights"])])
+    xs = [tf.constant(data[f"in:{n}"]) for n in case["x"]]
+    if with_mask:
+        xs[0]._keras_mask = tf.constant(data[f"{case['id']}:keras_mask"])
+    kwargs = {"mask": tf.constant(data[f"in:{case['mask']}"])} if case["mask"] else {}
+    return layer(xs if len(xs) > 1 else xs[0], **kwargs)
+
+
+def why(exc):
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+for case in cases:
+    if gen not in case["gens"]:
+        continue
+    try:
+        y = call(case, case["keras_mask"])
+    except Exception as exc:
+        if not case["keras_mask"]:
+            errors[case["id"]] = why(exc)
+            continue
+        refused[case["id"]] = why(exc)
+        try:
+            y = call(case, False)
+        except Exception as again:
+            errors[case["id"]] = why(again)
+            continue
+    out[f"{case['id']}:y"] = np.asarray(y)
+    mask = getattr(y, "_keras_mask", None)
+    if mask is not None and case["id"] not in refused:
+        out[f"{case['id']}:mask"] = np.asarray(mask)
+out["meta"] = np.array(json.dumps({"errors": errors, "refused": refused}))
+np.savez(os.path.join(folder, f"{gen}.part.npz"), **out)
+os.replace(os.path.join(folder, f"{gen}.part.npz"), os.path.join(folder, f"{gen}.npz"))
+'''
+
+
+@pytest.fixture(scope="module")
+def keras_ref(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """{generation: {"arrays": Keras's outputs and masks, "errors": why Keras could not run a case, "refused": why
+    it refused a case's arriving mask}}, from one Keras process per generation per test run."""
+    import io
+    import json
+
+    arrays = {f"in:{k}": v for k, v in X.items()}
+    spec = []
+    for case in CASES:
+        keras_mask, _ = _masks(case)
+        weights = _weights(case)
+        arrays.update({f"{case['id']}:w{j}": w for j, w in enumerate(weights)})
+        if keras_mask is not None:
+            arrays[f"{case['id']}:keras_mask"] = keras_mask
+        spec.append({"id": case["id"], "cls": case["cls"], "config": case["config"], "x": case["x"],
+                     "gens": list(case["gens"]), "mask": case["mask"], "keras_mask": keras_mask is not None,
+                     "weights": len(weights)})
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    outs = keras_once(tmp_path_factory, "export-layers", KERAS_SCRIPT,
+                      {"cases.json": json.dumps(spec).encode(), "arrays.npz": buffer.getvalue()})
+    result = {}
+    for gen, path in outs.items():
+        with np.load(path) as data:
+            got = {k: data[k] for k in data.files}
+        result[gen] = {"arrays": got, **json.loads(str(got.pop("meta")))}
+    return result
+
+
+def _reference(case: dict[str, Any], gen: str, keras_ref: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None,
+                                                                                 str]:
+    """(output, mask passed on, "keras" | "keras, engine's mask" | "engine"): what the exports must compute.
+
+    Keras passes on a mask given to Softmax as it was given (ints, floats); the exports pass on booleans, read as the
+    Softmax reads that mask (a float above 0.5, any other number not 0), and so is Keras's mask read here."""
+    ref = keras_ref[gen]
+    y = ref["arrays"].get(f"{case['id']}:y")
+    if y is None:
+        return (*_engine(case, GENS[gen]), "engine")
+    if case["id"] in ref["refused"]:
+        return y, _engine(case, GENS[gen])[1], "keras, engine's mask"
+    mask = ref["arrays"].get(f"{case['id']}:mask")
+    if mask is not None and mask.dtype.kind != "b":
+        mask = mask > 0.5 if mask.dtype.kind == "f" else mask != 0
+    return y, mask, "keras"
 
 
 # ---------------------------------------------------------------- ONNX
@@ -447,28 +613,51 @@ def _one_thread() -> object:
 
 
 @pytest.mark.parametrize("case,gen", PARAMS)
-def test_both_exports_compute_what_the_engine_computes(case: dict[str, Any], gen: str) -> None:
+def test_both_exports_compute_what_keras_computes(case: dict[str, Any], gen: str, keras_ref: dict[str, Any]) -> None:
     major = GENS[gen]
-    want, want_mask = _engine(case, major)
+    want, want_mask, source = _reference(case, gen, keras_ref)
     (got, got_mask), = _onnx([(case, major)], onnx_graph.DEFAULT_OPSET)
-    _close(got, want, "onnx")
+    _close(got, want, f"onnx against {source}")
     t_got, t_mask, _ = _torch(case, major)
-    _close(t_got, want, "pytorch")
-    for mask in (got_mask, t_mask):  # the mask passed on: exactly where the engine passes one
-        assert (mask is None) == (want_mask is None)
+    _close(t_got, want, f"pytorch against {source}")
+    for mask in (got_mask, t_mask):  # the mask passed on: exactly where the reference passes one
+        assert (mask is None) == (want_mask is None), source
         if mask is not None:
-            assert np.array_equal(mask, np.broadcast_to(want_mask, mask.shape))
+            assert np.array_equal(mask, np.broadcast_to(want_mask, mask.shape)), source
 
 
 NEWEST = onnx.defs.onnx_opset_version()
 
 
 @pytest.mark.parametrize("opset", sorted({14, 17, 18, NEWEST}))
-def test_every_case_at_each_opset(opset: int) -> None:
+def test_every_case_at_each_opset(opset: int, keras_ref: dict[str, Any]) -> None:
     """All cases in one graph per opset (reductions take axes as an input from 18, Pad and pools changed forms)."""
-    pairs = [(case, GENS[gen]) for case in CASES for gen in case["gens"]]
-    for (case, major), (got, _) in zip(pairs, _onnx(pairs, opset)):
-        _close(got, _engine(case, major)[0], f"opset {opset} {case['id']}")
+    pairs = [(case, gen) for case in CASES for gen in case["gens"] if (gen, case["id"]) not in KNOWN_BUGS]
+    for (case, gen), (got, _) in zip(pairs, _onnx([(case, GENS[gen]) for case, gen in pairs], opset)):
+        want, _, source = _reference(case, gen, keras_ref)
+        _close(got, want, f"opset {opset} {gen} {case['id']} against {source}")
+
+
+# Where Keras cannot run a case, by generation: the engine is its reference there (test_layers.py checks the engine
+# against Keras on every setting Keras has). Causal padding: Keras 3's separable and depthwise 1D convolutions
+# accept only "valid" and "same"; tf_keras's DepthwiseConv1D refuses it ("only supported for Conv1D and
+# SeparableConv1D"). The engine runs these anyway, as Conv1D's causal padding followed by a valid convolution.
+CAUSAL_DW = {"DepthwiseConv1D-causal-dm2-channels_last", "DepthwiseConv1D-causal-dm2-channels_first"}
+NO_KERAS: dict[str, set[str]] = {
+    "keras3": CAUSAL_DW | {"SeparableConv1D-causal-dm2-channels_last", "SeparableConv1D-causal-dm2-channels_first",
+                           "TimeDistributed-SeparableConv1D-causal"},
+    "tf_keras": CAUSAL_DW}
+
+
+def test_keras_is_the_reference_wherever_it_runs(keras_ref: dict[str, Any]) -> None:
+    """The cases Keras could not run are exactly the ones listed, each for the reason Keras gave; every other case
+    (all but those) is compared with Keras's own output."""
+    for gen in GENS:
+        errors = keras_ref[gen]["errors"]
+        assert set(errors) == NO_KERAS[gen], {k: v for k, v in errors.items() if k not in NO_KERAS[gen]}
+        ran = [c for c in CASES if gen in c["gens"] and c["id"] not in errors]
+        assert all(f"{c['id']}:y" in keras_ref[gen]["arrays"] for c in ran)
+    assert sum(gen in c["gens"] and c["id"] not in NO_KERAS[gen] for c in CASES for gen in GENS) > 500
 
 
 def test_every_kind_the_engine_runs_has_both_forms() -> None:
@@ -476,7 +665,11 @@ def test_every_kind_the_engine_runs_has_both_forms() -> None:
     assert set(LAYERS) <= set(EMITTERS), sorted(set(LAYERS) - set(EMITTERS))
     tested = {_kind(case)[0] for case in CASES}
     new = {k for k, v in LAYERS.items() if v.run.__module__.split(".")[-1] in ("conv", "pooling", "activation_layers")}
-    assert new | {"Dot", "Permute"} <= tested, sorted(new - tested)
+    new |= {"Dot", "Permute", "AlphaDropout", "ActivityRegularization", "SpatialDropout2D", "SpatialDropout3D",
+            "Maximum", "Minimum"}
+    assert new <= tested, sorted(new - tested)
+    wrapped = {_kind(c)[0] for c in CASES if c["cls"] == "TimeDistributed"}
+    assert wrapped >= {"Conv1D", "SeparableConv1D", "DepthwiseConv1D", "MaxPooling1D", "AveragePooling1D"}
 
 
 def test_generated_code_reads_like_pytorch() -> None:

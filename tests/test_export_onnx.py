@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from test_layers import keras_once
 
 import lstm_inspect
 from lstm_inspect.errors import InspectError
@@ -241,6 +243,10 @@ def test_real_files_are_all_exported() -> None:
         pytest.skip("../shared/realworld is not beside this clone")
     real = [p for p in CASES if REALWORLD in p.parents]
     assert len(real) >= 11
+    # and the three outside CASES (test_real_*): the SavedModel whole, every direction of the weights-only two
+    for name in sorted({name for _, name, _ in REAL_LAYERS}):
+        directions = [d.name for d in lstm_inspect.load(REALWORLD / name).layers]
+        assert directions == [layer for _, n, layer in REAL_LAYERS if n == name]
 
 
 def test_exported_file_runs_as_the_readme_says(tmp_path: Path) -> None:
@@ -253,3 +259,108 @@ def test_exported_file_runs_as_the_readme_says(tmp_path: Path) -> None:
     assert inp.type == "tensor(int64)" and inp.shape[0] == "batch"
     (y,) = session.run(None, {inp.name: xs[0].astype(np.int64)})
     assert max_error([y], ys) <= 1e-5
+
+
+# ---------------------------------------------------------------- the real files outside CASES
+
+# The real SavedModel folder has Keras's outputs beside it (tf-formats/lstm_savedmodel_tf215.io.npz); the two
+# weights-only real files have none, so tf_keras computes them here, once per test run (REAL_KERAS_SCRIPT), and
+# each recurrent direction is exported alone (--layer) and compared with that direction run by Keras alone.
+REAL_SAVEDMODEL = REALWORLD / "tf-formats" / "lstm_savedmodel_tf215"
+REAL_LAYERS = [("textgenrnn", "textgenrnn_default_weights.hdf5", "rnn_1"),
+               ("textgenrnn", "textgenrnn_default_weights.hdf5", "rnn_2"),
+               ("tfckpt", "tf-formats/bilstm_tfckpt_two_shards", "bidirectional/forward_lstm"),
+               ("tfckpt", "tf-formats/bilstm_tfckpt_two_shards", "bidirectional/backward_lstm")]
+REAL_KERAS_SCRIPT = r'''
+import json, os, sys, warnings
+warnings.simplefilter("ignore")
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import h5py
+import numpy as np
+import tf_keras as keras
+from tf_keras import layers
+
+gen, folder = sys.argv[1:3]
+spec = json.loads(open(os.path.join(folder, "spec.json")).read())
+rng = np.random.default_rng(5)
+out = {}
+
+
+def alone(src, x, prefix):
+    """The direction as a layer of its own (its sequence, final h and c), with the loaded layer's weights."""
+    layer = layers.LSTM(src.units, return_sequences=True, return_state=True, go_backwards=src.go_backwards)
+    layer(x[:1])
+    layer.set_weights(src.get_weights())
+    y, h, c = layer(x)
+    out[f"{prefix}:x"] = np.asarray(x)
+    out[f"{prefix}:y"], out[f"{prefix}:h"], out[f"{prefix}:c"] = np.asarray(y), np.asarray(h), np.asarray(c)
+
+
+# textgenrnn (Keras 2.1.5 CuDNNLSTM weights, no architecture) rebuilt as tests/keras_reference.py rebuilds it;
+# tf_keras's loader converts the CuDNN weights. Inputs: Keras's embedding of random ids, then rnn_1's own sequence.
+path = spec["textgenrnn"]
+with h5py.File(path, "r") as f:
+    vocab, dim = f["embedding/embedding/embeddings:0"].shape
+model = keras.Sequential([keras.Input((None,)), layers.Embedding(vocab, dim, name="embedding"),
+                          layers.LSTM(128, return_sequences=True, name="rnn_1"),
+                          layers.LSTM(128, return_sequences=True, name="rnn_2")])
+model.load_weights(path, by_name=True)
+x = model.get_layer("embedding")(rng.integers(1, vocab, size=(3, 12)))
+alone(model.get_layer("rnn_1"), x, "textgenrnn:rnn_1")
+alone(model.get_layer("rnn_2"), model.get_layer("rnn_1")(x), "textgenrnn:rnn_2")
+
+# the TF checkpoint (tf.keras ~2.1, weights only): the model its object graph describes (CATALOG.md), restored by
+# TensorFlow, every object of the model matched
+model = keras.Sequential([keras.Input((None,)), layers.Embedding(5000, 64), layers.Bidirectional(layers.LSTM(64)),
+                          layers.Dense(64), layers.Dense(6)])
+status = model.load_weights(spec["tfckpt"])
+status.assert_existing_objects_matched()
+status.expect_partial()  # the optimizer's slots
+x = model.layers[0](rng.integers(1, 5000, size=(3, 10)))
+alone(model.layers[1].forward_layer, x, "tfckpt:bidirectional/forward_lstm")
+alone(model.layers[1].backward_layer, x, "tfckpt:bidirectional/backward_lstm")
+np.savez(os.path.join(folder, f"{gen}.part.npz"), **out)
+os.replace(os.path.join(folder, f"{gen}.part.npz"), os.path.join(folder, f"{gen}.npz"))
+'''
+
+
+@pytest.fixture(scope="module")
+def real_keras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    return real_keras_outputs(tmp_path_factory)
+
+
+def real_keras_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
+    """'<file>:<layer>:x|y|h|c': each weights-only real direction's input and what tf_keras's LSTM gives on it
+    (test_export_torch.py uses it too: one Keras run for both)."""
+    if not REALWORLD.is_dir():
+        pytest.skip("../shared/realworld is not beside this clone")
+    spec = {"textgenrnn": str(REALWORLD / "textgenrnn_default_weights.hdf5"),
+            "tfckpt": str(REALWORLD / "tf-formats" / "bilstm_tfckpt_two_shards" / "cp.ckpt")}
+    outs = keras_once(tmp_path_factory, "real-layers", REAL_KERAS_SCRIPT, {"spec.json": json.dumps(spec).encode()},
+                      gens=("tf_keras",))
+    with np.load(outs["tf_keras"]) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_real_savedmodel_exports(tmp_path: Path) -> None:
+    """The real SavedModel folder (TF 2.15, LSTM(64) → Dense), whole, against Keras's stored outputs."""
+    if not REAL_SAVEDMODEL.exists():
+        pytest.skip("../shared/realworld is not beside this clone")
+    with np.load(REALWORLD / "tf-formats" / "lstm_savedmodel_tf215.io.npz") as d:
+        x, y = d["x"], d["y"]
+    out = _export(REAL_SAVEDMODEL, tmp_path)
+    (got,) = run(out, [x])
+    assert got.shape == y.shape and max_error([got], [y]) <= 1e-5
+
+
+@pytest.mark.parametrize("key,name,layer", REAL_LAYERS, ids=[f"{k}-{layer}" for k, _, layer in REAL_LAYERS])
+def test_real_weights_only_files_export_layer_by_layer(key: str, name: str, layer: str, real_keras: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    """textgenrnn (CuDNNLSTM weights) and the two-shard TF checkpoint (Bidirectional, no config: settings by
+    default), each direction exported alone: y (in processing order), h and c equal Keras's LSTM on them."""
+    x = real_keras[f"{key}:{layer}:x"]
+    want = [real_keras[f"{key}:{layer}:{r}"] for r in ("y", "h", "c")]
+    out = _export(REALWORLD / name, tmp_path, layer=layer)
+    got = run(out, [x])
+    assert [g.shape for g in got] == [w.shape for w in want]
+    assert max_error(got, want) <= 1e-5

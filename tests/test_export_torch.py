@@ -15,6 +15,7 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -350,3 +351,46 @@ def test_every_layer_kind_has_a_pytorch_form() -> None:
     from lstm_inspect.port.torch_layers import EMITTERS
 
     assert set(LAYERS) <= set(EMITTERS), sorted(set(LAYERS) - set(EMITTERS))
+
+
+# ---------------------------------------------------------------- the real files outside CASES
+
+
+def test_real_savedmodel_exports(tmp_path: Path) -> None:
+    """The real SavedModel folder (TF 2.15, LSTM(64) → Dense), whole, against Keras's stored outputs."""
+    folder = REALWORLD / "tf-formats" / "lstm_savedmodel_tf215"
+    if not folder.exists():
+        pytest.skip("../shared/realworld is not beside this clone")
+    with np.load(REALWORLD / "tf-formats" / "lstm_savedmodel_tf215.io.npz") as d:
+        x, y = d["x"], d["y"]
+    (got,) = run(_export(folder, tmp_path), [x])
+    assert got.shape == y.shape and max_error([got], [y]) <= 1e-5
+
+
+REAL_LAYERS = [("textgenrnn", "textgenrnn_default_weights.hdf5", "rnn_1"),
+               ("textgenrnn", "textgenrnn_default_weights.hdf5", "rnn_2"),
+               ("tfckpt", "tf-formats/bilstm_tfckpt_two_shards", "bidirectional/forward_lstm"),
+               ("tfckpt", "tf-formats/bilstm_tfckpt_two_shards", "bidirectional/backward_lstm")]
+
+
+@pytest.fixture(scope="module")
+def real_keras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Keras's outputs of each weights-only real direction, from test_export_onnx.py's script: one Keras run serves
+    both targets (imported here, not at the top, so that these tests need no onnx until they run)."""
+    from test_export_onnx import REAL_LAYERS as ONNX_REAL_LAYERS
+    from test_export_onnx import real_keras_outputs
+
+    assert ONNX_REAL_LAYERS == REAL_LAYERS  # both targets export the same directions
+    return real_keras_outputs(tmp_path_factory)
+
+
+@pytest.mark.parametrize("key,name,layer", REAL_LAYERS, ids=[f"{k}-{layer}" for k, _, layer in REAL_LAYERS])
+def test_real_weights_only_files_export_layer_by_layer(key: str, name: str, layer: str, real_keras: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    """textgenrnn (CuDNNLSTM weights) and the two-shard TF checkpoint (Bidirectional, no config: settings by
+    default), each direction exported alone: y (in processing order), h and c equal Keras's LSTM on them."""
+    x = real_keras[f"{key}:{layer}:x"]
+    want = [real_keras[f"{key}:{layer}:{r}"] for r in ("y", "h", "c")]
+    got = run(_export(REALWORLD / name, tmp_path, layer=layer), [x])
+    assert [g.shape for g in got] == [w.shape for w in want]
+    assert max_error(got, want) <= 1e-5
