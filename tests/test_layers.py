@@ -184,11 +184,18 @@ def _cases() -> list[dict[str, Any]]:
         # Keras masks arriving with the inputs: both masked (two different masks), the first one only
         add(f"{cls}-masked-both", cls, {}, ["xa", "xd"], masks=["mk1", "mk2"])
         add(f"{cls}-masked-first", cls, {}, ["xa", "xd"], masks=["mk1", None])
-    # Keras expands a lower-rank input at axis 1 (after the batch axis); NumPy broadcasting aligns the last axes,
-    # so with batch == steps the engine merges a row's vector into the wrong sample (see KNOWN_BUGS)
+    # the other elementwise merges with masks: Keras 3.4+ counts Multiply's masked entries as 1 and ORs the masks
+    # when every input has one (else none); tf_keras ANDs the masks present and ignores them in the values
+    for cls in ("Multiply", "Add", "Subtract", "Average"):
+        add(f"{cls}-masked-both", cls, {}, ["xa", "xd"], masks=["mk1", "mk2"])
+        add(f"{cls}-masked-first", cls, {}, ["xa", "xd"], masks=["mk1", None])
+    add("Multiply-masked-three", "Multiply", {}, ["xa", "xd", "xd0"], masks=["mk1", "mk2", "mk1"])
+    # Keras expands a lower-rank input at axis 1 (after the batch axis), where NumPy broadcasting would align the
+    # last axes and, with batch == steps, merge a row's vector into another sample
     add("Maximum-vector-and-sequence", "Maximum", {}, ["xq", "v1"])
     add("Minimum-vector-and-sequence", "Minimum", {}, ["v1", "xq"])
-    # tf_keras's Softmax of its own float64 with a mask: Keras computes all of it in float64 (see KNOWN_BUGS)
+    add("Add-vector-and-sequence", "Add", {}, ["xq", "v1"])
+    # tf_keras's Softmax of its own float64 with a mask: Keras computes all of it in float64
     add("Softmax-float64-mask", "Softmax", {"dtype": "float64"}, "xa", mask="sm_mask")
     # TimeDistributed around the 1D convolutions and pools (issue 15: "also inside TimeDistributed")
     for cid, cls, kwargs, x, gens in (
@@ -376,23 +383,8 @@ def _call(cls: str, config: dict[str, Any], inputs: list[Tensor], weights: list[
     return LAYERS[cls].run(LayerCall(node, inputs, weights, Context(dtype, None, keras_major), kwargs or {}))
 
 
-# (generation, case) where the engine does not compute what Keras computes: reported, not yet fixed in lstm_inspect.
-_RANKS = ("merge of a (batch, N) and a (batch, steps, N) input: Keras expands the lower-rank input at axis 1, the "
-          "engine (np.broadcast_arrays in layers/core.py merge) at axis 0, so with batch == steps each sample meets "
-          "another sample's vector")
-_K3_MERGE_MASKS = ("Keras 3 (since keras-team/keras#19685, Keras 3.4) leaves a masked input's masked entries out of "
-                   "Maximum/Minimum (taking the other inputs' values there) and passes on the OR of the masks when "
-                   "every input has one, else no mask; the engine (layers/core.py merge, merged_mask) takes the plain "
-                   "maximum and the AND of the masks present, as tf_keras does")
-_F64_SOFTMAX = ("tf_keras Softmax(dtype='float64') with a mask runs in float64; the engine "
-                "(layers/activation_layers.py softmax_layer, rule 'add') adds (1 - mask)·(-1e9) in float64 but casts "
-                "back to the run's float32 before the softmax, so a row masked whole comes out uniform, not softmax(x)")
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    **{(gen, f"{cls}-vector-and-sequence"): _RANKS for gen in GENS for cls in ("Maximum", "Minimum")},
-    **{("keras3", f"{cls}-masked-{which}"): _K3_MERGE_MASKS for cls in ("Maximum", "Minimum")
-       for which in ("both", "first")},
-    ("tf_keras", "Softmax-float64-mask"): _F64_SOFTMAX,
-}
+# (generation, case) where the engine does not compute what Keras computes, as strict xfails with the reason.
+KNOWN_BUGS: dict[tuple[str, str], str] = {}  # none left: the three these cases found are fixed
 
 
 def known_bug(gen: str, case: dict[str, Any]) -> list[Any]:

@@ -206,8 +206,9 @@ def softmax_layer(c: LayerCall) -> list[Tensor]:
     else:
         # x + (1 - mask)·(-1e9), the mask cast to numbers as it is, in the layer's own float type: in float32
         # the sum rounds x away, which decides the outputs of a row masked whole
+        # the whole layer runs in that type (a float64 Softmax in a float32 model too), its output cast back
         own = np.dtype(softmax_own_dtype(c))
         adder = (1 - raw.astype(own)) * own.type(-1e9)
-        shifted = (x.astype(own) + adder).astype(x.dtype)
-        y = softmax(np.where(adder == 0, x, shifted), axes)
+        xo = x.astype(own)
+        y = softmax(np.where(adder == 0, xo, xo + adder), axes).astype(x.dtype)
     return [Tensor(np.asarray(y, dtype=x.dtype), mask)]  # Keras passes on the mask it was given

@@ -10,6 +10,16 @@ Dot (`keras/src/layers/merging/dot.py`, `tf_keras/src/layers/merging/dot.py`): b
 of each input; both inputs 2-D give (batch, 1). normalize=True L2-normalizes each input along its axis
 first, with a different floor per generation: Keras 3 `ops.normalize` caps 1/norm at 1/epsilon (1e-7),
 tf_keras `tf.linalg.l2_normalize` floors the squared norm at 1e-12. Dot and Permute output no mask.
+
+The elementwise merges (Add, Subtract, Multiply, Average, Maximum, Minimum; `Merge.call` of both
+generations) first expand a lower-rank input at axis 1 (after the batch axis) until every input has the
+highest rank. Their masks follow two rules (`merge_masks_keras34`):
+- tf_keras (and Keras 3.0-3.3): the values ignore the masks; the output mask is the AND of the masks present.
+- Keras 3.4+ (keras-team/keras#19685, `_apply_merge_op_and_or_mask` and `Multiply._merge_function`):
+  Maximum and Minimum leave each input's masked entries out (an entry masked in every input so far takes the
+  next input's value); Multiply counts a masked entry as 1, and zeroes the entries masked in every input
+  when every input has a mask; the output mask is the OR of the masks when every input has one, else none.
+  An input expanded to a higher rank has lost its mask by then (a new tensor), for its values only.
 """
 
 from __future__ import annotations
@@ -220,25 +230,84 @@ def merge(c: LayerCall) -> list[Tensor]:
             if not isinstance(axis, int):
                 raise c.fail(f"axis {axis!r} is not an integer")
             y = np.concatenate(values, axis=axis)
-        elif cls == "Subtract":
-            y = values[0] - values[1]
         else:
-            stacked = np.broadcast_arrays(*values)
-            y = {"Add": np.sum, "Multiply": np.prod, "Average": np.mean, "Maximum": np.max,
-                 "Minimum": np.min}[cls](stacked, axis=0)
+            top = max(v.ndim for v in values)
+            values = [v.reshape(v.shape[:1] + (1,) * (top - v.ndim) + v.shape[1:]) for v in values]
+            if cls == "Subtract":
+                y = values[0] - values[1]
+            elif merge_masks_keras34(c.ctx) and cls in ("Maximum", "Minimum", "Multiply"):
+                kept = [None if a.mask is None or np.ndim(a.value) < top else np.asarray(a.mask, dtype=bool)
+                        for a in c.inputs]
+                y, own_mask = _masked_merge(cls, values, kept)
+                if own_mask is not None:
+                    return [Tensor(np.asarray(y, dtype=c.ctx.dtype), own_mask)]
+            else:
+                stacked = np.broadcast_arrays(*values)
+                y = {"Add": np.sum, "Multiply": np.prod, "Average": np.mean, "Maximum": np.max,
+                     "Minimum": np.min}[cls](stacked, axis=0)
     except (ValueError, np.exceptions.AxisError) as exc:
         raise c.fail(f"the inputs {[v.shape for v in values]} cannot be merged ({str(exc)[:120]})") from None
-    return [Tensor(np.asarray(y, dtype=c.ctx.dtype), merged_mask(cls, c.inputs, c.ctx.keras_major))]
+    return [Tensor(np.asarray(y, dtype=c.ctx.dtype), merged_mask(cls, c.inputs, c.ctx.keras_major,
+                                                                 merge_masks_keras34(c.ctx)))]
 
 
-def merged_mask(cls: str, args: list[Tensor], keras_major: int) -> np.ndarray | None:
-    """Keras's compute_mask of merge layers: AND of the masks; Keras 3 Concatenate takes OR."""
+def merge_masks_keras34(ctx: Any) -> bool:
+    """Whether the writing Keras merges masks as Keras 3.4+ does (keras-team/keras#19685); else tf_keras's rule."""
+    from lstm_inspect.cells import keras_major_minor
+
+    major, minor = keras_major_minor(ctx.keras_version)
+    major = major if major is not None else ctx.keras_major
+    return major >= 3 and (minor is None or minor >= 4)
+
+
+def _per_entry(mask: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """A (batch, steps) mask over every entry of x (batch, steps, ...), as ops.broadcast_to(expand_dims(mask, -1))."""
+    return np.broadcast_to(mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim)), x.shape)
+
+
+def _masked_merge(cls: str, values: list[np.ndarray], masks: list[np.ndarray | None]
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Keras 3.4+'s Maximum/Minimum (`_apply_merge_op_and_or_mask`) and Multiply with the inputs' masks: the
+    values, and the mask the layer sets on its output itself (None: compute_mask's, `merged_mask`)."""
+    if cls == "Multiply":
+        has_output_mask = all(m is not None for m in masks)
+        out = out_mask = None
+        for x, m in zip(values, masks):
+            if m is not None:
+                m = _per_entry(m, x)
+                x = np.where(m, x, x.dtype.type(1))
+                if has_output_mask:
+                    out_mask = m if out_mask is None else out_mask | m
+            out = x if out is None else out * x
+        if not has_output_mask or out_mask is None:
+            return out, None
+        return np.where(out_mask, out, out.dtype.type(0)), np.any(out_mask, axis=-1)
+    op = np.maximum if cls == "Maximum" else np.minimum
+    out, out_mask = values[0], None if masks[0] is None else _per_entry(masks[0], values[0])
+    for x, m in zip(values[1:], masks[1:]):
+        m = None if m is None else _per_entry(m, x)
+        if m is not None:
+            x = np.where(m, x, out)
+        if out_mask is not None:
+            out = np.where(out_mask, out, x)
+        out_mask = out_mask | m if m is not None and out_mask is not None else None
+        out = op(out, x)
+    return out, None if out_mask is None else np.any(out_mask, axis=-1)
+
+
+def merged_mask(cls: str, args: list[Tensor], keras_major: int, keras34: bool = False) -> np.ndarray | None:
+    """Keras's compute_mask of merge layers: AND of the masks present (tf_keras, Keras 3.0-3.3); Keras 3.4+ OR
+    of the masks when every input has one, else none; Keras 3's Concatenate ORs, an unmasked input all valid."""
     if all(a.mask is None for a in args):
         return None
     if cls == "Concatenate":
         # an unmasked input counts as all-valid
         masks = [a.mask if a.mask is not None else np.ones(a.value.shape[:2], dtype=bool) for a in args]
         return np.logical_or.reduce(masks) if keras_major >= 3 else np.logical_and.reduce(masks)
+    if keras34:
+        if any(a.mask is None for a in args):
+            return None
+        return np.logical_or.reduce([np.asarray(a.mask, dtype=bool) for a in args])
     return np.logical_and.reduce([a.mask for a in args if a.mask is not None])
 
 

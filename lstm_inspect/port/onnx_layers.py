@@ -17,7 +17,7 @@ import numpy as np
 from lstm_inspect.cells import activation_name, config_int
 from lstm_inspect.errors import InspectError
 from lstm_inspect.layers import LAYERS, Context
-from lstm_inspect.layers.core import IDENTITY, MERGES
+from lstm_inspect.layers.core import IDENTITY, MERGES, merge_masks_keras34
 from lstm_inspect.port.onnx_graph import Graph, Sym, activation
 
 
@@ -216,24 +216,74 @@ def merge(c: OnnxCall) -> list[Sym]:
         y = g.op("Concat", *xs, axis=axis, hint=c.hint)
         dims = [s.dim for s in c.inputs]
         dim = sum(d for d in dims if d is not None) if axis in (-1, rank - 1) and None not in dims else None
-    elif cls == "Subtract":
-        y = g.op("Sub", xs[0], xs[1], hint=c.hint)
     else:
-        op = {"Add": "Sum", "Average": "Mean", "Maximum": "Max", "Minimum": "Min", "Multiply": "Mul"}[cls]
-        if op == "Mul":
-            y = xs[0]
-            for other in xs[1:]:
-                y = g.op("Mul", y, other, hint=c.hint)
+        # a lower-rank input expanded at axis 1 until every input has the highest rank (Merge.call); it loses its
+        # Keras mask for the values (a new tensor)
+        grown = [s.rank < rank for s in c.inputs]
+        xs = [g.unsqueeze(x, list(range(1, 1 + rank - s.rank))) if up else x for x, s, up in zip(xs, c.inputs, grown)]
+        kept = [None if up else s.mask for s, up in zip(c.inputs, grown)]
+        if merge_masks_keras34(c.ctx) and cls in ("Maximum", "Minimum", "Multiply") and any(kept):
+            y, own = _masked_merge(c, cls, xs, kept)
+            return [Sym(y, rank, mask=own if own is not None else merged_mask(c), dim=dim)]
+        if cls == "Subtract":
+            y = g.op("Sub", xs[0], xs[1], hint=c.hint)
         else:
-            y = g.op(op, *xs, hint=c.hint)
+            op = {"Add": "Sum", "Average": "Mean", "Maximum": "Max", "Minimum": "Min", "Multiply": "Mul"}[cls]
+            if op == "Mul":
+                y = xs[0]
+                for other in xs[1:]:
+                    y = g.op("Mul", y, other, hint=c.hint)
+            else:
+                y = g.op(op, *xs, hint=c.hint)
     return [Sym(y, rank, mask=merged_mask(c), dim=dim)]
 
 
+def _masked_merge(c: OnnxCall, cls: str, xs: list[str], masks: list[str | None]) -> tuple[str, str | None]:
+    """Keras 3.4+'s Maximum/Minimum and Multiply with their inputs' masks (`layers.core._masked_merge`): the output,
+    and the mask the layer sets itself (the OR of the masks when every input has one), else None."""
+    g = c.g
+    wide = [None if m is None else g.unsqueeze(m, [-1]) for m in masks]  # (batch, steps, 1): broadcast by Where
+    if cls == "Multiply":
+        every = all(m is not None for m in masks)
+        out = None
+        for x, m in zip(xs, wide):
+            if m is not None:
+                x = g.op("Where", m, x, g.const(1.0))
+            out = x if out is None else g.op("Mul", out, x)
+        if not every:
+            return out, None
+        own = masks[0]
+        for m in masks[1:]:
+            own = g.op("Or", own, m)
+        return g.op("Where", g.unsqueeze(own, [-1]), out, g.const(0.0), hint=c.hint), own
+    op = "Max" if cls == "Maximum" else "Min"
+    out, out_mask, own = xs[0], wide[0], masks[0]
+    for x, m, m2 in zip(xs[1:], wide[1:], masks[1:]):
+        if m is not None:
+            x = g.op("Where", m, x, out)
+        if out_mask is not None:
+            out = g.op("Where", out_mask, out, x)
+        if m is not None and out_mask is not None:
+            out_mask, own = g.op("Or", out_mask, m), g.op("Or", own, m2)
+        else:
+            out_mask = own = None
+        out = g.op(op, out, x)
+    return g.op("Identity", out, hint=c.hint), own
+
+
 def merged_mask(c: OnnxCall) -> str | None:
-    """Keras's compute_mask of merge layers (see `layers.core.merged_mask`): AND; Keras 3 Concatenate ORs."""
+    """Keras's compute_mask of merge layers (see `layers.core.merged_mask`): AND of the masks present; Keras 3.4+
+    the OR when every input has a mask, else none; Keras 3 Concatenate ORs."""
     g = c.g
     if all(s.mask is None for s in c.inputs):
         return None
+    if c.node.class_name != "Concatenate" and merge_masks_keras34(c.ctx):
+        if any(s.mask is None for s in c.inputs):
+            return None
+        out = c.inputs[0].mask
+        for s in c.inputs[1:]:
+            out = g.op("Or", out, s.mask)
+        return out
     if c.node.class_name == "Concatenate":
         masks = []
         for s in c.inputs:

@@ -133,11 +133,13 @@ def softmax_layer(c: OnnxCall) -> list[Sym]:
         np_own = np.dtype(own)
         adder = g.op("Mul", g.op("Sub", g.const(1.0, dtype=np_own), g.op("Cast", raw.name, to=to)),
                      g.const(-1e9, dtype=np_own))
-        shifted = g.op("Add", x if own == "float32" else g.op("Cast", x, to=to), adder)
-        if own != "float32":
-            shifted = g.cast(shifted, "float")
-        kept = g.op("Where", g.op("Equal", adder, g.const(0.0, dtype=np_own)), x, shifted)
-        y = softmax(g, kept, axes, hint=c.hint)
+        # the whole layer in that type (a float64 Softmax in a float32 model too), its output cast back
+        xo = x if own == "float32" else g.op("Cast", x, to=to)
+        kept = g.op("Where", g.op("Equal", adder, g.const(0.0, dtype=np_own)), xo, g.op("Add", xo, adder))
+        if own == "float32":
+            y = softmax(g, kept, axes, hint=c.hint)
+        else:
+            y = g.op("Cast", softmax(g, kept, axes), to=FLOAT_TYPES["float32"], hint=c.hint)
     return [Sym(y, rank, mask=mask, dim=c.x.dim)]  # Keras passes on the mask it was given, as booleans
 
 

@@ -433,14 +433,16 @@ def recurrent_layer(e: LayerEmit, directions: list[RecurrentDirection]) -> list[
     else:
         parts = []
         arrays = {}
-        for half, d, cw in (("forward", fw_d, weights[0]), ("backward", bw_d, weights[1])):
+        # the halves named as Keras's Bidirectional names them ("forward" is nn.Module's own method)
+        for half, d, cw in (("forward_layer", fw_d, weights[0]), ("backward_layer", bw_d, weights[1])):
             ctor, half_arrays = direction_module(w, d, cw, f"layer {e.node.path} ({half})")
             parts.append(f'"{half}": {ctor}')
             arrays.update({f"{half}.{k}": v for k, v in half_arrays.items()})
         attr = w.module(e.key, e.hint, f"nn.ModuleDict({{{', '.join(parts)}}})", arrays)
         w.need("keras_rnn")
-        w.line(f'{fw}, {fw_state} = keras_rnn(self.{attr}["forward"], {value}{mask_arg}{init(0)}{_flag_args(fw_d)})')
-        w.line(f'{bw}, {bw_state} = keras_rnn(self.{attr}["backward"], {value}{mask_arg}{init(1)}'
+        w.line(f'{fw}, {fw_state} = keras_rnn(self.{attr}["forward_layer"], {value}{mask_arg}{init(0)}'
+               f"{_flag_args(fw_d)})")
+        w.line(f'{bw}, {bw_state} = keras_rnn(self.{attr}["backward_layer"], {value}{mask_arg}{init(1)}'
                f"{_flag_args(bw_d)})")
     if s.return_sequences:  # the backward half back in input time order
         y, y_rev = sequence_out(fw), sequence_out(bw if in_input_order else f"{bw}.flip(1)")

@@ -33,9 +33,11 @@ from lstm_inspect.layers.activation_layers import (
     relu_settings,
     softmax_axes,
     softmax_mask_rule,
+    softmax_own_dtype,
     thresholded_relu_theta,
 )
 from lstm_inspect.layers.conv import spatial_axes
+from lstm_inspect.layers.core import merge_masks_keras34
 from lstm_inspect.port.torch_code import LayerEmit, Sym, integer, snippet
 
 Emitter = Callable[[LayerEmit], list[Sym]]
@@ -265,19 +267,36 @@ def merge(e: LayerEmit) -> list[Sym]:
         if not isinstance(axis, int) or isinstance(axis, bool):
             raise e.fail("its axis is not an integer")
         expr = f"torch.cat([{', '.join(xs)}], dim={int(axis)})"
-    elif kind == "Subtract":
-        expr = f"{xs[0]} - {xs[1]}"
-    elif kind == "Add":
-        expr = " + ".join(xs)
-    elif kind == "Multiply":
-        expr = " * ".join(xs)
-    elif kind == "Average":
-        expr = f"({' + '.join(xs)}) / {len(xs)}"
     else:
-        fn = "torch.maximum" if kind == "Maximum" else "torch.minimum"
-        expr = xs[0]
-        for other in xs[1:]:
-            expr = f"{fn}({expr}, {other})"
+        # a lower-rank input expanded at axis 1 until every input has the highest rank (Merge.call); it loses its
+        # Keras mask for the values (a new tensor)
+        ranks = [s.rank for s in e.inputs]
+        top = max(r for r in ranks if r is not None) if any(r is not None for r in ranks) else None
+        grown = [top is not None and r is not None and r < top for r in ranks]
+        xs = [x + ".unsqueeze(1)" * (top - r) if g else x for x, r, g in zip(xs, ranks, grown)]
+        kept = [None if g else s.mask for s, g in zip(e.inputs, grown)]
+        if merge_masks_keras34(e.ctx) and kind in ("Maximum", "Minimum", "Multiply") and any(kept):
+            e.w.need("keras_masked_merge")
+            masks = ", ".join(m or "None" for m in kept)
+            y = e.w.name(e.hint)
+            own = e.w.name(f"{e.hint}_mask")
+            e.w.line(f'{y}, {own} = keras_masked_merge("{kind}", [{", ".join(xs)}], [{masks}])')
+            if all(kept):  # the layer sets its own output mask
+                return [Sym(y, mask=own)]
+            return [Sym(y, mask=_merged_mask(e))]
+        if kind == "Subtract":
+            expr = f"{xs[0]} - {xs[1]}"
+        elif kind == "Add":
+            expr = " + ".join(xs)
+        elif kind == "Multiply":
+            expr = " * ".join(xs)
+        elif kind == "Average":
+            expr = f"({' + '.join(xs)}) / {len(xs)}"
+        else:
+            fn = "torch.maximum" if kind == "Maximum" else "torch.minimum"
+            expr = xs[0]
+            for other in xs[1:]:
+                expr = f"{fn}({expr}, {other})"
     return [e.w.let(e.hint, expr, mask=_merged_mask(e))]
 
 
@@ -290,12 +309,48 @@ def _merged_mask(e: LayerEmit) -> str | None:
         masks = [s.mask if s.mask is not None else f"torch.ones({s.name}.shape[:2], dtype=torch.bool)"
                  for s in e.inputs]
         op = " | " if e.keras_major >= 3 else " & "
+    elif merge_masks_keras34(e.ctx):  # Keras 3.4+: the OR of the masks when every input has one, else none
+        if any(s.mask is None for s in e.inputs):
+            return None
+        masks, op = [s.mask for s in e.inputs], " | "
     else:
         masks = [s.mask for s in e.inputs if s.mask is not None]
         op = " & "
     if len(masks) == 1:
         return masks[0]
     return e.w.let(f"{e.hint}_mask", op.join(masks), "bool").name
+
+
+snippet("keras_masked_merge", '''
+def keras_masked_merge(kind, xs, masks):
+    """Keras 3.4+'s Maximum and Minimum (each input's masked entries left out) and Multiply (a masked entry counts
+    as 1; the entries masked in every input zeroed when every input has a mask): the output and, when every input
+    has a mask, the mask the layer sets (their OR), else None."""
+    wide = [None if m is None else m.reshape(m.shape + (1,) * (x.dim() - m.dim())).expand_as(x)
+            for x, m in zip(xs, masks)]
+    if kind == "Multiply":
+        every = all(m is not None for m in wide)
+        out = out_mask = None
+        for x, m in zip(xs, wide):
+            if m is not None:
+                x = torch.where(m, x, torch.ones_like(x))
+                if every:
+                    out_mask = m if out_mask is None else out_mask | m
+            out = x if out is None else out * x
+        if out_mask is None:
+            return out, None
+        return torch.where(out_mask, out, torch.zeros_like(out)), out_mask.any(dim=-1)
+    op = torch.maximum if kind == "Maximum" else torch.minimum
+    out, out_mask = xs[0], wide[0]
+    for x, m in zip(xs[1:], wide[1:]):
+        if m is not None:
+            x = torch.where(m, x, out)
+        if out_mask is not None:
+            out = torch.where(out_mask, out, x)
+        out_mask = out_mask | m if m is not None and out_mask is not None else None
+        out = op(out, x)
+    return out, None if out_mask is None else out_mask.any(dim=-1)
+''')
 
 
 snippet("keras_dot", '''
@@ -389,10 +444,12 @@ def thresholded_relu(e: LayerEmit) -> list[Sym]:
 
 
 snippet("keras_softmax", '''
-def keras_softmax(x, axes, mask=None, generation="keras3", robust=False):
+def keras_softmax(x, axes, mask=None, generation="keras3", robust=False, compute_dtype=None):
     """Keras's Softmax layer: over `axes`; with a mask, Keras 3 puts -1e9 where it is False and zeroes those
     outputs, tf_keras adds (1 - mask)·(-1e9), the mask cast to numbers as given (robust_masking: puts -1e9),
-    and keeps the outputs."""
+    and keeps the outputs. compute_dtype: the layer's own float type, which it computes in."""
+    if compute_dtype is not None:
+        return keras_softmax(x.to(compute_dtype), axes, mask, generation, robust).to(x.dtype)
     if mask is not None:
         given, mask = mask, (mask > 0.5 if mask.is_floating_point() else mask.bool())
         if generation == "keras3" or robust:
@@ -424,6 +481,9 @@ def softmax_layer(e: LayerEmit) -> list[Sym]:
         options = f", mask={mask}, generation=\"{'keras3' if rule == 'keras3' else 'keras2'}\""
         if rule == "robust":
             options += ", robust=True"
+        own = softmax_own_dtype(e)
+        if rule == "add" and own != "float32":
+            options += f", compute_dtype=torch.{own}"
     out_mask = mask  # Keras passes on the mask it was given, as booleans
     if isinstance(explicit, Sym) and explicit.kind != "bool":
         truth = f"{mask} > 0.5" if explicit.kind == "float" else f"{mask}.bool()"

@@ -1,0 +1,70 @@
+"""Both exports of the models TensorFlow 2.13 and 2.15's Keras wrote in each of their forms (the 2.12-2.15 `.keras`
+zip, the SavedModel folder, the TF weights checkpoint with its architecture given by --config), against the outputs
+those Keras releases computed (`sample_models/tf215/*.io.npz`, `tf213/*.io.npz`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lstm_inspect
+from lstm_inspect.port import plan_export
+
+from conftest import SAMPLES
+from test_engine import max_error
+
+onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'lstm-inspect[onnx]'")
+pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
+torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime): pip install torch")
+pytest.importorskip("safetensors", reason="safetensors is not installed: pip install 'lstm-inspect[pytorch]'")
+
+from lstm_inspect.port import to_onnx, to_torch  # noqa: E402
+
+
+def _forms() -> list[tuple[str, Path, Path | None]]:
+    """(id, the model, its --config) for every written form, with Keras's outputs beside it."""
+    out = []
+    for io in sorted((SAMPLES / "tf215").glob("*.io.npz")) + sorted((SAMPLES / "tf213").glob("*.io.npz")):
+        stem = io.name[: -len(".io.npz")]
+        folder = io.parent
+        out.append((f"{folder.name}/{stem}.keras", folder / f"{stem}.keras", None))
+        if (folder / f"{stem}_savedmodel").is_dir():
+            out.append((f"{folder.name}/{stem}_savedmodel", folder / f"{stem}_savedmodel", None))
+        if (folder / f"{stem}_ckpt").is_dir():
+            out.append((f"{folder.name}/{stem}_ckpt", folder / f"{stem}_ckpt", folder / f"{stem}.json"))
+    return out
+
+
+FORMS = _forms()
+
+
+def test_every_written_form_is_here() -> None:
+    kinds = {name.rsplit("/", 1)[-1].split("_")[-1] for name, _, _ in FORMS}
+    assert len(FORMS) >= 12 and {"savedmodel", "ckpt"} <= kinds
+
+
+@pytest.mark.parametrize("name,path,config", FORMS, ids=[f[0] for f in FORMS])
+@pytest.mark.parametrize("target", ["onnx", "pytorch"])
+def test_each_form_exports_to_what_keras_computed(target: str, name: str, path: Path, config: Path | None,
+                                                   tmp_path: Path) -> None:
+    io = SAMPLES / name.split("/")[0] / (name.split("/")[1].split(".")[0].removesuffix("_savedmodel")
+                                         .removesuffix("_ckpt") + ".io.npz")
+    with np.load(io) as d:
+        xs = [d[k] for k in sorted(d.files) if k.startswith("x")]
+        ys = [d[k] for k in sorted(d.files) if k.startswith("y")]
+    plan = plan_export(lstm_inspect.load(path, config))
+    if target == "onnx":
+        model = to_onnx.build_model(plan)
+        out = tmp_path / "model.onnx"
+        out.write_bytes(model.SerializeToString())
+        onnx.checker.check_model(str(out), full_check=True)
+        outs = to_onnx.run(out, xs)
+    else:
+        out = tmp_path / "port"
+        out.mkdir()
+        for file, data in to_torch.build(plan).items():
+            (out / file).write_bytes(data)
+        outs = to_torch.run(out, xs)
+    assert max_error(outs, ys) <= 1e-5
