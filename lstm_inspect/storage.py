@@ -393,8 +393,9 @@ def attr_strings(group: h5py.Group, name: str) -> list[str] | None:
         if name in attrs:
             values = [attrs[name]]
         else:
-            numbered = sorted((int(k[len(name):]), k) for k in attrs.keys()
-                              if k.startswith(name) and k[len(name):].isdigit() and len(k) - len(name) < 9)
+            # h5py gives an attribute name that is not UTF-8 as bytes: never one of Keras's names
+            numbered = sorted((int(k[len(name):]), k) for k in attrs.keys() if isinstance(k, str)
+                              and k.startswith(name) and k[len(name):].isdigit() and len(k) - len(name) < 9)
             if not numbered or numbered[0][0] != 0:
                 return None
             if len(numbered) > MAX_NAME_CHUNKS:

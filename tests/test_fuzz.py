@@ -33,6 +33,7 @@ from lstm_inspect.cli import app
 from conftest import REALWORLD, SAMPLES
 
 CASES: Counter[str] = Counter()  # reported by conftest's terminal summary
+FAMILIES: Counter[str] = Counter()  # cases per mutation family (kind), over every command
 
 BASES = [SAMPLES / n for n in ("k3_single.keras", "tfk_single.h5", "tfk_bidir_concat.h5", "k3_stacked.weights.h5",
                                "tfk_single.weights_only.h5", "tfk_cudnn.h5", "k3_embedding_mask_zero.keras",
@@ -175,8 +176,232 @@ def _rename_first_recurrent(cfg: Any, name: str) -> bool:
     return False
 
 
-def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
-    """Apply one mutation to the file at `path` (or to the case around it); returns a label for messages."""
+RECURRENT = ("LSTM", "GRU", "SimpleRNN", "CuDNNLSTM", "CuDNNGRU", "Bidirectional", "RNN")
+
+
+def _edit_config(path: Path, edit: Callable[[Any], str | None]) -> str | None:
+    """Apply `edit` to the model config (a .keras's config.json, a legacy .h5's model_config) and write it back;
+    the edit's label, or None when the file has no config or the edit found nothing to change."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            if "config.json" not in z.namelist():
+                return None
+            cfg = json.loads(z.read("config.json"))
+        label = edit(cfg)
+        if label is not None:
+            _rezip(path, replace={"config.json": json.dumps(cfg).encode()})
+        return label
+    try:
+        f = h5py.File(path, "r+")
+    except OSError:
+        return None
+    with f:
+        if "model_config" not in f.attrs:
+            return None
+        raw = f.attrs["model_config"]
+        cfg = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+        label = edit(cfg)
+        if label is not None:
+            f.attrs["model_config"] = json.dumps(cfg)
+    return label
+
+
+def _layers(cfg: Any) -> list[Any] | None:
+    """The layer list of a {class_name, config} model config (Keras 1-2 Sequential: the config itself)."""
+    body = cfg.get("config") if isinstance(cfg, dict) else None
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict) and isinstance(body.get("layers"), list):
+        return body["layers"]
+    return None
+
+
+def _first_tensor(obj: Any) -> dict | None:
+    """The first Keras 3 __keras_tensor__ in a call's arguments."""
+    if isinstance(obj, dict):
+        if obj.get("class_name") == "__keras_tensor__":
+            return obj
+        obj = list(obj.values())
+    if isinstance(obj, list):
+        for value in obj:
+            found = _first_tensor(value)
+            if found is not None:
+                return found
+    return None
+
+
+def _activation_chain(cfg: Any, n: int) -> str | None:
+    """n linear Activation layers in front of the first recurrent layer: listed in reverse in a functional model
+    (each listed before what it consumes), in order in a Sequential."""
+    layers = _layers(cfg)
+    if not layers:
+        return None
+    at = next((k for k, e in enumerate(layers) if isinstance(e, dict) and e.get("class_name") in RECURRENT), None)
+    if at is None:
+        return None
+    keras3 = "module" in layers[at]
+
+    def act(k: int, inbound: list[Any]) -> dict:
+        entry = {"class_name": "Activation", "config": {"name": f"fz_act{k}", "activation": "linear",
+                                                        "trainable": True}, "name": f"fz_act{k}",
+                 "inbound_nodes": inbound}
+        if keras3:
+            entry.update(module="keras.layers", registered_name=None)
+        return entry
+
+    nodes = layers[at].get("inbound_nodes")
+    if not nodes:  # a Sequential (or a first layer fed by the model's input): the chain goes in front, in order
+        layers[at:at] = [act(k, []) for k in range(n)]
+        return f"{n} Activation layers before {layers[at + n].get('class_name')}"
+    first = nodes[0]
+    if isinstance(first, dict):  # Keras 3: {"args": [tensor, ...], "kwargs": {...}}
+        tensor = _first_tensor(first.get("args"))
+        history = tensor.get("config", {}).get("keras_history") if tensor else None
+        if not isinstance(history, list) or len(history) < 3:
+            return None
+        source = list(history[:3])
+
+        def inbound(prev: list[Any]) -> list[Any]:
+            t = json.loads(json.dumps(tensor))
+            t["config"]["keras_history"] = prev
+            return [{"args": [t], "kwargs": {}}]
+
+        chain = [act(k, inbound(source if k == 0 else [f"fz_act{k - 1}", 0, 0])) for k in range(n)]
+        tensor["config"]["keras_history"] = [f"fz_act{n - 1}", 0, 0]
+    elif isinstance(first, list) and first and isinstance(first[0], list) and len(first[0]) >= 3:
+        source = list(first[0][:3])
+        chain = [act(k, [[[*(source if k == 0 else [f"fz_act{k - 1}", 0, 0]), {}]]]) for k in range(n)]
+        first[0][:3] = [f"fz_act{n - 1}", 0, 0]
+    else:
+        return None
+    layers[at:at] = list(reversed(chain))
+    return f"{n} Activation layers listed in reverse before {layers[at + n].get('class_name')}"
+
+
+def _nest(cfg: Any, depth: int) -> str:
+    """The whole model as the only layer of a Sequential, `depth` times over."""
+    for k in range(depth):
+        inner = {key: cfg[key] for key in ("module", "class_name", "config", "registered_name") if key in cfg}
+        inner["name"] = f"fz_nest{k}"
+        cfg.clear()
+        cfg.update({"class_name": "Sequential", "config": {"name": f"fz_outer{k}", "layers": [inner]}})
+        if "module" in inner:
+            cfg.update(module="keras", registered_name=None)
+    return f"the model nested in {depth} Sequentials"
+
+
+def _recurrent_config(cfg: Any) -> dict | None:
+    """The config that holds the first recurrent layer's units (a Bidirectional's inner layer, an RNN's cell)."""
+    for entry in _layers(cfg) or []:
+        if isinstance(entry, dict) and entry.get("class_name") in RECURRENT and isinstance(entry.get("config"), dict):
+            inner = entry["config"]
+            for key in ("layer", "cell"):
+                if isinstance(inner.get(key), dict) and isinstance(inner[key].get("config"), dict):
+                    inner = inner[key]["config"]
+            return inner
+    return None
+
+
+def _input_configs(cfg: Any) -> list[dict]:
+    """The configs that declare the model's input shape: its InputLayers, or a Sequential's first layer."""
+    layers = [e for e in _layers(cfg) or [] if isinstance(e, dict) and isinstance(e.get("config"), dict)]
+    found = [e["config"] for e in layers if e.get("class_name") == "InputLayer"]
+    return (found or [layers[0]["config"]]) if layers else []
+
+
+def _declare_shape(cfg: Any, make: Callable[[list[Any]], Any], label: str) -> str | None:
+    targets = _input_configs(cfg)
+    for target in targets:
+        key = next((k for k in ("batch_shape", "batch_input_shape") if isinstance(target.get(k), list)),
+                   "batch_input_shape")
+        old = target.get(key) if isinstance(target.get(key), list) and target.get(key) else [None, None, 3]
+        target[key] = make(old)
+    return label if targets else None
+
+
+ABSURD_VALUES = ["units Infinity", "units NaN", "units string", "units 0", "batch_shape 0", "batch_shape -3",
+                 "batch_shape string", "batch_shape rank 5", "batch_shape rank 7", "batch_shape dict",
+                 "keras_history Infinity"]
+
+
+def _absurd_value(cfg: Any, which: str) -> str | None:
+    if which.startswith("units"):
+        rec = _recurrent_config(cfg)
+        if rec is None:
+            return None
+        key = "units" if "units" in rec or "output_dim" not in rec else "output_dim"
+        rec[key] = {"Infinity": float("inf"), "NaN": float("nan"), "string": "5", "0": 0}[which.split()[1]]
+        return f"{key} {which.split()[1]}"
+    if which.startswith("batch_shape"):
+        value = {"0": lambda s: [None, 0, *s[2:]], "-3": lambda s: [None, -3, *s[2:]],
+                 "string": lambda s: [None, "seven", *s[2:]], "rank": None, "dict": lambda s: {"a": 1}}
+        kind = which.split()[1]
+        if kind == "rank":
+            rank = int(which.split()[2])
+            return _declare_shape(cfg, lambda s: [None] * (rank - 1) + [s[-1]], f"declared input of rank {rank}")
+        return _declare_shape(cfg, value[kind], f"declared input shape {kind}")
+    text = json.dumps(cfg)
+    if '"keras_history": [' not in text:
+        return None
+    at = text.index('"keras_history": [') + len('"keras_history": [')
+    comma = text.index(",", at)
+    edited = json.loads(text[:comma + 1] + " Infinity" + text[text.index(",", comma + 1):])
+    cfg.clear()
+    cfg.update(edited)
+    return "a node index Infinity in keras_history"
+
+
+def _reverse_chunks(f: h5py.File, gzip: bool = False) -> int:
+    """Rewrite every 2-D float dataset chunked by rows, its rows written from the last: the chunks lie in the
+    file in reverse order, so reading forwards seeks backwards (gzip: each chunk compressed by HDF5 too)."""
+    done = 0
+    for name in _datasets(f):
+        ds = f[name]
+        if ds.ndim != 2 or ds.dtype.kind != "f" or ds.shape[0] < 2 or ds.shape[1] < 1:
+            continue
+        data, attrs = ds[()], dict(ds.attrs)
+        del f[name]
+        new = f.create_dataset(name, shape=data.shape, dtype=data.dtype, chunks=(1, data.shape[1]),
+                               compression="gzip" if gzip else None)
+        for row in reversed(range(data.shape[0])):
+            new[row] = data[row]
+        for key, value in attrs.items():
+            new.attrs[key] = value
+        done += 1
+    return done
+
+
+ZIP_UNREADABLE = [("encrypted", 1, None), ("method 9 (deflate64)", None, 9), ("method 99 (AES)", None, 99),
+                  ("method 1 (shrink)", None, 1), ("method 6 (implode)", None, 6)]
+
+
+def _patch_zip_member(path: Path, member: str, flag: int | None, method: int | None) -> None:
+    """Set a member's general-purpose flag or compression method in both of its zip headers."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        local = z.getinfo(member).header_offset
+    offsets = [(local + 6, local + 8)]  # local header: flag at 6, method at 8
+    at = data.find(b"PK\x01\x02")
+    while at != -1:  # central directory: flag at 8, method at 10, name length at 28, name at 46
+        name_len = int.from_bytes(data[at + 28:at + 30], "little")
+        if data[at + 46:at + 46 + name_len] == member.encode():
+            offsets.append((at + 8, at + 10))
+        at = data.find(b"PK\x01\x02", at + 4)
+    for flag_at, method_at in offsets:
+        if flag is not None:
+            old = int.from_bytes(data[flag_at:flag_at + 2], "little")
+            data[flag_at:flag_at + 2] = (old | flag).to_bytes(2, "little")
+        if method is not None:
+            data[method_at:method_at + 2] = method.to_bytes(2, "little")
+    path.write_bytes(bytes(data))
+
+
+def mutate(kind: str, path: Path, rng: np.random.Generator, keras_builds_it: bool = False) -> str:
+    """Apply one mutation to the file at `path` (or to the case around it); returns a label for messages.
+
+    keras_builds_it: the case runs verify, where Keras builds the model too (a few hundred layers take it
+    10 s; the engine's own limit is tested by the other commands, on thousands).
+    """
     work = path.parent
     if kind == "hostile_name":
         name = HOSTILE_NAMES[int(rng.integers(0, len(HOSTILE_NAMES)))]
@@ -209,6 +434,37 @@ def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
             x.reshape(-1)[0] = np.nan
         np.save(work / "x.npy", x)
         return f"input of shape {x.shape}" + (" with a NaN" if choice == 3 else "")
+    if kind == "graph_size":
+        n = int(rng.integers(50, 301)) if keras_builds_it else int(rng.integers(300, 2001))
+        depth = int(rng.integers(2, 80))  # past 64 nested models, and past 200 levels of JSON
+
+        def reverse(cfg: Any) -> str | None:
+            layers = _layers(cfg)
+            if not layers or not isinstance(cfg.get("config"), dict) or cfg.get("class_name") == "Sequential":
+                return None
+            layers.reverse()
+            return "the functional model's layers listed in reverse"
+
+        edits: list[Callable[[Any], str | None]] = [lambda cfg: _activation_chain(cfg, n), reverse,
+                                                    lambda cfg: _nest(cfg, depth)]
+        first = int(rng.integers(0, len(edits)))
+        for edit in edits[first:] + edits[:first]:  # the one drawn, or the next that applies
+            label = _edit_config(path, edit)
+            if label is not None:
+                return label
+        return "graph_size: no config to grow"
+    if kind == "absurd_declared_length":
+        steps = [20_000_000, 5_000, 1 << 30][int(rng.integers(0, 3))]
+        label = _edit_config(path, lambda cfg: _declare_shape(cfg, lambda s: [None, steps, *s[2:]] if len(s) >= 3
+                                                              else [None, steps], f"{steps} declared steps"))
+        return label or "absurd_declared_length: no config"
+    if kind == "absurd_config_value":
+        first = int(rng.integers(0, len(ABSURD_VALUES)))
+        for which in ABSURD_VALUES[first:] + ABSURD_VALUES[:first]:  # the one drawn, or the next that applies
+            label = _edit_config(path, lambda cfg, which=which: _absurd_value(cfg, which))
+            if label is not None:
+                return label
+        return "absurd_config_value: no config"
     data = bytearray(path.read_bytes())
     if kind == "truncate":
         cut = int(rng.integers(0, len(data)))
@@ -221,6 +477,17 @@ def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
             data[k] = int(rng.integers(0, 256))
         path.write_bytes(bytes(data))
         return f"{kind} at {sorted(int(k) for k in at)}"
+    if kind == "compressed_reverse_chunks":
+        if zipfile.is_zipfile(path):
+            inner, put_back = _hdf5_of(path)
+            with h5py.File(inner, "r+") as f:
+                n = _reverse_chunks(f)
+            put_back()
+            _rezip(path, compress=True)
+            return f"{n} weights with their chunks in reverse order, every zip member DEFLATE-compressed"
+        with h5py.File(path, "r+") as f:
+            n = _reverse_chunks(f, gzip=True)
+        return f"{n} weights gzip-compressed in HDF5 with their chunks in reverse order"
     if kind.startswith("zip_") and not zipfile.is_zipfile(path):
         kind = "json_garbage"
     if kind == "zip_drop_member":
@@ -239,6 +506,13 @@ def mutate(kind: str, path: Path, rng: np.random.Generator) -> str:
     if kind == "zip_compressed":
         _rezip(path, compress=True)
         return "every zip member DEFLATE-compressed"
+    if kind == "zip_unreadable_member":
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        member = names[int(rng.integers(0, len(names)))]
+        what, flag, method = ZIP_UNREADABLE[int(rng.integers(0, len(ZIP_UNREADABLE)))]
+        _patch_zip_member(path, member, flag, method)
+        return f"zip member {member} {what}"
     h5path, put_back = _hdf5_of(path)
     label = kind
     with h5py.File(h5path, "r+") as f:
@@ -322,8 +596,11 @@ MUTATIONS = ["truncate", "flip_header", "flip_anywhere", "delete_dataset", "dele
              "absurd_size", "nan", "inf", "external_link", "virtual_dataset", "json_garbage", "zip_drop_member",
              "zip_bad_config", "zip_bomb", "zip_compressed",
              # the hostile families of issue 12: names, external storage, force targets, degenerate inputs,
-             # attribute sizes
-             "hostile_name", "external_storage", "force_on_input", "degenerate_input", "many_name_chunks"]
+             # attribute sizes, graph sizes, compressed members read backwards, members Python cannot read,
+             # absurd declared lengths and config values
+             "hostile_name", "external_storage", "force_on_input", "degenerate_input", "many_name_chunks",
+             "graph_size", "compressed_reverse_chunks", "zip_unreadable_member", "absurd_declared_length",
+             "absurd_config_value"]
 
 
 @pytest.fixture(scope="module")
@@ -343,7 +620,8 @@ def _one_case(command: str, folder: Path, base_index: int, kind: str, seed: int)
     model = work / base.name
     shutil.copy(base, model)
     np.save(work / "x.npy", _input_for(base))
-    label = mutate(kind, model, np.random.default_rng(seed))
+    label = mutate(kind, model, np.random.default_rng(seed), keras_builds_it=command == "verify")
+    FAMILIES[kind] += 1
     try:
         run_case(command, model, work, f"{label} of {base.name}")
     finally:
