@@ -539,7 +539,7 @@ def default_settings(cell: Cell, kind: str, keras_version: str, arrays: list[Sto
                      go_backwards: bool = False) -> CellSettings:
     """A weights-only direction's settings: the writing Keras's defaults, with what the shapes tell."""
     cfg: dict[str, Any] = {"use_bias": len(arrays) != 2, "go_backwards": go_backwards}
-    cfg.update(cell.shape_settings(kind, [tuple(a.shape) for a in arrays]))
+    cfg.update(cell.shape_settings(kind, [tuple(a.shape) for a in arrays], keras_version))
     return replace(cell.settings(cfg, cfg, kind, keras_version), assumed=True)
 
 

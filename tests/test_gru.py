@@ -226,3 +226,41 @@ def test_a_gru_in_an_ordinary_h5_weights_file(tmp_path: Path) -> None:
     with np.load(SAMPLES / "tfk_gru.io.npz") as io:
         full = lstm_inspect.load(SAMPLES / "tfk_gru.weights_only.h5", config=SAMPLES / "tfk_gru.json")
         assert np.max(np.abs(full.forward(io["x"]) - io["y"])) <= 1e-5
+
+
+WRITE_BIASLESS_GRUS = r"""
+import os, sys
+import numpy as np
+out = sys.argv[1]
+x = np.random.default_rng(5).normal(size=(3, 6, 4)).astype("float32")
+np.save(os.path.join(out, "x.npy"), x)
+if sys.argv[2] == "keras3":
+    import keras
+    m = keras.Sequential([keras.Input((None, 4)), keras.layers.GRU(5, use_bias=False, return_sequences=True)])
+    m.save_weights(os.path.join(out, "gru.weights.h5"))
+else:
+    import tf_keras as keras
+    m = keras.Sequential([keras.layers.GRU(5, use_bias=False, return_sequences=True, input_shape=(None, 4))])
+    m.save_weights(os.path.join(out, "gru.h5"))
+    m.save_weights(os.path.join(out, "ckpt", "cp.ckpt"))  # the TF-format weights checkpoint
+np.save(os.path.join(out, "y.npy"), m.predict(x, verbose=0))
+"""
+
+
+@pytest.mark.parametrize("gen", ["keras3", "tf_keras"])
+def test_a_biasless_gru_in_a_weights_only_file_takes_the_writing_keras_default(gen: str, tmp_path: Path) -> None:
+    """Without a bias, the shapes cannot tell reset_after: tf.keras, tf_keras and Keras 3 default to True (only
+    multi-backend Keras before 2.4 to False), and the direction must compute what that Keras computed."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", WRITE_BIASLESS_GRUS, str(tmp_path), gen], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    x, y = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
+    files = [tmp_path / "gru.weights.h5"] if gen == "keras3" else [tmp_path / "gru.h5", tmp_path / "ckpt"]
+    for path in files:
+        ckpt = lstm_inspect.load(path)
+        (d,) = ckpt.layers
+        assert d.settings.assumed and d.settings.reset_after is True and not d.settings.use_bias
+        assert np.max(np.abs(d.forward(x) - y[:, -1])) <= 1e-5, path.name  # assumed: the last step alone

@@ -303,8 +303,10 @@ class Cell:
         Keras when it rebuilds one direction and to the exported PyTorch cells (a GRU's reset_after)."""
         return {}
 
-    def shape_settings(self, class_name: str, shapes: list[tuple[int, ...]]) -> dict[str, Any]:
-        """The config keys a weights-only direction's stored shapes decide (a GRU's reset_after from its bias)."""
+    def shape_settings(self, class_name: str, shapes: list[tuple[int, ...]], keras_version: str | None
+                       ) -> dict[str, Any]:
+        """The config keys a weights-only direction's stored shapes decide (a GRU's reset_after from its bias), or
+        else the writing Keras's default for them."""
         return {}
 
     def rebuild_config(self, config: dict[str, Any], class_name: str) -> dict[str, Any]:

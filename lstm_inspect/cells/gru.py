@@ -40,6 +40,7 @@ from lstm_inspect.cells import (
     activation_name,
     config_int,
     default_recurrent_activation,
+    is_multi_backend_keras2,
     register,
     sequence_settings,
 )
@@ -77,11 +78,15 @@ class GRU(Cell):
     def kind_settings(self, settings: CellSettings) -> dict[str, Any]:
         return {"reset_after": bool(settings.reset_after)}
 
-    def shape_settings(self, class_name: str, shapes: list[tuple[int, ...]]) -> dict[str, Any]:
-        """A bias of two rows (or CuDNN's) is the reset_after form; one row, the reset-before form."""
-        if len(shapes) != 3:
-            return {}
-        return {"reset_after": len(shapes[2]) == 2 or self.layer_classes.get(class_name) == "cudnn"}
+    def shape_settings(self, class_name: str, shapes: list[tuple[int, ...]], keras_version: str | None
+                       ) -> dict[str, Any]:
+        """A bias of two rows (or CuDNN's) is the reset_after form; one row, the reset-before form. Without a bias
+        the shapes cannot tell: the writing Keras's default, reset-before for multi-backend Keras before 2.4
+        (Keras 1, 2.0-2.3), reset_after for tf.keras, tf_keras and Keras 3 (a TF checkpoint or a file with no
+        version is one of those)."""
+        if len(shapes) == 3:
+            return {"reset_after": len(shapes[2]) == 2 or self.layer_classes.get(class_name) == "cudnn"}
+        return {"reset_after": not is_multi_backend_keras2(keras_version, (2, 4))}
 
     def torch_refusal(self, settings: CellSettings) -> str | None:
         if settings.reset_after:
