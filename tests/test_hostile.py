@@ -201,14 +201,23 @@ def test_force_never_removes_the_input_or_a_folder_that_is_not_ours(tmp_path: Pa
 # ---------------------------------------------------------------- 4. markup and escapes are printed literally
 
 
-@pytest.mark.parametrize("name", ["lstm[/bold]", "lstm[green]", "lstm\x1b[2J\x1b]0;owned\x07"])
+@pytest.mark.parametrize("name", ["lstm[/bold]", "lstm[green]", "lstm\x1b[2J\x1b]0;owned\x07\u202e"])
 def test_names_are_printed_literally(tmp_path: Path, name: str) -> None:
+    """Markup and terminal escapes in a layer name or a path are printed as text (escapes made visible) by every
+    command that prints them: show and stats (tables), dump (its output folder, and the names it lists when
+    --layer names none of them)."""
     model = keras_copy(tmp_path / "model[v2].keras", SAMPLES / "k3_single.keras", config=rename_lstm(name))
-    result = invoke("show", str(model))
-    assert result.exit_code == 0, result.stderr
-    assert "model[v2].keras" in result.stdout
-    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
-    assert name.replace("\x1b", "\\x1b").replace("\x07", "\\x07") in result.stdout
+    shown = name.replace("\x1b", "\\x1b").replace("\x07", "\\x07").replace("\u202e", "\\u202e")
+    for argv in (["show", str(model)], ["stats", str(model)]):
+        result = invoke(*argv)
+        assert result.exit_code == 0, result.stderr
+        assert "model[v2].keras" in result.stdout and shown in result.stdout, (argv, result.stdout)
+        assert not {"\x1b", "\x07", "\u202e"} & set(result.stdout), argv
+    result = invoke("dump", str(model), "-o", str(tmp_path / "out[bold]"))
+    assert result.exit_code == 0 and f"{tmp_path / 'out[bold]'}: 8 files" in result.stderr, result.stderr
+    result = invoke("dump", str(model), "-o", str(tmp_path / "d"), "--layer", "nope[red]")
+    assert result.exit_code == 2 and "'nope[red]'" in result.stderr and shown in result.stderr, result.stderr
+    assert not {"\x1b", "\x07", "\u202e"} & set(result.stderr)
 
 
 # ---------------------------------------------------------------- 5. verify's Keras rebuild
@@ -323,15 +332,18 @@ def test_verify_refuses_a_keras_older_than_the_floor(tmp_path: Path, monkeypatch
 
 @pytest.mark.parametrize("shape,words", [((4, 0, 3), "0 time steps"), ((0, 7, 3), "0 batch"),
                                          ((4, 7, 0), "0 features")])
-@pytest.mark.parametrize("command", ["forward", "trace", "stats", "plot"])
+@pytest.mark.parametrize("command", ["forward", "trace", "stats", "plot", "verify", "diagnose"])
 def test_empty_inputs_are_refused(tmp_path: Path, command: str, shape: tuple[int, ...], words: str) -> None:
     np.save(tmp_path / "x.npy", np.zeros(shape, np.float32))
+    np.save(tmp_path / "theirs.npy", np.zeros((4, 5), np.float32))
     out = {"forward": ["-o", str(tmp_path / "y.npy")], "trace": ["-o", str(tmp_path / "t.npz")], "stats": [],
-           "plot": ["-o", str(tmp_path / "p")]}[command]
+           "plot": ["-o", str(tmp_path / "p")], "verify": [],
+           "diagnose": ["--against", str(tmp_path / "theirs.npy")]}[command]
     result = invoke(command, str(SAMPLES / "k3_single.keras"), "-i", str(tmp_path / "x.npy"), *out)
     assert result.exit_code == 2, result.stderr
     assert words in result.stderr or "features per step" in result.stderr, result.stderr
-    assert "internal error" not in result.stderr
+    assert "internal error" not in result.stderr and "match" not in result.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["theirs.npy", "x.npy"]
 
 
 # ---------------------------------------------------------------- 7. time_major
@@ -350,6 +362,8 @@ def test_time_major_is_honoured_and_shown() -> None:
 @pytest.mark.parametrize("src,io_name,generation", [
     (SAMPLES / "k3_hard_sigmoid.keras", SAMPLES / "k3_hard_sigmoid.io.npz", "Keras 3"),
     (SAMPLES / "tf215" / "bidir_stacked.keras", SAMPLES / "tf215" / "bidir_stacked.io.npz", "Keras 2"),
+    # TF 2.12-2.14's own layout (_layer_checkpoint_dependencies/), whose config dialect is Keras 2's too
+    (SAMPLES / "tf213" / "bidir_stacked.keras", SAMPLES / "tf213" / "bidir_stacked.io.npz", "Keras 2"),
 ])
 def test_keras_archive_without_metadata(tmp_path: Path, src: Path, io_name: Path, generation: str) -> None:
     path = keras_copy(tmp_path / "m.keras", src, drop=("metadata.json",))
@@ -368,16 +382,26 @@ def test_verify_refuses_meaningless_tolerances(option: str, value: str) -> None:
     assert r.returncode == 2 and option in r.stderr and "match" not in r.stdout
 
 
-def test_nan_in_an_initial_state_is_refused_like_nan_in_the_input(tmp_path: Path) -> None:
+@pytest.mark.parametrize("option,value", [("--atol", "nan"), ("--rtol", "inf"), ("--atol", "-1")])
+def test_export_refuses_meaningless_tolerances(tmp_path: Path, option: str, value: str) -> None:
+    result = invoke("export", str(SAMPLES / "k3_single.keras"), "--to", "onnx", "-o", str(tmp_path / "m.onnx"),
+                    option, value)
+    assert result.exit_code == 2 and f"{option} must be a finite number ≥ 0, not {float(value)}" in result.stderr
+    assert list(tmp_path.iterdir()) == [], result.output
+
+
+@pytest.mark.parametrize("command", ["forward", "trace"])
+def test_nan_in_an_initial_state_is_refused_like_nan_in_the_input(tmp_path: Path, command: str) -> None:
     np.save(tmp_path / "x.npy", np.zeros((4, 5, 3), np.float32))
     h = np.zeros((4, 6), np.float32)
     h[1, 2] = np.nan
     np.save(tmp_path / "h.npy", h)
     np.save(tmp_path / "c.npy", np.zeros((4, 6), np.float32))
-    result = invoke("forward", str(SAMPLES / "tfk_seq2seq.h5"), "--layer", "decoder", "-i", str(tmp_path / "x.npy"),
+    out = tmp_path / ("y.npy" if command == "forward" else "t.npz")
+    result = invoke(command, str(SAMPLES / "tfk_seq2seq.h5"), "--layer", "decoder", "-i", str(tmp_path / "x.npy"),
                     "--initial-state", str(tmp_path / "h.npy"), "--initial-state", str(tmp_path / "c.npy"),
-                    "-o", str(tmp_path / "y.npy"))
-    assert result.exit_code == 2 and "finite" in result.stderr
+                    "-o", str(out))
+    assert result.exit_code == 2 and "finite" in result.stderr and not out.exists(), result.stderr
 
 
 # ---------------------------------------------------------------- 11-15. small files that used to hang
@@ -653,6 +677,21 @@ def test_absurd_units_in_a_legacy_file_are_bad_input(tmp_path: Path, key: str) -
     _refused_by_every_command(path, x, tmp_path, words)
 
 
+def test_an_attribute_name_that_is_not_utf8_is_skipped(tmp_path: Path) -> None:
+    """h5py gives such a name as bytes, and a chunked name list is found among the names: found by the fuzz
+    (flip_header), it was an internal error (TypeError)."""
+    path = tmp_path / "m.h5"
+    shutil.copy(SAMPLES / "tfk_single.weights_only.h5", path)
+    with h5py.File(path, "r+") as f:
+        names = list(f.attrs["layer_names"])
+        del f.attrs["layer_names"]
+        f.attrs["layer_names0"] = names  # Keras's chunked form, in one chunk
+        f.attrs[b"layer_names1\xff"] = [b"x"]
+    result = invoke("show", str(path))
+    assert result.exit_code == 0, result.output
+    assert "lstm" in result.stdout and "N_i 3  N_c 5" in result.stdout
+
+
 def test_a_negative_seed_is_a_usage_error() -> None:
     r = run_cli("stats", str(SAMPLES / "k3_single.keras"), "--seed", "-1")
     assert r.returncode == 2
@@ -689,22 +728,36 @@ def test_deeply_nested_json_in_a_legacy_file_is_bad_input(tmp_path: Path) -> Non
 
 
 def test_outputs_get_the_permissions_of_a_normal_write(tmp_path: Path) -> None:
+    """Every output (a file, a folder and all inside it) gets what the umask gives a plain write: 0644 and 0755
+    under umask 022, not the 0600 / 0700 of the temporary files it was written as."""
+    model = str(SAMPLES / "k3_single.keras")
     old = os.umask(0o022)
     try:
-        x = _save_x(tmp_path, "k3_single")
-        assert invoke("forward", str(SAMPLES / "k3_single.keras"), "-i", str(x), "-o", str(tmp_path / "y.npy")
-                      ).exit_code == 0
-        assert invoke("dump", str(SAMPLES / "k3_single.keras"), "-o", str(tmp_path / "d")).exit_code == 0
+        x = str(_save_x(tmp_path, "k3_single"))
+        runs = [["forward", model, "-i", x, "-o", str(tmp_path / "y.npy")], ["dump", model, "-o", str(tmp_path / "d")],
+                ["trace", model, "-i", x, "-o", str(tmp_path / "t.npz")],
+                ["trace", model, "-i", x, "-o", str(tmp_path / "tc"), "--format", "csv"],
+                ["plot", model, "-o", str(tmp_path / "p")],
+                ["export", model, "--to", "onnx", "-o", str(tmp_path / "m.onnx")],
+                ["export", model, "--to", "pytorch", "-o", str(tmp_path / "pt")]]
+        for argv in runs:
+            result = invoke(*argv)
+            assert result.exit_code == 0, (argv, result.output)
     finally:
         os.umask(old)
-    assert stat.S_IMODE((tmp_path / "y.npy").stat().st_mode) == 0o644
-    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
-    assert all(stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644) for p in (tmp_path / "d").rglob("*"))
+    for name in ("y.npy", "t.npz", "m.onnx"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    for name in ("d", "tc", "p", "pt"):
+        folder = tmp_path / name
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o755, name
+        inside = list(folder.rglob("*"))
+        assert inside and all(stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644) for p in inside), name
 
 
+@pytest.mark.parametrize("command", ["dump", "trace"])
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_leave_no_temporary_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                     sig: int) -> None:
+                                                     sig: int, command: str) -> None:
     calls = {"n": 0}
     real = np.savetxt
 
@@ -714,9 +767,17 @@ def test_sigterm_and_sighup_leave_no_temporary_files(tmp_path: Path, monkeypatch
             os.kill(os.getpid(), sig)
         return real(*args, **kwargs)
 
+    with np.load(SAMPLES / "k3_stacked.io.npz") as d:
+        x = d["x"]
+    inputs = tmp_path.parent / f"{tmp_path.name}-x.npy"  # outside tmp_path, which must stay empty
+    np.save(inputs, x)
     monkeypatch.setattr(np, "savetxt", killed_midway)
-    result = invoke("dump", str(SAMPLES / "k3_stacked.keras"), "-o", str(tmp_path / "d"))
-    assert result.exit_code == 128 + sig, result.stderr
+    argv = {"dump": ["dump", str(SAMPLES / "k3_stacked.keras"), "-o", str(tmp_path / "d")],
+            "trace": ["trace", str(SAMPLES / "k3_stacked.keras"), "-i", str(inputs), "-o", str(tmp_path / "t"),
+                      "--format", "csv"]}[command]
+    result = invoke(*argv)
+    assert calls["n"] == 3 and result.exit_code == 128 + sig, result.stderr
+    assert f"stopped by signal {sig}; nothing was written" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
