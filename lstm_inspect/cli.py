@@ -37,10 +37,11 @@ app = typer.Typer(
     name="lstm-inspect",
     help=(
         "Inspect Keras recurrent checkpoints (LSTM, GRU, SimpleRNN) without TensorFlow: each gate as its own "
-        "matrix on [x; h], its shapes and settings; re-run the model exactly in NumPy, verify it or your own "
+        "matrix on \\[x; h], its shapes and settings; re-run the model exactly in NumPy, verify it or your own "
         "port against Keras, and name the porting mistake.\n\n"
         "Reads Keras 3 .keras and .weights.h5, legacy Keras 1/2 and tf.keras .h5 (full model or weights only), "
-        "CuDNN layers, Bidirectional, stacked and nested layers.\n\n"
+        "TF 2.12-2.15 .keras, SavedModel folders and TF weights checkpoints (cp.ckpt), CuDNN layers, "
+        "Bidirectional, stacked and nested layers.\n\n"
         "Start with:  lstm-inspect show model.h5\n\n"
         "Exit codes: 0 ok, 1 verification mismatch, 2 bad input or usage, 3 a bug in lstm-inspect (the message "
         "says so; LSTM_INSPECT_DEBUG=1 shows the traceback), 130 interrupted."
@@ -354,8 +355,8 @@ def _gates_cell(d: RecurrentDirection) -> Text:
 def _legend(ckpt: Checkpoint) -> list[str]:
     lines = []
     for cell in dict.fromkeys(d.cell for d in ckpt.layers):
-        lines.append(f"{cell.kind}: gates {cell.legend}, each W_g of N_c × (N_i + N_c) acting on [x; h] and a bias "
-                     f"b_g of N_c{cell.legend_extra}")
+        lines.append(f"{cell.kind}: {cell.legend} of N_c × (N_i + N_c) acting on [x; h] and a bias "
+                     f"{'b_g' if cell.n_gates > 1 else 'b'} of N_c{cell.legend_extra}")
     lines.append("✓ the shapes check, ✗ they do not, ∅ no weights stored")
     return lines
 

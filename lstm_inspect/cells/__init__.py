@@ -291,7 +291,7 @@ class Cell:
 
 
     # ---- what the rest of lstm-inspect says and passes on about this kind (so that a kind is one module)
-    legend: str = ""  # `show`'s legend: the gates, e.g. "gates i, f, c, o"
+    legend: str = ""  # `show`'s legend: the gate matrices, e.g. "gates i, f, c, o, each W_g"
     legend_extra: str = ""  # said after "a bias b_g of N_c", e.g. a second bias row
 
     def flags(self, settings: CellSettings) -> dict[str, str]:

@@ -63,7 +63,7 @@ class GRU(Cell):
     onnx_op, onnx_order, onnx_labels = "GRU", ("z", "r", "h"), "z, r, h"
 
     known_orders = {("r", "z", "h"): "PyTorch's (and cuDNN's) order r, z, n"}
-    legend, legend_extra = "z, r, h", " (reset_after: also a recurrent bias b_hg)"
+    legend, legend_extra = "gates z, r, h, each W_g", " (reset_after: also a recurrent bias b_hg)"
     onnx_activation_order = "[f, g] = [recurrent_activation, activation]"
     cudnn_settings = {"reset_after": True}  # CuDNNGRU computes the reset_after form
     # Keras before 2.1.x wrote no reset_after and computed the reset-before form; tf_keras and Keras 3 would

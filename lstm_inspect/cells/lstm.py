@@ -76,7 +76,7 @@ class LSTM(Cell):
     legacy_arrays = 12
     torch_module, torch_order, torch_labels = "torch.nn.LSTM", ("i", "f", "c", "o"), "i, f, g, o"
     onnx_op, onnx_order, onnx_labels = "LSTM", ("i", "o", "f", "c"), "i, o, f, c"
-    legend = "i, f, c, o"
+    legend = "gates i, f, c, o, each W_g"
     onnx_activation_order = "[f, g, h] = [recurrent_activation, activation, activation]"
     known_orders = {("i", "o", "f", "c"): "ONNX's gate order i, o, f, c",
                     ("i", "f", "o", "c"): "c and o swapped (i, f, o, c)",
