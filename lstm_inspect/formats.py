@@ -78,6 +78,8 @@ def read_checkpoint(path: Path, config: Path | None = None) -> Checkpoint:
     from lstm_inspect.tf_formats import is_savedmodel, looks_like_tf_checkpoint, read_savedmodel, read_tf_checkpoint
 
     architecture = read_config_file(config) if config is not None else None
+    if path.name in ("saved_model.pb", "keras_metadata.pb") and is_savedmodel(path.parent):
+        path = path.parent  # a file of a SavedModel folder stands for the folder
     if is_savedmodel(path):
         if architecture is not None:
             raise InspectError(f"{path}: is a SavedModel, which holds its own architecture; --config is for "

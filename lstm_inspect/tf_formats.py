@@ -116,6 +116,24 @@ def layer_paths(graph: ModelGraph, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def model_prefix(weights: dict[str, list[tuple[str, str]]]) -> str:
+    """Where the model's layers sit in the object graph: "" for the model's own checkpoint (save_weights,
+    ModelCheckpoint, a SavedModel's variables), "model/" for `tf.train.Checkpoint(model=m)` and its
+    CheckpointManager (the TF guide's way): the one object, not a layer, whose children are layers."""
+    if any(re.fullmatch(r"layer_with_weights-\d+", p) for p in weights):
+        return ""
+    owners = {p.rsplit("/", 1)[0] for p in weights if re.fullmatch(r"[^/]+(/[^/]+)*/layer_with_weights-\d+", p)}
+    owners = {o for o in owners if "layer_with_weights" not in o and not o.endswith(("forward_layer",
+                                                                                    "backward_layer", "layer"))}
+    return f"{owners.pop()}/" if len(owners) == 1 else ""
+
+
+def _tops(weights: dict[str, list[tuple[str, str]]], prefix: str) -> list[str]:
+    """The model's layers with weights (`<prefix>layer_with_weights-M`), in M's order."""
+    found = [p for p in weights if p.startswith(prefix) and re.fullmatch(r"layer_with_weights-\d+", p[len(prefix):])]
+    return sorted(found, key=lambda p: int(p.rsplit("-", 1)[1]))
+
+
 def _stored(bundle: TensorBundle, key: str) -> StoredArray:
     entry = bundle.entry(key)
     return StoredArray(key=key, shape=tuple(entry.shape), dtype=entry.dtype)
@@ -135,11 +153,11 @@ def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path
                     ) -> tuple[Callable[[RecurrentSpec], Any], Callable[[LayerNode], list[StoredArray]], list[str]]:
     """The locate / arrays_of pair `formats._from_graph` takes, for a checkpoint matched to a config."""
     weights = keras_layer_weights(object_graph(bundle))
-    paths = layer_paths(graph)
+    prefix = model_prefix(weights)
+    paths = layer_paths(graph, prefix)
     notes: list[str] = []
-    in_file = sorted((p for p in weights if re.fullmatch(r"layer_with_weights-\d+", p)),
-                     key=lambda p: int(p.rsplit("-", 1)[1]))
-    expected = sum(1 for p in paths.values() if "/" not in p)
+    in_file = _tops(weights, prefix)
+    expected = sum(1 for p in paths.values() if "/" not in p[len(prefix):])
     if len(in_file) != expected:
         raise InspectError(f"{where}: the checkpoint holds {len(in_file)} layers with weights and the model config "
                            f"{expected}: they are not the same model")
@@ -172,9 +190,11 @@ def read_savedmodel(folder: Path) -> Checkpoint:
     from lstm_inspect.formats import from_graph, model_graph
 
     if not (folder / "keras_metadata.pb").is_file():
-        raise InspectError(f"{folder}: is a SavedModel without keras_metadata.pb: it was not written by Keras "
-                           "(tf.saved_model.save of a module, or Keras 3's model.export), so it holds no Keras "
-                           "configuration to read")
+        raise InspectError(f"{folder}: is a SavedModel without keras_metadata.pb, so it holds no Keras "
+                           "configuration lstm-inspect reads (tf.saved_model.save and Keras 3's model.export write "
+                           "none; TF 2.0-2.4's model.save kept it inside saved_model.pb, which is not read yet); "
+                           f"its weights are a TF checkpoint: lstm-inspect show {folder / 'variables'} (add "
+                           "--config model.json, from model.to_json(), for the whole model)")
     config, version = keras_model_config(read_keras_metadata(folder), str(folder / "keras_metadata.pb"))
     graph = model_graph(config, "keras_metadata.pb", folder)
     prefix = folder / "variables" / "variables"
@@ -211,8 +231,7 @@ def _weights_only(path: Path, bundle: TensorBundle, source: BundleSource) -> Che
     graph = object_graph(bundle)
     weights = keras_layer_weights(graph)
     full_names = {a.checkpoint_key: a.full_name for node in graph.nodes for a in node.attributes}
-    tops = sorted((p for p in weights if re.fullmatch(r"layer_with_weights-\d+", p)),
-                  key=lambda p: int(p.rsplit("-", 1)[1]))
+    tops = _tops(weights, model_prefix(weights))
     directions: list[RecurrentDirection] = []
     model_layers: list[ModelLayer] = []
     for top in tops:

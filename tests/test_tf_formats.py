@@ -241,9 +241,52 @@ def test_damaged_checkpoints_are_one_line(tmp_path: Path, how: str) -> None:
     assert not (tmp_path / "d").exists()
 
 
-def test_a_savedmodel_not_written_by_keras_is_named(tmp_path: Path) -> None:
+def test_a_savedmodel_without_keras_metadata_is_named_and_its_weights_still_read(tmp_path: Path) -> None:
     folder = tmp_path / "sm"
     shutil.copytree(TF215 / "single_savedmodel", folder)
     (folder / "keras_metadata.pb").unlink()
     r = run_cli("show", str(folder))
-    assert r.returncode == 2 and "keras_metadata.pb" in r.stderr and "not written by Keras" in r.stderr
+    assert r.returncode == 2 and "keras_metadata.pb" in r.stderr and "variables" in r.stderr
+    # the way out it names: the weights as a TF checkpoint, whole with the architecture, as Keras computed
+    whole = lstm_inspect.load(folder / "variables", TF215 / "single.json")
+    with np.load(TF215 / "single.io.npz") as d:
+        assert np.max(np.abs(whole.forward(d["x"]) - d["y"])) <= 1e-5
+
+
+def test_a_file_of_a_savedmodel_stands_for_its_folder() -> None:
+    for name in ("saved_model.pb", "keras_metadata.pb"):
+        ckpt = lstm_inspect.load(TF215 / "single_savedmodel" / name)
+        assert ckpt.format == "savedmodel" and ckpt.file == TF215 / "single_savedmodel"
+
+
+WRITE_TRAINING_CHECKPOINT = r"""
+import os, sys
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+out = sys.argv[1]
+m = keras.Sequential([keras.Input((6, 3)), keras.layers.LSTM(4, return_sequences=True),
+                      keras.layers.GRU(2), keras.layers.Dense(1)])
+checkpoint = tf.train.Checkpoint(model=m, optimizer=keras.optimizers.Adam())
+tf.train.CheckpointManager(checkpoint, os.path.join(out, "training"), max_to_keep=2).save()
+open(os.path.join(out, "model.json"), "w").write(m.to_json())
+x = np.random.default_rng(2).normal(size=(2, 6, 3)).astype("float32")
+np.save(os.path.join(out, "x.npy"), x)
+np.save(os.path.join(out, "y.npy"), m.predict(x, verbose=0))
+np.save(os.path.join(out, "lstm.npy"), keras.Model(m.inputs, m.layers[0].output)(x).numpy())
+"""
+
+
+def test_a_tf_train_checkpoint_of_a_model_is_read(tmp_path: Path) -> None:
+    """tf.train.Checkpoint(model=m, optimizer=...) with a CheckpointManager (the TF guide's training loop) keeps the
+    model's layers under `model/`: read as weights only, and whole with --config, against Keras's outputs."""
+    done = subprocess.run([sys.executable, "-c", WRITE_TRAINING_CHECKPOINT, str(tmp_path)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    x = np.load(tmp_path / "x.npy")
+    alone = lstm_inspect.load(tmp_path / "training")
+    assert [d.kind for d in alone.layers] == ["LSTM", "GRU"] and alone.settings_from == "defaults"
+    lstm = alone.layers[0]
+    assert np.max(np.abs(lstm.forward(x) - np.load(tmp_path / "lstm.npy")[:, -1])) <= 1e-5
+    whole = lstm_inspect.load(tmp_path / "training", tmp_path / "model.json")
+    assert np.max(np.abs(whole.forward(x) - np.load(tmp_path / "y.npy"))) <= 1e-5
