@@ -1,6 +1,6 @@
-"""Both exports of the models TensorFlow 2.13 and 2.15's Keras wrote in each of their forms (the 2.12-2.15 `.keras`
-zip, the SavedModel folder, the TF weights checkpoint with its architecture given by --config), against the outputs
-those Keras releases computed (`sample_models/tf215/*.io.npz`, `tf213/*.io.npz`)."""
+"""The engine and both exports on the models TensorFlow 2.13 and 2.15's Keras wrote in each of their forms
+(the 2.12-2.15 `.keras` zip, the SavedModel folder, the TF weights checkpoint with its architecture given by
+--config), against the outputs those Keras releases computed (`sample_models/tf215/*.io.npz`, `tf213/*.io.npz`)."""
 
 from __future__ import annotations
 
@@ -42,18 +42,35 @@ FORMS = _forms()
 
 def test_every_written_form_is_here() -> None:
     kinds = {name.rsplit("/", 1)[-1].split("_")[-1] for name, _, _ in FORMS}
-    assert len(FORMS) >= 12 and {"savedmodel", "ckpt"} <= kinds
+    assert len(FORMS) >= 30 and {"savedmodel", "ckpt"} <= kinds
+    assert any("gru_" in name for name, _, _ in FORMS)  # generate_tf215_gru.py's GRU and SimpleRNN models
+
+
+def _io(name: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    folder, file = name.split("/")
+    stem = file.split(".")[0].removesuffix("_savedmodel").removesuffix("_ckpt")
+    with np.load(SAMPLES / folder / f"{stem}.io.npz") as d:
+        names = sorted(d.files)
+        return [d[k] for k in names if k.startswith("x")], [d[k] for k in names if k.startswith("y")]
+
+
+LEGACY_H5 = [(f"tf215/{p.name}", p) for p in sorted((SAMPLES / "tf215").glob("*.h5"))]
+
+
+@pytest.mark.parametrize("name,path,config", FORMS + [(n, p, None) for n, p in LEGACY_H5],
+                         ids=[f[0] for f in FORMS] + [n for n, _ in LEGACY_H5])
+def test_each_form_runs_as_keras_computed_it(name: str, path: Path, config: Path | None) -> None:
+    """The engine on every form (and TF 2.15's legacy .h5), against TF 2.15's (2.13's) own outputs."""
+    xs, ys = _io(name)
+    outs = lstm_inspect.load(path, config).forward(xs if len(xs) > 1 else xs[0])
+    assert max_error(outs if isinstance(outs, list) else [outs], ys) <= 1e-5
 
 
 @pytest.mark.parametrize("name,path,config", FORMS, ids=[f[0] for f in FORMS])
 @pytest.mark.parametrize("target", ["onnx", "pytorch"])
 def test_each_form_exports_to_what_keras_computed(target: str, name: str, path: Path, config: Path | None,
                                                    tmp_path: Path) -> None:
-    io = SAMPLES / name.split("/")[0] / (name.split("/")[1].split(".")[0].removesuffix("_savedmodel")
-                                         .removesuffix("_ckpt") + ".io.npz")
-    with np.load(io) as d:
-        xs = [d[k] for k in sorted(d.files) if k.startswith("x")]
-        ys = [d[k] for k in sorted(d.files) if k.startswith("y")]
+    xs, ys = _io(name)
     plan = plan_export(lstm_inspect.load(path, config))
     if target == "onnx":
         model = to_onnx.build_model(plan)
