@@ -585,3 +585,6 @@ def test_a_layer_outside_the_list_is_named_and_lstms_still_run_alone(tmp_path: P
                 str(tmp_path / "h.out.npy"))
     assert r.returncode == 0, r.stderr
     assert np.load(tmp_path / "h.out.npy").shape == (2, 5)
+    # verify's Keras rebuild allows exactly the registry: the same class is refused before Keras is handed anything
+    r = run_cli("verify", str(copy), "-i", str(tmp_path / "x.npy"))
+    assert r.returncode == 2 and "Conv1DTranspose" in r.stderr and "match" not in r.stdout, r.stdout + r.stderr
