@@ -211,7 +211,8 @@ def test_names_are_printed_literally(tmp_path: Path, name: str) -> None:
     for argv in (["show", str(model)], ["stats", str(model)]):
         result = invoke(*argv)
         assert result.exit_code == 0, result.stderr
-        assert "model[v2].keras" in result.stdout and shown in result.stdout, (argv, result.stdout)
+        # stats's first line may break a long path (show never does); the name in brackets must be there whole
+        assert str(model) in result.stdout.replace("\n", "") and shown in result.stdout, (argv, result.stdout)
         assert not {"\x1b", "\x07", "\u202e"} & set(result.stdout), argv
     result = invoke("dump", str(model), "-o", str(tmp_path / "out[bold]"))
     assert result.exit_code == 0 and f"{tmp_path / 'out[bold]'}: 8 files" in result.stderr, result.stderr
