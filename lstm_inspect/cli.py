@@ -710,7 +710,8 @@ def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: l
 
 
 def render_stats(report: Any, console: Console) -> None:
-    console.print(lit(report.file, "bold") + lit(f"   activations from {report.activations_from}"))
+    # a path is copied whole: never broken
+    console.print(lit(report.file, "bold") + lit(f"   activations from {report.activations_from}"), soft_wrap=True)
     console.print(lit("≈0: fraction with |w| < 1e-3; σ_max: largest singular value; st.rank: stable rank "
                       "‖U‖_F² / σ_max²", "dim"))
     for st in report.directions:

@@ -119,7 +119,8 @@ def _has_no_weights(path: Path) -> bool:
                    for g in root.values() if isinstance(g, h5py.Group))
 
 
-_FUZZ_TOTALS: dict[str, int] = {}  # hostile cases per command, gathered from pytest-xdist's workers
+# hostile cases per command and per mutation family, gathered from pytest-xdist's workers
+_FUZZ_TOTALS: dict[str, dict[str, int]] = {"fuzz_cases": {}, "fuzz_families": {}}
 
 
 def pytest_sessionfinish(session: Any) -> None:
@@ -127,19 +128,27 @@ def pytest_sessionfinish(session: Any) -> None:
     fuzz = sys.modules.get("test_fuzz")
     if hasattr(session.config, "workeroutput") and fuzz is not None and getattr(fuzz, "CASES", None):
         session.config.workeroutput["fuzz_cases"] = json.dumps(dict(fuzz.CASES))
+        session.config.workeroutput["fuzz_families"] = json.dumps(dict(getattr(fuzz, "FAMILIES", {})))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """On the pytest-xdist controller: add up the workers' fuzz counts."""
-    for cmd, n in json.loads(getattr(node, "workeroutput", {}).get("fuzz_cases", "{}")).items():
-        _FUZZ_TOTALS[cmd] = _FUZZ_TOTALS.get(cmd, 0) + n
+    for key, totals in _FUZZ_TOTALS.items():
+        for name, n in json.loads(getattr(node, "workeroutput", {}).get(key, "{}")).items():
+            totals[name] = totals.get(name, 0) + n
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """How many hostile cases the fuzz suite ran per command (tests/test_fuzz.py), over every worker."""
+    """How many hostile cases the fuzz suite ran per command and per family (tests/test_fuzz.py), over every
+    worker."""
     fuzz = sys.modules.get("test_fuzz")
-    counts = dict(_FUZZ_TOTALS) or (dict(fuzz.CASES) if fuzz is not None and getattr(fuzz, "CASES", None) else {})
+    ran = fuzz is not None and getattr(fuzz, "CASES", None)
+    counts = _FUZZ_TOTALS["fuzz_cases"] or (dict(fuzz.CASES) if ran else {})
+    families = _FUZZ_TOTALS["fuzz_families"] or (dict(getattr(fuzz, "FAMILIES", {})) if ran else {})
     if counts:
         text = ", ".join(f"{cmd} {n}" for cmd, n in sorted(counts.items()))
         terminalreporter.write_line(f"fuzz: hostile cases per command: {text}; total {sum(counts.values())}")
+    if families:
+        text = ", ".join(f"{kind} {n}" for kind, n in sorted(families.items()))
+        terminalreporter.write_line(f"fuzz: cases per family: {text}")

@@ -298,7 +298,7 @@ def test_verify_hands_tensorflow_only_the_whitelisted_attributes(tmp_path: Path)
     assert set(exp["config"]["node_def"]["attr"]) <= {"T"}
 
 
-@pytest.mark.parametrize("change", ["axis None", "axis 7", "dtype float128", "extra call keyword"])
+@pytest.mark.parametrize("change", ["axis None", "no axis", "axis 7", "dtype float128", "extra call keyword"])
 def test_keras3_op_with_bad_arguments_is_bad_input(tmp_path: Path, change: str) -> None:
     """Keras 3's mask-computing op nodes with arguments that do not fit: exit 2, one line, never a bug."""
     import zipfile
@@ -315,6 +315,8 @@ def test_keras3_op_with_bad_arguments_is_bad_input(tmp_path: Path, change: str) 
             layer["inbound_nodes"][0]["kwargs"]["bogus"] = 1
         elif change == "dtype float128" and layer["class_name"] == "ZerosLike":
             layer["config"]["dtype"] = "float128"
+        elif change == "no axis" and layer["class_name"] == "ExpandDims":
+            del layer["config"]["axis"]  # the issue's case: ExpandDims without an axis
         elif change.startswith("axis") and layer["class_name"] in ("ExpandDims", "Any"):
             layer["config"]["axis"] = None if change == "axis None" else 7
     members["config.json"] = json.dumps(config).encode()
