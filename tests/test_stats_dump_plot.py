@@ -270,3 +270,51 @@ def test_plot_writes_readable_pngs(tmp_path: Path) -> None:
         data = p.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     assert run_cli("plot", str(SAMPLES / "k3_bidir_concat.keras"), "--out", str(out)).returncode == 2
+
+
+def test_gru_stats_per_gate_against_keras_weights_and_an_independent_loop(tmp_path: Path) -> None:
+    """`stats` on a GRU: each gate's W_x, W_h, b and the recurrent row b_h are Keras's slices, and z, r, h̃ over the
+    input are those of a GRU step written here (reset_after=True, Keras's equations)."""
+    refs = keras_refs(SAMPLES / "k3_gru.ref.npz")
+    with np.load(SAMPLES / "k3_gru.io.npz") as d:
+        x = d["x"].astype(np.float64)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    r = run_cli("stats", str(SAMPLES / "k3_gru.keras"), "--input", str(tmp_path / "x.npy"), "--json")
+    assert r.returncode == 0, r.stderr
+    (layer,) = json.loads(r.stdout)["layers"]
+    ref = refs[layer["name"]]
+    kernel, recurrent, bias = (ref[k].astype(np.float64) for k in ("kernel", "recurrent_kernel", "bias"))
+    u = recurrent.shape[0]
+    for k, g in enumerate("zrh"):
+        cols = slice(k * u, (k + 1) * u)
+        got = layer["weights"][g]
+        assert got["W_x"]["frobenius"] == pytest.approx(np.linalg.norm(kernel[:, cols]))
+        assert got["W_h"]["spectral_norm"] == pytest.approx(np.linalg.norm(recurrent[:, cols], 2), rel=1e-5)
+        assert got["b"]["mean"] == pytest.approx(bias[0, cols].mean())
+        assert got["b_h"]["max_abs"] == pytest.approx(np.abs(bias[1, cols]).max())
+    h = np.zeros((x.shape[0], u))
+    values: dict[str, list[np.ndarray]] = {"z": [], "r": [], "h": []}
+    for t in range(x.shape[1]):
+        xz, xr, xh = np.split(x[:, t] @ kernel + bias[0], 3, axis=1)
+        rz, rr, rh = np.split(h @ recurrent + bias[1], 3, axis=1)
+        z, reset = _sigmoid(xz + rz), _sigmoid(xr + rr)
+        candidate = np.tanh(xh + reset * rh)
+        h = z * h + (1 - z) * candidate
+        for g, v in zip("zrh", (z, reset, candidate)):
+            values[g].append(v)
+    for g, (low, high) in zip("zrh", ((0.1, 0.9), (0.1, 0.9), (-0.8, 0.8))):
+        v = np.concatenate(values[g])
+        got = layer["activations"][g]
+        assert got["mean"] == pytest.approx(v.mean(), abs=1e-6) and got["std"] == pytest.approx(v.std(), abs=1e-6)
+        assert got["left_saturated"] == pytest.approx(np.mean(v < low)) and got["right_saturated"] == pytest.approx(
+            np.mean(v > high))
+
+
+def test_plot_draws_the_gru_gates(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "plots"
+    r = run_cli("plot", str(SAMPLES / "k3_gru.keras"), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    pngs = sorted(p.name for p in out.rglob("*.png"))
+    assert pngs == ["activations.png", "biases.png", "spectrum.png", "weights.png"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in out.rglob("*.png"))
