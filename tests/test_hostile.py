@@ -163,9 +163,8 @@ def test_external_storage_on_a_fifo_does_not_hang(tmp_path: Path) -> None:
 def test_external_storage_on_dev_zero_is_refused_at_once(tmp_path: Path) -> None:
     path = _external_bias(tmp_path, "/dev/zero", h5py.h5f.UNLIMITED, shape=(20,))
     x = _save_x(tmp_path, "tfk_single")
-    start = time.monotonic()
-    result = invoke("forward", str(path), "-i", str(x), "-o", str(tmp_path / "y.npy"))
-    assert result.exit_code == 2 and time.monotonic() - start < 5 and not (tmp_path / "y.npy").exists()
+    result = _timed(5, "forward", str(path), "-i", str(x), "-o", str(tmp_path / "y.npy"))
+    assert result.exit_code == 2 and not (tmp_path / "y.npy").exists()
 
 
 # ---------------------------------------------------------------- 3. --force replaces only our own output
@@ -409,10 +408,13 @@ def test_nan_in_an_initial_state_is_refused_like_nan_in_the_input(tmp_path: Path
 
 
 def _timed(seconds: float, *argv: str) -> Any:
-    start = time.monotonic()
+    """A command that must not blow up on a crafted file: under `seconds` of this process's CPU (the old code spent
+    14-58 s of CPU on these files; CPU time does not grow when other jobs share the machine), and a wall-clock
+    cap four times as long against a hang."""
+    cpu, wall = time.process_time(), time.monotonic()
     result = invoke(*argv)
-    elapsed = time.monotonic() - start
-    assert elapsed < seconds, f"{argv[0]} took {elapsed:.1f} s"
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    assert cpu < seconds and wall < 4 * seconds, f"{argv[0]} took {cpu:.1f} s of CPU, {wall:.1f} s"
     return result
 
 
@@ -474,11 +476,8 @@ def test_a_nested_model_of_ten_thousand_layers_shows_fast(tmp_path: Path) -> Non
         for k in range(n):
             group.create_dataset(f"inner/d{k}/kernel:0", data=np.full((3, 3), k, np.float32))
         f["model_weights"].attrs["layer_names"] = [b"in", b"inner", b"lstm"]
-    cpu = time.process_time()
-    result = _timed(15, "show", str(path))
-    cpu = time.process_time() - cpu
+    result = _timed(5, "show", str(path))  # the old code: 57 s
     assert result.exit_code == 0, result.stderr
-    assert cpu < 5, f"show took {cpu:.1f} s of CPU"
     import re
 
     listed = [int(k) for k in re.findall(r"inner/d(\d+)\s+\(Dense\)", result.stdout)]  # wrapped at any space
