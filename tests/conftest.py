@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +153,25 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if families:
         text = ", ".join(f"{kind} {n}" for kind, n in sorted(families.items()))
         terminalreporter.write_line(f"fuzz: cases per family: {text}")
+
+
+def patch_zip_member(path: Path, member: str, flag: int | None = None, method: int | None = None) -> None:
+    """Set bits of a zip member's general-purpose flag (1: encrypted) or its compression method, in both of its
+    headers (the fuzz suite and the hostile-file tests)."""
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        local = z.getinfo(member).header_offset
+    offsets = [(local + 6, local + 8)]  # local header: flag at 6, method at 8
+    at = data.find(b"PK\x01\x02")
+    while at != -1:  # central directory: flag at 8, method at 10, name length at 28, name at 46
+        name_len = int.from_bytes(data[at + 28:at + 30], "little")
+        if data[at + 46:at + 46 + name_len] == member.encode():
+            offsets.append((at + 8, at + 10))
+        at = data.find(b"PK\x01\x02", at + 4)
+    for flag_at, method_at in offsets:
+        if flag is not None:
+            old = int.from_bytes(data[flag_at:flag_at + 2], "little")
+            data[flag_at:flag_at + 2] = (old | flag).to_bytes(2, "little")
+        if method is not None:
+            data[method_at:method_at + 2] = method.to_bytes(2, "little")
+    path.write_bytes(bytes(data))

@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 
 from lstm_inspect.cli import app
 
-from conftest import REALWORLD, SAMPLES
+from conftest import REALWORLD, SAMPLES, patch_zip_member
 
 CASES: Counter[str] = Counter()  # reported by conftest's terminal summary
 FAMILIES: Counter[str] = Counter()  # cases per mutation family (kind), over every command
@@ -375,27 +375,6 @@ ZIP_UNREADABLE = [("encrypted", 1, None), ("method 9 (deflate64)", None, 9), ("m
                   ("method 1 (shrink)", None, 1), ("method 6 (implode)", None, 6)]
 
 
-def _patch_zip_member(path: Path, member: str, flag: int | None, method: int | None) -> None:
-    """Set a member's general-purpose flag or compression method in both of its zip headers."""
-    data = bytearray(path.read_bytes())
-    with zipfile.ZipFile(path) as z:
-        local = z.getinfo(member).header_offset
-    offsets = [(local + 6, local + 8)]  # local header: flag at 6, method at 8
-    at = data.find(b"PK\x01\x02")
-    while at != -1:  # central directory: flag at 8, method at 10, name length at 28, name at 46
-        name_len = int.from_bytes(data[at + 28:at + 30], "little")
-        if data[at + 46:at + 46 + name_len] == member.encode():
-            offsets.append((at + 8, at + 10))
-        at = data.find(b"PK\x01\x02", at + 4)
-    for flag_at, method_at in offsets:
-        if flag is not None:
-            old = int.from_bytes(data[flag_at:flag_at + 2], "little")
-            data[flag_at:flag_at + 2] = (old | flag).to_bytes(2, "little")
-        if method is not None:
-            data[method_at:method_at + 2] = method.to_bytes(2, "little")
-    path.write_bytes(bytes(data))
-
-
 def mutate(kind: str, path: Path, rng: np.random.Generator, keras_builds_it: bool = False) -> str:
     """Apply one mutation to the file at `path` (or to the case around it); returns a label for messages.
 
@@ -511,7 +490,7 @@ def mutate(kind: str, path: Path, rng: np.random.Generator, keras_builds_it: boo
             names = z.namelist()
         member = names[int(rng.integers(0, len(names)))]
         what, flag, method = ZIP_UNREADABLE[int(rng.integers(0, len(ZIP_UNREADABLE)))]
-        _patch_zip_member(path, member, flag, method)
+        patch_zip_member(path, member, flag, method)
         return f"zip member {member} {what}"
     h5path, put_back = _hdf5_of(path)
     label = kind

@@ -28,7 +28,7 @@ from typer.testing import CliRunner
 import lstm_inspect
 from lstm_inspect.cli import app
 
-from conftest import SAMPLES, run_cli
+from conftest import SAMPLES, patch_zip_member, run_cli
 
 # ---------------------------------------------------------------- building hostile files from samples
 
@@ -569,34 +569,14 @@ def test_a_compressed_weights_member_with_backward_chunks_reads_fast(tmp_path: P
 # ---------------------------------------------------------------- 16. bad input, never an internal error
 
 
-def _patch_zip_flags(path: Path, member: str, flag: int | None = None, method: int | None = None) -> None:
-    """Edit a member's general-purpose flag or compression method in both of its zip headers."""
-    data = bytearray(path.read_bytes())
-    with zipfile.ZipFile(path) as z:
-        local = z.getinfo(member).header_offset
-    offsets = [(local + 6, local + 8)]  # local header: flag at 6, method at 8
-    at = data.find(b"PK\x01\x02")
-    while at != -1:  # central directory headers: flag at 8, method at 10, name length at 28, name at 46
-        name_len = int.from_bytes(data[at + 28:at + 30], "little")
-        if data[at + 46:at + 46 + name_len] == member.encode():
-            offsets.append((at + 8, at + 10))
-        at = data.find(b"PK\x01\x02", at + 4)
-    for flag_at, method_at in offsets:
-        if flag is not None:
-            data[flag_at:flag_at + 2] = flag.to_bytes(2, "little")
-        if method is not None:
-            data[method_at:method_at + 2] = method.to_bytes(2, "little")
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("kind", ["encrypted", "method 9", "method 99"])
 def test_zip_members_python_cannot_read_are_bad_input(tmp_path: Path, kind: str) -> None:
     path = tmp_path / "m.keras"
     shutil.copy(SAMPLES / "k3_single.keras", path)
     if kind == "encrypted":
-        _patch_zip_flags(path, "model.weights.h5", flag=1)
+        patch_zip_member(path, "model.weights.h5", flag=1)
     else:
-        _patch_zip_flags(path, "model.weights.h5", method=int(kind.split()[1]))
+        patch_zip_member(path, "model.weights.h5", method=int(kind.split()[1]))
     for command in ("show", "stats"):
         result = invoke(command, str(path))
         assert result.exit_code == 2, (command, result.stderr)
