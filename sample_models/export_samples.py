@@ -19,8 +19,9 @@ weights and inputs drawn from this module's own generator, so adding a sample he
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
