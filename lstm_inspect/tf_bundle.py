@@ -1095,6 +1095,47 @@ def read_keras_metadata(path: Path) -> list[dict]:
     return nodes
 
 
+def read_legacy_keras_metadata(folder: Path) -> list[dict]:
+    """The root node of a SavedModel from TF 2.0-2.4, whose `model.save` kept the Keras metadata inside
+    `saved_model.pb` (tf_keras `saved_model/load.py`, `_read_legacy_metadata`): `SavedModel` {2 repeated
+    MetaGraphDef} → `MetaGraphDef` {7 SavedObjectGraph object_graph_def} → {1 repeated SavedObject nodes}, node 0
+    the root → `SavedObject` {4 SavedUserObject user_object} → {1 identifier, 3 metadata (the same JSON as
+    keras_metadata.pb's root node)}. [] when the root holds no Keras metadata (`tf.saved_model.save`, which
+    writes the identifier and no metadata; or not a Keras object at all)."""
+    file = Path(folder) / "saved_model.pb"
+    if not file.is_file():
+        return []
+    raw = _read_small(file, MAX_METADATA_BYTES, "SavedModel")
+    where = str(file)
+    for field, wire, value in _fields(raw, where):
+        if field != 2:
+            continue
+        for f, w, v in _fields(_bytes(value, wire, where, "meta_graphs"), where):
+            if f != 7:
+                continue
+            for f2, w2, v2 in _fields(_bytes(v, w, where, "object_graph_def"), where):
+                if f2 != 1:
+                    continue  # the first node is the root: only it is read
+                identifier, text = "", ""
+                for f3, w3, v3 in _fields(_bytes(v2, w2, where, "nodes"), where):
+                    if f3 == 4:
+                        for f4, w4, v4 in _fields(_bytes(v3, w3, where, "user_object"), where):
+                            if f4 == 1:
+                                identifier = _text(v4, w4, where, "identifier")
+                            elif f4 == 3:
+                                text = _text(v4, w4, where, "metadata")
+                if not (identifier.startswith("_tf_keras_") and text):
+                    return []
+                try:
+                    meta = json.loads(text, object_hook=_decode_keras_json)
+                except (ValueError, RecursionError):
+                    raise InspectError(f"{where}: the Keras metadata of its root object is not valid JSON") from None
+                return [{"node_id": 0, "node_path": "root", "identifier": identifier, "metadata": meta,
+                         "version": {"producer": 0, "min_consumer": 0}}]
+        return []  # the first MetaGraphDef holds the object graph
+    return []
+
+
 def keras_model_config(nodes: list[dict], where: str = "keras_metadata.pb") -> tuple[dict, str | None]:
     """The model's {"class_name", "config"} and the Keras version, from the root node's metadata."""
     root = next((n for n in nodes if n["node_path"] == "root"), None)

@@ -36,6 +36,7 @@ from lstm_inspect.tf_bundle import (
     keras_model_config,
     object_graph,
     read_keras_metadata,
+    read_legacy_keras_metadata,
     resolve_prefix,
 )
 
@@ -189,14 +190,17 @@ def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path
 def read_savedmodel(folder: Path) -> Checkpoint:
     from lstm_inspect.formats import from_graph, model_graph
 
-    if not (folder / "keras_metadata.pb").is_file():
-        raise InspectError(f"{folder}: is a SavedModel without keras_metadata.pb, so it holds no Keras "
-                           "configuration lstm-inspect reads (tf.saved_model.save and Keras 3's model.export write "
-                           "none; TF 2.0-2.4's model.save kept it inside saved_model.pb, which is not read yet); "
-                           f"its weights are a TF checkpoint: lstm-inspect show {folder / 'variables'} (add "
-                           "--config model.json, from model.to_json(), for the whole model)")
-    config, version = keras_model_config(read_keras_metadata(folder), str(folder / "keras_metadata.pb"))
-    graph = model_graph(config, "keras_metadata.pb", folder)
+    if (folder / "keras_metadata.pb").is_file():
+        nodes, source_name = read_keras_metadata(folder), "keras_metadata.pb"
+    else:  # TF 2.0-2.4 kept the metadata inside saved_model.pb
+        nodes, source_name = read_legacy_keras_metadata(folder), "saved_model.pb"
+        if not nodes:
+            raise InspectError(f"{folder}: is a SavedModel without Keras metadata (no keras_metadata.pb, none in "
+                               "saved_model.pb: tf.saved_model.save and Keras 3's model.export write none); its "
+                               f"weights are a TF checkpoint: lstm-inspect show {folder / 'variables'} (add --config "
+                               "model.json, from model.to_json(), for the whole model)")
+    config, version = keras_model_config(nodes, str(folder / source_name))
+    graph = model_graph(config, source_name, folder)
     prefix = folder / "variables" / "variables"
     if not Path(f"{prefix}.index").is_file():
         raise InspectError(f"{folder}: has no variables/variables.index: the SavedModel's weights are missing")

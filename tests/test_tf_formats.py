@@ -290,3 +290,42 @@ def test_a_tf_train_checkpoint_of_a_model_is_read(tmp_path: Path) -> None:
     assert np.max(np.abs(lstm.forward(x) - np.load(tmp_path / "lstm.npy")[:, -1])) <= 1e-5
     whole = lstm_inspect.load(tmp_path / "training", tmp_path / "model.json")
     assert np.max(np.abs(whole.forward(x) - np.load(tmp_path / "y.npy"))) <= 1e-5
+
+
+# A SavedModel as TF 2.0-2.4 wrote it: the Keras metadata of every object inside saved_model.pb (SavedUserObject
+# .metadata), no keras_metadata.pb. Made from TF 2.15's SavedModel with TensorFlow's and tf_keras's own protobuf
+# classes, then loaded by tf_keras's own loader (its `_read_legacy_metadata` path) to check it is one.
+WRITE_LEGACY_SAVEDMODEL = r"""
+import os, shutil, sys
+import numpy as np
+from tensorflow.core.protobuf import saved_model_pb2
+from tf_keras.protobuf import saved_metadata_pb2
+src, dst, io = sys.argv[1:4]
+shutil.copytree(src, dst)
+meta = saved_metadata_pb2.SavedMetadata()
+meta.ParseFromString(open(os.path.join(dst, "keras_metadata.pb"), "rb").read())
+model = saved_model_pb2.SavedModel()
+model.ParseFromString(open(os.path.join(dst, "saved_model.pb"), "rb").read())
+nodes = model.meta_graphs[0].object_graph_def.nodes
+for node in meta.nodes:
+    nodes[node.node_id].user_object.metadata = node.metadata
+open(os.path.join(dst, "saved_model.pb"), "wb").write(model.SerializeToString())
+os.remove(os.path.join(dst, "keras_metadata.pb"))
+import tf_keras
+d = np.load(io)
+y = tf_keras.models.load_model(dst, compile=False).predict(d["x"], verbose=0)
+assert np.max(np.abs(y - d["y"])) <= 1e-6, "tf_keras reads the legacy SavedModel as the model it was"
+"""
+
+
+def test_a_tf24_savedmodel_with_its_metadata_inside_saved_model_pb(tmp_path: Path) -> None:
+    folder = tmp_path / "legacy_savedmodel"
+    done = subprocess.run([sys.executable, "-c", WRITE_LEGACY_SAVEDMODEL, str(TF215 / "bidir_stacked_savedmodel"),
+                           str(folder), str(TF215 / "bidir_stacked.io.npz")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert not (folder / "keras_metadata.pb").exists()
+    ckpt = lstm_inspect.load(folder)
+    assert ckpt.format == "savedmodel" and ckpt.keras_version == "2.15.0"
+    with np.load(TF215 / "bidir_stacked.io.npz") as d:
+        assert np.max(np.abs(ckpt.forward(d["x"]) - d["y"])) <= 1e-5
