@@ -293,25 +293,37 @@ def tf_getitem(tensor: Any, slice_spec: Any) -> np.ndarray:
         raise OpError(f"getitem: {exc}") from None
 
 
-def tf_strided_slice(x: Any, begin: Any, end: Any, strides: Any, begin_mask: int = 0, end_mask: int = 0,
-                     ellipsis_mask: int = 0, new_axis_mask: int = 0, shrink_axis_mask: int = 0) -> np.ndarray:
-    """TensorFlow's StridedSlice, the op `x[...]` records: one spec per position, masks by bit."""
-    b, e, s = _ints(begin, "begin"), _ints(end, "end"), _ints(strides, "strides")
+def strided_slice_index(b: list[int], e: list[int], s: list[int], masks: dict[str, int]) -> list[Any]:
+    """StridedSlice's begin, end, strides and bit masks as a Python index: one spec per position (Ellipsis, None
+    for a new axis, an integer where the axis shrinks, else a slice). Shared by the engine and both exporters."""
     if not len(b) == len(e) == len(s):
-        raise OpError("StridedSlice: begin, end and strides differ in length")
+        raise OpError("begin, end and strides differ in length")
     index: list[Any] = []
     for i in range(len(b)):
         bit = 1 << i
-        if ellipsis_mask & bit:
+        if masks.get("ellipsis_mask", 0) & bit:
             index.append(Ellipsis)
-        elif new_axis_mask & bit:
+        elif masks.get("new_axis_mask", 0) & bit:
             index.append(None)
-        elif shrink_axis_mask & bit:
+        elif masks.get("shrink_axis_mask", 0) & bit:
             index.append(b[i])
         else:
             if s[i] == 0:
-                raise OpError("StridedSlice: a stride is 0")
-            index.append(slice(None if begin_mask & bit else b[i], None if end_mask & bit else e[i], s[i]))
+                raise OpError("a stride is 0")
+            index.append(slice(None if masks.get("begin_mask", 0) & bit else b[i],
+                               None if masks.get("end_mask", 0) & bit else e[i], s[i]))
+    return index
+
+
+def tf_strided_slice(x: Any, begin: Any, end: Any, strides: Any, begin_mask: int = 0, end_mask: int = 0,
+                     ellipsis_mask: int = 0, new_axis_mask: int = 0, shrink_axis_mask: int = 0) -> np.ndarray:
+    """TensorFlow's StridedSlice, the op `x[...]` records: one spec per position, masks by bit."""
+    masks = {"begin_mask": begin_mask, "end_mask": end_mask, "ellipsis_mask": ellipsis_mask,
+             "new_axis_mask": new_axis_mask, "shrink_axis_mask": shrink_axis_mask}
+    try:
+        index = strided_slice_index(_ints(begin, "begin"), _ints(end, "end"), _ints(strides, "strides"), masks)
+    except OpError as exc:
+        raise OpError(f"StridedSlice: {exc}") from None
     try:
         return _array(x)[tuple(index)]
     except IndexError as exc:

@@ -26,6 +26,7 @@ from lstm_inspect.ops import (
     keras3_options,
     node_def_inputs,
     op_name,
+    strided_slice_index,
     tf_function_arguments,
 )
 from lstm_inspect.port.onnx_graph import INT64_MIN, Graph, Sym
@@ -438,22 +439,12 @@ def strided_slice(c: OpCall) -> Sym:
     a = _real(c, c.tensor(0))
     b, e, s = c.ints(1, "begin"), c.ints(2, "end"), c.ints(3, "strides")
     masks = _masks(c.attrs)
-    if b is None or e is None or s is None or not len(b) == len(e) == len(s):
+    if b is None or e is None or s is None:
         raise c.fail("begin, end and strides differ in length")
-    specs: list[Any] = []
-    for i in range(len(b)):
-        bit = 1 << i
-        if masks["ellipsis_mask"] & bit:
-            specs.append(Ellipsis)
-        elif masks["new_axis_mask"] & bit:
-            specs.append(None)
-        elif masks["shrink_axis_mask"] & bit:
-            specs.append(b[i])
-        else:
-            if s[i] == 0:
-                raise c.fail("a stride is 0")
-            specs.append(slice(None if masks["begin_mask"] & bit else b[i], None if masks["end_mask"] & bit else e[i],
-                               s[i]))
+    try:
+        specs = strided_slice_index(b, e, s, masks)
+    except OpError as exc:
+        raise c.fail(str(exc)) from None
     return _index(c, a, specs)
 
 

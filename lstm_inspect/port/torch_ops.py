@@ -36,6 +36,7 @@ from lstm_inspect.ops import (
     keras3_options,
     node_def_inputs,
     op_name,
+    strided_slice_index,
     tf_function_arguments,
 )
 from lstm_inspect.port.torch_code import LayerEmit, Sym, kind_of, scalar, torch_dtype
@@ -211,20 +212,10 @@ def getitem(e: LayerEmit, x: Sym, slice_spec: Value) -> str:
 def strided_slice(e: LayerEmit, x: Sym, begin: Value, end: Value, strides: Value, masks: dict[str, int]) -> str:
     """TensorFlow's StridedSlice (what x[...] records): one spec per position, masks by bit."""
     b, en, s = (_index_ints(e, v, n) for v, n in ((begin, "begin"), (end, "end"), (strides, "strides")))
-    if not len(b) == len(en) == len(s):
-        raise _fail(e, "its begin, end and strides differ in length")
-    parts: list[Any] = []
-    for i in range(len(b)):
-        bit = 1 << i
-        if masks["ellipsis_mask"] & bit:
-            parts.append(Ellipsis)
-        elif masks["new_axis_mask"] & bit:
-            parts.append(None)
-        elif masks["shrink_axis_mask"] & bit:
-            parts.append(b[i])
-        else:
-            parts.append(slice(None if masks["begin_mask"] & bit else b[i], None if masks["end_mask"] & bit else en[i],
-                               s[i]))
+    try:
+        parts = strided_slice_index(b, en, s, masks)
+    except OpError as exc:
+        raise _fail(e, f"StridedSlice: {exc}") from None
     return index(e, x, parts)
 
 
