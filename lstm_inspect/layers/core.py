@@ -247,8 +247,7 @@ def merge(c: LayerCall) -> list[Tensor]:
                      "Minimum": np.min}[cls](stacked, axis=0)
     except (ValueError, np.exceptions.AxisError) as exc:
         raise c.fail(f"the inputs {[v.shape for v in values]} cannot be merged ({str(exc)[:120]})") from None
-    return [Tensor(np.asarray(y, dtype=c.ctx.dtype), merged_mask(cls, c.inputs, c.ctx.keras_major,
-                                                                 merge_masks_keras34(c.ctx)))]
+    return [Tensor(np.asarray(y, dtype=c.ctx.dtype), merged_mask(cls, c.inputs, c.ctx))]
 
 
 def merge_masks_keras34(ctx: Any) -> bool:
@@ -295,20 +294,28 @@ def _masked_merge(cls: str, values: list[np.ndarray], masks: list[np.ndarray | N
     return out, None if out_mask is None else np.any(out_mask, axis=-1)
 
 
-def merged_mask(cls: str, args: list[Tensor], keras_major: int, keras34: bool = False) -> np.ndarray | None:
-    """Keras's compute_mask of merge layers: AND of the masks present (tf_keras, Keras 3.0-3.3); Keras 3.4+ OR
-    of the masks when every input has one, else none; Keras 3's Concatenate ORs, an unmasked input all valid."""
-    if all(a.mask is None for a in args):
+def merge_mask_rule(cls: str, masked: list[bool], ctx: Any) -> tuple[str, bool] | None:
+    """Keras's compute_mask of merge layers, as (how the masks combine: "and" or "or", whether an unmasked input
+    takes part as all valid), or None for no output mask: AND of the masks present (tf_keras, Keras 3.0-3.3);
+    Keras 3.4+ OR of the masks when every input has one, else none; Keras 3's Concatenate ORs, an unmasked input
+    counting as all valid (tf_keras's ANDs it so). The engine and both exporters combine the masks by it."""
+    if not any(masked):
         return None
     if cls == "Concatenate":
-        # an unmasked input counts as all-valid
-        masks = [a.mask if a.mask is not None else np.ones(a.value.shape[:2], dtype=bool) for a in args]
-        return np.logical_or.reduce(masks) if keras_major >= 3 else np.logical_and.reduce(masks)
-    if keras34:
-        if any(a.mask is None for a in args):
-            return None
-        return np.logical_or.reduce([np.asarray(a.mask, dtype=bool) for a in args])
-    return np.logical_and.reduce([a.mask for a in args if a.mask is not None])
+        return ("or" if ctx.keras_major >= 3 else "and"), True
+    if merge_masks_keras34(ctx):
+        return None if not all(masked) else ("or", False)
+    return "and", False
+
+
+def merged_mask(cls: str, args: list[Tensor], ctx: Any) -> np.ndarray | None:
+    rule = merge_mask_rule(cls, [a.mask is not None for a in args], ctx)
+    if rule is None:
+        return None
+    how, fill = rule
+    masks = [np.asarray(a.mask, dtype=bool) if a.mask is not None else np.ones(a.value.shape[:2], dtype=bool)
+             for a in args if a.mask is not None or fill]
+    return (np.logical_or if how == "or" else np.logical_and).reduce(masks)
 
 
 def _permute_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:

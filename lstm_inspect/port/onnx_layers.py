@@ -17,7 +17,7 @@ import numpy as np
 from lstm_inspect.cells import activation_name, config_int
 from lstm_inspect.errors import InspectError
 from lstm_inspect.layers import LAYERS, Context
-from lstm_inspect.layers.core import IDENTITY, MERGES, merge_masks_keras34
+from lstm_inspect.layers.core import IDENTITY, MERGES, merge_mask_rule, merge_masks_keras34
 from lstm_inspect.port.onnx_graph import Graph, Sym, activation
 
 
@@ -272,31 +272,18 @@ def _masked_merge(c: OnnxCall, cls: str, xs: list[str], masks: list[str | None])
 
 
 def merged_mask(c: OnnxCall) -> str | None:
-    """Keras's compute_mask of merge layers (see `layers.core.merged_mask`): AND of the masks present; Keras 3.4+
-    the OR when every input has a mask, else none; Keras 3 Concatenate ORs."""
+    """Keras's compute_mask of merge layers, by the engine's rule (`layers.core.merge_mask_rule`)."""
     g = c.g
-    if all(s.mask is None for s in c.inputs):
+    rule = merge_mask_rule(c.node.class_name, [s.mask is not None for s in c.inputs], c.ctx)
+    if rule is None:
         return None
-    if c.node.class_name != "Concatenate" and merge_masks_keras34(c.ctx):
-        if any(s.mask is None for s in c.inputs):
-            return None
-        out = c.inputs[0].mask
-        for s in c.inputs[1:]:
-            out = g.op("Or", out, s.mask)
-        return out
-    if c.node.class_name == "Concatenate":
-        masks = []
-        for s in c.inputs:
-            if s.mask is not None:
-                masks.append(s.mask)
-            else:  # an unmasked input counts as all-valid: true over (batch, steps)
-                masks.append(g.filled(g.shape_range(s.name, 0, 2), True))
-        op = "Or" if c.ctx.keras_major >= 3 else "And"
-    else:
-        masks, op = [s.mask for s in c.inputs if s.mask is not None], "And"
+    how, fill = rule
+    # an unmasked input taking part counts as all valid: true over (batch, steps)
+    masks = [s.mask if s.mask is not None else g.filled(g.shape_range(s.name, 0, 2), True)
+             for s in c.inputs if s.mask is not None or fill]
     out = masks[0]
     for m in masks[1:]:
-        out = g.op(op, out, m)
+        out = g.op("Or" if how == "or" else "And", out, m)
     return out
 
 

@@ -37,7 +37,7 @@ from lstm_inspect.layers.activation_layers import (
     thresholded_relu_theta,
 )
 from lstm_inspect.layers.conv import spatial_axes
-from lstm_inspect.layers.core import merge_masks_keras34
+from lstm_inspect.layers.core import merge_mask_rule, merge_masks_keras34
 from lstm_inspect.port.torch_code import LayerEmit, Sym, integer, snippet
 
 Emitter = Callable[[LayerEmit], list[Sym]]
@@ -301,24 +301,16 @@ def merge(e: LayerEmit) -> list[Sym]:
 
 
 def _merged_mask(e: LayerEmit) -> str | None:
-    """Keras's compute_mask of merge layers (core.merged_mask): AND; Keras 3's Concatenate ORs, an unmasked input
-    counting as all valid."""
-    if all(s.mask is None for s in e.inputs):
+    """Keras's compute_mask of merge layers, by the engine's rule (`layers.core.merge_mask_rule`)."""
+    rule = merge_mask_rule(e.kind, [s.mask is not None for s in e.inputs], e.ctx)
+    if rule is None:
         return None
-    if e.kind == "Concatenate":
-        masks = [s.mask if s.mask is not None else f"torch.ones({s.name}.shape[:2], dtype=torch.bool)"
-                 for s in e.inputs]
-        op = " | " if e.keras_major >= 3 else " & "
-    elif merge_masks_keras34(e.ctx):  # Keras 3.4+: the OR of the masks when every input has one, else none
-        if any(s.mask is None for s in e.inputs):
-            return None
-        masks, op = [s.mask for s in e.inputs], " | "
-    else:
-        masks = [s.mask for s in e.inputs if s.mask is not None]
-        op = " & "
+    how, fill = rule
+    masks = [s.mask if s.mask is not None else f"torch.ones({s.name}.shape[:2], dtype=torch.bool)"
+             for s in e.inputs if s.mask is not None or fill]
     if len(masks) == 1:
         return masks[0]
-    return e.w.let(f"{e.hint}_mask", op.join(masks), "bool").name
+    return e.w.let(f"{e.hint}_mask", (" | " if how == "or" else " & ").join(masks), "bool").name
 
 
 snippet("keras_masked_merge", '''
