@@ -105,7 +105,8 @@ class RecurrentDirection:
         from lstm_inspect.network import run_direction
 
         x = self.layer_layout(np.asarray(x))
-        mask = None if mask is None else self.layer_layout(np.asarray(mask)[..., None])[..., 0]
+        if mask is not None and self.settings.time_major:  # (steps, batch) as the layer takes it
+            mask = np.swapaxes(np.asarray(mask), 0, 1)
         self.check_input(x, initial_state)
         sequences = self.settings.return_sequences
         res = run_direction(self, x, mask, initial_state, dtype, sequences=sequences)
