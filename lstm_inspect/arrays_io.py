@@ -19,6 +19,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote
 
 import numpy as np
@@ -31,6 +32,12 @@ MAX_INPUT_INFLATION, MAX_INPUT_BYTES = 200, 4 << 30
 MARKER = ".lstm-inspect-output"
 SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 MAX_PART_BYTES = 200  # file systems allow 255 bytes per name; room for suffixes
+# Names on a terminal or in a picture are cut to about this many characters, and any one printed text to
+# LINE_CHARS (see `shorten`); Keras's own names are far shorter.
+NAME_CHARS, LINE_CHARS = 100, 1000
+# What `printable` escapes: control (newlines and tabs too), format, surrogate, private-use and unassigned
+# characters, line and paragraph separators.
+HIDDEN = frozenset(("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"))
 
 
 def safe_part(name: str) -> str:
@@ -53,16 +60,37 @@ def safe_part(name: str) -> str:
 
 
 def printable(text: object) -> str:
-    """Text from a file or a path, safe for a terminal or a picture: control and format characters shown as
-    escapes (\x1b, \u202e), everything else as it is."""
+    r"""Text from a file or a path, safe for a terminal or a picture: every control, format and line- or
+    paragraph-separator character shown as an escape (\x0a for a newline, \x09 for a tab, \x1b, \x85,
+    \u2028, \u202e), so a name can never start a line of its own or move the cursor; everything else as it is."""
     out = []
     for ch in str(text):
-        if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+        if unicodedata.category(ch) not in HIDDEN:
             out.append(ch)
         else:
             code = ord(ch)
             out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
     return "".join(out)
+
+
+def shorten(text: object, limit: int = NAME_CHARS) -> str:
+    """Text as it is when it has at most `limit` characters; else its start and its end around
+    "…(N characters cut)…", about `limit` characters in all. Every name from a file that reaches a terminal line, a
+    table, a plot title or an axis goes through this (with NAME_CHARS), and every line printed (with
+    LINE_CHARS): a 400,000-character layer name costs neither minutes of text layout nor a screenful per
+    line. `--json` and the manifests keep names whole."""
+    s = str(text)
+    if len(s) <= limit:
+        return s
+    keep = max(limit - 28, 8)  # room for the marker
+    head = keep * 2 // 3
+    tail = keep - head
+    return f"{s[:head]}…({len(s) - head - tail:,} characters cut)…{s[len(s) - tail:]}"
+
+
+def shown(text: object, limit: int = NAME_CHARS) -> str:
+    """A name from a file as it is printed or drawn: shortened (`shorten`), then made `printable`."""
+    return printable(shorten(text, limit))
 
 
 def original_part(part: str) -> str:
@@ -85,10 +113,12 @@ def inside(root: Path, rel: str) -> Path:
     return target
 
 
-def read_inputs(path: Path) -> dict[str, np.ndarray]:
+def read_inputs(path: Path, features: int | None = None) -> dict[str, np.ndarray]:
     """`.npy` (one array), `.npz` (one array per model input) or `.csv` (one 2-D sequence, batch of 1).
 
-    Returned in file order; `.npz` keys are kept so inputs can be matched by name.
+    Returned in file order; `.npz` keys are kept so inputs can be matched by name. features: the number of
+    features per step the model takes, when known: a CSV whose first row has another count is refused before
+    it is parsed (`_check_csv_size`).
     """
     if not path.exists():
         raise InspectError(f"{path}: no such file")
@@ -106,6 +136,7 @@ def read_inputs(path: Path) -> dict[str, np.ndarray]:
                 raise InspectError(f"{path}: holds no arrays")
             return arrays
         if suffix == ".csv":
+            _check_csv_size(path, features)
             seq = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
             return {"x": seq[None]}
     except InspectError:
@@ -131,6 +162,53 @@ def _check_npz_size(path: Path) -> None:
     for info in infos:
         if info.flag_bits & 0x1:
             raise InspectError(f"{path}: member {info.filename} is encrypted")
+
+
+MAX_CSV_COLUMNS = 1 << 16  # features per step a CSV may hold; the model's own count when it is known
+
+
+def _check_csv_size(path: Path, features: int | None) -> None:
+    """Refuse a CSV before parsing it (NumPy's parser takes 17 times the file's size in memory and a second for
+    20 MB): when its first row has more than MAX_CSV_COLUMNS values or another number than the model's
+    `features`, or when it would parse to more than the `.npz` caps allow (MAX_INPUT_BYTES; a value takes at
+    least two characters, so a CSV never inflates past 4 times its size otherwise). Counts commas and newlines
+    a megabyte at a time: linear, nothing kept."""
+    with open(path, "rb") as f:
+        columns, rows = _csv_first_row(f), 0
+        f.seek(0)
+        last = b"\n"
+        while chunk := f.read(1 << 20):
+            rows += chunk.count(b"\n")
+            last = chunk[-1:]
+    rows += last != b"\n"
+    if columns is not None and (columns > MAX_CSV_COLUMNS or (features is not None and columns != features)):
+        count = f"more than {MAX_CSV_COLUMNS:,}" if columns > MAX_CSV_COLUMNS else f"{columns:,}"
+        expected = f"the model takes {features}" if features is not None else f"at most {MAX_CSV_COLUMNS:,} are read"
+        raise InspectError(f"{path}: its first row holds {count} values (features per step); {expected}; "
+                           "refusing to read it")
+    if columns is not None and rows * columns * 8 > MAX_INPUT_BYTES:
+        raise InspectError(f"{path}: {rows:,} rows of {columns:,} values would take {rows * columns * 8:,} bytes, more "
+                           f"than {MAX_INPUT_BYTES:,}; refusing to read it")
+
+
+def _csv_first_row(f: BinaryIO) -> int | None:
+    """The number of values in the first row that is neither blank nor a # comment (as np.loadtxt skips them),
+    counted up to MAX_CSV_COLUMNS + 1; None when the first megabyte holds no such row's start."""
+    chunk = f.read(1 << 20)
+    start = 0
+    while start < len(chunk):
+        end = chunk.find(b"\n", start)
+        line = chunk[start:] if end < 0 else chunk[start:end]
+        if line.strip() and not line.lstrip().startswith(b"#"):
+            columns = line.count(b",") + 1
+            while end < 0 and columns <= MAX_CSV_COLUMNS and (chunk := f.read(1 << 20)):
+                end = chunk.find(b"\n")
+                columns += chunk.count(b",", 0, None if end < 0 else end)
+            return columns
+        if end < 0:
+            return None
+        start = end + 1
+    return None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lstm_inspect import __version__
-from lstm_inspect.arrays_io import ordered_inputs, printable, read_inputs, write_arrays, write_trace
+from lstm_inspect.arrays_io import LINE_CHARS, ordered_inputs, read_inputs, shown, write_arrays, write_trace
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint, RecurrentDirection, load
 
@@ -62,7 +62,15 @@ FORMAT_LABELS = {
 }
 
 
-clean = printable
+def clean(text: Any) -> str:
+    """Any text printed: at most LINE_CHARS characters (the middle cut), control characters made visible, so
+    one message stays one line of bounded length whatever names it quotes."""
+    return shown(text, LINE_CHARS)
+
+
+def named(text: Any, style: str = "") -> Text:
+    """A name from the file (a layer, an output) as a literal Text, shortened to NAME_CHARS characters."""
+    return Text(shown(text), style=style)
 
 
 def lit(text: Any, style: str = "") -> Text:
@@ -264,16 +272,23 @@ def _dtype(name: str) -> type:
 def _model_inputs(ckpt: Checkpoint, path: Path) -> list[np.ndarray]:
     from lstm_inspect.network import Network
 
-    arrays = read_inputs(path)
-    names = [name for name, _, _ in Network(ckpt).input_specs()]
-    return ordered_inputs(arrays, names)
+    specs = Network(ckpt).input_specs()
+    shape = specs[0][1] if len(specs) == 1 else None
+    features = shape[-1] if shape is not None and len(shape) == 3 and specs[0][2] == "float" else None
+    arrays = read_inputs(path, features)
+    return ordered_inputs(arrays, [spec[0] for spec in specs])
 
 
-def _single_input(path: Path) -> np.ndarray:
-    arrays = read_inputs(path)
+def _single_input(path: Path, features: int | None = None) -> np.ndarray:
+    arrays = read_inputs(path, features)
     if len(arrays) != 1:
         raise InspectError(f"{path}: --layer takes one input array, this file holds {len(arrays)}")
     return next(iter(arrays.values()))
+
+
+def _inputs_for(ckpt: Checkpoint, path: Path, layer: str | None) -> list[np.ndarray]:
+    """The input arrays for the whole model, or for one direction with --layer."""
+    return [_single_input(path, ckpt.layer(layer).input_dim)] if layer is not None else _model_inputs(ckpt, path)
 
 
 def _inputs(*paths: Path | None) -> list[Path]:
@@ -371,7 +386,7 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
         for k, m in enumerate(ckpt.model_layers):
             if k:
                 chain.append(" → ")
-            chain.append(lit(m.name))
+            chain.append(named(m.name))
             chain.append(lit(f" ({m.class_name})", "dim"))
         console.print(chain)
     console.print(Text("recurrent directions, in the order the model applies them", style="bold"))
@@ -383,7 +398,7 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
         _show_blocks(ckpt, console)
     for d in ckpt.layers:
         if d.initial_state_from:
-            console.print(lit(f"{d.name} starts from {', '.join(d.initial_state_from)}"))
+            console.print(lit(f"{shown(d.name)} starts from {', '.join(map(shown, d.initial_state_from))}"))
     for line in _legend(ckpt):
         console.print(lit(line, "dim"))
     if legend := flags_legend(ckpt):
@@ -406,7 +421,7 @@ def _show_table(ckpt: Checkpoint) -> Table:
     table.add_column("flags", no_wrap=True)
     table.add_column("params", justify="right", no_wrap=True)
     for k, d in enumerate(ckpt.layers):
-        table.add_row(str(k), lit(d.name), lit(f"{d.kind} {''.join(d.cell.gates)}" if d.cell.n_gates > 1 else d.kind),
+        table.add_row(str(k), named(d.name), lit(f"{d.kind} {''.join(d.cell.gates)}" if d.cell.n_gates > 1 else d.kind),
                       _num(d.input_dim), _num(d.units), _gates_cell(d),
                       lit(d.cell.activations_label(d.settings, d.hard_sigmoid)), _flags(d), f"{d.param_count:,}")
     return table
@@ -415,7 +430,7 @@ def _show_table(ckpt: Checkpoint) -> Table:
 def _show_blocks(ckpt: Checkpoint, console: Console) -> None:
     """One block per direction: reads cleanly at 80 columns; a long name breaks only after a '/'."""
     for k, d in enumerate(ckpt.layers):
-        lines = _wrap_at_slashes([clean(p) for p in d.parts], console.width - 6 - len(d.kind))
+        lines = _wrap_at_slashes([shown(p) for p in d.parts], console.width - 6 - len(d.kind))
         head = Text(f"{k:>2}  ")
         head.append(lines[0], style="bold")
         if len(lines) == 1:
@@ -474,7 +489,8 @@ def forward(
         dt = _dtype(dtype)
         state = _initial_state(initial_state, layer)
         if layer is not None:
-            outs = [ckpt.layer(layer).forward(_single_input(input), dtype=dt, initial_state=state)]
+            d = ckpt.layer(layer)
+            outs = [d.forward(_single_input(input, d.input_dim), dtype=dt, initial_state=state)]
         else:
             result = ckpt.forward(_model_inputs(ckpt, input), dtype=dt)
             outs = result if isinstance(result, list) else [result]
@@ -529,7 +545,7 @@ def verify(
         if layer is not None:
             d = ckpt.layer(layer)
             if input is not None:
-                x = _single_input(input)
+                x = _single_input(input, d.input_dim)
             else:
                 x = np.random.default_rng(seed).normal(size=(4, 10, d.input_dim or 1)).astype(np.float32)
             with _status("running Keras (importing TensorFlow)..."):
@@ -573,7 +589,7 @@ def render_verify(report: Any, console: Console) -> None:
         table.add_column(col, overflow="fold")
     for c in report.comparisons:
         first = "-" if c.first_bad is None else ", ".join(f"{k} {v}" for k, v in c.first_bad.items())
-        table.add_row(lit(c.name), "×".join(map(str, c.shape)), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
+        table.add_row(named(c.name), "×".join(map(str, c.shape)), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
                       Text("✓", style="green") if c.ok else Text("✗", style="red"), first,
                       sparkline(c.per_step, report.atol) if c.per_step else "")
     console.print(table)
@@ -592,7 +608,7 @@ def render_verify(report: Any, console: Console) -> None:
                       " The error starts later and grows over time (look at the recurrence: recurrent_kernel, "
                       "state carry, masking).")
         console.print(Text("mismatch", style="red") + lit(f": {len(bad)} of {len(report.comparisons)} outputs "
-                                                          f"differ; first: {first.name}.{growth}"))
+                                                          f"differ; first: {shown(first.name)}.{growth}"))
 
 
 @app.command()
@@ -630,7 +646,7 @@ def trace(
         state = _initial_state(initial_state, layer)
         if layer is not None:
             d = ckpt.layer(layer)
-            x = d.layer_layout(_single_input(input))  # traces are batch-major, as for the whole model
+            x = d.layer_layout(_single_input(input, d.input_dim))  # traces are batch-major, as for the whole model
             d.check_input(x, state)
             res = run_direction(d, x, initial_state=state, dtype=dt, trace=True)
             traces = {d.parts: res.trace}
@@ -722,9 +738,9 @@ def render_stats(report: Any, console: Console) -> None:
                  "" if b.spectral_norm is None else f"{b.spectral_norm:.3f}",
                  "" if b.stable_rank is None else f"{b.stable_rank:.2f}")
                 for g, blocks in st.weights.items() for block, b in blocks.items()]
-        _print_table(console, f"{st.name}: weights", columns, rows, left=3)
+        _print_table(console, f"{shown(st.name)}: weights", columns, rows, left=3)
         if st.activations:
-            act = Table(title=lit(f"{st.name}: activations over {st.steps_used} (sample, step) pairs"),
+            act = Table(title=lit(f"{shown(st.name)}: activations over {st.steps_used} (sample, step) pairs"),
                         title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
             for col in ("gate", "mean", "std", "left-saturated", "right-saturated"):
                 act.add_column(col, justify="left" if col == "gate" else "right")
@@ -828,7 +844,7 @@ def export(
         ckpt = load(model, config)
         xs = None
         if input is not None:
-            xs = [_single_input(input)] if layer is not None else _model_inputs(ckpt, input)
+            xs = _inputs_for(ckpt, input, layer)
         with _status(f"writing {to} and running it..."):
             report = write_export(ckpt, to, out, layer=layer, opset=opset, xs=xs,
                                   input_label=f"the input {input}" if input is not None else None, seed=seed,
@@ -842,8 +858,8 @@ def export(
             say(report.summary(), stderr=False)
             if not report.ok and not report.run_failed:
                 bad = next(c for c in report.comparisons if not c.ok)
-                say(f"{bad.name}: max |Δ| {bad.max_abs:.2e} past the tolerance {atol:g} + {rtol:g}·|y|; the export "
-                    "was kept for inspection", stderr=False)
+                say(f"{shown(bad.name)}: max |Δ| {bad.max_abs:.2e} past the tolerance {atol:g} + {rtol:g}·|y|; "
+                    "the export was kept for inspection", stderr=False)
         return _done(ckpt, EXIT_OK if report.ok else EXIT_MISMATCH)
 
     _run(action, quiet)
@@ -917,7 +933,7 @@ def diagnose(
         _tolerances(atol, rtol)
         ckpt = load(model, config)
         theirs = list(read_inputs(against).values())
-        xs = [_single_input(input)] if layer is not None else _model_inputs(ckpt, input)
+        xs = _inputs_for(ckpt, input, layer)
         result = run_diagnose(ckpt, xs, theirs, layer, atol, rtol)
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
@@ -941,7 +957,8 @@ def render_diagnosis(result: Any, console: Console) -> None:
         for rank, h in enumerate(found, 1):
             exact = "exactly" if h.exact else "closely"
             console.print(lit(f"{rank}. ") + lit(h.name, "bold") + lit(f" reproduces THEIRS {exact} (max |Δ| "
-                                                                       f"{h.max_abs:.2e}).\n   fix: {h.fix}"))
+                                                                       f"{h.max_abs:.2e})."))
+            console.print(lit(f"   fix: {h.fix}"))
     else:
         console.print(lit("none of the porting mistakes lstm-inspect knows reproduces THEIRS; the closest:"))
         for h in result.ranked[:3]:

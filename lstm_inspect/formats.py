@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import zipfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -311,6 +312,9 @@ def load_json(text: Any, what: str, path: Path) -> Any:
     except json.JSONDecodeError as exc:
         raise InspectError(f"{path}: {what} is not valid JSON ({exc.msg} at line {exc.lineno}, column "
                            f"{exc.colno})") from exc
+    except ValueError as exc:  # not a JSONDecodeError: Python's cap on the digits of an integer it converts
+        raise InspectError(f"{path}: {what} holds an integer of more than {sys.get_int_max_str_digits():,} digits; "
+                           "no Keras config does, and Python does not read one") from exc
 
 
 def _too_deep(what: str, path: Path) -> str:

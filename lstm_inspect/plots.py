@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.arrays_io import printable
+from lstm_inspect.arrays_io import shown
 from lstm_inspect.cells import Gate
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import RecurrentDirection
@@ -23,8 +23,9 @@ TRACE_UNITS = 4  # units drawn one by one in the activation plot, besides the me
 
 
 def _title(name: str) -> str:
-    """A name from the file as plain text in a figure: no control characters, no mathtext ($...$)."""
-    return printable(name).replace("$", r"\$")
+    """A name from the file as plain text in a figure: shortened (a title of 400,000 characters took matplotlib
+    ten minutes to lay out), no control characters, no mathtext ($...$)."""
+    return shown(name).replace("$", r"\$")
 
 
 def _pyplot() -> Any:

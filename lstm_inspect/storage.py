@@ -60,16 +60,21 @@ class NotRead(InspectError):
 # What h5py, zipfile and zlib raise for a file they cannot read.
 FILE_ERRORS = (OSError, KeyError, ValueError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error,
                NotImplementedError, UnicodeDecodeError)
+# ...and, where h5py turns a stored HDF5 datatype into a NumPy one (reading an attribute, a dataset's dtype), the
+# TypeError it raises for a datatype it has no NumPy form for: a damaged header gives "Unknown string encoding
+# (value 10)" (h5py `h5t.TypeStringID.py_dtype`) or "No NumPy equivalent for ...".
+TYPE_ERRORS = (*FILE_ERRORS, TypeError)
 
 
 @contextmanager
-def reading(what: str) -> Iterator[None]:
-    """Around one library call that reads the user's file: its failure becomes a DamagedFile."""
+def reading(what: str, errors: tuple[type[BaseException], ...] = FILE_ERRORS) -> Iterator[None]:
+    """Around one library call that reads the user's file: its failure becomes a DamagedFile. errors=TYPE_ERRORS
+    where the call converts a stored datatype (attributes, a dataset's dtype)."""
     try:
         yield
     except InspectError:
         raise
-    except FILE_ERRORS as exc:
+    except errors as exc:
         raise DamagedFile(f"{what} ({_short(exc)})") from exc
 
 
@@ -217,7 +222,7 @@ class WeightFile:
                 try:
                     ds = dataset(f, key, self.path)
                     _check_declared_size(ds, key, self.path)
-                    with reading(f"dataset {key} could not be read"):
+                    with reading(f"dataset {key} could not be read", TYPE_ERRORS):
                         data = ds[()]
                     out.append(decode_array(data, ds))
                 except DamagedFile as exc:
@@ -234,7 +239,7 @@ SMALL_DATASET = 64 << 20
 
 
 def _check_declared_size(ds: h5py.Dataset, key: str, path: Path) -> None:
-    with reading(f"dataset {key} could not be read"):
+    with reading(f"dataset {key} could not be read", TYPE_ERRORS):
         shape, itemsize = ds.shape or (), ds.dtype.itemsize
     declared = int(np.prod(shape, dtype=np.float64)) * itemsize
     if declared <= SMALL_DATASET:
@@ -333,12 +338,12 @@ def members(group: h5py.Group) -> list[str]:
 
 def attr(obj: Any, name: str) -> Any:
     """An attribute's value, or None when absent."""
-    with reading(f"attribute {name} could not be read"):
+    with reading(f"attribute {name} could not be read", TYPE_ERRORS):
         return obj.attrs[name] if name in obj.attrs else None
 
 
 def has_attr(obj: Any, name: str) -> bool:
-    with reading(f"attribute {name} could not be read"):
+    with reading(f"attribute {name} could not be read", TYPE_ERRORS):
         return name in obj.attrs
 
 
@@ -354,7 +359,7 @@ def stored(f: h5py.Group, key: str, path: Path, hard: bool = False) -> StoredArr
     """Where a dataset is, its shape and dtype (no data). hard: every link under f is a hard link
     (`hard_links_only`), so the dataset is opened by its whole path."""
     ds = _dataset_id(f, key, path, hard)
-    with reading(f"dataset {key} could not be read"):
+    with reading(f"dataset {key} could not be read", TYPE_ERRORS):
         shape = tuple(int(n) for n in ds.shape or ())
         dt = ds.dtype
         dtype = "bfloat16" if dt.kind == "V" and attr_str(attr(h5py.Dataset(ds), "dtype")) == "bfloat16" else \
@@ -388,7 +393,7 @@ def attr_strings(group: h5py.Group, name: str) -> list[str] | None:
 
     The chunked form is read in one pass over the attribute names (a file may hold thousands).
     """
-    with reading(f"attribute {name} could not be read"):
+    with reading(f"attribute {name} could not be read", TYPE_ERRORS):
         attrs = group.attrs
         if name in attrs:
             values = [attrs[name]]
