@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := sample_models/k3_bidir_concat.keras
 
-.PHONY: demo test install install-test samples bench clean
+.PHONY: demo test fuzz install install-test samples bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ demo: install
 # Two workers: CI has two cores, and the suite runs in half the time (each worker starts its own Keras).
 test: install-test
 	$(BIN)/python -m pytest -q -n 2
+
+# The test suite's fuzz cases are the same on every machine and every run (tests/test_fuzz.py). Before a release,
+# search further: fresh random cases, FUZZ_EXAMPLES per command (a sixth of them for plot and verify, a quarter for
+# the TF formats), the real checkpoints of ../shared/realworld too when they are there. One worker: about ten
+# minutes at the default.
+FUZZ_EXAMPLES ?= 400
+fuzz: install-test
+	LSTM_INSPECT_FUZZ=random LSTM_INSPECT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:xdist \
+		tests/test_fuzz.py
 
 samples: install
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python sample_models/generate.py
