@@ -30,7 +30,7 @@ from typing import Any, BinaryIO
 
 import h5py
 import numpy as np
-from h5py import h5d, h5g, h5l, h5o
+from h5py import h5d, h5g, h5l, h5o, h5t
 
 from lstm_inspect.errors import InspectError
 
@@ -339,7 +339,21 @@ def members(group: h5py.Group) -> list[str]:
 def attr(obj: Any, name: str) -> Any:
     """An attribute's value, or None when absent."""
     with reading(f"attribute {name} could not be read", TYPE_ERRORS):
-        return obj.attrs[name] if name in obj.attrs else None
+        return _text_attr(obj.attrs, name) if name in obj.attrs else None
+
+
+# The datatypes of the attributes lstm-inspect reads: text (fixed or variable length), and the float64 of the
+# empty list Keras writes as array([]). A damaged header can turn one into a variable-length sequence, which
+# HDF5 itself crashes on (a segmentation fault, not an error) when h5py reads it: refused before reading.
+TEXT_CLASSES = frozenset((h5t.STRING, h5t.FLOAT, h5t.INTEGER))
+
+
+def _text_attr(attrs: Any, name: str) -> Any:
+    """attrs[name], after checking that its datatype is one of TEXT_CLASSES (inside `reading`)."""
+    kind = attrs.get_id(name).get_type().get_class()
+    if kind not in TEXT_CLASSES:
+        raise DamagedFile(f"attribute {name} is stored as HDF5 datatype class {kind}, not text")
+    return attrs[name]
 
 
 def has_attr(obj: Any, name: str) -> bool:
@@ -396,7 +410,7 @@ def attr_strings(group: h5py.Group, name: str) -> list[str] | None:
     with reading(f"attribute {name} could not be read", TYPE_ERRORS):
         attrs = group.attrs
         if name in attrs:
-            values = [attrs[name]]
+            values = [_text_attr(attrs, name)]
         else:
             # h5py gives an attribute name that is not UTF-8 as bytes: never one of Keras's names
             numbered = sorted((int(k[len(name):]), k) for k in attrs.keys() if isinstance(k, str)
@@ -412,7 +426,7 @@ def attr_strings(group: h5py.Group, name: str) -> list[str] | None:
             for expected, (k, key) in enumerate(numbered):
                 if k != expected:
                     break
-                values.append(attrs[key])
+                values.append(_text_attr(attrs, key))
     out: list[str] = []
     for value in values:
         arr = np.atleast_1d(np.asarray(value))

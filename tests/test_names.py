@@ -235,17 +235,18 @@ def test_a_csv_of_ten_million_columns_is_refused_before_it_is_parsed(tmp_path: P
 # ---------------------------------------------------------------- an attribute whose string encoding is not one
 
 
-def damaged_encoding(dst: Path, attribute: str = "model_config") -> Path:
+def damaged_encoding(dst: Path, attribute: str = "model_config", byte: int = 2, value: int = 0x0A) -> Path:
     """tfk_single.h5 with the character set of `attribute`'s string datatype set to 10, which HDF5 does not define
     (only 0 ASCII and 1 UTF-8): the fuzz case `flip_header` seed 511 of issue 21. The attribute message (version
     1) holds its name, padded to 8 bytes, then its datatype: a variable-length string (class 9, first byte 0x19)
-    whose third byte's low nibble is the character set."""
+    whose third byte's low nibble is the character set, and whose second byte's low nibble is its type (1 string,
+    0 sequence; byte=1, value=2: a type HDF5 does not define, on which HDF5 itself crashes when h5py reads it)."""
     data = bytearray((SAMPLES / "tfk_single.h5").read_bytes())
     at = data.index(attribute.encode() + b"\0")
     assert int.from_bytes(data[at - 6:at - 4], "little") == len(attribute) + 1  # the message's name size
     datatype = at + -(-(len(attribute) + 1) // 8) * 8
-    assert data[datatype] == 0x19 and data[datatype + 2] & 0x0F == 0
-    data[datatype + 2] |= 0x0A
+    assert data[datatype] == 0x19 and data[datatype + 1] & 0x0F == 1 and data[datatype + 2] & 0x0F == 0
+    data[datatype + byte] = (data[datatype + byte] & 0xF0) | value
     dst.write_bytes(bytes(data))
     return dst
 
@@ -270,3 +271,16 @@ def test_an_attribute_in_an_unknown_string_encoding_is_a_damaged_file(tmp_path: 
         assert r.exit_code == 2, (argv, r.stderr)
         assert r.stderr == (f"lstm-inspect: {path}: the HDF5 structure is damaged: attribute {attribute} could not "
                             "be read (Unknown string encoding (value 10))\n"), r.stderr
+
+
+def test_an_attribute_of_an_undefined_variable_length_type_is_refused_before_hdf5_reads_it(tmp_path: Path) -> None:
+    """HDF5 crashes the process (a segmentation fault, exit 139) reading this attribute: the datatype class is checked
+    first. The crash itself is shown in a child process, so this test survives it."""
+    path = damaged_encoding(tmp_path / "m.h5", byte=1, value=2)
+    code = f"import h5py; h5py.File({str(path)!r}, 'r').attrs['model_config']"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == -11  # SIGSEGV
+    for argv in (["show", str(path)], ["stats", str(path)]):
+        r = invoke(*argv)
+        assert r.exit_code == 2 and r.stderr == (f"lstm-inspect: {path}: the HDF5 structure is damaged: attribute "
+                                                 "model_config is stored as HDF5 datatype class 9, not text\n"), \
+            r.stderr
