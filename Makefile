@@ -36,8 +36,8 @@ test: install-test
 
 # The test suite's fuzz cases are the same on every machine and every run (tests/test_fuzz.py). Before a release,
 # search further: fresh random cases, FUZZ_EXAMPLES per command (a sixth of them for plot and verify, a quarter for
-# the TF formats), the real checkpoints of ../shared/realworld too when they are there. One worker: about ten
-# minutes at the default.
+# the TF formats), the real checkpoints of ../shared/realworld too when they are there. One worker: about a
+# quarter of an hour at the default (300 cases per command took 11 minutes).
 FUZZ_EXAMPLES ?= 400
 fuzz: install-test
 	LSTM_INSPECT_FUZZ=random LSTM_INSPECT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:xdist \
