@@ -423,7 +423,7 @@ def _show_table(ckpt: Checkpoint) -> Table:
     for k, d in enumerate(ckpt.layers):
         table.add_row(str(k), named(d.name), lit(f"{d.kind} {''.join(d.cell.gates)}" if d.cell.n_gates > 1 else d.kind),
                       _num(d.input_dim), _num(d.units), _gates_cell(d),
-                      lit(d.cell.activations_label(d.settings, d.hard_sigmoid)), _flags(d), f"{d.param_count:,}")
+                      lit(d.cell.activations_label(d.settings, d.hard_sigmoid)), lit(_flags(d)), f"{d.param_count:,}")
     return table
 
 
