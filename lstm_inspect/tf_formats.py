@@ -254,9 +254,7 @@ def _weights_only(path: Path, bundle: TensorBundle, source: BundleSource) -> Che
         model_layers.append(ModelLayer(name=layer_name, class_name=f"Bidirectional({kind})" if len(paths) == 2
                                        else kind))
         for k, (p, a) in enumerate(zip(paths, arrays)):
-            scopes = full_names.get(a[0].key, "").split("/")  # e.g. bidirectional/forward_lstm/lstm_cell/kernel
-            half = scopes[1] if len(scopes) > 2 else p.rsplit("/", 1)[1]
-            parts = (layer_name,) if len(paths) == 1 else (layer_name, half)
+            parts = (layer_name,) if len(paths) == 1 else (layer_name, _half_name(full_names.get(a[0].key, ""), p))
             settings = default_settings(cell, kind, TF_KERAS, a, go_backwards=k == 1)
             d = make_direction(parts, cell, kind, settings, storage, a, source, TF_KERAS, [],
                                wrapper=layer_name if len(paths) == 2 else None,
@@ -273,3 +271,10 @@ def _weights_only(path: Path, bundle: TensorBundle, source: BundleSource) -> Che
                       model_layers=model_layers, settings_from="defaults", notes=notes, source=source)
 
 
+
+
+def _half_name(full_name: str, path: str) -> str:
+    """A Bidirectional half's name: its TF variable scope (`bidirectional/forward_lstm/lstm_cell/kernel`, or
+    `bidirectional/forward_lstm/kernel` before TF 2.2 named the cell's scope), else its edge (`forward_layer`)."""
+    scopes = full_name.split("/")
+    return scopes[1] if len(scopes) > 2 else path.rsplit("/", 1)[-1]
