@@ -51,11 +51,12 @@ class BundleSource:
 
     path: Path  # what the user named (for messages)
     prefix: Path
+    root: Path  # the folder the user named: every file read lies inside it (tf_bundle.inside)
     _bundle: list[TensorBundle] = field(default_factory=list, repr=False)
 
     def bundle(self) -> TensorBundle:
         if not self._bundle:
-            self._bundle.append(TensorBundle(self.prefix))
+            self._bundle.append(TensorBundle(self.prefix, self.root))
         return self._bundle[0]
 
     def read(self, keys: list[str]) -> list[np.ndarray]:
@@ -72,7 +73,8 @@ def looks_like_tf_checkpoint(path: Path) -> bool:
         if not path.exists():
             return _is_index(Path(f"{path}.index"))
         if path.name == "checkpoint":
-            return path.read_bytes()[:4096].lstrip().startswith(b"model_checkpoint_path")
+            with open(path, "rb") as f:
+                return f.read(4096).lstrip().startswith(b"model_checkpoint_path")
         if _is_index(path):
             return True
         m = re.match(r"(?P<prefix>.+)\.data-\d{5}-of-\d{5}$", path.name)
@@ -204,7 +206,7 @@ def read_savedmodel(folder: Path) -> Checkpoint:
     prefix = folder / "variables" / "variables"
     if not Path(f"{prefix}.index").is_file():
         raise InspectError(f"{folder}: has no variables/variables.index: the SavedModel's weights are missing")
-    source = BundleSource(folder, prefix)
+    source = BundleSource(folder, prefix, folder)
     locate, arrays_of, notes = config_locators(source.bundle(), graph, folder)
     ckpt = from_graph(folder, "savedmodel", version or TF_KERAS, graph, locate, source, arrays_of, config)
     ckpt.notes += notes
@@ -216,7 +218,7 @@ def read_tf_checkpoint(path: Path, config: Any = None, config_version: str | Non
     from lstm_inspect.formats import from_graph, model_graph
 
     prefix = resolve_prefix(path)
-    source = BundleSource(path, prefix)
+    source = BundleSource(path, prefix, path if path.is_dir() else path.parent)
     bundle = source.bundle()
     if config is not None:
         graph = model_graph(config, str(config_path), path)

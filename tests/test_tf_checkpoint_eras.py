@@ -2,23 +2,28 @@
 GRU variables are named `gru/kernel` (no cell scope before TF 2.2) under `layer_with_weights-N/cell/...`, in two
 data shards with Adam's slots and a `checkpoint` file; a Keras 3 `.h5` saved before it was built (no weights)
 exported to ONNX. Each is written here by TensorFlow or Keras themselves and read back against what they read and
-computed.
+computed. And TF-format folders whose files are symbolic links leading out of the folder named.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 import lstm_inspect
+from lstm_inspect.cli import app
 
-from conftest import run_cli
+from conftest import SAMPLES, run_cli
+
+TF215 = SAMPLES / "tf215"
 
 # tf.keras 2.0/2.1's `model.save_weights("cp.ckpt")` of Sequential Embedding → GRU(256) → Dense after training
 # with Adam: the model's layers under `layer_with_weights-N`, the GRU's variables under its `cell` edge but named in
@@ -156,3 +161,53 @@ def test_export_of_a_file_without_weights_is_one_line(tmp_path: Path, target: st
     assert r.stderr.strip().splitlines() == [
         f"lstm-inspect: {path}: layer embedding (Embedding): the file stores no weights for it"]
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- symbolic links out of the folder named
+
+
+def _linked_out(tmp_path: Path, form: str, what: str) -> Path:
+    """A copy of a TF 2.15 sample whose file or subfolder `what` is a symbolic link to an identical copy outside
+    the folder (so, read through the link, it would give a valid model)."""
+    source = TF215 / ("single_savedmodel" if form == "savedmodel" else "single_ckpt")
+    folder, outside = tmp_path / "handed_over", tmp_path / "elsewhere"
+    shutil.copytree(source, folder)
+    shutil.copytree(source, outside)
+    if what == "saved_model.pb":  # read when there is no keras_metadata.pb (TF 2.0-2.4); the copy stays valid
+        (folder / "keras_metadata.pb").unlink()
+    target = folder / what
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    target.symlink_to(outside / what, target_is_directory=(outside / what).is_dir())
+    return folder
+
+
+LINKED_OUT = [("savedmodel", "variables/variables.data-00000-of-00001"), ("savedmodel", "variables/variables.index"),
+              ("savedmodel", "keras_metadata.pb"), ("savedmodel", "saved_model.pb"), ("savedmodel", "variables"),
+              ("ckpt", "checkpoint"), ("ckpt", "cp.ckpt.index"), ("ckpt", "cp.ckpt.data-00000-of-00001")]
+
+
+@pytest.mark.parametrize("form,what", LINKED_OUT, ids=[f"{f}:{w}" for f, w in LINKED_OUT])
+def test_a_link_leaving_the_folder_named_is_refused(tmp_path: Path, form: str, what: str) -> None:
+    folder = _linked_out(tmp_path, form, what)
+    args = ["--config", str(TF215 / "single.json")] if form == "ckpt" else []
+    for command in (["show", str(folder)], ["dump", str(folder), "-o", str(tmp_path / "d")]):
+        result = CliRunner().invoke(app, [*command, *args])
+        assert result.exit_code == 2, (command, result.exit_code, result.output)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "symbolic link" in lines[0] and "outside" in lines[0], lines
+    assert not (tmp_path / "d").exists()
+
+
+def test_links_that_stay_inside_the_folder_are_read(tmp_path: Path) -> None:
+    """Decided: a link inside the folder named to a file inside it (a deduplicated shard) reads nothing the user
+    did not hand over, and is read; so is a folder named through a link."""
+    folder = tmp_path / "sm"
+    shutil.copytree(TF215 / "single_savedmodel", folder)
+    data = folder / "variables" / "variables.data-00000-of-00001"
+    (folder / "store").mkdir()
+    data.rename(folder / "store" / "blob")
+    data.symlink_to(Path("..") / "store" / "blob")
+    (tmp_path / "alias").symlink_to(folder, target_is_directory=True)
+    with np.load(TF215 / "single.io.npz") as d:
+        for path in (folder, tmp_path / "alias"):
+            assert np.max(np.abs(lstm_inspect.load(path).forward(d["x"]) - d["y"])) <= 1e-5
