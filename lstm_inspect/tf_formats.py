@@ -104,15 +104,24 @@ def is_savedmodel(path: Path) -> bool:
 # ---------------------------------------------------------------- matching checkpoint layers to the config
 
 
-def layer_paths(graph: ModelGraph, prefix: str = "") -> dict[str, str]:
-    """Model layer path -> its path in the checkpoint (`layer_with_weights-M`, nested inside a nested model)."""
+def layer_paths(graph: ModelGraph, prefix: str = "", edges: dict[str, str] | None = None) -> dict[str, str]:
+    """Model layer path -> its path in the checkpoint (`layer_with_weights-M`, nested inside a nested model).
+
+    Counted from the classes' own weights, or, given `edges` (a top-level layer's name -> its edge, as a
+    SavedModel's keras_metadata.pb records it), taken from the file: those number a layer of a class lstm-inspect
+    does not know (a custom layer with weights) as Keras numbered it."""
     out: dict[str, str] = {}
     m = 0
     for node in graph.layers:
-        if not has_weights(node):
+        if edges is not None:
+            if node.name not in edges:
+                continue
+            path = f"{prefix}{edges[node.name]}"
+        elif not has_weights(node):
             continue
-        path = f"{prefix}layer_with_weights-{m}"
-        m += 1
+        else:
+            path = f"{prefix}layer_with_weights-{m}"
+            m += 1
         out[node.path] = path
         if node.children is not None:
             out.update(layer_paths(node.children, f"{path}/"))
@@ -152,18 +161,42 @@ def _direction_variables(weights: dict[str, list[tuple[str, str]]], path: str) -
     return [key for _, key in weights.get(path, [])]
 
 
-def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path
+def metadata_edges(nodes: list[dict]) -> dict[str, str] | None:
+    """A SavedModel's top-level layers with weights, name -> `layer_with_weights-M`, from keras_metadata.pb's
+    node paths (`root.layer_with_weights-1`: tf_keras lists that edge before `layer-N`); None when it has none."""
+    edges = {}
+    for node in nodes:
+        m = re.fullmatch(r"root\.(layer_with_weights-\d+)", str(node.get("node_path", "")))
+        name = node.get("metadata", {}).get("name") if isinstance(node.get("metadata"), dict) else None
+        if m and isinstance(name, str):
+            edges[name] = m.group(1)
+    return edges or None
+
+
+def _unknown_layers(graph: ModelGraph) -> str:
+    """The top-level layers of classes lstm-inspect does not know, for the count mismatch they may explain."""
+    from lstm_inspect.layers import LAYERS
+
+    return ", ".join(f"{n.name} ({n.class_name})" for n in graph.layers if n.children is None and not n.is_op
+                     and n.class_name not in LAYERS and not has_weights(n) and n.class_name != "InputLayer")
+
+
+def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path, edges: dict[str, str] | None = None
                     ) -> tuple[Callable[[RecurrentSpec], Any], Callable[[LayerNode], list[StoredArray]], list[str]]:
     """The locate / arrays_of pair `formats._from_graph` takes, for a checkpoint matched to a config."""
     weights = keras_layer_weights(object_graph(bundle))
     prefix = model_prefix(weights)
-    paths = layer_paths(graph, prefix)
+    paths = layer_paths(graph, prefix, edges)
     notes: list[str] = []
     in_file = _tops(weights, prefix)
     expected = sum(1 for p in paths.values() if "/" not in p[len(prefix):])
     if len(in_file) != expected:
+        unknown = _unknown_layers(graph)
+        because = (f"; the model holds layers of classes lstm-inspect does not know (custom layers?): {unknown}, "
+                   "whose weights cannot be numbered without Keras's metadata (a SavedModel's keras_metadata.pb)"
+                   if unknown else ": they are not the same model")
         raise InspectError(f"{where}: the checkpoint holds {len(in_file)} layers with weights and the model config "
-                           f"{expected}: they are not the same model")
+                           f"{expected}{because}")
 
     def locate(spec: RecurrentSpec) -> tuple[list[StoredArray], str, list[str]]:
         base = paths.get(spec.layer.path)
@@ -207,7 +240,7 @@ def read_savedmodel(folder: Path) -> Checkpoint:
     if not Path(f"{prefix}.index").is_file():
         raise InspectError(f"{folder}: has no variables/variables.index: the SavedModel's weights are missing")
     source = BundleSource(folder, prefix, folder)
-    locate, arrays_of, notes = config_locators(source.bundle(), graph, folder)
+    locate, arrays_of, notes = config_locators(source.bundle(), graph, folder, metadata_edges(nodes))
     ckpt = from_graph(folder, "savedmodel", version or TF_KERAS, graph, locate, source, arrays_of, config)
     ckpt.notes += notes
     return ckpt

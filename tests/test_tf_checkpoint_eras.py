@@ -211,3 +211,99 @@ def test_links_that_stay_inside_the_folder_are_read(tmp_path: Path) -> None:
     with np.load(TF215 / "single.io.npz") as d:
         for path in (folder, tmp_path / "alias"):
             assert np.max(np.abs(lstm_inspect.load(path).forward(d["x"]) - d["y"])) <= 1e-5
+
+
+# ---------------------------------------------------------------- a SavedModel with a custom layer
+
+
+# tf_keras Functional LSTM → SeqSelfAttention (a registered custom layer with weights, the shape of
+# keras-self-attention's) → LSTM → Dense, saved as a SavedModel; Keras's outputs of each layer beside it.
+WRITE_CUSTOM_SAVEDMODEL = r"""
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import numpy as np
+import tensorflow as tf
+import tf_keras as keras
+out = sys.argv[1]
+
+
+@keras.utils.register_keras_serializable(package="i21")
+class SeqSelfAttention(keras.layers.Layer):
+    # a small additive self-attention with weights
+
+    def __init__(self, units=4, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, input_shape):
+        d = int(input_shape[-1])
+        self.Wt = self.add_weight(name="Wt", shape=(d, self.units), initializer="glorot_uniform")
+        self.Wx = self.add_weight(name="Wx", shape=(d, self.units), initializer="glorot_uniform")
+        self.Wa = self.add_weight(name="Wa", shape=(self.units, 1), initializer="glorot_uniform")
+        super().build(input_shape)
+
+    def call(self, x):
+        q = tf.expand_dims(tf.matmul(x, self.Wt), 2)
+        k = tf.expand_dims(tf.matmul(x, self.Wx), 1)
+        e = tf.squeeze(tf.matmul(tf.tanh(q + k), self.Wa), -1)
+        return tf.matmul(tf.nn.softmax(e, axis=-1), x)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
+keras.utils.set_random_seed(21)
+inp = keras.Input((6, 3))
+h = keras.layers.LSTM(5, return_sequences=True, name="lstm")(inp)
+h = SeqSelfAttention(name="seq_self_attention")(h)
+h = keras.layers.LSTM(4, name="lstm_1")(h)
+y = keras.layers.Dense(2, name="dense")(h)
+m = keras.Model(inp, y)
+m.save(os.path.join(out, "custom_savedmodel"), save_format="tf")
+open(os.path.join(out, "model.json"), "w").write(m.to_json())
+x = np.random.default_rng(3).normal(size=(2, 6, 3)).astype("float32")
+np.save(os.path.join(out, "x.npy"), x)
+np.save(os.path.join(out, "y.npy"), m.predict(x, verbose=0))
+np.save(os.path.join(out, "lstm.npy"), keras.Model(inp, m.get_layer("lstm").output)(x).numpy())
+att = m.get_layer("seq_self_attention").output
+np.save(os.path.join(out, "att.npy"), keras.Model(inp, att)(x).numpy())
+np.save(os.path.join(out, "lstm_1.npy"), keras.Model(inp, m.get_layer("lstm_1").output)(x).numpy())
+"""
+
+
+@pytest.fixture(scope="module")
+def custom_savedmodel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("custom_layer")
+    done = subprocess.run([sys.executable, "-c", WRITE_CUSTOM_SAVEDMODEL, str(out)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+def test_a_savedmodel_with_a_custom_layer_names_it(custom_savedmodel: Path, tmp_path: Path) -> None:
+    folder = custom_savedmodel / "custom_savedmodel"
+    r = run_cli("show", str(folder), "--json")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert [(m["name"], m["class_name"]) for m in doc["model_layers"]] == [
+        ("input_1", "InputLayer"), ("lstm", "LSTM"), ("seq_self_attention", "i21>SeqSelfAttention"),
+        ("lstm_1", "LSTM"), ("dense", "Dense")]
+    # the whole model cannot run: one line naming the class, as for a .h5
+    r = run_cli("forward", str(folder), "-i", str(custom_savedmodel / "x.npy"), "-o", str(tmp_path / "y.npy"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "seq_self_attention (i21>SeqSelfAttention)" in r.stderr and "--layer" in r.stderr
+    # its recurrent layers alone, as Keras computed them (lstm_1 on the custom layer's output)
+    for layer, given, want in (("lstm", "x", "lstm"), ("lstm_1", "att", "lstm_1")):
+        out = tmp_path / f"{layer}.npy"
+        r = run_cli("forward", str(folder), "--layer", layer, "-i", str(custom_savedmodel / f"{given}.npy"), "-o",
+                    str(out))
+        assert r.returncode == 0, r.stderr
+        assert np.max(np.abs(np.load(out) - np.load(custom_savedmodel / f"{want}.npy"))) <= 1e-5
+
+
+def test_a_checkpoint_with_a_custom_layer_and_its_config_names_the_class(custom_savedmodel: Path) -> None:
+    """Without keras_metadata.pb, a custom layer's weights cannot be numbered: refused, naming the class."""
+    r = run_cli("show", str(custom_savedmodel / "custom_savedmodel" / "variables"), "--config",
+                str(custom_savedmodel / "model.json"))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "seq_self_attention (SeqSelfAttention)" in r.stderr  # to_json's class_name (registered_name apart)
