@@ -123,7 +123,8 @@ def test_tf21_checkpoint_every_command(tf21_checkpoint: Path, tmp_path: Path) ->
     r = run_cli("forward", str(folder), "--config", config, "-i", str(folder / "x.npy"), "-o", str(tmp_path / "y.npy"))
     assert r.returncode == 0, r.stderr
     assert np.max(np.abs(np.load(tmp_path / "y.npy") - np.load(folder / "y.npy"))) <= 1e-5
-    for args in (["stats", str(folder)], ["stats", str(folder), "--config", config], ["show", str(folder)]):
+    for args in (["stats", str(folder)], ["stats", str(folder), "--config", config], ["show", str(folder)],
+                 ["verify", str(folder), "--config", config], ["verify", str(folder), "--layer", "gru"]):
         r = run_cli(*args)
         assert r.returncode == 0 and "internal error" not in r.stderr, (args, r.stderr)
     r = run_cli("dump", str(folder), "--out", str(tmp_path / "d"), "--format", "npz")
@@ -299,6 +300,8 @@ def test_a_savedmodel_with_a_custom_layer_names_it(custom_savedmodel: Path, tmp_
                     str(out))
         assert r.returncode == 0, r.stderr
         assert np.max(np.abs(np.load(out) - np.load(custom_savedmodel / f"{want}.npy"))) <= 1e-5
+    r = run_cli("verify", str(folder), "--layer", "lstm_1")
+    assert r.returncode == 0 and "match" in r.stdout, r.stdout + r.stderr
 
 
 def test_a_checkpoint_with_a_custom_layer_and_its_config_names_the_class(custom_savedmodel: Path) -> None:
