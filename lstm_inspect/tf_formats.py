@@ -186,10 +186,16 @@ def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path, edges:
     """The locate / arrays_of pair `formats._from_graph` takes, for a checkpoint matched to a config."""
     weights = keras_layer_weights(object_graph(bundle))
     prefix = model_prefix(weights)
-    paths = layer_paths(graph, prefix, edges)
     notes: list[str] = []
     in_file = _tops(weights, prefix)
-    expected = sum(1 for p in paths.values() if "/" not in p[len(prefix):])
+
+    def tops(paths: dict[str, str]) -> int:
+        return sum(1 for p in paths.values() if "/" not in p[len(prefix):])
+
+    paths = layer_paths(graph, prefix, edges)
+    if edges is not None and tops(paths) != len(in_file):  # metadata that does not cover every layer: count
+        paths = layer_paths(graph, prefix)
+    expected = tops(paths)
     if len(in_file) != expected:
         unknown = _unknown_layers(graph)
         because = (f"; the model holds layers of classes lstm-inspect does not know (custom layers?): {unknown}, "
