@@ -596,7 +596,8 @@ def render_verify(report: Any, console: Console) -> None:
     for note in report.notes:
         console.print(Text("note: ", style="yellow") + lit(note))
     if report.ok:
-        console.print(Text("match", style="green") + Text(": every output within tolerance"))
+        widened = " widened by the model's float32 sensitivity (see the note)" if report.sensitivity else ""
+        console.print(Text("match", style="green") + Text(f": every output within tolerance{widened}"))
     else:
         bad = [c for c in report.comparisons if not c.ok]
         first = bad[0]

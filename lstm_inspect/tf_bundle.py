@@ -110,6 +110,14 @@ serialization (tf_keras `saving/legacy/serialization.py`): tuples and shapes are
 layer entries lack the `module`, `registered_name` and `build_config` keys that
 `model.to_json()` gives in Keras 2.13+; otherwise, `shared_object_id` keys aside, `model_config`
 equals `to_json()`'s (checked on the four TF 2.15 samples).
+
+Symbolic links: every file this module opens (the index, each data shard, the `checkpoint` state
+file, `keras_metadata.pb`, `saved_model.pb`) is resolved first (`inside`) and refused when it leads
+out of the folder the user named (the SavedModel folder; a checkpoint's folder, or the folder of the
+checkpoint file or prefix named): a folder handed over by someone else must not read the user's other
+files through a link (`variables/variables.data-00000-of-00001 -> ~/.ssh/id_rsa`, a linked
+`variables/`). A link that stays inside that folder (a shard linked to a copy beside it, the way
+dataset tools deduplicate files) is read: it reads nothing the user did not hand over.
 """
 
 from __future__ import annotations
@@ -609,14 +617,17 @@ class TensorBundle:
 
     Opening reads and checks the whole index (every block checksum, every entry), and checks
     that every data shard an entry names is there and holds the entry's bytes; `read` reads one
-    tensor's bytes and checks their CRC-32C.
+    tensor's bytes and checks their CRC-32C. `root`, the folder the user named (the prefix's folder when not
+    given), holds every file opened (`inside`).
     """
 
-    def __init__(self, prefix: Path) -> None:
+    def __init__(self, prefix: Path, root: Path | None = None) -> None:
         self.prefix = Path(prefix)
+        self.root = Path(root) if root is not None else self.prefix.parent
         self.index_path = Path(f"{self.prefix}.index")
         if not self.index_path.is_file():
             raise InspectError(f"{self.index_path}: no such file (the index of checkpoint {self.prefix})")
+        inside(self.index_path, self.root)
         where = str(self.index_path)
         items = _table_items(self.index_path)
         if not items or items[0][0] != b"":
@@ -651,6 +662,7 @@ class TensorBundle:
         if shard_id not in self._shard_sizes:
             path = self.shard_path(shard_id)
             what = f"data shard {shard_id} of checkpoint {self.prefix}"
+            inside(path, self.root)
             try:
                 st = path.stat()
             except OSError:
@@ -670,6 +682,7 @@ class TensorBundle:
         """The entry's bytes from its shard, after checking they are all there."""
         path = self.shard_path(entry.shard_id)
         buf = np.empty(entry.size, dtype=np.uint8)
+        inside(path, self.root)
         try:
             with open(path, "rb") as f:
                 f.seek(entry.offset)
@@ -796,7 +809,20 @@ def _unescape_text_proto(s: str, where: str) -> str:
         raise InspectError(f"{where}: model_checkpoint_path is not valid UTF-8") from None
 
 
-def _read_small(path: Path, limit: int, what: str) -> bytes:
+def inside(path: Path, root: Path) -> Path:
+    """`path` itself, once resolved (every symbolic link on its way followed) it is inside `root`, the folder the
+    user named (itself resolved: naming a link to a folder is naming that folder); else the one-line refusal."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise InspectError(f"{path}: is a symbolic link (or lies in a linked folder) leading outside {root}, the "
+                           "folder named; lstm-inspect reads only files inside it (name the linked file's own "
+                           "folder to read it)")
+    return path
+
+
+def _read_small(path: Path, limit: int, what: str, root: Path) -> bytes:
+    inside(path, root)
     try:
         size = path.stat().st_size
         if size > limit:
@@ -810,7 +836,7 @@ def _prefix_in_folder(folder: Path) -> Path:
     state = folder / "checkpoint"
     if state.is_file():
         try:
-            text = _read_small(state, MAX_SMALL_FILE_BYTES, "a checkpoint state file").decode("utf-8")
+            text = _read_small(state, MAX_SMALL_FILE_BYTES, "a checkpoint state file", folder).decode("utf-8")
         except UnicodeDecodeError:
             raise InspectError(f"{state}: is not a text file (expected `model_checkpoint_path: \"...\"`)") from None
         m = re.search(r'^\s*model_checkpoint_path\s*:\s*"((?:[^"\\\n]|\\.)*)"', text, re.MULTILINE)
@@ -1059,7 +1085,7 @@ def read_keras_metadata(path: Path) -> list[dict]:
     file = path / "keras_metadata.pb" if path.is_dir() else path
     if not file.is_file():
         raise InspectError(f"{file}: no such file (a SavedModel written by tf.keras has keras_metadata.pb)")
-    raw = _read_small(file, MAX_METADATA_BYTES, "Keras metadata")
+    raw = _read_small(file, MAX_METADATA_BYTES, "Keras metadata", file.parent)
     where = str(file)
     nodes: list[dict] = []
     for field, wire, value in _fields(raw, where):
@@ -1105,7 +1131,7 @@ def read_legacy_keras_metadata(folder: Path) -> list[dict]:
     file = Path(folder) / "saved_model.pb"
     if not file.is_file():
         return []
-    raw = _read_small(file, MAX_METADATA_BYTES, "SavedModel")
+    raw = _read_small(file, MAX_METADATA_BYTES, "SavedModel", file.parent)
     where = str(file)
     for field, wire, value in _fields(raw, where):
         if field != 2:

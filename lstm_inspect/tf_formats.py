@@ -51,11 +51,12 @@ class BundleSource:
 
     path: Path  # what the user named (for messages)
     prefix: Path
+    root: Path  # the folder the user named: every file read lies inside it (tf_bundle.inside)
     _bundle: list[TensorBundle] = field(default_factory=list, repr=False)
 
     def bundle(self) -> TensorBundle:
         if not self._bundle:
-            self._bundle.append(TensorBundle(self.prefix))
+            self._bundle.append(TensorBundle(self.prefix, self.root))
         return self._bundle[0]
 
     def read(self, keys: list[str]) -> list[np.ndarray]:
@@ -72,7 +73,8 @@ def looks_like_tf_checkpoint(path: Path) -> bool:
         if not path.exists():
             return _is_index(Path(f"{path}.index"))
         if path.name == "checkpoint":
-            return path.read_bytes()[:4096].lstrip().startswith(b"model_checkpoint_path")
+            with open(path, "rb") as f:
+                return f.read(4096).lstrip().startswith(b"model_checkpoint_path")
         if _is_index(path):
             return True
         m = re.match(r"(?P<prefix>.+)\.data-\d{5}-of-\d{5}$", path.name)
@@ -102,15 +104,24 @@ def is_savedmodel(path: Path) -> bool:
 # ---------------------------------------------------------------- matching checkpoint layers to the config
 
 
-def layer_paths(graph: ModelGraph, prefix: str = "") -> dict[str, str]:
-    """Model layer path -> its path in the checkpoint (`layer_with_weights-M`, nested inside a nested model)."""
+def layer_paths(graph: ModelGraph, prefix: str = "", edges: dict[str, str] | None = None) -> dict[str, str]:
+    """Model layer path -> its path in the checkpoint (`layer_with_weights-M`, nested inside a nested model).
+
+    Counted from the classes' own weights, or, given `edges` (a top-level layer's name -> its edge, as a
+    SavedModel's keras_metadata.pb records it), taken from the file: those number a layer of a class lstm-inspect
+    does not know (a custom layer with weights) as Keras numbered it."""
     out: dict[str, str] = {}
     m = 0
     for node in graph.layers:
-        if not has_weights(node):
+        if edges is not None:
+            if node.name not in edges:
+                continue
+            path = f"{prefix}{edges[node.name]}"
+        elif not has_weights(node):
             continue
-        path = f"{prefix}layer_with_weights-{m}"
-        m += 1
+        else:
+            path = f"{prefix}layer_with_weights-{m}"
+            m += 1
         out[node.path] = path
         if node.children is not None:
             out.update(layer_paths(node.children, f"{path}/"))
@@ -150,18 +161,48 @@ def _direction_variables(weights: dict[str, list[tuple[str, str]]], path: str) -
     return [key for _, key in weights.get(path, [])]
 
 
-def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path
+def metadata_edges(nodes: list[dict]) -> dict[str, str] | None:
+    """A SavedModel's top-level layers with weights, name -> `layer_with_weights-M`, from keras_metadata.pb's
+    node paths (`root.layer_with_weights-1`: tf_keras lists that edge before `layer-N`); None when it has none."""
+    edges = {}
+    for node in nodes:
+        m = re.fullmatch(r"root\.(layer_with_weights-\d+)", str(node.get("node_path", "")))
+        name = node.get("metadata", {}).get("name") if isinstance(node.get("metadata"), dict) else None
+        if m and isinstance(name, str):
+            edges[name] = m.group(1)
+    return edges or None
+
+
+def _unknown_layers(graph: ModelGraph) -> str:
+    """The top-level layers of classes lstm-inspect does not know, for the count mismatch they may explain."""
+    from lstm_inspect.layers import LAYERS
+
+    return ", ".join(f"{n.name} ({n.class_name})" for n in graph.layers if n.children is None and not n.is_op
+                     and n.class_name not in LAYERS and not has_weights(n) and n.class_name != "InputLayer")
+
+
+def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path, edges: dict[str, str] | None = None
                     ) -> tuple[Callable[[RecurrentSpec], Any], Callable[[LayerNode], list[StoredArray]], list[str]]:
     """The locate / arrays_of pair `formats._from_graph` takes, for a checkpoint matched to a config."""
     weights = keras_layer_weights(object_graph(bundle))
     prefix = model_prefix(weights)
-    paths = layer_paths(graph, prefix)
     notes: list[str] = []
     in_file = _tops(weights, prefix)
-    expected = sum(1 for p in paths.values() if "/" not in p[len(prefix):])
+
+    def tops(paths: dict[str, str]) -> int:
+        return sum(1 for p in paths.values() if "/" not in p[len(prefix):])
+
+    paths = layer_paths(graph, prefix, edges)
+    if edges is not None and tops(paths) != len(in_file):  # metadata that does not cover every layer: count
+        paths = layer_paths(graph, prefix)
+    expected = tops(paths)
     if len(in_file) != expected:
+        unknown = _unknown_layers(graph)
+        because = (f"; the model holds layers of classes lstm-inspect does not know (custom layers?): {unknown}, "
+                   "whose weights cannot be numbered without Keras's metadata (a SavedModel's keras_metadata.pb)"
+                   if unknown else ": they are not the same model")
         raise InspectError(f"{where}: the checkpoint holds {len(in_file)} layers with weights and the model config "
-                           f"{expected}: they are not the same model")
+                           f"{expected}{because}")
 
     def locate(spec: RecurrentSpec) -> tuple[list[StoredArray], str, list[str]]:
         base = paths.get(spec.layer.path)
@@ -204,8 +245,8 @@ def read_savedmodel(folder: Path) -> Checkpoint:
     prefix = folder / "variables" / "variables"
     if not Path(f"{prefix}.index").is_file():
         raise InspectError(f"{folder}: has no variables/variables.index: the SavedModel's weights are missing")
-    source = BundleSource(folder, prefix)
-    locate, arrays_of, notes = config_locators(source.bundle(), graph, folder)
+    source = BundleSource(folder, prefix, folder)
+    locate, arrays_of, notes = config_locators(source.bundle(), graph, folder, metadata_edges(nodes))
     ckpt = from_graph(folder, "savedmodel", version or TF_KERAS, graph, locate, source, arrays_of, config)
     ckpt.notes += notes
     return ckpt
@@ -216,7 +257,7 @@ def read_tf_checkpoint(path: Path, config: Any = None, config_version: str | Non
     from lstm_inspect.formats import from_graph, model_graph
 
     prefix = resolve_prefix(path)
-    source = BundleSource(path, prefix)
+    source = BundleSource(path, prefix, path if path.is_dir() else path.parent)
     bundle = source.bundle()
     if config is not None:
         graph = model_graph(config, str(config_path), path)
@@ -254,9 +295,7 @@ def _weights_only(path: Path, bundle: TensorBundle, source: BundleSource) -> Che
         model_layers.append(ModelLayer(name=layer_name, class_name=f"Bidirectional({kind})" if len(paths) == 2
                                        else kind))
         for k, (p, a) in enumerate(zip(paths, arrays)):
-            scopes = full_names.get(a[0].key, "").split("/")  # e.g. bidirectional/forward_lstm/lstm_cell/kernel
-            half = scopes[1] if len(scopes) > 2 else p.rsplit("/", 1)[1]
-            parts = (layer_name,) if len(paths) == 1 else (layer_name, half)
+            parts = (layer_name,) if len(paths) == 1 else (layer_name, _half_name(full_names.get(a[0].key, ""), p))
             settings = default_settings(cell, kind, TF_KERAS, a, go_backwards=k == 1)
             d = make_direction(parts, cell, kind, settings, storage, a, source, TF_KERAS, [],
                                wrapper=layer_name if len(paths) == 2 else None,
@@ -273,3 +312,10 @@ def _weights_only(path: Path, bundle: TensorBundle, source: BundleSource) -> Che
                       model_layers=model_layers, settings_from="defaults", notes=notes, source=source)
 
 
+
+
+def _half_name(full_name: str, path: str) -> str:
+    """A Bidirectional half's name: its TF variable scope (`bidirectional/forward_lstm/lstm_cell/kernel`, or
+    `bidirectional/forward_lstm/kernel` before TF 2.2 named the cell's scope), else its edge (`forward_layer`)."""
+    scopes = full_name.split("/")
+    return scopes[1] if len(scopes) > 2 else path.rsplit("/", 1)[-1]

@@ -1,7 +1,21 @@
-"""Checking outputs against Keras: the engine's, or the user's own reimplementation's."""
+"""Checking outputs against Keras: the engine's, or the user's own reimplementation's.
+
+Some models amplify float32 rounding: a recurrent block with a large gain (σ_max of the recurrent kernel in
+the tens) or an unbounded activation (relu) turns the last bit of one step into whole units a few steps
+later. Then two correct float32 implementations (Keras's kernels and the engine's NumPy) part as far as the
+engine parts from itself run in float64, and a mismatch says nothing about the port. So when a comparison
+fails, the engine is run in float32 and in float64 (`rounding_sensitivity`); if those two differ past the
+tolerance, the report says so (both figures, and the layer and step where they part) and judges each
+output again with the tolerance widened, step by step, by SLACK times that spread's envelope: its largest
+value so far or up to LOOKAHEAD steps later (two float32 runs part from the float64 one at their own pace, a
+step or two apart, and a saturated unit that flips in one run gives a whole unit at once). A wrong port still
+fails where the model is not yet sensitive: at the first steps, the spread is the float32 rounding of one
+step (~1e-8), far below what a wrong gate order, bias or activation gives.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,7 +24,13 @@ import numpy as np
 
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint, check_sizes
-from lstm_inspect.network import Network, RunRecord
+from lstm_inspect.network import Network, RunRecord, run_direction
+
+# How far another float32 implementation may stray, in the engine's own float32-vs-float64 spread: on the tests'
+# Keras 3 LSTM with σ_max 60 and relu LSTM, 5 seeds each, Keras's distance to the engine (float32 or float64) past
+# the tolerance was at most 4.2 times the spread's envelope with a 4-step look-ahead (1.7 for the relu LSTM).
+SLACK = 8.0
+LOOKAHEAD = 4
 
 
 @dataclass
@@ -31,14 +51,17 @@ class Comparison:
                 "error_per_step": self.per_step}
 
 
-def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> Comparison:
+def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: float,
+            slack: np.ndarray | float = 0.0) -> Comparison:
+    """`slack`: an extra tolerance (per step for a sequence, see `rounding_sensitivity`), 0 unless the model
+    amplifies float32 rounding on this input."""
     ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if ours.shape != ref.shape:
         return Comparison(name, tuple(ref.shape), float("inf"), float("inf"), False,
                           {"shape_expected": list(ref.shape), "shape_found": list(ours.shape)}, None)  # type: ignore[dict-item]
     err = np.abs(ours - ref)
     err = np.where(np.isnan(err), np.inf, err)
-    bad = err > atol + rtol * np.abs(ref)
+    bad = err > atol + rtol * np.abs(ref) + slack
     significant = np.abs(ref) > atol
     max_rel = float(np.max(err[significant] / np.abs(ref[significant]))) if significant.any() else 0.0
     first = None
@@ -64,6 +87,7 @@ class VerifyReport:
     rtol: float
     comparisons: list[Comparison]
     notes: list[str] = field(default_factory=list)
+    sensitivity: Sensitivity | None = None
 
     @property
     def ok(self) -> bool:
@@ -73,7 +97,89 @@ class VerifyReport:
         return {"file": str(self.file), "reference": self.reference,
                 "compared": "theirs" if self.against else "engine",
                 "against": str(self.against) if self.against else None, "atol": self.atol, "rtol": self.rtol,
-                "ok": self.ok, "outputs": [c.to_dict() for c in self.comparisons], "notes": self.notes}
+                "ok": self.ok, "outputs": [c.to_dict() for c in self.comparisons], "notes": self.notes,
+                "float32_sensitivity": self.sensitivity.to_dict() if self.sensitivity else None}
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """The engine run in float32 and in float64 differ past the tolerance on this input: the model amplifies
+    float32 rounding (see the module's docstring)."""
+
+    spread: float  # max |engine float32 - engine float64| over the compared outputs
+    start: str  # where the two runs first part past the tolerance: "layer lstm, step 6"
+    slack: dict[str, np.ndarray | float]  # compared output -> the tolerance added (SLACK x the spread)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"float32_vs_float64_max_abs": self.spread, "starts": self.start, "slack_factor": SLACK}
+
+    def note(self, comparisons: list[Comparison], whose: str) -> str:
+        worst = max((c.max_abs for c in comparisons), default=0.0)
+        return (f"the model is sensitive to float32 rounding on this input: the engine in float32 and in float64 "
+                f"differ by up to {self.spread:.2e} (from {self.start}), {whose} and Keras by up to {worst:.2e}; "
+                f"each output is judged within {SLACK:g}x that float32 spread, step by step (from {LOOKAHEAD} steps "
+                "ahead: a wrong port shows at the first steps, where it is ~1e-8)")
+
+
+def _slack(e32: np.ndarray, e64: np.ndarray) -> np.ndarray | float:
+    """SLACK times the float32 spread: for a (sample, step, unit) sequence, per step, its largest value so far or
+    up to LOOKAHEAD steps later."""
+    spread = np.abs(np.asarray(e32, np.float64) - np.asarray(e64, np.float64))
+    if spread.ndim == 3:
+        so_far = np.maximum.accumulate(spread.max(axis=(0, 2)))
+        ahead = so_far[np.minimum(np.arange(so_far.size) + LOOKAHEAD, so_far.size - 1)]
+        return SLACK * ahead[None, :, None]
+    return SLACK * float(spread.max()) if spread.size else 0.0
+
+
+def _first_parting(runs: dict[str, tuple[np.ndarray, np.ndarray]], atol: float, rtol: float) -> str:
+    """The first sequence (a direction's h, in model order) whose float32 and float64 runs part, and the step."""
+    for name, (a, b) in runs.items():
+        c = compare(name, a, b, atol, rtol)
+        if not c.ok and c.first_bad is not None:
+            return f"{name}, step {c.first_bad['step']}" if "step" in c.first_bad else name
+    return "the first output"
+
+
+def rounding_sensitivity(engine: dict[str, tuple[np.ndarray, np.ndarray]], sequences: dict[str, tuple[
+                         np.ndarray, np.ndarray]], atol: float, rtol: float) -> Sensitivity | None:
+    """`engine`: each compared output's (float32, float64) engine values; `sequences`: the recurrent directions'
+    (float32, float64) h traces, to place where the runs part. None when the two agree within the tolerance."""
+    if all(compare(n, a, b, atol, rtol).ok for n, (a, b) in engine.items()):
+        return None
+    spread = max(float(np.max(np.abs(np.asarray(a, np.float64) - b))) for a, b in engine.values())
+    start = _first_parting({**sequences, **engine}, atol, rtol)
+    return Sensitivity(spread, start, {n: _slack(a, b) for n, (a, b) in engine.items()})
+
+
+def _model_runs(ckpt: Checkpoint, xs: list[np.ndarray], keras: Any, dtype: type
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The engine's compared outputs (each top-level recurrent layer's, then the model's) and its directions' h."""
+    rec = RunRecord()
+    outs = Network(ckpt, dtype, trace=True).run(xs, rec)
+    named = {f"layer {path}": rec.layer_outputs[path][0] for path in keras.layer_outputs}
+    named.update({f"output_{k}": o for k, o in enumerate(outs)})
+    return named, {f"layer {d}": t["h"] for d, t in rec.traces.items() if "h" in t}
+
+
+def _model_sensitivity(ckpt: Checkpoint, xs: list[np.ndarray], keras: Any, atol: float, rtol: float
+                       ) -> Sensitivity | None:
+    (o32, h32), (o64, h64) = (_model_runs(ckpt, xs, keras, dt) for dt in (np.float32, np.float64))
+    return rounding_sensitivity({n: (o32[n], o64[n]) for n in o32}, {n: (h32[n], h64[n]) for n in h32 if n in h64},
+                                atol, rtol)
+
+
+def _judge(pairs: list[tuple[str, np.ndarray, np.ndarray]], atol: float, rtol: float,
+           sensitivity: Callable[[], Sensitivity | None]) -> tuple[list[Comparison], Sensitivity | None]:
+    """Each (name, ours or theirs, Keras's) compared; when one fails and the engine's float32 and float64 runs
+    part on this input, all compared again within the model's float32 sensitivity."""
+    comparisons = [compare(n, o, ref, atol, rtol) for n, o, ref in pairs]
+    if all(c.ok for c in comparisons):
+        return comparisons, None
+    sens = sensitivity()
+    if sens is None:
+        return comparisons, None
+    return [compare(n, o, ref, atol, rtol, sens.slack.get(n, 0.0)) for n, o, ref in pairs], sens
 
 
 def hard_sigmoid_notes(ckpt: Checkpoint, reference: str) -> list[str]:
@@ -99,22 +205,23 @@ def verify(
     net = Network(ckpt, dtype)
     xs = net.check_inputs(xs)
     keras = run_keras(ckpt, xs)
-    comparisons: list[Comparison] = []
+    pairs: list[tuple[str, np.ndarray, np.ndarray]] = []
     if theirs is not None:
         if len(theirs) != len(keras.outputs):
             raise InspectError(f"{against}: holds {len(theirs)} output(s) but the model gives {len(keras.outputs)}")
         for k, (t, ref) in enumerate(zip(theirs, keras.outputs)):
             _same_shape(against, f"output_{k}", t, ref)
-            comparisons.append(compare(f"output_{k}", t, ref, atol, rtol))
+            pairs.append((f"output_{k}", t, ref))
     else:
         rec = RunRecord()
         outs = net.run(xs, rec)
-        for path, ref in keras.layer_outputs.items():
-            comparisons.append(compare(f"layer {path}", rec.layer_outputs[path][0], ref, atol, rtol))
-        for k, (o, ref) in enumerate(zip(outs, keras.outputs)):
-            comparisons.append(compare(f"output_{k}", o, ref, atol, rtol))
+        pairs += [(f"layer {path}", rec.layer_outputs[path][0], ref) for path, ref in keras.layer_outputs.items()]
+        pairs += [(f"output_{k}", o, ref) for k, (o, ref) in enumerate(zip(outs, keras.outputs))]
+    comparisons, sens = _judge(pairs, atol, rtol, lambda: _model_sensitivity(ckpt, xs, keras, atol, rtol))
     notes = keras.notes + hard_sigmoid_notes(ckpt, keras.library)
-    return VerifyReport(ckpt.file, keras.library, against, atol, rtol, comparisons, notes)
+    if sens is not None:
+        notes.append(sens.note(comparisons, "theirs" if theirs is not None else "the engine"))
+    return VerifyReport(ckpt.file, keras.library, against, atol, rtol, comparisons, notes, sens)
 
 
 def verify_direction(
@@ -127,7 +234,6 @@ def verify_direction(
     what `forward --layer` writes for a layer with return_sequences=False; the same is compared.
     """
     from lstm_inspect.keras_ref import run_keras_direction
-    from lstm_inspect.network import run_direction
 
     d = ckpt.layer(name)
     _refuse_non_finite(ckpt, d.name)
@@ -143,14 +249,21 @@ def verify_direction(
     if theirs is not None:
         theirs = np.asarray(theirs)
         _same_shape(against, f"the {what}", theirs, ref)
-    ours = (theirs if theirs is not None else
-            d.layer_layout(run_direction(d, d.layer_layout(x), dtype=dtype).outputs))
-    comparison = compare(f"layer {d.name} ({what})", ours, ref, atol, rtol)
+    def engine(dt: type) -> np.ndarray:
+        out = d.layer_layout(run_direction(d, d.layer_layout(x), dtype=dt).outputs)
+        return d.layer_layout(out)[:, -1] if what == "last step" else out
+
+    name = f"layer {d.name} ({what})"
+    ours = theirs if theirs is not None else engine(dtype)
+    comparisons, sens = _judge([(name, ours, ref)], atol, rtol, lambda: rounding_sensitivity(
+        {name: (engine(np.float32), engine(np.float64))}, {}, atol, rtol))
     notes = hard_sigmoid_notes(ckpt, library)
     if ckpt.settings_from == "defaults":
         notes.append("this file stores no architecture: Keras ran the direction with the default settings shown by "
                      "show")
-    return VerifyReport(ckpt.file, library, against, atol, rtol, [comparison], notes)
+    if sens is not None:
+        notes.append(sens.note(comparisons, "theirs" if theirs is not None else "the engine"))
+    return VerifyReport(ckpt.file, library, against, atol, rtol, comparisons, notes, sens)
 
 
 def _same_shape(against: Path | None, what: str, theirs: np.ndarray, ref: np.ndarray) -> None:

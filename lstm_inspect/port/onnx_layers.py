@@ -32,6 +32,13 @@ class OnnxCall:
     ctx: Context
     kwargs: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        """A layer Keras gives weights but the file stores none for (a model saved before it was built): refused
+        as the engine refuses it, before any emitter indexes the empty list."""
+        kind = LAYERS.get(self.node.class_name)
+        if not self.weights and kind is not None and kind.has_weights(self.node):
+            raise InspectError(f"layer {self.node.path} ({self.node.class_name}): the file stores no weights for it")
+
     @property
     def config(self) -> dict[str, Any]:
         return self.node.config
