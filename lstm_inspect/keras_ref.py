@@ -84,6 +84,10 @@ def _quiet_native_stderr() -> Iterator[None]:
 def import_keras(gen: str) -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # TensorFlow's CPU kernels without oneDNN (its default on CPUs without AVX-512 VNNI or AMX) refuse channels_first
+    # convolutions and pools; with oneDNN on they run them, on every x86 CPU. A user's own setting is kept (see
+    # `_predict` for what runs then).
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
         with _quiet_native_stderr():
             import tensorflow as tf
@@ -706,12 +710,8 @@ def run_keras(ckpt: Checkpoint, xs: list[np.ndarray]) -> KerasRun:
         out = model.get_layer(path).output
         probes.append(out[0] if isinstance(out, (list, tuple)) else out)
     probe = keras.Model(model.inputs, outputs + probes)
-    feed = xs if len(xs) > 1 else xs[0]
-    try:
-        got = probe.predict(feed, verbose=0)
-    except Exception as exc:  # whatever TensorFlow raises for an input it cannot run
-        raise InspectError(f"{ckpt.file}: Keras could not run the model on this input "
-                           f"({keras_reason(exc)})") from None
+    notes: list[str] = []
+    got = _predict(ckpt, probe, xs if len(xs) > 1 else xs[0], notes)
     got = got if isinstance(got, list) else [got]
     version = getattr(keras, "__version__", "?")
     name = "keras" if keras.__name__ == "keras" else "tf_keras"
@@ -719,8 +719,33 @@ def run_keras(ckpt: Checkpoint, xs: list[np.ndarray]) -> KerasRun:
         outputs=[np.asarray(g) for g in got[: len(outputs)]],
         layer_outputs={p: np.asarray(g) for p, g in zip(lstm_paths, got[len(outputs):])},
         library=f"{name} {version}",
-        notes=[],
+        notes=notes,
     )
+
+
+# TensorFlow's refusal of a channels_first convolution or pool by its CPU kernels without oneDNN ("The Conv2D op
+# currently only supports the NHWC tensor format on the CPU", "Default MaxPoolingOp only supports NHWC")
+NO_NCHW = "NHWC"
+
+
+def _predict(ckpt: Checkpoint, model: Any, feed: Any, notes: list[str]) -> Any:
+    """model.predict; where TensorFlow's plain CPU kernels refuse a channels_first layer (oneDNN turned off by the
+    user, or TensorFlow imported before verify could turn it on), the same model compiled by XLA, whose CPU kernels
+    take both layouts (Keras 3's TensorFlow backend takes the same route for its 3-D channels_first convolutions)."""
+    try:
+        return model.predict(feed, verbose=0)
+    except Exception as exc:  # whatever TensorFlow raises for an input it cannot run
+        if NO_NCHW not in str(exc):
+            raise InspectError(f"{ckpt.file}: Keras could not run the model on this input "
+                               f"({keras_reason(exc)})") from None
+    notes.append("TensorFlow runs here without oneDNN, whose CPU kernels refuse channels_first layers: Keras ran "
+                 "the model compiled by XLA")
+    model.compile(jit_compile=True)
+    try:
+        return model.predict(feed, verbose=0)
+    except Exception as exc:  # as above
+        raise InspectError(f"{ckpt.file}: Keras could not run the model on this input, neither with TensorFlow's "
+                           f"CPU kernels without oneDNN nor through XLA ({keras_reason(exc)})") from None
 
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +119,17 @@ def test_verify_against_with_the_wrong_shape_is_bad_input(tmp_path: Path) -> Non
     np.save(tmp_path / "theirs.npy", np.zeros((4, 3)))
     r = run_cli("verify", str(SAMPLES / "k3_single.keras"), "--against", str(tmp_path / "theirs.npy"))
     assert r.returncode == 2 and "shape" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["k3_cnn_channels_first.keras", "tfk_cnn_td_channels_first.h5"])
+def test_verify_runs_channels_first_layers_without_onednn(name: str) -> None:
+    """TensorFlow's CPU kernels without oneDNN (the default on CPUs without AVX-512 VNNI) refuse channels_first
+    convolutions; TF_ENABLE_ONEDNN_OPTS=0 forces that path on any CPU. verify still runs Keras on the model (through
+    XLA, said in a note) and matches."""
+    exe = Path(sys.executable).with_name("lstm-inspect")
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", COLUMNS="200")
+    r = subprocess.run([str(exe), "verify", str(SAMPLES / name), "--json"], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"] and any("without oneDNN" in n and "XLA" in n for n in report["notes"]), report
