@@ -545,9 +545,11 @@ def build_model(ckpt: Checkpoint, shapes: list[tuple[int | None, ...]] | None = 
 
 
 def keras_reason(exc: BaseException) -> str:
-    """Keras's message in one line for a person: its first line, cut before any array it prints."""
-    lines = str(exc).strip().splitlines()
-    text = lines[0] if lines else ""
+    """Keras's message in one line for a person: its first line (or the error a traced function re-raised), cut
+    before any array it prints."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    raised = [line for line in lines if re.match(r"\w+(Error|Exception): ", line)]
+    text = raised[-1] if raised else lines[0] if lines else ""  # a tf.function's error: the one it re-raised
     cut = re.search(r"\[?\s*(array\(|tf\.Tensor\(|<tf\.Variable)|Provided weights|\[\[|\[-?\d", text)
     if cut is not None:
         text = text[: cut.start()].rstrip(" :,([") + " ..."

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ from lstm_inspect.network import Network, default_inputs
 from lstm_inspect.verify import verify, verify_direction
 
 import reference_rnn as ref
-from conftest import NOT_RUNNABLE, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
+from conftest import NOT_RUNNABLE, REALWORLD, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
 
 FULL_MODELS = [p for p in sample_checkpoints() + realworld_checkpoints(with_weights=True)
                if lstm_inspect.load(p).graph is not None and not p.name.startswith(NOT_RUNNABLE)]
@@ -133,3 +135,59 @@ def test_verify_runs_channels_first_layers_without_onednn(name: str) -> None:
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] and any("without oneDNN" in n and "XLA" in n for n in report["notes"]), report
+
+
+# ---------------------------------------------------------------- Keras 1 and old Keras 2 configs
+
+KERAS1_FILE = REALWORLD / "charlstm_stateful_keras108_gates.h5py"
+
+
+def keras1_with_batchnorm(dst: Path) -> Path:
+    """The real Keras 1.0.8 file with a BatchNormalization between its LSTMs, as Keras 1 wrote one (config keys
+    epsilon, mode, axis, momentum; weights gamma, beta, running_mean, running_std, the last a variance), epsilon
+    1e-5 and variances of the same order, so that Keras 2's default epsilon (1e-3) would give other outputs."""
+    shutil.copy(KERAS1_FILE, dst)
+    rng = np.random.default_rng(21)
+    arrays = {"gamma": rng.uniform(0.5, 1.5, 150), "beta": rng.normal(0, 0.1, 150),
+              "running_mean": rng.normal(0, 0.05, 150), "running_std": rng.uniform(1e-5, 1e-4, 150)}
+    with h5py.File(dst, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        cfg["config"].insert(1, {"class_name": "BatchNormalization", "config": {
+            "name": "batchnormalization_1", "trainable": True, "epsilon": 1e-05, "mode": 0, "axis": -1,
+            "momentum": 0.9, "gamma_regularizer": None, "beta_regularizer": None}})
+        f.attrs["model_config"] = json.dumps(cfg)
+        root = f["model_weights"] if "model_weights" in f else f
+        group = root.create_group("batchnormalization_1")
+        names = [f"batchnormalization_1_{k}" for k in arrays]
+        for name, a in zip(names, arrays.values()):
+            group.create_dataset(name, data=a.astype(np.float32))
+        group.attrs["weight_names"] = np.array([n.encode() for n in names])
+        layer_names = list(root.attrs["layer_names"])
+        root.attrs["layer_names"] = np.array([*layer_names[:1], b"batchnormalization_1", *layer_names[1:]])
+    return dst
+
+
+@pytest.mark.skipif(not KERAS1_FILE.exists(), reason="../shared/realworld is not beside this clone")
+def test_verify_keeps_a_keras1_batchnorm_s_settings(tmp_path: Path) -> None:
+    """Keras 1's BatchNormalization settings reach Keras (epsilon 1e-5, not Keras 2's default 1e-3), and the rebuilt
+    model computes what tf_keras's own legacy loader (load_weights, which converts Keras 1 weights) gives on a model
+    built by hand as the file describes."""
+    from lstm_inspect.keras_ref import build_model
+
+    path = keras1_with_batchnorm(tmp_path / "k1_bn.h5")
+    ckpt = lstm_inspect.load(path)
+    x = np.random.default_rng(4).normal(size=(3, 1, 29)).astype(np.float32)  # the file declares 1 step (stateful)
+    report = verify(ckpt, [x])
+    assert report.ok, [c.to_dict() for c in report.comparisons if not c.ok]
+    keras, model = build_model(ckpt, [(None, 1, 29)])
+    bn = model.get_layer("batchnormalization_1")
+    assert (bn.epsilon, bn.momentum) == (1e-5, 0.9) and list(np.atleast_1d(bn.axis)) in ([-1], [2])
+    layers = keras.layers
+    by_hand = keras.Sequential([
+        keras.Input((None, 29)),
+        layers.LSTM(150, recurrent_activation="hard_sigmoid", return_sequences=True, name="lstm_1"),
+        layers.BatchNormalization(epsilon=1e-5, momentum=0.9, name="batchnormalization_1"),
+        layers.LSTM(128, recurrent_activation="hard_sigmoid", name="lstm_2"),
+        layers.Dense(29, name="dense_1"), layers.Activation("softmax", name="activation_1")])
+    by_hand.load_weights(path)
+    np.testing.assert_allclose(model.predict(x, verbose=0), by_hand.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
