@@ -191,3 +191,93 @@ def test_verify_keeps_a_keras1_batchnorm_s_settings(tmp_path: Path) -> None:
         layers.Dense(29, name="dense_1"), layers.Activation("softmax", name="activation_1")])
     by_hand.load_weights(path)
     np.testing.assert_allclose(model.predict(x, verbose=0), by_hand.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def old_keras2_copy(model, dst: Path, version: str, edit, built_later: bool = False) -> Path:  # type: ignore[no-untyped-def]
+    """A tf_keras model saved as .h5, its config rewritten as the multi-backend Keras `version` wrote it: its
+    Sequential without an InputLayer, the first layer declaring batch_input_shape (or, `built_later`, for a model
+    made without an input shape and built by fit: none, and the Sequential's build_input_shape), then
+    `edit(layers)`."""
+    model.save(dst)
+    with h5py.File(dst, "r+") as f:
+        f.attrs["keras_version"] = version
+        f.attrs["backend"] = "tensorflow"
+        cfg = json.loads(f.attrs["model_config"])
+        shape = cfg["config"]["layers"][0]["config"]["batch_input_shape"]
+        layers = [e for e in cfg["config"]["layers"] if e["class_name"] != "InputLayer"]
+        for e in layers:
+            e.pop("module", None), e.pop("registered_name", None), e["config"].pop("dtype", None)
+        if built_later:
+            cfg["config"]["build_input_shape"] = shape
+        else:
+            layers[0]["config"]["batch_input_shape"] = shape
+        edit(layers)
+        cfg["config"]["layers"] = layers
+        f.attrs["model_config"] = json.dumps(cfg)
+    return dst
+
+
+def keras_outputs_match(path: Path, x: np.ndarray, expected: np.ndarray) -> None:
+    """verify passes, and its Keras reference gives what the Keras that made the file gave."""
+    from lstm_inspect.keras_ref import build_model
+
+    ckpt = lstm_inspect.load(path)
+    report = verify(ckpt, [x])
+    assert report.ok, [c.to_dict() for c in report.comparisons if not c.ok]
+    _, model = build_model(ckpt, [(None, *x.shape[1:])])
+    np.testing.assert_allclose(model.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_verify_rebuilds_a_keras20_embedding_gru(tmp_path: Path) -> None:
+    """Keras 2.0-2.1's Embedding wrote dtype int32 (its input placeholder's); tf_keras reads a layer's dtype as its
+    weights', so the rebuild failed ('Cannot convert -0.05 to EagerTensor of dtype int32', the initializer's
+    bound). The multi-backend dtype is the input's: verify now rebuilds the model and matches."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((None,)), keras.layers.Embedding(40, 8, name="embedding_1"),
+                              keras.layers.GRU(6, reset_after=False, recurrent_activation="hard_sigmoid",
+                                               return_sequences=True, name="gru_1"),
+                              keras.layers.Dense(3, name="dense_1")])
+    x = np.random.default_rng(6).integers(0, 40, size=(3, 9)).astype(np.int64)
+    expected = model.predict(x, verbose=0)
+
+    def keras20(layers: list[dict]) -> None:
+        layers[0]["config"]["dtype"] = "int32"
+        del layers[1]["config"]["reset_after"]  # Keras 2.0 had none: it computed reset_after=False
+
+    keras_outputs_match(old_keras2_copy(model, tmp_path / "embedding_gru.h5", "2.0.8", keras20), x, expected)
+
+
+def test_verify_rebuilds_a_time_distributed_conv_before_a_gru(tmp_path: Path) -> None:
+    """TimeDistributed(Conv2D) -> TimeDistributed(Flatten) -> GRU as Keras 2.3.1 wrote it for a model built by fit:
+    no layer declares the input, the Sequential's build_input_shape does. The rebuild left the model unbuilt ('Keras
+    refused the stored weights (... expecting 0 weights. Provided weights: [array(...'); every layer is now built on
+    a real input before its weights are set, and verify matches Keras's own outputs."""
+    import tf_keras as keras
+
+    keras.utils.set_random_seed(7)
+    layers = keras.layers
+    model = keras.Sequential([keras.Input((5, 8, 8, 2)),
+                              layers.TimeDistributed(layers.Conv2D(4, 3, activation="relu"), name="time_distributed_1"),
+                              layers.TimeDistributed(layers.Flatten(), name="time_distributed_2"),
+                              layers.GRU(6, reset_after=False, name="gru_1"), layers.Dense(2, name="dense_1")])
+    x = np.random.default_rng(8).normal(size=(3, 5, 8, 8, 2)).astype(np.float32)
+    expected = model.predict(x, verbose=0)
+    path = old_keras2_copy(model, tmp_path / "td_conv_gru.h5", "2.3.1", lambda layers: None, built_later=True)
+    keras_outputs_match(path, x, expected)
+
+
+def test_keras_s_refusal_of_the_weights_prints_no_array(tmp_path: Path) -> None:
+    """A Dense whose config says no bias but whose file holds one: Keras refuses the weights with a message that
+    prints them ('Provided weights: [array([[...'); verify says it in one line, cut before the array."""
+    dst = tmp_path / "dense_bias.h5"
+    shutil.copy(SAMPLES / "tfk_rnn_cells.h5", dst)
+    with h5py.File(dst, "r+") as f:
+        cfg = json.loads(f.attrs["model_config"])
+        next(e for e in cfg["config"]["layers"] if e["class_name"] == "Dense")["config"]["use_bias"] = False
+        f.attrs["model_config"] = json.dumps(cfg)
+    r = run_cli("verify", str(dst))
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "Keras refused the stored weights" in r.stderr and "expecting 1 weights" in r.stderr
+    assert "array" not in r.stderr and "[[" not in r.stderr and "Traceback" not in r.stderr
