@@ -518,7 +518,7 @@ def _config_json(ckpt: Checkpoint) -> dict[str, Any]:
     _check_objects(raw, where)
     major, _ = keras_major_minor(ckpt.keras_version)
     return safe_config(raw, keras1=major is not None and major < 2, where=where,
-                       dtype_is_input=is_multi_backend_keras2(ckpt.keras_version, (3, 0)))
+                       dtype_is_input=is_multi_backend_keras2(ckpt.keras_version, (2, 4)))
 
 
 def build_model(ckpt: Checkpoint, shapes: list[tuple[int | None, ...]] | None = None) -> tuple[Any, Any]:
