@@ -200,8 +200,9 @@ def old_keras2_copy(model, dst: Path, version: str, edit, built_later: bool = Fa
     `edit(layers)`."""
     model.save(dst)
     with h5py.File(dst, "r+") as f:
-        f.attrs["keras_version"] = version
-        f.attrs["backend"] = "tensorflow"
+        for group in (f, f["model_weights"]):  # Keras 2 writes both
+            group.attrs["keras_version"] = version
+            group.attrs["backend"] = "tensorflow"
         cfg = json.loads(f.attrs["model_config"])
         shape = cfg["config"]["layers"][0]["config"]["batch_input_shape"]
         layers = [e for e in cfg["config"]["layers"] if e["class_name"] != "InputLayer"]
@@ -214,6 +215,7 @@ def old_keras2_copy(model, dst: Path, version: str, edit, built_later: bool = Fa
         edit(layers)
         cfg["config"]["layers"] = layers
         f.attrs["model_config"] = json.dumps(cfg)
+    assert lstm_inspect.load(dst).keras_version == version  # read as the old Keras's file
     return dst
 
 
