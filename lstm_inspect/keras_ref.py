@@ -549,11 +549,12 @@ def keras_reason(exc: BaseException) -> str:
     before any array it prints."""
     lines = [line.strip() for line in str(exc).strip().splitlines()]
     raised = [line for line in lines if re.match(r"\w+(Error|Exception): ", line)]
-    text = raised[-1] if raised else lines[0] if lines else ""  # a tf.function's error: the one it re-raised
+    # a tf.function's error: the one it re-raised, which names its type
+    text = raised[-1] if raised else f"{type(exc).__name__}: {lines[0] if lines else ''}"
     cut = re.search(r"\[?\s*(array\(|tf\.Tensor\(|<tf\.Variable)|Provided weights|\[\[|\[-?\d", text)
     if cut is not None:
         text = text[: cut.start()].rstrip(" :,([") + " ..."
-    return f"{type(exc).__name__}: {text[:200]}"
+    return text[:240]
 
 
 # Keys of a layer's settings that declare its input, which the rebuild gives it as a Keras tensor instead (an
