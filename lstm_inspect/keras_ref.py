@@ -1,16 +1,27 @@
 """Keras itself, as the reference the engine is checked against. The only module that imports it.
 
 The reference for a file is the Keras generation that wrote it: Keras 3 for 3.x files, tf_keras
-(the Keras 2 TensorFlow ships) for older ones. The user's file is never handed to Keras's loader
-(which has run embedded code despite safe_mode): the model is rebuilt from the configuration
-lstm-inspect already parsed, after checking that every class in it is a plain Keras layer the
-engine knows, and the weights lstm-inspect read are set layer by layer.
+(the Keras 2 TensorFlow ships) for older ones. Nothing from the user's file reaches Keras's
+loaders or deserializers (`model_from_json`, `model_from_config`, `deserialize_keras_object`), whose
+JSON object hooks and registries have turned data into code (tf_keras's `json_utils._decode_helper`
+deserializes `__passive_serialization__` objects, a Lambda runs marshalled bytecode) whatever safe
+mode says. Instead:
+
+1. the parsed config is searched for Keras's internal serialization keys (`INTERNAL_KEYS`), which no
+   plain layer setting uses, and refused with the key named;
+2. it is rebuilt key by key (`safe_config`): only the classes the engine runs, only plain JSON settings
+   (activations by name, a dtype policy by its name), Keras 1 keys renamed as Keras 2's
+   `keras/legacy/interfaces.py` renamed them, CuDNN classes renamed to their plain layers;
+3. each layer is constructed from its clean settings with its own class (`layer_cls.from_config` or,
+   for wrappers, the constructor with the wrapped layer built the same way), and the functional
+   graph is wired here by calling the layers on Keras tensors in the order `ModelGraph.calls` gives,
+   as Keras's `functional.process_node` would;
+4. the weights lstm-inspect read are set layer by layer.
 """
 
 from __future__ import annotations
 
-import copy
-import json
+import importlib
 import os
 import re
 from collections.abc import Iterator
@@ -20,11 +31,21 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.architecture import MAX_JSON_DEPTH, MODEL_CLASSES, ModelGraph
-from lstm_inspect.cells import all_layer_classes, cell_of_class, keras_major_minor
+from lstm_inspect.architecture import (
+    MAX_JSON_DEPTH,
+    MODEL_CLASSES,
+    Call,
+    ConfigError,
+    LayerNode,
+    ModelGraph,
+    declared_shape,
+    parse_model_config,
+)
+from lstm_inspect.cells import all_layer_classes, cell_of_class, is_multi_backend_keras2, keras_major_minor
 from lstm_inspect.errors import InspectError
 from lstm_inspect.layers import LAYERS
 from lstm_inspect.model import Checkpoint
+from lstm_inspect.network import walk_graph
 from lstm_inspect.ops import KERAS3_OPS, TF_FUNCTIONS, TF_RAW_OPS
 
 # Layer classes whose config may be handed to Keras's from_config: nothing in them runs user code.
@@ -63,6 +84,10 @@ def _quiet_native_stderr() -> Iterator[None]:
 def import_keras(gen: str) -> Any:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # TensorFlow's CPU kernels without oneDNN (its default on CPUs without AVX-512 VNNI or AMX) refuse channels_first
+    # convolutions and pools; with oneDNN on they run them, on every x86 CPU. A user's own setting is kept (see
+    # `_predict` for what runs then).
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     try:
         with _quiet_native_stderr():
             import tensorflow as tf
@@ -100,12 +125,62 @@ class KerasRun:
 
 
 CODE_CLASSES = frozenset({"Lambda", "__lambda__"})
+# Keys by which Keras's own (de)serializers mark data to turn into objects: tf_keras's JSON object hook builds any
+# object carrying __passive_serialization__, a Lambda's function and function_type carry its code, and any other
+# dunder key is Keras's (or an attacker's) marker, never a setting. The one `function` a plain config holds is a
+# TFOpLambda's op name (checked against TF_FUNCTIONS).
+OP_FUNCTION_CLASSES = frozenset({"TFOpLambda", "SlicingOpLambda"})
+CODE_KEYS = frozenset({"function", "function_type"})
+# The modules a Keras 3 op node may name (keras/src/ops/): the engine runs ops of these only.
+KERAS3_OP_MODULES = ("keras.src.ops.numpy", "keras.src.ops.core", "keras.src.ops.math", "keras.src.ops.nn")
 
 
 def check_safe(cfg: Any, where: str = "model") -> None:
     """Refuse anything but plain Keras layers the engine knows: no Lambda, no custom objects."""
+    refuse_internal_keys(cfg, where)
     _check_objects(cfg, where)
     safe_config(cfg, keras1=False, where=where)
+
+
+def _key_text(key: object) -> str:
+    text = str(key)
+    return repr(text[:60] + ("..." if len(text) > 60 else ""))
+
+
+def _is_internal_key(key: str, value: Any, in_op_config: bool) -> bool:
+    if len(key) > 4 and key.startswith("__") and key.endswith("__"):
+        return True
+    return key in CODE_KEYS and not (key == "function" and in_op_config and isinstance(value, str))
+
+
+def refuse_internal_keys(cfg: Any, where: str) -> None:
+    """Anywhere in the config (settings never handed on included): no key of Keras's internal serialization.
+
+    One pass over every object and list (linear), no recursion; the refusal names the key and its place.
+    """
+    stack: list[tuple[Any, Any, int, bool]] = [(cfg, None, 0, False)]
+    while stack:
+        value, path, depth, in_op_config = stack.pop()
+        if depth >= MAX_JSON_DEPTH:  # never for a config lstm-inspect read: deeper ones are refused when read
+            raise _refuse(where, "nests its settings too deep")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        op_entry = isinstance(value, dict) and value.get("class_name") in OP_FUNCTION_CLASSES
+        for key, item in items:
+            if isinstance(value, dict) and _is_internal_key(str(key), item, in_op_config):
+                raise InspectError(f"the {where} holds the key {_key_text(key)} (at {_path_text((key, path))}), "
+                                   "Keras's internal serialization, through which its loaders build objects and run "
+                                   "code; verify will not hand it to Keras (safe mode)")
+            if isinstance(item, (dict, list)):
+                stack.append((item, (key, path), depth + 1, op_entry and key == "config"))
+
+
+def _path_text(path: Any) -> str:
+    parts: list[str] = []
+    while path is not None:
+        key, path = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{str(key)[:60]}")
+    text = "".join(reversed(parts)).lstrip(".")
+    return repr(text[-200:])[1:-1]
 
 
 def _check_objects(cfg: Any, where: str, depth: int = 0) -> None:
@@ -133,19 +208,30 @@ def _check_objects(cfg: Any, where: str, depth: int = 0) -> None:
             _check_objects(value, where, depth + 1)
 
 
-# ---------------------------------------------------------------- the config handed to Keras
+# ---------------------------------------------------------------- the clean config the model is built from
 #
 # Rebuilt from scratch, keeping only what the forward pass needs: the classes the engine knows, their
 # settings, the graph. Initializers, regularizers and constraints are dropped (the weights are set
-# after building, and none of them acts at inference), as are the model's compile_config and
-# build_config; every nested object must be one of a few known kinds (an activation by name, a dtype
-# policy, a wrapped layer of a known class, a Keras tensor in a call), and TensorFlow op layers must
-# name a whitelisted op.
+# after building, and none of them acts at inference), as are the model's compile_config and every
+# build_config (the layers are built by calling them on Keras tensors); every nested object must be
+# one of a few known kinds (an activation by name, a dtype policy, a wrapped layer of a known class, a
+# Keras tensor in a call), and TensorFlow op layers must name a whitelisted op.
 
 DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
-DROPPED_KEYS = {"activity_regularizer", "weights", "compile_config", "shared_object_id"}
+DROPPED_KEYS = {"activity_regularizer", "weights", "compile_config", "shared_object_id", "build_config"}
 POLICY_CLASSES = {"DTypePolicy", "Policy", "FloatDTypePolicy"}
 WRAPPED_KEYS = ("layer", "backward_layer", "cell")
+# Serialized plain values: a tuple (tf_keras's json_utils: "items"; Keras 3: config.value) or a TensorShape
+SEQUENCE_CLASSES = ("__tuple__", "TensorShape")
+
+
+@dataclass(frozen=True)
+class _Rules:
+    """How to read the layer settings of one file."""
+
+    where: str
+    keras1: bool  # Keras 1 key names (`_keras1_to_keras2`)
+    dtype_is_input: bool  # multi-backend Keras 1/2: a layer's dtype is its input placeholder's, not its weights'
 
 
 def _refuse(where: str, what: str) -> InspectError:
@@ -153,21 +239,23 @@ def _refuse(where: str, what: str) -> InspectError:
                         "(safe mode)")
 
 
-def safe_config(cfg: Any, keras1: bool, where: str = "model") -> dict[str, Any]:
-    """The model config to hand to Keras: validated, reduced to what the forward pass needs, CPU-ready."""
+def safe_config(cfg: Any, keras1: bool, where: str = "model", dtype_is_input: bool = False) -> dict[str, Any]:
+    """The model config Keras's layers are built from: validated, reduced to what the forward pass needs,
+    CPU-ready, holding only plain JSON values."""
     if not isinstance(cfg, dict) or cfg.get("class_name") not in MODEL_CLASSES:
         raise _refuse(where, "is not a Sequential or Functional model")
-    return _model(cfg, keras1, where, 0)
+    return _model(cfg, _Rules(where, keras1, dtype_is_input or keras1), 0)
 
 
-def _model(cfg: dict[str, Any], keras1: bool, where: str, depth: int) -> dict[str, Any]:
+def _model(cfg: dict[str, Any], rules: _Rules, depth: int) -> dict[str, Any]:
+    where = rules.where
     if depth > 32:
         raise _refuse(where, "nests models too deep")
     body = cfg.get("config")
     out: dict[str, Any] = {"class_name": cfg["class_name"]}
     _keep_keras_identity(cfg, out, where)
     if isinstance(body, list):  # Keras 1 and 2.0-2.2 Sequential
-        out["config"] = [_layer(e, keras1, where, depth) for e in body]
+        out["config"] = [_layer(e, rules, depth) for e in body]
         return out
     if not isinstance(body, dict):
         raise _refuse(where, f"has a {cfg['class_name']} with no config")
@@ -178,7 +266,7 @@ def _model(cfg: dict[str, Any], keras1: bool, where: str, depth: int) -> dict[st
     layers = body.get("layers", [])
     if not isinstance(layers, list):
         raise _refuse(where, "lists its layers as something other than a list")
-    clean["layers"] = [_layer(e, keras1, where, depth) for e in layers]
+    clean["layers"] = [_layer(e, rules, depth) for e in layers]
     out["config"] = clean
     return out
 
@@ -196,12 +284,13 @@ def _keep_keras_identity(entry: dict[str, Any], out: dict[str, Any], where: str)
         out["registered_name"] = registered
 
 
-def _layer(entry: Any, keras1: bool, where: str, depth: int) -> dict[str, Any]:
+def _layer(entry: Any, rules: _Rules, depth: int) -> dict[str, Any]:
+    where = rules.where
     if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
         raise _refuse(where, "has a layer without a class")
     cls = entry["class_name"]
     if cls in MODEL_CLASSES:
-        out = _model(entry, keras1, where, depth + 1)
+        out = _model(entry, rules, depth + 1)
         for key in ("name", "inbound_nodes"):
             if key in entry:
                 out[key] = _call_data(entry[key], where) if key == "inbound_nodes" else _plain(entry[key], where)
@@ -210,40 +299,42 @@ def _layer(entry: Any, keras1: bool, where: str, depth: int) -> dict[str, Any]:
     _keep_keras_identity(entry, out, where)
     config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
     if str(entry.get("module", "")).startswith("keras.src.ops"):
-        if cls not in KERAS3_OPS:
+        if cls not in KERAS3_OPS or entry["module"] not in KERAS3_OP_MODULES:
             raise _refuse(where, f"contains the op {cls}, which the engine does not run")
         out["config"] = {k: _plain(v, where) for k, v in config.items() if k in KERAS3_OPS[cls].keywords
-                         or k in ("name", "trainable", "dtype")}
-    elif cls in ("TFOpLambda", "SlicingOpLambda"):
+                         or k in ("name", "trainable")}
+    elif cls in OP_FUNCTION_CLASSES:
         if config.get("function") not in TF_FUNCTIONS:
             raise _refuse(where, f"contains the TensorFlow op {config.get('function')!r}, which the engine does not "
                           "run")
-        out["config"] = {k: _plain(config[k], where) for k in ("name", "trainable", "dtype", "function")
-                         if k in config}
+        out["config"] = {k: _plain(config[k], where) for k in ("name", "trainable", "function") if k in config}
     elif cls == "TensorFlowOpLayer":
         out["config"] = _node_def_layer(config, where)
     elif cls not in ALLOWED_CLASSES:
         raise _refuse(where, f"contains a {cls} layer, which the engine does not know")
     else:
-        out["config"] = _layer_config(cls, config, keras1, where, depth)
-    for key in ("name", "inbound_nodes", "build_config"):
+        out["class_name"], out["config"] = _layer_config(cls, config, rules, depth)
+    for key in ("name", "inbound_nodes"):
         if key in entry:
             out[key] = _call_data(entry[key], where) if key == "inbound_nodes" else _plain(entry[key], where)
     return out
 
 
-def _layer_config(cls: str, config: dict[str, Any], keras1: bool, where: str, depth: int) -> dict[str, Any]:
+def _layer_config(cls: str, config: dict[str, Any], rules: _Rules, depth: int) -> tuple[str, dict[str, Any]]:
+    """(the class Keras builds, its settings): a CuDNN class becomes its plain layer here, out of band."""
+    if rules.keras1:
+        config = _keras1_to_keras2(cls, config, rules.where)
     inner: dict[str, Any] = {}
     for key, value in config.items():
         if key in DROPPED_KEYS or key.endswith(DROPPED_SUFFIXES):
             continue
         if key in WRAPPED_KEYS and isinstance(value, (dict, list)):
-            inner[key] = ([_layer(v, keras1, where, depth) for v in value] if isinstance(value, list)
-                          else _layer(value, keras1, where, depth))
+            inner[key] = ([_layer(v, rules, depth) for v in value] if isinstance(value, list)
+                          else _layer(value, rules, depth))
             continue
-        inner[key] = _setting(key, value, where)
-    if keras1:
-        inner = _keras1_to_keras2(inner)
+        if key == "dtype" and rules.dtype_is_input and cls != "InputLayer":
+            continue  # multi-backend Keras: the input placeholder's dtype (int32 on an Embedding), not the weights'
+        inner[key] = _setting(key, value, rules.where)
     out_cls = cls
     cell = cell_of_class(cls)
     if cell is not None:
@@ -258,24 +349,26 @@ def _layer_config(cls: str, config: dict[str, Any], keras1: bool, where: str, de
     for key in ("batch_input_shape", "batch_shape"):
         if isinstance(inner.get(key), list) and inner[key]:
             inner[key] = [None, *inner[key][1:]]
-    if out_cls != cls:
-        inner["__class_name__"] = out_cls
-    return inner
+    return out_cls, inner
 
 
 def _setting(key: str, value: Any, where: str) -> Any:
-    """One setting of a layer: plain JSON, or one of the few objects Keras serializes in settings."""
-    if isinstance(value, dict) and "class_name" in value:
+    """One setting of a layer: plain JSON, or one of the few objects Keras serializes in settings, as its name."""
+    if isinstance(value, dict) and "class_name" in value and value.get("class_name") not in SEQUENCE_CLASSES:
         cls = value.get("class_name")
-        if cls in POLICY_CLASSES:
+        if cls in POLICY_CLASSES and key == "dtype":
             policy = value.get("config") if isinstance(value.get("config"), dict) else {}
-            return {**{k: v for k, v in value.items() if k in ("module", "class_name", "registered_name")},
-                    "config": {"name": _plain(policy.get("name"), where)}}
+            name = policy.get("name")
+            if not isinstance(name, str):
+                raise _refuse(where, f"sets {key} to a {cls} without a name")
+            return name
         if cls == "function" and isinstance(value.get("config"), str):
             name = value["config"]
             _known_activation(name, where)
             return name
         raise _refuse(where, f"sets {key} to a {cls} object")
+    if key in ("activation", "recurrent_activation") and not (isinstance(value, str) or value is None):
+        raise _refuse(where, f"sets {key} to something other than an activation's name")
     if key in ("activation", "recurrent_activation") and isinstance(value, str):
         _known_activation(value, where)
     return _plain(value, where)
@@ -291,16 +384,27 @@ def _known_activation(name: str, where: str) -> None:
 
 
 def _plain(value: Any, where: str, depth: int = 0) -> Any:
-    """JSON data with no objects in it (dicts without class_name)."""
+    """JSON data with no objects in it (dicts without class_name; a serialized tuple or TensorShape as a list)."""
     if depth >= MAX_JSON_DEPTH:  # as in _check_objects
         raise _refuse(where, "nests its settings too deep")
     if isinstance(value, dict):
-        if "class_name" in value and value.get("class_name") not in ("__tuple__", "TensorShape", "__ellipsis__"):
-            raise _refuse(where, f"holds a {value.get('class_name')} object where a plain value was expected")
+        if "class_name" in value:
+            if value.get("class_name") not in SEQUENCE_CLASSES:
+                raise _refuse(where, f"holds a {value.get('class_name')} object where a plain value was expected")
+            return _plain(_sequence_items(value, where), where, depth + 1)
         return {str(k): _plain(v, where, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v, where, depth + 1) for v in value]
     return value
+
+
+def _sequence_items(value: dict[str, Any], where: str) -> list[Any] | None:
+    """The items of a serialized tuple or TensorShape (None: a TensorShape of unknown rank)."""
+    inner = value.get("config")
+    items = value.get("items") if "items" in value else inner.get("value") if isinstance(inner, dict) else None
+    if items is not None and not isinstance(items, list):
+        raise _refuse(where, f"holds a {value.get('class_name')} whose items are not a list")
+    return items
 
 
 def _call_data(value: Any, where: str, depth: int = 0) -> Any:
@@ -343,68 +447,233 @@ def _node_def_layer(config: dict[str, Any], where: str) -> dict[str, Any]:
     }
 
 
-def _keras1_to_keras2(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Keras 1 layer configs in the names tf_keras understands (Keras 2's own legacy_recurrent_support)."""
-    renames = {"output_dim": "units", "inner_activation": "recurrent_activation", "dropout_W": "dropout",
-               "dropout_U": "recurrent_dropout", "bias": "use_bias"}
-    keep = {"name", "units", "activation", "recurrent_activation", "use_bias", "return_sequences", "go_backwards",
-            "stateful", "unroll", "dropout", "recurrent_dropout", "batch_input_shape", "input_dim", "mask_zero",
-            "mask_value", "rate", "input_length", "trainable", "target_shape", "n", "merge_mode", "layer"}
-    out = {}
+# ---------------------------------------------------------------- Keras 1 settings in Keras 2 names
+#
+# Keras 2 read Keras 1 configs through the legacy interfaces on its layers' constructors
+# (keras/legacy/interfaces.py, Keras 2.0-2.2): per layer, renamed keys, renamed values and a few
+# preprocessors; every other key Keras 1 wrote is a Keras 2 argument of the same name (BatchNormalization's
+# epsilon, axis and momentum, Dense's activation...). The same renames, per class:
+
+_K1_DENSE = {"output_dim": "units", "init": "kernel_initializer", "W_regularizer": "kernel_regularizer",
+             "b_regularizer": "bias_regularizer", "W_constraint": "kernel_constraint",
+             "b_constraint": "bias_constraint", "bias": "use_bias"}
+_K1_RECURRENT = {"output_dim": "units", "init": "kernel_initializer", "inner_init": "recurrent_initializer",
+                 "inner_activation": "recurrent_activation", "W_regularizer": "kernel_regularizer",
+                 "b_regularizer": "bias_regularizer", "U_regularizer": "recurrent_regularizer",
+                 "dropout_W": "dropout", "dropout_U": "recurrent_dropout", "consume_less": "implementation"}
+_K1_CONV = {"nb_filter": "filters", "filter_length": "kernel_size", "subsample_length": "strides",
+            "subsample": "strides", "border_mode": "padding", "dim_ordering": "data_format",
+            "init": "kernel_initializer", "W_regularizer": "kernel_regularizer", "b_regularizer": "bias_regularizer",
+            "W_constraint": "kernel_constraint", "b_constraint": "bias_constraint", "bias": "use_bias"}
+_K1_POOL = {"pool_length": "pool_size", "stride": "strides", "border_mode": "padding", "dim_ordering": "data_format"}
+_K1_DROPOUT = {"p": "rate", "dim_ordering": "data_format"}
+KERAS1_RENAMES: dict[str, dict[str, str]] = {
+    "Dense": _K1_DENSE, "LSTM": _K1_RECURRENT, "GRU": _K1_RECURRENT, "SimpleRNN": _K1_RECURRENT,
+    "Conv1D": _K1_CONV, "Conv2D": _K1_CONV, "SeparableConv1D": _K1_CONV, "SeparableConv2D": _K1_CONV,
+    "Embedding": {"init": "embeddings_initializer", "W_regularizer": "embeddings_regularizer",
+                  "W_constraint": "embeddings_constraint"},
+    "Dropout": _K1_DROPOUT, "SpatialDropout1D": _K1_DROPOUT, "SpatialDropout2D": _K1_DROPOUT,
+    "SpatialDropout3D": _K1_DROPOUT, "GaussianDropout": _K1_DROPOUT,
+    "GaussianNoise": {"sigma": "stddev"}, "PReLU": {"init": "alpha_initializer"},
+    "BatchNormalization": {"beta_init": "beta_initializer", "gamma_init": "gamma_initializer"},
+    "UpSampling1D": {"length": "size"}, "InputLayer": {"input_dtype": "dtype"},
+    **{cls: _K1_POOL for cls in ("MaxPooling1D", "AveragePooling1D", "MaxPooling2D", "AveragePooling2D",
+                                 "GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D",
+                                 "GlobalAveragePooling2D", "UpSampling2D", "ZeroPadding2D", "Cropping2D")},
+}
+KERAS1_VALUES = {"dim_ordering": {"tf": "channels_last", "th": "channels_first", "default": None},
+                 "consume_less": {"cpu": 0, "mem": 1, "gpu": 2}}
+
+
+def _keras1_to_keras2(cls: str, cfg: dict[str, Any], where: str) -> dict[str, Any]:
+    """A Keras 1 layer config in the names Keras 2 (and so tf_keras) reads, as Keras 2's legacy interfaces
+    converted it; keys Keras 2 no longer took (Embedding's dropout, a layer's input_dtype) are left out."""
+    renames = KERAS1_RENAMES.get(cls, {})
+    out: dict[str, Any] = {}
     for key, value in cfg.items():
-        key = renames.get(key, key)
-        if key in keep:
-            out[key] = value
-    return out
-
-
-def _rename_classes(cfg: Any) -> Any:
-    """Apply the class renames `_layer_config` asked for (CuDNN layers run as their plain versions)."""
-    if isinstance(cfg, list):
-        return [_rename_classes(v) for v in cfg]
-    if not isinstance(cfg, dict):
-        return cfg
-    out = {k: _rename_classes(v) for k, v in cfg.items()}
-    inner = out.get("config")
-    if isinstance(inner, dict) and "__class_name__" in inner:
-        out["class_name"] = inner.pop("__class_name__")
+        if key in KERAS1_VALUES and isinstance(value, str):
+            value = KERAS1_VALUES[key].get(value, value)
+        out[renames.get(key, key)] = value
+    if cls == "BatchNormalization" and out.pop("mode", 0) != 0:
+        raise _refuse(where, "has a Keras 1 BatchNormalization with mode 1 or 2, which Keras 2 no longer runs")
+    if cell_of_class(cls) is not None and "forget_bias_init" in out and out.pop("forget_bias_init") == "one":
+        out["unit_forget_bias"] = True  # any other value was ignored
+    if cls == "Conv2D" and "nb_row" in out and "nb_col" in out:
+        out["kernel_size"] = [out.pop("nb_row"), out.pop("nb_col")]
+    if cls == "Embedding":
+        out.pop("dropout", None)
+    elif cls != "InputLayer":
+        out.pop("input_dtype", None)
     return out
 
 
 def _config_json(ckpt: Checkpoint) -> dict[str, Any]:
+    """The clean model config (`safe_config`) of a checkpoint, refused before TensorFlow is imported."""
     graph = ckpt.graph
     if graph is None:
         raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so Keras cannot rebuild the model")
     raw = ckpt.raw_config
     where = f"model in {ckpt.file}"
+    refuse_internal_keys(raw, where)
     _check_objects(raw, where)
     major, _ = keras_major_minor(ckpt.keras_version)
-    return _rename_classes(safe_config(copy.deepcopy(raw), keras1=major is not None and major < 2, where=where))
+    return safe_config(raw, keras1=major is not None and major < 2, where=where,
+                       dtype_is_input=is_multi_backend_keras2(ckpt.keras_version, (2, 4)))
 
 
-def build_model(ckpt: Checkpoint) -> tuple[Any, Any]:
-    """The Keras model rebuilt from the parsed config, with lstm-inspect's weights set in it."""
+def build_model(ckpt: Checkpoint, shapes: list[tuple[int | None, ...]] | None = None) -> tuple[Any, Any]:
+    """The Keras model rebuilt from the clean config, with lstm-inspect's weights set in it.
+
+    `shapes` (one per model input) stand in for input shapes the config does not declare.
+    """
     gen = generation(ckpt.keras_version)
     cfg = _config_json(ckpt)  # refused before TensorFlow is even imported
+    try:
+        graph = parse_model_config(cfg)
+    except ConfigError as exc:
+        raise InspectError(f"{ckpt.file}: {exc}") from exc
     keras = import_keras(gen)
     try:
-        if gen == "keras3" and "module" in cfg:
-            model = keras.saving.deserialize_keras_object(cfg, safe_mode=True)
-        elif gen == "keras3":
-            # A legacy .h5 written by Keras 3 drops `module` at the top; Keras's own h5 loader reads
-            # such configs through its legacy saving utilities.
-            from keras.src.legacy.saving import saving_utils
-
-            model = saving_utils.model_from_config(cfg)
-        else:
-            model = keras.models.model_from_json(json.dumps(cfg))
+        model = _Rebuild(keras, str(ckpt.file)).model(graph, list(shapes or []))
     except InspectError:
         raise
     except Exception as exc:  # Keras raises many types for configs it cannot build
         raise InspectError(f"{ckpt.file}: Keras could not rebuild the model from its config "
-                           f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+                           f"({keras_reason(exc)})") from None
     _set_weights(ckpt, model, ckpt.graph, prefix="")  # type: ignore[arg-type]
     return keras, model
+
+
+def keras_reason(exc: BaseException) -> str:
+    """Keras's message in one line for a person: its first line (or the error a traced function re-raised), cut
+    before any array it prints."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    raised = [line for line in lines if re.match(r"\w+(Error|Exception): ", line)]
+    # a tf.function's error: the one it re-raised, which names its type
+    text = raised[-1] if raised else f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    cut = re.search(r"\[?\s*(array\(|tf\.Tensor\(|<tf\.Variable)|Provided weights|\[\[|\[-?\d", text)
+    if cut is not None:
+        text = text[: cut.start()].rstrip(" :,([") + " ..."
+    return text[:240]
+
+
+# Keys of a layer's settings that declare its input, which the rebuild gives it as a Keras tensor instead (an
+# Embedding's input_dim and input_length are its vocabulary and length, kept)
+INPUT_DECLARATIONS = ("batch_input_shape", "batch_shape", "input_shape", "batch_size", "input_dim", "input_length")
+
+
+class _Rebuild:
+    """Keras layers constructed from a clean config and wired as its graph says (see the module docstring)."""
+
+    def __init__(self, keras: Any, where: str) -> None:
+        import tensorflow as tf
+
+        self.keras, self.where, self.flatten = keras, where, tf.nest.flatten
+
+    def model(self, graph: ModelGraph, shapes: list[Any]) -> Any:
+        """A Keras Model of `graph`: its inputs as declared (else `shapes`), each call made as the config says."""
+        inputs = self._inputs(graph, shapes)
+        built: dict[str, Any] = {}
+
+        def apply(node: LayerNode, call: Call, k: int) -> list[Any]:
+            if node.class_name == "InputLayer":  # a Sequential's first entry: its input itself
+                return list(call.args)
+            if node.name not in built:
+                built[node.name] = (self.layer(node.entry) if node.children is None
+                                    else self.model(node.children, [t.shape for t in self._tensors(call)]))
+            return list(self.flatten(self._call(built[node.name], node, call, k)))
+
+        outs = walk_graph(graph, inputs, apply, self.where, lambda o: hasattr(o, "shape") and hasattr(o, "dtype"))
+        return self.keras.Model(inputs[0] if len(inputs) == 1 else inputs, outs[0] if len(outs) == 1 else outs,
+                                name=graph.name)
+
+    def _tensors(self, call: Call) -> list[Any]:
+        return [t for t in self.flatten([call.args, call.kwargs]) if hasattr(t, "shape") and hasattr(t, "dtype")]
+
+    def _inputs(self, graph: ModelGraph, shapes: list[Any]) -> list[Any]:
+        if graph.class_name == "Sequential":
+            if not graph.layers:
+                raise InspectError(f"{self.where}: the model {graph.name} has no layers")
+            first = graph.layers[0]
+            name = first.name if first.class_name == "InputLayer" else f"{first.name}_input"
+            dtype = first.config.get("dtype") if first.class_name == "InputLayer" else None
+            return [self._input(first, shapes[0] if shapes else None, dtype, name)]
+        by_name = {n.name: n for n in graph.layers}
+        return [self._input(by_name[ref.layer], shapes[k] if k < len(shapes) else None,
+                            by_name[ref.layer].config.get("dtype"), ref.layer) for k, ref in enumerate(graph.inputs)]
+
+    def _input(self, node: LayerNode, fallback: Any, dtype: Any, name: str) -> Any:
+        try:
+            shape = declared_shape(node)
+        except ConfigError as exc:
+            raise InspectError(f"{self.where}: {exc}") from exc
+        if shape is None and fallback is not None:
+            shape = list(fallback)
+        if shape is None:
+            raise InspectError(f"{self.where}: the input of {node.path} declares no shape, so Keras cannot build it")
+        return self.keras.Input(batch_shape=(None, *shape[1:]), dtype=dtype if isinstance(dtype, str) else None,
+                                name=name)
+
+    def layer(self, entry: dict[str, Any]) -> Any:
+        """One layer from its clean entry: its own class's from_config, or the constructor with the layers it wraps
+        built the same way first (never Keras's deserializer on the wrapped configs)."""
+        cls, config = entry["class_name"], dict(entry["config"])
+        if cls in MODEL_CLASSES:
+            raise InspectError(f"{self.where}: a model wrapped in a layer is not something verify rebuilds")
+        klass = self._class(entry)
+        wrapped = {k: self._wrapped(config.pop(k)) for k in WRAPPED_KEYS if isinstance(config.get(k), (dict, list))}
+        for key in INPUT_DECLARATIONS:
+            if not (cls == "Embedding" and key in ("input_dim", "input_length")):
+                config.pop(key, None)
+        if not wrapped:
+            return klass.from_config(config)
+        constants = config.pop("num_constants", 0)
+        obj = klass(**wrapped, **config)
+        if constants:
+            obj._num_constants = constants
+        return obj
+
+    def _wrapped(self, value: Any) -> Any:
+        return [self.layer(v) for v in value] if isinstance(value, list) else self.layer(value)
+
+    def _class(self, entry: dict[str, Any]) -> Any:
+        cls = entry["class_name"]
+        module = entry.get("module")
+        if isinstance(module, str) and module.startswith("keras.src.ops"):
+            return getattr(importlib.import_module(KERAS3_OP_MODULES[KERAS3_OP_MODULES.index(module)]), cls)
+        if cls in OP_FUNCTION_CLASSES:
+            from tf_keras.src.layers.core import tf_op_layer
+
+            return getattr(tf_op_layer, cls)
+        if cls == "TensorFlowOpLayer":
+            from tf_keras.src.engine.base_layer import TensorFlowOpLayer
+
+            return TensorFlowOpLayer
+        return getattr(self.keras.layers, cls)
+
+    def _call(self, obj: Any, node: LayerNode, call: Call, k: int) -> Any:
+        """One call as Keras's process_node makes it: Keras 3 records args and kwargs; Keras 1/2 a list of inputs,
+        a single one passed alone."""
+        args, kwargs = _keras_values(call.args), _keras_values(call.kwargs)
+        inbound = node.entry.get("inbound_nodes") or []
+        if k < len(inbound) and isinstance(inbound[k], dict):
+            return obj(*args, **kwargs)
+        return obj(args[0] if len(args) == 1 else args, **kwargs)
+
+
+def _keras_values(value: Any) -> Any:
+    """Call arguments as Keras passes them: serialized tuples and Ellipsis decoded (they were vetted by
+    `_call_data`), everything else as it is."""
+    if isinstance(value, dict):
+        cls = value.get("class_name")
+        if cls == "__ellipsis__":
+            return Ellipsis
+        if cls == "__tuple__":
+            return tuple(_keras_values(v) for v in (_sequence_items(value, "call") or []))
+        return {k: _keras_values(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_keras_values(v) for v in value]
+    return value
 
 
 def _set_weights(ckpt: Checkpoint, model: Any, graph: ModelGraph, prefix: str) -> None:
@@ -430,12 +699,12 @@ def _set_weights(ckpt: Checkpoint, model: Any, graph: ModelGraph, prefix: str) -
             layer.set_weights(arrays)
         except ValueError as exc:
             raise InspectError(f"{ckpt.file}: layer {node.path}: Keras refused the stored weights "
-                               f"({str(exc).splitlines()[0][:200]})") from None
+                               f"({keras_reason(exc)})") from None
 
 
 def run_keras(ckpt: Checkpoint, xs: list[np.ndarray]) -> KerasRun:
     """Keras's outputs for xs, and the output of each top-level LSTM layer (through a sub-model)."""
-    keras, model = build_model(ckpt)
+    keras, model = build_model(ckpt, [(None, *np.shape(x)[1:]) for x in xs])
     assert ckpt.graph is not None
     lstm_paths = list(dict.fromkeys(d.layer_path for d in ckpt.layers if "/" not in d.layer_path))
     outputs = list(model.outputs)
@@ -444,12 +713,8 @@ def run_keras(ckpt: Checkpoint, xs: list[np.ndarray]) -> KerasRun:
         out = model.get_layer(path).output
         probes.append(out[0] if isinstance(out, (list, tuple)) else out)
     probe = keras.Model(model.inputs, outputs + probes)
-    feed = xs if len(xs) > 1 else xs[0]
-    try:
-        got = probe.predict(feed, verbose=0)
-    except Exception as exc:  # whatever TensorFlow raises for an input it cannot run
-        raise InspectError(f"{ckpt.file}: Keras could not run the model on this input "
-                           f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from None
+    notes: list[str] = []
+    got = _predict(ckpt, probe, xs if len(xs) > 1 else xs[0], notes)
     got = got if isinstance(got, list) else [got]
     version = getattr(keras, "__version__", "?")
     name = "keras" if keras.__name__ == "keras" else "tf_keras"
@@ -457,8 +722,33 @@ def run_keras(ckpt: Checkpoint, xs: list[np.ndarray]) -> KerasRun:
         outputs=[np.asarray(g) for g in got[: len(outputs)]],
         layer_outputs={p: np.asarray(g) for p, g in zip(lstm_paths, got[len(outputs):])},
         library=f"{name} {version}",
-        notes=[],
+        notes=notes,
     )
+
+
+# TensorFlow's refusal of a channels_first convolution or pool by its CPU kernels without oneDNN ("The Conv2D op
+# currently only supports the NHWC tensor format on the CPU", "Default MaxPoolingOp only supports NHWC")
+NO_NCHW = "NHWC"
+
+
+def _predict(ckpt: Checkpoint, model: Any, feed: Any, notes: list[str]) -> Any:
+    """model.predict; where TensorFlow's plain CPU kernels refuse a channels_first layer (oneDNN turned off by the
+    user, or TensorFlow imported before verify could turn it on), the same model compiled by XLA, whose CPU kernels
+    take both layouts (Keras 3's TensorFlow backend takes the same route for its 3-D channels_first convolutions)."""
+    try:
+        return model.predict(feed, verbose=0)
+    except Exception as exc:  # whatever TensorFlow raises for an input it cannot run
+        if NO_NCHW not in str(exc):
+            raise InspectError(f"{ckpt.file}: Keras could not run the model on this input "
+                               f"({keras_reason(exc)})") from None
+    notes.append("TensorFlow runs here without oneDNN, whose CPU kernels refuse channels_first layers: Keras ran "
+                 "the model compiled by XLA")
+    model.compile(jit_compile=True)
+    try:
+        return model.predict(feed, verbose=0)
+    except Exception as exc:  # as above
+        raise InspectError(f"{ckpt.file}: Keras could not run the model on this input, neither with TensorFlow's "
+                           f"CPU kernels without oneDNN nor through XLA ({keras_reason(exc)})") from None
 
 
 
@@ -487,6 +777,6 @@ def run_keras_direction(ckpt: Checkpoint, name: str, x: np.ndarray) -> tuple[np.
         out = model.predict(np.asarray(x, dtype=np.float32), batch_size=max(1, len(x)), verbose=0)
     except Exception as exc:  # whatever TensorFlow raises for an input it cannot run
         raise InspectError(f"{ckpt.file}: Keras could not run layer {d.name} on this input "
-                           f"({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]})") from None
+                           f"({keras_reason(exc)})") from None
     name = "keras" if keras.__name__ == "keras" else "tf_keras"
     return np.asarray(out), f"{name} {keras.__version__}"

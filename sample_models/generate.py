@@ -236,6 +236,7 @@ def _gru_and_simple_rnn(keras: Any, layers: Any, save: Callable[..., None], seq:
 def generate_keras3() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # channels_first convolutions run on every CPU
     import keras
     from keras import layers
 
@@ -318,6 +319,7 @@ def generate_keras3() -> None:
 
 def generate_tf_keras() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # channels_first convolutions run on every CPU
     import tf_keras as keras
     from tf_keras import layers
     from tf_keras.src.layers.rnn.cudnn_lstm import CuDNNLSTM

@@ -13,6 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+# TensorFlow's CPU kernels without oneDNN (its default on CPUs without AVX-512 VNNI or AMX) refuse channels_first
+# convolutions: every Keras the tests run, in this process or a subprocess (which inherit this environment), runs
+# with oneDNN on whatever the CPU, as verify's own import_keras does. A developer's own setting is kept.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
 REALWORLD = ROOT.parent / "shared" / "realworld"

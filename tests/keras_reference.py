@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sample_models"))
 from generate import _lstm_directions
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # channels_first convolutions run on every CPU (conftest.py)
 
 
 def _rebuilt_tf_keras(path: Path):  # type: ignore[no-untyped-def]
