@@ -526,6 +526,12 @@ def build_model(ckpt: Checkpoint, shapes: list[tuple[int | None, ...]] | None = 
 
     `shapes` (one per model input) stand in for input shapes the config does not declare.
     """
+    keras, model, _ = _build(ckpt, shapes)
+    return keras, model
+
+
+def _build(ckpt: Checkpoint, shapes: list[tuple[int | None, ...]] | None) -> tuple[Any, Any, dict[str, str]]:
+    """build_model, and the stand-in names Keras knows some layers by ({layer path: Keras's name})."""
     gen = generation(ckpt.keras_version)
     cfg = _config_json(ckpt)  # refused before TensorFlow is even imported
     try:
@@ -533,15 +539,16 @@ def build_model(ckpt: Checkpoint, shapes: list[tuple[int | None, ...]] | None = 
     except ConfigError as exc:
         raise InspectError(f"{ckpt.file}: {exc}") from exc
     keras = import_keras(gen)
+    rebuild = _Rebuild(keras, str(ckpt.file))
     try:
-        model = _Rebuild(keras, str(ckpt.file)).model(graph, list(shapes or []))
+        model = rebuild.model(graph, list(shapes or []))
     except InspectError:
         raise
     except Exception as exc:  # Keras raises many types for configs it cannot build
         raise InspectError(f"{ckpt.file}: Keras could not rebuild the model from its config "
                            f"({keras_reason(exc)})") from None
-    _set_weights(ckpt, model, ckpt.graph, prefix="")  # type: ignore[arg-type]
-    return keras, model
+    _set_weights(ckpt, model, ckpt.graph, rebuild.names)  # type: ignore[arg-type]
+    return keras, model, rebuild.names
 
 
 def keras_reason(exc: BaseException) -> str:
@@ -557,6 +564,9 @@ def keras_reason(exc: BaseException) -> str:
     return text[:240]
 
 
+# The longest layer name handed to Keras as it is (`_Rebuild.keras_name`); Keras itself makes names of up to 255.
+KERAS_NAME_LIMIT = 128
+
 # Keys of a layer's settings that declare its input, which the rebuild gives it as a Keras tensor instead (an
 # Embedding's input_dim and input_length are its vocabulary and length, kept)
 INPUT_DECLARATIONS = ("batch_input_shape", "batch_shape", "input_shape", "batch_size", "input_dim", "input_length")
@@ -569,8 +579,24 @@ class _Rebuild:
         import tensorflow as tf
 
         self.keras, self.where, self.flatten = keras, where, tf.nest.flatten
+        self.names: dict[str, str] = {}  # layer path -> the stand-in name Keras knows it by (`keras_name`)
+        self.stand_ins = 0
 
-    def model(self, graph: ModelGraph, shapes: list[Any]) -> Any:
+    def keras_name(self, name: Any, path: str | None = None) -> Any:
+        """The file's name where Keras takes it as it is; else a short stand-in (recorded by path, where given).
+
+        Keras keeps a layer's name in every op and tensor name it makes: a 400,000-character name from a 3 KB file
+        cost 3.6 GB and 38 s to build, and a control character is refused by TensorFlow's name scopes.
+        """
+        if not isinstance(name, str) or (len(name) <= KERAS_NAME_LIMIT and name.isprintable()):
+            return name
+        self.stand_ins += 1
+        stand_in = f"lstm_inspect_renamed_{self.stand_ins}"
+        if path is not None:
+            self.names[path] = stand_in
+        return stand_in
+
+    def model(self, graph: ModelGraph, shapes: list[Any], name: str | None = None) -> Any:
         """A Keras Model of `graph`: its inputs as declared (else `shapes`), each call made as the config says."""
         inputs = self._inputs(graph, shapes)
         built: dict[str, Any] = {}
@@ -579,13 +605,14 @@ class _Rebuild:
             if node.class_name == "InputLayer":  # a Sequential's first entry: its input itself
                 return list(call.args)
             if node.name not in built:
-                built[node.name] = (self.layer(node.entry) if node.children is None
-                                    else self.model(node.children, [t.shape for t in self._tensors(call)]))
+                name = self.keras_name(node.name, node.path)
+                built[node.name] = (self.layer(node.entry, name) if node.children is None
+                                    else self.model(node.children, [t.shape for t in self._tensors(call)], name))
             return list(self.flatten(self._call(built[node.name], node, call, k)))
 
         outs = walk_graph(graph, inputs, apply, self.where, lambda o: hasattr(o, "shape") and hasattr(o, "dtype"))
         return self.keras.Model(inputs[0] if len(inputs) == 1 else inputs, outs[0] if len(outs) == 1 else outs,
-                                name=graph.name)
+                                name=name or self.keras_name(graph.name))
 
     def _tensors(self, call: Call) -> list[Any]:
         return [t for t in self.flatten([call.args, call.kwargs]) if hasattr(t, "shape") and hasattr(t, "dtype")]
@@ -597,10 +624,11 @@ class _Rebuild:
             first = graph.layers[0]
             name = first.name if first.class_name == "InputLayer" else f"{first.name}_input"
             dtype = first.config.get("dtype") if first.class_name == "InputLayer" else None
-            return [self._input(first, shapes[0] if shapes else None, dtype, name)]
+            return [self._input(first, shapes[0] if shapes else None, dtype, self.keras_name(name, first.path))]
         by_name = {n.name: n for n in graph.layers}
         return [self._input(by_name[ref.layer], shapes[k] if k < len(shapes) else None,
-                            by_name[ref.layer].config.get("dtype"), ref.layer) for k, ref in enumerate(graph.inputs)]
+                            by_name[ref.layer].config.get("dtype"), self.keras_name(ref.layer, by_name[ref.layer].path))
+                for k, ref in enumerate(graph.inputs)]
 
     def _input(self, node: LayerNode, fallback: Any, dtype: Any, name: str) -> Any:
         try:
@@ -614,10 +642,12 @@ class _Rebuild:
         return self.keras.Input(batch_shape=(None, *shape[1:]), dtype=dtype if isinstance(dtype, str) else None,
                                 name=name)
 
-    def layer(self, entry: dict[str, Any]) -> Any:
+    def layer(self, entry: dict[str, Any], name: str | None = None) -> Any:
         """One layer from its clean entry: its own class's from_config, or the constructor with the layers it wraps
-        built the same way first (never Keras's deserializer on the wrapped configs)."""
+        built the same way first (never Keras's deserializer on the wrapped configs). `name`: Keras's name for it."""
         cls, config = entry["class_name"], dict(entry["config"])
+        if "name" in config:
+            config["name"] = name if name is not None else self.keras_name(config["name"])
         if cls in MODEL_CLASSES:
             raise InspectError(f"{self.where}: a model wrapped in a layer is not something verify rebuilds")
         klass = self._class(entry)
@@ -676,7 +706,7 @@ def _keras_values(value: Any) -> Any:
     return value
 
 
-def _set_weights(ckpt: Checkpoint, model: Any, graph: ModelGraph, prefix: str) -> None:
+def _set_weights(ckpt: Checkpoint, model: Any, graph: ModelGraph, names: dict[str, str]) -> None:
     by_layer: dict[str, list[np.ndarray]] = {}
     for d in ckpt.layers:
         by_layer.setdefault(d.layer_path, []).extend(d.weights().arrays())
@@ -684,13 +714,13 @@ def _set_weights(ckpt: Checkpoint, model: Any, graph: ModelGraph, prefix: str) -
         if node.is_op:
             continue
         try:
-            layer = model.get_layer(node.name)
+            layer = model.get_layer(names.get(node.path, node.name))
         except ValueError:
             if node.class_name == "InputLayer":
                 continue
             raise InspectError(f"{ckpt.file}: Keras's rebuilt model has no layer {node.name}") from None
         if node.children is not None:
-            _set_weights(ckpt, layer, node.children, prefix=f"{node.path}/")
+            _set_weights(ckpt, layer, node.children, names)
             continue
         arrays = by_layer.get(node.path) or ckpt.read_layer(node.path)
         if not arrays and not layer.weights:
@@ -704,13 +734,13 @@ def _set_weights(ckpt: Checkpoint, model: Any, graph: ModelGraph, prefix: str) -
 
 def run_keras(ckpt: Checkpoint, xs: list[np.ndarray]) -> KerasRun:
     """Keras's outputs for xs, and the output of each top-level LSTM layer (through a sub-model)."""
-    keras, model = build_model(ckpt, [(None, *np.shape(x)[1:]) for x in xs])
+    keras, model, names = _build(ckpt, [(None, *np.shape(x)[1:]) for x in xs])
     assert ckpt.graph is not None
     lstm_paths = list(dict.fromkeys(d.layer_path for d in ckpt.layers if "/" not in d.layer_path))
     outputs = list(model.outputs)
     probes = []
     for path in lstm_paths:
-        out = model.get_layer(path).output
+        out = model.get_layer(names.get(path, path)).output
         probes.append(out[0] if isinstance(out, (list, tuple)) else out)
     probe = keras.Model(model.inputs, outputs + probes)
     notes: list[str] = []
