@@ -26,7 +26,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from lstm_inspect import __version__
+from lstm_inspect import __version__, budget
 from lstm_inspect.arrays_io import ordered_inputs, printable, read_inputs, write_arrays, write_trace
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint, RecurrentDirection, load
@@ -164,8 +164,10 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise Terminated(signum)
 
 
-def _run(action: Callable[[], int], quiet: bool = False) -> None:
+def _run(action: Callable[[], int], quiet: bool = False, limits: tuple[str | None, int | None] = (None, None)) -> None:
     """Turn the library's InspectError into one line on stderr and exit 2; Ctrl-C (and SIGTERM, SIGHUP) into 130.
+
+    `limits`: --max-memory and --max-steps of a command that runs the engine (`lstm_inspect.budget`).
 
     Anything else is a bug in lstm-inspect: one line saying so and exit 3 (LSTM_INSPECT_DEBUG=1
     shows the traceback); the fuzz tests treat it as a failure.
@@ -177,7 +179,7 @@ def _run(action: Callable[[], int], quiet: bool = False) -> None:
             previous[sig] = signal.signal(sig, _on_signal)
     try:
         # NaN or Inf weights are reported once as a warning, not as NumPy's per-operation warnings
-        with np.errstate(all="ignore"), _progress_bar():
+        with np.errstate(all="ignore"), _progress_bar(), budget.limited(budget.limits_from(*limits)):
             code = action()
     except InspectError as exc:
         say(f"lstm-inspect: {exc}")
@@ -236,6 +238,15 @@ INPUT_HELP = ("X: .npy (one input), .npz (one array per model input, in input or
               "(one 2-D sequence, steps × features, with no header).")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or spinner on stderr (they appear only on a "
                          "terminal, and a bar only after about two seconds).")
+MAX_MEMORY_OPT = typer.Option(
+    None, "--max-memory", metavar="SIZE", show_default=False,
+    help=f"Memory the engine may hold at once (tensors alive, and what the next layer would allocate), e.g. 8GB; "
+    f"default {budget.DEFAULT_MAX_BYTES >> 30}GB or ${budget.ENV_MEMORY}. A file whose layers would need more is "
+    "refused (exit 2) before anything is allocated.")
+MAX_STEPS_OPT = typer.Option(
+    None, "--max-steps", min=1, show_default=False,
+    help=f"Recurrent steps the engine may run (steps × directions, summed over layers); default "
+    f"{budget.DEFAULT_MAX_STEPS:,} or ${budget.ENV_STEPS}.")
 ATOL_OPT = typer.Option(1e-5, "--atol", help="Absolute tolerance (finite, ≥ 0).")
 RTOL_OPT = typer.Option(1e-4, "--rtol", help="Relative tolerance (finite, ≥ 0): ok where |ours - keras| <= atol + "
                         "rtol·|keras|.")
@@ -459,6 +470,8 @@ def forward(
     dtype: str = DTYPE_OPT,
     force: bool = FORCE_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Run the model (or one recurrent direction) in NumPy, exactly as Keras computes it; no TensorFlow.
 
@@ -484,7 +497,7 @@ def forward(
             say(f"{written}: {name} {tuple(o.shape)} {o.dtype}")
         return _done(ckpt)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 @app.command()
@@ -504,6 +517,8 @@ def verify(
     dtype: str = DTYPE_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Check the engine (or your own reimplementation) against Keras itself on the same input.
 
@@ -544,7 +559,7 @@ def verify(
             render_verify(report, _console())
         return _done(ckpt, EXIT_OK if report.ok else EXIT_MISMATCH)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -608,6 +623,8 @@ def trace(
     dtype: str = DTYPE_OPT,
     force: bool = FORCE_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Golden values for porters: every direction's gates and states at every time step.
 
@@ -644,7 +661,7 @@ def trace(
         say(f"{out}: {len(written)} arrays for {len(arrays)} recurrent direction(s)")
         return _done(ckpt)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 # ---------------------------------------------------------------- stats, dump, plot
@@ -659,6 +676,8 @@ def stats(
     seed: int = SEED_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Per-gate statistics of the weights and of the gates' activations.
 
@@ -683,7 +702,7 @@ def stats(
             render_stats(report, _console())
         return _done(ckpt)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], left: int,
@@ -803,6 +822,8 @@ def export(
     force: bool = FORCE_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Write a runnable port of the model, ONNX or PyTorch, without TensorFlow, then verify it.
 
@@ -846,7 +867,7 @@ def export(
                     "was kept for inspection", stderr=False)
         return _done(ckpt, EXIT_OK if report.ok else EXIT_MISMATCH)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 @app.command()
@@ -861,6 +882,8 @@ def plot(
     seed: int = SEED_OPT,
     force: bool = FORCE_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Draw each recurrent direction: gate heatmaps, biases, recurrent spectra, activations over time (PNG).
 
@@ -880,7 +903,7 @@ def plot(
         say(f"{out}: {len(written)} PNGs (activations from {source})")
         return _done(ckpt)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 # ---------------------------------------------------------------- diagnose
@@ -898,6 +921,8 @@ def diagnose(
     rtol: float = RTOL_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Tell why your port does not match Keras: which porting mistake reproduces your outputs.
 
@@ -925,7 +950,7 @@ def diagnose(
             render_diagnosis(result, _console())
         return _done(ckpt, EXIT_OK if result.matches else EXIT_MISMATCH)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 def render_diagnosis(result: Any, console: Console) -> None:
