@@ -33,7 +33,7 @@ import numpy as np
 from lstm_inspect.errors import InspectError
 
 DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB of live tensors
-DEFAULT_MAX_STEPS = 1_000_000  # recurrent steps × directions per run: about half a minute of step loop
+DEFAULT_MAX_STEPS = 250_000  # recurrent steps × directions per run: seconds of step loop (about 10 s for stats)
 ENV_MEMORY, ENV_STEPS = "LSTM_INSPECT_MAX_MEMORY", "LSTM_INSPECT_MAX_STEPS"
 MEMORY_OPTION = f"--max-memory (or {ENV_MEMORY})"
 STEPS_OPTION = f"--max-steps (or {ENV_STEPS})"

@@ -533,7 +533,8 @@ def verify(
     """
 
     def action() -> int:
-        from lstm_inspect.network import Network, default_inputs
+        from lstm_inspect.budget import Budget
+        from lstm_inspect.network import Network, charge_direction, default_inputs
         from lstm_inspect.verify import verify as run_verify
         from lstm_inspect.verify import verify_direction
 
@@ -547,10 +548,12 @@ def verify(
                 x = _single_input(input)
             else:
                 x = np.random.default_rng(seed).normal(size=(4, 10, d.input_dim or 1)).astype(np.float32)
+            charge_direction(Budget(where=str(ckpt.file)), d, d.layer_layout(x).shape, dt, False, True)
             with _status("running Keras (importing TensorFlow)..."):
                 report = verify_direction(ckpt, layer, x, theirs[0] if theirs else None, against, atol, rtol, dt)
         else:
             xs = _model_inputs(ckpt, input) if input is not None else default_inputs(Network(ckpt, dt), seed)
+            Network(ckpt, dt).run(xs)  # the engine first: a model past the resource budget is refused before Keras
             with _status("running Keras (importing TensorFlow)..."):
                 report = run_verify(ckpt, xs, theirs, against, atol, rtol, dt)
         if as_json:

@@ -107,8 +107,7 @@ def run_direction(
     s = d.settings
     v = variant or DirectionVariant()
     x = np.asarray(x)
-    if x.ndim == 3:
-        charge_direction(budget or Budget(where=str(d.source.path)), d, x.shape, dtype, trace, sequences)
+    charge_direction(budget or Budget(where=str(d.source.path)), d, x.shape, dtype, trace, sequences)
     w = weights if weights is not None else d.weights()
     for fn in v.weights:
         w = fn(d, w)
@@ -132,7 +131,10 @@ def run_direction(
 def charge_direction(budget: Budget, d: RecurrentDirection, shape: tuple[int, ...], dtype: type, trace: bool,
                      sequences: bool) -> None:
     """A direction's steps, and the buffers its loop allocates (outputs, the trace, the input in the engine's
-    dtype), against the budget before it runs (`engine.run_sequence`)."""
+    dtype), against the budget before it runs (`engine.run_sequence`). An input that is not (batch, steps,
+    features) is left to the checks that name what is wrong with it."""
+    if len(shape) != 3:
+        return
     batch, steps, features = shape
     units = d.units or features
     width = 4 * units if d.cell.kind == "LSTM" else units

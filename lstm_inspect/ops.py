@@ -192,13 +192,14 @@ def _same_precision(result: np.ndarray, like: np.ndarray) -> np.ndarray:
 
 
 def _need_fft(a: np.ndarray, n: int | None, what: str) -> None:
-    """NumPy's FFT works in double precision: the input padded or cut to n, and the spectrum, per lead position;
-    checked against the memory budget before a file's fft_length makes them (2^25 is gigabytes)."""
+    """NumPy's FFT works in double precision: the input padded or cut to n, the spectrum, and its cast back to single
+    precision, per lead position (about 24 bytes per point); checked against the memory budget before a file's
+    fft_length makes them (2^25 points is gigabytes)."""
     length = a.shape[-1] if n is None or a.ndim == 0 else n
     if n is not None and n <= 0:
         raise OpError(f"{what}: fft_length must be positive, not {n}")
     lead = a.shape[:-1] if a.ndim else ()
-    budget.need((*lead, length), (*lead, length), (*lead, length), itemsize=16, what=f"its {what} buffers")
+    budget.need((*lead, length), (*lead, length), (*lead, length), itemsize=8, what=f"its {what} buffers")
 
 
 def fft(x: Any) -> np.ndarray:
