@@ -97,6 +97,7 @@ def _like(fill: Callable[..., Any]) -> Callable[..., Any]:
 
 def _concatenate(xs: Any, axis: Any = 0) -> Any:
     arrays = [np.asarray(x) for x in (xs if isinstance(xs, list) else [xs])]
+    budget.need(*(a.shape for a in arrays), itemsize=max((a.dtype.itemsize for a in arrays), default=8))
     return np.concatenate(arrays, axis=_axis(axis, arrays[0].ndim))
 
 
@@ -274,7 +275,7 @@ def tf_transpose(x: Any, perm: Any = None, conjugate: bool = False) -> np.ndarra
 
 def tf_concat(values: Any, axis: Any) -> np.ndarray:
     arrays = [_array(v) for v in (values if isinstance(values, list) else [values])]
-    budget.need(*(a.shape for a in arrays), itemsize=max(a.dtype.itemsize for a in arrays))
+    budget.need(*(a.shape for a in arrays), itemsize=max((a.dtype.itemsize for a in arrays), default=8))
     return np.concatenate(arrays, axis=_axis(_ints(axis, "axis")[0], arrays[0].ndim))
 
 
