@@ -12,7 +12,7 @@ One budget per engine run (`Network.run`, or one direction alone in `network.run
   computed from shapes before anything is allocated (`need`);
 - steps: the recurrent steps the run makes, steps × directions summed over layers (`steps`).
 
-Defaults a laptop survives (2 GB, a million steps); `--max-memory 8GB` / `--max-steps N` on every
+Defaults a laptop survives (2 GB, 250,000 steps: seconds of step loop); `--max-memory 8GB` / `--max-steps N` on every
 command that runs the engine, `LSTM_INSPECT_MAX_MEMORY` / `LSTM_INSPECT_MAX_STEPS` in the
 environment, or `limited(Limits(...))` around library calls raise them. Over budget: one line
 naming the layer, the size it would need and the option (`BudgetError`, exit 2).

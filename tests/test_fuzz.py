@@ -409,7 +409,7 @@ def _budget_inflation(path: Path, rng: np.random.Generator, keras_builds_it: boo
     """A size the config decides made large: an UpSampling1D or ZeroPadding1D put in front of the first recurrent
     layer, RepeatVector's n, an FFT's fft_length, constants broadcast to n × n. Every command must refuse it in one
     line (exit 2) or run it within the fuzz's time and memory limits (exit 0)."""
-    # 100: a model that still runs; the others pass the default budget (a million steps or gigabytes) on any base
+    # 100: a model that still runs; the others pass the default budget (250,000 steps or 2 GB) on any base
     huge = [100, 1_000_000, 100_000_000, 2**31 - 1][int(rng.integers(0, 4))]
     edits: dict[str, Callable[[Any], str | None]] = {
         "upsampling": lambda cfg: _grown_layer(cfg, "UpSampling1D", {"size": huge}),
