@@ -26,7 +26,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from lstm_inspect import __version__
+from lstm_inspect import __version__, budget
 from lstm_inspect.arrays_io import LINE_CHARS, ordered_inputs, read_inputs, shown, write_arrays, write_trace
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint, RecurrentDirection, load
@@ -172,8 +172,10 @@ def _on_signal(signum: int, frame: Any) -> None:
     raise Terminated(signum)
 
 
-def _run(action: Callable[[], int], quiet: bool = False) -> None:
+def _run(action: Callable[[], int], quiet: bool = False, limits: tuple[str | None, int | None] = (None, None)) -> None:
     """Turn the library's InspectError into one line on stderr and exit 2; Ctrl-C (and SIGTERM, SIGHUP) into 130.
+
+    `limits`: --max-memory and --max-steps of a command that runs the engine (`lstm_inspect.budget`).
 
     Anything else is a bug in lstm-inspect: one line saying so and exit 3 (LSTM_INSPECT_DEBUG=1
     shows the traceback); the fuzz tests treat it as a failure.
@@ -185,7 +187,7 @@ def _run(action: Callable[[], int], quiet: bool = False) -> None:
             previous[sig] = signal.signal(sig, _on_signal)
     try:
         # NaN or Inf weights are reported once as a warning, not as NumPy's per-operation warnings
-        with np.errstate(all="ignore"), _progress_bar():
+        with np.errstate(all="ignore"), _progress_bar(), budget.limited(budget.limits_from(*limits)):
             code = action()
     except InspectError as exc:
         say(f"lstm-inspect: {exc}")
@@ -244,6 +246,15 @@ INPUT_HELP = ("X: .npy (one input), .npz (one array per model input, in input or
               "(one 2-D sequence, steps × features, with no header).")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress bar or spinner on stderr (they appear only on a "
                          "terminal, and a bar only after about two seconds).")
+MAX_MEMORY_OPT = typer.Option(
+    None, "--max-memory", metavar="SIZE", show_default=False,
+    help=f"Memory the engine may hold at once (tensors alive, and what the next layer would allocate), e.g. 8GB; "
+    f"default {budget.DEFAULT_MAX_BYTES >> 30}GB or ${budget.ENV_MEMORY}. A file whose layers would need more is "
+    "refused (exit 2) before anything is allocated.")
+MAX_STEPS_OPT = typer.Option(
+    None, "--max-steps", min=1, show_default=False,
+    help=f"Recurrent steps the engine may run (steps × directions, summed over layers); default "
+    f"{budget.DEFAULT_MAX_STEPS:,} or ${budget.ENV_STEPS}.")
 ATOL_OPT = typer.Option(1e-5, "--atol", help="Absolute tolerance (finite, ≥ 0).")
 RTOL_OPT = typer.Option(1e-4, "--rtol", help="Relative tolerance (finite, ≥ 0): ok where |ours - keras| <= atol + "
                         "rtol·|keras|.")
@@ -474,6 +485,8 @@ def forward(
     dtype: str = DTYPE_OPT,
     force: bool = FORCE_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Run the model (or one recurrent direction) in NumPy, exactly as Keras computes it; no TensorFlow.
 
@@ -500,7 +513,7 @@ def forward(
             say(f"{written}: {name} {tuple(o.shape)} {o.dtype}")
         return _done(ckpt)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 @app.command()
@@ -520,6 +533,8 @@ def verify(
     dtype: str = DTYPE_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Check the engine (or your own reimplementation) against Keras itself on the same input.
 
@@ -534,7 +549,8 @@ def verify(
     """
 
     def action() -> int:
-        from lstm_inspect.network import Network, default_inputs
+        from lstm_inspect.budget import Budget
+        from lstm_inspect.network import Network, charge_direction, default_inputs
         from lstm_inspect.verify import verify as run_verify
         from lstm_inspect.verify import verify_direction
 
@@ -548,10 +564,12 @@ def verify(
                 x = _single_input(input, d.input_dim)
             else:
                 x = np.random.default_rng(seed).normal(size=(4, 10, d.input_dim or 1)).astype(np.float32)
+            charge_direction(Budget(where=str(ckpt.file)), d, d.layer_layout(x).shape, dt, False, True)
             with _status("running Keras (importing TensorFlow)..."):
                 report = verify_direction(ckpt, layer, x, theirs[0] if theirs else None, against, atol, rtol, dt)
         else:
             xs = _model_inputs(ckpt, input) if input is not None else default_inputs(Network(ckpt, dt), seed)
+            Network(ckpt, dt).run(xs)  # the engine first: a model past the resource budget is refused before Keras
             with _status("running Keras (importing TensorFlow)..."):
                 report = run_verify(ckpt, xs, theirs, against, atol, rtol, dt)
         if as_json:
@@ -560,7 +578,7 @@ def verify(
             render_verify(report, _console())
         return _done(ckpt, EXIT_OK if report.ok else EXIT_MISMATCH)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 SPARK = "▁▂▃▄▅▆▇█"
@@ -625,6 +643,8 @@ def trace(
     dtype: str = DTYPE_OPT,
     force: bool = FORCE_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Golden values for porters: every direction's gates and states at every time step.
 
@@ -661,7 +681,7 @@ def trace(
         say(f"{out}: {len(written)} arrays for {len(arrays)} recurrent direction(s)")
         return _done(ckpt)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 # ---------------------------------------------------------------- stats, dump, plot
@@ -676,6 +696,8 @@ def stats(
     seed: int = SEED_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Per-gate statistics of the weights and of the gates' activations.
 
@@ -700,7 +722,7 @@ def stats(
             render_stats(report, _console())
         return _done(ckpt)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], left: int,
@@ -820,6 +842,8 @@ def export(
     force: bool = FORCE_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Write a runnable port of the model, ONNX or PyTorch, without TensorFlow, then verify it.
 
@@ -863,7 +887,7 @@ def export(
                     "the export was kept for inspection", stderr=False)
         return _done(ckpt, EXIT_OK if report.ok else EXIT_MISMATCH)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 @app.command()
@@ -878,6 +902,8 @@ def plot(
     seed: int = SEED_OPT,
     force: bool = FORCE_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Draw each recurrent direction: gate heatmaps, biases, recurrent spectra, activations over time (PNG).
 
@@ -897,7 +923,7 @@ def plot(
         say(f"{out}: {len(written)} PNGs (activations from {source})")
         return _done(ckpt)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 # ---------------------------------------------------------------- diagnose
@@ -915,6 +941,8 @@ def diagnose(
     rtol: float = RTOL_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
+    max_memory: str | None = MAX_MEMORY_OPT,
+    max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
     """Tell why your port does not match Keras: which porting mistake reproduces your outputs.
 
@@ -942,7 +970,7 @@ def diagnose(
             render_diagnosis(result, _console())
         return _done(ckpt, EXIT_OK if result.matches else EXIT_MISMATCH)
 
-    _run(action, quiet)
+    _run(action, quiet, (max_memory, max_steps))
 
 
 def render_diagnosis(result: Any, console: Console) -> None:

@@ -9,6 +9,7 @@ several inputs and outputs included; nested models run as sub-graphs.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.architecture import Call, ConfigError, LayerNode, ModelGraph, TensorRef, flatten, split_rnn_call
+from lstm_inspect.budget import Budget, Limits, current_limits, values
 from lstm_inspect.cells import CellWeights, StepVariant, keras_major_minor
 from lstm_inspect.engine import SequenceResult, merge_bidirectional, run_sequence
 from lstm_inspect.errors import InspectError
@@ -26,13 +28,15 @@ from lstm_inspect.ops import OpError
 
 @dataclass
 class RunRecord:
-    """What a run leaves behind besides the outputs: every layer's output, every direction's trace."""
+    """What a run leaves behind besides the outputs: recurrent layers' outputs (every layer's with
+    `every_layer`), every direction's trace. What it keeps counts against the run's memory budget."""
 
     layer_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
     layer_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # what each recurrent layer was fed
     initial_states: dict[str, list[np.ndarray]] = field(default_factory=dict)  # states handed to a layer
     traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     masks: dict[str, np.ndarray | None] = field(default_factory=dict)  # mask each direction saw
+    every_layer: bool = False  # keep every layer's outputs, not only the recurrent layers' (the PyTorch export)
 
 
 WeightFn = Callable[[RecurrentDirection, CellWeights], CellWeights]
@@ -92,18 +96,21 @@ def run_direction(
     d: RecurrentDirection, x: np.ndarray, mask: np.ndarray | None = None,
     initial_state: list[np.ndarray] | None = None, dtype: type = np.float32, trace: bool = False,
     sequences: bool = True, weights: CellWeights | None = None, variant: DirectionVariant | None = None,
+    budget: Budget | None = None,
 ) -> SequenceResult:
     """One direction on its own input (batch, steps, N_i), with the activations the writing Keras defined.
 
     `sequences=False` keeps only the last output (what return_sequences=False returns), so a
-    long sequence needs no (batch, steps, units) buffer.
+    long sequence needs no (batch, steps, units) buffer. Its steps and buffers are counted against
+    `budget` (a whole model's run), or a budget of its own, before anything is allocated.
     """
     s = d.settings
     v = variant or DirectionVariant()
+    x = np.asarray(x)
+    charge_direction(budget or Budget(where=str(d.source.path)), d, x.shape, dtype, trace, sequences)
     w = weights if weights is not None else d.weights()
     for fn in v.weights:
         w = fn(d, w)
-    x = np.asarray(x)
     if v.reverse_time:
         x = x[:, ::-1]
         mask = None if mask is None else mask[:, ::-1]
@@ -121,6 +128,26 @@ def run_direction(
     )
 
 
+def charge_direction(budget: Budget, d: RecurrentDirection, shape: tuple[int, ...], dtype: type, trace: bool,
+                     sequences: bool) -> None:
+    """A direction's steps, and the buffers its loop allocates (outputs, the trace, the input in the engine's
+    dtype), against the budget before it runs (`engine.run_sequence`). An input that is not (batch, steps,
+    features) is left to the checks that name what is wrong with it."""
+    if len(shape) != 3:
+        return
+    batch, steps, features = shape
+    units = d.units or features
+    width = 4 * units if d.cell.kind == "LSTM" else units
+    buffers = [(batch, steps if sequences else 1, units), (batch, steps, features)]
+    if trace:
+        buffers += [(batch, steps, width if q == "z" else units) for q in d.cell.trace_quantities]
+    site = budget.site
+    budget.site = site or f"layer {d.name}"
+    budget.need(*buffers, itemsize=np.dtype(dtype).itemsize, what="the output sequence, input and trace buffers")
+    budget.steps(steps)
+    budget.site = site
+
+
 # Default inputs (stats, plot, verify without --input): this batch, and this many steps where the
 # model lets the length free. A model that fixes more steps than MAX_DEFAULT_STEPS needs --input.
 DEFAULT_BATCH, DEFAULT_STEPS, MAX_DEFAULT_STEPS = 4, 10, 4096
@@ -131,11 +158,13 @@ class Network:
 
     def __init__(self, ckpt: Checkpoint, dtype: type = np.float32, trace: bool = False,
                  cache_weights: bool = False, variant: Variant | None = None,
-                 weights: dict[str, CellWeights] | None = None) -> None:
+                 weights: dict[str, CellWeights] | None = None, limits: Limits | None = None) -> None:
         if ckpt.graph is None:
             raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so the whole model cannot run; "
                                "run one recurrent direction with --layer, or give the architecture with --config")
         self.ckpt, self.dtype, self.trace, self.variant = ckpt, dtype, trace, variant
+        self.limits = limits  # None: the limits in force when it runs (`budget.limited`, the environment)
+        self.budget = Budget(limits)
         # Kept across runs when asked (repeated forward calls); otherwise each direction's weights
         # are read when it runs and dropped after, so memory stays at one layer's weights.
         self._weights: dict[str, CellWeights] | None = dict(weights) if weights is not None else (
@@ -238,18 +267,26 @@ class Network:
         assert graph is not None
         xs = self.check_inputs(xs)
         rec = record if record is not None else RunRecord()
-        outs = self._run_graph(graph, [Tensor(x) for x in xs], rec)
+        self.budget = Budget(self.limits or current_limits(), str(self.ckpt.file))
+        self.budget.itemsize = max(4, np.dtype(self.dtype).itemsize)
+        self.budget.hold(xs)
+        with self.budget.active():
+            outs = self._run_graph(graph, [Tensor(x) for x in xs], rec)
         return [t.value for t in outs]
 
     def _run_graph(self, graph: ModelGraph, inputs: list[Tensor], rec: RunRecord) -> list[Tensor]:
         return walk_graph(graph, inputs, lambda node, args, k: self._apply(node, args, rec, call=k),
-                          str(self.ckpt.file), lambda o: isinstance(o, Tensor))
+                          str(self.ckpt.file), lambda o: isinstance(o, Tensor), self._release)
+
+    def _release(self, outs: list[Tensor]) -> None:
+        self.budget.drop(_arrays(outs))
 
     def _apply(self, node: LayerNode, args: Call, rec: RunRecord, call: int = 0) -> list[Tensor]:
         inputs = list(_tensors_in(args.args))
         if node.children is not None:
-            outs = self._run_graph(node.children, inputs, rec)
-        elif node.path in self.directions:
+            return self._nested(node, inputs, rec, call)
+        self.budget.site = f"graph op {node.name}" if node.is_op else f"layer {node.path} ({node.class_name})"
+        if node.path in self.directions:
             outs = self._recurrent_layer(node, args, rec)
         elif node.is_op:
             outs = [self._op(node, args)]
@@ -261,10 +298,43 @@ class Network:
             if not inputs and not _tensors_in(args.kwargs):  # tensors passed by keyword only: mha(query=q, value=v)
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is called on no tensor")
             kwargs = {k: v for k, v in args.kwargs.items()}
+            self._precheck(node, inputs + _tensors_in(kwargs))
             outs = kind.run(LayerCall(node, inputs, self.ckpt.read_layer(node.path), self.ctx, kwargs))
-        if call == 0:
+        self.budget.site = ""
+        self.budget.hold(_arrays(outs))
+        if call == 0 and (rec.every_layer or node.path in self.directions):
             rec.layer_outputs[node.path] = [t.value for t in outs]
+            self.budget.hold(_arrays(outs))  # kept until the run ends
         return outs
+
+    def _nested(self, node: LayerNode, inputs: list[Tensor], rec: RunRecord, call: int) -> list[Tensor]:
+        """A nested model: its own graph, whose outputs its walk already holds."""
+        outs = self._run_graph(node.children, inputs, rec)
+        if call == 0 and rec.every_layer:
+            rec.layer_outputs[node.path] = [t.value for t in outs]
+            self.budget.hold(_arrays(outs))
+        return outs
+
+    def _precheck(self, node: LayerNode, inputs: list[Tensor]) -> None:
+        """The output a layer that keeps its inputs' shape (or changes only the features, by its registered `dims`)
+        would allocate, and one temporary of that size, against the budget before it runs. The layers that grow
+        other axes (RepeatVector, UpSampling, padding, attention scores, Embedding...) check their own sizes
+        where they compute them (`LayerCall.need`)."""
+        shapes = [tuple(np.shape(t.value)) for t in inputs]
+        if not shapes:
+            return
+        try:
+            shape = np.broadcast_shapes(*shapes)
+        except ValueError:
+            shape = max(shapes, key=values)
+        kind = LAYERS[node.class_name]
+        inner = node.config.get("layer")
+        reshapes = "Reshape" in (node.class_name, inner.get("class_name") if isinstance(inner, dict) else None)
+        if kind.dims is not None and shape and not reshapes:  # a Reshape's last axis says nothing of its size
+            dims = kind.dims(node, [s[-1] if s else None for s in shapes])
+            if dims and isinstance(dims[0], int) and dims[0] > 0:
+                shape = (*shape[:-1], dims[0])
+        self.budget.need(shape, shape, what="its output and a temporary")
 
     def _op(self, node: LayerNode, args: Call) -> Tensor:
         from lstm_inspect.ops import run_op_layer
@@ -287,7 +357,9 @@ class Network:
         directions = self.directions[node.path]
         s = directions[0].settings
         value = np.asarray(x.value)
-        rec.layer_inputs.setdefault(node.path, value)
+        if node.path not in rec.layer_inputs:
+            rec.layer_inputs[node.path] = value
+            self.budget.hold([value])  # kept until the run ends
         if s.time_major:
             # tf.keras time_major: (steps, batch, features) in, sequences out the same way
             value = np.swapaxes(value, 0, 1)
@@ -304,10 +376,11 @@ class Network:
             change = self.variant.for_direction(d.name) if self.variant is not None else None
             res = run_direction(d, value, mask, init, self.variant.dtype if self.variant and self.variant.dtype
                                 else self.dtype, self.trace, sequences=s.return_sequences or self.trace,
-                                weights=self._weights_of(d), variant=change)
+                                weights=self._weights_of(d), variant=change, budget=self.budget)
             rec.masks[d.name] = mask
             if res.trace is not None:
                 rec.traces[d.name] = res.trace
+                self.budget.hold(res.trace.values())  # kept until the run ends
             results.append(res)
         out_mask = mask if s.return_sequences else None
 
@@ -368,17 +441,23 @@ class Network:
 
 
 def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode, Call, int], list[Any]],
-               where: str, is_tensor: Callable[[Any], bool]) -> list[Any]:
+               where: str, is_tensor: Callable[[Any], bool],
+               release: Callable[[list[Any]], None] | None = None) -> list[Any]:
     """A model graph evaluated call by call: `apply(node, call with its tensors resolved, call index)`.
 
     Generic in what a tensor is (arrays in the engine, graph names in the exporters): a
     Sequential runs as a chain, a Functional in the topological order of its calls, a nested
-    model as a sub-graph through `apply`'s own recursion (its node has `children`).
+    model as a sub-graph through `apply`'s own recursion (its node has `children`). Each call's
+    outputs are let go (`release(outputs)`, and no longer referenced here) once every call that
+    consumes them has run, unless they are the graph's outputs: a run holds what is still needed,
+    not every layer's output (the graph's own inputs belong to the caller).
     """
     if graph.class_name == "Sequential":
         current = list(inputs)
-        for node in graph.layers:
-            current = apply(node, Call(list(current)), 0)
+        for k, node in enumerate(graph.layers):
+            previous, current = current, apply(node, Call(list(current)), 0)
+            if release is not None and k > 0:
+                release(previous)
         return current
     by_name = {n.name: n for n in graph.layers}
     input_names = [r.layer for r in graph.inputs]
@@ -403,6 +482,7 @@ def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode,
 
     try:
         order = graph.calls()
+        uses = _uses(graph, order, by_name)
     except ConfigError as exc:
         raise InspectError(f"{where}: {exc}") from exc
     for node, k in order:
@@ -417,10 +497,34 @@ def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode,
         except ConfigError as exc:
             raise InspectError(f"{where}: {exc}") from exc
         produced[(node.name, k)] = apply(node, resolved, k)
+        del resolved
+        for key in _consumed(graph, call, by_name):
+            uses[key] -= 1
+            if uses[key] == 0 and key in produced and by_name[key[0]].class_name != "InputLayer":
+                done = produced.pop(key)
+                if release is not None:
+                    release(done)
     try:
         return [lookup(r) for r in graph.outputs]
     except ConfigError as exc:
         raise InspectError(f"{where}: {exc}") from exc
+
+
+def _consumed(graph: ModelGraph, call: Call, by_name: dict[str, LayerNode]) -> list[tuple[str, int]]:
+    """The (layer, call) keys whose outputs a call reads, once per reference."""
+    return [graph.producer_of(ref, by_name) or (ref.layer, 0) for ref in call.tensors()]
+
+
+def _uses(graph: ModelGraph, order: list[tuple[LayerNode, int]], by_name: dict[str, LayerNode]
+          ) -> Counter[tuple[str, int]]:
+    """How many references each call's outputs will get: from the calls that consume them, and one that is never
+    given back for each of the graph's outputs (they are returned)."""
+    uses: Counter[tuple[str, int]] = Counter()
+    for node, k in order:
+        if node.class_name != "InputLayer":
+            uses.update(_consumed(graph, node.inbound[k] if k < len(node.inbound) else Call(), by_name))
+    uses.update(graph.producer_of(r, by_name) or (r.layer, 0) for r in graph.outputs)
+    return uses
 
 
 def recurrent_call(args: Call, keras_major: int, is_tensor: Callable[[Any], bool]
@@ -459,6 +563,11 @@ def _value(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {k: _value(v) for k, v in obj.items()}
     return obj
+
+
+def _arrays(tensors: list[Tensor]) -> list[np.ndarray]:
+    return [t.value for t in tensors if isinstance(t, Tensor)] + [
+        t.mask for t in tensors if isinstance(t, Tensor) and t.mask is not None]
 
 
 def _tensors_in(obj: Any) -> list[Tensor]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from lstm_inspect import budget
 from lstm_inspect.errors import InspectError
 
 DTYPES = {"bool": np.bool_, "float16": np.float16, "float32": np.float32, "float64": np.float64,
@@ -96,6 +97,7 @@ def _like(fill: Callable[..., Any]) -> Callable[..., Any]:
 
 def _concatenate(xs: Any, axis: Any = 0) -> Any:
     arrays = [np.asarray(x) for x in (xs if isinstance(xs, list) else [xs])]
+    budget.need(*(a.shape for a in arrays), itemsize=max((a.dtype.itemsize for a in arrays), default=8))
     return np.concatenate(arrays, axis=_axis(axis, arrays[0].ndim))
 
 
@@ -190,25 +192,40 @@ def _same_precision(result: np.ndarray, like: np.ndarray) -> np.ndarray:
     return result.astype(np.float32 if single else np.float64)
 
 
+def _need_fft(a: np.ndarray, n: int | None, what: str) -> None:
+    """NumPy's FFT works in double precision: the input padded or cut to n, the spectrum, and its cast back to single
+    precision, per lead position (about 24 bytes per point); checked against the memory budget before a file's
+    fft_length makes them (2^25 points is gigabytes)."""
+    length = a.shape[-1] if n is None or a.ndim == 0 else n
+    if n is not None and n <= 0:
+        raise OpError(f"{what}: fft_length must be positive, not {n}")
+    lead = a.shape[:-1] if a.ndim else ()
+    budget.need((*lead, length), (*lead, length), (*lead, length), itemsize=8, what=f"its {what} buffers")
+
+
 def fft(x: Any) -> np.ndarray:
     a = _complex(x)
+    _need_fft(a, None, "FFT")
     return _same_precision(np.fft.fft(a, axis=-1), a)
 
 
 def ifft(x: Any) -> np.ndarray:
     a = _complex(x)
+    _need_fft(a, None, "FFT")
     return _same_precision(np.fft.ifft(a, axis=-1), a)
 
 
 def rfft(x: Any, fft_length: Any = None) -> np.ndarray:
     a = _array(x)
     n = None if fft_length is None else _ints(fft_length, "fft_length")[-1]
+    _need_fft(a, n, "FFT")
     return _same_precision(np.fft.rfft(a, n=n, axis=-1), a)
 
 
 def irfft(x: Any, fft_length: Any = None) -> np.ndarray:
     a = _complex(x)
     n = None if fft_length is None else _ints(fft_length, "fft_length")[-1]
+    _need_fft(a, n, "inverse FFT")
     return _same_precision(np.fft.irfft(a, n=n, axis=-1), a)
 
 
@@ -258,6 +275,7 @@ def tf_transpose(x: Any, perm: Any = None, conjugate: bool = False) -> np.ndarra
 
 def tf_concat(values: Any, axis: Any) -> np.ndarray:
     arrays = [_array(v) for v in (values if isinstance(values, list) else [values])]
+    budget.need(*(a.shape for a in arrays), itemsize=max((a.dtype.itemsize for a in arrays), default=8))
     return np.concatenate(arrays, axis=_axis(_ints(axis, "axis")[0], arrays[0].ndim))
 
 
@@ -350,6 +368,11 @@ def tf_matmul(a: Any, b: Any, transpose_a: bool = False, transpose_b: bool = Fal
         y = np.swapaxes(y, -1, -2).conj() if adjoint_b else np.swapaxes(y, -1, -2)
     if x.shape[-1] != y.shape[-2]:
         raise OpError(f"matmul: shapes {x.shape} and {y.shape} do not fit")
+    try:
+        lead = np.broadcast_shapes(x.shape[:-2], y.shape[:-2])
+    except ValueError:
+        raise OpError(f"matmul: shapes {x.shape} and {y.shape} do not fit") from None
+    budget.need((*lead, x.shape[-2], y.shape[-1]), itemsize=max(x.dtype.itemsize, y.dtype.itemsize))
     return np.matmul(x, y.astype(x.dtype))
 
 
@@ -538,11 +561,28 @@ def op_supported(node: Any) -> str | None:
     return None
 
 
+def need_broadcast(values: list[Any]) -> None:
+    """An op's output is at most its array arguments broadcast together (elementwise ops; a constant (1, N) and
+    another (N, 1) make N×N): refused before it is made when that passes the memory budget. The ops that grow
+    otherwise (matmul, FFT, concat) check their own output."""
+    arrays = [v for v in flat(values) if isinstance(v, np.ndarray)]
+    if not arrays:
+        return
+    shapes = [a.shape for a in arrays]
+    try:
+        shape = np.broadcast_shapes(*shapes)
+    except ValueError:
+        shape = max(shapes, key=budget.values)
+    budget.need(shape, shape, itemsize=max(8, *(a.dtype.itemsize for a in arrays)),
+                what="its output and a temporary")
+
+
 def run_op_layer(node: Any, args: list[Any], kwargs: dict[str, Any]) -> np.ndarray:
     """Run one op node of a functional graph on its computed arguments."""
     problem = op_supported(node)
     if problem:
         raise OpError(problem)
+    need_broadcast([*args, *kwargs.values()])
     if node.class_name in ("TFOpLambda", "SlicingOpLambda"):
         fn = TF_FUNCTIONS[op_name(node)]
         options = tf_call_options(kwargs)
@@ -602,6 +642,7 @@ def node_def_inputs(node: Any, tensors: list[Any], constant: Callable[[Any], Any
 
 def _run_node_def(node: Any, args: list[Any]) -> np.ndarray:
     inputs, attrs = node_def_inputs(node, flat(args))
+    need_broadcast(inputs)
     fn, _ = TF_RAW_OPS[op_name(node)]
     try:
         return np.asarray(fn(inputs, attrs))

@@ -382,6 +382,82 @@ def _absurd_value(cfg: Any, which: str) -> str | None:
     return "a node index Infinity in keras_history"
 
 
+# ---------------------------------------------------------------- the budget family (issue 21 §2)
+
+BUDGET_INFLATIONS = ["upsampling", "padding", "repeat_vector", "fft_length", "constants"]
+
+
+def _grown_layer(cfg: Any, class_name: str, config: dict[str, Any]) -> str | None:
+    """One layer `class_name` in front of the first recurrent layer (where _activation_chain puts its first)."""
+    if _activation_chain(cfg, 1) is None:
+        return None
+    entry = next(e for e in _layers(cfg) or [] if isinstance(e, dict) and e.get("name") == "fz_act0")
+    entry["class_name"] = class_name
+    entry["config"] = {"name": "fz_act0", "trainable": True, **config}
+    return f"{class_name} {config} before the first recurrent layer"
+
+
+def _inflate_existing(cfg: Any, class_name: str, key: str, value: Any) -> str | None:
+    found = [e for e in _layers(cfg) or [] if isinstance(e, dict) and e.get("class_name") == class_name
+             and isinstance(e.get("config"), dict)]
+    for entry in found:
+        entry["config"][key] = value
+    return f"{len(found)} {class_name} with {key} {value}" if found else None
+
+
+def _fft_length(cfg: Any, length: int) -> str | None:
+    """tf.signal.fft calls (TFOpLambda) made rfft calls of fft_length `length`."""
+    changed = 0
+    for entry in _layers(cfg) or []:
+        if (isinstance(entry, dict) and entry.get("class_name") == "TFOpLambda"
+                and isinstance(entry.get("config"), dict) and entry["config"].get("function") == "signal.fft"):
+            entry["config"]["function"] = "signal.rfft"
+            for call in entry.get("inbound_nodes") or []:
+                if isinstance(call, list) and len(call) >= 4 and isinstance(call[3], dict):
+                    call[3]["fft_length"] = [length]
+            changed += 1
+    return f"{changed} signal.fft made rfft of fft_length {length}" if changed else None
+
+
+def _broadcast_constants(cfg: Any, n: int) -> str | None:
+    """A TensorFlowOpLayer AddV2 of constants (1, n) and (n, 1), an extra output of a legacy functional model."""
+    layers, body = _layers(cfg), cfg.get("config") if isinstance(cfg, dict) else None
+    if not layers or not isinstance(body, dict) or not body.get("input_layers") or "module" in layers[0]:
+        return None
+    source = body["input_layers"][0]
+    if not isinstance(source, list) or len(source) < 3:
+        return None
+    layers.append({"class_name": "TensorFlowOpLayer", "name": "fz_add", "inbound_nodes": [[[*source[:3], {}]]],
+                   "config": {"name": "fz_add", "trainable": True, "dtype": "float32",
+                              "node_def": {"name": "AddV2", "op": "AddV2", "input": ["in_0", "in_1"],
+                                           "attr": {"T": {"type": "DT_INT64"}}},
+                              "constants": {"0": [[0] * n], "1": [[0]] * n}}})
+    body["output_layers"] = [*body.get("output_layers", []), ["fz_add", 0, 0]]
+    return f"AddV2 of constants (1, {n}) and ({n}, 1)"
+
+
+def _budget_inflation(path: Path, rng: np.random.Generator, keras_builds_it: bool) -> str:
+    """A size the config decides made large: an UpSampling1D or ZeroPadding1D put in front of the first recurrent
+    layer, RepeatVector's n, an FFT's fft_length, constants broadcast to n × n. Every command must refuse it in one
+    line (exit 2) or run it within the fuzz's time and memory limits (exit 0)."""
+    # 100: a model that still runs; the others pass the default budget (250,000 steps or 2 GB) on any base
+    huge = [100, 1_000_000, 100_000_000, 2**31 - 1][int(rng.integers(0, 4))]
+    edits: dict[str, Callable[[Any], str | None]] = {
+        "upsampling": lambda cfg: _grown_layer(cfg, "UpSampling1D", {"size": huge}),
+        "padding": lambda cfg: _grown_layer(cfg, "ZeroPadding1D", {"padding": [0, huge]}),
+        "repeat_vector": lambda cfg: _inflate_existing(cfg, "RepeatVector", "n", huge),
+        "fft_length": lambda cfg: _fft_length(cfg, 1 << int(rng.integers(12, 31))),
+        # a verify case would build the extra output with Keras too: the constants stay with the other commands
+        "constants": lambda cfg: None if keras_builds_it else _broadcast_constants(cfg, [500, 6000][huge % 2]),
+    }
+    first = int(rng.integers(0, len(BUDGET_INFLATIONS)))
+    for name in BUDGET_INFLATIONS[first:] + BUDGET_INFLATIONS[:first]:  # the one drawn, or the next that applies
+        label = _edit_config(path, edits[name])
+        if label is not None:
+            return label
+    return "budget_inflation: no config to inflate"
+
+
 def _reverse_chunks(f: h5py.File, gzip: bool = False) -> int:
     """Rewrite every 2-D float dataset chunked by rows, its rows written from the last: the chunks lie in the
     file in reverse order, so reading forwards seeks backwards (gzip: each chunk compressed by HDF5 too)."""
@@ -504,6 +580,8 @@ def mutate(kind: str, path: Path, rng: np.random.Generator, keras_builds_it: boo
         label = _edit_config(path, lambda cfg: _declare_shape(cfg, lambda s: [None, steps, *s[2:]] if len(s) >= 3
                                                               else [None, steps], f"{steps} declared steps"))
         return label or "absurd_declared_length: no config"
+    if kind == "budget_inflation":
+        return _budget_inflation(path, rng, keras_builds_it)
     if kind == "absurd_config_value":
         first = int(rng.integers(0, len(ABSURD_VALUES)))
         for which in ABSURD_VALUES[first:] + ABSURD_VALUES[:first]:  # the one drawn, or the next that applies
@@ -649,7 +727,9 @@ MUTATIONS = ["truncate", "flip_header", "flip_anywhere", "delete_dataset", "dele
              "absurd_config_value",
              # issue 21 §3: names of 400,000 characters, names that hold control characters, integers past Python's
              # 4,300 digits, CSV inputs of millions of columns
-             "long_name", "control_name", "huge_integer", "wide_csv_input"]
+             "long_name", "control_name", "huge_integer", "wide_csv_input",
+             # issue 21: sizes a config decides (RepeatVector n, UpSampling size, fft_length, constants) inflated
+             "budget_inflation"]
 
 
 @pytest.fixture(scope="module")
@@ -700,6 +780,18 @@ def test_fuzz_slow_commands(command: str, elsewhere: Path) -> None:
     @given(**CASE)
     def case(base_index: int, kind: str, seed: int) -> None:
         _one_case(command, elsewhere, base_index, kind, seed)
+
+    case()
+
+
+@pytest.mark.parametrize("command", ["stats", "forward", "trace"])
+def test_fuzz_budget_family(command: str, elsewhere: Path) -> None:
+    """The budget family alone, on every base: exit 0 or 2 within the limits, never 3 or a hang (issue 21 §2)."""
+    @settings(max_examples=30, deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(base_index=st.integers(0, len(BASES) - 1), seed=st.integers(0, 2**32 - 1))
+    def case(base_index: int, seed: int) -> None:
+        _one_case(command, elsewhere, base_index, "budget_inflation", seed)
 
     case()
 

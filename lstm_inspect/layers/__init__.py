@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from lstm_inspect import budget
 from lstm_inspect.errors import InspectError
 
 if TYPE_CHECKING:
@@ -91,6 +92,11 @@ class LayerCall:
                                    f"{expected}, found {a.shape}")
             if a.dtype.kind != "f":
                 raise InspectError(f"layer {node.path} ({node.class_name}): weight {k} holds {a.dtype}, not numbers")
+
+    def need(self, *shapes: tuple[int, ...], what: str = "its output") -> None:
+        """Refuse, before allocating them, arrays of these shapes (in the engine's dtype) that would take the run
+        past its memory budget (`lstm_inspect.budget`): where a layer computes a size its config decides."""
+        budget.need(*shapes, itemsize=max(4, np.dtype(self.ctx.dtype).itemsize), what=what)
 
     def fail(self, problem: str) -> InspectError:
         """An error about this layer on this input, for the layer functions to raise."""

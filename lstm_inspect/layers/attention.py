@@ -204,6 +204,7 @@ def attention(c: LayerCall) -> list[Tensor]:
     q, v, k = _dense_inputs(c)
     w = _check_weights(c, settings.scalar_weights())
     scale = w[0] if use_scale else None
+    _need_scores(c, q, k, mode != "dot")
     if mode == "dot":
         if q.shape[-1] != k.shape[-1]:
             raise c.fail(f"the query has {q.shape[-1]} features and the key {k.shape[-1]}: no dot product")
@@ -229,11 +230,22 @@ def additive_attention(c: LayerCall) -> list[Tensor]:
     q, v, k = _dense_inputs(c)
     dim = additive_scale_size(c.ctx.keras_major, q.shape[-1], v.shape[-1])
     w = _check_weights(c, [(dim,)] if use_scale else [])
+    _need_scores(c, q, k, True)
     summed = _broadcast_sum(c, q, k, None)
     if use_scale and w[0].shape[-1] not in (1, summed.shape[-1]):
         raise c.fail(f"its scale has {w[0].shape[-1]} entries and the query {summed.shape[-1]} features")
     scores = np.sum((w[0] if use_scale else 1.0) * np.tanh(summed), axis=-1)
     return _apply_scores(c, scores, v)
+
+
+def _need_scores(c: LayerCall, q: np.ndarray, k: np.ndarray, additive: bool) -> None:
+    """The scores (batch, Tq, Tv), their masked copy and softmax, or for additive scores the (batch, Tq, Tv,
+    features) sum and its tanh, against the memory budget before they are computed."""
+    scores = (*q.shape[:-1], k.shape[-2])
+    if additive:
+        c.need((*scores, q.shape[-1]), (*scores, q.shape[-1]), scores, what="its additive attention scores")
+    else:
+        c.need(scores, scores, scores, what="its attention scores (query steps × value steps)")
 
 
 def _dense_inputs(c: LayerCall) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -552,6 +564,8 @@ def multi_head_attention(c: LayerCall) -> list[Tensor]:
     rank = query.ndim + 1  # of the projections: (batch, steps..., heads, dim)
     proj, _ = _proj_equation(query.ndim - 1, 1, 2)
     q, k, v = dense["query"](query, proj), dense["key"](key, proj), dense["value"](value, proj)
+    scores_shape = (query.shape[0], q.shape[-2], *query.shape[1:-1], *key.shape[1:-1])
+    c.need(scores_shape, scores_shape, scores_shape, what="its attention scores (heads × query × key positions)")
 
     return_scores = _flag(c, "return_attention_scores")
     causal = _flag(c, "use_causal_mask")

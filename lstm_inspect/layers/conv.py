@@ -319,6 +319,7 @@ def convolution(c: LayerCall) -> list[Tensor]:
     pads = pads_for(c, mode, x.shape[1:-1], kernel, strides, dilation)
     out = output_sizes(c, x.shape[1:-1], pads, kernel, strides, dilation)
     check_sizes((x.shape[0], *out, out_channels), f"layer {c.node.path} ({c.node.class_name}): its output")
+    c.need((x.shape[0], *out, out_channels), (x.shape[0], *out, out_channels), what="its output and a temporary")
     if kind == "conv":
         y = np.zeros((x.shape[0], *out, groups, filters // groups), dtype=dtype)
         for pos, at, reads in taps(x.shape[1:-1], out, kernel, strides, dilation, pads):
@@ -391,8 +392,9 @@ def zero_padding(c: LayerCall) -> list[Tensor]:
     rank = 1 if c.node.class_name == "ZeroPadding1D" else 2
     pads = _pair_list(c, "padding", rank, 1)
     x, fmt = _spatial_input(c, rank, formatted=True)
-    check_sizes((x.shape[0], *(n + a + b for n, (a, b) in zip(x.shape[1:-1], pads)), x.shape[-1]),
-                f"layer {c.node.path} ({c.node.class_name}): its output")
+    padded = (x.shape[0], *(n + a + b for n, (a, b) in zip(x.shape[1:-1], pads)), x.shape[-1])
+    check_sizes(padded, f"layer {c.node.path} ({c.node.class_name}): its output")
+    c.need(padded)
     y = np.pad(x, [(0, 0), *pads, (0, 0)])
     return [Tensor(back_to(y, fmt, rank))]
 
@@ -421,4 +423,5 @@ def up_sampling(c: LayerCall) -> list[Tensor]:
     size = upsampling_size(c)
     x, _ = _spatial_input(c, 1, formatted=False)
     check_sizes((x.shape[0], x.shape[1] * size, x.shape[2]), f"layer {c.node.path} ({c.node.class_name}): its output")
+    c.need((x.shape[0], x.shape[1] * size, x.shape[2]))
     return [Tensor(np.repeat(x, size, axis=1))]

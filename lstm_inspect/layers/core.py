@@ -109,6 +109,7 @@ def embedding(c: LayerCall) -> list[Tensor]:
     table = c.weights[0].astype(c.ctx.dtype)
     if ids.size and (ids.min() < 0 or ids.max() >= table.shape[0]):
         raise c.fail(f"token ids must lie in [0, {table.shape[0] - 1}], found {ids.min()}..{ids.max()}")
+    c.need((*ids.shape, table.shape[1]))
     mask = ids != 0 if c.config.get("mask_zero") else None
     return [Tensor(table[ids], mask)]
 
@@ -135,6 +136,8 @@ def repeat_vector(c: LayerCall) -> list[Tensor]:
     n = config_int(c.config.get("n"))
     if n is None:
         raise c.fail(f"RepeatVector's n is {c.config.get('n')!r}")
+    x = np.asarray(c.inputs[0].value)
+    c.need((x.shape[0], n, *x.shape[1:]))
     return [Tensor(np.repeat(np.asarray(c.inputs[0].value)[:, None, :], n, axis=1))]
 
 
@@ -368,6 +371,7 @@ def dot(c: LayerCall) -> list[Tensor]:
     # Keras's batch_dot: the contracted axis last in x, first after the batch in y
     x, y = np.moveaxis(x, a0, -1), np.moveaxis(y, a1, 1)
     batch, n = x.shape[0], x.shape[-1]
+    c.need((batch, *x.shape[1:-1], *y.shape[2:]), (batch, *x.shape[1:-1], *y.shape[2:]))
     out = np.matmul(x.reshape(batch, -1, n), y.reshape(batch, n, -1)).reshape(batch, *x.shape[1:-1], *y.shape[2:])
     if out.ndim == 1:
         out = out.reshape(batch, 1)

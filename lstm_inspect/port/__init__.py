@@ -218,6 +218,9 @@ def export(ckpt: Checkpoint, target: str, out: Path, *, layer: str | None = None
         raise InspectError(f"writing {target} needs {', '.join(missing)}: pip install 'lstm-inspect[{t.extra}]'")
     plan = plan_export(ckpt, layer, opset)
     inputs = plan.check_inputs(xs) if xs is not None else plan.default_inputs(seed)
+    version = t.runtime_version()
+    # the engine's run comes before anything is written: a model past the resource budget is refused first
+    expected = plan.reference(inputs) if version is not None else []
     try:
         files = t.build(plan)
     except InspectError as exc:  # name the file in the one line the user sees
@@ -237,12 +240,10 @@ def export(ckpt: Checkpoint, target: str, out: Path, *, layer: str | None = None
     report = ExportReport(ckpt.file, target, out, plan.what, written, None, input=input_label or (
         f"a seeded random input (seed {seed})"), batch=int(first.shape[0]) if first.ndim else 1,
         steps=int(first.shape[1]) if first.ndim > 1 else 1, atol=atol, rtol=rtol)
-    version = t.runtime_version()
     if version is None:
         report.not_verified = f"{t.runtime} is not installed (pip install {t.runtime_install})"
         return report
     report.runtime = f"{t.runtime} {version}"
-    expected = plan.reference(inputs)
     try:
         got = t.run(out, inputs)
     except RuntimeFailed as exc:

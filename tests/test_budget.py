@@ -1,0 +1,343 @@
+"""One resource budget for everything a file can make the engine build (issue 21, §2).
+
+Each case is a file of a few kilobytes built here (a legacy .h5 written with h5py, its architecture a JSON
+config as tf.keras writes it) that asked the engine for gigabytes or minutes and exited 0: RepeatVector(2e8),
+RepeatVector(1e7) feeding an LSTM, rfft/irfft with fft_length 2^25 (TFOpLambda and raw RFFT/IRFFT ops), an AddV2
+of two constants broadcast to N×N, Attention after UpSampling1D, and an UpSampling1D followed by a chain of
+Activations (every layer's output was kept for the whole run). Each runs through the installed command in a
+subprocess; its CPU time and peak RSS are read from the kernel (`os.wait4`), so what is measured is the command
+alone. A refusal is exit 2 and one line naming the layer, the size and the option; a legitimate model still runs
+(the largest real checkpoint, a big sample, against Keras's own outputs), and the options let a refused case run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import REALWORLD, SAMPLES
+
+LSTM_SOURCE = SAMPLES / "tfk_single.h5"  # tf.keras 2.x Sequential: Input (7, 3) -> LSTM(5)
+CPU_SECONDS, RSS_MB = 5.0, 400  # "refused in under a few seconds and a few hundred MB"
+
+
+# ---------------------------------------------------------------- building the files
+
+
+def _lstm_entry() -> dict[str, Any]:
+    with h5py.File(LSTM_SOURCE) as f:
+        return json.loads(f.attrs["model_config"])["config"]["layers"][1]
+
+
+def _input(shape: list[Any], name: str = "x") -> dict[str, Any]:
+    return {"class_name": "InputLayer", "name": name, "inbound_nodes": [],
+            "config": {"batch_input_shape": shape, "dtype": "float32", "name": name}}
+
+
+def legacy_h5(path: Path, layers: list[dict[str, Any]], functional: dict[str, Any] | None = None,
+              keras_version: str = "2.3.0-tf") -> Path:
+    """A legacy full-model .h5 as tf.keras writes it: the architecture in `model_config`, one weight group per
+    layer (empty but for an LSTM named "lstm", whose arrays come from LSTM_SOURCE)."""
+    config = ({"class_name": "Functional", "config": {"name": "f", "layers": layers, **functional}}
+              if functional is not None else {"class_name": "Sequential", "config": {"name": "s", "layers": layers}})
+    with h5py.File(path, "w") as f, h5py.File(LSTM_SOURCE) as src:
+        f.attrs["model_config"] = json.dumps(config)
+        f.attrs["keras_version"] = keras_version
+        f.attrs["backend"] = "tensorflow"
+        weights = f.create_group("model_weights")
+        names = [entry["config"]["name"] for entry in layers if entry["class_name"] != "InputLayer"]
+        weights.attrs["layer_names"] = [n.encode() for n in names]
+        weights.attrs["keras_version"] = keras_version
+        weights.attrs["backend"] = "tensorflow"
+        for name in names:
+            if name == "lstm":
+                src.copy(src["model_weights/lstm"], weights, "lstm")
+            else:
+                weights.create_group(name).attrs["weight_names"] = np.array([], dtype="S1")
+    return path
+
+
+def _layer(class_name: str, name: str, inbound: list[Any] | None = None, **config: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"class_name": class_name, "name": name, "config": {"name": name, **config}}
+    if inbound is not None:
+        entry["inbound_nodes"] = inbound
+    return entry
+
+
+def functional(path: Path, layers: list[dict[str, Any]], outputs: list[str], keras_version: str = "2.3.0-tf") -> Path:
+    """A functional model whose input "signal" (batch, steps, 3) also feeds the LSTM (every command wants one
+    recurrent layer), the LSTM's output the model's last."""
+    lstm = {**_lstm_entry(), "name": "lstm", "inbound_nodes": [[["signal", 0, 0, {}]]]}
+    graph = {"input_layers": [["signal", 0, 0]], "output_layers": [[n, 0, 0] for n in [*outputs, "lstm"]]}
+    return legacy_h5(path, [*layers, lstm], graph, keras_version)
+
+
+def repeat_vector(tmp: Path, n: int, lstm: bool = True) -> Path:
+    layers = [_input([None, 3]), _layer("RepeatVector", "rv", n=n)] + ([_lstm_entry()] if lstm else [])
+    return legacy_h5(tmp / f"repeat_{n}.h5", layers)
+
+
+def fft_model(tmp: Path, raw: bool, inverse: bool, length: int = 1 << 25) -> Path:
+    """signal.rfft / signal.irfft (TFOpLambda, tf.keras 2.4+) or the raw RFFT / IRFFT op (TensorFlowOpLayer,
+    tf.keras 2.2-2.3) with fft_length `length`."""
+    op = ("IRFFT" if inverse else "RFFT") if raw else ("signal.irfft" if inverse else "signal.rfft")
+    layers: list[dict[str, Any]] = [_input([None, 7, 3], "signal")]
+    feed = "signal"
+    if inverse:  # the inverse transforms take complex input
+        cast = {"function": "cast"} if not raw else {
+            "node_def": {"name": "Cast", "op": "Cast", "input": ["signal"],
+                         "attr": {"SrcT": {"type": "DT_FLOAT"}, "DstT": {"type": "DT_COMPLEX64"}}}, "constants": {}}
+        kwargs = {"dtype": "complex64"} if not raw else {}
+        layers.append(_layer("TFOpLambda" if not raw else "TensorFlowOpLayer", "to_complex",
+                             [["signal", 0, 0, kwargs]] if not raw else [[["signal", 0, 0, {}]]], **cast))
+        feed = "to_complex"
+    if raw:
+        layers.append(_layer("TensorFlowOpLayer", "fft", [[[feed, 0, 0, {}]]], constants={"1": [length]},
+                             node_def={"name": op, "op": op, "input": ["in_0", "fft_length"],
+                                       "attr": {"Treal": {"type": "DT_FLOAT"},
+                                                "Tcomplex": {"type": "DT_COMPLEX64"}}}))
+    else:
+        layers.append(_layer("TFOpLambda", "fft", [[feed, 0, 0, {"fft_length": [length]}]], function=op))
+    name = f"{'raw' if raw else 'tf'}_{op.replace('.', '_')}.h5"
+    return functional(tmp / name, layers, ["fft"], keras_version="2.3.0-tf" if raw else "2.5.0")
+
+
+def broadcast_constants(tmp: Path, n: int) -> Path:
+    """AddV2 of two constants from the config, shaped (1, n) and (n, 1): the tensor it is called on is unused."""
+    add = _layer("TensorFlowOpLayer", "add", [[["signal", 0, 0, {}]]],
+                 node_def={"name": "AddV2", "op": "AddV2", "input": ["in_0", "in_1"],
+                           "attr": {"T": {"type": "DT_INT64"}}},
+                 constants={"0": [list(range(n))], "1": [[k] for k in range(n)]})
+    return functional(tmp / "constants.h5", [_input([None, 7, 3], "signal"), add], ["add"])
+
+
+def upsampled_attention(tmp: Path, size: int) -> Path:
+    """UpSampling1D(size) of (batch, steps, 3), then Attention of the long sequence with itself."""
+    layers = [_input([None, None, 3], "signal"), _layer("UpSampling1D", "up", [[["signal", 0, 0, {}]]], size=size),
+              _layer("Attention", "att", [[["up", 0, 0, {}], ["up", 0, 0, {}]]], use_scale=False, causal=False,
+                     dropout=0.0)]
+    return functional(tmp / "attention.h5", layers, ["att"])
+
+
+def activation_chain(tmp: Path, size: int, n: int = 12) -> Path:
+    """UpSampling1D(size), then n tanh Activations in a chain."""
+    layers = [_input([None, None, 3], "signal"), _layer("UpSampling1D", "up", [[["signal", 0, 0, {}]]], size=size)]
+    layers += [_layer("Activation", f"act_{k}", [[[f"act_{k - 1}" if k else "up", 0, 0, {}]]], activation="tanh")
+               for k in range(n)]
+    return functional(tmp / "chain.h5", layers, [f"act_{n - 1}"])
+
+
+# ---------------------------------------------------------------- running the command, measured
+
+
+# The command runs under a small Python parent that reports its child's resource use: a child forked straight from
+# this test process would inherit the test's own peak RSS (the kernel keeps the high-water mark across exec).
+REPORTER = """
+import json, resource, subprocess, sys
+code = subprocess.call(sys.argv[2:])
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+with open(sys.argv[1], "w") as f:
+    json.dump({"code": code, "cpu": usage.ru_utime + usage.ru_stime, "rss_mb": usage.ru_maxrss / 1024}, f)
+"""
+
+
+def measured(*args: str, env: dict[str, str] | None = None, limit: float = 120.0
+             ) -> tuple[int, str, float, float]:
+    """(exit code, stderr, CPU seconds, peak RSS in MB) of one run of the installed command."""
+    exe = Path(sys.executable).with_name("lstm-inspect")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "lstm_inspect.cli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        report = Path(tmp) / "usage.json"
+        run = subprocess.run([sys.executable, "-c", REPORTER, str(report), *cmd, *args], capture_output=True,
+                             text=True, env=dict(os.environ, COLUMNS="200", **(env or {})), timeout=limit)
+        usage = json.loads(report.read_text())
+    return usage["code"], run.stderr, usage["cpu"], usage["rss_mb"]
+
+
+def assert_refused(result: tuple[int, str, float, float], layer: str, option: str = "--max-memory") -> None:
+    code, stderr, cpu, rss = result
+    lines = stderr.strip().splitlines()
+    assert code == 2, stderr
+    assert len(lines) == 1 and lines[0].startswith("lstm-inspect: "), stderr
+    assert layer in lines[0] and option in lines[0], stderr
+    assert cpu < CPU_SECONDS and rss < RSS_MB, f"{cpu:.1f} s of CPU, {rss:.0f} MB: {stderr}"
+
+
+@pytest.fixture
+def vector_input(tmp_path: Path) -> Path:
+    np.save(tmp_path / "x.npy", np.ones((1, 3), np.float32))
+    return tmp_path / "x.npy"
+
+
+# ---------------------------------------------------------------- the cases of the issue, refused
+
+
+def test_repeat_vector_of_200_million_is_refused_by_every_command_that_runs_the_engine(
+        tmp_path: Path, vector_input: Path) -> None:
+    model = repeat_vector(tmp_path, 200_000_000, lstm=True)
+    runs = [["forward", str(model), "-i", str(vector_input), "-o", str(tmp_path / "y.npz")],
+            ["trace", str(model), "-i", str(vector_input), "-o", str(tmp_path / "t.npz")],
+            ["stats", str(model)], ["plot", str(model), "-o", str(tmp_path / "plots")], ["verify", str(model)],
+            ["diagnose", str(model), "-i", str(vector_input), "--against", str(vector_input)],
+            ["export", str(model), "--to", "onnx", "-o", str(tmp_path / "m.onnx")],
+            ["export", str(model), "--to", "pytorch", "-o", str(tmp_path / "torch")]]
+    for argv in runs:
+        result = measured(*argv)
+        assert_refused(result, "layer rv (RepeatVector)")
+        assert "GB" in result[1], result[1]  # the size it would need
+    assert sorted(p.name for p in tmp_path.iterdir()) == [model.name, "x.npy"]  # nothing written
+
+
+def test_a_repeated_vector_feeding_an_lstm_is_refused_by_the_step_budget(tmp_path: Path, vector_input: Path) -> None:
+    model = repeat_vector(tmp_path, 10_000_000, lstm=True)
+    result = measured("forward", str(model), "-i", str(vector_input), "-o", str(tmp_path / "y.npz"))
+    assert_refused(result, "layer lstm (LSTM)", "--max-steps")
+    assert "10,000,000 recurrent steps" in result[1]
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["tf.signal", "raw-op"])
+@pytest.mark.parametrize("inverse", [False, True], ids=["rfft", "irfft"])
+def test_an_fft_of_length_2_to_the_25_is_refused(tmp_path: Path, raw: bool, inverse: bool) -> None:
+    model = fft_model(tmp_path, raw, inverse)
+    np.save(tmp_path / "x.npy", np.ones((4, 7, 3), np.float32))
+    result = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    assert_refused(result, "graph op fft")
+    assert "FFT buffers" in result[1]
+
+
+def test_an_fft_of_a_sane_length_still_matches_numpy(tmp_path: Path) -> None:
+    model = fft_model(tmp_path, raw=True, inverse=False, length=16)
+    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, stderr, _, _ = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    assert code == 0, stderr
+    with np.load(tmp_path / "y.npz") as y:
+        np.testing.assert_allclose(y["output_0"], np.fft.rfft(x, n=16, axis=-1), rtol=1e-5, atol=1e-5)
+
+
+def test_constants_broadcast_to_n_by_n_are_refused(tmp_path: Path) -> None:
+    model = broadcast_constants(tmp_path, 20_000)
+    np.save(tmp_path / "x.npy", np.ones((1, 7, 3), np.float32))
+    result = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    assert_refused(result, "graph op add")
+    assert "(20000, 20000)" in result[1]
+
+
+def test_attention_over_an_upsampled_sequence_is_refused(tmp_path: Path) -> None:
+    model = upsampled_attention(tmp_path, 2_000)
+    np.save(tmp_path / "x.npy", np.ones((1, 10, 3), np.float32))  # 20,000 steps after UpSampling1D
+    result = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    assert_refused(result, "layer att (Attention)")
+    assert "attention scores" in result[1] and "(1, 20000, 20000)" in result[1]
+
+
+def test_a_chain_of_layers_holds_only_what_is_still_needed(tmp_path: Path) -> None:
+    """UpSampling1D to 100 MB then 12 Activations: 1.3 GB when every output was kept; now about two at a time.
+    The output is what NumPy computes from the same input (np.repeat, then tanh twelve times)."""
+    model = activation_chain(tmp_path, 25_000)
+    x = np.random.default_rng(1).normal(size=(1, 350, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, stderr, _, rss = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    assert code == 0, stderr
+    assert rss < 600, f"{rss:.0f} MB"
+    want = np.repeat(x, 25_000, axis=1)
+    for _ in range(12):
+        want = np.tanh(want)
+    with np.load(tmp_path / "y.npz") as y:
+        np.testing.assert_allclose(y["output_0"], want, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- legitimate models, and the options
+
+
+def test_the_largest_real_checkpoint_runs_under_the_default_budget() -> None:
+    real = sorted((p for p in REALWORLD.glob("*") if p.suffix in (".h5", ".keras", ".hdf5")),
+                  key=lambda p: p.stat().st_size)
+    if not real:
+        pytest.skip("the real checkpoints are not here")
+    code, stderr, _, _ = measured("stats", str(real[-1]), "--json")
+    assert code == 0, stderr
+
+
+def test_a_real_model_gives_keras_outputs_under_the_default_budget(tmp_path: Path) -> None:
+    model = REALWORLD / "translation_seq2seq_keras224.h5"
+    io = REALWORLD / "translation_seq2seq_keras224.h5.io.npz"
+    if not io.exists():
+        pytest.skip("the real checkpoint is not here")
+    with np.load(io) as d:
+        inputs = {k: d[k] for k in d.files if k.startswith("x")}
+        want = {k: d[k] for k in d.files if k.startswith("y")}
+    np.savez(tmp_path / "x.npz", *[inputs[k] for k in sorted(inputs)])
+    code, stderr, _, _ = measured("forward", str(model), "-i", str(tmp_path / "x.npz"), "-o", str(tmp_path / "y.npz"))
+    assert code == 0, stderr
+    with np.load(tmp_path / "y.npz") as y:
+        got = [y[k] for k in sorted(y.files)]
+    for g, w in zip(got, [want[k] for k in sorted(want)]):
+        np.testing.assert_allclose(g, w, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("sample", ["k3_layer_zoo.keras", "k3_att_seq2seq_mha.keras", "tfk_tf_ops.h5"])
+def test_big_samples_run_under_the_default_budget(sample: str) -> None:
+    code, stderr, _, _ = measured("stats", str(SAMPLES / sample), "--json")
+    assert code == 0, stderr
+
+
+def test_the_options_let_a_refused_model_run(tmp_path: Path, vector_input: Path) -> None:
+    """The environment's limits refuse a 2,000-step RepeatVector → LSTM and a 100 MB UpSampling; the options, which
+    win over the environment, let them run (to the same output as an unbudgeted run of the shorter sequence)."""
+    model = repeat_vector(tmp_path, 2_000, lstm=True)
+    out = str(tmp_path / "y.npz")
+    tight = {"LSTM_INSPECT_MAX_STEPS": "1000", "LSTM_INSPECT_MAX_MEMORY": "50MB"}
+    assert_refused(measured("forward", str(model), "-i", str(vector_input), "-o", out, env=tight),
+                   "layer lstm", "--max-steps")
+    code, stderr, _, _ = measured("forward", str(model), "-i", str(vector_input), "-o", out, "--max-steps", "2000",
+                                  env=tight)
+    assert code == 0, stderr
+
+    chain = activation_chain(tmp_path, 25_000, n=1)
+    np.save(tmp_path / "z.npy", np.ones((1, 350, 3), np.float32))
+    argv = ["forward", str(chain), "-i", str(tmp_path / "z.npy"), "-o", str(tmp_path / "z.npz"), "--force"]
+    assert_refused(measured(*argv, env=tight), "layer up (UpSampling1D)")
+    code, stderr, _, _ = measured(*argv, "--max-memory", "1GB", env=tight)
+    assert code == 0, stderr
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-1GB", "8XB"])
+def test_a_bad_limit_is_one_line(tmp_path: Path, vector_input: Path, value: str) -> None:
+    model = repeat_vector(tmp_path, 3)
+    code, stderr, _, _ = measured("forward", str(model), "-i", str(vector_input), "-o", str(tmp_path / "y.npz"),
+                                  env={"LSTM_INSPECT_MAX_MEMORY": value})
+    assert code == 2 and stderr.count("\n") == 1 and "LSTM_INSPECT_MAX_MEMORY" in stderr, stderr
+
+
+def test_the_library_takes_the_limits_as_an_argument_or_a_scope(tmp_path: Path) -> None:
+    import lstm_inspect
+    from lstm_inspect.budget import BudgetError, Limits, limited
+    from lstm_inspect.network import Network
+
+    ckpt = lstm_inspect.load(repeat_vector(tmp_path, 1_000, lstm=True))
+    x = np.ones((1, 3), np.float32)
+    with pytest.raises(BudgetError, match="--max-steps"):
+        Network(ckpt, limits=Limits(max_steps=999)).run([x])
+    with limited(Limits(max_bytes=10_000)), pytest.raises(BudgetError, match="layer rv"):
+        ckpt.forward(x)
+    assert Network(ckpt, limits=Limits(max_steps=1_000)).run([x])[0].shape == (1, 5)
+
+
+def test_every_engine_command_documents_the_options() -> None:
+    from typer.testing import CliRunner
+
+    from lstm_inspect.cli import app
+
+    for command in ("forward", "trace", "stats", "plot", "verify", "diagnose", "export"):
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert "--max-memory" in result.output and "--max-steps" in result.output, command
