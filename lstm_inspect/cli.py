@@ -569,7 +569,6 @@ def verify(
                 report = verify_direction(ckpt, layer, x, theirs[0] if theirs else None, against, atol, rtol, dt)
         else:
             xs = _model_inputs(ckpt, input) if input is not None else default_inputs(Network(ckpt, dt), seed)
-            Network(ckpt, dt).run(xs)  # the engine first: a model past the resource budget is refused before Keras
             with _status("running Keras (importing TensorFlow)..."):
                 report = run_verify(ckpt, xs, theirs, against, atol, rtol, dt)
         if as_json:

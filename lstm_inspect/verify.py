@@ -204,6 +204,8 @@ def verify(
     _refuse_non_finite(ckpt)
     net = Network(ckpt, dtype)
     xs = net.check_inputs(xs)
+    rec = RunRecord()
+    outs = net.run(xs, rec)  # the engine first: a model past the resource budget is refused before Keras builds it
     keras = run_keras(ckpt, xs)
     pairs: list[tuple[str, np.ndarray, np.ndarray]] = []
     if theirs is not None:
@@ -213,8 +215,6 @@ def verify(
             _same_shape(against, f"output_{k}", t, ref)
             pairs.append((f"output_{k}", t, ref))
     else:
-        rec = RunRecord()
-        outs = net.run(xs, rec)
         pairs += [(f"layer {path}", rec.layer_outputs[path][0], ref) for path, ref in keras.layer_outputs.items()]
         pairs += [(f"output_{k}", o, ref) for k, (o, ref) in enumerate(zip(outs, keras.outputs))]
     comparisons, sens = _judge(pairs, atol, rtol, lambda: _model_sensitivity(ckpt, xs, keras, atol, rtol))
