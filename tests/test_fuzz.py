@@ -117,8 +117,8 @@ def time_limit(seconds: int) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def run_case(command: str, model: Path, work: Path, mutation: str) -> None:
-    """Run one command on one broken file and check the promise."""
+def run_case(command: str, model: Path, work: Path, mutation: str) -> int:
+    """Run one command on one broken file and check the promise; its exit code."""
     base_input = work / "x.npy"
     if not base_input.exists():
         np.save(base_input, np.zeros((2, 7, 3), np.float32))
@@ -154,6 +154,7 @@ def run_case(command: str, model: Path, work: Path, mutation: str) -> None:
     assert not outside.exists() or not any(outside.iterdir()), what
     if model_bytes is not None:
         assert model.read_bytes() == model_bytes, what
+    return result.exit_code
 
 
 # ---------------------------------------------------------------- mutations
@@ -811,7 +812,10 @@ def test_files_that_are_not_files(command: str, tmp_path: Path) -> None:
 
 TF_BASES = [SAMPLES / "tf215" / "bidir_stacked_savedmodel", SAMPLES / "tf215" / "bidir_stacked_ckpt"]
 TF_MUTATIONS = ["truncate_index", "truncate_data", "flip_index", "flip_data", "delete_shard", "bad_state_file",
-                "flip_metadata", "truncate_metadata"]
+                "flip_metadata", "truncate_metadata",
+                # issue 21 §3: a file of the folder (index, data shard, keras_metadata.pb, checkpoint state) or the
+                # variables/ folder replaced by a symbolic link to a copy outside the folder named: always refused
+                "link_outside"]
 
 
 def mutate_tf(kind: str, folder: Path, rng: np.random.Generator) -> str:
@@ -838,11 +842,23 @@ def mutate_tf(kind: str, folder: Path, rng: np.random.Generator) -> str:
     if kind == "delete_shard":
         data.unlink()
         return f"{data.name} deleted"
+    if kind == "link_outside":
+        return _link_outside(folder, [index, data, metadata, folder / "checkpoint", index.parent], rng)
     state = folder / "checkpoint"
     choice = int(rng.integers(0, 3))
     state.write_text(['model_checkpoint_path: "/etc/passwd"\n', 'model_checkpoint_path: "../../x"\n',
                       "\xff\xfe garbage"][choice])
     return f"checkpoint state file variant {choice}"
+
+
+def _link_outside(folder: Path, candidates: list[Path], rng: np.random.Generator) -> str:
+    """One of `candidates` that exists moved beside the folder and replaced by a symbolic link to it."""
+    present = [p for p in candidates if p.exists() and p != folder]
+    victim = present[int(rng.integers(0, len(present)))]
+    away = folder.parent / f"outside-{victim.name}"
+    victim.rename(away)
+    victim.symlink_to(away, target_is_directory=away.is_dir())
+    return f"link_outside: {victim.relative_to(folder)} links to {away.name} beside the folder"
 
 
 @pytest.mark.parametrize("command", ["show", "dump", "forward"])
@@ -859,8 +875,10 @@ def test_fuzz_tf_formats(command: str, elsewhere: Path) -> None:
         shutil.copytree(base, model)
         np.save(work / "x.npy", np.zeros((2, 7, 3), np.float32))
         label = mutate_tf(kind, model, np.random.default_rng(seed))
+        FAMILIES[f"tf_{kind}"] += 1
         try:
-            run_case(command, model, work, f"{label} of {base.name}")
+            code = run_case(command, model, work, f"{label} of {base.name}")
+            assert kind != "link_outside" or code == 2, f"{command} read {label} of {base.name}"
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
