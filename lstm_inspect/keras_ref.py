@@ -507,7 +507,7 @@ def _keras1_to_keras2(cls: str, cfg: dict[str, Any], where: str) -> dict[str, An
     return out
 
 
-def _config_json(ckpt: Checkpoint) -> dict[str, Any]:
+def clean_config(ckpt: Checkpoint) -> dict[str, Any]:
     """The clean model config (`safe_config`) of a checkpoint, refused before TensorFlow is imported."""
     graph = ckpt.graph
     if graph is None:
@@ -533,14 +533,14 @@ def build_model(ckpt: Checkpoint, shapes: list[tuple[int | None, ...]] | None = 
 def _build(ckpt: Checkpoint, shapes: list[tuple[int | None, ...]] | None) -> tuple[Any, Any, dict[str, str]]:
     """build_model, and the stand-in names Keras knows some layers by ({layer path: Keras's name})."""
     gen = generation(ckpt.keras_version)
-    cfg = _config_json(ckpt)  # refused before TensorFlow is even imported
+    cfg = clean_config(ckpt)  # refused before TensorFlow is even imported
     try:
         graph = parse_model_config(cfg)
     except ConfigError as exc:
         raise InspectError(f"{ckpt.file}: {exc}") from exc
     keras = import_keras(gen)
-    rebuild = _Rebuild(keras, str(ckpt.file))
     try:
+        rebuild = _Rebuild(keras, str(ckpt.file))
         model = rebuild.model(graph, list(shapes or []))
     except InspectError:
         raise

@@ -299,13 +299,23 @@ class Network:
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is called on no tensor")
             kwargs = {k: v for k, v in args.kwargs.items()}
             self._precheck(node, inputs + _tensors_in(kwargs))
-            outs = kind.run(LayerCall(node, inputs, self.ckpt.read_layer(node.path), self.ctx, kwargs))
+            layer_call = LayerCall(node, inputs, self.ckpt.read_layer(node.path), self.ctx, kwargs)
+            outs = self._naming_the_file(kind.run, layer_call)
         self.budget.site = ""
         self.budget.hold(_arrays(outs))
         if call == 0 and (rec.every_layer or node.path in self.directions):
             rec.layer_outputs[node.path] = [t.value for t in outs]
             self.budget.hold(_arrays(outs))  # kept until the run ends
         return outs
+
+    def _naming_the_file(self, run: Callable[[LayerCall], list[Tensor]], call: LayerCall) -> list[Tensor]:
+        """A layer function's refusal (the file's weights or settings do not fit) as one sentence naming the file."""
+        try:
+            return run(call)
+        except InspectError as exc:
+            if str(exc).startswith(f"{self.ckpt.file}: "):
+                raise
+            raise type(exc)(f"{self.ckpt.file}: {exc}") from exc
 
     def _nested(self, node: LayerNode, inputs: list[Tensor], rec: RunRecord, call: int) -> list[Tensor]:
         """A nested model: its own graph, whose outputs its walk already holds."""

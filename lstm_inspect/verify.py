@@ -199,8 +199,9 @@ def verify(
     atol: float = 1e-5, rtol: float = 1e-4, dtype: type = np.float32,
 ) -> VerifyReport:
     """Run Keras and compare: the engine's layer and final outputs, or THEIRS (final outputs) with Keras's."""
-    from lstm_inspect.keras_ref import run_keras
+    from lstm_inspect.keras_ref import clean_config, run_keras
 
+    clean_config(ckpt)  # what Keras will be handed, vetted first: a refused key is named before anything runs
     _refuse_non_finite(ckpt)
     net = Network(ckpt, dtype)
     xs = net.check_inputs(xs)

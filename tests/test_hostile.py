@@ -230,7 +230,7 @@ def _lstm_of(cfg: dict) -> dict:
 def test_verify_never_hands_keras_the_compile_config(tmp_path: Path) -> None:
     """compile_config is dropped before Keras sees the model: a loss from module os, a custom loss and a lambda
     metric (as Keras 3 writes a model compiled with them) neither reach Keras nor stop verify, which matches."""
-    from lstm_inspect.keras_ref import _config_json
+    from lstm_inspect.keras_ref import clean_config
 
     pwned = tmp_path / "PWNED"
 
@@ -244,7 +244,7 @@ def test_verify_never_hands_keras_the_compile_config(tmp_path: Path) -> None:
             "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
 
     path = keras_copy(tmp_path / "m.keras", SAMPLES / "k3_single.keras", config=compiled)
-    handed = json.dumps(_config_json(lstm_inspect.load(path)))
+    handed = json.dumps(clean_config(lstm_inspect.load(path)))
     assert "compile_config" not in handed and '"os"' not in handed and "builtins" not in handed
     assert "__lambda__" not in handed and "system" not in handed
     result = invoke("verify", str(path))
@@ -291,7 +291,7 @@ REBUILD_REFUSALS = {  # the edit of k3_single's config.json, and what verify's r
 def test_verify_refuses_objects_outside_what_it_knows(tmp_path: Path, case: str) -> None:
     """What would run code or read files in Keras is refused before Keras is handed anything (exit 2, one line
     naming it); the rebuild itself refuses it too, whatever the engine said first."""
-    from lstm_inspect.keras_ref import _config_json
+    from lstm_inspect.keras_ref import clean_config
 
     edit, words = REBUILD_REFUSALS[case]
     path = keras_copy(tmp_path / "m.keras", SAMPLES / "k3_single.keras", config=edit)
@@ -299,7 +299,7 @@ def test_verify_refuses_objects_outside_what_it_knows(tmp_path: Path, case: str)
     assert result.exit_code == 2 and words in result.stderr, result.output
     assert len(result.stderr.strip().splitlines()) == 1 and "match" not in result.stdout
     with pytest.raises(lstm_inspect.InspectError, match="safe mode") as refused:
-        _config_json(lstm_inspect.load(path))
+        clean_config(lstm_inspect.load(path))
     assert words in str(refused.value)
 
 

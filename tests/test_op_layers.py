@@ -278,10 +278,10 @@ def test_an_op_outside_the_whitelist_is_named(tmp_path: Path, sample: str, old: 
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "y.npy").exists()
     r = run_cli("verify", str(path))
     assert r.returncode == 2 and name in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    from lstm_inspect.keras_ref import _config_json  # and Keras is never handed the op
+    from lstm_inspect.keras_ref import clean_config  # and Keras is never handed the op
 
     with pytest.raises(lstm_inspect.InspectError, match="safe mode"):
-        _config_json(lstm_inspect.load(path))
+        clean_config(lstm_inspect.load(path))
     assert run_cli("show", str(path)).returncode == 0  # show reads shapes only: the LSTM is still there
 
 
@@ -289,9 +289,9 @@ def test_verify_hands_tensorflow_only_the_whitelisted_attributes(tmp_path: Path)
     """An extra attribute (a device, a class hint) is dropped before TensorFlow sees the NodeDef."""
     path = _with_function(tmp_path, '"op": "Exp", "input"', '"op": "Exp", "device": "/job:evil", "input"',
                           "tfk_tf_ops_v23.h5")
-    from lstm_inspect.keras_ref import _config_json
+    from lstm_inspect.keras_ref import clean_config
 
-    cfg = _config_json(lstm_inspect.load(path))
+    cfg = clean_config(lstm_inspect.load(path))
     exp = next(e for e in cfg["config"]["layers"] if e["class_name"] == "TensorFlowOpLayer"
                and e["config"]["node_def"]["op"] == "Exp")
     assert "device" not in exp["config"]["node_def"]

@@ -272,7 +272,11 @@ def test_verify_rebuilds_a_time_distributed_conv_before_a_gru(tmp_path: Path) ->
 
 def test_keras_s_refusal_of_the_weights_prints_no_array(tmp_path: Path) -> None:
     """A Dense whose config says no bias but whose file holds one: Keras refuses the weights with a message that
-    prints them ('Provided weights: [array([[...'); verify says it in one line, cut before the array."""
+    prints them ('Provided weights: [array([[...'); the rebuild says it in one line, cut before the array. verify
+    runs the engine first (the resource budget), which refuses the file in its own words, naming it."""
+    from lstm_inspect.errors import InspectError
+    from lstm_inspect.keras_ref import build_model
+
     dst = tmp_path / "dense_bias.h5"
     shutil.copy(SAMPLES / "tfk_rnn_cells.h5", dst)
     with h5py.File(dst, "r+") as f:
@@ -281,5 +285,10 @@ def test_keras_s_refusal_of_the_weights_prints_no_array(tmp_path: Path) -> None:
         f.attrs["model_config"] = json.dumps(cfg)
     r = run_cli("verify", str(dst))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert "Keras refused the stored weights" in r.stderr and "expecting 1 weights" in r.stderr
-    assert "array" not in r.stderr and "[[" not in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"lstm-inspect: {dst}: ") and "expected 1 weight arrays, found 2" in r.stderr
+    assert "array(" not in r.stderr and "[[" not in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(InspectError) as refused:
+        build_model(lstm_inspect.load(dst))
+    said = str(refused.value)
+    assert "\n" not in said and "Keras refused the stored weights" in said and "expecting 1 weights" in said, said
+    assert "array" not in said and "[[" not in said, said
