@@ -78,12 +78,16 @@ np.save(os.path.join(out, "gru.npy"), keras.Model(m.inputs, m.layers[1].output)(
 """
 
 
+def _written_by(script: str, out: Path) -> Path:
+    """out, after TensorFlow (in a child process, as a user's script) wrote into it what `script` writes."""
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
 @pytest.fixture(scope="module")
 def tf21_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("tf21_gru")
-    done = subprocess.run([sys.executable, "-c", WRITE_TF21_CHECKPOINT, str(out)], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    out = _written_by(WRITE_TF21_CHECKPOINT, tmp_path_factory.mktemp("tf21_gru"))
     assert sorted(p.name for p in out.glob("cp.ckpt.*")) == ["cp.ckpt.data-00000-of-00002",
                                                              "cp.ckpt.data-00001-of-00002", "cp.ckpt.index"]
     return out
@@ -274,11 +278,7 @@ np.save(os.path.join(out, "lstm_1.npy"), keras.Model(inp, m.get_layer("lstm_1").
 
 @pytest.fixture(scope="module")
 def custom_savedmodel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("custom_layer")
-    done = subprocess.run([sys.executable, "-c", WRITE_CUSTOM_SAVEDMODEL, str(out)], capture_output=True, text=True,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return out
+    return _written_by(WRITE_CUSTOM_SAVEDMODEL, tmp_path_factory.mktemp("custom_layer"))
 
 
 def test_a_savedmodel_with_a_custom_layer_names_it(custom_savedmodel: Path, tmp_path: Path) -> None:
