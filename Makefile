@@ -32,6 +32,7 @@ demo: install
 
 # Two workers: CI has two cores, and the suite runs in half the time (each worker starts its own Keras).
 test: install-test
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q -n 2
 
 # The test suite's fuzz cases are the same on every machine and every run (tests/test_fuzz.py). Before a release,
