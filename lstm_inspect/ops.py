@@ -160,6 +160,14 @@ def _array(x: Any) -> np.ndarray:
     return a
 
 
+def _int(value: Any, what: str) -> int:
+    """An axis given as one integer (or a list of one, as TensorFlow's converters write it)."""
+    ints = _ints(value, what)
+    if len(ints) != 1:
+        raise OpError(f"{what} holds {len(ints)} values, not one integer")
+    return ints[0]
+
+
 def _ints(value: Any, what: str) -> list[int]:
     """A shape, axis list or index list: whole numbers, as a list."""
     items = np.asarray(value).reshape(-1).tolist() if not isinstance(value, list) else value
@@ -253,7 +261,7 @@ def tf_reshape(tensor: Any, shape: Any) -> np.ndarray:
 
 
 def tf_expand_dims(x: Any, axis: Any) -> np.ndarray:
-    return _expand_dims(_array(x), _ints(axis, "axis")[0])
+    return _expand_dims(_array(x), _int(axis, "axis"))
 
 
 def tf_squeeze(x: Any, axis: Any = None, squeeze_dims: Any = None) -> np.ndarray:
@@ -276,7 +284,7 @@ def tf_transpose(x: Any, perm: Any = None, conjugate: bool = False) -> np.ndarra
 def tf_concat(values: Any, axis: Any) -> np.ndarray:
     arrays = [_array(v) for v in (values if isinstance(values, list) else [values])]
     budget.need(*(a.shape for a in arrays), itemsize=max((a.dtype.itemsize for a in arrays), default=8))
-    return np.concatenate(arrays, axis=_axis(_ints(axis, "axis")[0], arrays[0].ndim))
+    return np.concatenate(arrays, axis=_axis(_int(axis, "axis"), arrays[0].ndim))
 
 
 def tf_slice(x: Any, begin: Any, size: Any) -> np.ndarray:
@@ -382,7 +390,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _softmax(logits: Any, axis: Any = None) -> np.ndarray:
     a = _array(logits)
-    ax = -1 if axis is None else _ints(axis, "axis")[0]
+    ax = -1 if axis is None else _int(axis, "axis")
     e = np.exp(a - a.max(axis=ax, keepdims=True))
     return e / e.sum(axis=ax, keepdims=True)
 

@@ -356,6 +356,30 @@ ABSURD_VALUES = ["units Infinity", "units NaN", "units string", "units 0", "batc
                  "keras_history Infinity"]
 
 
+WRONG_TYPED = ("x", None, True, [0, 0], {"a": 1}, [])
+
+
+def _wrong_type(cfg: Any, rng: np.random.Generator) -> str | None:
+    """One numeric setting of one layer (an epsilon, an axis, a size, a rate...) given a value of another type."""
+    found: list[tuple[dict, str]] = []
+    stack = [cfg]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            inner = node.get("config")
+            if "class_name" in node and isinstance(inner, dict):
+                found += [(inner, k) for k, v in sorted(inner.items())
+                          if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    if not found:
+        return None
+    settings, key = found[int(rng.integers(0, len(found)))]
+    settings[key] = WRONG_TYPED[int(rng.integers(0, len(WRONG_TYPED)))]
+    return f"wrong_type_setting: {key} = {settings[key]!r}"
+
+
 def _absurd_value(cfg: Any, which: str) -> str | None:
     if which.startswith("units"):
         rec = _recurrent_config(cfg)
@@ -590,6 +614,8 @@ def mutate(kind: str, path: Path, rng: np.random.Generator, keras_builds_it: boo
             if label is not None:
                 return label
         return "absurd_config_value: no config"
+    if kind == "wrong_type_setting":
+        return _edit_config(path, lambda cfg: _wrong_type(cfg, rng)) or "wrong_type_setting: no config"
     data = bytearray(path.read_bytes())
     if kind == "truncate":
         cut = int(rng.integers(0, len(data)))
@@ -730,7 +756,9 @@ MUTATIONS = ["truncate", "flip_header", "flip_anywhere", "delete_dataset", "dele
              # 4,300 digits, CSV inputs of millions of columns
              "long_name", "control_name", "huge_integer", "wide_csv_input",
              # issue 21: sizes a config decides (RepeatVector n, UpSampling size, fft_length, constants) inflated
-             "budget_inflation"]
+             "budget_inflation",
+             # an attacker's review: a numeric setting of another type (epsilon "x", axis true, mask_value [0, 0])
+             "wrong_type_setting"]
 
 
 @pytest.fixture(scope="module")

@@ -794,3 +794,75 @@ def test_an_npz_input_that_inflates_too_far_is_refused(tmp_path: Path) -> None:
     assert path.stat().st_size < 2 << 20
     result = _timed(5, "forward", str(SAMPLES / "k3_single.keras"), "-i", str(path), "-o", str(tmp_path / "y.npy"))
     assert result.exit_code == 2 and "inflate" in result.stderr
+
+
+# ---------------------------------------------------------------- settings of the wrong type (an attacker's review)
+
+
+def _by_class(cfg: Any, cls: str) -> dict:
+    """The first layer entry of class `cls`, searched through the whole config."""
+    stack = [cfg]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") == cls and isinstance(node.get("config"), dict):
+                return node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    raise AssertionError(f"no {cls} layer")
+
+
+def _edited(src: Path, dst: Path, edit: Callable[[Any], None]) -> Path:
+    """A copy of a sample whose config `edit` changed in place (model_config of an .h5, config.json of a .keras)."""
+    if src.suffix == ".h5":
+        shutil.copy(src, dst)
+        with h5py.File(dst, "r+") as f:
+            cfg = json.loads(f.attrs["model_config"])
+            edit(cfg)
+            f.attrs["model_config"] = json.dumps(cfg)
+        return dst
+    with zipfile.ZipFile(src) as z:
+        members = {i.filename: z.read(i.filename) for i in z.infolist()}
+    cfg = json.loads(members["config.json"])
+    edit(cfg)
+    members["config.json"] = json.dumps(cfg).encode()
+    with zipfile.ZipFile(dst, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return dst
+
+
+def _expand_dims_axis(cfg: Any) -> None:
+    entry = next(e for e in cfg["config"]["layers"] if e["name"] == "tf.expand_dims")
+    entry["inbound_nodes"][0][3]["axis"] = []
+
+
+WRONG_TYPES = {
+    "expand_dims axis []": ("tfk_tf_ops.h5", _expand_dims_axis, "axis holds 0 values, not one integer"),
+    "BatchNormalization epsilon 'x'": ("tfk_tf_ops.h5", lambda c: _by_class(c, "BatchNormalization")["config"].update(
+        epsilon="x"), "epsilon is 'x', not a finite number"),
+    "BatchNormalization epsilon null": ("tfk_tf_ops.h5", lambda c: _by_class(c, "BatchNormalization")["config"].update(
+        epsilon=None), "epsilon is 'None', not a finite number"),
+    "LayerNormalization epsilon 'x'": ("k3_layer_zoo.keras", lambda c: _by_class(c, "LayerNormalization")[
+        "config"].update(epsilon="x"), "epsilon is 'x', not a finite number"),
+    "Masking mask_value [0, 0]": ("k3_masking.keras", lambda c: _by_class(c, "Masking")["config"].update(
+        mask_value=[0, 0]), "mask_value is '[0, 0]', not a finite number"),
+    "Reshape target_shape with true": ("k3_layer_zoo.keras", lambda c: _by_class(c, "Reshape")["config"][
+        "target_shape"].__setitem__(1, True), "target_shape is"),
+    "Concatenate axis true": ("k3_att_seq2seq_mha.keras", lambda c: _by_class(c, "Concatenate")["config"].update(
+        axis=True), "axis True is not an integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_TYPES))
+def test_settings_of_the_wrong_type_are_bad_input(tmp_path: Path, case: str) -> None:
+    """Found by an attacker's mutation fuzzer: each was an internal error (exit 3: IndexError, TypeError,
+    UFuncTypeError, a broadcast ValueError); each is the file's fault, exit 2 in one line naming file and setting."""
+    src, edit, said = WRONG_TYPES[case]
+    model = _edited(SAMPLES / src, tmp_path / f"m{Path(src).suffix}", edit)
+    for command in (["stats", str(model)], ["export", str(model), "--to", "onnx", "-o", str(tmp_path / "o")]):
+        r = invoke(*command)
+        assert r.exit_code == 2, (command, r.output)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"lstm-inspect: {model}: ") and said in lines[0], lines

@@ -117,7 +117,7 @@ def embedding(c: LayerCall) -> list[Tensor]:
 @layer("Masking", dims=same_dims)
 def masking(c: LayerCall) -> list[Tensor]:
     x = c.x
-    mask = np.any(x != c.config.get("mask_value", 0.0), axis=-1)
+    mask = np.any(x != _number(c, "mask_value", 0.0), axis=-1)
     return [Tensor(x * mask[..., None].astype(c.ctx.dtype), mask)]
 
 
@@ -150,7 +150,7 @@ def _reshape_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
 def reshape(c: LayerCall) -> list[Tensor]:
     x = np.asarray(c.inputs[0].value)
     target = c.config.get("target_shape")
-    if not isinstance(target, list) or not all(isinstance(n, int) and (n > 0 or n == -1) for n in target):
+    if not isinstance(target, list) or not all(_is_int(n) and (n > 0 or n == -1) for n in target):
         raise c.fail(f"Reshape's target_shape is {target!r}")
     try:
         return [Tensor(x.reshape((x.shape[0], *target)))]
@@ -161,9 +161,22 @@ def reshape(c: LayerCall) -> list[Tensor]:
 def _axis(c: LayerCall, x: np.ndarray) -> int:
     axis = c.config.get("axis", -1)
     axis = axis[0] if isinstance(axis, list) and axis else axis
-    if not isinstance(axis, int) or not -x.ndim <= axis < x.ndim:
+    if not _is_int(axis) or not -x.ndim <= axis < x.ndim:
         raise c.fail(f"axis {axis!r} does not fit an input of rank {x.ndim}")
     return axis
+
+
+def _is_int(value: Any) -> bool:
+    """A whole number from a config (JSON's true and false are not: Python reads them as 1 and 0)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(c: LayerCall, key: str, default: float) -> float:
+    """A real, finite setting (an epsilon, a mask value) from the layer's config, else one line saying what it is."""
+    value = c.config.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise c.fail(f"{key} is {str(value)[:40]!r}, not a finite number")
+    return float(value)
 
 
 @layer("BatchNormalization", dims=same_dims, weighted=True)
@@ -180,7 +193,7 @@ def batch_norm(c: LayerCall) -> list[Tensor]:
     mean, var = arrays[0], arrays[1]
     shape = [1] * x.ndim
     shape[axis] = -1
-    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + cfg.get("epsilon", 1e-3))
+    y = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + _number(c, "epsilon", 1e-3))
     if gamma is not None:
         y = y * gamma.reshape(shape)
     if beta is not None:
@@ -195,12 +208,12 @@ def layer_norm(c: LayerCall) -> list[Tensor]:
     x = c.x
     axis = cfg.get("axis", -1)
     axes = tuple(axis) if isinstance(axis, list) else (axis,)
-    if not all(isinstance(a, int) and -x.ndim <= a < x.ndim for a in axes):
+    if not all(_is_int(a) and -x.ndim <= a < x.ndim for a in axes):
         raise c.fail(f"axis {axis!r} does not fit an input of rank {x.ndim}")
     arrays = list(c.weights)
     gamma = arrays.pop(0) if cfg.get("scale", True) and arrays else None
     beta = arrays.pop(0) if cfg.get("center", True) and not cfg.get("rms_scaling") and arrays else None
-    eps = cfg.get("epsilon", 1e-3)
+    eps = _number(c, "epsilon", 1e-3)
     if cfg.get("rms_scaling"):
         y = x / np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + eps)
     else:
@@ -230,7 +243,7 @@ def merge(c: LayerCall) -> list[Tensor]:
     try:
         if cls == "Concatenate":
             axis = c.config.get("axis", -1)
-            if not isinstance(axis, int):
+            if not _is_int(axis):
                 raise c.fail(f"axis {axis!r} is not an integer")
             y = np.concatenate(values, axis=axis)
         else:

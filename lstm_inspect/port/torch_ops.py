@@ -78,6 +78,13 @@ def _index_ints(e: LayerEmit, value: Value, what: str) -> list[int]:
     return _ints(value, what)
 
 
+def _index_int(e: LayerEmit, value: Value, what: str) -> int:
+    ints = _index_ints(e, value, what)
+    if len(ints) != 1:
+        raise _fail(e, f"{what} holds {len(ints)} values, not one integer")
+    return ints[0]
+
+
 def _rank(e: LayerEmit, x: Sym) -> int:
     if x.rank is None:
         raise _fail(e, "the rank of its input is unknown (the model could not run on a made-up input)")
@@ -157,7 +164,7 @@ def transpose(e: LayerEmit, x: Sym, perm: Value, conjugate: Any = False) -> str:
 def concat(e: LayerEmit, values: Value, axis: Value) -> str:
     items = values if isinstance(values, list) else [values]
     names = [_tensor(e, v, "a concatenated value").name for v in items]
-    return f"torch.cat([{', '.join(names)}], dim={_index_ints(e, axis, 'axis')[0]})"
+    return f"torch.cat([{', '.join(names)}], dim={_index_int(e, axis, 'axis')})"
 
 
 def _slice_text(start: int | None, stop: int | None, step: int | None) -> str:
@@ -339,10 +346,10 @@ TF_EMITTERS: dict[str, TfFn] = {
     "math.real": lambda e, a: real_part(_tensor(e, a["input"]), False),
     "math.imag": lambda e, a: real_part(_tensor(e, a["input"]), True),
     "nn.softmax": lambda e, a: (f"torch.softmax({_tensor(e, a['logits']).name}, "
-                                f"dim={-1 if a['axis'] is None else _index_ints(e, a['axis'], 'axis')[0]})"),
+                                f"dim={-1 if a['axis'] is None else _index_int(e, a['axis'], 'axis')})"),
     "reshape": lambda e, a: (f"{_tensor(e, a['tensor']).name}.reshape("
                              f"{', '.join(map(str, _index_ints(e, a['shape'], 'shape')))})"),
-    "expand_dims": lambda e, a: f"{_tensor(e, a['input']).name}.unsqueeze({_index_ints(e, a['axis'], 'axis')[0]})",
+    "expand_dims": lambda e, a: f"{_tensor(e, a['input']).name}.unsqueeze({_index_int(e, a['axis'], 'axis')})",
     "squeeze": lambda e, a: squeeze(e, _tensor(e, a["input"]), a["axis"]),
     "compat.v1.squeeze": lambda e, a: squeeze(e, _tensor(e, a["input"]),
                                               a["axis"] if a["axis"] is not None else a["squeeze_dims"]),
@@ -395,7 +402,7 @@ RAW_EMITTERS: dict[str, RawFn] = {
     "Real": lambda e, i, a: real_part(_tensor(e, i[0]), False),
     "Imag": lambda e, i, a: real_part(_tensor(e, i[0]), True),
     "Reshape": lambda e, i, a: f"{_tensor(e, i[0]).name}.reshape({', '.join(map(str, _index_ints(e, i[1], 'shape')))})",
-    "ExpandDims": lambda e, i, a: f"{_tensor(e, i[0]).name}.unsqueeze({_index_ints(e, i[1], 'axis')[0]})",
+    "ExpandDims": lambda e, i, a: f"{_tensor(e, i[0]).name}.unsqueeze({_index_int(e, i[1], 'axis')})",
     "Squeeze": lambda e, i, a: squeeze(e, _tensor(e, i[0]), _attr(a, "squeeze_dims", "ints") or None),
     "Transpose": lambda e, i, a: transpose(e, _tensor(e, i[0]), i[1]),
     "ConcatV2": lambda e, i, a: concat(e, list(i[:-1]), i[-1]),
