@@ -332,6 +332,9 @@ def _layer_config(cls: str, config: dict[str, Any], rules: _Rules, depth: int) -
             inner[key] = ([_layer(v, rules, depth) for v in value] if isinstance(value, list)
                           else _layer(value, rules, depth))
             continue
+        if key in WRAPPED_KEYS and value is not None:
+            # a wrapped layer named by a string: tf_keras's legacy deserializer builds whatever class it names
+            raise _refuse(rules.where, f"names the layer its {cls} wraps as {str(value)[:60]!r}, not as a layer config")
         if key == "dtype" and rules.dtype_is_input and cls != "InputLayer":
             continue  # multi-backend Keras: the input placeholder's dtype (int32 on an Embedding), not the weights'
         inner[key] = _setting(key, value, rules.where)
