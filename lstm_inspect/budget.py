@@ -18,7 +18,8 @@ One budget per engine run (`Network.run`, or one direction alone in `network.run
 
 Defaults a laptop survives (2 GB, 250,000 steps: seconds of step loop); `--max-memory 8GB` / `--max-steps N` on every
 command that runs the engine, `LSTM_INSPECT_MAX_MEMORY` / `LSTM_INSPECT_MAX_STEPS` in the
-environment, or `limited(Limits(...))` around library calls raise them. Over budget: one line
+environment, or `limited(Limits(...))` around library calls raise them. Runs that share one budget
+(diagnose's, one per porting mistake) set `Limits.runs`: each run's steps count that many times. Over budget: one line
 naming the layer, the size it would need and the option (`BudgetError`, exit 2).
 """
 
@@ -58,6 +59,10 @@ class BudgetError(InspectError):
 class Limits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_steps: int = DEFAULT_MAX_STEPS
+    # Runs of the same cost that share the step budget, and who makes them (diagnose: the model, then one run per
+    # porting mistake): each run's steps count this many times.
+    runs: int = 1
+    runs_by: str = ""
 
 
 def parse_size(text: str, what: str = "--max-memory") -> int:
@@ -180,13 +185,17 @@ class Budget:
         weight = max(1.0, float(work) / STEP_WORK)
         charged = int(np.ceil(float(steps) * directions * weight))
         total = self.used_steps + charged
-        if total > self.limits.max_steps:
+        runs = max(1, self.limits.runs)
+        if total * runs > self.limits.max_steps:
             of = f" ({steps:,} steps × {directions} directions)" if directions > 1 else ""
             heavy = (f" of {int(work):,} multiply-adds each, counted as {charged:,} steps of {STEP_WORK:,}"
                      if weight > 1 else "")
             before = f" after {self.used_steps:,} already run" if self.used_steps else ""
-            raise BudgetError(f"{self._prefix()}would run {steps * directions:,} recurrent steps{of}{heavy}{before}, "
-                              f"more than the budget of {self.limits.max_steps:,}; raise it with {STEPS_OPTION}")
+            shared = (f" in each of the {runs} runs {self.limits.runs_by or 'that share the budget'}, "
+                      f"{total * runs:,} in all" if runs > 1 else "")
+            raise BudgetError(f"{self._prefix()}would run {steps * directions:,} recurrent steps{of}{heavy}{before}"
+                              f"{shared}, more than the budget of {self.limits.max_steps:,}; raise it with "
+                              f"{STEPS_OPTION}")
         self.used_steps = total
 
     def _prefix(self) -> str:

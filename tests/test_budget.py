@@ -238,6 +238,25 @@ def test_a_wide_lstm_is_charged_for_the_work_of_its_steps(tmp_path: Path, vector
     assert code == 0, stderr
 
 
+def test_diagnose_shares_one_step_budget_over_all_its_runs(tmp_path: Path, vector_input: Path) -> None:
+    """One run of 249,000 steps is within the budget; diagnose made it once per porting mistake (64 s of CPU,
+    and over 300 s and 1.6 GB with a batch of 256). Its runs share the budget: refused before the search."""
+    np.save(tmp_path / "theirs.npy", np.zeros((1, 5), np.float32))
+    model = repeat_vector(tmp_path, 249_000, lstm=True)
+    result = measured("diagnose", str(model), "-i", str(vector_input), "--against", str(tmp_path / "theirs.npy"))
+    assert_refused(result, "layer lstm (LSTM)", "--max-steps")
+    assert "249,000 recurrent steps in each of the" in result[1] and "runs diagnose makes" in result[1]
+    # a shorter sequence is diagnosed, its singles and pairs within what the budget pays for: 5,000 steps a run
+    short = repeat_vector(tmp_path, 5_000, lstm=True)
+    run = subprocess.run([str(Path(sys.executable).with_name("lstm-inspect")), "diagnose", str(short), "-i",
+                          str(vector_input), "--against", str(tmp_path / "theirs.npy"), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr  # THEIRS (zeros) does not match the model
+    report = json.loads(run.stdout)
+    tried = report["candidates_tried"]  # every run of a candidate, those equal to the model's own included
+    assert tried >= 20 and (tried + 2) * 5_000 <= 250_000, report  # the singles, then pairs while the budget lasts
+
+
 @pytest.mark.parametrize("raw", [False, True], ids=["tf.signal", "raw-op"])
 @pytest.mark.parametrize("inverse", [False, True], ids=["rfft", "irfft"])
 def test_an_fft_of_length_2_to_the_25_is_refused(tmp_path: Path, raw: bool, inverse: bool) -> None:
