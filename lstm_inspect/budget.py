@@ -10,11 +10,16 @@ One budget per engine run (`Network.run`, or one direction alone in `network.run
 - memory: the bytes of the tensors the run holds (each layer's outputs until nothing downstream
   needs them, what the caller asked to keep) plus what the next layer or op would allocate,
   computed from shapes before anything is allocated (`need`);
-- steps: the recurrent steps the run makes, steps × directions summed over layers (`steps`).
+- steps: the recurrent steps the run makes, steps × directions summed over layers (`steps`), each step
+  weighed by its work: a step of at most STEP_WORK multiply-adds (batch × (N_i + N_c) × gates × N_c, the
+  input projection and the recurrent product of one step) counts as one, a wider one as that many times
+  STEP_WORK. A few-kilobyte file can declare an LSTM of thousands of units (its weights deflate in a zip):
+  counting its steps alone let one run do minutes of matrix products within the step budget.
 
 Defaults a laptop survives (2 GB, 250,000 steps: seconds of step loop); `--max-memory 8GB` / `--max-steps N` on every
 command that runs the engine, `LSTM_INSPECT_MAX_MEMORY` / `LSTM_INSPECT_MAX_STEPS` in the
-environment, or `limited(Limits(...))` around library calls raise them. Over budget: one line
+environment, or `limited(Limits(...))` around library calls raise them. Runs that share one budget
+(diagnose's, one per porting mistake) set `Limits.runs`: each run's steps count that many times. Over budget: one line
 naming the layer, the size it would need and the option (`BudgetError`, exit 2).
 """
 
@@ -34,6 +39,10 @@ from lstm_inspect.errors import InspectError
 
 DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB of live tensors
 DEFAULT_MAX_STEPS = 250_000  # recurrent steps × directions per run: seconds of step loop (about 10 s for stats)
+# The multiply-adds one step may do and still count as one: DEFAULT_MAX_STEPS steps of this size are under a
+# minute of matrix products on a laptop (an LSTM of 128 units on 128 features, batch 1, per step; measured on
+# 2 shared cores: LSTMs of 362, 1300 and 2048 units at the most steps allowed ran 6 s, 9 s and 11 s of CPU).
+STEP_WORK = 1 << 18
 ENV_MEMORY, ENV_STEPS = "LSTM_INSPECT_MAX_MEMORY", "LSTM_INSPECT_MAX_STEPS"
 MEMORY_OPTION = f"--max-memory (or {ENV_MEMORY})"
 STEPS_OPTION = f"--max-steps (or {ENV_STEPS})"
@@ -50,6 +59,10 @@ class BudgetError(InspectError):
 class Limits:
     max_bytes: int = DEFAULT_MAX_BYTES
     max_steps: int = DEFAULT_MAX_STEPS
+    # Runs of the same cost that share the step budget, and who makes them (diagnose: the model, then one run per
+    # porting mistake): each run's steps count this many times.
+    runs: int = 1
+    runs_by: str = ""
 
 
 def parse_size(text: str, what: str = "--max-memory") -> int:
@@ -166,14 +179,23 @@ class Budget:
                               f"memory budget of {human(self.limits.max_bytes)}; raise it with {MEMORY_OPTION} "
                               "if this machine has the memory")
 
-    def steps(self, steps: int, directions: int = 1) -> None:
-        """Count a recurrent layer's steps × directions against the step budget, before it runs."""
-        total = self.used_steps + steps * directions
-        if total > self.limits.max_steps:
+    def steps(self, steps: int, directions: int = 1, work: float = 0.0) -> None:
+        """Count a recurrent layer's steps × directions against the step budget, before it runs; a step of
+        `work` multiply-adds over STEP_WORK counts as work / STEP_WORK steps."""
+        weight = max(1.0, float(work) / STEP_WORK)
+        charged = int(np.ceil(float(steps) * directions * weight))
+        total = self.used_steps + charged
+        runs = max(1, self.limits.runs)
+        if total * runs > self.limits.max_steps:
             of = f" ({steps:,} steps × {directions} directions)" if directions > 1 else ""
+            heavy = (f" of {int(work):,} multiply-adds each, counted as {charged:,} steps of {STEP_WORK:,}"
+                     if weight > 1 else "")
             before = f" after {self.used_steps:,} already run" if self.used_steps else ""
-            raise BudgetError(f"{self._prefix()}would run {steps * directions:,} recurrent steps{of}{before}, more "
-                              f"than the budget of {self.limits.max_steps:,}; raise it with {STEPS_OPTION}")
+            shared = (f" in each of the {runs} runs {self.limits.runs_by or 'that share the budget'}, "
+                      f"{total * runs:,} in all" if runs > 1 else "")
+            raise BudgetError(f"{self._prefix()}would run {steps * directions:,} recurrent steps{of}{heavy}{before}"
+                              f"{shared}, more than the budget of {self.limits.max_steps:,}; raise it with "
+                              f"{STEPS_OPTION}")
         self.used_steps = total
 
     def _prefix(self) -> str:

@@ -253,8 +253,10 @@ MAX_MEMORY_OPT = typer.Option(
     "refused (exit 2) before anything is allocated.")
 MAX_STEPS_OPT = typer.Option(
     None, "--max-steps", min=1, show_default=False,
-    help=f"Recurrent steps the engine may run (steps × directions, summed over layers); default "
-    f"{budget.DEFAULT_MAX_STEPS:,} or ${budget.ENV_STEPS}.")
+    help=f"Recurrent steps the engine may run (steps × directions, summed over layers; a step of more than "
+    f"{budget.STEP_WORK:,} multiply-adds, batch × (inputs + units) × gates × units, counts as that many times "
+    f"{budget.STEP_WORK:,}; diagnose's runs share one budget); default {budget.DEFAULT_MAX_STEPS:,} or "
+    f"${budget.ENV_STEPS}.")
 ATOL_OPT = typer.Option(1e-5, "--atol", help="Absolute tolerance (finite, ≥ 0).")
 RTOL_OPT = typer.Option(1e-4, "--rtol", help="Relative tolerance (finite, ≥ 0): ok where |ours - keras| <= atol + "
                         "rtol·|keras|.")

@@ -14,24 +14,30 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
   are), and reduced precision.
 
 Every single mistake is tried, then pairs of mistakes from different axes, most promising first,
-within a budget. A candidate whose outputs equal the model's own is not a mistake on this input and
-is left out. One that reproduces THEIRS within the verify tolerance is "exact".
+within a budget. All the runs share one step budget (`budget.Limits.runs`): the model's own run counts
+once per run the search will make (the model twice, then each single mistake), so a model whose run
+fits the budget but whose search would not is refused before the search starts, in one line naming
+--max-steps; pairs are tried only while what is left of the budget pays for them. A candidate whose
+outputs equal the model's own is not a mistake on this input and is left out. One that reproduces
+THEIRS within the verify tolerance is "exact".
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from lstm_inspect import progress
+from lstm_inspect import budget, progress
 from lstm_inspect.cells import CellWeights, StepVariant
 from lstm_inspect.errors import InspectError
 from lstm_inspect.model import Checkpoint, RecurrentDirection
-from lstm_inspect.network import DirectionVariant, Network, Variant, run_direction
+from lstm_inspect.network import DirectionVariant, Network, RunRecord, Variant, charge_direction, run_direction
 from lstm_inspect.verify import Comparison, compare
 
 # Pairs are tried until one fits exactly, this many have run, or this many seconds have passed.
@@ -57,6 +63,16 @@ def _bfloat16(d: Any, w: CellWeights) -> CellWeights:
         return ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).view(np.float32)
 
     return w.with_blocks(round_bf16)
+
+
+RUNS_BY = "diagnose makes (the model twice, then one per porting mistake)"
+
+
+@contextmanager
+def _sharing(runs: int) -> Iterator[None]:
+    """Every engine run inside counts its steps `runs` times: the search's runs share one step budget."""
+    with budget.limited(dataclasses.replace(budget.current_limits(), runs=runs, runs_by=RUNS_BY)):
+        yield
 
 
 def _for(name: str | None, change: DirectionVariant) -> Variant:
@@ -175,15 +191,19 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
             return [d.layer_layout(res.outputs) if sequences else res.last_output]
 
         masked = False
+        with _sharing(2 + len(mistakes(ckpt, directions, masked))):
+            one = budget.Budget(where=str(d.source.path))
+            charge_direction(one, d, x.shape, np.float32, False, sequences)
+        per_run = one.used_steps
     else:
         net = Network(ckpt)
         xs = net.check_inputs(xs)
         directions = list(ckpt.layers)
-        from lstm_inspect.network import RunRecord
-
         record = RunRecord()
-        net.run(xs, record)
+        with _sharing(2 + len(mistakes(ckpt, directions, False))):  # the mask's mistakes are known after it
+            net.run(xs, record)
         masked = any(m is not None for m in record.masks.values())
+        per_run = net.budget.used_steps
         cache: dict[str, CellWeights] = {}
         for d in directions:
             cache[d.name] = d.weights()
@@ -191,6 +211,14 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
         def run(v: Variant | None) -> list[np.ndarray]:
             return Network(ckpt, variant=v, weights=cache).run(xs)
 
+    singles = mistakes(ckpt, directions, masked)
+    with _sharing(2 + len(singles)):
+        return _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file))
+
+
+def _search(run: Callable[[Variant | None], list[np.ndarray]], theirs: list[np.ndarray], singles: list[Mistake],
+            per_run: int, layer: str | None, last_step: bool, atol: float, rtol: float, file: str) -> Diagnosis:
+    """The model's own outputs against THEIRS, then each single mistake, then pairs while the budget lasts."""
     ours = run(None)
     if len(theirs) != len(ours) or any(np.shape(t) != np.shape(o) for t, o in zip(theirs, ours)):
         raise InspectError(f"THEIRS holds outputs of shapes {[np.shape(t) for t in theirs]} but the model gives "
@@ -198,7 +226,7 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
                            + ("" if layer is None else " (the whole sequence or, for --layer, its last step)"))
     baseline = [compare(f"output_{k}" if layer is None else f"layer {layer}" + (" (last step)" if last_step else ""),
                         t, o, atol, rtol) for k, (t, o) in enumerate(zip(theirs, ours))]
-    result = Diagnosis(str(ckpt.file), all(c.ok for c in baseline), baseline)
+    result = Diagnosis(file, all(c.ok for c in baseline), baseline)
     if result.matches:
         return result
     gap = max(c.max_abs for c in baseline)
@@ -217,7 +245,6 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
             own_errs.append(float(np.max(to_own)) if np.all(np.isfinite(to_own)) else float("inf"))
         return max(errs), ok, max(own_errs)
 
-    singles = mistakes(ckpt, directions, masked)
     scored: list[tuple[Mistake, float]] = []
 
     def attempt(m: Mistake) -> bool:
@@ -241,15 +268,18 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
         return ok
 
     exact = [m for m in singles if attempt(m)]
+    affordable = budget.current_limits().max_steps // max(1, per_run) - (2 + len(singles))
     if not exact:
-        _try_pairs(sorted(scored, key=lambda item: item[1]), attempt)
+        _try_pairs(sorted(scored, key=lambda item: item[1]), attempt, min(MAX_PAIRS, affordable))
     result.ranked.sort(key=lambda h: (not h.exact, not h.fits, h.max_abs))
     result.divergence = _divergence(baseline, atol)
     return result
 
 
-def _try_pairs(ranked: list[tuple[Mistake, float]], attempt: Callable[[Mistake], bool]) -> None:
-    """Pairs of mistakes from different axes, the pairs of the closest singles first."""
+def _try_pairs(ranked: list[tuple[Mistake, float]], attempt: Callable[[Mistake], bool], max_pairs: int) -> None:
+    """Pairs of mistakes from different axes, the pairs of the closest singles first, at most `max_pairs`."""
+    if max_pairs <= 0:
+        return
     start = time.monotonic()
     order = sorted((i + j, i, j) for i in range(len(ranked)) for j in range(i + 1, len(ranked)))
     tried = 0
@@ -260,7 +290,7 @@ def _try_pairs(ranked: list[tuple[Mistake, float]], attempt: Callable[[Mistake],
         if attempt(a + b):
             return
         tried += 1
-        if tried >= MAX_PAIRS or time.monotonic() - start > PAIR_SECONDS:
+        if tried >= max_pairs or time.monotonic() - start > PAIR_SECONDS:
             return
 
 

@@ -131,7 +131,8 @@ def run_direction(
 def charge_direction(budget: Budget, d: RecurrentDirection, shape: tuple[int, ...], dtype: type, trace: bool,
                      sequences: bool) -> None:
     """A direction's steps, and the buffers its loop allocates (outputs, the trace, the input in the engine's
-    dtype), against the budget before it runs (`engine.run_sequence`). An input that is not (batch, steps,
+    dtype), against the budget before it runs (`engine.run_sequence`); each step weighs its multiply-adds,
+    batch × (N_i + N_c) × gates × N_c (`Budget.steps`). An input that is not (batch, steps,
     features) is left to the checks that name what is wrong with it."""
     if len(shape) != 3:
         return
@@ -144,7 +145,7 @@ def charge_direction(budget: Budget, d: RecurrentDirection, shape: tuple[int, ..
     site = budget.site
     budget.site = site or f"layer {d.name}"
     budget.need(*buffers, itemsize=np.dtype(dtype).itemsize, what="the output sequence, input and trace buffers")
-    budget.steps(steps)
+    budget.steps(steps, work=float(batch) * (features + units) * d.cell.n_gates * units)
     budget.site = site
 
 

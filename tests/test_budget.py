@@ -120,6 +120,25 @@ def broadcast_constants(tmp: Path, n: int) -> Path:
     return functional(tmp / "constants.h5", [_input([None, 7, 3], "signal"), add], ["add"])
 
 
+def wide_lstm(tmp: Path, units: int, n: int) -> Path:
+    """RepeatVector(n) feeding an LSTM of `units` units: n steps, each a (1 × (3 + units)) by ((3 + units) ×
+    4·units) product. The stored kernels are zeros but for every 400th value, as in a file whose weights
+    deflate to a few kilobytes in a zip."""
+    lstm = _lstm_entry()
+    lstm["config"] = {**lstm["config"], "units": units}
+    path = legacy_h5(tmp / f"wide_{units}.h5", [_input([None, 3]), _layer("RepeatVector", "rv", n=n), lstm])
+    rng = np.random.default_rng(0)
+    with h5py.File(path, "r+") as f:
+        cell = f["model_weights/lstm/lstm/lstm_cell"]
+        for name, shape in (("kernel:0", (3, 4 * units)), ("recurrent_kernel:0", (units, 4 * units)),
+                            ("bias:0", (4 * units,))):
+            values = np.zeros(int(np.prod(shape)), np.float32)
+            values[::400] = rng.standard_normal(values[::400].size).astype(np.float32) * 0.01
+            del cell[name]
+            cell.create_dataset(name, data=values.reshape(shape))
+    return path
+
+
 def upsampled_attention(tmp: Path, size: int) -> Path:
     """UpSampling1D(size) of (batch, steps, 3), then Attention of the long sequence with itself."""
     layers = [_input([None, None, 3], "signal"), _layer("UpSampling1D", "up", [[["signal", 0, 0, {}]]], size=size),
@@ -202,6 +221,40 @@ def test_a_repeated_vector_feeding_an_lstm_is_refused_by_the_step_budget(tmp_pat
     result = measured("forward", str(model), "-i", str(vector_input), "-o", str(tmp_path / "y.npz"))
     assert_refused(result, "layer lstm (LSTM)", "--max-steps")
     assert "10,000,000 recurrent steps" in result[1]
+
+
+def test_a_wide_lstm_is_charged_for_the_work_of_its_steps(tmp_path: Path, vector_input: Path) -> None:
+    """249,000 steps are within the step budget, but each of an LSTM of 1,300 units is 6.8 million multiply-adds:
+    counted alone, the steps made one run of a 154 KB file last over 180 s of CPU."""
+    model = wide_lstm(tmp_path, 1300, 249_000)
+    result = measured("forward", str(model), "-i", str(vector_input), "-o", str(tmp_path / "y.npz"))
+    assert_refused(result, "layer lstm (LSTM)", "--max-steps")
+    assert "249,000 recurrent steps of 6,775,600 multiply-adds each" in result[1]  # 1 × (3 + 1300) × 4 × 1300
+    assert not (tmp_path / "y.npz").exists()
+    # the option lets it run: a shorter sequence of the same width, within the budget the line asks for
+    short = wide_lstm(tmp_path, 1300, 30)
+    code, stderr, _, _ = measured("forward", str(short), "-i", str(vector_input), "-o", str(tmp_path / "s.npz"),
+                                  "--max-steps", "1000")
+    assert code == 0, stderr
+
+
+def test_diagnose_shares_one_step_budget_over_all_its_runs(tmp_path: Path, vector_input: Path) -> None:
+    """One run of 249,000 steps is within the budget; diagnose made it once per porting mistake (64 s of CPU,
+    and over 300 s and 1.6 GB with a batch of 256). Its runs share the budget: refused before the search."""
+    np.save(tmp_path / "theirs.npy", np.zeros((1, 5), np.float32))
+    model = repeat_vector(tmp_path, 249_000, lstm=True)
+    result = measured("diagnose", str(model), "-i", str(vector_input), "--against", str(tmp_path / "theirs.npy"))
+    assert_refused(result, "layer lstm (LSTM)", "--max-steps")
+    assert "249,000 recurrent steps in each of the" in result[1] and "runs diagnose makes" in result[1]
+    # a shorter sequence is diagnosed, its singles and pairs within what the budget pays for: 5,000 steps a run
+    short = repeat_vector(tmp_path, 5_000, lstm=True)
+    run = subprocess.run([str(Path(sys.executable).with_name("lstm-inspect")), "diagnose", str(short), "-i",
+                          str(vector_input), "--against", str(tmp_path / "theirs.npy"), "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr  # THEIRS (zeros) does not match the model
+    report = json.loads(run.stdout)
+    tried = report["candidates_tried"]  # every run of a candidate, those equal to the model's own included
+    assert tried >= 20 and (tried + 2) * 5_000 <= 250_000, report  # the singles, then pairs while the budget lasts
 
 
 @pytest.mark.parametrize("raw", [False, True], ids=["tf.signal", "raw-op"])
