@@ -40,9 +40,11 @@ from lstm_inspect.errors import InspectError
 DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB of live tensors
 DEFAULT_MAX_STEPS = 250_000  # recurrent steps × directions per run: seconds of step loop (about 10 s for stats)
 # The multiply-adds one step may do and still count as one: DEFAULT_MAX_STEPS steps of this size are under a
-# minute of matrix products on a laptop (an LSTM of 128 units on 128 features, batch 1, per step; measured on
-# 2 shared cores: LSTMs of 362, 1300 and 2048 units at the most steps allowed ran 6 s, 9 s and 11 s of CPU).
-STEP_WORK = 1 << 18
+# minute of matrix products on a laptop even at batch 1, the slowest case (matrix-vector products; measured on 2
+# shared cores at a quarter of this, 2**18: LSTMs of 362, 1300 and 2048 units at the most steps allowed ran 6 s, 9 s
+# and 11 s of CPU), while real models at the batch of 4 that stats and plot make up (a two-layer Bidirectional
+# LSTM of 1024 units over 500 steps) run under the default.
+STEP_WORK = 1 << 20
 ENV_MEMORY, ENV_STEPS = "LSTM_INSPECT_MAX_MEMORY", "LSTM_INSPECT_MAX_STEPS"
 MEMORY_OPTION = f"--max-memory (or {ENV_MEMORY})"
 STEPS_OPTION = f"--max-steps (or {ENV_STEPS})"
