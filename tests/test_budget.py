@@ -341,3 +341,58 @@ def test_every_engine_command_documents_the_options() -> None:
     for command in ("forward", "trace", "stats", "plot", "verify", "diagnose", "export"):
         result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
         assert "--max-memory" in result.output and "--max-steps" in result.output, command
+
+
+# ---------------------------------------------------------------- issue 21 follow-up: holes found by an attacker
+
+
+def merge_of_many(tmp: Path, cls: str, k: int, n: int) -> Path:
+    """RepeatVector(n) of a (batch, 1) input, then a merge layer listing that one tensor k times (Concatenate
+    along the steps axis), then GlobalAveragePooling1D."""
+    cfg = {"axis": 1} if cls == "Concatenate" else {}
+    layers = [_input([None, 7, 3], "signal"), _input([None, 1], "seed"),
+              _layer("RepeatVector", "rep", [[["seed", 0, 0, {}]]], n=n),
+              _layer(cls, "merge", [[["rep", 0, 0, {}]] * k], **cfg),
+              _layer("GlobalAveragePooling1D", "gap", [[["merge", 0, 0, {}]]])]
+    lstm = {**_lstm_entry(), "name": "lstm", "inbound_nodes": [[["signal", 0, 0, {}]]]}
+    graph = {"input_layers": [["signal", 0, 0], ["seed", 0, 0]], "output_layers": [["gap", 0, 0], ["lstm", 0, 0]]}
+    return legacy_h5(tmp / f"merge_{cls}.h5", [*layers, lstm], graph)
+
+
+@pytest.fixture
+def seeded_input(tmp_path: Path) -> Path:
+    np.savez(tmp_path / "x.npz", signal=np.ones((1, 7, 3), np.float32), seed=np.array([[0.5]], np.float32))
+    return tmp_path / "x.npz"
+
+
+def test_a_concatenate_of_800_references_to_one_tensor_is_refused(tmp_path: Path, seeded_input: Path) -> None:
+    """3.2 GB and exit 0 even with --max-memory 100MB before: Concatenate(axis=1) had no size check at all."""
+    model = merge_of_many(tmp_path, "Concatenate", 800, 1_000_000)
+    result = measured("forward", str(model), "-i", str(seeded_input), "-o", str(tmp_path / "y.npz"),
+                      "--max-memory", "100MB")
+    assert_refused(result, "layer merge (Concatenate)")
+    assert "(1, 800000000, 1)" in result[1]
+
+
+@pytest.mark.parametrize("cls, want", [("Add", 400.0), ("Average", 0.5), ("Maximum", 0.5),
+                                       ("Multiply", np.float32(0.5) ** 800)])
+def test_a_merge_of_800_references_to_one_tensor_accumulates_in_place(
+        tmp_path: Path, seeded_input: Path, cls: str, want: float) -> None:
+    """np.sum over 800 broadcast views stacked 800 copies (3.2 GB under --max-memory 100MB); the merge now combines
+    into one output. The value is NumPy's: 800 × 0.5 for Add, 0.5 ** 800 in float32 (0) for Multiply."""
+    model = merge_of_many(tmp_path, cls, 800, 1_000_000)
+    code, stderr, cpu, rss = measured("forward", str(model), "-i", str(seeded_input), "-o", str(tmp_path / "y.npz"),
+                                      "--max-memory", "100MB")
+    assert code == 0, stderr
+    assert cpu < CPU_SECONDS and rss < RSS_MB, f"{cpu:.1f} s of CPU, {rss:.0f} MB"
+    with np.load(tmp_path / "y.npz") as y:
+        np.testing.assert_allclose(y["output_0"], [[want]], rtol=1e-6)
+
+
+def test_a_small_concatenate_of_one_tensor_matches_numpy(tmp_path: Path, seeded_input: Path) -> None:
+    model = merge_of_many(tmp_path, "Concatenate", 3, 5)
+    code, stderr, _, _ = measured("forward", str(model), "-i", str(seeded_input), "-o", str(tmp_path / "y.npz"))
+    assert code == 0, stderr
+    want = np.concatenate([np.repeat([[[0.5]]], 5, axis=1)] * 3, axis=1).mean(axis=1)
+    with np.load(tmp_path / "y.npz") as y:
+        np.testing.assert_allclose(y["output_0"], want, rtol=1e-6)
