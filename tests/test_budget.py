@@ -396,3 +396,57 @@ def test_a_small_concatenate_of_one_tensor_matches_numpy(tmp_path: Path, seeded_
     want = np.concatenate([np.repeat([[[0.5]]], 5, axis=1)] * 3, axis=1).mean(axis=1)
     with np.load(tmp_path / "y.npz") as y:
         np.testing.assert_allclose(y["output_0"], want, rtol=1e-6)
+
+
+def list_constant_add(tmp: Path, n: int) -> Path:
+    """tf.reshape(x, [-1, 1]) then tf.math.add(·, y=[0.0, 1.0, ...] of n numbers), twice, then reduce_sum: each add
+    broadcasts (M, 1) against a (n,) list constant from the config (M × n)."""
+    def op(name: str, fn: str, inbound: list[Any]) -> dict[str, Any]:
+        return _layer("TFOpLambda", name, [inbound], function=fn, trainable=True, dtype="float32")
+    y = [float(k % 3) for k in range(n)]
+    layers = [_input([None, 7, 3], "signal"), op("r1", "reshape", ["signal", 0, 0, {"shape": [-1, 1]}]),
+              op("a1", "math.add", ["r1", 0, 0, {"y": y}]), op("r2", "reshape", ["a1", 0, 0, {"shape": [-1, 1]}]),
+              op("a2", "math.add", ["r2", 0, 0, {"y": y}]), op("red", "math.reduce_sum", ["a2", 0, 0, {"axis": 1}])]
+    return functional(tmp / "list_add.h5", layers, ["red"], keras_version="2.5.0")
+
+
+def test_a_list_constant_broadcast_against_a_tensor_is_refused(tmp_path: Path) -> None:
+    """3.4 GB and exit 0 before: the list [0.0] * 4500 in the config was not counted by the op's precheck."""
+    model = list_constant_add(tmp_path, 4_500)
+    np.save(tmp_path / "x.npy", np.ones((1, 7, 3), np.float32))
+    result = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    assert_refused(result, "graph op a2")
+    assert "(94500, 4500)" in result[1]
+
+
+def test_a_small_list_constant_add_matches_numpy(tmp_path: Path) -> None:
+    model = list_constant_add(tmp_path, 5)
+    x = np.random.default_rng(2).normal(size=(1, 7, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, stderr, _, _ = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    assert code == 0, stderr
+    y = np.array([0.0, 1.0, 2.0, 0.0, 1.0])
+    want = (np.add(np.add(x.reshape(-1, 1), y).reshape(-1, 1), y)).sum(axis=1)
+    with np.load(tmp_path / "y.npz") as out:
+        np.testing.assert_allclose(out["output_0"], want, rtol=1e-5)
+
+
+def test_list_constants_count_by_their_shape_in_any_op_call() -> None:
+    """The check every op node runs (TF op layers and Keras 3 op nodes): a nested list counts as np.shape says,
+    a list of tensors as its tensors, and a list nested absurdly deep is refused without walking it."""
+    from lstm_inspect import ops
+    from lstm_inspect.budget import BudgetError, Limits, limited
+
+    column = np.ones((3_000, 1), np.float32)
+    with limited(Limits(max_bytes=50 << 20)):
+        ops.need_broadcast([column, [[0.0] * 100]])  # (3000, 100): 4.6 MB
+        ops.need_broadcast([[column, column], 1.0])  # a list of tensors (concat's argument)
+        with pytest.raises(BudgetError, match=r"\(3000, 3000\)"):
+            ops.need_broadcast([column, [[0.0] * 3_000]])
+        with pytest.raises(BudgetError, match=r"\(3000, 3000\)"):
+            ops.need_broadcast([column, {"unused": 0}, [0] * 3_000])
+        deep: list[Any] = [0.0]
+        for _ in range(1_000):
+            deep = [deep]
+        with pytest.raises(ops.OpError, match="nested more than"):
+            ops.need_broadcast([column, deep])
