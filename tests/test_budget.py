@@ -450,3 +450,41 @@ def test_list_constants_count_by_their_shape_in_any_op_call() -> None:
             deep = [deep]
         with pytest.raises(ops.OpError, match="nested more than"):
             ops.need_broadcast([column, deep])
+
+
+def padded_model(tmp: Path, dilation: int, pool: int) -> Path:
+    """Conv1D(3 filters, kernel 2, causal, dilation_rate `dilation`), then MaxPooling1D(pool_size `pool`, strides 1,
+    "same"), then the LSTM: the padding each implies is dilation steps and pool - 1 steps."""
+    conv = _layer("Conv1D", "conv", filters=3, kernel_size=[2], strides=[1], padding="causal",
+                  data_format="channels_last", dilation_rate=[dilation], groups=1, activation="linear", use_bias=True,
+                  trainable=True, dtype="float32")
+    pooling = _layer("MaxPooling1D", "pool", pool_size=[pool], strides=[1], padding="same",
+                     data_format="channels_last", trainable=True, dtype="float32")
+    path = legacy_h5(tmp / f"padded_{dilation}_{pool}.h5", [_input([None, 7, 3]), conv, pooling, _lstm_entry()])
+    rng = np.random.default_rng(3)
+    with h5py.File(path, "r+") as f:
+        group = f["model_weights/conv"]
+        group.attrs["weight_names"] = [b"conv/kernel:0", b"conv/bias:0"]
+        group["conv/kernel:0"] = rng.normal(size=(2, 3, 3)).astype(np.float32)
+        group["conv/bias:0"] = rng.normal(size=3).astype(np.float32)
+    return path
+
+
+@pytest.mark.parametrize("dilation, pool", [(50_000_000, 2), (1, 50_000_000)], ids=["dilation", "pool_size"])
+def test_a_padding_of_50_million_steps_is_refused_before_keras_or_the_exporter_builds_it(
+        tmp_path: Path, dilation: int, pool: int) -> None:
+    """The engine's taps never build the padding, so forward was cheap, but verify took 10.5 GB in TensorFlow and
+    export --to pytorch 2.7 GB (F.pad) for the dilated Conv1D, 2.7 GB for the pool: refused by every command now."""
+    model = padded_model(tmp_path, dilation, pool)
+    layer_name = "layer conv (Conv1D)" if dilation > 1 else "layer pool (MaxPooling1D)"
+    for argv in (["verify", str(model)], ["export", str(model), "--to", "pytorch", "-o", str(tmp_path / "torch")]):
+        result = measured(*argv)
+        assert_refused(result, layer_name)
+        assert "padded input" in result[1]
+    assert not (tmp_path / "torch").exists()
+
+
+def test_a_modestly_padded_model_still_matches_keras(tmp_path: Path) -> None:
+    model = padded_model(tmp_path, 2, 3)
+    code, stderr, _, _ = measured("verify", str(model), limit=300)
+    assert code == 0, stderr
