@@ -349,6 +349,11 @@ def _layer_config(cls: str, config: dict[str, Any], rules: _Rules, depth: int) -
             out_cls = cell.kind
     if inner.get("stateful"):
         inner["stateful"] = False  # a first call from zero state is the same; frees the batch size
+    if inner.get("unroll"):
+        # an unrolled RNN computes the same steps as the symbolic loop (keras/src/backend/tensorflow/rnn.py, the
+        # `unroll` branch, is a Python loop of the same step function); but tf_keras builds a graph of one copy of
+        # the cell per declared step (114 s of CPU for 4096 steps), which the file decides: the loop instead
+        inner["unroll"] = False
     for key in ("batch_input_shape", "batch_shape"):
         if isinstance(inner.get(key), list) and inner[key]:
             inner[key] = [None, *inner[key][1:]]

@@ -571,18 +571,48 @@ def op_supported(node: Any) -> str | None:
 
 def need_broadcast(values: list[Any]) -> None:
     """An op's output is at most its array arguments broadcast together (elementwise ops; a constant (1, N) and
-    another (N, 1) make N×N): refused before it is made when that passes the memory budget. The ops that grow
+    another (N, 1) make N×N): refused before it is made when that passes the memory budget. A list of numbers from
+    the config (`math.add(x, y=[0.0] * N)`) is an array to NumPy and counts by its shape. The ops that grow
     otherwise (matmul, FFT, concat) check their own output."""
-    arrays = [v for v in flat(values) if isinstance(v, np.ndarray)]
-    if not arrays:
+    shapes = [s for v in values for s in _argument_shapes(v)]
+    if not shapes:
         return
-    shapes = [a.shape for a in arrays]
     try:
         shape = np.broadcast_shapes(*shapes)
     except ValueError:
         shape = max(shapes, key=budget.values)
-    budget.need(shape, shape, itemsize=max(8, *(a.dtype.itemsize for a in arrays)),
-                what="its output and a temporary")
+    itemsizes = [a.dtype.itemsize for a in flat(values) if isinstance(a, np.ndarray)]
+    budget.need(shape, shape, itemsize=max(8, *itemsizes), what="its output and a temporary")
+
+
+MAX_LIST_DEPTH = 32  # NumPy's arrays have at most 64 axes; no op's constant needs more than a few
+
+
+def _argument_shapes(value: Any) -> list[tuple[int, ...]]:
+    """The shapes an argument brings to a broadcast: an array's; a nested list of numbers', read down its first
+    elements (depth-bounded, so a list nested absurdly deep is refused in constant time); a list holding arrays
+    (a call's list of tensors), each element's."""
+    if isinstance(value, np.ndarray):
+        return [value.shape]
+    if not isinstance(value, list):
+        return []
+    shape, inner = [], value
+    while isinstance(inner, list):
+        if len(shape) >= MAX_LIST_DEPTH:
+            raise OpError(f"a constant nested more than {MAX_LIST_DEPTH} lists deep")
+        shape.append(len(inner))
+        inner = inner[0] if inner else None
+    if isinstance(inner, np.ndarray) or not all(isinstance(v, (int, float, bool)) or v is None
+                                                for v in _first_level(value)):
+        return [s for v in value for s in _argument_shapes(v)]
+    return [tuple(shape)]
+
+
+def _first_level(value: list[Any]) -> list[Any]:
+    """The first leaf's siblings: enough to tell a list of numbers from a list of tensors."""
+    while value and isinstance(value[0], list):
+        value = value[0]
+    return value
 
 
 def run_op_layer(node: Any, args: list[Any], kwargs: dict[str, Any]) -> np.ndarray:

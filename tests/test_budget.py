@@ -394,3 +394,171 @@ def test_every_engine_command_documents_the_options() -> None:
     for command in ("forward", "trace", "stats", "plot", "verify", "diagnose", "export"):
         result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
         assert "--max-memory" in result.output and "--max-steps" in result.output, command
+
+
+# ---------------------------------------------------------------- issue 21 follow-up: holes found by an attacker
+
+
+def merge_of_many(tmp: Path, cls: str, k: int, n: int) -> Path:
+    """RepeatVector(n) of a (batch, 1) input, then a merge layer listing that one tensor k times (Concatenate
+    along the steps axis), then GlobalAveragePooling1D."""
+    cfg = {"axis": 1} if cls == "Concatenate" else {}
+    layers = [_input([None, 7, 3], "signal"), _input([None, 1], "seed"),
+              _layer("RepeatVector", "rep", [[["seed", 0, 0, {}]]], n=n),
+              _layer(cls, "merge", [[["rep", 0, 0, {}]] * k], **cfg),
+              _layer("GlobalAveragePooling1D", "gap", [[["merge", 0, 0, {}]]])]
+    lstm = {**_lstm_entry(), "name": "lstm", "inbound_nodes": [[["signal", 0, 0, {}]]]}
+    graph = {"input_layers": [["signal", 0, 0], ["seed", 0, 0]], "output_layers": [["gap", 0, 0], ["lstm", 0, 0]]}
+    return legacy_h5(tmp / f"merge_{cls}.h5", [*layers, lstm], graph)
+
+
+@pytest.fixture
+def seeded_input(tmp_path: Path) -> Path:
+    np.savez(tmp_path / "x.npz", signal=np.ones((1, 7, 3), np.float32), seed=np.array([[0.5]], np.float32))
+    return tmp_path / "x.npz"
+
+
+def test_a_concatenate_of_800_references_to_one_tensor_is_refused(tmp_path: Path, seeded_input: Path) -> None:
+    """3.2 GB and exit 0 even with --max-memory 100MB before: Concatenate(axis=1) had no size check at all."""
+    model = merge_of_many(tmp_path, "Concatenate", 800, 1_000_000)
+    result = measured("forward", str(model), "-i", str(seeded_input), "-o", str(tmp_path / "y.npz"),
+                      "--max-memory", "100MB")
+    assert_refused(result, "layer merge (Concatenate)")
+    assert "(1, 800000000, 1)" in result[1]
+
+
+@pytest.mark.parametrize("cls, want", [("Add", 400.0), ("Average", 0.5), ("Maximum", 0.5),
+                                       ("Multiply", np.float32(0.5) ** 800)])
+def test_a_merge_of_800_references_to_one_tensor_accumulates_in_place(
+        tmp_path: Path, seeded_input: Path, cls: str, want: float) -> None:
+    """np.sum over 800 broadcast views stacked 800 copies (3.2 GB under --max-memory 100MB); the merge now combines
+    into one output. The value is NumPy's: 800 × 0.5 for Add, 0.5 ** 800 in float32 (0) for Multiply."""
+    model = merge_of_many(tmp_path, cls, 800, 1_000_000)
+    code, stderr, cpu, rss = measured("forward", str(model), "-i", str(seeded_input), "-o", str(tmp_path / "y.npz"),
+                                      "--max-memory", "100MB")
+    assert code == 0, stderr
+    assert cpu < CPU_SECONDS and rss < RSS_MB, f"{cpu:.1f} s of CPU, {rss:.0f} MB"
+    with np.load(tmp_path / "y.npz") as y:
+        np.testing.assert_allclose(y["output_0"], [[want]], rtol=1e-6)
+
+
+def test_a_small_concatenate_of_one_tensor_matches_numpy(tmp_path: Path, seeded_input: Path) -> None:
+    model = merge_of_many(tmp_path, "Concatenate", 3, 5)
+    code, stderr, _, _ = measured("forward", str(model), "-i", str(seeded_input), "-o", str(tmp_path / "y.npz"))
+    assert code == 0, stderr
+    want = np.concatenate([np.repeat([[[0.5]]], 5, axis=1)] * 3, axis=1).mean(axis=1)
+    with np.load(tmp_path / "y.npz") as y:
+        np.testing.assert_allclose(y["output_0"], want, rtol=1e-6)
+
+
+def list_constant_add(tmp: Path, n: int) -> Path:
+    """tf.reshape(x, [-1, 1]) then tf.math.add(·, y=[0.0, 1.0, ...] of n numbers), twice, then reduce_sum: each add
+    broadcasts (M, 1) against a (n,) list constant from the config (M × n)."""
+    def op(name: str, fn: str, inbound: list[Any]) -> dict[str, Any]:
+        return _layer("TFOpLambda", name, [inbound], function=fn, trainable=True, dtype="float32")
+    y = [float(k % 3) for k in range(n)]
+    layers = [_input([None, 7, 3], "signal"), op("r1", "reshape", ["signal", 0, 0, {"shape": [-1, 1]}]),
+              op("a1", "math.add", ["r1", 0, 0, {"y": y}]), op("r2", "reshape", ["a1", 0, 0, {"shape": [-1, 1]}]),
+              op("a2", "math.add", ["r2", 0, 0, {"y": y}]), op("red", "math.reduce_sum", ["a2", 0, 0, {"axis": 1}])]
+    return functional(tmp / "list_add.h5", layers, ["red"], keras_version="2.5.0")
+
+
+def test_a_list_constant_broadcast_against_a_tensor_is_refused(tmp_path: Path) -> None:
+    """3.4 GB and exit 0 before: the list [0.0] * 4500 in the config was not counted by the op's precheck."""
+    model = list_constant_add(tmp_path, 4_500)
+    np.save(tmp_path / "x.npy", np.ones((1, 7, 3), np.float32))
+    result = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    assert_refused(result, "graph op a2")
+    assert "(94500, 4500)" in result[1]
+
+
+def test_a_small_list_constant_add_matches_numpy(tmp_path: Path) -> None:
+    model = list_constant_add(tmp_path, 5)
+    x = np.random.default_rng(2).normal(size=(1, 7, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    code, stderr, _, _ = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    assert code == 0, stderr
+    y = np.array([0.0, 1.0, 2.0, 0.0, 1.0])
+    want = (np.add(np.add(x.reshape(-1, 1), y).reshape(-1, 1), y)).sum(axis=1)
+    with np.load(tmp_path / "y.npz") as out:
+        np.testing.assert_allclose(out["output_0"], want, rtol=1e-5)
+
+
+def test_list_constants_count_by_their_shape_in_any_op_call() -> None:
+    """The check every op node runs (TF op layers and Keras 3 op nodes): a nested list counts as np.shape says,
+    a list of tensors as its tensors, and a list nested absurdly deep is refused without walking it."""
+    from lstm_inspect import ops
+    from lstm_inspect.budget import BudgetError, Limits, limited
+
+    column = np.ones((3_000, 1), np.float32)
+    with limited(Limits(max_bytes=50 << 20)):
+        ops.need_broadcast([column, [[0.0] * 100]])  # (3000, 100): 4.6 MB
+        ops.need_broadcast([[column, column], 1.0])  # a list of tensors (concat's argument)
+        with pytest.raises(BudgetError, match=r"\(3000, 3000\)"):
+            ops.need_broadcast([column, [[0.0] * 3_000]])
+        with pytest.raises(BudgetError, match=r"\(3000, 3000\)"):
+            ops.need_broadcast([column, {"unused": 0}, [0] * 3_000])
+        deep: list[Any] = [0.0]
+        for _ in range(1_000):
+            deep = [deep]
+        with pytest.raises(ops.OpError, match="nested more than"):
+            ops.need_broadcast([column, deep])
+
+
+def padded_model(tmp: Path, dilation: int, pool: int) -> Path:
+    """Conv1D(3 filters, kernel 2, causal, dilation_rate `dilation`), then MaxPooling1D(pool_size `pool`, strides 1,
+    "same"), then the LSTM: the padding each implies is dilation steps and pool - 1 steps."""
+    conv = _layer("Conv1D", "conv", filters=3, kernel_size=[2], strides=[1], padding="causal",
+                  data_format="channels_last", dilation_rate=[dilation], groups=1, activation="linear", use_bias=True,
+                  trainable=True, dtype="float32")
+    pooling = _layer("MaxPooling1D", "pool", pool_size=[pool], strides=[1], padding="same",
+                     data_format="channels_last", trainable=True, dtype="float32")
+    path = legacy_h5(tmp / f"padded_{dilation}_{pool}.h5", [_input([None, 7, 3]), conv, pooling, _lstm_entry()])
+    rng = np.random.default_rng(3)
+    with h5py.File(path, "r+") as f:
+        group = f["model_weights/conv"]
+        group.attrs["weight_names"] = [b"conv/kernel:0", b"conv/bias:0"]
+        group["conv/kernel:0"] = rng.normal(size=(2, 3, 3)).astype(np.float32)
+        group["conv/bias:0"] = rng.normal(size=3).astype(np.float32)
+    return path
+
+
+@pytest.mark.parametrize("dilation, pool", [(50_000_000, 2), (1, 50_000_000)], ids=["dilation", "pool_size"])
+def test_a_padding_of_50_million_steps_is_refused_before_keras_or_the_exporter_builds_it(
+        tmp_path: Path, dilation: int, pool: int) -> None:
+    """The engine's taps never build the padding, so forward was cheap, but verify took 10.5 GB in TensorFlow and
+    export --to pytorch 2.7 GB (F.pad) for the dilated Conv1D, 2.7 GB for the pool: refused by every command now."""
+    model = padded_model(tmp_path, dilation, pool)
+    layer_name = "layer conv (Conv1D)" if dilation > 1 else "layer pool (MaxPooling1D)"
+    for argv in (["verify", str(model)], ["export", str(model), "--to", "pytorch", "-o", str(tmp_path / "torch")]):
+        result = measured(*argv)
+        assert_refused(result, layer_name)
+        assert "padded input" in result[1]
+    assert not (tmp_path / "torch").exists()
+
+
+def test_a_modestly_padded_model_still_matches_keras(tmp_path: Path) -> None:
+    model = padded_model(tmp_path, 2, 3)
+    code, stderr, _, _ = measured("verify", str(model), limit=300)
+    assert code == 0, stderr
+
+
+def unrolled_lstm(tmp: Path, steps: int) -> Path:
+    """The tf.keras sample with its LSTM set to unroll=True over a declared length of `steps`."""
+    path = tmp / f"unrolled_{steps}.h5"
+    with h5py.File(LSTM_SOURCE) as f:
+        config = json.loads(f.attrs["model_config"])
+    config["config"]["layers"][0]["config"]["batch_input_shape"] = [None, steps, 3]
+    config["config"]["layers"][1]["config"]["unroll"] = True
+    path.write_bytes(LSTM_SOURCE.read_bytes())
+    with h5py.File(path, "r+") as f:
+        f.attrs["model_config"] = json.dumps(config)
+    return path
+
+
+def test_verify_of_an_unrolled_lstm_runs_keras_s_loop(tmp_path: Path) -> None:
+    """unroll=True over 4096 declared steps cost 114 s of CPU in verify (tf_keras builds one cell per step; 1024
+    steps 30 s); Keras now gets the loop, the same computation, and its outputs still match the engine's."""
+    code, stderr, cpu, _ = measured("verify", str(unrolled_lstm(tmp_path, 1024)), limit=300)
+    assert code == 0, stderr
+    assert cpu < 15, f"{cpu:.1f} s of CPU"  # 30 s when Keras unrolled 1024 steps, 6 s now (TensorFlow's import)

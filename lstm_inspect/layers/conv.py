@@ -153,6 +153,21 @@ def pads_for(c: LayerCall, mode: str, spatial: tuple[int, ...], kernel: tuple[in
     return [same_pads(n, k, s, d) for n, k, s, d in zip(spatial, kernel, strides, dilation)]
 
 
+# What the padded input costs where it is built. The engine never builds it (`taps`), but Keras (verify) and the
+# PyTorch export do: a causal Conv1D with dilation_rate 5e7 pads verify's (4, 7, 3) input to (4, 5e7, 3), 2.4 GB,
+# which took 10.5 GB in TensorFlow's atrous convolution (about 4 copies) and 2.7 GB through the export's F.pad;
+# a "same" MaxPooling1D of pool_size 5e7 as much. Charged as TensorFlow's copies, so every command refuses first.
+PADDED_COPIES = 4
+
+
+def need_padded(c: LayerCall, x: np.ndarray, pads: list[tuple[int, int]]) -> None:
+    """Charge the padded input the layer's settings imply (channels-last x, (before, after) per spatial axis)."""
+    padded = (x.shape[0], *(float(n) + a + b for n, (a, b) in zip(x.shape[1:-1], pads)), x.shape[-1])
+    if any(a or b for a, b in pads):
+        c.need(*[padded] * PADDED_COPIES, what=f"the padded input, {PADDED_COPIES} copies as Keras and the exports "
+                                                "build it")
+
+
 def output_sizes(c: LayerCall, spatial: tuple[int, ...], pads: list[tuple[int, int]], kernel: tuple[int, ...],
                  strides: tuple[int, ...], dilation: tuple[int, ...]) -> tuple[int, ...]:
     out = []
@@ -317,6 +332,7 @@ def convolution(c: LayerCall) -> list[Tensor]:
                      + ([(out_channels,)] if use_bias else []))
         w = c.weights[0].astype(dtype)
     pads = pads_for(c, mode, x.shape[1:-1], kernel, strides, dilation)
+    need_padded(c, x, pads)
     out = output_sizes(c, x.shape[1:-1], pads, kernel, strides, dilation)
     check_sizes((x.shape[0], *out, out_channels), f"layer {c.node.path} ({c.node.class_name}): its output")
     c.need((x.shape[0], *out, out_channels), (x.shape[0], *out, out_channels), what="its output and a temporary")

@@ -236,34 +236,61 @@ def _merge_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
 
 @layer(*MERGES, dims=_merge_dims)
 def merge(c: LayerCall) -> list[Tensor]:
-    values = [np.asarray(a.value, dtype=c.ctx.dtype) for a in c.inputs]
+    """Keras's merge layers (keras/src/layers/merging/*.py). One file can list the same tensor K times: the output
+    is charged (a Concatenate's is K inputs long) and Add/Multiply/Average/Maximum/Minimum accumulate into it one
+    input at a time (as Keras's `_merge_function` loops), never stacking K copies."""
+    values = [np.asarray(a.value) for a in c.inputs]  # cast one at a time below: a cast of each would be K copies
     cls = c.node.class_name
     if len(values) < (2 if cls == "Subtract" else 1):
         raise c.fail(f"{cls} needs at least two inputs")
     try:
         if cls == "Concatenate":
-            axis = c.config.get("axis", -1)
-            if not _is_int(axis):
-                raise c.fail(f"axis {axis!r} is not an integer")
-            y = np.concatenate(values, axis=axis)
+            y = _concatenate(c, values)
         else:
             top = max(v.ndim for v in values)
             values = [v.reshape(v.shape[:1] + (1,) * (top - v.ndim) + v.shape[1:]) for v in values]
             if cls == "Subtract":
-                y = values[0] - values[1]
+                y = values[0].astype(c.ctx.dtype) - values[1].astype(c.ctx.dtype)
             elif merge_masks_keras34(c.ctx) and cls in ("Maximum", "Minimum", "Multiply"):
                 kept = [None if a.mask is None or np.ndim(a.value) < top else np.asarray(a.mask, dtype=bool)
                         for a in c.inputs]
-                y, own_mask = _masked_merge(cls, values, kept)
+                y, own_mask = _masked_merge(cls, [v.astype(c.ctx.dtype, copy=False) for v in values], kept)
                 if own_mask is not None:
                     return [Tensor(np.asarray(y, dtype=c.ctx.dtype), own_mask)]
             else:
-                stacked = np.broadcast_arrays(*values)
-                y = {"Add": np.sum, "Multiply": np.prod, "Average": np.mean, "Maximum": np.max,
-                     "Minimum": np.min}[cls](stacked, axis=0)
+                y = _accumulate(cls, values, c.ctx.dtype)
     except (ValueError, np.exceptions.AxisError) as exc:
         raise c.fail(f"the inputs {[v.shape for v in values]} cannot be merged ({str(exc)[:120]})") from None
     return [Tensor(np.asarray(y, dtype=c.ctx.dtype), merged_mask(cls, c.inputs, c.ctx))]
+
+
+def _concatenate(c: LayerCall, values: list[np.ndarray]) -> np.ndarray:
+    """np.concatenate, its output (the inputs' sizes along the axis summed) charged before it is made."""
+    axis = c.config.get("axis", -1)
+    if not _is_int(axis):
+        raise c.fail(f"axis {axis!r} is not an integer")
+    first = values[0].shape
+    if values[0].ndim and -values[0].ndim <= axis < values[0].ndim:
+        along = sum(float(v.shape[axis]) if v.ndim == values[0].ndim else 0.0 for v in values)
+        c.need((*first[:axis % len(first)], along, *first[axis % len(first) + 1:]), what="the concatenated output")
+    return np.concatenate(values, axis=axis, dtype=c.ctx.dtype, casting="unsafe")
+
+
+_ACCUMULATE = {"Add": np.add, "Average": np.add, "Multiply": np.multiply, "Maximum": np.maximum,
+               "Minimum": np.minimum}
+
+
+def _accumulate(cls: str, values: list[np.ndarray], dtype: Any) -> np.ndarray:
+    """The elementwise merge of broadcastable inputs, in place in one output: a copy of the first, then each next
+    combined into it (the output and one cast input at a time, as the precheck charged)."""
+    shape = np.broadcast_shapes(*(v.shape for v in values))
+    out = np.array(np.broadcast_to(values[0], shape), dtype=dtype)
+    op = _ACCUMULATE[cls]
+    for v in values[1:]:
+        op(out, v.astype(dtype, copy=False), out=out)
+    if cls == "Average":
+        out /= out.dtype.type(len(values))
+    return out
 
 
 def merge_masks_keras34(ctx: Any) -> bool:
@@ -331,7 +358,11 @@ def merged_mask(cls: str, args: list[Tensor], ctx: Any) -> np.ndarray | None:
     how, fill = rule
     masks = [np.asarray(a.mask, dtype=bool) if a.mask is not None else np.ones(a.value.shape[:2], dtype=bool)
              for a in args if a.mask is not None or fill]
-    return (np.logical_or if how == "or" else np.logical_and).reduce(masks)
+    combine = np.logical_or if how == "or" else np.logical_and
+    out = masks[0]
+    for m in masks[1:]:  # one at a time: reducing the list would stack K copies
+        out = combine(out, m)
+    return out
 
 
 def _permute_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:

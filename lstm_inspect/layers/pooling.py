@@ -38,6 +38,7 @@ from lstm_inspect.layers.conv import (
     data_format,
     fixed_pads,
     ints,
+    need_padded,
     output_sizes,
     padding_mode,
     pads_for,
@@ -109,6 +110,7 @@ def pool(c: LayerCall) -> list[Tensor]:
     x = channels_last(x, fmt, rank)
     ones = (1,) * rank
     pads = pads_for(c, padding, x.shape[1:-1], size, strides, ones)
+    need_padded(c, x, pads)
     out = output_sizes(c, x.shape[1:-1], pads, size, strides, ones)
     if mode == "max":
         y = np.full((x.shape[0], *out, x.shape[-1]), -np.inf, dtype=x.dtype)
