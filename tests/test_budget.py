@@ -261,17 +261,21 @@ def test_diagnose_shares_one_step_budget_over_all_its_runs(tmp_path: Path, vecto
 @pytest.mark.parametrize("inverse", [False, True], ids=["rfft", "irfft"])
 def test_an_fft_of_length_2_to_the_25_is_refused(tmp_path: Path, raw: bool, inverse: bool) -> None:
     model = fft_model(tmp_path, raw, inverse)
-    np.save(tmp_path / "x.npy", np.ones((4, 7, 3), np.float32))
-    result = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    result = forward_on(tmp_path, model, np.ones((4, 7, 3), np.float32))
     assert_refused(result, "graph op fft")
     assert "FFT buffers" in result[1]
+
+
+def forward_on(tmp: Path, model: Path, x: np.ndarray) -> tuple[int, str, float, float]:
+    """`forward` of model on x (saved as tmp/x.npy) into tmp/y.npz: (exit code, stderr, CPU seconds, peak RSS MB)."""
+    np.save(tmp / "x.npy", x)
+    return measured("forward", str(model), "-i", str(tmp / "x.npy"), "-o", str(tmp / "y.npz"))
 
 
 def test_an_fft_of_a_sane_length_still_matches_numpy(tmp_path: Path) -> None:
     model = fft_model(tmp_path, raw=True, inverse=False, length=16)
     x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    code, stderr, _, _ = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    code, stderr, _, _ = forward_on(tmp_path, model, x)
     assert code == 0, stderr
     with np.load(tmp_path / "y.npz") as y:
         np.testing.assert_allclose(y["output_0"], np.fft.rfft(x, n=16, axis=-1), rtol=1e-5, atol=1e-5)
@@ -279,16 +283,14 @@ def test_an_fft_of_a_sane_length_still_matches_numpy(tmp_path: Path) -> None:
 
 def test_constants_broadcast_to_n_by_n_are_refused(tmp_path: Path) -> None:
     model = broadcast_constants(tmp_path, 20_000)
-    np.save(tmp_path / "x.npy", np.ones((1, 7, 3), np.float32))
-    result = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    result = forward_on(tmp_path, model, np.ones((1, 7, 3), np.float32))
     assert_refused(result, "graph op add")
     assert "(20000, 20000)" in result[1]
 
 
 def test_attention_over_an_upsampled_sequence_is_refused(tmp_path: Path) -> None:
     model = upsampled_attention(tmp_path, 2_000)
-    np.save(tmp_path / "x.npy", np.ones((1, 10, 3), np.float32))  # 20,000 steps after UpSampling1D
-    result = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    result = forward_on(tmp_path, model, np.ones((1, 10, 3), np.float32))  # 20,000 steps after UpSampling1D
     assert_refused(result, "layer att (Attention)")
     assert "attention scores" in result[1] and "(1, 20000, 20000)" in result[1]
 
@@ -466,8 +468,7 @@ def list_constant_add(tmp: Path, n: int) -> Path:
 def test_a_list_constant_broadcast_against_a_tensor_is_refused(tmp_path: Path) -> None:
     """3.4 GB and exit 0 before: the list [0.0] * 4500 in the config was not counted by the op's precheck."""
     model = list_constant_add(tmp_path, 4_500)
-    np.save(tmp_path / "x.npy", np.ones((1, 7, 3), np.float32))
-    result = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    result = forward_on(tmp_path, model, np.ones((1, 7, 3), np.float32))
     assert_refused(result, "graph op a2")
     assert "(94500, 4500)" in result[1]
 
@@ -475,8 +476,7 @@ def test_a_list_constant_broadcast_against_a_tensor_is_refused(tmp_path: Path) -
 def test_a_small_list_constant_add_matches_numpy(tmp_path: Path) -> None:
     model = list_constant_add(tmp_path, 5)
     x = np.random.default_rng(2).normal(size=(1, 7, 3)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    code, stderr, _, _ = measured("forward", str(model), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz"))
+    code, stderr, _, _ = forward_on(tmp_path, model, x)
     assert code == 0, stderr
     y = np.array([0.0, 1.0, 2.0, 0.0, 1.0])
     want = (np.add(np.add(x.reshape(-1, 1), y).reshape(-1, 1), y)).sum(axis=1)
