@@ -135,13 +135,6 @@ CODE_KEYS = frozenset({"function", "function_type"})
 KERAS3_OP_MODULES = ("keras.src.ops.numpy", "keras.src.ops.core", "keras.src.ops.math", "keras.src.ops.nn")
 
 
-def check_safe(cfg: Any, where: str = "model") -> None:
-    """Refuse anything but plain Keras layers the engine knows: no Lambda, no custom objects."""
-    refuse_internal_keys(cfg, where)
-    _check_objects(cfg, where)
-    safe_config(cfg, keras1=False, where=where)
-
-
 def _key_text(key: object) -> str:
     text = str(key)
     return repr(text[:60] + ("..." if len(text) > 60 else ""))
