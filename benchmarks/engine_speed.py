@@ -7,7 +7,7 @@ loaded by lstm-inspect. Every shape is timed twice: on a quiet machine, and with
 second process spinning on one core, started before and stopped after that half of the run, as on
 a laptop or CI runner where something else runs). Each half prints the median wall time of:
 
-- `ckpt.forward(x)` with the engine's own thread choice (lstm_inspect.threads) and with BLAS held to
+- `ckpt.forward(x)` with the engine's own thread choice (lstm_inspect.base.threads) and with BLAS held to
   one thread for the whole call;
 - torch.nn.LSTM (torch 2.13 CPU, when installed) with its default threads and with one thread;
 - Keras 3's model.predict (quiet half only);
@@ -87,7 +87,7 @@ def main() -> None:
         import torch
     except ImportError:
         torch = None
-    from lstm_inspect.keras_ref import import_keras
+    from lstm_inspect.check.keras_ref import import_keras
 
     keras = import_keras("keras3")
     blas = [(i.get("internal_api"), i.get("architecture"), i.get("num_threads")) for i in threadpool_info()
@@ -147,7 +147,7 @@ def main() -> None:
 
     print("one recurrent step's product (B × N_c)·(N_c × 4·N_c), microseconds: where BLAS threads pay")
     print(f"  {'B':>4} {'N_c':>5} {'MFLOP':>7} {'1 thread':>9} {'all':>9} {'1t busy':>9} {'all busy':>9}  engine uses")
-    from lstm_inspect.threads import step_threads
+    from lstm_inspect.base.threads import step_threads
 
     for b, n in [(1, 64), (1, 512), (4, 512), (16, 512), (32, 256), (64, 512), (64, 1024)]:
         h = np.ones((b, n), np.float32)
@@ -169,18 +169,18 @@ def main() -> None:
 def _diagnose_times() -> None:
     """`diagnose` on real files (a port with the gate order wrong), wall time of the library call."""
     import lstm_inspect
-    from lstm_inspect.diagnose import diagnose
-    from lstm_inspect.network import Network, default_inputs
+    from lstm_inspect.check.diagnose import diagnose
+    from lstm_inspect.engine.network import Network, default_inputs
 
     real = ROOT.parent / "shared" / "realworld"
     if not real.is_dir():
         return
     print("\ndiagnose on real files (THEIRS: the engine with i, f, c, o read as i, c, f, o), goal < 10 s:")
-    from lstm_inspect.cells import split_gates
-    from lstm_inspect.network import DirectionVariant, Variant
+    from lstm_inspect.engine.network import DirectionVariant, Variant
+    from lstm_inspect.model.cells import split_gates
 
     def wrong_order(d: Any, w: Any) -> Any:
-        from lstm_inspect.cells import CellWeights
+        from lstm_inspect.model.cells import CellWeights
 
         def move(a: np.ndarray) -> np.ndarray:
             blocks = split_gates(a, d.cell.n_gates)

@@ -30,8 +30,8 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     sys.path.insert(0, str(ROOT))
     import lstm_inspect
-    from lstm_inspect.keras_ref import import_keras
-    from lstm_inspect.port import export
+    from lstm_inspect.check.keras_ref import import_keras
+    from lstm_inspect.export import export
 
     keras = import_keras("keras3")
     try:
@@ -69,7 +69,7 @@ def main() -> None:
         if torch is not None:
             folder = tmp / f"m_{n_c}_torch"
             export(ckpt, "pytorch", folder, xs=[x], force=True)
-            from lstm_inspect.port.to_torch import load
+            from lstm_inspect.export.torch.build import load
 
             _, module = load(folder)
             xt = torch.from_numpy(x)

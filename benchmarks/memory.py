@@ -85,7 +85,7 @@ def main() -> None:
     print("\n2. forward on (64, 1000, 512, 1024): peak RSS")
     x = np.random.default_rng(0).standard_normal((64, 1000, 512), dtype=np.float32)
     np.save(folder / "x.npy", x)
-    base, _ = peak_rss([sys.executable, "-c", "import lstm_inspect.cli, lstm_inspect.network, h5py, numpy"])
+    base, _ = peak_rss([sys.executable, "-c", "import lstm_inspect.cli, lstm_inspect.engine.network, h5py, numpy"])
     peak, secs = peak_rss([lstm, "forward", str(folder / "long.keras"), "-i", str(folder / "x.npy"),
                            "-o", str(folder / "y.npy"), "--force"])
     weights = (512 + 1024) * 4096 * 4 + 4096 * 4

@@ -7,11 +7,23 @@
 
 from __future__ import annotations
 
-__version__ = "0.2.0"
+from pathlib import Path
 
-from lstm_inspect.cells import CELLS, Cell, CellWeights, Gate, split_gates
-from lstm_inspect.errors import InspectError
-from lstm_inspect.model import Checkpoint, LSTMDirection, RecurrentDirection, load
+from lstm_inspect.base import __version__
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.io.formats import read_checkpoint
+from lstm_inspect.model.cells import CELLS, Cell, CellWeights, Gate, split_gates
+from lstm_inspect.model.checkpoint import Checkpoint, LSTMDirection, RecurrentDirection
+
+
+def load(path: str | Path, config: str | Path | None = None) -> Checkpoint:
+    """Read a Keras checkpoint of any supported format (shapes and settings; weights lazily).
+
+    `config` is a model architecture in a separate JSON file (`model.to_json()`, or the config.json
+    of a .keras) for a weights-only checkpoint.
+    """
+    return read_checkpoint(Path(path), Path(config) if config is not None else None)
+
 
 __all__ = [
            "CELLS",

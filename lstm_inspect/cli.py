@@ -26,10 +26,11 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from lstm_inspect import __version__, budget
-from lstm_inspect.arrays_io import LINE_CHARS, ordered_inputs, read_inputs, shown, write_arrays, write_trace
-from lstm_inspect.errors import InspectError
-from lstm_inspect.model import Checkpoint, RecurrentDirection, load
+from lstm_inspect import load
+from lstm_inspect.base import __version__, budget
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.io.arrays import LINE_CHARS, ordered_inputs, read_inputs, shown, write_arrays, write_trace
+from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
 EXIT_OK, EXIT_MISMATCH, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -126,11 +127,11 @@ def _status(text: str) -> Any:
 
 @contextlib.contextmanager
 def _progress_bar() -> Any:
-    """Draw the library's progress reports (`lstm_inspect.progress`) as a rich bar on stderr, once the
+    """Draw the library's progress reports (`lstm_inspect.base.progress`) as a rich bar on stderr, once the
     command has run PROGRESS_AFTER seconds; nothing with --quiet or when stderr is not a terminal."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from lstm_inspect.progress import listening
+    from lstm_inspect.base.progress import listening
 
     console = _console(stderr=True)
     if _QUIET.get() or not console.is_terminal:
@@ -175,7 +176,7 @@ def _on_signal(signum: int, frame: Any) -> None:
 def _run(action: Callable[[], int], quiet: bool = False, limits: tuple[str | None, int | None] = (None, None)) -> None:
     """Turn the library's InspectError into one line on stderr and exit 2; Ctrl-C (and SIGTERM, SIGHUP) into 130.
 
-    `limits`: --max-memory and --max-steps of a command that runs the engine (`lstm_inspect.budget`).
+    `limits`: --max-memory and --max-steps of a command that runs the engine (`lstm_inspect.base.budget`).
 
     Anything else is a bug in lstm-inspect: one line saying so and exit 3 (LSTM_INSPECT_DEBUG=1
     shows the traceback); the fuzz tests treat it as a failure.
@@ -283,7 +284,7 @@ def _dtype(name: str) -> type:
 
 
 def _model_inputs(ckpt: Checkpoint, path: Path) -> list[np.ndarray]:
-    from lstm_inspect.network import Network
+    from lstm_inspect.engine.network import Network
 
     specs = Network(ckpt).input_specs()
     shape = specs[0][1] if len(specs) == 1 else None
@@ -551,10 +552,10 @@ def verify(
     """
 
     def action() -> int:
-        from lstm_inspect.budget import Budget
-        from lstm_inspect.network import Network, charge_direction, default_inputs
-        from lstm_inspect.verify import verify as run_verify
-        from lstm_inspect.verify import verify_direction
+        from lstm_inspect.base.budget import Budget
+        from lstm_inspect.check.verify import verify as run_verify
+        from lstm_inspect.check.verify import verify_direction
+        from lstm_inspect.engine.network import Network, charge_direction, default_inputs
 
         _tolerances(atol, rtol)
         ckpt = load(model, config)
@@ -658,7 +659,7 @@ def trace(
     """
 
     def action() -> int:
-        from lstm_inspect.network import Network, RunRecord, run_direction
+        from lstm_inspect.engine.network import Network, RunRecord, run_direction
 
         ckpt = load(model, config)
         dt = _dtype(dtype)
@@ -712,7 +713,7 @@ def stats(
     """
 
     def action() -> int:
-        from lstm_inspect.stats import collect
+        from lstm_inspect.check.stats import collect
 
         ckpt = load(model, config)
         xs = _model_inputs(ckpt, input) if input is not None else None
@@ -809,7 +810,7 @@ def dump(
     """
 
     def action() -> int:
-        from lstm_inspect.export import dump as write_dump
+        from lstm_inspect.dump import dump as write_dump
 
         ckpt = load(model, config)
         written, warnings = write_dump(ckpt, out, fmt, layout, layer, force)
@@ -864,7 +865,7 @@ def export(
     """
 
     def action() -> int:
-        from lstm_inspect.port import export as write_export
+        from lstm_inspect.export import export as write_export
 
         _tolerances(atol, rtol)
         ckpt = load(model, config)
@@ -916,7 +917,7 @@ def plot(
     """
 
     def action() -> int:
-        from lstm_inspect.plots import plot as draw
+        from lstm_inspect.plot import plot as draw
 
         ckpt = load(model, config)
         xs = _model_inputs(ckpt, input) if input is not None else None
@@ -958,7 +959,7 @@ def diagnose(
     """
 
     def action() -> int:
-        from lstm_inspect.diagnose import diagnose as run_diagnose
+        from lstm_inspect.check.diagnose import diagnose as run_diagnose
 
         _tolerances(atol, rtol)
         ckpt = load(model, config)

@@ -10,7 +10,7 @@ channels_first: with TensorFlow 2.21 both generations run every channels_first c
 the CPU (convolutions through oneDNN; Keras 3 transposes pools to channels_last), so these samples carry
 Keras's own outputs (plain TensorFlow without oneDNN refuses NCHW convolutions on the CPU). No
 channels_first convolution here has a last spatial size equal to its channel count: there Keras 3's
-TensorFlow backend may add the bias along the wrong axis (see lstm_inspect/layers/conv.py).
+TensorFlow backend may add the bias along the wrong axis (see lstm_inspect/engine/layers/conv.py).
 
 Weights and inputs come from this module's own generators (SEED), so adding a sample here changes no other.
 """

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from lstm_inspect.arrays_io import MARKER
 from lstm_inspect.cli import app
+from lstm_inspect.io.arrays import MARKER
 
 from conftest import SAMPLES
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.keras_ref import import_keras
+from lstm_inspect.check.keras_ref import import_keras
 
 from conftest import SAMPLES
 
@@ -293,8 +293,8 @@ def test_mha_weights_read_in_keras_order() -> None:
 
 
 def test_weights_that_do_not_fit_fail_in_one_line() -> None:
-    from lstm_inspect.architecture import LayerNode
-    from lstm_inspect.layers import LAYERS, Context, LayerCall, Tensor
+    from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
+    from lstm_inspect.model.architecture import LayerNode
 
     ctx = Context(np.float32, "3.15.1", 3)
     q = Tensor(_x(2, 4, 3))

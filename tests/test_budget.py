@@ -376,8 +376,8 @@ def test_a_bad_limit_is_one_line(tmp_path: Path, vector_input: Path, value: str)
 
 def test_the_library_takes_the_limits_as_an_argument_or_a_scope(tmp_path: Path) -> None:
     import lstm_inspect
-    from lstm_inspect.budget import BudgetError, Limits, limited
-    from lstm_inspect.network import Network
+    from lstm_inspect.base.budget import BudgetError, Limits, limited
+    from lstm_inspect.engine.network import Network
 
     ckpt = lstm_inspect.load(repeat_vector(tmp_path, 1_000, lstm=True))
     x = np.ones((1, 3), np.float32)
@@ -487,8 +487,8 @@ def test_a_small_list_constant_add_matches_numpy(tmp_path: Path) -> None:
 def test_list_constants_count_by_their_shape_in_any_op_call() -> None:
     """The check every op node runs (TF op layers and Keras 3 op nodes): a nested list counts as np.shape says,
     a list of tensors as its tensors, and a list nested absurdly deep is refused without walking it."""
-    from lstm_inspect import ops
-    from lstm_inspect.budget import BudgetError, Limits, limited
+    from lstm_inspect.base.budget import BudgetError, Limits, limited
+    from lstm_inspect.engine import ops
 
     column = np.ones((3_000, 1), np.float32)
     with limited(Limits(max_bytes=50 << 20)):

@@ -3,7 +3,7 @@
 Every THEIRS here is computed by the tests' own textbook layers (`reference_rnn`), from Keras's own
 weights (the `.ref.npz` beside each sample), with one mistake (or two) planted: never by the engine
 under test. The single mistakes of each model are enumerated here from the axes of the search
-(`_space`), independently of `lstm_inspect.diagnose`, and the count diagnose offers must equal it.
+(`_space`), independently of `lstm_inspect.check.diagnose`, and the count diagnose offers must equal it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.diagnose import diagnose, mistakes
+from lstm_inspect.check.diagnose import diagnose, mistakes
 
 import reference_rnn as ref
 from conftest import REALWORLD, SAMPLES, keras_refs, run_cli

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.activations import hard_sigmoid_keras2, hard_sigmoid_keras3, sigmoid
-from lstm_inspect.engine import run_sequence
+from lstm_inspect.engine.loop import run_sequence
+from lstm_inspect.model.activations import hard_sigmoid_keras2, hard_sigmoid_keras3, sigmoid
 
 import reference_rnn as ref
 from conftest import NOT_RUNNABLE, REALWORLD, SAMPLES, realworld_checkpoints, sample_checkpoints
@@ -85,7 +85,7 @@ def test_one_direction_alone_equals_the_keras_layer_output() -> None:
 @pytest.mark.parametrize("kind", ["LSTM", "GRU-after", "GRU-before", "SimpleRNN"])
 def test_engine_step_by_step_against_the_equations(kind: str) -> None:
     """Each cell through the engine's sequence loop against the tests' own textbook loop, float64."""
-    from lstm_inspect.cells import CELLS, CellSettings, CellWeights
+    from lstm_inspect.model.cells import CELLS, CellSettings, CellWeights
 
     rng = np.random.default_rng(0)
     units, n_i, batch, steps = 3, 2, 2, 5
@@ -125,7 +125,7 @@ def test_layer_lookup_by_short_name() -> None:
 
 def test_a_softmax_recurrent_activation_applies_to_each_gate_alone() -> None:
     """Softmax is not elementwise: Keras applies the recurrent activation gate by gate (LSTMCell, GRUCell)."""
-    from lstm_inspect.cells import CELLS, CellSettings, CellWeights
+    from lstm_inspect.model.cells import CELLS, CellSettings, CellWeights
 
     def softmax(v: np.ndarray) -> np.ndarray:
         e = np.exp(v - v.max(axis=-1, keepdims=True))

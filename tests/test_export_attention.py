@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.architecture import Call, LayerNode
-from lstm_inspect.cells import keras_major_minor
-from lstm_inspect.errors import InspectError
-from lstm_inspect.layers import LAYERS, Context, LayerCall, Tensor
-from lstm_inspect.port import export
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
+from lstm_inspect.export import export
+from lstm_inspect.model.architecture import Call, LayerNode
+from lstm_inspect.model.cells import keras_major_minor
 
 from conftest import SAMPLES
 
@@ -33,12 +33,12 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: p
 torch = pytest.importorskip("torch", reason="torch is not installed: pip install torch")
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install 'lstm-inspect[pytorch]'")
 
-from lstm_inspect.port.onnx_graph import Graph, value_info  # noqa: E402
-from lstm_inspect.port.onnx_graph import Sym as OnnxSym  # noqa: E402
-from lstm_inspect.port.onnx_layers import ONNX_LAYERS, OnnxCall  # noqa: E402
-from lstm_inspect.port.torch_code import LayerEmit, Writer  # noqa: E402
-from lstm_inspect.port.torch_code import Sym as TorchSym  # noqa: E402
-from lstm_inspect.port.torch_layers import EMITTERS  # noqa: E402
+from lstm_inspect.export.onnx.core import ONNX_LAYERS, OnnxCall  # noqa: E402
+from lstm_inspect.export.onnx.graph import Graph, value_info  # noqa: E402
+from lstm_inspect.export.onnx.graph import Sym as OnnxSym  # noqa: E402
+from lstm_inspect.export.torch.code import LayerEmit, Writer  # noqa: E402
+from lstm_inspect.export.torch.code import Sym as TorchSym  # noqa: E402
+from lstm_inspect.export.torch.core import EMITTERS  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -165,7 +165,7 @@ def _engine(case: Case) -> list[tuple[np.ndarray, np.ndarray | None]]:
 def _onnx(case: Case) -> list[tuple[np.ndarray, np.ndarray | None]]:
     from onnx import helper
 
-    from lstm_inspect.port.to_onnx import _max_ir
+    from lstm_inspect.export.onnx.build import max_ir_version
 
     g = Graph(17)
     syms, feeds, infos = {}, {}, []
@@ -191,7 +191,7 @@ def _onnx(case: Case) -> list[tuple[np.ndarray, np.ndarray | None]]:
                 results.append(value_info(f"{what}{k}", kind, rank))
     graph = helper.make_graph(g.nodes, "case", infos, results, initializer=g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = min(model.ir_version, _max_ir(17))
+    model.ir_version = min(model.ir_version, max_ir_version(17))
     onnx.checker.check_model(model, full_check=True)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = dict(zip([r.name for r in results], session.run(None, feeds)))
@@ -410,7 +410,7 @@ def test_masks_cleared_from_3_8_in_both_exports(tmp_path: Path) -> None:
     x = _inputs("k3_att_mha_padded_query")[0]
     for version, cleared in (("3.15.1", True), ("3.7.0", False)):
         for target in ("onnx", "pytorch"):
-            from lstm_inspect.port import TARGETS
+            from lstm_inspect.export import TARGETS
 
             out = tmp_path / f"{version}.{target}"
             export(_as_written_by("k3_att_mha_padded_query.keras", version), target, out, xs=[x])
@@ -425,7 +425,7 @@ def test_masks_cleared_from_3_8_in_both_exports(tmp_path: Path) -> None:
 def keras3_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[np.ndarray], list[np.ndarray]]:
     """MultiHeadAttention called by keyword only, with a gate, a sliding window and a causal mask, over two
     attention axes; keras.ops.convert_to_tensor on a mask (a cast) and on a tensor (the identity)."""
-    from lstm_inspect.keras_ref import import_keras
+    from lstm_inspect.check.keras_ref import import_keras
 
     try:
         keras = import_keras("keras3")
@@ -457,7 +457,7 @@ def keras3_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[n
 @pytest.mark.parametrize("target", ["onnx", "pytorch"])
 def test_keras3_model_matches_keras(keras3_model: tuple[Path, list[np.ndarray], list[np.ndarray]], target: str,
                                     tmp_path: Path) -> None:
-    from lstm_inspect.port import TARGETS
+    from lstm_inspect.export import TARGETS
 
     path, xs, ys = keras3_model
     ckpt = lstm_inspect.load(path)

@@ -19,17 +19,18 @@ import numpy as np
 import pytest
 from test_layers import KNOWN_BUGS, keras_once, known_bug
 
-from lstm_inspect.architecture import Call, LayerNode
-from lstm_inspect.errors import InspectError
-from lstm_inspect.layers import LAYERS, Context, LayerCall, Tensor
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
+from lstm_inspect.model.architecture import Call, LayerNode
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'lstm-inspect[onnx]'")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
 torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime)")
 
-from lstm_inspect.port import onnx_graph, torch_code  # noqa: E402
-from lstm_inspect.port.onnx_layers import ONNX_LAYERS, OnnxCall  # noqa: E402
-from lstm_inspect.port.torch_layers import EMITTERS  # noqa: E402
+from lstm_inspect.export.onnx import graph as onnx_graph  # noqa: E402
+from lstm_inspect.export.onnx.core import ONNX_LAYERS, OnnxCall  # noqa: E402
+from lstm_inspect.export.torch import code as torch_code  # noqa: E402
+from lstm_inspect.export.torch.core import EMITTERS  # noqa: E402
 
 CL, CF = "channels_last", "channels_first"
 GENS = {"keras3": 3, "tf_keras": 2}
@@ -241,7 +242,7 @@ def _cases() -> list[dict[str, Any]]:
     # TimeDistributed of each family: the wrapped layer per step, the outer mask passed on
     for cid, cls, config, x in (
             # 3 filters: with 2, the output's last axis (2) would be as long as its channel axis, where Keras 3 on
-            # TensorFlow adds the bias along the wrong axis (see lstm_inspect/layers/conv.py)
+            # TensorFlow adds the bias along the wrong axis (see lstm_inspect/engine/layers/conv.py)
             ("Conv2D-same-s2-cf", "Conv2D", {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same",
                                              "data_format": CF}, "xt2"),
             ("SeparableConv1D-causal", "SeparableConv1D", {"filters": 2, "kernel_size": 3, "padding": "causal"},
@@ -544,9 +545,9 @@ def _onnx(cases: list[tuple[dict[str, Any], int]], opset: int) -> list[tuple[np.
         layout.append(len(names))
     graph = helper.make_graph(g.nodes, "layers", inputs, outputs, initializer=g.initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    from lstm_inspect.port.to_onnx import _max_ir
+    from lstm_inspect.export.onnx.build import max_ir_version
 
-    model.ir_version = min(model.ir_version, _max_ir(opset))
+    model.ir_version = min(model.ir_version, max_ir_version(opset))
     onnx.checker.check_model(model, full_check=True)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     got = iter(session.run(None, feeds))

@@ -17,9 +17,9 @@ import pytest
 from test_layers import keras_once
 
 import lstm_inspect
-from lstm_inspect.errors import InspectError
-from lstm_inspect.layers import LAYERS
-from lstm_inspect.port import export, plan_export
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.layers import LAYERS
+from lstm_inspect.export import export, plan_export
 
 from conftest import REALWORLD, SAMPLES, run_cli
 from test_engine import CASES, _inputs_and_outputs, max_error
@@ -27,7 +27,7 @@ from test_engine import CASES, _inputs_and_outputs, max_error
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'lstm-inspect[onnx]'")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
 
-from lstm_inspect.port.to_onnx import build_model, run  # noqa: E402
+from lstm_inspect.export.onnx.build import build_model, run  # noqa: E402
 
 
 def _export(path: Path, tmp_path: Path, opset: int | None = None, layer: str | None = None) -> Path:
@@ -193,7 +193,7 @@ def test_cli_refuses_what_it_cannot_export_and_writes_nothing(tmp_path: Path) ->
 
 def test_a_layer_without_onnx_form_is_named_and_nothing_is_written(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from lstm_inspect.port import onnx_layers
+    from lstm_inspect.export.onnx import core as onnx_layers
 
     monkeypatch.delitem(onnx_layers.ONNX_LAYERS, "Dense")
     out = tmp_path / "m.onnx"
@@ -203,7 +203,7 @@ def test_a_layer_without_onnx_form_is_named_and_nothing_is_written(tmp_path: Pat
 
 
 def test_a_mismatch_keeps_the_file_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lstm_inspect import port
+    from lstm_inspect import export as port
 
     real = port.TARGETS["onnx"]
     wrong = lambda path, xs: [y + 1e-3 for y in real.run(path, xs)]  # noqa: E731
@@ -215,7 +215,7 @@ def test_a_mismatch_keeps_the_file_and_says_so(tmp_path: Path, monkeypatch: pyte
 
 
 def test_not_verified_without_the_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lstm_inspect import port
+    from lstm_inspect import export as port
 
     monkeypatch.setattr(port.Target, "runtime_version", lambda self: None)
     report = export(lstm_inspect.load(SAMPLES / "k3_single.keras"), "onnx", tmp_path / "m.onnx")
@@ -224,7 +224,7 @@ def test_not_verified_without_the_runtime(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_every_layer_kind_has_an_onnx_form() -> None:
-    from lstm_inspect.port.onnx_layers import ONNX_LAYERS
+    from lstm_inspect.export.onnx.core import ONNX_LAYERS
 
     assert set(LAYERS) <= set(ONNX_LAYERS), sorted(set(LAYERS) - set(ONNX_LAYERS))
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.port import plan_export
+from lstm_inspect.export import plan_export
 
 from conftest import SAMPLES
 from test_engine import max_error
@@ -20,7 +20,7 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip ins
 torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime): pip install torch")
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install 'lstm-inspect[pytorch]'")
 
-from lstm_inspect.port import to_onnx, to_torch  # noqa: E402
+from lstm_inspect.export import to_onnx, to_torch  # noqa: E402
 
 
 def _forms() -> list[tuple[str, Path, Path | None]]:

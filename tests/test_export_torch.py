@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.errors import InspectError
-from lstm_inspect.port import export, plan_export
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.export import export, plan_export
 
 from conftest import REALWORLD, SAMPLES
 from test_engine import CASES, _inputs_and_outputs, max_error
@@ -30,7 +30,7 @@ from test_engine import CASES, _inputs_and_outputs, max_error
 torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime): pip install torch")
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install 'lstm-inspect[pytorch]'")
 
-from lstm_inspect.port.to_torch import build, load, run  # noqa: E402
+from lstm_inspect.export.torch.build import build, load, run  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -251,8 +251,8 @@ import sys
 sys.modules["torch"] = None  # any import of torch now fails
 from pathlib import Path
 import lstm_inspect
-from lstm_inspect.port import plan_export
-from lstm_inspect.port.to_torch import build
+from lstm_inspect.export import plan_export
+from lstm_inspect.export.torch.build import build
 out = Path(sys.argv[1])
 for name, layer in [("k3_mask_paths.keras", None), ("tfk_tf_ops_v23.h5", None), ("k3_layer_zoo.keras", None),
                     ("tfk_cudnn.weights_only.h5", "cu_dnnlstm")]:
@@ -317,7 +317,8 @@ def test_names_from_the_file_never_become_code(name: str, tmp_path: Path) -> Non
 
 def test_a_kind_without_an_emitter_is_refused_before_anything_is_written(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from lstm_inspect.port import torch_layers, torch_ops
+    from lstm_inspect.export.torch import core as torch_layers
+    from lstm_inspect.export.torch import ops as torch_ops
 
     monkeypatch.delitem(torch_layers.EMITTERS, "Dense")
     with pytest.raises(InspectError) as err:
@@ -347,8 +348,8 @@ def test_cli_exports_and_verifies(tmp_path: Path) -> None:
 
 
 def test_every_layer_kind_has_a_pytorch_form() -> None:
-    from lstm_inspect.layers import LAYERS
-    from lstm_inspect.port.torch_layers import EMITTERS
+    from lstm_inspect.engine.layers import LAYERS
+    from lstm_inspect.export.torch.core import EMITTERS
 
     assert set(LAYERS) <= set(EMITTERS), sorted(set(LAYERS) - set(EMITTERS))
 

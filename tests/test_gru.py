@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.diagnose import diagnose
+from lstm_inspect.check.diagnose import diagnose
 
 import reference_rnn as ref
 from conftest import SAMPLES, keras_refs, run_cli
@@ -204,7 +204,7 @@ def test_trace_records_the_gru_quantities(tmp_path: Path) -> None:
 
 
 def test_gru_dump_layouts_say_what_they_are(tmp_path: Path) -> None:
-    from lstm_inspect.export import dump
+    from lstm_inspect.dump import dump
 
     dump(lstm_inspect.load(SAMPLES / "k3_gru.keras"), tmp_path / "pt", "npz", "pytorch")
     (entry,) = json.loads((tmp_path / "pt" / "manifest.json").read_text())["files"].values()

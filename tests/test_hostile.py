@@ -115,7 +115,7 @@ def test_layer_names_never_escape_the_output(tmp_path: Path, name: str) -> None:
 
 
 def test_safe_names_are_reversible() -> None:
-    from lstm_inspect.arrays_io import original_part, safe_part
+    from lstm_inspect.io.arrays import original_part, safe_part
 
     for name in ["lstm", "bidirectional/forward_lstm", "..", ".", "", "a b", "ümlaut", "%41", "\x00", ".hidden"]:
         part = safe_part(name)
@@ -230,7 +230,7 @@ def _lstm_of(cfg: dict) -> dict:
 def test_verify_never_hands_keras_the_compile_config(tmp_path: Path) -> None:
     """compile_config is dropped before Keras sees the model: a loss from module os, a custom loss and a lambda
     metric (as Keras 3 writes a model compiled with them) neither reach Keras nor stop verify, which matches."""
-    from lstm_inspect.keras_ref import clean_config
+    from lstm_inspect.check.keras_ref import clean_config
 
     pwned = tmp_path / "PWNED"
 
@@ -291,7 +291,7 @@ REBUILD_REFUSALS = {  # the edit of k3_single's config.json, and what verify's r
 def test_verify_refuses_objects_outside_what_it_knows(tmp_path: Path, case: str) -> None:
     """What would run code or read files in Keras is refused before Keras is handed anything (exit 2, one line
     naming it); the rebuild itself refuses it too, whatever the engine said first."""
-    from lstm_inspect.keras_ref import clean_config
+    from lstm_inspect.check.keras_ref import clean_config
 
     edit, words = REBUILD_REFUSALS[case]
     path = keras_copy(tmp_path / "m.keras", SAMPLES / "k3_single.keras", config=edit)

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.network import Network, RunRecord
+from lstm_inspect.engine.network import Network, RunRecord
 
 import reference_rnn as ref
 from conftest import NOT_RUNNABLE, REALWORLD, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
@@ -68,7 +68,7 @@ def _plain(ckpt: lstm_inspect.Checkpoint, rec: RunRecord, layer_path: str) -> bo
 
 def _dump(tmp: Path, path: Path, layout: str, fmt: str) -> tuple[Path, dict[str, Any]]:
     """What `lstm-inspect dump PATH --layout L --format F` writes (the library call the command makes)."""
-    from lstm_inspect.export import dump
+    from lstm_inspect.dump import dump
 
     out = tmp / f"{layout}-{fmt}"
     dump(lstm_inspect.load(path), out, fmt, layout)

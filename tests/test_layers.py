@@ -30,11 +30,11 @@ except ImportError:  # Windows: each worker then runs Keras in a folder of its o
     fcntl = None  # type: ignore[assignment]
 
 import lstm_inspect
-from lstm_inspect.activations import activation_fn
-from lstm_inspect.architecture import LayerNode
-from lstm_inspect.errors import InspectError
-from lstm_inspect.layers import LAYERS, Context, LayerCall, Tensor
-from lstm_inspect.layers.core import IDENTITY
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
+from lstm_inspect.engine.layers.core import IDENTITY
+from lstm_inspect.model.activations import activation_fn
+from lstm_inspect.model.architecture import LayerNode
 
 from conftest import SAMPLES, run_cli
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.ops import TF_FUNCTIONS, TF_RAW_OPS
+from lstm_inspect.engine.ops import TF_FUNCTIONS, TF_RAW_OPS
 
 from conftest import SAMPLES, run_cli
 
@@ -278,7 +278,7 @@ def test_an_op_outside_the_whitelist_is_named(tmp_path: Path, sample: str, old: 
     assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "y.npy").exists()
     r = run_cli("verify", str(path))
     assert r.returncode == 2 and name in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    from lstm_inspect.keras_ref import clean_config  # and Keras is never handed the op
+    from lstm_inspect.check.keras_ref import clean_config  # and Keras is never handed the op
 
     with pytest.raises(lstm_inspect.InspectError, match="safe mode"):
         clean_config(lstm_inspect.load(path))
@@ -289,7 +289,7 @@ def test_verify_hands_tensorflow_only_the_whitelisted_attributes(tmp_path: Path)
     """An extra attribute (a device, a class hint) is dropped before TensorFlow sees the NodeDef."""
     path = _with_function(tmp_path, '"op": "Exp", "input"', '"op": "Exp", "device": "/job:evil", "input"',
                           "tfk_tf_ops_v23.h5")
-    from lstm_inspect.keras_ref import clean_config
+    from lstm_inspect.check.keras_ref import clean_config
 
     cfg = clean_config(lstm_inspect.load(path))
     exp = next(e for e in cfg["config"]["layers"] if e["class_name"] == "TensorFlowOpLayer"

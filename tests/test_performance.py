@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect import progress, threads
-from lstm_inspect.stats import top_singular_value
+from lstm_inspect.base import progress, threads
+from lstm_inspect.check.stats import top_singular_value
 
 from conftest import SAMPLES, run_cli
 
@@ -119,9 +119,9 @@ def test_quiet_is_accepted_and_nothing_but_the_result_is_printed() -> None:
 def test_the_lstm_step_with_one_tanh_computes_bit_for_bit_what_separate_activations_do() -> None:
     """Keras's default LSTM takes one tanh over its four blocks (σ(z) = (tanh(z/2) + 1)/2 with the σ columns halved
     beforehand, exact in binary); wrapping the same activations defeats that path, and the steps must agree."""
-    from lstm_inspect.activations import sigmoid, tanh
-    from lstm_inspect.cells import CellWeights
-    from lstm_inspect.cells.lstm import _LSTMStep
+    from lstm_inspect.model.activations import sigmoid, tanh
+    from lstm_inspect.model.cells import CellWeights
+    from lstm_inspect.model.cells.lstm import LSTMStep
 
     def wrapped(fn):  # the same function, not the same object: the step takes the separate path
         return lambda z, out=None: fn(z, out=out)
@@ -133,8 +133,8 @@ def test_the_lstm_step_with_one_tanh_computes_bit_for_bit_what_separate_activati
                         recurrent_kernel=rng.normal(size=(units, 4 * units)).astype(dtype),
                         bias=rng.normal(size=4 * units).astype(dtype))
         xs = rng.normal(size=(steps, batch, n_i)).astype(dtype)
-        fused = _LSTMStep(w, dtype, batch, tanh, sigmoid, tanh)
-        plain = _LSTMStep(w, dtype, batch, wrapped(tanh), wrapped(sigmoid), wrapped(tanh))
+        fused = LSTMStep(w, dtype, batch, tanh, sigmoid, tanh)
+        plain = LSTMStep(w, dtype, batch, wrapped(tanh), wrapped(sigmoid), wrapped(tanh))
         assert fused.fused and not plain.fused
         runs = []
         for step in (fused, plain):

@@ -143,7 +143,7 @@ def test_show_never_imports_tensorflow() -> None:
 
 
 def test_version_and_help_on_every_command() -> None:
-    from lstm_inspect import __version__
+    from lstm_inspect.base import __version__
 
     r = run_cli("--version")
     assert r.returncode == 0 and __version__ in r.stdout

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.arrays_io import MARKER
+from lstm_inspect.io.arrays import MARKER
 
 from conftest import GATES, SAMPLES, expected_gate, gate_names, keras_refs, realworld_checkpoints, run_cli, stem
 
@@ -148,7 +148,7 @@ def test_pytorch_layout_loads_into_torch_when_installed(tmp_path: Path) -> None:
 
 
 def test_dump_never_overwrites_and_fails_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lstm_inspect import export
+    from lstm_inspect import dump as export
 
     out = tmp_path / "gates"
     out.mkdir()

@@ -1,4 +1,4 @@
-"""TensorFlow checkpoints and SavedModel Keras metadata, read without TensorFlow (lstm_inspect.tf_bundle).
+"""TensorFlow checkpoints and SavedModel Keras metadata, read without TensorFlow (lstm_inspect.io.tf_bundle).
 
 Every tensor of every TF-format sample (sample_models/tf215/, written by TF 2.15) and of the real
 TF checkpoints in ../shared/realworld/tf-formats/ must equal what TensorFlow itself reads
@@ -27,8 +27,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lstm_inspect import tf_bundle as tb
-from lstm_inspect.errors import InspectError
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.io import tf_bundle as tb
 
 from conftest import REALWORLD, ROOT, SAMPLES
 
@@ -854,7 +854,7 @@ def test_fuzz_object_graph_with_checksums_fixed(tmp_path: Path, edits: list[tupl
 # ------------------------------------------------------------------ no TensorFlow
 
 def test_import_does_not_load_tensorflow() -> None:
-    code = ("import sys, lstm_inspect.tf_bundle as t; from pathlib import Path; "
+    code = ("import sys, lstm_inspect.io.tf_bundle as t; from pathlib import Path; "
             f"b = t.TensorBundle(Path({str(TF215 / 'single_ckpt' / 'cp.ckpt')!r})); "
             "t.keras_layer_weights(t.object_graph(b)); "
             f"t.read_keras_metadata(Path({str(TF215 / 'single_savedmodel')!r})); "

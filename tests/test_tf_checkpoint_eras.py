@@ -100,7 +100,7 @@ def _tf_reads(folder: Path) -> dict[str, np.ndarray]:
 
 
 def test_tf21_checkpoint_reads_what_tensorflow_reads(tf21_checkpoint: Path) -> None:
-    import lstm_inspect.tf_bundle as tb
+    import lstm_inspect.io.tf_bundle as tb
 
     tf_reads = _tf_reads(tf21_checkpoint)
     assert any(".OPTIMIZER_SLOT" in k for k in tf_reads)  # Adam's m and v are in it

@@ -89,7 +89,7 @@ def test_real_two_shard_checkpoint(tmp_path: Path) -> None:
     r = run_cli("dump", str(path), "--out", str(tmp_path / "d"), "--format", "npz")
     assert r.returncode == 0, r.stderr
     # the same tensors TensorFlow reads (tests/test_tf_bundle.py compares every one): here, what dump wrote
-    import lstm_inspect.tf_bundle as tb
+    import lstm_inspect.io.tf_bundle as tb
 
     bundle = tb.TensorBundle(tb.resolve_prefix(path))
     key = next(k for k in bundle.entries if k.startswith("layer_with_weights-1/backward_layer/cell/kernel"))
@@ -112,8 +112,8 @@ def test_every_way_of_naming_a_checkpoint_reads_the_same(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("name", NAMES)
 def test_verify_savedmodel_and_checkpoint_with_config(name: str) -> None:
-    from lstm_inspect.network import Network, default_inputs
-    from lstm_inspect.verify import verify
+    from lstm_inspect.check.verify import verify
+    from lstm_inspect.engine.network import Network, default_inputs
 
     for form in ("savedmodel", "ckpt+json"):
         ckpt = _open(name, form)
@@ -142,8 +142,8 @@ def test_architecture_and_weights_in_two_files(weights: str, config: str, io: st
     r = run_cli("forward", str(SAMPLES / weights), "--config", str(SAMPLES / config), "-i", str(tmp_path / "x.npy"),
                 "-o", str(tmp_path / "y.npy"))
     assert r.returncode == 0, r.stderr
-    from lstm_inspect.network import Network, default_inputs
-    from lstm_inspect.verify import verify
+    from lstm_inspect.check.verify import verify
+    from lstm_inspect.engine.network import Network, default_inputs
 
     assert verify(ckpt, default_inputs(Network(ckpt), seed=3)).ok
 
@@ -190,7 +190,7 @@ def test_tensorflow_is_never_imported() -> None:
 def test_show_reads_no_tensor_data(monkeypatch: pytest.MonkeyPatch) -> None:
     """show on a SavedModel or a checkpoint reads the index, the object graph and the metadata, never the
     weights themselves: flat in the file's size."""
-    import lstm_inspect.tf_bundle as tb
+    import lstm_inspect.io.tf_bundle as tb
 
     real = tb.TensorBundle.read
 

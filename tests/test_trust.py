@@ -23,7 +23,7 @@ from conftest import REALWORLD, SAMPLES, realworld_checkpoints, run_cli, sample_
 
 def test_an_injected_bug_exits_3_and_says_it_is_a_bug(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A KeyError raised by our own code while the weights file is open: exit 3, never 'damaged file' (exit 2)."""
-    from lstm_inspect.cells import lstm
+    from lstm_inspect.model.cells import lstm
 
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("a bug in the shape code")
@@ -41,7 +41,7 @@ def test_an_injected_bug_exits_3_and_says_it_is_a_bug(monkeypatch: pytest.Monkey
 
 
 def test_debug_variable_shows_the_traceback(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lstm_inspect.cells import lstm
+    from lstm_inspect.model.cells import lstm
 
     monkeypatch.setattr(lstm.LSTM, "check_shapes", lambda *a, **k: {}["boom"])
     monkeypatch.setenv("LSTM_INSPECT_DEBUG", "1")

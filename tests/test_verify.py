@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import lstm_inspect
-from lstm_inspect.network import Network, default_inputs
-from lstm_inspect.verify import verify, verify_direction
+from lstm_inspect.check.verify import verify, verify_direction
+from lstm_inspect.engine.network import Network, default_inputs
 
 import reference_rnn as ref
 from conftest import NOT_RUNNABLE, REALWORLD, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
@@ -172,7 +172,7 @@ def test_verify_keeps_a_keras1_batchnorm_s_settings(tmp_path: Path) -> None:
     """Keras 1's BatchNormalization settings reach Keras (epsilon 1e-5, not Keras 2's default 1e-3), and the rebuilt
     model computes what tf_keras's own legacy loader (load_weights, which converts Keras 1 weights) gives on a model
     built by hand as the file describes."""
-    from lstm_inspect.keras_ref import build_model
+    from lstm_inspect.check.keras_ref import build_model
 
     path = keras1_with_batchnorm(tmp_path / "k1_bn.h5")
     ckpt = lstm_inspect.load(path)
@@ -221,7 +221,7 @@ def old_keras2_copy(model, dst: Path, version: str, edit, built_later: bool = Fa
 
 def keras_outputs_match(path: Path, x: np.ndarray, expected: np.ndarray) -> None:
     """verify passes, and its Keras reference gives what the Keras that made the file gave."""
-    from lstm_inspect.keras_ref import build_model
+    from lstm_inspect.check.keras_ref import build_model
 
     ckpt = lstm_inspect.load(path)
     report = verify(ckpt, [x])
@@ -274,8 +274,8 @@ def test_keras_s_refusal_of_the_weights_prints_no_array(tmp_path: Path) -> None:
     """A Dense whose config says no bias but whose file holds one: Keras refuses the weights with a message that
     prints them ('Provided weights: [array([[...'); the rebuild says it in one line, cut before the array. verify
     runs the engine first (the resource budget), which refuses the file in its own words, naming it."""
-    from lstm_inspect.errors import InspectError
-    from lstm_inspect.keras_ref import build_model
+    from lstm_inspect.base.errors import InspectError
+    from lstm_inspect.check.keras_ref import build_model
 
     dst = tmp_path / "dense_bias.h5"
     shutil.copy(SAMPLES / "tfk_rnn_cells.h5", dst)

@@ -175,8 +175,8 @@ def test_the_payload_runs_in_keras_s_own_loader(tmp_path: Path) -> None:
 def test_a_wrapped_layer_named_by_a_string_is_refused(tmp_path: Path, key: str) -> None:
     """tf_keras's legacy deserializer instantiates a class a wrapper names by a string (with no arguments); the
     rebuild never hands Keras such a name (an attacker's review found the gap latent behind the engine's refusal)."""
-    from lstm_inspect.errors import InspectError
-    from lstm_inspect.keras_ref import clean_config
+    from lstm_inspect.base.errors import InspectError
+    from lstm_inspect.check.keras_ref import clean_config
 
     dst = tmp_path / "m.h5"
     shutil.copy(SAMPLES / "tfk_bidir_concat.h5", dst)

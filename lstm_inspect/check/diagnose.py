@@ -1,0 +1,309 @@
+"""Why a port does not match Keras: search the space of porting mistakes for the one that reproduces it.
+
+The engine reproduces Keras (see `verify`), so THEIRS is compared with the engine's outputs; then
+the engine runs again with each mistake a port makes, and the mistakes are ranked by how close they
+bring it to THEIRS. The space is built from axes, each a list of alternatives:
+
+- the cell's own (`Cell.mistakes`): every gate order, every recurrent activation a port might use
+  (sigmoid, Keras 2's and Keras 3's hard_sigmoid), candidate and cell activations, a dropped bias
+  or CuDNN bias half (a GRU's bias rows), transposed or swapped blocks, and the step equations (a
+  GRU's update gate the other way round, its reset gate before or after the product);
+- the sequence's: each direction run over time reversed (a forward one) or in its own order (a
+  go_backwards one), a Bidirectional's backward output left unflipped, the mask ignored or zeroed
+  (only where the model has a mask), states handed over by another layer ignored (only where there
+  are), and reduced precision.
+
+Every single mistake is tried, then pairs of mistakes from different axes, most promising first,
+within a budget. All the runs share one step budget (`budget.Limits.runs`): the model's own run counts
+once per run the search will make (the model twice, then each single mistake), so a model whose run
+fits the budget but whose search would not is refused before the search starts, in one line naming
+--max-steps; pairs are tried only while what is left of the budget pays for them. A candidate whose
+outputs equal the model's own is not a mistake on this input and is left out. One that reproduces
+THEIRS within the verify tolerance is "exact".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.base import budget, progress
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.check.verify import Comparison, compare
+from lstm_inspect.engine.network import DirectionVariant, Network, RunRecord, Variant, charge_direction, run_direction
+from lstm_inspect.model.cells import CellWeights, StepVariant
+from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
+
+# Pairs are tried until one fits exactly, this many have run, or this many seconds have passed.
+MAX_PAIRS, PAIR_SECONDS = 2000, 8.0
+
+
+@dataclass(frozen=True)
+class Mistake:
+    name: str
+    fix: str
+    axis: str
+    variant: Variant
+    precision: bool = False
+
+    def __add__(self, other: Mistake) -> Mistake:
+        return Mistake(f"{self.name} + {other.name}", f"{self.fix}; and {other.fix}", f"{self.axis}+{other.axis}",
+                       self.variant + other.variant, self.precision or other.precision)
+
+
+def _bfloat16(d: Any, w: CellWeights) -> CellWeights:
+    def round_bf16(a: np.ndarray) -> np.ndarray:
+        bits = np.asarray(a, np.float32).view(np.uint32)
+        return ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).view(np.float32)
+
+    return w.with_blocks(round_bf16)
+
+
+RUNS_BY = "diagnose makes (the model twice, then one per porting mistake)"
+
+
+@contextmanager
+def _sharing(runs: int) -> Iterator[None]:
+    """Every engine run inside counts its steps `runs` times: the search's runs share one step budget."""
+    with budget.limited(dataclasses.replace(budget.current_limits(), runs=runs, runs_by=RUNS_BY)):
+        yield
+
+
+def _for(name: str | None, change: DirectionVariant) -> Variant:
+    return Variant(changes=((name, change),))
+
+
+def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: bool) -> list[Mistake]:
+    """Every single mistake that applies to these directions (the whole model's, or one alone)."""
+    out: list[Mistake] = []
+    by_kind: dict[tuple[str, str, str], list[RecurrentDirection]] = {}
+    for d in directions:
+        s = d.settings
+        key = (d.cell.kind, str((s.activation, s.recurrent_activation, s.reset_after, s.use_bias)), d.storage)
+        by_kind.setdefault(key, []).append(d)
+    several = len(by_kind) > 1
+    for ds in by_kind.values():
+        d0 = ds[0]
+        where = f" (in {', '.join(d.name for d in ds)})" if several else ""
+        for m in d0.cell.mistakes(d0.settings, d0.storage, d0.input_dim, d0.units, d0.hard_sigmoid):
+            if m.same_as_model:
+                continue
+            change = DirectionVariant(weights=(m.weights,) if m.weights else (), step=m.step)
+            variant = Variant(changes=tuple((d.name, change) for d in ds))
+            out.append(Mistake(m.name + where, m.fix, f"cell:{m.axis}", variant))
+    for d in directions:
+        one = f" ({d.name})" if len(directions) > 1 else ""
+        if d.settings.go_backwards:
+            out.append(Mistake(f"go_backwards ignored: the backward direction ran forward in time{one}",
+                               "reverse the input in time for a go_backwards direction", "time",
+                               _for(d.name, DirectionVariant(ignore_go_backwards=True))))
+        else:
+            out.append(Mistake(f"the input reversed in time{one}", "feed the sequence in its own order, first step "
+                               "first", "time", _for(d.name, DirectionVariant(reverse_time=True))))
+        if d.initial_state_from:
+            out.append(Mistake(f"the states handed over ignored: started from zeros{one}",
+                               f"start {d.name} from {', '.join(d.initial_state_from)}", "state",
+                               _for(d.name, DirectionVariant(zero_initial_state=True))))
+    if any(d.wrapper is not None and d.settings.return_sequences for d in directions):
+        out.append(Mistake("the backward output not flipped back to input order", "Bidirectional flips the backward "
+                           "sequence back before merging", "time", Variant(backward_output_not_flipped=True)))
+    if masked:
+        out += [
+            Mistake("masked steps not skipped (the mask ignored)", "at a masked step keep the states and output the "
+                    "previous output (or 0 in a Bidirectional)", "mask",
+                    _for(None, DirectionVariant(ignore_mask=True))),
+            Mistake("zeros output at masked steps instead of the previous output", "a plain recurrent layer repeats "
+                    "its last unmasked output at masked steps", "mask",
+                    _for(None, DirectionVariant(zero_output_for_mask=True))),
+            Mistake("the previous output repeated at masked steps (zeros expected)", "inside Bidirectional, masked "
+                    "steps output 0", "mask", _for(None, DirectionVariant(zero_output_for_mask=False))),
+        ]
+    out += [
+        Mistake("float16 arithmetic", "compute in float32 (Keras's precision)", "precision",
+                Variant(dtype=np.float16), precision=True),
+        Mistake("bfloat16 weights", "keep the weights in float32", "precision",
+                _for(None, DirectionVariant(weights=(_bfloat16,))), precision=True),
+    ]
+    return out
+
+
+@dataclass
+class Hypothesis:
+    name: str
+    fix: str
+    max_abs: float
+    fits: bool
+    exact: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mistake": self.name, "fix": self.fix, "max_abs_error_vs_theirs": self.max_abs, "fits": self.fits,
+                "exact": self.exact}
+
+
+@dataclass
+class Diagnosis:
+    file: str
+    matches: bool
+    baseline: list[Comparison]  # THEIRS against the engine (= Keras)
+    ranked: list[Hypothesis] = field(default_factory=list)
+    divergence: str = ""
+    tried: int = 0  # candidates run (singles and pairs)
+    excluded: int = 0  # candidates that compute what the model itself does on this input
+
+    @property
+    def found(self) -> list[Hypothesis]:
+        return [h for h in self.ranked if h.fits]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "matches": self.matches, "against_engine": [c.to_dict() for c in self.baseline],
+                "diagnosed": [h.to_dict() for h in self.found], "ranked": [h.to_dict() for h in self.ranked[:8]],
+                "divergence": self.divergence or None, "candidates_tried": self.tried,
+                "candidates_equal_to_the_model": self.excluded}
+
+
+def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], layer: str | None = None,
+             atol: float = 1e-5, rtol: float = 1e-4) -> Diagnosis:
+    """THEIRS (outputs of a port for xs) against the engine; when they differ, rank the mistakes."""
+    theirs = [np.asarray(t) for t in theirs]
+    for t in theirs:
+        if t.dtype.kind not in "fiu":
+            raise InspectError(f"THEIRS holds {t.dtype}, not numbers")
+    last_step = False
+    if layer is not None:
+        d = ckpt.layer(layer)
+        x = d.layer_layout(np.asarray(xs[0]))
+        d.check_input(x)
+        directions = [d]
+        weights = d.weights()
+        sequences = theirs[0].ndim == 3
+        last_step = theirs[0].ndim == 2
+
+        def run(v: Variant | None) -> list[np.ndarray]:
+            change = v.for_direction(d.name) if v is not None else None
+            dtype = v.dtype if v is not None and v.dtype else np.float32
+            res = run_direction(d, x, dtype=dtype, weights=weights, variant=change, sequences=sequences)
+            return [d.layer_layout(res.outputs) if sequences else res.last_output]
+
+        masked = False
+        with _sharing(2 + len(mistakes(ckpt, directions, masked))):
+            one = budget.Budget(where=str(d.source.path))
+            charge_direction(one, d, x.shape, np.float32, False, sequences)
+        per_run = one.used_steps
+    else:
+        net = Network(ckpt)
+        xs = net.check_inputs(xs)
+        directions = list(ckpt.layers)
+        record = RunRecord()
+        with _sharing(2 + len(mistakes(ckpt, directions, False))):  # the mask's mistakes are known after it
+            net.run(xs, record)
+        masked = any(m is not None for m in record.masks.values())
+        per_run = net.budget.used_steps
+        cache: dict[str, CellWeights] = {}
+        for d in directions:
+            cache[d.name] = d.weights()
+
+        def run(v: Variant | None) -> list[np.ndarray]:
+            return Network(ckpt, variant=v, weights=cache).run(xs)
+
+    singles = mistakes(ckpt, directions, masked)
+    with _sharing(2 + len(singles)):
+        return _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file))
+
+
+def _search(run: Callable[[Variant | None], list[np.ndarray]], theirs: list[np.ndarray], singles: list[Mistake],
+            per_run: int, layer: str | None, last_step: bool, atol: float, rtol: float, file: str) -> Diagnosis:
+    """The model's own outputs against THEIRS, then each single mistake, then pairs while the budget lasts."""
+    ours = run(None)
+    if len(theirs) != len(ours) or any(np.shape(t) != np.shape(o) for t, o in zip(theirs, ours)):
+        raise InspectError(f"THEIRS holds outputs of shapes {[np.shape(t) for t in theirs]} but the model gives "
+                           f"{[o.shape for o in ours]} for this input"
+                           + ("" if layer is None else " (the whole sequence or, for --layer, its last step)"))
+    baseline = [compare(f"output_{k}" if layer is None else f"layer {layer}" + (" (last step)" if last_step else ""),
+                        t, o, atol, rtol) for k, (t, o) in enumerate(zip(theirs, ours))]
+    result = Diagnosis(file, all(c.ok for c in baseline), baseline)
+    if result.matches:
+        return result
+    gap = max(c.max_abs for c in baseline)
+
+    def distance(outs: list[np.ndarray]) -> tuple[float, bool, float]:
+        """(max |candidate − THEIRS|, within tolerance of THEIRS, max |candidate − the model's own outputs|)."""
+        errs, ok, own_errs = [], True, []
+        for o, t, own in zip(outs, theirs, ours):
+            if o.shape != np.shape(t):
+                return float("inf"), False, float("inf")
+            o64 = np.asarray(o, np.float64)
+            diff = np.abs(o64 - t)
+            errs.append(float(np.max(diff)) if np.all(np.isfinite(diff)) else float("inf"))
+            ok = ok and bool(np.all(diff <= atol + rtol * np.abs(t)))
+            to_own = np.abs(o64 - own)
+            own_errs.append(float(np.max(to_own)) if np.all(np.isfinite(to_own)) else float("inf"))
+        return max(errs), ok, max(own_errs)
+
+    scored: list[tuple[Mistake, float]] = []
+
+    def attempt(m: Mistake) -> bool:
+        try:
+            with np.errstate(all="ignore"):
+                outs = run(m.variant)
+        except InspectError:
+            return False
+        result.tried += 1
+        progress.advance("porting mistakes tried", result.tried)
+        err, ok, from_own = distance(outs)
+        if from_own <= 1e-3 * atol:  # computes what the model itself does on this input: not a mistake here
+            result.excluded += 1
+            return False
+        # Reduced precision never reproduces THEIRS bit for bit: it fits when THEIRS lies within the candidate's
+        # own rounding noise (its distance from the float32 outputs) of both the candidate and the model.
+        pure_precision = m.axis == "precision"
+        fits = ok or (pure_precision and gap <= 4 * from_own and err <= 4 * from_own)
+        result.ranked.append(Hypothesis(m.name, m.fix, err, fits, exact=ok))
+        scored.append((m, err))
+        return ok
+
+    exact = [m for m in singles if attempt(m)]
+    affordable = budget.current_limits().max_steps // max(1, per_run) - (2 + len(singles))
+    if not exact:
+        _try_pairs(sorted(scored, key=lambda item: item[1]), attempt, min(MAX_PAIRS, affordable))
+    result.ranked.sort(key=lambda h: (not h.exact, not h.fits, h.max_abs))
+    result.divergence = _divergence(baseline, atol)
+    return result
+
+
+def _try_pairs(ranked: list[tuple[Mistake, float]], attempt: Callable[[Mistake], bool], max_pairs: int) -> None:
+    """Pairs of mistakes from different axes, the pairs of the closest singles first, at most `max_pairs`."""
+    if max_pairs <= 0:
+        return
+    start = time.monotonic()
+    order = sorted((i + j, i, j) for i in range(len(ranked)) for j in range(i + 1, len(ranked)))
+    tried = 0
+    for _, i, j in order:
+        a, b = ranked[i][0], ranked[j][0]
+        if set(a.axis.split("+")) & set(b.axis.split("+")):
+            continue
+        if attempt(a + b):
+            return
+        tried += 1
+        if tried >= max_pairs or time.monotonic() - start > PAIR_SECONDS:
+            return
+
+
+def _divergence(baseline: list[Comparison], atol: float) -> str:
+    worst = next(c for c in baseline if not c.ok)
+    if worst.per_step:
+        grows = worst.per_step[0] <= atol
+        where = ", ".join(f"{k} {v}" for k, v in (worst.first_bad or {}).items())
+        return (f"{worst.name} first diverges at {where}; " + (
+            "the error starts after step 0 and grows over time: a recurrence problem (recurrent_kernel, the "
+            "state carried, masking)" if grows else
+            "the error is there from step 0: an input-projection problem (kernel, bias, gate order, activations)"))
+    return f"{worst.name} differs by up to {worst.max_abs:.3g}"
+
+
+__all__ = ["Diagnosis", "Hypothesis", "Mistake", "StepVariant", "diagnose", "mistakes"]

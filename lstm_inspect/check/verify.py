@@ -1,0 +1,285 @@
+"""Checking outputs against Keras: the engine's, or the user's own reimplementation's.
+
+Some models amplify float32 rounding: a recurrent block with a large gain (σ_max of the recurrent kernel in
+the tens) or an unbounded activation (relu) turns the last bit of one step into whole units a few steps
+later. Then two correct float32 implementations (Keras's kernels and the engine's NumPy) part as far as the
+engine parts from itself run in float64, and a mismatch says nothing about the port. So when a comparison
+fails, the engine is run in float32 and in float64 (`rounding_sensitivity`); if those two differ past the
+tolerance, the report says so (both figures, and the layer and step where they part) and judges each
+output again with the tolerance widened, step by step, by SLACK times that spread's envelope: its largest
+value so far or up to LOOKAHEAD steps later (two float32 runs part from the float64 one at their own pace, a
+step or two apart, and a saturated unit that flips in one run gives a whole unit at once). A wrong port still
+fails where the model is not yet sensitive: at the first steps, the spread is the float32 rounding of one
+step (~1e-8), far below what a wrong gate order, bias or activation gives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.network import Network, RunRecord, run_direction
+from lstm_inspect.model.checkpoint import Checkpoint, check_sizes
+
+# How far another float32 implementation may stray, in the engine's own float32-vs-float64 spread: on the tests'
+# Keras 3 LSTM with σ_max 60 and relu LSTM, 5 seeds each, Keras's distance to the engine (float32 or float64) past
+# the tolerance was at most 4.2 times the spread's envelope with a 4-step look-ahead (1.7 for the relu LSTM).
+SLACK = 8.0
+LOOKAHEAD = 4
+
+
+@dataclass
+class Comparison:
+    """One output compared element-wise: ok when |ours - ref| <= atol + rtol·|ref| everywhere."""
+
+    name: str
+    shape: tuple[int, ...]
+    max_abs: float
+    max_rel: float
+    ok: bool
+    first_bad: dict[str, int] | None  # where the first element past tolerance is (sample, step, unit)
+    per_step: list[float] | None  # max |error| at each time step, for sequences
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "max_abs_error": self.max_abs,
+                "max_rel_error": self.max_rel, "ok": self.ok, "first_past_tolerance": self.first_bad,
+                "error_per_step": self.per_step}
+
+
+def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: float,
+            slack: np.ndarray | float = 0.0) -> Comparison:
+    """`slack`: an extra tolerance (per step for a sequence, see `rounding_sensitivity`), 0 unless the model
+    amplifies float32 rounding on this input."""
+    ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
+    if ours.shape != ref.shape:
+        return Comparison(name, tuple(ref.shape), float("inf"), float("inf"), False,
+                          {"shape_expected": list(ref.shape), "shape_found": list(ours.shape)}, None)  # type: ignore[dict-item]
+    err = np.abs(ours - ref)
+    err = np.where(np.isnan(err), np.inf, err)
+    bad = err > atol + rtol * np.abs(ref) + slack
+    significant = np.abs(ref) > atol
+    max_rel = float(np.max(err[significant] / np.abs(ref[significant]))) if significant.any() else 0.0
+    first = None
+    if bad.any():
+        if bad.ndim == 3:  # (sample, step, unit): the earliest step first, then sample, then unit
+            t = int(np.argmax(bad.any(axis=(0, 2))))
+            b = int(np.argmax(bad[:, t].any(axis=1)))
+            first = {"sample": b, "step": t, "unit": int(np.argmax(bad[b, t]))}
+        else:
+            idx = np.unravel_index(int(np.argmax(bad.reshape(-1))), bad.shape)
+            first = {"sample": int(idx[0]), "unit": int(idx[-1])} if bad.ndim >= 2 else {"index": int(idx[0])}
+    per_step = [float(e) for e in err.max(axis=(0, 2))] if err.ndim == 3 else None
+    return Comparison(name, tuple(ref.shape), float(err.max()) if err.size else 0.0, max_rel, not bad.any(), first,
+                      per_step)
+
+
+@dataclass
+class VerifyReport:
+    file: Path
+    reference: str
+    against: Path | None
+    atol: float
+    rtol: float
+    comparisons: list[Comparison]
+    notes: list[str] = field(default_factory=list)
+    sensitivity: Sensitivity | None = None
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.comparisons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": str(self.file), "reference": self.reference,
+                "compared": "theirs" if self.against else "engine",
+                "against": str(self.against) if self.against else None, "atol": self.atol, "rtol": self.rtol,
+                "ok": self.ok, "outputs": [c.to_dict() for c in self.comparisons], "notes": self.notes,
+                "float32_sensitivity": self.sensitivity.to_dict() if self.sensitivity else None}
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """The engine run in float32 and in float64 differ past the tolerance on this input: the model amplifies
+    float32 rounding (see the module's docstring)."""
+
+    spread: float  # max |engine float32 - engine float64| over the compared outputs
+    start: str  # where the two runs first part past the tolerance: "layer lstm, step 6"
+    slack: dict[str, np.ndarray | float]  # compared output -> the tolerance added (SLACK x the spread)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"float32_vs_float64_max_abs": self.spread, "starts": self.start, "slack_factor": SLACK}
+
+    def note(self, comparisons: list[Comparison], whose: str) -> str:
+        worst = max((c.max_abs for c in comparisons), default=0.0)
+        return (f"the model is sensitive to float32 rounding on this input: the engine in float32 and in float64 "
+                f"differ by up to {self.spread:.2e} (from {self.start}), {whose} and Keras by up to {worst:.2e}; "
+                f"each output is judged within {SLACK:g}x that float32 spread, step by step (from {LOOKAHEAD} steps "
+                "ahead: a wrong port shows at the first steps, where it is ~1e-8)")
+
+
+def _slack(e32: np.ndarray, e64: np.ndarray) -> np.ndarray | float:
+    """SLACK times the float32 spread: for a (sample, step, unit) sequence, per step, its largest value so far or
+    up to LOOKAHEAD steps later."""
+    spread = np.abs(np.asarray(e32, np.float64) - np.asarray(e64, np.float64))
+    if spread.ndim == 3:
+        so_far = np.maximum.accumulate(spread.max(axis=(0, 2)))
+        ahead = so_far[np.minimum(np.arange(so_far.size) + LOOKAHEAD, so_far.size - 1)]
+        return SLACK * ahead[None, :, None]
+    return SLACK * float(spread.max()) if spread.size else 0.0
+
+
+def _first_parting(runs: dict[str, tuple[np.ndarray, np.ndarray]], atol: float, rtol: float) -> str:
+    """The first sequence (a direction's h, in model order) whose float32 and float64 runs part, and the step."""
+    for name, (a, b) in runs.items():
+        c = compare(name, a, b, atol, rtol)
+        if not c.ok and c.first_bad is not None:
+            return f"{name}, step {c.first_bad['step']}" if "step" in c.first_bad else name
+    return "the first output"
+
+
+def rounding_sensitivity(engine: dict[str, tuple[np.ndarray, np.ndarray]], sequences: dict[str, tuple[
+                         np.ndarray, np.ndarray]], atol: float, rtol: float) -> Sensitivity | None:
+    """`engine`: each compared output's (float32, float64) engine values; `sequences`: the recurrent directions'
+    (float32, float64) h traces, to place where the runs part. None when the two agree within the tolerance."""
+    if all(compare(n, a, b, atol, rtol).ok for n, (a, b) in engine.items()):
+        return None
+    spread = max(float(np.max(np.abs(np.asarray(a, np.float64) - b))) for a, b in engine.values())
+    start = _first_parting({**sequences, **engine}, atol, rtol)
+    return Sensitivity(spread, start, {n: _slack(a, b) for n, (a, b) in engine.items()})
+
+
+def _model_runs(ckpt: Checkpoint, xs: list[np.ndarray], keras: Any, dtype: type
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The engine's compared outputs (each top-level recurrent layer's, then the model's) and its directions' h."""
+    rec = RunRecord()
+    outs = Network(ckpt, dtype, trace=True).run(xs, rec)
+    named = {f"layer {path}": rec.layer_outputs[path][0] for path in keras.layer_outputs}
+    named.update({f"output_{k}": o for k, o in enumerate(outs)})
+    return named, {f"layer {d}": t["h"] for d, t in rec.traces.items() if "h" in t}
+
+
+def _model_sensitivity(ckpt: Checkpoint, xs: list[np.ndarray], keras: Any, atol: float, rtol: float
+                       ) -> Sensitivity | None:
+    (o32, h32), (o64, h64) = (_model_runs(ckpt, xs, keras, dt) for dt in (np.float32, np.float64))
+    return rounding_sensitivity({n: (o32[n], o64[n]) for n in o32}, {n: (h32[n], h64[n]) for n in h32 if n in h64},
+                                atol, rtol)
+
+
+def _judge(pairs: list[tuple[str, np.ndarray, np.ndarray]], atol: float, rtol: float,
+           sensitivity: Callable[[], Sensitivity | None]) -> tuple[list[Comparison], Sensitivity | None]:
+    """Each (name, ours or theirs, Keras's) compared; when one fails and the engine's float32 and float64 runs
+    part on this input, all compared again within the model's float32 sensitivity."""
+    comparisons = [compare(n, o, ref, atol, rtol) for n, o, ref in pairs]
+    if all(c.ok for c in comparisons):
+        return comparisons, None
+    sens = sensitivity()
+    if sens is None:
+        return comparisons, None
+    return [compare(n, o, ref, atol, rtol, sens.slack.get(n, 0.0)) for n, o, ref in pairs], sens
+
+
+def hard_sigmoid_notes(ckpt: Checkpoint, reference: str) -> list[str]:
+    if not any(d.settings.recurrent_activation == "hard_sigmoid" or d.settings.activation == "hard_sigmoid"
+               for d in ckpt.layers):
+        return []
+    writer = "Keras 3: clip(x/6 + 0.5, 0, 1)" if ckpt.layers[0].hard_sigmoid == "keras3" \
+        else "Keras 1/2: clip(0.2·x + 0.5, 0, 1)"
+    runner = "clip(x/6 + 0.5, 0, 1)" if reference.startswith("keras ") else "clip(0.2·x + 0.5, 0, 1)"
+    agree = "agree" if (reference.startswith("keras ")) == (ckpt.layers[0].hard_sigmoid == "keras3") else "DISAGREE"
+    return [f"hard_sigmoid: the file's Keras ({ckpt.keras_version}) defines it as {writer}; the reference "
+            f"{reference} computes {runner}; they {agree}"]
+
+
+def verify(
+    ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray] | None = None, against: Path | None = None,
+    atol: float = 1e-5, rtol: float = 1e-4, dtype: type = np.float32,
+) -> VerifyReport:
+    """Run Keras and compare: the engine's layer and final outputs, or THEIRS (final outputs) with Keras's."""
+    from lstm_inspect.check.keras_ref import clean_config, run_keras
+
+    clean_config(ckpt)  # what Keras will be handed, vetted first: a refused key is named before anything runs
+    _refuse_non_finite(ckpt)
+    net = Network(ckpt, dtype)
+    xs = net.check_inputs(xs)
+    rec = RunRecord()
+    outs = net.run(xs, rec)  # the engine first: a model past the resource budget is refused before Keras builds it
+    keras = run_keras(ckpt, xs)
+    pairs: list[tuple[str, np.ndarray, np.ndarray]] = []
+    if theirs is not None:
+        if len(theirs) != len(keras.outputs):
+            raise InspectError(f"{against}: holds {len(theirs)} output(s) but the model gives {len(keras.outputs)}")
+        for k, (t, ref) in enumerate(zip(theirs, keras.outputs)):
+            _same_shape(against, f"output_{k}", t, ref)
+            pairs.append((f"output_{k}", t, ref))
+    else:
+        pairs += [(f"layer {path}", rec.layer_outputs[path][0], ref) for path, ref in keras.layer_outputs.items()]
+        pairs += [(f"output_{k}", o, ref) for k, (o, ref) in enumerate(zip(outs, keras.outputs))]
+    comparisons, sens = _judge(pairs, atol, rtol, lambda: _model_sensitivity(ckpt, xs, keras, atol, rtol))
+    notes = keras.notes + hard_sigmoid_notes(ckpt, keras.library)
+    if sens is not None:
+        notes.append(sens.note(comparisons, "theirs" if theirs is not None else "the engine"))
+    return VerifyReport(ckpt.file, keras.library, against, atol, rtol, comparisons, notes, sens)
+
+
+def verify_direction(
+    ckpt: Checkpoint, name: str, x: np.ndarray, theirs: np.ndarray | None = None, against: Path | None = None,
+    atol: float = 1e-5, rtol: float = 1e-4, dtype: type = np.float32,
+) -> VerifyReport:
+    """One direction alone: the engine's (or THEIRS) output against Keras's.
+
+    THEIRS may be the whole output sequence (batch, steps, N_c) or only its last step (batch, N_c),
+    what `forward --layer` writes for a layer with return_sequences=False; the same is compared.
+    """
+    from lstm_inspect.check.keras_ref import run_keras_direction
+
+    d = ckpt.layer(name)
+    _refuse_non_finite(ckpt, d.name)
+    x = np.asarray(x)
+    if x.ndim != 3 or x.shape[-1] != d.input_dim:
+        raise InspectError(f"layer {d.name}: input has shape {x.shape} but the layer expects {d.input_layout}")
+    check_sizes(x.shape, f"layer {d.name}: the input")
+    # x is as the layer takes it ((steps, batch, N_i) for a time_major layer), and so is Keras's sequence
+    ref, library = run_keras_direction(ckpt, d.name, x)
+    what = "sequence"
+    if theirs is not None and np.ndim(theirs) == 2 and ref.ndim == 3:
+        ref, what = d.layer_layout(ref)[:, -1], "last step"
+    if theirs is not None:
+        theirs = np.asarray(theirs)
+        _same_shape(against, f"the {what}", theirs, ref)
+    def engine(dt: type) -> np.ndarray:
+        out = d.layer_layout(run_direction(d, d.layer_layout(x), dtype=dt).outputs)
+        return d.layer_layout(out)[:, -1] if what == "last step" else out
+
+    name = f"layer {d.name} ({what})"
+    ours = theirs if theirs is not None else engine(dtype)
+    comparisons, sens = _judge([(name, ours, ref)], atol, rtol, lambda: rounding_sensitivity(
+        {name: (engine(np.float32), engine(np.float64))}, {}, atol, rtol))
+    notes = hard_sigmoid_notes(ckpt, library)
+    if ckpt.settings_from == "defaults":
+        notes.append("this file stores no architecture: Keras ran the direction with the default settings shown by "
+                     "show")
+    if sens is not None:
+        notes.append(sens.note(comparisons, "theirs" if theirs is not None else "the engine"))
+    return VerifyReport(ckpt.file, library, against, atol, rtol, comparisons, notes, sens)
+
+
+def _same_shape(against: Path | None, what: str, theirs: np.ndarray, ref: np.ndarray) -> None:
+    if np.shape(theirs) != np.shape(ref):
+        raise InspectError(f"{against}: {what} has shape {tuple(np.shape(theirs))} but Keras gives "
+                           f"{tuple(np.shape(ref))} for this input")
+    if np.asarray(theirs).dtype.kind not in "fiu":
+        raise InspectError(f"{against}: {what} holds {np.asarray(theirs).dtype}, not numbers")
+
+
+def _refuse_non_finite(ckpt: Checkpoint, only: str | None = None) -> None:
+    """NaN or Inf weights make every output NaN: nothing to verify, so say it instead of a mismatch."""
+    for d in ckpt.layers:
+        if only is not None and d.name != only:
+            continue
+        d.weights()
+        if d.warnings:
+            raise InspectError(f"{ckpt.file}: {d.warnings[0]}, so there is nothing to verify")

@@ -1,0 +1,148 @@
+"""The sequence loop every recurrent cell shares, as Keras's `RNN` layer runs it, in NumPy.
+
+A cell (`lstm_inspect.model.cells`) computes one step; this runs it over time
+(`keras/src/layers/rnn/rnn.py` and the backend's `rnn` loop):
+
+- the input part `x_t · kernel + bias` of every step is one matrix product over many steps at
+  once (a bounded chunk, so memory stays O(batch·units) however long the sequence); only the
+  recurrence loops over time, on preallocated buffers;
+- `go_backwards` consumes the input reversed in time, and the outputs stay in that processing
+  order (as Keras returns them);
+- masked steps (Masking layer, Embedding mask_zero): the cell computes its new states but they
+  are not kept, so the state carries through; the output at a masked step is 0 when
+  `zero_output_for_mask` (Bidirectional forces it for return_sequences) and otherwise repeats the
+  previous output (0 before the first unmasked step, as on Keras's TensorFlow backend);
+- initial states default to zeros; return_sequences keeps every output, else only the last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lstm_inspect.base import progress, threads
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.model.cells import Step
+
+
+@dataclass
+class SequenceResult:
+    outputs: np.ndarray  # (batch, steps, units) in processing order, or (batch, 1, units) for the last only
+    states: list[np.ndarray]  # the final carried states, in the cell's order (h first)
+    trace: dict[str, np.ndarray] | None = None  # per quantity (batch, steps, width), in processing order
+
+    @property
+    def h(self) -> np.ndarray:
+        return self.states[0]
+
+    @property
+    def c(self) -> np.ndarray:
+        return self.states[1]
+
+    @property
+    def last_output(self) -> np.ndarray:
+        return self.outputs[:, -1]
+
+
+# The input projection is computed this many (batch·step·projection) values at a time, so memory
+# stays O(batch·units) however long the sequence (8 MB of float32 per chunk).
+PROJECTION_CHUNK = 2 << 20
+
+
+def run_sequence(
+    step: Step,
+    x: np.ndarray,
+    *,
+    units: int,
+    trace_widths: dict[str, int] | None = None,
+    mask: np.ndarray | None = None,
+    go_backwards: bool = False,
+    zero_output_for_mask: bool = False,
+    initial_state: list[np.ndarray] | None = None,
+    dtype: type = np.float32,
+    return_sequences: bool = True,
+) -> SequenceResult:
+    """One recurrent direction over x of shape (batch, steps, input_dim).
+
+    `trace_widths` ({quantity: width}) asks the step to record its intermediates at every step.
+    """
+    x = np.asarray(x, dtype=dtype)
+    if go_backwards:
+        x = x[:, ::-1]
+        mask = None if mask is None else mask[:, ::-1]
+    batch, steps, input_dim = x.shape
+    if steps == 0 or batch == 0:
+        raise InspectError(f"the input has {steps} time steps and a batch of {batch}; a recurrent layer needs "
+                           "at least one of each")
+    if initial_state is None:
+        states = [np.zeros((batch, units), dtype=dtype) for _ in range(step.n_states)]
+    else:
+        states = [np.array(s, dtype=dtype) for s in initial_state]
+    new = [np.empty_like(s) for s in states]
+    outputs = np.empty((batch, steps if return_sequences else 1, units), dtype=dtype)
+    last = np.zeros((batch, units), dtype=dtype)  # the previous output (masking repeats it)
+    record = ({q: np.empty((batch, steps, w), dtype=dtype) for q, w in trace_widths.items()}
+              if trace_widths else None)
+
+    width = step.kernel.shape[1]
+    chunk = max(1, min(steps, PROJECTION_CHUNK // max(1, batch * width)))
+    projection = np.empty((batch * chunk, width), dtype=dtype)
+    # h written straight into the output sequence when nothing masks it (no copy per step)
+    direct = mask is None and return_sequences
+    # BLAS threads per product, from the product's size and whether other processes hold cores now
+    free = threads.free_cores()
+    step_threads = threads.step_threads(batch, units, width, free)
+    projection_threads = threads.projection_threads(batch * chunk, input_dim, width, free)
+    for t0 in range(0, steps, chunk):
+        progress.advance("time steps", t0, steps)
+        t1 = min(steps, t0 + chunk)
+        # x_t · kernel + bias for the steps t0..t1 in one matrix product
+        rows = projection[: batch * (t1 - t0)]
+        with threads.limited(projection_threads):
+            np.matmul(x[:, t0:t1].reshape(-1, input_dim), step.kernel, out=rows)
+        if step.input_bias is not None:
+            rows += step.input_bias
+        x_proj = rows.reshape(batch, t1 - t0, width)
+        with threads.limited(step_threads):  # the small per-step products: see lstm_inspect.base.threads
+            for t in range(t0, t1):
+                if direct:
+                    new[0] = outputs[:, t]
+                step(x_proj[:, t - t0], states, new, record, t)
+                if mask is None:
+                    states, new = new, states  # the new states become the carried ones (buffers swap, no copy)
+                    if direct:
+                        continue
+                    out = states[0]
+                else:
+                    # a masked step keeps the old states and outputs 0 or the previous output
+                    m = mask[:, t, None]
+                    for s, n in zip(states, new):
+                        np.copyto(s, n, where=m)
+                    if zero_output_for_mask:
+                        last[...] = 0.0
+                    np.copyto(last, new[0], where=m)
+                    out = last
+                if return_sequences:
+                    outputs[:, t] = out
+                elif t == steps - 1:
+                    outputs[:, 0] = out
+    if direct:  # the carried h may be a view of the outputs: the final states own their memory
+        states = [np.array(s) for s in states]
+    return SequenceResult(outputs, states, record)
+
+
+def merge_bidirectional(forward: np.ndarray, backward: np.ndarray, merge_mode: str | None
+                        ) -> np.ndarray | list[np.ndarray]:
+    """Keras Bidirectional's merge of the forward output and the (already time-aligned) backward output."""
+    if merge_mode == "concat":
+        return np.concatenate([forward, backward], axis=-1)
+    if merge_mode == "sum":
+        return forward + backward
+    if merge_mode == "mul":
+        return forward * backward
+    if merge_mode == "ave":
+        return (forward + backward) / 2
+    if merge_mode is None:
+        return [forward, backward]
+    raise InspectError(f"Bidirectional merge_mode {merge_mode!r} is not one Keras defines")

@@ -1,0 +1,653 @@
+"""A whole Keras model run in NumPy: the graph that joins its layers.
+
+Recurrent layers run through their cell (`lstm_inspect.model.cells`) and the shared sequence loop
+(`lstm_inspect.engine.loop`), Bidirectional around them; every other layer through the layer registry
+(`lstm_inspect.engine.layers`), raw ops through the op whitelist (`lstm_inspect.engine.ops`). Sequential models
+run as a chain; Functional models in the topological order of their calls (`ModelGraph.calls`),
+several inputs and outputs included; nested models run as sub-graphs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.base.budget import Budget, Limits, current_limits, values
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
+from lstm_inspect.engine.loop import SequenceResult, merge_bidirectional, run_sequence
+from lstm_inspect.engine.ops import OpError
+from lstm_inspect.model.architecture import Call, ConfigError, LayerNode, ModelGraph, TensorRef, flatten, split_rnn_call
+from lstm_inspect.model.cells import CellWeights, StepVariant, keras_major_minor
+from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection, check_sizes
+
+
+@dataclass
+class RunRecord:
+    """What a run leaves behind besides the outputs: recurrent layers' outputs (every layer's with
+    `every_layer`), every direction's trace. What it keeps counts against the run's memory budget."""
+
+    layer_outputs: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    layer_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # what each recurrent layer was fed
+    initial_states: dict[str, list[np.ndarray]] = field(default_factory=dict)  # states handed to a layer
+    traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    masks: dict[str, np.ndarray | None] = field(default_factory=dict)  # mask each direction saw
+    every_layer: bool = False  # keep every layer's outputs, not only the recurrent layers' (the PyTorch export)
+
+
+WeightFn = Callable[[RecurrentDirection, CellWeights], CellWeights]
+
+
+@dataclass(frozen=True)
+class DirectionVariant:
+    """How a port might compute one direction differently from Keras (see `diagnose`)."""
+
+    weights: tuple[WeightFn, ...] = ()  # applied in order to the Keras weights
+    step: StepVariant | None = None  # other activations or equations
+    ignore_mask: bool = False
+    zero_output_for_mask: bool | None = None
+    ignore_go_backwards: bool = False  # a go_backwards direction run on the input in its own order
+    reverse_time: bool = False  # a forward direction run over the input reversed in time
+    zero_initial_state: bool = False  # the states another layer hands over ignored
+
+    def then(self, other: DirectionVariant) -> DirectionVariant:
+        """Both departures at once (other's settings win where both set one)."""
+        step = self.step
+        if other.step is not None:
+            base = self.step or StepVariant()
+            step = StepVariant(activation=other.step.activation or base.activation,
+                               recurrent_activation=other.step.recurrent_activation or base.recurrent_activation,
+                               options={**base.options, **other.step.options})
+        return DirectionVariant(
+            weights=self.weights + other.weights, step=step, ignore_mask=self.ignore_mask or other.ignore_mask,
+            zero_output_for_mask=other.zero_output_for_mask if other.zero_output_for_mask is not None
+            else self.zero_output_for_mask,
+            ignore_go_backwards=self.ignore_go_backwards or other.ignore_go_backwards,
+            reverse_time=self.reverse_time != other.reverse_time,
+            zero_initial_state=self.zero_initial_state or other.zero_initial_state)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Departures from Keras for a whole model: per direction (name, or None for every direction)."""
+
+    changes: tuple[tuple[str | None, DirectionVariant], ...] = ()
+    backward_output_not_flipped: bool = False  # Bidirectional: the backward sequence left in processing order
+    dtype: type | None = None
+
+    def for_direction(self, name: str) -> DirectionVariant | None:
+        found = None
+        for target, change in self.changes:
+            if target is None or target == name:
+                found = change if found is None else found.then(change)
+        return found
+
+    def __add__(self, other: Variant) -> Variant:
+        return Variant(self.changes + other.changes,
+                       self.backward_output_not_flipped or other.backward_output_not_flipped,
+                       other.dtype or self.dtype)
+
+
+def run_direction(
+    d: RecurrentDirection, x: np.ndarray, mask: np.ndarray | None = None,
+    initial_state: list[np.ndarray] | None = None, dtype: type = np.float32, trace: bool = False,
+    sequences: bool = True, weights: CellWeights | None = None, variant: DirectionVariant | None = None,
+    budget: Budget | None = None,
+) -> SequenceResult:
+    """One direction on its own input (batch, steps, N_i), with the activations the writing Keras defined.
+
+    `sequences=False` keeps only the last output (what return_sequences=False returns), so a
+    long sequence needs no (batch, steps, units) buffer. Its steps and buffers are counted against
+    `budget` (a whole model's run), or a budget of its own, before anything is allocated.
+    """
+    s = d.settings
+    v = variant or DirectionVariant()
+    x = np.asarray(x)
+    charge_direction(budget or Budget(where=str(d.source.path)), d, x.shape, dtype, trace, sequences)
+    w = weights if weights is not None else d.weights()
+    for fn in v.weights:
+        w = fn(d, w)
+    if v.reverse_time:
+        x = x[:, ::-1]
+        mask = None if mask is None else mask[:, ::-1]
+    step = d.cell.step(w, s, dtype, x.shape[0], d.hard_sigmoid, v.step)
+    units = w.units
+    del w, weights  # the step holds its own copy: the stored arrays need not stay in memory while it runs
+    widths = None
+    if trace:
+        widths = {q: d.cell.trace_width(q, units) for q in d.cell.trace_quantities}
+    return run_sequence(
+        step, x, units=units, trace_widths=widths, mask=None if v.ignore_mask else mask,
+        go_backwards=s.go_backwards and not v.ignore_go_backwards,
+        zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None else v.zero_output_for_mask,
+        initial_state=None if v.zero_initial_state else initial_state, dtype=dtype, return_sequences=sequences,
+    )
+
+
+def charge_direction(budget: Budget, d: RecurrentDirection, shape: tuple[int, ...], dtype: type, trace: bool,
+                     sequences: bool) -> None:
+    """A direction's steps, and the buffers its loop allocates (outputs, the trace, the input in the engine's
+    dtype), against the budget before it runs (`engine.run_sequence`); each step weighs its multiply-adds,
+    batch × (N_i + N_c) × gates × N_c (`Budget.steps`). An input that is not (batch, steps,
+    features) is left to the checks that name what is wrong with it."""
+    if len(shape) != 3:
+        return
+    batch, steps, features = shape
+    units = d.units or features
+    buffers = [(batch, steps if sequences else 1, units), (batch, steps, features)]
+    if trace:
+        buffers += [(batch, steps, d.cell.trace_width(q, units)) for q in d.cell.trace_quantities]
+    site = budget.site
+    budget.site = site or f"layer {d.name}"
+    budget.need(*buffers, itemsize=np.dtype(dtype).itemsize, what="the output sequence, input and trace buffers")
+    budget.steps(steps, work=float(batch) * (features + units) * d.cell.n_gates * units)
+    budget.site = site
+
+
+# Default inputs (stats, plot, verify without --input): this batch, and this many steps where the
+# model lets the length free. A model that fixes more steps than MAX_DEFAULT_STEPS needs --input.
+DEFAULT_BATCH, DEFAULT_STEPS, MAX_DEFAULT_STEPS = 4, 10, 4096
+
+
+class Network:
+    """Runs a checkpoint's model graph in NumPy."""
+
+    def __init__(self, ckpt: Checkpoint, dtype: type = np.float32, trace: bool = False,
+                 cache_weights: bool = False, variant: Variant | None = None,
+                 weights: dict[str, CellWeights] | None = None, limits: Limits | None = None) -> None:
+        if ckpt.graph is None:
+            raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so the whole model cannot run; "
+                               "run one recurrent direction with --layer, or give the architecture with --config")
+        self.ckpt, self.dtype, self.trace, self.variant = ckpt, dtype, trace, variant
+        self.limits = limits  # None: the limits in force when it runs (`budget.limited`, the environment)
+        self.budget = Budget(limits)
+        # Kept across runs when asked (repeated forward calls); otherwise each direction's weights
+        # are read when it runs and dropped after, so memory stays at one layer's weights.
+        self._weights: dict[str, CellWeights] | None = dict(weights) if weights is not None else (
+            {} if cache_weights else None)
+        self.ctx = Context(dtype, ckpt.keras_version, keras_major_minor(ckpt.keras_version)[0] or 2)
+        self.directions: dict[str, list[RecurrentDirection]] = {}
+        for d in ckpt.layers:
+            self.directions.setdefault(d.layer_path, []).append(d)
+        self._check_supported(ckpt.graph)
+
+    @property
+    def keras_major(self) -> int:
+        return self.ctx.keras_major
+
+    # ---------------------------------------------------------------- inputs
+
+    def input_nodes(self) -> list[LayerNode]:
+        graph = self.ckpt.graph
+        assert graph is not None
+        if graph.class_name == "Sequential":
+            return [graph.layers[0]] if graph.layers else []
+        by_name = {n.name: n for n in graph.layers}
+        return [by_name[r.layer] for r in graph.inputs if r.layer in by_name]
+
+    def input_specs(self) -> list[tuple[str, tuple[int | None, ...] | None, str]]:
+        """(name, declared shape with None for free axes, 'ids' or 'float') per model input."""
+        specs = []
+        for node in self.input_nodes():
+            shape = node.config.get("batch_shape") or node.config.get("batch_input_shape")
+            if shape is None and isinstance(node.config.get("input_dim"), int) and node.class_name != "Embedding":
+                shape = [None, None, node.config["input_dim"]]
+            if shape is not None:
+                shape = _checked_shape(shape, node.name)
+            first = self._first_consumer(node)
+            kind = "ids" if first is not None and first.class_name == "Embedding" else "float"
+            specs.append((node.name, shape, kind))
+        return specs
+
+    def vocabulary(self, input_name: str) -> int | None:
+        """input_dim of the Embedding an input feeds (None if it feeds none)."""
+        node = next((n for n in self.input_nodes() if n.name == input_name), None)
+        first = self._first_consumer(node) if node is not None else None
+        if first is None or first.class_name != "Embedding":
+            return None
+        vocab = first.config.get("input_dim")
+        return int(vocab) if isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0 else None
+
+    def _first_consumer(self, node: LayerNode) -> LayerNode | None:
+        graph = self.ckpt.graph
+        assert graph is not None
+        if node.class_name != "InputLayer":
+            return node
+        if graph.class_name == "Sequential":
+            rest = graph.layers[1:]
+            return rest[0] if rest else None
+        for other in graph.layers:
+            if any(r.layer == node.name for call in other.inbound for r in call.tensors()):
+                return other
+        return None
+
+    def check_inputs(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        specs = self.input_specs()
+        if len(xs) != len(specs):
+            names = ", ".join(name for name, _, _ in specs)
+            raise InspectError(f"{self.ckpt.file}: the model takes {len(specs)} input(s) ({names}), "
+                               f"{len(xs)} were given")
+        out = []
+        for x, (name, shape, kind) in zip(xs, specs):
+            x = np.asarray(x)
+            check_sizes(x.shape, f"input {name}")
+            if shape is not None:
+                want = "(" + ", ".join("batch" if k == 0 else ("any" if n is None else str(n))
+                                       for k, n in enumerate(shape)) + ")"
+                if x.ndim != len(shape):
+                    raise InspectError(f"input {name}: has shape {x.shape} but the model expects {want}")
+                if shape[-1] is not None and x.shape[-1] != shape[-1] and len(shape) > 2:
+                    raise InspectError(f"input {name}: has {x.shape[-1]} features per step but the model expects "
+                                       f"{shape[-1]}, shape {want}")
+            if kind == "ids":
+                whole = x.dtype.kind != "f" or bool(np.all(np.isfinite(x) & (x == np.round(x))))
+                if x.dtype.kind not in "fiu" or not whole:
+                    raise InspectError(f"input {name}: feeds an Embedding, so it must hold integer token ids")
+                x = x.astype(np.int64)
+                vocab = self.vocabulary(name)
+                if x.size and vocab is not None and (x.min() < 0 or x.max() >= vocab):
+                    raise InspectError(f"input {name}: token ids must lie in [0, {vocab - 1}] (the Embedding's "
+                                       f"input_dim), found {x.min()}..{x.max()}")
+            elif x.dtype.kind not in "fiub":
+                raise InspectError(f"input {name}: has dtype {x.dtype}, not numbers")
+            elif not np.all(np.isfinite(x)):
+                raise InspectError(f"input {name}: contains NaN or Inf")
+            out.append(x)
+        return out
+
+    # ---------------------------------------------------------------- running
+
+    def run(self, xs: list[np.ndarray], record: RunRecord | None = None) -> list[np.ndarray]:
+        """The model's outputs, in the model's output order (what model.predict returns, as a list)."""
+        graph = self.ckpt.graph
+        assert graph is not None
+        xs = self.check_inputs(xs)
+        rec = record if record is not None else RunRecord()
+        self.budget = Budget(self.limits or current_limits(), str(self.ckpt.file))
+        self.budget.itemsize = max(4, np.dtype(self.dtype).itemsize)
+        self.budget.hold(xs)
+        with self.budget.active():
+            outs = self._run_graph(graph, [Tensor(x) for x in xs], rec)
+        return [t.value for t in outs]
+
+    def _run_graph(self, graph: ModelGraph, inputs: list[Tensor], rec: RunRecord) -> list[Tensor]:
+        return walk_graph(graph, inputs, lambda node, args, k: self._apply(node, args, rec, call=k),
+                          str(self.ckpt.file), lambda o: isinstance(o, Tensor), self._release)
+
+    def _release(self, outs: list[Tensor]) -> None:
+        self.budget.drop(_arrays(outs))
+
+    def _apply(self, node: LayerNode, args: Call, rec: RunRecord, call: int = 0) -> list[Tensor]:
+        inputs = list(_tensors_in(args.args))
+        if node.children is not None:
+            return self._nested(node, inputs, rec, call)
+        self.budget.site = f"graph op {node.name}" if node.is_op else f"layer {node.path} ({node.class_name})"
+        if node.path in self.directions:
+            outs = self._recurrent_layer(node, args, rec)
+        elif node.is_op:
+            outs = [self._op(node, args)]
+        else:
+            kind = LAYERS.get(node.class_name)
+            if kind is None:
+                raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy "
+                                   "engine runs; run its recurrent layers alone with --layer")
+            if not inputs and not _tensors_in(args.kwargs):  # tensors passed by keyword only: mha(query=q, value=v)
+                raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is called on no tensor")
+            kwargs = {k: v for k, v in args.kwargs.items()}
+            self._precheck(node, inputs + _tensors_in(kwargs))
+            layer_call = LayerCall(node, inputs, self.ckpt.read_layer(node.path), self.ctx, kwargs)
+            outs = self._naming_the_file(kind.run, layer_call)
+        self.budget.site = ""
+        self.budget.hold(_arrays(outs))
+        if call == 0 and (rec.every_layer or node.path in self.directions):
+            rec.layer_outputs[node.path] = [t.value for t in outs]
+            self.budget.hold(_arrays(outs))  # kept until the run ends
+        return outs
+
+    def _naming_the_file(self, run: Callable[[LayerCall], list[Tensor]], call: LayerCall) -> list[Tensor]:
+        """A layer function's refusal (the file's weights or settings do not fit) as one sentence naming the file."""
+        try:
+            return run(call)
+        except InspectError as exc:
+            if str(exc).startswith(f"{self.ckpt.file}: "):
+                raise
+            raise type(exc)(f"{self.ckpt.file}: {exc}") from exc
+
+    def _nested(self, node: LayerNode, inputs: list[Tensor], rec: RunRecord, call: int) -> list[Tensor]:
+        """A nested model: its own graph, whose outputs its walk already holds."""
+        outs = self._run_graph(node.children, inputs, rec)
+        if call == 0 and rec.every_layer:
+            rec.layer_outputs[node.path] = [t.value for t in outs]
+            self.budget.hold(_arrays(outs))
+        return outs
+
+    def _precheck(self, node: LayerNode, inputs: list[Tensor]) -> None:
+        """The output a layer that keeps its inputs' shape (or changes only the features, by its registered `dims`)
+        would allocate, and one temporary of that size, against the budget before it runs. The layers that grow
+        other axes (RepeatVector, UpSampling, padding, attention scores, Embedding...) check their own sizes
+        where they compute them (`LayerCall.need`)."""
+        shapes = [tuple(np.shape(t.value)) for t in inputs]
+        if not shapes:
+            return
+        try:
+            shape = np.broadcast_shapes(*shapes)
+        except ValueError:
+            shape = max(shapes, key=values)
+        kind = LAYERS[node.class_name]
+        inner = node.config.get("layer")
+        reshapes = "Reshape" in (node.class_name, inner.get("class_name") if isinstance(inner, dict) else None)
+        if kind.dims is not None and shape and not reshapes:  # a Reshape's last axis says nothing of its size
+            dims = kind.dims(node, [s[-1] if s else None for s in shapes])
+            if dims and isinstance(dims[0], int) and dims[0] > 0:
+                shape = (*shape[:-1], dims[0])
+        self.budget.need(shape, shape, what="its output and a temporary")
+
+    def _op(self, node: LayerNode, args: Call) -> Tensor:
+        from lstm_inspect.engine.ops import run_op_layer
+
+        try:
+            return Tensor(run_op_layer(node, [_value(a) for a in args.args],
+                                       {k: _value(v) for k, v in args.kwargs.items()}))
+        except OpError as exc:
+            raise InspectError(f"{self.ckpt.file}: graph op {node.name}: {exc}") from exc
+
+    def _recurrent_layer(self, node: LayerNode, args: Call, rec: RunRecord) -> list[Tensor]:
+        x, state_tensors, explicit, implicit = recurrent_call(args, self.keras_major, lambda o: isinstance(o, Tensor))
+        if x is None:
+            raise InspectError(f"{self.ckpt.file}: layer {node.path} is called on no tensor")
+        states = [np.asarray(t.value) for t in state_tensors]
+        if explicit is not None:
+            mask = np.asarray(explicit.value).astype(bool)
+        else:
+            mask = x.mask if implicit else None
+        directions = self.directions[node.path]
+        s = directions[0].settings
+        value = np.asarray(x.value)
+        if node.path not in rec.layer_inputs:
+            rec.layer_inputs[node.path] = value
+            self.budget.hold([value])  # kept until the run ends
+        if s.time_major:
+            # tf.keras time_major: (steps, batch, features) in, sequences out the same way
+            value = np.swapaxes(value, 0, 1)
+            mask = None if mask is None else np.swapaxes(mask, 0, 1)
+        self._check_recurrent_input(node, directions[0], value, mask)
+        if states:
+            rec.initial_states.setdefault(node.path, states)
+        n_states = len(directions[0].cell.states)
+        results = []
+        for k, d in enumerate(directions):
+            init = states[n_states * k: n_states * (k + 1)] if len(states) >= n_states * (k + 1) else None
+            if init is not None:
+                d.check_input(value, init)
+            change = self.variant.for_direction(d.name) if self.variant is not None else None
+            res = run_direction(d, value, mask, init, self.variant.dtype if self.variant and self.variant.dtype
+                                else self.dtype, self.trace, sequences=s.return_sequences or self.trace,
+                                weights=self._weights_of(d), variant=change, budget=self.budget)
+            rec.masks[d.name] = mask
+            if res.trace is not None:
+                rec.traces[d.name] = res.trace
+                self.budget.hold(res.trace.values())  # kept until the run ends
+            results.append(res)
+        out_mask = mask if s.return_sequences else None
+
+        def sequence_out(a: np.ndarray) -> np.ndarray:
+            return np.swapaxes(a, 0, 1) if s.time_major else a
+
+        if len(directions) == 1:
+            res = results[0]
+            out = sequence_out(res.outputs) if s.return_sequences else res.last_output
+            tensors = [Tensor(out, out_mask if not s.time_major else None)]
+            if s.return_state:
+                tensors += [Tensor(st) for st in res.states]
+            return tensors
+        fw, bw = results
+        if s.return_sequences:
+            y, y_rev = fw.outputs, bw.outputs[:, ::-1]  # the backward half back in input time order
+            if self.variant is not None and self.variant.backward_output_not_flipped:
+                y_rev = bw.outputs
+            y, y_rev = sequence_out(y), sequence_out(y_rev)
+        else:
+            y, y_rev = fw.last_output, bw.last_output
+        merged = merge_bidirectional(y, y_rev, directions[0].merge_mode)
+        tensors = [Tensor(m, out_mask) for m in merged] if isinstance(merged, list) else [Tensor(merged, out_mask)]
+        if s.return_state:
+            tensors += [Tensor(st) for st in fw.states] + [Tensor(st) for st in bw.states]
+        return tensors
+
+    def _check_recurrent_input(self, node: LayerNode, d: RecurrentDirection, x: np.ndarray,
+                               mask: np.ndarray | None) -> None:
+        if x.ndim != 3 or (d.input_dim is not None and x.shape[-1] != d.input_dim):
+            raise InspectError(f"{self.ckpt.file}: layer {node.path} is fed shape {x.shape} but expects "
+                               f"(batch, steps, {d.input_dim})")
+        check_sizes(x.shape, f"layer {node.path}: its input")
+        if mask is not None and mask.shape != x.shape[:2]:
+            raise InspectError(f"{self.ckpt.file}: layer {node.path}: the mask has shape {mask.shape}, the input "
+                               f"{x.shape}")
+
+    def _weights_of(self, d: RecurrentDirection) -> CellWeights:
+        if self._weights is None:
+            return d.weights()
+        if d.name not in self._weights:
+            self._weights[d.name] = d.weights()
+        return self._weights[d.name]
+
+    def _check_supported(self, graph: ModelGraph) -> None:
+        from lstm_inspect.engine.ops import op_supported
+
+        for node in graph.walk():
+            if node.children is not None or node.path in self.directions:
+                continue
+            if node.is_op:
+                problem = op_supported(node)
+                if problem:
+                    raise InspectError(f"{self.ckpt.file}: graph op {node.name}: {problem}")
+            elif node.class_name not in LAYERS:
+                raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy "
+                                   "engine runs; run its recurrent layers alone with --layer")
+
+
+def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode, Call, int], list[Any]],
+               where: str, is_tensor: Callable[[Any], bool],
+               release: Callable[[list[Any]], None] | None = None) -> list[Any]:
+    """A model graph evaluated call by call: `apply(node, call with its tensors resolved, call index)`.
+
+    Generic in what a tensor is (arrays in the engine, graph names in the exporters): a
+    Sequential runs as a chain, a Functional in the topological order of its calls, a nested
+    model as a sub-graph through `apply`'s own recursion (its node has `children`). Each call's
+    outputs are let go (`release(outputs)`, and no longer referenced here) once every call that
+    consumes them has run, unless they are the graph's outputs: a run holds what is still needed,
+    not every layer's output (the graph's own inputs belong to the caller).
+    """
+    if graph.class_name == "Sequential":
+        current = list(inputs)
+        for k, node in enumerate(graph.layers):
+            previous, current = current, apply(node, Call(list(current)), 0)
+            if release is not None and k > 0:
+                release(previous)
+        return current
+    by_name = {n.name: n for n in graph.layers}
+    input_names = [r.layer for r in graph.inputs]
+    produced: dict[tuple[str, int], list[Any]] = {}
+
+    def lookup(ref: TensorRef) -> Any:
+        key = graph.producer_of(ref, by_name) or (ref.layer, 0)
+        outs = produced.get(key)
+        if outs is None or ref.tensor >= len(outs):
+            raise InspectError(f"{where}: a layer's input refers to output {ref.tensor} of "
+                               f"{ref.layer}, which that layer does not produce")
+        return outs[ref.tensor]
+
+    def resolve(obj: Any) -> Any:
+        if isinstance(obj, TensorRef):
+            return lookup(obj)
+        if isinstance(obj, dict):
+            return {k: resolve(v) for k, v in obj.items()}
+        if isinstance(obj, list):
+            return [resolve(v) for v in obj]
+        return obj
+
+    try:
+        order = graph.calls()
+        uses = _uses(graph, order, by_name)
+    except ConfigError as exc:
+        raise InspectError(f"{where}: {exc}") from exc
+    for node, k in order:
+        if node.class_name == "InputLayer":
+            if node.name not in input_names:
+                raise InspectError(f"{where}: input layer {node.name} is not a model input")
+            produced[(node.name, 0)] = [inputs[input_names.index(node.name)]]
+            continue
+        call = node.inbound[k] if k < len(node.inbound) else Call()
+        try:
+            resolved = Call(resolve(call.args), resolve(call.kwargs))
+        except ConfigError as exc:
+            raise InspectError(f"{where}: {exc}") from exc
+        produced[(node.name, k)] = apply(node, resolved, k)
+        del resolved
+        for key in _consumed(graph, call, by_name):
+            uses[key] -= 1
+            if uses[key] == 0 and key in produced and by_name[key[0]].class_name != "InputLayer":
+                done = produced.pop(key)
+                if release is not None:
+                    release(done)
+    try:
+        return [lookup(r) for r in graph.outputs]
+    except ConfigError as exc:
+        raise InspectError(f"{where}: {exc}") from exc
+
+
+def _consumed(graph: ModelGraph, call: Call, by_name: dict[str, LayerNode]) -> list[tuple[str, int]]:
+    """The (layer, call) keys whose outputs a call reads, once per reference."""
+    return [graph.producer_of(ref, by_name) or (ref.layer, 0) for ref in call.tensors()]
+
+
+def _uses(graph: ModelGraph, order: list[tuple[LayerNode, int]], by_name: dict[str, LayerNode]
+          ) -> Counter[tuple[str, int]]:
+    """How many references each call's outputs will get: from the calls that consume them, and one that is never
+    given back for each of the graph's outputs (they are returned)."""
+    uses: Counter[tuple[str, int]] = Counter()
+    for node, k in order:
+        if node.class_name != "InputLayer":
+            uses.update(_consumed(graph, node.inbound[k] if k < len(node.inbound) else Call(), by_name))
+    uses.update(graph.producer_of(r, by_name) or (r.layer, 0) for r in graph.outputs)
+    return uses
+
+
+def recurrent_call(args: Call, keras_major: int, is_tensor: Callable[[Any], bool]
+                   ) -> tuple[Any, list[Any], Any, bool]:
+    """(input, initial states, explicit mask, whether the input's own mask applies) of one recurrent call.
+
+    Keras 3 fills in the implicit mask only for a call with a single tensor argument: an RNN given
+    initial_state tensors runs unmasked (keras/src/layers/layer.py). Keras 1/2 always pass it.
+    """
+    x, states, explicit = split_rnn_call(args, is_tensor)
+    n_tensors = len(list(flatten(args.args, is_tensor))) + len(list(flatten(args.kwargs, is_tensor)))
+    implicit = explicit is None and not (keras_major >= 3 and n_tensors > 1)
+    return x, states, explicit, implicit
+
+
+def _checked_shape(shape: Any, name: str) -> tuple[int | None, ...]:
+    """A declared batch shape: a list of positive integers or None, batch first."""
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 6:
+        raise InspectError(f"input {name}: the declared shape {shape!r} is not a list of 1 to 6 sizes")
+    out: list[int | None] = []
+    for n in shape:
+        if n is None:
+            out.append(None)
+        elif isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            out.append(n)
+        else:
+            raise InspectError(f"input {name}: the declared shape {shape!r} holds {n!r}, not a positive size")
+    return tuple(out)
+
+
+def _value(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.value
+    if isinstance(obj, list):
+        return [_value(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _value(v) for k, v in obj.items()}
+    return obj
+
+
+def _arrays(tensors: list[Tensor]) -> list[np.ndarray]:
+    return [t.value for t in tensors if isinstance(t, Tensor)] + [
+        t.mask for t in tensors if isinstance(t, Tensor) and t.mask is not None]
+
+
+def _tensors_in(obj: Any) -> list[Tensor]:
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _tensors_in(v)]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _tensors_in(v)]
+    return []
+
+
+def default_inputs(net: Network, seed: int = 0, batch: int = DEFAULT_BATCH, steps: int = DEFAULT_STEPS
+                   ) -> list[np.ndarray]:
+    """A seeded input of the model's input shape: token ids (some padded with the masked id 0) for Embedding.
+
+    Free axes get `steps`; a model that fixes more than MAX_DEFAULT_STEPS on an axis needs --input.
+    """
+    rng = np.random.default_rng(seed)
+    xs = []
+    for name, shape, kind in net.input_specs():
+        dims = list(shape) if shape is not None else [None, None, None]
+        dims[0] = batch
+        dims = [steps if d is None else int(d) for d in dims]
+        if any(d > MAX_DEFAULT_STEPS for d in dims[1:]) or float(np.prod(dims, dtype=np.float64)) > 1 << 24:
+            raise InspectError(f"input {name}: the model declares the shape {tuple(shape or ())}, too large for a "
+                               "made-up input; pass your own with --input")
+        if kind == "ids":
+            vocab = net.vocabulary(name) or 2
+            x = rng.integers(1, max(vocab, 2), size=dims)
+            if x.ndim == 2:
+                for b in range(x.shape[0]):
+                    x[b, x.shape[1] - b % 3:] = 0  # right padding of varying length
+            xs.append(x.astype(np.int32))
+        else:
+            xs.append(rng.normal(size=dims).astype(np.float32))
+    return xs
+
+
+def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 0) -> tuple[RunRecord, str]:
+    """Every direction's trace: from the whole model on xs (a seeded random input when None), or, when
+    the model cannot run whole and no input was given, from each direction alone on a seeded random
+    input. Returns the record and a description of the input."""
+    rec = RunRecord()
+    if ckpt.graph is not None:
+        try:
+            net = Network(ckpt, trace=True)
+        except InspectError:  # a layer the engine does not run: each direction alone, if no input was given
+            if xs is not None:
+                raise
+        else:
+            net.run(xs if xs is not None else default_inputs(net, seed), rec)
+            return rec, "the given input" if xs is not None else f"a seeded random input (seed {seed})"
+    elif xs is not None:
+        raise InspectError(f"{ckpt.file}: stores weights only, so the model cannot run on an input; "
+                           "give the architecture with --config")
+    rng = np.random.default_rng(seed)
+    for d in ckpt.layers:
+        x = rng.normal(size=(DEFAULT_BATCH, 2 * DEFAULT_STEPS, d.input_dim or 1)).astype(np.float32)
+        res = run_direction(d, x, trace=True)
+        if res.trace is not None:
+            rec.traces[d.name] = res.trace
+        rec.masks[d.name] = None
+    return rec, f"a seeded random input (seed {seed}) to each direction alone"
+
+
+def as_inputs(x: Any) -> list[np.ndarray]:
+    """One array, or a list of arrays in the model's input order."""
+    if isinstance(x, (list, tuple)):
+        return [np.asarray(a) for a in x]
+    return [np.asarray(x)]
+
+

@@ -1,0 +1,1 @@
+"""The ONNX target: `build` writes the graph; one module per layer family registers its emitters."""

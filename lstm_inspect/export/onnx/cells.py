@@ -1,0 +1,385 @@
+"""Keras recurrent layers as ONNX: the LSTM, GRU and RNN operators where they compute exactly what
+Keras computes, and a Scan over Keras's own step equations where they cannot.
+
+The operators (onnx.ai/onnx/operators: LSTM, GRU, RNN) take Keras's math when their activations
+are among theirs (HardSigmoid with the writing Keras's slope) and GRU's linear_before_reset is
+Keras's reset_after; gates are reordered by the cell (`Cell.onnx_arrays`). A direction with
+go_backwards is the operator's "reverse" direction, its outputs flipped into Keras's processing
+order.
+
+Masks are known only at run time, so the graph decides (an If): a padding suffix runs the
+operator with `sequence_lens`; a padding prefix (Keras's pad_sequences default, padding='pre')
+runs it on the input reversed in time, in the other direction; any other mask (a hole in the
+middle) runs the Scan, which keeps the states at masked steps and outputs zeros or the previous
+output, as Keras's backend loop does (`lstm_inspect.engine.loop.run_sequence`). Rows with no valid
+step keep their initial states, as in Keras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.layers import Context
+from lstm_inspect.engine.network import recurrent_call
+from lstm_inspect.export.onnx.graph import Graph, Sym, activation, rnn_op_activation, value_info
+from lstm_inspect.model.architecture import Call, LayerNode
+from lstm_inspect.model.cells import CellWeights
+from lstm_inspect.model.checkpoint import RecurrentDirection
+
+
+@dataclass
+class DirectionOut:
+    seq: str  # (steps, batch, units) in processing order (time-major)
+    last: str  # (batch, units): the output at the last processed step
+    states: list[str]  # (batch, units) each, the cell's order (h first)
+
+
+# ---------------------------------------------------------------- the cells' step equations
+
+
+def _split(g: Graph, a: str, n: int, units: int) -> list[str]:
+    return g.split(a, [units] * n, axis=1)
+
+
+def lstm_step(g: Graph, xp: str, states: list[str], w: dict[str, str], units: int, act: Callable[[str], str],
+              rec: Callable[[str], str]) -> list[str]:
+    """z = x·kernel + b + h·recurrent_kernel; c = f⊙c + i⊙φ(z_c); h = o⊙φ(c)  (lstm_inspect.model.cells.lstm)."""
+    h, c = states
+    z = g.op("Add", g.op("MatMul", h, w["recurrent_kernel"]), xp, hint="z")
+    zi, zf, zc, zo = _split(g, z, 4, units)
+    i, f, c_tilde, o = rec(zi), rec(zf), act(zc), rec(zo)
+    c_new = g.op("Add", g.op("Mul", f, c), g.op("Mul", i, c_tilde), hint="c")
+    return [g.op("Mul", o, act(c_new), hint="h"), c_new]
+
+
+def gru_step(g: Graph, xp: str, states: list[str], w: dict[str, str], units: int, act: Callable[[str], str],
+             rec: Callable[[str], str]) -> list[str]:
+    """z, r = σ(x_zr + h·U_zr); h̃ = φ(x_h + r⊙(h·U_h + b_h)) or φ(x_h + (r⊙h)·U_h); h = z⊙h + (1−z)⊙h̃."""
+    (h,) = states
+    x_z, x_r, x_h = _split(g, xp, 3, units)
+    if "recurrent_bias" in w or "reset_after" in w:
+        hp = g.op("MatMul", h, w["recurrent_kernel"])
+        if "recurrent_bias" in w:
+            hp = g.op("Add", hp, w["recurrent_bias"])
+        r_z, r_r, r_h = _split(g, hp, 3, units)
+        z, r = rec(g.op("Add", x_z, r_z)), rec(g.op("Add", x_r, r_r))
+        hh = act(g.op("Add", g.op("Mul", r, r_h), x_h))
+    else:
+        zr = g.op("Add", g.op("MatMul", h, w["recurrent_zr"]), g.op("Concat", x_z, x_r, axis=1))
+        z, r = _split(g, rec(zr), 2, units)
+        hh = act(g.op("Add", g.op("MatMul", g.op("Mul", r, h), w["recurrent_h"]), x_h))
+    one_minus_z = g.op("Sub", g.const(1.0), z)
+    return [g.op("Add", g.op("Mul", z, h), g.op("Mul", one_minus_z, hh), hint="h")]
+
+
+def simple_rnn_step(g: Graph, xp: str, states: list[str], w: dict[str, str], units: int,
+                    act: Callable[[str], str], rec: Callable[[str], str]) -> list[str]:
+    """h = φ(x·kernel + b + h·recurrent_kernel)."""
+    (h,) = states
+    return [act(g.op("Add", g.op("MatMul", h, w["recurrent_kernel"]), xp, hint="h"))]
+
+
+STEPS = {"LSTM": lstm_step, "GRU": gru_step, "SimpleRNN": simple_rnn_step}
+
+
+def _step_weights(g: Graph, d: RecurrentDirection, w: CellWeights, dtype: type) -> tuple[str, str | None,
+                                                                                           dict[str, str]]:
+    """(kernel, input bias, the step's constants) for the Scan, in Keras's stored gate order."""
+    hint = d.name
+    const = lambda a, what: g.const(np.asarray(a, dtype=dtype), f"{hint}.{what}", dtype)  # noqa: E731
+    bias = w.bias
+    consts: dict[str, str] = {}
+    if d.cell.kind == "GRU":
+        reset_after = bool(d.settings.reset_after)
+        if bias is not None and bias.ndim == 2 and not reset_after:
+            bias = bias[0] + bias[1]  # as the engine's step: the reset-before form has one bias
+        if reset_after:
+            consts["recurrent_kernel"] = const(w.recurrent_kernel, "recurrent_kernel")
+            consts["reset_after"] = ""
+            if bias is not None and bias.ndim == 2:
+                consts["recurrent_bias"] = const(bias[1], "recurrent_bias")
+        else:
+            u = w.units
+            consts["recurrent_zr"] = const(w.recurrent_kernel[:, : 2 * u], "recurrent_zr")
+            consts["recurrent_h"] = const(w.recurrent_kernel[:, 2 * u:], "recurrent_h")
+        input_bias = None if bias is None else (bias[0] if bias.ndim == 2 else bias)
+    else:
+        consts["recurrent_kernel"] = const(w.recurrent_kernel, "recurrent_kernel")
+        input_bias = bias
+    return (const(w.kernel, "kernel"), None if input_bias is None else const(input_bias, "bias"), consts)
+
+
+# ---------------------------------------------------------------- the operator
+
+
+def op_attributes(d: RecurrentDirection) -> dict[str, Any] | None:
+    """The operator's activations for this direction, or None when it cannot compute Keras's."""
+    acts = []
+    for name in d.cell.onnx_activations(d.settings):
+        found = rnn_op_activation(name, d.hard_sigmoid)
+        if found is None:
+            return None
+        acts.append(found)
+    attrs: dict[str, Any] = {"activations": [a for a, _, _ in acts]}
+    alphas = [alpha for _, alpha, _ in acts if alpha is not None]
+    betas = [beta for _, _, beta in acts if beta is not None]
+    if alphas:
+        attrs["activation_alpha"] = alphas
+    if betas:
+        attrs["activation_beta"] = betas
+    attrs.update(d.cell.onnx_attributes(d.settings))
+    return attrs
+
+
+def onnx_arrays(d: RecurrentDirection, w: CellWeights) -> dict[str, np.ndarray]:
+    """W, R, B of the operator; a CuDNNLSTM's input and recurrent biases kept in B's two halves (Keras's loader
+    adds them into one bias; the operator adds its two halves the same way)."""
+    arrays = d.cell.onnx_arrays(w)
+    if d.storage == "cudnn" and d.cell.kind == "LSTM" and w.bias is not None:
+        raw = d.source.read([d.arrays[2].key])[0]
+        n = raw.shape[0] // 2
+        if n == w.bias.shape[0] and np.allclose(raw[:n] + raw[n:], w.bias):
+            order = d.cell.onnx_order
+            arrays["B"] = np.concatenate([d.cell.reorder(raw[:n], order), d.cell.reorder(raw[n:], order)])
+    return arrays
+
+
+def _run_op(g: Graph, d: RecurrentDirection, w: CellWeights, attrs: dict[str, Any], x_tm: str, lens: str | None,
+            init: list[str] | None, reverse: bool, dtype: type) -> tuple[str, list[str]]:
+    """The ONNX operator over x_tm (steps, batch, N_i): (Y (steps, batch, units) by input position, final states)."""
+    arrays = onnx_arrays(d, w)
+    const = lambda k: g.const(np.asarray(arrays[k], dtype=dtype)[None], f"{d.name}.{k}", dtype)  # noqa: E731
+    inputs = [x_tm, const("W"), const("R"), const("B"), lens or ""]
+    if init is not None:
+        inputs += [g.unsqueeze(s, [0]) for s in init]
+    while inputs and inputs[-1] == "":
+        inputs.pop()
+    n_out = 1 + len(d.cell.states)
+    outs = g.op(d.cell.onnx_op, *inputs, outputs=n_out, hint=d.name, hidden_size=w.units,
+                direction="reverse" if reverse else "forward", **attrs)
+    return g.squeeze(outs[0], [1]), [g.squeeze(s, [0]) for s in outs[1:]]
+
+
+def _last(g: Graph, seq: str) -> str:
+    """seq[-1] of a time-major sequence."""
+    return g.squeeze(g.op("Slice", seq, g.ints([-1]), g.ints([1 << 62]), g.ints([0])), [0])
+
+
+def _op_branch(g: Graph, d: RecurrentDirection, w: CellWeights, attrs: dict[str, Any], x_tm: str,
+               mask_tm: str | None, init: list[str] | None, reverse_input: bool, dtype: type) -> DirectionOut:
+    """The operator with sequence_lens, for a mask that is one block of valid steps at the start of the
+    input (or at its end, with `reverse_input`); with no mask, the operator alone."""
+    s = d.settings
+    xin = g.reverse(x_tm, 0) if reverse_input else x_tm
+    onnx_reverse = s.go_backwards != reverse_input
+    if mask_tm is None:
+        y, states = _run_op(g, d, w, attrs, xin, None, init, onnx_reverse, dtype)
+        seq = g.reverse(y, 0) if onnx_reverse else y
+        return DirectionOut(seq, _last(g, seq), states)
+    m_in = g.reverse(mask_tm, 0) if reverse_input else mask_tm
+    lens = g.cast(g.reduce("ReduceSum", g.cast(m_in, "int32"), [0], keepdims=False), "int32")
+    y, states = _run_op(g, d, w, attrs, xin, lens, init, onnx_reverse, dtype)
+    valid = g.unsqueeze(g.op("Greater", lens, g.const(0, "zero32", np.int32)), [1])  # (batch, 1)
+    zero = g.const(0.0, "zero", dtype)
+    # a row with no valid step keeps its initial states (the operator would give zeros)
+    states = [g.op("Where", valid, st, init[k] if init is not None else zero) for k, st in enumerate(states)]
+    if onnx_reverse:
+        # the padding is processed first: its outputs are the zeros the operator gives there
+        seq = g.reverse(y, 0)
+    else:
+        seq = y
+        if not s.zero_output_for_mask:  # padding after the valid steps repeats the last valid output
+            last_valid = g.op("Where", valid, states[0], zero)
+            seq = g.op("Where", g.unsqueeze(m_in, [2]), y, g.unsqueeze(last_valid, [0]))
+    return DirectionOut(seq, _last(g, seq), states)
+
+
+# ---------------------------------------------------------------- the Scan
+
+
+def _scan_branch(g: Graph, d: RecurrentDirection, w: CellWeights, x_tm: str, mask_tm: str | None,
+                 init: list[str] | None, ctx: Context) -> DirectionOut:
+    """Keras's step equations in a Scan over time, masked steps handled as Keras's loop handles them."""
+    s, dtype, units = d.settings, ctx.dtype, w.units
+    kernel, bias, consts = _step_weights(g, d, w, dtype)
+    xp = g.op("MatMul", x_tm, kernel, hint=f"{d.name}.x_kernel")
+    if bias is not None:
+        xp = g.op("Add", xp, bias)
+    n_states = len(d.cell.states)
+    if init is None:
+        batch = g.shape_range(x_tm, 1, 2)
+        zeros = g.filled(g.op("Concat", batch, g.ints([units]), axis=0), 0.0)
+        init = [zeros] * n_states
+    body = g.sub()
+    state_in = [body.names.fresh(f"{d.name}.{q}_prev") for q in d.cell.states]
+    out_prev = body.names.fresh(f"{d.name}.out_prev") if mask_tm is not None else None
+    xp_t = body.names.fresh(f"{d.name}.xp_t")
+    m_t = body.names.fresh(f"{d.name}.mask_t") if mask_tm is not None else None
+    act_name, rec_name = d.settings.activation, d.settings.recurrent_activation
+    act = lambda v: activation(body, act_name, v, d.hard_sigmoid)  # noqa: E731
+    rec = lambda v: activation(body, rec_name or "linear", v, d.hard_sigmoid)  # noqa: E731
+    new = STEPS[d.cell.kind](body, xp_t, state_in, consts, units, act, rec)
+    if m_t is None:
+        state_out = [body.op("Identity", n) for n in new]
+        out = body.op("Identity", new[0], hint=f"{d.name}.out")
+        extra_in: list[str] = []
+        extra_out: list[str] = []
+    else:
+        m = body.unsqueeze(m_t, [1])
+        state_out = [body.op("Where", m, n, old) for n, old in zip(new, state_in)]
+        other = body.const(0.0, "zero", dtype) if s.zero_output_for_mask else out_prev
+        out = body.op("Where", m, new[0], other, hint=f"{d.name}.out")
+        out_next = body.op("Identity", out)
+        extra_in, extra_out = [out_prev], [out_next]  # type: ignore[list-item]
+    from onnx import helper
+
+    inputs = [value_info(n, "float", 2) for n in state_in + extra_in] + [value_info(xp_t, "float", 2)]
+    if m_t is not None:
+        inputs.append(value_info(m_t, "bool", 1))
+    outputs = [value_info(n, "float", 2) for n in state_out + extra_out] + [value_info(out, "float", 2)]
+    graph = helper.make_graph(body.nodes, g.names.fresh(f"{d.name}_step"), inputs, outputs)
+    scan_inputs = [xp] + ([mask_tm] if mask_tm is not None else [])
+    initial = list(init) + ([g.op("Mul", init[0], g.const(0.0, "zero", dtype))] if m_t is not None else [])
+    outs = g.op("Scan", *initial, *scan_inputs, outputs=len(initial) + 1, hint=f"{d.name}.scan", body=graph,
+                num_scan_inputs=len(scan_inputs),
+                scan_input_directions=[int(s.go_backwards)] * len(scan_inputs))
+    seq = outs[-1]
+    return DirectionOut(seq, _last(g, seq), list(outs[:n_states]))
+
+
+# ---------------------------------------------------------------- one direction, one layer
+
+
+def mask_shape_test(g: Graph, mask_tm: str, prefix: bool) -> str:
+    """A bool scalar: every row of the (steps, batch) mask is one block of valid steps at the start
+    (or at the end, `prefix` padding). Computed once per mask (both directions of a layer share it)."""
+    key = ("mask_test", mask_tm, prefix)
+    if key in g.cache:
+        return g.cache[key]
+    m = g.cast(mask_tm, "int")
+    lens = g.reduce("ReduceSum", m, [0], keepdims=True)  # (1, batch)
+    steps = g.squeeze(g.shape_range(mask_tm, 0, 1), [0])
+    t = g.unsqueeze(g.op("Range", g.const(0, "zero64", np.int64), steps, g.const(1, "one64", np.int64)), [1])
+    if prefix:  # valid where t >= steps - len
+        expected = g.op("Not", g.op("Less", t, g.op("Sub", steps, lens)))
+    else:  # valid where t < len
+        expected = g.op("Less", t, lens)
+    same = g.cast(g.op("Equal", expected, mask_tm), "int")
+    test = g.cast(g.reduce("ReduceMin", same, [0, 1], keepdims=False), "bool")
+    g.cache[key] = g.op("Identity", test, hint="is_left_padded" if prefix else "is_right_padded")
+    return g.cache[key]
+
+
+def _if(g: Graph, cond: str, then: Callable[[Graph], DirectionOut], other: Callable[[Graph], DirectionOut],
+        name: str) -> DirectionOut:
+    from onnx import helper
+
+    branches = []
+    for build in (then, other):
+        sub = g.sub()
+        res = build(sub)
+        outs = [sub.op("Identity", n) for n in [res.seq, *res.states]]
+        branches.append(helper.make_graph(sub.nodes, g.names.fresh(f"{name}_branch"), [],
+                                          [value_info(outs[0], "float", 3)]
+                                          + [value_info(n, "float", 2) for n in outs[1:]]))
+    n = 1 + len(res.states)
+    outs = g.op("If", cond, outputs=n, hint=name, then_branch=branches[0], else_branch=branches[1])
+    return DirectionOut(outs[0], _last(g, outs[0]), list(outs[1:]))
+
+
+def emit_direction(g: Graph, d: RecurrentDirection, w: CellWeights, x_tm: str, mask_tm: str | None,
+                   init: list[str] | None, ctx: Context) -> DirectionOut:
+    attrs = op_attributes(d)
+    if attrs is None:
+        return _scan_branch(g, d, w, x_tm, mask_tm, init, ctx)
+    if mask_tm is None:
+        return _op_branch(g, d, w, attrs, x_tm, None, init, False, ctx.dtype)
+
+    def suffix(sub: Graph) -> DirectionOut:
+        return _op_branch(sub, d, w, attrs, x_tm, mask_tm, init, False, ctx.dtype)
+
+    def prefix(sub: Graph) -> DirectionOut:
+        return _op_branch(sub, d, w, attrs, x_tm, mask_tm, init, True, ctx.dtype)
+
+    def scan(sub: Graph) -> DirectionOut:
+        return _scan_branch(sub, d, w, x_tm, mask_tm, init, ctx)
+
+    left_padded = mask_shape_test(g, mask_tm, prefix=True)
+
+    def prefix_or_scan(sub: Graph) -> DirectionOut:
+        return _if(sub, left_padded, prefix, scan, f"{d.name}.if_left_padded")
+
+    return _if(g, mask_shape_test(g, mask_tm, prefix=False), suffix, prefix_or_scan, f"{d.name}.if_right_padded")
+
+
+def emit_recurrent(g: Graph, node: LayerNode, directions: list[RecurrentDirection], args: Call, ctx: Context,
+                   weights: Callable[[RecurrentDirection], CellWeights]) -> list[Sym]:
+    """One recurrent layer (one direction, or Bidirectional's two), as `Network._recurrent_layer` runs it."""
+    is_sym = lambda o: isinstance(o, Sym)  # noqa: E731
+    x, state_syms, explicit, implicit = recurrent_call(args, ctx.keras_major, is_sym)
+    if x is None:
+        raise InspectError(f"layer {node.path} is called on no tensor")
+    if explicit is not None:
+        mask = explicit.name if explicit.kind == "bool" else g.cast(explicit.name, "bool")
+    else:
+        mask = x.mask if implicit else None
+    s = directions[0].settings
+    value = x.name if x.kind == "float" else g.cast(x.name, "float")
+    if s.time_major:  # tf.keras time_major: (steps, batch, features) in and out
+        x_tm, mask_tm = value, mask
+        mask_bm = None if mask is None else g.op("Transpose", mask, perm=[1, 0])
+    else:
+        x_tm = g.op("Transpose", value, perm=[1, 0, 2], hint=f"{node.name}.time_major")
+        mask_tm = None if mask is None else g.op("Transpose", mask, perm=[1, 0])
+        mask_bm = mask
+    states = [st.name if st.kind == "float" else g.cast(st.name, "float") for st in state_syms]
+    n_states = len(directions[0].cell.states)
+    results = []
+    for k, d in enumerate(directions):
+        init = states[n_states * k: n_states * (k + 1)] if len(states) >= n_states * (k + 1) else None
+        results.append(emit_direction(g, d, weights(d), x_tm, mask_tm, init, ctx))
+    units = directions[0].units
+    out_mask = mask_bm if s.return_sequences else None
+
+    def batch_major(seq_tm: str) -> str:
+        return seq_tm if s.time_major else g.op("Transpose", seq_tm, perm=[1, 0, 2])
+
+    if len(directions) == 1:
+        res = results[0]
+        if s.return_sequences:
+            out = Sym(batch_major(res.seq), 3, mask=None if s.time_major else out_mask, dim=units)
+        else:
+            out = Sym(res.last, 2, dim=units)
+        tensors = [out]
+        if s.return_state:
+            tensors += [Sym(st, 2, dim=units) for st in res.states]
+        return tensors
+    fw, bw = results
+    if s.return_sequences:
+        y, y_rev = batch_major(fw.seq), batch_major(g.reverse(bw.seq, 0))  # the backward half in input order
+        rank = 3
+    else:
+        y, y_rev, rank = fw.last, bw.last, 2
+    mode = directions[0].merge_mode
+    both = units + directions[1].units if units and directions[1].units else None
+    if mode == "concat":
+        merged = [Sym(g.op("Concat", y, y_rev, axis=-1, hint=node.name), rank, mask=out_mask, dim=both)]
+    elif mode in ("sum", "mul"):
+        merged = [Sym(g.op("Add" if mode == "sum" else "Mul", y, y_rev, hint=node.name), rank, mask=out_mask,
+                      dim=units)]
+    elif mode == "ave":
+        merged = [Sym(g.op("Div", g.op("Add", y, y_rev), g.const(2.0, "two", ctx.dtype), hint=node.name), rank,
+                      mask=out_mask, dim=units)]
+    elif mode is None:
+        merged = [Sym(y, rank, mask=out_mask, dim=units), Sym(y_rev, rank, mask=out_mask, dim=units)]
+    else:
+        raise InspectError(f"layer {node.path}: Bidirectional merge_mode {mode!r} is not one Keras defines")
+    if s.return_state:
+        merged += [Sym(st, 2, dim=units) for st in fw.states] + [Sym(st, 2, dim=units) for st in bw.states]
+    return merged
+

@@ -1,0 +1,1 @@
+"""The PyTorch target: `build` writes model.py + safetensors; one module per layer family registers its emitters."""

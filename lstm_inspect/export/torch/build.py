@@ -1,0 +1,327 @@
+"""The PyTorch target of `lstm-inspect export`: a folder with model.py, weights.safetensors and README.md.
+
+Why: a PyTorch user porting a Keras recurrent model needs the model written for PyTorch, not a graph
+to interpret: model.py is one self-contained `torch.nn.Module` (`Model`) written for this model, one
+attribute per Keras layer that has weights (named after the layer, sanitized), forward() in the
+model's order with Keras's masks computed as Keras computes them; weights.safetensors holds its
+state_dict, written with `safetensors.numpy` so that writing needs no torch.
+
+The walk is the engine's (`lstm_inspect.engine.network.walk_graph`, `recurrent_call`), each layer kind written
+by its emitter (`torch_layers`, `torch_ops`, `torch_cells`), each mirroring the engine's function for
+that kind, which follows Keras's source (see those modules). What PyTorch cannot be given exactly is
+refused before anything is written, with one line naming the layer.
+
+To know every tensor's rank and dtype while writing, the NumPy engine runs the model once on a small
+made-up input (`network.default_inputs`); the README's shapes come from two such runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.base import __version__
+from lstm_inspect.base.budget import BudgetError
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.network import RunRecord, default_inputs, walk_graph
+from lstm_inspect.export import Plan
+from lstm_inspect.export.torch.cells import direction_alone, recurrent_layer
+from lstm_inspect.export.torch.code import LayerEmit, Sym, Writer, is_sym, kind_of, quoted
+from lstm_inspect.export.torch.core import EMITTERS
+from lstm_inspect.export.torch.ops import op_kind, op_layer
+from lstm_inspect.model.architecture import Call, LayerNode
+
+_COUNTER = itertools.count()
+
+
+def build(plan: Plan) -> dict[str, bytes]:
+    """model.py, weights.safetensors and README.md for the plan; raises InspectError (nothing written) for
+    what has no exact PyTorch form."""
+    from safetensors.numpy import save
+
+    ckpt = plan.ckpt
+    where = str(ckpt.file)
+    hard = "keras3" if _keras_major(ckpt.keras_version) >= 3 else "keras2"
+    w = Writer(where, hard)
+    if plan.direction is not None:
+        d = plan.direction
+        params = [w.name("x")]
+        outputs = direction_alone(w, d, params[0])
+        kinds = ["float"]
+        inputs_doc = [(params[0], f"(batch, steps, {d.input_dim})", "float32")]
+        order = "processing order, reversed in time (go_backwards)" if d.settings.go_backwards else "processing order"
+        outputs_doc = [(f"y: the outputs, in {order}", f"(batch, steps, {d.units})", "float32"),
+                       *((f"{q}: the final state {q}", f"(batch, {d.units})", "float32") for q in d.cell.states)]
+        what = f"one {d.kind} direction alone, from zero states, unmasked"
+    else:
+        assert plan.net is not None
+        params, outputs, kinds, inputs_doc, outputs_doc = _model(plan, w)
+        what = "the whole model"
+    model_py = _assemble(plan, w, params, outputs, kinds, what)
+    readme = _readme(plan, params, inputs_doc, outputs_doc, len(outputs), what)
+    weights = save(dict(sorted(w.weights.items())), metadata={"format": "pt"})
+    return {"model.py": model_py.encode(), "weights.safetensors": weights, "README.md": readme.encode()}
+
+
+def _keras_major(version: str | None) -> int:
+    from lstm_inspect.model.cells import keras_major_minor
+
+    return keras_major_minor(version)[0] or 2
+
+
+# ---------------------------------------------------------------- the whole model
+
+
+def _model(plan: Plan, w: Writer) -> tuple[list[str], list[str], list[str], list[tuple[str, str, str]],
+                                           list[tuple[str, str, str]]]:
+    net = plan.net
+    assert net is not None and plan.ckpt.graph is not None
+    ckpt, graph = plan.ckpt, plan.ckpt.graph
+    where = str(ckpt.file)
+    _check_supported(plan)
+    record, shapes = _examples(plan)
+    specs = net.input_specs()
+    params = [w.name(name if node.class_name == "InputLayer" else "x")
+              for (name, _, _), node in zip(specs, net.input_nodes())]
+    kinds = ["int" if kind == "ids" else "float" for _, _, kind in specs]
+    inputs = [Sym(p, k, None, shapes[0][i] if shapes else None) for i, (p, k) in enumerate(zip(params, kinds))]
+    seen: set[str] = set()
+
+    def apply(node: LayerNode, call: Call, k: int) -> list[Sym]:
+        tensors = [t for t in _flat(call.args) if is_sym(t)]
+        e = LayerEmit(node, tensors, call, w, ckpt, net.keras_major, ckpt.keras_version, node.class_name, node.path)
+        if node.children is not None:
+            outs = walk_graph(node.children, tensors, apply, where, is_sym)
+        elif node.path in net.directions:
+            directions = net.directions[node.path]
+            e.kind = directions[0].kind if len(directions) == 1 else f"Bidirectional({directions[0].kind})"
+            outs = recurrent_layer(e, directions)
+        elif node.is_op:
+            e.kind = op_kind(node) or "?"
+            outs = op_layer(e)
+        else:
+            outs = EMITTERS[node.class_name](e)
+        example = record.layer_outputs.get(node.path) if record is not None else None
+        if example is not None and len(example) == len(outs):
+            for sym, value in zip(outs, example):
+                a = np.asarray(value)
+                if sym.shape is None or node.path not in seen:
+                    sym.shape = tuple(a.shape)
+                sym.kind = kind_of(a.dtype)
+        seen.add(node.path)
+        return outs
+
+    outs = walk_graph(graph, inputs, apply, where, is_sym)
+    out_shapes = _output_shapes(shapes, len(outs))
+    inputs_doc = [(p, _shape_text(spec[1], None), "int64 token ids" if k == "int" else "float32")
+                  for p, spec, k in zip(params, specs, kinds)]
+    outputs_doc = [(f"output {i}" if len(outs) > 1 else "output", out_shapes[i], _dtype_text(o.kind))
+                   for i, o in enumerate(outs)]
+    return params, [o.name for o in outs], kinds, inputs_doc, outputs_doc
+
+
+def _check_supported(plan: Plan) -> None:
+    """Every layer and op of the model has a PyTorch form, or one line naming the first that has not."""
+    net = plan.net
+    assert net is not None and plan.ckpt.graph is not None
+    for node in plan.ckpt.graph.walk():
+        if node.children is not None or node.path in net.directions:
+            continue
+        if node.is_op:
+            if op_kind(node) is None:
+                raise InspectError(f"{plan.ckpt.file}: graph op {node.path}: the op {_op_label(node)} has no PyTorch "
+                                   "form in lstm-inspect yet")
+        elif node.class_name not in EMITTERS:
+            raise InspectError(f"{plan.ckpt.file}: layer {node.path} ({node.class_name}) has no PyTorch form in "
+                               "lstm-inspect yet")
+
+
+def _op_label(node: LayerNode) -> str:
+    from lstm_inspect.engine.ops import op_name
+
+    return f"{op_name(node)} ({node.class_name})"
+
+
+def _examples(plan: Plan) -> tuple[RunRecord | None, list[list[tuple[int, ...]]]]:
+    """The engine's run on two small made-up inputs (different steps): every layer's outputs of the first,
+    and the input and output shapes of both ([inputs..., outputs...] per run)."""
+    net = plan.net
+    assert net is not None
+    record, shapes = None, []
+    for steps in (5, 6):
+        try:
+            xs = default_inputs(net, seed=0, batch=2, steps=steps)
+            rec = RunRecord(every_layer=True)
+            outs = net.run(xs, rec)
+        except BudgetError:
+            raise  # past the budget on a small made-up input: the real run would be too
+        except (InspectError, ValueError, IndexError, FloatingPointError):
+            return record, []
+        record = record or rec
+        shapes.append([tuple(np.shape(x)) for x in xs] + [tuple(np.shape(o)) for o in outs])
+    return record, shapes
+
+
+def _output_shapes(shapes: list[list[tuple[int, ...]]], n: int) -> list[str]:
+    if len(shapes) != 2:
+        return ["see forward()"] * n
+    a, b = shapes[0][-n:], shapes[1][-n:]
+    out = []
+    for sa, sb in zip(a, b):
+        if len(sa) != len(sb):
+            out.append("see forward()")
+            continue
+        dims = ["batch" if k == 0 else ("steps" if x != y else str(x)) for k, (x, y) in enumerate(zip(sa, sb))]
+        out.append("(" + ", ".join(dims) + ")")
+    return out
+
+
+def _shape_text(shape: tuple[int | None, ...] | None, fallback: str | None) -> str:
+    if shape is None:
+        return fallback or "(batch, steps, features)"
+    dims = ["batch" if k == 0 else ("steps" if (n is None and k == 1) else ("any" if n is None else str(int(n))))
+            for k, n in enumerate(shape)]
+    return "(" + ", ".join(dims) + ")"
+
+
+def _dtype_text(kind: str) -> str:
+    return {"int": "int64", "bool": "bool", "complex": "complex64"}.get(kind, "float32")
+
+
+def _flat(obj: Any) -> list[Any]:
+    if isinstance(obj, (list, tuple)):
+        return [t for v in obj for t in _flat(v)]
+    if isinstance(obj, dict):
+        return [t for v in obj.values() for t in _flat(v)]
+    return [obj]
+
+
+# ---------------------------------------------------------------- model.py and README.md
+
+
+def _assemble(plan: Plan, w: Writer, params: list[str], outputs: list[str], kinds: list[str], what: str) -> str:
+    ckpt = plan.ckpt
+    imports, helpers = w.helper_code()
+    version = f" (Keras {quoted(ckpt.keras_version)})" if ckpt.keras_version else ""
+    dtypes = ", ".join(f'"{"int64" if k == "int" else "float32"}"' for k in kinds)
+    lines = [
+        f'"""A PyTorch port of {quoted(ckpt.file.name)}{version}: {what}.',
+        "",
+        f"Written by lstm-inspect {__version__} from the Keras file alone; it computes what Keras "
+        "computes at",
+        ("inference, masks included." if plan.direction is None else "inference for this layer alone.")
+        + " Load weights.safetensors into Model (README.md); needs torch only.",
+        '"""',
+        "",
+        "import torch",
+        *(["import torch.nn.functional as F"] if any("F." in code for code in [*helpers, *w.body, *w.init]) else []),
+        "from torch import nn",
+        *imports,
+        "",
+        f"INPUT_DTYPES = ({dtypes}{',' if len(kinds) == 1 else ''})  # what forward() takes, in order",
+    ]
+    for code in helpers:
+        lines += ["", "", code]
+    lines += ["", "", "class Model(nn.Module):",
+              f'    """{what[0].upper()}{what[1:]}, as forward() computes it."""', "",
+              "    def __init__(self):", "        super().__init__()"]
+    lines += [f"        {line}" for line in w.init]
+    lines += ["", f"    def forward(self, {', '.join(params)}):"]
+    lines += [f"        {line}" for line in w.body]
+    result = outputs[0] if len(outputs) == 1 else ", ".join(outputs)
+    lines.append(f"        return {result}")
+    return "\n".join(lines) + "\n"
+
+
+def _readme(plan: Plan, params: list[str], inputs_doc: list[tuple[str, str, str]],
+            outputs_doc: list[tuple[str, str, str]], n_outputs: int, what: str) -> str:
+    ckpt = plan.ckpt
+    call = f"model({', '.join(params)})"
+    target = "y" if n_outputs == 1 else "outputs"
+    keras = f"Keras {ckpt.keras_version}" if ckpt.keras_version and _plain(ckpt.keras_version) else "Keras"
+    lines = [
+        "# PyTorch port",
+        "",
+        f"Written by lstm-inspect {__version__} from a {keras} file ({what}); the file's name is in "
+        "model.py's docstring.",
+        "`model.py` holds one `torch.nn.Module`, `Model`; `weights.safetensors` its `state_dict()`.",
+        "",
+        "## Load and run",
+        "",
+        "From this folder (or with it on `sys.path`):",
+        "",
+        "```python",
+        "from model import Model; from safetensors.torch import load_file",
+        'model = Model().eval(); model.load_state_dict(load_file("weights.safetensors"))',
+        f"{target} = {call}" + ("" if n_outputs == 1 else f"  # a tuple of {n_outputs}"),
+        "```",
+        "",
+        "Call it under `torch.no_grad()` for inference." + (
+            " Keras's masks (Embedding mask_zero, Masking) are computed inside, from the inputs, as Keras computes "
+            "them." if plan.direction is None else ""),
+        "",
+        "## Inputs",
+        "",
+        "| argument | shape | dtype |",
+        "|---|---|---|",
+        *(f"| `{name}` | {shape} | {dtype} |" for name, shape, dtype in inputs_doc),
+        "",
+        "## Outputs",
+        "",
+        "| output | shape | dtype |",
+        "|---|---|---|",
+        *(f"| {name} | {shape} | {dtype} |" for name, shape, dtype in outputs_doc),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _plain(text: str) -> bool:
+    return all(c.isalnum() or c in ".-+_" for c in text) and len(text) < 40
+
+
+# ---------------------------------------------------------------- running an export
+
+
+def load(folder: Path) -> tuple[Any, Any]:
+    """(the module model.py defines, its Model with the folder's weights loaded, in eval mode); needs torch."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    name = f"lstm_inspect_export_{uuid.uuid4().hex}_{next(_COUNTER)}"
+    spec = importlib.util.spec_from_file_location(name, folder / "model.py")
+    if spec is None or spec.loader is None:
+        raise InspectError(f"{folder}: model.py cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.Model()
+    model.load_state_dict(load_file(str(folder / "weights.safetensors")))
+    model.eval()
+    return module, model
+
+
+def run(folder: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """Run an exported folder with torch on xs: the outputs as NumPy arrays, in the model's output order."""
+    import torch
+
+    module, model = load(folder)
+    if len(xs) != len(module.INPUT_DTYPES):
+        raise InspectError(f"{folder}: the export takes {len(module.INPUT_DTYPES)} input(s), {len(xs)} were given")
+    dtypes = {"int64": torch.int64, "float32": torch.float32}
+    args = [torch.as_tensor(np.asarray(x)).to(dtypes[d]) for x, d in zip(xs, module.INPUT_DTYPES)]
+    # one thread for this check: torch's default threads on a small model beside a busy process can take
+    # 100 times longer (measured), and the check is about values, not speed; the user's setting is restored
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            out = model(*args)
+    finally:
+        torch.set_num_threads(threads)
+    outs = list(out) if isinstance(out, (tuple, list)) else [out]
+    return [o.detach().cpu().numpy() for o in outs]

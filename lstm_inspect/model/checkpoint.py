@@ -1,0 +1,292 @@
+"""What lstm-inspect knows about a checkpoint: its recurrent directions, lazily backed by the file.
+
+`load(path)` reads the format, the architecture and every array's *shape*; weight data is read
+only when asked for (`RecurrentDirection.weights()`), so `show` stays instant on any file size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstm_inspect.base.errors import InspectError
+from lstm_inspect.io.storage import StoredArray, WeightFile
+from lstm_inspect.model.architecture import ModelGraph
+from lstm_inspect.model.cells import Cell, CellSettings, CellWeights, Gate, StoredShapes, hard_sigmoid_generation
+
+
+@dataclass(kw_only=True)
+class RecurrentDirection:
+    """One direction of one recurrent layer (LSTM, GRU, SimpleRNN): settings, stored arrays, gate matrices."""
+
+    name: str  # unique path, e.g. "bidirectional/forward_lstm"
+    parts: tuple[str, ...] = ()  # the names that make up `name` (files are named from these, escaped)
+    cell: Cell
+    kind: str  # "LSTM", "CuDNNLSTM", "RNN(LSTMCell)", "GRU", "CuDNNGRU", "SimpleRNN", ...
+    direction: str  # "forward" or "backward" (go_backwards)
+    input_dim: int | None  # N_i
+    units: int | None  # N_c
+    settings: CellSettings
+    storage: str  # "keras" (kernel, recurrent_kernel, bias), "cudnn", "keras1" (per-gate arrays)
+    arrays: list[StoredArray]
+    source: WeightFile
+    keras_version: str | None
+    merge_mode: str | None = None  # set inside a Bidirectional
+    wrapper: str | None = None  # the Bidirectional's name
+    expected_input_dim: int | None = None  # what feeds this layer, from the architecture
+    problems: list[str] = field(default_factory=list)
+    weights_stored: bool = True  # False for a model saved before it was built: no arrays at all
+    layer_path: str = ""  # the model layer it belongs to (the Bidirectional for both halves)
+    warnings: list[str] = field(default_factory=list)  # found while reading the weights (NaN, Inf)
+    initial_state_from: list[str] = field(default_factory=list)  # e.g. ["encoder h", "encoder c"]
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            self.parts = (self.name,)
+
+    @property
+    def shapes_ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def hard_sigmoid(self) -> str:
+        """Which hard_sigmoid the writing Keras used: 'keras2' clip(0.2x+0.5), 'keras3' clip(x/6+0.5)."""
+        return hard_sigmoid_generation(self.keras_version)
+
+    @property
+    def gate_names(self) -> tuple[str, ...]:
+        return self.cell.gates
+
+    @property
+    def param_count(self) -> int:
+        return int(sum(int(np.prod(a.shape)) for a in self.arrays))
+
+    def gate_shape(self) -> tuple[int, int] | None:
+        if self.units is None or self.input_dim is None:
+            return None
+        return (self.units, self.input_dim + self.units)
+
+    def weights(self) -> CellWeights:
+        """Read the arrays and return them in the Keras layout of this kind (CuDNN and Keras 1 converted)."""
+        if self.problems:
+            raise InspectError(f"{self.source.path}: {self.problems[0]}")
+        if not self.weights_stored:
+            raise InspectError(f"{self.source.path}: the file stores no weights for layer {self.name} "
+                               "(the model was saved before it was built)")
+        arrays = self.source.read([a.key for a in self.arrays])
+        for a, data in zip(self.arrays, arrays):
+            if not np.issubdtype(data.dtype, np.floating):
+                raise InspectError(f"{self.source.path}: layer {self.name}: dataset {a.key} holds {data.dtype}, "
+                                   "not floating-point weights")
+            if tuple(data.shape) != tuple(a.shape):
+                raise InspectError(f"{self.source.path}: layer {self.name}: dataset {a.key} changed shape while "
+                                   "being read")
+            bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+            if bad:
+                warning = f"layer {self.name}: dataset {a.key} holds {bad} NaN or Inf weights; outputs will be NaN"
+                if warning not in self.warnings:
+                    self.warnings.append(warning)
+        return self.cell.weights_from(self.storage, arrays, self.settings)
+
+    def gates(self) -> dict[str, Gate]:
+        return self.cell.gates_of(self.weights())
+
+    def forward(self, x: np.ndarray, dtype: type = np.float32, initial_state: list[np.ndarray] | None = None,
+                mask: np.ndarray | None = None) -> np.ndarray:
+        """This direction alone on x as the layer takes it (`input_layout`: (batch, steps, input_dim), or
+        (steps, batch, input_dim) for a time_major layer): its output as the layer returns it.
+
+        The full sequence in processing order when return_sequences (reversed in time for
+        go_backwards, as Keras returns it; time-major for a time_major layer), else the last output.
+        """
+        from lstm_inspect.engine.network import run_direction
+
+        x = self.layer_layout(np.asarray(x))
+        if mask is not None and self.settings.time_major:  # (steps, batch) as the layer takes it
+            mask = np.swapaxes(np.asarray(mask), 0, 1)
+        self.check_input(x, initial_state)
+        sequences = self.settings.return_sequences
+        res = run_direction(self, x, mask, initial_state, dtype, sequences=sequences)
+        return self.layer_layout(res.outputs) if sequences else res.last_output
+
+    def layer_layout(self, a: np.ndarray) -> np.ndarray:
+        """Between the engine's (batch, steps, ...) and the layer's own layout: (steps, batch, ...) for a
+        time_major layer, which tf.keras transposes in and out; unchanged otherwise. Its own inverse."""
+        return np.swapaxes(a, 0, 1) if self.settings.time_major and np.ndim(a) >= 3 else a
+
+    @property
+    def input_layout(self) -> str:
+        """The input this direction takes alone, as `show`'s and the errors' words."""
+        axes = "steps, batch" if self.settings.time_major else "batch, steps"
+        return f"({axes}, {self.input_dim})"
+
+    def check_input(self, x: np.ndarray, initial_state: list[np.ndarray] | None = None) -> None:
+        """One clear error when x (batch-major, as the engine runs it) or a state does not fit this direction."""
+        if x.ndim != 3 or (self.input_dim is not None and x.shape[-1] != self.input_dim):
+            raise InspectError(f"layer {self.name}: input has shape {self.layer_layout(x).shape} but the layer "
+                               f"expects {self.input_layout}")
+        check_sizes(x.shape, f"layer {self.name}: the input")
+        if x.dtype.kind not in "fiu" or not np.all(np.isfinite(x)):
+            raise InspectError(f"layer {self.name}: input must hold finite numbers")
+        if initial_state is not None:
+            if len(initial_state) != len(self.cell.states):
+                raise InspectError(f"layer {self.name}: a {self.cell.kind} takes {len(self.cell.states)} initial "
+                                   f"state(s) ({', '.join(self.cell.states)}), {len(initial_state)} were given")
+            for which, s in zip(self.cell.states, initial_state):
+                if np.shape(s) != (x.shape[0], self.units):
+                    raise InspectError(f"layer {self.name}: initial state {which} has shape {np.shape(s)} but the "
+                                       f"layer expects (batch, units) = ({x.shape[0]}, {self.units})")
+                s = np.asarray(s)
+                if s.dtype.kind not in "fiu" or not np.all(np.isfinite(s)):
+                    raise InspectError(f"layer {self.name}: initial state {which} must hold finite numbers")
+
+    def stored_shapes(self) -> StoredShapes:
+        return StoredShapes([(a.key, a.shape) for a in self.arrays])
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.settings
+        shape = self.gate_shape()
+        return {
+            "name": self.name,
+            "cell": self.cell.kind,
+            "kind": self.kind,
+            "direction": self.direction,
+            "input_dim": self.input_dim,
+            "units": self.units,
+            "activation": s.activation,
+            "recurrent_activation": s.recurrent_activation,
+            "hard_sigmoid": self.hard_sigmoid if "hard_sigmoid" in (s.recurrent_activation, s.activation) else None,
+            "reset_after": s.reset_after,
+            "use_bias": s.use_bias,
+            "return_sequences": s.return_sequences,
+            "return_state": s.return_state,
+            "go_backwards": s.go_backwards,
+            "stateful": s.stateful,
+            "time_major": s.time_major,
+            "unit_forget_bias": s.unit_forget_bias,
+            "zero_output_for_mask": s.zero_output_for_mask,
+            "settings_assumed": s.assumed,
+            "merge_mode": self.merge_mode,
+            "bidirectional": self.wrapper,
+            "storage": self.storage,
+            "gates": {g: {"shape": list(shape) if shape else None} for g in self.cell.gates},
+            "params": self.param_count,
+            "datasets": [{"name": a.key, "shape": list(a.shape), "dtype": a.dtype} for a in self.arrays],
+            "expected_input_dim": self.expected_input_dim,
+            "initial_state_from": list(self.initial_state_from) or None,
+            "weights_stored": self.weights_stored,
+            "shapes_ok": self.shapes_ok if self.weights_stored else None,
+            "problems": list(self.problems),
+        }
+
+
+LSTMDirection = RecurrentDirection  # the name of lstm-inspect 0.1
+
+# Inputs bigger than this many values are refused before any buffer is made (4 GB of float32).
+MAX_INPUT_VALUES = 1 << 30
+
+
+def check_sizes(shape: tuple[int, ...], what: str) -> None:
+    """An input must have a batch, steps and features, and fit in memory."""
+    if any(n == 0 for n in shape):
+        names = ["batch", "time steps", "features"] if len(shape) == 3 else [f"axis {k}" for k in range(len(shape))]
+        empty = ", ".join(f"0 {n}" for n, k in zip(names, shape) if k == 0)
+        raise InspectError(f"{what} has shape {tuple(shape)}: {empty}; there is nothing to run")
+    if float(np.prod(shape, dtype=np.float64)) > MAX_INPUT_VALUES:
+        raise InspectError(f"{what} has shape {tuple(shape)}, more than {MAX_INPUT_VALUES:,} values")
+
+
+@dataclass(kw_only=True)
+class ModelLayer:
+    """Any layer of the model, for the overview (recurrent ones included)."""
+
+    name: str
+    class_name: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "class_name": self.class_name}
+
+
+@dataclass(kw_only=True)
+class Checkpoint:
+    """A Keras checkpoint as lstm-inspect reads it."""
+
+    file: Path
+    format: str  # "keras3", "keras3-weights", "legacy-h5", "legacy-weights-h5", "savedmodel", "tf-checkpoint"
+    keras_version: str | None
+    layers: list[RecurrentDirection]
+    model_layers: list[ModelLayer]
+    graph: ModelGraph | None = None
+    settings_from: str = "config"  # "config", or "defaults" when the file has no architecture
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # across the model (what feeds what)
+    source: WeightFile | None = None
+    layer_arrays: dict[str, list[StoredArray]] = field(default_factory=dict)  # other layers' weights
+    raw_config: Any = None  # the model config as stored (JSON), for rebuilding the model in Keras
+    _engines: dict[Any, Any] = field(default_factory=dict, repr=False)  # one NumPy engine per dtype, reused
+    _layer_warnings: list[str] = field(default_factory=list, repr=False)  # from other layers' weights
+
+    def read_layer(self, path: str) -> list[np.ndarray]:
+        """The stored arrays of a non-recurrent layer (Dense, Embedding, ...), in Keras's weight order."""
+        arrays = self.layer_arrays.get(path, [])
+        if not arrays or self.source is None:
+            return []
+        values = self.source.read([a.key for a in arrays])
+        for a, v in zip(arrays, values):
+            bad = int(v.size - np.count_nonzero(np.isfinite(v))) if v.dtype.kind == "f" else 0
+            warning = f"layer {path}: dataset {a.key} holds {bad} NaN or Inf weights; outputs will be NaN"
+            if bad and warning not in self._layer_warnings:
+                self._layer_warnings.append(warning)
+        return values
+
+    def layer(self, name: str) -> RecurrentDirection:
+        for d in self.layers:
+            if d.name == name:
+                return d
+        matches = [d for d in self.layers if d.name.split("/")[-1] == name or d.name.startswith(f"{name}/")]
+        if len(matches) == 1:
+            return matches[0]
+        names = ", ".join(d.name for d in self.layers)
+        raise InspectError(f"{self.file}: no recurrent direction named {name!r}; it has: {names}")
+
+    def forward(self, x: Any, dtype: type = np.float32) -> np.ndarray | list[np.ndarray]:
+        """What Keras's model.predict returns for x: one array, or a list for several outputs.
+
+        x is one array, or a list of arrays in the model's input order.
+        """
+        from lstm_inspect.engine.network import Network, as_inputs
+
+        if dtype not in self._engines:
+            self._engines[dtype] = Network(self, dtype, cache_weights=True)
+        outs = self._engines[dtype].run(as_inputs(x))
+        return outs[0] if len(outs) == 1 else outs
+
+    @property
+    def cells(self) -> list[str]:
+        """The recurrent kinds in the model, in order of first appearance."""
+        return list(dict.fromkeys(d.cell.kind for d in self.layers))
+
+    @property
+    def warnings(self) -> list[str]:
+        """What reading the weights found that still lets the command finish (NaN or Inf weights)."""
+        return [w for d in self.layers for w in d.warnings] + list(self._layer_warnings)
+
+    @property
+    def all_problems(self) -> list[str]:
+        return [p for d in self.layers for p in d.problems] + self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": str(self.file),
+            "format": self.format,
+            "keras_version": self.keras_version,
+            "settings_from": self.settings_from,
+            "model_layers": [m.to_dict() for m in self.model_layers],
+            "layers": [d.to_dict() for d in self.layers],
+            "shapes_ok": not self.all_problems,
+            "problems": self.all_problems,
+            "notes": list(self.notes),
+        }
