@@ -20,7 +20,8 @@ pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip ins
 torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime): pip install torch")
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install 'lstm-inspect[pytorch]'")
 
-from lstm_inspect.export import to_onnx, to_torch  # noqa: E402
+from lstm_inspect.export.onnx import build as to_onnx  # noqa: E402
+from lstm_inspect.export.torch import build as to_torch  # noqa: E402
 
 
 def _forms() -> list[tuple[str, Path, Path | None]]:

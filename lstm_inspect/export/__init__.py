@@ -1,8 +1,8 @@
 """Ports of a Keras model to other runtimes, written from the checkpoint alone and verified on the way out.
 
 `lstm-inspect export` writes the whole model (or one recurrent direction, `--layer`) for another
-runtime without TensorFlow and without the runtime itself: an ONNX graph (`to_onnx`) or a
-self-contained PyTorch module with its weights in safetensors (`to_torch`). Each target walks the
+runtime without TensorFlow and without the runtime itself: an ONNX graph (`onnx/`) or a
+self-contained PyTorch module with its weights in safetensors (`torch/`). Each target walks the
 same model graph as the NumPy engine (`lstm_inspect.engine.network.walk_graph`), one emitter per layer
 kind, and each emitter mirrors the engine's function for that kind, masks included. What a target
 cannot express exactly is refused before anything is written.
@@ -24,75 +24,11 @@ import numpy as np
 
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.check.verify import Comparison, compare
-from lstm_inspect.engine.network import DEFAULT_BATCH, DEFAULT_STEPS, Network, default_inputs, run_direction
-from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
-
-
-@dataclass
-class Plan:
-    """What one export holds: the whole model (`net`), or one recurrent direction alone (`direction`).
-
-    A direction alone takes x (batch, steps, N_i) and gives its output sequence in processing order
-    (reversed for go_backwards, as `forward --layer` writes it) and its final states, unmasked,
-    from zero states.
-    """
-
-    ckpt: Checkpoint
-    net: Network | None = None
-    direction: RecurrentDirection | None = None
-    opset: int | None = None
-
-    @property
-    def what(self) -> str:
-        return f"layer {self.direction.name}" if self.direction is not None else "the whole model"
-
-    def reference(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        """The engine's outputs for the export's inputs: what the export must compute."""
-        if self.direction is not None:
-            res = run_direction(self.direction, xs[0], sequences=True)
-            return [res.outputs, *res.states]
-        assert self.net is not None
-        return self.net.run(xs)
-
-    def default_inputs(self, seed: int = 0) -> list[np.ndarray]:
-        if self.direction is not None:
-            rng = np.random.default_rng(seed)
-            shape = (DEFAULT_BATCH, DEFAULT_STEPS, self.direction.input_dim or 1)
-            return [rng.normal(size=shape).astype(np.float32)]
-        assert self.net is not None
-        return default_inputs(self.net, seed)
-
-    def check_inputs(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        if self.direction is not None:
-            d = self.direction
-            if len(xs) != 1:
-                raise InspectError(f"layer {d.name}: takes one input, {len(xs)} were given")
-            x = np.asarray(xs[0])
-            if x.ndim != 3 or x.shape[-1] != d.input_dim:
-                raise InspectError(f"layer {d.name}: input has shape {x.shape} but the layer expects "
-                                   f"(batch, steps, {d.input_dim})")
-            return [x]
-        assert self.net is not None
-        return self.net.check_inputs(xs)
-
-
-def plan_export(ckpt: Checkpoint, layer: str | None = None, opset: int | None = None) -> Plan:
-    """The export's scope, or one line saying why the file cannot be exported whole."""
-    if layer is not None:
-        d = ckpt.layer(layer)
-        if d.settings.time_major:
-            raise InspectError(f"{ckpt.file}: layer {d.name} is time_major, and a direction exported alone takes "
-                               "(batch, steps, N_i); export the whole model, which takes the input as this layer "
-                               "does")
-        return Plan(ckpt, direction=d, opset=opset)
-    if ckpt.graph is None:
-        raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so there is no model to export; "
-                           "export one recurrent direction with --layer NAME, or give the architecture with --config")
-    return Plan(ckpt, net=Network(ckpt, cache_weights=True), opset=opset)
-
-
-class RuntimeFailed(Exception):
-    """The runtime refused or failed to run a written export (its own error, in one line)."""
+from lstm_inspect.export.onnx import build as onnx_build
+from lstm_inspect.export.plan import Plan, RuntimeFailed, output_names, plan_export
+from lstm_inspect.export.torch import build as torch_build
+from lstm_inspect.io.arrays import atomic_dir, atomic_path, inside
+from lstm_inspect.model.checkpoint import Checkpoint
 
 
 @dataclass(frozen=True)
@@ -116,34 +52,14 @@ class Target:
 
 
 def _onnx_build(plan: Plan) -> dict[str, bytes]:
-    from lstm_inspect.export.onnx.build import build
-
-    return {"": build(plan)}
-
-
-def _onnx_run(path: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
-    from lstm_inspect.export.onnx.build import run
-
-    return run(path, xs)
-
-
-def _torch_build(plan: Plan) -> dict[str, bytes]:
-    from lstm_inspect.export.torch.build import build
-
-    return build(plan)
-
-
-def _torch_run(path: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
-    from lstm_inspect.export.torch.build import run
-
-    return run(path, xs)
+    return {"": onnx_build.build(plan)}
 
 
 TARGETS = {
-    "onnx": Target("onnx", "onnxruntime", "onnx", False, _onnx_build, _onnx_run, needs=("onnx",),
+    "onnx": Target("onnx", "onnxruntime", "onnx", False, _onnx_build, onnx_build.run, needs=("onnx",),
                    runtime_install="'lstm-inspect[onnx]'"),
     # torch is not in the extra (its CPU and CUDA builds are chosen per machine): the runtime is installed apart
-    "pytorch": Target("pytorch", "torch", "pytorch", True, _torch_build, _torch_run, needs=("safetensors",),
+    "pytorch": Target("pytorch", "torch", "pytorch", True, torch_build.build, torch_build.run, needs=("safetensors",),
                       runtime_install="torch"),
 }
 
@@ -208,7 +124,6 @@ def export(ckpt: Checkpoint, target: str, out: Path, *, layer: str | None = None
     Raises InspectError, before anything is written, for what cannot be exported exactly. A
     mismatch is in the report (`ok` False), the written export kept.
     """
-    from lstm_inspect.io.arrays import atomic_dir, atomic_path, inside
 
     if target not in TARGETS:
         raise InspectError(f"--to must be one of {', '.join(TARGETS)}, not {target!r}")
@@ -254,10 +169,3 @@ def export(ckpt: Checkpoint, target: str, out: Path, *, layer: str | None = None
     names = output_names(plan, len(expected))
     report.comparisons = [compare(n, g, e, atol, rtol) for n, g, e in zip(names, got, expected)]
     return report
-
-
-def output_names(plan: Plan, n: int) -> list[str]:
-    """The export's output names: output_0... for a model; y, h (and c) for one direction."""
-    if plan.direction is not None:
-        return ["y", *plan.direction.cell.states][:n]
-    return [f"output_{k}" for k in range(n)]

@@ -18,10 +18,10 @@ from lstm_inspect.base import __version__
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers import LAYERS, Context
 from lstm_inspect.engine.network import walk_graph
-from lstm_inspect.export import Plan
 from lstm_inspect.export.onnx.cells import emit_direction, emit_recurrent
 from lstm_inspect.export.onnx.core import ONNX_LAYERS, OnnxCall
 from lstm_inspect.export.onnx.graph import DEFAULT_OPSET, MIN_OPSET, Graph, Sym, value_info
+from lstm_inspect.export.plan import Plan, RuntimeFailed
 from lstm_inspect.io.arrays import printable
 from lstm_inspect.model.architecture import Call, LayerNode, ModelGraph
 from lstm_inspect.model.cells import keras_major_minor
@@ -176,7 +176,6 @@ def run(path: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
     import onnxruntime as ort
     from onnxruntime.capi import onnxruntime_pybind11_state as state
 
-    from lstm_inspect.export import RuntimeFailed
 
     errors = tuple(getattr(state, n) for n in ("Fail", "InvalidArgument", "InvalidGraph", "NotImplemented",
                                                 "RuntimeException", "InvalidProtobuf") if hasattr(state, n))

@@ -29,7 +29,7 @@ from lstm_inspect.base import __version__
 from lstm_inspect.base.budget import BudgetError
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.network import RunRecord, default_inputs, walk_graph
-from lstm_inspect.export import Plan
+from lstm_inspect.export.plan import Plan
 from lstm_inspect.export.torch.cells import direction_alone, recurrent_layer
 from lstm_inspect.export.torch.code import LayerEmit, Sym, Writer, is_sym, kind_of, quoted
 from lstm_inspect.export.torch.core import EMITTERS
