@@ -33,6 +33,7 @@ import numpy as np
 from h5py import h5d, h5g, h5l, h5o, h5t
 
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.model.checkpoint import StoredArray
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ZIP_SIGNATURE = b"PK\x03\x04"
@@ -76,15 +77,6 @@ def reading(what: str, errors: tuple[type[BaseException], ...] = FILE_ERRORS) ->
         raise
     except errors as exc:
         raise DamagedFile(f"{what} ({_short(exc)})") from exc
-
-
-@dataclass(frozen=True)
-class StoredArray:
-    """One dataset in the weights HDF5: where it is and what shape it has (no data)."""
-
-    key: str
-    shape: tuple[int, ...]
-    dtype: str
 
 
 class _Window(io.RawIOBase):

@@ -27,7 +27,6 @@ import numpy as np
 
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.shapes import has_weights
-from lstm_inspect.io.storage import StoredArray
 from lstm_inspect.io.tf_bundle import (
     TABLE_MAGIC,
     TensorBundle,
@@ -39,7 +38,7 @@ from lstm_inspect.io.tf_bundle import (
     resolve_prefix,
 )
 from lstm_inspect.model.architecture import LayerNode, ModelGraph, RecurrentSpec
-from lstm_inspect.model.checkpoint import Checkpoint, ModelLayer, RecurrentDirection
+from lstm_inspect.model.checkpoint import Checkpoint, ModelLayer, RecurrentDirection, StoredArray
 
 # The version a weights checkpoint is read as when nothing says: tf.keras 2 (TF 2.0-2.15) wrote them.
 TF_KERAS = "2-tf"

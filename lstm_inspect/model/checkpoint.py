@@ -8,14 +8,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.io.storage import StoredArray, WeightFile
 from lstm_inspect.model.architecture import ModelGraph
 from lstm_inspect.model.cells import Cell, CellSettings, CellWeights, Gate, StoredShapes, hard_sigmoid_generation
+
+
+@dataclass(frozen=True)
+class StoredArray:
+    """One stored weight array: where it is in its file and what shape it has (no data)."""
+
+    key: str
+    shape: tuple[int, ...]
+    dtype: str
+
+
+class WeightSource(Protocol):
+    """Where a checkpoint's weights are read from, lazily (`lstm_inspect.io.storage.WeightFile`, a TF bundle)."""
+
+    path: Path
+
+    def read(self, keys: list[str]) -> list[np.ndarray]: ...
 
 
 @dataclass(kw_only=True)
@@ -32,7 +48,7 @@ class RecurrentDirection:
     settings: CellSettings
     storage: str  # "keras" (kernel, recurrent_kernel, bias), "cudnn", "keras1" (per-gate arrays)
     arrays: list[StoredArray]
-    source: WeightFile
+    source: WeightSource
     keras_version: str | None
     merge_mode: str | None = None  # set inside a Bidirectional
     wrapper: str | None = None  # the Bidirectional's name
@@ -223,7 +239,7 @@ class Checkpoint:
     settings_from: str = "config"  # "config", or "defaults" when the file has no architecture
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # across the model (what feeds what)
-    source: WeightFile | None = None
+    source: WeightSource | None = None
     layer_arrays: dict[str, list[StoredArray]] = field(default_factory=dict)  # other layers' weights
     raw_config: Any = None  # the model config as stored (JSON), for rebuilding the model in Keras
     _engines: dict[Any, Any] = field(default_factory=dict, repr=False)  # one NumPy engine per dtype, reused
