@@ -1,6 +1,7 @@
 """The package's layering (ARCHITECTURE.md), checked on the source: an AST walk of every module.
 
-Ranks, lowest first: base → model → engine → io → check → dump, plot, export → the package's top (`load`) → cli.
+Ranks, lowest first: base → model → engine → io → check → plot, export → dump (it writes the targets' weight
+layouts) → the package's top (`load`) → cli.
 A module imports, at module level, only modules of a lower rank or of its own package; nothing imports upward;
 sibling folders of one rank do not import each other. Inside functions only optional dependencies are imported
 (torch, onnx, matplotlib, TensorFlow...), plus the CLI's deferred imports (a command loads only what it runs) and
@@ -16,8 +17,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lstm_inspect"
 
-RANKS = {"base": 0, "model": 1, "engine": 2, "io": 3, "check": 4, "dump": 5, "plot": 5, "export": 5,
-         "__init__": 6, "cli": 7}
+RANKS = {"base": 0, "model": 1, "engine": 2, "io": 3, "check": 4, "plot": 5, "export": 5, "dump": 6,
+         "__init__": 7, "cli": 8}
 # imported inside functions: optional extras (and threadpoolctl, left out of `show`'s start-up)
 OPTIONAL = {"torch", "onnx", "onnxruntime", "safetensors", "matplotlib", "tensorflow", "keras", "tf_keras",
             "threadpoolctl"}
@@ -127,8 +128,8 @@ def test_the_package_keeps_its_layering() -> None:
      "model (rank 1) imports lstm_inspect.engine.layers (engine, rank 2)"),
     ("lstm_inspect.io.formats", "from lstm_inspect.check.verify import compare",
      "io (rank 3) imports lstm_inspect.check.verify (check, rank 4)"),
-    ("lstm_inspect.dump", "from lstm_inspect.export import plan",
-     "dump (rank 5) imports lstm_inspect.export.plan (export, rank 5)"),
+    ("lstm_inspect.plot", "from lstm_inspect.export import plan",
+     "plot (rank 5) imports lstm_inspect.export.plan (export, rank 5)"),
     ("lstm_inspect.engine.network", "def f():\n    from lstm_inspect.engine.ops import op_supported",
      "imports lstm_inspect.engine.ops inside f()"),
     ("lstm_inspect.check.stats", "def f():\n    import itertools", "imports itertools inside f() (not optional)"),
