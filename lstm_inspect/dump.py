@@ -30,6 +30,7 @@ import numpy as np
 
 from lstm_inspect.base import __version__
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.export.onnx.registry import CELLS as ONNX_CELLS
 from lstm_inspect.io.arrays import atomic_dir, inside, safe_relpath
 from lstm_inspect.model.activations import HARD_SIGMOID, HARD_SIGMOID_FORMULA
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
@@ -189,7 +190,7 @@ def _pytorch(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], d
     }
     if problems:
         in_onnx = all(onnx_activation(name, d.hard_sigmoid) is not None for d in ds
-                      for name in cell.onnx_activations(d.settings))
+                      for name in ONNX_CELLS[cell.kind].activations(d.settings))
         meta["why_not_exact"] = problems[0] + ("; run it exactly with the ONNX layout (which has the activations), "
                                                "or with a cell of your own" if in_onnx else
                                                "; run it exactly with a cell of your own")
@@ -228,12 +229,12 @@ def _onnx(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict
     cell, d0 = ds[0].cell, ds[0]
     s = d0.settings
     bidirectional = len(ds) == 2
-    g, labels = cell.n_gates, cell.onnx_labels
+    g, labels = cell.n_gates, ONNX_CELLS[cell.kind].labels
     cache: dict[str, list[np.ndarray]] = {}
 
     def make(key: str) -> np.ndarray:
         if key not in cache:
-            per = [cell.onnx_arrays(d.weights()) for d in ds]
+            per = [ONNX_CELLS[cell.kind].arrays(cell, d.weights()) for d in ds]
             for k in ("W", "R", "B"):
                 cache[k] = [p[k] for p in per]
         return np.stack(cache.pop(key))
@@ -247,10 +248,10 @@ def _onnx(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict
     }
     activations, alphas, betas, problems = [], [], [], []
     for d in ds:
-        for name in cell.onnx_activations(d.settings):
+        for name in ONNX_CELLS[cell.kind].activations(d.settings):
             mapped = onnx_activation(name, d.hard_sigmoid)
             if mapped is None:
-                problems.append(f"ONNX's {cell.onnx_op} has no activation {name}")
+                problems.append(f"ONNX's {ONNX_CELLS[cell.kind].op} has no activation {name}")
                 mapped = (name, None, None)
             activations.append(mapped[0])
             if mapped[1] is not None:
@@ -260,15 +261,15 @@ def _onnx(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict
     attributes: dict[str, Any] = {"hidden_size": d0.units, "layout": 0, "activations": activations,
                                   "direction": "bidirectional" if bidirectional else (
                                       "reverse" if s.go_backwards else "forward")}
-    attributes.update(cell.onnx_attributes(s))
+    attributes.update(ONNX_CELLS[cell.kind].attributes(s))
     # ONNX takes activation_alpha/beta as one flat list over the activations that use them, in order.
     if alphas:
         attributes["activation_alpha"] = alphas
     if betas:
         attributes["activation_beta"] = betas
     meta: dict[str, Any] = {
-        "target": f"ONNX {cell.onnx_op} operator", "attributes": attributes,
-        "activations_order": f"per direction, ONNX's {cell.onnx_activation_order}",
+        "target": f"ONNX {ONNX_CELLS[cell.kind].op} operator", "attributes": attributes,
+        "activations_order": f"per direction, ONNX's {ONNX_CELLS[cell.kind].activation_order}",
         "exact_in_target": not problems, "directions": [direction_settings(d, "onnx") for d in ds],
         "input": ("X of shape [seq_length, batch_size, input_size]: time-major (layout=0; ONNX Runtime accepts "
                   "only layout 0), " + ("as this time_major layer takes it" if s.time_major else

@@ -33,9 +33,10 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: p
 torch = pytest.importorskip("torch", reason="torch is not installed: pip install torch")
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install 'lstm-inspect[pytorch]'")
 
-from lstm_inspect.export.onnx.core import ONNX_LAYERS, OnnxCall  # noqa: E402
 from lstm_inspect.export.onnx.graph import Graph, value_info  # noqa: E402
 from lstm_inspect.export.onnx.graph import Sym as OnnxSym  # noqa: E402
+from lstm_inspect.export.onnx.registry import LAYERS as ONNX_LAYERS  # noqa: E402
+from lstm_inspect.export.onnx.registry import OnnxCall  # noqa: E402
 from lstm_inspect.export.torch.code import LayerEmit, Writer  # noqa: E402
 from lstm_inspect.export.torch.code import Sym as TorchSym  # noqa: E402
 from lstm_inspect.export.torch.core import EMITTERS  # noqa: E402

@@ -28,7 +28,8 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: p
 torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime)")
 
 from lstm_inspect.export.onnx import graph as onnx_graph  # noqa: E402
-from lstm_inspect.export.onnx.core import ONNX_LAYERS, OnnxCall  # noqa: E402
+from lstm_inspect.export.onnx.registry import LAYERS as ONNX_LAYERS  # noqa: E402
+from lstm_inspect.export.onnx.registry import OnnxCall  # noqa: E402
 from lstm_inspect.export.torch import code as torch_code  # noqa: E402
 from lstm_inspect.export.torch.core import EMITTERS  # noqa: E402
 

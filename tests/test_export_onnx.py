@@ -193,9 +193,9 @@ def test_cli_refuses_what_it_cannot_export_and_writes_nothing(tmp_path: Path) ->
 
 def test_a_layer_without_onnx_form_is_named_and_nothing_is_written(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    from lstm_inspect.export.onnx import core as onnx_layers
+    from lstm_inspect.export.onnx import registry as onnx_layers
 
-    monkeypatch.delitem(onnx_layers.ONNX_LAYERS, "Dense")
+    monkeypatch.delitem(onnx_layers.LAYERS, "Dense")
     out = tmp_path / "m.onnx"
     with pytest.raises(InspectError, match=r"layer .*\(Dense\) has no ONNX form"):
         export(lstm_inspect.load(SAMPLES / "k3_gru_dense.keras"), "onnx", out)
@@ -224,7 +224,7 @@ def test_not_verified_without_the_runtime(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_every_layer_kind_has_an_onnx_form() -> None:
-    from lstm_inspect.export.onnx.core import ONNX_LAYERS
+    from lstm_inspect.export.onnx.registry import LAYERS as ONNX_LAYERS
 
     assert set(LAYERS) <= set(ONNX_LAYERS), sorted(set(LAYERS) - set(ONNX_LAYERS))
 

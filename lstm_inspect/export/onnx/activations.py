@@ -1,12 +1,10 @@
-"""The activation layers (ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU), Dot and Permute as ONNX operators.
+"""The activation layers (ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU) as ONNX operators.
 
 Why: recurrent models put these between their LSTMs (a ReLU with a ceiling, learned PReLU slopes, a Softmax
 over attention scores made with Dot), and `export --to onnx` must write the whole model. Each emitter
-mirrors the engine's function (`lstm_inspect/engine/layers/activations.py`, whose readers give the settings, and
-`core.py`), whose rules follow
-`keras/src/layers/activations/` with `keras/src/activations/activations.py`, `tf_keras/src/layers/activation/`
-with `tf_keras/src/backend.py`, and `keras/src/layers/merging/dot.py`, `keras/src/layers/reshaping/permute.py`
-and their tf_keras counterparts:
+mirrors the engine's function (`lstm_inspect/engine/layers/activations.py`, whose readers give the settings),
+whose rules follow `keras/src/layers/activations/` with `keras/src/activations/activations.py`,
+`tf_keras/src/layers/activation/` with `tf_keras/src/backend.py`:
 
 - ReLU: max_value, threshold and negative_slope as Keras's relu composes them; LeakyReLU (negative_slope,
   or tf_keras's alpha; 0.3 by default), PReLU, ELU and ThresholdedReLU are ONNX's own operators, which
@@ -14,14 +12,15 @@ and their tf_keras counterparts:
 - Softmax with a mask (an explicit `mask=`, else the input's Keras mask, broadcast from the right): Keras 3
   puts -1e9 where it is False and zeroes those outputs; tf_keras adds (1 - mask)·(-1e9) in the layer's
   float type (robust_masking: puts -1e9) and keeps the outputs. The mask, as booleans, is passed on.
-- Dot: batch_dot over one axis of each input (normalize: Keras 3 caps 1/norm at 1e7, tf_keras floors the
-  squared norm at 1e-12); Dot and Permute output no mask.
+
+Dot and Permute are in `core` (where the engine has them).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from lstm_inspect.engine.layers import LayerCall
 from lstm_inspect.engine.layers.activations import (
     elu_alpha,
     leaky_relu_slope,
@@ -32,9 +31,8 @@ from lstm_inspect.engine.layers.activations import (
     softmax_own_dtype,
     thresholded_relu_theta,
 )
-from lstm_inspect.export.onnx.conv import out_dim
-from lstm_inspect.export.onnx.core import OnnxCall, emits
 from lstm_inspect.export.onnx.graph import Graph, Sym
+from lstm_inspect.export.onnx.registry import OnnxCall, layer
 
 
 def _same(c: OnnxCall, y: str) -> list[Sym]:
@@ -42,7 +40,7 @@ def _same(c: OnnxCall, y: str) -> list[Sym]:
     return [Sym(y, c.x.rank, mask=c.x.mask, dim=c.x.dim)]
 
 
-@emits("ReLU")
+@layer("ReLU")
 def relu(c: OnnxCall) -> list[Sym]:
     g, x = c.g, c.float_input()
     s = relu_settings(c)
@@ -61,30 +59,28 @@ def relu(c: OnnxCall) -> list[Sym]:
     return _same(c, g.op("Identity", y, hint=c.hint))
 
 
-@emits("LeakyReLU")
+@layer("LeakyReLU")
 def leaky_relu(c: OnnxCall) -> list[Sym]:
     slope = leaky_relu_slope(c)
     return _same(c, c.g.op("LeakyRelu", c.float_input(), alpha=slope, hint=c.hint))
 
 
-@emits("PReLU")
+@layer("PReLU")
 def prelu(c: OnnxCall) -> list[Sym]:
     """max(x, 0) - alpha·max(-x, 0), which is ONNX's PRelu (alpha·x below 0); alpha spans x's axes after the batch,
     the shared ones of size 1."""
-    from lstm_inspect.engine.layers import LayerCall
-
     want = prelu_alpha_shape(c, (None,) * (c.x.rank - 1))  # None: any size
     LayerCall(c.node, [], c.weights, c.ctx).expect([want])
     return _same(c, c.g.op("PRelu", c.float_input(), c.const(c.weights[0], "alpha"), hint=c.hint))
 
 
-@emits("ELU")
+@layer("ELU")
 def elu(c: OnnxCall) -> list[Sym]:
     alpha = elu_alpha(c)
     return _same(c, c.g.op("Elu", c.float_input(), alpha=alpha, hint=c.hint))
 
 
-@emits("ThresholdedReLU")
+@layer("ThresholdedReLU")
 def thresholded_relu(c: OnnxCall) -> list[Sym]:
     theta = thresholded_relu_theta(c)
     return _same(c, c.g.op("ThresholdedRelu", c.float_input(), alpha=theta, hint=c.hint))
@@ -101,7 +97,7 @@ def softmax(g: Graph, x: str, axes: list[int], hint: str | None = None) -> str:
 FLOAT_TYPES = {"float32": 1, "float64": 11}  # onnx.TensorProto.FLOAT, DOUBLE
 
 
-@emits("Softmax")
+@layer("Softmax")
 def softmax_layer(c: OnnxCall) -> list[Sym]:
     g, x = c.g, c.float_input()
     rank = c.x.rank
@@ -141,63 +137,3 @@ def softmax_layer(c: OnnxCall) -> list[Sym]:
         else:
             y = g.op("Cast", softmax(g, kept, axes), to=FLOAT_TYPES["float32"], hint=c.hint)
     return [Sym(y, rank, mask=mask, dim=c.x.dim)]  # Keras passes on the mask it was given, as booleans
-
-
-# ---------------------------------------------------------------- Permute and Dot (layers/core.py)
-
-
-@emits("Permute")
-def permute(c: OnnxCall) -> list[Sym]:
-    dims = c.config.get("dims")
-    if (not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
-            or sorted(dims) != list(range(1, len(dims) + 1))):
-        raise c.fail(f"Permute's dims {dims!r} are not a permutation of 1..n")
-    if len(dims) != c.x.rank - 1:
-        raise c.fail(f"Permute's dims {dims} need an input of rank {len(dims) + 1}")
-    y = c.g.op("Transpose", c.x.name, perm=[0, *dims], hint=c.hint)
-    return [Sym(y, c.x.rank, kind=c.x.kind, dim=out_dim(c))]
-
-
-def _l2_normalize(g: Graph, x: str, axis: int, keras_major: int) -> str:
-    """x / ‖x‖ along `axis`: Keras 3's ops.normalize caps 1/‖x‖ at 1e7, tf.linalg.l2_normalize floors ‖x‖² at
-    1e-12 (the engine's core._l2_normalize)."""
-    square_sum = g.reduce("ReduceSum", g.op("Mul", x, x), [axis])
-    if keras_major >= 3:
-        inv = g.op("Min", g.op("Div", g.const(1.0), g.op("Sqrt", square_sum)), g.const(1e7))
-    else:
-        inv = g.op("Div", g.const(1.0), g.op("Sqrt", g.op("Max", square_sum, g.const(1e-12))))
-    return g.op("Mul", x, inv)
-
-
-@emits("Dot")
-def dot(c: OnnxCall) -> list[Sym]:
-    g = c.g
-    if len(c.inputs) != 2:
-        raise c.fail(f"Dot needs exactly two inputs, it is given {len(c.inputs)}")
-    xs, ys = c.inputs
-    axes = c.config.get("axes", -1)
-    pair = [axes, axes] if isinstance(axes, int) and not isinstance(axes, bool) else axes
-    if (not isinstance(pair, list) or len(pair) != 2
-            or not all(isinstance(a, int) and not isinstance(a, bool) for a in pair)):
-        raise c.fail(f"Dot's axes {axes!r} are not an integer or two")
-    xr, yr = xs.rank, ys.rank
-    if xr < 2 or yr < 2:
-        raise c.fail(f"Dot needs two batched inputs of rank 2 or more, given ranks {xr} and {yr}")
-    a0, a1 = pair[0] % xr, pair[1] % yr
-    if 0 in (a0, a1):
-        raise c.fail(f"axes {axes!r} contract the batch axis")
-    x, y = c.float_input(0), c.float_input(1)
-    if c.config.get("normalize"):
-        x, y = _l2_normalize(g, x, a0, c.ctx.keras_major), _l2_normalize(g, y, a1, c.ctx.keras_major)
-    # Keras's batch_dot: the contracted axis last in x, first after the batch in y
-    x = g.op("Transpose", x, perm=[k for k in range(xr) if k != a0] + [a0])
-    y = g.op("Transpose", y, perm=[0, a1] + [k for k in range(1, yr) if k != a1])
-    x3 = g.op("Reshape", x, g.op("Concat", g.ints([0, -1]), g.shape_range(x, xr - 1), axis=0))
-    y3 = g.op("Reshape", y, g.op("Concat", g.ints([0]), g.shape_range(y, 1, 2), g.ints([-1]), axis=0))
-    out = g.op("MatMul", x3, y3)
-    rank = xr + yr - 3  # (batch, x's other axes, y's other axes)
-    if rank >= 2:
-        shape = g.op("Concat", g.shape_range(x, 0, xr - 1), g.shape_range(y, 2), axis=0)
-    else:  # two vectors: (batch, 1)
-        shape = g.op("Concat", g.shape_range(x, 0, 1), g.ints([1]), axis=0)
-    return [Sym(g.op("Reshape", out, shape, hint=c.hint), max(rank, 2))]

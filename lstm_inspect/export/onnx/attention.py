@@ -46,8 +46,8 @@ from lstm_inspect.engine.layers.attention import (
     score_settings,
     value_mask_per_query,
 )
-from lstm_inspect.export.onnx.core import OnnxCall, emits
 from lstm_inspect.export.onnx.graph import Graph, Sym
+from lstm_inspect.export.onnx.registry import OnnxCall, layer
 
 
 @dataclass
@@ -148,7 +148,7 @@ def _broadcast_sum(c: OnnxCall, q: str, k: str) -> str:
     return c.g.op("Add", c.g.unsqueeze(q, [-2]), c.g.unsqueeze(k, [-3]))
 
 
-@emits("Attention")
+@layer("Attention")
 def attention(c: OnnxCall) -> list[Sym]:
     g = c.g
     settings = score_settings(c)
@@ -172,7 +172,7 @@ def attention(c: OnnxCall) -> list[Sym]:
     return _apply_scores(c, scores, q, v)
 
 
-@emits("AdditiveAttention")
+@layer("AdditiveAttention")
 def additive_attention(c: OnnxCall) -> list[Sym]:
     g = c.g
     use_scale = score_settings(c).use_scale
@@ -273,7 +273,7 @@ class _Proj:
         return y
 
 
-@emits("MultiHeadAttention")
+@layer("MultiHeadAttention")
 def multi_head_attention(c: OnnxCall) -> list[Sym]:
     g, cfg = c.g, c.config
     s = mha_settings(c)

@@ -1,7 +1,7 @@
 """`export --to onnx`: the whole model (or one recurrent direction) as one ONNX graph, and running it.
 
 The graph is walked exactly as the NumPy engine walks it (`network.walk_graph`): every layer call
-becomes the ONNX nodes of its emitter (`onnx_layers`, `onnx_recurrent`, `onnx_ops`), every tensor
+becomes the ONNX nodes of its emitter (`registry.LAYERS`, `cells`, `ops`), every tensor
 carries its Keras mask. Inputs keep the model's input names (token ids as int64, the rest float32),
 batch and free time axes are symbolic; outputs are output_0, output_1... in the model's order.
 The model passes `onnx.checker.check_model` (full check, shapes inferred) before it is returned.
@@ -16,11 +16,14 @@ import numpy as np
 
 from lstm_inspect.base import __version__
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import LAYERS, Context
+from lstm_inspect.engine.layers import LAYERS as ENGINE_LAYERS
+from lstm_inspect.engine.layers import Context
+from lstm_inspect.engine.layers.core import wrapped_layer
 from lstm_inspect.engine.network import walk_graph
 from lstm_inspect.export.onnx.cells import emit_direction, emit_recurrent
-from lstm_inspect.export.onnx.core import ONNX_LAYERS, OnnxCall
 from lstm_inspect.export.onnx.graph import DEFAULT_OPSET, MIN_OPSET, Graph, Sym, value_info
+from lstm_inspect.export.onnx.ops import emit_op, onnx_op_problem
+from lstm_inspect.export.onnx.registry import LAYERS, OnnxCall
 from lstm_inspect.export.plan import Plan, RuntimeFailed
 from lstm_inspect.io.arrays import printable
 from lstm_inspect.model.architecture import Call, LayerNode, ModelGraph
@@ -47,8 +50,6 @@ class _Emitter:
 
     def check(self, graph: ModelGraph) -> None:
         """Refuse, before anything is built, a layer or op that has no ONNX form."""
-        from lstm_inspect.export.onnx.ops import onnx_op_problem
-
         for node in graph.walk():
             if node.children is not None or node.path in self.net.directions:
                 continue
@@ -56,14 +57,12 @@ class _Emitter:
                 problem = onnx_op_problem(node)
                 if problem:
                     raise InspectError(f"{self.file}: graph op {node.name}: {problem}")
-            elif node.class_name not in ONNX_LAYERS:
+            elif node.class_name not in LAYERS:
                 raise InspectError(f"{self.file}: layer {node.path} ({node.class_name}) has no ONNX form in "
                                    "lstm-inspect yet; export its recurrent layers alone with --layer")
             elif node.class_name == "TimeDistributed":
-                from lstm_inspect.engine.layers.core import wrapped_layer
-
                 inner = wrapped_layer(node).class_name
-                if inner not in ONNX_LAYERS or inner not in LAYERS:
+                if inner not in LAYERS or inner not in ENGINE_LAYERS:
                     raise InspectError(f"{self.file}: layer {node.path} (TimeDistributed({inner})) has no ONNX form "
                                        "in lstm-inspect yet")
 
@@ -71,8 +70,6 @@ class _Emitter:
         return walk_graph(graph, inputs, self.apply, self.file, lambda o: isinstance(o, Sym))
 
     def apply(self, node: LayerNode, args: Call, k: int) -> list[Sym]:
-        from lstm_inspect.export.onnx.ops import emit_op
-
         inputs = _syms(args.args)
         if node.children is not None:
             return self.run(node.children, inputs)
@@ -83,8 +80,8 @@ class _Emitter:
             return [emit_op(self.g, node, args, self.net.ctx)]
         if not inputs and not _syms(args.kwargs):
             raise InspectError(f"{self.file}: layer {node.path} ({node.class_name}) is called on no tensor")
-        weights = self.plan.ckpt.read_layer(node.path) if LAYERS[node.class_name].has_weights(node) else []
-        return ONNX_LAYERS[node.class_name](OnnxCall(self.g, node, inputs, weights, self.net.ctx, dict(args.kwargs)))
+        weights = self.plan.ckpt.read_layer(node.path) if ENGINE_LAYERS[node.class_name].has_weights(node) else []
+        return LAYERS[node.class_name](OnnxCall(self.g, node, inputs, weights, self.net.ctx, dict(args.kwargs)))
 
 
 def _syms(obj: Any) -> list[Sym]:

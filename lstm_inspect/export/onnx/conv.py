@@ -1,28 +1,26 @@
-"""Convolutions, pools, padding, cropping and upsampling as ONNX operators (CNN-LSTM models in `export --to onnx`).
+"""Convolutions, padding, cropping and upsampling as ONNX operators (CNN-LSTM models in `export --to onnx`).
 
 Why: the engine runs the layers that read a recurrent model's input through convolutions
-(`lstm_inspect/engine/layers/conv.py`, `pooling.py`), so the ONNX export must write them too. Each emitter
+(`lstm_inspect/engine/layers/conv.py`), so the ONNX export must write them too. Each emitter
 mirrors the engine's function for its kind, which follows `keras/src/layers/convolutional/` (base_conv.py,
-conv1d.py, base_depthwise_conv.py, base_separable_conv.py), `keras/src/layers/pooling/`,
-`keras/src/layers/reshaping/` and the TensorFlow backend's `conv`, `depthwise_conv`, `separable_conv`,
-`max_pool`, `average_pool` (`keras/src/backend/tensorflow/nn.py`), and their `tf_keras/src/layers/`
-counterparts; the rules are documented beside the engine's functions, which also read the settings for
-this module (`conv_settings`, `pool_settings`, `spatial_format`, `upsampling_size`) and give the padding
-amounts that do not depend on the input's length (`fixed_pads`). In ONNX:
+conv1d.py, base_depthwise_conv.py, base_separable_conv.py), `keras/src/layers/reshaping/` and the
+TensorFlow backend's `conv`, `depthwise_conv`, `separable_conv` (`keras/src/backend/tensorflow/nn.py`),
+and their `tf_keras/src/layers/` counterparts; the rules are documented beside the engine's functions,
+which also read the settings for this module (`conv_settings`, `spatial_format`, `upsampling_size`) and
+give the padding amounts that do not depend on the input's length (`fixed_pads`). In ONNX:
 
-- ONNX's Conv and pools are channels first: a channels_last input is transposed in and out.
+- ONNX's Conv is channels first: a channels_last input is transposed in and out (`to_first`,
+  `from_first`, which the pools use too).
 - "same" pads like TensorFlow (the smaller half before): with stride 1 the pads are fixed, (k-1)·d in all,
   and go in the operator's pads; with a stride above 1 they depend on the input's length, so they are
-  computed from its shape at run time and written as a Pad node (never auto_pad, whose dilated form
-  runtimes refuse). "causal" pads d·(k-1) before.
-- Max pooling never takes a padded position (padded with -inf at run time); average pooling divides by
-  the real positions only (count_include_pad=0, or the pooled sum of ones when padded at run time).
+  computed from its shape at run time and written as a Pad node (`same_padded`; never auto_pad, whose
+  dilated form runtimes refuse). "causal" pads d·(k-1) before.
 - The Keras kernel (*k, C/groups, F) becomes ONNX's (F, C/groups, *k); a depthwise kernel (*k, C, M) a
   grouped Conv with C groups and C·M outputs in TensorFlow's order (c·M + m); separable = depthwise then a
   1×1 Conv carrying the bias. The bias goes per channel, the activation after it, on the output's layout.
-- None of these layers passes a Keras mask on; GlobalAveragePooling1D averages the unmasked steps only.
+- None of these layers passes a Keras mask on.
 
-The activation layers, Dot and Permute are in `onnx_more` (imported below).
+The pools are in `pooling`.
 """
 
 from __future__ import annotations
@@ -31,30 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine.layers import LAYERS, LayerCall
+from lstm_inspect.engine.layers import LayerCall
 from lstm_inspect.engine.layers.conv import (
     CONV_KINDS,
     conv_pair_list,
     conv_settings,
-    data_format,
     spatial_axes,
     spatial_format,
     upsampling_size,
 )
-from lstm_inspect.engine.layers.pooling import GLOBAL_POOLS, POOLS, pool_settings
-from lstm_inspect.export.onnx.core import OnnxCall, emits, layer_activation
+from lstm_inspect.export.onnx.core import layer_activation
 from lstm_inspect.export.onnx.graph import Graph, Sym
+from lstm_inspect.export.onnx.registry import OnnxCall, layer, out_dim
 
 INT64_MAX = (1 << 63) - 1
-
-
-def out_dim(c: OnnxCall) -> int | None:
-    """The size of the output's last axis, as the engine's registry says (for the next layers' checks)."""
-    dims = LAYERS[c.node.class_name].dims
-    try:
-        return dims(c.node, [c.x.dim])[0] if dims is not None else None
-    except (TypeError, ValueError, IndexError):
-        return None
 
 
 def to_first(g: Graph, x: str, fmt: str, rank: int) -> str:
@@ -103,7 +91,7 @@ def _weights(c: OnnxCall, shapes: list[tuple[Any, ...]]) -> list[np.ndarray]:
 # ---------------------------------------------------------------- the convolutions
 
 
-@emits(*CONV_KINDS)
+@layer(*CONV_KINDS)
 def convolution(c: OnnxCall) -> list[Sym]:
     g = c.g
     r = c.x.rank
@@ -178,7 +166,7 @@ def _spatial(c: OnnxCall, rank: int, formatted: bool) -> tuple[str, list[int]]:
     return fmt, list(spatial_axes(fmt, rank))
 
 
-@emits("ZeroPadding1D", "ZeroPadding2D")
+@layer("ZeroPadding1D", "ZeroPadding2D")
 def zero_padding(c: OnnxCall) -> list[Sym]:
     rank = 1 if c.node.class_name == "ZeroPadding1D" else 2
     pads = conv_pair_list(c, "padding", rank, 1)
@@ -190,7 +178,7 @@ def zero_padding(c: OnnxCall) -> list[Sym]:
     return [Sym(y, c.x.rank, kind=c.x.kind, dim=out_dim(c))]
 
 
-@emits("Cropping1D", "Cropping2D")
+@layer("Cropping1D", "Cropping2D")
 def cropping(c: OnnxCall) -> list[Sym]:
     rank = 1 if c.node.class_name == "Cropping1D" else 2
     crops = conv_pair_list(c, "cropping", rank, (1, 1) if rank == 1 else 0)
@@ -201,7 +189,7 @@ def cropping(c: OnnxCall) -> list[Sym]:
     return [Sym(y, c.x.rank, kind=c.x.kind, dim=out_dim(c))]
 
 
-@emits("UpSampling1D")
+@layer("UpSampling1D")
 def up_sampling(c: OnnxCall) -> list[Sym]:
     size = upsampling_size(c)
     _spatial(c, 1, formatted=False)
@@ -210,58 +198,3 @@ def up_sampling(c: OnnxCall) -> list[Sym]:
     tiled = g.op("Tile", g.unsqueeze(x, [2]), g.ints([1, 1, size, 1]))
     shape = g.op("Concat", g.shape_range(x, 0, 1), g.ints([-1]), g.shape_range(x, 2), axis=0)
     return [Sym(g.op("Reshape", tiled, shape, hint=c.hint), 3, kind=c.x.kind, dim=c.x.dim)]
-
-
-# ---------------------------------------------------------------- pooling
-
-
-@emits(*POOLS)
-def pool(c: OnnxCall) -> list[Sym]:
-    g = c.g
-    s = pool_settings(c, c.x.rank)
-    rank, mode, size, strides, fmt = s.rank, s.mode, s.size, s.strides, s.data_format
-    ones = (1,) * rank
-    x = to_first(g, c.float_input(), fmt, rank)
-    pads = onnx_pads(s.fixed_pads())
-    attrs: dict[str, Any] = {"kernel_shape": list(size), "strides": list(strides)}
-    if mode == "max":
-        if pads is None:  # padded with -inf: never the maximum of a window, which always holds a real position
-            x, pads = same_padded(g, x, size, strides, ones, -np.inf), [0] * 2 * rank
-        y = g.op("MaxPool", x, pads=pads, **attrs, hint=c.hint)
-    elif pads is not None:  # the mean of each window's real positions
-        y = g.op("AveragePool", x, pads=pads, count_include_pad=0, **attrs, hint=c.hint)
-    else:
-        # padded at run time: the pooled padded input over the pooled padded ones (the real positions' share)
-        real = g.filled(g.op("Concat", g.ints([1, 1]), g.shape_range(x, 2), axis=0), 1.0)
-        total = g.op("AveragePool", same_padded(g, x, size, strides, ones), **attrs)
-        share = g.op("AveragePool", same_padded(g, real, size, strides, ones), **attrs)
-        y = g.op("Div", total, share, hint=c.hint)
-    return [Sym(from_first(g, y, fmt, rank, hint=c.hint), rank + 2, dim=out_dim(c))]
-
-
-@emits(*GLOBAL_POOLS)
-def global_pool(c: OnnxCall) -> list[Sym]:
-    """Max or mean over the spatial axes; GlobalAveragePooling1D averages the unmasked steps only (an all-masked
-    row gives 0/0, NaN, as in Keras). No output mask."""
-    g = c.g
-    rank, mode = GLOBAL_POOLS[c.node.class_name]
-    if c.x.rank != rank + 2:
-        raise c.fail(f"{c.node.class_name} needs an input of rank {rank + 2}")
-    fmt = data_format(c)
-    axes = list(spatial_axes(fmt, rank))
-    keep = bool(c.config.get("keepdims", False))
-    x = c.float_input()
-    out_rank = rank + 2 if keep else 2
-    if mode == "max":
-        y = g.reduce("ReduceMax", x, axes, keepdims=keep, hint=c.hint)
-    elif c.x.mask is None or rank != 1:
-        y = g.reduce("ReduceMean", x, axes, keepdims=keep, hint=c.hint)
-    else:
-        m = g.unsqueeze(c.x.mask, [2 if fmt == "channels_last" else 1])
-        kept = g.reduce("ReduceSum", g.op("Where", m, x, g.const(0.0)), axes, keepdims=keep)
-        y = g.op("Div", kept, g.reduce("ReduceSum", g.cast(m, "float"), axes, keepdims=keep), hint=c.hint)
-    return [Sym(y, out_rank, dim=out_dim(c))]
-
-
-# the activation layers, Dot and Permute
-from lstm_inspect.export.onnx import activations  # noqa: E402,F401

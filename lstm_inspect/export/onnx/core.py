@@ -1,93 +1,38 @@
 """The layers around recurrent layers as ONNX operators: one emitter per layer kind the engine runs.
 
-Each emitter mirrors the engine's function for its kind (`lstm_inspect.engine.layers`), masks included:
-the same Keras rules (`keras/src/layers/core/`, `normalization/`, `merging/` and tf_keras's),
-written with ONNX operators on symbolic tensors (`Sym`). A kind with no emitter here is refused
-before anything is written.
+Each emitter mirrors the engine's function for its kind (`lstm_inspect/engine/layers/core.py`), masks
+included: the same Keras rules (`keras/src/layers/core/`, `normalization/`, `merging/`, `reshaping/` and
+tf_keras's), written with ONNX operators on symbolic tensors (`Sym`). A kind with no emitter in the
+registry (`registry.LAYERS`) is refused before anything is written.
+
+- Dot: batch_dot over one axis of each input (normalize: Keras 3 caps 1/norm at 1e7, tf_keras floors the
+  squared norm at 1e-12; `keras/src/layers/merging/dot.py`); Dot and Permute
+  (`keras/src/layers/reshaping/permute.py`) output no mask.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import LAYERS, Context
-from lstm_inspect.engine.layers.core import IDENTITY, MERGES, merge_mask_rule, merge_masks_keras34
+from lstm_inspect.engine.layers import LAYERS as ENGINE_LAYERS
+from lstm_inspect.engine.layers.core import IDENTITY, MERGES, merge_mask_rule, merge_masks_keras34, wrapped_layer
 from lstm_inspect.export.onnx.graph import Graph, Sym, activation
+from lstm_inspect.export.onnx.registry import LAYERS, OnnxCall, layer, out_dim
 from lstm_inspect.model.cells import activation_name, config_int
-
-
-@dataclass
-class OnnxCall:
-    """One layer call to emit: the builder, the node, its symbolic inputs, its stored weights."""
-
-    g: Graph
-    node: Any  # LayerNode
-    inputs: list[Sym]
-    weights: list[np.ndarray]
-    ctx: Context
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        """A layer Keras gives weights but the file stores none for (a model saved before it was built): refused
-        as the engine refuses it, before any emitter indexes the empty list."""
-        kind = LAYERS.get(self.node.class_name)
-        if not self.weights and kind is not None and kind.has_weights(self.node):
-            raise InspectError(f"layer {self.node.path} ({self.node.class_name}): the file stores no weights for it")
-
-    @property
-    def config(self) -> dict[str, Any]:
-        return self.node.config
-
-    @property
-    def x(self) -> Sym:
-        return self.inputs[0]
-
-    @property
-    def hint(self) -> str:
-        return self.node.name
-
-    def const(self, a: np.ndarray, what: str) -> str:
-        return self.g.const(np.asarray(a, dtype=self.ctx.dtype), f"{self.node.name}.{what}", self.ctx.dtype)
-
-    def fail(self, problem: str) -> InspectError:
-        return InspectError(f"layer {self.node.path} ({self.node.class_name}) cannot be exported to ONNX: {problem}")
-
-    def refuse(self, detail: str, plain: str | None = None) -> InspectError:
-        """A shared decision's refusal, worded as the engine words it (`LayerCall.refuse`)."""
-        return self.fail(detail)
-
-    def float_input(self, k: int = 0) -> str:
-        s = self.inputs[k]
-        return s.name if s.kind == "float" else self.g.cast(s.name, "float")
-
-
-Emitter = Callable[[OnnxCall], list[Sym]]
-ONNX_LAYERS: dict[str, Emitter] = {}
-
-
-def emits(*names: str) -> Callable[[Emitter], Emitter]:
-    def register(fn: Emitter) -> Emitter:
-        for name in names:
-            ONNX_LAYERS[name] = fn
-        return fn
-    return register
 
 
 def layer_activation(c: OnnxCall, x: str, key: str = "activation", default: str = "linear") -> str:
     return activation(c.g, activation_name(c.config.get(key), default), x, c.ctx.hard_sigmoid)
 
 
-@emits(*IDENTITY)
+@layer(*IDENTITY)
 def identity(c: OnnxCall) -> list[Sym]:
     return [c.x]
 
 
-@emits("Dense")
+@layer("Dense")
 def dense(c: OnnxCall) -> list[Sym]:
     cfg = c.config
     use_bias = bool(cfg.get("use_bias", cfg.get("bias", True)))
@@ -100,12 +45,12 @@ def dense(c: OnnxCall) -> list[Sym]:
     return [Sym(layer_activation(c, y), c.x.rank, mask=c.x.mask, dim=int(c.weights[0].shape[-1]))]
 
 
-@emits("Activation")
+@layer("Activation")
 def activation_layer(c: OnnxCall) -> list[Sym]:
     return [Sym(layer_activation(c, c.float_input()), c.x.rank, mask=c.x.mask, dim=c.x.dim)]
 
 
-@emits("Embedding")
+@layer("Embedding")
 def embedding(c: OnnxCall) -> list[Sym]:
     table = c.weights[0]
     ids = c.x.name if c.x.kind == "int" else c.g.cast(c.x.name, "int")
@@ -116,7 +61,7 @@ def embedding(c: OnnxCall) -> list[Sym]:
     return [Sym(y, c.x.rank + 1, mask=mask, dim=int(table.shape[1]))]
 
 
-@emits("Masking")
+@layer("Masking")
 def masking(c: OnnxCall) -> list[Sym]:
     g, x = c.g, c.float_input()
     value = c.config.get("mask_value", 0.0)
@@ -129,12 +74,12 @@ def masking(c: OnnxCall) -> list[Sym]:
     return [Sym(y, c.x.rank, mask=mask, dim=c.x.dim)]
 
 
-@emits("Flatten")
+@layer("Flatten")
 def flatten(c: OnnxCall) -> list[Sym]:
     return [Sym(c.g.op("Flatten", c.x.name, axis=1, hint=c.hint), 2, kind=c.x.kind)]
 
 
-@emits("RepeatVector")
+@layer("RepeatVector")
 def repeat_vector(c: OnnxCall) -> list[Sym]:
     n = config_int(c.config.get("n"))
     if n is None:
@@ -143,7 +88,7 @@ def repeat_vector(c: OnnxCall) -> list[Sym]:
     return [Sym(y, 3, kind=c.x.kind, dim=c.x.dim)]
 
 
-@emits("Reshape")
+@layer("Reshape")
 def reshape(c: OnnxCall) -> list[Sym]:
     target = c.config.get("target_shape")
     if not isinstance(target, list) or not all(isinstance(n, int) and not isinstance(n, bool) and (n > 0 or n == -1)
@@ -160,7 +105,7 @@ def _axis(c: OnnxCall, axis: Any, rank: int) -> int:
     return axis % rank
 
 
-@emits("BatchNormalization")
+@layer("BatchNormalization")
 def batch_norm(c: OnnxCall) -> list[Sym]:
     cfg, x = c.config, c.float_input()
     axis = _axis(c, cfg.get("axis", -1), c.x.rank)
@@ -184,7 +129,7 @@ def batch_norm(c: OnnxCall) -> list[Sym]:
     return [Sym(y, c.x.rank, mask=c.x.mask, dim=c.x.dim)]
 
 
-@emits("LayerNormalization")
+@layer("LayerNormalization")
 def layer_norm(c: OnnxCall) -> list[Sym]:
     cfg, g, x = c.config, c.g, c.float_input()
     axis = cfg.get("axis", -1)
@@ -208,7 +153,7 @@ def layer_norm(c: OnnxCall) -> list[Sym]:
     return [Sym(y, c.x.rank, mask=c.x.mask, dim=c.x.dim)]
 
 
-@emits(*MERGES)
+@layer(*MERGES)
 def merge(c: OnnxCall) -> list[Sym]:
     g, cls = c.g, c.node.class_name
     if len(c.inputs) < (2 if cls == "Subtract" else 1):
@@ -294,15 +239,13 @@ def merged_mask(c: OnnxCall) -> str | None:
     return out
 
 
-@emits("TimeDistributed")
+@layer("TimeDistributed")
 def time_distributed(c: OnnxCall) -> list[Sym]:
     """The wrapped layer on (batch·steps, ...), reshaped back (as the engine runs it)."""
-    from lstm_inspect.engine.layers.core import wrapped_layer
-
     g = c.g
     inner = wrapped_layer(c.node)
-    fn = ONNX_LAYERS.get(inner.class_name)
-    if fn is None or inner.class_name == "TimeDistributed" or inner.class_name not in LAYERS:
+    fn = LAYERS.get(inner.class_name)
+    if fn is None or inner.class_name == "TimeDistributed" or inner.class_name not in ENGINE_LAYERS:
         raise c.fail(f"TimeDistributed({inner.class_name}) has no ONNX form in lstm-inspect")
     if c.x.rank < 3:
         raise c.fail("TimeDistributed needs (batch, steps, ...)")
@@ -313,5 +256,58 @@ def time_distributed(c: OnnxCall) -> list[Sym]:
     return [Sym(back, y.rank + 1, kind=y.kind, mask=c.x.mask, dim=y.dim)]
 
 
-# the other families register themselves on import, one module each
-from lstm_inspect.export.onnx import attention, conv  # noqa: E402,F401
+@layer("Permute")
+def permute(c: OnnxCall) -> list[Sym]:
+    dims = c.config.get("dims")
+    if (not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
+            or sorted(dims) != list(range(1, len(dims) + 1))):
+        raise c.fail(f"Permute's dims {dims!r} are not a permutation of 1..n")
+    if len(dims) != c.x.rank - 1:
+        raise c.fail(f"Permute's dims {dims} need an input of rank {len(dims) + 1}")
+    y = c.g.op("Transpose", c.x.name, perm=[0, *dims], hint=c.hint)
+    return [Sym(y, c.x.rank, kind=c.x.kind, dim=out_dim(c))]
+
+
+def _l2_normalize(g: Graph, x: str, axis: int, keras_major: int) -> str:
+    """x / ‖x‖ along `axis`: Keras 3's ops.normalize caps 1/‖x‖ at 1e7, tf.linalg.l2_normalize floors ‖x‖² at
+    1e-12 (the engine's core._l2_normalize)."""
+    square_sum = g.reduce("ReduceSum", g.op("Mul", x, x), [axis])
+    if keras_major >= 3:
+        inv = g.op("Min", g.op("Div", g.const(1.0), g.op("Sqrt", square_sum)), g.const(1e7))
+    else:
+        inv = g.op("Div", g.const(1.0), g.op("Sqrt", g.op("Max", square_sum, g.const(1e-12))))
+    return g.op("Mul", x, inv)
+
+
+@layer("Dot")
+def dot(c: OnnxCall) -> list[Sym]:
+    g = c.g
+    if len(c.inputs) != 2:
+        raise c.fail(f"Dot needs exactly two inputs, it is given {len(c.inputs)}")
+    xs, ys = c.inputs
+    axes = c.config.get("axes", -1)
+    pair = [axes, axes] if isinstance(axes, int) and not isinstance(axes, bool) else axes
+    if (not isinstance(pair, list) or len(pair) != 2
+            or not all(isinstance(a, int) and not isinstance(a, bool) for a in pair)):
+        raise c.fail(f"Dot's axes {axes!r} are not an integer or two")
+    xr, yr = xs.rank, ys.rank
+    if xr < 2 or yr < 2:
+        raise c.fail(f"Dot needs two batched inputs of rank 2 or more, given ranks {xr} and {yr}")
+    a0, a1 = pair[0] % xr, pair[1] % yr
+    if 0 in (a0, a1):
+        raise c.fail(f"axes {axes!r} contract the batch axis")
+    x, y = c.float_input(0), c.float_input(1)
+    if c.config.get("normalize"):
+        x, y = _l2_normalize(g, x, a0, c.ctx.keras_major), _l2_normalize(g, y, a1, c.ctx.keras_major)
+    # Keras's batch_dot: the contracted axis last in x, first after the batch in y
+    x = g.op("Transpose", x, perm=[k for k in range(xr) if k != a0] + [a0])
+    y = g.op("Transpose", y, perm=[0, a1] + [k for k in range(1, yr) if k != a1])
+    x3 = g.op("Reshape", x, g.op("Concat", g.ints([0, -1]), g.shape_range(x, xr - 1), axis=0))
+    y3 = g.op("Reshape", y, g.op("Concat", g.ints([0]), g.shape_range(y, 1, 2), g.ints([-1]), axis=0))
+    out = g.op("MatMul", x3, y3)
+    rank = xr + yr - 3  # (batch, x's other axes, y's other axes)
+    if rank >= 2:
+        shape = g.op("Concat", g.shape_range(x, 0, xr - 1), g.shape_range(y, 2), axis=0)
+    else:  # two vectors: (batch, 1)
+        shape = g.op("Concat", g.shape_range(x, 0, 1), g.ints([1]), axis=0)
+    return [Sym(g.op("Reshape", out, shape, hint=c.hint), max(rank, 2))]

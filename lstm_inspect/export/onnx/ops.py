@@ -20,12 +20,17 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers import Context
 from lstm_inspect.engine.ops import (
     KERAS3_OPS,
+    TF_DTYPES,
     OpError,
     canonical_op,
     flat,
     keras3_options,
     node_def_inputs,
+    op_attr,
     op_name,
+    op_slice_index,
+    op_slice_masks,
+    op_supported,
     strided_slice_index,
     tf_function_arguments,
 )
@@ -41,8 +46,6 @@ TF_TYPE_KIND = {"DT_FLOAT": "float", "DT_DOUBLE": "float", "DT_HALF": "float", "
 
 def onnx_op_problem(node: Any) -> str | None:
     """Why this op node has no ONNX form (None: it has one)."""
-    from lstm_inspect.engine.ops import op_supported
-
     problem = op_supported(node)
     if problem:
         return problem
@@ -210,8 +213,6 @@ def softmax(c: OpCall) -> Sym:
 
 
 def _dtype_kind(c: OpCall, value: Any) -> str:
-    from lstm_inspect.engine.ops import TF_DTYPES
-
     if isinstance(value, dict):
         value = (value.get("config") or {}).get("name") if isinstance(value.get("config"), dict) else value.get("name")
     kind = KIND_OF_DTYPE.get(str(value)) or KIND_OF_DTYPE.get(TF_DTYPES.get(str(value), ""))
@@ -327,8 +328,6 @@ def expand_dims(c: OpCall) -> Sym:
 def squeeze(c: OpCall) -> Sym:
     a = c.tensor(0)
     if c.node.class_name == "TensorFlowOpLayer":
-        from lstm_inspect.engine.ops import op_attr
-
         axes = op_attr(c.attrs, "squeeze_dims", "ints") or None
     else:
         axes = None
@@ -422,20 +421,16 @@ def _index(c: OpCall, a: Sym, specs: list[Any]) -> Sym:
 
 @emits("getitem")
 def getitem(c: OpCall) -> Sym:
-    from lstm_inspect.engine.ops import op_slice_index as parse
-
     a = _real(c, c.tensor(0))
     specs = c.args[1] if isinstance(c.args[1], list) else [c.args[1]]
     try:
-        return _index(c, a, [parse(s) for s in specs])
+        return _index(c, a, [op_slice_index(s) for s in specs])
     except OpError as exc:
         raise c.fail(str(exc)) from None
 
 
 @emits("strided_slice")
 def strided_slice(c: OpCall) -> Sym:
-    from lstm_inspect.engine.ops import op_slice_masks
-
     a = _real(c, c.tensor(0))
     b, e, s = c.ints(1, "begin"), c.ints(2, "end"), c.ints(3, "strides")
     masks = op_slice_masks(c.attrs)
@@ -455,8 +450,6 @@ REDUCE = {"mean": "ReduceMean", "sum": "ReduceSum", "max_over": "ReduceMax", "an
 def reduce(c: OpCall) -> Sym:
     a = _real(c, c.tensor(0))
     if c.node.class_name == "TensorFlowOpLayer":
-        from lstm_inspect.engine.ops import op_attr
-
         axes, keep = c.ints(1, "axis"), op_attr(c.attrs, "keep_dims", "bool", False)
     else:
         axes, keep = c.ints(1, "axis"), bool(c.args[2]) if len(c.args) > 2 and c.args[2] is not None else False
@@ -485,8 +478,6 @@ def filled_like(c: OpCall) -> Sym:
 
 @emits("matmul")
 def matmul(c: OpCall) -> Sym:
-    from lstm_inspect.engine.ops import op_attr
-
     first = c.args[0] if isinstance(c.args[0], Sym) else c.args[1]
     a, b = _real(c, c.tensor(0, first)), _real(c, c.tensor(1, first))
     if c.node.class_name == "TensorFlowOpLayer":

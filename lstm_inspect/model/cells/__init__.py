@@ -333,9 +333,6 @@ class Cell:
     torch_module: str = ""  # "torch.nn.LSTM"
     torch_order: tuple[str, ...] = ()  # this kind's gates in PyTorch's block order
     torch_labels: str = ""  # PyTorch's names of those blocks, e.g. "i, f, g, o"
-    onnx_op: str = ""  # "LSTM"
-    onnx_order: tuple[str, ...] = ()  # this kind's gates in ONNX's block order
-    onnx_labels: str = ""
 
     def torch_problem(self, settings: CellSettings) -> str | None:
         """Why the PyTorch module cannot compute exactly what Keras does with these settings (None: it can)."""
@@ -346,8 +343,6 @@ class Cell:
             return f"{self.torch_module} has only tanh; this layer's activation is {settings.activation}"
         return None
 
-    onnx_activation_order: str = ""  # the slots of ONNX's `activations`, e.g. "[f, g, h] = [recurrent_activation, ...]"
-
     def torch_refusal(self, settings: CellSettings) -> str | None:
         """Why the PyTorch module has no state_dict for these settings at all (None: it has one, exact or not)."""
         return None
@@ -355,14 +350,6 @@ class Cell:
     def torch_options(self, settings: CellSettings) -> dict[str, Any]:
         """Constructor arguments of the PyTorch module beyond sizes and bias (SimpleRNN's nonlinearity)."""
         return {}
-
-    def onnx_attributes(self, settings: CellSettings) -> dict[str, Any]:
-        """The ONNX operator's attributes this kind's settings decide (a GRU's linear_before_reset)."""
-        return {}
-
-    def onnx_activations(self, settings: CellSettings) -> list[str]:
-        """The Keras activation names in the slots of ONNX's `activations` attribute (f, g, h order)."""
-        return [str(settings.recurrent_activation), settings.activation, settings.activation]
 
     def bias_pair(self, w: CellWeights) -> tuple[np.ndarray, np.ndarray]:
         """(input bias, recurrent bias) of G·N_c each: Keras's one bias and zeros, or a GRU's two rows."""
@@ -391,15 +378,6 @@ class Cell:
             "weight_hh": self.reordered_T(w.recurrent_kernel, self.torch_order),
             "bias_ih": self.reorder(b_in, self.torch_order),
             "bias_hh": self.reorder(b_rec, self.torch_order),
-        }
-
-    def onnx_arrays(self, w: CellWeights) -> dict[str, np.ndarray]:
-        """W (G·H, I), R (G·H, H), B (2·G·H) of one direction, ONNX's gate order."""
-        b_in, b_rec = self.bias_pair(w)
-        return {
-            "W": self.reordered_T(w.kernel, self.onnx_order),
-            "R": self.reordered_T(w.recurrent_kernel, self.onnx_order),
-            "B": np.concatenate([self.reorder(b_in, self.onnx_order), self.reorder(b_rec, self.onnx_order)]),
         }
 
 

@@ -60,11 +60,9 @@ class GRU(Cell):
     gate_traces = {"z": ("z", "unit"), "r": ("r", "unit"), "h": ("h_tilde", "signed")}
     legacy_arrays = 9
     torch_module, torch_order, torch_labels = "torch.nn.GRU", ("r", "z", "h"), "r, z, n"
-    onnx_op, onnx_order, onnx_labels = "GRU", ("z", "r", "h"), "z, r, h"
 
     known_orders = {("r", "z", "h"): "PyTorch's (and cuDNN's) order r, z, n"}
     legend, legend_extra = "gates z, r, h, each W_g", " (reset_after: also a recurrent bias b_hg)"
-    onnx_activation_order = "[f, g] = [recurrent_activation, activation]"
     cudnn_settings = {"reset_after": True}  # CuDNNGRU computes the reset_after form
     # Keras before 2.1.x wrote no reset_after and computed the reset-before form; tf_keras and Keras 3 would
     # assume their own default (True)
@@ -93,9 +91,6 @@ class GRU(Cell):
             return None
         return (f"{self.torch_problem(settings)}, so there is no torch.nn.GRU state_dict for it; use --layout onnx "
                 "(linear_before_reset=0) or --layout keras")
-
-    def onnx_attributes(self, settings: CellSettings) -> dict[str, Any]:
-        return {"linear_before_reset": int(bool(settings.reset_after))}
 
     def mistakes(self, settings: CellSettings, storage: str, input_dim: int | None, units: int | None,
                  hard_sigmoid: str = "keras3") -> list[CellMistake]:
@@ -131,9 +126,6 @@ class GRU(Cell):
             return ("torch.nn.GRU computes the reset_after=True form (r multiplies W_hn·h + b_hn); this layer has "
                     "reset_after=False (r multiplies h before the product)")
         return super().torch_problem(settings)
-
-    def onnx_activations(self, settings: CellSettings) -> list[str]:
-        return [str(settings.recurrent_activation), settings.activation]
 
     def settings(self, cell_config: dict[str, Any], rnn_config: dict[str, Any], class_name: str,
                  keras_version: str | None) -> CellSettings:

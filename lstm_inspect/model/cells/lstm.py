@@ -76,9 +76,7 @@ class LSTM(Cell):
     gate_traces = {"i": ("i", "unit"), "f": ("f", "unit"), "c": ("c_tilde", "signed"), "o": ("o", "unit")}
     legacy_arrays = 12
     torch_module, torch_order, torch_labels = "torch.nn.LSTM", ("i", "f", "c", "o"), "i, f, g, o"
-    onnx_op, onnx_order, onnx_labels = "LSTM", ("i", "o", "f", "c"), "i, o, f, c"
     legend = "gates i, f, c, o, each W_g"
-    onnx_activation_order = "[f, g, h] = [recurrent_activation, activation, activation]"
     known_orders = {("i", "o", "f", "c"): "ONNX's gate order i, o, f, c",
                     ("i", "f", "o", "c"): "c and o swapped (i, f, o, c)",
                     ("i", "c", "f", "o"): "Keras 1's stored order i, c, f, o (also TF1's i, j, f, o)"}

@@ -38,9 +38,7 @@ class SimpleRNN(Cell):
     preactivations = ("pre",)
     gate_traces = {"h": ("h", "signed")}
     torch_module, torch_order, torch_labels = "torch.nn.RNN", ("h",), "h"
-    onnx_op, onnx_order, onnx_labels = "RNN", ("h",), "h"
     legend = "one W"
-    onnx_activation_order = "[f] = [activation]"
 
     def mistakes(self, settings: CellSettings, storage: str, input_dim: int | None, units: int | None,
                  hard_sigmoid: str = "keras3") -> list[CellMistake]:
@@ -59,9 +57,6 @@ class SimpleRNN(Cell):
     def torch_options(self, settings: CellSettings) -> dict[str, Any]:
         """torch.nn.RNN's nonlinearity (where it has none of Keras's, `torch_problem` says so)."""
         return {"nonlinearity": settings.activation if settings.activation in ("tanh", "relu") else "tanh"}
-
-    def onnx_activations(self, settings: CellSettings) -> list[str]:
-        return [settings.activation]
 
     def settings(self, cell_config: dict[str, Any], rnn_config: dict[str, Any], class_name: str,
                  keras_version: str | None) -> CellSettings:

@@ -3,7 +3,7 @@ Keras computes, and a Scan over Keras's own step equations where they cannot.
 
 The operators (onnx.ai/onnx/operators: LSTM, GRU, RNN) take Keras's math when their activations
 are among theirs (HardSigmoid with the writing Keras's slope) and GRU's linear_before_reset is
-Keras's reset_after; gates are reordered by the cell (`Cell.onnx_arrays`). A direction with
+Keras's reset_after; gates are reordered by the kind's code (`OnnxCell.arrays`). A direction with
 go_backwards is the operator's "reverse" direction, its outputs flipped into Keras's processing
 order.
 
@@ -13,6 +13,11 @@ runs it on the input reversed in time, in the other direction; any other mask (a
 middle) runs the Scan, which keeps the states at masked steps and outputs zeros or the previous
 output, as Keras's backend loop does (`lstm_inspect.engine.loop.run_sequence`). Rows with no valid
 step keep their initial states, as in Keras.
+
+This package holds what every kind shares (the operator, the Scan, the If over masks, Bidirectional); each
+kind's own part is a module (lstm.py, gru.py, simple_rnn.py, as `lstm_inspect.model.cells`) registering an
+`OnnxCell` in `registry.CELLS`: its operator, gate layout, attributes and step equations. A new cell kind is
+one more module here, imported by `lstm_inspect.export.onnx`.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers import Context
 from lstm_inspect.engine.network import recurrent_call
 from lstm_inspect.export.onnx.graph import Graph, Sym, activation, rnn_op_activation, value_info
+from lstm_inspect.export.onnx.registry import CELLS
 from lstm_inspect.model.architecture import Call, LayerNode
 from lstm_inspect.model.cells import CellWeights
 from lstm_inspect.model.checkpoint import RecurrentDirection
@@ -39,52 +45,9 @@ class DirectionOut:
     states: list[str]  # (batch, units) each, the cell's order (h first)
 
 
-# ---------------------------------------------------------------- the cells' step equations
-
-
-def _split(g: Graph, a: str, n: int, units: int) -> list[str]:
+def split_units(g: Graph, a: str, n: int, units: int) -> list[str]:
+    """The n blocks of `units` columns of a (batch, n·units) tensor (a fused array's gates)."""
     return g.split(a, [units] * n, axis=1)
-
-
-def lstm_step(g: Graph, xp: str, states: list[str], w: dict[str, str], units: int, act: Callable[[str], str],
-              rec: Callable[[str], str]) -> list[str]:
-    """z = x·kernel + b + h·recurrent_kernel; c = f⊙c + i⊙φ(z_c); h = o⊙φ(c)  (lstm_inspect.model.cells.lstm)."""
-    h, c = states
-    z = g.op("Add", g.op("MatMul", h, w["recurrent_kernel"]), xp, hint="z")
-    zi, zf, zc, zo = _split(g, z, 4, units)
-    i, f, c_tilde, o = rec(zi), rec(zf), act(zc), rec(zo)
-    c_new = g.op("Add", g.op("Mul", f, c), g.op("Mul", i, c_tilde), hint="c")
-    return [g.op("Mul", o, act(c_new), hint="h"), c_new]
-
-
-def gru_step(g: Graph, xp: str, states: list[str], w: dict[str, str], units: int, act: Callable[[str], str],
-             rec: Callable[[str], str]) -> list[str]:
-    """z, r = σ(x_zr + h·U_zr); h̃ = φ(x_h + r⊙(h·U_h + b_h)) or φ(x_h + (r⊙h)·U_h); h = z⊙h + (1−z)⊙h̃."""
-    (h,) = states
-    x_z, x_r, x_h = _split(g, xp, 3, units)
-    if "recurrent_bias" in w or "reset_after" in w:
-        hp = g.op("MatMul", h, w["recurrent_kernel"])
-        if "recurrent_bias" in w:
-            hp = g.op("Add", hp, w["recurrent_bias"])
-        r_z, r_r, r_h = _split(g, hp, 3, units)
-        z, r = rec(g.op("Add", x_z, r_z)), rec(g.op("Add", x_r, r_r))
-        hh = act(g.op("Add", g.op("Mul", r, r_h), x_h))
-    else:
-        zr = g.op("Add", g.op("MatMul", h, w["recurrent_zr"]), g.op("Concat", x_z, x_r, axis=1))
-        z, r = _split(g, rec(zr), 2, units)
-        hh = act(g.op("Add", g.op("MatMul", g.op("Mul", r, h), w["recurrent_h"]), x_h))
-    one_minus_z = g.op("Sub", g.const(1.0), z)
-    return [g.op("Add", g.op("Mul", z, h), g.op("Mul", one_minus_z, hh), hint="h")]
-
-
-def simple_rnn_step(g: Graph, xp: str, states: list[str], w: dict[str, str], units: int,
-                    act: Callable[[str], str], rec: Callable[[str], str]) -> list[str]:
-    """h = φ(x·kernel + b + h·recurrent_kernel)."""
-    (h,) = states
-    return [act(g.op("Add", g.op("MatMul", h, w["recurrent_kernel"]), xp, hint="h"))]
-
-
-STEPS = {"LSTM": lstm_step, "GRU": gru_step, "SimpleRNN": simple_rnn_step}
 
 
 def _step_weights(g: Graph, d: RecurrentDirection, w: CellWeights, dtype: type) -> tuple[str, str | None,
@@ -92,25 +55,7 @@ def _step_weights(g: Graph, d: RecurrentDirection, w: CellWeights, dtype: type) 
     """(kernel, input bias, the step's constants) for the Scan, in Keras's stored gate order."""
     hint = d.name
     const = lambda a, what: g.const(np.asarray(a, dtype=dtype), f"{hint}.{what}", dtype)  # noqa: E731
-    bias = w.bias
-    consts: dict[str, str] = {}
-    if d.cell.kind == "GRU":
-        reset_after = bool(d.settings.reset_after)
-        if bias is not None and bias.ndim == 2 and not reset_after:
-            bias = bias[0] + bias[1]  # as the engine's step: the reset-before form has one bias
-        if reset_after:
-            consts["recurrent_kernel"] = const(w.recurrent_kernel, "recurrent_kernel")
-            consts["reset_after"] = ""
-            if bias is not None and bias.ndim == 2:
-                consts["recurrent_bias"] = const(bias[1], "recurrent_bias")
-        else:
-            u = w.units
-            consts["recurrent_zr"] = const(w.recurrent_kernel[:, : 2 * u], "recurrent_zr")
-            consts["recurrent_h"] = const(w.recurrent_kernel[:, 2 * u:], "recurrent_h")
-        input_bias = None if bias is None else (bias[0] if bias.ndim == 2 else bias)
-    else:
-        consts["recurrent_kernel"] = const(w.recurrent_kernel, "recurrent_kernel")
-        input_bias = bias
+    input_bias, consts = CELLS[d.cell.kind].step_weights(d, w, const)
     return (const(w.kernel, "kernel"), None if input_bias is None else const(input_bias, "bias"), consts)
 
 
@@ -120,7 +65,7 @@ def _step_weights(g: Graph, d: RecurrentDirection, w: CellWeights, dtype: type) 
 def op_attributes(d: RecurrentDirection) -> dict[str, Any] | None:
     """The operator's activations for this direction, or None when it cannot compute Keras's."""
     acts = []
-    for name in d.cell.onnx_activations(d.settings):
+    for name in CELLS[d.cell.kind].activations(d.settings):
         found = rnn_op_activation(name, d.hard_sigmoid)
         if found is None:
             return None
@@ -132,27 +77,14 @@ def op_attributes(d: RecurrentDirection) -> dict[str, Any] | None:
         attrs["activation_alpha"] = alphas
     if betas:
         attrs["activation_beta"] = betas
-    attrs.update(d.cell.onnx_attributes(d.settings))
+    attrs.update(CELLS[d.cell.kind].attributes(d.settings))
     return attrs
-
-
-def onnx_arrays(d: RecurrentDirection, w: CellWeights) -> dict[str, np.ndarray]:
-    """W, R, B of the operator; a CuDNNLSTM's input and recurrent biases kept in B's two halves (Keras's loader
-    adds them into one bias; the operator adds its two halves the same way)."""
-    arrays = d.cell.onnx_arrays(w)
-    if d.storage == "cudnn" and d.cell.kind == "LSTM" and w.bias is not None:
-        raw = d.source.read([d.arrays[2].key])[0]
-        n = raw.shape[0] // 2
-        if n == w.bias.shape[0] and np.allclose(raw[:n] + raw[n:], w.bias):
-            order = d.cell.onnx_order
-            arrays["B"] = np.concatenate([d.cell.reorder(raw[:n], order), d.cell.reorder(raw[n:], order)])
-    return arrays
 
 
 def _run_op(g: Graph, d: RecurrentDirection, w: CellWeights, attrs: dict[str, Any], x_tm: str, lens: str | None,
             init: list[str] | None, reverse: bool, dtype: type) -> tuple[str, list[str]]:
     """The ONNX operator over x_tm (steps, batch, N_i): (Y (steps, batch, units) by input position, final states)."""
-    arrays = onnx_arrays(d, w)
+    arrays = CELLS[d.cell.kind].direction_arrays(d, w)
     const = lambda k: g.const(np.asarray(arrays[k], dtype=dtype)[None], f"{d.name}.{k}", dtype)  # noqa: E731
     inputs = [x_tm, const("W"), const("R"), const("B"), lens or ""]
     if init is not None:
@@ -160,7 +92,7 @@ def _run_op(g: Graph, d: RecurrentDirection, w: CellWeights, attrs: dict[str, An
     while inputs and inputs[-1] == "":
         inputs.pop()
     n_out = 1 + len(d.cell.states)
-    outs = g.op(d.cell.onnx_op, *inputs, outputs=n_out, hint=d.name, hidden_size=w.units,
+    outs = g.op(CELLS[d.cell.kind].op, *inputs, outputs=n_out, hint=d.name, hidden_size=w.units,
                 direction="reverse" if reverse else "forward", **attrs)
     return g.squeeze(outs[0], [1]), [g.squeeze(s, [0]) for s in outs[1:]]
 
@@ -223,7 +155,7 @@ def _scan_branch(g: Graph, d: RecurrentDirection, w: CellWeights, x_tm: str, mas
     act_name, rec_name = d.settings.activation, d.settings.recurrent_activation
     act = lambda v: activation(body, act_name, v, d.hard_sigmoid)  # noqa: E731
     rec = lambda v: activation(body, rec_name or "linear", v, d.hard_sigmoid)  # noqa: E731
-    new = STEPS[d.cell.kind](body, xp_t, state_in, consts, units, act, rec)
+    new = CELLS[d.cell.kind].step(body, xp_t, state_in, consts, units, act, rec)
     if m_t is None:
         state_out = [body.op("Identity", n) for n in new]
         out = body.op("Identity", new[0], hint=f"{d.name}.out")
