@@ -330,31 +330,11 @@ class Cell:
     missing_settings: dict[str, Any] = {}  # a key old configs lack -> the value the writing Keras computed with
 
     # ---- export layouts (dump --layout pytorch/onnx, export)
-    torch_module: str = ""  # "torch.nn.LSTM"
-    torch_order: tuple[str, ...] = ()  # this kind's gates in PyTorch's block order
-    torch_labels: str = ""  # PyTorch's names of those blocks, e.g. "i, f, g, o"
     onnx_op: str = ""  # "LSTM"
     onnx_order: tuple[str, ...] = ()  # this kind's gates in ONNX's block order
     onnx_labels: str = ""
 
-    def torch_problem(self, settings: CellSettings) -> str | None:
-        """Why the PyTorch module cannot compute exactly what Keras does with these settings (None: it can)."""
-        if settings.recurrent_activation not in (None, "sigmoid"):
-            return (f"{self.torch_module} has only sigmoid gates; this layer's recurrent_activation is "
-                    f"{settings.recurrent_activation}")
-        if settings.activation != "tanh":
-            return f"{self.torch_module} has only tanh; this layer's activation is {settings.activation}"
-        return None
-
     onnx_activation_order: str = ""  # the slots of ONNX's `activations`, e.g. "[f, g, h] = [recurrent_activation, ...]"
-
-    def torch_refusal(self, settings: CellSettings) -> str | None:
-        """Why the PyTorch module has no state_dict for these settings at all (None: it has one, exact or not)."""
-        return None
-
-    def torch_options(self, settings: CellSettings) -> dict[str, Any]:
-        """Constructor arguments of the PyTorch module beyond sizes and bias (SimpleRNN's nonlinearity)."""
-        return {}
 
     def onnx_attributes(self, settings: CellSettings) -> dict[str, Any]:
         """The ONNX operator's attributes this kind's settings decide (a GRU's linear_before_reset)."""
@@ -382,16 +362,6 @@ class Cell:
         """A fused (rows, G·N_c) array's gate blocks in `order`, transposed to (G·N_c, rows): one copy."""
         blocks = dict(zip(self.gates, split_gates(a, self.n_gates)))
         return np.concatenate([blocks[g].T for g in order], axis=0)
-
-    def torch_arrays(self, w: CellWeights) -> dict[str, np.ndarray]:
-        """weight_ih, weight_hh, bias_ih, bias_hh of one direction (no layer suffix), PyTorch's gate order."""
-        b_in, b_rec = self.bias_pair(w)
-        return {
-            "weight_ih": self.reordered_T(w.kernel, self.torch_order),
-            "weight_hh": self.reordered_T(w.recurrent_kernel, self.torch_order),
-            "bias_ih": self.reorder(b_in, self.torch_order),
-            "bias_hh": self.reorder(b_rec, self.torch_order),
-        }
 
     def onnx_arrays(self, w: CellWeights) -> dict[str, np.ndarray]:
         """W (G·H, I), R (G·H, H), B (2·G·H) of one direction, ONNX's gate order."""

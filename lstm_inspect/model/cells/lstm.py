@@ -75,7 +75,6 @@ class LSTM(Cell):
     fused_trace, preactivations, forget_gate = "z", ("z",), "f"
     gate_traces = {"i": ("i", "unit"), "f": ("f", "unit"), "c": ("c_tilde", "signed"), "o": ("o", "unit")}
     legacy_arrays = 12
-    torch_module, torch_order, torch_labels = "torch.nn.LSTM", ("i", "f", "c", "o"), "i, f, g, o"
     onnx_op, onnx_order, onnx_labels = "LSTM", ("i", "o", "f", "c"), "i, o, f, c"
     legend = "gates i, f, c, o, each W_g"
     onnx_activation_order = "[f, g, h] = [recurrent_activation, activation, activation]"

@@ -37,7 +37,6 @@ class SimpleRNN(Cell):
     trace_quantities = ("pre", "h")
     preactivations = ("pre",)
     gate_traces = {"h": ("h", "signed")}
-    torch_module, torch_order, torch_labels = "torch.nn.RNN", ("h",), "h"
     onnx_op, onnx_order, onnx_labels = "RNN", ("h",), "h"
     legend = "one W"
     onnx_activation_order = "[f] = [activation]"
@@ -50,15 +49,6 @@ class SimpleRNN(Cell):
                                    f"h = {settings.activation}(...)", "activation", step=StepVariant(activation=other),
                                    same_as_model=other == settings.activation))
         return out
-
-    def torch_problem(self, settings: CellSettings) -> str | None:
-        if settings.activation not in ("tanh", "relu"):
-            return f"torch.nn.RNN has nonlinearity tanh or relu; this layer's activation is {settings.activation}"
-        return None
-
-    def torch_options(self, settings: CellSettings) -> dict[str, Any]:
-        """torch.nn.RNN's nonlinearity (where it has none of Keras's, `torch_problem` says so)."""
-        return {"nonlinearity": settings.activation if settings.activation in ("tanh", "relu") else "tanh"}
 
     def onnx_activations(self, settings: CellSettings) -> list[str]:
         return [settings.activation]
