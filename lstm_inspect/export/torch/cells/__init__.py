@@ -1,12 +1,15 @@
 """Keras's recurrent layers (LSTM, GRU, SimpleRNN, Bidirectional) in the PyTorch export.
 
 Why: torch.nn.LSTM/GRU/RNN compute exactly Keras's equations only for some settings, and never Keras's
-masks; this module decides, per direction, what the export runs and writes the small runtime model.py
-needs for it:
+masks; this package decides, per direction, what the export runs and writes the small runtime model.py
+needs for it. This module holds what every kind shares (`TorchCell`, the sequence loop's helpers, the layer
+call); each kind's own part is one module registered with `@cell` in `registry.CELLS` (`lstm.py`, `gru.py`,
+`simple_rnn.py`, named as `lstm_inspect/model/cells/`): its torch.nn module and gate order, when that module is
+exact (`TorchCell.problem`), its step function and explicit cell class for model.py.
 
-- `nn.LSTM` / `nn.GRU` / `nn.RNN` where the cell's `torch_problem(settings)` is None (tanh/sigmoid,
+- `nn.LSTM` / `nn.GRU` / `nn.RNN` where the kind's `problem(settings)` is None (tanh/sigmoid,
   GRU reset_after=True, SimpleRNN tanh/relu), a Bidirectional as one module with bidirectional=True
-  when both halves fit one; the weights are `Cell.torch_arrays` (PyTorch's gate order; CuDNN biases
+  when both halves fit one; the weights are `TorchCell.arrays` (PyTorch's gate order; CuDNN biases
   and Keras 1's arrays already converted by `RecurrentDirection.weights()`).
 - otherwise a small explicit cell written in model.py (`KerasLSTM`, `KerasGRU`, `KerasSimpleRNN`) with
   Keras's step equations (`lstm_inspect/model/cells/lstm.py`, `gru.py` in both reset_after forms,
