@@ -205,10 +205,13 @@ def _diagnose_times() -> None:
 
 
 def _torch_lstm(torch: Any, ckpt: Any) -> Any:
+    from lstm_inspect.export.torch.cells import torch_cell
+
     d = ckpt.layers[0]
     w = d.weights()
     lstm = torch.nn.LSTM(w.input_dim, w.units, batch_first=True)
-    state = {f"{k}_l0": torch.from_numpy(np.ascontiguousarray(v)) for k, v in d.cell.torch_arrays(w).items()}
+    arrays = torch_cell(d.cell).arrays(d.cell, w)
+    state = {f"{k}_l0": torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     lstm.load_state_dict(state)
     return lstm.eval()
 

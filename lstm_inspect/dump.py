@@ -31,6 +31,7 @@ import numpy as np
 from lstm_inspect.base import __version__
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.export.onnx.registry import CELLS as ONNX_CELLS
+from lstm_inspect.export.torch.cells import torch_cell
 from lstm_inspect.io.arrays import atomic_dir, inside, safe_relpath
 from lstm_inspect.model.activations import HARD_SIGMOID, HARD_SIGMOID_FORMULA
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
@@ -147,18 +148,19 @@ def _groups(ckpt: Checkpoint, layout: str, layer: str | None
 
 def _pytorch(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict[str, Any]]:
     cell, d0 = ds[0].cell, ds[0]
+    tc = torch_cell(cell)
     bidirectional = len(ds) == 2
-    problems = [p for d in ds if (p := cell.torch_problem(d.settings))]
+    problems = [p for d in ds if (p := tc.problem(d.settings))]
     producers: Producers = {}
     meanings: dict[str, str] = {}
-    g, labels = cell.n_gates, cell.torch_labels
+    g, labels = cell.n_gates, tc.labels
     for d in ds:
         suffix = "_reverse" if bidirectional and d.settings.go_backwards else ""
         cache: dict[str, np.ndarray] = {}
 
         def make(key: str, d: RecurrentDirection = d, cache: dict[str, np.ndarray] = cache) -> np.ndarray:
             if not cache:
-                cache.update(cell.torch_arrays(d.weights()))
+                cache.update(tc.arrays(cell, d.weights()))
             return cache.pop(key)
 
         half = f" ({'backward' if suffix else 'forward'} direction)" if bidirectional else ""
@@ -174,9 +176,9 @@ def _pytorch(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], d
     s = d0.settings
     ctor: dict[str, Any] = {"input_size": d0.input_dim, "hidden_size": d0.units, "num_layers": 1,
                             "batch_first": not s.time_major, "bidirectional": bidirectional, "bias": True}
-    ctor.update(cell.torch_options(s))
+    ctor.update(tc.options(s))
     meta: dict[str, Any] = {
-        "target": cell.torch_module, "constructor": ctor,
+        "target": tc.module, "constructor": ctor,
         "load": "module.load_state_dict({name: torch.from_numpy(array) for name, array in these arrays}, strict=True)",
         "exact_in_target": not problems,
         "directions": [direction_settings(d, "pytorch") for d in ds],
@@ -200,7 +202,7 @@ def _pytorch(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], d
                               "outputs in input time order, as Keras's Bidirectional does")
         meta["outputs"] = _torch_bidirectional_outputs(merge, s.return_sequences)
     elif s.go_backwards:
-        meta["time_order"] = (f"{cell.torch_module} has no go_backwards: feed the input reversed in time "
+        meta["time_order"] = (f"{tc.module} has no go_backwards: feed the input reversed in time "
                               "(x.flip(1)); its outputs then come out in processing order, as Keras returns them")
         meta["outputs"] = _torch_outputs(s.return_sequences)
     else:
@@ -332,7 +334,7 @@ def dump(ckpt: Checkpoint, out: Path, fmt: str = "csv", layout: str = "gates", l
         raise InspectError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if layout == "pytorch":
         for d in [ckpt.layer(layer)] if layer else ckpt.layers:
-            refusal = d.cell.torch_refusal(d.settings)
+            refusal = torch_cell(d.cell).refusal(d.settings)
             if refusal:
                 raise InspectError(f"layer {d.name}: {refusal}")
     written: list[str] = []

@@ -39,7 +39,7 @@ from lstm_inspect.export.onnx.registry import LAYERS as ONNX_LAYERS  # noqa: E40
 from lstm_inspect.export.onnx.registry import OnnxCall  # noqa: E402
 from lstm_inspect.export.torch.code import LayerEmit, Writer  # noqa: E402
 from lstm_inspect.export.torch.code import Sym as TorchSym  # noqa: E402
-from lstm_inspect.export.torch.core import EMITTERS  # noqa: E402
+from lstm_inspect.export.torch.registry import LAYERS as TORCH_LAYERS  # noqa: E402
 
 TOLERANCE = 1e-5
 
@@ -228,7 +228,7 @@ def _torch(case: Case) -> tuple[list[tuple[np.ndarray, np.ndarray | None]], str]
     args, kwargs = _map(case.args, syms.get), _map(case.kwargs, syms.get)
     e = LayerEmit(_node(case), _flat(args), Call(args, kwargs), w, _Weights(_weights(case)), major, case.version,
                   case.kind, "att")
-    outs = EMITTERS[case.kind](e)
+    outs = TORCH_LAYERS[case.kind](e)
     imports, helpers = w.helper_code()
     returned = ", ".join(f"{o.name}, {o.mask or 'None'}" for o in outs)
     source = "\n".join(["import torch", "import torch.nn.functional as F", "from torch import nn", *imports,

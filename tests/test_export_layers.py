@@ -31,7 +31,7 @@ from lstm_inspect.export.onnx import graph as onnx_graph  # noqa: E402
 from lstm_inspect.export.onnx.registry import LAYERS as ONNX_LAYERS  # noqa: E402
 from lstm_inspect.export.onnx.registry import OnnxCall  # noqa: E402
 from lstm_inspect.export.torch import code as torch_code  # noqa: E402
-from lstm_inspect.export.torch.core import EMITTERS  # noqa: E402
+from lstm_inspect.export.torch.registry import LAYERS as TORCH_LAYERS  # noqa: E402
 
 CL, CF = "channels_last", "channels_first"
 GENS = {"keras3": 3, "tf_keras": 2}
@@ -587,7 +587,7 @@ def _torch(case: dict[str, Any], major: int) -> tuple[np.ndarray, np.ndarray | N
         kwargs["mask"] = torch_code.Sym(param("given_mask", given), _kind_of(given), None, given.shape)
     e = torch_code.LayerEmit(_node(case), syms, Call(list(syms), kwargs), w, _Weights(_weights(case)), major, None,
                              case["cls"], "probe")
-    (y,) = EMITTERS[case["cls"]](e)[:1]
+    (y,) = TORCH_LAYERS[case["cls"]](e)[:1]
     imports, helpers = w.helper_code()
     returns = f"{y.name}, {y.mask}" if y.mask is not None else f"{y.name}, None"
     code = "\n".join(["import torch", "import torch.nn.functional as F", "from torch import nn", *imports, "",
@@ -664,7 +664,7 @@ def test_keras_is_the_reference_wherever_it_runs(keras_ref: dict[str, Any]) -> N
 
 def test_every_kind_the_engine_runs_has_both_forms() -> None:
     assert set(LAYERS) <= set(ONNX_LAYERS), sorted(set(LAYERS) - set(ONNX_LAYERS))
-    assert set(LAYERS) <= set(EMITTERS), sorted(set(LAYERS) - set(EMITTERS))
+    assert set(LAYERS) <= set(TORCH_LAYERS), sorted(set(LAYERS) - set(TORCH_LAYERS))
     tested = {_kind(case)[0] for case in CASES}
     new = {k for k, v in LAYERS.items() if v.run.__module__.split(".")[-1] in ("conv", "pooling", "activation_layers")}
     new |= {"Dot", "Permute", "AlphaDropout", "ActivityRegularization", "SpatialDropout2D", "SpatialDropout3D",
@@ -700,7 +700,7 @@ def test_weights_are_stored_in_pytorchs_layout() -> None:
     w = torch_code.Writer("probe.keras", "keras3")
     e = torch_code.LayerEmit(_node(case), [torch_code.Sym("x", shape=X["x1"].shape)], Call(), w,
                              _Weights(_weights(case)), 3, None, case["cls"], "probe")
-    EMITTERS[case["cls"]](e)
+    TORCH_LAYERS[case["cls"]](e)
     kernel = _weights(case)[0]  # (k, C, M)
     stored = w.weights[f"{w.attrs['probe']}.weight"]  # (C·M, 1, k): output c·M + m
     assert stored.shape == (8, 1, 3)
@@ -726,5 +726,5 @@ def test_refusals_name_the_layer_in_one_line(cls: str, config: dict[str, Any], p
     e = torch_code.LayerEmit(node, [torch_code.Sym("x", shape=x.shape)], Call(), w, _Weights(weights), 3, None, cls,
                              "probe")
     with pytest.raises(InspectError) as err:
-        EMITTERS[cls](e)
+        TORCH_LAYERS[cls](e)
     assert problem in str(err.value) and f"({cls})" in str(err.value) and "\n" not in str(err.value)

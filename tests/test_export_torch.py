@@ -317,10 +317,10 @@ def test_names_from_the_file_never_become_code(name: str, tmp_path: Path) -> Non
 
 def test_a_kind_without_an_emitter_is_refused_before_anything_is_written(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from lstm_inspect.export.torch import core as torch_layers
     from lstm_inspect.export.torch import ops as torch_ops
+    from lstm_inspect.export.torch import registry
 
-    monkeypatch.delitem(torch_layers.EMITTERS, "Dense")
+    monkeypatch.delitem(registry.LAYERS, "Dense")
     with pytest.raises(InspectError) as err:
         export(lstm_inspect.load(SAMPLES / "k3_gru_dense.keras"), "pytorch", tmp_path / "port")
     expected = "layer dense_4 (Dense) has no PyTorch form in lstm-inspect yet"
@@ -349,9 +349,9 @@ def test_cli_exports_and_verifies(tmp_path: Path) -> None:
 
 def test_every_layer_kind_has_a_pytorch_form() -> None:
     from lstm_inspect.engine.layers import LAYERS
-    from lstm_inspect.export.torch.core import EMITTERS
+    from lstm_inspect.export.torch.registry import LAYERS as TORCH_LAYERS
 
-    assert set(LAYERS) <= set(EMITTERS), sorted(set(LAYERS) - set(EMITTERS))
+    assert set(LAYERS) <= set(TORCH_LAYERS), sorted(set(LAYERS) - set(TORCH_LAYERS))
 
 
 # ---------------------------------------------------------------- the real files outside CASES

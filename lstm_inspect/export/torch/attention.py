@@ -50,7 +50,7 @@ from lstm_inspect.engine.layers.attention import (
     value_mask_per_query,
 )
 from lstm_inspect.export.torch.code import LayerEmit, Sym, identifier, integer, snippet
-from lstm_inspect.export.torch.core import emitter
+from lstm_inspect.export.torch.registry import layer
 
 snippet("causal_mask", '''
 def causal_mask(query_steps, value_steps, device=None):
@@ -166,7 +166,7 @@ def _parameters(e: LayerEmit, arrays: dict[str, np.ndarray]) -> str:
     return e.w.module(e.key, e.hint, f"nn.ParameterDict({{{items}}})", arrays)
 
 
-@emitter("Attention")
+@layer("Attention")
 def attention(e: LayerEmit) -> list[Sym]:
     settings = score_settings(e)
     mode, use_scale = settings.mode, settings.use_scale
@@ -191,7 +191,7 @@ def attention(e: LayerEmit) -> list[Sym]:
     return _apply_scores(e, scores.name, q, v)
 
 
-@emitter("AdditiveAttention")
+@layer("AdditiveAttention")
 def additive_attention(e: LayerEmit) -> list[Sym]:
     use_scale = score_settings(e).use_scale
     q, v, k = _dense_inputs(e)
@@ -276,7 +276,7 @@ def _apply_scores(e: LayerEmit, scores: str, q: Sym, v: Sym) -> list[Sym]:
 # ---------------------------------------------------------------- MultiHeadAttention
 
 
-@emitter("MultiHeadAttention")
+@layer("MultiHeadAttention")
 def multi_head_attention(e: LayerEmit) -> list[Sym]:
     cfg, w, hint = e.config, e.w, e.hint
     s = mha_settings(e)

@@ -7,7 +7,7 @@ model's order with Keras's masks computed as Keras computes them; weights.safete
 state_dict, written with `safetensors.numpy` so that writing needs no torch.
 
 The walk is the engine's (`lstm_inspect.engine.network.walk_graph`, `recurrent_call`), each layer kind written
-by its emitter (`torch_layers`, `torch_ops`, `torch_cells`), each mirroring the engine's function for
+by its emitter (`registry.LAYERS`: the family modules, `ops`, `cells`), each mirroring the engine's function for
 that kind, which follows Keras's source (see those modules). What PyTorch cannot be given exactly is
 refused before anything is written, with one line naming the layer.
 
@@ -29,12 +29,14 @@ from lstm_inspect.base import __version__
 from lstm_inspect.base.budget import BudgetError
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.network import RunRecord, default_inputs, walk_graph
+from lstm_inspect.engine.ops import op_name
 from lstm_inspect.export.plan import Plan
 from lstm_inspect.export.torch.cells import direction_alone, recurrent_layer
 from lstm_inspect.export.torch.code import LayerEmit, Sym, Writer, is_sym, kind_of, quoted
-from lstm_inspect.export.torch.core import EMITTERS
 from lstm_inspect.export.torch.ops import op_kind, op_layer
+from lstm_inspect.export.torch.registry import LAYERS
 from lstm_inspect.model.architecture import Call, LayerNode
+from lstm_inspect.model.cells import keras_major_minor
 
 _COUNTER = itertools.count()
 
@@ -69,8 +71,6 @@ def build(plan: Plan) -> dict[str, bytes]:
 
 
 def _keras_major(version: str | None) -> int:
-    from lstm_inspect.model.cells import keras_major_minor
-
     return keras_major_minor(version)[0] or 2
 
 
@@ -105,7 +105,7 @@ def _model(plan: Plan, w: Writer) -> tuple[list[str], list[str], list[str], list
             e.kind = op_kind(node) or "?"
             outs = op_layer(e)
         else:
-            outs = EMITTERS[node.class_name](e)
+            outs = LAYERS[node.class_name](e)
         example = record.layer_outputs.get(node.path) if record is not None else None
         if example is not None and len(example) == len(outs):
             for sym, value in zip(outs, example):
@@ -136,14 +136,12 @@ def _check_supported(plan: Plan) -> None:
             if op_kind(node) is None:
                 raise InspectError(f"{plan.ckpt.file}: graph op {node.path}: the op {_op_label(node)} has no PyTorch "
                                    "form in lstm-inspect yet")
-        elif node.class_name not in EMITTERS:
+        elif node.class_name not in LAYERS:
             raise InspectError(f"{plan.ckpt.file}: layer {node.path} ({node.class_name}) has no PyTorch form in "
                                "lstm-inspect yet")
 
 
 def _op_label(node: LayerNode) -> str:
-    from lstm_inspect.engine.ops import op_name
-
     return f"{op_name(node)} ({node.class_name})"
 
 

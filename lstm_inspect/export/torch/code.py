@@ -1,6 +1,6 @@
 """The writer of the PyTorch export's model.py: names, literals, helper functions, Keras's activations.
 
-Why it exists: every PyTorch emitter (`torch_layers`, `torch_ops`, `torch_cells`) writes Python source,
+Why it exists: every PyTorch emitter (the family modules, `ops`, `cells`) writes Python source,
 and a Keras file is hostile, so everything that goes from the file into that source passes through
 here: a layer name becomes an identifier only through `Names.fresh` ([0-9A-Za-z_], never a keyword,
 never one of nn.Module's own attributes, de-duplicated), a number only through `number`/`integer`
@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.layers import Context, LayerCall
+from lstm_inspect.io.arrays import printable
+from lstm_inspect.model.cells import activation_name
 
 if TYPE_CHECKING:
     from lstm_inspect.model.architecture import Call, LayerNode
@@ -128,8 +131,6 @@ def scalar(value: Any, what: str) -> str:
 def quoted(text: str) -> str:
     """Text for a docstring: printable, repr()'d, and with every double quote escaped, so it cannot end the
     docstring whatever it holds."""
-    from lstm_inspect.io.arrays import printable
-
     return repr(printable(text)).replace('"', '\\"')
 
 
@@ -156,9 +157,20 @@ class Snippet:
 SNIPPETS: dict[str, Snippet] = {}
 
 
-def snippet(name: str, code: str, needs: tuple[str, ...] = (), imports: tuple[str, ...] = ()) -> None:
-    """A helper model.py may need (a function or class named `name`), in the order they are registered."""
-    SNIPPETS[name] = Snippet(code.strip("\n"), needs, imports)
+def snippet(name: str, code: str, needs: tuple[str, ...] = (), imports: tuple[str, ...] = (),
+            before: str | None = None) -> None:
+    """A helper model.py may need (a function or class named `name`), in the order they are registered, or
+    just before the helper `before` registered earlier (a cell kind's step function and explicit cell class
+    go among the shared recurrent helpers: before `KerasCell` and `TorchDirection`)."""
+    entry = Snippet(code.strip("\n"), needs, imports)
+    if before is None:
+        SNIPPETS[name] = entry
+        return
+    items = list(SNIPPETS.items())
+    at = [n for n, _ in items].index(before)
+    items.insert(at, (name, entry))
+    SNIPPETS.clear()
+    SNIPPETS.update(items)
 
 
 def _hard_sigmoid(generation: str) -> str:
@@ -366,8 +378,6 @@ class LayerEmit:
     def ctx(self) -> Any:
         """The writing Keras as the engine's `Context` holds it (for the shared decisions of
         `lstm_inspect.engine.layers`)."""
-        from lstm_inspect.engine.layers import Context
-
         return Context(np.float32, self.keras_version, self.keras_major)
 
     def fail(self, problem: str) -> InspectError:
@@ -384,8 +394,6 @@ class LayerEmit:
 
     def read(self, shapes: list[tuple[Any, ...]]) -> list[np.ndarray]:
         """The layer's stored arrays, checked against the shapes its config implies (None: any size)."""
-        from lstm_inspect.engine.layers import LayerCall
-
         weights = self.ckpt.read_layer(self.node.path)
         call = LayerCall(self.node, [], weights, self.ctx)
         call.expect(shapes)
@@ -399,6 +407,4 @@ class LayerEmit:
             raise self.fail(str(exc)) from None
 
     def activation(self, key: str = "activation", default: str = "linear") -> str:
-        from lstm_inspect.model.cells import activation_name
-
         return activation_name(self.config.get(key), default)

@@ -22,7 +22,8 @@ and give the padding amounts that do not depend on the input's length, `fixed_pa
   and C·M outputs in TensorFlow's order (c·M + m); separable = that depthwise Conv, then a 1×1 Conv
   carrying the bias. None of these layers passes a Keras mask on.
 
-Dot, Permute, the activation layers and the global pools are in `torch_layers`.
+The pools (plain and global) are in `pooling.py`, as in the engine; Dot and Permute in `core.py`, the activation
+layers in `activations.py`.
 """
 
 from __future__ import annotations
@@ -37,9 +38,8 @@ from lstm_inspect.engine.layers.conv import (
     spatial_format,
     upsampling_size,
 )
-from lstm_inspect.engine.layers.pooling import POOLS, pool_settings
 from lstm_inspect.export.torch.code import LayerEmit, Sym, snippet
-from lstm_inspect.export.torch.core import emitter
+from lstm_inspect.export.torch.registry import layer
 
 snippet("same_pad", '''
 def same_pad(x, kernel, strides, dilation=None, value=0.0):
@@ -52,33 +52,27 @@ def same_pad(x, kernel, strides, dilation=None, value=0.0):
         pads += [total // 2, total - total // 2]
     return F.pad(x, pads, value=value)
 ''')
-snippet("avg_pool_same", '''
-def avg_pool_same(pool, x, kernel, strides):
-    """Average pooling with TensorFlow's "same" padding: each window's mean over its real positions only."""
-    ones = torch.ones_like(x[:1, :1])
-    return pool(same_pad(x, kernel, strides)) / pool(same_pad(ones, kernel, strides))
-''', needs=("same_pad",))
 
 
-def _tuple(values: tuple[int, ...]) -> str:
+def tuple_text(values: tuple[int, ...]) -> str:
     """A size as PyTorch takes it: one int for 1-D, a tuple for 2-D."""
     return str(values[0]) if len(values) == 1 else f"({', '.join(str(int(v)) for v in values)})"
 
 
-def _channels_first(x: str, fmt: str) -> str:
+def channels_first(x: str, fmt: str) -> str:
     return x if fmt == "channels_first" else f"{x}.movedim(-1, 1)"
 
 
-def _channels_back(y: str, fmt: str) -> str:
+def channels_back(y: str, fmt: str) -> str:
     return y if fmt == "channels_first" else f"{y}.movedim(1, -1)"
 
 
-def _f_pad(pads: list[tuple[int, int]]) -> str:
+def f_pad(pads: list[tuple[int, int]]) -> str:
     """F.pad's argument for the trailing spatial axes: the last axis's (before, after) first."""
     return f"({', '.join(f'{a}, {b}' for a, b in reversed(pads))})"
 
 
-def _rank(e: LayerEmit, rank: int) -> int:
+def input_rank(e: LayerEmit, rank: int) -> int:
     """The input's rank (from the engine's run on a made-up input; rank + 2 when that run is unknown)."""
     return e.x.rank if e.x.rank is not None else rank + 2
 
@@ -86,21 +80,21 @@ def _rank(e: LayerEmit, rank: int) -> int:
 # ---------------------------------------------------------------- the convolutions
 
 
-@emitter(*CONV_KINDS)
+@layer(*CONV_KINDS)
 def convolution(e: LayerEmit) -> list[Sym]:
     rank, _ = CONV_KINDS[e.kind]
-    r = _rank(e, rank)
+    r = input_rank(e, rank)
     s = conv_settings(e, r)
     kind, kernel, strides, dilation, mode = s.kind, s.kernel, s.strides, s.dilation, s.padding
     fmt, use_bias = s.data_format, s.use_bias
     ones = (1,) * rank
     conv = f"nn.Conv{rank}d"
-    options = "".join([f", stride={_tuple(strides)}" if max(strides) > 1 else "",
-                       f", dilation={_tuple(dilation)}" if max(dilation) > 1 else ""])
+    options = "".join([f", stride={tuple_text(strides)}" if max(strides) > 1 else "",
+                       f", dilation={tuple_text(dilation)}" if max(dilation) > 1 else ""])
     pads = s.fixed_pads()
     symmetric = pads is not None and all(a == b for a, b in pads)
     if symmetric and pads and max(a for a, _ in pads) > 0:
-        options += f", padding={_tuple(tuple(a for a, _ in pads))}"
+        options += f", padding={tuple_text(tuple(a for a, _ in pads))}"
     if kind == "conv":
         filters, groups = s.filters, s.groups
         w = e.read([(*kernel, None, filters)] + ([(filters,)] if use_bias else []))
@@ -109,7 +103,7 @@ def convolution(e: LayerEmit) -> list[Sym]:
             raise e.fail(f"{filters} filters cannot be split in {groups} groups")
         arrays = {"weight": np.transpose(w[0], (rank + 1, rank, *range(rank)))} | ({"bias": w[1]} if use_bias else {})
         group = f", groups={groups}" if groups > 1 else ""
-        ctor = f"{conv}({cin}, {filters}, {_tuple(kernel)}{options}{group}{'' if use_bias else ', bias=False'})"
+        ctor = f"{conv}({cin}, {filters}, {tuple_text(kernel)}{options}{group}{'' if use_bias else ', bias=False'})"
         modules = [e.w.module(e.key, e.hint, ctor, arrays)]
     else:
         mult = s.depth_multiplier
@@ -129,7 +123,7 @@ def convolution(e: LayerEmit) -> list[Sym]:
         # (*k, C, M) → (C·M, 1, *k): group c makes the outputs c·M ... c·M + M - 1, TensorFlow's order
         depthwise = np.moveaxis(w[0].reshape(*kernel, cin * mult), -1, 0)[:, None]
         depth_bias = use_bias and kind == "depthwise"
-        ctor = (f"{conv}({cin}, {cin * mult}, {_tuple(kernel)}{options}, groups={cin}"
+        ctor = (f"{conv}({cin}, {cin * mult}, {tuple_text(kernel)}{options}, groups={cin}"
                 f"{'' if depth_bias else ', bias=False'})")
         if kind == "depthwise":
             modules = [e.w.module(e.key, e.hint, ctor, {"weight": depthwise} | ({"bias": w[1]} if use_bias else {}))]
@@ -146,18 +140,18 @@ def convolution(e: LayerEmit) -> list[Sym]:
     tail = rank + 1  # the axes a convolution reads: channels and spatial
     if r > rank + 2:  # tf_keras's Conv runs extra leading axes as batch
         x = e.w.let(f"{e.hint}_flat", f"{x}.reshape(-1, *{x}.shape[-{tail}:])").name
-    h = _channels_first(x, fmt)
+    h = channels_first(x, fmt)
     comment = ""
     if pads is None:
         e.w.need("same_pad")
         h = f"same_pad({h}, {kernel}, {strides}, {dilation})"
         comment = "TensorFlow's same padding"
     elif not symmetric:
-        h = f"F.pad({h}, {_f_pad(pads)})"
+        h = f"F.pad({h}, {f_pad(pads)})"
         comment = "causal: zeros before the steps" if mode == "causal" else "TensorFlow's same padding"
     for attr in modules:
         h = f"self.{attr}({h})"
-    y = _channels_back(h, fmt)
+    y = channels_back(h, fmt)
     if r > rank + 2:
         y = e.w.let(f"{e.hint}_conv", y, comment=comment).name
         y, comment = f"{y}.reshape(*{e.x.name}.shape[:-{tail}], *{y}.shape[1:])", ""
@@ -173,7 +167,7 @@ def _spatial(e: LayerEmit, rank: int, formatted: bool) -> list[int]:
     return list(spatial_axes(spatial_format(e, rank, e.x.rank, formatted), rank))
 
 
-@emitter("ZeroPadding1D", "ZeroPadding2D")
+@layer("ZeroPadding1D", "ZeroPadding2D")
 def zero_padding(e: LayerEmit) -> list[Sym]:
     rank = 1 if e.kind == "ZeroPadding1D" else 2
     pads = conv_pair_list(e, "padding", rank, 1)
@@ -182,7 +176,7 @@ def zero_padding(e: LayerEmit) -> list[Sym]:
     for axis, pair in zip(axes, pads):
         per_axis[axis] = pair
     trailing = per_axis[min(axes):]  # F.pad lists the last axis first, down to the first padded one
-    return [e.w.let(e.hint, f"F.pad({e.x.name}, {_f_pad(trailing)})", e.x.kind,
+    return [e.w.let(e.hint, f"F.pad({e.x.name}, {f_pad(trailing)})", e.x.kind,
                     comment="zeros before and after, the last axis first")]
 
 
@@ -190,7 +184,7 @@ def _slice(a: int, b: int) -> str:
     return f"{a}:-{b}" if b else f"{a}:"
 
 
-@emitter("Cropping1D", "Cropping2D")
+@layer("Cropping1D", "Cropping2D")
 def cropping(e: LayerEmit) -> list[Sym]:
     rank = 1 if e.kind == "Cropping1D" else 2
     crops = conv_pair_list(e, "cropping", rank, (1, 1) if rank == 1 else 0)
@@ -201,40 +195,9 @@ def cropping(e: LayerEmit) -> list[Sym]:
     return [e.w.let(e.hint, f"{e.x.name}[{', '.join(index)}]", e.x.kind)]
 
 
-@emitter("UpSampling1D")
+@layer("UpSampling1D")
 def up_sampling(e: LayerEmit) -> list[Sym]:
     size = upsampling_size(e)
     _spatial(e, 1, formatted=False)
     return [e.w.let(e.hint, f"{e.x.name}.repeat_interleave({size}, dim=1)", e.x.kind,
                     comment="each step repeated in place")]
-
-
-# ---------------------------------------------------------------- pooling
-
-
-@emitter(*POOLS)
-def pool(e: LayerEmit) -> list[Sym]:
-    rank, _ = POOLS[e.kind]
-    s = pool_settings(e, _rank(e, rank))
-    mode, size, strides, fmt = s.mode, s.size, s.strides, s.data_format
-    pads = s.fixed_pads()
-    symmetric = pads is not None and all(a == b for a, b in pads)
-    options = "" if strides == size else f", stride={_tuple(strides)}"
-    if symmetric and pads and max(a for a, _ in pads) > 0:
-        options += f", padding={_tuple(tuple(a for a, _ in pads))}"
-    module = f"nn.MaxPool{rank}d" if mode == "max" else f"nn.AvgPool{rank}d"
-    if mode == "avg" and "padding" in options:
-        options += ", count_include_pad=False"  # the mean of each window's real positions
-    attr = e.w.module(e.key, e.hint, f"{module}({_tuple(size)}{options})", {})
-    x = _channels_first(e.x.name, fmt)
-    if symmetric:
-        h = f"self.{attr}({x})"
-    elif mode == "max" and pads is not None:  # -inf is never a window's maximum: every window holds a real position
-        h = f"self.{attr}(F.pad({x}, {_f_pad(pads)}, value=float(\"-inf\")))"
-    elif mode == "max":
-        e.w.need("same_pad")
-        h = f"self.{attr}(same_pad({x}, {size}, {strides}, value=float(\"-inf\")))"
-    else:
-        e.w.need("avg_pool_same")
-        h = f"avg_pool_same(self.{attr}, {x}, {size}, {strides})"
-    return [e.w.let(e.hint, _channels_back(h, fmt), comment="" if symmetric else "TensorFlow's same padding")]

@@ -1,17 +1,17 @@
-"""The PyTorch export's layers: one emitter per Keras layer kind, mirroring the NumPy engine's.
+"""The PyTorch export's core layers: one emitter per Keras layer kind of `lstm_inspect/engine/layers/core.py`.
 
 Why: `lstm-inspect export --to pytorch` writes forward() call by call; each emitter writes what the
-engine's function for that kind computes (`lstm_inspect/engine/layers/core.py`, `activation_layers.py`, the
-global pools of `pooling.py`), masks included (Embedding mask_zero, Masking, the merges'
+engine's function for that kind computes, masks included (Embedding mask_zero, Masking, the merges'
 `merged_mask`: Keras 3's Concatenate ORs the masks, Keras 2's ANDs them), and gives the layer its
 attribute when it has weights (nn.Linear, nn.Embedding, nn.BatchNorm1d, nn.LayerNorm, ...) or a
 natural torch.nn module (nn.Dropout, nn.Flatten); the other layers are a line of forward().
-The Keras rules themselves are documented beside the engine's functions, and the activation layers' settings
-are read by the engine's readers (`relu_settings`, `softmax_axes`, ... in `activation_layers.py`).
+The Keras rules themselves are documented beside the engine's functions. The other families are
+`activations.py`, `pooling.py`, `conv.py`, `attention.py` (same names as the engine's), the TF op layers
+`ops.py`, the recurrent layers `cells/`.
 
-Adding a kind is one function:
+Adding a kind is one function in its family's module:
 
-    @emitter("Conv1D")
+    @layer("Conv1D")
     def conv1d(e: LayerEmit) -> list[Sym]:
         ...  # e.x, e.config, e.read(shapes), e.w.module(...), e.w.let(...)
 
@@ -21,50 +21,23 @@ form in lstm-inspect yet".
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 
-from lstm_inspect.engine.layers.activations import (
-    elu_alpha,
-    leaky_relu_slope,
-    prelu_alpha_shape,
-    relu_settings,
-    softmax_axes,
-    softmax_mask_rule,
-    softmax_own_dtype,
-    thresholded_relu_theta,
-)
-from lstm_inspect.engine.layers.conv import spatial_axes
-from lstm_inspect.engine.layers.core import merge_mask_rule, merge_masks_keras34
+from lstm_inspect.engine.layers.core import merge_mask_rule, merge_masks_keras34, wrapped_layer
 from lstm_inspect.export.torch.code import LayerEmit, Sym, integer, snippet
+from lstm_inspect.export.torch.registry import LAYERS, layer
 from lstm_inspect.model.cells import config_int
-
-Emitter = Callable[[LayerEmit], list[Sym]]
-EMITTERS: dict[str, Emitter] = {}
-
-
-def emitter(*names: str) -> Callable[[Emitter], Emitter]:
-    """Register an emitter for the Keras class names `names` (as the engine's `layer(...)` registers them)."""
-
-    def register(fn: Emitter) -> Emitter:
-        for name in names:
-            EMITTERS[name] = fn
-        return fn
-
-    return register
-
 
 IDENTITY = ("InputLayer", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
             "GaussianDropout", "AlphaDropout", "ActivityRegularization")
 
 
-@emitter(*IDENTITY)
+@layer(*IDENTITY)
 def identity(e: LayerEmit) -> list[Sym]:
     return [e.x]
 
 
-@emitter("Dropout")
+@layer("Dropout")
 def dropout(e: LayerEmit) -> list[Sym]:
     """The identity at inference (eval mode), as nn.Dropout is."""
     rate = e.config.get("rate", e.config.get("p"))
@@ -73,7 +46,7 @@ def dropout(e: LayerEmit) -> list[Sym]:
     return [e.w.let(e.hint, f"self.{attr}({e.x.name})", mask=e.x.mask)]
 
 
-@emitter("Dense")
+@layer("Dense")
 def dense(e: LayerEmit) -> list[Sym]:
     cfg = e.config
     use_bias = bool(cfg.get("use_bias", cfg.get("bias", True)))
@@ -88,13 +61,11 @@ def dense(e: LayerEmit) -> list[Sym]:
     return [e.w.let(e.hint, act, mask=e.x.mask)]
 
 
-@emitter("TimeDistributed")
+@layer("TimeDistributed")
 def time_distributed(e: LayerEmit) -> list[Sym]:
     """The wrapped layer on (batch·steps, ...), reshaped back (the engine's time_distributed)."""
-    from lstm_inspect.engine.layers.core import wrapped_layer
-
     inner = wrapped_layer(e.node)
-    fn = EMITTERS.get(inner.class_name)
+    fn = LAYERS.get(inner.class_name)
     if fn is None or inner.class_name == "TimeDistributed":
         raise e.unsupported("the wrapped layer kind")
     x = e.x
@@ -109,12 +80,12 @@ def time_distributed(e: LayerEmit) -> list[Sym]:
                     mask=x.mask)]
 
 
-@emitter("Activation")
+@layer("Activation")
 def activation(e: LayerEmit) -> list[Sym]:
     return [e.w.let(e.hint, e.w.act(e.activation(), e.x.name, f"layer {e.node.path}"), mask=e.x.mask)]
 
 
-@emitter("Embedding")
+@layer("Embedding")
 def embedding(e: LayerEmit) -> list[Sym]:
     (table,) = e.read([(config_int(e.config.get("input_dim")), config_int(e.config.get("output_dim")))])
     attr = e.w.module(e.key, e.hint, f"nn.Embedding({table.shape[0]}, {table.shape[1]})", {"weight": table})
@@ -123,20 +94,20 @@ def embedding(e: LayerEmit) -> list[Sym]:
     return [e.w.let(e.hint, f"self.{attr}({ids})", mask=mask)]
 
 
-@emitter("Masking")
+@layer("Masking")
 def masking(e: LayerEmit) -> list[Sym]:
     value = e.number("mask_value", 0.0)
     mask = e.w.let(f"{e.hint}_mask", f"({e.x.name} != {value}).any(dim=-1)", "bool").name
     return [e.w.let(e.hint, f"{e.x.name} * {mask}[..., None]", mask=mask)]
 
 
-@emitter("Flatten")
+@layer("Flatten")
 def flatten(e: LayerEmit) -> list[Sym]:
     attr = e.w.module(e.key, e.hint, "nn.Flatten()", {})
     return [e.w.let(e.hint, f"self.{attr}({e.x.name})", e.x.kind)]
 
 
-@emitter("RepeatVector")
+@layer("RepeatVector")
 def repeat_vector(e: LayerEmit) -> list[Sym]:
     n = config_int(e.config.get("n"))
     if n is None:
@@ -144,7 +115,7 @@ def repeat_vector(e: LayerEmit) -> list[Sym]:
     return [e.w.let(e.hint, f"{e.x.name}[:, None, :].repeat(1, {n}, 1)", e.x.kind)]
 
 
-@emitter("Reshape")
+@layer("Reshape")
 def reshape(e: LayerEmit) -> list[Sym]:
     target = e.config.get("target_shape")
     if (not isinstance(target, list) or not target
@@ -154,7 +125,7 @@ def reshape(e: LayerEmit) -> list[Sym]:
     return [e.w.let(e.hint, f"{e.x.name}.reshape({e.x.name}.shape[0], {sizes})", e.x.kind)]
 
 
-@emitter("Permute")
+@layer("Permute")
 def permute(e: LayerEmit) -> list[Sym]:
     dims = e.config.get("dims")
     if (not isinstance(dims, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
@@ -185,7 +156,7 @@ def batch_norm(bn, x, axis):
 BATCH_NORMS = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
 
 
-@emitter("BatchNormalization")
+@layer("BatchNormalization")
 def batch_normalization(e: LayerEmit) -> list[Sym]:
     cfg = e.config
     axis = cfg.get("axis", -1)
@@ -217,7 +188,7 @@ def batch_normalization(e: LayerEmit) -> list[Sym]:
     return [e.w.let(e.hint, expr, mask=e.x.mask)]
 
 
-@emitter("LayerNormalization")
+@layer("LayerNormalization")
 def layer_normalization(e: LayerEmit) -> list[Sym]:
     cfg = e.config
     axis = cfg.get("axis", -1)
@@ -256,7 +227,7 @@ def layer_normalization(e: LayerEmit) -> list[Sym]:
 MERGES = ("Concatenate", "Add", "Multiply", "Average", "Subtract", "Maximum", "Minimum")
 
 
-@emitter(*MERGES)
+@layer(*MERGES)
 def merge(e: LayerEmit) -> list[Sym]:
     xs = [s.name for s in e.inputs]
     kind = e.kind
@@ -362,7 +333,7 @@ def keras_dot(x, y, x_axis, y_axis, normalize=None):
 ''')
 
 
-@emitter("Dot")
+@layer("Dot")
 def dot(e: LayerEmit) -> list[Sym]:
     if len(e.inputs) != 2:
         raise e.fail("Dot needs exactly two inputs")
@@ -378,136 +349,3 @@ def dot(e: LayerEmit) -> list[Sym]:
     normalize = f', normalize="{e.hard_sigmoid}"' if e.config.get("normalize") else ""
     e.w.need("keras_dot")
     return [e.w.let(e.hint, f"keras_dot({x.name}, {y.name}, {a0}, {a1}{normalize})")]
-
-
-# ---------------------------------------------------------------- activation layers (layers/activation_layers.py)
-
-
-snippet("keras_relu", '''
-def keras_relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
-    """Keras's relu with its three settings (keras.activations.relu, tf_keras backend.relu)."""
-    if negative_slope != 0.0 and max_value is None and threshold == 0:
-        return torch.where(x > 0, x, x * negative_slope)
-    negative = torch.clamp(threshold - x, min=0) if negative_slope != 0.0 else None
-    y = torch.where(x > threshold, x, torch.zeros_like(x)) if threshold != 0 else torch.clamp(x, min=0)
-    if max_value is not None:
-        y = torch.clamp(y, 0, max_value)
-    return y - negative_slope * negative if negative is not None else y
-''')
-
-
-@emitter("ReLU")
-def relu_layer(e: LayerEmit) -> list[Sym]:
-    s = relu_settings(e)
-    max_value, slope, threshold = s.max_value, s.negative_slope, s.threshold
-    if max_value is None and slope == 0.0 and threshold == 0.0:
-        return [e.w.let(e.hint, f"torch.relu({e.x.name})", mask=e.x.mask)]
-    e.w.need("keras_relu")
-    return [e.w.let(e.hint, f"keras_relu({e.x.name}, {slope!r}, {max_value!r}, {threshold!r})", mask=e.x.mask)]
-
-
-@emitter("LeakyReLU")
-def leaky_relu(e: LayerEmit) -> list[Sym]:
-    slope = leaky_relu_slope(e)
-    return [e.w.let(e.hint, f"F.leaky_relu({e.x.name}, {slope!r})", mask=e.x.mask)]  # x > 0 ? x : slope·x
-
-
-@emitter("PReLU")
-def prelu(e: LayerEmit) -> list[Sym]:
-    if e.x.shape is None:
-        raise e.fail("the shape of its input is unknown (the model could not run on a made-up input)")
-    (alpha,) = e.read([prelu_alpha_shape(e, e.x.shape[1:])])
-    ctor = f"nn.ParameterDict({{\"alpha\": nn.Parameter(torch.zeros({tuple(alpha.shape)}))}})"
-    attr = e.w.module(e.key, e.hint, ctor, {"alpha": alpha})
-    return [e.w.let(e.hint, f"torch.relu({e.x.name}) - self.{attr}[\"alpha\"] * torch.relu(-{e.x.name})",
-                    mask=e.x.mask)]
-
-
-@emitter("ELU")
-def elu(e: LayerEmit) -> list[Sym]:
-    alpha = elu_alpha(e)
-    return [e.w.let(e.hint, f"F.elu({e.x.name}, {alpha!r})", mask=e.x.mask)]
-
-
-@emitter("ThresholdedReLU")
-def thresholded_relu(e: LayerEmit) -> list[Sym]:
-    theta = thresholded_relu_theta(e)
-    return [e.w.let(e.hint, f"{e.x.name} * ({e.x.name} > {theta!r})", mask=e.x.mask)]
-
-
-snippet("keras_softmax", '''
-def keras_softmax(x, axes, mask=None, generation="keras3", robust=False, compute_dtype=None):
-    """Keras's Softmax layer: over `axes`; with a mask, Keras 3 puts -1e9 where it is False and zeroes those
-    outputs, tf_keras adds (1 - mask)·(-1e9), the mask cast to numbers as given (robust_masking: puts -1e9),
-    and keeps the outputs. compute_dtype: the layer's own float type, which it computes in."""
-    if compute_dtype is not None:
-        return keras_softmax(x.to(compute_dtype), axes, mask, generation, robust).to(x.dtype)
-    if mask is not None:
-        given, mask = mask, (mask > 0.5 if mask.is_floating_point() else mask.bool())
-        if generation == "keras3" or robust:
-            x = torch.where(mask, x, torch.full_like(x, -1e9))
-        else:
-            x = x + (1 - given.to(x.dtype)) * -1e9
-    e = torch.exp(x - torch.amax(x, dim=axes, keepdim=True))
-    y = e / e.sum(dim=axes, keepdim=True)
-    if mask is not None and generation == "keras3":
-        y = torch.where(mask, y, torch.zeros_like(y))
-    return y
-''')
-
-
-@emitter("Softmax")
-def softmax_layer(e: LayerEmit) -> list[Sym]:
-    x = e.x
-    axes = tuple(int(a) for a in softmax_axes(e, None))  # their range not checked here
-    explicit = e.args.kwargs.get("mask")
-    mask = explicit.name if isinstance(explicit, Sym) else x.mask
-    if explicit is not None and not isinstance(explicit, Sym):
-        raise e.unsupported("a mask given as a constant")
-    if mask is None and len(axes) == 1:
-        return [e.w.let(e.hint, f"torch.softmax({x.name}, dim={axes[0]})")]
-    e.w.need("keras_softmax")
-    options = ""
-    if mask is not None:
-        rule = softmax_mask_rule(e)
-        options = f", mask={mask}, generation=\"{'keras3' if rule == 'keras3' else 'keras2'}\""
-        if rule == "robust":
-            options += ", robust=True"
-        own = softmax_own_dtype(e)
-        if rule == "add" and own != "float32":
-            options += f", compute_dtype=torch.{own}"
-    out_mask = mask  # Keras passes on the mask it was given, as booleans
-    if isinstance(explicit, Sym) and explicit.kind != "bool":
-        truth = f"{mask} > 0.5" if explicit.kind == "float" else f"{mask}.bool()"
-        out_mask = e.w.let(f"{e.hint}_mask", truth, "bool").name
-    return [e.w.let(e.hint, f"keras_softmax({x.name}, {axes}{options})", mask=out_mask)]
-
-
-# ---------------------------------------------------------------- global pooling (layers/pooling.py)
-
-GLOBAL_POOLS = {"GlobalMaxPooling1D": (1, "max"), "GlobalMaxPooling2D": (2, "max"),
-                "GlobalAveragePooling1D": (1, "avg"), "GlobalAveragePooling2D": (2, "avg")}
-
-
-@emitter(*GLOBAL_POOLS)
-def global_pool(e: LayerEmit) -> list[Sym]:
-    """Max or mean over the steps (spatial axes); GlobalAveragePooling1D averages the unmasked steps only (an
-    all-masked row gives 0/0, as in Keras). No output mask."""
-    rank, mode = GLOBAL_POOLS[e.kind]
-    fmt = e.config.get("data_format") or "channels_last"
-    if fmt not in ("channels_last", "channels_first"):
-        raise e.fail("its data_format is not channels_last or channels_first")
-    axes = spatial_axes(fmt, rank)
-    keep = ", keepdim=True" if e.config.get("keepdims") else ""
-    x = e.x.name
-    if mode == "max":
-        return [e.w.let(e.hint, f"torch.amax({x}, dim={axes}{keep})")]
-    if e.x.mask is None or rank != 1:
-        return [e.w.let(e.hint, f"torch.mean({x}, dim={axes}{keep})")]
-    m = e.w.let(f"{e.hint}_weights", f"{e.x.mask}.unsqueeze({2 if fmt == 'channels_last' else 1})", "bool").name
-    kept = f"torch.where({m}, {x}, torch.zeros_like({x}))"
-    return [e.w.let(e.hint, f"{kept}.sum(dim={axes}{keep}) / {m}.to({x}.dtype).sum(dim={axes}{keep})")]
-
-
-# the other families register themselves on import, one module each
-from lstm_inspect.export.torch import attention, conv  # noqa: E402,F401

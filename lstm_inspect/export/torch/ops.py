@@ -25,6 +25,7 @@ from lstm_inspect.engine.ops import (
     CANONICAL_KERAS3,
     CANONICAL_TF_FUNCTIONS,
     CANONICAL_TF_RAW,
+    KERAS3_OPS,
     TF_FUNCTIONS,
     TF_RAW_OPS,
     OpError,
@@ -270,44 +271,71 @@ def keras3_op(e: LayerEmit, args: list[Value], options: dict[str, Any]) -> tuple
     if canonical in UNARY:
         x = _tensor(e, first)
         return f"{UNARY[canonical]}({x.name})", "bool" if canonical == "not" else x.kind
-    if op in ("Any", "All"):
-        return reduce(e, op.lower(), _tensor(e, first), options.get("axis"), options.get("keepdims", False)), "bool"
-    if op == "ExpandDims":
-        axis = options.get("axis")
-        if not isinstance(axis, int) or isinstance(axis, bool):
-            raise _fail(e, "its axis is not an integer")
-        x = _tensor(e, first)
-        return f"{x.name}.unsqueeze({axis})", x.kind
-    if op == "Squeeze":
-        x = _tensor(e, first)
-        return squeeze(e, x, options.get("axis")), x.kind
-    if op in ("ZerosLike", "OnesLike"):
-        x = _tensor(e, first)
-        fn = "torch.zeros_like" if op == "ZerosLike" else "torch.ones_like"
-        dtype = options.get("dtype")
-        if dtype is None:
-            return f"{fn}({x.name})", x.kind
-        try:
-            target = np.dtype(dtype_of(dtype))
-        except OpError as exc:
-            raise _fail(e, str(exc)) from None
-        return f"{fn}({x.name}, dtype={torch_dtype(target)})", "bool" if target.kind == "b" else "float"
-    if op == "Concatenate":
-        return concat(e, first, options.get("axis", 0)), _kind(first if isinstance(first, list) else [first])
-    if op == "Cast":
-        return cast(e, _tensor(e, first), options.get("dtype")), "float"
-    if op == "ConvertToTensor":  # keras.ops.convert_to_tensor: the tensor itself, cast when a dtype is given
-        x = _tensor(e, first)
-        dtype = options.get("dtype")
-        dtype = args[1] if dtype is None and len(args) > 1 else dtype
-        if dtype is None:
-            return x.name, x.kind
-        try:
-            target = np.dtype(dtype_of(dtype))
-        except OpError as exc:
-            raise _fail(e, str(exc)) from None
-        return cast(e, x, dtype), kind_of(target)
+    own = KERAS3_OWN.get(op)
+    if own is not None:
+        return own(e, first, args, options)
     raise _fail(e, "has no PyTorch form in lstm-inspect yet")
+
+
+def _target_dtype(e: LayerEmit, dtype: Any) -> np.dtype:
+    try:
+        return np.dtype(dtype_of(dtype))
+    except OpError as exc:
+        raise _fail(e, str(exc)) from None
+
+
+def _any_all(e: LayerEmit, first: Value, args: list[Value], options: dict[str, Any]) -> tuple[str, str]:
+    return reduce(e, e.kind.lower(), _tensor(e, first), options.get("axis"), options.get("keepdims", False)), "bool"
+
+
+def _expand_dims(e: LayerEmit, first: Value, args: list[Value], options: dict[str, Any]) -> tuple[str, str]:
+    axis = options.get("axis")
+    if not isinstance(axis, int) or isinstance(axis, bool):
+        raise _fail(e, "its axis is not an integer")
+    x = _tensor(e, first)
+    return f"{x.name}.unsqueeze({axis})", x.kind
+
+
+def _squeeze(e: LayerEmit, first: Value, args: list[Value], options: dict[str, Any]) -> tuple[str, str]:
+    x = _tensor(e, first)
+    return squeeze(e, x, options.get("axis")), x.kind
+
+
+def _like(e: LayerEmit, first: Value, args: list[Value], options: dict[str, Any]) -> tuple[str, str]:
+    x = _tensor(e, first)
+    fn = "torch.zeros_like" if e.kind == "ZerosLike" else "torch.ones_like"
+    dtype = options.get("dtype")
+    if dtype is None:
+        return f"{fn}({x.name})", x.kind
+    target = _target_dtype(e, dtype)
+    return f"{fn}({x.name}, dtype={torch_dtype(target)})", "bool" if target.kind == "b" else "float"
+
+
+def _concatenate(e: LayerEmit, first: Value, args: list[Value], options: dict[str, Any]) -> tuple[str, str]:
+    return concat(e, first, options.get("axis", 0)), _kind(first if isinstance(first, list) else [first])
+
+
+def _cast(e: LayerEmit, first: Value, args: list[Value], options: dict[str, Any]) -> tuple[str, str]:
+    return cast(e, _tensor(e, first), options.get("dtype")), "float"
+
+
+def _convert_to_tensor(e: LayerEmit, first: Value, args: list[Value], options: dict[str, Any]) -> tuple[str, str]:
+    """keras.ops.convert_to_tensor: the tensor itself, cast when a dtype is given."""
+    x = _tensor(e, first)
+    dtype = options.get("dtype")
+    dtype = args[1] if dtype is None and len(args) > 1 else dtype
+    if dtype is None:
+        return x.name, x.kind
+    target = _target_dtype(e, dtype)
+    return cast(e, x, dtype), kind_of(target)
+
+
+# the Keras 3 ops with no operator of their own in the shared tables, by the op node's class name
+Keras3Fn = Callable[[LayerEmit, Value, list[Value], dict[str, Any]], tuple[str, str]]
+KERAS3_OWN: dict[str, Keras3Fn] = {
+    "Any": _any_all, "All": _any_all, "ExpandDims": _expand_dims, "Squeeze": _squeeze, "ZerosLike": _like,
+    "OnesLike": _like, "Concatenate": _concatenate, "Cast": _cast, "ConvertToTensor": _convert_to_tensor,
+}
 
 
 def _two(e: LayerEmit, args: list[Value]) -> tuple[Value, Value]:
@@ -451,8 +479,6 @@ def op_kind(node: Any) -> str | None:
 
 def op_layer(e: LayerEmit) -> list[Sym]:
     """One op node of a functional graph: a local holding its result, no mask."""
-    from lstm_inspect.engine.ops import KERAS3_OPS
-
     node = e.node
     try:
         if node.class_name in ("TFOpLambda", "SlicingOpLambda"):

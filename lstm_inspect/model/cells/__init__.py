@@ -329,28 +329,7 @@ class Cell:
     cudnn_settings: dict[str, Any] = {}  # what the CuDNN class fixes beyond its activations
     missing_settings: dict[str, Any] = {}  # a key old configs lack -> the value the writing Keras computed with
 
-    # ---- export layouts (dump --layout pytorch/onnx, export)
-    torch_module: str = ""  # "torch.nn.LSTM"
-    torch_order: tuple[str, ...] = ()  # this kind's gates in PyTorch's block order
-    torch_labels: str = ""  # PyTorch's names of those blocks, e.g. "i, f, g, o"
-
-    def torch_problem(self, settings: CellSettings) -> str | None:
-        """Why the PyTorch module cannot compute exactly what Keras does with these settings (None: it can)."""
-        if settings.recurrent_activation not in (None, "sigmoid"):
-            return (f"{self.torch_module} has only sigmoid gates; this layer's recurrent_activation is "
-                    f"{settings.recurrent_activation}")
-        if settings.activation != "tanh":
-            return f"{self.torch_module} has only tanh; this layer's activation is {settings.activation}"
-        return None
-
-    def torch_refusal(self, settings: CellSettings) -> str | None:
-        """Why the PyTorch module has no state_dict for these settings at all (None: it has one, exact or not)."""
-        return None
-
-    def torch_options(self, settings: CellSettings) -> dict[str, Any]:
-        """Constructor arguments of the PyTorch module beyond sizes and bias (SimpleRNN's nonlinearity)."""
-        return {}
-
+    # ---- gate blocks in another order (the export targets' layouts: export/onnx/cells, export/torch/cells)
     def bias_pair(self, w: CellWeights) -> tuple[np.ndarray, np.ndarray]:
         """(input bias, recurrent bias) of G·N_c each: Keras's one bias and zeros, or a GRU's two rows."""
         zeros = np.zeros(self.n_gates * w.units, dtype=w.kernel.dtype)
@@ -369,17 +348,6 @@ class Cell:
         """A fused (rows, G·N_c) array's gate blocks in `order`, transposed to (G·N_c, rows): one copy."""
         blocks = dict(zip(self.gates, split_gates(a, self.n_gates)))
         return np.concatenate([blocks[g].T for g in order], axis=0)
-
-    def torch_arrays(self, w: CellWeights) -> dict[str, np.ndarray]:
-        """weight_ih, weight_hh, bias_ih, bias_hh of one direction (no layer suffix), PyTorch's gate order."""
-        b_in, b_rec = self.bias_pair(w)
-        return {
-            "weight_ih": self.reordered_T(w.kernel, self.torch_order),
-            "weight_hh": self.reordered_T(w.recurrent_kernel, self.torch_order),
-            "bias_ih": self.reorder(b_in, self.torch_order),
-            "bias_hh": self.reorder(b_rec, self.torch_order),
-        }
-
 
     # ---- porting mistakes (diagnose)
     known_orders: dict[tuple[str, ...], str] = {}  # gate orders other libraries use, by name

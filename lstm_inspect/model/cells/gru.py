@@ -59,7 +59,6 @@ class GRU(Cell):
     trace_quantities = ("z", "r", "h_tilde", "h")
     gate_traces = {"z": ("z", "unit"), "r": ("r", "unit"), "h": ("h_tilde", "signed")}
     legacy_arrays = 9
-    torch_module, torch_order, torch_labels = "torch.nn.GRU", ("r", "z", "h"), "r, z, n"
 
     known_orders = {("r", "z", "h"): "PyTorch's (and cuDNN's) order r, z, n"}
     legend, legend_extra = "gates z, r, h, each W_g", " (reset_after: also a recurrent bias b_hg)"
@@ -86,11 +85,6 @@ class GRU(Cell):
             return {"reset_after": len(shapes[2]) == 2 or self.layer_classes.get(class_name) == "cudnn"}
         return {"reset_after": not is_multi_backend_keras2(keras_version, (2, 4))}
 
-    def torch_refusal(self, settings: CellSettings) -> str | None:
-        if settings.reset_after:
-            return None
-        return (f"{self.torch_problem(settings)}, so there is no torch.nn.GRU state_dict for it; use --layout onnx "
-                "(linear_before_reset=0) or --layout keras")
 
     def mistakes(self, settings: CellSettings, storage: str, input_dim: int | None, units: int | None,
                  hard_sigmoid: str = "keras3") -> list[CellMistake]:
@@ -121,11 +115,6 @@ class GRU(Cell):
             ]
         return out
 
-    def torch_problem(self, settings: CellSettings) -> str | None:
-        if not settings.reset_after:
-            return ("torch.nn.GRU computes the reset_after=True form (r multiplies W_hn·h + b_hn); this layer has "
-                    "reset_after=False (r multiplies h before the product)")
-        return super().torch_problem(settings)
 
     def settings(self, cell_config: dict[str, Any], rnn_config: dict[str, Any], class_name: str,
                  keras_version: str | None) -> CellSettings:

@@ -75,7 +75,6 @@ class LSTM(Cell):
     fused_trace, preactivations, forget_gate = "z", ("z",), "f"
     gate_traces = {"i": ("i", "unit"), "f": ("f", "unit"), "c": ("c_tilde", "signed"), "o": ("o", "unit")}
     legacy_arrays = 12
-    torch_module, torch_order, torch_labels = "torch.nn.LSTM", ("i", "f", "c", "o"), "i, f, g, o"
     legend = "gates i, f, c, o, each W_g"
     known_orders = {("i", "o", "f", "c"): "ONNX's gate order i, o, f, c",
                     ("i", "f", "o", "c"): "c and o swapped (i, f, o, c)",

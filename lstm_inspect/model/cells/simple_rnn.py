@@ -37,7 +37,6 @@ class SimpleRNN(Cell):
     trace_quantities = ("pre", "h")
     preactivations = ("pre",)
     gate_traces = {"h": ("h", "signed")}
-    torch_module, torch_order, torch_labels = "torch.nn.RNN", ("h",), "h"
     legend = "one W"
 
     def mistakes(self, settings: CellSettings, storage: str, input_dim: int | None, units: int | None,
@@ -49,14 +48,6 @@ class SimpleRNN(Cell):
                                    same_as_model=other == settings.activation))
         return out
 
-    def torch_problem(self, settings: CellSettings) -> str | None:
-        if settings.activation not in ("tanh", "relu"):
-            return f"torch.nn.RNN has nonlinearity tanh or relu; this layer's activation is {settings.activation}"
-        return None
-
-    def torch_options(self, settings: CellSettings) -> dict[str, Any]:
-        """torch.nn.RNN's nonlinearity (where it has none of Keras's, `torch_problem` says so)."""
-        return {"nonlinearity": settings.activation if settings.activation in ("tanh", "relu") else "tanh"}
 
     def settings(self, cell_config: dict[str, Any], rnn_config: dict[str, Any], class_name: str,
                  keras_version: str | None) -> CellSettings:

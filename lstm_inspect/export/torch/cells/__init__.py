@@ -1,12 +1,15 @@
 """Keras's recurrent layers (LSTM, GRU, SimpleRNN, Bidirectional) in the PyTorch export.
 
 Why: torch.nn.LSTM/GRU/RNN compute exactly Keras's equations only for some settings, and never Keras's
-masks; this module decides, per direction, what the export runs and writes the small runtime model.py
-needs for it:
+masks; this package decides, per direction, what the export runs and writes the small runtime model.py
+needs for it. This module holds what every kind shares (`TorchCell`, the sequence loop's helpers, the layer
+call); each kind's own part is one module registered with `@cell` in `registry.CELLS` (`lstm.py`, `gru.py`,
+`simple_rnn.py`, named as `lstm_inspect/model/cells/`): its torch.nn module and gate order, when that module is
+exact (`TorchCell.problem`), its step function and explicit cell class for model.py.
 
-- `nn.LSTM` / `nn.GRU` / `nn.RNN` where the cell's `torch_problem(settings)` is None (tanh/sigmoid,
+- `nn.LSTM` / `nn.GRU` / `nn.RNN` where the kind's `problem(settings)` is None (tanh/sigmoid,
   GRU reset_after=True, SimpleRNN tanh/relu), a Bidirectional as one module with bidirectional=True
-  when both halves fit one; the weights are `Cell.torch_arrays` (PyTorch's gate order; CuDNN biases
+  when both halves fit one; the weights are `TorchCell.arrays` (PyTorch's gate order; CuDNN biases
   and Keras 1's arrays already converted by `RecurrentDirection.weights()`).
 - otherwise a small explicit cell written in model.py (`KerasLSTM`, `KerasGRU`, `KerasSimpleRNN`) with
   Keras's step equations (`lstm_inspect/model/cells/lstm.py`, `gru.py` in both reset_after forms,
@@ -26,51 +29,21 @@ return_state order, the output mask) mirror `Network._recurrent_layer` through `
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lstm_inspect.engine.network import recurrent_call
 from lstm_inspect.export.torch.code import LayerEmit, Sym, Writer, is_sym, snippet
+from lstm_inspect.export.torch.registry import CELLS
 
 if TYPE_CHECKING:
-    from lstm_inspect.model.cells import CellWeights
+    from lstm_inspect.model.cells import Cell, CellSettings, CellWeights
     from lstm_inspect.model.checkpoint import RecurrentDirection
 
 PACKING = ("from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence",)
 
-snippet("lstm_step", '''
-def lstm_step(xp, state, weight_hh, bias_hh, activation, recurrent_activation):
-    """Keras's LSTM step on x·kernel + bias (xp); gates i, f, g (Keras's c), o stacked as nn.LSTM stacks them."""
-    h, c = state
-    i, f, g, o = (xp + F.linear(h, weight_hh, bias_hh)).chunk(4, dim=1)
-    c = recurrent_activation(f) * c + recurrent_activation(i) * activation(g)
-    return [recurrent_activation(o) * activation(c), c]
-''')
-snippet("gru_step", '''
-def gru_step(xp, state, weight_hh, bias_hh, activation, recurrent_activation, reset_after=True):
-    """Keras's GRU step on x·kernel + bias (xp); gates r, z, n (Keras's h̃) stacked as nn.GRU stacks them.
-
-    reset_after=True (nn.GRU's form): n = φ(x_n + r ⊙ (h·W_hn + b_hn)); False (Keras's older form):
-    n = φ(x_n + (r ⊙ h)·W_hn). Then h = z ⊙ h_prev + (1 − z) ⊙ n.
-    """
-    (h,) = state
-    x_r, x_z, x_n = xp.chunk(3, dim=1)
-    w_r, w_z, w_n = weight_hh.chunk(3, dim=0)
-    b_r, b_z, b_n = bias_hh.chunk(3) if bias_hh is not None else (None, None, None)
-    r = recurrent_activation(x_r + F.linear(h, w_r, b_r))
-    z = recurrent_activation(x_z + F.linear(h, w_z, b_z))
-    if reset_after:
-        n = activation(x_n + r * F.linear(h, w_n, b_n))
-    else:
-        n = activation(x_n + F.linear(r * h, w_n, b_n))
-    return [z * h + (1 - z) * n]
-''')
-snippet("simple_rnn_step", '''
-def simple_rnn_step(xp, state, weight_hh, bias_hh, activation):
-    """Keras's SimpleRNN step on x·kernel + bias (xp): h = φ(xp + h_prev·recurrent_kernel)."""
-    (h,) = state
-    return [activation(xp + F.linear(h, weight_hh, bias_hh))]
-''')
 snippet("KerasCell", '''
 class KerasCell(nn.Module):
     """One direction of a Keras recurrent layer run step by step, for settings torch.nn's RNNs do not have.
@@ -90,36 +63,6 @@ class KerasCell(nn.Module):
         self.bias_hh = nn.Parameter(torch.zeros(self.gates * hidden_size)) if bias else None
         self.activation, self.recurrent_activation = activation, recurrent_activation
 ''')
-snippet("KerasLSTM", '''
-class KerasLSTM(KerasCell):
-    """A Keras LSTM direction, step by step (gates i, f, g, o)."""
-
-    gates, n_states = 4, 2
-
-    def step(self, xp, state):
-        return lstm_step(xp, state, self.weight_hh, self.bias_hh, self.activation, self.recurrent_activation)
-''', needs=("KerasCell", "lstm_step"))
-snippet("KerasGRU", '''
-class KerasGRU(KerasCell):
-    """A Keras GRU direction, step by step (gates r, z, n), in either reset_after form."""
-
-    gates, n_states = 3, 1
-
-    def __init__(self, *args, reset_after=True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.reset_after = reset_after
-
-    def step(self, xp, state):
-        return gru_step(xp, state, self.weight_hh, self.bias_hh, self.activation, self.recurrent_activation,
-                        self.reset_after)
-''', needs=("KerasCell", "gru_step"))
-snippet("KerasSimpleRNN", '''
-class KerasSimpleRNN(KerasCell):
-    """A Keras SimpleRNN direction, step by step."""
-
-    def step(self, xp, state):
-        return simple_rnn_step(xp, state, self.weight_hh, self.bias_hh, self.activation)
-''', needs=("KerasCell", "simple_rnn_step"))
 snippet("TorchDirection", '''
 class TorchDirection:
     """One direction of an nn.LSTM, nn.GRU or nn.RNN as step equations (for a mask with holes)."""
@@ -284,8 +227,50 @@ def keras_bidirectional(rnn, x, mask=None, state=None, zero_output_for_mask=(Fal
 ''', needs=("packing", "TorchDirection", "keras_loop"))
 
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
-# Each recurrent kind's explicit cell written into model.py (the snippets above), for settings torch.nn lacks.
-EXPLICIT = {"LSTM": "KerasLSTM", "GRU": "KerasGRU", "SimpleRNN": "KerasSimpleRNN"}
+
+
+class TorchCell:
+    """One cell kind in the PyTorch target (`CELLS[kind]`, registered with `@cell` by its module in this
+    package): the torch.nn module computing it, its gate order, and the explicit cell model.py carries (a
+    snippet of that module) for the settings torch.nn has no exact form of."""
+
+    kind = ""  # the model's Cell.kind, set by `@cell`
+    module = ""  # "torch.nn.LSTM"
+    order: tuple[str, ...] = ()  # this kind's gates in PyTorch's block order
+    labels = ""  # PyTorch's names of those blocks, e.g. "i, f, g, o"
+    explicit = ""  # the explicit cell class written into model.py, e.g. "KerasLSTM"
+
+    def problem(self, settings: CellSettings) -> str | None:
+        """Why the PyTorch module cannot compute exactly what Keras does with these settings (None: it can)."""
+        if settings.recurrent_activation not in (None, "sigmoid"):
+            return (f"{self.module} has only sigmoid gates; this layer's recurrent_activation is "
+                    f"{settings.recurrent_activation}")
+        if settings.activation != "tanh":
+            return f"{self.module} has only tanh; this layer's activation is {settings.activation}"
+        return None
+
+    def refusal(self, settings: CellSettings) -> str | None:
+        """Why the PyTorch module has no state_dict for these settings at all (None: it has one, exact or not)."""
+        return None
+
+    def options(self, settings: CellSettings) -> dict[str, Any]:
+        """Constructor arguments of the PyTorch module beyond sizes and bias (SimpleRNN's nonlinearity)."""
+        return {}
+
+    def arrays(self, cell: Cell, w: CellWeights) -> dict[str, np.ndarray]:
+        """weight_ih, weight_hh, bias_ih, bias_hh of one direction (no layer suffix), PyTorch's gate order."""
+        b_in, b_rec = cell.bias_pair(w)
+        return {
+            "weight_ih": cell.reordered_T(w.kernel, self.order),
+            "weight_hh": cell.reordered_T(w.recurrent_kernel, self.order),
+            "bias_ih": cell.reorder(b_in, self.order),
+            "bias_hh": cell.reorder(b_rec, self.order),
+        }
+
+
+def torch_cell(cell: Cell) -> TorchCell:
+    """This target's code for the model's cell kind (`dump --layout pytorch` and the export both use it)."""
+    return CELLS[cell.kind]
 
 
 def _arguments(options: dict[str, Any]) -> str:
@@ -299,35 +284,41 @@ def direction_module(w: Writer, d: RecurrentDirection, weights: CellWeights, wha
     """(constructor, state_dict entries) of one direction, or of a Bidirectional's two halves as one
     bidirectional torch.nn module when `bidirectional_with` is its backward half."""
     s, cell = d.settings, d.cell
+    tc = torch_cell(cell)
     n_i, units = weights.input_dim, weights.units
     bias = "" if s.use_bias else ", bias=False"
-    if cell.torch_problem(s) is None:
-        extra = _arguments(cell.torch_options(s))
+    if tc.problem(s) is None:
+        extra = _arguments(tc.options(s))
         halves = [("_l0", weights)]
         if bidirectional_with is not None:
             halves.append(("_l0_reverse", bidirectional_with[1]))
             extra += ", bidirectional=True"
         arrays: dict[str, np.ndarray] = {}
         for suffix, cw in halves:
-            for key, a in cell.torch_arrays(cw).items():
+            for key, a in tc.arrays(cell, cw).items():
                 if s.use_bias or not key.startswith("bias"):
                     arrays[key + suffix] = a
-        module = cell.torch_module.removeprefix("torch.")
+        module = tc.module.removeprefix("torch.")
         return f"{module}({n_i}, {units}{bias}{extra}, batch_first=True)", arrays
-    w.need(EXPLICIT[cell.kind])
+    w.need(tc.explicit)
     act = w.act_fn(s.activation, f"{what}: activation")
     options = f", activation={act}"
     if s.recurrent_activation is not None:
         options += f", recurrent_activation={w.act_fn(s.recurrent_activation, f'{what}: recurrent_activation')}"
     options += _arguments(cell.kind_settings(s))
-    arrays = {k: v for k, v in cell.torch_arrays(weights).items() if s.use_bias or not k.startswith("bias")}
-    return f"{EXPLICIT[cell.kind]}({n_i}, {units}{bias}{options})", arrays
+    arrays = {k: v for k, v in tc.arrays(cell, weights).items() if s.use_bias or not k.startswith("bias")}
+    return f"{tc.explicit}({n_i}, {units}{bias}{options})", arrays
+
+
+def exact(d: RecurrentDirection) -> bool:
+    """torch.nn's module computes this direction exactly (no explicit cell)."""
+    return torch_cell(d.cell).problem(d.settings) is None
 
 
 def _one_module(d: RecurrentDirection, other: RecurrentDirection) -> bool:
     """Both halves of a Bidirectional as one torch.nn module with bidirectional=True."""
     a, b = d.settings, other.settings
-    return (d.cell.torch_problem(a) is None and other.cell.torch_problem(b) is None and d.cell is other.cell
+    return (exact(d) and exact(other) and d.cell is other.cell
             and d.units == other.units and d.input_dim == other.input_dim and a.use_bias == b.use_bias
             and a.activation == b.activation and not a.go_backwards and b.go_backwards)
 
@@ -338,10 +329,59 @@ def _flag_args(d: RecurrentDirection) -> str:
         ", zero_output_for_mask=True" if s.zero_output_for_mask else "")
 
 
-def recurrent_layer(e: LayerEmit, directions: list[RecurrentDirection]) -> list[Sym]:
-    """A recurrent layer's call (Network._recurrent_layer in PyTorch)."""
-    from lstm_inspect.engine.network import recurrent_call
+@dataclass
+class RecurrentCall:
+    """One call of a recurrent layer being written: its input, mask and initial states as model.py names them."""
 
+    e: LayerEmit
+    directions: list[RecurrentDirection]
+    value: str  # the input, batch first
+    mask: str | None  # the boolean mask, batch first
+    state_names: list[str]
+    name: str = ""  # the layer's output local
+    weights: list[CellWeights] = field(default_factory=list)
+
+    @property
+    def s(self) -> CellSettings:
+        return self.directions[0].settings
+
+    @property
+    def n(self) -> int:
+        """States per direction."""
+        return len(self.directions[0].cell.states)
+
+    @property
+    def mask_arg(self) -> str:
+        return f", {self.mask}" if self.mask is not None else ""
+
+    @property
+    def out_mask(self) -> str | None:
+        return self.mask if self.s.return_sequences else None
+
+    @property
+    def plain(self) -> bool:
+        """No mask and the input in its own order: the torch.nn module is called as a PyTorch user would call it."""
+        return self.mask is None and all(exact(d) for d in self.directions)
+
+    def init(self, k: int) -> str:
+        """Direction k's initial states as keras_rnn's argument (nothing when the call gives none)."""
+        n = self.n
+        part = self.state_names[n * k: n * (k + 1)] if len(self.state_names) >= n * (k + 1) else None
+        return f", state=[{', '.join(part)}]" if part else ""
+
+    def sequence_out(self, expr: str) -> str:
+        return f"{expr}.transpose(0, 1)" if self.s.time_major else expr
+
+    def module(self, d: RecurrentDirection, weights: CellWeights, backward: tuple[RecurrentDirection, CellWeights]
+               | None = None) -> str:
+        """The layer's attribute holding one direction's module (or both halves' bidirectional one)."""
+        e = self.e
+        ctor, arrays = direction_module(e.w, d, weights, f"layer {e.node.path}", backward)
+        return e.w.module(e.key, e.hint, ctor, arrays)
+
+
+def _recurrent_call(e: LayerEmit, directions: list[RecurrentDirection]) -> RecurrentCall:
+    """The call's input, mask and initial states (Network._recurrent_layer's rules through `recurrent_call`)."""
     w = e.w
     x, states, explicit, implicit = recurrent_call(e.args, e.keras_major, is_sym)
     if x is None:
@@ -356,109 +396,147 @@ def recurrent_layer(e: LayerEmit, directions: list[RecurrentDirection]) -> list[
     if s.time_major:  # tf.keras time_major: (steps, batch, features) in, sequences out the same way
         value = w.let(f"{e.hint}_input", f"{x.name}.transpose(0, 1)").name
         mask = None if mask is None else w.let(f"{e.hint}_mask", f"{mask}.transpose(0, 1)", "bool").name
-    n = len(directions[0].cell.states)
-    state_names = [t.name for t in states]
-    mask_arg = f", {mask}" if mask is not None else ""
+    return RecurrentCall(e, directions, value, mask, [t.name for t in states])
+
+
+def recurrent_layer(e: LayerEmit, directions: list[RecurrentDirection]) -> list[Sym]:
+    """A recurrent layer's call (Network._recurrent_layer in PyTorch)."""
+    rc = _recurrent_call(e, directions)
     mode = directions[0].merge_mode
     if len(directions) == 2 and mode not in MERGE_MODES:
         raise e.fail("its merge_mode is not one Keras defines (concat, sum, mul, ave or None)")
-    weights = [d.weights() for d in directions]
-    name = w.name(e.hint)
-    w.comment(f"{name}: {e.kind}" + ("" if len(directions) == 1 else f" ({mode or 'no'} merge)"))
-
-    def init(k: int) -> str:
-        part = state_names[n * k: n * (k + 1)] if len(state_names) >= n * (k + 1) else None
-        return f", state=[{', '.join(part)}]" if part else ""
-
-    def sequence_out(expr: str) -> str:
-        return f"{expr}.transpose(0, 1)" if s.time_major else expr
-
-    out_mask = mask if s.return_sequences else None
-    # no mask and the input in its own order: the torch.nn module is called as a PyTorch user would call it
-    plain = mask is None and all(d.cell.torch_problem(d.settings) is None for d in directions)
+    rc.weights = [d.weights() for d in directions]
+    rc.name = e.w.name(e.hint)
+    e.w.comment(f"{rc.name}: {e.kind}" + ("" if len(directions) == 1 else f" ({mode or 'no'} merge)"))
     if len(directions) == 1:
-        d = directions[0]
-        ctor, arrays = direction_module(w, d, weights[0], f"layer {e.node.path}")
-        attr = w.module(e.key, e.hint, ctor, arrays)
-        state = w.name(f"{name}_state")
-        if plain:  # go_backwards: the input reversed in time, the outputs in that processing order, as Keras
-            last = w.name(f"{name}_last") if s.return_state else "_"
-            given = f"{value}.flip(1)" if s.go_backwards else value
-            w.line(f"{name}, {last} = self.{attr}({given}{_torch_initial_state(state_names[:n], n)})")
-            if s.return_state:
-                w.line(f"{state} = {_keras_states(last, n, 0)}")
-        else:
-            w.need("keras_rnn")
-            w.line(f"{name}, {state} = keras_rnn(self.{attr}, {value}{mask_arg}{init(0)}{_flag_args(d)})")
-        if s.return_sequences:
-            if s.time_major:
-                w.line(f"{name} = {sequence_out(name)}")
-        else:
-            w.line(f"{name} = {name}[:, -1]")
-        outs = [Sym(name, "float", out_mask if not s.time_major else None)]
-        if s.return_state:
-            outs += _state_syms(w, name, state, d)
-        return outs
+        return _one_direction(rc)
+    return _bidirectional(rc)
 
-    fw_d, bw_d = directions
-    fw, bw = w.name(f"{name}_forward"), w.name(f"{name}_backward")
-    fw_state, bw_state = w.name(f"{name}_forward_state"), w.name(f"{name}_backward_state")
-    in_input_order = whole = False  # the backward half in input time order already (torch's bidirectional)
-    if _one_module(fw_d, bw_d) and plain and len(state_names) in (0, 2 * n):
-        ctor, arrays = direction_module(w, fw_d, weights[0], f"layer {e.node.path}", (bw_d, weights[1]))
-        attr = w.module(e.key, e.hint, ctor, arrays)
+
+def _one_direction(rc: RecurrentCall) -> list[Sym]:
+    w, s, name, n, d = rc.e.w, rc.s, rc.name, rc.n, rc.directions[0]
+    attr = rc.module(d, rc.weights[0])
+    state = w.name(f"{name}_state")
+    if rc.plain:  # go_backwards: the input reversed in time, the outputs in that processing order, as Keras
         last = w.name(f"{name}_last") if s.return_state else "_"
-        # a concat of whole sequences is the module's output as it stands
-        whole = mode == "concat" and s.return_sequences and not s.time_major
-        both = name if whole else w.name(f"{name}_both")
-        w.line(f"{both}, {last} = self.{attr}({value}{_torch_initial_state(state_names, n)})")
-        if not whole:
-            w.line(f"{fw}, {bw} = {both}.chunk(2, dim=-1)")
+        given = f"{rc.value}.flip(1)" if s.go_backwards else rc.value
+        w.line(f"{name}, {last} = self.{attr}({given}{_torch_initial_state(rc.state_names[:n], n)})")
         if s.return_state:
-            w.line(f"{fw_state}, {bw_state} = {_keras_states(last, n, 0)}, {_keras_states(last, n, 1)}")
-        in_input_order = True
-    elif _one_module(fw_d, bw_d):
-        ctor, arrays = direction_module(w, fw_d, weights[0], f"layer {e.node.path}", (bw_d, weights[1]))
-        attr = w.module(e.key, e.hint, ctor, arrays)
-        w.need("keras_bidirectional")
-        given = ""  # the backward half from zeros when only the forward half's states are given (as the engine)
-        if len(state_names) >= n:
-            both = state_names[: 2 * n] if len(state_names) >= 2 * n else (
-                state_names[:n] + [f"torch.zeros_like({h})" for h in state_names[:n]])
-            given = f", state=[{', '.join(both)}]"
-        zero = (fw_d.settings.zero_output_for_mask, bw_d.settings.zero_output_for_mask)
-        zero_arg = f", zero_output_for_mask=({zero[0]}, {zero[1]})" if any(zero) else ""
-        w.line(f"{fw}, {bw}, {fw_state}, {bw_state} = keras_bidirectional(self.{attr}, {value}{mask_arg}{given}"
-               f"{zero_arg})")
+            w.line(f"{state} = {_keras_states(last, n, 0)}")
     else:
-        parts = []
-        arrays = {}
-        # the halves named as Keras's Bidirectional names them ("forward" is nn.Module's own method)
-        for half, d, cw in (("forward_layer", fw_d, weights[0]), ("backward_layer", bw_d, weights[1])):
-            ctor, half_arrays = direction_module(w, d, cw, f"layer {e.node.path} ({half})")
-            parts.append(f'"{half}": {ctor}')
-            arrays.update({f"{half}.{k}": v for k, v in half_arrays.items()})
-        attr = w.module(e.key, e.hint, f"nn.ModuleDict({{{', '.join(parts)}}})", arrays)
         w.need("keras_rnn")
-        w.line(f'{fw}, {fw_state} = keras_rnn(self.{attr}["forward_layer"], {value}{mask_arg}{init(0)}'
-               f"{_flag_args(fw_d)})")
-        w.line(f'{bw}, {bw_state} = keras_rnn(self.{attr}["backward_layer"], {value}{mask_arg}{init(1)}'
-               f"{_flag_args(bw_d)})")
+        w.line(f"{name}, {state} = keras_rnn(self.{attr}, {rc.value}{rc.mask_arg}{rc.init(0)}{_flag_args(d)})")
+    if s.return_sequences:
+        if s.time_major:
+            w.line(f"{name} = {rc.sequence_out(name)}")
+    else:
+        w.line(f"{name} = {name}[:, -1]")
+    outs = [Sym(name, "float", rc.out_mask if not s.time_major else None)]
+    if s.return_state:
+        outs += _state_syms(w, name, state, d)
+    return outs
+
+
+@dataclass
+class Halves:
+    """The locals of a Bidirectional's two halves: outputs and final states."""
+
+    fw: str
+    bw: str
+    fw_state: str
+    bw_state: str
+    in_input_order: bool = False  # the backward half in input time order already (torch's bidirectional)
+    whole: bool = False  # the module's output is the layer's (a concat of whole sequences)
+
+
+def _bidirectional(rc: RecurrentCall) -> list[Sym]:
+    w, name = rc.e.w, rc.name
+    fw_d, bw_d = rc.directions
+    fw, bw = w.name(f"{name}_forward"), w.name(f"{name}_backward")
+    h = Halves(fw, bw, w.name(f"{name}_forward_state"), w.name(f"{name}_backward_state"))
+    if _one_module(fw_d, bw_d) and rc.plain and len(rc.state_names) in (0, 2 * rc.n):
+        _one_plain_module(rc, h)
+    elif _one_module(fw_d, bw_d):
+        _one_masked_module(rc, h)
+    else:
+        _two_modules(rc, h)
+    return _merged(rc, h)
+
+
+def _one_plain_module(rc: RecurrentCall, h: Halves) -> None:
+    """Both halves as one bidirectional torch.nn module, called as a PyTorch user would call it."""
+    w, s, name, n = rc.e.w, rc.s, rc.name, rc.n
+    fw_d, bw_d = rc.directions
+    attr = rc.module(fw_d, rc.weights[0], (bw_d, rc.weights[1]))
+    last = w.name(f"{name}_last") if s.return_state else "_"
+    # a concat of whole sequences is the module's output as it stands
+    h.whole = fw_d.merge_mode == "concat" and s.return_sequences and not s.time_major
+    both = name if h.whole else w.name(f"{name}_both")
+    w.line(f"{both}, {last} = self.{attr}({rc.value}{_torch_initial_state(rc.state_names, n)})")
+    if not h.whole:
+        w.line(f"{h.fw}, {h.bw} = {both}.chunk(2, dim=-1)")
+    if s.return_state:
+        w.line(f"{h.fw_state}, {h.bw_state} = {_keras_states(last, n, 0)}, {_keras_states(last, n, 1)}")
+    h.in_input_order = True
+
+
+def _one_masked_module(rc: RecurrentCall, h: Halves) -> None:
+    """Both halves as one bidirectional torch.nn module, run by keras_bidirectional (a mask, or one half's states)."""
+    w, n, names = rc.e.w, rc.n, rc.state_names
+    fw_d, bw_d = rc.directions
+    attr = rc.module(fw_d, rc.weights[0], (bw_d, rc.weights[1]))
+    w.need("keras_bidirectional")
+    given = ""  # the backward half from zeros when only the forward half's states are given (as the engine)
+    if len(names) >= n:
+        both = names[: 2 * n] if len(names) >= 2 * n else (names[:n] + [f"torch.zeros_like({s})" for s in names[:n]])
+        given = f", state=[{', '.join(both)}]"
+    zero = (fw_d.settings.zero_output_for_mask, bw_d.settings.zero_output_for_mask)
+    zero_arg = f", zero_output_for_mask=({zero[0]}, {zero[1]})" if any(zero) else ""
+    w.line(f"{h.fw}, {h.bw}, {h.fw_state}, {h.bw_state} = keras_bidirectional(self.{attr}, {rc.value}{rc.mask_arg}"
+           f"{given}{zero_arg})")
+
+
+def _two_modules(rc: RecurrentCall, h: Halves) -> None:
+    """Each half its own module (an nn.ModuleDict), each run by keras_rnn."""
+    e, w = rc.e, rc.e.w
+    fw_d, bw_d = rc.directions
+    parts = []
+    arrays = {}
+    # the halves named as Keras's Bidirectional names them ("forward" is nn.Module's own method)
+    for half, d, cw in (("forward_layer", fw_d, rc.weights[0]), ("backward_layer", bw_d, rc.weights[1])):
+        ctor, half_arrays = direction_module(w, d, cw, f"layer {e.node.path} ({half})")
+        parts.append(f'"{half}": {ctor}')
+        arrays.update({f"{half}.{k}": v for k, v in half_arrays.items()})
+    attr = w.module(e.key, e.hint, f"nn.ModuleDict({{{', '.join(parts)}}})", arrays)
+    w.need("keras_rnn")
+    w.line(f'{h.fw}, {h.fw_state} = keras_rnn(self.{attr}["forward_layer"], {rc.value}{rc.mask_arg}{rc.init(0)}'
+           f"{_flag_args(fw_d)})")
+    w.line(f'{h.bw}, {h.bw_state} = keras_rnn(self.{attr}["backward_layer"], {rc.value}{rc.mask_arg}{rc.init(1)}'
+           f"{_flag_args(bw_d)})")
+
+
+def _merged(rc: RecurrentCall, h: Halves) -> list[Sym]:
+    """The Bidirectional's outputs from its halves': merged by its merge_mode (or both), then the states."""
+    w, s, name, out_mask = rc.e.w, rc.s, rc.name, rc.out_mask
+    fw_d, bw_d = rc.directions
+    mode = fw_d.merge_mode
+    fw, bw = h.fw, h.bw
     if s.return_sequences:  # the backward half back in input time order
-        y, y_rev = sequence_out(fw), sequence_out(bw if in_input_order else f"{bw}.flip(1)")
+        y, y_rev = rc.sequence_out(fw), rc.sequence_out(bw if h.in_input_order else f"{bw}.flip(1)")
     else:  # the backward half's last step processed: the first in input order
-        y, y_rev = f"{fw}[:, -1]", f"{bw}[:, 0]" if in_input_order else f"{bw}[:, -1]"
+        y, y_rev = f"{fw}[:, -1]", f"{bw}[:, 0]" if h.in_input_order else f"{bw}[:, -1]"
     merged = {"concat": f"torch.cat([{y}, {y_rev}], dim=-1)", "sum": f"{y} + {y_rev}", "mul": f"{y} * {y_rev}",
               "ave": f"({y} + {y_rev}) / 2"}
     if mode is None:
         outs = [w.let(f"{name}_forward_output", y, mask=out_mask), w.let(f"{name}_backward_output", y_rev,
                                                                           mask=out_mask)]
     else:
-        if not (in_input_order and whole):
+        if not (h.in_input_order and h.whole):
             w.line(f"{name} = {merged[mode]}")
         outs = [Sym(name, "float", out_mask)]
     if s.return_state:
-        outs += _state_syms(w, f"{name}_forward", fw_state, fw_d) + _state_syms(w, f"{name}_backward", bw_state, bw_d)
+        outs += (_state_syms(w, f"{name}_forward", h.fw_state, fw_d)
+                 + _state_syms(w, f"{name}_backward", h.bw_state, bw_d))
     return outs
 
 
@@ -488,7 +566,7 @@ def direction_alone(w: Writer, d: RecurrentDirection, x: str) -> list[str]:
     ctor, arrays = direction_module(w, d, d.weights(), f"layer {d.name}")
     attr = w.module(d.name, d.name.replace("/", "_"), ctor, arrays)
     y, state = w.name("sequence"), w.name("state")
-    if d.cell.torch_problem(d.settings) is None:
+    if exact(d):
         n = len(d.cell.states)
         last = w.name("last")
         w.line(f"{y}, {last} = self.{attr}({x}{'.flip(1)' if d.settings.go_backwards else ''})")
