@@ -11,6 +11,7 @@ without; a few others where the two modules long had different settings under on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +38,17 @@ class LayerCase:
     masks: tuple[str | None, ...] | None = None
 
 
+Add = Callable[..., None]
+
+
+def _x1(fmt: str) -> str:
+    return "x1" if fmt == CL else "x1f"
+
+
+def _x2(fmt: str) -> str:
+    return "x2" if fmt == CL else "x2f"
+
+
 def _table() -> list[LayerCase]:
     out: list[LayerCase] = []
 
@@ -45,12 +57,12 @@ def _table() -> list[LayerCase]:
         xs = tuple(x) if isinstance(x, list) else (x,)
         out.append(LayerCase(cid, cls, config, xs, engine, export, **masks))
 
-    def x1(fmt: str) -> str:
-        return "x1" if fmt == CL else "x1f"
+    for family in (_convolutions, _pools, _reshaping, _activations, _dot_and_identities, _merges, _time_distributed):
+        family(add)
+    return out
 
-    def x2(fmt: str) -> str:
-        return "x2" if fmt == CL else "x2f"
 
+def _convolutions(add: Add) -> None:
     # Conv1D: every padding, stride, dilation and data format; groups, no bias, the activation inside.
     # 6 filters: no channels_first output here has 6 steps (see the note on Keras 3's bias in engine/layers/conv.py)
     for padding in ("valid", "same", "causal"):
@@ -58,7 +70,7 @@ def _table() -> list[LayerCase]:
             for fmt in (CL, CF):
                 add(f"Conv1D-{padding}-s{s}-d{d}-{fmt}", "Conv1D",
                     {"filters": 6, "kernel_size": 3, "strides": s, "dilation_rate": d, "padding": padding,
-                     "data_format": fmt}, x1(fmt))
+                     "data_format": fmt}, _x1(fmt))
     add("Conv1D-same-k4-s1", "Conv1D", {"filters": 2, "kernel_size": 4, "padding": "same"}, "x1",
         engine=())  # (1, 2) pads
     add("Conv1D-groups2-relu-nobias", "Conv1D", {"filters": 6, "kernel_size": 2, "groups": 2, "activation": "relu",
@@ -77,7 +89,7 @@ def _table() -> list[LayerCase]:
             for fmt in (CL, CF):
                 add(f"Conv2D-{padding}-s{s[0]}{s[1]}-d{d[0]}{d[1]}-{fmt}", "Conv2D",
                     {"filters": 3, "kernel_size": [3, 2], "strides": list(s), "dilation_rate": list(d),
-                     "padding": padding, "data_format": fmt}, x2(fmt))
+                     "padding": padding, "data_format": fmt}, _x2(fmt))
     add("Conv2D-groups2-sigmoid", "Conv2D", {"filters": 4, "kernel_size": 2, "groups": 2, "activation": "sigmoid"},
         "x2")
     add("Conv2D-same-s22-odd", "Conv2D", {"filters": 2, "kernel_size": 4, "strides": 2, "padding": "same"}, "x2_odd",
@@ -87,12 +99,12 @@ def _table() -> list[LayerCase]:
         for fmt in (CL, CF):
             add(f"SeparableConv1D-{padding}-dm2-{fmt}", "SeparableConv1D",
                 {"filters": 3, "kernel_size": 3, "padding": padding, "depth_multiplier": 2, "data_format": fmt},
-                x1(fmt), engine=TFK if padding == "causal" else GENS)
+                _x1(fmt), engine=TFK if padding == "causal" else GENS)
     for padding in ("valid", "same", "causal"):  # causal: no Keras has it, the engine is the export's reference
         for fmt in (CL, CF):
             add(f"DepthwiseConv1D-{padding}-dm2-{fmt}", "DepthwiseConv1D",
                 {"kernel_size": 3, "padding": padding, "depth_multiplier": 2, "data_format": fmt},
-                x1(fmt), engine=() if padding == "causal" else GENS)
+                _x1(fmt), engine=() if padding == "causal" else GENS)
     add("SeparableConv1D-s2-relu", "SeparableConv1D", {"filters": 4, "kernel_size": 2, "strides": 2,
                                                        "activation": "relu"}, "x1")
     add("SeparableConv1D-nobias", "SeparableConv1D", {"filters": 4, "kernel_size": 2, "use_bias": False}, "x1",
@@ -118,13 +130,16 @@ def _table() -> list[LayerCase]:
     add("SeparableConv2D-same-s2-cf-elu", "SeparableConv2D", {"filters": 2, "kernel_size": 2, "strides": 2,
                                                               "padding": "same", "data_format": CF,
                                                               "activation": "elu"}, "x2f", engine=())
+
+
+def _pools(add: Add) -> None:
     # pooling: strides default to pool_size; "same" average pools divide by the real positions only
     for cls in ("MaxPooling1D", "AveragePooling1D"):
         for size, strides in ((2, None), (3, None), (3, 1), (2, 3), (4, 2), (2, 1), (4, 1)):
             for padding in ("valid", "same"):
                 for fmt in (CL, CF):
                     add(f"{cls}-p{size}-s{strides}-{padding}-{fmt}", cls,
-                        {"pool_size": size, "strides": strides, "padding": padding, "data_format": fmt}, x1(fmt),
+                        {"pool_size": size, "strides": strides, "padding": padding, "data_format": fmt}, _x1(fmt),
                         engine=() if strides == 1 and size in (2, 4) else GENS)
     for cls in ("MaxPooling2D", "AveragePooling2D"):
         for size, strides in (((2, 2), None), ((3, 2), (2, 1)), ((3, 3), (1, 2)), ((2, 2), (1, 1))):
@@ -132,18 +147,21 @@ def _table() -> list[LayerCase]:
                 for fmt in (CL, CF):
                     add(f"{cls}-p{size[0]}{size[1]}-s{strides}-{padding}-{fmt}", cls,
                         {"pool_size": list(size), "strides": strides and list(strides), "padding": padding,
-                         "data_format": fmt}, x2(fmt), engine=() if strides == (1, 1) else GENS)
+                         "data_format": fmt}, _x2(fmt), engine=() if strides == (1, 1) else GENS)
     for cls in ("GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling2D"):
         for keepdims in (False, True):
             for fmt in (CL, CF):
                 add(f"{cls}-keepdims{keepdims}-{fmt}", cls, {"data_format": fmt, "keepdims": keepdims},
-                    x1(fmt) if cls.endswith("1D") else x2(fmt))
+                    _x1(fmt) if cls.endswith("1D") else _x2(fmt))
     for cls in ("GlobalMaxPooling1D", "GlobalAveragePooling1D"):  # behind a Masking layer
         for keepdims in (False, True):
             add(f"{cls}-masked-keepdims{keepdims}", cls, {"keepdims": keepdims}, "xm", implicit="masking")
             add(f"{cls}-masked-cf-keepdims{keepdims}", cls, {"keepdims": keepdims, "data_format": CF}, "xmf",
                 engine=(), implicit="masking_f")
     add("GlobalAveragePooling1D-all-masked-row", "GlobalAveragePooling1D", {}, "xm0", engine=(), implicit="masking")
+
+
+def _reshaping(add: Add) -> None:
     # padding, cropping, upsampling, permute
     add("ZeroPadding1D-1", "ZeroPadding1D", {"padding": 1}, "x1")
     add("ZeroPadding1D-2-3", "ZeroPadding1D", {"padding": [2, 3]}, "x1")
@@ -162,6 +180,9 @@ def _table() -> list[LayerCase]:
     add("Permute-21", "Permute", {"dims": [2, 1]}, "x1")
     add("Permute-312", "Permute", {"dims": [3, 1, 2]}, "x2")
     add("Permute-masked", "Permute", {"dims": [2, 1]}, "xm", engine=(), implicit="masking")
+
+
+def _activations(add: Add) -> None:
     # activation layers
     add("ReLU-default", "ReLU", {}, "xa")
     add("ReLU-max6", "ReLU", {"max_value": 6.0}, "xa3")
@@ -203,6 +224,9 @@ def _table() -> list[LayerCase]:
     add("ThresholdedReLU-0.5", "ThresholdedReLU", {"theta": 0.5}, "xa", engine=TFK, export=())
     add("ThresholdedReLU-0.5-masked", "ThresholdedReLU", {"theta": 0.5}, "xm", engine=(), export=TFK,
         implicit="masking")
+
+
+def _dot_and_identities(add: Add) -> None:
     # Dot
     add("Dot-axes2", "Dot", {"axes": 2}, ["xd", "yd"])
     add("Dot-axes-2-1", "Dot", {"axes": [2, 1]}, ["xd", "yd_t"])
@@ -222,12 +246,9 @@ def _table() -> list[LayerCase]:
     add("SpatialDropout2D-cf", "SpatialDropout2D", {"rate": 0.5, "data_format": CF}, "x2f")
     add("SpatialDropout3D-cl", "SpatialDropout3D", {"rate": 0.5}, "x3")
     add("SpatialDropout3D-cf", "SpatialDropout3D", {"rate": 0.5, "data_format": CF}, "x3f")
-    _merges(add)
-    _time_distributed(add)
-    return out
 
 
-def _merges(add: Any) -> None:
+def _merges(add: Add) -> None:
     # Maximum and Minimum: two and three inputs, a size-1 axis broadcast, Keras masks arriving with the inputs
     for cls in ("Maximum", "Minimum"):
         add(f"{cls}-two", cls, {}, ["xa", "xd"])
@@ -288,7 +309,7 @@ TIME_DISTRIBUTED: tuple[tuple[str, str, dict[str, Any], str, tuple[str, ...]], .
 )
 
 
-def _time_distributed(add: Any) -> None:
+def _time_distributed(add: Add) -> None:
     for cid, cls, config, x, engine in TIME_DISTRIBUTED:
         if engine:
             add(f"TimeDistributed-{cid}", "TimeDistributed", {"layer": {"class_name": cls, "config": config}}, x,
