@@ -42,11 +42,11 @@ def wanted(name: str) -> bool:
     return not ONLY or name.startswith(ONLY)
 
 
-def _random_weights(model: Any, rng: np.random.Generator) -> None:
+def random_weights(model: Any, rng: np.random.Generator) -> None:
     """Replace every weight by seeded values in a trained-looking range."""
     for layer in model.layers:
         if hasattr(layer, "layers"):
-            _random_weights(layer, rng)
+            random_weights(layer, rng)
             continue
         ws = layer.get_weights()
         if not ws:
@@ -60,14 +60,14 @@ def _random_weights(model: Any, rng: np.random.Generator) -> None:
 RECURRENT = ("LSTM", "CuDNNLSTM", "GRU", "CuDNNGRU", "SimpleRNN", "RNN")
 
 
-def _lstm_directions(model: Any, prefix: str = "") -> dict[str, Any]:
+def lstm_directions(model: Any, prefix: str = "") -> dict[str, Any]:
     """Map '<path>' to each recurrent direction layer (LSTM, GRU, SimpleRNN; forward/backward of a Bidirectional)."""
     out: dict[str, Any] = {}
     for layer in model.layers:
         kind = type(layer).__name__
         path = f"{prefix}{layer.name}"
         if kind in ("Sequential", "Functional", "Model"):
-            out.update(_lstm_directions(layer, prefix=f"{path}/"))
+            out.update(lstm_directions(layer, prefix=f"{path}/"))
         elif kind == "Bidirectional":
             out[f"{path}/{layer.forward_layer.name}"] = layer.forward_layer
             out[f"{path}/{layer.backward_layer.name}"] = layer.backward_layer
@@ -82,7 +82,7 @@ def _save_refs(name: str, model: Any, x: Any, weights_from: Any = None) -> None:
         return
     ref_model = weights_from if weights_from is not None else model
     refs: dict[str, np.ndarray] = {}
-    for path, layer in _lstm_directions(ref_model).items():
+    for path, layer in lstm_directions(ref_model).items():
         ws = layer.get_weights()
         for role, w in zip(("kernel", "recurrent_kernel", "bias"), ws):
             refs[f"{path}:{role}"] = w
@@ -100,11 +100,11 @@ def _save_refs(name: str, model: Any, x: Any, weights_from: Any = None) -> None:
     np.savez(HERE / f"{name}.io.npz", **io)
 
 
-def _seq_input(rng: np.random.Generator, batch: int, steps: int, features: int) -> np.ndarray:
+def seq_input(rng: np.random.Generator, batch: int, steps: int, features: int) -> np.ndarray:
     return rng.normal(size=(batch, steps, features)).astype("float32")
 
 
-def _padded_ids(rng: np.random.Generator, batch: int, steps: int, vocab: int) -> np.ndarray:
+def padded_ids(rng: np.random.Generator, batch: int, steps: int, vocab: int) -> np.ndarray:
     """Token ids with right padding of varying length (0 is the masked id)."""
     ids = rng.integers(1, vocab, size=(batch, steps)).astype("int32")
     for b in range(batch):
@@ -113,7 +113,7 @@ def _padded_ids(rng: np.random.Generator, batch: int, steps: int, vocab: int) ->
 
 
 def _padded_seq(rng: np.random.Generator, batch: int, steps: int, features: int) -> np.ndarray:
-    x = _seq_input(rng, batch, steps, features)
+    x = seq_input(rng, batch, steps, features)
     for b in range(batch):
         x[b, steps - b % 3 :] = 0.0
     x[1, 2] = 0.0  # one masked step in the middle, too
@@ -163,7 +163,7 @@ def _seq2seq(keras: Any, layers: Any, save: Callable[..., None], rng: np.random.
     seq = layers.LSTM(6, return_sequences=True, name="decoder")(dec_in, initial_state=[h, c])
     out = layers.Dense(3, activation="softmax", name="next")(seq)
     save(f"{prefix}_seq2seq", keras.Model([enc_in, dec_in], out),
-         [_seq_input(rng, 4, 6, 4), _seq_input(rng, 4, 5, 3)])
+         [seq_input(rng, 4, 6, 4), seq_input(rng, 4, 5, 3)])
 
     # Token ids with padding on both sides, Embedding(mask_zero) on each.
     enc_in = keras.Input((7,), name="source_ids", dtype="int32")
@@ -174,7 +174,7 @@ def _seq2seq(keras: Any, layers: Any, save: Callable[..., None], rng: np.random.
     seq = layers.LSTM(5, return_sequences=True, name="decoder")(dec, initial_state=[h, c])
     out = layers.Dense(12, activation="softmax", name="next")(seq)
     save(f"{prefix}_seq2seq_embedding", keras.Model([enc_in, dec_in], out),
-         [_padded_ids(rng, 5, 7, 15), _padded_ids(rng, 5, 6, 12)])
+         [padded_ids(rng, 5, 7, 15), padded_ids(rng, 5, 6, 12)])
 
     # A Bidirectional decoder started from the four states of a Bidirectional encoder.
     enc_in = keras.Input((6, 4), name="encoder_input")
@@ -184,14 +184,14 @@ def _seq2seq(keras: Any, layers: Any, save: Callable[..., None], rng: np.random.
         dec_in, initial_state=[hf, cf, hb, cb])
     out = layers.Dense(2, name="head")(seq)
     save(f"{prefix}_seq2seq_bidirectional", keras.Model([enc_in, dec_in], out),
-         [_seq_input(rng, 4, 6, 4), _seq_input(rng, 4, 5, 3)])
+         [seq_input(rng, 4, 6, 4), seq_input(rng, 4, 5, 3)])
 
 
 def _declared_shapes(keras: Any, layers: Any, save: Callable[..., None], rng: np.random.Generator) -> None:
     """input_shape written on every layer, as many tutorials do: Keras uses only the first one's."""
     model = keras.Sequential([layers.LSTM(5, return_sequences=True, input_shape=(9, 1)),
                               layers.LSTM(4, input_shape=(9, 1)), layers.Dense(1)])
-    save(f"{PREFIX[keras.__name__]}_declared_shapes", model, _seq_input(rng, 3, 9, 1))
+    save(f"{PREFIX[keras.__name__]}_declared_shapes", model, seq_input(rng, 3, 9, 1))
 
 
 PREFIX = {"keras": "k3", "tf_keras": "tfk"}
@@ -213,7 +213,7 @@ def _gru_and_simple_rnn(keras: Any, layers: Any, save: Callable[..., None], seq:
     save(f"{p}_embedding_gru_lstm",
          seq(layers.Embedding(20, 6, mask_zero=True), layers.GRU(5, return_sequences=True), layers.LSTM(4),
              layers.Dense(3), input_shape=(9,), dtype="int32"),
-         _padded_ids(rng, 5, 9, 20))
+         padded_ids(rng, 5, 9, 20))
     save(f"{p}_simple_rnn", seq(layers.SimpleRNN(5, return_sequences=True), layers.SimpleRNN(3, activation="relu")),
          x, (main, weights_kind))
     save(f"{p}_rnn_cells", seq(layers.RNN(layers.GRUCell(4), return_sequences=True),
@@ -228,7 +228,7 @@ def _gru_and_simple_rnn(keras: Any, layers: Any, save: Callable[..., None], seq:
     _, h = layers.GRU(6, return_state=True, name="encoder")(enc_in)
     out = layers.GRU(6, return_sequences=True, name="decoder")(dec_in, initial_state=[h])
     save(f"{p}_gru_seq2seq", keras.Model([enc_in, dec_in], layers.Dense(3, activation="softmax", name="next")(out)),
-         [_seq_input(rng, 4, 6, 4), _seq_input(rng, 4, 5, 3)])
+         [seq_input(rng, 4, 6, 4), seq_input(rng, 4, 5, 3)])
 
 
 # ---------------------------------------------------------------- Keras 3
@@ -249,7 +249,7 @@ def generate_keras3() -> None:
     def save(name: str, model: Any, x: Any, kinds: tuple[str, ...] = ("keras",),
              weights_rng: np.random.Generator | None = None) -> None:
         keras.utils.set_random_seed(SEED)
-        _random_weights(model, weights_rng if weights_rng is not None else rng)
+        random_weights(model, weights_rng if weights_rng is not None else rng)
         for kind in kinds if wanted(name) else ():
             if kind == "keras":
                 model.save(HERE / f"{name}.keras")
@@ -260,7 +260,7 @@ def generate_keras3() -> None:
                 (HERE / f"{name}.json").write_text(model.to_json())
         _save_refs(name, model, x)
 
-    x = _seq_input(rng, 4, T, F)
+    x = seq_input(rng, 4, T, F)
     save("k3_single", seq(layers.LSTM(5)), x, ("keras", "h5", "weights"))
     save("k3_return_sequences", seq(layers.LSTM(6, return_sequences=True)), x)
     save(
@@ -279,7 +279,7 @@ def generate_keras3() -> None:
         "k3_embedding_mask_zero",
         seq(layers.Embedding(20, 6, mask_zero=True), layers.LSTM(5), layers.Dense(3),
             input_shape=(9,), dtype="int32"),
-        _padded_ids(rng, 5, 9, 20),
+        padded_ids(rng, 5, 9, 20),
     )
     save("k3_masking", seq(layers.Masking(0.0), layers.LSTM(5, return_sequences=True)), _padded_seq(rng, 4, T, F))
     save("k3_rnn_lstmcell", seq(layers.RNN(layers.LSTMCell(5), return_sequences=True)), x, ("keras", "h5"))
@@ -300,7 +300,7 @@ def generate_keras3() -> None:
     ya = layers.LSTM(4, name="lstm_a")(a)
     yb = layers.Bidirectional(layers.LSTM(3), name="bidir_b")(b)
     y = layers.Dense(2, name="out")(layers.Concatenate(name="concat")([ya, yb]))
-    save("k3_two_inputs", keras.Model([a, b], y), [x, _seq_input(rng, 4, 5, 2)])
+    save("k3_two_inputs", keras.Model([a, b], y), [x, seq_input(rng, 4, 5, 2)])
 
     _layer_zoo(keras, layers, save, x, rng)
     _seq2seq(keras, layers, save, rng)
@@ -333,7 +333,7 @@ def generate_tf_keras() -> None:
     def save(name: str, model: Any, x: Any, kinds: tuple[str, ...] = ("h5",),
              weights_rng: np.random.Generator | None = None) -> None:
         keras.utils.set_random_seed(SEED)
-        _random_weights(model, weights_rng if weights_rng is not None else rng)
+        random_weights(model, weights_rng if weights_rng is not None else rng)
         for kind in kinds if wanted(name) else ():
             if kind == "h5":
                 model.save(HERE / f"{name}.h5", save_format="h5")
@@ -342,7 +342,7 @@ def generate_tf_keras() -> None:
                 (HERE / f"{name}.json").write_text(model.to_json())
         _save_refs(name, model, x)
 
-    x = _seq_input(rng, 4, T, F)
+    x = seq_input(rng, 4, T, F)
     save("tfk_single", seq(layers.LSTM(5)), x, ("h5", "weights"))
     save("tfk_stacked_hard_sigmoid",
          seq(layers.LSTM(6, return_sequences=True, recurrent_activation="hard_sigmoid"),
@@ -354,7 +354,7 @@ def generate_tf_keras() -> None:
     save("tfk_embedding_mask_zero_bilstm",
          seq(layers.Embedding(20, 6, mask_zero=True), layers.Bidirectional(layers.LSTM(4)), layers.Dense(3),
              input_shape=(9,), dtype="int32"),
-         _padded_ids(rng, 5, 9, 20))
+         padded_ids(rng, 5, 9, 20))
     save("tfk_masking", seq(layers.Masking(0.0), layers.LSTM(5, return_sequences=True)), _padded_seq(rng, 4, T, F))
     save("tfk_rnn_lstmcell", seq(layers.RNN(layers.LSTMCell(5), return_sequences=True), layers.Dense(2)), x)
 
@@ -375,7 +375,7 @@ def generate_tf_keras() -> None:
     # the reference weights the gate model must equal.
     cudnn = seq(CuDNNLSTM(5, return_sequences=True), layers.Dense(2))
     keras.utils.set_random_seed(SEED)
-    _random_weights(cudnn, rng)
+    random_weights(cudnn, rng)
     _save_cudnn(keras, layers, seq, cudnn, x, write=wanted("tfk_cudnn"))
     _declared_shapes(keras, layers, save, rng)
 
@@ -383,7 +383,7 @@ def generate_tf_keras() -> None:
     import tf_ops
 
     ops_model = tf_ops.build(keras, layers)
-    x_ops = _seq_input(rng, 4, 8, 4)
+    x_ops = seq_input(rng, 4, 8, 4)
     save("tfk_tf_ops", ops_model, x_ops)
     if wanted("tfk_tf_ops_v23"):
         def close(a: np.ndarray, b: np.ndarray) -> None:
@@ -403,7 +403,7 @@ def generate_tf_keras() -> None:
 
     cudnn_gru = seq(CuDNNGRU(4, return_sequences=True), layers.Dense(2))
     keras.utils.set_random_seed(SEED)
-    _random_weights(cudnn_gru, rng)
+    random_weights(cudnn_gru, rng)
     plain_gru = seq(layers.GRU(4, return_sequences=True, reset_after=True), layers.Dense(2))
     if wanted("tfk_cudnn_gru"):
         cudnn_gru.save(HERE / "tfk_cudnn_gru.h5", save_format="h5")

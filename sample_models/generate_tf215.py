@@ -88,10 +88,10 @@ def _ensure_venv() -> None:
 
 def _save_refs(name: str, model: Any, x: Any) -> None:
     """NAME.ref.npz (get_weights per LSTM direction) and NAME.io.npz (input, Keras output)."""
-    from generate import _lstm_directions  # the samples' keying, shared with generate.py
+    from generate import lstm_directions  # the samples' keying, shared with generate.py
 
     refs: dict[str, np.ndarray] = {}
-    for path, layer in _lstm_directions(model).items():
+    for path, layer in lstm_directions(model).items():
         for role, w in zip(("kernel", "recurrent_kernel", "bias"), layer.get_weights(), strict=True):
             refs[f"{path}:{role}"] = w
     np.savez(OUT / f"{name}.ref.npz", **refs)
@@ -113,7 +113,7 @@ def generate() -> None:
     sys.path.insert(0, str(HERE))
     import tensorflow as tf
 
-    from generate import _padded_ids, _random_weights, _seq_input
+    from generate import padded_ids, random_weights, seq_input
 
     if not tf.__version__.startswith(f"{TF_VERSION}."):
         raise SystemExit(f"needs TensorFlow {TF_VERSION}, found {tf.__version__}")
@@ -128,7 +128,7 @@ def generate() -> None:
 
     def save(name: str, model: Any, x: Any, y_train: Any = None, optimizer: Any = None) -> None:
         keras.utils.set_random_seed(SEED)
-        _random_weights(model, rng)
+        random_weights(model, rng)
         if optimizer is not None:
             model.compile(optimizer=optimizer, loss="mse")
             model.train_on_batch(x, y_train)  # one step: the checkpoint now holds optimizer state
@@ -141,7 +141,7 @@ def generate() -> None:
         _save_refs(name, model, x)
 
     T, F = 7, 3
-    x = _seq_input(rng, 4, T, F)
+    x = seq_input(rng, 4, T, F)
     save("single", keras.Sequential([keras.Input((T, F)), layers.LSTM(5)]), x)
 
     model = keras.Sequential([
@@ -154,7 +154,7 @@ def generate() -> None:
     save("bidir_stacked", model, x, y_train=np.zeros((4, 2), "float32"),
          optimizer=keras.optimizers.Adam(1e-3))
 
-    ids = _padded_ids(rng, 5, 9, 20)
+    ids = padded_ids(rng, 5, 9, 20)
     model = keras.Sequential([
         keras.Input((9,), dtype="int32"),
         layers.Embedding(20, 6, mask_zero=True),
@@ -169,7 +169,7 @@ def generate() -> None:
     _, h, c = layers.LSTM(6, return_state=True, name="encoder")(enc_in)
     seq = layers.LSTM(6, return_sequences=True, name="decoder")(dec_in, initial_state=[h, c])
     out = layers.Dense(3, activation="softmax", name="next")(seq)
-    save("seq2seq", keras.Model([enc_in, dec_in], out), [_seq_input(rng, 4, 6, 4), _seq_input(rng, 4, 5, 3)])
+    save("seq2seq", keras.Model([enc_in, dec_in], out), [seq_input(rng, 4, 6, 4), seq_input(rng, 4, 5, 3)])
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sample_models"))
-from generate import _lstm_directions
+from generate import lstm_directions
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")  # channels_first convolutions run on every CPU (conftest.py)
@@ -76,7 +76,7 @@ def main(generation: str, out_dir: Path, files: list[Path]) -> None:
     for path in files:
         model = load(path)
         refs = {}
-        for name, layer in _lstm_directions(model).items():
+        for name, layer in lstm_directions(model).items():
             for role, w in zip(("kernel", "recurrent_kernel", "bias"), layer.get_weights()):
                 refs[f"{name}:{role}"] = w
         np.savez(out_dir / f"{path.name}.ref.npz", **refs)

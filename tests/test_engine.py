@@ -12,45 +12,16 @@ from lstm_inspect.engine.loop import run_sequence
 from lstm_inspect.model.activations import hard_sigmoid_keras2, hard_sigmoid_keras3, sigmoid
 
 import reference_rnn as ref
-from conftest import NOT_RUNNABLE, REALWORLD, SAMPLES, realworld_checkpoints, sample_checkpoints
+from conftest import REALWORLD, SAMPLES, realworld_checkpoints
+from helpers.io import inputs_and_outputs, io_path, max_error, models_with_outputs
 
-
-def _io(path: Path) -> Path:
-    stem = path.name.split(".")[0] if path.parent == SAMPLES else path.name
-    return path.parent / f"{stem}.io.npz"
-
-
-def _with_outputs(paths: list[Path]) -> list[Path]:
-    """Full models with Keras outputs beside them (weights-only files have no model to run)."""
-    keep = []
-    for p in paths:
-        if not _io(p).exists() or "weights" in p.name or p.name.startswith(NOT_RUNNABLE):
-            continue
-        if lstm_inspect.load(p).graph is None:
-            continue
-        keep.append(p)
-    return keep
-
-
-def _inputs_and_outputs(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    with np.load(_io(path)) as d:
-        xs = [d[k] for k in sorted(d.files) if k.startswith("x")]
-        ys = [d[k] for k in sorted(d.files) if k.startswith("y")]
-    return xs, ys
-
-
-def max_error(outs: list[np.ndarray], ys: list[np.ndarray]) -> float:
-    """max |ours - keras| / max(1, |keras|) over every output."""
-    return max(float(np.max(np.abs(o - y) / np.maximum(1.0, np.abs(y)))) for o, y in zip(outs, ys))
-
-
-CASES = _with_outputs(sample_checkpoints()) + _with_outputs(realworld_checkpoints(with_weights=True))
+CASES = list(models_with_outputs())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)
 def test_engine_matches_keras_outputs(path: Path, dtype: type) -> None:
-    xs, ys = _inputs_and_outputs(path)
+    xs, ys = inputs_and_outputs(path)
     out = lstm_inspect.load(path).forward(xs if len(xs) > 1 else xs[0], dtype=dtype)
     outs = out if isinstance(out, list) else [out]
     assert len(outs) == len(ys)
@@ -61,7 +32,7 @@ def test_engine_matches_keras_outputs(path: Path, dtype: type) -> None:
 def test_every_real_file_with_outputs_is_covered() -> None:
     if not REALWORLD.is_dir():
         pytest.skip("../shared/realworld is not beside this clone")
-    with_io = {p.name for p in realworld_checkpoints(with_weights=True) if _io(p).exists()}
+    with_io = {p.name for p in realworld_checkpoints(with_weights=True) if io_path(p).exists()}
     assert with_io <= {p.name for p in CASES}
     assert len(with_io) >= 11
 
@@ -77,7 +48,7 @@ def test_model_saved_before_it_was_built_cannot_run() -> None:
 def test_one_direction_alone_equals_the_keras_layer_output() -> None:
     """A single-LSTM model's output is that direction's output (Keras computed it)."""
     for name in ("k3_return_sequences.keras", "tfk_go_backwards.h5", "k3_no_bias.keras", "k3_single.keras"):
-        xs, ys = _inputs_and_outputs(SAMPLES / name)
+        xs, ys = inputs_and_outputs(SAMPLES / name)
         (d,) = lstm_inspect.load(SAMPLES / name).layers
         assert max_error([d.forward(xs[0])], ys) <= 1e-5
 

@@ -2,14 +2,15 @@
 against Keras.
 
 The samples (`*_cnn_*`, `*_pool_*`, `*_act_*`) check the exports against Keras through test_export_onnx and
-test_export_torch; this file checks what they do not hold: every option combination of tests/test_layers.py
-and more (strides with dilation, extra leading axes, asymmetric "same" padding, all-masked rows, masks given
+test_export_torch; this file checks what they do not hold: the cases of tests/cases/layers.py that name `export`
+generations (the table tests/test_layers.py reads too: every option combination it checks the engine on, and
+more: strides with dilation, extra leading axes, asymmetric "same" padding, all-masked rows, masks given
 as ints or floats, TimeDistributed of each kind, the identities at inference, Maximum and Minimum), one layer
 call at a time on made-up weights, run by onnxruntime (opsets 14, 17, 18 and the installed onnx's newest) and
 by the generated PyTorch code. The reference is Keras: each case's layer built by Keras 3 and by tf_keras
-(one process per generation per test run, `keras_ref`), given the same weights and inputs. The engine is the
-reference only where no Keras runs the case (NO_KERAS) and for the mask a TimeDistributed passes on where
-Keras refuses the mask (see KERAS_SCRIPT).
+(one process per generation per test run, `keras_ref`, through tests/helpers/keras.py's `keras_once`), given
+the same weights and inputs. The engine is the reference only where no Keras runs the case (NO_KERAS) and for
+the mask a TimeDistributed passes on where Keras refuses the mask (see KERAS_SCRIPT).
 """
 from __future__ import annotations
 
@@ -17,11 +18,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_layers import KNOWN_BUGS, keras_once, known_bug
 
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.model.architecture import Call, LayerNode
+
+from cases.layers import CL, KNOWN_BUGS, LayerCase, export_cases
+from helpers.keras import keras_once, known_bug
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'lstm-inspect[onnx]'")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
@@ -33,7 +36,6 @@ from lstm_inspect.export.onnx.registry import OnnxCall  # noqa: E402
 from lstm_inspect.export.torch import code as torch_code  # noqa: E402
 from lstm_inspect.export.torch.registry import LAYERS as TORCH_LAYERS  # noqa: E402
 
-CL, CF = "channels_last", "channels_first"
 GENS = {"keras3": 3, "tf_keras": 2}
 
 
@@ -84,222 +86,16 @@ X = _inputs()
 MASK_OF = {"xm": "masking", "xm0": "masking", "xs": "xs_mask"}  # the Keras mask arriving with these inputs
 
 
-def _cases() -> list[dict[str, Any]]:
-    """(id, class, config, input names, generations, mask): test_layers.py's sweep and the combinations it lacks."""
-    out: list[dict[str, Any]] = []
-
-    def add(cid: str, cls: str, config: dict[str, Any], x: str | list[str], gens: tuple[str, ...] = tuple(GENS),
-            mask: str | None = None, implicit: str | None = None) -> None:
-        out.append({"id": cid, "cls": cls, "config": config, "x": x if isinstance(x, list) else [x],
-                    "gens": gens, "mask": mask, "implicit": implicit})
-
-    for padding in ("valid", "same", "causal"):
-        for s, d in ((1, 1), (2, 1), (1, 2), (3, 1), (1, 3)):
-            for fmt in (CL, CF):
-                add(f"Conv1D-{padding}-s{s}-d{d}-{fmt}", "Conv1D",
-                    {"filters": 6, "kernel_size": 3, "strides": s, "dilation_rate": d, "padding": padding,
-                     "data_format": fmt}, "x1" if fmt == CL else "x1f")
-    add("Conv1D-same-k4-s1", "Conv1D", {"filters": 2, "kernel_size": 4, "padding": "same"}, "x1")  # (1, 2) pads
-    add("Conv1D-groups2-relu-nobias", "Conv1D", {"filters": 6, "kernel_size": 2, "groups": 2, "activation": "relu",
-                                                 "use_bias": False}, "x1")
-    add("Conv1D-groups4-same-cf", "Conv1D", {"filters": 4, "kernel_size": 3, "groups": 4, "padding": "same",
-                                             "data_format": CF}, "x1f")
-    add("Conv1D-softmax-cf", "Conv1D", {"filters": 5, "kernel_size": 2, "activation": "softmax", "data_format": CF},
-        "x1f")  # the activation on the output's own last axis
-    add("Conv1D-hard_sigmoid", "Conv1D", {"filters": 3, "kernel_size": 2, "activation": "hard_sigmoid"}, "x1")
-    add("Conv1D-leading-axes", "Conv1D", {"filters": 3, "kernel_size": 2, "strides": 2, "padding": "same"}, "x1_4d",
-        gens=("tf_keras",))  # tf_keras runs extra leading axes as batch
-    for padding in ("valid", "same"):
-        for s, d in (((1, 1), (1, 1)), ((2, 1), (1, 1)), ((2, 3), (1, 1)), ((1, 1), (2, 1)), ((1, 1), (1, 2))):
-            for fmt in (CL, CF):
-                add(f"Conv2D-{padding}-s{s[0]}{s[1]}-d{d[0]}{d[1]}-{fmt}", "Conv2D",
-                    {"filters": 3, "kernel_size": [3, 2], "strides": list(s), "dilation_rate": list(d),
-                     "padding": padding, "data_format": fmt}, "x2" if fmt == CL else "x2f")
-    add("Conv2D-groups2-sigmoid", "Conv2D", {"filters": 4, "kernel_size": 2, "groups": 2, "activation": "sigmoid"},
-        "x2")
-    add("Conv2D-same-s22-odd", "Conv2D", {"filters": 2, "kernel_size": 4, "strides": 2, "padding": "same"}, "x2_odd")
-    for padding in ("valid", "same", "causal"):
-        for fmt in (CL, CF):
-            add(f"SeparableConv1D-{padding}-dm2-{fmt}", "SeparableConv1D",
-                {"filters": 3, "kernel_size": 3, "padding": padding, "depth_multiplier": 2, "data_format": fmt},
-                "x1" if fmt == CL else "x1f")
-    for padding in ("valid", "same", "causal"):
-        for fmt in (CL, CF):
-            add(f"DepthwiseConv1D-{padding}-dm2-{fmt}", "DepthwiseConv1D",
-                {"kernel_size": 3, "padding": padding, "depth_multiplier": 2, "data_format": fmt},
-                "x1" if fmt == CL else "x1f")
-    add("SeparableConv1D-s2-relu", "SeparableConv1D", {"filters": 4, "kernel_size": 2, "strides": 2,
-                                                       "activation": "relu"}, "x1")
-    add("SeparableConv1D-nobias", "SeparableConv1D", {"filters": 4, "kernel_size": 2, "use_bias": False}, "x1")
-    add("DepthwiseConv1D-d2-nobias", "DepthwiseConv1D", {"kernel_size": 2, "dilation_rate": 2, "use_bias": False},
-        "x1")
-    add("DepthwiseConv1D-s2-d2-same", "DepthwiseConv1D", {"kernel_size": 3, "strides": 2, "dilation_rate": 2,
-                                                          "padding": "same"}, "x1", gens=("keras3",))
-    add("DepthwiseConv1D-dm3-s2-same-cf", "DepthwiseConv1D", {"kernel_size": 2, "strides": 2, "depth_multiplier": 3,
-                                                              "padding": "same", "data_format": CF}, "x1f")
-    add("SeparableConv1D-s2-d2-valid", "SeparableConv1D", {"filters": 2, "kernel_size": 2, "strides": 2,
-                                                           "dilation_rate": 2}, "x1", gens=("keras3",))
-    add("DepthwiseConv2D-same-dm2", "DepthwiseConv2D", {"kernel_size": [3, 2], "padding": "same",
-                                                        "depth_multiplier": 2}, "x2")
-    add("DepthwiseConv2D-cf", "DepthwiseConv2D", {"kernel_size": 2, "data_format": CF}, "x2f")
-    add("DepthwiseConv2D-s22-d21-same", "DepthwiseConv2D", {"kernel_size": 3, "strides": 2, "dilation_rate": [2, 1],
-                                                            "padding": "same"}, "x2", gens=("keras3",))
-    add("SeparableConv2D-valid-s2", "SeparableConv2D", {"filters": 3, "kernel_size": [2, 3], "strides": [2, 1]},
-        "x2")
-    add("SeparableConv2D-same-cf", "SeparableConv2D", {"filters": 2, "kernel_size": 3, "padding": "same",
-                                                       "data_format": CF}, "x2f")
-    add("SeparableConv2D-same-s2-cf-elu", "SeparableConv2D", {"filters": 2, "kernel_size": 2, "strides": 2,
-                                                              "padding": "same", "data_format": CF,
-                                                              "activation": "elu"}, "x2f")
-    for cls in ("MaxPooling1D", "AveragePooling1D"):
-        for size, strides in ((2, None), (3, None), (3, 1), (2, 3), (4, 2), (2, 1), (4, 1)):
-            for padding in ("valid", "same"):
-                for fmt in (CL, CF):
-                    add(f"{cls}-p{size}-s{strides}-{padding}-{fmt}", cls,
-                        {"pool_size": size, "strides": strides, "padding": padding, "data_format": fmt},
-                        "x1" if fmt == CL else "x1f")
-    for cls in ("MaxPooling2D", "AveragePooling2D"):
-        for size, strides in (((2, 2), None), ((3, 2), (2, 1)), ((3, 3), (1, 2)), ((2, 2), (1, 1))):
-            for padding in ("valid", "same"):
-                for fmt in (CL, CF):
-                    add(f"{cls}-p{size[0]}{size[1]}-s{strides}-{padding}-{fmt}", cls,
-                        {"pool_size": list(size), "strides": strides and list(strides), "padding": padding,
-                         "data_format": fmt}, "x2" if fmt == CL else "x2f")
-    for cls in ("GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling2D"):
-        for keepdims in (False, True):
-            for fmt in (CL, CF):
-                x = ("x1" if fmt == CL else "x1f") if cls.endswith("1D") else ("x2" if fmt == CL else "x2f")
-                add(f"{cls}-keepdims{keepdims}-{fmt}", cls, {"data_format": fmt, "keepdims": keepdims}, x)
-    for cls in ("GlobalMaxPooling1D", "GlobalAveragePooling1D"):  # behind a Masking layer
-        for keepdims in (False, True):
-            add(f"{cls}-masked-keepdims{keepdims}", cls, {"keepdims": keepdims}, "xm", implicit="masking")
-            add(f"{cls}-masked-cf-keepdims{keepdims}", cls, {"keepdims": keepdims, "data_format": CF}, "xmf",
-                implicit="masking_f")
-    add("GlobalAveragePooling1D-all-masked-row", "GlobalAveragePooling1D", {}, "xm0", implicit="masking")
-    add("ZeroPadding1D-1", "ZeroPadding1D", {"padding": 1}, "x1")
-    add("ZeroPadding1D-2-3", "ZeroPadding1D", {"padding": [2, 3]}, "x1")
-    add("ZeroPadding1D-cf", "ZeroPadding1D", {"padding": [1, 2], "data_format": CF}, "x1f", gens=("keras3",))
-    add("ZeroPadding2D-int", "ZeroPadding2D", {"padding": 1}, "x2")
-    add("ZeroPadding2D-pairs", "ZeroPadding2D", {"padding": [[0, 2], [3, 1]]}, "x2")
-    add("ZeroPadding2D-pairs-cf", "ZeroPadding2D", {"padding": [[1, 0], [2, 3]], "data_format": CF}, "x2f")
-    add("ZeroPadding2D-hw-cf", "ZeroPadding2D", {"padding": [2, 1], "data_format": CF}, "x2f")
-    add("Cropping1D-default", "Cropping1D", {}, "x1")
-    add("Cropping1D-3-0", "Cropping1D", {"cropping": [3, 0]}, "x1")
-    add("Cropping1D-0-2-masked", "Cropping1D", {"cropping": [0, 2]}, "xm", implicit="masking")
-    add("Cropping2D-pairs", "Cropping2D", {"cropping": [[1, 2], [0, 1]]}, "x2")
-    add("Cropping2D-int-cf", "Cropping2D", {"cropping": 1, "data_format": CF}, "x2f")
-    add("UpSampling1D-3", "UpSampling1D", {"size": 3}, "x1")
-    add("UpSampling1D-default-masked", "UpSampling1D", {}, "xm", implicit="masking")
-    add("Permute-21", "Permute", {"dims": [2, 1]}, "x1")
-    add("Permute-312", "Permute", {"dims": [3, 1, 2]}, "x2")
-    add("Permute-masked", "Permute", {"dims": [2, 1]}, "xm", implicit="masking")
-    add("ReLU-default", "ReLU", {}, "xa")
-    add("ReLU-max6", "ReLU", {"max_value": 6.0}, "xa3")
-    add("ReLU-max1.5", "ReLU", {"max_value": 1.5}, "xa")
-    add("ReLU-max0", "ReLU", {"max_value": 0.0}, "xa")
-    add("ReLU-slope", "ReLU", {"negative_slope": 0.1}, "xa")
-    add("ReLU-slope-max", "ReLU", {"negative_slope": 0.1, "max_value": 2.0}, "xa")
-    add("ReLU-threshold", "ReLU", {"threshold": 0.5}, "xa")
-    add("ReLU-threshold-max", "ReLU", {"threshold": 0.5, "max_value": 1.0}, "xa")
-    add("ReLU-all", "ReLU", {"max_value": 2.0, "negative_slope": 0.2, "threshold": 0.5}, "xa")
-    add("ReLU-slope-threshold", "ReLU", {"negative_slope": 0.3, "threshold": 1.0}, "xa")
-    add("ReLU-masked", "ReLU", {"threshold": 0.1}, "xm", implicit="masking")
-    add("LeakyReLU-default", "LeakyReLU", {}, "xa")
-    add("LeakyReLU-0.05", "LeakyReLU", {"negative_slope": 0.05}, "xa", gens=("keras3",))
-    add("LeakyReLU-alpha-0.05", "LeakyReLU", {"alpha": 0.05}, "xa")
-    add("LeakyReLU-masked", "LeakyReLU", {}, "xm", implicit="masking")
-    add("PReLU-full", "PReLU", {}, "xa")
-    add("PReLU-shared1", "PReLU", {"shared_axes": [1]}, "xa")
-    add("PReLU-shared12", "PReLU", {"shared_axes": [1, 2]}, "xa")
-    add("PReLU-conv-shared12", "PReLU", {"shared_axes": [1, 2]}, "x2")
-    add("PReLU-masked", "PReLU", {}, "xm", implicit="masking")
-    add("ELU-default", "ELU", {}, "xa")
-    add("ELU-0.4", "ELU", {"alpha": 0.4}, "xa")
-    add("ELU-masked", "ELU", {"alpha": 2.0}, "xm", implicit="masking")
-    add("ThresholdedReLU-default", "ThresholdedReLU", {}, "xa", gens=("tf_keras",))
-    add("ThresholdedReLU-0.5-masked", "ThresholdedReLU", {"theta": 0.5}, "xm", gens=("tf_keras",),
-        implicit="masking")
-    add("Softmax-default", "Softmax", {}, "xa")
-    add("Softmax-axis1", "Softmax", {"axis": 1}, "xa")
-    add("Softmax-axes12", "Softmax", {"axis": [1, 2]}, "xa")
-    add("Softmax-explicit-mask", "Softmax", {}, "xa", mask="sm_mask")  # one row masked whole
-    add("Softmax-broadcast-mask", "Softmax", {"axis": 1}, "xa", mask="sm_mask_b")
-    add("Softmax-axes12-mask", "Softmax", {"axis": [1, 2]}, "xa", mask="sm_mask")
-    add("Softmax-float-mask", "Softmax", {}, "xa", mask="sm_mask_f")
-    add("Softmax-robust-mask", "Softmax", {"robust_masking": True}, "xa", mask="sm_mask_f", gens=("tf_keras",))
-    add("Softmax-int-mask", "Softmax", {}, "xa", mask="sm_mask_i")
-    add("Softmax-soft-mask", "Softmax", {}, "xa", mask="sm_mask_soft")
-    add("Softmax-float64-mask", "Softmax", {"dtype": "float64"}, "xa", mask="sm_mask_i", gens=("tf_keras",))
-    add("Softmax-keras-mask", "Softmax", {}, "xs", implicit="xs_mask")  # one row masked whole
-    add("Dot-axes2", "Dot", {"axes": 2}, ["xd", "yd"])
-    add("Dot-axes-2-1", "Dot", {"axes": [2, 1]}, ["xd", "yd_t"])
-    add("Dot-axes1-normalize", "Dot", {"axes": 1, "normalize": True}, ["xd", "yd_5"])
-    add("Dot-vectors", "Dot", {"axes": -1}, ["v1", "v2"])
-    add("Dot-vectors-normalize", "Dot", {"axes": 1, "normalize": True}, ["v1", "v2"])
-    add("Dot-vector-seq", "Dot", {"axes": [1, 2]}, ["v1", "yd"])
-    add("Dot-seq-vector", "Dot", {"axes": [2, 1]}, ["xd", "v2"])
-    add("Dot-normalize-zero-row", "Dot", {"axes": 2, "normalize": True}, ["xd0", "yd"])
-    add("Dot-rank4", "Dot", {"axes": [3, 1], "normalize": True}, ["x4d", "y3d"])
-    # TimeDistributed of each family: the wrapped layer per step, the outer mask passed on
-    for cid, cls, config, x in (
-            # 3 filters: with 2, the output's last axis (2) would be as long as its channel axis, where Keras 3 on
-            # TensorFlow adds the bias along the wrong axis (see lstm_inspect/engine/layers/conv.py)
-            ("Conv2D-same-s2-cf", "Conv2D", {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same",
-                                             "data_format": CF}, "xt2"),
-            ("SeparableConv1D-causal", "SeparableConv1D", {"filters": 2, "kernel_size": 3, "padding": "causal"},
-             "xt1"),
-            ("DepthwiseConv2D-same", "DepthwiseConv2D", {"kernel_size": 2, "padding": "same"}, "xt2"),
-            ("MaxPooling1D-same-s2", "MaxPooling1D", {"pool_size": 3, "strides": 2, "padding": "same"}, "xt1"),
-            ("AveragePooling2D-same-s2", "AveragePooling2D", {"pool_size": 3, "strides": 2, "padding": "same"},
-             "xt2"),
-            ("GlobalAveragePooling1D", "GlobalAveragePooling1D", {"keepdims": True}, "xt1"),
-            ("ZeroPadding1D", "ZeroPadding1D", {"padding": [1, 2]}, "xt1"),
-            ("Cropping2D", "Cropping2D", {"cropping": [[1, 0], [0, 2]]}, "xt2"),
-            ("UpSampling1D", "UpSampling1D", {"size": 2}, "xt1"),
-            ("Softmax-axis1", "Softmax", {"axis": 1}, "xt1"),
-            ("PReLU-shared1", "PReLU", {"shared_axes": [1]}, "xt1"),
-            ("ReLU-all", "ReLU", {"max_value": 2.0, "negative_slope": 0.2, "threshold": 0.5}, "xt1"),
-            ("Permute", "Permute", {"dims": [2, 1]}, "xt1")):
-        add(f"TimeDistributed-{cid}", "TimeDistributed", {"layer": {"class_name": cls, "config": config}}, x,
-            implicit="steps")
-    # TimeDistributed around the other 1D convolutions and pools (issue 15), as tests/test_layers.py has them
-    for cid, cls, config, x in (
-            ("Conv1D-same-s2", "Conv1D", {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same"}, "xt1"),
-            ("Conv1D-causal-d2-relu", "Conv1D", {"filters": 2, "kernel_size": 2, "dilation_rate": 2,
-                                                 "padding": "causal", "activation": "relu"}, "xt1"),
-            ("Conv1D-valid-cf", "Conv1D", {"filters": 3, "kernel_size": 3, "data_format": CF}, "xt1f"),
-            ("SeparableConv1D-same-dm2", "SeparableConv1D", {"filters": 3, "kernel_size": 3, "padding": "same",
-                                                             "depth_multiplier": 2}, "xt1"),
-            ("DepthwiseConv1D-valid-dm2", "DepthwiseConv1D", {"kernel_size": 3, "depth_multiplier": 2}, "xt1"),
-            ("DepthwiseConv1D-same-cf", "DepthwiseConv1D", {"kernel_size": 2, "padding": "same", "data_format": CF},
-             "xt1f"),
-            ("MaxPooling1D-p2", "MaxPooling1D", {"pool_size": 2}, "xt1"),
-            ("AveragePooling1D-same-s2", "AveragePooling1D", {"pool_size": 3, "strides": 2, "padding": "same"},
-             "xt1"),
-            ("AveragePooling1D-valid-cf", "AveragePooling1D", {"pool_size": 2, "data_format": CF}, "xt1f")):
-        add(f"TimeDistributed-{cid}", "TimeDistributed", {"layer": {"class_name": cls, "config": config}}, x,
-            implicit="steps")
-    # the identities at inference: the value and the Keras mask handed on unchanged
-    add("AlphaDropout-masked", "AlphaDropout", {"rate": 0.3}, "xm", implicit="masking")
-    add("ActivityRegularization-l1-l2", "ActivityRegularization", {"l1": 0.01, "l2": 0.02}, "xa")
-    add("SpatialDropout2D-cl", "SpatialDropout2D", {"rate": 0.5}, "x2")
-    add("SpatialDropout2D-cf", "SpatialDropout2D", {"rate": 0.5, "data_format": CF}, "x2f")
-    add("SpatialDropout3D-cl", "SpatialDropout3D", {"rate": 0.5}, "x3")
-    add("SpatialDropout3D-cf", "SpatialDropout3D", {"rate": 0.5, "data_format": CF}, "x3f")
-    # Maximum and Minimum: two and three inputs, a size-1 axis, a Keras mask on the first input (passed on)
-    for cls in ("Maximum", "Minimum"):
-        add(f"{cls}-two", cls, {}, ["xa", "xd"])
-        add(f"{cls}-three", cls, {}, ["xa", "xd", "xd0"])
-        add(f"{cls}-broadcast-steps", cls, {}, ["xd", "xb1"])
-        add(f"{cls}-masked-first", cls, {}, ["xm", "xm2"], implicit="masking")
-    add("Maximum-vector-and-sequence", "Maximum", {}, ["xq", "v1"])  # test_layers.KNOWN_BUGS
-    add("Minimum-vector-and-sequence", "Minimum", {}, ["v1", "xq"])
-    return out
+def _case(case: LayerCase) -> dict[str, Any]:
+    """A case of tests/cases/layers.py as KERAS_SCRIPT and the tests read it (the generations: `export`)."""
+    assert case.masks is None, case.id
+    return {"id": case.id, "cls": case.cls, "config": case.config, "x": list(case.x), "gens": case.export,
+            "mask": case.mask, "implicit": case.implicit}
 
 
-CASES = _cases()
-# An engine bug (tests/test_layers.py's KNOWN_BUGS) that both exports mirror is caught here by Keras too: xfail.
-PARAMS = [pytest.param(case, gen, id=f"{gen}-{case['id']}", marks=known_bug(gen, case)) for case in CASES
+CASES = [_case(c) for c in export_cases()]
+# An engine bug (tests/cases/layers.py's KNOWN_BUGS) that both exports mirror is caught here by Keras too: xfail.
+PARAMS = [pytest.param(case, gen, id=f"{gen}-{case['id']}", marks=known_bug(gen, case["id"])) for case in CASES
           for gen in case["gens"]]
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_layers import keras_once
 
 import lstm_inspect
 from lstm_inspect.base.errors import InspectError
@@ -22,12 +21,15 @@ from lstm_inspect.engine.layers import LAYERS
 from lstm_inspect.export import export, plan_export
 
 from conftest import REALWORLD, SAMPLES, run_cli
-from test_engine import CASES, _inputs_and_outputs, max_error
+from helpers.io import inputs_and_outputs, max_error, models_with_outputs
+from helpers.real_keras import REAL_LAYERS, real_keras_outputs
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'lstm-inspect[onnx]'")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
 
 from lstm_inspect.export.onnx.build import build_model, run  # noqa: E402
+
+CASES = list(models_with_outputs())
 
 
 def _export(path: Path, tmp_path: Path, opset: int | None = None, layer: str | None = None) -> Path:
@@ -39,7 +41,7 @@ def _export(path: Path, tmp_path: Path, opset: int | None = None, layer: str | N
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)
 def test_onnx_export_computes_what_keras_computes(path: Path, tmp_path: Path) -> None:
-    xs, ys = _inputs_and_outputs(path)
+    xs, ys = inputs_and_outputs(path)
     out = _export(path, tmp_path)  # build_model runs onnx.checker.check_model(full_check=True)
     onnx.checker.check_model(str(out), full_check=True)
     got = run(out, xs)
@@ -154,7 +156,7 @@ def test_opsets(opset: int, tmp_path: Path) -> None:
     names = ["k3_masked_merge.keras", "tfk_layer_zoo.h5", "tfk_mask_paths.h5"]
     names += ["tfk_tf_ops.h5"] if opset >= 17 else []  # DFT is in ONNX from opset 17
     for name in names:
-        xs, ys = _inputs_and_outputs(SAMPLES / name)
+        xs, ys = inputs_and_outputs(SAMPLES / name)
         out = _export(SAMPLES / name, tmp_path, opset=opset)
         assert onnx.load(str(out)).opset_import[0].version == opset
         assert max_error(run(out, xs), ys) <= 1e-5, name
@@ -162,7 +164,7 @@ def test_opsets(opset: int, tmp_path: Path) -> None:
 
 def test_one_direction_from_a_weights_only_file(tmp_path: Path) -> None:
     """--layer on a weights-only file: the single LSTM's final h equals Keras's output of the full model."""
-    xs, ys = _inputs_and_outputs(SAMPLES / "k3_single.keras")
+    xs, ys = inputs_and_outputs(SAMPLES / "k3_single.keras")
     ckpt = lstm_inspect.load(SAMPLES / "k3_single.weights.h5")
     name = ckpt.layers[0].name
     out = _export(SAMPLES / "k3_single.weights.h5", tmp_path, layer=name)
@@ -253,7 +255,7 @@ def test_exported_file_runs_as_the_readme_says(tmp_path: Path) -> None:
     """What the README's porting section tells a user to type, with onnxruntime alone."""
     out = tmp_path / "model.onnx"
     export(lstm_inspect.load(SAMPLES / "k3_embedding_mask_zero.keras"), "onnx", out)
-    xs, ys = _inputs_and_outputs(SAMPLES / "k3_embedding_mask_zero.keras")
+    xs, ys = inputs_and_outputs(SAMPLES / "k3_embedding_mask_zero.keras")
     session = ort.InferenceSession(os.fspath(out), providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
     assert inp.type == "tensor(int64)" and inp.shape[0] == "batch"
@@ -264,82 +266,14 @@ def test_exported_file_runs_as_the_readme_says(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- the real files outside CASES
 
 # The real SavedModel folder has Keras's outputs beside it (tf-formats/lstm_savedmodel_tf215.io.npz); the two
-# weights-only real files have none, so tf_keras computes them here, once per test run (REAL_KERAS_SCRIPT), and
+# weights-only real files have none, so tf_keras computes them, once per test run (tests/helpers/real_keras.py), and
 # each recurrent direction is exported alone (--layer) and compared with that direction run by Keras alone.
 REAL_SAVEDMODEL = REALWORLD / "tf-formats" / "lstm_savedmodel_tf215"
-REAL_LAYERS = [("textgenrnn", "textgenrnn_default_weights.hdf5", "rnn_1"),
-               ("textgenrnn", "textgenrnn_default_weights.hdf5", "rnn_2"),
-               ("tfckpt", "tf-formats/bilstm_tfckpt_two_shards", "bidirectional/forward_lstm"),
-               ("tfckpt", "tf-formats/bilstm_tfckpt_two_shards", "bidirectional/backward_lstm")]
-REAL_KERAS_SCRIPT = r'''
-import json, os, sys, warnings
-warnings.simplefilter("ignore")
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-import h5py
-import numpy as np
-import tf_keras as keras
-from tf_keras import layers
-
-gen, folder = sys.argv[1:3]
-spec = json.loads(open(os.path.join(folder, "spec.json")).read())
-rng = np.random.default_rng(5)
-out = {}
-
-
-def alone(src, x, prefix):
-    """The direction as a layer of its own (its sequence, final h and c), with the loaded layer's weights."""
-    layer = layers.LSTM(src.units, return_sequences=True, return_state=True, go_backwards=src.go_backwards)
-    layer(x[:1])
-    layer.set_weights(src.get_weights())
-    y, h, c = layer(x)
-    out[f"{prefix}:x"] = np.asarray(x)
-    out[f"{prefix}:y"], out[f"{prefix}:h"], out[f"{prefix}:c"] = np.asarray(y), np.asarray(h), np.asarray(c)
-
-
-# textgenrnn (Keras 2.1.5 CuDNNLSTM weights, no architecture) rebuilt as tests/keras_reference.py rebuilds it;
-# tf_keras's loader converts the CuDNN weights. Inputs: Keras's embedding of random ids, then rnn_1's own sequence.
-path = spec["textgenrnn"]
-with h5py.File(path, "r") as f:
-    vocab, dim = f["embedding/embedding/embeddings:0"].shape
-model = keras.Sequential([keras.Input((None,)), layers.Embedding(vocab, dim, name="embedding"),
-                          layers.LSTM(128, return_sequences=True, name="rnn_1"),
-                          layers.LSTM(128, return_sequences=True, name="rnn_2")])
-model.load_weights(path, by_name=True)
-x = model.get_layer("embedding")(rng.integers(1, vocab, size=(3, 12)))
-alone(model.get_layer("rnn_1"), x, "textgenrnn:rnn_1")
-alone(model.get_layer("rnn_2"), model.get_layer("rnn_1")(x), "textgenrnn:rnn_2")
-
-# the TF checkpoint (tf.keras ~2.1, weights only): the model its object graph describes (CATALOG.md), restored by
-# TensorFlow, every object of the model matched
-model = keras.Sequential([keras.Input((None,)), layers.Embedding(5000, 64), layers.Bidirectional(layers.LSTM(64)),
-                          layers.Dense(64), layers.Dense(6)])
-status = model.load_weights(spec["tfckpt"])
-status.assert_existing_objects_matched()
-status.expect_partial()  # the optimizer's slots
-x = model.layers[0](rng.integers(1, 5000, size=(3, 10)))
-alone(model.layers[1].forward_layer, x, "tfckpt:bidirectional/forward_lstm")
-alone(model.layers[1].backward_layer, x, "tfckpt:bidirectional/backward_lstm")
-np.savez(os.path.join(folder, f"{gen}.part.npz"), **out)
-os.replace(os.path.join(folder, f"{gen}.part.npz"), os.path.join(folder, f"{gen}.npz"))
-'''
 
 
 @pytest.fixture(scope="module")
 def real_keras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
     return real_keras_outputs(tmp_path_factory)
-
-
-def real_keras_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, np.ndarray]:
-    """'<file>:<layer>:x|y|h|c': each weights-only real direction's input and what tf_keras's LSTM gives on it
-    (test_export_torch.py uses it too: one Keras run for both)."""
-    if not REALWORLD.is_dir():
-        pytest.skip("../shared/realworld is not beside this clone")
-    spec = {"textgenrnn": str(REALWORLD / "textgenrnn_default_weights.hdf5"),
-            "tfckpt": str(REALWORLD / "tf-formats" / "bilstm_tfckpt_two_shards" / "cp.ckpt")}
-    outs = keras_once(tmp_path_factory, "real-layers", REAL_KERAS_SCRIPT, {"spec.json": json.dumps(spec).encode()},
-                      gens=("tf_keras",))
-    with np.load(outs["tf_keras"]) as data:
-        return {k: data[k] for k in data.files}
 
 
 def test_real_savedmodel_exports(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import lstm_inspect
 from lstm_inspect.export import plan_export
 
 from conftest import SAMPLES
-from test_engine import max_error
+from helpers.io import max_error
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'lstm-inspect[onnx]'")
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")

@@ -25,12 +25,15 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.export import export, plan_export
 
 from conftest import REALWORLD, SAMPLES
-from test_engine import CASES, _inputs_and_outputs, max_error
+from helpers.io import inputs_and_outputs, max_error, models_with_outputs
+from helpers.real_keras import REAL_LAYERS, real_keras_outputs
 
 torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime): pip install torch")
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install 'lstm-inspect[pytorch]'")
 
 from lstm_inspect.export.torch.build import build, load, run  # noqa: E402
+
+CASES = list(models_with_outputs())
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -56,7 +59,7 @@ def _export(path: Path, tmp_path: Path, layer: str | None = None) -> Path:
 
 @pytest.mark.parametrize("path", CASES, ids=lambda p: p.name)
 def test_pytorch_export_computes_what_keras_computes(path: Path, tmp_path: Path) -> None:
-    xs, ys = _inputs_and_outputs(path)
+    xs, ys = inputs_and_outputs(path)
     folder = _export(path, tmp_path)  # every layer kind the engine runs has a PyTorch form
     got = run(folder, xs)
     assert len(got) == len(ys)
@@ -108,7 +111,7 @@ def test_a_hole_in_an_embedding_mask_runs_step_by_step(tmp_path: Path) -> None:
     takes the step-by-step loop, which equals the engine's Keras semantics there and leaves the other rows as
     Keras computed them."""
     path = SAMPLES / "k3_embedding_mask_zero.keras"
-    xs, ys = _inputs_and_outputs(path)
+    xs, ys = inputs_and_outputs(path)
     module, model = load(_export(path, tmp_path))
     calls = _trace_paths(module)
     with torch.no_grad():
@@ -136,14 +139,14 @@ def test_hard_sigmoid_of_the_writing_keras(name: str, formula: str, tmp_path: Pa
     code = (folder / "model.py").read_text()
     assert f"torch.clamp({formula}, 0.0, 1.0)" in code
     assert "recurrent_activation=hard_sigmoid" in code and "nn.LSTM(" not in code and "nn.GRU(" not in code
-    xs, ys = _inputs_and_outputs(SAMPLES / name)
+    xs, ys = inputs_and_outputs(SAMPLES / name)
     assert max_error(run(folder, xs), ys) <= 1e-5
 
 
 def test_reset_before_gru_runs_as_an_explicit_cell(tmp_path: Path) -> None:
     folder = _export(SAMPLES / "tfk_gru_reset_before.h5", tmp_path)
     assert "KerasGRU(" in (folder / "model.py").read_text() and "reset_after=False" in (folder / "model.py").read_text()
-    xs, ys = _inputs_and_outputs(SAMPLES / "tfk_gru_reset_before.h5")
+    xs, ys = inputs_and_outputs(SAMPLES / "tfk_gru_reset_before.h5")
     assert max_error(run(folder, xs), ys) <= 1e-5
 
 
@@ -157,7 +160,7 @@ def test_cudnn_biases(name: str, tmp_path: Path) -> None:
     weights = load_file(str(folder / "weights.safetensors"))
     bias_hh = next(v for k, v in weights.items() if k.endswith("bias_hh_l0"))
     assert (not bias_hh.any()) == (name == "tfk_cudnn.h5")
-    xs, ys = _inputs_and_outputs(SAMPLES / name)
+    xs, ys = inputs_and_outputs(SAMPLES / name)
     assert max_error(run(folder, xs), ys) <= 1e-5
 
 
@@ -175,7 +178,7 @@ def test_bidirectional_with_each_merge_mode(name: str, mode: str | None, expr: s
     assert "bidirectional=True" in code and expr in code, code
     # the explicit Keras loop only where a mask needs it; otherwise the module is called as PyTorch users call it
     assert ("keras_bidirectional(" in code) == (name == "k3_masked_merge.keras")
-    xs, ys = _inputs_and_outputs(SAMPLES / name)
+    xs, ys = inputs_and_outputs(SAMPLES / name)
     assert max_error(run(folder, xs), ys) <= 1e-5
 
 
@@ -192,7 +195,7 @@ def test_encoder_decoder(path: Path, tmp_path: Path) -> None:
     assert (re.search(r"keras_rnn\(self\.\w+, \w+(, \w+)?, state=\[\w+(, \w+)?\]", code)
             or re.search(r"= self\.\w+\(\w+, (\(torch\.stack\(\[\w+\]\), torch\.stack\(\[\w+\]\)\)|"
                          r"torch\.stack\(\[\w+\]\))\)", code)), code
-    xs, ys = _inputs_and_outputs(path)
+    xs, ys = inputs_and_outputs(path)
     assert max_error(run(folder, xs), ys) <= 1e-5
 
 
@@ -203,7 +206,7 @@ def test_layer_alone_from_a_weights_only_file(name: str, tmp_path: Path) -> None
     ckpt = lstm_inspect.load(SAMPLES / name)
     assert ckpt.graph is None
     sample = name.split(".")[0]
-    xs, ys = _inputs_and_outputs(SAMPLES / f"{sample}.{'keras' if sample.startswith('k3') else 'h5'}")
+    xs, ys = inputs_and_outputs(SAMPLES / f"{sample}.{'keras' if sample.startswith('k3') else 'h5'}")
     report = export(ckpt, "pytorch", tmp_path / "port", layer="lstm", xs=xs)
     assert report.ok and report.runtime and report.what == "layer lstm"
     y, h, c = run(tmp_path / "port", xs)
@@ -215,7 +218,7 @@ def test_layer_alone_of_a_cudnn_weights_only_file(tmp_path: Path) -> None:
     """CuDNNLSTM's cuDNN layout and two biases converted in --layer on a weights-only file: Keras's model output is
     the Dense of the full model (same weights) on this y."""
     folder = _export(SAMPLES / "tfk_cudnn.weights_only.h5", tmp_path, layer="cu_dnnlstm")
-    xs, ys = _inputs_and_outputs(SAMPLES / "tfk_cudnn.h5")
+    xs, ys = inputs_and_outputs(SAMPLES / "tfk_cudnn.h5")
     y, h, _ = run(folder, xs)
     kernel, bias = lstm_inspect.load(SAMPLES / "tfk_cudnn.h5").read_layer("dense_4")
     assert max_error([y @ kernel + bias], ys) <= 1e-5
@@ -228,7 +231,7 @@ def test_readme_lines_load_and_run_it(name: str, tmp_path: Path, monkeypatch: py
     readme = (folder / "README.md").read_text()
     (code,) = re.findall(r"```python\n(.*?)```", readme, re.S)
     assert len(code.strip().splitlines()) == 3
-    xs, ys = _inputs_and_outputs(SAMPLES / name)
+    xs, ys = inputs_and_outputs(SAMPLES / name)
     args = re.search(r"model\((.*?)\)", code.splitlines()[-1]).group(1).split(", ")
     rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| (int64|float32)", readme, re.M)
     assert [a for a, _ in rows] == args
@@ -270,7 +273,7 @@ def test_writing_needs_no_torch(tmp_path: Path) -> None:
                             text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
     for name in ("k3_mask_paths.keras", "tfk_tf_ops_v23.h5", "k3_layer_zoo.keras"):
-        xs, ys = _inputs_and_outputs(SAMPLES / name)
+        xs, ys = inputs_and_outputs(SAMPLES / name)
         assert max_error(run(tmp_path / name, xs), ys) <= 1e-5
     assert len(run(tmp_path / "tfk_cudnn.weights_only.h5", [np.zeros((1, 2, 3), np.float32)])) == 3
 
@@ -310,7 +313,7 @@ def test_names_from_the_file_never_become_code(name: str, tmp_path: Path) -> Non
         assert not re.search(rf"(?<!\w){re.escape(name)}(?!\w)", code + readme)
     attrs = re.findall(r"self\.(\w+) = nn\.LSTM", code)
     assert len(attrs) == 1 and attrs[0].isidentifier() and attrs[0] not in dir(torch.nn.Module)
-    xs, ys = _inputs_and_outputs(src)
+    xs, ys = inputs_and_outputs(src)
     assert max_error(run(folder, xs), ys) <= 1e-5
     assert not list(tmp_path.glob("**/PWNED"))
 
@@ -368,20 +371,10 @@ def test_real_savedmodel_exports(tmp_path: Path) -> None:
     assert got.shape == y.shape and max_error([got], [y]) <= 1e-5
 
 
-REAL_LAYERS = [("textgenrnn", "textgenrnn_default_weights.hdf5", "rnn_1"),
-               ("textgenrnn", "textgenrnn_default_weights.hdf5", "rnn_2"),
-               ("tfckpt", "tf-formats/bilstm_tfckpt_two_shards", "bidirectional/forward_lstm"),
-               ("tfckpt", "tf-formats/bilstm_tfckpt_two_shards", "bidirectional/backward_lstm")]
-
-
 @pytest.fixture(scope="module")
 def real_keras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Keras's outputs of each weights-only real direction, from test_export_onnx.py's script: one Keras run serves
-    both targets (imported here, not at the top, so that these tests need no onnx until they run)."""
-    from test_export_onnx import REAL_LAYERS as ONNX_REAL_LAYERS
-    from test_export_onnx import real_keras_outputs
-
-    assert ONNX_REAL_LAYERS == REAL_LAYERS  # both targets export the same directions
+    """Keras's outputs of each weights-only real direction (tests/helpers/real_keras.py): one Keras run serves
+    both targets."""
     return real_keras_outputs(tmp_path_factory)
 
 

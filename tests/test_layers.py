@@ -1,33 +1,26 @@
 """Convolutions, pools, padding/cropping, activation layers, Dot, Permute, the identities at inference,
 Maximum/Minimum and TimeDistributed around 1D convolutions and pools, against Keras itself.
 
-Every case below is a tiny layer built by each Keras generation (Keras 3 and tf_keras) in a subprocess
-(once per test run, shared by pytest-xdist's workers: `keras_once`), given random weights, and called on a
-seeded input; the engine's layer function must give Keras's output (float32 and float64, within 1e-5), the
+Every case of tests/cases/layers.py that names `engine` generations (the table tests/test_export_layers.py
+reads too) is a tiny layer built by each Keras generation (Keras 3 and tf_keras) in a subprocess (once per test
+run, shared by pytest-xdist's workers: tests/helpers/keras.py's `keras_once`), given random weights, and called on
+a seeded input; the engine's layer function must give Keras's output (float32 and float64, within 1e-5), the
 mask Keras passes on where the case gives masks, and what its `dims` says about the last axis must hold.
-KNOWN_BUGS lists the cases where the engine does not compute what Keras computes (strict xfails). The
+cases/layers.py's KNOWN_BUGS lists the cases where the engine does not compute what Keras computes (strict
+xfails). The
 samples `*_cnn_*`, `*_pool_*`, `*_act_*` (sample_models/layer_samples.py) check the same layers inside
 whole models through test_engine, test_verify, test_show, test_gates and test_interop.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
-try:
-    import fcntl
-except ImportError:  # Windows: each worker then runs Keras in a folder of its own
-    fcntl = None  # type: ignore[assignment]
 
 import lstm_inspect
 from lstm_inspect.base.errors import InspectError
@@ -36,191 +29,21 @@ from lstm_inspect.engine.layers.core import IDENTITY
 from lstm_inspect.model.activations import activation_fn
 from lstm_inspect.model.architecture import LayerNode
 
+from cases.layers import GENS, LayerCase, engine_cases
 from conftest import SAMPLES, run_cli
-
-GENS = ("keras3", "tf_keras")
-CL, CF = "channels_last", "channels_first"
+from helpers.keras import keras_once, known_bug
 
 
-def _cases() -> list[dict[str, Any]]:
-    """(id, class, constructor arguments, input names, generations, mask) for every layer checked."""
-    out: list[dict[str, Any]] = []
-
-    def add(cid: str, cls: str, kwargs: dict[str, Any], x: str | list[str], gens: tuple[str, ...] = GENS,
-            mask: str | None = None, masks: list[str | None] | None = None) -> None:
-        """`mask`: "masking" (a Masking layer in front) or the name of a mask given as mask=; `masks`: the Keras
-        mask each input arrives with (its name, or None), whose output mask is compared too."""
-        out.append({"id": cid, "cls": cls, "kwargs": kwargs, "x": x if isinstance(x, list) else [x],
-                    "gens": list(gens), "mask": mask, "masks": masks})
-
-    # Conv1D: every padding, stride, dilation and data format; groups, no bias, the activation inside.
-    # 6 filters: no channels_first output here has 6 steps (see the note on Keras 3's bias in layers/conv.py)
-    for padding in ("valid", "same", "causal"):
-        for s, d in ((1, 1), (2, 1), (1, 2), (3, 1), (1, 3)):
-            for fmt in (CL, CF):
-                add(f"Conv1D-{padding}-s{s}-d{d}-{fmt}", "Conv1D",
-                    {"filters": 6, "kernel_size": 3, "strides": s, "dilation_rate": d, "padding": padding,
-                     "data_format": fmt}, "x1" if fmt == CL else "x1f")
-    add("Conv1D-groups2-relu-nobias", "Conv1D", {"filters": 6, "kernel_size": 2, "groups": 2, "activation": "relu",
-                                                 "use_bias": False}, "x1")
-    add("Conv1D-groups4-same-cf", "Conv1D", {"filters": 4, "kernel_size": 3, "groups": 4, "padding": "same",
-                                             "data_format": CF}, "x1f")
-    add("Conv1D-k1-tanh", "Conv1D", {"filters": 3, "kernel_size": 1, "activation": "tanh"}, "x1")
-    for padding in ("valid", "same"):
-        for s, d in (((1, 1), (1, 1)), ((2, 1), (1, 1)), ((2, 3), (1, 1)), ((1, 1), (2, 1)), ((1, 1), (1, 2))):
-            for fmt in (CL, CF):
-                add(f"Conv2D-{padding}-s{s[0]}{s[1]}-d{d[0]}{d[1]}-{fmt}", "Conv2D",
-                    {"filters": 3, "kernel_size": [3, 2], "strides": list(s), "dilation_rate": list(d),
-                     "padding": padding, "data_format": fmt}, "x2" if fmt == CL else "x2f")
-    add("Conv2D-groups2-sigmoid", "Conv2D", {"filters": 4, "kernel_size": 2, "groups": 2, "activation": "sigmoid"},
-        "x2")
-    for padding in ("valid", "same", "causal"):
-        for fmt in (CL, CF):
-            add(f"SeparableConv1D-{padding}-dm2-{fmt}", "SeparableConv1D",
-                {"filters": 3, "kernel_size": 3, "padding": padding, "depth_multiplier": 2, "data_format": fmt},
-                "x1" if fmt == CL else "x1f", gens=("tf_keras",) if padding == "causal" else GENS)
-    for padding in ("valid", "same"):
-        for fmt in (CL, CF):
-            add(f"DepthwiseConv1D-{padding}-dm2-{fmt}", "DepthwiseConv1D",
-                {"kernel_size": 3, "padding": padding, "depth_multiplier": 2, "data_format": fmt},
-                "x1" if fmt == CL else "x1f")
-    add("SeparableConv1D-s2-relu", "SeparableConv1D", {"filters": 4, "kernel_size": 2, "strides": 2,
-                                                       "activation": "relu"}, "x1")
-    add("DepthwiseConv1D-d2-nobias", "DepthwiseConv1D", {"kernel_size": 2, "dilation_rate": 2, "use_bias": False},
-        "x1")
-    # Keras 3 only: depthwise and separable convolutions with strides and dilation both above 1
-    add("DepthwiseConv1D-s2-d2-same", "DepthwiseConv1D", {"kernel_size": 3, "strides": 2, "dilation_rate": 2,
-                                                          "padding": "same"}, "x1", gens=("keras3",))
-    add("SeparableConv1D-s2-d2-valid", "SeparableConv1D", {"filters": 2, "kernel_size": 2, "strides": 2,
-                                                           "dilation_rate": 2}, "x1", gens=("keras3",))
-    add("DepthwiseConv2D-same-dm2", "DepthwiseConv2D", {"kernel_size": [3, 2], "padding": "same",
-                                                        "depth_multiplier": 2}, "x2")
-    add("DepthwiseConv2D-cf", "DepthwiseConv2D", {"kernel_size": 2, "data_format": CF}, "x2f")
-    add("SeparableConv2D-valid-s2", "SeparableConv2D", {"filters": 3, "kernel_size": [2, 3], "strides": [2, 1]},
-        "x2")
-    add("SeparableConv2D-same-cf", "SeparableConv2D", {"filters": 2, "kernel_size": 3, "padding": "same",
-                                                       "data_format": CF}, "x2f")
-    # pooling: strides default to pool_size; "same" average pools divide by the real positions only
-    for cls in ("MaxPooling1D", "AveragePooling1D"):
-        for size, strides in ((2, None), (3, None), (3, 1), (2, 3), (4, 2)):
-            for padding in ("valid", "same"):
-                for fmt in (CL, CF):
-                    add(f"{cls}-p{size}-s{strides}-{padding}-{fmt}", cls,
-                        {"pool_size": size, "strides": strides, "padding": padding, "data_format": fmt},
-                        "x1" if fmt == CL else "x1f")
-    for cls in ("MaxPooling2D", "AveragePooling2D"):
-        for size, strides in (((2, 2), None), ((3, 2), (2, 1)), ((3, 3), (1, 2))):
-            for padding in ("valid", "same"):
-                for fmt in (CL, CF):
-                    add(f"{cls}-p{size[0]}{size[1]}-s{strides}-{padding}-{fmt}", cls,
-                        {"pool_size": list(size), "strides": strides and list(strides), "padding": padding,
-                         "data_format": fmt}, "x2" if fmt == CL else "x2f")
-    for cls in ("GlobalMaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling2D", "GlobalAveragePooling2D"):
-        for keepdims in (False, True):
-            for fmt in (CL, CF):
-                x = ("x1" if fmt == CL else "x1f") if cls.endswith("1D") else ("x2" if fmt == CL else "x2f")
-                add(f"{cls}-keepdims{keepdims}-{fmt}", cls, {"data_format": fmt, "keepdims": keepdims}, x)
-    for cls in ("GlobalMaxPooling1D", "GlobalAveragePooling1D"):  # behind a Masking layer
-        for keepdims in (False, True):
-            add(f"{cls}-masked-keepdims{keepdims}", cls, {"keepdims": keepdims}, "xm", mask="masking")
-    # padding, cropping, upsampling, permute
-    add("ZeroPadding1D-1", "ZeroPadding1D", {"padding": 1}, "x1")
-    add("ZeroPadding1D-2-3", "ZeroPadding1D", {"padding": [2, 3]}, "x1")
-    add("ZeroPadding1D-cf", "ZeroPadding1D", {"padding": [1, 2], "data_format": CF}, "x1f", gens=("keras3",))
-    add("ZeroPadding2D-int", "ZeroPadding2D", {"padding": 1}, "x2")
-    add("ZeroPadding2D-pairs-cf", "ZeroPadding2D", {"padding": [[1, 0], [2, 3]], "data_format": CF}, "x2f")
-    add("Cropping1D-default", "Cropping1D", {}, "x1")
-    add("Cropping1D-3-0", "Cropping1D", {"cropping": [3, 0]}, "x1")
-    add("Cropping2D-pairs", "Cropping2D", {"cropping": [[1, 2], [0, 1]]}, "x2")
-    add("Cropping2D-int-cf", "Cropping2D", {"cropping": 1, "data_format": CF}, "x2f")
-    add("UpSampling1D-3", "UpSampling1D", {"size": 3}, "x1")
-    add("Permute-21", "Permute", {"dims": [2, 1]}, "x1")
-    add("Permute-312", "Permute", {"dims": [3, 1, 2]}, "x2")
-    # activation layers
-    add("ReLU-default", "ReLU", {}, "xa")
-    add("ReLU-max6", "ReLU", {"max_value": 6.0}, "xa3")
-    add("ReLU-max1.5", "ReLU", {"max_value": 1.5}, "xa")
-    add("ReLU-slope", "ReLU", {"negative_slope": 0.1}, "xa")
-    add("ReLU-threshold", "ReLU", {"threshold": 0.5}, "xa")
-    add("ReLU-all", "ReLU", {"max_value": 2.0, "negative_slope": 0.2, "threshold": 0.5}, "xa")
-    add("ReLU-slope-threshold", "ReLU", {"negative_slope": 0.3, "threshold": 1.0}, "xa")
-    add("LeakyReLU-default", "LeakyReLU", {}, "xa")
-    add("LeakyReLU-0.05", "LeakyReLU", {"negative_slope": 0.05}, "xa", gens=("keras3",))
-    add("LeakyReLU-0.05", "LeakyReLU", {"alpha": 0.05}, "xa", gens=("tf_keras",))
-    add("PReLU-full", "PReLU", {}, "xa")
-    add("PReLU-shared1", "PReLU", {"shared_axes": [1]}, "xa")
-    add("PReLU-shared12", "PReLU", {"shared_axes": [1, 2]}, "xa")
-    add("ELU-default", "ELU", {}, "xa")
-    add("ELU-0.4", "ELU", {"alpha": 0.4}, "xa")
-    add("Softmax-default", "Softmax", {}, "xa")
-    add("Softmax-axis1", "Softmax", {"axis": 1}, "xa")
-    add("Softmax-axes12", "Softmax", {"axis": [1, 2]}, "xa")
-    add("Softmax-explicit-mask", "Softmax", {}, "xa", mask="sm_mask")  # one row masked whole
-    add("Softmax-broadcast-mask", "Softmax", {"axis": 1}, "xa", mask="sm_mask_b")
-    add("Softmax-robust-mask", "Softmax", {"robust_masking": True}, "xa", mask="sm_mask_f", gens=("tf_keras",))
-    add("ThresholdedReLU-default", "ThresholdedReLU", {}, "xa", gens=("tf_keras",))
-    add("ThresholdedReLU-0.5", "ThresholdedReLU", {"theta": 0.5}, "xa", gens=("tf_keras",))
-    # Dot
-    add("Dot-axes2", "Dot", {"axes": 2}, ["xd", "yd"])
-    add("Dot-axes-2-1", "Dot", {"axes": [2, 1]}, ["xd", "yd_t"])
-    add("Dot-axes1-normalize", "Dot", {"axes": 1, "normalize": True}, ["xd", "yd_5"])
-    add("Dot-vectors", "Dot", {"axes": -1}, ["v1", "v2"])
-    add("Dot-vectors-normalize", "Dot", {"axes": 1, "normalize": True}, ["v1", "v2"])
-    add("Dot-vector-seq", "Dot", {"axes": [1, 2]}, ["v1", "yd"])
-    add("Dot-seq-vector", "Dot", {"axes": [2, 1]}, ["xd", "v2"])
-    add("Dot-normalize-zero-row", "Dot", {"axes": 2, "normalize": True}, ["xd0", "yd"])
-    # the layers that are the identity at inference (Keras called outside fit: training is False)
-    add("AlphaDropout-0.3", "AlphaDropout", {"rate": 0.3}, "xa")
-    add("ActivityRegularization-l1-l2", "ActivityRegularization", {"l1": 0.01, "l2": 0.02}, "xa")
-    add("SpatialDropout2D-cl", "SpatialDropout2D", {"rate": 0.5}, "x2")
-    add("SpatialDropout2D-cf", "SpatialDropout2D", {"rate": 0.5, "data_format": CF}, "x2f")
-    add("SpatialDropout3D-cl", "SpatialDropout3D", {"rate": 0.5}, "x3")
-    add("SpatialDropout3D-cf", "SpatialDropout3D", {"rate": 0.5, "data_format": CF}, "x3f")
-    # Maximum and Minimum: two and three inputs, and a size-1 axis broadcast
-    for cls in ("Maximum", "Minimum"):
-        add(f"{cls}-two", cls, {}, ["xa", "xd"])
-        add(f"{cls}-three", cls, {}, ["xa", "xd", "xd0"])
-        add(f"{cls}-broadcast-steps", cls, {}, ["xd", "xb1"])
-        # Keras masks arriving with the inputs: both masked (two different masks), the first one only
-        add(f"{cls}-masked-both", cls, {}, ["xa", "xd"], masks=["mk1", "mk2"])
-        add(f"{cls}-masked-first", cls, {}, ["xa", "xd"], masks=["mk1", None])
-    # the other elementwise merges with masks: Keras 3.4+ counts Multiply's masked entries as 1 and ORs the masks
-    # when every input has one (else none); tf_keras ANDs the masks present and ignores them in the values
-    for cls in ("Multiply", "Add", "Subtract", "Average"):
-        add(f"{cls}-masked-both", cls, {}, ["xa", "xd"], masks=["mk1", "mk2"])
-        add(f"{cls}-masked-first", cls, {}, ["xa", "xd"], masks=["mk1", None])
-    add("Multiply-masked-three", "Multiply", {}, ["xa", "xd", "xd0"], masks=["mk1", "mk2", "mk1"])
-    # Keras expands a lower-rank input at axis 1 (after the batch axis), where NumPy broadcasting would align the
-    # last axes and, with batch == steps, merge a row's vector into another sample
-    add("Maximum-vector-and-sequence", "Maximum", {}, ["xq", "v1"])
-    add("Minimum-vector-and-sequence", "Minimum", {}, ["v1", "xq"])
-    add("Add-vector-and-sequence", "Add", {}, ["xq", "v1"])
-    # tf_keras's Softmax of its own float64 with a mask: Keras computes all of it in float64
-    add("Softmax-float64-mask", "Softmax", {"dtype": "float64"}, "xa", mask="sm_mask")
-    # TimeDistributed around the 1D convolutions and pools (issue 15: "also inside TimeDistributed")
-    for cid, cls, kwargs, x, gens in (
-            ("Conv1D-same-s2", "Conv1D", {"filters": 3, "kernel_size": 3, "strides": 2, "padding": "same"}, "xt1",
-             GENS),
-            ("Conv1D-causal-d2-relu", "Conv1D", {"filters": 2, "kernel_size": 2, "dilation_rate": 2,
-                                                 "padding": "causal", "activation": "relu"}, "xt1", GENS),
-            ("Conv1D-valid-cf", "Conv1D", {"filters": 3, "kernel_size": 3, "data_format": CF}, "xt1f", GENS),
-            ("SeparableConv1D-same-dm2", "SeparableConv1D", {"filters": 3, "kernel_size": 3, "padding": "same",
-                                                             "depth_multiplier": 2}, "xt1", GENS),
-            ("SeparableConv1D-causal", "SeparableConv1D", {"filters": 2, "kernel_size": 3, "padding": "causal"},
-             "xt1", ("tf_keras",)),  # Keras 3's SeparableConv1D has no causal padding
-            ("DepthwiseConv1D-valid-dm2", "DepthwiseConv1D", {"kernel_size": 3, "depth_multiplier": 2}, "xt1", GENS),
-            ("DepthwiseConv1D-same-cf", "DepthwiseConv1D", {"kernel_size": 2, "padding": "same", "data_format": CF},
-             "xt1f", GENS),
-            ("MaxPooling1D-p2", "MaxPooling1D", {"pool_size": 2}, "xt1", GENS),
-            ("MaxPooling1D-same-s2", "MaxPooling1D", {"pool_size": 3, "strides": 2, "padding": "same"}, "xt1", GENS),
-            ("AveragePooling1D-same-s2", "AveragePooling1D", {"pool_size": 3, "strides": 2, "padding": "same"}, "xt1",
-             GENS),
-            ("AveragePooling1D-valid-cf", "AveragePooling1D", {"pool_size": 2, "data_format": CF}, "xt1f", GENS)):
-        add(f"TimeDistributed-{cid}", "TimeDistributed", {"layer": {"class_name": cls, "config": kwargs}}, x, gens)
-    return out
+def _case(case: LayerCase) -> dict[str, Any]:
+    """A case of tests/cases/layers.py as KERAS_SCRIPT and the tests read it: `mask` is "masking" (a Masking layer
+    in front) or the name of a mask given as mask=; `masks` the Keras mask each input arrives with."""
+    assert case.implicit in (None, "masking"), case.id
+    return {"id": case.id, "cls": case.cls, "kwargs": case.config, "x": list(case.x), "gens": list(case.engine),
+            "mask": "masking" if case.implicit == "masking" else case.mask,
+            "masks": None if case.masks is None else list(case.masks)}
 
 
-CASES = _cases()
+CASES = [_case(c) for c in engine_cases()]
 
 # The Keras side: inputs, layers, outputs; and what each generation does with a mask and with LeakyReLU.
 KERAS_SCRIPT = r'''
@@ -329,39 +152,6 @@ os.replace(os.path.join(folder, f"{gen}.part.npz"), os.path.join(folder, f"{gen}
 '''
 
 
-def keras_once(tmp_path_factory: pytest.TempPathFactory, name: str, script: str, files: dict[str, bytes],
-               gens: tuple[str, ...] = GENS) -> dict[str, Path]:
-    """Run `python script GEN FOLDER` for each generation at once (FOLDER holds `files`), once per pytest run: the
-    workers of pytest-xdist share the result through their common temporary folder, one waiting while another
-    computes. Returns {generation: FOLDER/GEN.npz}, what the script wrote."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER") and fcntl is not None:
-        root = root.parent  # the run's folder, above each worker's own
-    digest = hashlib.sha256(script.encode() + b"".join(k.encode() + v for k, v in sorted(files.items())))
-    folder = root / f"keras-{name}-{digest.hexdigest()[:16]}"
-    outs = {gen: folder / f"{gen}.npz" for gen in gens}
-    with open(f"{folder}.lock", "w") as lock:
-        if fcntl is not None:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        if not all(p.exists() for p in outs.values()):
-            folder.mkdir(exist_ok=True)
-            for file, data in files.items():
-                (folder / file).write_bytes(data)
-            (folder / "make.py").write_text(script)
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-            procs = {gen: subprocess.Popen([sys.executable, str(folder / "make.py"), gen, str(folder)],
-                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-                     for gen in gens}
-            try:
-                for gen, proc in procs.items():
-                    _, err = proc.communicate(timeout=600)
-                    assert proc.returncode == 0, f"{gen}: {err.decode()[-2000:]}"
-            finally:
-                for proc in procs.values():
-                    if proc.poll() is None:
-                        proc.kill()
-                        proc.wait()
-    return outs
 
 
 @pytest.fixture(scope="module")
@@ -383,17 +173,7 @@ def _call(cls: str, config: dict[str, Any], inputs: list[Tensor], weights: list[
     return LAYERS[cls].run(LayerCall(node, inputs, weights, Context(dtype, None, keras_major), kwargs or {}))
 
 
-# (generation, case) where the engine does not compute what Keras computes, as strict xfails with the reason.
-KNOWN_BUGS: dict[tuple[str, str], str] = {}  # none left: the three these cases found are fixed
-
-
-def known_bug(gen: str, case: dict[str, Any]) -> list[Any]:
-    """The xfail mark of a known engine bug (strict: the test fails once the bug is fixed, to drop the entry)."""
-    bug = KNOWN_BUGS.get((gen, case["id"]))
-    return [pytest.mark.xfail(reason=bug, strict=True, raises=AssertionError)] if bug else []
-
-
-PARAMS = [pytest.param(gen, case, id=f"{gen}-{case['id']}", marks=known_bug(gen, case))
+PARAMS = [pytest.param(gen, case, id=f"{gen}-{case['id']}", marks=known_bug(gen, case["id"]))
           for case in CASES for gen in GENS if gen in case["gens"]]
 
 
