@@ -462,7 +462,7 @@ def test_every_kind_the_engine_runs_has_both_forms() -> None:
     assert set(LAYERS) <= set(ONNX_LAYERS), sorted(set(LAYERS) - set(ONNX_LAYERS))
     assert set(LAYERS) <= set(TORCH_LAYERS), sorted(set(LAYERS) - set(TORCH_LAYERS))
     tested = {_kind(case)[0] for case in CASES}
-    new = {k for k, v in LAYERS.items() if v.run.__module__.split(".")[-1] in ("conv", "pooling", "activation_layers")}
+    new = {k for k, v in LAYERS.items() if v.run.__module__.split(".")[-1] in ("conv", "pooling", "activations")}
     new |= {"Dot", "Permute", "AlphaDropout", "ActivityRegularization", "SpatialDropout2D", "SpatialDropout3D",
             "Maximum", "Minimum"}
     assert new <= tested, sorted(new - tested)
