@@ -49,13 +49,13 @@ class DamagedFile(InspectError):
     """An HDF5 or zip call on the user's file failed: the file's fault, not ours.
 
     Raised without the file's name (the helpers below do not know it); the reader that does adds
-    it (`formats.read_checkpoint`, `WeightFile`).
+    it (`probe.hdf5_errors`, `WeightFile`).
     """
 
 
 class NotRead(InspectError):
     """A part of the file that reads fine but that no Keras writes and that would take long to read (thousands
-    of attribute chunks): refused, without the file's name, which the reader adds (`formats._read_file`)."""
+    of attribute chunks): refused, without the file's name, which the reader adds (`probe.hdf5_errors`)."""
 
 
 # What h5py, zipfile and zlib raise for a file they cannot read.

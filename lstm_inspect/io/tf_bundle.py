@@ -575,6 +575,23 @@ def _parse_header(raw: bytes, where: str) -> Header:
     return Header(num_shards, "big" if endianness else "little", producer, min_consumer)
 
 
+def _parse_shape(raw: bytes, where: str) -> list[int]:
+    """The dimensions of a TensorShapeProto (a BundleEntryProto's field 2)."""
+    shape: list[int] = []
+    for f, w, v in _fields(raw, where):
+        if f == 2:
+            dim = 0
+            for f2, w2, v2 in _fields(_bytes(v, w, where, "shape.dim"), where):
+                if f2 == 1:
+                    dim = _int(v2, w2, 64, where, "shape.dim.size")
+            if dim < 0:
+                raise InspectError(f"{where}: has an unknown dimension ({dim}) in its shape")
+            shape.append(dim)
+        elif f == 3 and w == 0 and v:
+            raise InspectError(f"{where}: has a shape of unknown rank")
+    return shape
+
+
 def _parse_entry(key: str, raw: bytes, where: str) -> Entry:
     dtype = shard_id = offset = size = 0
     crc: int | None = None
@@ -584,17 +601,7 @@ def _parse_entry(key: str, raw: bytes, where: str) -> Entry:
         if field == 1:
             dtype = _int(value, wire, 32, where, "dtype")
         elif field == 2:
-            for f, w, v in _fields(_bytes(value, wire, where, "shape"), where):
-                if f == 2:
-                    dim = 0
-                    for f2, w2, v2 in _fields(_bytes(v, w, where, "shape.dim"), where):
-                        if f2 == 1:
-                            dim = _int(v2, w2, 64, where, "shape.dim.size")
-                    if dim < 0:
-                        raise InspectError(f"{where}: has an unknown dimension ({dim}) in its shape")
-                    shape.append(dim)
-                elif f == 3 and w == 0 and v:
-                    raise InspectError(f"{where}: has a shape of unknown rank")
+            shape += _parse_shape(_bytes(value, wire, where, "shape"), where)
         elif field == 3:
             shard_id = _int(value, wire, 32, where, "shard_id")
         elif field == 4:
@@ -979,6 +986,30 @@ class ObjectGraph:
         return out
 
 
+def _parse_child(raw: bytes, where: str) -> ChildRef:
+    """An ObjectReference: a node's child (node_id, local_name)."""
+    node_id, name = 0, ""
+    for f2, w2, v2 in _fields(raw, where):
+        if f2 == 1:
+            node_id = _int(v2, w2, 32, where, "children.node_id")
+        elif f2 == 2:
+            name = _text(v2, w2, where, "children.local_name")
+    return ChildRef(node_id, name)
+
+
+def _parse_slot(raw: bytes, where: str) -> SlotVariable:
+    """A SlotVariableReference (an optimizer's slot of a variable)."""
+    original, slot_name, slot_node = 0, "", 0
+    for f2, w2, v2 in _fields(raw, where):
+        if f2 == 1:
+            original = _int(v2, w2, 32, where, "slot_variables.original_variable_node_id")
+        elif f2 == 2:
+            slot_name = _text(v2, w2, where, "slot_variables.slot_name")
+        elif f2 == 3:
+            slot_node = _int(v2, w2, 32, where, "slot_variables.slot_variable_node_id")
+    return SlotVariable(original, slot_name, slot_node)
+
+
 def _parse_object_graph(raw: bytes, where: str) -> ObjectGraph:
     nodes: list[GraphNode] = []
     for field, wire, value in _fields(raw, where):
@@ -989,13 +1020,7 @@ def _parse_object_graph(raw: bytes, where: str) -> ObjectGraph:
         slots: list[SlotVariable] = []
         for f, w, v in _fields(_bytes(value, wire, where, "nodes"), where):
             if f == 1:
-                node_id, name = 0, ""
-                for f2, w2, v2 in _fields(_bytes(v, w, where, "children"), where):
-                    if f2 == 1:
-                        node_id = _int(v2, w2, 32, where, "children.node_id")
-                    elif f2 == 2:
-                        name = _text(v2, w2, where, "children.local_name")
-                children.append(ChildRef(node_id, name))
+                children.append(_parse_child(_bytes(v, w, where, "children"), where))
             elif f == 2:
                 texts = {1: "", 2: "", 3: ""}
                 for f2, w2, v2 in _fields(_bytes(v, w, where, "attributes"), where):
@@ -1003,15 +1028,7 @@ def _parse_object_graph(raw: bytes, where: str) -> ObjectGraph:
                         texts[f2] = _text(v2, w2, where, "attributes")
                 attributes.append(SerializedTensor(texts[1], texts[2], texts[3]))
             elif f == 3:
-                original, slot_name, slot_node = 0, "", 0
-                for f2, w2, v2 in _fields(_bytes(v, w, where, "slot_variables"), where):
-                    if f2 == 1:
-                        original = _int(v2, w2, 32, where, "slot_variables.original_variable_node_id")
-                    elif f2 == 2:
-                        slot_name = _text(v2, w2, where, "slot_variables.slot_name")
-                    elif f2 == 3:
-                        slot_node = _int(v2, w2, 32, where, "slot_variables.slot_variable_node_id")
-                slots.append(SlotVariable(original, slot_name, slot_node))
+                slots.append(_parse_slot(_bytes(v, w, where, "slot_variables"), where))
         nodes.append(GraphNode(tuple(children), tuple(attributes), tuple(slots)))
     if not nodes:
         raise InspectError(f"{where}: the object graph has no nodes")
@@ -1071,6 +1088,35 @@ def _decode_keras_json(obj: dict) -> object:
     return obj
 
 
+def _parse_metadata_node(raw: bytes, where: str) -> dict:
+    """One SavedObject of keras_metadata.pb (see `read_keras_metadata`), its metadata JSON parsed."""
+    node: dict = {"node_id": 0, "node_path": "", "identifier": "", "metadata": {},
+                  "version": {"producer": 0, "min_consumer": 0}}
+    text = ""
+    for f, w, v in _fields(raw, where):
+        if f == 2:
+            node["node_id"] = _int(v, w, 32, where, "node_id")
+        elif f == 3:
+            node["node_path"] = _text(v, w, where, "node_path")
+        elif f == 4:
+            node["identifier"] = _text(v, w, where, "identifier")
+        elif f == 5:
+            text = _text(v, w, where, "metadata")
+        elif f == 6:
+            for f2, w2, v2 in _fields(_bytes(v, w, where, "version"), where):
+                if f2 == 1:
+                    node["version"]["producer"] = _int(v2, w2, 32, where, "version.producer")
+                elif f2 == 2:
+                    node["version"]["min_consumer"] = _int(v2, w2, 32, where, "version.min_consumer")
+    if text:
+        try:
+            node["metadata"] = json.loads(text, object_hook=_decode_keras_json)
+        except (ValueError, RecursionError):
+            raise InspectError(f"{where}: the metadata of node {node['node_path'] or node['node_id']} "
+                               f"is not valid JSON") from None
+    return node
+
+
 def read_keras_metadata(path: Path) -> list[dict]:
     """The nodes of a SavedModel's `keras_metadata.pb` (the file, or the SavedModel folder).
 
@@ -1087,35 +1133,8 @@ def read_keras_metadata(path: Path) -> list[dict]:
         raise InspectError(f"{file}: no such file (a SavedModel written by tf.keras has keras_metadata.pb)")
     raw = _read_small(file, MAX_METADATA_BYTES, "Keras metadata", file.parent)
     where = str(file)
-    nodes: list[dict] = []
-    for field, wire, value in _fields(raw, where):
-        if field != 1:
-            continue
-        node: dict = {"node_id": 0, "node_path": "", "identifier": "", "metadata": {},
-                      "version": {"producer": 0, "min_consumer": 0}}
-        text = ""
-        for f, w, v in _fields(_bytes(value, wire, where, "nodes"), where):
-            if f == 2:
-                node["node_id"] = _int(v, w, 32, where, "node_id")
-            elif f == 3:
-                node["node_path"] = _text(v, w, where, "node_path")
-            elif f == 4:
-                node["identifier"] = _text(v, w, where, "identifier")
-            elif f == 5:
-                text = _text(v, w, where, "metadata")
-            elif f == 6:
-                for f2, w2, v2 in _fields(_bytes(v, w, where, "version"), where):
-                    if f2 == 1:
-                        node["version"]["producer"] = _int(v2, w2, 32, where, "version.producer")
-                    elif f2 == 2:
-                        node["version"]["min_consumer"] = _int(v2, w2, 32, where, "version.min_consumer")
-        if text:
-            try:
-                node["metadata"] = json.loads(text, object_hook=_decode_keras_json)
-            except (ValueError, RecursionError):
-                raise InspectError(f"{where}: the metadata of node {node['node_path'] or node['node_id']} "
-                                   f"is not valid JSON") from None
-        nodes.append(node)
+    nodes = [_parse_metadata_node(_bytes(value, wire, where, "nodes"), where)
+             for field, wire, value in _fields(raw, where) if field == 1]
     if not nodes:
         raise InspectError(f"{where}: holds no Keras objects (an empty SavedMetadata)")
     return nodes

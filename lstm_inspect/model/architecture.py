@@ -442,34 +442,45 @@ def _check_graph_values(graph: ModelGraph, depth: int) -> None:
     for k, node in enumerate(graph.layers):
         if node.class_name == "InputLayer" or (graph.class_name == "Sequential" and k == 0):
             shapes[node.name] = declared_shape(node)
-        for cfg in _recurrent_configs(node):
-            for key in ("units", "output_dim"):
-                if key in cfg and config_int(cfg[key]) is None:
-                    raise ConfigValueError(f"sets {key} of layer {node.path} to {_shape_text(cfg[key])}, not a "
-                                           "positive whole number")
+        _check_units(node)
         if node.children is not None:
             _check_graph_values(node.children, depth + 1)
     for k, node in enumerate(graph.layers):
         if not _recurrent_configs(node):
             continue
-        feeders: list[LayerNode] = []
-        if graph.class_name == "Sequential":
-            if k == 0:
-                feeders = [node]
-            elif k == 1 and graph.layers[0].class_name == "InputLayer":
-                feeders = [graph.layers[0]]
-        else:
-            for call in node.inbound:
-                x, _, _ = split_rnn_call(call, lambda o: isinstance(o, TensorRef))
-                source = by_name.get(x.layer) if isinstance(x, TensorRef) else None
-                if source is not None and source.class_name == "InputLayer":
-                    feeders.append(source)
-        for source in feeders:
+        for source in _input_feeders(graph, by_name, k, node):
             shape = shapes.get(source.name)
             if shape is not None and len(shape) != 3:
                 raise ConfigValueError(f"feeds layer {node.path} from the input {source.path} of shape "
                                        f"{_shape_text(shape)}: {len(shape)} axes, where a recurrent layer takes 3 "
                                        "(batch, steps, features)")
+
+
+def _check_units(node: LayerNode) -> None:
+    """A recurrent layer's units (Keras 1: output_dim) must be a positive whole number."""
+    for cfg in _recurrent_configs(node):
+        for key in ("units", "output_dim"):
+            if key in cfg and config_int(cfg[key]) is None:
+                raise ConfigValueError(f"sets {key} of layer {node.path} to {_shape_text(cfg[key])}, not a "
+                                       "positive whole number")
+
+
+def _input_feeders(graph: ModelGraph, by_name: dict[str, LayerNode], k: int, node: LayerNode) -> list[LayerNode]:
+    """The layers that declare the input the k-th layer `node` is fed straight from (a Sequential's first layer
+    declares its own)."""
+    feeders: list[LayerNode] = []
+    if graph.class_name == "Sequential":
+        if k == 0:
+            feeders = [node]
+        elif k == 1 and graph.layers[0].class_name == "InputLayer":
+            feeders = [graph.layers[0]]
+    else:
+        for call in node.inbound:
+            x, _, _ = split_rnn_call(call, lambda o: isinstance(o, TensorRef))
+            source = by_name.get(x.layer) if isinstance(x, TensorRef) else None
+            if source is not None and source.class_name == "InputLayer":
+                feeders.append(source)
+    return feeders
 
 
 # ---------------------------------------------------------------- recurrent layers in a config

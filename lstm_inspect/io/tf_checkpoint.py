@@ -1,18 +1,17 @@
-"""TensorFlow-format Keras checkpoints: SavedModel folders and TF weights checkpoints, without TensorFlow.
+"""TensorFlow-format weights checkpoints, read without TensorFlow.
 
-From TF 2.0 to 2.15 `model.save("dir")` wrote a SavedModel folder (`keras_metadata.pb` holds the
-Keras config, `variables/variables.{index,data-*}` the weights) and `model.save_weights("cp.ckpt")`
-or `ModelCheckpoint("cp.ckpt", save_weights_only=True)` a TF-format checkpoint (`cp.ckpt.index`,
-`cp.ckpt.data-NNNNN-of-MMMMM`, a `checkpoint` file). The bytes are read by `tf_bundle`; this module
-matches them to the model's layers the way tf_keras's `load_weights` does: by the object graph's
-edge names, `layer_with_weights-M` for the M-th layer of `model.layers` that has weights (an
-InputLayer has none, so Sequential and Functional count alike), then `forward_layer` /
-`backward_layer` inside a Bidirectional and `cell/kernel`, `cell/recurrent_kernel`, `cell/bias`
-inside a recurrent layer (tf_keras `src/engine/functional.py`, `_layer_checkpoint_dependencies`).
+`model.save_weights("cp.ckpt")` or `ModelCheckpoint("cp.ckpt", save_weights_only=True)` (TF 2.0-2.15) and
+`tf.train.Checkpoint(model=m)` write a TF checkpoint: `cp.ckpt.index`, `cp.ckpt.data-NNNNN-of-MMMMM` (a tensor
+bundle) and a `checkpoint` file. The bytes are read by `tf_bundle`; this module matches them to the model's layers
+the way tf_keras's `load_weights` does: by the object graph's edge names, `layer_with_weights-M` for the M-th
+layer of `model.layers` that has weights (an InputLayer has none, so Sequential and Functional count alike), then
+`forward_layer` / `backward_layer` inside a Bidirectional and `cell/kernel`, `cell/recurrent_kernel`, `cell/bias`
+inside a recurrent layer (tf_keras `src/engine/functional.py`, `_layer_checkpoint_dependencies`). A SavedModel's
+variables are such a checkpoint, matched the same way (`savedmodel`).
 
-A weights checkpoint holds no architecture: without `--config` its recurrent layers are found by
-their variables' shapes, named by their TensorFlow variable names, and run with tf.keras 2's
-defaults (said so); with `--config model.json` (a `to_json()` file) it reads like a full model.
+A weights checkpoint holds no architecture: without `--config` its recurrent layers are found by their variables'
+shapes, named by their TensorFlow variable names, and run with tf.keras 2's defaults (said so); with
+`--config model.json` (a `to_json()` file) it reads like a full model.
 """
 
 from __future__ import annotations
@@ -26,22 +25,26 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.layers import LAYERS
 from lstm_inspect.engine.shapes import has_weights
-from lstm_inspect.io.tf_bundle import (
-    TABLE_MAGIC,
-    TensorBundle,
-    keras_layer_weights,
-    keras_model_config,
-    object_graph,
-    read_keras_metadata,
-    read_legacy_keras_metadata,
-    resolve_prefix,
+from lstm_inspect.io.assemble import (
+    default_settings,
+    from_graph,
+    guessed_kind,
+    make_direction,
+    model_graph,
+    recurrent_halves,
 )
+from lstm_inspect.io.probe import Architecture, Probe
+from lstm_inspect.io.storage import ZIP_SIGNATURE
+from lstm_inspect.io.tf_bundle import TABLE_MAGIC, TensorBundle, keras_layer_weights, object_graph, resolve_prefix
 from lstm_inspect.model.architecture import LayerNode, ModelGraph, RecurrentSpec
 from lstm_inspect.model.checkpoint import Checkpoint, ModelLayer, RecurrentDirection, StoredArray
 
 # The version a weights checkpoint is read as when nothing says: tf.keras 2 (TF 2.0-2.15) wrote them.
 TF_KERAS = "2-tf"
+
+
 CELL_VARIABLES = ("kernel", "recurrent_kernel", "bias")
 
 
@@ -62,6 +65,21 @@ class BundleSource:
     def read(self, keys: list[str]) -> list[np.ndarray]:
         bundle = self.bundle()
         return [bundle.read(k) for k in keys]
+
+
+# ---------------------------------------------------------------- sniff and reader (io.READERS)
+
+
+def is_tf_checkpoint(probe: Probe) -> bool:
+    """`looks_like_tf_checkpoint`, but a zip is a .keras whatever its name."""
+    path = probe.path
+    return looks_like_tf_checkpoint(path) and not (path.is_file() and _signature(path)[:4] in (ZIP_SIGNATURE,))
+
+
+def read(probe: Probe, architecture: Architecture | None, config: Path | None) -> Checkpoint:
+    if architecture is not None:
+        return read_tf_checkpoint(probe.path, architecture[0], architecture[1], config)
+    return read_tf_checkpoint(probe.path)
 
 
 def looks_like_tf_checkpoint(path: Path) -> bool:
@@ -96,9 +114,12 @@ def _is_index(path: Path) -> bool:
     return int.from_bytes(tail[:4], "little") | (int.from_bytes(tail[4:], "little") << 32) == TABLE_MAGIC
 
 
-def is_savedmodel(path: Path) -> bool:
-    return path.is_dir() and any((path / name).exists() for name in
-                                 ("saved_model.pb", "keras_metadata.pb", "variables/variables.index"))
+def _signature(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)
+    except OSError:
+        return b""
 
 
 # ---------------------------------------------------------------- matching checkpoint layers to the config
@@ -161,29 +182,15 @@ def _direction_variables(weights: dict[str, list[tuple[str, str]]], path: str) -
     return [key for _, key in weights.get(path, [])]
 
 
-def metadata_edges(nodes: list[dict]) -> dict[str, str] | None:
-    """A SavedModel's top-level layers with weights, name -> `layer_with_weights-M`, from keras_metadata.pb's
-    node paths (`root.layer_with_weights-1`: tf_keras lists that edge before `layer-N`); None when it has none."""
-    edges = {}
-    for node in nodes:
-        m = re.fullmatch(r"root\.(layer_with_weights-\d+)", str(node.get("node_path", "")))
-        name = node.get("metadata", {}).get("name") if isinstance(node.get("metadata"), dict) else None
-        if m and isinstance(name, str):
-            edges[name] = m.group(1)
-    return edges or None
-
-
 def _unknown_layers(graph: ModelGraph) -> str:
     """The top-level layers of classes lstm-inspect does not know, for the count mismatch they may explain."""
-    from lstm_inspect.engine.layers import LAYERS
-
     return ", ".join(f"{n.name} ({n.class_name})" for n in graph.layers if n.children is None and not n.is_op
                      and n.class_name not in LAYERS and not has_weights(n) and n.class_name != "InputLayer")
 
 
 def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path, edges: dict[str, str] | None = None
                     ) -> tuple[Callable[[RecurrentSpec], Any], Callable[[LayerNode], list[StoredArray]], list[str]]:
-    """The locate / arrays_of pair `formats._from_graph` takes, for a checkpoint matched to a config."""
+    """The locate / arrays_of pair `assemble.from_graph` takes, for a checkpoint matched to a config."""
     weights = keras_layer_weights(object_graph(bundle))
     prefix = model_prefix(weights)
     notes: list[str] = []
@@ -225,37 +232,11 @@ def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path, edges:
     return locate, arrays_of, notes
 
 
-# ---------------------------------------------------------------- the two formats
-
-
-def read_savedmodel(folder: Path) -> Checkpoint:
-    from lstm_inspect.io.formats import from_graph, model_graph
-
-    if (folder / "keras_metadata.pb").is_file():
-        nodes, source_name = read_keras_metadata(folder), "keras_metadata.pb"
-    else:  # TF 2.0-2.4 kept the metadata inside saved_model.pb
-        nodes, source_name = read_legacy_keras_metadata(folder), "saved_model.pb"
-        if not nodes:
-            raise InspectError(f"{folder}: is a SavedModel without Keras metadata (no keras_metadata.pb, none in "
-                               "saved_model.pb: tf.saved_model.save and Keras 3's model.export write none); its "
-                               f"weights are a TF checkpoint: lstm-inspect show {folder / 'variables'} (add --config "
-                               "model.json, from model.to_json(), for the whole model)")
-    config, version = keras_model_config(nodes, str(folder / source_name))
-    graph = model_graph(config, source_name, folder)
-    prefix = folder / "variables" / "variables"
-    if not Path(f"{prefix}.index").is_file():
-        raise InspectError(f"{folder}: has no variables/variables.index: the SavedModel's weights are missing")
-    source = BundleSource(folder, prefix, folder)
-    locate, arrays_of, notes = config_locators(source.bundle(), graph, folder, metadata_edges(nodes))
-    ckpt = from_graph(folder, "savedmodel", version or TF_KERAS, graph, locate, source, arrays_of, config)
-    ckpt.notes += notes
-    return ckpt
+# ---------------------------------------------------------------- reading
 
 
 def read_tf_checkpoint(path: Path, config: Any = None, config_version: str | None = None,
                        config_path: Path | None = None) -> Checkpoint:
-    from lstm_inspect.io.formats import from_graph, model_graph
-
     prefix = resolve_prefix(path)
     source = BundleSource(path, prefix, path if path.is_dir() else path.parent)
     bundle = source.bundle()
@@ -271,8 +252,6 @@ def read_tf_checkpoint(path: Path, config: Any = None, config_version: str | Non
 
 def _weights_only(path: Path, bundle: TensorBundle, source: BundleSource) -> Checkpoint:
     """No architecture: each layer with weights, recurrent ones found by their variables' shapes."""
-    from lstm_inspect.io.formats import default_settings, guessed_kind, make_direction, recurrent_halves
-
     graph = object_graph(bundle)
     weights = keras_layer_weights(graph)
     full_names = {a.checkpoint_key: a.full_name for node in graph.nodes for a in node.attributes}
@@ -310,8 +289,6 @@ def _weights_only(path: Path, bundle: TensorBundle, source: BundleSource) -> Che
              "architecture with --config model.json (model.to_json()) to use the model's own"]
     return Checkpoint(file=path, format="tf-checkpoint", keras_version=None, layers=directions,
                       model_layers=model_layers, settings_from="defaults", notes=notes, source=source)
-
-
 
 
 def _half_name(full_name: str, path: str) -> str:
