@@ -126,7 +126,7 @@ def test_the_package_keeps_its_layering() -> None:
 @pytest.mark.parametrize(("module", "line", "expected"), [
     ("lstm_inspect.model.architecture", "from lstm_inspect.engine.layers import LAYERS",
      "model (rank 1) imports lstm_inspect.engine.layers (engine, rank 2)"),
-    ("lstm_inspect.io.formats", "from lstm_inspect.check.verify import compare",
+    ("lstm_inspect.io.keras_h5", "from lstm_inspect.check.verify import compare",
      "io (rank 3) imports lstm_inspect.check.verify (check, rank 4)"),
     ("lstm_inspect.plot", "from lstm_inspect.export import plan",
      "plot (rank 5) imports lstm_inspect.export.plan (export, rank 5)"),
