@@ -4,7 +4,7 @@ The engine reproduces Keras (see `verify`), so THEIRS is compared with the engin
 the engine runs again with each mistake a port makes, and the mistakes are ranked by how close they
 bring it to THEIRS. The space is built from axes, each a list of alternatives:
 
-- the cell's own (`Cell.mistakes`): every gate order, every recurrent activation a port might use
+- the cell's own (`check.mistakes.cell_mistakes`): every gate order, every recurrent activation a port might use
   (sigmoid, Keras 2's and Keras 3's hard_sigmoid), candidate and cell activations, a dropped bias
   or CuDNN bias half (a GRU's bias rows), transposed or swapped blocks, and the step equations (a
   GRU's update gate the other way round, its reset gate before or after the product);
@@ -35,6 +35,7 @@ import numpy as np
 
 from lstm_inspect.base import budget, progress
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.check.mistakes import cell_mistakes
 from lstm_inspect.check.verify import Comparison, compare
 from lstm_inspect.engine.network import DirectionVariant, Network, RunRecord, Variant, charge_direction, run_direction
 from lstm_inspect.model.cells import CellWeights, StepVariant
@@ -91,7 +92,7 @@ def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: boo
     for ds in by_kind.values():
         d0 = ds[0]
         where = f" (in {', '.join(d.name for d in ds)})" if several else ""
-        for m in d0.cell.mistakes(d0.settings, d0.storage, d0.input_dim, d0.units, d0.hard_sigmoid):
+        for m in cell_mistakes(d0.cell, d0.settings, d0.storage, d0.input_dim, d0.units, d0.hard_sigmoid):
             if m.same_as_model:
                 continue
             change = DirectionVariant(weights=(m.weights,) if m.weights else (), step=m.step)
