@@ -168,6 +168,9 @@ class Diagnosis:
                 "candidates_equal_to_the_model": self.excluded}
 
 
+Run = Callable[[Variant | None], list[np.ndarray]]
+
+
 def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], layer: str | None = None,
              atol: float = 1e-5, rtol: float = 1e-4) -> Diagnosis:
     """THEIRS (outputs of a port for xs) against the engine; when they differ, rank the mistakes."""
@@ -177,48 +180,60 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
             raise InspectError(f"THEIRS holds {t.dtype}, not numbers")
     last_step = False
     if layer is not None:
-        d = ckpt.layer(layer)
-        x = d.layer_layout(np.asarray(xs[0]))
-        d.check_input(x)
-        directions = [d]
-        weights = d.weights()
-        sequences = theirs[0].ndim == 3
-        last_step = theirs[0].ndim == 2
-
-        def run(v: Variant | None) -> list[np.ndarray]:
-            change = v.for_direction(d.name) if v is not None else None
-            dtype = v.dtype if v is not None and v.dtype else np.float32
-            res = run_direction(d, x, dtype=dtype, weights=weights, variant=change, sequences=sequences)
-            return [d.layer_layout(res.outputs) if sequences else res.last_output]
-
-        masked = False
-        with _sharing(2 + len(mistakes(ckpt, directions, masked))):
-            one = budget.Budget(where=str(d.source.path))
-            charge_direction(one, d, x.shape, np.float32, False, sequences)
-        per_run = one.used_steps
+        run, directions, masked, per_run, last_step = _layer_runner(ckpt, layer, xs, theirs)
     else:
-        net = Network(ckpt)
-        xs = net.check_inputs(xs)
-        directions = list(ckpt.layers)
-        record = RunRecord()
-        with _sharing(2 + len(mistakes(ckpt, directions, False))):  # the mask's mistakes are known after it
-            net.run(xs, record)
-        masked = any(m is not None for m in record.masks.values())
-        per_run = net.budget.used_steps
-        cache: dict[str, CellWeights] = {}
-        for d in directions:
-            cache[d.name] = d.weights()
-
-        def run(v: Variant | None) -> list[np.ndarray]:
-            return Network(ckpt, variant=v, weights=cache).run(xs)
-
+        run, directions, masked, per_run = _network_runner(ckpt, xs)
     singles = mistakes(ckpt, directions, masked)
     with _sharing(2 + len(singles)):
         return _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file))
 
 
-def _search(run: Callable[[Variant | None], list[np.ndarray]], theirs: list[np.ndarray], singles: list[Mistake],
-            per_run: int, layer: str | None, last_step: bool, atol: float, rtol: float, file: str) -> Diagnosis:
+def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: list[np.ndarray]
+                  ) -> tuple[Run, list[RecurrentDirection], bool, int, bool]:
+    """One recurrent direction alone: (run, directions, masked, steps per run, THEIRS is its last step)."""
+    d = ckpt.layer(layer)
+    x = d.layer_layout(np.asarray(xs[0]))
+    d.check_input(x)
+    directions = [d]
+    weights = d.weights()
+    sequences = theirs[0].ndim == 3
+    last_step = theirs[0].ndim == 2
+
+    def run(v: Variant | None) -> list[np.ndarray]:
+        change = v.for_direction(d.name) if v is not None else None
+        dtype = v.dtype if v is not None and v.dtype else np.float32
+        res = run_direction(d, x, dtype=dtype, weights=weights, variant=change, sequences=sequences)
+        return [d.layer_layout(res.outputs) if sequences else res.last_output]
+
+    masked = False
+    with _sharing(2 + len(mistakes(ckpt, directions, masked))):
+        one = budget.Budget(where=str(d.source.path))
+        charge_direction(one, d, x.shape, np.float32, False, sequences)
+    return run, directions, masked, one.used_steps, last_step
+
+
+def _network_runner(ckpt: Checkpoint, xs: list[np.ndarray]) -> tuple[Run, list[RecurrentDirection], bool, int]:
+    """The whole model, run once here to learn its masks: (run, directions, masked, steps per run)."""
+    net = Network(ckpt)
+    xs = net.check_inputs(xs)
+    directions = list(ckpt.layers)
+    record = RunRecord()
+    with _sharing(2 + len(mistakes(ckpt, directions, False))):  # the mask's mistakes are known after it
+        net.run(xs, record)
+    masked = any(m is not None for m in record.masks.values())
+    per_run = net.budget.used_steps
+    cache: dict[str, CellWeights] = {}
+    for d in directions:
+        cache[d.name] = d.weights()
+
+    def run(v: Variant | None) -> list[np.ndarray]:
+        return Network(ckpt, variant=v, weights=cache).run(xs)
+
+    return run, directions, masked, per_run
+
+
+def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run: int, layer: str | None,
+            last_step: bool, atol: float, rtol: float, file: str) -> Diagnosis:
     """The model's own outputs against THEIRS, then each single mistake, then pairs while the budget lasts."""
     ours = run(None)
     if len(theirs) != len(ours) or any(np.shape(t) != np.shape(o) for t, o in zip(theirs, ours)):
