@@ -463,12 +463,7 @@ def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode,
     not every layer's output (the graph's own inputs belong to the caller).
     """
     if graph.class_name == "Sequential":
-        current = list(inputs)
-        for k, node in enumerate(graph.layers):
-            previous, current = current, apply(node, Call(list(current)), 0)
-            if release is not None and k > 0:
-                release(previous)
-        return current
+        return _walk_chain(graph.layers, inputs, apply, release)
     by_name = {n.name: n for n in graph.layers}
     input_names = [r.layer for r in graph.inputs]
     produced: dict[tuple[str, int], list[Any]] = {}
@@ -480,15 +475,6 @@ def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode,
             raise InspectError(f"{where}: a layer's input refers to output {ref.tensor} of "
                                f"{ref.layer}, which that layer does not produce")
         return outs[ref.tensor]
-
-    def resolve(obj: Any) -> Any:
-        if isinstance(obj, TensorRef):
-            return lookup(obj)
-        if isinstance(obj, dict):
-            return {k: resolve(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [resolve(v) for v in obj]
-        return obj
 
     try:
         order = graph.calls()
@@ -503,21 +489,49 @@ def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode,
             continue
         call = node.inbound[k] if k < len(node.inbound) else Call()
         try:
-            resolved = Call(resolve(call.args), resolve(call.kwargs))
+            resolved = Call(_resolve(call.args, lookup), _resolve(call.kwargs, lookup))
         except ConfigError as exc:
             raise InspectError(f"{where}: {exc}") from exc
         produced[(node.name, k)] = apply(node, resolved, k)
         del resolved
-        for key in _consumed(graph, call, by_name):
-            uses[key] -= 1
-            if uses[key] == 0 and key in produced and by_name[key[0]].class_name != "InputLayer":
-                done = produced.pop(key)
-                if release is not None:
-                    release(done)
+        _let_go(_consumed(graph, call, by_name), uses, produced, by_name, release)
     try:
         return [lookup(r) for r in graph.outputs]
     except ConfigError as exc:
         raise InspectError(f"{where}: {exc}") from exc
+
+
+def _walk_chain(layers: list[LayerNode], inputs: list[Any], apply: Callable[[LayerNode, Call, int], list[Any]],
+                release: Callable[[list[Any]], None] | None) -> list[Any]:
+    """A Sequential's layers one after the other, each one's input let go once the next has run."""
+    current = list(inputs)
+    for k, node in enumerate(layers):
+        previous, current = current, apply(node, Call(list(current)), 0)
+        if release is not None and k > 0:
+            release(previous)
+    return current
+
+
+def _resolve(obj: Any, lookup: Callable[[TensorRef], Any]) -> Any:
+    """A call's arguments with every TensorRef replaced by its tensor (through dicts and lists)."""
+    if isinstance(obj, TensorRef):
+        return lookup(obj)
+    if isinstance(obj, dict):
+        return {k: _resolve(v, lookup) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_resolve(v, lookup) for v in obj]
+    return obj
+
+
+def _let_go(consumed: list[tuple[str, int]], uses: Counter[tuple[str, int]], produced: dict[tuple[str, int], list[Any]],
+            by_name: dict[str, LayerNode], release: Callable[[list[Any]], None] | None) -> None:
+    """One use of each consumed output counted off; outputs no call needs any more are dropped (and released)."""
+    for key in consumed:
+        uses[key] -= 1
+        if uses[key] == 0 and key in produced and by_name[key[0]].class_name != "InputLayer":
+            done = produced.pop(key)
+            if release is not None:
+                release(done)
 
 
 def _consumed(graph: ModelGraph, call: Call, by_name: dict[str, LayerNode]) -> list[tuple[str, int]]:
