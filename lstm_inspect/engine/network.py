@@ -20,7 +20,7 @@ from lstm_inspect.base.budget import Budget, Limits, current_limits, values
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.engine.loop import SequenceResult, merge_bidirectional, run_sequence
-from lstm_inspect.engine.ops import OpError
+from lstm_inspect.engine.ops import OpError, op_supported, run_op_layer
 from lstm_inspect.model.architecture import Call, ConfigError, LayerNode, ModelGraph, TensorRef, flatten, split_rnn_call
 from lstm_inspect.model.cells import CellWeights, StepVariant, keras_major_minor
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection, check_sizes
@@ -347,8 +347,6 @@ class Network:
         self.budget.need(shape, shape, what="its output and a temporary")
 
     def _op(self, node: LayerNode, args: Call) -> Tensor:
-        from lstm_inspect.engine.ops import run_op_layer
-
         try:
             return Tensor(run_op_layer(node, [_value(a) for a in args.args],
                                        {k: _value(v) for k, v in args.kwargs.items()}))
@@ -436,8 +434,6 @@ class Network:
         return self._weights[d.name]
 
     def _check_supported(self, graph: ModelGraph) -> None:
-        from lstm_inspect.engine.ops import op_supported
-
         for node in graph.walk():
             if node.children is not None or node.path in self.directions:
                 continue

@@ -30,6 +30,7 @@ import numpy as np
 
 from lstm_inspect.base import budget
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.model.cells import config_int
 
 if TYPE_CHECKING:
     from lstm_inspect.model.architecture import LayerNode
@@ -170,8 +171,6 @@ def same_dims(node: LayerNode, in_dims: list[int | None]) -> list[int | None]:
 
 def config_dims(key: str, *fallbacks: str) -> DimsFn:
     """Output feature size read from the config (Dense's units, Embedding's output_dim)."""
-    from lstm_inspect.model.cells import config_int
-
     def dims(node: LayerNode, in_dims: list[int | None]) -> list[int | None]:
         for k in (key, *fallbacks):
             if k in node.config:

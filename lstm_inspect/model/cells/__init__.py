@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lstm_inspect.model.activations import Activation
+from lstm_inspect.model.activations import HARD_SIGMOID, Activation, activation_fn
 
 
 def split_gates(a: np.ndarray, n: int, axis: int = -1) -> list[np.ndarray]:
@@ -188,8 +188,6 @@ class Cell:
 
     def activations_label(self, settings: CellSettings, hard_sigmoid: str) -> str:
         """activation/recurrent_activation as `show` prints them."""
-        from lstm_inspect.model.activations import HARD_SIGMOID
-
         def label(name: str | None) -> str:
             if name == "hard_sigmoid":
                 slope, _ = HARD_SIGMOID[hard_sigmoid]
@@ -292,8 +290,6 @@ class Cell:
 
     def activations(self, settings: CellSettings, hard_sigmoid: str, variant: StepVariant | None
                     ) -> tuple[Activation, Activation | None]:
-        from lstm_inspect.model.activations import activation_fn
-
         v = variant or StepVariant()
         act = activation_fn(v.activation or settings.activation, hard_sigmoid)
         rec = settings.recurrent_activation if v.recurrent_activation is None else v.recurrent_activation

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.model.activations import ACTIVATIONS, Activation
+from lstm_inspect.model.activations import ACTIVATIONS, Activation, activation_fn, sigmoid, tanh
 from lstm_inspect.model.cells import (
     Cell,
     CellSettings,
@@ -131,8 +131,6 @@ class LSTM(Cell):
         options = (variant.options if variant else {}) or {}
         cell_act = act
         if "cell_activation" in options:
-            from lstm_inspect.model.activations import activation_fn
-
             cell_act = activation_fn(options["cell_activation"], hard_sigmoid)
         assert rec is not None
         return LSTMStep(w, dtype, batch, act, rec, cell_act)
@@ -187,8 +185,6 @@ class LSTMStep:
 
     def __init__(self, w: CellWeights, dtype: type, batch: int, act: Activation, rec: Activation,
                  cell_act: Activation) -> None:
-        from lstm_inspect.model.activations import sigmoid, tanh
-
         u = w.units
         self.fused = rec is sigmoid and act is tanh and cell_act is tanh
         scale = np.ones(4 * u, dtype=dtype)
