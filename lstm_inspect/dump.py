@@ -287,27 +287,35 @@ def _onnx(ds: list[RecurrentDirection]) -> tuple[Producers, dict[str, str], dict
     }
     if problems:
         meta["why_not_exact"] = problems[0]
+    meta.update(_onnx_time_order(d0, bidirectional))
+    return producers, meanings, meta
+
+
+def _onnx_time_order(d0: RecurrentDirection, bidirectional: bool) -> dict[str, str]:
+    """time_order and keras_output of an ONNX manifest: how Y maps back to the Keras layer's output."""
+    s = d0.settings
+    out: dict[str, str] = {}
     # Y is time-major [seq_length, num_directions, batch, hidden]: a batch-major Keras layer's sequence is Y's
     # slices with the time and batch axes swapped back
     back = "" if s.time_major else ", transposed back to batch-major (swap the time and batch axes)"
     if bidirectional:
-        meta["time_order"] = ("direction=bidirectional: feed the input in its own order; Y[:, 1] (backward) "
-                              "comes out in input time order, as Keras's Bidirectional merges it")
+        out["time_order"] = ("direction=bidirectional: feed the input in its own order; Y[:, 1] (backward) "
+                             "comes out in input time order, as Keras's Bidirectional merges it")
         merge = d0.merge_mode
-        meta["keras_output"] = ({"concat": "concatenate Y[:, 0] and Y[:, 1] on the last axis", "sum": "Y[:, 0] + "
-                                 "Y[:, 1]", "mul": "Y[:, 0] * Y[:, 1]", "ave": "(Y[:, 0] + Y[:, 1]) / 2",
-                                 None: "[Y[:, 0], Y[:, 1]]"}.get(merge, "merge Y[:, 0] and Y[:, 1]")
-                                + (back if s.return_sequences else "; return_sequences=False: the same with Y_h[0] "
-                                   "and Y_h[1], the forward half at the last step and the backward half at step 0"))
+        out["keras_output"] = ({"concat": "concatenate Y[:, 0] and Y[:, 1] on the last axis", "sum": "Y[:, 0] + "
+                                "Y[:, 1]", "mul": "Y[:, 0] * Y[:, 1]", "ave": "(Y[:, 0] + Y[:, 1]) / 2",
+                                None: "[Y[:, 0], Y[:, 1]]"}.get(merge, "merge Y[:, 0] and Y[:, 1]")
+                               + (back if s.return_sequences else "; return_sequences=False: the same with Y_h[0] "
+                                  "and Y_h[1], the forward half at the last step and the backward half at step 0"))
     elif s.go_backwards:
-        meta["time_order"] = ("direction=reverse: feed the input in its own order (ONNX reverses it); Y comes out in "
-                              "input time order, while Keras's go_backwards layer returns its sequence reversed "
-                              "(processing order): reverse Y along time (Y[::-1]) to compare with Keras")
-        meta["keras_output"] = "Y[::-1, 0]" + back if s.return_sequences else "Y_h[0] (the last step processed)"
+        out["time_order"] = ("direction=reverse: feed the input in its own order (ONNX reverses it); Y comes out in "
+                             "input time order, while Keras's go_backwards layer returns its sequence reversed "
+                             "(processing order): reverse Y along time (Y[::-1]) to compare with Keras")
+        out["keras_output"] = "Y[::-1, 0]" + back if s.return_sequences else "Y_h[0] (the last step processed)"
     else:
-        meta["time_order"] = "direction=forward: feed the input in its own order"
-        meta["keras_output"] = "Y[:, 0]" + back if s.return_sequences else "Y_h[0]"
-    return producers, meanings, meta
+        out["time_order"] = "direction=forward: feed the input in its own order"
+        out["keras_output"] = "Y[:, 0]" + back if s.return_sequences else "Y_h[0]"
+    return out
 
 
 # ---------------------------------------------------------------- writing

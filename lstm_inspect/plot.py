@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from lstm_inspect.base import progress
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.io.arrays import shown
+from lstm_inspect.engine.network import trace_run
+from lstm_inspect.io.arrays import atomic_dir, inside, safe_relpath, shown
 from lstm_inspect.model.cells import Gate
 from lstm_inspect.model.checkpoint import RecurrentDirection
 
@@ -141,10 +143,6 @@ def plot_direction(d: RecurrentDirection, trace: dict[str, np.ndarray] | None, f
 def plot(ckpt: Any, out: Path, xs: list[np.ndarray] | None = None, seed: int = 0, force: bool = False,
          layer: str | None = None) -> tuple[list[str], str]:
     """PNGs for every direction (or one) into folder `out`, written atomically; returns (files, input used)."""
-    from lstm_inspect.base import progress
-    from lstm_inspect.engine.network import trace_run
-    from lstm_inspect.io.arrays import atomic_dir, inside, safe_relpath
-
     _pyplot()
     rec, source = trace_run(ckpt, xs, seed)
     directions = [ckpt.layer(layer)] if layer else ckpt.layers

@@ -19,6 +19,7 @@ import pytest
 
 import lstm_inspect
 from lstm_inspect.check.diagnose import diagnose, mistakes
+from lstm_inspect.check.mistakes import cell_mistakes
 
 import reference_rnn as ref
 from conftest import REALWORLD, SAMPLES, keras_refs, run_cli
@@ -490,7 +491,7 @@ def test_affine_port_is_keras() -> None:
 def test_cell_mistakes_the_model_itself_makes_are_not_offered() -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_mask_paths.keras")
     d = ckpt.layer("affine")
-    marked = [m.name for m in d.cell.mistakes(d.settings, d.storage, d.input_dim, d.units, d.hard_sigmoid)
+    marked = [m.name for m in cell_mistakes(d.cell, d.settings, d.storage, d.input_dim, d.units, d.hard_sigmoid)
               if m.same_as_model]
     same = [Plant("linear off c", "left off c", {"cell_act": "linear"}),
             Plant("linear candidate", "no activation on the cell candidate", {"act": "linear", "cell_act": "linear"}),

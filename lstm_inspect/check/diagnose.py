@@ -4,7 +4,7 @@ The engine reproduces Keras (see `verify`), so THEIRS is compared with the engin
 the engine runs again with each mistake a port makes, and the mistakes are ranked by how close they
 bring it to THEIRS. The space is built from axes, each a list of alternatives:
 
-- the cell's own (`Cell.mistakes`): every gate order, every recurrent activation a port might use
+- the cell's own (`check.mistakes.cell_mistakes`): every gate order, every recurrent activation a port might use
   (sigmoid, Keras 2's and Keras 3's hard_sigmoid), candidate and cell activations, a dropped bias
   or CuDNN bias half (a GRU's bias rows), transposed or swapped blocks, and the step equations (a
   GRU's update gate the other way round, its reset gate before or after the product);
@@ -35,6 +35,7 @@ import numpy as np
 
 from lstm_inspect.base import budget, progress
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.check.mistakes import cell_mistakes
 from lstm_inspect.check.verify import Comparison, compare
 from lstm_inspect.engine.network import DirectionVariant, Network, RunRecord, Variant, charge_direction, run_direction
 from lstm_inspect.model.cells import CellWeights, StepVariant
@@ -91,7 +92,7 @@ def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: boo
     for ds in by_kind.values():
         d0 = ds[0]
         where = f" (in {', '.join(d.name for d in ds)})" if several else ""
-        for m in d0.cell.mistakes(d0.settings, d0.storage, d0.input_dim, d0.units, d0.hard_sigmoid):
+        for m in cell_mistakes(d0.cell, d0.settings, d0.storage, d0.input_dim, d0.units, d0.hard_sigmoid):
             if m.same_as_model:
                 continue
             change = DirectionVariant(weights=(m.weights,) if m.weights else (), step=m.step)
@@ -167,6 +168,9 @@ class Diagnosis:
                 "candidates_equal_to_the_model": self.excluded}
 
 
+Run = Callable[[Variant | None], list[np.ndarray]]
+
+
 def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], layer: str | None = None,
              atol: float = 1e-5, rtol: float = 1e-4) -> Diagnosis:
     """THEIRS (outputs of a port for xs) against the engine; when they differ, rank the mistakes."""
@@ -176,48 +180,60 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
             raise InspectError(f"THEIRS holds {t.dtype}, not numbers")
     last_step = False
     if layer is not None:
-        d = ckpt.layer(layer)
-        x = d.layer_layout(np.asarray(xs[0]))
-        d.check_input(x)
-        directions = [d]
-        weights = d.weights()
-        sequences = theirs[0].ndim == 3
-        last_step = theirs[0].ndim == 2
-
-        def run(v: Variant | None) -> list[np.ndarray]:
-            change = v.for_direction(d.name) if v is not None else None
-            dtype = v.dtype if v is not None and v.dtype else np.float32
-            res = run_direction(d, x, dtype=dtype, weights=weights, variant=change, sequences=sequences)
-            return [d.layer_layout(res.outputs) if sequences else res.last_output]
-
-        masked = False
-        with _sharing(2 + len(mistakes(ckpt, directions, masked))):
-            one = budget.Budget(where=str(d.source.path))
-            charge_direction(one, d, x.shape, np.float32, False, sequences)
-        per_run = one.used_steps
+        run, directions, masked, per_run, last_step = _layer_runner(ckpt, layer, xs, theirs)
     else:
-        net = Network(ckpt)
-        xs = net.check_inputs(xs)
-        directions = list(ckpt.layers)
-        record = RunRecord()
-        with _sharing(2 + len(mistakes(ckpt, directions, False))):  # the mask's mistakes are known after it
-            net.run(xs, record)
-        masked = any(m is not None for m in record.masks.values())
-        per_run = net.budget.used_steps
-        cache: dict[str, CellWeights] = {}
-        for d in directions:
-            cache[d.name] = d.weights()
-
-        def run(v: Variant | None) -> list[np.ndarray]:
-            return Network(ckpt, variant=v, weights=cache).run(xs)
-
+        run, directions, masked, per_run = _network_runner(ckpt, xs)
     singles = mistakes(ckpt, directions, masked)
     with _sharing(2 + len(singles)):
         return _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file))
 
 
-def _search(run: Callable[[Variant | None], list[np.ndarray]], theirs: list[np.ndarray], singles: list[Mistake],
-            per_run: int, layer: str | None, last_step: bool, atol: float, rtol: float, file: str) -> Diagnosis:
+def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: list[np.ndarray]
+                  ) -> tuple[Run, list[RecurrentDirection], bool, int, bool]:
+    """One recurrent direction alone: (run, directions, masked, steps per run, THEIRS is its last step)."""
+    d = ckpt.layer(layer)
+    x = d.layer_layout(np.asarray(xs[0]))
+    d.check_input(x)
+    directions = [d]
+    weights = d.weights()
+    sequences = theirs[0].ndim == 3
+    last_step = theirs[0].ndim == 2
+
+    def run(v: Variant | None) -> list[np.ndarray]:
+        change = v.for_direction(d.name) if v is not None else None
+        dtype = v.dtype if v is not None and v.dtype else np.float32
+        res = run_direction(d, x, dtype=dtype, weights=weights, variant=change, sequences=sequences)
+        return [d.layer_layout(res.outputs) if sequences else res.last_output]
+
+    masked = False
+    with _sharing(2 + len(mistakes(ckpt, directions, masked))):
+        one = budget.Budget(where=str(d.source.path))
+        charge_direction(one, d, x.shape, np.float32, False, sequences)
+    return run, directions, masked, one.used_steps, last_step
+
+
+def _network_runner(ckpt: Checkpoint, xs: list[np.ndarray]) -> tuple[Run, list[RecurrentDirection], bool, int]:
+    """The whole model, run once here to learn its masks: (run, directions, masked, steps per run)."""
+    net = Network(ckpt)
+    xs = net.check_inputs(xs)
+    directions = list(ckpt.layers)
+    record = RunRecord()
+    with _sharing(2 + len(mistakes(ckpt, directions, False))):  # the mask's mistakes are known after it
+        net.run(xs, record)
+    masked = any(m is not None for m in record.masks.values())
+    per_run = net.budget.used_steps
+    cache: dict[str, CellWeights] = {}
+    for d in directions:
+        cache[d.name] = d.weights()
+
+    def run(v: Variant | None) -> list[np.ndarray]:
+        return Network(ckpt, variant=v, weights=cache).run(xs)
+
+    return run, directions, masked, per_run
+
+
+def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run: int, layer: str | None,
+            last_step: bool, atol: float, rtol: float, file: str) -> Diagnosis:
     """The model's own outputs against THEIRS, then each single mistake, then pairs while the budget lasts."""
     ours = run(None)
     if len(theirs) != len(ours) or any(np.shape(t) != np.shape(o) for t, o in zip(theirs, ours)):

@@ -35,6 +35,7 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers import LAYERS
 from lstm_inspect.engine.network import walk_graph
 from lstm_inspect.engine.ops import KERAS3_OPS, TF_FUNCTIONS, TF_RAW_OPS
+from lstm_inspect.model.activations import activation_fn
 from lstm_inspect.model.architecture import (
     MAX_JSON_DEPTH,
     MODEL_CLASSES,
@@ -376,8 +377,6 @@ def _setting(key: str, value: Any, where: str) -> Any:
 
 
 def _known_activation(name: str, where: str) -> None:
-    from lstm_inspect.model.activations import activation_fn
-
     try:
         activation_fn(name)
     except InspectError:

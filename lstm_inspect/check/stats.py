@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from lstm_inspect.base import progress
+from lstm_inspect.engine.network import trace_run
 from lstm_inspect.model.cells import Gate
 from lstm_inspect.model.checkpoint import RecurrentDirection
 
@@ -184,9 +186,6 @@ class StatsReport:
 def collect(ckpt: Any, xs: list[np.ndarray] | None = None, seed: int = 0) -> StatsReport:
     """Weight statistics for every direction (read one at a time), and activation statistics from
     an engine run (`network.trace_run`)."""
-    from lstm_inspect.base import progress
-    from lstm_inspect.engine.network import trace_run
-
     directions = []
     for k, d in enumerate(ckpt.layers):
         progress.advance("directions' weight statistics", k, len(ckpt.layers))

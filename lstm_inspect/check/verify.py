@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.check.keras_ref import clean_config, run_keras, run_keras_direction
 from lstm_inspect.engine.network import Network, RunRecord, run_direction
 from lstm_inspect.model.checkpoint import Checkpoint, check_sizes
 
@@ -199,8 +200,6 @@ def verify(
     atol: float = 1e-5, rtol: float = 1e-4, dtype: type = np.float32,
 ) -> VerifyReport:
     """Run Keras and compare: the engine's layer and final outputs, or THEIRS (final outputs) with Keras's."""
-    from lstm_inspect.check.keras_ref import clean_config, run_keras
-
     clean_config(ckpt)  # what Keras will be handed, vetted first: a refused key is named before anything runs
     _refuse_non_finite(ckpt)
     net = Network(ckpt, dtype)
@@ -234,8 +233,6 @@ def verify_direction(
     THEIRS may be the whole output sequence (batch, steps, N_c) or only its last step (batch, N_c),
     what `forward --layer` writes for a layer with return_sequences=False; the same is compared.
     """
-    from lstm_inspect.check.keras_ref import run_keras_direction
-
     d = ckpt.layer(name)
     _refuse_non_finite(ckpt, d.name)
     x = np.asarray(x)

@@ -20,7 +20,7 @@ from lstm_inspect.base.budget import Budget, Limits, current_limits, values
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.engine.loop import SequenceResult, merge_bidirectional, run_sequence
-from lstm_inspect.engine.ops import OpError
+from lstm_inspect.engine.ops import OpError, op_supported, run_op_layer
 from lstm_inspect.model.architecture import Call, ConfigError, LayerNode, ModelGraph, TensorRef, flatten, split_rnn_call
 from lstm_inspect.model.cells import CellWeights, StepVariant, keras_major_minor
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection, check_sizes
@@ -347,8 +347,6 @@ class Network:
         self.budget.need(shape, shape, what="its output and a temporary")
 
     def _op(self, node: LayerNode, args: Call) -> Tensor:
-        from lstm_inspect.engine.ops import run_op_layer
-
         try:
             return Tensor(run_op_layer(node, [_value(a) for a in args.args],
                                        {k: _value(v) for k, v in args.kwargs.items()}))
@@ -436,8 +434,6 @@ class Network:
         return self._weights[d.name]
 
     def _check_supported(self, graph: ModelGraph) -> None:
-        from lstm_inspect.engine.ops import op_supported
-
         for node in graph.walk():
             if node.children is not None or node.path in self.directions:
                 continue
@@ -463,12 +459,7 @@ def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode,
     not every layer's output (the graph's own inputs belong to the caller).
     """
     if graph.class_name == "Sequential":
-        current = list(inputs)
-        for k, node in enumerate(graph.layers):
-            previous, current = current, apply(node, Call(list(current)), 0)
-            if release is not None and k > 0:
-                release(previous)
-        return current
+        return _walk_chain(graph.layers, inputs, apply, release)
     by_name = {n.name: n for n in graph.layers}
     input_names = [r.layer for r in graph.inputs]
     produced: dict[tuple[str, int], list[Any]] = {}
@@ -480,15 +471,6 @@ def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode,
             raise InspectError(f"{where}: a layer's input refers to output {ref.tensor} of "
                                f"{ref.layer}, which that layer does not produce")
         return outs[ref.tensor]
-
-    def resolve(obj: Any) -> Any:
-        if isinstance(obj, TensorRef):
-            return lookup(obj)
-        if isinstance(obj, dict):
-            return {k: resolve(v) for k, v in obj.items()}
-        if isinstance(obj, list):
-            return [resolve(v) for v in obj]
-        return obj
 
     try:
         order = graph.calls()
@@ -503,21 +485,49 @@ def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode,
             continue
         call = node.inbound[k] if k < len(node.inbound) else Call()
         try:
-            resolved = Call(resolve(call.args), resolve(call.kwargs))
+            resolved = Call(_resolve(call.args, lookup), _resolve(call.kwargs, lookup))
         except ConfigError as exc:
             raise InspectError(f"{where}: {exc}") from exc
         produced[(node.name, k)] = apply(node, resolved, k)
         del resolved
-        for key in _consumed(graph, call, by_name):
-            uses[key] -= 1
-            if uses[key] == 0 and key in produced and by_name[key[0]].class_name != "InputLayer":
-                done = produced.pop(key)
-                if release is not None:
-                    release(done)
+        _let_go(_consumed(graph, call, by_name), uses, produced, by_name, release)
     try:
         return [lookup(r) for r in graph.outputs]
     except ConfigError as exc:
         raise InspectError(f"{where}: {exc}") from exc
+
+
+def _walk_chain(layers: list[LayerNode], inputs: list[Any], apply: Callable[[LayerNode, Call, int], list[Any]],
+                release: Callable[[list[Any]], None] | None) -> list[Any]:
+    """A Sequential's layers one after the other, each one's input let go once the next has run."""
+    current = list(inputs)
+    for k, node in enumerate(layers):
+        previous, current = current, apply(node, Call(list(current)), 0)
+        if release is not None and k > 0:
+            release(previous)
+    return current
+
+
+def _resolve(obj: Any, lookup: Callable[[TensorRef], Any]) -> Any:
+    """A call's arguments with every TensorRef replaced by its tensor (through dicts and lists)."""
+    if isinstance(obj, TensorRef):
+        return lookup(obj)
+    if isinstance(obj, dict):
+        return {k: _resolve(v, lookup) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_resolve(v, lookup) for v in obj]
+    return obj
+
+
+def _let_go(consumed: list[tuple[str, int]], uses: Counter[tuple[str, int]], produced: dict[tuple[str, int], list[Any]],
+            by_name: dict[str, LayerNode], release: Callable[[list[Any]], None] | None) -> None:
+    """One use of each consumed output counted off; outputs no call needs any more are dropped (and released)."""
+    for key in consumed:
+        uses[key] -= 1
+        if uses[key] == 0 and key in produced and by_name[key[0]].class_name != "InputLayer":
+            done = produced.pop(key)
+            if release is not None:
+                release(done)
 
 
 def _consumed(graph: ModelGraph, call: Call, by_name: dict[str, LayerNode]) -> list[tuple[str, int]]:

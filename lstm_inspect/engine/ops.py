@@ -16,7 +16,7 @@ Three dialects record the ops a user wrote on Keras tensors (`tf.cast(x)`, `x * 
 Every op is looked up in a whitelist and run from the config alone: nothing is imported or
 evaluated, and an op outside the list is named in one line.
 
-The exporters (`lstm_inspect/export/onnx/ops.py`, `torch_ops.py`) bind a node's arguments with the same
+The exporters (`export/onnx/ops.py`, `export/torch/ops.py`) bind a node's arguments with the same
 rules (`keras3_options`, `tf_function_arguments`, `node_def_inputs`) and know each operation by one
 name whatever its dialect (`canonical_op`, from the `CANONICAL_*` tables here).
 """

@@ -9,9 +9,11 @@ the three cannot drift apart.
 
 Modules, one per family: `core` (Dense, Embedding, Activation, TimeDistributed, shapes, Permute,
 normalization, the merges and Dot, identities at inference), `conv` (convolutions, padding, cropping,
-upsampling), `pooling`, `activation_layers` (ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU),
+upsampling), `pooling`, `activations` (ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU),
 `attention` (Attention, AdditiveAttention, MultiHeadAttention). The exporters' forms of each kind
-live in `lstm_inspect.export` (onnx_*, torch_*), one module per family too.
+live in `lstm_inspect.export.onnx` and `lstm_inspect.export.torch`, in family modules of the same
+names, each target with its own `LAYERS` and `@layer`. A new family is a module here, imported at
+the bottom of this file (it imports the registry from here), plus one in each export target.
 
 Each family module also holds the decisions its exporters share with the engine (reading a layer's
 config with its defaults and Keras 1/2/3 key names, which rule a Keras release follows, padding
@@ -30,6 +32,7 @@ import numpy as np
 
 from lstm_inspect.base import budget
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.model.cells import config_int
 
 if TYPE_CHECKING:
     from lstm_inspect.model.architecture import LayerNode
@@ -170,8 +173,6 @@ def same_dims(node: LayerNode, in_dims: list[int | None]) -> list[int | None]:
 
 def config_dims(key: str, *fallbacks: str) -> DimsFn:
     """Output feature size read from the config (Dense's units, Embedding's output_dim)."""
-    from lstm_inspect.model.cells import config_int
-
     def dims(node: LayerNode, in_dims: list[int | None]) -> list[int | None]:
         for k in (key, *fallbacks):
             if k in node.config:

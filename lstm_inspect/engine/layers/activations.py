@@ -24,7 +24,7 @@ generations differ:
 
 The settings (`relu_settings`, `leaky_relu_slope`, `elu_alpha`, `thresholded_relu_theta`, `prelu_alpha_shape`,
 `softmax_axes`, `softmax_mask_rule`, `softmax_own_dtype`) are read and checked here once, for the engine and
-for both exporters (`lstm_inspect/export/onnx/activations.py`, `torch_layers.py`).
+for both exporters (`export/onnx/activations.py`, `export/torch/activations.py`).
 """
 
 from __future__ import annotations

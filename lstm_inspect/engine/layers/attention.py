@@ -32,7 +32,7 @@ history):
 Every -1e9 Keras adds is added in float32 as Keras does, in float64 runs too: that rounding is what
 makes a fully masked row uniform, which is Keras's answer.
 
-The decisions the exporters (`lstm_inspect/export/onnx/attention.py`, `torch_attention.py`) share with the engine
+The decisions the exporters (`export/onnx/attention.py`, `export/torch/attention.py`) share with the engine
 are made here once: the writing release (`keras_release`), the call's flags and the training=True refusal,
 the scores' settings (`score_settings`), which Keras release treats the value and query masks how
 (`value_mask_per_query`, `query_mask_by_where`), MultiHeadAttention's config and release rules (`mha_settings`,

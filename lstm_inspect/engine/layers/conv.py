@@ -21,8 +21,8 @@ the same thing wherever both accept a configuration:
 - groups (Conv only): the input channels split in `groups` blocks, block j convolved with filters
   j·F/groups...; the kernel is (*kernel_size, C/groups, F). Depthwise output channel c·M + m (TF's order).
 - the activation inside the layer follows the bias. ZeroPadding1D has data_format in Keras 3 only.
-- the settings are read and checked once, for the engine and both exporters (`port/onnx_conv.py`,
-  `torch_conv.py`): `conv_settings` (a `ConvSettings`), `spatial_format` and `upsampling_size` here,
+- the settings are read and checked once, for the engine and both exporters (`export/onnx/conv.py`,
+  `export/torch/conv.py`): `conv_settings` (a `ConvSettings`), `spatial_format` and `upsampling_size` here,
   `pool_settings` in pooling.py; the padding amounts that do not depend on the input's length too
   (`fixed_pads`: valid, causal, "same" with stride 1), the others from `same_pads`.
 - the bias goes on the channel axis. One Keras does not always do so: Keras 3's TensorFlow backend runs

@@ -30,7 +30,8 @@ import numpy as np
 
 from lstm_inspect.engine.layers import LAYERS, LayerCall, Tensor, config_dims, layer, same_dims
 from lstm_inspect.model.activations import activation_fn
-from lstm_inspect.model.cells import activation_name, config_int
+from lstm_inspect.model.architecture import LayerNode
+from lstm_inspect.model.cells import activation_name, config_int, keras_major_minor
 
 IDENTITY = ("InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
             "GaussianDropout", "AlphaDropout", "ActivityRegularization")
@@ -61,8 +62,6 @@ def dense(c: LayerCall) -> list[Tensor]:
 
 def wrapped_layer(node: Any) -> Any:
     """The wrapped layer of a TimeDistributed, as a node of its own."""
-    from lstm_inspect.model.architecture import LayerNode
-
     inner = node.config.get("layer") if isinstance(node.config.get("layer"), dict) else {}
     cfg = inner.get("config") if isinstance(inner.get("config"), dict) else {}
     return LayerNode(name=node.name, path=node.path, class_name=str(inner.get("class_name")), config=cfg,
@@ -295,8 +294,6 @@ def _accumulate(cls: str, values: list[np.ndarray], dtype: Any) -> np.ndarray:
 
 def merge_masks_keras34(ctx: Any) -> bool:
     """Whether the writing Keras merges masks as Keras 3.4+ does (keras-team/keras#19685); else tf_keras's rule."""
-    from lstm_inspect.model.cells import keras_major_minor
-
     major, minor = keras_major_minor(ctx.keras_version)
     major = major if major is not None else ctx.keras_major
     return major >= 3 and (minor is None or minor >= 4)

@@ -12,10 +12,13 @@ kind's module, as a `Cell`:
   `bias`, gates side by side in the stored order), the older layouts converted the way Keras's
   own loader converts them (CuDNN, Keras 1's per-gate arrays), and their shape checks;
 - the split into one matrix per gate on [x; h] (`gates`);
-- the step equations (`step`), and what a trace records at each step;
-- the export layouts of PyTorch and ONNX, and the porting mistakes `diagnose` tries.
+- the step equations (`step`), and what a trace records at each step.
 
-Adding a recurrent kind is one module here plus its tests.
+What other parts do with a kind lives with them: its ONNX and PyTorch export in
+`export/onnx/cells/<kind>.py` and `export/torch/cells/<kind>.py`, the porting mistakes `diagnose`
+tries in `check/mistakes.py` (derived from the Cell's attributes, plus the kind's own if it has
+any). Adding a recurrent kind is `model/cells/<kind>.py`, `export/onnx/cells/<kind>.py`,
+`export/torch/cells/<kind>.py`, plus their tests.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from lstm_inspect.model.activations import Activation
+from lstm_inspect.model.activations import HARD_SIGMOID, Activation, activation_fn
 
 
 def split_gates(a: np.ndarray, n: int, axis: int = -1) -> list[np.ndarray]:
@@ -185,8 +188,6 @@ class Cell:
 
     def activations_label(self, settings: CellSettings, hard_sigmoid: str) -> str:
         """activation/recurrent_activation as `show` prints them."""
-        from lstm_inspect.model.activations import HARD_SIGMOID
-
         def label(name: str | None) -> str:
             if name == "hard_sigmoid":
                 slope, _ = HARD_SIGMOID[hard_sigmoid]
@@ -289,15 +290,12 @@ class Cell:
 
     def activations(self, settings: CellSettings, hard_sigmoid: str, variant: StepVariant | None
                     ) -> tuple[Activation, Activation | None]:
-        from lstm_inspect.model.activations import activation_fn
-
         v = variant or StepVariant()
         act = activation_fn(v.activation or settings.activation, hard_sigmoid)
         rec = settings.recurrent_activation if v.recurrent_activation is None else v.recurrent_activation
         return act, (activation_fn(rec, hard_sigmoid) if rec is not None else None)
 
-
-    # ---- what the rest of lstm-inspect says and passes on about this kind (so that a kind is one module)
+    # ---- what the rest of lstm-inspect says and passes on about this kind
     legend: str = ""  # `show`'s legend: the gate matrices, e.g. "gates i, f, c, o, each W_g"
     legend_extra: str = ""  # said after "a bias b_g of N_c", e.g. a second bias row
 
@@ -348,87 +346,6 @@ class Cell:
         """A fused (rows, G·N_c) array's gate blocks in `order`, transposed to (G·N_c, rows): one copy."""
         blocks = dict(zip(self.gates, split_gates(a, self.n_gates)))
         return np.concatenate([blocks[g].T for g in order], axis=0)
-
-    # ---- porting mistakes (diagnose)
-    known_orders: dict[tuple[str, ...], str] = {}  # gate orders other libraries use, by name
-
-    def mistakes(self, settings: CellSettings, storage: str, input_dim: int | None, units: int | None,
-                 hard_sigmoid: str = "keras3") -> list[CellMistake]:
-        """The mistakes a port of this kind makes in the weights, activations and step equations.
-
-        Sequence-level mistakes (time order, masks, states, precision) are `diagnose`'s own.
-        """
-        import itertools
-
-        out: list[CellMistake] = []
-        for order in itertools.permutations(self.gates):
-            if order == self.gates:
-                continue
-            label = self.known_orders.get(order, f"gate order {', '.join(order)}")
-            out.append(CellMistake(
-                f"wrong gate order: {label}", f"Keras stores the gates as {', '.join(self.gates)}: slice kernel, "
-                "recurrent_kernel and bias in that order", "order", weights=_read_as(self, order)))
-        formulas = {"keras2": "clip(0.2·x + 0.5, 0, 1), Keras 2's", "keras3": "clip(x/6 + 0.5, 0, 1), Keras 3's"}
-        own = settings.recurrent_activation
-        if own is not None:
-            mine = f"hard_sigmoid:{hard_sigmoid}" if own == "hard_sigmoid" else own
-            described = f"hard_sigmoid = {formulas[hard_sigmoid].split(',')[0]}" if own == "hard_sigmoid" else own
-            for name, label in (("sigmoid", "the logistic sigmoid"),
-                                ("hard_sigmoid:keras2", f"hard_sigmoid as {formulas['keras2']}"),
-                                ("hard_sigmoid:keras3", f"hard_sigmoid as {formulas['keras3']}")):
-                out.append(CellMistake(
-                    f"recurrent activation: {label} where the model uses {described}",
-                    f"use this file's recurrent_activation, {described}", "activation",
-                    step=StepVariant(recurrent_activation=name), same_as_model=name == mine))
-        if settings.use_bias:
-            out.append(CellMistake("the bias left out", "add the bias to every gate", "bias",
-                                   weights=lambda d, w: CellWeights(kernel=w.kernel,
-                                                                    recurrent_kernel=w.recurrent_kernel, bias=None)))
-        out.append(CellMistake(
-            "each gate's recurrent block transposed (N_c × N_c)", "h_{t-1} multiplies recurrent_kernel from the "
-            "left: z = h · U, not U · h", "transpose", weights=_per_block(self, "recurrent_kernel")))
-        if input_dim is not None and input_dim == units:
-            out.append(CellMistake("each gate's input block transposed (N_i = N_c)", "x multiplies kernel from the "
-                                   "left: z = x · W", "transpose", weights=_per_block(self, "kernel")))
-            out.append(CellMistake("kernel and recurrent_kernel swapped (N_i = N_c)", "kernel acts on x, "
-                                   "recurrent_kernel on h", "transpose",
-                                   weights=lambda d, w: CellWeights(kernel=w.recurrent_kernel,
-                                                                    recurrent_kernel=w.kernel, bias=w.bias)))
-        return out
-
-
-@dataclass(frozen=True)
-class CellMistake:
-    """One way a port of a kind computes differently: in its weights or in its step equations."""
-
-    name: str
-    fix: str
-    axis: str  # "order", "activation", "equation", "bias", "transpose": two of one axis never combine
-    weights: Callable[[Any, CellWeights], CellWeights] | None = None  # (direction, weights) -> weights
-    step: StepVariant | None = None
-    same_as_model: bool = False  # the model itself computes this (left out of the search)
-
-
-def _read_as(cell: Cell, order: tuple[str, ...]) -> Callable[[Any, CellWeights], CellWeights]:
-    """The port reads the stored gate blocks as if they were in `order` (block k taken as gate order[k])."""
-    def apply(d: Any, w: CellWeights) -> CellWeights:
-        def move(a: np.ndarray, axis: int = -1) -> np.ndarray:
-            blocks = split_gates(a, cell.n_gates, axis)
-            return np.concatenate([blocks[order.index(g)] for g in cell.gates], axis=axis)
-
-        bias = None if w.bias is None else move(w.bias)
-        return CellWeights(kernel=move(w.kernel), recurrent_kernel=move(w.recurrent_kernel), bias=bias)
-    return apply
-
-
-def _per_block(cell: Cell, which: str) -> Callable[[Any, CellWeights], CellWeights]:
-    def apply(d: Any, w: CellWeights) -> CellWeights:
-        a = getattr(w, which)
-        flipped = np.concatenate([b.T for b in split_gates(a, cell.n_gates)], axis=1)
-        return CellWeights(kernel=flipped if which == "kernel" else w.kernel,
-                           recurrent_kernel=flipped if which == "recurrent_kernel" else w.recurrent_kernel,
-                           bias=w.bias)
-    return apply
 
 
 CELLS: dict[str, Cell] = {}

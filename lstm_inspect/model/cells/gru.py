@@ -32,7 +32,6 @@ import numpy as np
 from lstm_inspect.model.activations import ACTIVATIONS, Activation
 from lstm_inspect.model.cells import (
     Cell,
-    CellMistake,
     CellSettings,
     CellWeights,
     StepVariant,
@@ -60,7 +59,6 @@ class GRU(Cell):
     gate_traces = {"z": ("z", "unit"), "r": ("r", "unit"), "h": ("h_tilde", "signed")}
     legacy_arrays = 9
 
-    known_orders = {("r", "z", "h"): "PyTorch's (and cuDNN's) order r, z, n"}
     legend, legend_extra = "gates z, r, h, each W_g", " (reset_after: also a recurrent bias b_hg)"
     cudnn_settings = {"reset_after": True}  # CuDNNGRU computes the reset_after form
     # Keras before 2.1.x wrote no reset_after and computed the reset-before form; tf_keras and Keras 3 would
@@ -84,37 +82,6 @@ class GRU(Cell):
         if len(shapes) == 3:
             return {"reset_after": len(shapes[2]) == 2 or self.layer_classes.get(class_name) == "cudnn"}
         return {"reset_after": not is_multi_backend_keras2(keras_version, (2, 4))}
-
-
-    def mistakes(self, settings: CellSettings, storage: str, input_dim: int | None, units: int | None,
-                 hard_sigmoid: str = "keras3") -> list[CellMistake]:
-        out = super().mistakes(settings, storage, input_dim, units, hard_sigmoid)
-        phi = settings.activation
-        after = bool(settings.reset_after)
-        out += [
-            CellMistake("the update gate used the other way round: h = (1 − z)·h_prev + z·h̃",
-                        "Keras keeps the old state where z is 1: h = z⊙h_prev + (1 − z)⊙h̃", "equation",
-                        step=StepVariant(options={"update_inverted": True})),
-            CellMistake("the reset gate applied " + ("before the recurrent product (reset_after=False)" if after else
-                                                      "after the recurrent product (reset_after=True)"),
-                        "this layer has reset_after=" + ("True: h̃ = φ(x_h + r ⊙ (h·U_h + b_h))" if after else
-                                                         "False: h̃ = φ(x_h + (r ⊙ h)·U_h)"),
-                        "equation", step=StepVariant(options={"reset_after": not after})),
-            CellMistake(f"sigmoid on the candidate instead of {phi}", f"h̃ = {phi}(...)", "equation",
-                        step=StepVariant(activation="sigmoid"), same_as_model=phi == "sigmoid"),
-        ]
-        if after and settings.use_bias:
-            out += [
-                CellMistake("the recurrent bias row (bias[1]) left out", "add bias[1] to h·recurrent_kernel (the "
-                            "candidate's part inside the reset gate)", "bias", weights=_bias_rows(1, 0)),
-                CellMistake("the input bias row (bias[0]) left out", "add bias[0] to x·kernel", "bias",
-                            weights=_bias_rows(0, 1)),
-                CellMistake("the two bias rows summed into one input bias", "bias[1] of the candidate goes inside "
-                            "the reset gate: h̃ = φ(x·W_h + b_h + r ⊙ (h·U_h + b_hh))", "bias",
-                            weights=_bias_rows(1, 1, summed=True)),
-            ]
-        return out
-
 
     def settings(self, cell_config: dict[str, Any], rnn_config: dict[str, Any], class_name: str,
                  keras_version: str | None) -> CellSettings:
@@ -175,18 +142,6 @@ class GRU(Cell):
             lines = ["x_z, x_r, x_h = split(x·kernel + bias); U_z, U_r, U_h = split(recurrent_kernel)",
                      f"z = {s}(x_z + h·U_z); r = {s}(x_r + h·U_r); h̃ = {phi}(x_h + (r⊙h)·U_h)"]
         return [*lines, "h = z⊙h_prev + (1 − z)⊙h̃"]
-
-
-def _bias_rows(keep_input: int, keep_recurrent: int, summed: bool = False) -> Any:
-    """A reset_after GRU's two bias rows, one dropped or both added into the input row."""
-    def apply(d: Any, w: CellWeights) -> CellWeights:
-        if w.bias is None or w.bias.ndim != 2:
-            return w
-        b_in, b_rec = w.bias[0] * keep_input, w.bias[1] * keep_recurrent
-        if summed:
-            b_in, b_rec = b_in + b_rec, np.zeros_like(b_rec)
-        return CellWeights(kernel=w.kernel, recurrent_kernel=w.recurrent_kernel, bias=np.stack([b_in, b_rec]))
-    return apply
 
 
 class _GRUStep:

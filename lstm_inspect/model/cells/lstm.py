@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.model.activations import ACTIVATIONS, Activation
+from lstm_inspect.model.activations import ACTIVATIONS, Activation, activation_fn, sigmoid, tanh
 from lstm_inspect.model.cells import (
     Cell,
-    CellMistake,
     CellSettings,
     CellWeights,
     StepVariant,
@@ -76,31 +75,6 @@ class LSTM(Cell):
     gate_traces = {"i": ("i", "unit"), "f": ("f", "unit"), "c": ("c_tilde", "signed"), "o": ("o", "unit")}
     legacy_arrays = 12
     legend = "gates i, f, c, o, each W_g"
-    known_orders = {("i", "o", "f", "c"): "ONNX's gate order i, o, f, c",
-                    ("i", "f", "o", "c"): "c and o swapped (i, f, o, c)",
-                    ("i", "c", "f", "o"): "Keras 1's stored order i, c, f, o (also TF1's i, j, f, o)"}
-
-    def mistakes(self, settings: CellSettings, storage: str, input_dim: int | None, units: int | None,
-                 hard_sigmoid: str = "keras3") -> list[CellMistake]:
-        out = super().mistakes(settings, storage, input_dim, units, hard_sigmoid)
-        phi = settings.activation
-        out += [
-            CellMistake(f"{phi} left off c in h = o · {phi}(c)", f"h = o ⊙ {phi}(c)", "equation",
-                        step=StepVariant(options={"cell_activation": "linear"}), same_as_model=phi == "linear"),
-            CellMistake(f"sigmoid on the cell candidate instead of {phi}", f"c̃ = {phi}(z_c)", "equation",
-                        step=StepVariant(activation="sigmoid", options={"cell_activation": phi}),
-                        same_as_model=phi == "sigmoid"),
-            CellMistake("no activation on the cell candidate", f"c̃ = {phi}(z_c)", "equation",
-                        step=StepVariant(activation="linear", options={"cell_activation": phi}),
-                        same_as_model=phi == "linear"),
-        ]
-        if storage == "cudnn":
-            out += [CellMistake("CuDNNLSTM's recurrent bias dropped", "the bias is the input half plus the recurrent "
-                                "half (bias[:4N_c] + bias[4N_c:])", "bias", weights=_cudnn_bias(0)),
-                    CellMistake("CuDNNLSTM's recurrent bias added twice", "add the recurrent half once", "bias",
-                                weights=_cudnn_bias(2))]
-        return out
-
     def settings(self, cell_config: dict[str, Any], rnn_config: dict[str, Any], class_name: str,
                  keras_version: str | None) -> CellSettings:
         """From a cell-level config (LSTM or LSTMCell) and the sequence-level one (the same dict for LSTM).
@@ -157,8 +131,6 @@ class LSTM(Cell):
         options = (variant.options if variant else {}) or {}
         cell_act = act
         if "cell_activation" in options:
-            from lstm_inspect.model.activations import activation_fn
-
             cell_act = activation_fn(options["cell_activation"], hard_sigmoid)
         assert rec is not None
         return LSTMStep(w, dtype, batch, act, rec, cell_act)
@@ -195,14 +167,6 @@ def _check_keras1(layer: str, stored: StoredShapes, units: int | None, order: tu
 check_keras1 = _check_keras1
 
 
-def _cudnn_bias(times: int) -> Any:
-    """A CuDNN layer's input bias plus `times` × its recurrent bias (Keras adds each once)."""
-    def apply(d: Any, w: CellWeights) -> CellWeights:
-        raw = d.source.read([d.arrays[2].key])[0]
-        n = raw.shape[0] // 2
-        return CellWeights(kernel=w.kernel, recurrent_kernel=w.recurrent_kernel, bias=raw[:n] + times * raw[n:])
-    return apply
-
 # The step keeps its gate blocks in the order i, f, o, c so that one call of the recurrent
 # activation covers the three σ gates; `z` is recorded in Keras's order i, f, c, o.
 _INTERNAL = (0, 1, 3, 2)  # internal block k holds Keras block _INTERNAL[k]
@@ -221,8 +185,6 @@ class LSTMStep:
 
     def __init__(self, w: CellWeights, dtype: type, batch: int, act: Activation, rec: Activation,
                  cell_act: Activation) -> None:
-        from lstm_inspect.model.activations import sigmoid, tanh
-
         u = w.units
         self.fused = rec is sigmoid and act is tanh and cell_act is tanh
         scale = np.ones(4 * u, dtype=dtype)

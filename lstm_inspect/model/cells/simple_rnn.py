@@ -15,7 +15,6 @@ import numpy as np
 from lstm_inspect.model.activations import Activation
 from lstm_inspect.model.cells import (
     Cell,
-    CellMistake,
     CellSettings,
     CellWeights,
     StepVariant,
@@ -38,16 +37,6 @@ class SimpleRNN(Cell):
     preactivations = ("pre",)
     gate_traces = {"h": ("h", "signed")}
     legend = "one W"
-
-    def mistakes(self, settings: CellSettings, storage: str, input_dim: int | None, units: int | None,
-                 hard_sigmoid: str = "keras3") -> list[CellMistake]:
-        out = super().mistakes(settings, storage, input_dim, units, hard_sigmoid)
-        for other in ("tanh", "relu", "linear", "sigmoid"):
-            out.append(CellMistake(f"activation {other} where the model uses {settings.activation}",
-                                   f"h = {settings.activation}(...)", "activation", step=StepVariant(activation=other),
-                                   same_as_model=other == settings.activation))
-        return out
-
 
     def settings(self, cell_config: dict[str, Any], rnn_config: dict[str, Any], class_name: str,
                  keras_version: str | None) -> CellSettings:
