@@ -177,10 +177,10 @@ def _diagnose_times() -> None:
         return
     print("\ndiagnose on real files (THEIRS: the engine with i, f, c, o read as i, c, f, o), goal < 10 s:")
     from lstm_inspect.engine.network import DirectionVariant, Variant
-    from lstm_inspect.model.cells import split_gates
+    from lstm_inspect.model.cells.base import split_gates
 
     def wrong_order(d: Any, w: Any) -> Any:
-        from lstm_inspect.model.cells import CellWeights
+        from lstm_inspect.model.cells.base import CellWeights
 
         def move(a: np.ndarray) -> np.ndarray:
             blocks = split_gates(a, d.cell.n_gates)

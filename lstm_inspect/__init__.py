@@ -12,7 +12,7 @@ from pathlib import Path
 from lstm_inspect.base import __version__
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.io import read_checkpoint
-from lstm_inspect.model.cells import CELLS, Cell, CellWeights, Gate, split_gates
+from lstm_inspect.model.cells.base import CELLS, Cell, CellWeights, Gate, split_gates
 from lstm_inspect.model.checkpoint import Checkpoint, LSTMDirection, RecurrentDirection
 
 

@@ -18,7 +18,7 @@ from lstm_inspect.base import progress
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.network import trace_run
 from lstm_inspect.io.arrays import atomic_dir, inside, safe_relpath, shown
-from lstm_inspect.model.cells import Gate
+from lstm_inspect.model.cells.base import Gate
 from lstm_inspect.model.checkpoint import RecurrentDirection
 
 TRACE_UNITS = 4  # units drawn one by one in the activation plot, besides the mean

@@ -293,7 +293,7 @@ def test_mha_weights_read_in_keras_order() -> None:
 
 
 def test_weights_that_do_not_fit_fail_in_one_line() -> None:
-    from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
+    from lstm_inspect.engine.layers.registry import LAYERS, Context, LayerCall, Tensor
     from lstm_inspect.model.architecture import LayerNode
 
     ctx = Context(np.float32, "3.15.1", 3)

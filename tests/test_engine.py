@@ -56,7 +56,7 @@ def test_one_direction_alone_equals_the_keras_layer_output() -> None:
 @pytest.mark.parametrize("kind", ["LSTM", "GRU-after", "GRU-before", "SimpleRNN"])
 def test_engine_step_by_step_against_the_equations(kind: str) -> None:
     """Each cell through the engine's sequence loop against the tests' own textbook loop, float64."""
-    from lstm_inspect.model.cells import CELLS, CellSettings, CellWeights
+    from lstm_inspect.model.cells.base import CELLS, CellSettings, CellWeights
 
     rng = np.random.default_rng(0)
     units, n_i, batch, steps = 3, 2, 2, 5
@@ -96,7 +96,7 @@ def test_layer_lookup_by_short_name() -> None:
 
 def test_a_softmax_recurrent_activation_applies_to_each_gate_alone() -> None:
     """Softmax is not elementwise: Keras applies the recurrent activation gate by gate (LSTMCell, GRUCell)."""
-    from lstm_inspect.model.cells import CELLS, CellSettings, CellWeights
+    from lstm_inspect.model.cells.base import CELLS, CellSettings, CellWeights
 
     def softmax(v: np.ndarray) -> np.ndarray:
         e = np.exp(v - v.max(axis=-1, keepdims=True))

@@ -21,10 +21,10 @@ import pytest
 
 import lstm_inspect
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
+from lstm_inspect.engine.layers.registry import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.export import export
 from lstm_inspect.model.architecture import Call, LayerNode
-from lstm_inspect.model.cells import keras_major_minor
+from lstm_inspect.model.cells.base import keras_major_minor
 
 from conftest import SAMPLES
 

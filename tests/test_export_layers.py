@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
+from lstm_inspect.engine.layers.registry import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.model.architecture import Call, LayerNode
 
 from cases.layers import CL, KNOWN_BUGS, LayerCase, export_cases

@@ -17,7 +17,7 @@ import pytest
 
 import lstm_inspect
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import LAYERS
+from lstm_inspect.engine.layers.registry import LAYERS
 from lstm_inspect.export import export, plan_export
 
 from conftest import REALWORLD, SAMPLES, run_cli

@@ -351,7 +351,7 @@ def test_cli_exports_and_verifies(tmp_path: Path) -> None:
 
 
 def test_every_layer_kind_has_a_pytorch_form() -> None:
-    from lstm_inspect.engine.layers import LAYERS
+    from lstm_inspect.engine.layers.registry import LAYERS
     from lstm_inspect.export.torch.registry import LAYERS as TORCH_LAYERS
 
     assert set(LAYERS) <= set(TORCH_LAYERS), sorted(set(LAYERS) - set(TORCH_LAYERS))

@@ -24,8 +24,8 @@ import pytest
 
 import lstm_inspect
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.engine.layers.core import IDENTITY
+from lstm_inspect.engine.layers.registry import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.model.activations import activation_fn
 from lstm_inspect.model.architecture import LayerNode
 

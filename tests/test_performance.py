@@ -120,7 +120,7 @@ def test_the_lstm_step_with_one_tanh_computes_bit_for_bit_what_separate_activati
     """Keras's default LSTM takes one tanh over its four blocks (σ(z) = (tanh(z/2) + 1)/2 with the σ columns halved
     beforehand, exact in binary); wrapping the same activations defeats that path, and the steps must agree."""
     from lstm_inspect.model.activations import sigmoid, tanh
-    from lstm_inspect.model.cells import CellWeights
+    from lstm_inspect.model.cells.base import CellWeights
     from lstm_inspect.model.cells.lstm import LSTMStep
 
     def wrapped(fn):  # the same function, not the same object: the step takes the separate path

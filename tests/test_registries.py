@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from lstm_inspect.engine.layers import LAYERS
+from lstm_inspect.engine.layers.registry import LAYERS
 from lstm_inspect.export.onnx import registry as onnx
 from lstm_inspect.export.torch import registry as torch
-from lstm_inspect.model.cells import CELLS
+from lstm_inspect.model.cells.base import CELLS
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lstm_inspect"
 TARGETS = {"onnx": onnx, "torch": torch}

@@ -38,7 +38,7 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.check.mistakes import cell_mistakes
 from lstm_inspect.check.verify import Comparison, compare
 from lstm_inspect.engine.network import DirectionVariant, Network, RunRecord, Variant, charge_direction, run_direction
-from lstm_inspect.model.cells import CellWeights, StepVariant
+from lstm_inspect.model.cells.base import CellWeights, StepVariant
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
 # Pairs are tried until one fits exactly, this many have run, or this many seconds have passed.

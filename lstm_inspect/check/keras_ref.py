@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import LAYERS
+from lstm_inspect.engine.layers.registry import LAYERS
 from lstm_inspect.engine.network import walk_graph
 from lstm_inspect.engine.ops import KERAS3_OPS, TF_FUNCTIONS, TF_RAW_OPS
 from lstm_inspect.model.activations import activation_fn
@@ -46,7 +46,7 @@ from lstm_inspect.model.architecture import (
     declared_shape,
     parse_model_config,
 )
-from lstm_inspect.model.cells import all_layer_classes, cell_of_class, is_multi_backend_keras2, keras_major_minor
+from lstm_inspect.model.cells.base import all_layer_classes, cell_of_class, is_multi_backend_keras2, keras_major_minor
 from lstm_inspect.model.checkpoint import Checkpoint
 
 # Layer classes whose config may be handed to Keras's from_config: nothing in them runs user code.

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.model.cells import Cell, CellSettings, CellWeights, StepVariant, split_gates
+from lstm_inspect.model.cells.base import Cell, CellSettings, CellWeights, StepVariant, split_gates
 
 
 @dataclass(frozen=True)

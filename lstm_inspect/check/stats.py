@@ -17,7 +17,7 @@ import numpy as np
 
 from lstm_inspect.base import progress
 from lstm_inspect.engine.network import trace_run
-from lstm_inspect.model.cells import Gate
+from lstm_inspect.model.cells.base import Gate
 from lstm_inspect.model.checkpoint import RecurrentDirection
 
 NEAR_ZERO = 1e-3

@@ -23,7 +23,7 @@ import numpy as np
 
 from lstm_inspect.base import progress, threads
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.model.cells import Step
+from lstm_inspect.model.cells.base import Step
 
 
 @dataclass

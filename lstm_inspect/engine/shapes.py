@@ -8,9 +8,9 @@ which is why readers of files ask the engine: a layer's family says its output s
 
 from __future__ import annotations
 
-from lstm_inspect.engine.layers import LAYERS
+from lstm_inspect.engine.layers.registry import LAYERS
 from lstm_inspect.model.architecture import Call, LayerNode, ModelGraph, TensorRef, bidirectional_dims
-from lstm_inspect.model.cells import config_int, recurrent_class
+from lstm_inspect.model.cells.base import config_int, recurrent_class
 
 
 def input_feature_dims(graph: ModelGraph) -> dict[str, int | None]:

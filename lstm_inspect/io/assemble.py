@@ -39,7 +39,7 @@ from lstm_inspect.model.architecture import (
     state_names,
     unsupported_recurrent,
 )
-from lstm_inspect.model.cells import CELLS, Cell, CellSettings, StoredShapes
+from lstm_inspect.model.cells.base import CELLS, Cell, CellSettings, StoredShapes
 from lstm_inspect.model.checkpoint import Checkpoint, ModelLayer, RecurrentDirection
 
 # What a format reader returns for one recurrent direction: its arrays, their layout, what went wrong.

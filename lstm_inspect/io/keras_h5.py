@@ -50,7 +50,7 @@ from lstm_inspect.io.storage import (
     stored,
 )
 from lstm_inspect.model.architecture import LayerNode, RecurrentSpec
-from lstm_inspect.model.cells import Cell, default_recurrent_activation
+from lstm_inspect.model.cells.base import Cell, default_recurrent_activation
 from lstm_inspect.model.checkpoint import Checkpoint, ModelLayer, RecurrentDirection
 
 # ---------------------------------------------------------------- sniffs and readers (io.READERS)

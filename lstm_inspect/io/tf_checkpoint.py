@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import LAYERS
+from lstm_inspect.engine.layers.registry import LAYERS
 from lstm_inspect.engine.shapes import has_weights
 from lstm_inspect.io.assemble import (
     default_settings,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from lstm_inspect.model.cells import (
+from lstm_inspect.model.cells.base import (
     Cell,
     CellSettings,
     config_int,

@@ -14,7 +14,7 @@ import numpy as np
 
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.model.architecture import ModelGraph
-from lstm_inspect.model.cells import Cell, CellSettings, CellWeights, Gate, StoredShapes, hard_sigmoid_generation
+from lstm_inspect.model.cells.base import Cell, CellSettings, CellWeights, Gate, StoredShapes, hard_sigmoid_generation
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine.layers import LayerCall, Site, Tensor, layer, same_dims
+from lstm_inspect.engine.layers.registry import LayerCall, Site, Tensor, layer, same_dims
 
 # ---------------------------------------------------------------- the settings (shared with the exporters)
 

@@ -48,8 +48,8 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine.layers import Context, LayerCall, Site, Tensor, layer
-from lstm_inspect.model.cells import config_int, keras_major_minor
+from lstm_inspect.engine.layers.registry import Context, LayerCall, Site, Tensor, layer
+from lstm_inspect.model.cells.base import config_int, keras_major_minor
 
 LARGE = 1.0e9  # what Keras's dense attention and Softmax layers take from masked scores (float32)
 DPA_NEGATIVE = -0.7 * 3.38953e38  # keras/src/backend/tensorflow/nn.py _get_large_negative (float32)

@@ -43,9 +43,9 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine.layers import LayerCall, Site, Tensor, layer, same_dims
 from lstm_inspect.engine.layers.core import activation_of
-from lstm_inspect.model.cells import config_int
+from lstm_inspect.engine.layers.registry import LayerCall, Site, Tensor, layer, same_dims
+from lstm_inspect.model.cells.base import config_int
 from lstm_inspect.model.checkpoint import check_sizes
 
 # class name as Keras serializes it (aliases such as Convolution1D are the same class; Keras 1's Convolution1D

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine.layers import LAYERS, LayerCall, Tensor, config_dims, layer, same_dims
+from lstm_inspect.engine.layers.registry import LAYERS, LayerCall, Tensor, config_dims, layer, same_dims
 from lstm_inspect.model.activations import activation_fn
 from lstm_inspect.model.architecture import LayerNode
-from lstm_inspect.model.cells import activation_name, config_int, keras_major_minor
+from lstm_inspect.model.cells.base import activation_name, config_int, keras_major_minor
 
 IDENTITY = ("InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
             "GaussianDropout", "AlphaDropout", "ActivityRegularization")

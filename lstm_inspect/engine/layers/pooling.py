@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine.layers import LayerCall, Site, Tensor, layer, same_dims
 from lstm_inspect.engine.layers.conv import (
     back_to,
     channels_last,
@@ -46,6 +45,7 @@ from lstm_inspect.engine.layers.conv import (
     spatial_axes,
     taps,
 )
+from lstm_inspect.engine.layers.registry import LayerCall, Site, Tensor, layer, same_dims
 
 # class names as Keras serializes them (MaxPool1D and the like are aliases of the same classes): (rank, mode)
 POOLS = {"MaxPooling1D": (1, "max"), "MaxPooling2D": (2, "max"), "AveragePooling1D": (1, "avg"),

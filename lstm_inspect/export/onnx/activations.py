@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstm_inspect.engine.layers import LayerCall
 from lstm_inspect.engine.layers.activations import (
     elu_alpha,
     leaky_relu_slope,
@@ -31,6 +30,7 @@ from lstm_inspect.engine.layers.activations import (
     softmax_own_dtype,
     thresholded_relu_theta,
 )
+from lstm_inspect.engine.layers.registry import LayerCall
 from lstm_inspect.export.onnx.graph import Graph, Sym
 from lstm_inspect.export.onnx.registry import OnnxCall, layer
 

@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine.layers import LayerCall
 from lstm_inspect.engine.layers.attention import (
     DPA_NEGATIVE,
     LARGE,
@@ -46,6 +45,7 @@ from lstm_inspect.engine.layers.attention import (
     score_settings,
     value_mask_per_query,
 )
+from lstm_inspect.engine.layers.registry import LayerCall
 from lstm_inspect.export.onnx.graph import Graph, Sym
 from lstm_inspect.export.onnx.registry import OnnxCall, layer
 

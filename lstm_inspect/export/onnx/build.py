@@ -16,9 +16,9 @@ import numpy as np
 
 from lstm_inspect.base import __version__
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import LAYERS as ENGINE_LAYERS
-from lstm_inspect.engine.layers import Context
 from lstm_inspect.engine.layers.core import wrapped_layer
+from lstm_inspect.engine.layers.registry import LAYERS as ENGINE_LAYERS
+from lstm_inspect.engine.layers.registry import Context
 from lstm_inspect.engine.network import walk_graph
 from lstm_inspect.export.onnx.cells import emit_direction, emit_recurrent
 from lstm_inspect.export.onnx.graph import DEFAULT_OPSET, MIN_OPSET, Graph, Sym, value_info
@@ -27,7 +27,7 @@ from lstm_inspect.export.onnx.registry import LAYERS, OnnxCall
 from lstm_inspect.export.plan import Plan, RuntimeFailed
 from lstm_inspect.io.arrays import printable
 from lstm_inspect.model.architecture import Call, LayerNode, ModelGraph
-from lstm_inspect.model.cells import keras_major_minor
+from lstm_inspect.model.cells.base import keras_major_minor
 
 
 def _opset(plan: Plan) -> int:

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine.layers import LayerCall
 from lstm_inspect.engine.layers.conv import (
     CONV_KINDS,
     conv_pair_list,
@@ -38,6 +37,7 @@ from lstm_inspect.engine.layers.conv import (
     spatial_format,
     upsampling_size,
 )
+from lstm_inspect.engine.layers.registry import LayerCall
 from lstm_inspect.export.onnx.core import layer_activation
 from lstm_inspect.export.onnx.graph import Graph, Sym
 from lstm_inspect.export.onnx.registry import OnnxCall, layer, out_dim

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from lstm_inspect.engine.layers import LAYERS as ENGINE_LAYERS
 from lstm_inspect.engine.layers.core import IDENTITY, MERGES, merge_mask_rule, merge_masks_keras34, wrapped_layer
+from lstm_inspect.engine.layers.registry import LAYERS as ENGINE_LAYERS
 from lstm_inspect.export.onnx.graph import Graph, Sym, activation
 from lstm_inspect.export.onnx.registry import LAYERS, OnnxCall, layer, out_dim
-from lstm_inspect.model.cells import activation_name, config_int
+from lstm_inspect.model.cells.base import activation_name, config_int
 
 
 def layer_activation(c: OnnxCall, x: str, key: str = "activation", default: str = "linear") -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import Context
+from lstm_inspect.engine.layers.registry import Context
 from lstm_inspect.engine.ops import (
     KERAS3_OPS,
     TF_DTYPES,

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import LAYERS as ENGINE_LAYERS
-from lstm_inspect.engine.layers import Context
+from lstm_inspect.engine.layers.registry import LAYERS as ENGINE_LAYERS
+from lstm_inspect.engine.layers.registry import Context
 from lstm_inspect.export.onnx.graph import Graph, Sym
-from lstm_inspect.model.cells import Cell, CellSettings, CellWeights
+from lstm_inspect.model.cells.base import Cell, CellSettings, CellWeights
 from lstm_inspect.model.checkpoint import RecurrentDirection
 
 

@@ -36,7 +36,7 @@ from lstm_inspect.export.torch.code import LayerEmit, Sym, Writer, is_sym, kind_
 from lstm_inspect.export.torch.ops import op_kind, op_layer
 from lstm_inspect.export.torch.registry import LAYERS
 from lstm_inspect.model.architecture import Call, LayerNode
-from lstm_inspect.model.cells import keras_major_minor
+from lstm_inspect.model.cells.base import keras_major_minor
 
 _COUNTER = itertools.count()
 

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import Context, LayerCall
+from lstm_inspect.engine.layers.registry import Context, LayerCall
 from lstm_inspect.io.arrays import printable
-from lstm_inspect.model.cells import activation_name
+from lstm_inspect.model.cells.base import activation_name
 
 if TYPE_CHECKING:
     from lstm_inspect.model.architecture import Call, LayerNode

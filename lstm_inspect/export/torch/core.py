@@ -26,7 +26,7 @@ import numpy as np
 from lstm_inspect.engine.layers.core import merge_mask_rule, merge_masks_keras34, wrapped_layer
 from lstm_inspect.export.torch.code import LayerEmit, Sym, integer, snippet
 from lstm_inspect.export.torch.registry import LAYERS, layer
-from lstm_inspect.model.cells import config_int
+from lstm_inspect.model.cells.base import config_int
 
 IDENTITY = ("InputLayer", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
             "GaussianDropout", "AlphaDropout", "ActivityRegularization")

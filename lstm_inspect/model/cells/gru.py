@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.model.activations import ACTIVATIONS, Activation
-from lstm_inspect.model.cells import (
+from lstm_inspect.model.cells.base import (
     Cell,
     CellSettings,
     CellWeights,

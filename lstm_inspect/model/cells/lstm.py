@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.model.activations import ACTIVATIONS, Activation, activation_fn, sigmoid, tanh
-from lstm_inspect.model.cells import (
+from lstm_inspect.model.cells.base import (
     Cell,
     CellSettings,
     CellWeights,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.model.activations import Activation
-from lstm_inspect.model.cells import (
+from lstm_inspect.model.cells.base import (
     Cell,
     CellSettings,
     CellWeights,

@@ -29,12 +29,12 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers import Context
+from lstm_inspect.engine.layers.registry import Context
 from lstm_inspect.engine.network import recurrent_call
 from lstm_inspect.export.onnx.graph import Graph, Sym, activation, rnn_op_activation, value_info
 from lstm_inspect.export.onnx.registry import CELLS
 from lstm_inspect.model.architecture import Call, LayerNode
-from lstm_inspect.model.cells import CellWeights
+from lstm_inspect.model.cells.base import CellWeights
 from lstm_inspect.model.checkpoint import RecurrentDirection
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from lstm_inspect.export.onnx.cells import split_units
 from lstm_inspect.export.onnx.graph import Graph
 from lstm_inspect.export.onnx.registry import Act, OnnxCell, cell
-from lstm_inspect.model.cells import CellWeights
+from lstm_inspect.model.cells.base import CellWeights
 from lstm_inspect.model.checkpoint import RecurrentDirection
 
 

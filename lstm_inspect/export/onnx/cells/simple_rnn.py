@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from lstm_inspect.export.onnx.graph import Graph
 from lstm_inspect.export.onnx.registry import Act, OnnxCell, cell
-from lstm_inspect.model.cells import CellSettings
+from lstm_inspect.model.cells.base import CellSettings
 
 
 @cell("SimpleRNN")

@@ -39,7 +39,7 @@ from lstm_inspect.export.torch.code import LayerEmit, Sym, Writer, is_sym, snipp
 from lstm_inspect.export.torch.registry import CELLS
 
 if TYPE_CHECKING:
-    from lstm_inspect.model.cells import Cell, CellSettings, CellWeights
+    from lstm_inspect.model.cells.base import Cell, CellSettings, CellWeights
     from lstm_inspect.model.checkpoint import RecurrentDirection
 
 PACKING = ("from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence",)

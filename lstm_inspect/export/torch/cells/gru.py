@@ -14,7 +14,7 @@ from lstm_inspect.export.torch.code import snippet
 from lstm_inspect.export.torch.registry import cell
 
 if TYPE_CHECKING:
-    from lstm_inspect.model.cells import CellSettings
+    from lstm_inspect.model.cells.base import CellSettings
 
 snippet("gru_step", '''
 def gru_step(xp, state, weight_hh, bias_hh, activation, recurrent_activation, reset_after=True):

@@ -13,7 +13,7 @@ from lstm_inspect.export.torch.code import snippet
 from lstm_inspect.export.torch.registry import cell
 
 if TYPE_CHECKING:
-    from lstm_inspect.model.cells import CellSettings
+    from lstm_inspect.model.cells.base import CellSettings
 
 snippet("simple_rnn_step", '''
 def simple_rnn_step(xp, state, weight_hh, bias_hh, activation):
