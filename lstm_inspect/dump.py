@@ -15,7 +15,11 @@ tensor layouts, the gate order, the attributes or constructor arguments, what to
 order, and whether the target can compute the layer exactly (`exact_in_target`, with the reason
 when it cannot). Every direction's settings are listed, marked `assumed` when the file stores no
 architecture. Everything is written into a temporary folder renamed into place
-(`arrays_io.atomic_dir`); names from the file are escaped (`arrays_io.safe_relpath`).
+(`io.arrays.atomic_dir`); names from the file are escaped (`io.arrays.safe_relpath`).
+
+The `pytorch` and `onnx` layouts are the export targets' own (`export.torch.cells`, `export.onnx.cells`: gate
+order, block names, arrays), so a dump and an export of one model agree by construction; that is why dump ranks
+above export (ARCHITECTURE.md).
 """
 
 from __future__ import annotations
