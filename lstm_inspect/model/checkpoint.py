@@ -1,7 +1,7 @@
 """What lstm-inspect knows about a checkpoint: its recurrent directions, lazily backed by the file.
 
-`load(path)` reads the format, the architecture and every array's *shape*; weight data is read
-only when asked for (`RecurrentDirection.weights()`), so `show` stays instant on any file size.
+`lstm_inspect.load(path)` (`io.read_checkpoint`) reads the format, the architecture and every array's *shape*;
+weight data is read only when asked for (`RecurrentDirection.weights()`), so `show` stays instant on any file size.
 """
 
 from __future__ import annotations

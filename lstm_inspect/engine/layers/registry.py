@@ -12,8 +12,8 @@ normalization, the merges and Dot, identities at inference), `conv` (convolution
 upsampling), `pooling`, `activations` (ReLU, LeakyReLU, PReLU, ELU, Softmax, ThresholdedReLU),
 `attention` (Attention, AdditiveAttention, MultiHeadAttention). The exporters' forms of each kind
 live in `lstm_inspect.export.onnx` and `lstm_inspect.export.torch`, in family modules of the same
-names, each target with its own `LAYERS` and `@layer`. A new family is a module here, imported at
-the bottom of this file (it imports the registry from here), plus one in each export target.
+names, each target with its own `LAYERS` and `@layer`. A new family is a module in this folder that imports
+this registry, named in `engine/layers/__init__.py`'s import line, plus one in each export target.
 
 Each family module also holds the decisions its exporters share with the engine (reading a layer's
 config with its defaults and Keras 1/2/3 key names, which rule a Keras release follows, padding

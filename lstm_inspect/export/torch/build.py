@@ -7,7 +7,8 @@ model's order with Keras's masks computed as Keras computes them; weights.safete
 state_dict, written with `safetensors.numpy` so that writing needs no torch.
 
 The walk is the engine's (`lstm_inspect.engine.network.walk_graph`, `recurrent_call`), each layer kind written
-by its emitter (`registry.LAYERS`: the family modules, `ops`, `cells`), each mirroring the engine's function for
+by its emitter (`registry.LAYERS` from the family modules, `ops`'s op tables, `registry.CELLS` from
+`cells/<kind>.py`), each mirroring the engine's function for
 that kind, which follows Keras's source (see those modules). What PyTorch cannot be given exactly is
 refused before anything is written, with one line naming the layer.
 

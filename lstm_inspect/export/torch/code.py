@@ -162,6 +162,8 @@ def snippet(name: str, code: str, needs: tuple[str, ...] = (), imports: tuple[st
     """A helper model.py may need (a function or class named `name`), in the order they are registered, or
     just before the helper `before` registered earlier (a cell kind's step function and explicit cell class
     go among the shared recurrent helpers: before `KerasCell` and `TorchDirection`)."""
+    if name in SNIPPETS:  # a second helper of one name would silently replace the first in every model.py
+        raise ValueError(f"snippet {name!r} is registered twice")
     entry = Snippet(code.strip("\n"), needs, imports)
     if before is None:
         SNIPPETS[name] = entry

@@ -1,14 +1,14 @@
-"""Convolutions, pools, padding, cropping and upsampling for the PyTorch export (CNN-LSTM models).
+"""Convolutions, padding, cropping and upsampling for the PyTorch export (CNN-LSTM models; pools: `pooling`).
 
 Why: the engine runs the layers that read a recurrent model's input through convolutions
 (`lstm_inspect/engine/layers/conv.py`, `pooling.py`), so `export --to pytorch` must write them too, readably:
 one nn.Conv1d/nn.Conv2d attribute per convolution, named after its Keras layer, the Keras kernel
-transposed into PyTorch's layout in weights.safetensors; pools as nn.MaxPool/nn.AvgPool attributes;
+transposed into PyTorch's layout in weights.safetensors;
 padding, cropping and upsampling as a line of forward(). Each emitter mirrors the engine's function,
 which follows `keras/src/layers/convolutional/`, `keras/src/layers/pooling/`, `keras/src/layers/reshaping/`,
 the TensorFlow backend's conv and pool ops (`keras/src/backend/tensorflow/nn.py`) and their
 `tf_keras/src/layers/` counterparts (the rules are documented beside the engine's functions, which also
-read the settings for this module: `conv_settings`, `pool_settings`, `spatial_format`, `upsampling_size`,
+read the settings for this module: `conv_settings`, `spatial_format`, `upsampling_size`,
 and give the padding amounts that do not depend on the input's length, `fixed_pads`). In PyTorch:
 
 - PyTorch's convolutions and pools are channels first: a channels_last input is moved in and out

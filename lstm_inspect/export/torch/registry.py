@@ -1,4 +1,4 @@
-"""The PyTorch target's registries, named as the engine's (`lstm_inspect/engine/layers/__init__.py`).
+"""The PyTorch target's registries, named as the engine's (`lstm_inspect/engine/layers/registry.py`).
 
 `LAYERS`: Keras class name -> the emitter writing that layer's forward() lines (and its attribute), registered
 with `@layer("Dense", ...)` in the family module named as the engine's (core, conv, pooling, activations,

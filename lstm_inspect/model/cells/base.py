@@ -18,7 +18,7 @@ What other parts do with a kind lives with them: its ONNX and PyTorch export in
 `export/onnx/cells/<kind>.py` and `export/torch/cells/<kind>.py`, the porting mistakes `diagnose`
 tries in `check/mistakes.py` (derived from the Cell's attributes, plus the kind's own if it has
 any). Adding a recurrent kind is `model/cells/<kind>.py`, `export/onnx/cells/<kind>.py`,
-`export/torch/cells/<kind>.py`, plus their tests.
+`export/torch/cells/<kind>.py`, each named in its package's `__init__.py` import line, plus their tests.
 """
 
 from __future__ import annotations
