@@ -842,6 +842,9 @@ def export(
     rtol: float = RTOL_OPT,
     seed: int = SEED_OPT,
     force: bool = FORCE_OPT,
+    require_verified: bool = typer.Option(False, "--require-verified", help="Exit 1 when the export could not be "
+                                          "verified (its runtime is not installed); without it such an export "
+                                          "exits 0 with a warning on stderr."),
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
     max_memory: str | None = MAX_MEMORY_OPT,
@@ -858,7 +861,8 @@ def export(
     After writing, the export is run by its runtime (onnxruntime, torch) when installed and
     compared with the NumPy engine (which `verify` checks against Keras). Exit 0 when it matches,
     1 on a mismatch (the export is kept), 2 when the model cannot be exported exactly (nothing is
-    written).
+    written). Without the runtime the export is written unverified: exit 0 and a warning on stderr,
+    or exit 1 with --require-verified.
 
     Examples:  lstm-inspect export model.h5 --to onnx --out model.onnx
                lstm-inspect export model.keras --to pytorch --out port/ --input x.npy
@@ -887,6 +891,11 @@ def export(
                 bad = next(c for c in report.comparisons if not c.ok)
                 say(f"{shown(bad.name)}: max |Δ| {bad.max_abs:.2e} past the tolerance {atol:g} + {rtol:g}·|y|; "
                     "the export was kept for inspection", stderr=False)
+        if report.not_verified:
+            say(f"warning: {report.out} was written but NOT verified: {report.not_verified}"
+                + ("" if require_verified else "; --require-verified makes this exit 1"))
+            if require_verified:
+                return _done(ckpt, EXIT_MISMATCH)
         return _done(ckpt, EXIT_OK if report.ok else EXIT_MISMATCH)
 
     _run(action, quiet, (max_memory, max_steps))

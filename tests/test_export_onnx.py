@@ -298,3 +298,24 @@ def test_real_weights_only_files_export_layer_by_layer(key: str, name: str, laye
     got = run(out, [x])
     assert [g.shape for g in got] == [w.shape for w in want]
     assert max_error(got, want) <= 1e-5
+
+
+@pytest.mark.parametrize("require", [False, True])
+def test_an_unverified_export_warns_and_require_verified_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               require: bool) -> None:
+    """Without its runtime the export is written but unverified: a warning on stderr, exit 0; exit 1 for scripts
+    that ask for --require-verified (the file is kept either way)."""
+    from typer.testing import CliRunner
+
+    from lstm_inspect import export as port
+    from lstm_inspect.cli import app
+
+    monkeypatch.setattr(port.Target, "runtime_version", lambda self: None)
+    out = tmp_path / "m.onnx"
+    args = ["export", str(SAMPLES / "k3_single.keras"), "--to", "onnx", "--out", str(out)]
+    result = CliRunner().invoke(app, args + (["--require-verified"] if require else []))
+    assert result.exit_code == (1 if require else 0), result.output
+    assert out.exists()
+    assert f"warning: {out} was written but NOT verified: onnxruntime is not installed" in result.stderr
+    assert "not verified" in result.stdout
+    assert ("--require-verified makes this exit 1" in result.stderr) is not require
