@@ -11,6 +11,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 # Stamp files so a re-run does not reinstall; pyproject changes trigger a reinstall.
+# The core alone (numpy, h5py, typer, rich): every command but verify; no TensorFlow.
+$(VENV)/.installed-core: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# What a user installs for every command: the core plus Keras (verify) and matplotlib (plot).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[keras,plot]"
 	touch $@
@@ -22,13 +28,16 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	if ls $${PIP_FIND_LINKS:-/nonexistent}/torch-2.13.0* >/dev/null 2>&1; then \
 		$(BIN)/python -m pip install --quiet torch==2.13.0; \
 	else echo "torch: no local CPU build; the torch comparison test will be skipped"; fi
-	touch $@ $(VENV)/.installed
+	touch $@ $(VENV)/.installed $(VENV)/.installed-core
 
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-demo: install
+# The demo installs the core only: show needs no TensorFlow (make install adds verify's Keras, plot's matplotlib).
+demo: $(VENV)/.installed-core
 	$(BIN)/lstm-inspect show $(SAMPLE)
+	@echo
+	@echo "lstm-inspect is in .venv/bin: run '. .venv/bin/activate' (or call .venv/bin/lstm-inspect) for the examples."
 
 # Two workers: CI has two cores, and the suite runs in half the time (each worker starts its own Keras).
 test: install-test
