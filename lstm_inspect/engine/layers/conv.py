@@ -38,6 +38,7 @@ the same thing wherever both accept a configuration:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,6 +297,31 @@ def _last(value: Any) -> int:
     if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
         raise ValueError(v)
     return v
+
+
+def depthwise_weights(site: Site, read: Callable[[list[tuple[Any, ...]]], list[np.ndarray]], kind: str,
+                      kernel: tuple[int, ...], mult: int, filters: int | None, use_bias: bool
+                      ) -> tuple[list[np.ndarray], int, int, np.ndarray]:
+    """A depthwise or separable convolution's stored arrays as both exporters take them: (the arrays, input
+    channels C, output channels, the depthwise kernel as C·M groups of one, (C·M, 1, *k)). The pointwise kernel
+    and the bias are checked against the depthwise kernel; `read` checks the stored shapes as the engine does."""
+    ones = (1,) * len(kernel)
+    if kind == "depthwise":
+        w = read([(*kernel, None, mult)] + ([(None,)] if use_bias else []))
+        cin = w[0].shape[-2]
+        out_channels = cin * mult
+    else:
+        out_channels = filters or 0
+        w = read([(*kernel, None, mult), (*ones, None, out_channels)] + ([(out_channels,)] if use_bias else []))
+        cin = w[0].shape[-2]
+        if w[1].shape[-2] != cin * mult:
+            raise site.fail(f"its pointwise kernel takes {w[1].shape[-2]} channels, its depthwise one gives "
+                            f"{cin * mult}")
+    if use_bias and w[-1].shape[0] != out_channels:
+        raise site.fail(f"its bias has {w[-1].shape[0]} entries for {out_channels} output channels")
+    # (*k, C, M) → (C·M, 1, *k): group c makes the outputs c·M ... c·M + M - 1, TensorFlow's order
+    depthwise = np.moveaxis(w[0].reshape(*kernel, cin * mult), -1, 0)[:, None]
+    return w, cin, out_channels, depthwise
 
 
 def conv_out_length(n: int, k: int, s: int, d: int, mode: str) -> int | None:

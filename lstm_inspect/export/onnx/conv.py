@@ -33,6 +33,7 @@ from lstm_inspect.engine.layers.conv import (
     CONV_KINDS,
     conv_pair_list,
     conv_settings,
+    depthwise_weights,
     spatial_axes,
     spatial_format,
     upsampling_size,
@@ -107,25 +108,10 @@ def convolution(c: OnnxCall) -> list[Sym]:
             raise c.fail(f"{filters} filters cannot be split in {groups} groups")
         # Keras (*k, C/groups, F) → ONNX (F, C/groups, *k)
         kernels = [(np.transpose(w[0], (rank + 1, rank, *range(rank))), groups, "kernel")]
-        out_channels = filters
     else:
         mult = s.depth_multiplier
-        if kind == "depthwise":
-            w = _weights(c, [(*kernel, None, mult)] + ([(None,)] if use_bias else []))
-            cin = w[0].shape[-2]
-            out_channels = cin * mult
-        else:
-            out_channels = s.filters or 0
-            w = _weights(c, [(*kernel, None, mult), (*ones, None, out_channels)]
-                         + ([(out_channels,)] if use_bias else []))
-            cin = w[0].shape[-2]
-            if w[1].shape[-2] != cin * mult:
-                raise c.fail(f"its pointwise kernel takes {w[1].shape[-2]} channels, its depthwise one gives "
-                             f"{cin * mult}")
-        if use_bias and w[-1].shape[0] != out_channels:
-            raise c.fail(f"its bias has {w[-1].shape[0]} entries for {out_channels} output channels")
-        # (*k, C, M) → (C·M, 1, *k): group c makes the outputs c·M ... c·M + M - 1, TensorFlow's order
-        depthwise = np.moveaxis(w[0].reshape(*kernel, cin * mult), -1, 0)[:, None]
+        w, cin, _, depthwise = depthwise_weights(c, lambda shapes: _weights(c, shapes), kind, kernel,
+                                                 mult, s.filters, use_bias)
         kernels = [(depthwise, cin, "depthwise_kernel")]
         if kind == "separable":  # (*1s, C·M, F) → (F, C·M, *1s)
             kernels.append((np.transpose(w[1], (rank + 1, rank, *range(rank))), 1, "pointwise_kernel"))

@@ -34,6 +34,7 @@ from lstm_inspect.engine.layers.conv import (
     CONV_KINDS,
     conv_pair_list,
     conv_settings,
+    depthwise_weights,
     spatial_axes,
     spatial_format,
     upsampling_size,
@@ -87,7 +88,6 @@ def convolution(e: LayerEmit) -> list[Sym]:
     s = conv_settings(e, r)
     kind, kernel, strides, dilation, mode = s.kind, s.kernel, s.strides, s.dilation, s.padding
     fmt, use_bias = s.data_format, s.use_bias
-    ones = (1,) * rank
     conv = f"nn.Conv{rank}d"
     options = "".join([f", stride={tuple_text(strides)}" if max(strides) > 1 else "",
                        f", dilation={tuple_text(dilation)}" if max(dilation) > 1 else ""])
@@ -107,21 +107,7 @@ def convolution(e: LayerEmit) -> list[Sym]:
         modules = [e.w.module(e.key, e.hint, ctor, arrays)]
     else:
         mult = s.depth_multiplier
-        if kind == "depthwise":
-            w = e.read([(*kernel, None, mult)] + ([(None,)] if use_bias else []))
-            cin = w[0].shape[-2]
-            filters = cin * mult
-        else:
-            filters = s.filters or 0
-            w = e.read([(*kernel, None, mult), (*ones, None, filters)] + ([(filters,)] if use_bias else []))
-            cin = w[0].shape[-2]
-            if w[1].shape[-2] != cin * mult:
-                raise e.fail(f"its pointwise kernel takes {w[1].shape[-2]} channels, its depthwise one gives "
-                             f"{cin * mult}")
-        if use_bias and w[-1].shape[0] != filters:
-            raise e.fail(f"its bias has {w[-1].shape[0]} entries for {filters} output channels")
-        # (*k, C, M) → (C·M, 1, *k): group c makes the outputs c·M ... c·M + M - 1, TensorFlow's order
-        depthwise = np.moveaxis(w[0].reshape(*kernel, cin * mult), -1, 0)[:, None]
+        w, cin, filters, depthwise = depthwise_weights(e, e.read, kind, kernel, mult, s.filters, use_bias)
         depth_bias = use_bias and kind == "depthwise"
         ctor = (f"{conv}({cin}, {cin * mult}, {tuple_text(kernel)}{options}, groups={cin}"
                 f"{'' if depth_bias else ', bias=False'})")
