@@ -1,4 +1,5 @@
-"""What Keras knows of each layer's output before running it: the feature size of every layer's input (to check a
+"""What Keras knows of each layer's output before running it: the shape each model input declares (what the engine's
+made-up inputs and both exports' graph inputs are built from), the feature size of every layer's input (to check a
 recurrent kernel against what feeds it) and which layers hold weights (Keras numbers them `layer_with_weights-M`,
 and `load_weights` pairs a weights-only .h5's groups with them, in order).
 
@@ -32,7 +33,7 @@ def _propagate(graph: ModelGraph, incoming: int | None, found: dict[str, int | N
         for k, node in enumerate(graph.layers):
             # Keras ignores batch_input_shape on every layer but the first (Sequential.add builds the
             # InputLayer from the first layer alone), however often users write it on the others.
-            declared = declared_input_dim(node) if k == 0 and dim is None else None
+            declared = declared_input_dim(node, graph) if k == 0 and dim is None else None
             dim = declared if declared is not None else dim
             found[node.path] = dim
             dim = output_dims(node, [dim], found)[0]
@@ -47,7 +48,7 @@ def _propagate(graph: ModelGraph, incoming: int | None, found: dict[str, int | N
 
     for node, k in graph.calls():
         if node.class_name == "InputLayer":
-            dim = declared_input_dim(node)
+            dim = declared_input_dim(node, graph)
             dim = incoming if dim is None else dim
             found[node.path] = dim
             outputs[(node.name, 0)] = [dim]
@@ -60,15 +61,39 @@ def _propagate(graph: ModelGraph, incoming: int | None, found: dict[str, int | N
     return [dim_of(r) for r in graph.outputs] or [None]
 
 
-def declared_input_dim(node: LayerNode) -> int | None:
+def declared_input_shape(graph: ModelGraph, node: LayerNode) -> object:
+    """The batch shape the model input `node` declares, as the file writes it (unchecked; None when none).
+
+    An InputLayer's (or a Sequential's first layer's) own `batch_shape` (Keras 3) or `batch_input_shape` (Keras 1-2,
+    tf.keras): the layer given `input_shape=`, a TimeDistributed wrapper included, never the layer it wraps
+    (Keras 2.3.1 `Sequential.add` reads the first layer alone; a shape written on the wrapped layer is ignored).
+    Failing that, for a Sequential's first layer, the model's `build_input_shape`: what a Sequential built by
+    fit/predict/build writes instead (Keras 2.2.3-2.3.1 `Model._set_inputs` -> `Sequential.build`, tf.keras the
+    same, Keras 3 beside its InputLayer) and what `Sequential.from_config` builds the model from.
+    """
+    shape = node.config.get("batch_shape") or node.config.get("batch_input_shape")
+    if shape is None and _first_of_sequential(graph, node):
+        shape = graph.build_input_shape
+    return shape
+
+
+def _first_of_sequential(graph: ModelGraph, node: LayerNode) -> bool:
+    return graph.class_name == "Sequential" and bool(graph.layers) and graph.layers[0] is node
+
+
+def declared_input_dim(node: LayerNode, graph: ModelGraph | None = None) -> int | None:
+    """The last axis of the shape `node` declares (with its graph given, a Sequential's `build_input_shape` too:
+    `declared_input_shape`), or Keras 1's `input_dim`; None for an Embedding (its input is token ids)."""
+    if node.class_name == "Embedding":
+        return None
     cfg = node.config
-    for key in ("batch_shape", "batch_input_shape"):
-        shape = cfg.get(key)
+    shapes = [cfg.get("batch_shape"), cfg.get("batch_input_shape")]
+    if graph is not None and _first_of_sequential(graph, node):
+        shapes.append(graph.build_input_shape)
+    for shape in shapes:
         if isinstance(shape, list) and shape:
-            return config_int(shape[-1]) if node.class_name != "Embedding" else None
-    if node.class_name != "Embedding":
-        return config_int(cfg.get("input_dim"))
-    return None
+            return config_int(shape[-1])
+    return config_int(cfg.get("input_dim"))
 
 
 def output_dims(node: LayerNode, in_dims: list[int | None], found: dict[str, int | None]) -> list[int | None]:

@@ -148,6 +148,10 @@ class ModelGraph:
     layers: list[LayerNode]
     inputs: list[TensorRef]
     outputs: list[TensorRef]
+    # A Sequential's `build_input_shape`, as the file writes it (unchecked): Keras 2.2.3-2.3.1 and tf.keras write it
+    # for a Sequential built by fit/predict/build (Model._set_inputs), whose layers declare no shape and whose
+    # config lists no InputLayer; `lstm_inspect.engine.shapes.declared_input_shape` reads it.
+    build_input_shape: Any = None
     _order: list[tuple[LayerNode, int]] | None = field(default=None, repr=False)
 
     def walk(self) -> Iterator[LayerNode]:
@@ -239,7 +243,9 @@ def parse_model_config(cfg: Any, prefix: tuple[str, ...] = (), depth: int = 0) -
             raise ConfigError("the Sequential model's config is neither a list nor an object")
         if not isinstance(entries, list):
             raise ConfigError("the Sequential model's layers are not a list")
-        return _graph("Sequential", name, [_layer(e, prefix, depth) for e in entries], [], [])
+        graph = _graph("Sequential", name, [_layer(e, prefix, depth) for e in entries], [], [])
+        graph.build_input_shape = body.get("build_input_shape") if isinstance(body, dict) else None
+        return graph
     if class_name in MODEL_CLASSES or (isinstance(body, dict) and "input_layers" in body):
         if not isinstance(body, dict):
             raise ConfigError(f"the {class_name} model's config is not an object")
