@@ -201,8 +201,10 @@ def write_h5(path: Path, config: dict[str, Any], layers: list[tuple[str, dict[st
             values = layer.get_weights() if layer is not None else []
             roles = ("kernel", "recurrent_kernel", "bias") if kind == "GRU" else ("kernel", "bias")
             names = [f"{name}/{role}:0".encode() for role in roles[:len(values)]]
-            # io_utils.H5Dict stores a list of bytes as np.asarray(val) (fixed-length S), an empty one as is
-            sub.attrs["weight_names"] = np.array(names) if names else np.array([], dtype="S1")
+            # io_utils.H5Dict.__setitem__ sets the list itself (`self.data.attrs[attr] = val`), which the h5py 2 of
+            # its day stored as fixed-length strings (|S) and, empty, as an empty float64 array: so do real Keras 2.x
+            # files (h5py 3 would store a list of bytes as variable-length strings, hence np.array here)
+            sub.attrs["weight_names"] = np.array(names) if names else []
             for wname, value in zip(names, values, strict=True):
                 sub.create_dataset(wname.decode(), data=value, track_times=False)  # byte-identical reruns
 
