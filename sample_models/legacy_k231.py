@@ -20,7 +20,8 @@ way Keras 2.3.1's `save_model` writes it (keras-team/keras at tag 2.3.1, f295e8e
 - `keras/layers/wrappers.py Wrapper.get_config`: the wrapper's own config plus
   `layer`: {"class_name", "config"}; the inner Conv2D's config has no `batch_input_shape`, no `build_config`
   (tf_keras writes the inner input shape there; Keras 2.3.1 never does), no `groups`, no `module`.
-- `keras/layers/convolutional.py _Conv.get_config` (Conv2D pops `rank`), `pooling.py _Pooling2D`,
+- `keras/layers/convolutional.py _Conv.get_config` (Conv2D pops `rank`), `normalization.py BatchNormalization`
+  (weights gamma, beta, moving_mean, moving_variance), `pooling.py _Pooling2D`,
   `core.py Flatten` and `Dense`, `recurrent.py GRU` (`reset_after` False and `recurrent_activation`
   "sigmoid" by default in 2.3; no `time_major`), `initializers.py` (glorot_uniform is VarianceScaling).
 - Weight names: `Layer.__call__` builds under `K.name_scope(self.name)` and TimeDistributed.build calls the
@@ -31,8 +32,9 @@ way Keras 2.3.1's `save_model` writes it (keras-team/keras at tag 2.3.1, f295e8e
   `keras/engine/input_layer.py`: InputLayer {"batch_input_shape", "dtype", "sparse", "name"}; there the
   wrapper carries no shape and the rank-5 InputLayer does.
 
-Three forms of one model, TimeDistributed(Conv2D) → TimeDistributed(MaxPooling2D) → TimeDistributed(Conv2D) →
-TimeDistributed(Flatten) → GRU(reset_after=False) → Dense(softmax), frames of FRAMES:
+Three forms of one model, TimeDistributed(Conv2D) → TimeDistributed(BatchNormalization) →
+TimeDistributed(MaxPooling2D) → TimeDistributed(Conv2D) → TimeDistributed(Flatten) → GRU(reset_after=False) →
+Dense(softmax), frames of FRAMES:
 
 - `k231_cnn_td_conv2d.h5`: Sequential, `input_shape=` given to the first wrapper (its `batch_input_shape`);
 - `k231_cnn_td_conv2d_deferred.h5`: Sequential whose first wrapper declares nothing (the user gave
@@ -66,6 +68,7 @@ GLOROT = {"class_name": "VarianceScaling",
           "config": {"scale": 1.0, "mode": "fan_avg", "distribution": "uniform", "seed": None}}
 ORTHOGONAL = {"class_name": "Orthogonal", "config": {"gain": 1.0, "seed": None}}
 ZEROS = {"class_name": "Zeros", "config": {}}
+ONES = {"class_name": "Ones", "config": {}}
 
 
 def _base(name: str, batch_input_shape: list | None = None) -> dict[str, Any]:
@@ -93,6 +96,14 @@ def _max_pool2d(name: str, layer: Any) -> dict[str, Any]:
             "strides": list(layer.strides), "data_format": "channels_last"}
 
 
+def _batch_norm(name: str, layer: Any) -> dict[str, Any]:
+    """normalization.py BatchNormalization.get_config (axis as given: the default -1)."""
+    return {**_base(name), "axis": -1, "momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True,
+            "beta_initializer": ZEROS, "gamma_initializer": ONES, "moving_mean_initializer": ZEROS,
+            "moving_variance_initializer": ONES, "beta_regularizer": None, "gamma_regularizer": None,
+            "beta_constraint": None, "gamma_constraint": None}
+
+
 def _flatten(name: str, layer: Any) -> dict[str, Any]:
     """core.py Flatten.get_config."""
     return {**_base(name), "data_format": "channels_last"}
@@ -118,7 +129,10 @@ def _dense(name: str, layer: Any) -> dict[str, Any]:
 
 
 INNER = {"Conv2D": ("conv2d", _conv2d), "MaxPooling2D": ("max_pooling2d", _max_pool2d),
-         "Flatten": ("flatten", _flatten)}
+         "BatchNormalization": ("batch_normalization", _batch_norm), "Flatten": ("flatten", _flatten)}
+# the weights' names, in get_weights order (add_weight's `name`s)
+ROLES = {"Conv2D": ("kernel", "bias"), "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+         "GRU": ("kernel", "recurrent_kernel", "bias"), "Dense": ("kernel", "bias")}
 OUTER = {"GRU": ("gru", _gru), "Dense": ("dense", _dense)}
 
 
@@ -199,8 +213,8 @@ def write_h5(path: Path, config: dict[str, Any], layers: list[tuple[str, dict[st
             name = cfg["name"]
             sub = group.create_group(name)
             values = layer.get_weights() if layer is not None else []
-            roles = ("kernel", "recurrent_kernel", "bias") if kind == "GRU" else ("kernel", "bias")
-            names = [f"{name}/{role}:0".encode() for role in roles[:len(values)]]
+            inner = type(layer.layer).__name__ if kind == "TimeDistributed" else kind
+            names = [f"{name}/{role}:0".encode() for role in ROLES.get(inner, ())]
             # io_utils.H5Dict.__setitem__ sets the list itself (`self.data.attrs[attr] = val`), which the h5py 2 of
             # its day stored as fixed-length strings (|S) and, empty, as an empty float64 array: so do real Keras 2.x
             # files (h5py 3 would store a list of bytes as variable-length strings, hence np.array here)
@@ -211,7 +225,8 @@ def write_h5(path: Path, config: dict[str, Any], layers: list[tuple[str, dict[st
 
 def build(keras: Any, layers: Any, functional: bool) -> Any:
     td = layers.TimeDistributed
-    stack = [td(layers.Conv2D(4, (3, 3), padding="same", activation="relu")), td(layers.MaxPooling2D((2, 2))),
+    stack = [td(layers.Conv2D(4, (3, 3), padding="same", activation="relu")), td(layers.BatchNormalization()),
+             td(layers.MaxPooling2D((2, 2))),
              td(layers.Conv2D(3, (2, 2), activation="relu")), td(layers.Flatten()),
              layers.GRU(6, reset_after=False), layers.Dense(3, activation="softmax")]
     inp = keras.Input(FRAMES)
@@ -235,7 +250,10 @@ def main() -> None:
         model = build(keras, layers, functional)
         for layer in model.layers:
             if layer.weights:
-                layer.set_weights([rng.uniform(-0.6, 0.6, w.shape).astype("float32") for w in layer.get_weights()])
+                new = [rng.uniform(-0.6, 0.6, w.shape).astype("float32") for w in layer.get_weights()]
+                if type(getattr(layer, "layer", None)).__name__ == "BatchNormalization":
+                    new[-1] = np.abs(new[-1]) + 0.5  # a moving variance is positive
+                layer.set_weights(new)
         config, entries = functional_config(model) if functional else sequential_config(model, form == "deferred")
         path = HERE / f"{name}.h5"
         write_h5(path, config, entries)

@@ -1,12 +1,15 @@
-"""A Keras 2.3.1 TimeDistributed(Conv2D) → GRU model, in the three forms Keras 2.3.1 writes it, shown, run and
-exported to ONNX and PyTorch, each against Keras's own outputs (issue 23 §2).
+"""A Keras 2.3.1 TimeDistributed(Conv2D) → GRU model (a TimeDistributed(BatchNormalization) between), in the three
+forms Keras 2.3.1 writes it, shown, run and exported to ONNX and PyTorch, each against Keras's own outputs (issue 23
+§2).
 
 The samples (sample_models/k231_cnn_td_conv2d*.h5, written by sample_models/legacy_k231.py as Keras 2.3.1's
 `save_model` writes them, their outputs from tf_keras loading each file) differ only where the model's input shape
 is declared: on the first TimeDistributed wrapper (`input_shape=` given to it), on the InputLayer (functional), or
 only in the Sequential's `build_input_shape` (a model whose first layer declares nothing, built by fit/predict, the
-wrapped Conv2D carrying a frame's shape that Keras ignores). The last form is the one a real file of issue 23 had:
-both exports then built their input of rank 3 and refused ("Conv2D needs an input of rank 4").
+wrapped Conv2D carrying a frame's shape that Keras ignores). The last form is the one that gives issue 23's symptoms:
+the engine took the input as rank 3 whatever `--input` was given, and the exports refused with the issue's two
+messages ("Conv2D needs an input of rank 4"; PyTorch: the TimeDistributed(BatchNormalization)'s "rank of its
+input is unknown").
 The expected values are the `.io.npz` beside each sample (Keras's predict on the file); the exports are run by
 onnxruntime and by torch loading the written model.py and weights as its README says.
 """
