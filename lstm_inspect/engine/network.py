@@ -21,8 +21,16 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers.registry import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.engine.loop import SequenceResult, merge_bidirectional, run_sequence
 from lstm_inspect.engine.ops import OpError, op_supported, run_op_layer
-from lstm_inspect.engine.shapes import declared_input_shape
-from lstm_inspect.model.architecture import Call, ConfigError, LayerNode, ModelGraph, TensorRef, flatten, split_rnn_call
+from lstm_inspect.model.architecture import (
+    Call,
+    ConfigError,
+    LayerNode,
+    ModelGraph,
+    TensorRef,
+    declared_input_shape,
+    flatten,
+    split_rnn_call,
+)
 from lstm_inspect.model.cells.base import CellWeights, StepVariant, keras_major_minor
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection, check_sizes
 

@@ -1,5 +1,4 @@
-"""What Keras knows of each layer's output before running it: the shape each model input declares (what the engine's
-made-up inputs and both exports' graph inputs are built from), the feature size of every layer's input (to check a
+"""What Keras knows of each layer's output before running it: the feature size of every layer's input (to check a
 recurrent kernel against what feeds it) and which layers hold weights (Keras numbers them `layer_with_weights-M`,
 and `load_weights` pairs a weights-only .h5's groups with them, in order).
 
@@ -61,34 +60,15 @@ def _propagate(graph: ModelGraph, incoming: int | None, found: dict[str, int | N
     return [dim_of(r) for r in graph.outputs] or [None]
 
 
-def declared_input_shape(graph: ModelGraph, node: LayerNode) -> object:
-    """The batch shape the model input `node` declares, as the file writes it (unchecked; None when none).
-
-    An InputLayer's (or a Sequential's first layer's) own `batch_shape` (Keras 3) or `batch_input_shape` (Keras 1-2,
-    tf.keras): the layer given `input_shape=`, a TimeDistributed wrapper included, never the layer it wraps
-    (Keras 2.3.1 `Sequential.add` reads the first layer alone; a shape written on the wrapped layer is ignored).
-    Failing that, for a Sequential's first layer, the model's `build_input_shape`: what a Sequential built by
-    fit/predict/build writes instead (Keras 2.2.3-2.3.1 `Model._set_inputs` -> `Sequential.build`, tf.keras the
-    same, Keras 3 beside its InputLayer) and what `Sequential.from_config` builds the model from.
-    """
-    shape = node.config.get("batch_shape") or node.config.get("batch_input_shape")
-    if shape is None and _first_of_sequential(graph, node):
-        shape = graph.build_input_shape
-    return shape
-
-
-def _first_of_sequential(graph: ModelGraph, node: LayerNode) -> bool:
-    return graph.class_name == "Sequential" and bool(graph.layers) and graph.layers[0] is node
-
-
 def declared_input_dim(node: LayerNode, graph: ModelGraph | None = None) -> int | None:
-    """The last axis of the shape `node` declares (with its graph given, a Sequential's `build_input_shape` too:
-    `declared_input_shape`), or Keras 1's `input_dim`; None for an Embedding (its input is token ids)."""
+    """The last axis of the shape `node` declares, or Keras 1's `input_dim`; None for an Embedding (its input is token
+    ids). With its graph given, a Sequential's first layer that declares none takes the model's `build_input_shape`
+    (the rule of `lstm_inspect.model.architecture.declared_input_shape`)."""
     if node.class_name == "Embedding":
         return None
     cfg = node.config
     shapes = [cfg.get("batch_shape"), cfg.get("batch_input_shape")]
-    if graph is not None and _first_of_sequential(graph, node):
+    if graph is not None and graph.class_name == "Sequential" and graph.layers and graph.layers[0] is node:
         shapes.append(graph.build_input_shape)
     for shape in shapes:
         if isinstance(shape, list) and shape:
