@@ -103,6 +103,7 @@ def test_quantize_dynamic_runs_near_the_float_model(path: Path, bound: float, ex
     logging.getLogger().setLevel(logging.ERROR)  # the quantizer's advice to pre-process
     quantization.quantize_dynamic(f, q, weight_type=quantization.QuantType.QInt8, reduce_range=True)
     before, after = _ops(onnx.load(str(f)).graph), _ops(onnx.load(str(q)).graph)
+    assert _dims(onnx.load(str(q)).graph.output) == _dims(onnx.load(str(f)).graph.output)  # named dims kept
     assert "If" not in before
     assert ("LSTM" in before) == ("DynamicQuantizeLSTM" in after) and "LSTM" not in after
     assert {"MatMulInteger", "DynamicQuantizeMatMul"} & after or "MatMul" not in before
@@ -112,6 +113,23 @@ def test_quantize_dynamic_runs_near_the_float_model(path: Path, bound: float, ex
     err = max(float(np.max(np.abs(a - b))) for a, b in zip(quantized, floats))
     assert err <= bound, f"quantized output {err:.4f} from the float model's"
     assert max_error(quantized, ys) <= bound + 1e-5
+
+
+def test_preprocessed_and_quantized_under_every_mask_path(exported: Callable[[Path], Path], tmp_path: Path) -> None:
+    """The quantizer's recommended pre-processing (onnxruntime's symbolic shape inference and graph optimizer),
+    then quantize_dynamic, on LSTM, GRU, SimpleRNN and Bidirectional layers under one mask: near Keras on
+    right-padded, left-padded and holed inputs."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    f = exported(SAMPLES / "tfk_mask_paths.h5")
+    pre, q = tmp_path / "pre.onnx", tmp_path / "q.onnx"
+    logging.getLogger().setLevel(logging.ERROR)
+    quant_pre_process(str(f), str(pre))
+    quantization.quantize_dynamic(pre, q, weight_type=quantization.QuantType.QInt8, reduce_range=True)
+    with np.load(SAMPLES / "tfk_mask_paths.paths.npz") as d:
+        for kind in ("suffix", "prefix", "holes"):
+            got = run(q, [d[f"{kind}_x"]])
+            assert max_error(got, [d[f"{kind}_y{k}"] for k in range(6)]) <= 0.02, kind
 
 
 def _weight_bytes(path: Path) -> int:

@@ -3,7 +3,9 @@
 The graph is walked exactly as the NumPy engine walks it (`network.walk_graph`): every layer call
 becomes the ONNX nodes of its emitter (`registry.LAYERS`, `cells`, `ops`), every tensor
 carries its Keras mask. Inputs keep the model's input names (token ids as int64, the rest float32),
-batch and free time axes are symbolic; outputs are output_0, output_1... in the model's order.
+batch and free time axes are symbolic; outputs are output_0, output_1... in the model's order, every axis
+fixed or named (`batch`, an input's `steps_k`, else a name of its own). There is no `If`, and each weight
+is one initializer, so onnxruntime's tools (quantize_dynamic, its pre-processing) take the graph as is.
 The model passes `onnx.checker.check_model` (full check, shapes inferred) before it is returned.
 """
 
@@ -143,8 +145,9 @@ def build_model(plan: Plan) -> Any:
         final = g.names.fresh(name)
         g.nodes.append(helper.make_node("Identity", [result], [final], name=g.names.fresh(f"{name}_node")))
         outputs.append(value_info(final, "float", rank, shape))
-    graph = helper.make_graph(g.nodes, "keras_model", inputs, outputs, initializer=g.initializers,
-                              doc_string=f"exported by lstm-inspect {__version__} from {printable(ckpt.file.name)}")
+    doc = (f"exported by lstm-inspect {__version__} from {printable(ckpt.file.name)}; verified in float32 (quantizing, "
+           "e.g. onnxruntime.quantization.quantize_dynamic, changes the outputs: measure it)")
+    graph = helper.make_graph(g.nodes, "keras_model", inputs, outputs, initializer=g.initializers, doc_string=doc)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", g.opset)], producer_name="lstm-inspect",
                               producer_version=__version__)
     model.ir_version = min(model.ir_version, max_ir_version(g.opset))
