@@ -10,7 +10,7 @@ order (under a mask, the operator runs forward on the input reversed in time).
 Masks are known only at run time, so one graph serves every mask, with no branch (an `If` would hide
 its weights and the values it reads from the outer graph from tools such as onnxruntime's quantizer): each
 row's valid steps, in processing order, are moved to the front of the sequence (a TopK over the mask, a
-GatherElements), the operator runs on them with `sequence_lens`, and its outputs are moved back to the steps
+Gather), the operator runs on them with `sequence_lens`, and its outputs are moved back to the steps
 they belong to. A masked step keeps the states, so running the valid steps alone is Keras's loop
 (`lstm_inspect.engine.loop.run_sequence`); a masked step outputs zeros or the output of the latest valid
 step before it (zeros before the first), as that loop does. Rows with no valid step keep their initial
@@ -115,10 +115,11 @@ def _op_plain(g: Graph, d: RecurrentDirection, w: CellWeights, attrs: dict[str, 
 
 @dataclass
 class Compaction:
-    """How a (steps, batch) mask in processing order moves each row's valid steps to its front: `order` (steps,
-    batch) the input step at each compacted position (valid steps first, in order), `lens` (batch,) int32 the
-    valid steps per row, `seen` (steps, batch) bool a valid step at or before t, `latest` (steps, batch) the
-    compacted position of the latest valid step at or before t (0 before the first), `mask` the mask itself."""
+    """How a (steps, batch) mask in processing order moves each row's valid steps to its front, as (steps, batch)
+    indices into a (steps·batch, n) flattening of a sequence: `order` the input step at each compacted position
+    (valid steps first, in order), `latest` the compacted position of the latest valid step at or before t (0
+    before the first); `lens` (batch,) int32 the valid steps per row, `seen` (steps, batch) bool a valid step at
+    or before t, `mask` the mask itself."""
 
     order: str
     lens: str
@@ -135,24 +136,27 @@ def compaction(g: Graph, mask_tm: str, backwards: bool) -> Compaction:
         return g.cache[key]
     mask = g.reverse(mask_tm, 0, hint="mask_backwards") if backwards else mask_tm
     m = g.cast(mask, "int")
-    steps = g.shape_range(mask, 0, 1)  # (1,)
-    t = g.unsqueeze(g.op("Range", g.const(0, "zero64", np.int64), g.squeeze(steps, [0]),
-                         g.const(1, "one64", np.int64)), [1])  # (steps, 1)
+    zero, one = g.const(0, "zero64", np.int64), g.const(1, "one64", np.int64)
+    steps, batch = g.shape_range(mask, 0, 1), g.shape_range(mask, 1, 2)  # (1,) each
+    t = g.unsqueeze(g.op("Range", zero, g.squeeze(steps, [0]), one), [1])  # (steps, 1)
+    row = g.unsqueeze(g.op("Range", zero, g.squeeze(batch, [0]), one), [0])  # (1, batch)
     # the sort key: a valid step t ranks t, a masked one steps + t; TopK's ascending order is a stable partition
-    key_tm = g.op("Add", g.op("Mul", g.op("Sub", g.const(1, "one64", np.int64), m), steps), t)
+    key_tm = g.op("Add", g.op("Mul", g.op("Sub", one, m), steps), t)
     _, order = g.op("TopK", key_tm, steps, axis=0, largest=0, sorted=1, outputs=2, hint="compaction")
-    count = g.op("CumSum", m, g.const(0, "zero64", np.int64))
-    seen = g.op("Greater", count, g.const(0, "zero64", np.int64), hint="seen_valid")
-    latest = g.op("Max", g.op("Sub", count, g.const(1, "one64", np.int64)), g.const(0, "zero64", np.int64))
+    count = g.op("CumSum", m, zero)
+    seen = g.op("Greater", count, zero, hint="seen_valid")
+    latest = g.op("Max", g.op("Sub", count, one), zero)
+    flat = lambda index: g.op("Add", g.op("Mul", index, batch), row)  # noqa: E731  (t, b) -> t·batch + b
     lens = g.cast(g.reduce("ReduceSum", m, [0], keepdims=False), "int32")
-    g.cache[key] = Compaction(order, lens, seen, latest, mask)
+    g.cache[key] = Compaction(flat(order), lens, seen, flat(latest), mask)
     return g.cache[key]
 
 
 def _gather_steps(g: Graph, seq: str, index: str) -> str:
-    """seq[index[t, b], b, :] for every (t, b): a (steps, batch, n) tensor gathered along time."""
-    full = g.op("Expand", g.unsqueeze(index, [2]), g.op("Shape", seq))
-    return g.op("GatherElements", seq, full, axis=0)
+    """seq[t', b, :] for every (t, b), t' read from `index` (a `Compaction` index): (steps, batch, n) gathered
+    along time."""
+    rows = g.op("Reshape", seq, g.op("Concat", g.ints([-1]), g.shape_range(seq, 2, 3), axis=0))  # (steps·batch, n)
+    return g.op("Gather", rows, index, axis=0)
 
 
 def _op_masked(g: Graph, d: RecurrentDirection, w: CellWeights, attrs: dict[str, Any], x_tm: str, mask_tm: str,
