@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := sample_models/k3_bidir_concat.keras
 
-.PHONY: demo test fuzz install install-test samples bench clean
+.PHONY: demo test fuzz install install-test samples bench clean readme
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,11 @@ FUZZ_EXAMPLES ?= 400
 fuzz: install-test
 	LSTM_INSPECT_FUZZ=random LSTM_INSPECT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:xdist \
 		tests/test_fuzz.py
+
+# Reruns every command block of README.md in a temporary copy of a clone and rewrites the output blocks under them
+# (tests/test_readme_blocks.py checks them); read the diff before committing it.
+readme: install-test
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python tests/test_readme_blocks.py --update
 
 samples: install
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python sample_models/generate.py
