@@ -54,12 +54,13 @@ SETUP = re.compile(r"^\s*(make\s|(\S*/)?pip3? install\s)")
 EXITS = re.compile(r"^(?P<cmd>.*?)\s*#\s*exits (?P<code>\d+)\s*$")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
 
-# What a block needs beyond the core, by what it types: the module whose absence skips it.
+# What a block needs beyond the core, by what it types: the modules whose absence skips it, and the install line
+# the README must give before it (`make demo` installs the core only).
 NEEDS = (
-    (re.compile(r"lstm-inspect verify\b"), ("tensorflow", "tf_keras", "keras")),
-    (re.compile(r"--to onnx|onnxruntime"), ("onnx", "onnxruntime")),
-    (re.compile(r"--to pytorch|import torch"), ("safetensors", "torch")),
-    (re.compile(r"lstm-inspect plot\b"), ("matplotlib",)),
+    (re.compile(r"lstm-inspect verify\b"), ("tensorflow", "tf_keras", "keras"), "pip install -e '.[keras]'"),
+    (re.compile(r"--to onnx|onnxruntime"), ("onnx", "onnxruntime"), "pip install -e '.[onnx,pytorch]'"),
+    (re.compile(r"--to pytorch|import torch"), ("safetensors", "torch"), "pip install torch "),
+    (re.compile(r"lstm-inspect plot\b"), ("matplotlib",), "pip install -e '.[plot]'"),
 )
 
 
@@ -70,7 +71,7 @@ class Block:
     output: tuple[int, int] | None  # the following text block's body span in README.md, if any
 
     def needs(self) -> list[str]:
-        return [m for pattern, modules in NEEDS if pattern.search(self.commands) for m in modules]
+        return [m for pattern, modules, _ in NEEDS if pattern.search(self.commands) for m in modules]
 
 
 def blocks(text: str) -> list[Block]:
@@ -214,6 +215,18 @@ def test_blocks_follow_the_convention() -> None:
             shown = re.search(r"^(\$ |lstm-inspect )", fence.group("body"), re.M)
             assert not shown, f"README.md:{line}: a command outside a sh block"
             assert "../shared/realworld/" not in fence.group("body"), f"README.md:{line}"
+
+
+def test_each_extra_is_installed_before_the_first_block_that_needs_it() -> None:
+    """A reader who ran `make demo` (the core only) meets each extra's pip line before the command that needs it."""
+    seen = ""
+    for block in blocks(README.read_text(encoding="utf-8")):
+        for pattern, _, install in NEEDS:
+            use = pattern.search(block.commands)
+            if use:
+                before = seen + block.commands[:use.start()]
+                assert install in before, f"README.md:{block.line}: needs `{install.strip()}` before it"
+        seen += block.commands
 
 
 def test_setup_lines_are_the_ones_skipped() -> None:
