@@ -302,7 +302,9 @@ def _single_input(path: Path, features: int | None = None) -> np.ndarray:
 
 def _inputs_for(ckpt: Checkpoint, path: Path, layer: str | None) -> list[np.ndarray]:
     """The input arrays for the whole model, or for one direction with --layer."""
-    return [_single_input(path, ckpt.layer(layer).input_dim)] if layer is not None else _model_inputs(ckpt, path)
+    if layer is None:
+        return _model_inputs(ckpt, path)
+    return [_single_input(path, ckpt.directions_of(layer)[0].input_dim)]
 
 
 def _inputs(*paths: Path | None) -> list[Path]:
@@ -504,12 +506,9 @@ def forward(
         ckpt = load(model, config)
         dt = _dtype(dtype)
         state = _initial_state(initial_state, layer)
-        if layer is not None:
-            d = ckpt.layer(layer)
-            outs = [d.forward(_single_input(input, d.input_dim), dtype=dt, initial_state=state)]
-        else:
-            result = ckpt.forward(_model_inputs(ckpt, input), dtype=dt)
-            outs = result if isinstance(result, list) else [result]
+        result = ckpt.forward(_inputs_for(ckpt, input, layer)[0] if layer is not None else
+                              _model_inputs(ckpt, input), initial_state=state, layer=layer, dtype=dt)
+        outs = result if isinstance(result, list) else [result]
         names = {f"output_{k}": o for k, o in enumerate(outs)}
         written = write_arrays(out, names, force, protect=_inputs(model, input, *(initial_state or [])))
         for name, o in names.items():
@@ -552,28 +551,15 @@ def verify(
     """
 
     def action() -> int:
-        from lstm_inspect.base.budget import Budget
-        from lstm_inspect.check.verify import verify as run_verify
-        from lstm_inspect.check.verify import verify_direction
-        from lstm_inspect.engine.network import Network, charge_direction, default_inputs
+        from lstm_inspect.check.verify import check
 
         _tolerances(atol, rtol)
         ckpt = load(model, config)
         dt = _dtype(dtype)
         theirs = list(read_inputs(against).values()) if against is not None else None
-        if layer is not None:
-            d = ckpt.layer(layer)
-            if input is not None:
-                x = _single_input(input, d.input_dim)
-            else:
-                x = np.random.default_rng(seed).normal(size=(4, 10, d.input_dim or 1)).astype(np.float32)
-            charge_direction(Budget(where=str(ckpt.file)), d, d.layer_layout(x).shape, dt, False, True)
-            with _status("running Keras (importing TensorFlow)..."):
-                report = verify_direction(ckpt, layer, x, theirs[0] if theirs else None, against, atol, rtol, dt)
-        else:
-            xs = _model_inputs(ckpt, input) if input is not None else default_inputs(Network(ckpt, dt), seed)
-            with _status("running Keras (importing TensorFlow)..."):
-                report = run_verify(ckpt, xs, theirs, against, atol, rtol, dt)
+        xs = _inputs_for(ckpt, input, layer) if input is not None else None
+        with _status("running Keras (importing TensorFlow)..."):
+            report = check(ckpt, xs, theirs, layer, seed, atol, rtol, dt, against)
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
         else:
@@ -648,37 +634,29 @@ def trace(
     max_memory: str | None = MAX_MEMORY_OPT,
     max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
-    """Golden values for porters: every direction's gates and states at every time step.
+    """Golden values for porters: every direction's input, mask, gates and states at every time step.
 
     LSTM: z (pre-activations, 4·units, gates i, f, c, o), i, f, c_tilde, o, c, h; GRU: z, r,
     h_tilde, h; SimpleRNN: pre, h. Shapes (batch, steps, units), in processing order: for a
-    go_backwards direction, step k consumed input step steps-1-k. The states are the values the
-    cell computed at that step (at a masked step Keras computes them but carries the old state).
+    go_backwards direction, step k consumed input step steps-1-k. Per direction also x (batch,
+    steps, N_i), the input it consumed at each step (e.g. an Embedding's vectors), and mask
+    (batch, steps), 1 where the step was processed (all 1 when nothing masks the layer). At a
+    masked step the gates are what the cell computed there (Keras computes and discards them)
+    and the states (h, c) are the held state: the last processed step's, or the initial state.
+    --layer takes a direction's name or a Bidirectional's Keras name (both directions).
 
     Example:  lstm-inspect trace model.h5 --input x.npy --out trace.npz
     """
 
     def action() -> int:
-        from lstm_inspect.engine.network import Network, RunRecord, run_direction
-
         ckpt = load(model, config)
         dt = _dtype(dtype)
         kind = fmt or ("csv" if out.suffix == "" and out.is_dir() else "npz")
         if kind not in ("npz", "csv"):
             raise InspectError(f"--format must be npz or csv, not {kind!r}")
         state = _initial_state(initial_state, layer)
-        if layer is not None:
-            d = ckpt.layer(layer)
-            x = d.layer_layout(_single_input(input, d.input_dim))  # traces are batch-major, as for the whole model
-            d.check_input(x, state)
-            res = run_direction(d, x, initial_state=state, dtype=dt, trace=True)
-            traces = {d.parts: res.trace}
-        else:
-            rec = RunRecord()
-            Network(ckpt, dt, trace=True).run(_model_inputs(ckpt, input), rec)
-            by_name = {d.name: d for d in ckpt.layers}
-            traces = {by_name[name].parts: t for name, t in rec.traces.items()}
-        arrays = {parts: dict(t) for parts, t in traces.items() if t is not None}
+        traced = ckpt.trace(_inputs_for(ckpt, input, layer), layer=layer, initial_state=state, dtype=dt)
+        arrays = traced.arrays()
         written = write_trace(out, arrays, kind, force, protect=_inputs(model, input, *(initial_state or [])))
         say(f"{out}: {len(written)} arrays for {len(arrays)} recurrent direction(s)")
         return _done(ckpt)
@@ -968,13 +946,13 @@ def diagnose(
     """
 
     def action() -> int:
-        from lstm_inspect.check.diagnose import diagnose as run_diagnose
+        from lstm_inspect.check.diagnose import diagnose_port
 
         _tolerances(atol, rtol)
         ckpt = load(model, config)
         theirs = list(read_inputs(against).values())
         xs = _inputs_for(ckpt, input, layer)
-        result = run_diagnose(ckpt, xs, theirs, layer, atol, rtol)
+        result = diagnose_port(ckpt, xs, theirs, layer, atol, rtol)
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
         else:
