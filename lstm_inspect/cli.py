@@ -365,9 +365,9 @@ FLAG_MEANINGS = {
 def flags_legend(ckpt: Checkpoint) -> str | None:
     """The meaning of each flag the table shows (merge=... explains itself; a kind's own flags, its cell's)."""
     meanings = dict(FLAG_MEANINGS)
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         meanings.update(d.cell.flags(d.settings))
-    used = dict.fromkeys(f for d in ckpt.layers for f in _flags(d).split() if f in meanings)
+    used = dict.fromkeys(f for d in ckpt.directions for f in _flags(d).split() if f in meanings)
     return "flags: " + ", ".join(f"{f} = {meanings[f]}" for f in used) if used else None
 
 
@@ -385,7 +385,7 @@ def _gates_cell(d: RecurrentDirection) -> Text:
 
 def _legend(ckpt: Checkpoint) -> list[str]:
     lines = []
-    for cell in dict.fromkeys(d.cell for d in ckpt.layers):
+    for cell in dict.fromkeys(d.cell for d in ckpt.directions):
         lines.append(f"{cell.kind}: {cell.legend} of N_c × (N_i + N_c) acting on [x; h] and a bias "
                      f"{'b_g' if cell.n_gates > 1 else 'b'} of N_c{cell.legend_extra}")
     lines.append("✓ the shapes check, ✗ they do not, ∅ no weights stored")
@@ -397,9 +397,9 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
     console.print(lit(ckpt.file, "bold"), soft_wrap=True)  # a path is copied whole: never broken
     console.print(lit(f"format: {FORMAT_LABELS.get(ckpt.format, ckpt.format)} ({ckpt.format})"))
     console.print(lit(f"keras_version: {version}"))
-    if ckpt.model_layers:
+    if ckpt.layers:
         chain = Text("layers: ")
-        for k, m in enumerate(ckpt.model_layers):
+        for k, m in enumerate(ckpt.layers):
             if k:
                 chain.append(" → ")
             chain.append(named(m.name))
@@ -412,7 +412,7 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
         console.print(table)
     else:  # a table that would wrap mid-word: one block per direction instead
         _show_blocks(ckpt, console)
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         if d.initial_state_from:
             console.print(lit(f"{shown(d.name)} starts from {', '.join(map(shown, d.initial_state_from))}"))
     for line in _legend(ckpt):
@@ -436,7 +436,7 @@ def _show_table(ckpt: Checkpoint) -> Table:
     table.add_column("activations", no_wrap=True)
     table.add_column("flags", no_wrap=True)
     table.add_column("params", justify="right", no_wrap=True)
-    for k, d in enumerate(ckpt.layers):
+    for k, d in enumerate(ckpt.directions):
         table.add_row(str(k), named(d.name), lit(f"{d.kind} {''.join(d.cell.gates)}" if d.cell.n_gates > 1 else d.kind),
                       _num(d.input_dim), _num(d.units), _gates_cell(d),
                       lit(d.cell.activations_label(d.settings, d.hard_sigmoid)), lit(_flags(d)), f"{d.param_count:,}")
@@ -445,7 +445,7 @@ def _show_table(ckpt: Checkpoint) -> Table:
 
 def _show_blocks(ckpt: Checkpoint, console: Console) -> None:
     """One block per direction: reads cleanly at 80 columns; a long name breaks only after a '/'."""
-    for k, d in enumerate(ckpt.layers):
+    for k, d in enumerate(ckpt.directions):
         lines = _wrap_at_slashes([shown(p) for p in d.parts], console.width - 6 - len(d.kind))
         head = Text(f"{k:>2}  ")
         head.append(lines[0], style="bold")

@@ -65,11 +65,11 @@ def test_forward_one_layer_of_a_weights_only_file(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     # Keras's output is Dense(LSTM(x)); undo nothing: compare the LSTM part through the full model instead
     full = lstm_inspect.load(SAMPLES / "tfk_cudnn.h5")
-    dense = next(m.name for m in full.model_layers if m.class_name == "Dense")
+    dense = next(m.name for m in full.layers if m.class_name == "Dense")
     dense_w = full.read_layer(dense)
     h = np.load(tmp_path / "h.npy")
     # the weights-only file knows no return_sequences: its default returns the last step
-    seq = full.layers[0].forward(io["x"])
+    seq = full.directions[0].forward(io["x"])
     np.testing.assert_allclose(h, seq[:, -1], atol=1e-6)
     assert np.max(np.abs(seq @ dense_w[0] + dense_w[1] - io["y"])) <= 1e-5
 
@@ -121,9 +121,9 @@ def test_trace_last_h_equals_forward(tmp_path: Path, name: str) -> None:
     assert r.returncode == 0, r.stderr
     ckpt = lstm_inspect.load(SAMPLES / name)
     with np.load(tmp_path / "t.npz") as t:
-        for d in ckpt.layers:
+        for d in ckpt.directions:
             assert {f"{d.name}/{q}" for q in ("z", "i", "f", "c_tilde", "o", "c", "h")} <= set(t.files)
-        first = ckpt.layers[0]
+        first = ckpt.directions[0]
         alone = first.forward(x)
         h = t[f"{first.name}/h"]
         if first.settings.return_sequences:
@@ -307,7 +307,7 @@ def test_trace_x_and_mask_are_what_keras_feeds_the_layer(tmp_path: Path, keras_f
     r = run_cli("trace", str(SAMPLES / file), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "t.npz"))
     assert r.returncode == 0, r.stderr
     ckpt = lstm_inspect.load(SAMPLES / file)
-    directions = [d for d in ckpt.layers if d.layer_path == layer]
+    directions = [d for d in ckpt.directions if d.layer_path == layer]
     assert not keras["mask"].all()  # the sample is masked, with a hole
     with np.load(tmp_path / "t.npz") as t:
         units = 0

@@ -271,7 +271,7 @@ def _network_runner(ckpt: Checkpoint, xs: list[np.ndarray]) -> tuple[Run, list[R
     """The whole model, run once here to learn its masks: (run, directions, masked, steps per run)."""
     net = Network(ckpt)
     xs = net.check_inputs(xs)
-    directions = list(ckpt.layers)
+    directions = list(ckpt.directions)
     record = RunRecord()
     with _sharing(2 + len(mistakes(ckpt, directions, False))):  # the mask's mistakes are known after it
         net.run(xs, record)

@@ -220,12 +220,12 @@ def collect(ckpt: Any, xs: list[np.ndarray] | None = None, seed: int = 0) -> Sta
     """Weight statistics for every direction (read one at a time), and activation statistics from
     an engine run (`network.trace_run`)."""
     directions = []
-    for k, d in enumerate(ckpt.layers):
-        progress.advance("directions' weight statistics", k, len(ckpt.layers))
+    for k, d in enumerate(ckpt.directions):
+        progress.advance("directions' weight statistics", k, len(ckpt.directions))
         directions.append(weight_stats(d, d.gates()))
-    progress.advance("directions' weight statistics", len(ckpt.layers), len(ckpt.layers))
+    progress.advance("directions' weight statistics", len(ckpt.directions), len(ckpt.directions))
     rec, source = trace_run(ckpt, xs, seed)
-    for d, st in zip(ckpt.layers, directions):
+    for d, st in zip(ckpt.directions, directions):
         if d.name in rec.traces:
             activation_stats(st, d, rec.traces[d.name], rec.masks.get(d.name))
     return StatsReport(str(ckpt.file), source, directions)

@@ -220,12 +220,12 @@ def _judge(pairs: list[tuple[str, np.ndarray, np.ndarray]], atol: float, rtol: f
 
 def hard_sigmoid_notes(ckpt: Checkpoint, reference: str) -> list[str]:
     if not any(d.settings.recurrent_activation == "hard_sigmoid" or d.settings.activation == "hard_sigmoid"
-               for d in ckpt.layers):
+               for d in ckpt.directions):
         return []
-    writer = "Keras 3: clip(x/6 + 0.5, 0, 1)" if ckpt.layers[0].hard_sigmoid == "keras3" \
+    writer = "Keras 3: clip(x/6 + 0.5, 0, 1)" if ckpt.directions[0].hard_sigmoid == "keras3" \
         else "Keras 1/2: clip(0.2·x + 0.5, 0, 1)"
     runner = "clip(x/6 + 0.5, 0, 1)" if reference.startswith("keras ") else "clip(0.2·x + 0.5, 0, 1)"
-    agree = "agree" if (reference.startswith("keras ")) == (ckpt.layers[0].hard_sigmoid == "keras3") else "DISAGREE"
+    agree = "agree" if (reference.startswith("keras ")) == (ckpt.directions[0].hard_sigmoid == "keras3") else "DISAGREE"
     return [f"hard_sigmoid: the file's Keras ({ckpt.keras_version}) defines it as {writer}; the reference "
             f"{reference} computes {runner}; they {agree}"]
 
@@ -309,7 +309,7 @@ def _same_shape(against: Path | None, what: str, theirs: np.ndarray, ref: np.nda
 
 def _refuse_non_finite(ckpt: Checkpoint, only: str | None = None) -> None:
     """NaN or Inf weights make every output NaN: nothing to verify, so say it instead of a mismatch."""
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         if only is not None and d.name != only:
             continue
         d.weights()

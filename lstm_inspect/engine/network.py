@@ -247,7 +247,7 @@ class Network:
             {} if cache_weights else None)
         self.ctx = Context(dtype, ckpt.keras_version, keras_major_minor(ckpt.keras_version)[0] or 2)
         self.directions: dict[str, list[RecurrentDirection]] = {}
-        for d in ckpt.layers:
+        for d in ckpt.directions:
             self.directions.setdefault(d.layer_path, []).append(d)
         self._check_supported(ckpt.graph)
 
@@ -717,7 +717,7 @@ def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 
         raise InspectError(f"{ckpt.file}: stores weights only, so the model cannot run on an input; "
                            "give the architecture with --config")
     rng = np.random.default_rng(seed)
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         x = rng.normal(size=(DEFAULT_BATCH, 2 * DEFAULT_STEPS, d.input_dim or 1)).astype(np.float32)
         res = run_direction(d, x, trace=True, dtype=dtype)
         if res.trace is not None:
@@ -833,7 +833,7 @@ def trace(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 0, l
         raise InspectError("an initial state needs a layer: a whole model takes its states from its own graph")
     rec, source = trace_run(ckpt, xs, seed, dtype)
     traced = {}
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         if d.name not in rec.traces:
             continue
         x = rec.layer_inputs.get(d.name, rec.layer_inputs.get(d.layer_path))

@@ -286,14 +286,15 @@ def weight_names(keys: list[str], class_name: str) -> list[str]:
 
 @dataclass(kw_only=True, repr=False)
 class Checkpoint:
-    """A Keras checkpoint as lstm-inspect reads it: `model_layers` the model's layers in order (`ModelLayer`),
-    `layers` its recurrent directions (`RecurrentDirection`), in the order the model applies them."""
+    """A Keras checkpoint as lstm-inspect reads it: `layers` the model's layers in order (`ModelLayer`),
+    `directions` its recurrent directions (`RecurrentDirection`), in the order the model applies them.
+    `to_dict()` (show --json) keeps its keys: "model_layers" the layers, "layers" the directions."""
 
     file: Path
     format: str  # "keras3", "keras3-weights", "legacy-h5", "legacy-weights-h5", "savedmodel", "tf-checkpoint"
     keras_version: str | None
-    layers: list[RecurrentDirection]
-    model_layers: list[ModelLayer]
+    directions: list[RecurrentDirection]
+    layers: list[ModelLayer]
     graph: ModelGraph | None = None
     settings_from: str = "config"  # "config", or "defaults" when the file has no architecture
     notes: list[str] = field(default_factory=list)
@@ -306,9 +307,9 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         nodes = {n.path: n for n in self.graph.walk()} if self.graph is not None else {}
-        order = [m.name for m in self.model_layers]
+        order = [m.name for m in self.layers]
         sequential = self.graph is not None and self.graph.class_name == "Sequential"
-        for k, m in enumerate(self.model_layers):
+        for k, m in enumerate(self.layers):
             node = nodes.get(m.name)
             if not m.inbound and node is not None:
                 if sequential and node.path in [n.path for n in self.graph.layers]:  # type: ignore[union-attr]
@@ -324,7 +325,7 @@ class Checkpoint:
 
     def _reader_of(self, name: str, class_name: str) -> Callable[[], dict[str, np.ndarray]]:
         def read() -> dict[str, np.ndarray]:
-            directions = [d for d in self.layers if (d.layer_path or d.name) == name]
+            directions = [d for d in self.directions if (d.layer_path or d.name) == name]
             if directions:
                 out = {}
                 for d in directions:
@@ -340,13 +341,13 @@ class Checkpoint:
     def __repr__(self) -> str:
         kinds = ", ".join(self.cells) or "no recurrent layer"
         return (f"<Checkpoint {brief(self.file.name)}: {self.format}, Keras {self.keras_version or '?'}, "
-                f"{len(self.model_layers)} layers, {len(self.layers)} recurrent direction(s) ({kinds})>")
+                f"{len(self.layers)} layers, {len(self.directions)} recurrent direction(s) ({kinds})>")
 
     def _repr_html_(self) -> str:
         rows = [(k, d.name, d.kind, d.direction, d.input_dim, d.units, "×".join(map(str, d.gate_shape() or ())),
-                 f"{d.param_count:,}") for k, d in enumerate(self.layers)]
+                 f"{d.param_count:,}") for k, d in enumerate(self.directions)]
         title = f"{self.file.name}: {self.format}, Keras {self.keras_version or '?'}"
-        layers = " → ".join(f"{m.name} ({m.class_name})" for m in self.model_layers)
+        layers = " → ".join(f"{m.name} ({m.class_name})" for m in self.layers)
         return (html_table(title, ("#", "direction", "kind", "direction", "N_i", "N_c", "W_g", "params"), rows)
                 + (html_table("layers", ("",), [(layers,)]) if layers else ""))
 
@@ -364,24 +365,24 @@ class Checkpoint:
         return values
 
     def layer(self, name: str) -> RecurrentDirection:
-        for d in self.layers:
+        for d in self.directions:
             if d.name == name:
                 return d
-        matches = [d for d in self.layers if d.name.split("/")[-1] == name or d.name.startswith(f"{name}/")]
+        matches = [d for d in self.directions if d.name.split("/")[-1] == name or d.name.startswith(f"{name}/")]
         if len(matches) == 1:
             return matches[0]
-        names = ", ".join(d.name for d in self.layers)
+        names = ", ".join(d.name for d in self.directions)
         raise InspectError(f"{self.file}: no recurrent direction named {name!r}; it has: {names}")
 
     def directions_of(self, name: str | None) -> list[RecurrentDirection]:
         """The directions a name means: every direction for None; a recurrent layer's (both halves of a
         Bidirectional, by its Keras name); one direction by its full name or an unambiguous last part."""
         if name is None:
-            return list(self.layers)
-        exact = [d for d in self.layers if d.name == name]
+            return list(self.directions)
+        exact = [d for d in self.directions if d.name == name]
         if exact:
             return exact
-        whole = [d for d in self.layers if d.layer_path == name]
+        whole = [d for d in self.directions if d.layer_path == name]
         if whole:
             return whole
         return [self.layer(name)]
@@ -424,16 +425,16 @@ class Checkpoint:
     @property
     def cells(self) -> list[str]:
         """The recurrent kinds in the model, in order of first appearance."""
-        return list(dict.fromkeys(d.cell.kind for d in self.layers))
+        return list(dict.fromkeys(d.cell.kind for d in self.directions))
 
     @property
     def warnings(self) -> list[str]:
         """What reading the weights found that still lets the command finish (NaN or Inf weights)."""
-        return [w for d in self.layers for w in d.warnings] + list(self._layer_warnings)
+        return [w for d in self.directions for w in d.warnings] + list(self._layer_warnings)
 
     @property
     def all_problems(self) -> list[str]:
-        return [p for d in self.layers for p in d.problems] + self.problems
+        return [p for d in self.directions for p in d.problems] + self.problems
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -441,8 +442,8 @@ class Checkpoint:
             "format": self.format,
             "keras_version": self.keras_version,
             "settings_from": self.settings_from,
-            "model_layers": [m.to_dict() for m in self.model_layers],
-            "layers": [d.to_dict() for d in self.layers],
+            "model_layers": [m.to_dict() for m in self.layers],
+            "layers": [d.to_dict() for d in self.directions],
             "shapes_ok": not self.all_problems,
             "problems": self.all_problems,
             "notes": list(self.notes),
