@@ -195,7 +195,7 @@ def test_trace_records_the_gru_quantities(tmp_path: Path) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_gru.keras")
     name = ckpt.directions[0].name
     with np.load(tmp_path / "t.npz") as t:
-        assert sorted(k.split("/")[-1] for k in t.files) == ["h", "h_tilde", "r", "z"]
+        assert sorted(k.split("/")[-1] for k in t.files) == ["h", "h_tilde", "mask", "r", "x", "z"]
         w = _w("k3_gru", name)
         x = np.load(tmp_path / "x.npy")
         want = gru_port(w, x, reset_after=True)

@@ -364,6 +364,10 @@ class Checkpoint:
                 self._layer_warnings.append(warning)
         return values
 
+    def direction(self, name: str) -> RecurrentDirection:
+        """One recurrent direction by its full name (`show`'s) or an unambiguous last part."""
+        return self.layer(name)
+
     def layer(self, name: str) -> RecurrentDirection:
         for d in self.directions:
             if d.name == name:
