@@ -497,7 +497,8 @@ def forward(
 
     Writes what model.predict returns. With --layer, the direction's output as the layer returns
     it: the whole sequence (in processing order, i.e. reversed for go_backwards) when
-    return_sequences, else the last output.
+    return_sequences, else the last output. A Bidirectional's Keras name runs both directions
+    and merges them as Keras does (output_0 and output_1 for merge_mode=None).
 
     Example:  lstm-inspect forward model.h5 --input x.npy --out y.npy
     """

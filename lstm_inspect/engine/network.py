@@ -5,6 +5,10 @@ Recurrent layers run through their cell (`lstm_inspect.model.cells`) and the sha
 (`lstm_inspect.engine.layers`), raw ops through the op whitelist (`lstm_inspect.engine.ops`). Sequential models
 run as a chain; Functional models in the topological order of their calls (`ModelGraph.calls`),
 several inputs and outputs included; nested models run as sub-graphs.
+
+`run_layer` runs one recurrent layer alone (a Bidirectional's two directions merged as Keras's Bidirectional
+merges them, `bidirectional_output`); `trace` keeps each direction's values at every step with the input it
+consumed and the mask it saw (`Trace`, the `trace` command and `Checkpoint.trace`).
 """
 
 from __future__ import annotations
