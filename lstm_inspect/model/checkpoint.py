@@ -307,13 +307,13 @@ class Checkpoint:
 
     def __post_init__(self) -> None:
         nodes = {n.path: n for n in self.graph.walk()} if self.graph is not None else {}
-        order = [m.name for m in self.layers]
-        sequential = self.graph is not None and self.graph.class_name == "Sequential"
+        chain = {n.path for n in self.graph.layers} if self.graph is not None and \
+            self.graph.class_name == "Sequential" else set()  # a Sequential's own layers: each fed by the one before
         for k, m in enumerate(self.layers):
             node = nodes.get(m.name)
             if not m.inbound and node is not None:
-                if sequential and node.path in [n.path for n in self.graph.layers]:  # type: ignore[union-attr]
-                    m.inbound = (order[k - 1],) if k > 0 else ()
+                if node.path in chain:
+                    m.inbound = (self.layers[k - 1].name,) if k > 0 else ()
                 else:
                     m.inbound = tuple(dict.fromkeys(r.layer for call in node.inbound for r in call.tensors()))
             if m.output_shape is None and node is not None and node.class_name == "InputLayer":
