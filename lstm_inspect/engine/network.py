@@ -41,6 +41,7 @@ class RunRecord:
     initial_states: dict[str, list[np.ndarray]] = field(default_factory=dict)  # states handed to a layer
     traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     masks: dict[str, np.ndarray | None] = field(default_factory=dict)  # mask each direction saw
+    trace_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # each traced direction's input (batch-major)
     every_layer: bool = False  # keep every layer's outputs, not only the recurrent layers' (the PyTorch export)
 
 
@@ -469,6 +470,9 @@ class Network:
             if res.trace is not None:
                 rec.traces[d.name] = res.trace
                 self.budget.hold(res.trace.values())  # kept until the run ends
+                if value is not rec.layer_inputs[node.path]:  # a later call of a shared layer, or time-major
+                    self.budget.hold([value])
+                rec.trace_inputs[d.name] = value  # the input of the call these values come from
             results.append(res)
         out_mask = mask if s.return_sequences else None
 
@@ -705,8 +709,7 @@ def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 
               ) -> tuple[RunRecord, str]:
     """Every direction's trace: from the whole model on xs (a seeded random input when None), or, when
     the model cannot run whole and no input was given, from each direction alone on a seeded random
-    input (its input kept in `layer_inputs` under the direction's name). Returns the record and a
-    description of the input."""
+    input. Each direction's input is in `trace_inputs`. Returns the record and a description of the input."""
     rec = RunRecord()
     if ckpt.graph is not None:
         try:
@@ -727,7 +730,7 @@ def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 
         if res.trace is not None:
             rec.traces[d.name] = res.trace
         rec.masks[d.name] = None
-        rec.layer_inputs[d.name] = x
+        rec.trace_inputs[d.name] = x
     return rec, f"a seeded random input (seed {seed}) to each direction alone"
 
 
@@ -840,11 +843,7 @@ def trace(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 0, l
     for d in ckpt.directions:
         if d.name not in rec.traces:
             continue
-        x = rec.layer_inputs.get(d.name, rec.layer_inputs.get(d.layer_path))
-        if x is None:
-            continue
-        x = d.layer_layout(np.asarray(x)) if d.name not in rec.layer_inputs else np.asarray(x)
-        traced[d.name] = direction_trace(d, rec.traces[d.name], x, rec.masks.get(d.name))
+        traced[d.name] = direction_trace(d, rec.traces[d.name], rec.trace_inputs[d.name], rec.masks.get(d.name))
     return Trace(str(ckpt.file), source, traced)
 
 
