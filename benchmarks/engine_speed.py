@@ -207,7 +207,7 @@ def _diagnose_times() -> None:
 def _torch_lstm(torch: Any, ckpt: Any) -> Any:
     from lstm_inspect.export.torch.cells import torch_cell
 
-    d = ckpt.layers[0]
+    d = ckpt.directions[0]
     w = d.weights()
     lstm = torch.nn.LSTM(w.input_dim, w.units, batch_first=True)
     arrays = torch_cell(d.cell).arrays(d.cell, w)

@@ -302,7 +302,9 @@ def _single_input(path: Path, features: int | None = None) -> np.ndarray:
 
 def _inputs_for(ckpt: Checkpoint, path: Path, layer: str | None) -> list[np.ndarray]:
     """The input arrays for the whole model, or for one direction with --layer."""
-    return [_single_input(path, ckpt.layer(layer).input_dim)] if layer is not None else _model_inputs(ckpt, path)
+    if layer is None:
+        return _model_inputs(ckpt, path)
+    return [_single_input(path, ckpt.directions_of(layer)[0].input_dim)]
 
 
 def _inputs(*paths: Path | None) -> list[Path]:
@@ -363,9 +365,9 @@ FLAG_MEANINGS = {
 def flags_legend(ckpt: Checkpoint) -> str | None:
     """The meaning of each flag the table shows (merge=... explains itself; a kind's own flags, its cell's)."""
     meanings = dict(FLAG_MEANINGS)
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         meanings.update(d.cell.flags(d.settings))
-    used = dict.fromkeys(f for d in ckpt.layers for f in _flags(d).split() if f in meanings)
+    used = dict.fromkeys(f for d in ckpt.directions for f in _flags(d).split() if f in meanings)
     return "flags: " + ", ".join(f"{f} = {meanings[f]}" for f in used) if used else None
 
 
@@ -383,7 +385,7 @@ def _gates_cell(d: RecurrentDirection) -> Text:
 
 def _legend(ckpt: Checkpoint) -> list[str]:
     lines = []
-    for cell in dict.fromkeys(d.cell for d in ckpt.layers):
+    for cell in dict.fromkeys(d.cell for d in ckpt.directions):
         lines.append(f"{cell.kind}: {cell.legend} of N_c × (N_i + N_c) acting on [x; h] and a bias "
                      f"{'b_g' if cell.n_gates > 1 else 'b'} of N_c{cell.legend_extra}")
     lines.append("✓ the shapes check, ✗ they do not, ∅ no weights stored")
@@ -395,9 +397,9 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
     console.print(lit(ckpt.file, "bold"), soft_wrap=True)  # a path is copied whole: never broken
     console.print(lit(f"format: {FORMAT_LABELS.get(ckpt.format, ckpt.format)} ({ckpt.format})"))
     console.print(lit(f"keras_version: {version}"))
-    if ckpt.model_layers:
+    if ckpt.layers:
         chain = Text("layers: ")
-        for k, m in enumerate(ckpt.model_layers):
+        for k, m in enumerate(ckpt.layers):
             if k:
                 chain.append(" → ")
             chain.append(named(m.name))
@@ -410,7 +412,7 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
         console.print(table)
     else:  # a table that would wrap mid-word: one block per direction instead
         _show_blocks(ckpt, console)
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         if d.initial_state_from:
             console.print(lit(f"{shown(d.name)} starts from {', '.join(map(shown, d.initial_state_from))}"))
     for line in _legend(ckpt):
@@ -434,7 +436,7 @@ def _show_table(ckpt: Checkpoint) -> Table:
     table.add_column("activations", no_wrap=True)
     table.add_column("flags", no_wrap=True)
     table.add_column("params", justify="right", no_wrap=True)
-    for k, d in enumerate(ckpt.layers):
+    for k, d in enumerate(ckpt.directions):
         table.add_row(str(k), named(d.name), lit(f"{d.kind} {''.join(d.cell.gates)}" if d.cell.n_gates > 1 else d.kind),
                       _num(d.input_dim), _num(d.units), _gates_cell(d),
                       lit(d.cell.activations_label(d.settings, d.hard_sigmoid)), lit(_flags(d)), f"{d.param_count:,}")
@@ -443,7 +445,7 @@ def _show_table(ckpt: Checkpoint) -> Table:
 
 def _show_blocks(ckpt: Checkpoint, console: Console) -> None:
     """One block per direction: reads cleanly at 80 columns; a long name breaks only after a '/'."""
-    for k, d in enumerate(ckpt.layers):
+    for k, d in enumerate(ckpt.directions):
         lines = _wrap_at_slashes([shown(p) for p in d.parts], console.width - 6 - len(d.kind))
         head = Text(f"{k:>2}  ")
         head.append(lines[0], style="bold")
@@ -495,7 +497,8 @@ def forward(
 
     Writes what model.predict returns. With --layer, the direction's output as the layer returns
     it: the whole sequence (in processing order, i.e. reversed for go_backwards) when
-    return_sequences, else the last output.
+    return_sequences, else the last output. A Bidirectional's Keras name runs both directions
+    and merges them as Keras does (output_0 and output_1 for merge_mode=None).
 
     Example:  lstm-inspect forward model.h5 --input x.npy --out y.npy
     """
@@ -504,12 +507,9 @@ def forward(
         ckpt = load(model, config)
         dt = _dtype(dtype)
         state = _initial_state(initial_state, layer)
-        if layer is not None:
-            d = ckpt.layer(layer)
-            outs = [d.forward(_single_input(input, d.input_dim), dtype=dt, initial_state=state)]
-        else:
-            result = ckpt.forward(_model_inputs(ckpt, input), dtype=dt)
-            outs = result if isinstance(result, list) else [result]
+        result = ckpt.forward(_inputs_for(ckpt, input, layer)[0] if layer is not None else
+                              _model_inputs(ckpt, input), initial_state=state, layer=layer, dtype=dt)
+        outs = result if isinstance(result, list) else [result]
         names = {f"output_{k}": o for k, o in enumerate(outs)}
         written = write_arrays(out, names, force, protect=_inputs(model, input, *(initial_state or [])))
         for name, o in names.items():
@@ -552,28 +552,15 @@ def verify(
     """
 
     def action() -> int:
-        from lstm_inspect.base.budget import Budget
-        from lstm_inspect.check.verify import verify as run_verify
-        from lstm_inspect.check.verify import verify_direction
-        from lstm_inspect.engine.network import Network, charge_direction, default_inputs
+        from lstm_inspect.check.verify import check
 
         _tolerances(atol, rtol)
         ckpt = load(model, config)
         dt = _dtype(dtype)
         theirs = list(read_inputs(against).values()) if against is not None else None
-        if layer is not None:
-            d = ckpt.layer(layer)
-            if input is not None:
-                x = _single_input(input, d.input_dim)
-            else:
-                x = np.random.default_rng(seed).normal(size=(4, 10, d.input_dim or 1)).astype(np.float32)
-            charge_direction(Budget(where=str(ckpt.file)), d, d.layer_layout(x).shape, dt, False, True)
-            with _status("running Keras (importing TensorFlow)..."):
-                report = verify_direction(ckpt, layer, x, theirs[0] if theirs else None, against, atol, rtol, dt)
-        else:
-            xs = _model_inputs(ckpt, input) if input is not None else default_inputs(Network(ckpt, dt), seed)
-            with _status("running Keras (importing TensorFlow)..."):
-                report = run_verify(ckpt, xs, theirs, against, atol, rtol, dt)
+        xs = _inputs_for(ckpt, input, layer) if input is not None else None
+        with _status("running Keras (importing TensorFlow)..."):
+            report = check(ckpt, xs, theirs, layer, seed, atol, rtol, dt, against)
         if as_json:
             typer.echo(json.dumps(report.to_dict(), indent=2))
         else:
@@ -648,37 +635,29 @@ def trace(
     max_memory: str | None = MAX_MEMORY_OPT,
     max_steps: int | None = MAX_STEPS_OPT,
 ) -> None:
-    """Golden values for porters: every direction's gates and states at every time step.
+    """Golden values for porters: every direction's input, mask, gates and states at every time step.
 
     LSTM: z (pre-activations, 4·units, gates i, f, c, o), i, f, c_tilde, o, c, h; GRU: z, r,
     h_tilde, h; SimpleRNN: pre, h. Shapes (batch, steps, units), in processing order: for a
-    go_backwards direction, step k consumed input step steps-1-k. The states are the values the
-    cell computed at that step (at a masked step Keras computes them but carries the old state).
+    go_backwards direction, step k consumed input step steps-1-k. Per direction also x (batch,
+    steps, N_i), the input it consumed at each step (e.g. an Embedding's vectors), and mask
+    (batch, steps), 1 where the step was processed (all 1 when nothing masks the layer). At a
+    masked step the gates are what the cell computed there (Keras computes and discards them)
+    and the states (h, c) are the held state: the last processed step's, or the initial state.
+    --layer takes a direction's name or a Bidirectional's Keras name (both directions).
 
     Example:  lstm-inspect trace model.h5 --input x.npy --out trace.npz
     """
 
     def action() -> int:
-        from lstm_inspect.engine.network import Network, RunRecord, run_direction
-
         ckpt = load(model, config)
         dt = _dtype(dtype)
         kind = fmt or ("csv" if out.suffix == "" and out.is_dir() else "npz")
         if kind not in ("npz", "csv"):
             raise InspectError(f"--format must be npz or csv, not {kind!r}")
         state = _initial_state(initial_state, layer)
-        if layer is not None:
-            d = ckpt.layer(layer)
-            x = d.layer_layout(_single_input(input, d.input_dim))  # traces are batch-major, as for the whole model
-            d.check_input(x, state)
-            res = run_direction(d, x, initial_state=state, dtype=dt, trace=True)
-            traces = {d.parts: res.trace}
-        else:
-            rec = RunRecord()
-            Network(ckpt, dt, trace=True).run(_model_inputs(ckpt, input), rec)
-            by_name = {d.name: d for d in ckpt.layers}
-            traces = {by_name[name].parts: t for name, t in rec.traces.items()}
-        arrays = {parts: dict(t) for parts, t in traces.items() if t is not None}
+        traced = ckpt.trace(_inputs_for(ckpt, input, layer), layer=layer, initial_state=state, dtype=dt)
+        arrays = traced.arrays()
         written = write_trace(out, arrays, kind, force, protect=_inputs(model, input, *(initial_state or [])))
         say(f"{out}: {len(written)} arrays for {len(arrays)} recurrent direction(s)")
         return _done(ckpt)
@@ -968,13 +947,13 @@ def diagnose(
     """
 
     def action() -> int:
-        from lstm_inspect.check.diagnose import diagnose as run_diagnose
+        from lstm_inspect.check.diagnose import diagnose_port
 
         _tolerances(atol, rtol)
         ckpt = load(model, config)
         theirs = list(read_inputs(against).values())
         xs = _inputs_for(ckpt, input, layer)
-        result = run_diagnose(ckpt, xs, theirs, layer, atol, rtol)
+        result = diagnose_port(ckpt, xs, theirs, layer, atol, rtol)
         if as_json:
             typer.echo(json.dumps(result.to_dict(), indent=2))
         else:

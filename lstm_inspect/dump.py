@@ -133,7 +133,7 @@ def _groups(ckpt: Checkpoint, layout: str, layer: str | None
             ) -> Iterator[tuple[tuple[str, ...], Producers, dict[str, str], dict[str, Any]]]:
     """(name parts, array producers, their meanings, what they are) per direction (gates, keras) or per Keras
     layer (pytorch, onnx). Weights are read group by group: memory stays at one layer's weights."""
-    directions = [ckpt.layer(layer)] if layer else ckpt.layers
+    directions = ckpt.directions_of(layer)
     if layout in ("gates", "keras"):
         for d in directions:
             producers, meanings = _gates(d) if layout == "gates" else _keras(d)
@@ -345,7 +345,7 @@ def dump(ckpt: Checkpoint, out: Path, fmt: str = "csv", layout: str = "gates", l
     if fmt not in FORMATS:
         raise InspectError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if layout == "pytorch":
-        for d in [ckpt.layer(layer)] if layer else ckpt.layers:
+        for d in ckpt.directions_of(layer):
             refusal = torch_cell(d.cell).refusal(d.settings)
             if refusal:
                 raise InspectError(f"layer {d.name}: {refusal}")

@@ -145,7 +145,7 @@ def plot(ckpt: Any, out: Path, xs: list[np.ndarray] | None = None, seed: int = 0
     """PNGs for every direction (or one) into folder `out`, written atomically; returns (files, input used)."""
     _pyplot()
     rec, source = trace_run(ckpt, xs, seed)
-    directions = [ckpt.layer(layer)] if layer else ckpt.layers
+    directions = ckpt.directions_of(layer)
     written: list[str] = []
     manifest: dict[str, Any] = {"file": str(ckpt.file), "activations_from": source, "folders": {}}
     with atomic_dir(out, force, protect=[ckpt.file]) as tmp:

@@ -170,7 +170,7 @@ def test_variant_matches_keras(gen: str, build: Callable[[Any, Any], tuple[Any, 
     for dtype in (np.float32, np.float64):
         assert _error(ckpt.forward(xs, dtype=dtype), ys) <= 1e-5
     if build is attention_plain:  # no use_scale, no concat: no weights, and none read
-        (att,) = [m for m in ckpt.model_layers if m.class_name == "Attention"]
+        (att,) = [m for m in ckpt.layers if m.class_name == "Attention"]
         assert ckpt.read_layer(att.name) == []
 
 

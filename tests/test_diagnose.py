@@ -151,7 +151,7 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
 
 
 def _offered(ckpt: Any, masked: bool, layer: str | None = None) -> list[str]:
-    directions = [ckpt.layer(layer)] if layer else list(ckpt.layers)
+    directions = [ckpt.layer(layer)] if layer else list(ckpt.directions)
     return [m.name for m in mistakes(ckpt, directions, masked)]
 
 
@@ -537,10 +537,10 @@ def test_cudnn_bias_halves(times: int, words: str) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "tfk_cudnn.h5")
     w = dict(_w("tfk_cudnn", "cu_dnnlstm"))  # Keras's converted LSTM weights
     with h5py.File(SAMPLES / "tfk_cudnn.h5") as f:
-        key = next(k for k in ckpt.layers[0].arrays if k.shape == (40,)).key
+        key = next(k for k in ckpt.directions[0].arrays if k.shape == (40,)).key
         raw = f[key][()]
     w["bias"] = raw[:20] + times * raw[20:]
-    dense = ckpt.read_layer(next(m.name for m in ckpt.model_layers if m.class_name == "Dense"))
+    dense = ckpt.read_layer(next(m.name for m in ckpt.layers if m.class_name == "Dense"))
     x = _x((2, 6, 3), seed=4)
     theirs = (lstm_port(w, x) @ dense[0] + dense[1]).astype(np.float32)
     _named_first(diagnose(ckpt, [x], [theirs]), words)

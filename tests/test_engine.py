@@ -49,7 +49,7 @@ def test_one_direction_alone_equals_the_keras_layer_output() -> None:
     """A single-LSTM model's output is that direction's output (Keras computed it)."""
     for name in ("k3_return_sequences.keras", "tfk_go_backwards.h5", "k3_no_bias.keras", "k3_single.keras"):
         xs, ys = inputs_and_outputs(SAMPLES / name)
-        (d,) = lstm_inspect.load(SAMPLES / name).layers
+        (d,) = lstm_inspect.load(SAMPLES / name).directions
         assert max_error([d.forward(xs[0])], ys) <= 1e-5
 
 

@@ -152,7 +152,7 @@ def test_one_direction_from_a_weights_only_file(tmp_path: Path) -> None:
     """--layer on a weights-only file: the single LSTM's final h equals Keras's output of the full model."""
     xs, ys = inputs_and_outputs(SAMPLES / "k3_single.keras")
     ckpt = lstm_inspect.load(SAMPLES / "k3_single.weights.h5")
-    name = ckpt.layers[0].name
+    name = ckpt.directions[0].name
     out = _export(SAMPLES / "k3_single.weights.h5", tmp_path, layer=name)
     y, h, _c = run(out, xs)
     assert max_error([h], ys) <= 1e-5
@@ -233,7 +233,7 @@ def test_real_files_are_all_exported() -> None:
     assert len(real) >= 11
     # and the three outside CASES (test_real_*): the SavedModel whole, every direction of the weights-only two
     for name in sorted({name for _, name, _ in REAL_LAYERS}):
-        directions = [d.name for d in lstm_inspect.load(REALWORLD / name).layers]
+        directions = [d.name for d in lstm_inspect.load(REALWORLD / name).directions]
         assert directions == [layer for _, n, layer in REAL_LAYERS if n == name]
 
 

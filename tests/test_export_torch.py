@@ -172,7 +172,7 @@ def test_cudnn_biases(name: str, tmp_path: Path) -> None:
     ("k3_merge_none.keras", None, "_backward_output = ")])
 def test_bidirectional_with_each_merge_mode(name: str, mode: str | None, expr: str, tmp_path: Path) -> None:
     ckpt = lstm_inspect.load(SAMPLES / name)
-    assert mode in {d.merge_mode for d in ckpt.layers if d.wrapper}
+    assert mode in {d.merge_mode for d in ckpt.directions if d.wrapper}
     folder = _export(SAMPLES / name, tmp_path)
     code = (folder / "model.py").read_text()
     assert "bidirectional=True" in code and expr in code, code

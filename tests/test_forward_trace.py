@@ -65,11 +65,11 @@ def test_forward_one_layer_of_a_weights_only_file(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     # Keras's output is Dense(LSTM(x)); undo nothing: compare the LSTM part through the full model instead
     full = lstm_inspect.load(SAMPLES / "tfk_cudnn.h5")
-    dense = next(m.name for m in full.model_layers if m.class_name == "Dense")
+    dense = next(m.name for m in full.layers if m.class_name == "Dense")
     dense_w = full.read_layer(dense)
     h = np.load(tmp_path / "h.npy")
     # the weights-only file knows no return_sequences: its default returns the last step
-    seq = full.layers[0].forward(io["x"])
+    seq = full.directions[0].forward(io["x"])
     np.testing.assert_allclose(h, seq[:, -1], atol=1e-6)
     assert np.max(np.abs(seq @ dense_w[0] + dense_w[1] - io["y"])) <= 1e-5
 
@@ -121,9 +121,9 @@ def test_trace_last_h_equals_forward(tmp_path: Path, name: str) -> None:
     assert r.returncode == 0, r.stderr
     ckpt = lstm_inspect.load(SAMPLES / name)
     with np.load(tmp_path / "t.npz") as t:
-        for d in ckpt.layers:
+        for d in ckpt.directions:
             assert {f"{d.name}/{q}" for q in ("z", "i", "f", "c_tilde", "o", "c", "h")} <= set(t.files)
-        first = ckpt.layers[0]
+        first = ckpt.directions[0]
         alone = first.forward(x)
         h = t[f"{first.name}/h"]
         if first.settings.return_sequences:
@@ -211,3 +211,171 @@ def test_a_time_major_layer_alone_takes_and_returns_its_own_layout(tmp_path: Pat
 
     r = run_cli("export", str(model), "--layer", "lstm_14", "--to", "onnx", "-o", str(tmp_path / "m.onnx"))
     assert r.returncode == 2 and "time_major" in r.stderr and not (tmp_path / "m.onnx").exists()
+
+
+# ---------------------------------------------------------------- trace's x and mask, --layer BIDIRECTIONAL (§4)
+
+KERAS_FEEDS = """
+import json, os, sys
+import numpy as np
+gen, folder = sys.argv[1], sys.argv[2]
+if gen == "keras3":
+    import keras
+else:
+    import tf_keras as keras
+out = {}
+for k, job in enumerate(json.load(open(os.path.join(folder, "jobs.json")))):
+    if job["gen"] != gen:
+        continue
+    m = keras.models.load_model(os.path.join(folder, job["file"]), compile=False)
+    x = np.load(os.path.join(folder, f"x{k}.npy"))
+    if job.get("feed"):  # the layer feeding the recurrent one: its output, and the mask it computes from x
+        src = m.get_layer(job["feed"])
+        out[f"{k}/x"] = np.asarray(keras.Model(m.inputs, src.output)(x))
+        out[f"{k}/mask"] = np.asarray(src.compute_mask(x))
+        x = out[f"{k}/x"]
+    layer = m.get_layer(job["layer"])  # the recurrent layer alone on what it is fed: a model of its own
+    inp = keras.Input(x.shape[1:])
+    y = layer(inp)
+    y = y if isinstance(y, (list, tuple)) else [y]
+    if not job.get("feed"):
+        ys = keras.Model(inp, y)(x)
+    else:  # masked: the layer's output inside the model, where the mask reaches it
+        ys = keras.Model(m.inputs, layer.output)(np.load(os.path.join(folder, f"x{k}.npy")))
+    for j, o in enumerate(ys if isinstance(ys, (list, tuple)) else [ys]):
+        out[f"{k}/y{j}"] = np.asarray(o)
+np.savez(os.path.join(folder, gen + ".npz"), **out)
+"""
+
+
+def _holed(name: str) -> np.ndarray:
+    x = _io(name)["x"].copy()
+    x[0, 3] = 0  # a hole inside the first sequence: token 0 (mask_zero) or an all-zero step (Masking)
+    return x
+
+
+FEEDS = [  # (file, recurrent layer, the layer feeding it or None, its input)
+    ("tfk_embedding_mask_zero_bilstm.h5", "bidirectional_2", "embedding",
+     lambda: _holed("tfk_embedding_mask_zero_bilstm")),
+    ("k3_embedding_mask_zero.keras", "lstm_10", "embedding", lambda: _holed("k3_embedding_mask_zero")),
+    ("tfk_masking.h5", "lstm_7", "masking", lambda: _holed("tfk_masking")),
+    ("tfk_bidir_concat.h5", "bidirectional", None, lambda: _io("tfk_bidir_concat")["x"]),
+    ("k3_bidir_sum.keras", "bidirectional_1", None, lambda: _io("k3_bidir_sum")["x"]),
+    ("k3_bidir_concat.keras", "bidirectional", None, lambda: _io("k3_bidir_concat")["x"]),
+]
+
+
+@pytest.fixture(scope="module")
+def keras_feeds(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str, np.ndarray]]:
+    """Keras's own values for FEEDS (each generation in a subprocess, once per run): what feeds each recurrent
+    layer and the mask it computes, and the layer's output."""
+    pytest.importorskip("tf_keras", reason="the Keras values come from tf_keras and Keras 3")
+    pytest.importorskip("keras", reason="the Keras values come from tf_keras and Keras 3")
+    import io as bytes_io
+    import json
+
+    from helpers.keras import keras_once
+
+    jobs, files = [], {}
+    for k, (file, layer, feed, make) in enumerate(FEEDS):
+        jobs.append({"gen": "keras3" if file.endswith(".keras") else "tf_keras", "file": file, "layer": layer,
+                     "feed": feed})
+        files[file] = (SAMPLES / file).read_bytes()
+        buf = bytes_io.BytesIO()
+        np.save(buf, make())
+        files[f"x{k}.npy"] = buf.getvalue()
+    files["jobs.json"] = json.dumps(jobs).encode()
+    outs = keras_once(tmp_path_factory, "api-feeds", KERAS_FEEDS, files, ("keras3", "tf_keras"))
+    found: dict[int, dict[str, np.ndarray]] = {}
+    for path in outs.values():
+        with np.load(path) as d:
+            for key in d.files:
+                k, name = key.split("/")
+                found.setdefault(int(k), {})[name] = d[key]
+    return found
+
+
+@pytest.mark.parametrize("k", [0, 1, 2], ids=[FEEDS[k][0] for k in range(3)])
+def test_trace_x_and_mask_are_what_keras_feeds_the_layer(tmp_path: Path, keras_feeds: dict, k: int) -> None:
+    """trace's x is the feeding layer's output as Keras computes it (here an Embedding's vectors, a Masking's
+    input), its mask Keras's computed mask (compute_mask), both in processing order; at masked steps the states are
+    the held ones, so the last step's h is the layer's output as Keras returns it."""
+    file, layer, _, make = FEEDS[k]
+    keras = keras_feeds[k]
+    x = make()
+    np.save(tmp_path / "x.npy", x)
+    r = run_cli("trace", str(SAMPLES / file), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "t.npz"))
+    assert r.returncode == 0, r.stderr
+    ckpt = lstm_inspect.load(SAMPLES / file)
+    directions = [d for d in ckpt.directions if d.layer_path == layer]
+    assert not keras["mask"].all()  # the sample is masked, with a hole
+    with np.load(tmp_path / "t.npz") as t:
+        units = 0
+        for d in directions:
+            flip = (lambda a: a[:, ::-1]) if d.settings.go_backwards else (lambda a: a)
+            np.testing.assert_allclose(t[f"{d.name}/x"], flip(keras["x"]), atol=1e-6)
+            np.testing.assert_array_equal(t[f"{d.name}/mask"], flip(keras["mask"]))
+            h = t[f"{d.name}/h"]
+            held = ~t[f"{d.name}/mask"][0]
+            steps = np.flatnonzero(held & (np.arange(h.shape[1]) > 0))
+            np.testing.assert_array_equal(h[0, steps], h[0, steps - 1])  # a masked step holds the state
+            y = keras["y0"]
+            if y.ndim == 2:  # the layer returns its last output: the held h of the last step
+                np.testing.assert_allclose(h[:, -1], y[:, units: units + d.units], atol=1e-5)
+            units += d.units
+    api = ckpt.trace(x)
+    d0 = directions[0]
+    np.testing.assert_array_equal(api[d0.name].mask, api[d0.name]["mask"])
+    assert api[d0.name].masked
+
+
+def test_trace_csv_writes_x_and_mask(tmp_path: Path, keras_feeds: dict) -> None:
+    x = _holed("k3_embedding_mask_zero")
+    np.save(tmp_path / "x.npy", x)
+    r = run_cli("trace", str(SAMPLES / "k3_embedding_mask_zero.keras"), "-i", str(tmp_path / "x.npy"),
+                "-o", str(tmp_path / "csv"), "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "csv" / "lstm_10" / "mask.csv") as f:
+        assert f.readline().strip() == "sample,step,mask"
+    mask = np.loadtxt(tmp_path / "csv" / "lstm_10" / "mask.csv", delimiter=",", skiprows=1)
+    assert mask.shape == (x.size, 3)
+    np.testing.assert_array_equal(mask[:, 2].reshape(x.shape), x != 0)  # mask_zero: token 0 is masked
+    xs = np.loadtxt(tmp_path / "csv" / "lstm_10" / "x.csv", delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(xs[:, 2:].astype(np.float32).reshape(*x.shape, -1), keras_feeds[1]["x"])
+
+
+@pytest.mark.parametrize("k", [3, 4, 5], ids=[FEEDS[k][0] for k in (3, 4, 5)])
+def test_forward_layer_takes_a_bidirectional_name(tmp_path: Path, keras_feeds: dict, k: int) -> None:
+    """forward --layer BIDIRECTIONAL (Keras's layer name) runs both directions and merges as Keras does
+    (concat, sum), equal to Keras's own Bidirectional layer on the same input; the API too."""
+    file, layer, _, make = FEEDS[k]
+    x = make()
+    np.save(tmp_path / "x.npy", x)
+    r = run_cli("forward", str(SAMPLES / file), "--layer", layer, "-i", str(tmp_path / "x.npy"),
+                "-o", str(tmp_path / "y.npy"))
+    assert r.returncode == 0, r.stderr
+    want = keras_feeds[k]["y0"]
+    assert np.max(np.abs(np.load(tmp_path / "y.npy") - want)) <= 1e-5
+    ckpt = lstm_inspect.load(SAMPLES / file)
+    y, states = ckpt.forward(x, layer=layer, return_state=True)
+    assert np.max(np.abs(y - want)) <= 1e-5 and len(states) == 4  # h, c of each direction
+
+
+def test_every_layer_option_takes_a_bidirectional_name(tmp_path: Path) -> None:
+    model = str(SAMPLES / "k3_bidir_sum.keras")
+    io = _io("k3_bidir_sum")
+    np.save(tmp_path / "x.npy", io["x"])
+    y = lstm_inspect.load(model).forward(io["x"], layer="bidirectional_1")
+    np.save(tmp_path / "y.npy", y)
+    runs = {
+        "trace": ["-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "t.npz")],
+        "diagnose": ["-i", str(tmp_path / "x.npy"), "--against", str(tmp_path / "y.npy")],
+        "dump": ["-o", str(tmp_path / "dump"), "--layout", "pytorch"],
+    }
+    for command, args in runs.items():
+        r = run_cli(command, model, "--layer", "bidirectional_1", *args)
+        assert r.returncode == 0, f"{command}: {r.stderr}"
+    with np.load(tmp_path / "t.npz") as t:
+        assert {"bidirectional_1/forward_lstm_6/h", "bidirectional_1/backward_lstm_6/x"} <= set(t.files)
+    r = run_cli("export", model, "--layer", "bidirectional_1", "--to", "onnx", "-o", str(tmp_path / "m.onnx"))
+    assert r.returncode == 2 and "bidirectional_1/forward_lstm_6" in r.stderr  # says which directions to export

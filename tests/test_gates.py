@@ -14,8 +14,8 @@ from conftest import SAMPLES, expected_gate, gate_names, keras_refs, realworld_c
 
 def _assert_gates_equal_keras(path: Path, refs: dict[str, dict[str, np.ndarray]]) -> None:
     ckpt = lstm_inspect.load(path)
-    assert sorted(d.name for d in ckpt.layers) == sorted(refs), "LSTM directions differ from Keras's"
-    for d in ckpt.layers:
+    assert sorted(d.name for d in ckpt.directions) == sorted(refs), "LSTM directions differ from Keras's"
+    for d in ckpt.directions:
         ref = refs[d.name]
         gates = d.gates()
         assert d.input_dim == ref["kernel"].shape[0] and d.units == ref["recurrent_kernel"].shape[0]
@@ -57,7 +57,7 @@ def test_cudnn_bias_halves_add_up() -> None:
     import h5py
 
     path = SAMPLES / "tfk_cudnn.h5"
-    d = lstm_inspect.load(path).layers[0]
+    d = lstm_inspect.load(path).directions[0]
     with h5py.File(path, "r") as f:
         raw = f["model_weights/cu_dnnlstm/cu_dnnlstm/bias:0"][()]
     u = d.units

@@ -84,7 +84,7 @@ AFTER = [*_orders(),
 def test_gru_mistakes_on_a_keras3_gru(label: str, kwargs: dict[str, Any], words: str) -> None:
     """k3_gru: GRU(5, reset_after=True) → Dense; each mistake in the GRU alone (--layer)."""
     ckpt = lstm_inspect.load(SAMPLES / "k3_gru.keras")
-    d = ckpt.layers[0]
+    d = ckpt.directions[0]
     x = _x((3, 8, 3))
     theirs = gru_port(_w("k3_gru", d.name), x, **{"reset_after": True, **kwargs})
     result = diagnose(ckpt, [x], [theirs], layer=d.name)
@@ -104,7 +104,7 @@ BEFORE = [*_orders()[:2],
 def test_gru_mistakes_on_a_keras2_hard_sigmoid_gru(label: str, kwargs: dict[str, Any], words: str) -> None:
     """tfk_gru_hard_sigmoid's second layer: GRU(3, hard_sigmoid, reset_after=False), written by tf_keras."""
     ckpt = lstm_inspect.load(SAMPLES / "tfk_gru_hard_sigmoid.h5")
-    d = ckpt.layers[1]
+    d = ckpt.directions[1]
     assert d.settings.reset_after is False and d.hard_sigmoid == "keras2"
     x = _x((3, 8, 4), seed=1)
     w = dict(_w("tfk_gru_hard_sigmoid", d.name))
@@ -118,7 +118,7 @@ def test_gru_mistakes_on_a_keras2_hard_sigmoid_gru(label: str, kwargs: dict[str,
 
 def test_simple_rnn_activation_mistake() -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_simple_rnn.keras")
-    d = ckpt.layers[1]  # SimpleRNN(3, activation="relu")
+    d = ckpt.directions[1]  # SimpleRNN(3, activation="relu")
     w = _w("k3_simple_rnn", d.name)
     x = _x((3, 7, 5), seed=2)
     y, _ = ref.simple_rnn(x, w["kernel"], w["recurrent_kernel"], w["bias"], activation=np.tanh)
@@ -133,7 +133,7 @@ def test_keras1_gru_arrays(tmp_path: Path) -> None:
     """A Keras 1 full model (output_dim, inner_activation, W_z, U_z, b_z, W_r, ... as Keras 1.2.2's GRU.build makes
     them), made from tfk_gru_reset_before's Keras-written weights: it must compute Keras's own outputs."""
     src = SAMPLES / "tfk_gru_reset_before.h5"
-    w = _w("tfk_gru_reset_before", lstm_inspect.load(src).layers[0].name)
+    w = _w("tfk_gru_reset_before", lstm_inspect.load(src).directions[0].name)
     u = w["recurrent_kernel"].shape[0]
     path = tmp_path / "keras1_gru.h5"
     config = {"class_name": "Sequential", "config": [
@@ -156,7 +156,7 @@ def test_keras1_gru_arrays(tmp_path: Path) -> None:
                 names.append(name.encode())
         group.attrs["weight_names"] = names
     ckpt = lstm_inspect.load(path)
-    (d,) = ckpt.layers
+    (d,) = ckpt.directions
     assert (d.storage, d.cell.kind, d.settings.reset_after) == ("keras1", "GRU", False)
     with np.load(SAMPLES / "tfk_gru_reset_before.io.npz") as io:
         assert np.max(np.abs(ckpt.forward(io["x"]) - io["y"])) <= 1e-5
@@ -183,7 +183,7 @@ def test_keras2_gru_without_reset_after_key_is_reset_before() -> None:
     path = SAMPLES.parent.parent / "shared" / "realworld" / "gru" / "gru_keras204_no_reset_after.h5"
     if not path.exists():
         pytest.skip("../shared/realworld is not beside this clone")
-    (d,) = lstm_inspect.load(path).layers
+    (d,) = lstm_inspect.load(path).directions
     assert d.settings.reset_after is False and "reset-before" in run_cli("show", str(path)).stdout
 
 
@@ -193,9 +193,9 @@ def test_trace_records_the_gru_quantities(tmp_path: Path) -> None:
     r = run_cli("trace", str(SAMPLES / "k3_gru.keras"), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "t.npz"))
     assert r.returncode == 0, r.stderr
     ckpt = lstm_inspect.load(SAMPLES / "k3_gru.keras")
-    name = ckpt.layers[0].name
+    name = ckpt.directions[0].name
     with np.load(tmp_path / "t.npz") as t:
-        assert sorted(k.split("/")[-1] for k in t.files) == ["h", "h_tilde", "r", "z"]
+        assert sorted(k.split("/")[-1] for k in t.files) == ["h", "h_tilde", "mask", "r", "x", "z"]
         w = _w("k3_gru", name)
         x = np.load(tmp_path / "x.npy")
         want = gru_port(w, x, reset_after=True)
@@ -220,7 +220,7 @@ def test_gru_dump_layouts_say_what_they_are(tmp_path: Path) -> None:
 def test_a_gru_in_an_ordinary_h5_weights_file(tmp_path: Path) -> None:
     """Weights only: a GRU is found by its shapes, reset_after by its bias shape."""
     ckpt = lstm_inspect.load(SAMPLES / "tfk_gru.weights_only.h5")
-    d = next(d for d in ckpt.layers if d.cell.kind == "GRU")
+    d = next(d for d in ckpt.directions if d.cell.kind == "GRU")
     assert d.settings.reset_after is True and d.settings.assumed
     shutil.copy(SAMPLES / "tfk_gru.weights_only.h5", tmp_path / "w.h5")
     with np.load(SAMPLES / "tfk_gru.io.npz") as io:
@@ -261,6 +261,6 @@ def test_a_biasless_gru_in_a_weights_only_file_takes_the_writing_keras_default(g
     files = [tmp_path / "gru.weights.h5"] if gen == "keras3" else [tmp_path / "gru.h5", tmp_path / "ckpt"]
     for path in files:
         ckpt = lstm_inspect.load(path)
-        (d,) = ckpt.layers
+        (d,) = ckpt.directions
         assert d.settings.assumed and d.settings.reset_after is True and not d.settings.use_bias
         assert np.max(np.abs(d.forward(x) - y[:, -1])) <= 1e-5, path.name  # assumed: the last step alone

@@ -61,7 +61,7 @@ def _run(path: Path) -> tuple[lstm_inspect.Checkpoint, RunRecord]:
 
 def _plain(ckpt: lstm_inspect.Checkpoint, rec: RunRecord, layer_path: str) -> bool:
     """A layer fed no mask and no states from another layer: its dump alone reproduces it."""
-    names = [d.name for d in ckpt.layers if d.layer_path == layer_path]
+    names = [d.name for d in ckpt.directions if d.layer_path == layer_path]
     return (layer_path in rec.layer_inputs and layer_path not in rec.initial_states
             and all(rec.masks.get(n) is None for n in names))
 
@@ -103,7 +103,7 @@ def test_pytorch_dump_in_torch(path: Path, tmp_path: Path) -> None:
     torch = pytest.importorskip("torch", reason="torch is installed by `make test` only where its CPU wheel is on "
                                                 "this machine's disk")
     ckpt, rec = _run(path)
-    if any(d.cell.kind == "GRU" and not d.settings.reset_after for d in ckpt.layers):
+    if any(d.cell.kind == "GRU" and not d.settings.reset_after for d in ckpt.directions):
         # torch.nn.GRU computes only the reset_after=True form: the layout is refused, saying why
         with pytest.raises(lstm_inspect.InspectError, match="reset_after=False"):
             _dump(tmp_path, path, "pytorch", "npz")

@@ -27,8 +27,9 @@ OPTIONAL = {"tensorflow": ("lstm_inspect.check.keras_ref",), "keras": ("lstm_ins
             "onnx": ("lstm_inspect.export.onnx",), "onnxruntime": ("lstm_inspect.export.onnx",),
             "torch": ("lstm_inspect.export.torch",), "safetensors": ("lstm_inspect.export.torch",),
             "matplotlib": ("lstm_inspect.plot",), "threadpoolctl": ("lstm_inspect.base.threads",)}
-# the thin wrappers allowed to import the engine inside a function (a Checkpoint is data; `forward` runs it)
+# the thin wrappers allowed to import the engine inside a function (a Checkpoint is data; `forward`, `trace` run it)
 DEFERRED = {("lstm_inspect.model.checkpoint", "Checkpoint.forward"),
+            ("lstm_inspect.model.checkpoint", "Checkpoint.trace"),
             ("lstm_inspect.model.checkpoint", "RecurrentDirection.forward")}
 
 

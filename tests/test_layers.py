@@ -360,7 +360,7 @@ def test_a_layer_outside_the_list_is_named_and_lstms_still_run_alone(tmp_path: P
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Conv1DTranspose" in lines[0] and "--layer" in lines[0]
     np.save(tmp_path / "h.npy", np.ones((2, 5, 4), np.float32))  # what the LSTM is fed: 4 filters, pooled by 2
-    (lstm,) = lstm_inspect.load(copy).layers
+    (lstm,) = lstm_inspect.load(copy).directions
     r = run_cli("forward", str(copy), "--layer", lstm.name, "-i", str(tmp_path / "h.npy"), "-o",
                 str(tmp_path / "h.out.npy"))
     assert r.returncode == 0, r.stderr

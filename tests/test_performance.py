@@ -82,7 +82,7 @@ def test_lanczos_top_singular_value_equals_the_full_svd(shape: tuple[int, int]) 
 
 def test_progress_reports_reach_a_listener_and_nothing_else() -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_stacked.keras")
-    x = np.random.default_rng(0).normal(size=(2, 30, ckpt.layers[0].input_dim)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(2, 30, ckpt.directions[0].input_dim)).astype(np.float32)
     ckpt.forward(x)  # no listener: nothing to report to, nothing drawn
     heard: list[tuple[str, float, float | None]] = []
     with progress.listening(lambda what, done, total: heard.append((what, done, total))):

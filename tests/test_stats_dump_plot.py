@@ -107,7 +107,7 @@ def onnx_lstm_equations(x: np.ndarray, W: np.ndarray, R: np.ndarray, B: np.ndarr
 def _engine_layer_output(name: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Forward output and backward output (flipped back to input time) of the Bidirectional sample."""
     ckpt = lstm_inspect.load(SAMPLES / name)
-    fw, bw = ckpt.layers
+    fw, bw = ckpt.directions
     return fw.forward(x), bw.forward(x)[:, ::-1]
 
 

@@ -117,7 +117,7 @@ def test_tf21_checkpoint_show_and_weights_only_forward(tf21_checkpoint: Path) ->
     assert [(d["name"], d["kind"], d["input_dim"], d["units"]) for d in doc["layers"]] == [("gru", "GRU", 12, 256)]
     assert [m["class_name"] for m in doc["model_layers"]] == ["arrays 40×12", "GRU", "arrays 256×5, 5"]
     # the GRU alone, with tf.keras 2's defaults (reset_after from the (2, 768) bias), as Keras ran it
-    gru = lstm_inspect.load(tf21_checkpoint).layers[0]
+    gru = lstm_inspect.load(tf21_checkpoint).directions[0]
     got = gru.forward(np.load(tf21_checkpoint / "embedded.npy"))
     assert np.max(np.abs(got - np.load(tf21_checkpoint / "gru.npy"))) <= 1e-5
 

@@ -49,8 +49,8 @@ def _io(path: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
 def test_gates_are_kerass_own_weights(name: str, form: str) -> None:
     ckpt = _open(name, form)
     refs = keras_refs((TF213 if form == "keras-2.13" else TF215) / f"{name}.ref.npz")
-    assert [d.name for d in ckpt.layers] == list(refs)
-    for d in ckpt.layers:
+    assert [d.name for d in ckpt.directions] == list(refs)
+    for d in ckpt.directions:
         for got, want in zip(d.weights().arrays(), (refs[d.name][r] for r in ("kernel", "recurrent_kernel", "bias")),
                              strict=True):
             assert np.array_equal(got, want)
@@ -285,8 +285,8 @@ def test_a_tf_train_checkpoint_of_a_model_is_read(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     x = np.load(tmp_path / "x.npy")
     alone = lstm_inspect.load(tmp_path / "training")
-    assert [d.kind for d in alone.layers] == ["LSTM", "GRU"] and alone.settings_from == "defaults"
-    lstm = alone.layers[0]
+    assert [d.kind for d in alone.directions] == ["LSTM", "GRU"] and alone.settings_from == "defaults"
+    lstm = alone.directions[0]
     assert np.max(np.abs(lstm.forward(x) - np.load(tmp_path / "lstm.npy")[:, -1])) <= 1e-5
     whole = lstm_inspect.load(tmp_path / "training", tmp_path / "model.json")
     assert np.max(np.abs(whole.forward(x) - np.load(tmp_path / "y.npy"))) <= 1e-5

@@ -155,7 +155,7 @@ def test_show_reads_cleanly_at_80_and_120_columns(name: str, columns: int) -> No
     assert all(len(line) <= columns for line in lines), [line for line in lines if len(line) > columns]
     text = out.stdout
     ckpt = lstm_inspect.load(SAMPLES / name)
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         # every direction's name and activations appear unbroken (names wrap only at '/')
         for part in d.name.split("/"):
             assert part in text, part

@@ -29,7 +29,7 @@ def test_verify_passes_on_every_model(path: Path) -> None:
     ckpt = lstm_inspect.load(path)
     report = verify(ckpt, default_inputs(Network(ckpt), seed=1))
     assert report.ok, [c.to_dict() for c in report.comparisons if not c.ok]
-    lstm_layers = {d.layer_path for d in ckpt.layers if "/" not in d.layer_path}
+    lstm_layers = {d.layer_path for d in ckpt.directions if "/" not in d.layer_path}
     assert {c.name for c in report.comparisons} >= {f"layer {p}" for p in lstm_layers} | {"output_0"}
     expected = "keras " if (ckpt.keras_version or "").startswith("3") else "tf_keras "
     assert report.reference.startswith(expected)
@@ -40,7 +40,7 @@ def test_verify_passes_on_every_model(path: Path) -> None:
                                         ("tfk_single.weights_only.h5", "lstm")])
 def test_verify_one_direction_of_a_weights_only_file(name: str, layer: str | None) -> None:
     ckpt = lstm_inspect.load(SAMPLES / name)
-    layer = layer or ckpt.layers[0].name
+    layer = layer or ckpt.directions[0].name
     d = ckpt.layer(layer)
     x = np.random.default_rng(2).normal(size=(3, 6, d.input_dim)).astype(np.float32)
     assert verify_direction(ckpt, layer, x).ok

@@ -34,10 +34,20 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.base import budget, progress
+from lstm_inspect.base.display import brief, html_table
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.check.mistakes import cell_mistakes
 from lstm_inspect.check.verify import Comparison, compare
-from lstm_inspect.engine.network import DirectionVariant, Network, RunRecord, Variant, charge_direction, run_direction
+from lstm_inspect.engine.network import (
+    DirectionVariant,
+    Network,
+    RunRecord,
+    Variant,
+    as_inputs,
+    charge_direction,
+    run_direction,
+    run_layer,
+)
 from lstm_inspect.model.cells.base import CellWeights, StepVariant
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
@@ -134,21 +144,32 @@ def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: boo
     return out
 
 
-@dataclass
+@dataclass(repr=False)
 class Hypothesis:
+    """One porting mistake tried: `max_abs` how far its outputs are from THEIRS; `fits` whether it explains
+    THEIRS, `exact` within the verify tolerance; `fix` what to change in the port."""
+
     name: str
     fix: str
     max_abs: float
     fits: bool
     exact: bool = False
 
+    def __repr__(self) -> str:
+        verdict = "exact" if self.exact else "fits" if self.fits else "no"
+        return f"<Hypothesis {brief(self.name, 80)}: {verdict}, max |Δ| {self.max_abs:.2e}>"
+
     def to_dict(self) -> dict[str, Any]:
         return {"mistake": self.name, "fix": self.fix, "max_abs_error_vs_theirs": self.max_abs, "fits": self.fits,
                 "exact": self.exact}
 
 
-@dataclass
+@dataclass(repr=False)
 class Diagnosis:
+    """What `diagnose` concluded: `matches` when THEIRS already equals Keras (the engine); else `found`, the
+    mistakes that reproduce THEIRS, best first (`ranked`: every one tried), and `divergence`, where THEIRS
+    first departs."""
+
     file: str
     matches: bool
     baseline: list[Comparison]  # THEIRS against the engine (= Keras)
@@ -160,6 +181,20 @@ class Diagnosis:
     @property
     def found(self) -> list[Hypothesis]:
         return [h for h in self.ranked if h.fits]
+
+    def __repr__(self) -> str:
+        if self.matches:
+            return "<Diagnosis: THEIRS matches Keras>"
+        found = self.found
+        best = f"{len(found)} mistake(s) reproduce THEIRS, first: {brief(found[0].name, 80)}" if found else \
+            "no known mistake reproduces THEIRS"
+        return f"<Diagnosis: mismatch; {best} ({self.tried} tried)>"
+
+    def _repr_html_(self) -> str:
+        rows = [(h.name, "exact" if h.exact else "fits" if h.fits else "", f"{h.max_abs:.2e}", h.fix)
+                for h in (self.found or self.ranked[:3])]
+        title = "THEIRS matches Keras" if self.matches else f"mismatch: {self.divergence}"
+        return html_table(title, ("mistake", "verdict", "max |Δ| to THEIRS", "fix"), rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "matches": self.matches, "against_engine": [c.to_dict() for c in self.baseline],
@@ -190,7 +225,9 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
 
 def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: list[np.ndarray]
                   ) -> tuple[Run, list[RecurrentDirection], bool, int, bool]:
-    """One recurrent direction alone: (run, directions, masked, steps per run, THEIRS is its last step)."""
+    """One recurrent layer alone: (run, directions, masked, steps per run, THEIRS is its last step)."""
+    if len(ckpt.directions_of(layer)) > 1:
+        return _bidirectional_runner(ckpt, layer, xs)
     d = ckpt.layer(layer)
     x = d.layer_layout(np.asarray(xs[0]))
     d.check_input(x)
@@ -212,11 +249,29 @@ def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: li
     return run, directions, masked, one.used_steps, last_step
 
 
+def _bidirectional_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray]
+                          ) -> tuple[Run, list[RecurrentDirection], bool, int, bool]:
+    """A Bidirectional alone, by its Keras name: both directions run and merged as Keras merges them."""
+    directions = ckpt.directions_of(layer)
+    x = np.asarray(xs[0])
+    weights = {d.name: d.weights() for d in directions}
+
+    def run(v: Variant | None) -> list[np.ndarray]:
+        return run_layer(directions, x, variant=v, weights=weights)[0]
+
+    with _sharing(2 + len(mistakes(ckpt, directions, False))):
+        one = budget.Budget(where=str(ckpt.file))
+        for d in directions:
+            d.check_input(d.layer_layout(x))
+            charge_direction(one, d, d.layer_layout(x).shape, np.float32, False, True)
+    return run, directions, False, one.used_steps, False
+
+
 def _network_runner(ckpt: Checkpoint, xs: list[np.ndarray]) -> tuple[Run, list[RecurrentDirection], bool, int]:
     """The whole model, run once here to learn its masks: (run, directions, masked, steps per run)."""
     net = Network(ckpt)
     xs = net.check_inputs(xs)
-    directions = list(ckpt.layers)
+    directions = list(ckpt.directions)
     record = RunRecord()
     with _sharing(2 + len(mistakes(ckpt, directions, False))):  # the mask's mistakes are known after it
         net.run(xs, record)
@@ -230,6 +285,13 @@ def _network_runner(ckpt: Checkpoint, xs: list[np.ndarray]) -> tuple[Run, list[R
         return Network(ckpt, variant=v, weights=cache).run(xs)
 
     return run, directions, masked, per_run
+
+
+def diagnose_port(ckpt: Checkpoint, x: Any, theirs: Any, layer: str | None = None, atol: float = 1e-5,
+                  rtol: float = 1e-4) -> Diagnosis:
+    """`diagnose` as the library offers it (`lstm_inspect.diagnose`): x and THEIRS each one array or a list (the
+    model's inputs; the port's outputs), `layer` a direction or a Bidirectional by its Keras name."""
+    return diagnose(ckpt, as_inputs(x), as_inputs(theirs), layer, atol, rtol)
 
 
 def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run: int, layer: str | None,
@@ -322,4 +384,4 @@ def _divergence(baseline: list[Comparison], atol: float) -> str:
     return f"{worst.name} differs by up to {worst.max_abs:.3g}"
 
 
-__all__ = ["Diagnosis", "Hypothesis", "Mistake", "StepVariant", "diagnose", "mistakes"]
+__all__ = ["Diagnosis", "Hypothesis", "Mistake", "StepVariant", "diagnose", "diagnose_port", "mistakes"]

@@ -708,7 +708,7 @@ def _keras_values(value: Any) -> Any:
 
 def _set_weights(ckpt: Checkpoint, model: Any, graph: ModelGraph, names: dict[str, str]) -> None:
     by_layer: dict[str, list[np.ndarray]] = {}
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         by_layer.setdefault(d.layer_path, []).extend(d.weights().arrays())
     for node in graph.layers:
         if node.is_op:
@@ -736,7 +736,7 @@ def run_keras(ckpt: Checkpoint, xs: list[np.ndarray]) -> KerasRun:
     """Keras's outputs for xs, and the output of each top-level LSTM layer (through a sub-model)."""
     keras, model, names = _build(ckpt, [(None, *np.shape(x)[1:]) for x in xs])
     assert ckpt.graph is not None
-    lstm_paths = list(dict.fromkeys(d.layer_path for d in ckpt.layers if "/" not in d.layer_path))
+    lstm_paths = list(dict.fromkeys(d.layer_path for d in ckpt.directions if "/" not in d.layer_path))
     outputs = list(model.outputs)
     probes = []
     for path in lstm_paths:

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.base import progress
-from lstm_inspect.engine.network import trace_run
+from lstm_inspect.base.display import brief, html_table
+from lstm_inspect.engine.network import as_inputs, trace_run
 from lstm_inspect.model.cells.base import Gate
 from lstm_inspect.model.checkpoint import RecurrentDirection
 
@@ -109,8 +110,11 @@ class GateActivationStats:
     right_saturated: float  # above 0.9 (c̃: above 0.8)
 
 
-@dataclass
+@dataclass(repr=False)
 class DirectionStats:
+    """One direction's statistics: `weights[gate][block]` (`BlockStats`, blocks W_x, W_h, b), and from the
+    input's run `activations[gate]` (`GateActivationStats`), the ranges of c and h, and `dead_units`."""
+
     name: str
     weights: dict[str, dict[str, BlockStats]]  # gate -> {"W_x", "W_h", "b"}
     notes: list[str] = field(default_factory=list)
@@ -122,6 +126,17 @@ class DirectionStats:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def __repr__(self) -> str:
+        acts = "" if not self.activations else ", activations " + ", ".join(
+            f"{g} {a.mean:+.2f}" for g, a in self.activations.items())
+        return f"<DirectionStats {brief(self.name)}: {len(self.weights)} gate(s){acts}>"
+
+    def _repr_html_(self) -> str:
+        rows = [(g, block, "×".join(map(str, b.shape)), f"{b.mean:+.3f}", f"{b.std:.3f}", f"{b.max_abs:.3f}",
+                 "" if b.spectral_norm is None else f"{b.spectral_norm:.3f}")
+                for g, blocks in self.weights.items() for block, b in blocks.items()]
+        return html_table(f"{self.name}: weights", ("gate", "block", "shape", "mean", "std", "max|w|", "σ_max"), rows)
 
 
 def weight_stats(d: RecurrentDirection, gates: dict[str, Gate]) -> DirectionStats:
@@ -172,8 +187,10 @@ def activation_stats(stats: DirectionStats, d: RecurrentDirection, trace: dict[s
     stats.steps_used = int(valid.sum())
 
 
-@dataclass
+@dataclass(repr=False)
 class StatsReport:
+    """`stats`' result: one `DirectionStats` per direction; `activations_from` says which input ran."""
+
     file: str
     activations_from: str  # what input the activation statistics come from
     directions: list[DirectionStats]
@@ -182,17 +199,39 @@ class StatsReport:
         return {"file": self.file, "activations_from": self.activations_from,
                 "layers": [d.to_dict() for d in self.directions]}
 
+    def __getitem__(self, name: str) -> DirectionStats:
+        for st in self.directions:
+            if st.name == name or st.name.split("/")[-1] == name:
+                return st
+        raise KeyError(f"no direction {name!r}; there are: {', '.join(st.name for st in self.directions)}")
+
+    def __repr__(self) -> str:
+        return (f"<StatsReport of {len(self.directions)} direction(s), activations from {self.activations_from}: "
+                f"{', '.join(brief(st.name) for st in self.directions)}>")
+
+    def _repr_html_(self) -> str:
+        rows = [(st.name, st.steps_used, ", ".join(f"{g} {a.mean:+.3f}" for g, a in (st.activations or {}).items()),
+                 "" if st.dead_units is None else len(st.dead_units)) for st in self.directions]
+        return html_table(f"stats, activations from {self.activations_from}",
+                          ("direction", "(sample, step) pairs", "gate means", "dead units"), rows)
+
 
 def collect(ckpt: Any, xs: list[np.ndarray] | None = None, seed: int = 0) -> StatsReport:
     """Weight statistics for every direction (read one at a time), and activation statistics from
     an engine run (`network.trace_run`)."""
     directions = []
-    for k, d in enumerate(ckpt.layers):
-        progress.advance("directions' weight statistics", k, len(ckpt.layers))
+    for k, d in enumerate(ckpt.directions):
+        progress.advance("directions' weight statistics", k, len(ckpt.directions))
         directions.append(weight_stats(d, d.gates()))
-    progress.advance("directions' weight statistics", len(ckpt.layers), len(ckpt.layers))
+    progress.advance("directions' weight statistics", len(ckpt.directions), len(ckpt.directions))
     rec, source = trace_run(ckpt, xs, seed)
-    for d, st in zip(ckpt.layers, directions):
+    for d, st in zip(ckpt.directions, directions):
         if d.name in rec.traces:
             activation_stats(st, d, rec.traces[d.name], rec.masks.get(d.name))
     return StatsReport(str(ckpt.file), source, directions)
+
+
+def stats(ckpt: Any, x: Any = None, seed: int = 0) -> StatsReport:
+    """`stats` as the library offers it (`lstm_inspect.stats`): x one array or a list of the model's inputs,
+    or None for a seeded random input of the model's shape."""
+    return collect(ckpt, None if x is None else as_inputs(x), seed)

@@ -22,9 +22,23 @@ from typing import Any
 
 import numpy as np
 
+from lstm_inspect.base.budget import Budget
+from lstm_inspect.base.display import brief, html_table
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.check.keras_ref import clean_config, run_keras, run_keras_direction
-from lstm_inspect.engine.network import Network, RunRecord, run_direction
+from lstm_inspect.engine.loop import SequenceResult
+from lstm_inspect.engine.network import (
+    DEFAULT_BATCH,
+    DEFAULT_STEPS,
+    Network,
+    RunRecord,
+    as_inputs,
+    bidirectional_output,
+    charge_direction,
+    default_inputs,
+    run_direction,
+    run_layer,
+)
 from lstm_inspect.model.checkpoint import Checkpoint, check_sizes
 
 # How far another float32 implementation may stray, in the engine's own float32-vs-float64 spread: on the tests'
@@ -34,9 +48,12 @@ SLACK = 8.0
 LOOKAHEAD = 4
 
 
-@dataclass
+@dataclass(repr=False)
 class Comparison:
-    """One output compared element-wise: ok when |ours - ref| <= atol + rtol·|ref| everywhere."""
+    """One output compared element-wise: ok when |ours - ref| <= atol + rtol·|ref| everywhere.
+
+    `max_abs`, `max_rel`: the largest absolute and relative error; `first_bad`: where the first element past
+    tolerance is; `per_step`: the largest error at each time step (sequences)."""
 
     name: str
     shape: tuple[int, ...]
@@ -45,6 +62,10 @@ class Comparison:
     ok: bool
     first_bad: dict[str, int] | None  # where the first element past tolerance is (sample, step, unit)
     per_step: list[float] | None  # max |error| at each time step, for sequences
+
+    def __repr__(self) -> str:
+        return (f"<Comparison {brief(self.name)} {'ok' if self.ok else 'MISMATCH'}: max |Δ| {self.max_abs:.2e}, "
+                f"shape {self.shape}>")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "max_abs_error": self.max_abs,
@@ -79,8 +100,11 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: flo
                       per_step)
 
 
-@dataclass
+@dataclass(repr=False)
 class VerifyReport:
+    """What `verify` concluded: `ok` when every compared output (`comparisons`) is within the tolerance;
+    `reference` the Keras that computed the reference; `against` THEIRS's file when a port was compared."""
+
     file: Path
     reference: str
     against: Path | None
@@ -93,6 +117,17 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.comparisons)
+
+    def __repr__(self) -> str:
+        worst = max((c.max_abs for c in self.comparisons), default=0.0)
+        return (f"<VerifyReport {'ok' if self.ok else 'MISMATCH'}: {len(self.comparisons)} output(s) vs "
+                f"{self.reference}, max |Δ| {worst:.2e}>")
+
+    def _repr_html_(self) -> str:
+        rows = [(c.name, "×".join(map(str, c.shape)), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}", "✓" if c.ok else "✗")
+                for c in self.comparisons]
+        return html_table(f"verify {Path(self.file).name} vs {self.reference}: {'ok' if self.ok else 'MISMATCH'}",
+                          ("output", "shape", "max |Δ|", "max rel", "ok"), rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": str(self.file), "reference": self.reference,
@@ -185,12 +220,12 @@ def _judge(pairs: list[tuple[str, np.ndarray, np.ndarray]], atol: float, rtol: f
 
 def hard_sigmoid_notes(ckpt: Checkpoint, reference: str) -> list[str]:
     if not any(d.settings.recurrent_activation == "hard_sigmoid" or d.settings.activation == "hard_sigmoid"
-               for d in ckpt.layers):
+               for d in ckpt.directions):
         return []
-    writer = "Keras 3: clip(x/6 + 0.5, 0, 1)" if ckpt.layers[0].hard_sigmoid == "keras3" \
+    writer = "Keras 3: clip(x/6 + 0.5, 0, 1)" if ckpt.directions[0].hard_sigmoid == "keras3" \
         else "Keras 1/2: clip(0.2·x + 0.5, 0, 1)"
     runner = "clip(x/6 + 0.5, 0, 1)" if reference.startswith("keras ") else "clip(0.2·x + 0.5, 0, 1)"
-    agree = "agree" if (reference.startswith("keras ")) == (ckpt.layers[0].hard_sigmoid == "keras3") else "DISAGREE"
+    agree = "agree" if (reference.startswith("keras ")) == (ckpt.directions[0].hard_sigmoid == "keras3") else "DISAGREE"
     return [f"hard_sigmoid: the file's Keras ({ckpt.keras_version}) defines it as {writer}; the reference "
             f"{reference} computes {runner}; they {agree}"]
 
@@ -274,9 +309,74 @@ def _same_shape(against: Path | None, what: str, theirs: np.ndarray, ref: np.nda
 
 def _refuse_non_finite(ckpt: Checkpoint, only: str | None = None) -> None:
     """NaN or Inf weights make every output NaN: nothing to verify, so say it instead of a mismatch."""
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         if only is not None and d.name != only:
             continue
         d.weights()
         if d.warnings:
             raise InspectError(f"{ckpt.file}: {d.warnings[0]}, so there is nothing to verify")
+
+
+def verify_layer(ckpt: Checkpoint, name: str, x: np.ndarray, theirs: Any = None, against: Path | None = None,
+                 atol: float = 1e-5, rtol: float = 1e-4, dtype: type = np.float32) -> VerifyReport:
+    """One recurrent layer alone: a direction (`verify_direction`), or a Bidirectional by its Keras name, whose
+    two directions Keras runs each (`run_keras_direction`) and whose outputs are merged as its Bidirectional
+    merges them; compared with the engine's merged output (or THEIRS: the layer's output, a list of two for
+    merge_mode=None)."""
+    directions = ckpt.directions_of(name)
+    if len(directions) == 1:
+        one = theirs[0] if isinstance(theirs, list) else theirs
+        return verify_direction(ckpt, directions[0].name, x, one, against, atol, rtol, dtype)
+    for d in directions:
+        _refuse_non_finite(ckpt, d.name)
+    d0 = directions[0]
+    x = np.asarray(x)
+    d0.check_input(d0.layer_layout(x))
+    refs, library = [], ""
+    for d in directions:
+        ref, library = run_keras_direction(ckpt, d.name, x)
+        refs.append(SequenceResult(d.layer_layout(np.asarray(ref)), []))
+    keras_outs = bidirectional_output(refs[0], refs[1], d0)
+    what = f"layer {d0.layer_path}"
+    names = [what] if len(keras_outs) == 1 else [f"{what} ({d.direction})" for d in directions]
+    if theirs is not None:
+        theirs = theirs if isinstance(theirs, list) else [theirs]
+        if len(theirs) != len(keras_outs):
+            raise InspectError(f"{against}: holds {len(theirs)} output(s) but layer {d0.layer_path} gives "
+                               f"{len(keras_outs)}")
+        for n, t, ref in zip(names, theirs, keras_outs):
+            _same_shape(against, n, np.asarray(t), ref)
+        ours = [np.asarray(t) for t in theirs]
+    else:
+        ours = run_layer(directions, x, dtype=dtype)[0]
+
+    def spreads() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        o32, o64 = (run_layer(directions, x, dtype=dt)[0] for dt in (np.float32, np.float64))
+        return {n: (a, b) for n, a, b in zip(names, o32, o64)}
+
+    comparisons, sens = _judge(list(zip(names, ours, keras_outs)), atol, rtol,
+                               lambda: rounding_sensitivity(spreads(), {}, atol, rtol))
+    notes = [*hard_sigmoid_notes(ckpt, library), f"Keras ran each direction of {d0.layer_path} alone; their "
+             f"outputs are merged as its Bidirectional merges them (merge_mode={d0.merge_mode})"]
+    if sens is not None:
+        notes.append(sens.note(comparisons, "theirs" if theirs is not None else "the engine"))
+    return VerifyReport(ckpt.file, library, against, atol, rtol, comparisons, notes, sens)
+
+
+def check(ckpt: Checkpoint, x: Any = None, theirs: Any = None, layer: str | None = None, seed: int = 0,
+          atol: float = 1e-5, rtol: float = 1e-4, dtype: type = np.float32, against: Path | None = None
+          ) -> VerifyReport:
+    """`verify` as the library offers it (`lstm_inspect.verify`): the whole model, or one recurrent layer alone
+    (`layer`: a direction, or a Bidirectional by its Keras name), on x, or on a seeded random input of the
+    model's shape when x is None (token ids for an Embedding; (4, 10, N_i) for a layer). THEIRS: a port's
+    outputs for the same input, compared with Keras's instead of the engine's."""
+    if layer is not None:
+        d = ckpt.directions_of(layer)[0]
+        if x is None:
+            x = np.random.default_rng(seed).normal(size=(DEFAULT_BATCH, DEFAULT_STEPS, d.input_dim or 1))
+            x = x.astype(np.float32)
+        x = as_inputs(x)[0] if isinstance(x, (list, tuple)) else np.asarray(x)
+        charge_direction(Budget(where=str(ckpt.file)), d, d.layer_layout(x).shape, dtype, False, True)
+        return verify_layer(ckpt, layer, x, theirs, against, atol, rtol, dtype)
+    xs = as_inputs(x) if x is not None else default_inputs(Network(ckpt, dtype), seed)
+    return verify(ckpt, xs, None if theirs is None else as_inputs(theirs), against, atol, rtol, dtype)

@@ -5,6 +5,10 @@ Recurrent layers run through their cell (`lstm_inspect.model.cells`) and the sha
 (`lstm_inspect.engine.layers`), raw ops through the op whitelist (`lstm_inspect.engine.ops`). Sequential models
 run as a chain; Functional models in the topological order of their calls (`ModelGraph.calls`),
 several inputs and outputs included; nested models run as sub-graphs.
+
+`run_layer` runs one recurrent layer alone (a Bidirectional's two directions merged as Keras's Bidirectional
+merges them, `bidirectional_output`); `trace` keeps each direction's values at every step with the input it
+consumed and the mask it saw (`Trace`, the `trace` command and `Checkpoint.trace`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from lstm_inspect.base.budget import Budget, Limits, current_limits, values
+from lstm_inspect.base.display import brief, html_table
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers.registry import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.engine.loop import SequenceResult, merge_bidirectional, run_sequence
@@ -45,6 +50,7 @@ class RunRecord:
     initial_states: dict[str, list[np.ndarray]] = field(default_factory=dict)  # states handed to a layer
     traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     masks: dict[str, np.ndarray | None] = field(default_factory=dict)  # mask each direction saw
+    trace_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # each traced direction's input (batch-major)
     every_layer: bool = False  # keep every layer's outputs, not only the recurrent layers' (the PyTorch export)
 
 
@@ -129,12 +135,87 @@ def run_direction(
     widths = None
     if trace:
         widths = {q: d.cell.trace_width(q, units) for q in d.cell.trace_quantities}
-    return run_sequence(
-        step, x, units=units, trace_widths=widths, mask=None if v.ignore_mask else mask,
-        go_backwards=s.go_backwards and not v.ignore_go_backwards,
+    backwards = s.go_backwards and not v.ignore_go_backwards
+    start = None if v.zero_initial_state else initial_state
+    used_mask = None if v.ignore_mask else mask
+    res = run_sequence(
+        step, x, units=units, trace_widths=widths, mask=used_mask, go_backwards=backwards,
         zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None else v.zero_output_for_mask,
-        initial_state=None if v.zero_initial_state else initial_state, dtype=dtype, return_sequences=sequences,
+        initial_state=start, dtype=dtype, return_sequences=sequences,
     )
+    if res.trace is not None and used_mask is not None:
+        hold_masked_states(res.trace, d.cell.states, np.asarray(used_mask, bool)[:, ::-1] if backwards
+                           else np.asarray(used_mask, bool), start)
+    return res
+
+
+def hold_masked_states(trace: dict[str, np.ndarray], states: tuple[str, ...], valid: np.ndarray,
+                       initial_state: list[np.ndarray] | None) -> None:
+    """A trace's states at masked steps made the state the layer holds after that step (the last unmasked
+    step's, or the initial state before any), as Keras carries it and a port's state variable holds it; the
+    gates keep what the cell computed there (`valid`: (batch, steps) in processing order, True = processed)."""
+    steps = valid.shape[1]
+    last = np.maximum.accumulate(np.where(valid, np.arange(steps)[None, :], -1), axis=1)  # last valid step so far
+    for k, q in enumerate(states):
+        if q not in trace:
+            continue
+        a = trace[q]
+        held = np.take_along_axis(a, np.maximum(last, 0)[:, :, None], axis=1)
+        before = np.zeros(a.shape[::2], a.dtype) if initial_state is None else np.asarray(initial_state[k], a.dtype)
+        trace[q] = np.where((last < 0)[:, :, None], before[:, None, :], held)
+
+
+def bidirectional_output(fw: SequenceResult, bw: SequenceResult, d: RecurrentDirection, unflipped: bool = False
+                         ) -> list[np.ndarray]:
+    """What Keras's Bidirectional returns from its two directions' runs (batch-major), as a list (two arrays for
+    merge_mode=None): the backward sequence flipped back to input time order, then merged by `merge_mode`; the
+    layer's own layout (time-major for a time_major layer). `unflipped`: a port's mistake (see `diagnose`)."""
+    s = d.settings
+    if s.return_sequences:
+        y, y_rev = fw.outputs, bw.outputs if unflipped else bw.outputs[:, ::-1]
+        y, y_rev = d.layer_layout(y), d.layer_layout(y_rev)
+    else:
+        y, y_rev = fw.last_output, bw.last_output
+    merged = merge_bidirectional(y, y_rev, d.merge_mode)
+    return merged if isinstance(merged, list) else [merged]
+
+
+def run_layer(directions: list[RecurrentDirection], x: np.ndarray, initial_state: list[np.ndarray] | None = None,
+              dtype: type = np.float32, trace: bool = False, mask: np.ndarray | None = None,
+              variant: Variant | None = None, weights: dict[str, CellWeights] | None = None
+              ) -> tuple[list[np.ndarray], list[np.ndarray], list[SequenceResult]]:
+    """One recurrent layer alone on x as the layer takes it: one direction, or a Bidirectional's two merged as
+    Keras merges them. Returns (outputs as the layer returns them, the final states in Keras's return_state
+    order (forward's, then backward's), each direction's run). `initial_state`: every direction's states in
+    that order. `mask`: (batch, steps) as the layer takes it, or None."""
+    d0 = directions[0]
+    xb = d0.layer_layout(np.asarray(x))  # batch-major, as the engine runs it
+    if mask is not None:
+        mask = np.asarray(mask, bool)
+        mask = np.swapaxes(mask, 0, 1) if d0.settings.time_major else mask
+        if mask.shape != xb.shape[:2]:
+            raise InspectError(f"layer {d0.layer_path or d0.name}: the mask has shape {mask.shape}, the input "
+                               f"{xb.shape}")
+    n = len(d0.cell.states)
+    if initial_state is not None and len(initial_state) != n * len(directions):
+        raise InspectError(f"layer {d0.layer_path or d0.name}: takes {n * len(directions)} initial state(s) "
+                           f"({', '.join(s for d in directions for s in d.cell.states)}), {len(initial_state)} "
+                           "were given")
+    sequences = d0.settings.return_sequences
+    results = []
+    for k, d in enumerate(directions):
+        init = None if initial_state is None else list(initial_state[n * k: n * (k + 1)])
+        d.check_input(xb, init)
+        change = variant.for_direction(d.name) if variant is not None else None
+        dt = variant.dtype if variant is not None and variant.dtype else dtype
+        results.append(run_direction(d, xb, mask, init, dt, trace, sequences=sequences or trace,
+                                     weights=None if weights is None else weights.get(d.name), variant=change))
+    states = [st for r in results for st in r.states]
+    if len(directions) == 1:
+        r = results[0]
+        return [d0.layer_layout(r.outputs) if sequences else r.last_output], states, results
+    unflipped = bool(variant is not None and variant.backward_output_not_flipped)
+    return bidirectional_output(results[0], results[1], d0, unflipped), states, results
 
 
 def charge_direction(budget: Budget, d: RecurrentDirection, shape: tuple[int, ...], dtype: type, trace: bool,
@@ -180,7 +261,7 @@ class Network:
             {} if cache_weights else None)
         self.ctx = Context(dtype, ckpt.keras_version, keras_major_minor(ckpt.keras_version)[0] or 2)
         self.directions: dict[str, list[RecurrentDirection]] = {}
-        for d in ckpt.layers:
+        for d in ckpt.directions:
             self.directions.setdefault(d.layer_path, []).append(d)
         self._check_supported(ckpt.graph)
 
@@ -400,6 +481,9 @@ class Network:
             if res.trace is not None:
                 rec.traces[d.name] = res.trace
                 self.budget.hold(res.trace.values())  # kept until the run ends
+                if value is not rec.layer_inputs[node.path]:  # a later call of a shared layer, or time-major
+                    self.budget.hold([value])
+                rec.trace_inputs[d.name] = value  # the input of the call these values come from
             results.append(res)
         out_mask = mask if s.return_sequences else None
 
@@ -414,15 +498,9 @@ class Network:
                 tensors += [Tensor(st) for st in res.states]
             return tensors
         fw, bw = results
-        if s.return_sequences:
-            y, y_rev = fw.outputs, bw.outputs[:, ::-1]  # the backward half back in input time order
-            if self.variant is not None and self.variant.backward_output_not_flipped:
-                y_rev = bw.outputs
-            y, y_rev = sequence_out(y), sequence_out(y_rev)
-        else:
-            y, y_rev = fw.last_output, bw.last_output
-        merged = merge_bidirectional(y, y_rev, directions[0].merge_mode)
-        tensors = [Tensor(m, out_mask) for m in merged] if isinstance(merged, list) else [Tensor(merged, out_mask)]
+        merged = bidirectional_output(fw, bw, directions[0], unflipped=bool(
+            self.variant is not None and self.variant.backward_output_not_flipped))
+        tensors = [Tensor(m, out_mask) for m in merged]
         if s.return_state:
             tensors += [Tensor(st) for st in fw.states] + [Tensor(st) for st in bw.states]
         return tensors
@@ -638,14 +716,15 @@ def default_inputs(net: Network, seed: int = 0, batch: int = DEFAULT_BATCH, step
     return xs
 
 
-def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 0) -> tuple[RunRecord, str]:
+def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 0, dtype: type = np.float32
+              ) -> tuple[RunRecord, str]:
     """Every direction's trace: from the whole model on xs (a seeded random input when None), or, when
     the model cannot run whole and no input was given, from each direction alone on a seeded random
-    input. Returns the record and a description of the input."""
+    input. Each direction's input is in `trace_inputs`. Returns the record and a description of the input."""
     rec = RunRecord()
     if ckpt.graph is not None:
         try:
-            net = Network(ckpt, trace=True)
+            net = Network(ckpt, dtype, trace=True)
         except InspectError:  # a layer the engine does not run: each direction alone, if no input was given
             if xs is not None:
                 raise
@@ -656,13 +735,127 @@ def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 
         raise InspectError(f"{ckpt.file}: stores weights only, so the model cannot run on an input; "
                            "give the architecture with --config")
     rng = np.random.default_rng(seed)
-    for d in ckpt.layers:
+    for d in ckpt.directions:
         x = rng.normal(size=(DEFAULT_BATCH, 2 * DEFAULT_STEPS, d.input_dim or 1)).astype(np.float32)
-        res = run_direction(d, x, trace=True)
+        res = run_direction(d, x, trace=True, dtype=dtype)
         if res.trace is not None:
             rec.traces[d.name] = res.trace
         rec.masks[d.name] = None
+        rec.trace_inputs[d.name] = x
     return rec, f"a seeded random input (seed {seed}) to each direction alone"
+
+
+@dataclass(repr=False)
+class DirectionTrace:
+    """One direction's values at every time step, all (batch, steps, ...) in processing order: step k of a
+    go_backwards direction consumed input step steps-1-k.
+
+    `x`: the input the direction consumed at each step (batch, steps, N_i): what the layer below produced,
+    e.g. an Embedding's vectors; `mask`: (batch, steps), True where the step was processed (all True when
+    nothing masks the layer). At a masked step the gates hold what the cell computed there (Keras computes
+    and discards them) and the states (h, and c for an LSTM) the state held after it: the last processed
+    step's, or the initial state. `values`: the cell's quantities (`Cell.trace_quantities`).
+    """
+
+    name: str
+    parts: tuple[str, ...]
+    x: np.ndarray
+    mask: np.ndarray
+    values: dict[str, np.ndarray]
+    masked: bool = False  # whether a mask reached the layer
+
+    def __getitem__(self, quantity: str) -> np.ndarray:
+        return self.arrays()[quantity]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every array by name: the cell's quantities, then x and mask (what `trace` writes)."""
+        return {**self.values, "x": self.x, "mask": self.mask}
+
+    def __repr__(self) -> str:
+        batch, steps = self.mask.shape
+        return (f"<DirectionTrace {brief(self.name)}: batch {batch}, {steps} steps, "
+                f"{', '.join(self.arrays())}{', masked' if self.masked else ''}>")
+
+    def _repr_html_(self) -> str:
+        return html_table(f"DirectionTrace {self.name}", ("array", "shape", "dtype"),
+                          [(q, "×".join(map(str, a.shape)), str(a.dtype)) for q, a in self.arrays().items()])
+
+
+@dataclass(repr=False)
+class Trace:
+    """Every traced direction (`DirectionTrace`), by name in the order the model runs them; `input` says what
+    input they come from. `trace[name]` takes a direction's full name or its last part."""
+
+    file: str
+    input: str
+    directions: dict[str, DirectionTrace]
+
+    def __getitem__(self, name: str) -> DirectionTrace:
+        if name in self.directions:
+            return self.directions[name]
+        found = [t for n, t in self.directions.items() if n.split("/")[-1] == name]
+        if len(found) == 1:
+            return found[0]
+        raise KeyError(f"no traced direction {name!r}; traced: {', '.join(self.directions)}")
+
+    def __iter__(self) -> Any:
+        return iter(self.directions.values())
+
+    def __len__(self) -> int:
+        return len(self.directions)
+
+    def arrays(self) -> dict[tuple[str, ...], dict[str, np.ndarray]]:
+        """{direction name parts: {array name: array}}, what `io.arrays.write_trace` writes."""
+        return {t.parts: t.arrays() for t in self.directions.values()}
+
+    def __repr__(self) -> str:
+        return f"<Trace of {len(self)} direction(s) from {self.input}: {', '.join(map(brief, self.directions))}>"
+
+    def _repr_html_(self) -> str:
+        return html_table(f"Trace from {self.input}", ("direction", "batch", "steps", "masked", "arrays"),
+                          [(t.name, str(t.mask.shape[0]), str(t.mask.shape[1]), "yes" if t.masked else "no",
+                            ", ".join(t.arrays())) for t in self])
+
+
+def direction_trace(d: RecurrentDirection, values: dict[str, np.ndarray], x: np.ndarray, mask: np.ndarray | None
+                    ) -> DirectionTrace:
+    """A direction's trace with its input and mask (batch-major, input time order) put in processing order."""
+    x = np.asarray(x)
+    valid = np.ones(x.shape[:2], bool) if mask is None else np.asarray(mask, bool)
+    if d.settings.go_backwards:
+        x, valid = x[:, ::-1], valid[:, ::-1]
+    return DirectionTrace(d.name, d.parts, np.ascontiguousarray(x), np.ascontiguousarray(valid), dict(values),
+                          mask is not None)
+
+
+def trace(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 0, layer: str | None = None,
+          initial_state: list[np.ndarray] | None = None, dtype: type = np.float32) -> Trace:
+    """Every direction's trace (`Trace`) from the whole model on xs, or from one layer alone (`layer`: a
+    direction's name or a Bidirectional's, whose two directions both run) on xs[0] as the layer takes it,
+    from `initial_state` (every direction's states). Without xs, a seeded random input."""
+    if layer is not None:
+        directions = ckpt.directions_of(layer)
+        d0 = directions[0]
+        if xs is None:
+            x = np.random.default_rng(seed).normal(size=(DEFAULT_BATCH, DEFAULT_STEPS, d0.input_dim or 1))
+            x, source = d0.layer_layout(x.astype(np.float32)), f"a seeded random input (seed {seed})"
+        else:
+            if len(xs) != 1:
+                raise InspectError(f"layer {layer}: takes one input, {len(xs)} were given")
+            x, source = np.asarray(xs[0]), "the given input"
+        _, _, results = run_layer(directions, x, initial_state, dtype, trace=True)
+        xb = d0.layer_layout(x).astype(dtype)  # traces are batch-major, as for the whole model
+        traced = {d.name: direction_trace(d, r.trace or {}, xb, None) for d, r in zip(directions, results)}
+        return Trace(str(ckpt.file), source, traced)
+    if initial_state is not None:
+        raise InspectError("an initial state needs a layer: a whole model takes its states from its own graph")
+    rec, source = trace_run(ckpt, xs, seed, dtype)
+    traced = {}
+    for d in ckpt.directions:
+        if d.name not in rec.traces:
+            continue
+        traced[d.name] = direction_trace(d, rec.traces[d.name], rec.trace_inputs[d.name], rec.masks.get(d.name))
+    return Trace(str(ckpt.file), source, traced)
 
 
 def as_inputs(x: Any) -> list[np.ndarray]:

@@ -64,7 +64,11 @@ class Plan:
 def plan_export(ckpt: Checkpoint, layer: str | None = None, opset: int | None = None) -> Plan:
     """The export's scope, or one line saying why the file cannot be exported whole."""
     if layer is not None:
-        d = ckpt.layer(layer)
+        directions = ckpt.directions_of(layer)
+        if len(directions) > 1:
+            raise InspectError(f"{ckpt.file}: --layer {layer} is a Bidirectional; export runs one direction alone: "
+                               f"export each ({', '.join(d.name for d in directions)}), or the whole model")
+        d = directions[0]
         if d.settings.time_major:
             raise InspectError(f"{ckpt.file}: layer {d.name} is time_major, and a direction exported alone takes "
                                "(batch, steps, N_i); export the whole model, which takes the input as this layer "

@@ -388,12 +388,14 @@ def write_trace(target: Path, traces: dict[tuple[str, ...], dict[str, np.ndarray
             folder = inside(tmp, rel_dir)
             folder.mkdir(parents=True, exist_ok=True)
             for q, a in quantities.items():
+                flat = a.ndim == 2  # one value per (sample, step): the mask
+                a = a[:, :, None].astype(np.int8) if flat else a
                 batch, steps, width = a.shape
                 sample, step = np.meshgrid(np.arange(batch), np.arange(steps), indexing="ij")
                 table = np.column_stack([sample.reshape(-1), step.reshape(-1), a.reshape(batch * steps, width)])
                 h_width = quantities["h"].shape[-1] if "h" in quantities else width
-                prefix = "z" if q == "z" and width != h_width else "u"  # an LSTM's fused z: 4·N_c columns
-                header = "sample,step," + ",".join(f"{prefix}{k}" for k in range(width))
+                prefix = "z" if q == "z" and width != h_width else "x" if q == "x" else "u"  # LSTM's z: 4·N_c
+                header = "sample,step," + (q if flat else ",".join(f"{prefix}{k}" for k in range(width)))
                 fmt_cols = ["%d", "%d"] + ["%.9g"] * width
                 np.savetxt(folder / f"{q}.csv", table, delimiter=",", header=header, comments="", fmt=fmt_cols)
                 rel = f"{rel_dir}/{q}.csv"

@@ -99,8 +99,8 @@ def from_graph(
     notes += [f"unsupported recurrent layer: {u}" for u in unsupported]
     if not directions:
         raise_no_recurrent(path, [m.class_name for m in model_layers], unsupported)
-    return Checkpoint(file=path, format=fmt, keras_version=keras_version, layers=directions,
-                      model_layers=model_layers, graph=graph, settings_from="config", notes=notes, source=source,
+    return Checkpoint(file=path, format=fmt, keras_version=keras_version, directions=directions,
+                      layers=model_layers, graph=graph, settings_from="config", notes=notes, source=source,
                       layer_arrays=layer_arrays, raw_config=raw_config)
 
 

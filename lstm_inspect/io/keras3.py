@@ -370,8 +370,8 @@ def _read_keras3_weights(path: Path, f: h5py.File) -> Checkpoint:
              "(activation tanh, recurrent_activation sigmoid, GRU reset_after from its bias shape), and layers are "
              "listed in file order; pass the architecture with --config to use the model's own"]
     notes += [f"unsupported recurrent layer: {u}" for u in unsupported]
-    return Checkpoint(file=path, format="keras3-weights", keras_version=None, layers=directions,
-                      model_layers=model_layers, settings_from="defaults", notes=notes, source=source)
+    return Checkpoint(file=path, format="keras3-weights", keras_version=None, directions=directions,
+                      layers=model_layers, settings_from="defaults", notes=notes, source=source)
 
 
 def _read_keras3_weights_with_config(path: Path, f: h5py.File, architecture: tuple[dict[str, Any], str | None],

@@ -223,8 +223,8 @@ def _read_legacy_weights(path: Path, f: h5py.File) -> Checkpoint:
     notes = [f"weights only, no architecture: activations and flags shown are the Keras {version} defaults "
              f"(LSTM and GRU: tanh and {default_recurrent_activation(keras_version or '1')}; CuDNN layers: tanh and "
              "sigmoid); pass the architecture with --config to use the model's own"]
-    return Checkpoint(file=path, format="legacy-weights-h5", keras_version=keras_version, layers=directions,
-                      model_layers=model_layers, settings_from="defaults", notes=notes, source=source)
+    return Checkpoint(file=path, format="legacy-weights-h5", keras_version=keras_version, directions=directions,
+                      layers=model_layers, settings_from="defaults", notes=notes, source=source)
 
 
 def _read_legacy_weights_with_config(path: Path, f: h5py.File, architecture: tuple[dict[str, Any], str | None],

@@ -287,8 +287,8 @@ def _weights_only(path: Path, bundle: TensorBundle, source: BundleSource) -> Che
     notes = ["TF checkpoint of weights only, no architecture: activations and flags are tf.keras 2's defaults "
              "(LSTM and GRU: tanh and sigmoid, GRU reset_after from its bias shape, return_sequences off); pass the "
              "architecture with --config model.json (model.to_json()) to use the model's own"]
-    return Checkpoint(file=path, format="tf-checkpoint", keras_version=None, layers=directions,
-                      model_layers=model_layers, settings_from="defaults", notes=notes, source=source)
+    return Checkpoint(file=path, format="tf-checkpoint", keras_version=None, directions=directions,
+                      layers=model_layers, settings_from="defaults", notes=notes, source=source)
 
 
 def _half_name(full_name: str, path: str) -> str:

@@ -6,12 +6,14 @@ weight data is read only when asked for (`RecurrentDirection.weights()`), so `sh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from lstm_inspect.base.display import brief, html_table
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.model.architecture import ModelGraph
 from lstm_inspect.model.cells.base import Cell, CellSettings, CellWeights, Gate, StoredShapes, hard_sigmoid_generation
@@ -34,7 +36,7 @@ class WeightSource(Protocol):
     def read(self, keys: list[str]) -> list[np.ndarray]: ...
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, repr=False)
 class RecurrentDirection:
     """One direction of one recurrent layer (LSTM, GRU, SimpleRNN): settings, stored arrays, gate matrices."""
 
@@ -62,6 +64,20 @@ class RecurrentDirection:
     def __post_init__(self) -> None:
         if not self.parts:
             self.parts = (self.name,)
+
+    def __repr__(self) -> str:
+        return (f"<RecurrentDirection {brief(self.name)}: {self.kind} {self.direction}, N_i={self.input_dim}, "
+                f"N_c={self.units}, gates {''.join(self.cell.gates)}>")
+
+    def _repr_html_(self) -> str:
+        s = self.settings
+        rows = [("kind", self.kind), ("direction", self.direction), ("N_i (input_dim)", self.input_dim),
+                ("N_c (units)", self.units), ("gates", ", ".join(self.cell.gates)),
+                ("W_g, each gate", "×".join(map(str, self.gate_shape() or ())) or "?"),
+                ("activation", s.activation), ("recurrent_activation", s.recurrent_activation),
+                ("return_sequences", s.return_sequences), ("go_backwards", s.go_backwards),
+                ("merge_mode", self.merge_mode), ("params", f"{self.param_count:,}")]
+        return html_table(f"RecurrentDirection {self.name}", ("", ""), rows)
 
     @property
     def shapes_ok(self) -> bool:
@@ -111,12 +127,15 @@ class RecurrentDirection:
         return self.cell.gates_of(self.weights())
 
     def forward(self, x: np.ndarray, dtype: type = np.float32, initial_state: list[np.ndarray] | None = None,
-                mask: np.ndarray | None = None) -> np.ndarray:
+                mask: np.ndarray | None = None, return_state: bool = False
+                ) -> np.ndarray | tuple[np.ndarray, list[np.ndarray]]:
         """This direction alone on x as the layer takes it (`input_layout`: (batch, steps, input_dim), or
         (steps, batch, input_dim) for a time_major layer): its output as the layer returns it.
 
         The full sequence in processing order when return_sequences (reversed in time for
         go_backwards, as Keras returns it; time-major for a time_major layer), else the last output.
+        `initial_state`: the cell's states (`cell.states`: h, and c for an LSTM), each (batch, units);
+        `return_state`: also return the final states, `(y, [h, c])`, as Keras's return_state.
         """
         from lstm_inspect.engine.network import run_direction
 
@@ -126,7 +145,8 @@ class RecurrentDirection:
         self.check_input(x, initial_state)
         sequences = self.settings.return_sequences
         res = run_direction(self, x, mask, initial_state, dtype, sequences=sequences)
-        return self.layer_layout(res.outputs) if sequences else res.last_output
+        y = self.layer_layout(res.outputs) if sequences else res.last_output
+        return (y, list(res.states)) if return_state else y
 
     def layer_layout(self, a: np.ndarray) -> np.ndarray:
         """Between the engine's (batch, steps, ...) and the layer's own layout: (steps, batch, ...) for a
@@ -215,26 +235,66 @@ def check_sizes(shape: tuple[int, ...], what: str) -> None:
         raise InspectError(f"{what} has shape {tuple(shape)}, more than {MAX_INPUT_VALUES:,} values")
 
 
-@dataclass(kw_only=True)
+# Keras 3 stores a layer's variables by number (vars/0, vars/1): their names, in Keras's order, per class
+KERAS3_WEIGHT_NAMES = {
+    "Dense": ("kernel", "bias"), "EinsumDense": ("kernel", "bias"), "Embedding": ("embeddings",),
+    "Conv1D": ("kernel", "bias"), "Conv2D": ("kernel", "bias"), "Conv3D": ("kernel", "bias"),
+    "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "LayerNormalization": ("gamma", "beta"),
+}
+
+
+@dataclass(kw_only=True, repr=False)
 class ModelLayer:
-    """Any layer of the model, for the overview (recurrent ones included)."""
+    """One layer of the model (recurrent ones included), in the model's order.
+
+    `inbound`: the layers whose outputs it takes; `weights`: its stored arrays by name (kernel, bias,
+    embeddings...; a recurrent layer's in Keras's layout per direction, e.g. forward/kernel), read from the
+    file each time they are asked for; `output_shape`: when the file declares it (None otherwise)."""
 
     name: str
     class_name: str
+    inbound: tuple[str, ...] = ()
+    output_shape: tuple[int | None, ...] | None = None
+    reader: Callable[[], dict[str, np.ndarray]] | None = field(default=None, compare=False)
+
+    @property
+    def weights(self) -> dict[str, np.ndarray]:
+        return self.reader() if self.reader is not None else {}
+
+    def __repr__(self) -> str:
+        fed = f" <- {', '.join(map(brief, self.inbound))}" if self.inbound else ""
+        return f"<ModelLayer {brief(self.name)} ({brief(self.class_name)}){fed}>"
+
+    def _repr_html_(self) -> str:
+        rows = [(k, "×".join(map(str, a.shape)), str(a.dtype)) for k, a in self.weights.items()]
+        return html_table(f"{self.name} ({self.class_name})" + (f" <- {', '.join(self.inbound)}" if self.inbound
+                                                                 else ""), ("weight", "shape", "dtype"), rows)
 
     def to_dict(self) -> dict[str, str]:
         return {"name": self.name, "class_name": self.class_name}
 
 
-@dataclass(kw_only=True)
+def weight_names(keys: list[str], class_name: str) -> list[str]:
+    """Names for a layer's stored arrays: the file's (kernel:0 -> kernel), or Keras 3's by class for vars/N."""
+    names = [k.rstrip("/").split("/")[-1].split(":")[0] for k in keys]
+    known = KERAS3_WEIGHT_NAMES.get(class_name, ())
+    if all(n.isdigit() for n in names) and len(names) <= len(known):
+        return list(known[: len(names)])
+    return names if len(set(names)) == len(names) else [k for k in keys]
+
+
+@dataclass(kw_only=True, repr=False)
 class Checkpoint:
-    """A Keras checkpoint as lstm-inspect reads it."""
+    """A Keras checkpoint as lstm-inspect reads it: `layers` the model's layers in order (`ModelLayer`),
+    `directions` its recurrent directions (`RecurrentDirection`), in the order the model applies them.
+    `to_dict()` (show --json) keeps its keys: "model_layers" the layers, "layers" the directions."""
 
     file: Path
     format: str  # "keras3", "keras3-weights", "legacy-h5", "legacy-weights-h5", "savedmodel", "tf-checkpoint"
     keras_version: str | None
-    layers: list[RecurrentDirection]
-    model_layers: list[ModelLayer]
+    directions: list[RecurrentDirection]
+    layers: list[ModelLayer]
     graph: ModelGraph | None = None
     settings_from: str = "config"  # "config", or "defaults" when the file has no architecture
     notes: list[str] = field(default_factory=list)
@@ -244,6 +304,52 @@ class Checkpoint:
     raw_config: Any = None  # the model config as stored (JSON), for rebuilding the model in Keras
     _engines: dict[Any, Any] = field(default_factory=dict, repr=False)  # one NumPy engine per dtype, reused
     _layer_warnings: list[str] = field(default_factory=list, repr=False)  # from other layers' weights
+
+    def __post_init__(self) -> None:
+        nodes = {n.path: n for n in self.graph.walk()} if self.graph is not None else {}
+        chain = {n.path for n in self.graph.layers} if self.graph is not None and \
+            self.graph.class_name == "Sequential" else set()  # a Sequential's own layers: each fed by the one before
+        for k, m in enumerate(self.layers):
+            node = nodes.get(m.name)
+            if not m.inbound and node is not None:
+                if node.path in chain:
+                    m.inbound = (self.layers[k - 1].name,) if k > 0 else ()
+                else:
+                    m.inbound = tuple(dict.fromkeys(r.layer for call in node.inbound for r in call.tensors()))
+            if m.output_shape is None and node is not None and node.class_name == "InputLayer":
+                shape = node.config.get("batch_shape") or node.config.get("batch_input_shape")
+                if isinstance(shape, list) and all(n is None or isinstance(n, int) for n in shape):
+                    m.output_shape = tuple(shape)
+            if m.reader is None:
+                m.reader = self._reader_of(m.name, node.class_name if node is not None else m.class_name)
+
+    def _reader_of(self, name: str, class_name: str) -> Callable[[], dict[str, np.ndarray]]:
+        def read() -> dict[str, np.ndarray]:
+            directions = [d for d in self.directions if (d.layer_path or d.name) == name]
+            if directions:
+                out = {}
+                for d in directions:
+                    w = d.weights()
+                    prefix = f"{d.direction}/" if len(directions) > 1 else ""
+                    names = ["kernel", "recurrent_kernel", "bias"]
+                    out.update({prefix + n: a for n, a in zip(names, w.arrays())})
+                return out
+            arrays = self.layer_arrays.get(name, [])
+            return dict(zip(weight_names([a.key for a in arrays], class_name), self.read_layer(name)))
+        return read
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(self.cells) or "no recurrent layer"
+        return (f"<Checkpoint {brief(self.file.name)}: {self.format}, Keras {self.keras_version or '?'}, "
+                f"{len(self.layers)} layers, {len(self.directions)} recurrent direction(s) ({kinds})>")
+
+    def _repr_html_(self) -> str:
+        rows = [(k, d.name, d.kind, d.direction, d.input_dim, d.units, "×".join(map(str, d.gate_shape() or ())),
+                 f"{d.param_count:,}") for k, d in enumerate(self.directions)]
+        title = f"{self.file.name}: {self.format}, Keras {self.keras_version or '?'}"
+        layers = " → ".join(f"{m.name} ({m.class_name})" for m in self.layers)
+        return (html_table(title, ("#", "direction", "kind", "direction", "N_i", "N_c", "W_g", "params"), rows)
+                + (html_table("layers", ("",), [(layers,)]) if layers else ""))
 
     def read_layer(self, path: str) -> list[np.ndarray]:
         """The stored arrays of a non-recurrent layer (Dense, Embedding, ...), in Keras's weight order."""
@@ -258,41 +364,81 @@ class Checkpoint:
                 self._layer_warnings.append(warning)
         return values
 
+    def direction(self, name: str) -> RecurrentDirection:
+        """One recurrent direction by its full name (`show`'s) or an unambiguous last part."""
+        return self.layer(name)
+
     def layer(self, name: str) -> RecurrentDirection:
-        for d in self.layers:
+        for d in self.directions:
             if d.name == name:
                 return d
-        matches = [d for d in self.layers if d.name.split("/")[-1] == name or d.name.startswith(f"{name}/")]
+        matches = [d for d in self.directions if d.name.split("/")[-1] == name or d.name.startswith(f"{name}/")]
         if len(matches) == 1:
             return matches[0]
-        names = ", ".join(d.name for d in self.layers)
+        names = ", ".join(d.name for d in self.directions)
         raise InspectError(f"{self.file}: no recurrent direction named {name!r}; it has: {names}")
 
-    def forward(self, x: Any, dtype: type = np.float32) -> np.ndarray | list[np.ndarray]:
-        """What Keras's model.predict returns for x: one array, or a list for several outputs.
+    def directions_of(self, name: str | None) -> list[RecurrentDirection]:
+        """The directions a name means: every direction for None; a recurrent layer's (both halves of a
+        Bidirectional, by its Keras name); one direction by its full name or an unambiguous last part."""
+        if name is None:
+            return list(self.directions)
+        exact = [d for d in self.directions if d.name == name]
+        if exact:
+            return exact
+        whole = [d for d in self.directions if d.layer_path == name]
+        if whole:
+            return whole
+        return [self.layer(name)]
 
-        x is one array, or a list of arrays in the model's input order.
+    def forward(self, x: Any, initial_state: list[np.ndarray] | None = None, return_state: bool = False,
+                layer: str | None = None, dtype: type = np.float32) -> Any:
+        """What Keras computes for x, in NumPy.
+
+        The whole model (layer=None): what model.predict returns, one array or a list for several outputs;
+        x is one array, or a list of arrays in the model's input order. One recurrent layer alone (`layer`: a
+        direction's name, or a Bidirectional's Keras name, whose two directions run and merge as Keras merges
+        them): x as the layer takes it, (batch, steps, N_i); `initial_state` the states to start from (each
+        direction's, forward's first); `return_state` returns (output, final states) as Keras's return_state
+        (a merge_mode=None Bidirectional's output is a list of two arrays).
         """
-        from lstm_inspect.engine.network import Network, as_inputs
+        from lstm_inspect.engine.network import Network, as_inputs, run_layer
 
+        if layer is not None:
+            directions = self.directions_of(layer)
+            outs, states, _ = run_layer(directions, np.asarray(x), initial_state, dtype)
+            y = outs[0] if len(outs) == 1 else outs
+            return (y, states) if return_state else y
+        if initial_state is not None or return_state:
+            raise InspectError(f"{self.file}: initial_state and return_state need a layer: a whole model takes "
+                               "its states from its own graph and returns its outputs")
         if dtype not in self._engines:
             self._engines[dtype] = Network(self, dtype, cache_weights=True)
         outs = self._engines[dtype].run(as_inputs(x))
         return outs[0] if len(outs) == 1 else outs
 
+    def trace(self, x: Any = None, layer: str | None = None, initial_state: list[np.ndarray] | None = None,
+              seed: int = 0, dtype: type = np.float32) -> Any:
+        """Every recurrent direction's values at every step (`engine.network.Trace`): gates, states, the
+        input x each direction consumed and the mask it saw. The whole model on x (one array or a list), or
+        one layer alone (`layer`, as for `forward`); without x, a seeded random input."""
+        from lstm_inspect.engine.network import as_inputs, trace
+
+        return trace(self, None if x is None else as_inputs(x), seed, layer, initial_state, dtype)
+
     @property
     def cells(self) -> list[str]:
         """The recurrent kinds in the model, in order of first appearance."""
-        return list(dict.fromkeys(d.cell.kind for d in self.layers))
+        return list(dict.fromkeys(d.cell.kind for d in self.directions))
 
     @property
     def warnings(self) -> list[str]:
         """What reading the weights found that still lets the command finish (NaN or Inf weights)."""
-        return [w for d in self.layers for w in d.warnings] + list(self._layer_warnings)
+        return [w for d in self.directions for w in d.warnings] + list(self._layer_warnings)
 
     @property
     def all_problems(self) -> list[str]:
-        return [p for d in self.layers for p in d.problems] + self.problems
+        return [p for d in self.directions for p in d.problems] + self.problems
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -300,8 +446,8 @@ class Checkpoint:
             "format": self.format,
             "keras_version": self.keras_version,
             "settings_from": self.settings_from,
-            "model_layers": [m.to_dict() for m in self.model_layers],
-            "layers": [d.to_dict() for d in self.layers],
+            "model_layers": [m.to_dict() for m in self.layers],
+            "layers": [d.to_dict() for d in self.directions],
             "shapes_ok": not self.all_problems,
             "problems": self.all_problems,
             "notes": list(self.notes),
