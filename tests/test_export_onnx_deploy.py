@@ -204,7 +204,7 @@ def test_a_direction_exported_alone_names_its_dims(tmp_path: Path) -> None:
     """--layer: y (batch, steps, units), each state (batch, units)."""
     path = SAMPLES / "k3_single.weights.h5"
     ckpt = lstm_inspect.load(path)
-    d = ckpt.layers[0]
+    d = ckpt.directions[0]
     model = build_model(plan_export(ckpt, d.name, None))
     assert _dims(model.graph.input) == [["batch", "steps", d.input_dim]]
     assert _dims(model.graph.output) == [["batch", "steps", d.units], ["batch", d.units], ["batch", d.units]]
