@@ -31,6 +31,7 @@ from typer.core import TyperCommand, TyperGroup
 from lstm_inspect import load
 from lstm_inspect.base import __version__, budget
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.shapes import summarize
 from lstm_inspect.io.arrays import LINE_CHARS, ordered_inputs, read_inputs, shown, write_arrays, write_trace
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
@@ -393,8 +394,6 @@ def show(
     def action() -> int:
         ckpt = load(model, config)
         if as_json:
-            from lstm_inspect.engine.shapes import summarize
-
             typer.echo(json.dumps({**ckpt.to_dict(), "summary": summarize(ckpt).to_dict()}, indent=2))
         else:
             render_show(ckpt, _console())
@@ -457,8 +456,6 @@ def _legend(ckpt: Checkpoint) -> list[str]:
 
 
 def render_show(ckpt: Checkpoint, console: Console) -> None:
-    from lstm_inspect.engine.shapes import summarize
-
     version = ckpt.keras_version or "not recorded"
     console.print(lit(ckpt.file, "bold"), soft_wrap=True)  # a path is copied whole: never broken
     console.print(lit(f"format: {FORMAT_LABELS.get(ckpt.format, ckpt.format)} ({ckpt.format})"))
@@ -475,6 +472,11 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
                 break
         else:  # names too long for any table: one line per layer
             _model_lines(summary, console)
+    elif ckpt.model_layers:  # no architecture: what the file stores, in its order (not a graph)
+        stored = Text("stored layers, in file order: ")
+        for k, m in enumerate(ckpt.model_layers):
+            stored += Text(", " if k else "") + named(m.name) + lit(f" ({m.class_name})", "dim")
+        console.print(stored)
     params = f"total params: {summary.total_params:,} (trainable {summary.trainable_params:,}, non-trainable " \
              f"{summary.total_params - summary.trainable_params:,})"
     console.print(lit(params + ("" if summary.params_complete else "; ? a layer whose weights are not stored")))
@@ -789,15 +791,20 @@ def render_verify(report: Any, console: Console) -> None:
     scale = spark_scale(sequences, report.atol)
     longest = max((len(c.per_step) for c in sequences), default=0)
     width = console.width
-    per = 0
+    per, table = 0, None
     if sequences and _width(console, _verify_table(report, None, "")) <= width:
-        for per in range(max(1, longest // max(width, 1)), longest + 1):  # the finest binning that fits
+        tried = set()
+        for bins in range(min(longest, width), min(SPARK_MIN, longest) - 1, -1):  # the finest binning that fits
+            per = math.ceil(longest / bins)
+            if per in tried:
+                continue
+            tried.add(per)
             table = _verify_table(report, _bars(report, scale, per), _bar_title(per))
-            if _width(console, table) <= width and math.ceil(longest / per) >= min(SPARK_MIN, longest):
+            if _width(console, table) <= width:
                 break
         else:
-            per = 0
-    if per:
+            per, table = 0, None
+    if table is not None:
         console.print(table)
     elif _width(console, _verify_table(report, None, "")) <= width:
         console.print(_verify_table(report, None, ""))

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import SAMPLES
-from lstm_inspect import load
-from lstm_inspect import cli
+from lstm_inspect import cli, load
 from lstm_inspect.cli import SPARK, app
+
+from conftest import SAMPLES
 
 WIDTHS = (80, 120)
 COMMANDS = ("show", "forward", "verify", "trace", "stats", "dump", "export", "plot", "diagnose")
@@ -95,7 +95,7 @@ def test_flags_are_flags_and_choices_are_the_librarys() -> None:
     assert CHOICES["forward"] == ["|".join(DTYPES)]
     code, _, _ = screen(80, "show", str(SAMPLES / "k3_single.keras"), "--json", "true")
     assert code == 2  # a flag takes no value, as its help now says
-    code, text, _ = screen(80, "export", str(SAMPLES / "k3_single.keras"), "--to", "tflite", "-o", "x")
+    code, _, _ = screen(80, "export", str(SAMPLES / "k3_single.keras"), "--to", "tflite", "-o", "x")
     assert code == 2
 
 
@@ -174,9 +174,11 @@ for p in paths:
 print(json.dumps(out))
 """
 KERAS_SAMPLES = {"keras3": ["k3_seq2seq.keras", "k3_gru.keras", "k3_embedding_mask_zero.keras", "k3_cnn_lstm.keras",
-                            "k3_functional_state.keras", "k3_bidir_concat.keras", "k3_single.keras"],
+                            "k3_functional_state.keras", "k3_bidir_concat.keras", "k3_single.keras",
+                            "k3_att_additive_causal.keras", "k3_att_mha_explicit_mask.keras", "k3_merge_none.keras"],
                  "tf_keras": ["tfk_seq2seq.h5", "tfk_embedding_mask_zero_bilstm.h5", "tfk_cnn_td_conv2d.h5",
-                              "tfk_bidir_concat.h5", "tfk_gru.h5"]}
+                              "tfk_bidir_concat.h5", "tfk_gru.h5", "tfk_att_seq2seq_mha.h5",
+                              "tfk_att_additive_causal.h5", "tfk_cnn_channels_first.h5"]}
 
 
 @pytest.fixture(scope="module")
@@ -211,7 +213,7 @@ def test_show_shapes_and_params_are_keras_own(name: str, keras_views: dict[str, 
     assert summary["total_params"] == keras["total"]
     assert summary["trainable_params"] == keras["trainable"]
     # and the table shows them: Keras's shapes as Keras prints them, its total
-    _, text, lines = screen(120, "show", str(SAMPLES / name))
+    _, text, _ = screen(120, "show", str(SAMPLES / name))
     for view in keras["layers"].values():
         for shape in view["shapes"]:
             assert "(" + ", ".join(map(str, shape)) + ")" in text

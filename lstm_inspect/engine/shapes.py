@@ -4,10 +4,16 @@ and `load_weights` pairs a weights-only .h5's groups with them, in order).
 
 Both walk the parsed graph (`lstm_inspect.model.architecture`) with the layer registry (`lstm_inspect.engine.layers`),
 which is why readers of files ask the engine: a layer's family says its output size and whether it has weights.
+
+`show`'s model summary is here too (`summarize`): what Keras's model.summary() gives at a glance, from the config
+and the stored arrays' shapes alone (no weight data, no TensorFlow): each input's shape, each layer's output shapes
+(`model_shapes`, walking the graph with the engine's own walker, each layer's rule as Keras's compute_output_shape
+has it: keras/src/layers/*/…, tf_keras/src/layers/…), its parameters (Keras's count_params) and what feeds it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -136,7 +142,8 @@ LAST_AXIS_ONLY = frozenset({
     "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
     "AlphaDropout", "ActivityRegularization", "Dense", "Activation", "Masking", "BatchNormalization",
     "LayerNormalization", "ReLU", "LeakyReLU", "PReLU", "ELU", "ThresholdedReLU", "Softmax", "Attention",
-    "AdditiveAttention", "MultiHeadAttention", *MERGE_LIKE})
+    "AdditiveAttention", *MERGE_LIKE})
+ATTENTION = frozenset({"Attention", "AdditiveAttention", "MultiHeadAttention"})
 UNKNOWN_OUTPUTS = 10  # what a layer of unknown shapes offers its consumers (a Bidirectional returns up to 9)
 
 
@@ -153,14 +160,13 @@ def model_shapes(graph: ModelGraph) -> tuple[dict[str, Shape | None], dict[str, 
 
     Walks the graph with the engine's own walker (`lstm_inspect.engine.network.walk_graph`). A shape the config does
     not decide (an op layer, a layer whose output rank lstm-inspect does not model) is None, and so are the shapes
-    computed from it; nothing is guessed. A graph the walk refuses gives no layer shapes.
+    computed from it; nothing is guessed. Where the walk stops (a reference it cannot follow), the layers after are
+    not known either.
     """
     inputs = {node.name: _declared(node, first=True) for node in _input_nodes(graph)}
     found: dict[str, list[Shape | None]] = {}
-    try:
+    with contextlib.suppress(InspectError):  # a reference the walk cannot follow: the layers before it are known
         _walk(graph, [Sym(s) for s in inputs.values()], found)
-    except InspectError:
-        found.clear()
     return inputs, found
 
 
@@ -200,7 +206,7 @@ def _walk(graph: ModelGraph, inputs: list[Sym], found: dict[str, list[Shape | No
             declared = _declared(node, first=False)
             outs = [Sym(declared) if declared is not None else (ins[0] if ins else from_inputs.get(node.name))]
         else:
-            outs = [Sym(s) for s in call_shapes(node, _first_tensor(call, ins), [s.shape for s in ins])]
+            outs = [Sym(s) for s in call_shapes(node, _first_tensor(call, ins), [s.shape for s in ins], call.kwargs)]
         if k == 0:
             found[node.path] = [s.shape for s in outs] if outs else [None]
         return outs if outs else [Sym(None)] * UNKNOWN_OUTPUTS
@@ -222,9 +228,20 @@ def _first_tensor(call: Call, ins: list[Sym]) -> Shape | None:
     return first.shape if isinstance(first, Sym) else None
 
 
-def call_shapes(node: LayerNode, x: Shape | None, ins: list[Shape | None]) -> list[Shape | None]:
-    """The output shapes of one call of a layer (not a nested model) given its inputs' (`x` the one it follows);
-    an empty list when the layer is not one whose shapes lstm-inspect knows."""
+def call_shapes(node: LayerNode, x: Shape | None, ins: list[Shape | None],
+                kwargs: dict[str, Any] | None = None) -> list[Shape | None]:
+    """The output shapes of one call of a layer (not a nested model) given its inputs' (`x` the one it follows)
+    and its other arguments; an empty list when the layer is not one whose shapes lstm-inspect knows."""
+    shapes = _call_shapes(node, x, ins)
+    if (kwargs or {}).get("return_attention_scores") is True and shapes and node.class_name in ATTENTION:
+        value = ins[1] if len(ins) > 1 else x
+        steps = (x[0] if x else None, value[0] if value else None)
+        heads = config_int(node.config.get("num_heads")) if node.class_name == "MultiHeadAttention" else None
+        shapes.append((heads, *steps) if node.class_name == "MultiHeadAttention" else steps)
+    return shapes
+
+
+def _call_shapes(node: LayerNode, x: Shape | None, ins: list[Shape | None]) -> list[Shape | None]:
     if node.is_op:
         return []
     if recurrent_class(node.class_name, node.config) or node.class_name == "Bidirectional":
@@ -235,9 +252,11 @@ def call_shapes(node: LayerNode, x: Shape | None, ins: list[Shape | None]) -> li
     kind = LAYERS.get(node.class_name)
     if kind is None or node.class_name not in LAST_AXIS_ONLY or x is None or not x:
         return [None] if kind is not None else []
-    if node.class_name in MERGE_LIKE and any(s != x for s in ins if s is not None and len(s) == len(x)):
-        x = tuple(a if a == b else None for a, b in zip(x, next(s for s in ins if s != x)))  # broadcast
-    dims = kind.dims(node, [x[-1]]) if kind.dims is not None else [x[-1]]
+    others = [s for s in ins if s is not None and len(s) == len(x) and s != x]
+    if node.class_name in MERGE_LIKE and others:  # broadcast: an axis that differs is not known here
+        x = tuple(a if a == b else None for a, b in zip(x, others[0]))
+    in_dims = [s[-1] if s else None for s in ins] or [x[-1]]
+    dims = kind.dims(node, in_dims) if kind.dims is not None else [x[-1]]
     return [(*x[:-1], dims[0])]
 
 
@@ -364,8 +383,21 @@ def _time_distributed(node: LayerNode, x: Shape | None, ins: list[Shape | None])
         return None
     inner_node = LayerNode(name=node.name, path=node.path, class_name=str(inner.get("class_name")),
                            config=inner["config"])
-    shapes = call_shapes(inner_node, x[1:], [x[1:]])
+    shapes = _call_shapes(inner_node, x[1:], [x[1:]])
     return (x[0], *shapes[0]) if shapes and shapes[0] is not None else None
+
+
+def _multi_head(node: LayerNode, x: Shape | None, ins: list[Shape | None]) -> Shape | None:
+    """The query's axes but its features, which are `output_shape` when set (an int or several axes)."""
+    if x is None or not x:
+        return None
+    out = node.config.get("output_shape")
+    if out is None or out == [] or out == 0:  # as the engine reads it (attention.py): the query's features
+        return x
+    axes = [out] if isinstance(out, int) else out if isinstance(out, list | tuple) else None
+    if axes is None or not all(isinstance(n, int) and not isinstance(n, bool) for n in axes):
+        return None
+    return (*x[:-1], *axes)
 
 
 def _resize(node: LayerNode, x: Shape | None, ins: list[Shape | None]) -> Shape | None:
@@ -385,7 +417,7 @@ def _resize(node: LayerNode, x: Shape | None, ins: list[Shape | None]) -> Shape 
 
 SHAPE_RULES: dict[str, Callable[[LayerNode, Shape | None, list[Shape | None]], Shape | None]] = {
     "Embedding": _embedding, "RepeatVector": _repeat, "Flatten": _flatten, "Reshape": _reshape, "Permute": _permute,
-    "Concatenate": _concatenate, "TimeDistributed": _time_distributed,
+    "Concatenate": _concatenate, "TimeDistributed": _time_distributed, "MultiHeadAttention": _multi_head,
     "ZeroPadding1D": _resize, "Cropping1D": _resize, "UpSampling1D": _resize,
     **dict.fromkeys((*CONV_KINDS, *POOLS), _spatial), **dict.fromkeys(GLOBAL_POOLS, _global_pool),
 }
