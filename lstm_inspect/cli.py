@@ -16,8 +16,9 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import typer
@@ -296,7 +297,21 @@ CONFIG_OPT = typer.Option(None, "--config", help="The architecture of a weights-
                           show_default=False)
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DTYPE_OPT = typer.Option("float32", "--dtype", help="Arithmetic of the engine: float32 (as Keras) or float64.")
-DType = Literal["float32", "float64"]  # DTYPES' keys: typer lists and checks the choices
+
+
+class Choice(str, Enum):
+    """An option's fixed choices, which typer lists in the help and checks (an Enum: every typer this supports takes
+    one); a member is the plain string it stands for."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+DType = Choice("DType", {name: name for name in DTYPES})  # type: ignore[misc]
+TraceFormat = Choice("TraceFormat", {name: name for name in ("npz", "csv")})  # type: ignore[misc]
+DumpFormat = Choice("DumpFormat", {name: name for name in ("csv", "npz", "json")})  # dump.FORMATS  # type: ignore[misc]
+DumpLayout = Choice("DumpLayout", {name: name for name in ("gates", "keras", "pytorch", "onnx")})  # type: ignore[misc]
+Target = Choice("Target", {name: name for name in ("onnx", "pytorch")})  # export.TARGETS  # type: ignore[misc]
 FORCE_OPT = typer.Option(False, "--force", help="Replace an earlier output of lstm-inspect (written atomically "
                          "either way; never a folder lstm-inspect did not write, never the input).")
 LAYER_OPT = typer.Option(None, "--layer", help="Run one recurrent direction alone (a name from `show`) on an input "
@@ -851,7 +866,7 @@ def trace(
     config: Path | None = CONFIG_OPT,
     input: Path = typer.Option(..., "--input", "-i", help=INPUT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="T.npz, or a folder for --format csv."),
-    fmt: Literal["npz", "csv"] | None = typer.Option(None, "--format", help="npz (the default, whatever the name of "
+    fmt: TraceFormat | None = typer.Option(None, "--format", help="npz (the default, whatever the name of "
                                                      "--out) or csv (a folder)."),
     layer: str | None = LAYER_OPT,
     initial_state: list[Path] | None = STATE_OPT,
@@ -1008,8 +1023,8 @@ def dump(
     config: Path | None = CONFIG_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="A folder to create (missing parents too; an earlier dump is "
                              "replaced only with --force)."),
-    fmt: Literal["csv", "npz", "json"] = typer.Option("csv", "--format", help="How the files are written."),
-    layout: Literal["gates", "keras", "pytorch", "onnx"] = typer.Option(
+    fmt: DumpFormat = typer.Option("csv", "--format", help="How the files are written."),
+    layout: DumpLayout = typer.Option(
         "gates", "--layout", help="gates (W_g and b_g per gate), keras (kernel, recurrent_kernel, bias), pytorch "
         "(torch.nn.LSTM/GRU/RNN state_dict) or onnx (W, R, B of the ONNX operator)."),
     layer: str | None = typer.Option(None, "--layer", help="Only this recurrent direction (a name from `show`)."),
@@ -1044,7 +1059,7 @@ def dump(
 def export(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
-    to: Literal["onnx", "pytorch"] = typer.Option(..., "--to", help="onnx (one .onnx file) or pytorch (a folder: "
+    to: Target = typer.Option(..., "--to", help="onnx (one .onnx file) or pytorch (a folder: "
                                                   "model.py, weights.safetensors, README.md).", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="The .onnx file or the PyTorch folder to write (missing parents "
                              "are created; an earlier export is replaced only with --force).", show_default=False),
