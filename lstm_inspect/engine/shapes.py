@@ -360,7 +360,9 @@ def _reshape(node: LayerNode, x: Shape | None, ins: list[Shape | None]) -> Shape
 
 def _permute(node: LayerNode, x: Shape | None, ins: list[Shape | None]) -> Shape | None:
     dims = node.config.get("dims")
-    if x is None or not isinstance(dims, list | tuple) or sorted(dims) != list(range(1, len(x) + 1)):
+    if (x is None or not isinstance(dims, list | tuple)
+            or not all(isinstance(d, int) and not isinstance(d, bool) for d in dims)
+            or sorted(dims) != list(range(1, len(x) + 1))):
         return None
     return tuple(x[d - 1] for d in dims)
 
