@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SAMPLE := sample_models/k3_bidir_concat.keras
 
-.PHONY: demo test fuzz install install-test samples bench clean
+.PHONY: demo test fuzz install install-test samples bench clean readme
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,10 @@ demo: $(VENV)/.installed-core
 	@echo "lstm-inspect is in .venv/bin: run '. .venv/bin/activate' (or call .venv/bin/lstm-inspect) for the examples."
 
 # Two workers: CI has two cores, and the suite runs in half the time (each worker starts its own Keras).
+# ruff checks the project's own code only: the README's examples leave their files (port.py, exported model.py)
+# in the clone's top folder.
 test: install-test
-	$(BIN)/ruff check .
+	$(BIN)/ruff check lstm_inspect tests benchmarks sample_models
 	$(BIN)/python -m pytest -q -n 2
 
 # The test suite's fuzz cases are the same on every machine and every run (tests/test_fuzz.py). Before a release,
@@ -52,6 +54,11 @@ FUZZ_EXAMPLES ?= 400
 fuzz: install-test
 	LSTM_INSPECT_FUZZ=random LSTM_INSPECT_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:xdist \
 		tests/test_fuzz.py
+
+# Reruns every command block of README.md in a temporary copy of a clone and rewrites the output blocks under them
+# (tests/test_readme_blocks.py checks them); read the diff before committing it.
+readme: install-test
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python tests/test_readme_blocks.py --update
 
 samples: install
 	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/python sample_models/generate.py

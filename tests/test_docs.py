@@ -1,7 +1,8 @@
 """The README documents every command and every option, as the CLI defines them (sqlite-utils' docs test).
 
 Each command has a section headed ``## `lstm-inspect COMMAND ...` ``, and every long option of the
-command appears in that section; the two setup commands open the README.
+command appears in that section; `make demo` and the venv's activation open the README. That every command
+block runs is tests/test_readme_blocks.py's.
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def test_every_command_and_option_is_documented(name: str) -> None:
             assert any(o in section for o in longs), f"{name}: {longs[0]} is not in its README section"
 
 
-def test_readme_starts_with_the_two_setup_commands() -> None:
+def test_readme_starts_with_make_demo_and_the_venv_on_path() -> None:
+    """The first block is what a newcomer pastes: `make demo`, then the venv's bin on PATH (without it, the next
+    example's `lstm-inspect` is `command not found`); `make test` is in a block of its own further down."""
     first_block = README.split("```")[1]
-    assert "make demo" in first_block and "make test" in first_block
+    assert first_block.startswith("sh\n") and "make demo" in first_block and ". .venv/bin/activate" in first_block
+    assert re.search(r"^```sh\nmake test\b", README, re.M)
 
 
 def test_make_demo_installs_the_core_alone() -> None:

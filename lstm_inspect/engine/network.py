@@ -21,7 +21,16 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers.registry import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.engine.loop import SequenceResult, merge_bidirectional, run_sequence
 from lstm_inspect.engine.ops import OpError, op_supported, run_op_layer
-from lstm_inspect.model.architecture import Call, ConfigError, LayerNode, ModelGraph, TensorRef, flatten, split_rnn_call
+from lstm_inspect.model.architecture import (
+    Call,
+    ConfigError,
+    LayerNode,
+    ModelGraph,
+    TensorRef,
+    declared_input_shape,
+    flatten,
+    split_rnn_call,
+)
 from lstm_inspect.model.cells.base import CellWeights, StepVariant, keras_major_minor
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection, check_sizes
 
@@ -191,9 +200,11 @@ class Network:
 
     def input_specs(self) -> list[tuple[str, tuple[int | None, ...] | None, str]]:
         """(name, declared shape with None for free axes, 'ids' or 'float') per model input."""
+        graph = self.ckpt.graph
+        assert graph is not None
         specs = []
         for node in self.input_nodes():
-            shape = node.config.get("batch_shape") or node.config.get("batch_input_shape")
+            shape = declared_input_shape(graph, node)
             if shape is None and isinstance(node.config.get("input_dim"), int) and node.class_name != "Embedding":
                 shape = [None, None, node.config["input_dim"]]
             if shape is not None:

@@ -57,7 +57,7 @@ def _propagate(graph: ModelGraph, incoming: int | None, found: dict[str, int | N
         for k, node in enumerate(graph.layers):
             # Keras ignores batch_input_shape on every layer but the first (Sequential.add builds the
             # InputLayer from the first layer alone), however often users write it on the others.
-            declared = declared_input_dim(node) if k == 0 and dim is None else None
+            declared = declared_input_dim(node, graph) if k == 0 and dim is None else None
             dim = declared if declared is not None else dim
             found[node.path] = dim
             dim = output_dims(node, [dim], found)[0]
@@ -72,7 +72,7 @@ def _propagate(graph: ModelGraph, incoming: int | None, found: dict[str, int | N
 
     for node, k in graph.calls():
         if node.class_name == "InputLayer":
-            dim = declared_input_dim(node)
+            dim = declared_input_dim(node, graph)
             dim = incoming if dim is None else dim
             found[node.path] = dim
             outputs[(node.name, 0)] = [dim]
@@ -85,15 +85,20 @@ def _propagate(graph: ModelGraph, incoming: int | None, found: dict[str, int | N
     return [dim_of(r) for r in graph.outputs] or [None]
 
 
-def declared_input_dim(node: LayerNode) -> int | None:
+def declared_input_dim(node: LayerNode, graph: ModelGraph | None = None) -> int | None:
+    """The last axis of the shape `node` declares, or Keras 1's `input_dim`; None for an Embedding (its input is token
+    ids). With its graph given, a Sequential's first layer that declares none takes the model's `build_input_shape`
+    (the rule of `lstm_inspect.model.architecture.declared_input_shape`)."""
+    if node.class_name == "Embedding":
+        return None
     cfg = node.config
-    for key in ("batch_shape", "batch_input_shape"):
-        shape = cfg.get(key)
+    shapes = [cfg.get("batch_shape"), cfg.get("batch_input_shape")]
+    if graph is not None and graph.class_name == "Sequential" and graph.layers and graph.layers[0] is node:
+        shapes.append(graph.build_input_shape)
+    for shape in shapes:
         if isinstance(shape, list) and shape:
-            return config_int(shape[-1]) if node.class_name != "Embedding" else None
-    if node.class_name != "Embedding":
-        return config_int(cfg.get("input_dim"))
-    return None
+            return config_int(shape[-1])
+    return config_int(cfg.get("input_dim"))
 
 
 def output_dims(node: LayerNode, in_dims: list[int | None], found: dict[str, int | None]) -> list[int | None]:

@@ -148,6 +148,10 @@ class ModelGraph:
     layers: list[LayerNode]
     inputs: list[TensorRef]
     outputs: list[TensorRef]
+    # A Sequential's `build_input_shape`, as the file writes it (unchecked): Keras 2.2.3-2.3.1 and tf.keras write it
+    # for a Sequential built by fit/predict/build (Model._set_inputs), whose layers declare no shape and whose
+    # config lists no InputLayer; `declared_input_shape` reads it.
+    build_input_shape: Any = None
     _order: list[tuple[LayerNode, int]] | None = field(default=None, repr=False)
 
     def walk(self) -> Iterator[LayerNode]:
@@ -239,7 +243,9 @@ def parse_model_config(cfg: Any, prefix: tuple[str, ...] = (), depth: int = 0) -
             raise ConfigError("the Sequential model's config is neither a list nor an object")
         if not isinstance(entries, list):
             raise ConfigError("the Sequential model's layers are not a list")
-        return _graph("Sequential", name, [_layer(e, prefix, depth) for e in entries], [], [])
+        graph = _graph("Sequential", name, [_layer(e, prefix, depth) for e in entries], [], [])
+        graph.build_input_shape = body.get("build_input_shape") if isinstance(body, dict) else None
+        return graph
     if class_name in MODEL_CLASSES or (isinstance(body, dict) and "input_layers" in body):
         if not isinstance(body, dict):
             raise ConfigError(f"the {class_name} model's config is not an object")
@@ -421,6 +427,29 @@ def declared_shape(node: LayerNode) -> list[Any] | None:
                                        f"{_shape_text(n)}, not a positive size")
         return shape
     return None
+
+
+def declared_input_shape(graph: ModelGraph, node: LayerNode) -> Any:
+    """The batch shape the model input `node` of `graph` declares, as the file writes it (unchecked; None when none):
+    what the engine's made-up inputs and both exports' graph inputs are built from (`Network.input_specs`).
+
+    An InputLayer's (or a Sequential's first layer's) own `batch_shape` (Keras 3) or `batch_input_shape` (Keras 1-2,
+    tf.keras): the layer given `input_shape=`, a TimeDistributed wrapper included, never the layer it wraps
+    (Keras 2.3.1 `Sequential.add` reads the first layer alone; a shape written on the wrapped layer is ignored).
+    Failing that, for a Sequential's first layer, the model's `build_input_shape`: what a Sequential built by
+    fit/predict/build writes instead (Keras 2.2.3-2.3.1 `Model._set_inputs` -> `Sequential.build`, tf.keras the
+    same, Keras 3 beside its InputLayer) and what `Sequential.from_config` builds the model from. (Keras 2.2.0-2.2.2's
+    `Sequential.build` wrote the shape on the first layer itself.)
+    """
+    shape = node.config.get("batch_shape") or node.config.get("batch_input_shape")
+    if shape is None and first_of_sequential(graph, node):
+        shape = graph.build_input_shape
+    return shape
+
+
+def first_of_sequential(graph: ModelGraph, node: LayerNode) -> bool:
+    """Whether `node` is the first layer of the Sequential `graph` (the one that declares the model's input)."""
+    return graph.class_name == "Sequential" and bool(graph.layers) and graph.layers[0] is node
 
 
 def check_values(graph: ModelGraph) -> None:

@@ -3,7 +3,9 @@
 The graph is walked exactly as the NumPy engine walks it (`network.walk_graph`): every layer call
 becomes the ONNX nodes of its emitter (`registry.LAYERS`, `cells`, `ops`), every tensor
 carries its Keras mask. Inputs keep the model's input names (token ids as int64, the rest float32),
-batch and free time axes are symbolic; outputs are output_0, output_1... in the model's order.
+batch and free time axes are symbolic; outputs are output_0, output_1... in the model's order, every axis
+fixed or named (`batch`, an input's `steps_k`, else a name of its own). There is no `If`, and each weight
+is one initializer, so onnxruntime's tools (quantize_dynamic, its pre-processing) take the graph as is.
 The model passes `onnx.checker.check_model` (full check, shapes inferred) before it is returned.
 """
 
@@ -101,7 +103,8 @@ def _model_io(plan: Plan, g: Graph) -> tuple[list[Any], list[Sym]]:
     for k, (name, shape, kind) in enumerate(plan.net.input_specs()):
         onnx_name = g.names.fresh(name or f"input_{k}")
         dims: list[Any] = list(shape) if shape is not None else [None, None, None]
-        dims = ["batch" if j == 0 else (f"steps_{k}" if d is None else int(d)) for j, d in enumerate(dims)]
+        dims = ["batch" if j == 0 else f"steps_{k}" if j == 1 and d is None else f"{onnx_name}_dim{j}" if d is None
+                else int(d) for j, d in enumerate(dims)]
         elem = "int" if kind == "ids" else "float"
         infos.append(value_info(onnx_name, elem, None, dims))
         last = dims[-1] if isinstance(dims[-1], int) and len(dims) > 2 else None
@@ -126,6 +129,7 @@ def build_model(plan: Plan) -> Any:
         results = [g.op("Transpose", res.seq, perm=[1, 0, 2]), *res.states]
         names = ["y", *d.cell.states]
         ranks = [3] + [2] * len(res.states)
+        dims: list[list[Any] | None] = [["batch", "steps", d.units]] + [["batch", d.units]] * len(res.states)
     else:
         emitter = _Emitter(plan, g)
         assert ckpt.graph is not None
@@ -135,16 +139,20 @@ def build_model(plan: Plan) -> Any:
         results = [s.name if s.kind == "float" else g.cast(s.name, "float") for s in outs]
         names = [f"output_{k}" for k in range(len(outs))]
         ranks = [s.rank for s in outs]
+        dims = [None] * len(outs)
     outputs = []
-    for name, result, rank in zip(names, results, ranks):
+    for name, result, rank, shape in zip(names, results, ranks, dims):
         final = g.names.fresh(name)
         g.nodes.append(helper.make_node("Identity", [result], [final], name=g.names.fresh(f"{name}_node")))
-        outputs.append(value_info(final, "float", rank))
-    graph = helper.make_graph(g.nodes, "keras_model", inputs, outputs, initializer=g.initializers,
-                              doc_string=f"exported by lstm-inspect {__version__} from {printable(ckpt.file.name)}")
+        outputs.append(value_info(final, "float", rank, shape))
+    doc = (f"exported by lstm-inspect {__version__} from {printable(ckpt.file.name)}; verified in float32 (quantizing, "
+           "e.g. onnxruntime.quantization.quantize_dynamic, changes the outputs: measure it)")
+    graph = helper.make_graph(g.nodes, "keras_model", inputs, outputs, initializer=g.initializers, doc_string=doc)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", g.opset)], producer_name="lstm-inspect",
                               producer_version=__version__)
     model.ir_version = min(model.ir_version, max_ir_version(g.opset))
+    if plan.direction is None:
+        _name_output_dims(model)
     helper.set_model_props(model, {"source": printable(ckpt.file.name), "keras_version": str(ckpt.keras_version),
                                    "exported": plan.what})
     try:
@@ -152,6 +160,30 @@ def build_model(plan: Plan) -> Any:
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise RuntimeError(f"lstm-inspect wrote an ONNX graph onnx.checker rejects: {str(exc)[:300]}") from exc
     return model
+
+
+def _name_output_dims(model: Any) -> None:
+    """Every output axis fixed or named: the size or input axis name (batch, steps_k) onnx's shape inference
+    carries there, else "batch" on axis 0 (Keras's outputs are batch-first: predict concatenates them on it)
+    and a name of the output's own on the rest (output_0_dim1), so that runtimes and tools that read shapes
+    (onnxruntime's quantizer, its symbolic shape inference) see no unnamed dimension."""
+    import onnx
+
+    known = {d.dim_param for i in model.graph.input for d in i.type.tensor_type.shape.dim if d.dim_param}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True).graph.output
+    except onnx.shape_inference.InferenceError:
+        inferred = model.graph.output
+    for out, found in zip(model.graph.output, inferred):
+        got = list(found.type.tensor_type.shape.dim) if found.type.tensor_type.HasField("shape") else []
+        for j, dim in enumerate(out.type.tensor_type.shape.dim):
+            seen = got[j] if len(got) == len(out.type.tensor_type.shape.dim) else None
+            if seen is not None and seen.HasField("dim_value"):
+                dim.dim_value = seen.dim_value
+            elif seen is not None and seen.dim_param in known:
+                dim.dim_param = seen.dim_param
+            else:
+                dim.dim_param = "batch" if j == 0 else f"{out.name}_dim{j}"
 
 
 def max_ir_version(opset: int) -> int:

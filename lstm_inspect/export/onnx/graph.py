@@ -2,13 +2,14 @@
 
 Every emitter writes nodes through `Graph.op`, constants through `Graph.const`; tensor names are
 made unique here and carry only [A-Za-z0-9_.] (a layer name from the file is a hint, never the
-name itself). Subgraphs (Scan bodies, If branches) share the name pool and put their constants
-in the outer graph, which ONNX lets them read. Operators whose signature changed between opsets
-(reductions, Split) are written for the opset in use.
+name itself). Subgraphs (Scan bodies) share the name pool and put their constants in the outer
+graph, which ONNX lets them read; every constant is stored once (`Graph.const`). Operators whose
+signature changed between opsets (reductions, Split) are written for the opset in use.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,17 +72,18 @@ class Graph:
         return outs[0] if outputs == 1 else outs
 
     def const(self, value: Any, hint: str = "const", dtype: Any = np.float32) -> str:
-        """A constant (an initializer); small ones are shared."""
+        """A constant (an initializer), stored once: equal arrays (a layer called twice, a weight two emitters
+        read) share one initializer, named after the first hint."""
         from onnx import numpy_helper
 
-        a = np.asarray(value, dtype=dtype)
-        key = (a.dtype.str, a.shape, a.tobytes()) if a.size <= 16 else None
-        if key is not None and key in self._consts:
+        a = np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        data = a.tobytes()
+        key = (a.dtype.str, a.shape, data if a.size <= 16 else hashlib.sha256(data).digest())
+        if key in self._consts:
             return self._consts[key]
         name = self.names.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(a), name))
-        if key is not None:
-            self._consts[key] = name
+        self.initializers.append(numpy_helper.from_array(a, name))
+        self._consts[key] = name
         return name
 
     def ints(self, values: Any, hint: str = "ints") -> str:

@@ -5,16 +5,18 @@ The operators (onnx.ai/onnx/operators: LSTM, GRU, RNN) take Keras's math when th
 are among theirs (HardSigmoid with the writing Keras's slope) and GRU's linear_before_reset is
 Keras's reset_after; gates are reordered by the kind's code (`OnnxCell.arrays`). A direction with
 go_backwards is the operator's "reverse" direction, its outputs flipped into Keras's processing
-order.
+order (under a mask, the operator runs forward on the input reversed in time).
 
-Masks are known only at run time, so the graph decides (an If): a padding suffix runs the
-operator with `sequence_lens`; a padding prefix (Keras's pad_sequences default, padding='pre')
-runs it on the input reversed in time, in the other direction; any other mask (a hole in the
-middle) runs the Scan, which keeps the states at masked steps and outputs zeros or the previous
-output, as Keras's backend loop does (`lstm_inspect.engine.loop.run_sequence`). Rows with no valid
-step keep their initial states, as in Keras.
+Masks are known only at run time, so one graph serves every mask, with no branch (an `If` would hide
+its weights and the values it reads from the outer graph from tools such as onnxruntime's quantizer): each
+row's valid steps, in processing order, are moved to the front of the sequence (a TopK over the mask, a
+Gather), the operator runs on them with `sequence_lens`, and its outputs are moved back to the steps
+they belong to. A masked step keeps the states, so running the valid steps alone is Keras's loop
+(`lstm_inspect.engine.loop.run_sequence`); a masked step outputs zeros or the output of the latest valid
+step before it (zeros before the first), as that loop does. Rows with no valid step keep their initial
+states, as in Keras. The Scan applies the mask with Where at every step. Each weight is one initializer.
 
-This package holds what every kind shares (the operator, the Scan, the If over masks, Bidirectional); each
+This package holds what every kind shares (the operator, the Scan, the mask's compaction, Bidirectional); each
 kind's own part is a module (lstm.py, gru.py, simple_rnn.py, as `lstm_inspect.model.cells`) registering an
 `OnnxCell` in `registry.CELLS`: its operator, gate layout, attributes and step equations. A new cell kind is
 one more module here, imported by `lstm_inspect.export.onnx`.
@@ -102,32 +104,77 @@ def _last(g: Graph, seq: str) -> str:
     return g.squeeze(g.op("Slice", seq, g.ints([-1]), g.ints([1 << 62]), g.ints([0])), [0])
 
 
-def _op_branch(g: Graph, d: RecurrentDirection, w: CellWeights, attrs: dict[str, Any], x_tm: str,
-               mask_tm: str | None, init: list[str] | None, reverse_input: bool, dtype: type) -> DirectionOut:
-    """The operator with sequence_lens, for a mask that is one block of valid steps at the start of the
-    input (or at its end, with `reverse_input`); with no mask, the operator alone."""
-    s = d.settings
-    xin = g.reverse(x_tm, 0) if reverse_input else x_tm
-    onnx_reverse = s.go_backwards != reverse_input
-    if mask_tm is None:
-        y, states = _run_op(g, d, w, attrs, xin, None, init, onnx_reverse, dtype)
-        seq = g.reverse(y, 0) if onnx_reverse else y
-        return DirectionOut(seq, _last(g, seq), states)
-    m_in = g.reverse(mask_tm, 0) if reverse_input else mask_tm
-    lens = g.cast(g.reduce("ReduceSum", g.cast(m_in, "int32"), [0], keepdims=False), "int32")
-    y, states = _run_op(g, d, w, attrs, xin, lens, init, onnx_reverse, dtype)
-    valid = g.unsqueeze(g.op("Greater", lens, g.const(0, "zero32", np.int32)), [1])  # (batch, 1)
+def _op_plain(g: Graph, d: RecurrentDirection, w: CellWeights, attrs: dict[str, Any], x_tm: str,
+              init: list[str] | None, dtype: type) -> DirectionOut:
+    """The operator alone, for a layer Keras gives no mask (go_backwards is the operator's reverse direction)."""
+    reverse = bool(d.settings.go_backwards)
+    y, states = _run_op(g, d, w, attrs, x_tm, None, init, reverse, dtype)
+    seq = g.reverse(y, 0) if reverse else y
+    return DirectionOut(seq, _last(g, seq), states)
+
+
+@dataclass
+class Compaction:
+    """How a (steps, batch) mask in processing order moves each row's valid steps to its front, as (steps, batch)
+    indices into a (steps·batch, n) flattening of a sequence: `order` the input step at each compacted position
+    (valid steps first, in order), `latest` the compacted position of the latest valid step at or before t (0
+    before the first); `lens` (batch,) int32 the valid steps per row, `seen` (steps, batch) bool a valid step at
+    or before t, `mask` the mask itself."""
+
+    order: str
+    lens: str
+    seen: str
+    latest: str
+    mask: str
+
+
+def compaction(g: Graph, mask_tm: str, backwards: bool) -> Compaction:
+    """The compaction of a time-major mask, read in processing order (reversed for go_backwards); computed once
+    per mask and order (both directions of a layer, and layers sharing a mask, share it)."""
+    key = ("compaction", mask_tm, backwards)
+    if key in g.cache:
+        return g.cache[key]
+    mask = g.reverse(mask_tm, 0, hint="mask_backwards") if backwards else mask_tm
+    m = g.cast(mask, "int")
+    zero, one = g.const(0, "zero64", np.int64), g.const(1, "one64", np.int64)
+    steps, batch = g.shape_range(mask, 0, 1), g.shape_range(mask, 1, 2)  # (1,) each
+    t = g.unsqueeze(g.op("Range", zero, g.squeeze(steps, [0]), one), [1])  # (steps, 1)
+    row = g.unsqueeze(g.op("Range", zero, g.squeeze(batch, [0]), one), [0])  # (1, batch)
+    # the sort key: a valid step t ranks t, a masked one steps + t; TopK's ascending order is a stable partition
+    key_tm = g.op("Add", g.op("Mul", g.op("Sub", one, m), steps), t)
+    _, order = g.op("TopK", key_tm, steps, axis=0, largest=0, sorted=1, outputs=2, hint="compaction")
+    count = g.op("CumSum", m, zero)
+    seen = g.op("Greater", count, zero, hint="seen_valid")
+    latest = g.op("Max", g.op("Sub", count, one), zero)
+    flat = lambda index: g.op("Add", g.op("Mul", index, batch), row)  # noqa: E731  (t, b) -> t·batch + b
+    lens = g.cast(g.reduce("ReduceSum", m, [0], keepdims=False), "int32")
+    g.cache[key] = Compaction(flat(order), lens, seen, flat(latest), mask)
+    return g.cache[key]
+
+
+def _gather_steps(g: Graph, seq: str, index: str) -> str:
+    """seq[t', b, :] for every (t, b), t' read from `index` (a `Compaction` index): (steps, batch, n) gathered
+    along time."""
+    rows = g.op("Reshape", seq, g.op("Concat", g.ints([-1]), g.shape_range(seq, 2, 3), axis=0))  # (steps·batch, n)
+    return g.op("Gather", rows, index, axis=0)
+
+
+def _op_masked(g: Graph, d: RecurrentDirection, w: CellWeights, attrs: dict[str, Any], x_tm: str, mask_tm: str,
+               init: list[str] | None, dtype: type) -> DirectionOut:
+    """The operator under any mask, in one graph with no branch: each row's valid steps (in processing order)
+    moved to its front, the operator run on them with `sequence_lens`, its outputs moved back. A masked step
+    keeps the states, so the valid steps alone give Keras's states and outputs; a masked step outputs zeros or
+    the output of the latest valid step before it (zeros before the first), as Keras's loop does."""
+    backwards = bool(d.settings.go_backwards)
+    c = compaction(g, mask_tm, backwards)
+    x_p = g.reverse(x_tm, 0) if backwards else x_tm
+    y, states = _run_op(g, d, w, attrs, _gather_steps(g, x_p, c.order), c.lens, init, False, dtype)
     zero = g.const(0.0, "zero", dtype)
-    # a row with no valid step keeps its initial states (the operator would give zeros)
+    valid = g.unsqueeze(g.op("Greater", c.lens, g.const(0, "zero32", np.int32)), [1])  # (batch, 1)
+    # a row with no valid step keeps its initial states (the operator gives zeros)
     states = [g.op("Where", valid, st, init[k] if init is not None else zero) for k, st in enumerate(states)]
-    if onnx_reverse:
-        # the padding is processed first: its outputs are the zeros the operator gives there
-        seq = g.reverse(y, 0)
-    else:
-        seq = y
-        if not s.zero_output_for_mask:  # padding after the valid steps repeats the last valid output
-            last_valid = g.op("Where", valid, states[0], zero)
-            seq = g.op("Where", g.unsqueeze(m_in, [2]), y, g.unsqueeze(last_valid, [0]))
+    shown = c.mask if d.settings.zero_output_for_mask else c.seen
+    seq = g.op("Where", g.unsqueeze(shown, [2]), _gather_steps(g, y, c.latest), zero, hint=f"{d.name}.seq")
     return DirectionOut(seq, _last(g, seq), states)
 
 
@@ -187,66 +234,14 @@ def _scan_branch(g: Graph, d: RecurrentDirection, w: CellWeights, x_tm: str, mas
 # ---------------------------------------------------------------- one direction, one layer
 
 
-def mask_shape_test(g: Graph, mask_tm: str, prefix: bool) -> str:
-    """A bool scalar: every row of the (steps, batch) mask is one block of valid steps at the start
-    (or at the end, `prefix` padding). Computed once per mask (both directions of a layer share it)."""
-    key = ("mask_test", mask_tm, prefix)
-    if key in g.cache:
-        return g.cache[key]
-    m = g.cast(mask_tm, "int")
-    lens = g.reduce("ReduceSum", m, [0], keepdims=True)  # (1, batch)
-    steps = g.squeeze(g.shape_range(mask_tm, 0, 1), [0])
-    t = g.unsqueeze(g.op("Range", g.const(0, "zero64", np.int64), steps, g.const(1, "one64", np.int64)), [1])
-    if prefix:  # valid where t >= steps - len
-        expected = g.op("Not", g.op("Less", t, g.op("Sub", steps, lens)))
-    else:  # valid where t < len
-        expected = g.op("Less", t, lens)
-    same = g.cast(g.op("Equal", expected, mask_tm), "int")
-    test = g.cast(g.reduce("ReduceMin", same, [0, 1], keepdims=False), "bool")
-    g.cache[key] = g.op("Identity", test, hint="is_left_padded" if prefix else "is_right_padded")
-    return g.cache[key]
-
-
-def _if(g: Graph, cond: str, then: Callable[[Graph], DirectionOut], other: Callable[[Graph], DirectionOut],
-        name: str) -> DirectionOut:
-    from onnx import helper
-
-    branches = []
-    for build in (then, other):
-        sub = g.sub()
-        res = build(sub)
-        outs = [sub.op("Identity", n) for n in [res.seq, *res.states]]
-        branches.append(helper.make_graph(sub.nodes, g.names.fresh(f"{name}_branch"), [],
-                                          [value_info(outs[0], "float", 3)]
-                                          + [value_info(n, "float", 2) for n in outs[1:]]))
-    n = 1 + len(res.states)
-    outs = g.op("If", cond, outputs=n, hint=name, then_branch=branches[0], else_branch=branches[1])
-    return DirectionOut(outs[0], _last(g, outs[0]), list(outs[1:]))
-
-
 def emit_direction(g: Graph, d: RecurrentDirection, w: CellWeights, x_tm: str, mask_tm: str | None,
                    init: list[str] | None, ctx: Context) -> DirectionOut:
     attrs = op_attributes(d)
     if attrs is None:
         return _scan_branch(g, d, w, x_tm, mask_tm, init, ctx)
     if mask_tm is None:
-        return _op_branch(g, d, w, attrs, x_tm, None, init, False, ctx.dtype)
-
-    def suffix(sub: Graph) -> DirectionOut:
-        return _op_branch(sub, d, w, attrs, x_tm, mask_tm, init, False, ctx.dtype)
-
-    def prefix(sub: Graph) -> DirectionOut:
-        return _op_branch(sub, d, w, attrs, x_tm, mask_tm, init, True, ctx.dtype)
-
-    def scan(sub: Graph) -> DirectionOut:
-        return _scan_branch(sub, d, w, x_tm, mask_tm, init, ctx)
-
-    left_padded = mask_shape_test(g, mask_tm, prefix=True)
-
-    def prefix_or_scan(sub: Graph) -> DirectionOut:
-        return _if(sub, left_padded, prefix, scan, f"{d.name}.if_left_padded")
-
-    return _if(g, mask_shape_test(g, mask_tm, prefix=False), suffix, prefix_or_scan, f"{d.name}.if_right_padded")
+        return _op_plain(g, d, w, attrs, x_tm, init, ctx.dtype)
+    return _op_masked(g, d, w, attrs, x_tm, mask_tm, init, ctx.dtype)
 
 
 def emit_recurrent(g: Graph, node: LayerNode, directions: list[RecurrentDirection], args: Call, ctx: Context,
