@@ -178,7 +178,9 @@ KERAS_SAMPLES = {"keras3": ["k3_seq2seq.keras", "k3_gru.keras", "k3_embedding_ma
                             "k3_att_additive_causal.keras", "k3_att_mha_explicit_mask.keras", "k3_merge_none.keras"],
                  "tf_keras": ["tfk_seq2seq.h5", "tfk_embedding_mask_zero_bilstm.h5", "tfk_cnn_td_conv2d.h5",
                               "tfk_bidir_concat.h5", "tfk_gru.h5", "tfk_att_seq2seq_mha.h5",
-                              "tfk_att_additive_causal.h5", "tfk_cnn_channels_first.h5"]}
+                              "tfk_att_additive_causal.h5", "tfk_cnn_channels_first.h5", "tfk_tf_ops.h5",
+                              "k231_cnn_td_conv2d.h5"]}
+OPS = ("TFOpLambda", "SlicingOpLambda", "TensorFlowOpLayer")  # shapes lstm-inspect does not infer: "?"
 
 
 @pytest.fixture(scope="module")
@@ -207,16 +209,19 @@ def test_show_shapes_and_params_are_keras_own(name: str, keras_views: dict[str, 
     summary = json.loads(text)["summary"]
     ours = {m["name"]: m for m in summary["layers"]}
     assert set(keras["layers"]) <= set(ours)
+    has_ops = any(m["class_name"].startswith(OPS) for m in summary["layers"])
     for layer, view in keras["layers"].items():
-        assert ours[layer]["output_shapes"] == view["shapes"], layer
+        # an op layer's shape, and what follows from it, is "?" (never a wrong shape); elsewhere every shape is known
+        if ours[layer]["output_shapes"] != [None] or not has_ops:
+            assert ours[layer]["output_shapes"] == view["shapes"], layer
         assert ours[layer]["params"] == view["params"], layer
     assert summary["total_params"] == keras["total"]
     assert summary["trainable_params"] == keras["trainable"]
     # and the table shows them: Keras's shapes as Keras prints them, its total
     _, text, _ = screen(120, "show", str(SAMPLES / name))
-    for view in keras["layers"].values():
-        for shape in view["shapes"]:
-            assert "(" + ", ".join(map(str, shape)) + ")" in text
+    for layer, view in keras["layers"].items():
+        for shape, known in zip(view["shapes"], ours[layer]["output_shapes"]):
+            assert known is None or "(" + ", ".join(map(str, shape)) + ")" in text
     assert f"total params: {keras['total']:,}" in text
 
 

@@ -32,6 +32,7 @@ from lstm_inspect.model.architecture import (
     TensorRef,
     bidirectional_dims,
     declared_shape,
+    first_of_sequential,
     flatten,
 )
 from lstm_inspect.model.cells.base import config_int, recurrent_class
@@ -168,7 +169,7 @@ def model_shapes(graph: ModelGraph) -> tuple[dict[str, Shape | None], dict[str, 
     computed from it; nothing is guessed. Where the walk stops (a reference it cannot follow), the layers after are
     not known either.
     """
-    inputs = {node.name: _declared(node, first=True) for node in _input_nodes(graph)}
+    inputs = {node.name: _declared(node, first=True, graph=graph) for node in _input_nodes(graph)}
     found: dict[str, list[Shape | None]] = {}
     with contextlib.suppress(InspectError):  # a reference the walk cannot follow: the layers before it are known
         _walk(graph, [Sym(s) for s in inputs.values()], found)
@@ -182,12 +183,17 @@ def _input_nodes(graph: ModelGraph) -> list[LayerNode]:
     return [by_name[r.layer] for r in graph.inputs if r.layer in by_name]
 
 
-def _declared(node: LayerNode, first: bool) -> Shape | None:
-    """The shape a layer declares for its input (an InputLayer, a Sequential's first layer), batch axis left out."""
+def _declared(node: LayerNode, first: bool, graph: ModelGraph | None = None) -> Shape | None:
+    """The shape a layer declares for its input (an InputLayer, a Sequential's first layer, else the Sequential's
+    build_input_shape: `lstm_inspect.model.architecture.declared_input_shape`'s rule), batch axis left out."""
     try:
         shape = declared_shape(node)
     except ConfigError:
         return None
+    build = graph.build_input_shape if graph is not None and first_of_sequential(graph, node) else None
+    if shape is None and isinstance(build, list) and build and all(
+            n is None or (isinstance(n, int) and not isinstance(n, bool) and n > 0) for n in build):
+        shape = build
     if shape is not None:
         return tuple(shape[1:])
     if not first:
@@ -517,7 +523,8 @@ def _count(a: Any) -> int:
 
 def _params(ckpt: Checkpoint, node: LayerNode, stored: dict[str, int]) -> tuple[int | None, int | None]:
     """(all, trainable) parameters stored for a layer: Keras's count_params() of it. A BatchNormalization's moving
-    mean and variance (its last two weights) are not trainable, nor is anything of a layer set trainable=False."""
+    mean and variance (its last two weights, a TimeDistributed one's too) are not trainable, nor is anything of a layer
+    set trainable=False."""
     if node.children is not None:
         counts = [_params(ckpt, n, stored) for n in node.children.layers]
         if any(c[0] is None for c in counts):
@@ -528,7 +535,9 @@ def _params(ckpt: Checkpoint, node: LayerNode, stored: dict[str, int]) -> tuple[
     total = stored.get(node.path, 0) + sum(_count(a) for a in arrays)
     if total == 0 and has_weights(node):
         return None, None
-    frozen = sum(_count(a) for a in arrays[2:]) if node.class_name == "BatchNormalization" else 0
+    inner = node.config.get("layer") if node.class_name == "TimeDistributed" else None
+    kind = str(inner.get("class_name")) if isinstance(inner, dict) else node.class_name
+    frozen = sum(_count(a) for a in arrays[-2:]) if kind == "BatchNormalization" and len(arrays) >= 2 else 0
     return total, 0 if node.config.get("trainable", True) is False else total - frozen
 
 
