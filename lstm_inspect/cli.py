@@ -761,13 +761,15 @@ def _verify_rows(report: Any) -> list[list[Text]]:
 
 
 def _verify_table(report: Any, bars: list[Text] | None, bar_title: str) -> Table:
+    """The comparison table; the "first past tolerance" column only when an output fails."""
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("output", "shape", "max |Δ|", "max rel", "ok", "first past\ntolerance"):
+    failing = not report.ok
+    for col in ("output", "shape", "max |Δ|", "max rel", "ok", *(["first past\ntolerance"] if failing else [])):
         table.add_column(col, no_wrap=True, justify="center" if col == "ok" else "left")
     if bars is not None:
         table.add_column(bar_title, no_wrap=True)
     for row, bar in zip(_verify_rows(report), bars or [None] * len(report.comparisons)):
-        table.add_row(*row, *([bar] if bars is not None else []))
+        table.add_row(*(row if failing else row[:-1]), *([bar] if bars is not None else []))
     return table
 
 
