@@ -38,6 +38,7 @@ from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
 EXIT_OK, EXIT_MISMATCH, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
+
 def reflow(text: str | None) -> str | None:
     """A docstring as help for rich to wrap to the terminal: each paragraph one line (its hard line breaks, made for
     the source, would otherwise be kept and the lines wrapped again), except an Example block, whose commands stay
@@ -736,19 +737,16 @@ def spark_scale(comparisons: list[Any], atol: float) -> tuple[float, float]:
     return lo, hi
 
 
-def sparkline(values: list[float], scale: tuple[float, float], width: int) -> tuple[str, int]:
-    """Error per time step on the shared log `scale`, the steps binned (each character the largest error of its
-    steps) to at most `width` characters; returns the bars and how many steps a character holds."""
-    if not values:
-        return "", 1
-    per = max(1, math.ceil(len(values) / max(width, 1)))
+def sparkline(values: list[float], scale: tuple[float, float], per: int = 1) -> str:
+    """Error per time step on the shared log `scale`, `per` steps a character (the largest error of its steps)."""
+    per = max(1, per)
     bins = [max(values[k:k + per]) for k in range(0, len(values), per)]
     lo, hi = np.log10(scale[0]), np.log10(scale[1])
     bars = []
     for v in bins:
         level = (np.log10(max(v, 1e-300)) - lo) / (hi - lo) if math.isfinite(v) else 1.0
         bars.append(SPARK[int(np.clip(level, 0, 0.999) * len(SPARK))])
-    return "".join(bars), per
+    return "".join(bars)
 
 
 def _verify_rows(report: Any) -> list[list[Text]]:
@@ -774,7 +772,7 @@ def _verify_table(report: Any, bars: list[Text] | None, bar_title: str) -> Table
 
 
 def _bars(report: Any, scale: tuple[float, float], per: int) -> list[Text]:
-    return [Text(sparkline(c.per_step, scale, math.ceil(len(c.per_step) / per))[0] if c.per_step else "",
+    return [Text(sparkline(c.per_step, scale, per) if c.per_step else "",
                  style="green" if c.ok else "red") for c in report.comparisons]
 
 
@@ -786,7 +784,7 @@ def _verify_blocks(report: Any, console: Console, bars: list[Text], bar_title: s
     """One block per output, for names too long for a table row: the name on its own line, then its figures, then
     its bars."""
     for c, row, bar in zip(report.comparisons, _verify_rows(report), bars):
-        console.print(row[0], soft_wrap=True)
+        console.print(row[0])
         line = Text("    ") + row[1] + Text("  max |Δ| ") + row[2] + Text("  max rel ") + row[3] + Text("  ") + row[4]
         line += Text(" within tolerance" if c.ok else " past tolerance")
         console.print(line)
@@ -826,12 +824,12 @@ def render_verify(report: Any, console: Console) -> None:
     elif _width(console, _verify_table(report, None, "")) <= width:
         console.print(_verify_table(report, None, ""))
         if sequences:  # the bars below, beside each output's name
-            room = width - max(len(shown(c.name)) for c in sequences) - 3
-            per = max(1, math.ceil(longest / max(room, SPARK_MIN)))
+            widest = max(len(shown(c.name)) for c in sequences)
+            per = max(1, math.ceil(longest / max(width - widest - 3, SPARK_MIN)))
             console.print(lit(_bar_title(per), "bold"))
             for c, bar in zip(report.comparisons, _bars(report, scale, per)):
                 if c.per_step:
-                    console.print(named(c.name) + Text("   ") + bar)
+                    console.print(named(c.name) + Text(" " * (widest - len(shown(c.name)) + 3)) + bar)
     else:  # names too long for a table: one block per output
         per = max(1, math.ceil(longest / max(width - 4, SPARK_MIN)))
         _verify_blocks(report, console, _bars(report, scale, per), _bar_title(per))
@@ -839,7 +837,7 @@ def render_verify(report: Any, console: Console) -> None:
         steps = "a step" if per == 1 else f"{per} steps"
         marks = f"{SPARK[0]} ≤ {scale[0]:.1e}, " + (
             f"{SPARK[-1]} ≥ {scale[1]:.1e} (atol)" if scale[1] == report.atol else
-            f"{sparkline([report.atol], scale, 1)[0]} ≈ {report.atol:.1e} (atol), {SPARK[-1]} ≥ {scale[1]:.1e} "
+            f"{sparkline([report.atol], scale)} ≈ {report.atol:.1e} (atol), {SPARK[-1]} ≥ {scale[1]:.1e} "
             "(the largest |Δ|)")
         console.print(lit(f"{_bar_title(per)}: each character the largest |Δ| of {steps} over samples and units, on "
                           f"one log scale for every row: {marks}", "dim"))
@@ -868,8 +866,8 @@ def trace(
     config: Path | None = CONFIG_OPT,
     input: Path = typer.Option(..., "--input", "-i", help=INPUT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="T.npz, or a folder for --format csv."),
-    fmt: TraceFormat | None = typer.Option(None, "--format", help="npz (the default, whatever the name of "
-                                                     "--out) or csv (a folder)."),
+    fmt: TraceFormat | None = typer.Option(None, "--format", help="npz (the default, whatever the name of --out) "
+                                           "or csv (a folder)."),
     layer: str | None = LAYER_OPT,
     initial_state: list[Path] | None = STATE_OPT,
     dtype: DType = DTYPE_OPT,
@@ -984,7 +982,6 @@ def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: l
 
 
 def render_stats(report: Any, console: Console) -> None:
-    # a path is copied whole: never broken
     console.print(lit(report.file, "bold"), soft_wrap=True)  # a path is copied whole: never broken
     console.print(lit(f"activations from {report.activations_from}"))
     console.print(lit("≈0: fraction with |w| < 1e-3; σ_max: largest singular value; st.rank: stable rank "
@@ -1061,8 +1058,8 @@ def dump(
 def export(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
-    to: Target = typer.Option(..., "--to", help="onnx (one .onnx file) or pytorch (a folder: "
-                                                  "model.py, weights.safetensors, README.md).", show_default=False),
+    to: Target = typer.Option(..., "--to", help="onnx (one .onnx file) or pytorch (a folder: model.py, "
+                              "weights.safetensors, README.md).", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="The .onnx file or the PyTorch folder to write (missing parents "
                              "are created; an earlier export is replaced only with --force).", show_default=False),
     opset: int | None = typer.Option(None, "--opset", help="ONNX opset to write (14 to the installed onnx's newest; "
