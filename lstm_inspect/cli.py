@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import inspect
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +27,73 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
 
 from lstm_inspect import load
 from lstm_inspect.base import __version__, budget
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.shapes import summarize
 from lstm_inspect.io.arrays import LINE_CHARS, ordered_inputs, read_inputs, shown, write_arrays, write_trace
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
 EXIT_OK, EXIT_MISMATCH, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
+
+def reflow(text: str | None) -> str | None:
+    """A docstring as help for rich to wrap to the terminal: each paragraph one line (its hard line breaks, made for
+    the source, would otherwise be kept and the lines wrapped again), except an Example block, whose commands stay
+    one a line, indented under it."""
+    if not text:
+        return text
+    paragraphs = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        lines = [line.strip() for line in para.splitlines() if line.strip()]
+        if lines and lines[0].startswith("Example"):
+            head, _, first = lines[0].partition(":")
+            commands = [first.strip(), *lines[1:]] if first.strip() else lines[1:]
+            paragraphs.append("\n".join([f"{head}:", *(f"  {c}" for c in commands)]))
+        else:
+            paragraphs.append(" ".join(lines))
+    return "\n\n".join(paragraphs)
+
+
+def _flags_without_values(params: list[Any]) -> list[Any]:
+    """A flag takes no value: nothing beside it in the help (typer shows `<bool>`, yet `--json true` is refused)."""
+    for param in params:
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Every command's help: paragraphs rich wraps to the terminal, flags without a value, MODEL in the usage."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.help = reflow(self.help)
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_values(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or str(param.name).upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+class Group(TyperGroup):
+    """The top level's help: flags without a value, as in each command's."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _flags_without_values(super().get_params(ctx))
+
+
 app = typer.Typer(
     name="lstm-inspect",
+    cls=Group,
     help=(
         "Inspect Keras recurrent checkpoints (LSTM, GRU, SimpleRNN) without TensorFlow: each gate as its own "
         "matrix on \\[x; h], its shapes and settings; re-run the model exactly in NumPy, verify it or your own "
@@ -77,6 +135,11 @@ def named(text: Any, style: str = "") -> Text:
 def lit(text: Any, style: str = "") -> Text:
     """A literal rich Text (never parsed as markup) of cleaned text."""
     return Text(clean(text), style=style)
+
+
+def _width(console: Console, table: Table) -> int:
+    """The width a table takes unwrapped (a table wider than the terminal is printed in a narrower form)."""
+    return Measurement.get(console, console.options.update(max_width=10_000), table).maximum
 
 
 def _console(stderr: bool = False) -> Console:
@@ -235,12 +298,27 @@ CONFIG_OPT = typer.Option(None, "--config", help="The architecture of a weights-
                           show_default=False)
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DTYPE_OPT = typer.Option("float32", "--dtype", help="Arithmetic of the engine: float32 (as Keras) or float64.")
+
+
+class Choice(str, Enum):
+    """An option's fixed choices, which typer lists in the help and checks (an Enum: every typer this supports takes
+    one); a member is the plain string it stands for."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+DType = Choice("DType", {name: name for name in DTYPES})  # type: ignore[misc]
+TraceFormat = Choice("TraceFormat", {name: name for name in ("npz", "csv")})  # type: ignore[misc]
+DumpFormat = Choice("DumpFormat", {name: name for name in ("csv", "npz", "json")})  # dump.FORMATS  # type: ignore[misc]
+DumpLayout = Choice("DumpLayout", {name: name for name in ("gates", "keras", "pytorch", "onnx")})  # type: ignore[misc]
+Target = Choice("Target", {name: name for name in ("onnx", "pytorch")})  # export.TARGETS  # type: ignore[misc]
 FORCE_OPT = typer.Option(False, "--force", help="Replace an earlier output of lstm-inspect (written atomically "
                          "either way; never a folder lstm-inspect did not write, never the input).")
 LAYER_OPT = typer.Option(None, "--layer", help="Run one recurrent direction alone (a name from `show`) on an input "
                          "of shape (batch, steps, N_i), or (steps, batch, N_i) for a time_major layer, as it takes "
                          "it.")
-SEED_OPT = typer.Option(0, "--seed", min=0, help="Seed of the random input when --input is not given.")
+SEED_OPT = typer.Option(0, "--seed", min=0, metavar="N", help="Seed of the random input when --input is not given.")
 STATE_OPT = typer.Option(None, "--initial-state", help="With --layer: start from these states (batch, N_c), one .npy "
                          "per state (LSTM: H.npy C.npy; GRU, SimpleRNN: H.npy) instead of zeros.", show_default=False)
 INPUT_HELP = ("X: .npy (one input), .npz (one array per model input, in input order or by input name) or .csv "
@@ -253,7 +331,7 @@ MAX_MEMORY_OPT = typer.Option(
     f"default {budget.DEFAULT_MAX_BYTES >> 30}GB or ${budget.ENV_MEMORY}. A file whose layers would need more is "
     "refused (exit 2) before anything is allocated.")
 MAX_STEPS_OPT = typer.Option(
-    None, "--max-steps", min=1, show_default=False,
+    None, "--max-steps", min=1, metavar="N", show_default=False,
     help=f"Recurrent steps the engine may run (steps × directions, summed over layers; a step of more than "
     f"{budget.STEP_WORK:,} multiply-adds, batch × (inputs + units) × gates × units, counts as that many times "
     f"{budget.STEP_WORK:,}; diagnose's runs share one budget); default {budget.DEFAULT_MAX_STEPS:,} or "
@@ -314,14 +392,17 @@ def _inputs(*paths: Path | None) -> list[Path]:
 # ---------------------------------------------------------------- show
 
 
-@app.command()
+@app.command(cls=Command)
 def show(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
-    """List every recurrent direction with N_i, N_c, each gate's W_g shape, activations and flags.
+    """The model at a glance, and every recurrent direction with N_i, N_c, each gate's W_g shape and settings.
 
+    As Keras's model.summary(): the model's inputs (steps and features, or token ids), each
+    layer's output shape and parameters and, when the graph is not a chain, the layers it is fed;
+    then each recurrent direction: N_i, N_c, each gate's W_g shape, activations and flags.
     Reads shapes and settings only, never weight data, so it is instant on any file size and
     never imports TensorFlow. Exits 2, after printing the table, when a shape does not fit.
 
@@ -331,7 +412,7 @@ def show(
     def action() -> int:
         ckpt = load(model, config)
         if as_json:
-            typer.echo(json.dumps(ckpt.to_dict(), indent=2))
+            typer.echo(json.dumps({**ckpt.to_dict(), "summary": summarize(ckpt).to_dict()}, indent=2))
         else:
             render_show(ckpt, _console())
         for problem in ckpt.all_problems:
@@ -397,18 +478,29 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
     console.print(lit(ckpt.file, "bold"), soft_wrap=True)  # a path is copied whole: never broken
     console.print(lit(f"format: {FORMAT_LABELS.get(ckpt.format, ckpt.format)} ({ckpt.format})"))
     console.print(lit(f"keras_version: {version}"))
-    if ckpt.layers:
-        chain = Text("layers: ")
+    summary = summarize(ckpt)
+    for inp in summary.inputs:
+        console.print(Text("input ") + named(inp.name, "bold") + lit(f": {_input_text(inp)}"))
+    if summary.layers:
+        console.print(Text("model layers" + ("" if summary.is_chain else ", with the layers each one is fed"),
+                           style="bold"))
+        for table in (_model_table(summary, stacked=False), _model_table(summary, stacked=True)):
+            if _width(console, table) <= console.width:
+                console.print(table)
+                break
+        else:  # names too long for any table: one line per layer
+            _model_lines(summary, console)
+    elif ckpt.layers:  # no architecture: what the file stores, in its order (not a graph)
+        stored = Text("stored layers, in file order: ")
         for k, m in enumerate(ckpt.layers):
-            if k:
-                chain.append(" → ")
-            chain.append(named(m.name))
-            chain.append(lit(f" ({m.class_name})", "dim"))
-        console.print(chain)
+            stored += Text(", " if k else "") + named(m.name) + lit(f" ({m.class_name})", "dim")
+        console.print(stored)
+    params = f"total params: {summary.total_params:,} (trainable {summary.trainable_params:,}, non-trainable " \
+             f"{summary.total_params - summary.trainable_params:,})"
+    console.print(lit(params + ("" if summary.params_complete else "; ? a layer whose weights are not stored")))
     console.print(Text("recurrent directions, in the order the model applies them", style="bold"))
     table = _show_table(ckpt)
-    natural = Measurement.get(console, console.options.update(max_width=10_000), table).maximum
-    if natural <= console.width:
+    if _width(console, table) <= console.width:
         console.print(table)
     else:  # a table that would wrap mid-word: one block per direction instead
         _show_blocks(ckpt, console)
@@ -423,6 +515,55 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
         text = Text("note: ", style="yellow")
         text.append(lit(note))
         console.print(text)
+
+
+def _shape_text(shape: Any) -> str:
+    """A shape as Keras prints it, batch axis first: (None, 10, 64); ? when the config does not tell it."""
+    if shape is None:
+        return "?"
+    return "(" + ", ".join(map(str, (None, *shape))) + ("," if not shape else "") + ")"
+
+
+def _input_text(inp: Any) -> str:
+    shape = _shape_text(inp.shape)
+    rank = None if inp.shape is None else len(inp.shape)
+    if inp.takes == "token ids":
+        vocab = f" in [0, {inp.vocabulary})" if inp.vocabulary is not None else ""
+        return f"{shape} = (batch, steps) of token ids{vocab}" if rank == 1 else f"{shape} token ids{vocab}"
+    return f"{shape} = (batch, steps, features)" if rank == 2 else shape
+
+
+def _model_table(summary: Any, stacked: bool) -> Table:
+    """Keras's model.summary() as a table: each layer's type, output shapes (one a line), parameters and, when the
+    graph is not a chain, the layers it is fed (Keras's "Connected to"). `stacked`: the type under the name, for a
+    narrow terminal."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("layer (type)" if stacked else "layer", no_wrap=True)
+    if not stacked:
+        table.add_column("type", no_wrap=True)
+    table.add_column("output shape", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    if not summary.is_chain:
+        table.add_column("fed by", no_wrap=True)
+    for m in summary.layers:
+        name = named(m.name)
+        kind = lit(m.class_name, "dim")
+        cells = [name + Text("\n") + kind] if stacked else [name, kind]
+        cells.append(Text("\n").join(lit(_shape_text(s)) for s in m.output_shapes) if m.output_shapes else lit("?"))
+        cells.append(lit("?" if m.params is None else f"{m.params:,}"))
+        if not summary.is_chain:
+            cells.append(Text("\n").join(named(n) for n in m.inbound) if m.inbound else lit("-", "dim"))
+        table.add_row(*cells)
+    return table
+
+
+def _model_lines(summary: Any, console: Console) -> None:
+    for m in summary.layers:
+        line = named(m.name, "bold") + lit(f"  {m.class_name}  ") + lit(", ".join(map(_shape_text, m.output_shapes)))
+        line += lit(f"  {'?' if m.params is None else format(m.params, ',')} params")
+        if not summary.is_chain and m.inbound:
+            line += Text("  fed by ") + Text(", ").join(named(n) for n in m.inbound)
+        console.print(line)
 
 
 def _show_table(ckpt: Checkpoint) -> Table:
@@ -478,7 +619,7 @@ def _wrap_at_slashes(parts: list[str], width: int) -> list[str]:
 # ---------------------------------------------------------------- forward, verify, trace
 
 
-@app.command()
+@app.command(cls=Command)
 def forward(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
@@ -487,7 +628,7 @@ def forward(
                              "Missing folders are created."),
     layer: str | None = LAYER_OPT,
     initial_state: list[Path] | None = STATE_OPT,
-    dtype: str = DTYPE_OPT,
+    dtype: DType = DTYPE_OPT,
     force: bool = FORCE_OPT,
     quiet: bool = QUIET_OPT,
     max_memory: str | None = MAX_MEMORY_OPT,
@@ -519,7 +660,7 @@ def forward(
     _run(action, quiet, (max_memory, max_steps))
 
 
-@app.command()
+@app.command(cls=Command)
 def verify(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
@@ -533,7 +674,7 @@ def verify(
     atol: float = ATOL_OPT,
     rtol: float = RTOL_OPT,
     seed: int = SEED_OPT,
-    dtype: str = DTYPE_OPT,
+    dtype: DType = DTYPE_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
     max_memory: str | None = MAX_MEMORY_OPT,
@@ -571,35 +712,122 @@ def verify(
 
 
 SPARK = "▁▂▃▄▅▆▇█"
+SPARK_MIN = 8  # fewer columns than this left for the bars: they go below the table, one row per output
 
 
-def sparkline(values: list[float], tol: float) -> str:
-    """Error per time step on a log scale from tol/100 (lowest bar) to the largest error."""
-    if not values:
-        return ""
-    lo = np.log10(max(tol / 100, 1e-12))
-    hi = max(np.log10(max(max(values), 1e-12)), lo + 1)
+def spark_scale(comparisons: list[Any], atol: float) -> tuple[float, float]:
+    """One log scale for every row's bars: ▁ at or below atol/1000, █ at the largest error, or at atol when every
+    error is below it (so a passing output never fills the bar)."""
+    largest = max((max(c.per_step) for c in comparisons if c.per_step), default=0.0)
+    lo = max(atol / 1000, 1e-12)
+    hi = max(atol, largest, lo * 10)
+    return lo, hi
+
+
+def sparkline(values: list[float], scale: tuple[float, float], per: int = 1) -> str:
+    """Error per time step on the shared log `scale`, `per` steps a character (the largest error of its steps)."""
+    per = max(1, per)
+    bins = [max(values[k:k + per]) for k in range(0, len(values), per)]
+    lo, hi = np.log10(scale[0]), np.log10(scale[1])
     bars = []
-    for v in values:
-        level = (np.log10(max(v, 1e-12)) - lo) / (hi - lo)
+    for v in bins:
+        level = (np.log10(max(v, 1e-300)) - lo) / (hi - lo) if math.isfinite(v) else 1.0
         bars.append(SPARK[int(np.clip(level, 0, 0.999) * len(SPARK))])
     return "".join(bars)
 
 
-def render_verify(report: Any, console: Console) -> None:
-    what = f"theirs ({report.against})" if report.against else "the NumPy engine"
-    head = lit(f"{report.file}", "bold")
-    head.append(lit(f": {what} vs {report.reference}   tolerance |Δ| ≤ {report.atol:g} + {report.rtol:g}·|keras|"))
-    console.print(head)
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for col in ("output", "shape", "max |Δ|", "max rel", "", "first past tolerance", "|Δ| per step"):
-        table.add_column(col, overflow="fold")
+def _verify_rows(report: Any) -> list[list[Text]]:
+    rows = []
     for c in report.comparisons:
         first = "-" if c.first_bad is None else ", ".join(f"{k} {v}" for k, v in c.first_bad.items())
-        table.add_row(named(c.name), "×".join(map(str, c.shape)), f"{c.max_abs:.2e}", f"{c.max_rel:.2e}",
-                      Text("✓", style="green") if c.ok else Text("✗", style="red"), first,
-                      sparkline(c.per_step, report.atol) if c.per_step else "")
-    console.print(table)
+        rows.append([named(c.name), lit("×".join(map(str, c.shape))), lit(f"{c.max_abs:.2e}"), lit(f"{c.max_rel:.2e}"),
+                     Text("✓", style="green") if c.ok else Text("✗", style="red"), lit(first)])
+    return rows
+
+
+def _verify_table(report: Any, bars: list[Text] | None, bar_title: str) -> Table:
+    """The comparison table; the "first past tolerance" column only when an output fails."""
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    failing = not report.ok
+    for col in ("output", "shape", "max |Δ|", "max rel", "ok", *(["first past\ntolerance"] if failing else [])):
+        table.add_column(col, no_wrap=True, justify="center" if col == "ok" else "left")
+    if bars is not None:
+        table.add_column(bar_title, no_wrap=True)
+    for row, bar in zip(_verify_rows(report), bars or [None] * len(report.comparisons)):
+        table.add_row(*(row if failing else row[:-1]), *([bar] if bars is not None else []))
+    return table
+
+
+def _bars(report: Any, scale: tuple[float, float], per: int) -> list[Text]:
+    return [Text(sparkline(c.per_step, scale, per) if c.per_step else "",
+                 style="green" if c.ok else "red") for c in report.comparisons]
+
+
+def _bar_title(per: int) -> str:
+    return "|Δ| per step" if per == 1 else f"|Δ| per {per} steps"
+
+
+def _verify_blocks(report: Any, console: Console, bars: list[Text], bar_title: str) -> None:
+    """One block per output, for names too long for a table row: the name on its own line, then its figures, then
+    its bars."""
+    for c, row, bar in zip(report.comparisons, _verify_rows(report), bars):
+        console.print(row[0])
+        line = Text("    ") + row[1] + Text("  max |Δ| ") + row[2] + Text("  max rel ") + row[3] + Text("  ") + row[4]
+        line += Text(" within tolerance" if c.ok else " past tolerance")
+        console.print(line)
+        if c.first_bad:
+            console.print(Text("    first past tolerance: ") + row[5])
+        if c.per_step:
+            console.print(Text(f"    {bar_title}: ") + bar if len(bar) + len(bar_title) + 6 <= console.width
+                          else Text("    ") + bar)
+
+
+def render_verify(report: Any, console: Console) -> None:
+    """The comparison table, each sequence's error per step as one row of bars that fits the terminal (the steps
+    binned when they outnumber its columns), on one log scale shared by every row and stated below."""
+    what = f"theirs ({report.against})" if report.against else "the NumPy engine"
+    console.print(lit(f"{report.file}", "bold"), soft_wrap=True)  # a path is copied whole: never broken
+    console.print(lit(f"{what} vs {report.reference}"))
+    console.print(lit(f"tolerance: |Δ| ≤ {report.atol:g} + {report.rtol:g}·|keras|"))
+    sequences = [c for c in report.comparisons if c.per_step]
+    scale = spark_scale(sequences, report.atol)
+    longest = max((len(c.per_step) for c in sequences), default=0)
+    width = console.width
+    per, table = 0, None
+    if sequences and _width(console, _verify_table(report, None, "")) <= width:
+        tried = set()
+        for bins in range(min(longest, width), min(SPARK_MIN, longest) - 1, -1):  # the finest binning that fits
+            per = math.ceil(longest / bins)
+            if per in tried:
+                continue
+            tried.add(per)
+            table = _verify_table(report, _bars(report, scale, per), _bar_title(per))
+            if _width(console, table) <= width:
+                break
+        else:
+            per, table = 0, None
+    if table is not None:
+        console.print(table)
+    elif _width(console, _verify_table(report, None, "")) <= width:
+        console.print(_verify_table(report, None, ""))
+        if sequences:  # the bars below, beside each output's name
+            widest = max(len(shown(c.name)) for c in sequences)
+            per = max(1, math.ceil(longest / max(width - widest - 3, SPARK_MIN)))
+            console.print(lit(_bar_title(per), "bold"))
+            for c, bar in zip(report.comparisons, _bars(report, scale, per)):
+                if c.per_step:
+                    console.print(named(c.name) + Text(" " * (widest - len(shown(c.name)) + 3)) + bar)
+    else:  # names too long for a table: one block per output
+        per = max(1, math.ceil(longest / max(width - 4, SPARK_MIN)))
+        _verify_blocks(report, console, _bars(report, scale, per), _bar_title(per))
+    if sequences:
+        steps = "a step" if per == 1 else f"{per} steps"
+        marks = f"{SPARK[0]} ≤ {scale[0]:.1e}, " + (
+            f"{SPARK[-1]} ≥ {scale[1]:.1e} (atol)" if scale[1] == report.atol else
+            f"{sparkline([report.atol], scale)} ≈ {report.atol:.1e} (atol), {SPARK[-1]} ≥ {scale[1]:.1e} "
+            "(the largest |Δ|)")
+        console.print(lit(f"{_bar_title(per)}: each character the largest |Δ| of {steps} over samples and units, on "
+                          f"one log scale for every row: {marks}", "dim"))
     for note in report.notes:
         console.print(Text("note: ", style="yellow") + lit(note))
     if report.ok:
@@ -619,17 +847,17 @@ def render_verify(report: Any, console: Console) -> None:
                                                           f"differ; first: {shown(first.name)}.{growth}"))
 
 
-@app.command()
+@app.command(cls=Command)
 def trace(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
     input: Path = typer.Option(..., "--input", "-i", help=INPUT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="T.npz, or a folder for --format csv."),
-    fmt: str | None = typer.Option(None, "--format", help="npz (the default, whatever the name of --out) or csv "
-                                      "(a folder)."),
+    fmt: TraceFormat | None = typer.Option(None, "--format", help="npz (the default, whatever the name of --out) "
+                                           "or csv (a folder)."),
     layer: str | None = LAYER_OPT,
     initial_state: list[Path] | None = STATE_OPT,
-    dtype: str = DTYPE_OPT,
+    dtype: DType = DTYPE_OPT,
     force: bool = FORCE_OPT,
     quiet: bool = QUIET_OPT,
     max_memory: str | None = MAX_MEMORY_OPT,
@@ -668,7 +896,7 @@ def trace(
 # ---------------------------------------------------------------- stats, dump, plot
 
 
-@app.command()
+@app.command(cls=Command)
 def stats(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
@@ -709,10 +937,11 @@ def stats(
 def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], left: int,
                  keep: int = 2) -> None:
     """One table, or, when it would not fit the terminal, two: the first `keep` columns repeated in each, the
-    other columns split between them (numbers are never cut short)."""
+    other columns split between them (numbers are never cut short). Each under its title, a line of its own (a
+    table's own title wraps to the table's width)."""
 
-    def table(cols: list[int], part: str = "") -> Table:
-        t = Table(title=lit(title + part), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    def table(cols: list[int]) -> Table:
+        t = Table(box=box.SIMPLE_HEAD, pad_edge=False)
         for k in cols:
             t.add_column(columns[k], justify="left" if k < left else "right", no_wrap=True)
         for row in rows:
@@ -720,18 +949,20 @@ def _print_table(console: Console, title: str, columns: tuple[str, ...], rows: l
         return t
 
     whole = table(list(range(len(columns))))
-    if Measurement.get(console, console.options.update(max_width=10_000), whole).maximum <= console.width:
+    if _width(console, whole) <= console.width:
+        console.print(lit(title, "italic"))
         console.print(whole)
         return
     rest = list(range(keep, len(columns)))
     half = (len(rest) + 1) // 2
-    console.print(table(list(range(keep)) + rest[:half], " (1 of 2)"))
-    console.print(table(list(range(keep)) + rest[half:], " (2 of 2)"))
+    for part, cols in ((1, rest[:half]), (2, rest[half:])):
+        console.print(lit(f"{title} ({part} of 2)", "italic"))
+        console.print(table(list(range(keep)) + cols))
 
 
 def render_stats(report: Any, console: Console) -> None:
-    # a path is copied whole: never broken
-    console.print(lit(report.file, "bold") + lit(f"   activations from {report.activations_from}"), soft_wrap=True)
+    console.print(lit(report.file, "bold"), soft_wrap=True)  # a path is copied whole: never broken
+    console.print(lit(f"activations from {report.activations_from}"))
     console.print(lit("≈0: fraction with |w| < 1e-3; σ_max: largest singular value; st.rank: stable rank "
                       "‖U‖_F² / σ_max²", "dim"))
     for st in report.directions:
@@ -744,8 +975,9 @@ def render_stats(report: Any, console: Console) -> None:
                 for g, blocks in st.weights.items() for block, b in blocks.items()]
         _print_table(console, f"{shown(st.name)}: weights", columns, rows, left=3)
         if st.activations:
-            act = Table(title=lit(f"{shown(st.name)}: activations over {st.steps_used} (sample, step) pairs"),
-                        title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+            # a title of its own: a table's title wraps to the table's width
+            console.print(lit(f"{shown(st.name)}: activations over {st.steps_used} (sample, step) pairs", "italic"))
+            act = Table(box=box.SIMPLE_HEAD, pad_edge=False)
             for col in ("gate", "mean", "std", "left-saturated", "right-saturated"):
                 act.add_column(col, justify="left" if col == "gate" else "right")
             for g, a in st.activations.items():
@@ -763,16 +995,16 @@ def render_stats(report: Any, console: Console) -> None:
         console.print()
 
 
-@app.command()
+@app.command(cls=Command)
 def dump(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="A folder to create (missing parents too; an earlier dump is "
                              "replaced only with --force)."),
-    fmt: str = typer.Option("csv", "--format", help="csv, npz or json."),
-    layout: str = typer.Option("gates", "--layout", help="gates (W_g and b_g per gate), keras (kernel, "
-                               "recurrent_kernel, bias), pytorch (torch.nn.LSTM/GRU/RNN state_dict) or onnx (W, R, B "
-                               "of the ONNX operator)."),
+    fmt: DumpFormat = typer.Option("csv", "--format", help="How the files are written."),
+    layout: DumpLayout = typer.Option(
+        "gates", "--layout", help="gates (W_g and b_g per gate), keras (kernel, recurrent_kernel, bias), pytorch "
+        "(torch.nn.LSTM/GRU/RNN state_dict) or onnx (W, R, B of the ONNX operator)."),
     layer: str | None = typer.Option(None, "--layer", help="Only this recurrent direction (a name from `show`)."),
     force: bool = FORCE_OPT,
 ) -> None:
@@ -801,12 +1033,12 @@ def dump(
     _run(action)
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
-    to: str = typer.Option(..., "--to", help="onnx (one .onnx file) or pytorch (a folder: model.py, "
-                           "weights.safetensors, README.md).", show_default=False),
+    to: Target = typer.Option(..., "--to", help="onnx (one .onnx file) or pytorch (a folder: model.py, "
+                              "weights.safetensors, README.md).", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="The .onnx file or the PyTorch folder to write (missing parents "
                              "are created; an earlier export is replaced only with --force).", show_default=False),
     opset: int | None = typer.Option(None, "--opset", help="ONNX opset to write (14 to the installed onnx's newest; "
@@ -880,7 +1112,7 @@ def export(
     _run(action, quiet, (max_memory, max_steps))
 
 
-@app.command()
+@app.command(cls=Command)
 def plot(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
@@ -919,7 +1151,7 @@ def plot(
 # ---------------------------------------------------------------- diagnose
 
 
-@app.command()
+@app.command(cls=Command)
 def diagnose(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
@@ -995,4 +1227,4 @@ def entry() -> Any:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(app())
+    sys.exit(app(prog_name="lstm-inspect"))

@@ -157,3 +157,13 @@ def test_demo_sample_exists() -> None:
     makefile = (ROOT / "Makefile").read_text()
     sample = next(line.split(":=")[1].strip() for line in makefile.splitlines() if line.startswith("SAMPLE"))
     assert (ROOT / sample).exists()
+
+
+def test_weights_only_files_count_the_stored_parameters() -> None:
+    """No architecture, so no layer table; the total is the size of every array Keras's get_weights() gave."""
+    for name in ("k3_single.weights.h5", "tfk_single.weights_only.h5"):
+        doc = show_json(SAMPLES / name)
+        refs = keras_refs(SAMPLES / f"{stem(SAMPLES / name)}.ref.npz")
+        total = sum(a.size for ref in refs.values() for a in ref.values())
+        assert (doc["summary"]["layers"], doc["summary"]["total_params"]) == ([], total)
+        assert f"total params: {total:,}" in run_cli("show", str(SAMPLES / name)).stdout
