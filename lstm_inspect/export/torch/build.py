@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -297,6 +298,7 @@ def load(folder: Path) -> tuple[Any, Any]:
     if spec is None or spec.loader is None:
         raise InspectError(f"{folder}: model.py cannot be loaded")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # importable by its name, as torch.export's tracing of scan re-imports globals' modules
     spec.loader.exec_module(module)
     model = module.Model()
     model.load_state_dict(load_file(str(folder / "weights.safetensors")))
