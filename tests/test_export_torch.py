@@ -227,7 +227,7 @@ def test_layer_alone_of_a_cudnn_weights_only_file(tmp_path: Path) -> None:
 def test_readme_lines_load_and_run_it(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = _export(SAMPLES / name, tmp_path)
     readme = (folder / "README.md").read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    code = re.findall(r"```python\n(.*?)```", readme, re.S)[0]  # the second: the deployment routes
     assert len(code.strip().splitlines()) == 3
     xs, ys = inputs_and_outputs(SAMPLES / name)
     args = re.search(r"model\((.*?)\)", code.splitlines()[-1]).group(1).split(", ")

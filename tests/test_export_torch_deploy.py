@@ -11,6 +11,8 @@ torch.export is the slow part (about 1 s a model once torch's tracer is warm).
 from __future__ import annotations
 
 import inspect
+import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,3 +168,47 @@ def test_every_form_equals_keras(deployed: Deployed) -> None:
             assert max_error(_outputs(deployed.model(*args)), ys) <= 1e-5
             for name, form in deployed.forms.items():
                 assert max_error(_outputs(form(*args)), ys) <= 1e-5, name
+
+
+@pytest.mark.parametrize("path", [SAMPLES / "tfk_embedding_mask_zero_bilstm.h5", SAMPLES / "tfk_seq2seq.h5"],
+                         ids=lambda p: p.name)
+def test_the_readme_deploy_lines_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exported README's two code blocks (load and run; script, trace, export, ONNX, compile), pasted as they
+    are on an example of (2, 5): each form, and ONNX Runtime on the ONNX written, equals eager PyTorch on a (3, 7)
+    input with holes in its mask."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
+    plan = plan_export(lstm_inspect.load(path))
+    for name, data in build(plan).items():
+        (tmp_path / name).write_bytes(data)
+    readme = (tmp_path / "README.md").read_text()
+    load_lines, deploy_lines = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert "dynamic_shapes=" in deploy_lines and "Dim(" in deploy_lines
+    dtypes = tuple("int64 token ids" in row for row in re.findall(r"^\| `\w+` \|.*$", readme, re.M))
+    params = re.findall(r"^\| `(\w+)` \|", readme, re.M)
+
+    def inputs(batch: int, steps: int, kind: str) -> dict[str, Any]:
+        xs = default_inputs(plan.net, seed=3, batch=batch, steps=steps)
+        return {p: torch.as_tensor(_padded(_with_steps(x, steps + k), kind, ids)).to(
+                    torch.int64 if ids else torch.float32) for k, (p, x, ids) in enumerate(zip(params, xs, dtypes))}
+
+    namespace: dict[str, Any] = inputs(*EXAMPLE, "after")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "model", raising=False)
+    try:
+        with torch.no_grad():
+            exec(load_lines, namespace)
+            exec(deploy_lines, namespace)
+    finally:
+        sys.modules.pop("model", None)
+    other = inputs(*OTHER, "holes")
+    args = tuple(other[p] for p in params)
+    with torch.no_grad():
+        eager = _outputs(namespace["model"](*args))
+        forms = {"script": namespace["scripted"], "trace": namespace["traced"],
+                 "export": namespace["exported"].module(), "compile": namespace["compiled"]}
+        for name in ("script", "trace", "export"):  # torch.compile's first run compiles: checked elsewhere
+            assert max_error(_outputs(forms[name](*args)), eager) <= 1e-5, name
+    session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {p: other[p].numpy() for p in params})
+    assert max_error(got, eager) <= 1e-5

@@ -71,7 +71,8 @@ MODULE_ATTRIBUTES = frozenset({
 })
 MODULE_GLOBALS = frozenset({"torch", "nn", "F", "Model", "INPUT_DTYPES", "List", "Optional", "Tuple", "Tensor",
                             "keras_activation", "annotations", "self",
-                            "model", "load_file", "y", "outputs"})  # the last four: the README's lines
+                            "model", "load_file", "y", "outputs", "example", "scripted", "traced", "batch",
+                            "exported", "compiled"})  # from "model": the README's lines
 MAX_NAME = 40
 
 
@@ -145,6 +146,10 @@ def torch_dtype(np_type: Any) -> str:
 
 
 # ---------------------------------------------------------------- helper functions written into model.py
+
+
+# the typing model.py's annotated helpers use (TorchScript reads the annotations)
+TYPING = ("from typing import List, Optional, Tuple", "from torch import Tensor")
 
 
 @dataclass(frozen=True)

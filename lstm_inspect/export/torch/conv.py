@@ -39,20 +39,23 @@ from lstm_inspect.engine.layers.conv import (
     spatial_format,
     upsampling_size,
 )
-from lstm_inspect.export.torch.code import LayerEmit, Sym, snippet
+from lstm_inspect.export.torch.code import TYPING, LayerEmit, Sym, snippet
 from lstm_inspect.export.torch.registry import layer
 
 snippet("same_pad", '''
-def same_pad(x, kernel, strides, dilation=None, value=0.0):
+def same_pad(x: Tensor, kernel: List[int], strides: List[int], dilation: Optional[List[int]] = None,
+             value: float = 0.0) -> Tensor:
     """x (batch, channels, *spatial) padded as TensorFlow's "same" padding: per axis max((ceil(n/s) - 1)·s +
     (k-1)·d + 1 - n, 0) positions, the smaller half before."""
-    dilation = dilation or (1,) * len(kernel)
-    pads = []
-    for n, k, s, d in zip(reversed(x.shape[2:]), reversed(kernel), reversed(strides), reversed(dilation)):
+    pads: List[int] = []
+    for j in range(len(kernel) - 1, -1, -1):  # F.pad's order: the last axis first
+        n, k, s = x.shape[2 + j], kernel[j], strides[j]
+        d = 1 if dilation is None else dilation[j]
         total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-        pads += [total // 2, total - total // 2]
+        pads.append(total // 2)
+        pads.append(total - total // 2)
     return F.pad(x, pads, value=value)
-''')
+''', imports=TYPING)
 
 
 def tuple_text(values: tuple[int, ...]) -> str:
@@ -130,7 +133,7 @@ def convolution(e: LayerEmit) -> list[Sym]:
     comment = ""
     if pads is None:
         e.w.need("same_pad")
-        h = f"same_pad({h}, {kernel}, {strides}, {dilation})"
+        h = f"same_pad({h}, {list(kernel)}, {list(strides)}, {list(dilation)})"
         comment = "TensorFlow's same padding"
     elif not symmetric:
         h = f"F.pad({h}, {f_pad(pads)})"

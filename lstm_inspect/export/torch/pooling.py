@@ -10,19 +10,23 @@ from __future__ import annotations
 
 from lstm_inspect.engine.layers.conv import spatial_axes
 from lstm_inspect.engine.layers.pooling import POOLS, pool_settings
-from lstm_inspect.export.torch.code import LayerEmit, Sym, snippet
+from lstm_inspect.export.torch.code import TYPING, LayerEmit, Sym, snippet
 from lstm_inspect.export.torch.conv import channels_back, channels_first, f_pad, input_rank, tuple_text
 from lstm_inspect.export.torch.registry import layer
 
 snippet("avg_pool_same", '''
-def avg_pool_same(pool, x, kernel, strides):
+def avg_pool_same(x: Tensor, kernel: List[int], strides: List[int]) -> Tensor:
     """Average pooling with TensorFlow's "same" padding: each window's mean over its real positions only."""
     ones = torch.ones_like(x[:1, :1])
-    return pool(same_pad(x, kernel, strides)) / pool(same_pad(ones, kernel, strides))
-''', needs=("same_pad",))
-
-
-
+    if len(kernel) == 1:
+        return F.avg_pool1d(same_pad(x, kernel, strides), kernel, strides) / F.avg_pool1d(
+            same_pad(ones, kernel, strides), kernel, strides)
+    if len(kernel) == 2:
+        return F.avg_pool2d(same_pad(x, kernel, strides), kernel, strides) / F.avg_pool2d(
+            same_pad(ones, kernel, strides), kernel, strides)
+    return F.avg_pool3d(same_pad(x, kernel, strides), kernel, strides) / F.avg_pool3d(
+        same_pad(ones, kernel, strides), kernel, strides)
+''', needs=("same_pad",), imports=TYPING)
 
 @layer(*POOLS)
 def pool(e: LayerEmit) -> list[Sym]:
@@ -45,10 +49,10 @@ def pool(e: LayerEmit) -> list[Sym]:
         h = f"self.{attr}(F.pad({x}, {f_pad(pads)}, value=float(\"-inf\")))"
     elif mode == "max":
         e.w.need("same_pad")
-        h = f"self.{attr}(same_pad({x}, {size}, {strides}, value=float(\"-inf\")))"
+        h = f"self.{attr}(same_pad({x}, {list(size)}, {list(strides)}, value=float(\"-inf\")))"
     else:
         e.w.need("avg_pool_same")
-        h = f"avg_pool_same(self.{attr}, {x}, {size}, {strides})"
+        h = f"avg_pool_same({x}, {list(size)}, {list(strides)})"
     return [e.w.let(e.hint, channels_back(h, fmt), comment="" if symmetric else "TensorFlow's same padding")]
 
 

@@ -41,14 +41,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstm_inspect.engine.network import recurrent_call
-from lstm_inspect.export.torch.code import LayerEmit, Sym, Writer, is_sym, snippet
+from lstm_inspect.export.torch.code import TYPING, LayerEmit, Sym, Writer, is_sym, snippet
 from lstm_inspect.export.torch.registry import CELLS
 
 if TYPE_CHECKING:
     from lstm_inspect.model.cells.base import Cell, CellSettings, CellWeights
     from lstm_inspect.model.checkpoint import RecurrentDirection
 
-TYPING = ("from typing import List, Optional, Tuple", "from torch import Tensor")
 
 snippet("exporting", '''
 def exporting() -> bool:
@@ -60,36 +59,29 @@ def exporting() -> bool:
     return False
 ''', imports=TYPING)
 snippet("keep_masked", '''
-def keep_masked(new: List[Tensor], state: List[Tensor], output: Tensor, valid: Optional[Tensor],
-                zero_output_for_mask: bool) -> Tuple[List[Tensor], Tensor]:
-    """Keras's masked step: where `valid` (batch, 1) is False the states stay and the output is zeros
-    (zero_output_for_mask) or the previous output (zeros before the first valid step). No mask: the new ones."""
-    if valid is None:
-        return new, new[0]
-    kept: List[Tensor] = []
-    for k in range(len(new)):
-        kept.append(torch.where(valid, new[k], state[k]))
+def keep_masked(new: Tensor, state: Tensor, output: Tensor, valid: Tensor, zero_output_for_mask: bool
+                ) -> Tuple[Tensor, Tensor]:
+    """Keras's masked step on the states stacked (n_states, batch, units): where `valid` (batch, 1) is False the
+    states stay and the output is zeros (zero_output_for_mask) or the previous output (zeros before the first
+    valid step)."""
     masked = torch.zeros_like(output) if zero_output_for_mask else output
-    return kept, torch.where(valid, new[0], masked)
+    return torch.where(valid, new, state), torch.where(valid, new[0], masked)
 ''', imports=TYPING)
 snippet("scan_steps", '''
 def scan_steps(step, args, xp, mask, state, zero_output_for_mask):
     """Keras's loop as torch's scan (torch._higher_order_ops.scan, a prototype of torch 2.x), for torch.export:
-    the exported program keeps one loop over a free time axis. `step(xp_t, state, *args)` is the cell's step;
+    the exported program keeps one loop over a free time axis. `step(xp_t, states, *args)` is the cell's step;
     returns what the cell's loop returns. Never compiled by TorchScript (its callers skip it when scripting)."""
     from torch._higher_order_ops.scan import scan
 
-    n = len(state)
-
     def body(carry, inputs):
-        new = step(inputs[0], carry[:n], *args)
-        kept, output = keep_masked(new, carry[:n], carry[n], inputs[1] if mask is not None else None,
-                                   zero_output_for_mask)
-        return [*kept, output.clone()], output.clone()
+        new = torch.stack(step(inputs[0], list(carry[0].unbind(0)), *args))
+        kept, output = keep_masked(new, carry[0], carry[1], inputs[1], zero_output_for_mask)
+        return [kept, output.clone()], output.clone()
 
-    xs = [xp.transpose(0, 1)] + ([] if mask is None else [mask.transpose(0, 1)[:, :, None]])
-    carry, ys = scan(body, [*state, torch.zeros_like(state[0])], xs)
-    return ys.transpose(0, 1), list(carry[:n])
+    xs = [xp.transpose(0, 1), mask.transpose(0, 1)[:, :, None]]
+    carry, ys = scan(body, [state, torch.zeros_like(state[0])], xs)
+    return ys.transpose(0, 1), list(carry[0].unbind(0))
 ''', needs=("keep_masked",))
 snippet("KerasRNN", '''
 class KerasRNN(nn.Module):
@@ -142,13 +134,18 @@ class KerasRNN(nn.Module):
             if bias_ih is not None and bias_hh is not None:
                 params = [weight_ih, weight_hh, bias_ih, bias_hh]
             return self.fused_run(x, state, params)
-        return self.loop(F.linear(x, weight_ih, bias_ih), mask, state, weight_hh, bias_hh, zero_output_for_mask)
+        if mask is None:  # the loop takes tensors only (torch.onnx.export writes it as an ONNX Loop)
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        if bias_hh is None:
+            bias_hh = torch.zeros_like(weight_hh[:, 0])
+        return self.loop(F.linear(x, weight_ih, bias_ih), mask, torch.stack(state), weight_hh, bias_hh,
+                         zero_output_for_mask)
 
     def fused_run(self, x: Tensor, state: List[Tensor], params: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         raise NotImplementedError
 
-    def loop(self, xp: Tensor, mask: Optional[Tensor], state: List[Tensor], weight_hh: Tensor,
-             bias_hh: Optional[Tensor], zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
+    def loop(self, xp: Tensor, mask: Tensor, state: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+             zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
         raise NotImplementedError
 ''', needs=("exporting",), imports=TYPING)
 
@@ -156,13 +153,13 @@ class KerasRNN(nn.Module):
 # once and every kind's is a plain function TorchScript compiles (it has no function values).
 LOOP = '''
 @torch.jit.script_if_tracing
-def {name}(xp: Tensor, mask: Optional[Tensor], state: List[Tensor], weight_hh: Tensor, bias_hh: Optional[Tensor],
-        {pad}activation: str, recurrent_activation: str, option: bool, zero_output_for_mask: bool
-        {pad}) -> Tuple[Tensor, List[Tensor]]:
-    """Keras's RNN loop of {step} over xp = x·kernel + bias (batch, steps, gates·units), in processing order:
-    the outputs (batch, steps, units) and the final states. A Python loop in eager PyTorch and TorchScript (a
-    TorchScript loop under torch.jit.trace: script_if_tracing), torch's scan under torch.export; the mask,
-    when there is one, is read as a tensor at every step (no branch on its values)."""
+def {name}(xp: Tensor, mask: Tensor, state: Tensor, weight_hh: Tensor, bias_hh: Tensor, activation: str,
+        {pad}recurrent_activation: str, option: bool, zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
+    """Keras's RNN loop of {step} over xp = x·kernel + bias (batch, steps, gates·units) in processing order, from
+    the states stacked (n_states, batch, units), the mask (batch, steps) read as a tensor at every step (no
+    branch on its values): the outputs (batch, steps, units) and the final states. A Python loop in eager
+    PyTorch and TorchScript, a TorchScript loop under torch.jit.trace (script_if_tracing; tensors only, so
+    torch.onnx.export writes an ONNX Loop), torch's scan under torch.export."""
     if not torch.jit.is_scripting():
         if torch.compiler.is_exporting():
             return scan_steps({step}, (weight_hh, bias_hh, activation, recurrent_activation, option), xp, mask,
@@ -170,17 +167,17 @@ def {name}(xp: Tensor, mask: Optional[Tensor], state: List[Tensor], weight_hh: T
     output = torch.zeros_like(state[0])
     outputs: List[Tensor] = []
     for t in range(xp.shape[1]):
-        new = {step}(xp[:, t], state, weight_hh, bias_hh, activation, recurrent_activation, option)
-        state, output = keep_masked(new, state, output, None if mask is None else mask[:, t, None],
-                                    zero_output_for_mask)
+        new = torch.stack({step}(xp[:, t], list(state.unbind(0)), weight_hh, bias_hh, activation,
+                          {spad}recurrent_activation, option))
+        state, output = keep_masked(new, state, output, mask[:, t, None], zero_output_for_mask)
         outputs.append(output)
-    return torch.stack(outputs, dim=1), state
+    return torch.stack(outputs, dim=1), list(state.unbind(0))
 '''
 
 
 def loop_snippet(name: str, step: str) -> None:
     """Register the loop function `name` of a cell kind whose step function is `step` (a snippet of its module)."""
-    snippet(name, LOOP.format(name=name, step=step, pad=" " * (len(name) - 3)),
+    snippet(name, LOOP.format(name=name, step=step, pad=" " * (len(name) - 3), spad=" " * (len(step) + 1)),
             needs=(step, "keep_masked", "scan_steps"), imports=TYPING, before="KerasRNN")
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lstm_inspect.export.torch.cells import TYPING, TorchCell, loop_snippet
-from lstm_inspect.export.torch.code import snippet
+from lstm_inspect.export.torch.cells import TorchCell, loop_snippet
+from lstm_inspect.export.torch.code import TYPING, snippet
 from lstm_inspect.export.torch.registry import cell
 
 if TYPE_CHECKING:
@@ -55,8 +55,8 @@ class KerasGRU(KerasRNN):
         y, h = torch.gru(x, state[0][None], params, len(params) == 4, 1, 0.0, False, False, True)
         return y, [h[0]]
 
-    def loop(self, xp: Tensor, mask: Optional[Tensor], state: List[Tensor], weight_hh: Tensor,
-             bias_hh: Optional[Tensor], zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
+    def loop(self, xp: Tensor, mask: Tensor, state: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+             zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
         return gru_loop(xp, mask, state, weight_hh, bias_hh, self.activation, self.recurrent_activation,
                         self.reset_after, zero_output_for_mask)
 ''', needs=("KerasRNN", "gru_loop"))

@@ -7,8 +7,8 @@ with them, KerasLSTM calls nn.LSTM's op (torch.lstm) when no mask reaches the la
 
 from __future__ import annotations
 
-from lstm_inspect.export.torch.cells import TYPING, TorchCell, loop_snippet
-from lstm_inspect.export.torch.code import snippet
+from lstm_inspect.export.torch.cells import TorchCell, loop_snippet
+from lstm_inspect.export.torch.code import TYPING, snippet
 from lstm_inspect.export.torch.registry import cell
 
 snippet("lstm_step", '''
@@ -34,8 +34,8 @@ class KerasLSTM(KerasRNN):
                              True)
         return y, [h[0], c[0]]
 
-    def loop(self, xp: Tensor, mask: Optional[Tensor], state: List[Tensor], weight_hh: Tensor,
-             bias_hh: Optional[Tensor], zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
+    def loop(self, xp: Tensor, mask: Tensor, state: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+             zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
         return lstm_loop(xp, mask, state, weight_hh, bias_hh, self.activation, self.recurrent_activation, False,
                          zero_output_for_mask)
 ''', needs=("KerasRNN", "lstm_loop"))
