@@ -13,7 +13,10 @@ that kind, which follows Keras's source (see those modules). What PyTorch cannot
 refused before anything is written, with one line naming the layer.
 
 To know every tensor's rank and dtype while writing, the NumPy engine runs the model once on a small
-made-up input (`network.default_inputs`); the README's shapes come from two such runs.
+made-up input (`network.default_inputs`); the README's shapes come from two such runs, and whether its time
+axes may be torch.export Dims from a third one step longer (`_free_time`). The README also says what each of
+PyTorch's deployment routes gives for model.py (`_deploy`: eager, torch.jit.script/trace, torch.export,
+torch.onnx.export, torch.compile), as measured with torch 2.13 and checked by tests/test_export_torch_deploy.py.
 """
 
 from __future__ import annotations
@@ -328,8 +331,11 @@ def _deploy(params: list[str], free_time: bool) -> str:
         "onnxruntime runs it on other batches, lengths and masks (ONNX Runtime may warn that the shapes it "
         "infers for the loop's outputs differ; the values are right). `lstm-inspect export --to onnx` writes "
         "an ONNX file without torch |",
-        "| `torch.onnx.export(..., dynamo=True)` | goes through torch.export; needs the onnxscript package, "
-        "and its translation of `scan` is not checked by lstm-inspect |",
+        "| `torch.onnx.export(..., dynamo=True)` | goes through torch.export and needs onnxscript; measured with "
+        "torch 2.13 and onnxscript 0.7.2 (not in lstm-inspect's tests): with static shapes it writes an ONNX "
+        "file onnxruntime runs, masks with holes included, at the example's shape only; with a dynamic batch or "
+        "time axis torch.onnx's decomposition of `scan` fails ('SymInt' object has no attribute 'unsqueeze'): "
+        "use `dynamo=False` |",
         "| `torch.compile` | equal to eager; TorchDynamo unrolls the step loops, so each new sequence length "
         "compiles again (tens of seconds with the default inductor backend on a small model) |",
         "",
