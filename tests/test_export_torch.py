@@ -2,8 +2,9 @@
 
 The expected values are Keras's: the `.io.npz` beside each file (model.predict) and, for the mask
 samples, `.paths.npz` (Keras's outputs on right-padded, left-padded and holed inputs). Which path each
-recurrent layer took (nn.LSTM over pack_padded_sequence, or step by step) is read by wrapping the
-generated module's own helpers. Writing the folder needs no torch (checked with torch blocked);
+recurrent layer took (torch.nn's fused op, or Keras's step loop) is read by wrapping the generated
+module's own helpers (tests/test_export_torch_deploy.py runs the exports under torch.jit and torch.export).
+Writing the folder needs no torch (checked with torch blocked);
 running it does, so without torch these tests skip.
 """
 

@@ -25,7 +25,7 @@ from lstm_inspect.engine.network import default_inputs
 from lstm_inspect.export import plan_export
 
 from conftest import REALWORLD, SAMPLES
-from helpers.io import inputs_and_outputs, max_error
+from helpers.io import inputs_and_outputs, max_error, models_with_outputs
 
 torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime): pip install torch")
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install 'lstm-inspect[pytorch]'")
@@ -44,12 +44,12 @@ MODELS = [
     SAMPLES / "tfk_stacked_hard_sigmoid.h5",  # explicit LSTMs (hard_sigmoid): the step loop alone
     SAMPLES / "tfk_seq2seq.h5",  # two inputs, the encoder's states into the decoder
     SAMPLES / "k3_att_seq2seq_mha.keras",  # MultiHeadAttention of a decoder over a masked encoder
-    SAMPLES / "k3_conv1d_lstm.keras",  # Conv1D -> LSTM
+    SAMPLES / "k3_cnn_lstm.keras",  # Conv1D -> MaxPooling1D -> LSTM
     REALWORLD / "sentiment_embed_maskzero_bilstm_tfkeras240.h5",
     REALWORLD / "poreplex_rnn_lstmcell_bidir_tfkeras224tf.hdf5",
 ]
-EXAMPLE = (2, 5)  # batch, steps of the input the forms are traced / exported with
-OTHER = (3, 7)  # those of the inputs they then run on
+EXAMPLE = (2, 8)  # batch, steps of the input the forms are traced / exported with
+OTHER = (3, 11)  # those of the inputs they then run on
 PATHS = ("none", "after", "before", "holes")
 
 
@@ -121,8 +121,8 @@ def deployed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
     example = _tensors(inputs(*EXAMPLE, "after"), module.INPUT_DTYPES)
     params = list(inspect.signature(model.forward).parameters)
-    batch = torch.export.Dim("batch")
-    shapes = {p: {0: batch, 1: torch.export.Dim(f"steps_{k}")} for k, p in enumerate(params)}
+    dynamic = torch.export.Dim.DYNAMIC  # as the exported README writes it
+    shapes = {p: {0: dynamic, 1: dynamic} for p in params}
     with torch.no_grad():
         forms = {"script": torch.jit.script(model),
                  "trace": torch.jit.trace(model, example, check_trace=False),
@@ -140,8 +140,8 @@ def _with_steps(x: np.ndarray, steps: int) -> np.ndarray:
 
 @pytest.mark.parametrize("kind", PATHS)
 def test_every_form_equals_eager_on_another_batch_and_length(deployed: Deployed, kind: str) -> None:
-    """script, trace and export (traced/exported on a (2, 5) input padded after; a second input one step longer)
-    run a (3, 7) input with no padding, padding after (one row all padding), padding before, and holes: each
+    """script, trace and export (traced/exported on a (2, 8) input padded after; a second input one step longer)
+    run a (3, 11) input with no padding, padding after (one row all padding), padding before, and holes: each
     equals eager PyTorch."""
     xs = _tensors(deployed.inputs(*OTHER, kind, seed=1), deployed.dtypes)
     with torch.no_grad():
@@ -174,7 +174,7 @@ def test_every_form_equals_keras(deployed: Deployed) -> None:
                          ids=lambda p: p.name)
 def test_the_readme_deploy_lines_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The exported README's two code blocks (load and run; script, trace, export, ONNX, compile), pasted as they
-    are on an example of (2, 5): each form, and ONNX Runtime on the ONNX written, equals eager PyTorch on a (3, 7)
+    are on an example of (2, 8): each form, and ONNX Runtime on the ONNX written, equals eager PyTorch on a (3, 11)
     input with holes in its mask."""
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
     plan = plan_export(lstm_inspect.load(path))
@@ -182,7 +182,7 @@ def test_the_readme_deploy_lines_run(path: Path, tmp_path: Path, monkeypatch: py
         (tmp_path / name).write_bytes(data)
     readme = (tmp_path / "README.md").read_text()
     load_lines, deploy_lines = re.findall(r"```python\n(.*?)```", readme, re.S)
-    assert "dynamic_shapes=" in deploy_lines and "Dim(" in deploy_lines
+    assert "dynamic_shapes=" in deploy_lines and "1: dynamic}" in deploy_lines
     dtypes = tuple("int64 token ids" in row for row in re.findall(r"^\| `\w+` \|.*$", readme, re.M))
     params = re.findall(r"^\| `(\w+)` \|", readme, re.M)
 
@@ -212,3 +212,15 @@ def test_the_readme_deploy_lines_run(path: Path, tmp_path: Path, monkeypatch: py
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     got = session.run(None, {p: other[p].numpy() for p in params})
     assert max_error(got, eager) <= 1e-5
+
+
+@pytest.mark.parametrize("path", list(models_with_outputs()), ids=lambda p: p.name)
+def test_every_export_scripts(path: Path, tmp_path: Path) -> None:
+    """Every sample and real file's model.py compiles with torch.jit.script as written, and the ScriptModule gives
+    Keras's outputs."""
+    for name, data in build(plan_export(lstm_inspect.load(path))).items():
+        (tmp_path / name).write_bytes(data)
+    module, model = load(tmp_path)
+    xs, ys = inputs_and_outputs(path)
+    with torch.no_grad():
+        assert max_error(_outputs(torch.jit.script(model)(*_tensors(xs, module.INPUT_DTYPES))), ys) <= 1e-5

@@ -301,8 +301,7 @@ def _free_time(plan: Plan) -> bool:
 def _deploy(params: list[str], free_time: bool) -> str:
     """The README's section on PyTorch's deployment routes: what each gives for model.py, the lines to run."""
     example = f"({', '.join(params)}{',' if len(params) == 1 else ''})"
-    dims = ", ".join(f'"{p}": {{0: batch' + (f', 1: torch.export.Dim("{p}_steps")}}' if free_time else "}")
-                     for p in params)
+    dims = ", ".join(f'"{p}": {{0: dynamic' + (", 1: dynamic}" if free_time else "}") for p in params)
     axes = ", ".join(f'"{p}": {{0: "batch"' + (f', 1: "{p}_steps"}}' if free_time else "}") for p in params)
     names = ", ".join(f'"{p}"' for p in params)
     time = ("each input's batch and time axes free" if free_time else
@@ -336,8 +335,9 @@ def _deploy(params: list[str], free_time: bool) -> str:
         "file onnxruntime runs, masks with holes included, at the example's shape only; with a dynamic batch or "
         "time axis torch.onnx's decomposition of `scan` fails ('SymInt' object has no attribute 'unsqueeze'): "
         "use `dynamo=False` |",
-        "| `torch.compile` | equal to eager; TorchDynamo unrolls the step loops, so each new sequence length "
-        "compiles again (tens of seconds with the default inductor backend on a small model) |",
+        "| `torch.compile` | equal to eager (measured on a masked BiLSTM with holes: within 6e-8); TorchDynamo "
+        "unrolls the step loops, so each new sequence length compiles again (1 to 3 minutes each with the "
+        "default inductor backend on a busy 2-core machine) |",
         "",
         "With an example input of batch 2 or more and 2 or more steps (torch.export specializes sizes 0 and 1):",
         "",
@@ -346,7 +346,7 @@ def _deploy(params: list[str], free_time: bool) -> str:
         f"example = {example}",
         "scripted = torch.jit.script(model)",
         "traced = torch.jit.trace(model, example)",
-        'batch = torch.export.Dim("batch")',
+        "dynamic = torch.export.Dim.DYNAMIC  # a free axis; torch.export infers its range, and refuses to pin it",
         f"exported = torch.export.export(model, example, dynamic_shapes={{{dims}}})",
         f'torch.onnx.export(model, example, "model.onnx", dynamo=False, input_names=[{names}], '
         f"dynamic_axes={{{axes}}})",

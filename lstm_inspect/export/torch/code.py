@@ -71,7 +71,7 @@ MODULE_ATTRIBUTES = frozenset({
 })
 MODULE_GLOBALS = frozenset({"torch", "nn", "F", "Model", "INPUT_DTYPES", "List", "Optional", "Tuple", "Tensor",
                             "keras_activation", "annotations", "self",
-                            "model", "load_file", "y", "outputs", "example", "scripted", "traced", "batch",
+                            "model", "load_file", "y", "outputs", "example", "scripted", "traced", "dynamic",
                             "exported", "compiled"})  # from "model": the README's lines
 MAX_NAME = 40
 

@@ -128,7 +128,7 @@ def convolution(e: LayerEmit) -> list[Sym]:
     x = e.x.name
     tail = rank + 1  # the axes a convolution reads: channels and spatial
     if r > rank + 2:  # tf_keras's Conv runs extra leading axes as batch
-        x = e.w.let(f"{e.hint}_flat", f"{x}.reshape(-1, *{x}.shape[-{tail}:])").name
+        x = e.w.let(f"{e.hint}_flat", f"{x}.reshape([-1] + list({x}.shape[-{tail}:]))").name
     h = channels_first(x, fmt)
     comment = ""
     if pads is None:
@@ -143,7 +143,7 @@ def convolution(e: LayerEmit) -> list[Sym]:
     y = channels_back(h, fmt)
     if r > rank + 2:
         y = e.w.let(f"{e.hint}_conv", y, comment=comment).name
-        y, comment = f"{y}.reshape(*{e.x.name}.shape[:-{tail}], *{y}.shape[1:])", ""
+        y, comment = f"{y}.reshape(list({e.x.name}.shape[:-{tail}]) + list({y}.shape[1:]))", ""
     act = e.w.act(e.activation(), y, f"layer {e.node.path}")
     return [e.w.let(e.hint, act, comment=comment)]
 

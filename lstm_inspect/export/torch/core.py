@@ -71,12 +71,12 @@ def time_distributed(e: LayerEmit) -> list[Sym]:
     x = e.x
     if x.rank is not None and x.rank < 3:
         raise e.fail("TimeDistributed needs (batch, steps, ...)")
-    flat = e.w.let(f"{e.hint}_steps", f"{x.name}.reshape(-1, *{x.name}.shape[2:])", x.kind)
+    flat = e.w.let(f"{e.hint}_steps", f"{x.name}.reshape([-1] + list({x.name}.shape[2:]))", x.kind)
     if x.shape is not None:
         flat.shape = (x.shape[0] * x.shape[1], *x.shape[2:])
     sub = LayerEmit(inner, [flat], e.args, e.w, e.ckpt, e.keras_major, e.keras_version, inner.class_name, e.key)
     (y,) = fn(sub)[:1]
-    return [e.w.let(e.hint, f"{y.name}.reshape({x.name}.shape[0], {x.name}.shape[1], *{y.name}.shape[1:])",
+    return [e.w.let(e.hint, f"{y.name}.reshape([{x.name}.shape[0], {x.name}.shape[1]] + list({y.name}.shape[1:]))",
                     mask=x.mask)]
 
 

@@ -41,15 +41,26 @@ def pool(e: LayerEmit) -> list[Sym]:
     module = f"nn.MaxPool{rank}d" if mode == "max" else f"nn.AvgPool{rank}d"
     if mode == "avg" and "padding" in options:
         options += ", count_include_pad=False"  # the mean of each window's real positions
-    attr = e.w.module(e.key, e.hint, f"{module}({tuple_text(size)}{options})", {})
+    # a 1-D max pooling runs as a 2-D one over a unit axis: torch.export (torch 2.13) pins a free length through
+    # max_pool1d to the example's, not through max_pool2d
+    flat = mode == "max" and rank == 1
+    ctor = f"{module}({tuple_text(size)}{options})"
+    if flat:
+        ctor = f"nn.MaxPool2d((1, {size[0]})" + ("" if strides == size else f", stride=(1, {strides[0]})") + (
+            f", padding=(0, {pads[0][0]})" if symmetric and pads and pads[0][0] > 0 else "") + ")"
+    attr = e.w.module(e.key, e.hint, ctor, {})
+
+    def call(arg: str) -> str:
+        return f"self.{attr}({arg}.unsqueeze(-2)).squeeze(-2)" if flat else f"self.{attr}({arg})"
+
     x = channels_first(e.x.name, fmt)
     if symmetric:
-        h = f"self.{attr}({x})"
+        h = call(x)
     elif mode == "max" and pads is not None:  # -inf is never a window's maximum: every window holds a real position
-        h = f"self.{attr}(F.pad({x}, {f_pad(pads)}, value=float(\"-inf\")))"
+        h = call(f"F.pad({x}, {f_pad(pads)}, value=float(\"-inf\"))")
     elif mode == "max":
         e.w.need("same_pad")
-        h = f"self.{attr}(same_pad({x}, {list(size)}, {list(strides)}, value=float(\"-inf\")))"
+        h = call(f"same_pad({x}, {list(size)}, {list(strides)}, value=float(\"-inf\"))")
     else:
         e.w.need("avg_pool_same")
         h = f"avg_pool_same({x}, {list(size)}, {list(strides)})"
