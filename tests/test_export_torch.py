@@ -2,8 +2,9 @@
 
 The expected values are Keras's: the `.io.npz` beside each file (model.predict) and, for the mask
 samples, `.paths.npz` (Keras's outputs on right-padded, left-padded and holed inputs). Which path each
-recurrent layer took (nn.LSTM over pack_padded_sequence, or step by step) is read by wrapping the
-generated module's own helpers. Writing the folder needs no torch (checked with torch blocked);
+recurrent layer took (torch.nn's fused op, or Keras's step loop) is read by wrapping the generated
+module's own helpers (tests/test_export_torch_deploy.py runs the exports under torch.jit and torch.export).
+Writing the folder needs no torch (checked with torch blocked);
 running it does, so without torch these tests skip.
 """
 
@@ -68,28 +69,31 @@ def test_pytorch_export_computes_what_keras_computes(path: Path, tmp_path: Path)
 
 
 def _trace_paths(module: object) -> list[str]:
-    """Wrap the module's packed run and step-by-step loop: the list fills with 'packed' and the class of each
-    cell run step by step."""
+    """Wrap the module's fused runs (torch.nn's ops, no mask) and each kind's step-by-step loop: the list fills
+    with 'fused' and the name of each loop run."""
     calls: list[str] = []
-    packed, loop = module.run_packed, module.keras_loop
 
-    def run_packed(*args: object, **kwargs: object) -> object:
-        calls.append("packed")
-        return packed(*args, **kwargs)
+    def wrapped(name: str, fn: Any) -> Any:
+        def call(*args: object, **kwargs: object) -> object:
+            calls.append(name)
+            return fn(*args, **kwargs)
+        return call
 
-    def keras_loop(cell: object, *args: object, **kwargs: object) -> object:
-        calls.append(type(cell).__name__)
-        return loop(cell, *args, **kwargs)
-
-    module.run_packed, module.keras_loop = run_packed, keras_loop
+    for loop in ("lstm_loop", "gru_loop", "simple_rnn_loop"):
+        if hasattr(module, loop):
+            setattr(module, loop, wrapped(loop, getattr(module, loop)))
+    for cls in ("KerasLSTM", "KerasGRU", "KerasSimpleRNN"):
+        if hasattr(module, cls):
+            getattr(module, cls).fused_run = wrapped("fused", getattr(module, cls).fused_run)
     return calls
 
 
 @pytest.mark.parametrize("name", ["k3_mask_paths.keras", "tfk_mask_paths.h5"])
 def test_every_mask_path_matches_keras(name: str, tmp_path: Path) -> None:
-    """Embedding(mask_zero) into an LSTM, a go_backwards LSTM, a Bidirectional GRU, a SimpleRNN (nn modules) and an
-    LSTM with linear/hard_sigmoid (an explicit cell): right padding (one row all padding) and left padding run the nn
-    modules packed, a mask with holes runs them step by step; each equals Keras on its input."""
+    """Embedding(mask_zero) into an LSTM, a go_backwards LSTM, a Bidirectional GRU, a SimpleRNN (torch.nn's
+    equations) and an LSTM with linear/hard_sigmoid (an explicit cell): right padding (one row all padding), left
+    padding and a mask with holes all run Keras's loop step by step, the mask read as a tensor (no branch on its
+    values, so torch.jit.trace and torch.export keep every path); each equals Keras on its input."""
     module, model = load(_export(SAMPLES / name, tmp_path))
     calls = _trace_paths(module)
     stored = np.load(SAMPLES / f"{name.split('.')[0]}.paths.npz")
@@ -99,24 +103,21 @@ def test_every_mask_path_matches_keras(name: str, tmp_path: Path) -> None:
         with torch.no_grad():
             got = [o.numpy() for o in model(x)]
         assert max_error(got, [stored[f"{kind}_y{k}"] for k in range(6)]) <= 1e-5, kind
-        if kind == "holes":
-            assert "packed" not in calls and "TorchDirection" in calls, calls
-        else:
-            assert calls.count("packed") == 4 and set(calls) == {"packed", "KerasLSTM"}, (kind, calls)
+        assert "fused" not in calls and sorted(set(calls)) == ["gru_loop", "lstm_loop", "simple_rnn_loop"], calls
     assert (stored["suffix_x"][4] == 0).all()  # the row with no valid step is among them
 
 
-def test_a_hole_in_an_embedding_mask_runs_step_by_step(tmp_path: Path) -> None:
-    """The io sample of an Embedding(mask_zero) model has right padding (packed); a zero put in the middle of a row
-    takes the step-by-step loop, which equals the engine's Keras semantics there and leaves the other rows as
-    Keras computed them."""
+def test_a_hole_in_an_embedding_mask(tmp_path: Path) -> None:
+    """The io sample of an Embedding(mask_zero) model has right padding; a zero put in the middle of a row takes
+    the same loop, which equals the engine's Keras semantics there and leaves the other rows as Keras computed
+    them."""
     path = SAMPLES / "k3_embedding_mask_zero.keras"
     xs, ys = inputs_and_outputs(path)
     module, model = load(_export(path, tmp_path))
     calls = _trace_paths(module)
     with torch.no_grad():
         assert max_error([model(torch.as_tensor(xs[0]).long()).numpy()], ys) <= 1e-5
-    assert calls == ["packed"]
+    assert calls == ["lstm_loop"]
     holed = xs[0].copy()
     row = int(np.argmax((holed != 0).sum(axis=1)))
     holed[row, 1] = 0
@@ -124,7 +125,7 @@ def test_a_hole_in_an_embedding_mask_runs_step_by_step(tmp_path: Path) -> None:
     calls.clear()
     with torch.no_grad():
         got = model(torch.as_tensor(holed).long()).numpy()
-    assert calls == ["TorchDirection"]
+    assert calls == ["lstm_loop"]
     others = [b for b in range(len(holed)) if b != row]
     assert max_error([got[others]], [ys[0][others]]) <= 1e-5
     assert max_error([got], [lstm_inspect.load(path).forward(holed)]) <= 1e-5
@@ -138,7 +139,7 @@ def test_hard_sigmoid_of_the_writing_keras(name: str, formula: str, tmp_path: Pa
     folder = _export(SAMPLES / name, tmp_path)
     code = (folder / "model.py").read_text()
     assert f"torch.clamp({formula}, 0.0, 1.0)" in code
-    assert "recurrent_activation=hard_sigmoid" in code and "nn.LSTM(" not in code and "nn.GRU(" not in code
+    assert 'recurrent_activation="hard_sigmoid"' in code and "fused=True" not in code
     xs, ys = inputs_and_outputs(SAMPLES / name)
     assert max_error(run(folder, xs), ys) <= 1e-5
 
@@ -165,9 +166,9 @@ def test_cudnn_biases(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name,mode,expr", [
-    # unmasked, a concat of whole sequences is nn.LSTM(bidirectional=True)'s output as it stands
-    ("k3_bidir_concat.keras", "concat", "bidirectional, _ = self.bidirectional("),
-    ("k3_bidir_sum.keras", "sum", "_forward[:, -1] + bidirectional_1_backward[:, 0]"),
+    # one module with bidirectional=True (torch.nn's layout), its backward half run with reverse=True
+    ("k3_bidir_concat.keras", "concat", "= self.bidirectional(input_layer_3, reverse=True, go_backwards=True"),
+    ("k3_bidir_sum.keras", "sum", "_forward[:, -1] + bidirectional_1_backward[:, -1]"),
     ("k3_masked_merge.keras", "mul", " * "), ("tfk_bidir_concat.h5", "ave", ") / 2"),
     ("k3_merge_none.keras", None, "_backward_output = ")])
 def test_bidirectional_with_each_merge_mode(name: str, mode: str | None, expr: str, tmp_path: Path) -> None:
@@ -176,8 +177,8 @@ def test_bidirectional_with_each_merge_mode(name: str, mode: str | None, expr: s
     folder = _export(SAMPLES / name, tmp_path)
     code = (folder / "model.py").read_text()
     assert "bidirectional=True" in code and expr in code, code
-    # the explicit Keras loop only where a mask needs it; otherwise the module is called as PyTorch users call it
-    assert ("keras_bidirectional(" in code) == (name == "k3_masked_merge.keras")
+    # the mask, where one reaches the layer, is the second argument of both halves' calls
+    assert bool(re.search(r"= self\.\w+\(\w+, \w+, reverse=True", code)) == (name == "k3_masked_merge.keras")
     xs, ys = inputs_and_outputs(SAMPLES / name)
     assert max_error(run(folder, xs), ys) <= 1e-5
 
@@ -191,10 +192,8 @@ def test_encoder_decoder(path: Path, tmp_path: Path) -> None:
         pytest.skip("../shared/realworld is not beside this clone")
     folder = _export(path, tmp_path)
     code = (folder / "model.py").read_text()
-    # the Keras loop with state=[h(, c)] where a mask needs it, else the torch.nn module with (h_0, c_0) or h_0
-    assert (re.search(r"keras_rnn\(self\.\w+, \w+(, \w+)?, state=\[\w+(, \w+)?\]", code)
-            or re.search(r"= self\.\w+\(\w+, (\(torch\.stack\(\[\w+\]\), torch\.stack\(\[\w+\]\)\)|"
-                         r"torch\.stack\(\[\w+\]\))\)", code)), code
+    # the decoder's module called with state=[h(, c)]
+    assert re.search(r"= self\.\w+\(\w+(, \w+)?, state=\[\w+(, \w+)?\]", code), code
     xs, ys = inputs_and_outputs(path)
     assert max_error(run(folder, xs), ys) <= 1e-5
 
@@ -229,7 +228,7 @@ def test_layer_alone_of_a_cudnn_weights_only_file(tmp_path: Path) -> None:
 def test_readme_lines_load_and_run_it(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = _export(SAMPLES / name, tmp_path)
     readme = (folder / "README.md").read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    code = re.findall(r"```python\n(.*?)```", readme, re.S)[0]  # the second: the deployment routes
     assert len(code.strip().splitlines()) == 3
     xs, ys = inputs_and_outputs(SAMPLES / name)
     args = re.search(r"model\((.*?)\)", code.splitlines()[-1]).group(1).split(", ")
@@ -311,7 +310,7 @@ def test_names_from_the_file_never_become_code(name: str, tmp_path: Path) -> Non
     assert "os.system" not in code + readme and "\x1b" not in code + readme and "\u202e" not in code + readme
     if not name.isidentifier():  # not even as a word (it may be part of the identifier made from it)
         assert not re.search(rf"(?<!\w){re.escape(name)}(?!\w)", code + readme)
-    attrs = re.findall(r"self\.(\w+) = nn\.LSTM", code)
+    attrs = re.findall(r"self\.(\w+) = KerasLSTM", code)
     assert len(attrs) == 1 and attrs[0].isidentifier() and attrs[0] not in dir(torch.nn.Module)
     xs, ys = inputs_and_outputs(src)
     assert max_error(run(folder, xs), ys) <= 1e-5

@@ -17,20 +17,25 @@ from lstm_inspect.engine.layers.activations import (
     softmax_own_dtype,
     thresholded_relu_theta,
 )
-from lstm_inspect.export.torch.code import LayerEmit, Sym, snippet
+from lstm_inspect.export.torch.code import TYPING, LayerEmit, Sym, snippet
 from lstm_inspect.export.torch.registry import layer
 
 snippet("keras_relu", '''
-def keras_relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
+def keras_relu(x: Tensor, negative_slope: float = 0.0, max_value: Optional[float] = None, threshold: float = 0.0
+               ) -> Tensor:
     """Keras's relu with its three settings (keras.activations.relu, tf_keras backend.relu)."""
     if negative_slope != 0.0 and max_value is None and threshold == 0:
         return torch.where(x > 0, x, x * negative_slope)
-    negative = torch.clamp(threshold - x, min=0) if negative_slope != 0.0 else None
-    y = torch.where(x > threshold, x, torch.zeros_like(x)) if threshold != 0 else torch.clamp(x, min=0)
+    if threshold != 0:
+        y = torch.where(x > threshold, x, torch.zeros_like(x))
+    else:
+        y = torch.clamp(x, min=0)
     if max_value is not None:
         y = torch.clamp(y, 0, max_value)
-    return y - negative_slope * negative if negative is not None else y
-''')
+    if negative_slope != 0.0:
+        y = y - negative_slope * torch.clamp(threshold - x, min=0)
+    return y
+''', imports=TYPING)
 
 
 @layer("ReLU")
@@ -40,7 +45,9 @@ def relu_layer(e: LayerEmit) -> list[Sym]:
     if max_value is None and slope == 0.0 and threshold == 0.0:
         return [e.w.let(e.hint, f"torch.relu({e.x.name})", mask=e.x.mask)]
     e.w.need("keras_relu")
-    return [e.w.let(e.hint, f"keras_relu({e.x.name}, {slope!r}, {max_value!r}, {threshold!r})", mask=e.x.mask)]
+    top = None if max_value is None else float(max_value)  # floats, as keras_relu's annotations say
+    return [e.w.let(e.hint, f"keras_relu({e.x.name}, {float(slope)!r}, {top!r}, {float(threshold)!r})",
+                    mask=e.x.mask)]
 
 
 @layer("LeakyReLU")
@@ -73,14 +80,17 @@ def thresholded_relu(e: LayerEmit) -> list[Sym]:
 
 
 snippet("keras_softmax", '''
-def keras_softmax(x, axes, mask=None, generation="keras3", robust=False, compute_dtype=None):
+def keras_softmax(x: Tensor, axes: List[int], mask: Optional[Tensor] = None, generation: str = "keras3",
+                  robust: bool = False, compute_dtype: Optional[torch.dtype] = None) -> Tensor:
     """Keras's Softmax layer: over `axes`; with a mask, Keras 3 puts -1e9 where it is False and zeroes those
     outputs, tf_keras adds (1 - mask)·(-1e9), the mask cast to numbers as given (robust_masking: puts -1e9),
     and keeps the outputs. compute_dtype: the layer's own float type, which it computes in."""
+    dtype = x.dtype
     if compute_dtype is not None:
-        return keras_softmax(x.to(compute_dtype), axes, mask, generation, robust).to(x.dtype)
+        x = x.to(compute_dtype)
     if mask is not None:
-        given, mask = mask, (mask > 0.5 if mask.is_floating_point() else mask.bool())
+        given = mask
+        mask = mask > 0.5 if mask.is_floating_point() else mask.to(torch.bool)
         if generation == "keras3" or robust:
             x = torch.where(mask, x, torch.full_like(x, -1e9))
         else:
@@ -89,8 +99,8 @@ def keras_softmax(x, axes, mask=None, generation="keras3", robust=False, compute
     y = e / e.sum(dim=axes, keepdim=True)
     if mask is not None and generation == "keras3":
         y = torch.where(mask, y, torch.zeros_like(y))
-    return y
-''')
+    return y.to(dtype)
+''', imports=TYPING)
 
 
 @layer("Softmax")
@@ -117,4 +127,4 @@ def softmax_layer(e: LayerEmit) -> list[Sym]:
     if isinstance(explicit, Sym) and explicit.kind != "bool":
         truth = f"{mask} > 0.5" if explicit.kind == "float" else f"{mask}.bool()"
         out_mask = e.w.let(f"{e.hint}_mask", truth, "bool").name
-    return [e.w.let(e.hint, f"keras_softmax({x.name}, {axes}{options})", mask=out_mask)]
+    return [e.w.let(e.hint, f"keras_softmax({x.name}, {list(axes)}{options})", mask=out_mask)]

@@ -49,27 +49,27 @@ from lstm_inspect.engine.layers.attention import (
     score_settings,
     value_mask_per_query,
 )
-from lstm_inspect.export.torch.code import LayerEmit, Sym, identifier, integer, snippet
+from lstm_inspect.export.torch.code import TYPING, LayerEmit, Sym, identifier, integer, snippet
 from lstm_inspect.export.torch.registry import layer
 
 snippet("causal_mask", '''
-def causal_mask(query_steps, value_steps, device=None):
+def causal_mask(query_steps: int, value_steps: int, device: Optional[torch.device] = None) -> Tensor:
     """Keras's causal mask (query_steps, value_steps): query step i attends to the steps j <= i."""
     i = torch.arange(query_steps, device=device)[:, None]
     return i >= torch.arange(value_steps, device=device)[None, :]
-''')
+''', imports=TYPING)
 snippet("window_mask", '''
-def window_mask(query_steps, value_steps, window, device=None):
+def window_mask(query_steps: int, value_steps: int, window: int, device: Optional[torch.device] = None) -> Tensor:
     """Keras 3.15's sliding window (query_steps, value_steps): query step i attends to the steps |i - j| < window."""
     i = torch.arange(query_steps, device=device)[:, None]
     return (i - torch.arange(value_steps, device=device)[None, :]).abs() < window
-''')
+''', imports=TYPING)
 snippet("softmax_over", '''
-def softmax_over(x, dims):
+def softmax_over(x: Tensor, dims: List[int]) -> Tensor:
     """Softmax over several axes at once (MultiHeadAttention with more than one attention axis)."""
     e = torch.exp(x - torch.amax(x, dim=dims, keepdim=True))
     return e / e.sum(dim=dims, keepdim=True)
-''')
+''', imports=TYPING)
 
 
 BIG = f"{LARGE:.0e}".replace("e+0", "e")  # "1e9": what Keras takes from masked scores, as a literal
@@ -399,7 +399,7 @@ def _masked_softmax(e: LayerEmit, s: MhaSettings, scores: str, mask: Mask | None
         if len(axes) == 1:
             return f"torch.softmax({x}, dim={axes[0]})"
         w.need("softmax_over")
-        return f"softmax_over({x}, {axes})"
+        return f"softmax_over({x}, {list(axes)})"
 
     if mask is None:
         return w.let(f"{hint}_scores", softmax(scores)).name

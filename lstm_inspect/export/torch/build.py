@@ -13,13 +13,17 @@ that kind, which follows Keras's source (see those modules). What PyTorch cannot
 refused before anything is written, with one line naming the layer.
 
 To know every tensor's rank and dtype while writing, the NumPy engine runs the model once on a small
-made-up input (`network.default_inputs`); the README's shapes come from two such runs.
+made-up input (`network.default_inputs`); the README's shapes come from two such runs, and whether its time
+axes may be torch.export Dims from a third one step longer (`_free_time`). The README also says what each of
+PyTorch's deployment routes gives for model.py (`_deploy`: eager, torch.jit.script/trace, torch.export,
+torch.onnx.export, torch.compile), as measured with torch 2.13 and checked by tests/test_export_torch_deploy.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import itertools
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -66,7 +70,8 @@ def build(plan: Plan) -> dict[str, bytes]:
         params, outputs, kinds, inputs_doc, outputs_doc = _model(plan, w)
         what = "the whole model"
     model_py = _assemble(plan, w, params, outputs, kinds, what)
-    readme = _readme(plan, params, inputs_doc, outputs_doc, len(outputs), what)
+    free = plan.direction is not None or _free_time(plan)
+    readme = _readme(plan, params, inputs_doc, outputs_doc, len(outputs), what) + _deploy(params, free)
     weights = save(dict(sorted(w.weights.items())), metadata={"format": "pt"})
     return {"model.py": model_py.encode(), "weights.safetensors": weights, "README.md": readme.encode()}
 
@@ -280,6 +285,81 @@ def _readme(plan: Plan, params: list[str], inputs_doc: list[tuple[str, str, str]
     return "\n".join(lines)
 
 
+def _free_time(plan: Plan) -> bool:
+    """The model runs on another length than the one it declares (the engine on a made-up input, then on it with
+    every time axis one step longer): torch.export may then take each input's time axis as a Dim."""
+    net = plan.net
+    assert net is not None
+    try:
+        xs = default_inputs(net, seed=0, batch=2, steps=5)
+        net.run([np.concatenate([x, x[:, -1:]], axis=1) if np.ndim(x) >= 2 else x for x in xs])
+    except (InspectError, ValueError, IndexError, FloatingPointError, BudgetError):
+        return False
+    return True
+
+
+def _deploy(params: list[str], free_time: bool) -> str:
+    """The README's section on PyTorch's deployment routes: what each gives for model.py, the lines to run."""
+    example = f"({', '.join(params)}{',' if len(params) == 1 else ''})"
+    dims = ", ".join(f'"{p}": {{0: dynamic' + (", 1: dynamic}" if free_time else "}") for p in params)
+    axes = ", ".join(f'"{p}": {{0: "batch"' + (f', 1: "{p}_steps"}}' if free_time else "}") for p in params)
+    names = ", ".join(f'"{p}"' for p in params)
+    time = ("each input's batch and time axes free" if free_time else
+            "the batch axis free; the time axes stay as declared (the model does not run on another length)")
+    lines = [
+        "## Deploy",
+        "",
+        "model.py has no Python branch on tensor values (a mask is read as a tensor at every step, whatever its "
+        "padding: none, before, after, or holes), its helpers are typed for TorchScript, and its recurrences "
+        "run as one loop over a free time axis. lstm-inspect's tests run each route below on models like this "
+        "one and compare it with eager PyTorch on inputs of another batch and length than the example, with "
+        "masks of every kind:",
+        "",
+        "| route | what it gives |",
+        "|---|---|",
+        "| eager | `model(...)` as above; without a mask a recurrent layer torch.nn computes exactly runs torch.nn's "
+        "fused op, otherwise Keras's step loop |",
+        "| `torch.jit.script` | a ScriptModule of the whole model, every path kept; `.save()` it for C++ "
+        "(libtorch) |",
+        "| `torch.jit.trace` | the same: the step loops are TorchScript loops inside the trace "
+        "(`torch.jit.script_if_tracing`), so one example serves every batch, length and mask |",
+        f"| `torch.export` | an ExportedProgram with {time}; the step loops are torch's `scan` "
+        "(`torch._higher_order_ops.scan`, a prototype in torch 2.x): torch.nn's LSTM/GRU/RNN, like a Python "
+        "loop, would be unrolled at the example's length |",
+        "| `torch.onnx.export(..., dynamo=False)` | ONNX from the trace, the step loops as ONNX `Loop`; "
+        "onnxruntime runs it on other batches, lengths and masks (ONNX Runtime may warn that the shapes it "
+        "infers for the loop's outputs differ; the values are right). `lstm-inspect export --to onnx` writes "
+        "an ONNX file without torch |",
+        "| `torch.onnx.export(..., dynamo=True)` | goes through torch.export and needs onnxscript; measured with "
+        "torch 2.13 and onnxscript 0.7.2 (not in lstm-inspect's tests): with static shapes it writes an ONNX "
+        "file onnxruntime runs, masks with holes included, at the example's shape only; with a dynamic batch or "
+        "time axis torch.onnx's decomposition of `scan` fails ('SymInt' object has no attribute 'unsqueeze'): "
+        "use `dynamo=False` |",
+        "| `torch.compile` | equal to eager (measured on a masked BiLSTM with holes: within 6e-8); TorchDynamo "
+        "unrolls the step loops, so each new sequence length compiles again (1 to 3 minutes each with the "
+        "default inductor backend on a busy 2-core machine) |",
+        "",
+        "With an example input of batch 2 or more and 2 or more steps (torch.export specializes sizes 0 and 1):",
+        "",
+        "```python",
+        "import torch",
+        f"example = {example}",
+        "scripted = torch.jit.script(model)",
+        "traced = torch.jit.trace(model, example)",
+        "dynamic = torch.export.Dim.DYNAMIC  # a free axis; torch.export infers its range, and refuses to pin it",
+        f"exported = torch.export.export(model, example, dynamic_shapes={{{dims}}})",
+        f'torch.onnx.export(model, example, "model.onnx", dynamo=False, input_names=[{names}], '
+        f"dynamic_axes={{{axes}}})",
+        "compiled = torch.compile(model)",
+        "```",
+        "",
+        "`scripted(...)`, `traced(...)`, `exported.module()(...)` and `compiled(...)` take what `model(...)` "
+        "takes.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def _plain(text: str) -> bool:
     return all(c.isalnum() or c in ".-+_" for c in text) and len(text) < 40
 
@@ -297,6 +377,7 @@ def load(folder: Path) -> tuple[Any, Any]:
     if spec is None or spec.loader is None:
         raise InspectError(f"{folder}: model.py cannot be loaded")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # importable by its name, as torch.export's tracing of scan re-imports globals' modules
     spec.loader.exec_module(module)
     model = module.Model()
     model.load_state_dict(load_file(str(folder / "weights.safetensors")))

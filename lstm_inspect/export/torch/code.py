@@ -69,9 +69,10 @@ MODULE_ATTRIBUTES = frozenset({
     "requires_grad_", "set_extra_state", "set_submodule", "share_memory", "state_dict", "to", "to_empty", "train",
     "training", "type", "xpu", "zero_grad",
 })
-MODULE_GLOBALS = frozenset({"torch", "nn", "F", "Model", "INPUT_DTYPES", "pack_padded_sequence",
-                            "pad_packed_sequence", "annotations", "self",
-                            "model", "load_file", "y", "outputs"})  # the last four: the README's lines
+MODULE_GLOBALS = frozenset({"torch", "nn", "F", "Model", "INPUT_DTYPES", "List", "Optional", "Tuple", "Tensor",
+                            "keras_activation", "annotations", "self",
+                            "model", "load_file", "y", "outputs", "example", "scripted", "traced", "dynamic",
+                            "exported", "compiled"})  # from "model": the README's lines
 MAX_NAME = 40
 
 
@@ -145,6 +146,10 @@ def torch_dtype(np_type: Any) -> str:
 
 
 # ---------------------------------------------------------------- helper functions written into model.py
+
+
+# the typing model.py's annotated helpers use (TorchScript reads the annotations)
+TYPING = ("from typing import List, Optional, Tuple", "from torch import Tensor")
 
 
 @dataclass(frozen=True)
@@ -231,6 +236,7 @@ class Writer:
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     helpers: list[str] = field(default_factory=list)
     attrs: dict[str, str] = field(default_factory=dict)  # a key (the node's path) -> its attribute
+    act_names: list[str] = field(default_factory=list)  # Keras activations the recurrent layers name
     _attr_names: Names = field(default_factory=lambda: Names(MODULE_ATTRIBUTES))
     _locals: Names | None = None
 
@@ -310,6 +316,17 @@ class Writer:
             self.need(helper)
         return fn
 
+    def act_name(self, name: str, what: str) -> str:
+        """Keras's activation `name` as the recurrent modules of model.py name it (a string `keras_activation`
+        dispatches on, so that TorchScript compiles it): the table's own key, refused when unknown."""
+        base = str(name or "linear")
+        if base in ("None", ""):
+            base = "linear"
+        self.act_fn(base, what)
+        if base not in self.act_names:
+            self.act_names.append(base)
+        return base
+
     def act(self, name: str, x: str, what: str) -> str:
         """`x` through Keras's activation `name`, as an expression."""
         if str(name or "linear") in ("linear", "None", ""):
@@ -322,14 +339,28 @@ class Writer:
         order = [n for n in ("hard_sigmoid", *SNIPPETS) if n in self.helpers]
         imports: list[str] = []
         code: list[str] = []
+        if self.act_names:
+            imports += ["from torch import Tensor"]
+            code.append(self._activation_dispatch())
         for n in order:
             if n == "hard_sigmoid":
-                code.append(_hard_sigmoid(self.hard_sigmoid))
+                code.insert(0, _hard_sigmoid(self.hard_sigmoid))
                 continue
             s = SNIPPETS[n]
             code.append(s.code)
             imports += [i for i in s.imports if i not in imports]
         return imports, code
+
+
+    def _activation_dispatch(self) -> str:
+        lines = ["def keras_activation(name: str, x: Tensor) -> Tensor:",
+                 '    """Keras\'s activation `name` (those the recurrent layers of this model use), by name so that',
+                 '    TorchScript compiles the step functions; the name is a constant of each module."""']
+        for base in self.act_names:
+            fn = ACTIVATIONS[base][0]
+            lines += [f'    if name == "{base}":', f"        return {fn}(x)"]
+        lines.append("    return x")
+        return "\n".join(lines)
 
 
 def _stored(a: np.ndarray) -> np.ndarray:

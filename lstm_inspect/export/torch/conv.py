@@ -39,20 +39,23 @@ from lstm_inspect.engine.layers.conv import (
     spatial_format,
     upsampling_size,
 )
-from lstm_inspect.export.torch.code import LayerEmit, Sym, snippet
+from lstm_inspect.export.torch.code import TYPING, LayerEmit, Sym, snippet
 from lstm_inspect.export.torch.registry import layer
 
 snippet("same_pad", '''
-def same_pad(x, kernel, strides, dilation=None, value=0.0):
+def same_pad(x: Tensor, kernel: List[int], strides: List[int], dilation: Optional[List[int]] = None,
+             value: float = 0.0) -> Tensor:
     """x (batch, channels, *spatial) padded as TensorFlow's "same" padding: per axis max((ceil(n/s) - 1)·s +
     (k-1)·d + 1 - n, 0) positions, the smaller half before."""
-    dilation = dilation or (1,) * len(kernel)
-    pads = []
-    for n, k, s, d in zip(reversed(x.shape[2:]), reversed(kernel), reversed(strides), reversed(dilation)):
+    pads: List[int] = []
+    for j in range(len(kernel) - 1, -1, -1):  # F.pad's order: the last axis first
+        n, k, s = x.shape[2 + j], kernel[j], strides[j]
+        d = 1 if dilation is None else dilation[j]
         total = max((-(-n // s) - 1) * s + (k - 1) * d + 1 - n, 0)
-        pads += [total // 2, total - total // 2]
+        pads.append(total // 2)
+        pads.append(total - total // 2)
     return F.pad(x, pads, value=value)
-''')
+''', imports=TYPING)
 
 
 def tuple_text(values: tuple[int, ...]) -> str:
@@ -125,12 +128,12 @@ def convolution(e: LayerEmit) -> list[Sym]:
     x = e.x.name
     tail = rank + 1  # the axes a convolution reads: channels and spatial
     if r > rank + 2:  # tf_keras's Conv runs extra leading axes as batch
-        x = e.w.let(f"{e.hint}_flat", f"{x}.reshape(-1, *{x}.shape[-{tail}:])").name
+        x = e.w.let(f"{e.hint}_flat", f"{x}.reshape([-1] + list({x}.shape[-{tail}:]))").name
     h = channels_first(x, fmt)
     comment = ""
     if pads is None:
         e.w.need("same_pad")
-        h = f"same_pad({h}, {kernel}, {strides}, {dilation})"
+        h = f"same_pad({h}, {list(kernel)}, {list(strides)}, {list(dilation)})"
         comment = "TensorFlow's same padding"
     elif not symmetric:
         h = f"F.pad({h}, {f_pad(pads)})"
@@ -140,7 +143,7 @@ def convolution(e: LayerEmit) -> list[Sym]:
     y = channels_back(h, fmt)
     if r > rank + 2:
         y = e.w.let(f"{e.hint}_conv", y, comment=comment).name
-        y, comment = f"{y}.reshape(*{e.x.name}.shape[:-{tail}], *{y}.shape[1:])", ""
+        y, comment = f"{y}.reshape(list({e.x.name}.shape[:-{tail}]) + list({y}.shape[1:]))", ""
     act = e.w.act(e.activation(), y, f"layer {e.node.path}")
     return [e.w.let(e.hint, act, comment=comment)]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from lstm_inspect.engine.layers.core import merge_mask_rule, merge_masks_keras34, wrapped_layer
-from lstm_inspect.export.torch.code import LayerEmit, Sym, integer, snippet
+from lstm_inspect.export.torch.code import TYPING, LayerEmit, Sym, integer, snippet
 from lstm_inspect.export.torch.registry import LAYERS, layer
 from lstm_inspect.model.cells.base import config_int
 
@@ -71,12 +71,12 @@ def time_distributed(e: LayerEmit) -> list[Sym]:
     x = e.x
     if x.rank is not None and x.rank < 3:
         raise e.fail("TimeDistributed needs (batch, steps, ...)")
-    flat = e.w.let(f"{e.hint}_steps", f"{x.name}.reshape(-1, *{x.name}.shape[2:])", x.kind)
+    flat = e.w.let(f"{e.hint}_steps", f"{x.name}.reshape([-1] + list({x.name}.shape[2:]))", x.kind)
     if x.shape is not None:
         flat.shape = (x.shape[0] * x.shape[1], *x.shape[2:])
     sub = LayerEmit(inner, [flat], e.args, e.w, e.ckpt, e.keras_major, e.keras_version, inner.class_name, e.key)
     (y,) = fn(sub)[:1]
-    return [e.w.let(e.hint, f"{y.name}.reshape({x.name}.shape[0], {x.name}.shape[1], *{y.name}.shape[1:])",
+    return [e.w.let(e.hint, f"{y.name}.reshape([{x.name}.shape[0], {x.name}.shape[1]] + list({y.name}.shape[1:]))",
                     mask=x.mask)]
 
 
@@ -148,11 +148,6 @@ def _axis(e: LayerEmit, axis: object) -> int:
     return axis % rank
 
 
-snippet("batch_norm", '''
-def batch_norm(bn, x, axis):
-    """Keras's BatchNormalization at inference over `axis`: torch.nn's BatchNorm wants the channels on axis 1."""
-    return bn(x.movedim(axis, 1)).movedim(1, axis)
-''')
 BATCH_NORMS = {2: "nn.BatchNorm1d", 3: "nn.BatchNorm1d", 4: "nn.BatchNorm2d", 5: "nn.BatchNorm3d"}
 
 
@@ -183,8 +178,7 @@ def batch_normalization(e: LayerEmit) -> list[Sym]:
     if axis == 1:
         expr = f"self.{attr}({e.x.name})"
     else:
-        e.w.need("batch_norm")
-        expr = f"batch_norm(self.{attr}, {e.x.name}, {axis})"
+        expr = f"self.{attr}({e.x.name}.movedim({axis}, 1)).movedim(1, {axis})"  # torch.nn's channels: axis 1
     return [e.w.let(e.hint, expr, mask=e.x.mask)]
 
 
@@ -285,39 +279,55 @@ def _merged_mask(e: LayerEmit) -> str | None:
 
 
 snippet("keras_masked_merge", '''
-def keras_masked_merge(kind, xs, masks):
+def keras_masked_merge(kind: str, xs: List[Tensor], masks: List[Optional[Tensor]]) -> Tuple[Tensor, Optional[Tensor]]:
     """Keras 3.4+'s Maximum and Minimum (each input's masked entries left out) and Multiply (a masked entry counts
     as 1; the entries masked in every input zeroed when every input has a mask): the output and, when every input
     has a mask, the mask the layer sets (their OR), else None."""
-    wide = [None if m is None else m.reshape(m.shape + (1,) * (x.dim() - m.dim())).expand_as(x)
-            for x, m in zip(xs, masks)]
+    wide: List[Optional[Tensor]] = []
+    every = True
+    for k in range(len(xs)):
+        m = masks[k]
+        if m is None:
+            wide.append(None)
+            every = False
+        else:
+            wide.append(m.reshape(list(m.shape) + [1] * (xs[k].dim() - m.dim())).expand_as(xs[k]))
+    out = xs[0]
+    out_mask: Optional[Tensor] = None
     if kind == "Multiply":
-        every = all(m is not None for m in wide)
-        out = out_mask = None
-        for x, m in zip(xs, wide):
+        for k in range(len(xs)):
+            x, m = xs[k], wide[k]
             if m is not None:
                 x = torch.where(m, x, torch.ones_like(x))
                 if every:
-                    out_mask = m if out_mask is None else out_mask | m
-            out = x if out is None else out * x
+                    if out_mask is None:
+                        out_mask = m
+                    else:
+                        out_mask = out_mask | m
+            out = x if k == 0 else out * x
         if out_mask is None:
             return out, None
         return torch.where(out_mask, out, torch.zeros_like(out)), out_mask.any(dim=-1)
-    op = torch.maximum if kind == "Maximum" else torch.minimum
-    out, out_mask = xs[0], wide[0]
-    for x, m in zip(xs[1:], wide[1:]):
+    out_mask = wide[0]
+    for k in range(1, len(xs)):
+        x, m = xs[k], wide[k]
         if m is not None:
             x = torch.where(m, x, out)
         if out_mask is not None:
             out = torch.where(out_mask, out, x)
-        out_mask = out_mask | m if m is not None and out_mask is not None else None
-        out = op(out, x)
-    return out, None if out_mask is None else out_mask.any(dim=-1)
-''')
+        if m is not None and out_mask is not None:
+            out_mask = out_mask | m
+        else:
+            out_mask = None
+        out = torch.maximum(out, x) if kind == "Maximum" else torch.minimum(out, x)
+    if out_mask is None:
+        return out, None
+    return out, out_mask.any(dim=-1)
+''', imports=TYPING)
 
 
 snippet("keras_dot", '''
-def keras_dot(x, y, x_axis, y_axis, normalize=None):
+def keras_dot(x: Tensor, y: Tensor, x_axis: int, y_axis: int, normalize: str = "") -> Tensor:
     """Keras's Dot layer: batch_dot over one axis of each input; normalize (by generation) L2-normalizes first."""
     if normalize == "keras3":  # ops.normalize: 1/norm capped at 1/1e-7
         x = x * torch.clamp(torch.rsqrt(x.square().sum(dim=x_axis, keepdim=True)), max=1e7)
@@ -328,9 +338,9 @@ def keras_dot(x, y, x_axis, y_axis, normalize=None):
     x, y = x.movedim(x_axis, -1), y.movedim(y_axis, 1)
     batch, n = x.shape[0], x.shape[-1]
     out = torch.matmul(x.reshape(batch, -1, n), y.reshape(batch, n, -1))
-    out = out.reshape(batch, *x.shape[1:-1], *y.shape[2:])
+    out = out.reshape([batch] + list(x.shape[1:-1]) + list(y.shape[2:]))
     return out.reshape(batch, 1) if out.dim() == 1 else out
-''')
+''', imports=TYPING)
 
 
 @layer("Dot")

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 from lstm_inspect.engine.layers.conv import spatial_axes
 from lstm_inspect.engine.layers.pooling import POOLS, pool_settings
-from lstm_inspect.export.torch.code import LayerEmit, Sym, snippet
+from lstm_inspect.export.torch.code import TYPING, LayerEmit, Sym, snippet
 from lstm_inspect.export.torch.conv import channels_back, channels_first, f_pad, input_rank, tuple_text
 from lstm_inspect.export.torch.registry import layer
 
 snippet("avg_pool_same", '''
-def avg_pool_same(pool, x, kernel, strides):
+def avg_pool_same(x: Tensor, kernel: List[int], strides: List[int]) -> Tensor:
     """Average pooling with TensorFlow's "same" padding: each window's mean over its real positions only."""
     ones = torch.ones_like(x[:1, :1])
-    return pool(same_pad(x, kernel, strides)) / pool(same_pad(ones, kernel, strides))
-''', needs=("same_pad",))
-
-
-
+    if len(kernel) == 1:
+        return F.avg_pool1d(same_pad(x, kernel, strides), kernel, strides) / F.avg_pool1d(
+            same_pad(ones, kernel, strides), kernel, strides)
+    if len(kernel) == 2:
+        return F.avg_pool2d(same_pad(x, kernel, strides), kernel, strides) / F.avg_pool2d(
+            same_pad(ones, kernel, strides), kernel, strides)
+    return F.avg_pool3d(same_pad(x, kernel, strides), kernel, strides) / F.avg_pool3d(
+        same_pad(ones, kernel, strides), kernel, strides)
+''', needs=("same_pad",), imports=TYPING)
 
 @layer(*POOLS)
 def pool(e: LayerEmit) -> list[Sym]:
@@ -37,18 +41,29 @@ def pool(e: LayerEmit) -> list[Sym]:
     module = f"nn.MaxPool{rank}d" if mode == "max" else f"nn.AvgPool{rank}d"
     if mode == "avg" and "padding" in options:
         options += ", count_include_pad=False"  # the mean of each window's real positions
-    attr = e.w.module(e.key, e.hint, f"{module}({tuple_text(size)}{options})", {})
+    # a 1-D max pooling runs as a 2-D one over a unit axis: torch.export (torch 2.13) pins a free length through
+    # max_pool1d to the example's, not through max_pool2d
+    flat = mode == "max" and rank == 1
+    ctor = f"{module}({tuple_text(size)}{options})"
+    if flat:
+        ctor = f"nn.MaxPool2d((1, {size[0]})" + ("" if strides == size else f", stride=(1, {strides[0]})") + (
+            f", padding=(0, {pads[0][0]})" if symmetric and pads and pads[0][0] > 0 else "") + ")"
+    attr = e.w.module(e.key, e.hint, ctor, {})
+
+    def call(arg: str) -> str:
+        return f"self.{attr}({arg}.unsqueeze(-2)).squeeze(-2)" if flat else f"self.{attr}({arg})"
+
     x = channels_first(e.x.name, fmt)
     if symmetric:
-        h = f"self.{attr}({x})"
+        h = call(x)
     elif mode == "max" and pads is not None:  # -inf is never a window's maximum: every window holds a real position
-        h = f"self.{attr}(F.pad({x}, {f_pad(pads)}, value=float(\"-inf\")))"
+        h = call(f"F.pad({x}, {f_pad(pads)}, value=float(\"-inf\"))")
     elif mode == "max":
         e.w.need("same_pad")
-        h = f"self.{attr}(same_pad({x}, {size}, {strides}, value=float(\"-inf\")))"
+        h = call(f"same_pad({x}, {list(size)}, {list(strides)}, value=float(\"-inf\"))")
     else:
         e.w.need("avg_pool_same")
-        h = f"avg_pool_same(self.{attr}, {x}, {size}, {strides})"
+        h = f"avg_pool_same({x}, {list(size)}, {list(strides)})"
     return [e.w.let(e.hint, channels_back(h, fmt), comment="" if symmetric else "TensorFlow's same padding")]
 
 

@@ -9,46 +9,57 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lstm_inspect.export.torch.cells import TorchCell
-from lstm_inspect.export.torch.code import snippet
+from lstm_inspect.export.torch.cells import TorchCell, loop_snippet
+from lstm_inspect.export.torch.code import TYPING, snippet
 from lstm_inspect.export.torch.registry import cell
 
 if TYPE_CHECKING:
     from lstm_inspect.model.cells.base import CellSettings
 
 snippet("gru_step", '''
-def gru_step(xp, state, weight_hh, bias_hh, activation, recurrent_activation, reset_after=True):
+def gru_step(xp: Tensor, state: List[Tensor], weight_hh: Tensor, bias_hh: Optional[Tensor], activation: str,
+             recurrent_activation: str, reset_after: bool) -> List[Tensor]:
     """Keras's GRU step on x·kernel + bias (xp); gates r, z, n (Keras's h̃) stacked as nn.GRU stacks them.
 
     reset_after=True (nn.GRU's form): n = φ(x_n + r ⊙ (h·W_hn + b_hn)); False (Keras's older form):
     n = φ(x_n + (r ⊙ h)·W_hn). Then h = z ⊙ h_prev + (1 − z) ⊙ n.
     """
-    (h,) = state
+    h = state[0]
+    units = h.shape[1]
     x_r, x_z, x_n = xp.chunk(3, dim=1)
-    w_r, w_z, w_n = weight_hh.chunk(3, dim=0)
-    b_r, b_z, b_n = bias_hh.chunk(3) if bias_hh is not None else (None, None, None)
-    r = recurrent_activation(x_r + F.linear(h, w_r, b_r))
-    z = recurrent_activation(x_z + F.linear(h, w_z, b_z))
+    h_r, h_z, h_n = F.linear(h, weight_hh, bias_hh).chunk(3, dim=1)
+    r = keras_activation(recurrent_activation, x_r + h_r)
+    z = keras_activation(recurrent_activation, x_z + h_z)
     if reset_after:
-        n = activation(x_n + r * F.linear(h, w_n, b_n))
+        n = keras_activation(activation, x_n + r * h_n)
     else:
-        n = activation(x_n + F.linear(r * h, w_n, b_n))
+        bias_n: Optional[Tensor] = None
+        if bias_hh is not None:
+            bias_n = bias_hh[2 * units:]
+        n = keras_activation(activation, x_n + F.linear(r * h, weight_hh[2 * units:], bias_n))
     return [z * h + (1 - z) * n]
-''', before="KerasCell")
+''', imports=TYPING, before="KerasRNN")
+loop_snippet("gru_loop", "gru_step")
 snippet("KerasGRU", '''
-class KerasGRU(KerasCell):
-    """A Keras GRU direction, step by step (gates r, z, n), in either reset_after form."""
+class KerasGRU(KerasRNN):
+    """A Keras GRU layer (gates r, z, n), in either reset_after form; fused: torch.nn.GRU's op (reset_after=True,
+    tanh and sigmoid)."""
 
     gates, n_states = 3, 1
 
-    def __init__(self, *args, reset_after=True, **kwargs):
+    def __init__(self, *args, reset_after: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.reset_after = reset_after
 
-    def step(self, xp, state):
-        return gru_step(xp, state, self.weight_hh, self.bias_hh, self.activation, self.recurrent_activation,
-                        self.reset_after)
-''', needs=("KerasCell", "gru_step"), before="TorchDirection")
+    def fused_run(self, x: Tensor, state: List[Tensor], params: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        y, h = torch.gru(x, state[0][None], params, len(params) == 4, 1, 0.0, False, False, True)
+        return y, [h[0]]
+
+    def loop(self, xp: Tensor, mask: Tensor, state: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+             zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
+        return gru_loop(xp, mask, state, weight_hh, bias_hh, self.activation, self.recurrent_activation,
+                        self.reset_after, zero_output_for_mask)
+''', needs=("KerasRNN", "gru_loop"))
 
 
 @cell("GRU")

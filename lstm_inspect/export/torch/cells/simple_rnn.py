@@ -8,26 +8,37 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lstm_inspect.export.torch.cells import TorchCell
-from lstm_inspect.export.torch.code import snippet
+from lstm_inspect.export.torch.cells import TorchCell, loop_snippet
+from lstm_inspect.export.torch.code import TYPING, snippet
 from lstm_inspect.export.torch.registry import cell
 
 if TYPE_CHECKING:
     from lstm_inspect.model.cells.base import CellSettings
 
 snippet("simple_rnn_step", '''
-def simple_rnn_step(xp, state, weight_hh, bias_hh, activation):
-    """Keras's SimpleRNN step on x·kernel + bias (xp): h = φ(xp + h_prev·recurrent_kernel)."""
-    (h,) = state
-    return [activation(xp + F.linear(h, weight_hh, bias_hh))]
-''', before="KerasCell")
+def simple_rnn_step(xp: Tensor, state: List[Tensor], weight_hh: Tensor, bias_hh: Optional[Tensor], activation: str,
+                    recurrent_activation: str, option: bool) -> List[Tensor]:
+    """Keras's SimpleRNN step on x·kernel + bias (xp): h = φ(xp + h_prev·recurrent_kernel). The gate arguments
+    are unused (the loop's signature is every kind's)."""
+    return [keras_activation(activation, xp + F.linear(state[0], weight_hh, bias_hh))]
+''', imports=TYPING, before="KerasRNN")
+loop_snippet("simple_rnn_loop", "simple_rnn_step")
 snippet("KerasSimpleRNN", '''
-class KerasSimpleRNN(KerasCell):
-    """A Keras SimpleRNN direction, step by step."""
+class KerasSimpleRNN(KerasRNN):
+    """A Keras SimpleRNN layer; fused: torch.nn.RNN's op (tanh or relu)."""
 
-    def step(self, xp, state):
-        return simple_rnn_step(xp, state, self.weight_hh, self.bias_hh, self.activation)
-''', needs=("KerasCell", "simple_rnn_step"), before="TorchDirection")
+    def fused_run(self, x: Tensor, state: List[Tensor], params: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+        if self.activation == "relu":
+            y, h = torch.rnn_relu(x, state[0][None], params, len(params) == 4, 1, 0.0, False, False, True)
+        else:
+            y, h = torch.rnn_tanh(x, state[0][None], params, len(params) == 4, 1, 0.0, False, False, True)
+        return y, [h[0]]
+
+    def loop(self, xp: Tensor, mask: Tensor, state: Tensor, weight_hh: Tensor, bias_hh: Tensor,
+             zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
+        return simple_rnn_loop(xp, mask, state, weight_hh, bias_hh, self.activation, self.recurrent_activation,
+                               False, zero_output_for_mask)
+''', needs=("KerasRNN", "simple_rnn_loop"))
 
 
 @cell("SimpleRNN")
