@@ -19,6 +19,7 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.export import export, plan_export
 from lstm_inspect.export.onnx.build import run as run_onnx
 from lstm_inspect.export.torch.build import run as run_torch
+from lstm_inspect.model.architecture import LayerNode, ModelGraph
 
 from conftest import REALWORLD, SAMPLES, run_cli
 from helpers.keras import keras_once
@@ -166,3 +167,23 @@ def test_a_time_major_bidirectional_is_refused() -> None:
         d.settings = dataclasses.replace(d.settings, time_major=True)
     with pytest.raises(InspectError, match=r"k3_bidir_sum\.keras: layer bidirectional_1 is time_major"):
         plan_export(ckpt, "bidirectional_1")
+
+
+def test_a_bidirectional_inside_a_nested_model(keras_layers: dict, tmp_path: Path) -> None:
+    """The same Bidirectional moved inside a nested Sequential (its path outer/bidirectional, as a reader gives a
+    nested model's layers) exports the same: equal to Keras's own layer on the same input."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
+    file, layer, n_i = CASES[0]
+    ckpt = lstm_inspect.load(SAMPLES / file)
+    assert ckpt.graph is not None
+    inner = ckpt.graph
+    for node in inner.layers:
+        node.path, node.parts = f"outer/{node.name}", ("outer", node.name)
+    for d in ckpt.directions:
+        d.layer_path = f"outer/{d.layer_path}"
+    outer = LayerNode(name="outer", path="outer", parts=("outer",), class_name="Sequential", config={}, children=inner)
+    ckpt.graph = ModelGraph("Sequential", "model", [outer], [], [])
+    report = export(ckpt, "onnx", tmp_path / "m.onnx", layer=f"outer/{layer}")
+    assert report.ok and report.what == f"layer outer/{layer}"
+    (got,) = run_onnx(tmp_path / "m.onnx", [_x(file.rsplit(".", 1)[0], n_i)])
+    np.testing.assert_allclose(got, keras_layers[0][0], atol=1e-5)
