@@ -1046,9 +1046,10 @@ def export(
     input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " Verifies the export on it; default: "
                                          "a seeded random input of the model's shape (token ids for Embedding "
                                          "models)."),
-    layer: str | None = typer.Option(None, "--layer", help="Export one recurrent direction alone (works on "
-                                        "weights-only files too): x (batch, steps, N_i) in; its output sequence in "
-                                        "processing order and its final states out."),
+    layer: str | None = typer.Option(None, "--layer", help="Export one recurrent layer alone, from zero states, "
+                                        "unmasked (works on weights-only files too): x (batch, steps, N_i) in. A "
+                                        "direction gives its output sequence in processing order and its final "
+                                        "states; a Bidirectional (its Keras name) what Keras's layer gives."),
     atol: float = ATOL_OPT,
     rtol: float = RTOL_OPT,
     seed: int = SEED_OPT,

@@ -1,6 +1,6 @@
 """Ports of a Keras model to other runtimes, written from the checkpoint alone and verified on the way out.
 
-`lstm-inspect export` writes the whole model (or one recurrent direction, `--layer`) for another
+`lstm-inspect export` writes the whole model (or one recurrent layer, `--layer`) for another
 runtime without TensorFlow and without the runtime itself: an ONNX graph (`onnx/`) or a
 self-contained PyTorch module with its weights in safetensors (`torch/`). Each target walks the
 same model graph as the NumPy engine (`lstm_inspect.engine.network.walk_graph`), one emitter per layer

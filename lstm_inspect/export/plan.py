@@ -1,21 +1,29 @@
-"""The scope of one export: the whole model or one recurrent direction, the engine's outputs it must match, and
-the error a runtime's failure becomes. Shared by every target (`lstm_inspect.export.onnx`, `lstm_inspect.export.torch`).
+"""The scope of one export: the whole model, one recurrent direction, or one Bidirectional layer; the engine's outputs
+it must match, and the error a runtime's failure becomes. Shared by every target (`lstm_inspect.export.onnx`,
+`lstm_inspect.export.torch`).
+
+A Bidirectional exported alone (`--layer` with its Keras name) is a model of its own: one InputLayer x (batch, steps,
+N_i) feeding that layer (`layer_model`), walked by the whole-model path of each target, so it computes what
+`forward --layer` computes: both directions from zero states, unmasked, merged as Keras's Bidirectional merges them
+(keras/src/layers/rnn/bidirectional.py, `call`), its final states after the output when it returns them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.network import DEFAULT_BATCH, DEFAULT_STEPS, Network, default_inputs, run_direction
+from lstm_inspect.model.architecture import Call, LayerNode, ModelGraph, TensorRef
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
 
 @dataclass
 class Plan:
-    """What one export holds: the whole model (`net`), or one recurrent direction alone (`direction`).
+    """What one export holds: the whole model (`net`), one recurrent direction alone (`direction`), or one
+    Bidirectional layer alone (`layer` its Keras name; `net` runs the model `layer_model` makes of it).
 
     A direction alone takes x (batch, steps, N_i) and gives its output sequence in processing order
     (reversed for go_backwards, as `forward --layer` writes it) and its final states, unmasked,
@@ -26,9 +34,12 @@ class Plan:
     net: Network | None = None
     direction: RecurrentDirection | None = None
     opset: int | None = None
+    layer: str | None = None
 
     @property
     def what(self) -> str:
+        if self.layer is not None:
+            return f"layer {self.layer}"
         return f"layer {self.direction.name}" if self.direction is not None else "the whole model"
 
     def reference(self, xs: list[np.ndarray]) -> list[np.ndarray]:
@@ -65,19 +76,42 @@ def plan_export(ckpt: Checkpoint, layer: str | None = None, opset: int | None = 
     """The export's scope, or one line saying why the file cannot be exported whole."""
     if layer is not None:
         directions = ckpt.directions_of(layer)
-        if len(directions) > 1:
-            raise InspectError(f"{ckpt.file}: --layer {layer} is a Bidirectional; export runs one direction alone: "
-                               f"export each ({', '.join(d.name for d in directions)}), or the whole model")
         d = directions[0]
         if d.settings.time_major:
-            raise InspectError(f"{ckpt.file}: layer {d.name} is time_major, and a direction exported alone takes "
-                               "(batch, steps, N_i); export the whole model, which takes the input as this layer "
-                               "does")
+            raise InspectError(f"{ckpt.file}: layer {d.name if len(directions) == 1 else layer} is time_major, and a "
+                               "layer exported alone takes (batch, steps, N_i); export the whole model, which takes "
+                               "the input as this layer does")
+        if len(directions) > 1:  # a Bidirectional: a model of that layer alone, through the whole-model path
+            alone = layer_model(ckpt, directions)
+            return Plan(alone, net=Network(alone, cache_weights=True), opset=opset, layer=layer)
         return Plan(ckpt, direction=d, opset=opset)
     if ckpt.graph is None:
         raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so there is no model to export; "
                            "export one recurrent direction with --layer NAME, or give the architecture with --config")
     return Plan(ckpt, net=Network(ckpt, cache_weights=True), opset=opset)
+
+
+def layer_model(ckpt: Checkpoint, directions: list[RecurrentDirection]) -> Checkpoint:
+    """The checkpoint as a model of one recurrent layer (a Bidirectional's two directions): an InputLayer x
+    (batch, free steps, N_i) called into that layer, the graph's outputs every output the layer gives (one merged
+    output, two for merge_mode None, then each direction's final states when it returns them). The layer's node is
+    the file's own (its path kept, so a layer inside a nested model is found the same), or for a file without an
+    architecture one made from the directions (settings as the directions have them). Nothing of `ckpt` changes."""
+    d0 = directions[0]
+    path = d0.layer_path or d0.name
+    node = next((n for n in ckpt.graph.walk() if n.path == path), None) if ckpt.graph is not None else None
+    if node is None:
+        node = LayerNode(name=path, path=path, parts=(path,), class_name="Bidirectional",
+                         config={"name": path, "merge_mode": d0.merge_mode})
+    x = "x" if node.name != "x" else "input"
+    source = LayerNode(name=x, path=x, parts=(x,), class_name="InputLayer",
+                       config={"name": x, "batch_input_shape": [None, None, d0.input_dim]})
+    recurrent = replace(node, inbound=[Call([TensorRef(x)])], children=None)
+    n_out = (2 if d0.merge_mode is None else 1) + (
+        len(d0.cell.states) * len(directions) if d0.settings.return_state else 0)
+    graph = ModelGraph("Functional", node.name, [source, recurrent], [TensorRef(x)],
+                       [TensorRef(node.name, 0, k) for k in range(n_out)])
+    return replace(ckpt, graph=graph, directions=list(directions), layers=[], _engines={}, _layer_warnings=[])
 
 
 class RuntimeFailed(Exception):

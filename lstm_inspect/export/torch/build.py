@@ -68,7 +68,7 @@ def build(plan: Plan) -> dict[str, bytes]:
     else:
         assert plan.net is not None
         params, outputs, kinds, inputs_doc, outputs_doc = _model(plan, w)
-        what = "the whole model"
+        what = "the whole model" if plan.layer is None else f"layer {quoted(plan.layer)} alone, from zero states"
     model_py = _assemble(plan, w, params, outputs, kinds, what)
     free = plan.direction is not None or _free_time(plan)
     readme = _readme(plan, params, inputs_doc, outputs_doc, len(outputs), what) + _deploy(params, free)
@@ -218,7 +218,8 @@ def _assemble(plan: Plan, w: Writer, params: list[str], outputs: list[str], kind
         "",
         f"Written by lstm-inspect {__version__} from the Keras file alone; it computes what Keras "
         "computes at",
-        ("inference, masks included." if plan.direction is None else "inference for this layer alone.")
+        ("inference, masks included." if plan.net is not None and plan.layer is None else
+         "inference for this layer alone.")
         + " Load weights.safetensors into Model (README.md); needs torch only.",
         '"""',
         "",
@@ -267,7 +268,7 @@ def _readme(plan: Plan, params: list[str], inputs_doc: list[tuple[str, str, str]
         "",
         "Call it under `torch.no_grad()` for inference." + (
             " Keras's masks (Embedding mask_zero, Masking) are computed inside, from the inputs, as Keras computes "
-            "them." if plan.direction is None else ""),
+            "them." if plan.net is not None and plan.layer is None else ""),
         "",
         "## Inputs",
         "",
