@@ -73,38 +73,36 @@ def packing() -> bool:
 """, imports=TYPING)
 snippet("packed_valid", """
 def packed_valid(x: Tensor, mask: Tensor, state: List[Tensor]
-                 ) -> Tuple[Tensor, Tensor, List[Tensor], Tensor, Tensor]:
+                 ) -> Tuple[Tensor, Tensor, List[Tensor], Tensor, Tensor, Tensor]:
     \"\"\"Each row's valid steps moved to its front in time order (a stable sort of the mask), the rows sorted by
     their number of valid steps, longest first, and packed as torch.nn's fused ops take a PackedSequence: (data,
-    batch_sizes, the states in that row order, the rows' order, their valid-step counts). A row with no valid
-    step runs one (masked) step whose results `unpacked_valid` discards. No branch on the mask's values.\"\"\"
-    steps = x.shape[1]
+    batch_sizes, the states in that row order; for `unpacked_valid`: each row's place in that order, where each
+    row's k-th valid step is in data (batch, steps), the rows' valid-step counts). A row with no valid step runs
+    one (masked) step whose results `unpacked_valid` discards. No branch on the mask's values.\"\"\"
+    batch, steps = mask.shape
     lengths = mask.sum(1)
     order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True)[1]
     rows = torch.sort(lengths, dim=0, descending=True, stable=True)[1]
-    source = order.index_select(0, rows)
-    x = x.index_select(0, rows).gather(1, source[:, :, None].expand(-1, -1, x.shape[2]))
     valid = torch.arange(steps, device=x.device)[:, None] < lengths.index_select(0, rows).clamp(min=1)[None, :]
+    source = (order + torch.arange(batch, device=x.device)[:, None] * steps).index_select(0, rows).t()
+    data = x.reshape(batch * steps, x.shape[2]).index_select(0, source[valid])
     batch_sizes = valid.sum(1)
-    data = x.transpose(0, 1)[valid]
     hx = [s.index_select(0, rows)[None] for s in state]
-    return data, batch_sizes[batch_sizes > 0].cpu(), hx, rows, lengths
+    unsorted = torch.empty_like(rows).scatter_(0, rows, torch.arange(batch, device=rows.device))
+    place = (valid.flatten().cumsum(0) - 1).view(steps, batch).index_select(1, unsorted).t()
+    return data, batch_sizes[batch_sizes > 0].cpu(), hx, unsorted, place, lengths
 """, imports=TYPING)
 snippet("unpacked_valid", """
-def unpacked_valid(data: Tensor, final: List[Tensor], mask: Tensor, state: List[Tensor], rows: Tensor,
-                   lengths: Tensor, zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
-    \"\"\"The fused op's packed outputs and final states back in the rows' and steps' places, with Keras's masked
-    steps: zeros (zero_output_for_mask) or the previous valid output (zeros before the first), the states held
-    (a row with no valid step keeps its initial states).\"\"\"
+def unpacked_valid(data: Tensor, final: List[Tensor], mask: Tensor, state: List[Tensor], unsorted: Tensor,
+                   place: Tensor, lengths: Tensor, zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
+    \"\"\"The fused op's packed outputs and final states back in the rows' and steps' places (`packed_valid`'s
+    unsorted, place, lengths), with Keras's masked steps: zeros (zero_output_for_mask) or the previous valid
+    output (zeros before the first), the states held (a row with no valid step keeps its initial states).\"\"\"
     batch, steps = mask.shape
-    valid = torch.arange(steps, device=mask.device)[:, None] < lengths.index_select(0, rows).clamp(min=1)[None, :]
-    packed = data.new_zeros(steps, batch, data.shape[1]).masked_scatter(valid[:, :, None], data)
-    unsorted = torch.empty_like(rows).scatter_(0, rows, torch.arange(batch, device=rows.device))
-    packed = packed.transpose(0, 1).index_select(0, unsorted)
     seen = mask.cumsum(1) - 1
-    outputs = packed.gather(1, seen.clamp(min=0)[:, :, None].expand(-1, -1, packed.shape[2]))
+    outputs = data.index_select(0, place.gather(1, seen.clamp(min=0)).flatten()).view(batch, steps, data.shape[1])
     kept = mask if zero_output_for_mask else seen >= 0
-    outputs = torch.where(kept[:, :, None], outputs, torch.zeros_like(outputs))
+    outputs = outputs.masked_fill(~kept[:, :, None], 0.0)
     ran = (lengths > 0)[:, None]
     return outputs, [torch.where(ran, f[0].index_select(0, unsorted), s) for f, s in zip(final, state)]
 """, imports=TYPING)
@@ -186,9 +184,9 @@ class KerasRNN(nn.Module):
         if mask is None and self.fused and not exporting():
             return self.fused_run(x, state, params)
         if mask is not None and self.fused and packing():
-            data, batch_sizes, hx, rows, lengths = packed_valid(x, mask, state)
+            data, batch_sizes, hx, unsorted, place, lengths = packed_valid(x, mask, state)
             data, final = self.fused_packed(data, batch_sizes, hx, params)
-            return unpacked_valid(data, final, mask, state, rows, lengths, zero_output_for_mask)
+            return unpacked_valid(data, final, mask, state, unsorted, place, lengths, zero_output_for_mask)
         if mask is None:  # the loop takes tensors only (torch.onnx.export writes it as an ONNX Loop)
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         if bias_hh is None:
