@@ -310,8 +310,8 @@ def _deploy(params: list[str], free_time: bool) -> str:
         "## Deploy",
         "",
         "model.py has no Python branch on tensor values (a mask is read as a tensor, whatever its padding: "
-        "none, before, after, or holes), its helpers are typed for TorchScript, and where a graph is captured "
-        "(trace, export, compile) its recurrences run as one loop over a free time axis. lstm-inspect's tests "
+        "none, before, after, or holes), its helpers are typed for TorchScript, and under torch.jit.trace and "
+        "torch.export its recurrences keep a free time axis. lstm-inspect's tests "
         "run each route below on models like this one and compare it with eager PyTorch on inputs of another "
         "batch and length than the example, with masks of every kind:",
         "",
