@@ -74,4 +74,5 @@ bench: install-test
 	$(BENCH_ENV) $(BIN)/python benchmarks/show_speed.py
 	$(BENCH_ENV) $(BIN)/python benchmarks/engine_speed.py
 	$(BENCH_ENV) $(BIN)/python benchmarks/export_speed.py
+	$(BENCH_ENV) $(BIN)/python benchmarks/torch_mask_speed.py
 	$(BENCH_ENV) $(BIN)/python benchmarks/memory.py

@@ -1,11 +1,11 @@
 """`export --to pytorch` run by torch against Keras's own outputs, on every sample and real file that runs.
 
-The expected values are Keras's: the `.io.npz` beside each file (model.predict) and, for the mask
-samples, `.paths.npz` (Keras's outputs on right-padded, left-padded and holed inputs). Which path each
-recurrent layer took (torch.nn's fused op, or Keras's step loop) is read by wrapping the generated
-module's own helpers (tests/test_export_torch_deploy.py runs the exports under torch.jit and torch.export).
-Writing the folder needs no torch (checked with torch blocked);
-running it does, so without torch these tests skip.
+The expected values are Keras's: the `.io.npz` beside each file (model.predict) and, for the mask samples,
+`.paths.npz` (Keras's outputs on right-padded, left-padded and holed inputs). Which path each recurrent layer took
+(torch.nn's fused op, on the valid steps packed when masked, or Keras's step loop) is read by wrapping the
+generated module's own helpers (tests/test_export_torch_deploy.py runs the exports under torch.jit and
+torch.export). Writing the folder needs no torch (checked with torch blocked); running it does, so without torch
+these tests skip.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def test_pytorch_export_computes_what_keras_computes(path: Path, tmp_path: Path)
 
 
 def _trace_paths(module: object) -> list[str]:
-    """Wrap the module's fused runs (torch.nn's ops, no mask) and each kind's step-by-step loop: the list fills
-    with 'fused' and the name of each loop run."""
+    """Wrap the module's fused runs (torch.nn's ops: 'fused' with no mask, 'packed' on a mask's valid steps) and
+    each kind's step-by-step loop: the list fills with those names and the name of each loop run."""
     calls: list[str] = []
 
     def wrapped(name: str, fn: Any) -> Any:
@@ -85,6 +85,7 @@ def _trace_paths(module: object) -> list[str]:
     for cls in ("KerasLSTM", "KerasGRU", "KerasSimpleRNN"):
         if hasattr(module, cls):
             getattr(module, cls).fused_run = wrapped("fused", getattr(module, cls).fused_run)
+            getattr(module, cls).fused_packed = wrapped("packed", getattr(module, cls).fused_packed)
     return calls
 
 
@@ -92,8 +93,10 @@ def _trace_paths(module: object) -> list[str]:
 def test_every_mask_path_matches_keras(name: str, tmp_path: Path) -> None:
     """Embedding(mask_zero) into an LSTM, a go_backwards LSTM, a Bidirectional GRU, a SimpleRNN (torch.nn's
     equations) and an LSTM with linear/hard_sigmoid (an explicit cell): right padding (one row all padding), left
-    padding and a mask with holes all run Keras's loop step by step, the mask read as a tensor (no branch on its
-    values, so torch.jit.trace and torch.export keep every path); each equals Keras on its input."""
+    padding and a mask with holes each run, in eager PyTorch, torch.nn's op on the valid steps packed where
+    torch.nn computes the layer and Keras's loop step by step for the explicit cell, the mask read as a tensor
+    (no branch on its values, so torch.jit.trace and torch.export keep every path); each equals Keras on its
+    input."""
     module, model = load(_export(SAMPLES / name, tmp_path))
     calls = _trace_paths(module)
     stored = np.load(SAMPLES / f"{name.split('.')[0]}.paths.npz")
@@ -103,13 +106,13 @@ def test_every_mask_path_matches_keras(name: str, tmp_path: Path) -> None:
         with torch.no_grad():
             got = [o.numpy() for o in model(x)]
         assert max_error(got, [stored[f"{kind}_y{k}"] for k in range(6)]) <= 1e-5, kind
-        assert "fused" not in calls and sorted(set(calls)) == ["gru_loop", "lstm_loop", "simple_rnn_loop"], calls
+        assert sorted(calls) == ["lstm_loop"] + ["packed"] * 5, calls  # LSTM, backwards LSTM, 2 GRU, SimpleRNN
     assert (stored["suffix_x"][4] == 0).all()  # the row with no valid step is among them
 
 
 def test_a_hole_in_an_embedding_mask(tmp_path: Path) -> None:
     """The io sample of an Embedding(mask_zero) model has right padding; a zero put in the middle of a row takes
-    the same loop, which equals the engine's Keras semantics there and leaves the other rows as Keras computed
+    the same packed path, which equals the engine's Keras semantics there and leaves the other rows as Keras computed
     them."""
     path = SAMPLES / "k3_embedding_mask_zero.keras"
     xs, ys = inputs_and_outputs(path)
@@ -117,7 +120,7 @@ def test_a_hole_in_an_embedding_mask(tmp_path: Path) -> None:
     calls = _trace_paths(module)
     with torch.no_grad():
         assert max_error([model(torch.as_tensor(xs[0]).long()).numpy()], ys) <= 1e-5
-    assert calls == ["lstm_loop"]
+    assert calls == ["packed"]
     holed = xs[0].copy()
     row = int(np.argmax((holed != 0).sum(axis=1)))
     holed[row, 1] = 0
@@ -125,7 +128,7 @@ def test_a_hole_in_an_embedding_mask(tmp_path: Path) -> None:
     calls.clear()
     with torch.no_grad():
         got = model(torch.as_tensor(holed).long()).numpy()
-    assert calls == ["lstm_loop"]
+    assert calls == ["packed"]
     others = [b for b in range(len(holed)) if b != row]
     assert max_error([got[others]], [ys[0][others]]) <= 1e-5
     assert max_error([got], [lstm_inspect.load(path).forward(holed)]) <= 1e-5

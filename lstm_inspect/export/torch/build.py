@@ -310,20 +310,21 @@ def _deploy(params: list[str], free_time: bool) -> str:
     lines = [
         "## Deploy",
         "",
-        "model.py has no Python branch on tensor values (a mask is read as a tensor at every step, whatever its "
-        "padding: none, before, after, or holes), its helpers are typed for TorchScript, and its recurrences "
-        "run as one loop over a free time axis. lstm-inspect's tests run each route below on models like this "
-        "one and compare it with eager PyTorch on inputs of another batch and length than the example, with "
-        "masks of every kind:",
+        "model.py has no Python branch on tensor values (a mask is read as a tensor, whatever its padding: "
+        "none, before, after, or holes), its helpers are typed for TorchScript, and under torch.jit.trace and "
+        "torch.export its recurrences keep a free time axis. lstm-inspect's tests "
+        "run each route below on models like this one and compare it with eager PyTorch on inputs of another "
+        "batch and length than the example, with masks of every kind:",
         "",
         "| route | what it gives |",
         "|---|---|",
-        "| eager | `model(...)` as above; without a mask a recurrent layer torch.nn computes exactly runs torch.nn's "
-        "fused op, otherwise Keras's step loop |",
-        "| `torch.jit.script` | a ScriptModule of the whole model, every path kept; `.save()` it for C++ "
-        "(libtorch) |",
-        "| `torch.jit.trace` | the same: the step loops are TorchScript loops inside the trace "
-        "(`torch.jit.script_if_tracing`), so one example serves every batch, length and mask |",
+        "| eager | `model(...)` as above; a recurrent layer torch.nn computes exactly runs torch.nn's fused op "
+        "(with a mask, on each row's valid steps packed to the front as a PackedSequence, Keras's outputs at "
+        "masked steps put back), other layers Keras's step loop |",
+        "| `torch.jit.script` | a ScriptModule of the whole model, every path kept, running as eager does; "
+        "`.save()` it for C++ (libtorch) |",
+        "| `torch.jit.trace` | every path kept: a masked layer runs Keras's step loop, a TorchScript loop inside "
+        "the trace (`torch.jit.script_if_tracing`), so one example serves every batch, length and mask |",
         f"| `torch.export` | an ExportedProgram with {time}; the step loops are torch's `scan` "
         "(`torch._higher_order_ops.scan`, a prototype in torch 2.x): torch.nn's LSTM/GRU/RNN, like a Python "
         "loop, would be unrolled at the example's length |",
@@ -336,9 +337,9 @@ def _deploy(params: list[str], free_time: bool) -> str:
         "file onnxruntime runs, masks with holes included, at the example's shape only; with a dynamic batch or "
         "time axis torch.onnx's decomposition of `scan` fails ('SymInt' object has no attribute 'unsqueeze'): "
         "use `dynamo=False` |",
-        "| `torch.compile` | equal to eager (measured on a masked BiLSTM with holes: within 6e-8); TorchDynamo "
-        "unrolls the step loops, so each new sequence length compiles again (1 to 3 minutes each with the "
-        "default inductor backend on a busy 2-core machine) |",
+        "| `torch.compile` | equal to eager (measured on a masked BiLSTM with holes: within 6e-8); masked layers "
+        "run Keras's step loop, which TorchDynamo unrolls, so each new sequence length compiles again (1 to 3 "
+        "minutes each with the default inductor backend on a busy 2-core machine) |",
         "",
         "With an example input of batch 2 or more and 2 or more steps (torch.export specializes sizes 0 and 1):",
         "",

@@ -12,25 +12,28 @@ exact (`TorchCell.problem`), its step function and explicit cell class for model
   whose halves fit one module; PyTorch's gate order; CuDNN biases and Keras 1's arrays already converted by
   `RecurrentDirection.weights()`), its activations Keras's names (`keras_activation`).
 - Where the kind's `problem(settings)` is None (tanh/sigmoid, GRU reset_after=True, SimpleRNN tanh/relu) the
-  module is `fused=True`: with no mask it calls torch.nn's own op (torch.lstm, torch.gru, torch.rnn_tanh/relu),
-  so its state_dict loads into the torch.nn module too. Otherwise, and whenever a mask reaches the layer, it
-  runs Keras's step equations (`lstm_inspect/model/cells/lstm.py`, `gru.py` in both reset_after forms,
-  `simple_rnn.py`) in the kind's loop (`LOOP`, one per kind), with the writing Keras's activations
-  (hard_sigmoid of its generation).
+  module is `fused=True`: it calls torch.nn's own op (torch.lstm, torch.gru, torch.rnn_tanh/relu), so its
+  state_dict loads into the torch.nn module too. With a mask, in eager PyTorch and TorchScript (`packing()`),
+  the op runs on each row's valid steps moved to the front (a stable sort of the mask) and packed as a
+  PackedSequence's (data, batch_sizes), and the outputs go back to their steps with Keras's masked-step outputs
+  (`packed_valid`, `unpacked_valid`; the ONNX target does the same with sequence_lens). Otherwise (under
+  torch.jit.trace, torch.export and torch.compile, whose graphs would freeze the packed sizes, and for every
+  layer torch.nn does not compute exactly) it runs Keras's step equations (`lstm_inspect/model/cells/lstm.py`,
+  `gru.py` in both reset_after forms, `simple_rnn.py`) in the kind's loop (`LOOP`, one per kind), with the
+  writing Keras's activations (hard_sigmoid of its generation).
 
 The sequence semantics are Keras's `RNN` layer's, as `lstm_inspect.engine.loop.run_sequence` runs them
-(`keras/src/layers/rnn/rnn.py`, the backend's `rnn` loop): go_backwards reads the input reversed and
-returns the outputs in processing order; a masked step keeps the states and outputs zeros
-(zero_output_for_mask, which Keras's Bidirectional sets for return_sequences) or the previous output
-(zeros before the first valid step). The mask is read as a tensor at every step (`torch.where`), never
-branched on: one path for no padding, padding before or after, and holes, so torch.jit.trace and torch.export
-keep every path. The loop is a Python loop in eager PyTorch and TorchScript, a TorchScript loop under
-torch.jit.trace (`torch.jit.script_if_tracing`: a traced model keeps a free time axis), and torch's `scan`
-under torch.export (`exporting()`): torch.export unrolls a Python loop, and torch.nn's RNN ops with it, at the
-example's length (pytorch/pytorch#115092), while a scan keeps the time axis a `Dim`. Types are annotated
-(Optional, List) so that TorchScript compiles model.py as it stands. The layer-level rules (states per
-direction, merge modes, time_major, return_state order, the output mask) mirror `Network._recurrent_layer`
-through `recurrent_call`.
+(`keras/src/layers/rnn/rnn.py`, the backend's `rnn` loop): go_backwards reads the input reversed and returns the
+outputs in processing order; a masked step keeps the states and outputs zeros (zero_output_for_mask, which Keras's
+Bidirectional sets for return_sequences) or the previous output (zeros before the first valid step). The mask is
+read as a tensor (at every step of the loop, `torch.where`; once by the packing), never branched on: one path for
+no padding, padding before or after, and holes, so torch.jit.trace and torch.export keep every path. The loop is a
+Python loop in eager PyTorch and TorchScript, a TorchScript loop under torch.jit.trace
+(`torch.jit.script_if_tracing`: a traced model keeps a free time axis), and torch's `scan` under torch.export
+(`exporting()`): torch.export unrolls a Python loop, and torch.nn's RNN ops with it, at the example's length
+(pytorch/pytorch#115092), while a scan keeps the time axis a `Dim`. Types are annotated (Optional, List) so that
+TorchScript compiles model.py as it stands. The layer-level rules (states per direction, merge modes, time_major,
+return_state order, the output mask) mirror `Network._recurrent_layer` through `recurrent_call`.
 """
 
 from __future__ import annotations
@@ -58,6 +61,51 @@ def exporting() -> bool:
         return torch.compiler.is_exporting()
     return False
 ''', imports=TYPING)
+snippet("packing", """
+def packing() -> bool:
+    \"\"\"True in eager PyTorch and TorchScript: a masked layer torch.nn computes exactly runs torch.nn's fused op on
+    each row's valid steps (`packed_valid`). False under torch.jit.trace, torch.export and torch.compile, whose
+    graphs would freeze the packed sizes (each row's number of valid steps) at the example's: there the mask
+    runs Keras's step loop.\"\"\"
+    if not torch.jit.is_scripting():
+        return not (torch.jit.is_tracing() or torch.compiler.is_exporting() or torch.compiler.is_compiling())
+    return True
+""", imports=TYPING)
+snippet("packed_valid", """
+def packed_valid(x: Tensor, mask: Tensor, state: List[Tensor]
+                 ) -> Tuple[Tensor, Tensor, List[Tensor], Tensor, Tensor, Tensor]:
+    \"\"\"Each row's valid steps moved to its front in time order (a stable sort of the mask), the rows sorted by
+    their number of valid steps, longest first, and packed as torch.nn's fused ops take a PackedSequence: (data,
+    batch_sizes, the states in that row order; for `unpacked_valid`: each row's place in that order, where each
+    row's k-th valid step is in data (batch, steps), the rows' valid-step counts). A row with no valid step runs
+    one (masked) step whose results `unpacked_valid` discards. No branch on the mask's values.\"\"\"
+    batch, steps = mask.shape
+    lengths = mask.sum(1)
+    order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True)[1]
+    rows = torch.sort(lengths, dim=0, descending=True, stable=True)[1]
+    valid = torch.arange(steps, device=x.device)[:, None] < lengths.index_select(0, rows).clamp(min=1)[None, :]
+    source = (order + torch.arange(batch, device=x.device)[:, None] * steps).index_select(0, rows).t()
+    data = x.reshape(batch * steps, x.shape[2]).index_select(0, source[valid])
+    batch_sizes = valid.sum(1)
+    hx = [s.index_select(0, rows)[None] for s in state]
+    unsorted = torch.empty_like(rows).scatter_(0, rows, torch.arange(batch, device=rows.device))
+    place = (valid.flatten().cumsum(0) - 1).view(steps, batch).index_select(1, unsorted).t()
+    return data, batch_sizes[batch_sizes > 0].cpu(), hx, unsorted, place, lengths
+""", imports=TYPING)
+snippet("unpacked_valid", """
+def unpacked_valid(data: Tensor, final: List[Tensor], mask: Tensor, state: List[Tensor], unsorted: Tensor,
+                   place: Tensor, lengths: Tensor, zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
+    \"\"\"The fused op's packed outputs and final states back in the rows' and steps' places (`packed_valid`'s
+    unsorted, place, lengths), with Keras's masked steps: zeros (zero_output_for_mask) or the previous valid
+    output (zeros before the first), the states held (a row with no valid step keeps its initial states).\"\"\"
+    batch, steps = mask.shape
+    seen = mask.cumsum(1) - 1
+    outputs = data.index_select(0, place.gather(1, seen.clamp(min=0)).flatten()).view(batch, steps, data.shape[1])
+    kept = mask if zero_output_for_mask else seen >= 0
+    outputs = outputs.masked_fill(~kept[:, :, None], 0.0)
+    ran = (lengths > 0)[:, None]
+    return outputs, [torch.where(ran, f[0].index_select(0, unsorted), s) for f, s in zip(final, state)]
+""", imports=TYPING)
 snippet("keep_masked", '''
 def keep_masked(new: Tensor, state: Tensor, output: Tensor, valid: Tensor, zero_output_for_mask: bool
                 ) -> Tuple[Tensor, Tensor]:
@@ -91,8 +139,9 @@ class KerasRNN(nn.Module):
     Parameters are named and laid out as torch.nn.LSTM/GRU/RNN's (weight_ih_l0, weight_hh_l0, bias_ih_l0,
     bias_hh_l0, `_reverse` for the backward half; gates in torch.nn's order), so its state_dict loads into the
     torch.nn module where `fused` (that module computes Keras's equations: `fused_run` calls its op when no mask
-    reaches the layer). Otherwise, and for every mask, Keras's loop runs step by step (`loop`, the kind's
-    `*_loop` function). Activations are Keras's names (`keras_activation`).
+    reaches the layer, `fused_packed` on the valid steps packed when one does, in eager and TorchScript).
+    Otherwise Keras's loop runs step by step (`loop`, the kind's `*_loop` function). Activations are Keras's
+    names (`keras_activation`).
     """
 
     gates, n_states = 1, 1
@@ -129,11 +178,15 @@ class KerasRNN(nn.Module):
                 mask = mask.flip(1)
         if state is None:
             state = [x.new_zeros(x.shape[0], self.hidden_size) for _ in range(self.n_states)]
+        params = [weight_ih, weight_hh]
+        if bias_ih is not None and bias_hh is not None:
+            params = [weight_ih, weight_hh, bias_ih, bias_hh]
         if mask is None and self.fused and not exporting():
-            params = [weight_ih, weight_hh]
-            if bias_ih is not None and bias_hh is not None:
-                params = [weight_ih, weight_hh, bias_ih, bias_hh]
             return self.fused_run(x, state, params)
+        if mask is not None and self.fused and packing():
+            data, batch_sizes, hx, unsorted, place, lengths = packed_valid(x, mask, state)
+            data, final = self.fused_packed(data, batch_sizes, hx, params)
+            return unpacked_valid(data, final, mask, state, unsorted, place, lengths, zero_output_for_mask)
         if mask is None:  # the loop takes tensors only (torch.onnx.export writes it as an ONNX Loop)
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
         if bias_hh is None:
@@ -144,10 +197,14 @@ class KerasRNN(nn.Module):
     def fused_run(self, x: Tensor, state: List[Tensor], params: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
         raise NotImplementedError
 
+    def fused_packed(self, data: Tensor, batch_sizes: Tensor, state: List[Tensor], params: List[Tensor]
+                     ) -> Tuple[Tensor, List[Tensor]]:
+        raise NotImplementedError
+
     def loop(self, xp: Tensor, mask: Tensor, state: Tensor, weight_hh: Tensor, bias_hh: Tensor,
              zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
         raise NotImplementedError
-''', needs=("exporting",), imports=TYPING)
+''', needs=("exporting", "packing", "packed_valid", "unpacked_valid"), imports=TYPING)
 
 # Each cell kind's loop: this template with the kind's step function (`loop_snippet`), so the loop is written
 # once and every kind's is a plain function TorchScript compiles (it has no function values).

@@ -55,6 +55,11 @@ class KerasGRU(KerasRNN):
         y, h = torch.gru(x, state[0][None], params, len(params) == 4, 1, 0.0, False, False, True)
         return y, [h[0]]
 
+    def fused_packed(self, data: Tensor, batch_sizes: Tensor, state: List[Tensor], params: List[Tensor]
+                     ) -> Tuple[Tensor, List[Tensor]]:
+        y, h = torch.gru(data, batch_sizes, state[0], params, len(params) == 4, 1, 0.0, False, False)
+        return y, [h]
+
     def loop(self, xp: Tensor, mask: Tensor, state: Tensor, weight_hh: Tensor, bias_hh: Tensor,
              zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
         return gru_loop(xp, mask, state, weight_hh, bias_hh, self.activation, self.recurrent_activation,

@@ -2,7 +2,8 @@
 
 nn.LSTM computes Keras's LSTM (`lstm_inspect/model/cells/lstm.py`) exactly with tanh and sigmoid; any other
 activation runs step by step in `KerasLSTM`'s loop with Keras's equations (`lstm_step`);
-with them, KerasLSTM calls nn.LSTM's op (torch.lstm) when no mask reaches the layer.
+with them, KerasLSTM calls nn.LSTM's op (torch.lstm), with a mask (in eager PyTorch and TorchScript) on each
+row's valid steps packed (`packed_valid` in `cells/__init__.py`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ class KerasLSTM(KerasRNN):
         y, h, c = torch.lstm(x, [state[0][None], state[1][None]], params, len(params) == 4, 1, 0.0, False, False,
                              True)
         return y, [h[0], c[0]]
+
+    def fused_packed(self, data: Tensor, batch_sizes: Tensor, state: List[Tensor], params: List[Tensor]
+                     ) -> Tuple[Tensor, List[Tensor]]:
+        y, h, c = torch.lstm(data, batch_sizes, state, params, len(params) == 4, 1, 0.0, False, False)
+        return y, [h, c]
 
     def loop(self, xp: Tensor, mask: Tensor, state: Tensor, weight_hh: Tensor, bias_hh: Tensor,
              zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:

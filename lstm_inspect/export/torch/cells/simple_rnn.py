@@ -34,6 +34,14 @@ class KerasSimpleRNN(KerasRNN):
             y, h = torch.rnn_tanh(x, state[0][None], params, len(params) == 4, 1, 0.0, False, False, True)
         return y, [h[0]]
 
+    def fused_packed(self, data: Tensor, batch_sizes: Tensor, state: List[Tensor], params: List[Tensor]
+                     ) -> Tuple[Tensor, List[Tensor]]:
+        if self.activation == "relu":
+            y, h = torch.rnn_relu(data, batch_sizes, state[0], params, len(params) == 4, 1, 0.0, False, False)
+        else:
+            y, h = torch.rnn_tanh(data, batch_sizes, state[0], params, len(params) == 4, 1, 0.0, False, False)
+        return y, [h]
+
     def loop(self, xp: Tensor, mask: Tensor, state: Tensor, weight_hh: Tensor, bias_hh: Tensor,
              zero_output_for_mask: bool) -> Tuple[Tensor, List[Tensor]]:
         return simple_rnn_loop(xp, mask, state, weight_hh, bias_hh, self.activation, self.recurrent_activation,
