@@ -29,7 +29,7 @@ import lstm_inspect
 from lstm_inspect.engine.network import Network, RunRecord
 
 import reference_rnn as ref
-from conftest import NOT_RUNNABLE, REALWORLD, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
+from conftest import NOT_RUNNABLE, REALWORLD, ROOT, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
 
 
 def _io(path: Path) -> Path:
@@ -396,21 +396,28 @@ def test_readme_loadtxt_example_reads_a_real_gates_dump(tmp_path: Path) -> None:
 
 
 def test_readme_dump_example_command_runs_as_shown(tmp_path: Path) -> None:
-    """The dump section's shell example on the real file it names, with the shape it prints."""
-    match = re.search(r"\$ lstm-inspect dump (\S+) --out (\S+)\n.*?\$ python -c \"(.*?)\"\n(\(.*?\))", README,
-                      flags=re.S)
-    assert match and "skiprows=1" in match.group(3)
-    path = REALWORLD / match.group(1)
-    if not path.exists():
-        pytest.skip("../shared/realworld is not beside this clone")
+    """The dump section's example, its `numpy.loadtxt` line as the README writes it: what it reads is the forget
+    gate's W_f = [kernel_f; recurrent_kernel_f]^T of Keras's own get_weights() (gate order i, f, c, o)."""
+    section = README[README.index("## `lstm-inspect dump"):]
+    match = re.search(r"lstm-inspect dump (\S+) --out (\S+)\n.*?python -c \"(.*?)\"\n", section, flags=re.S)
+    assert match and "skiprows=1" in match.group(3) and "W_f.csv" in match.group(3)
+    path = ROOT / match.group(1)
     r = run_cli("dump", str(path), "--out", str(tmp_path / match.group(2)))
     assert r.returncode == 0, r.stderr
+    assert match.group(3).endswith(".shape)")  # what the README prints; the values it reads are checked here
+    code = match.group(3).replace("print(", "np.save('read.npy', ").removesuffix(".shape)") + ")"
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", match.group(3)], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=60)
-    assert out.returncode == 0 and out.stdout.strip() == match.group(4), (out.stdout, out.stderr)
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    read = np.load(tmp_path / "read.npy")
+    layer = match.group(3).split("/")[1]
+    with np.load(path.with_name(f"{path.stem}.ref.npz")) as refs:
+        kernel, recurrent = refs[f"{layer}:kernel"], refs[f"{layer}:recurrent_kernel"]
+    units = recurrent.shape[0]
+    expected = np.concatenate([kernel, recurrent])[:, units:2 * units].T
+    np.testing.assert_array_equal(read.astype(np.float32), expected)  # nine digits: float32 bit for bit
 
 
 def test_readme_loadtxt_example_reads_a_trace_csv(tmp_path: Path) -> None:
