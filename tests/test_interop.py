@@ -29,7 +29,7 @@ import lstm_inspect
 from lstm_inspect.engine.network import Network, RunRecord
 
 import reference_rnn as ref
-from conftest import NOT_RUNNABLE, REALWORLD, ROOT, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
+from conftest import NOT_RUNNABLE, ROOT, SAMPLES, realworld_checkpoints, run_cli, sample_checkpoints
 
 
 def _io(path: Path) -> Path:
