@@ -25,6 +25,7 @@ from lstm_inspect.check.stats import DirectionStats, StatsReport
 from lstm_inspect.check.stats import stats as collect_stats
 from lstm_inspect.check.verify import Comparison, VerifyReport, check
 from lstm_inspect.engine.network import DirectionTrace, Trace
+from lstm_inspect.engine.shapes import InputSummary, LayerSummary, ModelSummary, summarize
 from lstm_inspect.io import read_checkpoint
 from lstm_inspect.model.cells.base import CELLS, Cell, CellWeights, Gate, split_gates
 from lstm_inspect.model.checkpoint import Checkpoint, LSTMDirection, ModelLayer, RecurrentDirection
@@ -37,6 +38,13 @@ def load(path: str | Path, config: str | Path | None = None) -> Checkpoint:
     of a .keras) for a weights-only checkpoint.
     """
     return read_checkpoint(Path(path), Path(config) if config is not None else None)
+
+
+def summary(ckpt: Checkpoint) -> ModelSummary:
+    """What Keras's model.summary() gives (show's table): the inputs and what they take, each layer's output
+    shapes, parameters and the layers feeding it, total and trainable parameters; from the config and the
+    stored arrays' shapes, no weight data read. A shape the config does not determine is None."""
+    return summarize(ckpt)
 
 
 def stats(ckpt: Checkpoint, x: Any = None, seed: int = 0) -> StatsReport:
@@ -70,9 +78,12 @@ __all__ = [
            "DirectionTrace",
            "Gate",
            "Hypothesis",
+           "InputSummary",
            "InspectError",
            "LSTMDirection",
+           "LayerSummary",
            "ModelLayer",
+           "ModelSummary",
            "RecurrentDirection",
            "StatsReport",
            "Trace",
@@ -82,5 +93,6 @@ __all__ = [
            "load",
            "split_gates",
            "stats",
+           "summary",
            "verify",
 ]

@@ -362,7 +362,7 @@ def dump(ckpt: Checkpoint, out: Path, fmt: str = "csv", layout: str = "gates", l
             group = safe_relpath(parts)
             info = {"name": "/".join(parts), **meta}
             if layout in ("gates", "keras"):
-                d = ckpt.layer(meta["direction"])
+                d = ckpt.direction(meta["direction"])
                 info = {"name": d.name, **direction_settings(d, layout)}
                 n_i = d.input_dim
             else:

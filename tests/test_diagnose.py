@@ -151,7 +151,7 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
 
 
 def _offered(ckpt: Any, masked: bool, layer: str | None = None) -> list[str]:
-    directions = [ckpt.layer(layer)] if layer else list(ckpt.directions)
+    directions = [ckpt.direction(layer)] if layer else list(ckpt.directions)
     return [m.name for m in mistakes(ckpt, directions, masked)]
 
 
@@ -490,7 +490,7 @@ def test_affine_port_is_keras() -> None:
 
 def test_cell_mistakes_the_model_itself_makes_are_not_offered() -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_mask_paths.keras")
-    d = ckpt.layer("affine")
+    d = ckpt.direction("affine")
     marked = [m.name for m in cell_mistakes(d.cell, d.settings, d.storage, d.input_dim, d.units, d.hard_sigmoid)
               if m.same_as_model]
     same = [Plant("linear off c", "left off c", {"cell_act": "linear"}),

@@ -91,7 +91,7 @@ def test_hard_sigmoid_definitions() -> None:
 
 def test_layer_lookup_by_short_name() -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras")
-    assert ckpt.layer("backward_lstm_5").name == "bidirectional/backward_lstm_5"
+    assert ckpt.direction("backward_lstm_5").name == "bidirectional/backward_lstm_5"
 
 
 def test_a_softmax_recurrent_activation_applies_to_each_gate_alone() -> None:

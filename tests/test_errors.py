@@ -165,7 +165,7 @@ def test_library_raises_inspect_error() -> None:
     with pytest.raises(lstm_inspect.InspectError, match="no such file"):
         lstm_inspect.load("does/not/exist.h5")
     with pytest.raises(lstm_inspect.InspectError, match="no recurrent direction named"):
-        lstm_inspect.load(SAMPLES / "k3_single.keras").layer("nope")
+        lstm_inspect.load(SAMPLES / "k3_single.keras").direction("nope")
 
 
 def test_zip_member_inflation_is_capped(tmp_path: Path) -> None:

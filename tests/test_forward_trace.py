@@ -144,7 +144,7 @@ def test_trace_csv_folder(tmp_path: Path) -> None:
                 "--format", "csv")
     assert r.returncode == 0, r.stderr
     table = np.loadtxt(out / "bidirectional/backward_lstm_5/h.csv", delimiter=",", skiprows=1)
-    d = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras").layer("backward_lstm_5")
+    d = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras").direction("backward_lstm_5")
     seq = d.forward(x)  # processing order, as the trace
     assert table.shape == (x.shape[0] * x.shape[1], 2 + d.units)
     np.testing.assert_allclose(table[:, 2:].reshape(seq.shape), seq, atol=1e-7)

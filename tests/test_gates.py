@@ -46,7 +46,7 @@ def test_keras1_file_is_read_in_i_c_f_o_order() -> None:
         pytest.skip("../shared/realworld is not beside this clone")
     import h5py
 
-    d = lstm_inspect.load(path).layer("lstm_1")
+    d = lstm_inspect.load(path).direction("lstm_1")
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(d.gates()["f"].b, f["model_weights/lstm_1/lstm_1_b_f"][()])
         np.testing.assert_array_equal(d.gates()["c"].W_h, f["model_weights/lstm_1/lstm_1_U_c"][()].T)

@@ -110,7 +110,7 @@ def test_pytorch_dump_in_torch(path: Path, tmp_path: Path) -> None:
         return
     out, manifest = _dump(tmp_path, path, "pytorch", "npz")
     for rel, entry in manifest["files"].items():
-        layer_path = ckpt.layer(entry["directions"][0]["layer"]).layer_path
+        layer_path = ckpt.direction(entry["directions"][0]["layer"]).layer_path
         if not _plain(ckpt, rec, layer_path):
             continue
         module = getattr(torch.nn, entry["target"].split(".")[-1])(**entry["constructor"])
@@ -184,7 +184,7 @@ def test_onnx_dump_in_onnxruntime(path: Path, tmp_path: Path) -> None:
     ckpt, rec = _run(path)
     out, manifest = _dump(tmp_path, path, "onnx", "npz")
     for rel, entry in manifest["files"].items():
-        layer_path = ckpt.layer(entry["directions"][0]["layer"]).layer_path
+        layer_path = ckpt.direction(entry["directions"][0]["layer"]).layer_path
         if not _plain(ckpt, rec, layer_path):
             continue
         with np.load(out / rel) as z:
@@ -299,7 +299,7 @@ def test_gates_csv_through_textbook_cells(path: Path, tmp_path: Path) -> None:
         by_direction.setdefault(entry["name"], {"settings": entry, "arrays": {}})["arrays"][entry["array"]] = \
             _read_csv(out / rel)
     for name, item in by_direction.items():
-        d = ckpt.layer(name)
+        d = ckpt.direction(name)
         if not _plain(ckpt, rec, d.layer_path) or d.name not in rec.traces:
             continue
         s, a = item["settings"], item["arrays"]

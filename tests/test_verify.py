@@ -41,7 +41,7 @@ def test_verify_passes_on_every_model(path: Path) -> None:
 def test_verify_one_direction_of_a_weights_only_file(name: str, layer: str | None) -> None:
     ckpt = lstm_inspect.load(SAMPLES / name)
     layer = layer or ckpt.directions[0].name
-    d = ckpt.layer(layer)
+    d = ckpt.direction(layer)
     x = np.random.default_rng(2).normal(size=(3, 6, d.input_dim)).astype(np.float32)
     assert verify_direction(ckpt, layer, x).ok
 
@@ -64,7 +64,7 @@ MISTAKES = {
 def test_verify_against_a_reimplementation(tmp_path: Path, mistake: str) -> None:
     """The first LSTM of a Keras 2 hard_sigmoid file, ported four ways; only the right port passes."""
     path = SAMPLES / "tfk_stacked_hard_sigmoid.h5"
-    d = lstm_inspect.load(path).layer("lstm_1")
+    d = lstm_inspect.load(path).direction("lstm_1")
     x = np.random.default_rng(3).normal(size=(2, 8, d.input_dim)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "theirs.npy", MISTAKES[mistake](d.weights().arrays(), x)[0].astype(np.float32))

@@ -228,7 +228,7 @@ def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: li
     """One recurrent layer alone: (run, directions, masked, steps per run, THEIRS is its last step)."""
     if len(ckpt.directions_of(layer)) > 1:
         return _bidirectional_runner(ckpt, layer, xs)
-    d = ckpt.layer(layer)
+    d = ckpt.direction(layer)
     x = d.layer_layout(np.asarray(xs[0]))
     d.check_input(x)
     directions = [d]

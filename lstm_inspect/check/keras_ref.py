@@ -788,7 +788,7 @@ def run_keras_direction(ckpt: Checkpoint, name: str, x: np.ndarray) -> tuple[np.
     Works for weights-only files too. Returns the full output sequence in processing order and
     the library that computed it.
     """
-    d = ckpt.layer(name)
+    d = ckpt.direction(name)
     keras = import_keras(generation(ckpt.keras_version) if ckpt.keras_version else
                          ("keras3" if ckpt.format == "keras3-weights" else "tf_keras"))
     w = d.weights()

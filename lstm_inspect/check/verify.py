@@ -268,7 +268,7 @@ def verify_direction(
     THEIRS may be the whole output sequence (batch, steps, N_c) or only its last step (batch, N_c),
     what `forward --layer` writes for a layer with return_sequences=False; the same is compared.
     """
-    d = ckpt.layer(name)
+    d = ckpt.direction(name)
     _refuse_non_finite(ckpt, d.name)
     x = np.asarray(x)
     if x.ndim != 3 or x.shape[-1] != d.input_dim:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lstm_inspect.base.display import brief, html_table
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers.conv import CONV_KINDS
 from lstm_inspect.engine.layers.pooling import GLOBAL_POOLS, POOLS
@@ -482,6 +483,16 @@ class ModelSummary:
     is_chain: bool  # each layer consumes exactly the layer before it: the graph reads as a list
     params_complete: bool = True  # False when a layer that has weights in Keras has none stored
     notes: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{brief(i.name)} {shape_list(i.shape)}" for i in self.inputs) or "weights only"
+        return f"<ModelSummary {len(self.layers)} layers, {self.total_params:,} params; inputs: {shapes}>"
+
+    def _repr_html_(self) -> str:
+        rows = [(m.name, m.class_name, "; ".join(str(shape_list(o)) for o in m.output_shapes),
+                 "?" if m.params is None else f"{m.params:,}", ", ".join(m.inbound) or "-") for m in self.layers]
+        title = f"{self.total_params:,} params (trainable {self.trainable_params:,})"
+        return html_table(title, ("layer", "type", "output shape", "params", "fed by"), rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"inputs": [i.to_dict() for i in self.inputs], "layers": [m.to_dict() for m in self.layers],

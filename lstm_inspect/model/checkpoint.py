@@ -347,9 +347,9 @@ class Checkpoint:
         rows = [(k, d.name, d.kind, d.direction, d.input_dim, d.units, "×".join(map(str, d.gate_shape() or ())),
                  f"{d.param_count:,}") for k, d in enumerate(self.directions)]
         title = f"{self.file.name}: {self.format}, Keras {self.keras_version or '?'}"
-        layers = " → ".join(f"{m.name} ({m.class_name})" for m in self.layers)
-        return (html_table(title, ("#", "direction", "kind", "direction", "N_i", "N_c", "W_g", "params"), rows)
-                + (html_table("layers", ("",), [(layers,)]) if layers else ""))
+        layers = [(m.name, m.class_name, ", ".join(m.inbound) or "-") for m in self.layers]
+        return (html_table(title, ("#", "direction", "kind", "runs", "N_i", "N_c", "W_g", "params"), rows)
+                + (html_table("layers", ("layer", "type", "fed by"), layers) if layers else ""))
 
     def read_layer(self, path: str) -> list[np.ndarray]:
         """The stored arrays of a non-recurrent layer (Dense, Embedding, ...), in Keras's weight order."""
@@ -366,9 +366,6 @@ class Checkpoint:
 
     def direction(self, name: str) -> RecurrentDirection:
         """One recurrent direction by its full name (`show`'s) or an unambiguous last part."""
-        return self.layer(name)
-
-    def layer(self, name: str) -> RecurrentDirection:
         for d in self.directions:
             if d.name == name:
                 return d
@@ -377,6 +374,14 @@ class Checkpoint:
             return matches[0]
         names = ", ".join(d.name for d in self.directions)
         raise InspectError(f"{self.file}: no recurrent direction named {name!r}; it has: {names}")
+
+    def layer(self, name: str) -> ModelLayer:
+        """One of the model's layers (`layers`) by its name, as `show` prints it."""
+        for m in self.layers:
+            if m.name == name:
+                return m
+        names = ", ".join(m.name for m in self.layers)
+        raise InspectError(f"{self.file}: no layer named {name!r}; it has: {names}")
 
     def directions_of(self, name: str | None) -> list[RecurrentDirection]:
         """The directions a name means: every direction for None; a recurrent layer's (both halves of a
@@ -389,7 +394,7 @@ class Checkpoint:
         whole = [d for d in self.directions if d.layer_path == name]
         if whole:
             return whole
-        return [self.layer(name)]
+        return [self.direction(name)]
 
     def forward(self, x: Any, initial_state: list[np.ndarray] | None = None, return_state: bool = False,
                 layer: str | None = None, dtype: type = np.float32) -> Any:

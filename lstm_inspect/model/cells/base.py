@@ -66,6 +66,12 @@ class Gate:
         """W_g of shape units × (input_dim + units), acting on [x; h]."""
         return np.concatenate([self.W_x, self.W_h], axis=1)
 
+    def __repr__(self) -> str:
+        units, inputs = self.W_x.shape
+        extra = ", b_h" if self.b_h is not None else ""
+        return f"<Gate {self.name}: W {units}×{inputs + self.W_h.shape[1]} = [W_x {units}×{inputs} | W_h " \
+               f"{units}×{self.W_h.shape[1]}], b {self.b.shape[0]}{extra}>"
+
 
 @dataclass(frozen=True, kw_only=True)
 class CellWeights:
