@@ -315,11 +315,13 @@ DumpLayout = Choice("DumpLayout", {name: name for name in ("gates", "keras", "py
 Target = Choice("Target", {name: name for name in ("onnx", "pytorch")})  # export.TARGETS  # type: ignore[misc]
 FORCE_OPT = typer.Option(False, "--force", help="Replace an earlier output of lstm-inspect (written atomically "
                          "either way; never a folder lstm-inspect did not write, never the input).")
-LAYER_OPT = typer.Option(None, "--layer", help="Run one recurrent direction alone (a name from `show`) on an input "
-                         "of shape (batch, steps, N_i), or (steps, batch, N_i) for a time_major layer, as it takes "
-                         "it.")
+LAYER_OPT = typer.Option(None, "--layer", help="Run one recurrent layer alone (a name from `show`: a Bidirectional's "
+                         "Keras name runs both directions and merges them as Keras does; a direction's own name runs "
+                         "it alone) on an input of shape (batch, steps, N_i), or (steps, batch, N_i) for a time_major "
+                         "layer, as it takes it.", metavar="NAME")
 SEED_OPT = typer.Option(0, "--seed", min=0, metavar="N", help="Seed of the random input when --input is not given.")
-STATE_OPT = typer.Option(None, "--initial-state", help="With --layer: start from these states (batch, N_c), one .npy "
+STATE_OPT = typer.Option(None, "--initial-state", metavar="STATE.npy",
+                         help="With --layer: start from these states (batch, N_c), one .npy "
                          "per state (LSTM: H.npy C.npy; GRU, SimpleRNN: H.npy) instead of zeros.", show_default=False)
 INPUT_HELP = ("X: .npy (one input), .npz (one array per model input, in input order or by input name) or .csv "
               "(one 2-D sequence, steps × features, with no header).")
@@ -668,8 +670,9 @@ def verify(
                                          "the model's shape (token ids for Embedding models)."),
     against: Path | None = typer.Option(None, "--against", help="THEIRS: your reimplementation's outputs for the "
                                            "same input (.npy, or .npz output_0, ...), compared with Keras's instead."),
-    layer: str | None = typer.Option(None, "--layer", help="Verify one recurrent direction alone (works on "
-                                        "weights-only files too); THEIRS may be its whole output sequence or its "
+    layer: str | None = typer.Option(None, "--layer", metavar="NAME", help="Verify one recurrent layer alone (a "
+                                        "direction, or a Bidirectional by its Keras name; works on weights-only files "
+                                        "too); THEIRS may be its whole output sequence or its "
                                         "last step."),
     atol: float = ATOL_OPT,
     rtol: float = RTOL_OPT,
@@ -1005,7 +1008,8 @@ def dump(
     layout: DumpLayout = typer.Option(
         "gates", "--layout", help="gates (W_g and b_g per gate), keras (kernel, recurrent_kernel, bias), pytorch "
         "(torch.nn.LSTM/GRU/RNN state_dict) or onnx (W, R, B of the ONNX operator)."),
-    layer: str | None = typer.Option(None, "--layer", help="Only this recurrent direction (a name from `show`)."),
+    layer: str | None = typer.Option(None, "--layer", metavar="NAME", help="Only this recurrent layer (a name "
+                                        "from `show`; a Bidirectional's Keras name means both its directions)."),
     force: bool = FORCE_OPT,
 ) -> None:
     """Write the gate matrices to files, in the layout your port needs, with a manifest.json.
@@ -1041,12 +1045,14 @@ def export(
                               "weights.safetensors, README.md).", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="The .onnx file or the PyTorch folder to write (missing parents "
                              "are created; an earlier export is replaced only with --force).", show_default=False),
-    opset: int | None = typer.Option(None, "--opset", help="ONNX opset to write (14 to the installed onnx's newest; "
+    opset: int | None = typer.Option(None, "--opset", metavar="N",
+                                     help="ONNX opset to write (14 to the installed onnx's newest; "
                                      "default 17).", show_default=False),
     input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " Verifies the export on it; default: "
                                          "a seeded random input of the model's shape (token ids for Embedding "
                                          "models)."),
-    layer: str | None = typer.Option(None, "--layer", help="Export one recurrent layer alone, from zero states, "
+    layer: str | None = typer.Option(None, "--layer", metavar="NAME",
+                                        help="Export one recurrent layer alone, from zero states, "
                                         "unmasked (works on weights-only files too): x (batch, steps, N_i) in. A "
                                         "direction gives its output sequence in processing order and its final "
                                         "states; a Bidirectional (its Keras name) what Keras's layer gives."),
@@ -1104,7 +1110,7 @@ def export(
                 say(f"{shown(bad.name)}: max |Δ| {bad.max_abs:.2e} past the tolerance {atol:g} + {rtol:g}·|y|; "
                     "the export was kept for inspection", stderr=False)
         if report.not_verified:
-            say(f"warning: {report.out} was written but NOT verified: {report.not_verified}"
+            say(f"lstm-inspect: warning: {report.out} was written but NOT verified: {report.not_verified}"
                 + ("" if require_verified else "; --require-verified makes this exit 1"))
             if require_verified:
                 return _done(ckpt, EXIT_MISMATCH)
@@ -1121,7 +1127,9 @@ def plot(
                              "--force)."),
     input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " For the activation plot; default: "
                                          "a seeded random input."),
-    layer: str | None = typer.Option(None, "--layer", help="Only this recurrent direction."),
+    layer: str | None = typer.Option(None, "--layer", metavar="NAME",
+                                        help="Only this recurrent layer (a direction, or both "
+                                        "directions of a Bidirectional by its Keras name)."),
     seed: int = SEED_OPT,
     force: bool = FORCE_OPT,
     quiet: bool = QUIET_OPT,
@@ -1158,7 +1166,8 @@ def diagnose(
     config: Path | None = CONFIG_OPT,
     input: Path = typer.Option(..., "--input", "-i", help="X, the input you gave your reimplementation."),
     against: Path = typer.Option(..., "--against", help="THEIRS: its outputs (.npy, or .npz output_0, ...)."),
-    layer: str | None = typer.Option(None, "--layer", help="THEIRS is one recurrent direction's output (its whole "
+    layer: str | None = typer.Option(None, "--layer", metavar="NAME", help="THEIRS is one recurrent layer's output (a "
+                                        "direction's, or a Bidirectional's merged as Keras merges it; its whole "
                                         "sequence or its last step) for an input (batch, steps, N_i)."),
     atol: float = ATOL_OPT,
     rtol: float = RTOL_OPT,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -148,7 +149,10 @@ def test_trace_csv_folder(tmp_path: Path) -> None:
     seq = d.forward(x)  # processing order, as the trace
     assert table.shape == (x.shape[0] * x.shape[1], 2 + d.units)
     np.testing.assert_allclose(table[:, 2:].reshape(seq.shape), seq, atol=1e-7)
-    assert (out / "manifest.json").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    entry = manifest["bidirectional/backward_lstm_5/h.csv"]  # says how to read what the table above checked
+    assert entry["columns"] == d.units and "steps-1-k" in entry["step"] and "hold" in entry["meaning"]
+    assert manifest["bidirectional/backward_lstm_5/mask.csv"]["meaning"].startswith("1 where the step was processed")
     r = run_cli("trace", str(SAMPLES / "k3_bidir_concat.keras"), "-i", str(tmp_path / "x.npy"), "-o", str(out),
                 "--format", "csv")
     assert r.returncode == 2 and "--force" in r.stderr

@@ -368,6 +368,16 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+TRACE_STEP = ("processing order: step k of a go_backwards direction (or a Bidirectional's backward one) consumed "
+              "input step steps-1-k")
+TRACE_MEANINGS = {
+    "x": "the input this direction consumed at each step (N_i columns), e.g. an Embedding's output",
+    "mask": "1 where the step was processed, 0 where a mask skipped it (all 1 when nothing masks the layer)",
+    "*": "this quantity at each step; where mask is 0 it is what the cell would compute and is not used (the states "
+         "h and c hold their previous value, the initial state before the first processed step)",
+}
+
+
 def write_trace(target: Path, traces: dict[tuple[str, ...], dict[str, np.ndarray]], fmt: str, force: bool,
                 protect: list[Path] | None = None) -> list[str]:
     """Per-step golden values: `{direction name parts: {quantity: (batch, steps, n)}}` to one .npz or CSVs.
@@ -400,7 +410,8 @@ def write_trace(target: Path, traces: dict[tuple[str, ...], dict[str, np.ndarray
                 np.savetxt(folder / f"{q}.csv", table, delimiter=",", header=header, comments="", fmt=fmt_cols)
                 rel = f"{rel_dir}/{q}.csv"
                 manifest[rel] = {"direction": "/".join(parts), "quantity": q, "batch": batch, "steps": steps,
-                                 "columns": width}
+                                 "columns": width, "meaning": TRACE_MEANINGS.get(q, TRACE_MEANINGS["*"]),
+                                 "step": TRACE_STEP}
                 written.append(rel)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
     return written
