@@ -492,6 +492,8 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
                 break
         else:  # names too long for any table: one line per layer
             _model_lines(summary, console)
+        for line in _summary_legend(summary):
+            console.print(lit(line, "dim"))
     elif ckpt.layers:  # no architecture: what the file stores, in its order (not a graph)
         stored = Text("stored layers, in file order: ")
         for k, m in enumerate(ckpt.layers):
@@ -517,6 +519,17 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
         text = Text("note: ", style="yellow")
         text.append(lit(note))
         console.print(text)
+
+
+def _summary_legend(summary: Any) -> list[str]:
+    """What the layer table's two shorthands mean, when it uses them."""
+    lines = []
+    if any(s is None for m in summary.layers for s in m.output_shapes):
+        lines.append("? a shape the config alone does not determine (lstm-inspect never guesses one)")
+    if any("[" in f for m in summary.layers for f in m.inbound):
+        lines.append("fed by: NAME[k][j] is output j of NAME's call k, as Keras writes it (an LSTM with "
+                     "return_state: 0 its output, 1 h, 2 c); a bare NAME its first output")
+    return lines
 
 
 def _shape_text(shape: Any) -> str:

@@ -140,6 +140,16 @@ def test_show_inputs_say_what_they_take() -> None:
         assert f"(None, {shape[1]}, {shape[2]}) = (batch, steps, features)" in text
 
 
+def test_show_explains_its_shorthands_only_when_it_uses_them() -> None:
+    """`fed by` in Keras's NAME[call][output] notation and a `?` shape each get one legend line; a chain gets none."""
+    _, text, _ = screen(120, "show", str(SAMPLES / "tfk_seq2seq.h5"))  # the decoder is fed the encoder's h and c
+    assert "encoder[0][1]" in text and "fed by: NAME[k][j] is output j of NAME's call k" in text
+    _, text, _ = screen(120, "show", str(SAMPLES / "k3_att_seq2seq_mha.keras"))  # a NotEqual op layer's shape
+    assert "? a shape the config alone does not determine" in text
+    _, text, _ = screen(120, "show", str(SAMPLES / "k3_gru.keras"))
+    assert "fed by" not in text and "does not determine" not in text
+
+
 def test_show_json_has_the_summary() -> None:
     code, text, _ = screen(200, "show", str(SAMPLES / "tfk_seq2seq.h5"), "--json")
     assert code == 0
