@@ -229,22 +229,27 @@ def test_layer_alone_of_a_cudnn_weights_only_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["k3_two_inputs.keras", "k3_seq2seq_embedding.keras", "k3_merge_none.keras"])
 def test_readme_lines_load_and_run_it(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first block runs as written (its own example inputs); its last line, the call, then run on
+    Keras's inputs bound to the same names, gives Keras's outputs (arguments in forward()'s order)."""
     folder = _export(SAMPLES / name, tmp_path)
     readme = (folder / "README.md").read_text()
     code = re.findall(r"```python\n(.*?)```", readme, re.S)[0]  # the second: the deployment routes
-    assert len(code.strip().splitlines()) == 3
     xs, ys = inputs_and_outputs(SAMPLES / name)
-    args = re.search(r"model\((.*?)\)", code.splitlines()[-1]).group(1).split(", ")
+    call = code.strip().splitlines()[-1]
+    args = re.search(r"model\((.*?)\)", call).group(1).split(", ")
     rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| (int64|float32)", readme, re.M)
     assert [a for a, _ in rows] == args
-    namespace = {a: torch.as_tensor(x).to(torch.int64 if dtype == "int64" else torch.float32)
-                 for (a, dtype), x in zip(rows, xs)}
+    namespace: dict = {}
     monkeypatch.chdir(folder)
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.delitem(sys.modules, "model", raising=False)
     try:
         with torch.no_grad():
-            exec(code, namespace)
+            exec(code, namespace)  # as written: defines its example inputs
+            for (a, dtype), x in zip(rows, xs):
+                assert namespace[a].dtype == (torch.int64 if dtype == "int64" else torch.float32)
+                namespace[a] = torch.as_tensor(x).to(namespace[a].dtype)
+            exec(call, namespace)
     finally:
         sys.modules.pop("model", None)
     got = [namespace["y"]] if len(ys) == 1 else list(namespace["outputs"])
