@@ -28,6 +28,7 @@ from lstm_inspect.export import export, plan_export
 from conftest import REALWORLD, SAMPLES
 from helpers.io import inputs_and_outputs, max_error, models_with_outputs
 from helpers.real_keras import REAL_LAYERS, real_keras_outputs
+from helpers.runtimes import export_with_broken_runtime
 
 torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime): pip install torch")
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install 'lstm-inspect[pytorch]'")
@@ -283,6 +284,22 @@ def test_writing_needs_no_torch(tmp_path: Path) -> None:
         xs, ys = inputs_and_outputs(SAMPLES / name)
         assert max_error(run(tmp_path / name, xs), ys) <= 1e-5
     assert len(run(tmp_path / "tfk_cudnn.weights_only.h5", [np.zeros((1, 2, 3), np.float32)])) == 3
+
+
+@pytest.mark.parametrize("require", [False, True], ids=["plain", "require-verified"])
+def test_a_torch_that_fails_to_import_leaves_the_export_not_verified(tmp_path: Path, require: bool) -> None:
+    """torch installed but failing at import: the export is written and said not verified with the cause (exit 0,
+    a warning), or exit 1 with --require-verified; not exit 3."""
+    out = tmp_path / "port"
+    result = export_with_broken_runtime(
+        tmp_path, "torch", 'ImportError("libtorch_cpu.so: cannot open shared object file")',
+        [str(SAMPLES / "tfk_seq2seq.h5"), "--to", "pytorch", "--out", str(out), *(["--require-verified"] if require
+                                                                                 else [])])
+    assert result.returncode == (1 if require else 0), result.stderr[-2000:]
+    assert ("not verified: torch failed to import (ImportError: libtorch_cpu.so: cannot open shared object file)"
+            in result.stdout), result.stdout
+    assert "NOT verified" in result.stderr and "Traceback" not in result.stderr
+    assert {"README.md", "model.py", "weights.safetensors"} <= {p.name for p in out.iterdir()}
 
 
 HOSTILE = ['x"""\nimport os\nos.system("touch PWNED")\n"""#', "forward", "training", "class", "0lstm", "__init__",

@@ -37,7 +37,7 @@ from lstm_inspect.base.budget import BudgetError
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.network import RunRecord, default_inputs, walk_graph
 from lstm_inspect.engine.ops import op_name
-from lstm_inspect.export.plan import Plan
+from lstm_inspect.export.plan import Plan, RuntimeBroken
 from lstm_inspect.export.torch.cells import direction_alone, recurrent_layer
 from lstm_inspect.export.torch.code import LayerEmit, Sym, Writer, is_sym, kind_of, quoted
 from lstm_inspect.export.torch.ops import op_kind, op_layer
@@ -418,8 +418,12 @@ def load(folder: Path) -> tuple[Any, Any]:
 
 
 def run(folder: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
-    """Run an exported folder with torch on xs: the outputs as NumPy arrays, in the model's output order."""
-    import torch
+    """Run an exported folder with torch on xs: the outputs as NumPy arrays, in the model's output order; raises
+    RuntimeBroken when torch is installed but fails to import."""
+    try:
+        import torch
+    except (ImportError, OSError) as exc:  # a broken install (a missing shared library, an ABI mismatch)
+        raise RuntimeBroken("torch", exc) from exc
 
     module, model = load(folder)
     if len(xs) != len(module.INPUT_DTYPES):
