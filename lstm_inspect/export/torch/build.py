@@ -370,7 +370,8 @@ def _deploy(params: list[str], free_time: bool) -> str:
         "run Keras's step loop, which TorchDynamo unrolls, so each new sequence length compiles again (1 to 3 "
         "minutes each with the default inductor backend on a busy 2-core machine) |",
         "",
-        "After the lines above, in the same folder (the ONNX route writes model.onnx there); an example input "
+        "After the lines above, in the same folder (the ONNX route writes model.onnx there, and needs the onnx "
+        "package: pip install onnx); an example input "
         "needs batch 2 or more and 2 or more steps (torch.export specializes sizes 0 and 1):",
         "",
         "```python",
