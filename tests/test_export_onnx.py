@@ -23,6 +23,7 @@ from lstm_inspect.export import export, plan_export
 from conftest import REALWORLD, SAMPLES, run_cli
 from helpers.io import inputs_and_outputs, max_error, models_with_outputs
 from helpers.real_keras import REAL_LAYERS, real_keras_outputs
+from helpers.runtimes import export_with_broken_runtime
 
 onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'lstm-inspect[onnx]'")
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
@@ -305,3 +306,19 @@ def test_an_unverified_export_warns_and_require_verified_fails(tmp_path: Path, m
     assert f"warning: {out} was written but NOT verified: onnxruntime is not installed" in result.stderr
     assert "not verified" in result.stdout
     assert ("--require-verified makes this exit 1" in result.stderr) is not require
+
+
+@pytest.mark.parametrize("require", [False, True], ids=["plain", "require-verified"])
+def test_an_onnxruntime_that_fails_to_import_leaves_the_export_not_verified(tmp_path: Path, require: bool) -> None:
+    """onnxruntime installed but failing at import (here an OSError, as from a missing shared library): the file is
+    written and said not verified with the cause (exit 0, a warning), or exit 1 with --require-verified; not exit 3."""
+    out = tmp_path / "m.onnx"
+    result = export_with_broken_runtime(
+        tmp_path, "onnxruntime", 'OSError("libonnxruntime.so.1: cannot open shared object file")',
+        [str(SAMPLES / "k3_single.keras"), "--to", "onnx", "--out", str(out), *(["--require-verified"] if require
+                                                                               else [])])
+    assert result.returncode == (1 if require else 0), result.stderr[-2000:]
+    assert ("not verified: onnxruntime failed to import (OSError: libonnxruntime.so.1: cannot open shared object "
+            "file)" in result.stdout), result.stdout
+    assert "NOT verified" in result.stderr and "Traceback" not in result.stderr
+    assert out.exists()

@@ -28,6 +28,7 @@ from lstm_inspect.export import export, plan_export
 from conftest import REALWORLD, SAMPLES
 from helpers.io import inputs_and_outputs, max_error, models_with_outputs
 from helpers.real_keras import REAL_LAYERS, real_keras_outputs
+from helpers.runtimes import export_with_broken_runtime
 
 torch = pytest.importorskip("torch", reason="torch is not installed (the PyTorch export's runtime): pip install torch")
 pytest.importorskip("safetensors", reason="safetensors is not installed: pip install 'lstm-inspect[pytorch]'")
@@ -229,22 +230,27 @@ def test_layer_alone_of_a_cudnn_weights_only_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["k3_two_inputs.keras", "k3_seq2seq_embedding.keras", "k3_merge_none.keras"])
 def test_readme_lines_load_and_run_it(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first block runs as written (its own example inputs); its last line, the call, then run on
+    Keras's inputs bound to the same names, gives Keras's outputs (arguments in forward()'s order)."""
     folder = _export(SAMPLES / name, tmp_path)
     readme = (folder / "README.md").read_text()
     code = re.findall(r"```python\n(.*?)```", readme, re.S)[0]  # the second: the deployment routes
-    assert len(code.strip().splitlines()) == 3
     xs, ys = inputs_and_outputs(SAMPLES / name)
-    args = re.search(r"model\((.*?)\)", code.splitlines()[-1]).group(1).split(", ")
+    call = code.strip().splitlines()[-1]
+    args = re.search(r"model\((.*?)\)", call).group(1).split(", ")
     rows = re.findall(r"^\| `(\w+)` \| [^|]+ \| (int64|float32)", readme, re.M)
     assert [a for a, _ in rows] == args
-    namespace = {a: torch.as_tensor(x).to(torch.int64 if dtype == "int64" else torch.float32)
-                 for (a, dtype), x in zip(rows, xs)}
+    namespace: dict = {}
     monkeypatch.chdir(folder)
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.delitem(sys.modules, "model", raising=False)
     try:
         with torch.no_grad():
-            exec(code, namespace)
+            exec(code, namespace)  # as written: defines its example inputs
+            for (a, dtype), x in zip(rows, xs):
+                assert namespace[a].dtype == (torch.int64 if dtype == "int64" else torch.float32)
+                namespace[a] = torch.as_tensor(x).to(namespace[a].dtype)
+            exec(call, namespace)
     finally:
         sys.modules.pop("model", None)
     got = [namespace["y"]] if len(ys) == 1 else list(namespace["outputs"])
@@ -278,6 +284,22 @@ def test_writing_needs_no_torch(tmp_path: Path) -> None:
         xs, ys = inputs_and_outputs(SAMPLES / name)
         assert max_error(run(tmp_path / name, xs), ys) <= 1e-5
     assert len(run(tmp_path / "tfk_cudnn.weights_only.h5", [np.zeros((1, 2, 3), np.float32)])) == 3
+
+
+@pytest.mark.parametrize("require", [False, True], ids=["plain", "require-verified"])
+def test_a_torch_that_fails_to_import_leaves_the_export_not_verified(tmp_path: Path, require: bool) -> None:
+    """torch installed but failing at import: the export is written and said not verified with the cause (exit 0,
+    a warning), or exit 1 with --require-verified; not exit 3."""
+    out = tmp_path / "port"
+    result = export_with_broken_runtime(
+        tmp_path, "torch", 'ImportError("libtorch_cpu.so: cannot open shared object file")',
+        [str(SAMPLES / "tfk_seq2seq.h5"), "--to", "pytorch", "--out", str(out), *(["--require-verified"] if require
+                                                                                 else [])])
+    assert result.returncode == (1 if require else 0), result.stderr[-2000:]
+    assert ("not verified: torch failed to import (ImportError: libtorch_cpu.so: cannot open shared object file)"
+            in result.stdout), result.stdout
+    assert "NOT verified" in result.stderr and "Traceback" not in result.stderr
+    assert {"README.md", "model.py", "weights.safetensors"} <= {p.name for p in out.iterdir()}
 
 
 HOSTILE = ['x"""\nimport os\nos.system("touch PWNED")\n"""#', "forward", "training", "class", "0lstm", "__init__",

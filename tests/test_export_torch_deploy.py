@@ -170,28 +170,29 @@ def test_every_form_equals_keras(deployed: Deployed) -> None:
                 assert max_error(_outputs(form(*args)), ys) <= 1e-5, name
 
 
-@pytest.mark.parametrize("path", [SAMPLES / "tfk_embedding_mask_zero_bilstm.h5", SAMPLES / "tfk_seq2seq.h5"],
-                         ids=lambda p: p.name)
-def test_the_readme_deploy_lines_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The exported README's two code blocks (load and run; script, trace, export, ONNX, compile), pasted as they
-    are on an example of (2, 8): each form, and ONNX Runtime on the ONNX written, equals eager PyTorch on a (3, 11)
-    input with holes in its mask."""
+README_MODELS = [(SAMPLES / "tfk_embedding_mask_zero_bilstm.h5", None),  # token ids, masked, one output
+                 (SAMPLES / "tfk_seq2seq.h5", None),  # two float inputs of different declared lengths
+                 (SAMPLES / "tfk_cudnn.weights_only.h5", "cu_dnnlstm")]  # --layer of a weights-only file: 3 outputs
+
+
+@pytest.mark.parametrize(("path", "layer"), README_MODELS, ids=lambda p: getattr(p, "name", str(p)))
+def test_the_readme_code_blocks_run_as_written(path: Path, layer: str | None, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The exported README's two code blocks (load, example inputs and run; script, trace, export, ONNX, compile),
+    run as they are, in order, in an empty namespace from the export's folder: the example inputs they define have
+    the Inputs table's names, shapes and dtypes, and each form, and ONNX Runtime on the ONNX written, equals eager
+    PyTorch on an input of another batch and length (with holes in its mask)."""
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install 'lstm-inspect[onnx]'")
-    plan = plan_export(lstm_inspect.load(path))
+    plan = plan_export(lstm_inspect.load(path), layer)
     for name, data in build(plan).items():
         (tmp_path / name).write_bytes(data)
     readme = (tmp_path / "README.md").read_text()
+    assert "|\n\n## Deploy\n" in readme  # the Outputs table ends before the heading
     load_lines, deploy_lines = re.findall(r"```python\n(.*?)```", readme, re.S)
     assert "dynamic_shapes=" in deploy_lines and "1: dynamic}" in deploy_lines
-    dtypes = tuple("int64 token ids" in row for row in re.findall(r"^\| `\w+` \|.*$", readme, re.M))
-    params = re.findall(r"^\| `(\w+)` \|", readme, re.M)
-
-    def inputs(batch: int, steps: int, kind: str) -> dict[str, Any]:
-        xs = default_inputs(plan.net, seed=3, batch=batch, steps=steps)
-        return {p: torch.as_tensor(_padded(_with_steps(x, steps + k), kind, ids)).to(
-                    torch.int64 if ids else torch.float32) for k, (p, x, ids) in enumerate(zip(params, xs, dtypes))}
-
-    namespace: dict[str, Any] = inputs(*EXAMPLE, "after")
+    rows = re.findall(r"^\| `(\w+)` \| \(([^)]*)\) \| ([^|]*) \|$", readme, re.M)
+    assert rows
+    namespace: dict[str, Any] = {}
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "model", raising=False)
@@ -201,10 +202,29 @@ def test_the_readme_deploy_lines_run(path: Path, tmp_path: Path, monkeypatch: py
             exec(deploy_lines, namespace)
     finally:
         sys.modules.pop("model", None)
-    other = inputs(*OTHER, "holes")
+    params = [p for p, _, _ in rows]
+    assert list(inspect.signature(namespace["model"].forward).parameters) == params
+    rng = np.random.default_rng(3)
+    other = {}
+    for k, (p, shape, dtype) in enumerate(rows):
+        x = namespace[p]  # defined by the README's first block, as the table says
+        dims = [d.strip() for d in shape.split(",")]
+        assert x.shape[0] == 2 and len(x.shape) == len(dims)
+        assert all(n >= 2 if d == "steps" else n == int(d) for d, n in zip(dims[1:], x.shape[1:])), (p, x.shape)
+        ids = dtype.startswith("int64")
+        assert x.dtype == (torch.int64 if ids else torch.float32)
+        size = (3, x.shape[1] + 3 + k, *x.shape[2:])
+        if ids:
+            vocab = plan.net.vocabulary(plan.net.input_specs()[k][0])
+            assert vocab and int(x.min()) >= 0 and int(x.max()) < vocab
+            other[p] = torch.as_tensor(_padded(rng.integers(1, vocab, size=size), "holes", True))
+        else:
+            other[p] = torch.as_tensor(rng.normal(size=size).astype(np.float32))
     args = tuple(other[p] for p in params)
     with torch.no_grad():
         eager = _outputs(namespace["model"](*args))
+        assert max_error(_outputs(namespace["model"](*(namespace[p] for p in params))),
+                         _outputs(namespace["y" if "y" in namespace else "outputs"])) == 0
         forms = {"script": namespace["scripted"], "trace": namespace["traced"],
                  "export": namespace["exported"].module(), "compile": namespace["compiled"]}
         for name in ("script", "trace", "export"):  # torch.compile's first run compiles: checked elsewhere

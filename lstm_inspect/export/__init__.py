@@ -25,7 +25,7 @@ import numpy as np
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.check.verify import Comparison, compare
 from lstm_inspect.export.onnx import build as onnx_build
-from lstm_inspect.export.plan import Plan, RuntimeFailed, output_names, plan_export
+from lstm_inspect.export.plan import Plan, RuntimeBroken, RuntimeFailed, output_names, plan_export
 from lstm_inspect.export.torch import build as torch_build
 from lstm_inspect.io.arrays import atomic_dir, atomic_path, inside
 from lstm_inspect.model.checkpoint import Checkpoint
@@ -163,6 +163,9 @@ def export(ckpt: Checkpoint, target: str, out: Path, *, layer: str | None = None
         got = t.run(out, inputs)
     except RuntimeFailed as exc:
         report.not_verified, report.run_failed = f"{report.runtime} could not run it: {exc}", True
+        return report
+    except RuntimeBroken as exc:  # installed but not importable: not verified, as when it is missing
+        report.not_verified, report.runtime = str(exc), None
         return report
     if len(got) != len(expected):
         raise InspectError(f"{out}: the export gives {len(got)} outputs where the model gives {len(expected)}")

@@ -118,6 +118,15 @@ class RuntimeFailed(Exception):
     """The runtime refused or failed to run a written export (its own error, in one line)."""
 
 
+class RuntimeBroken(Exception):
+    """The runtime is installed but fails to import (ImportError, or OSError from a shared library it loads): the
+    export is then not verified, as when the runtime is missing, not an error of lstm-inspect's."""
+
+    def __init__(self, runtime: str, exc: BaseException):
+        lines = str(exc).strip().splitlines()
+        super().__init__(f"{runtime} failed to import ({type(exc).__name__}: {lines[0][:200] if lines else ''})")
+
+
 def output_names(plan: Plan, n: int) -> list[str]:
     """The export's output names: output_0... for a model; y, h (and c) for one direction."""
     if plan.direction is not None:

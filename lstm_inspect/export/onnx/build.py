@@ -26,7 +26,7 @@ from lstm_inspect.export.onnx.cells import emit_direction, emit_recurrent
 from lstm_inspect.export.onnx.graph import DEFAULT_OPSET, MIN_OPSET, Graph, Sym, value_info
 from lstm_inspect.export.onnx.ops import emit_op, onnx_op_problem
 from lstm_inspect.export.onnx.registry import LAYERS, OnnxCall
-from lstm_inspect.export.plan import Plan, RuntimeFailed
+from lstm_inspect.export.plan import Plan, RuntimeBroken, RuntimeFailed
 from lstm_inspect.io.arrays import printable
 from lstm_inspect.model.architecture import Call, LayerNode, ModelGraph
 from lstm_inspect.model.cells.base import keras_major_minor
@@ -201,10 +201,13 @@ def build(plan: Plan) -> bytes:
 
 
 def run(path: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
-    """The written file run by onnxruntime on xs (each cast to the dtype its input declares)."""
-    import onnxruntime as ort
-    from onnxruntime.capi import onnxruntime_pybind11_state as state
-
+    """The written file run by onnxruntime on xs (each cast to the dtype its input declares); raises RuntimeBroken
+    when onnxruntime is installed but fails to import."""
+    try:
+        import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except (ImportError, OSError) as exc:  # a broken install (a missing shared library, an ABI mismatch)
+        raise RuntimeBroken("onnxruntime", exc) from exc
 
     errors = tuple(getattr(state, n) for n in ("Fail", "InvalidArgument", "InvalidGraph", "NotImplemented",
                                                 "RuntimeException", "InvalidProtobuf") if hasattr(state, n))

@@ -13,7 +13,9 @@ that kind, which follows Keras's source (see those modules). What PyTorch cannot
 refused before anything is written, with one line naming the layer.
 
 To know every tensor's rank and dtype while writing, the NumPy engine runs the model once on a small
-made-up input (`network.default_inputs`); the README's shapes come from two such runs, and whether its time
+made-up input (`network.default_inputs`); the README's shapes come from two such runs (its example inputs,
+torch.randint token ids below the Embedding's input_dim or torch.randn floats, from the first, so that its code
+blocks run as written from the folder), and whether its time
 axes may be torch.export Dims from a third one step longer (`_free_time`). The README also says what each of
 PyTorch's deployment routes gives for model.py (`_deploy`: eager, torch.jit.script/trace, torch.export,
 torch.onnx.export, torch.compile), as measured with torch 2.13 and checked by tests/test_export_torch_deploy.py.
@@ -35,7 +37,7 @@ from lstm_inspect.base.budget import BudgetError
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.network import RunRecord, default_inputs, walk_graph
 from lstm_inspect.engine.ops import op_name
-from lstm_inspect.export.plan import Plan
+from lstm_inspect.export.plan import Plan, RuntimeBroken
 from lstm_inspect.export.torch.cells import direction_alone, recurrent_layer
 from lstm_inspect.export.torch.code import LayerEmit, Sym, Writer, is_sym, kind_of, quoted
 from lstm_inspect.export.torch.ops import op_kind, op_layer
@@ -61,17 +63,18 @@ def build(plan: Plan) -> dict[str, bytes]:
         outputs = direction_alone(w, d, params[0])
         kinds = ["float"]
         inputs_doc = [(params[0], f"(batch, steps, {d.input_dim})", "float32")]
+        examples = _example_lines(params, kinds, [(2, 5, d.input_dim or 1)], [None])
         order = "processing order, reversed in time (go_backwards)" if d.settings.go_backwards else "processing order"
         outputs_doc = [(f"y: the outputs, in {order}", f"(batch, steps, {d.units})", "float32"),
                        *((f"{q}: the final state {q}", f"(batch, {d.units})", "float32") for q in d.cell.states)]
         what = f"one {d.kind} direction alone, from zero states, unmasked"
     else:
         assert plan.net is not None
-        params, outputs, kinds, inputs_doc, outputs_doc = _model(plan, w)
+        params, outputs, kinds, inputs_doc, outputs_doc, examples = _model(plan, w)
         what = "the whole model" if plan.layer is None else f"layer {quoted(plan.layer)} alone, from zero states"
     model_py = _assemble(plan, w, params, outputs, kinds, what)
     free = plan.direction is not None or _free_time(plan)
-    readme = _readme(plan, params, inputs_doc, outputs_doc, len(outputs), what) + _deploy(params, free)
+    readme = _readme(plan, examples, params, inputs_doc, outputs_doc, len(outputs), what) + _deploy(params, free)
     weights = save(dict(sorted(w.weights.items())), metadata={"format": "pt"})
     return {"model.py": model_py.encode(), "weights.safetensors": weights, "README.md": readme.encode()}
 
@@ -84,7 +87,7 @@ def _keras_major(version: str | None) -> int:
 
 
 def _model(plan: Plan, w: Writer) -> tuple[list[str], list[str], list[str], list[tuple[str, str, str]],
-                                           list[tuple[str, str, str]]]:
+                                           list[tuple[str, str, str]], list[str]]:
     net = plan.net
     assert net is not None and plan.ckpt.graph is not None
     ckpt, graph = plan.ckpt, plan.ckpt.graph
@@ -128,7 +131,9 @@ def _model(plan: Plan, w: Writer) -> tuple[list[str], list[str], list[str], list
                   for p, spec, k in zip(params, specs, kinds)]
     outputs_doc = [(f"output {i}" if len(outs) > 1 else "output", out_shapes[i], _dtype_text(o.kind))
                    for i, o in enumerate(outs)]
-    return params, [o.name for o in outs], kinds, inputs_doc, outputs_doc
+    example_shapes = [shapes[0][i] if shapes else _example_shape(spec[1]) for i, spec in enumerate(specs)]
+    examples = _example_lines(params, kinds, example_shapes, [net.vocabulary(name) for name, _, _ in specs])
+    return params, [o.name for o in outs], kinds, inputs_doc, outputs_doc, examples
 
 
 def _check_supported(plan: Plan) -> None:
@@ -193,6 +198,26 @@ def _shape_text(shape: tuple[int | None, ...] | None, fallback: str | None) -> s
     return "(" + ", ".join(dims) + ")"
 
 
+def _example_shape(shape: tuple[int | None, ...] | None) -> tuple[int, ...]:
+    """An example input's shape for the README when the engine's made-up run failed: batch 2, 5 on free axes."""
+    dims = list(shape) if shape is not None else [None, None, None]
+    return tuple(2 if k == 0 else (5 if n is None else int(n)) for k, n in enumerate(dims))
+
+
+def _example_lines(params: list[str], kinds: list[str], shapes: list[tuple[int, ...]],
+                   vocabs: list[int | None]) -> list[str]:
+    """The README's lines defining an example input per argument, of the shape and dtype forward() takes: token
+    ids drawn from the Embedding's vocabulary, floats from a normal distribution."""
+    lines = ["torch.manual_seed(0)"]
+    for p, kind, shape, vocab in zip(params, kinds, shapes, vocabs):
+        size = "(" + ", ".join(str(int(n)) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+        if kind == "int":
+            lines.append(f"{p} = torch.randint(0, {max(vocab or 2, 2)}, {size})  # token ids (int64)")
+        else:
+            lines.append(f"{p} = torch.randn{size}")
+    return lines
+
+
 def _dtype_text(kind: str) -> str:
     return {"int": "int64", "bool": "bool", "complex": "complex64"}.get(kind, "float32")
 
@@ -243,7 +268,7 @@ def _assemble(plan: Plan, w: Writer, params: list[str], outputs: list[str], kind
     return "\n".join(lines) + "\n"
 
 
-def _readme(plan: Plan, params: list[str], inputs_doc: list[tuple[str, str, str]],
+def _readme(plan: Plan, examples: list[str], params: list[str], inputs_doc: list[tuple[str, str, str]],
             outputs_doc: list[tuple[str, str, str]], n_outputs: int, what: str) -> str:
     ckpt = plan.ckpt
     call = f"model({', '.join(params)})"
@@ -258,11 +283,14 @@ def _readme(plan: Plan, params: list[str], inputs_doc: list[tuple[str, str, str]
         "",
         "## Load and run",
         "",
-        "From this folder (or with it on `sys.path`):",
+        "From this folder (or with it on `sys.path`), with torch and safetensors installed; the example inputs "
+        "have the shapes and dtypes of the Inputs table below:",
         "",
         "```python",
+        "import torch",
         "from model import Model; from safetensors.torch import load_file",
         'model = Model().eval(); model.load_state_dict(load_file("weights.safetensors"))',
+        *examples,
         f"{target} = {call}" + ("" if n_outputs == 1 else f"  # a tuple of {n_outputs}"),
         "```",
         "",
@@ -308,6 +336,7 @@ def _deploy(params: list[str], free_time: bool) -> str:
     time = ("each input's batch and time axes free" if free_time else
             "the batch axis free; the time axes stay as declared (the model does not run on another length)")
     lines = [
+        "",
         "## Deploy",
         "",
         "model.py has no Python branch on tensor values (a mask is read as a tensor, whatever its padding: "
@@ -341,7 +370,9 @@ def _deploy(params: list[str], free_time: bool) -> str:
         "run Keras's step loop, which TorchDynamo unrolls, so each new sequence length compiles again (1 to 3 "
         "minutes each with the default inductor backend on a busy 2-core machine) |",
         "",
-        "With an example input of batch 2 or more and 2 or more steps (torch.export specializes sizes 0 and 1):",
+        "After the lines above, in the same folder (the ONNX route writes model.onnx there, and needs the onnx "
+        "package: pip install onnx); an example input "
+        "needs batch 2 or more and 2 or more steps (torch.export specializes sizes 0 and 1):",
         "",
         "```python",
         "import torch",
@@ -388,8 +419,12 @@ def load(folder: Path) -> tuple[Any, Any]:
 
 
 def run(folder: Path, xs: list[np.ndarray]) -> list[np.ndarray]:
-    """Run an exported folder with torch on xs: the outputs as NumPy arrays, in the model's output order."""
-    import torch
+    """Run an exported folder with torch on xs: the outputs as NumPy arrays, in the model's output order; raises
+    RuntimeBroken when torch is installed but fails to import."""
+    try:
+        import torch
+    except (ImportError, OSError) as exc:  # a broken install (a missing shared library, an ABI mismatch)
+        raise RuntimeBroken("torch", exc) from exc
 
     module, model = load(folder)
     if len(xs) != len(module.INPUT_DTYPES):
