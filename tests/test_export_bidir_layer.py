@@ -22,31 +22,8 @@ from lstm_inspect.export.torch.build import run as run_torch
 from lstm_inspect.model.architecture import LayerNode, ModelGraph
 
 from conftest import REALWORLD, SAMPLES, run_cli
-from helpers.keras import keras_once
+from helpers.keras import KERAS_LAYER_ALONE, keras_once
 from helpers.real_keras import real_keras_outputs
-
-# Keras's Bidirectional layer alone on x, with the file's weights: a model of its own, Input -> that layer
-KERAS_LAYER = """
-import json, os, sys
-import numpy as np
-gen, folder = sys.argv[1], sys.argv[2]
-if gen == "keras3":
-    import keras
-else:
-    import tf_keras as keras
-out = {}
-for k, job in enumerate(json.load(open(os.path.join(folder, "jobs.json")))):
-    if job["gen"] != gen:
-        continue
-    m = keras.models.load_model(os.path.join(folder, job["file"]), compile=False)
-    x = np.load(os.path.join(folder, f"x{k}.npy"))
-    inp = keras.Input(x.shape[1:])
-    y = m.get_layer(job["layer"])(inp)
-    ys = keras.Model(inp, y if isinstance(y, (list, tuple)) else [y])(x)
-    for j, o in enumerate(ys if isinstance(ys, (list, tuple)) else [ys]):
-        out[f"{k}/y{j}"] = np.asarray(o)
-np.savez(os.path.join(folder, gen + ".npz"), **out)
-"""
 
 
 def _x(name: str, features: int) -> np.ndarray:
@@ -81,7 +58,7 @@ def keras_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[np.
         np.save(buf, _x(file.rsplit(".", 1)[0], n_i))
         files[f"x{k}.npy"] = buf.getvalue()
     files["jobs.json"] = json.dumps(jobs).encode()
-    outs = keras_once(tmp_path_factory, "export-bidir-layer", KERAS_LAYER, files, ("keras3", "tf_keras"))
+    outs = keras_once(tmp_path_factory, "export-bidir-layer", KERAS_LAYER_ALONE, files, ("keras3", "tf_keras"))
     found: dict[int, dict[int, np.ndarray]] = {}
     for path in outs.values():
         with np.load(path) as d:

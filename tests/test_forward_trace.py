@@ -219,39 +219,6 @@ def test_a_time_major_layer_alone_takes_and_returns_its_own_layout(tmp_path: Pat
 
 # ---------------------------------------------------------------- trace's x and mask, --layer BIDIRECTIONAL (§4)
 
-KERAS_FEEDS = """
-import json, os, sys
-import numpy as np
-gen, folder = sys.argv[1], sys.argv[2]
-if gen == "keras3":
-    import keras
-else:
-    import tf_keras as keras
-out = {}
-for k, job in enumerate(json.load(open(os.path.join(folder, "jobs.json")))):
-    if job["gen"] != gen:
-        continue
-    m = keras.models.load_model(os.path.join(folder, job["file"]), compile=False)
-    x = np.load(os.path.join(folder, f"x{k}.npy"))
-    if job.get("feed"):  # the layer feeding the recurrent one: its output, and the mask it computes from x
-        src = m.get_layer(job["feed"])
-        out[f"{k}/x"] = np.asarray(keras.Model(m.inputs, src.output)(x))
-        out[f"{k}/mask"] = np.asarray(src.compute_mask(x))
-        x = out[f"{k}/x"]
-    layer = m.get_layer(job["layer"])  # the recurrent layer alone on what it is fed: a model of its own
-    inp = keras.Input(x.shape[1:])
-    y = layer(inp)
-    y = y if isinstance(y, (list, tuple)) else [y]
-    if not job.get("feed"):
-        ys = keras.Model(inp, y)(x)
-    else:  # masked: the layer's output inside the model, where the mask reaches it
-        ys = keras.Model(m.inputs, layer.output)(np.load(os.path.join(folder, f"x{k}.npy")))
-    for j, o in enumerate(ys if isinstance(ys, (list, tuple)) else [ys]):
-        out[f"{k}/y{j}"] = np.asarray(o)
-np.savez(os.path.join(folder, gen + ".npz"), **out)
-"""
-
-
 def _holed(name: str) -> np.ndarray:
     x = _io(name)["x"].copy()
     x[0, 3] = 0  # a hole inside the first sequence: token 0 (mask_zero) or an all-zero step (Masking)
@@ -278,7 +245,7 @@ def keras_feeds(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str,
     import io as bytes_io
     import json
 
-    from helpers.keras import keras_once
+    from helpers.keras import KERAS_LAYER_ALONE, keras_once
 
     jobs, files = [], {}
     for k, (file, layer, feed, make) in enumerate(FEEDS):
@@ -289,7 +256,7 @@ def keras_feeds(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str,
         np.save(buf, make())
         files[f"x{k}.npy"] = buf.getvalue()
     files["jobs.json"] = json.dumps(jobs).encode()
-    outs = keras_once(tmp_path_factory, "api-feeds", KERAS_FEEDS, files, ("keras3", "tf_keras"))
+    outs = keras_once(tmp_path_factory, "api-feeds", KERAS_LAYER_ALONE, files, ("keras3", "tf_keras"))
     found: dict[int, dict[str, np.ndarray]] = {}
     for path in outs.values():
         with np.load(path) as d:

@@ -55,6 +55,44 @@ def keras_once(tmp_path_factory: pytest.TempPathFactory, name: str, script: str,
     return outs
 
 
+# Keras's values for one recurrent layer, run by `keras_once` (argv: GEN FOLDER; FOLDER/jobs.json lists
+# {"gen", "file", "layer", "feed"?} and FOLDER/x{k}.npy their inputs): the layer alone on x, a model of its own
+# (Input -> that layer, the file's weights); with "feed", the layer feeding it (its output as {k}/x, the mask it
+# computes from x as {k}/mask) and the layer's output inside the model, where that mask reaches it. Writes
+# FOLDER/GEN.npz with {k}/y0, {k}/y1, ... in the order the layer returns them.
+KERAS_LAYER_ALONE = """
+import json, os, sys
+import numpy as np
+gen, folder = sys.argv[1], sys.argv[2]
+if gen == "keras3":
+    import keras
+else:
+    import tf_keras as keras
+out = {}
+for k, job in enumerate(json.load(open(os.path.join(folder, "jobs.json")))):
+    if job["gen"] != gen:
+        continue
+    m = keras.models.load_model(os.path.join(folder, job["file"]), compile=False)
+    x = np.load(os.path.join(folder, f"x{k}.npy"))
+    if job.get("feed"):  # the layer feeding the recurrent one: its output, and the mask it computes from x
+        src = m.get_layer(job["feed"])
+        out[f"{k}/x"] = np.asarray(keras.Model(m.inputs, src.output)(x))
+        out[f"{k}/mask"] = np.asarray(src.compute_mask(x))
+        x = out[f"{k}/x"]
+    layer = m.get_layer(job["layer"])  # the recurrent layer alone on what it is fed: a model of its own
+    inp = keras.Input(x.shape[1:])
+    y = layer(inp)
+    y = y if isinstance(y, (list, tuple)) else [y]
+    if not job.get("feed"):
+        ys = keras.Model(inp, y)(x)
+    else:  # masked: the layer's output inside the model, where the mask reaches it
+        ys = keras.Model(m.inputs, layer.output)(np.load(os.path.join(folder, f"x{k}.npy")))
+    for j, o in enumerate(ys if isinstance(ys, (list, tuple)) else [ys]):
+        out[f"{k}/y{j}"] = np.asarray(o)
+np.savez(os.path.join(folder, gen + ".npz"), **out)
+"""
+
+
 def known_bug(gen: str, case_id: str) -> list[Any]:
     """The xfail mark of a known engine bug (strict: the test fails once the bug is fixed, to drop the entry)."""
     bug = KNOWN_BUGS.get((gen, case_id))
