@@ -1,0 +1,94 @@
+"""`diagnose` on ports whose mistake is outside its space: it says none comes close and gives the evidence.
+
+Every THEIRS here is computed by an LSTM written in this file from Keras's own weights (k3_single.ref.npz,
+checked against Keras's outputs in k3_single.io.npz), never by the engine under test; one mistake is planted
+in the port's loop or gates.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+import lstm_inspect
+from lstm_inspect.check.diagnose import diagnose
+
+from conftest import SAMPLES, keras_refs, run_cli
+
+SAMPLE = "k3_single"  # LSTM(5) on (batch, 7, 3), last step out; Keras 3
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def port(x: np.ndarray, forget_bias: float = 0.0, carry_rows: bool = False) -> np.ndarray:
+    """A sample-by-sample NumPy LSTM (Keras's i, f, c, o blocks), the whole output sequence. `forget_bias`: TF1's
+    constant added to the forget gate; `carry_rows`: h, c never reset between the rows of the batch."""
+    w = keras_refs(SAMPLES / f"{SAMPLE}.ref.npz")["lstm"]
+    k, r, b = (w[n].astype(np.float64) for n in ("kernel", "recurrent_kernel", "bias"))
+    n = r.shape[0]
+    out = np.zeros((*x.shape[:2], n))
+    h, c = np.zeros(n), np.zeros(n)
+    for s in range(x.shape[0]):
+        if not carry_rows:
+            h, c = np.zeros(n), np.zeros(n)
+        for t in range(x.shape[1]):
+            z = x[s, t] @ k + h @ r + b
+            i, f, g, o = z[:n], z[n:2 * n], z[2 * n:3 * n], z[3 * n:]
+            c = _sigmoid(f + forget_bias) * c + _sigmoid(i) * np.tanh(g)
+            h = _sigmoid(o) * np.tanh(c)
+            out[s, t] = h
+    return out.astype(np.float32)
+
+
+def _x() -> np.ndarray:
+    with np.load(SAMPLES / f"{SAMPLE}.io.npz") as io:
+        return io["x"]
+
+
+def test_the_port_is_keras() -> None:
+    with np.load(SAMPLES / f"{SAMPLE}.io.npz") as io:
+        np.testing.assert_allclose(port(io["x"])[:, -1], io["y"], atol=1e-5)
+
+
+def test_a_mistake_outside_the_space_gets_none_comes_close_and_the_evidence() -> None:
+    """TF1's forget_bias=1.0 on a Keras model: step 0 is exact (f multiplies c_{-1} = 0), every sample wrong
+    from step 1; no candidate cuts the error 10x, so none is listed."""
+    ckpt = lstm_inspect.load(SAMPLES / f"{SAMPLE}.keras")
+    x = _x()
+    result = diagnose(ckpt, [x], [port(x, forget_bias=1.0)], layer="lstm")
+    assert not result.matches and result.found == [] and result.close == []
+    ev = result.evidence
+    assert ev is not None and ev.exact == () and ev.from_step == {s: 1 for s in range(x.shape[0])}
+    assert "every sample differs from step 1" in result.divergence and "recurrence" in result.divergence
+    doc = result.to_dict()
+    assert doc["ranked"] == [] and doc["close"] == [] and doc["evidence"]["exact_samples"] == []
+
+
+def test_state_carried_across_rows_shows_sample_0_exact(tmp_path: Path) -> None:
+    """Row s starts from row s-1's final states: sample 0 is exact, the others wrong from step 0, the error fading;
+    the hint says the shared weights are right (not 'kernel, bias, gate order' as suspects)."""
+    ckpt = lstm_inspect.load(SAMPLES / f"{SAMPLE}.keras")
+    x = _x()
+    theirs = port(x, carry_rows=True)
+    result = diagnose(ckpt, [x], [theirs], layer="lstm")
+    ev = result.evidence
+    assert ev is not None and ev.exact == (0,) and ev.from_step == {1: 0, 2: 0, 3: 0}  # 7 steps: too few to fade 10x
+    assert ev.lines()[0].startswith("sample 0 exact; samples 1-3 differ from step 0")
+    assert "is right" in ev.hint() and "state a row starts from" in ev.hint()
+    assert result.found == [] and result.close == [] and result.pruned > 0
+    # the whole model (its last step only): the per-sample evidence alone, on the command line
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "theirs.npy", theirs[:, -1])
+    r = run_cli("diagnose", str(SAMPLES / f"{SAMPLE}.keras"), "-i", str(tmp_path / "x.npy"), "--against",
+                str(tmp_path / "theirs.npy"))
+    assert r.returncode == 1, r.stderr
+    assert "comes close" in r.stdout and "sample 0 exact; samples 1-3 differ" in r.stdout
+    assert "closest" not in r.stdout
+    r = run_cli("diagnose", str(SAMPLES / f"{SAMPLE}.keras"), "-i", str(tmp_path / "x.npy"), "--against",
+                str(tmp_path / "theirs.npy"), "--json")
+    doc = json.loads(r.stdout)
+    assert doc["evidence"]["exact_samples"] == [0] and doc["ranked"] == []
