@@ -24,9 +24,10 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def port(x: np.ndarray, forget_bias: float = 0.0, carry_rows: bool = False) -> np.ndarray:
+def port(x: np.ndarray, forget_bias: float = 0.0, carry_rows: bool = False, late: bool = False) -> np.ndarray:
     """A sample-by-sample NumPy LSTM (Keras's i, f, c, o blocks), the whole output sequence. `forget_bias`: TF1's
-    constant added to the forget gate; `carry_rows`: h, c never reset between the rows of the batch."""
+    constant added to the forget gate; `carry_rows`: h, c never reset between the rows of the batch; `late`: the
+    output written before the update (h_{t-1} at step t)."""
     w = keras_refs(SAMPLES / f"{SAMPLE}.ref.npz")["lstm"]
     k, r, b = (w[n].astype(np.float64) for n in ("kernel", "recurrent_kernel", "bias"))
     n = r.shape[0]
@@ -39,8 +40,11 @@ def port(x: np.ndarray, forget_bias: float = 0.0, carry_rows: bool = False) -> n
             z = x[s, t] @ k + h @ r + b
             i, f, g, o = z[:n], z[n:2 * n], z[2 * n:3 * n], z[3 * n:]
             c = _sigmoid(f + forget_bias) * c + _sigmoid(i) * np.tanh(g)
+            if late:
+                out[s, t] = h
             h = _sigmoid(o) * np.tanh(c)
-            out[s, t] = h
+            if not late:
+                out[s, t] = h
     return out.astype(np.float32)
 
 
@@ -69,8 +73,8 @@ def test_a_mistake_outside_the_space_gets_none_comes_close_and_the_evidence() ->
 
 
 def test_state_carried_across_rows_shows_sample_0_exact(tmp_path: Path) -> None:
-    """Row s starts from row s-1's final states: sample 0 is exact, the others wrong from step 0, the error fading;
-    the hint says the shared weights are right (not 'kernel, bias, gate order' as suspects)."""
+    """Row s starts from row s-1's final states: sample 0 exact, the others wrong from step 0; the hint says the
+    shared weights are right (not 'kernel, bias, gate order' as suspects), and the candidate is named first."""
     ckpt = lstm_inspect.load(SAMPLES / f"{SAMPLE}.keras")
     x = _x()
     theirs = port(x, carry_rows=True)
@@ -79,16 +83,31 @@ def test_state_carried_across_rows_shows_sample_0_exact(tmp_path: Path) -> None:
     assert ev is not None and ev.exact == (0,) and ev.from_step == {1: 0, 2: 0, 3: 0}  # 7 steps: too few to fade 10x
     assert ev.lines()[0].startswith("sample 0 exact; samples 1-3 differ from step 0")
     assert "is right" in ev.hint() and "state a row starts from" in ev.hint()
-    assert result.found == [] and result.close == [] and result.pruned > 0
+    assert result.found[0].exact and result.found[0].name.startswith("state carried across batch rows")
+    assert result.pruned > 0  # the mistakes acting on every sample alike were not run
     # the whole model (its last step only): the per-sample evidence alone, on the command line
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "theirs.npy", theirs[:, -1])
     r = run_cli("diagnose", str(SAMPLES / f"{SAMPLE}.keras"), "-i", str(tmp_path / "x.npy"), "--against",
                 str(tmp_path / "theirs.npy"))
     assert r.returncode == 1, r.stderr
-    assert "comes close" in r.stdout and "sample 0 exact; samples 1-3 differ" in r.stdout
+    assert "1. state carried across batch rows" in r.stdout and "sample 0 exact; samples 1-3 differ" in r.stdout
     assert "closest" not in r.stdout
     r = run_cli("diagnose", str(SAMPLES / f"{SAMPLE}.keras"), "-i", str(tmp_path / "x.npy"), "--against",
                 str(tmp_path / "theirs.npy"), "--json")
     doc = json.loads(r.stdout)
-    assert doc["evidence"]["exact_samples"] == [0] and doc["ranked"] == []
+    assert doc["evidence"]["exact_samples"] == [0] and [h["mistake"] for h in doc["ranked"]] == [
+        d["mistake"] for d in doc["diagnosed"]]
+
+
+def test_output_one_step_late_is_named_first() -> None:
+    """The port emits h_{t-1}: every sample differs from step 0; named first and exactly."""
+    ckpt = lstm_inspect.load(SAMPLES / f"{SAMPLE}.keras")
+    x = _x()
+    theirs = port(x, late=True)
+    assert np.all(theirs[:, 0] == 0)
+    result = diagnose(ckpt, [x], [theirs], layer="lstm")
+    assert result.found[0].exact and result.found[0].name.startswith("output one step late")
+    assert result.evidence is not None and result.evidence.exact == ()
+    result = diagnose(ckpt, [x], [theirs[:, -1]])  # the whole model: its last step, h_{T-2}
+    assert result.found[0].exact and result.found[0].name.startswith("output one step late")

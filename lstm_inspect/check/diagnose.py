@@ -11,7 +11,8 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
 - the sequence's: each direction run over time reversed (a forward one) or in its own order (a
   go_backwards one), a Bidirectional's backward output left unflipped, the mask ignored or zeroed
   (only where the model has a mask), states handed over by another layer ignored (only where there
-  are), and reduced precision.
+  are), the states carried from one batch row into the next (a port looping over samples), the
+  output emitted one step late (h_{t-1} at step t), and reduced precision.
 
 Every single mistake is tried, then pairs of mistakes from different axes, most promising first,
 within a budget. All the runs share one step budget (`budget.Limits.runs`): the model's own run counts
@@ -63,7 +64,7 @@ MAX_PAIRS, PAIR_SECONDS = 2000, 8.0
 # A candidate that does not reproduce THEIRS is "close" when it cuts the largest error this many times or more.
 CLOSE = 10.0
 # The axes of mistakes that can leave some samples exact (the others act on every sample alike).
-PER_SAMPLE_AXES = ("mask", "state")
+PER_SAMPLE_AXES = ("mask", "state", "rows")
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,13 @@ def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: boo
             out.append(Mistake(f"the states handed over ignored: started from zeros{one}",
                                f"start {d.name} from {', '.join(d.initial_state_from)}", "state",
                                _for(d.name, DirectionVariant(zero_initial_state=True))))
+    out += [
+        Mistake("state carried across batch rows: row b starts from row b−1's final states", "reset the states to "
+                "zeros (or the given initial states) at the start of every sample, or run the batch as one "
+                "(batch, N_c) array", "rows", _for(None, DirectionVariant(carry_rows=True))),
+        Mistake("output one step late: h_{t−1} emitted at step t (zeros at step 0)", "update the states, then emit "
+                "h_t", "emit", _for(None, DirectionVariant(late_output=True))),
+    ]
     if any(d.wrapper is not None and d.settings.return_sequences for d in directions):
         out.append(Mistake("the backward output not flipped back to input order", "Bidirectional flips the backward "
                            "sequence back before merging", "time", Variant(backward_output_not_flipped=True)))

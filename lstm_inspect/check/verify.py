@@ -128,7 +128,8 @@ class Evidence:
         if self.profile:
             return ("every sample differs from step 0 and the error does not fade: look at what every step shares "
                     "(kernel, bias, gate order, activations) or which step is emitted")
-        return "every sample differs"
+        return ("every sample differs (this output holds no steps: diagnose a recurrent layer with --layer for "
+                "the per-step evidence)")
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "exact_samples": list(self.exact),
