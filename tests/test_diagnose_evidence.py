@@ -24,11 +24,14 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
-def port(x: np.ndarray, forget_bias: float = 0.0, carry_rows: bool = False, late: bool = False) -> np.ndarray:
+def port(x: np.ndarray, forget_bias: float = 0.0, carry_rows: bool = False, late: bool = False,
+         w: dict[str, np.ndarray] | None = None, go_backwards: bool = False) -> np.ndarray:
     """A sample-by-sample NumPy LSTM (Keras's i, f, c, o blocks), the whole output sequence. `forget_bias`: TF1's
     constant added to the forget gate; `carry_rows`: h, c never reset between the rows of the batch; `late`: the
-    output written before the update (h_{t-1} at step t)."""
-    w = keras_refs(SAMPLES / f"{SAMPLE}.ref.npz")["lstm"]
+    output written before the update (h_{t-1} at step t); `w`: another direction's Keras arrays (k3_single's by
+    default), `go_backwards` it runs over time reversed (its outputs in processing order)."""
+    w = w if w is not None else keras_refs(SAMPLES / f"{SAMPLE}.ref.npz")["lstm"]
+    x = x[:, ::-1] if go_backwards else x
     k, r, b = (w[n].astype(np.float64) for n in ("kernel", "recurrent_kernel", "bias"))
     n = r.shape[0]
     out = np.zeros((*x.shape[:2], n))
@@ -111,3 +114,24 @@ def test_output_one_step_late_is_named_first() -> None:
     assert result.evidence is not None and result.evidence.exact == ()
     result = diagnose(ckpt, [x], [theirs[:, -1]])  # the whole model: its last step, h_{T-2}
     assert result.found[0].exact and result.found[0].name.startswith("output one step late")
+
+
+def test_a_mistake_in_one_direction_shows_in_its_half_alone() -> None:
+    """k3_bidir_concat's Bidirectional alone, its backward direction with TF1's forget_bias: the forward half of
+    the concatenated output is exact, the backward half differs; nothing in the space comes close."""
+    w = keras_refs(SAMPLES / "k3_bidir_concat.ref.npz")
+    x = np.random.default_rng(3).normal(size=(3, 7, 3)).astype(np.float32)
+    fwd = port(x, w=w["bidirectional/forward_lstm_5"])
+    with np.load(SAMPLES / "k3_bidir_concat.io.npz") as io:  # the port is Keras's on Keras's own input first
+        xk = io["x"]
+    right = np.concatenate([port(xk, w=w["bidirectional/forward_lstm_5"]),
+                            port(xk, w=w["bidirectional/backward_lstm_5"], go_backwards=True)[:, ::-1]], axis=-1)
+    ckpt = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras")
+    assert diagnose(ckpt, [xk], [right], layer="bidirectional").matches
+    bad = port(x, w=w["bidirectional/backward_lstm_5"], go_backwards=True, forget_bias=1.0)
+    result = diagnose(ckpt, [x], [np.concatenate([fwd, bad[:, ::-1]], axis=-1)], layer="bidirectional")
+    assert not result.matches and result.found == [] and result.close == []
+    ev = result.evidence
+    assert ev is not None and ev.halves_exact == {"forward": True, "backward": False}
+    assert "the forward half exact; the backward half differs" in result.divergence
+    assert ev.hint().startswith("only the backward half differs")
