@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import lstm_inspect
 from lstm_inspect.check.diagnose import diagnose
@@ -135,3 +136,17 @@ def test_a_mistake_in_one_direction_shows_in_its_half_alone() -> None:
     assert ev is not None and ev.halves_exact == {"forward": True, "backward": False}
     assert "the forward half exact; the backward half differs" in result.divergence
     assert ev.hint().startswith("only the backward half differs")
+
+
+def test_verify_against_hints_what_the_evidence_shows(tmp_path: Path) -> None:
+    """verify --against on the port that carries states across rows: its hint names the exact sample and clears
+    the shared weights, instead of pointing at 'kernel, bias, gate order' because the error is there from step 0."""
+    pytest.importorskip("keras", reason="verify runs Keras itself")
+    x = _x()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "theirs.npy", port(x, carry_rows=True)[:, -1])
+    r = run_cli("verify", str(SAMPLES / f"{SAMPLE}.keras"), "-i", str(tmp_path / "x.npy"), "--against",
+                str(tmp_path / "theirs.npy"))
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 1, r.stderr
+    assert "sample 0 exact; samples 1-3 differ" in said and "gate order, activations) is right" in said
