@@ -128,8 +128,8 @@ class Evidence:
         if self.profile:
             return ("every sample differs from step 0 and the error does not fade: look at what every step shares "
                     "(kernel, bias, gate order, activations) or which step is emitted")
-        return ("every sample differs (this output holds no steps: diagnose a recurrent layer with --layer for "
-                "the per-step evidence)")
+        return ("what every sample shares is suspect (kernel, bias, gate order, activations); this output holds no "
+                "steps: compare a recurrent layer's sequence (--layer) to see from which step it differs")
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "exact_samples": list(self.exact),
