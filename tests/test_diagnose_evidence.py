@@ -26,15 +26,16 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def port(x: np.ndarray, forget_bias: float = 0.0, carry_rows: bool = False, late: bool = False,
-         w: dict[str, np.ndarray] | None = None, go_backwards: bool = False) -> np.ndarray:
+         w: dict[str, np.ndarray] | None = None, go_backwards: bool = False, onnx_order: bool = False) -> np.ndarray:
     """A sample-by-sample NumPy LSTM (Keras's i, f, c, o blocks), the whole output sequence. `forget_bias`: TF1's
     constant added to the forget gate; `carry_rows`: h, c never reset between the rows of the batch; `late`: the
     output written before the update (h_{t-1} at step t); `w`: another direction's Keras arrays (k3_single's by
     default), `go_backwards` it runs over time reversed (its outputs in processing order)."""
     w = w if w is not None else keras_refs(SAMPLES / f"{SAMPLE}.ref.npz")["lstm"]
     x = x[:, ::-1] if go_backwards else x
-    k, r, b = (w[n].astype(np.float64) for n in ("kernel", "recurrent_kernel", "bias"))
+    k, r = (w[n].astype(np.float64) for n in ("kernel", "recurrent_kernel"))
     n = r.shape[0]
+    b = w["bias"].astype(np.float64) if "bias" in w else np.zeros(4 * n)
     out = np.zeros((*x.shape[:2], n))
     h, c = np.zeros(n), np.zeros(n)
     for s in range(x.shape[0]):
@@ -43,6 +44,8 @@ def port(x: np.ndarray, forget_bias: float = 0.0, carry_rows: bool = False, late
         for t in range(x.shape[1]):
             z = x[s, t] @ k + h @ r + b
             i, f, g, o = z[:n], z[n:2 * n], z[2 * n:3 * n], z[3 * n:]
+            if onnx_order:  # the blocks read as ONNX's i, o, f, c
+                i, o, f, g = z[:n], z[n:2 * n], z[2 * n:3 * n], z[3 * n:]
             c = _sigmoid(f + forget_bias) * c + _sigmoid(i) * np.tanh(g)
             if late:
                 out[s, t] = h
@@ -102,6 +105,21 @@ def test_state_carried_across_rows_shows_sample_0_exact(tmp_path: Path) -> None:
     doc = json.loads(r.stdout)
     assert doc["evidence"]["exact_samples"] == [0] and [h["mistake"] for h in doc["ranked"]] == [
         d["mistake"] for d in doc["diagnosed"]]
+
+
+def test_a_sample_no_mistake_can_move_does_not_prune_the_search() -> None:
+    """An all-zero row into an LSTM without bias stays at h = 0 under any gate order, so it is exact in THEIRS
+    too: it must not rule out the gate-order mistakes the other rows show (k3_no_bias, Keras's own arrays)."""
+    ckpt = lstm_inspect.load(SAMPLES / "k3_no_bias.keras")
+    w = keras_refs(SAMPLES / "k3_no_bias.ref.npz")["lstm_9"]
+    with np.load(SAMPLES / "k3_no_bias.io.npz") as io:
+        x, y = io["x"].copy(), io["y"]
+    np.testing.assert_allclose(port(x, w=w), y, atol=1e-5)  # the port is Keras
+    x[0] = 0
+    theirs = port(x, w=w, onnx_order=True)
+    result = diagnose(ckpt, [x], [theirs], layer="lstm_9")
+    assert result.evidence is not None and result.evidence.exact == (0,) and result.pruned == 0
+    assert result.found and result.found[0].exact and "order" in result.found[0].name
 
 
 def test_output_one_step_late_is_named_first() -> None:

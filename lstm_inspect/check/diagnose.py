@@ -63,8 +63,9 @@ from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 MAX_PAIRS, PAIR_SECONDS = 2000, 8.0
 # A candidate that does not reproduce THEIRS is "close" when it cuts the largest error this many times or more.
 CLOSE = 10.0
-# The axes of mistakes that can leave some samples exact (the others act on every sample alike).
-PER_SAMPLE_AXES = ("mask", "state", "rows")
+# The axes of mistakes that can leave some samples exact (the others act on every sample alike). Precision is
+# one: its errors are small, so a sample with small activations can stay within the tolerance.
+PER_SAMPLE_AXES = ("mask", "state", "rows", "precision")
 
 
 @dataclass(frozen=True)
@@ -326,6 +327,25 @@ def diagnose_port(ckpt: Checkpoint, x: Any, theirs: Any, layer: str | None = Non
     return diagnose(ckpt, as_inputs(x), as_inputs(theirs), layer, atol, rtol)
 
 
+def _exact_samples_inform(run: Run, singles: list[Mistake], ours: list[np.ndarray], exact: tuple[int, ...],
+                          atol: float) -> bool:
+    """Whether the samples THEIRS gets right can rule out the mistakes that act on every sample: the first such
+    mistake must move each of them. A row that every such mistake leaves as it is (all padding, or zeros into a
+    layer without bias) proves nothing, and pruning on it would rule out the very mistake the port made."""
+    probe = next((m for m in singles if m.axis not in PER_SAMPLE_AXES), None)
+    if probe is None:
+        return False
+    outs = run(probe.variant)
+    rows = list(exact)
+    moved = np.zeros(len(rows), bool)
+    for o, own in zip(outs, ours):
+        if np.ndim(o) == 0 or np.shape(o) != np.shape(own):
+            return False
+        diff = np.abs(np.asarray(o, np.float64)[rows] - np.asarray(own, np.float64)[rows])
+        moved |= np.max(diff.reshape(len(rows), -1), axis=1) > atol
+    return bool(np.all(moved))
+
+
 def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run: int, layer: str | None,
             last_step: bool, atol: float, rtol: float, file: str, halves: bool = False) -> Diagnosis:
     """The model's own outputs against THEIRS, then each single mistake, then pairs while the budget lasts."""
@@ -340,7 +360,8 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
     if result.matches:
         return result
     result.evidence = next(c.evidence for c in baseline if not c.ok)
-    if result.evidence is not None and result.evidence.exact:
+    if result.evidence is not None and result.evidence.exact and \
+            _exact_samples_inform(run, singles, ours, result.evidence.exact, atol):
         kept = [m for m in singles if m.axis in PER_SAMPLE_AXES]
         result.pruned, singles = len(singles) - len(kept), kept
     gap = max(c.max_abs for c in baseline)
