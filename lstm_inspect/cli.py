@@ -852,13 +852,8 @@ def render_verify(report: Any, console: Console) -> None:
     else:
         bad = [c for c in report.comparisons if not c.ok]
         first = bad[0]
-        growth = ""
-        if first.per_step and len(first.per_step) > 1:
-            ps = first.per_step
-            growth = (" The error is there from step 0 (look at what every step shares: kernel, bias, gate order, "
-                      "activations)." if ps[0] > report.atol else
-                      " The error starts later and grows over time (look at the recurrence: recurrent_kernel, "
-                      "state carry, masking).")
+        ev = first.evidence
+        growth = f" {'; '.join(ev.lines())}: {ev.hint()}." if ev is not None else ""
         console.print(Text("mismatch", style="red") + lit(f": {len(bad)} of {len(report.comparisons)} outputs "
                                                           f"differ; first: {shown(first.name)}.{growth}"))
 
@@ -1233,10 +1228,15 @@ def render_diagnosis(result: Any, console: Console) -> None:
             console.print(lit(f"{rank}. ") + lit(h.name, "bold") + lit(f" reproduces THEIRS {exact} (max |Δ| "
                                                                        f"{h.max_abs:.2e})."))
             console.print(lit(f"   fix: {h.fix}"))
+    elif result.close:
+        console.print(lit("none of the porting mistakes lstm-inspect knows reproduces THEIRS; close (each cuts the "
+                          "largest |Δ| 10x or more):"))
+        for h in result.close[:3]:
+            console.print(lit(f"   {h.name} (max |Δ| {h.max_abs:.3g}); fix: {h.fix}"))
     else:
-        console.print(lit("none of the porting mistakes lstm-inspect knows reproduces THEIRS; the closest:"))
-        for h in result.ranked[:3]:
-            console.print(lit(f"   {h.name} (max |Δ| {h.max_abs:.3g})"))
+        ruled = f" ({result.pruned} ruled out by the evidence)" if result.pruned else ""
+        console.print(lit(f"none of the porting mistakes lstm-inspect knows comes close{ruled}: none cuts the "
+                          "largest |Δ| 10x; the evidence:"))
     console.print(lit(result.divergence))
 
 

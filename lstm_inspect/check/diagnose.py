@@ -11,7 +11,8 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
 - the sequence's: each direction run over time reversed (a forward one) or in its own order (a
   go_backwards one), a Bidirectional's backward output left unflipped, the mask ignored or zeroed
   (only where the model has a mask), states handed over by another layer ignored (only where there
-  are), and reduced precision.
+  are), the states carried from one batch row into the next (a port looping over samples), the
+  output emitted one step late (h_{t-1} at step t), and reduced precision.
 
 Every single mistake is tried, then pairs of mistakes from different axes, most promising first,
 within a budget. All the runs share one step budget (`budget.Limits.runs`): the model's own run counts
@@ -20,6 +21,13 @@ fits the budget but whose search would not is refused before the search starts, 
 --max-steps; pairs are tried only while what is left of the budget pays for them. A candidate whose
 outputs equal the model's own is not a mistake on this input and is left out. One that reproduces
 THEIRS within the verify tolerance is "exact".
+
+Before the search, the error is broken down per sample and step (and per half of a Bidirectional's
+concatenated output): `verify.Evidence`. When some samples are exact, the mistakes that act on every
+sample alike (the cell's, time order, precision) cannot be the cause and are not tried. When nothing
+reproduces THEIRS, a candidate is listed as "close" only when it cuts the largest error CLOSE times or
+more (it explains at least 90 % of it); otherwise diagnose says none comes close and gives the evidence,
+never a ranking of unrelated mistakes whose error is about the raw error.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ from lstm_inspect.base import budget, progress
 from lstm_inspect.base.display import brief, html_table
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.check.mistakes import cell_mistakes
-from lstm_inspect.check.verify import Comparison, compare
+from lstm_inspect.check.verify import Comparison, Evidence, compare
 from lstm_inspect.engine.network import (
     DirectionVariant,
     Network,
@@ -53,6 +61,11 @@ from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
 # Pairs are tried until one fits exactly, this many have run, or this many seconds have passed.
 MAX_PAIRS, PAIR_SECONDS = 2000, 8.0
+# A candidate that does not reproduce THEIRS is "close" when it cuts the largest error this many times or more.
+CLOSE = 10.0
+# The axes of mistakes that can leave some samples exact (the others act on every sample alike). Precision is
+# one: its errors are small, so a sample with small activations can stay within the tolerance.
+PER_SAMPLE_AXES = ("mask", "state", "rows", "precision")
 
 
 @dataclass(frozen=True)
@@ -121,6 +134,13 @@ def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: boo
             out.append(Mistake(f"the states handed over ignored: started from zeros{one}",
                                f"start {d.name} from {', '.join(d.initial_state_from)}", "state",
                                _for(d.name, DirectionVariant(zero_initial_state=True))))
+    out += [
+        Mistake("state carried across batch rows: row b starts from row b−1's final states", "reset the states to "
+                "zeros (or the given initial states) at the start of every sample, or run the batch as one "
+                "(batch, N_c) array", "rows", _for(None, DirectionVariant(carry_rows=True))),
+        Mistake("output one step late: h_{t−1} emitted at step t (zeros at step 0)", "update the states, then emit "
+                "h_t", "emit", _for(None, DirectionVariant(late_output=True))),
+    ]
     if any(d.wrapper is not None and d.settings.return_sequences for d in directions):
         out.append(Mistake("the backward output not flipped back to input order", "Bidirectional flips the backward "
                            "sequence back before merging", "time", Variant(backward_output_not_flipped=True)))
@@ -177,10 +197,18 @@ class Diagnosis:
     divergence: str = ""
     tried: int = 0  # candidates run (singles and pairs)
     excluded: int = 0  # candidates that compute what the model itself does on this input
+    evidence: Evidence | None = None  # where the first failing output's error sits (samples, steps, halves)
+    pruned: int = 0  # candidates not tried because the evidence rules them out (some samples exact)
 
     @property
     def found(self) -> list[Hypothesis]:
         return [h for h in self.ranked if h.fits]
+
+    @property
+    def close(self) -> list[Hypothesis]:
+        """Candidates that do not reproduce THEIRS but cut the largest error CLOSE times or more."""
+        gap = max((c.max_abs for c in self.baseline), default=0.0)
+        return [h for h in self.ranked if not h.fits and h.max_abs * CLOSE <= gap]
 
     def __repr__(self) -> str:
         if self.matches:
@@ -191,16 +219,19 @@ class Diagnosis:
         return f"<Diagnosis: mismatch; {best} ({self.tried} tried)>"
 
     def _repr_html_(self) -> str:
-        rows = [(h.name, "exact" if h.exact else "fits" if h.fits else "", f"{h.max_abs:.2e}", h.fix)
-                for h in (self.found or self.ranked[:3])]
+        rows = [(h.name, "exact" if h.exact else "fits" if h.fits else "close", f"{h.max_abs:.2e}", h.fix)
+                for h in (self.found or self.close[:3])]
         title = "THEIRS matches Keras" if self.matches else f"mismatch: {self.divergence}"
         return html_table(title, ("mistake", "verdict", "max |Δ| to THEIRS", "fix"), rows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "matches": self.matches, "against_engine": [c.to_dict() for c in self.baseline],
-                "diagnosed": [h.to_dict() for h in self.found], "ranked": [h.to_dict() for h in self.ranked[:8]],
+                "diagnosed": [h.to_dict() for h in self.found],
+                "ranked": [h.to_dict() for h in (self.found + self.close)[:8]],
+                "close": [h.to_dict() for h in self.close[:8]], "close_factor": CLOSE,
+                "evidence": self.evidence.to_dict() if self.evidence else None,
                 "divergence": self.divergence or None, "candidates_tried": self.tried,
-                "candidates_equal_to_the_model": self.excluded}
+                "candidates_equal_to_the_model": self.excluded, "candidates_ruled_out_by_evidence": self.pruned}
 
 
 Run = Callable[[Variant | None], list[np.ndarray]]
@@ -214,13 +245,15 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
         if t.dtype.kind not in "fiu":
             raise InspectError(f"THEIRS holds {t.dtype}, not numbers")
     last_step = False
+    pair = ckpt.directions_of(layer) if layer is not None else []
+    halves = len(pair) > 1 and pair[0].merge_mode == "concat"
     if layer is not None:
         run, directions, masked, per_run, last_step = _layer_runner(ckpt, layer, xs, theirs)
     else:
         run, directions, masked, per_run = _network_runner(ckpt, xs)
     singles = mistakes(ckpt, directions, masked)
     with _sharing(2 + len(singles)):
-        return _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file))
+        return _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file), halves)
 
 
 def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: list[np.ndarray]
@@ -294,8 +327,27 @@ def diagnose_port(ckpt: Checkpoint, x: Any, theirs: Any, layer: str | None = Non
     return diagnose(ckpt, as_inputs(x), as_inputs(theirs), layer, atol, rtol)
 
 
+def _exact_samples_inform(run: Run, singles: list[Mistake], ours: list[np.ndarray], exact: tuple[int, ...],
+                          atol: float) -> bool:
+    """Whether the samples THEIRS gets right can rule out the mistakes that act on every sample: the first such
+    mistake must move each of them. A row that every such mistake leaves as it is (all padding, or zeros into a
+    layer without bias) proves nothing, and pruning on it would rule out the very mistake the port made."""
+    probe = next((m for m in singles if m.axis not in PER_SAMPLE_AXES), None)
+    if probe is None:
+        return False
+    outs = run(probe.variant)
+    rows = list(exact)
+    moved = np.zeros(len(rows), bool)
+    for o, own in zip(outs, ours):
+        if np.ndim(o) == 0 or np.shape(o) != np.shape(own):
+            return False
+        diff = np.abs(np.asarray(o, np.float64)[rows] - np.asarray(own, np.float64)[rows])
+        moved |= np.max(diff.reshape(len(rows), -1), axis=1) > atol
+    return bool(np.all(moved))
+
+
 def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run: int, layer: str | None,
-            last_step: bool, atol: float, rtol: float, file: str) -> Diagnosis:
+            last_step: bool, atol: float, rtol: float, file: str, halves: bool = False) -> Diagnosis:
     """The model's own outputs against THEIRS, then each single mistake, then pairs while the budget lasts."""
     ours = run(None)
     if len(theirs) != len(ours) or any(np.shape(t) != np.shape(o) for t, o in zip(theirs, ours)):
@@ -303,10 +355,15 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
                            f"{[o.shape for o in ours]} for this input"
                            + ("" if layer is None else " (the whole sequence or, for --layer, its last step)"))
     baseline = [compare(f"output_{k}" if layer is None else f"layer {layer}" + (" (last step)" if last_step else ""),
-                        t, o, atol, rtol) for k, (t, o) in enumerate(zip(theirs, ours))]
+                        t, o, atol, rtol, halves=halves) for k, (t, o) in enumerate(zip(theirs, ours))]
     result = Diagnosis(file, all(c.ok for c in baseline), baseline)
     if result.matches:
         return result
+    result.evidence = next(c.evidence for c in baseline if not c.ok)
+    if result.evidence is not None and result.evidence.exact and \
+            _exact_samples_inform(run, singles, ours, result.evidence.exact, atol):
+        kept = [m for m in singles if m.axis in PER_SAMPLE_AXES]
+        result.pruned, singles = len(singles) - len(kept), kept
     gap = max(c.max_abs for c in baseline)
 
     def distance(outs: list[np.ndarray]) -> tuple[float, bool, float]:
@@ -350,7 +407,7 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
     if not exact:
         _try_pairs(sorted(scored, key=lambda item: item[1]), attempt, min(MAX_PAIRS, affordable))
     result.ranked.sort(key=lambda h: (not h.exact, not h.fits, h.max_abs))
-    result.divergence = _divergence(baseline, atol)
+    result.divergence = _divergence(baseline)
     return result
 
 
@@ -372,16 +429,14 @@ def _try_pairs(ranked: list[tuple[Mistake, float]], attempt: Callable[[Mistake],
             return
 
 
-def _divergence(baseline: list[Comparison], atol: float) -> str:
+def _divergence(baseline: list[Comparison]) -> str:
+    """Where THEIRS first departs and what the evidence (per sample, step, half) shows."""
     worst = next(c for c in baseline if not c.ok)
-    if worst.per_step:
-        grows = worst.per_step[0] <= atol
-        where = ", ".join(f"{k} {v}" for k, v in (worst.first_bad or {}).items())
-        return (f"{worst.name} first diverges at {where}; " + (
-            "the error starts after step 0 and grows over time: a recurrence problem (recurrent_kernel, the "
-            "state carried, masking)" if grows else
-            "the error is there from step 0: an input-projection problem (kernel, bias, gate order, activations)"))
-    return f"{worst.name} differs by up to {worst.max_abs:.3g}"
+    where = ", ".join(f"{k} {v}" for k, v in (worst.first_bad or {}).items())
+    head = f"{worst.name} first diverges at {where}" if where else f"{worst.name} differs by up to {worst.max_abs:.3g}"
+    if worst.evidence is None:
+        return head
+    return f"{head}; {'; '.join(worst.evidence.lines())}: {worst.evidence.hint()}"
 
 
 __all__ = ["Diagnosis", "Hypothesis", "Mistake", "StepVariant", "diagnose", "diagnose_port", "mistakes"]

@@ -11,6 +11,10 @@ value so far or up to LOOKAHEAD steps later (two float32 runs part from the floa
 step or two apart, and a saturated unit that flips in one run gives a whole unit at once). A wrong port still
 fails where the model is not yet sensitive: at the first steps, the spread is the float32 rounding of one
 step (~1e-8), far below what a wrong gate order, bias or activation gives.
+
+A failed comparison carries its `Evidence`: which samples are exact, from which step each wrong one departs,
+whether the error fades (a wrong starting state is forgotten), and its hint says only what that shows (a port
+whose sample 0 is exact has its weights and gate order right, whatever the step profile).
 """
 
 from __future__ import annotations
@@ -48,6 +52,116 @@ SLACK = 8.0
 LOOKAHEAD = 4
 
 
+# An error is said to fade when its largest value over the last quarter of the steps is this many times smaller than
+# at the step where it starts (a wrong starting state is forgotten; a wrong step function is not).
+FADES = 10.0
+
+
+def _runs(ids: list[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2, 5"."""
+    parts: list[str] = []
+    for k in ids:
+        if parts and k == int(parts[-1].split("-")[-1]) + 1:
+            parts[-1] = f"{parts[-1].split('-')[0]}-{k}"
+        else:
+            parts.append(str(k))
+    return ", ".join(parts[:6]) + (", ..." if len(parts) > 6 else "")
+
+
+def _samples(ids: list[int]) -> str:
+    return f"sample{'s' if len(ids) > 1 else ''} {_runs(ids)}"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where an output's error sits, measured before any guess: which samples are exact (within the tolerance),
+    from which step each wrong sample departs (sequences), whether the error fades, grows or stays, and for a
+    Bidirectional's concatenated output which half (forward, backward) is exact."""
+
+    samples: int
+    exact: tuple[int, ...]  # samples within the tolerance everywhere
+    from_step: dict[int, int]  # wrong sample -> the first step past tolerance (sequences only)
+    profile: str  # "fades", "grows", "stays" or "" (no steps)
+    halves_exact: dict[str, bool] | None = None  # "forward"/"backward" -> that half within the tolerance
+
+    def lines(self) -> list[str]:
+        """One or two lines: "sample 0 exact; samples 1-2 differ from step 0 (the error fades over the steps)"."""
+        wrong = [b for b in range(self.samples) if b not in self.exact]
+        parts = [f"{_samples(list(self.exact))} exact"] if self.exact else []
+        if self.from_step:
+            by_step: dict[int, list[int]] = {}
+            for b in wrong:
+                by_step.setdefault(self.from_step[b], []).append(b)
+            every = "every sample differs" if not self.exact and self.samples > 1 else _samples(wrong) + " differ"
+            if len(by_step) == 1:
+                parts.append(f"{every} from step {next(iter(by_step))}")
+            else:
+                parts.append(f"{every}: " + ", ".join(f"{_samples(bs)} from step {t}"
+                                                      for t, bs in sorted(by_step.items())[:4]))
+            parts[-1] += {"fades": " (the error fades over the steps)", "grows": " (the error grows over the steps)",
+                          "stays": " (the error stays)"}.get(self.profile, "")
+        elif wrong:
+            parts.append("every sample differs" if not self.exact and self.samples > 1 else f"{_samples(wrong)} differ")
+        out = ["; ".join(parts)]
+        if self.halves_exact is not None:
+            out.append("; ".join(f"the {h} half {'exact' if ok else 'differs'}" for h, ok in self.halves_exact.items()))
+        return out
+
+    def hint(self) -> str:
+        """What the evidence shows about where the mistake is, and nothing it contradicts."""
+        halves = self.halves_exact or {}
+        if len(halves) == 2 and sum(halves.values()) == 1:
+            wrong = next(h for h, ok in halves.items() if not ok)
+            return (f"only the {wrong} half differs: the mistake is in the {wrong} direction alone (its weights, "
+                    "its time order, its mask or which of its steps is taken)")
+        if self.exact:
+            return (f"{_samples(list(self.exact))} exact, so what every sample shares (kernel, bias, gate order, "
+                    "activations) is right; look at what differs per sample: the state a row starts from (states "
+                    "carried across batch rows or calls), padding and masks, the order of the rows")
+        starts = min(self.from_step.values(), default=0)
+        if self.from_step and starts > 0:
+            return (f"every sample is exact up to step {starts - 1}: a recurrence problem (the recurrent kernel, the "
+                    "forget gate and its bias, the state carried, masking), not the input projection")
+        if self.profile == "fades":
+            return ("every sample differs from step 0 and the error fades: a wrong starting state (states carried "
+                    "over or initial states) or a first step computed apart, more likely than the step function")
+        if self.profile:
+            return ("every sample differs from step 0 and the error does not fade: look at what every step shares "
+                    "(kernel, bias, gate order, activations) or which step is emitted")
+        return ("what every sample shares is suspect (kernel, bias, gate order, activations); this output holds no "
+                "steps: compare a recurrent layer's sequence (--layer) to see from which step it differs")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "exact_samples": list(self.exact),
+                "first_step_past_tolerance": {str(b): t for b, t in self.from_step.items()} or None,
+                "profile": self.profile or None, "halves_exact": self.halves_exact, "lines": self.lines(),
+                "hint": self.hint()}
+
+
+def evidence(bad: np.ndarray, err: np.ndarray, halves: bool = False) -> Evidence:
+    """`bad`, `err`: (sample, step, unit) or (sample, unit) past-tolerance flags and |errors|; `halves`: the last
+    axis is a Bidirectional's forward and backward outputs concatenated."""
+    n = bad.shape[0]
+    per_sample = bad.reshape(n, -1).any(axis=1)
+    exact = tuple(int(b) for b in np.flatnonzero(~per_sample))
+    from_step: dict[int, int] = {}
+    profile = ""
+    if bad.ndim == 3:
+        steps = bad.any(axis=2)
+        from_step = {int(b): int(np.argmax(steps[b])) for b in np.flatnonzero(per_sample)}
+        wrong = err[per_sample].max(axis=(0, 2))
+        start = min(from_step.values(), default=0)
+        tail = wrong[max(start + 1, wrong.size - max(1, wrong.size // 4)):]
+        if tail.size:
+            last, first = float(tail.max()), float(wrong[start])
+            profile = "fades" if last * FADES <= first else "grows" if last >= FADES * first else "stays"
+    split = None
+    if halves and bad.shape[-1] % 2 == 0:
+        k = bad.shape[-1] // 2
+        split = {"forward": not bad[..., :k].any(), "backward": not bad[..., k:].any()}
+    return Evidence(n, exact, from_step, profile, split)
+
+
 @dataclass(repr=False)
 class Comparison:
     """One output compared element-wise: ok when |ours - ref| <= atol + rtol·|ref| everywhere.
@@ -62,6 +176,7 @@ class Comparison:
     ok: bool
     first_bad: dict[str, int] | None  # where the first element past tolerance is (sample, step, unit)
     per_step: list[float] | None  # max |error| at each time step, for sequences
+    evidence: Evidence | None = None  # where the error sits (per sample, step, half), when past tolerance
 
     def __repr__(self) -> str:
         return (f"<Comparison {brief(self.name)} {'ok' if self.ok else 'MISMATCH'}: max |Δ| {self.max_abs:.2e}, "
@@ -70,13 +185,14 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "max_abs_error": self.max_abs,
                 "max_rel_error": self.max_rel, "ok": self.ok, "first_past_tolerance": self.first_bad,
-                "error_per_step": self.per_step}
+                "error_per_step": self.per_step, "evidence": self.evidence.to_dict() if self.evidence else None}
 
 
 def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: float,
-            slack: np.ndarray | float = 0.0) -> Comparison:
+            slack: np.ndarray | float = 0.0, halves: bool = False) -> Comparison:
     """`slack`: an extra tolerance (per step for a sequence, see `rounding_sensitivity`), 0 unless the model
-    amplifies float32 rounding on this input."""
+    amplifies float32 rounding on this input; `halves`: ref is a Bidirectional's concatenated output (the
+    evidence says which half is exact)."""
     ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if ours.shape != ref.shape:
         return Comparison(name, tuple(ref.shape), float("inf"), float("inf"), False,
@@ -96,8 +212,9 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: flo
             idx = np.unravel_index(int(np.argmax(bad.reshape(-1))), bad.shape)
             first = {"sample": int(idx[0]), "unit": int(idx[-1])} if bad.ndim >= 2 else {"index": int(idx[0])}
     per_step = [float(e) for e in err.max(axis=(0, 2))] if err.ndim == 3 else None
+    found = evidence(bad, err, halves) if bad.any() and bad.ndim >= 2 else None
     return Comparison(name, tuple(ref.shape), float(err.max()) if err.size else 0.0, max_rel, not bad.any(), first,
-                      per_step)
+                      per_step, found)
 
 
 @dataclass(repr=False)

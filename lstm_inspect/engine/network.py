@@ -68,6 +68,8 @@ class DirectionVariant:
     ignore_go_backwards: bool = False  # a go_backwards direction run on the input in its own order
     reverse_time: bool = False  # a forward direction run over the input reversed in time
     zero_initial_state: bool = False  # the states another layer hands over ignored
+    carry_rows: bool = False  # row b starts from row b-1's final states (a port looping over samples)
+    late_output: bool = False  # h_{t-1} emitted at step t (zeros at step 0)
 
     def then(self, other: DirectionVariant) -> DirectionVariant:
         """Both departures at once (other's settings win where both set one)."""
@@ -83,7 +85,8 @@ class DirectionVariant:
             else self.zero_output_for_mask,
             ignore_go_backwards=self.ignore_go_backwards or other.ignore_go_backwards,
             reverse_time=self.reverse_time != other.reverse_time,
-            zero_initial_state=self.zero_initial_state or other.zero_initial_state)
+            zero_initial_state=self.zero_initial_state or other.zero_initial_state,
+            carry_rows=self.carry_rows or other.carry_rows, late_output=self.late_output or other.late_output)
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,22 @@ class Variant:
         return Variant(self.changes + other.changes,
                        self.backward_output_not_flipped or other.backward_output_not_flipped,
                        other.dtype or self.dtype)
+
+
+def _rows_in_turn(step: Any, x: np.ndarray, mask: np.ndarray | None, start: list[np.ndarray] | None,
+                  loop: dict[str, Any]) -> SequenceResult:
+    """A port that runs the rows of a batch one after another and never resets its states (diagnose's
+    "state carried across batch rows"): row 0 starts from `start` (or zeros), row b from row b-1's final states."""
+    outs: list[np.ndarray] = []
+    states: list[list[np.ndarray]] = []
+    carried = None if start is None else [np.asarray(a)[:1] for a in start]
+    for b in range(x.shape[0]):
+        r = run_sequence(step, x[b:b + 1], mask=None if mask is None else mask[b:b + 1], initial_state=carried,
+                         **loop)
+        outs.append(r.outputs)
+        states.append(r.states)
+        carried = [np.array(a, copy=True) for a in r.states]
+    return SequenceResult(np.concatenate(outs), [np.concatenate(k) for k in zip(*states)])
 
 
 def run_direction(
@@ -130,6 +149,7 @@ def run_direction(
         x = x[:, ::-1]
         mask = None if mask is None else mask[:, ::-1]
     step = d.cell.step(w, s, dtype, x.shape[0], d.hard_sigmoid, v.step)
+    row_step = d.cell.step(w, s, dtype, 1, d.hard_sigmoid, v.step) if v.carry_rows and not trace else None
     units = w.units
     del w, weights  # the step holds its own copy: the stored arrays need not stay in memory while it runs
     widths = None
@@ -138,11 +158,17 @@ def run_direction(
     backwards = s.go_backwards and not v.ignore_go_backwards
     start = None if v.zero_initial_state else initial_state
     used_mask = None if v.ignore_mask else mask
-    res = run_sequence(
-        step, x, units=units, trace_widths=widths, mask=used_mask, go_backwards=backwards,
-        zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None else v.zero_output_for_mask,
-        initial_state=start, dtype=dtype, return_sequences=sequences,
-    )
+    loop = dict(units=units, trace_widths=widths, go_backwards=backwards, dtype=dtype,
+                zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None
+                else v.zero_output_for_mask, return_sequences=sequences or v.late_output)
+    if row_step is not None:
+        res = _rows_in_turn(row_step, x, used_mask, start, loop)
+    else:
+        res = run_sequence(step, x, mask=used_mask, initial_state=start, **loop)  # type: ignore[arg-type]
+    if v.late_output and not trace:
+        late = np.zeros_like(res.outputs)
+        late[:, 1:] = res.outputs[:, :-1]
+        res = SequenceResult(late if sequences else late[:, -1:], res.states, res.trace)
     if res.trace is not None and used_mask is not None:
         hold_masked_states(res.trace, d.cell.states, np.asarray(used_mask, bool)[:, ::-1] if backwards
                            else np.asarray(used_mask, bool), start)

@@ -1,0 +1,170 @@
+"""`diagnose` on ports whose mistake is outside its space: it says none comes close and gives the evidence.
+
+Every THEIRS here is computed by an LSTM written in this file from Keras's own weights (k3_single.ref.npz,
+checked against Keras's outputs in k3_single.io.npz), never by the engine under test; one mistake is planted
+in the port's loop or gates.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lstm_inspect
+from lstm_inspect.check.diagnose import diagnose
+
+from conftest import SAMPLES, keras_refs, run_cli
+
+SAMPLE = "k3_single"  # LSTM(5) on (batch, 7, 3), last step out; Keras 3
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def port(x: np.ndarray, forget_bias: float = 0.0, carry_rows: bool = False, late: bool = False,
+         w: dict[str, np.ndarray] | None = None, go_backwards: bool = False, onnx_order: bool = False) -> np.ndarray:
+    """A sample-by-sample NumPy LSTM (Keras's i, f, c, o blocks), the whole output sequence. `forget_bias`: TF1's
+    constant added to the forget gate; `carry_rows`: h, c never reset between the rows of the batch; `late`: the
+    output written before the update (h_{t-1} at step t); `w`: another direction's Keras arrays (k3_single's by
+    default), `go_backwards` it runs over time reversed (its outputs in processing order)."""
+    w = w if w is not None else keras_refs(SAMPLES / f"{SAMPLE}.ref.npz")["lstm"]
+    x = x[:, ::-1] if go_backwards else x
+    k, r = (w[n].astype(np.float64) for n in ("kernel", "recurrent_kernel"))
+    n = r.shape[0]
+    b = w["bias"].astype(np.float64) if "bias" in w else np.zeros(4 * n)
+    out = np.zeros((*x.shape[:2], n))
+    h, c = np.zeros(n), np.zeros(n)
+    for s in range(x.shape[0]):
+        if not carry_rows:
+            h, c = np.zeros(n), np.zeros(n)
+        for t in range(x.shape[1]):
+            z = x[s, t] @ k + h @ r + b
+            i, f, g, o = z[:n], z[n:2 * n], z[2 * n:3 * n], z[3 * n:]
+            if onnx_order:  # the blocks read as ONNX's i, o, f, c
+                i, o, f, g = z[:n], z[n:2 * n], z[2 * n:3 * n], z[3 * n:]
+            c = _sigmoid(f + forget_bias) * c + _sigmoid(i) * np.tanh(g)
+            if late:
+                out[s, t] = h
+            h = _sigmoid(o) * np.tanh(c)
+            if not late:
+                out[s, t] = h
+    return out.astype(np.float32)
+
+
+def _x() -> np.ndarray:
+    with np.load(SAMPLES / f"{SAMPLE}.io.npz") as io:
+        return io["x"]
+
+
+def test_the_port_is_keras() -> None:
+    with np.load(SAMPLES / f"{SAMPLE}.io.npz") as io:
+        np.testing.assert_allclose(port(io["x"])[:, -1], io["y"], atol=1e-5)
+
+
+def test_a_mistake_outside_the_space_gets_none_comes_close_and_the_evidence() -> None:
+    """TF1's forget_bias=1.0 on a Keras model: step 0 is exact (f multiplies c_{-1} = 0), every sample wrong
+    from step 1; no candidate cuts the error 10x, so none is listed."""
+    ckpt = lstm_inspect.load(SAMPLES / f"{SAMPLE}.keras")
+    x = _x()
+    result = diagnose(ckpt, [x], [port(x, forget_bias=1.0)], layer="lstm")
+    assert not result.matches and result.found == [] and result.close == []
+    ev = result.evidence
+    assert ev is not None and ev.exact == () and ev.from_step == {s: 1 for s in range(x.shape[0])}
+    assert "every sample differs from step 1" in result.divergence and "recurrence" in result.divergence
+    doc = result.to_dict()
+    assert doc["ranked"] == [] and doc["close"] == [] and doc["evidence"]["exact_samples"] == []
+
+
+def test_state_carried_across_rows_shows_sample_0_exact(tmp_path: Path) -> None:
+    """Row s starts from row s-1's final states: sample 0 exact, the others wrong from step 0; the hint says the
+    shared weights are right (not 'kernel, bias, gate order' as suspects), and the candidate is named first."""
+    ckpt = lstm_inspect.load(SAMPLES / f"{SAMPLE}.keras")
+    x = _x()
+    theirs = port(x, carry_rows=True)
+    result = diagnose(ckpt, [x], [theirs], layer="lstm")
+    ev = result.evidence
+    assert ev is not None and ev.exact == (0,) and ev.from_step == {1: 0, 2: 0, 3: 0}  # 7 steps: too few to fade 10x
+    assert ev.lines()[0].startswith("sample 0 exact; samples 1-3 differ from step 0")
+    assert "is right" in ev.hint() and "state a row starts from" in ev.hint()
+    assert result.found[0].exact and result.found[0].name.startswith("state carried across batch rows")
+    assert result.pruned > 0  # the mistakes acting on every sample alike were not run
+    # the whole model (its last step only): the per-sample evidence alone, on the command line
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "theirs.npy", theirs[:, -1])
+    r = run_cli("diagnose", str(SAMPLES / f"{SAMPLE}.keras"), "-i", str(tmp_path / "x.npy"), "--against",
+                str(tmp_path / "theirs.npy"))
+    assert r.returncode == 1, r.stderr
+    assert "1. state carried across batch rows" in r.stdout and "sample 0 exact; samples 1-3 differ" in r.stdout
+    assert "closest" not in r.stdout
+    r = run_cli("diagnose", str(SAMPLES / f"{SAMPLE}.keras"), "-i", str(tmp_path / "x.npy"), "--against",
+                str(tmp_path / "theirs.npy"), "--json")
+    doc = json.loads(r.stdout)
+    assert doc["evidence"]["exact_samples"] == [0] and [h["mistake"] for h in doc["ranked"]] == [
+        d["mistake"] for d in doc["diagnosed"]]
+
+
+def test_a_sample_no_mistake_can_move_does_not_prune_the_search() -> None:
+    """An all-zero row into an LSTM without bias stays at h = 0 under any gate order, so it is exact in THEIRS
+    too: it must not rule out the gate-order mistakes the other rows show (k3_no_bias, Keras's own arrays)."""
+    ckpt = lstm_inspect.load(SAMPLES / "k3_no_bias.keras")
+    w = keras_refs(SAMPLES / "k3_no_bias.ref.npz")["lstm_9"]
+    with np.load(SAMPLES / "k3_no_bias.io.npz") as io:
+        x, y = io["x"].copy(), io["y"]
+    np.testing.assert_allclose(port(x, w=w), y, atol=1e-5)  # the port is Keras
+    x[0] = 0
+    theirs = port(x, w=w, onnx_order=True)
+    result = diagnose(ckpt, [x], [theirs], layer="lstm_9")
+    assert result.evidence is not None and result.evidence.exact == (0,) and result.pruned == 0
+    assert result.found and result.found[0].exact and "order" in result.found[0].name
+
+
+def test_output_one_step_late_is_named_first() -> None:
+    """The port emits h_{t-1}: every sample differs from step 0; named first and exactly."""
+    ckpt = lstm_inspect.load(SAMPLES / f"{SAMPLE}.keras")
+    x = _x()
+    theirs = port(x, late=True)
+    assert np.all(theirs[:, 0] == 0)
+    result = diagnose(ckpt, [x], [theirs], layer="lstm")
+    assert result.found[0].exact and result.found[0].name.startswith("output one step late")
+    assert result.evidence is not None and result.evidence.exact == ()
+    result = diagnose(ckpt, [x], [theirs[:, -1]])  # the whole model: its last step, h_{T-2}
+    assert result.found[0].exact and result.found[0].name.startswith("output one step late")
+
+
+def test_a_mistake_in_one_direction_shows_in_its_half_alone() -> None:
+    """k3_bidir_concat's Bidirectional alone, its backward direction with TF1's forget_bias: the forward half of
+    the concatenated output is exact, the backward half differs; nothing in the space comes close."""
+    w = keras_refs(SAMPLES / "k3_bidir_concat.ref.npz")
+    x = np.random.default_rng(3).normal(size=(3, 7, 3)).astype(np.float32)
+    fwd = port(x, w=w["bidirectional/forward_lstm_5"])
+    with np.load(SAMPLES / "k3_bidir_concat.io.npz") as io:  # the port is Keras's on Keras's own input first
+        xk = io["x"]
+    right = np.concatenate([port(xk, w=w["bidirectional/forward_lstm_5"]),
+                            port(xk, w=w["bidirectional/backward_lstm_5"], go_backwards=True)[:, ::-1]], axis=-1)
+    ckpt = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras")
+    assert diagnose(ckpt, [xk], [right], layer="bidirectional").matches
+    bad = port(x, w=w["bidirectional/backward_lstm_5"], go_backwards=True, forget_bias=1.0)
+    result = diagnose(ckpt, [x], [np.concatenate([fwd, bad[:, ::-1]], axis=-1)], layer="bidirectional")
+    assert not result.matches and result.found == [] and result.close == []
+    ev = result.evidence
+    assert ev is not None and ev.halves_exact == {"forward": True, "backward": False}
+    assert "the forward half exact; the backward half differs" in result.divergence
+    assert ev.hint().startswith("only the backward half differs")
+
+
+def test_verify_against_hints_what_the_evidence_shows(tmp_path: Path) -> None:
+    """verify --against on the port that carries states across rows: its hint names the exact sample and clears
+    the shared weights, instead of pointing at 'kernel, bias, gate order' because the error is there from step 0."""
+    pytest.importorskip("keras", reason="verify runs Keras itself")
+    x = _x()
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "theirs.npy", port(x, carry_rows=True)[:, -1])
+    r = run_cli("verify", str(SAMPLES / f"{SAMPLE}.keras"), "-i", str(tmp_path / "x.npy"), "--against",
+                str(tmp_path / "theirs.npy"))
+    said = " ".join(r.stdout.split())
+    assert r.returncode == 1, r.stderr
+    assert "sample 0 exact; samples 1-3 differ" in said and "gate order, activations) is right" in said
