@@ -6,7 +6,6 @@ subprocess), and with a weights-only real file's directions as tf_keras computes
 from __future__ import annotations
 
 import dataclasses
-import io as bytes_io
 import json
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from lstm_inspect.export.torch.build import run as run_torch
 from lstm_inspect.model.architecture import LayerNode, ModelGraph
 
 from conftest import REALWORLD, SAMPLES, run_cli
-from helpers.keras import KERAS_LAYER_ALONE, keras_once
+from helpers.keras import keras_layer_alone
 from helpers.real_keras import real_keras_outputs
 
 
@@ -50,22 +49,9 @@ def keras_layers(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[np.
     """Keras's outputs of each CASES layer alone on its input, in the order the layer returns them."""
     pytest.importorskip("tf_keras", reason="the Keras values come from tf_keras and Keras 3")
     pytest.importorskip("keras", reason="the Keras values come from tf_keras and Keras 3")
-    jobs, files = [], {}
-    for k, (file, layer, n_i) in enumerate(CASES):
-        jobs.append({"gen": "keras3" if file.endswith(".keras") else "tf_keras", "file": file, "layer": layer})
-        files[file] = (SAMPLES / file).read_bytes()
-        buf = bytes_io.BytesIO()
-        np.save(buf, _x(file.rsplit(".", 1)[0], n_i))
-        files[f"x{k}.npy"] = buf.getvalue()
-    files["jobs.json"] = json.dumps(jobs).encode()
-    outs = keras_once(tmp_path_factory, "export-bidir-layer", KERAS_LAYER_ALONE, files, ("keras3", "tf_keras"))
-    found: dict[int, dict[int, np.ndarray]] = {}
-    for path in outs.values():
-        with np.load(path) as d:
-            for key in d.files:
-                k, name = key.split("/")
-                found.setdefault(int(k), {})[int(name[1:])] = d[key]
-    return {k: [ys[j] for j in sorted(ys)] for k, ys in found.items()}
+    found = keras_layer_alone(tmp_path_factory, "export-bidir-layer", SAMPLES,
+                              [(file, layer, None, _x(file.rsplit(".", 1)[0], n_i)) for file, layer, n_i in CASES])
+    return {k: [ys[f"y{j}"] for j in range(len(ys))] for k, ys in found.items()}
 
 
 def _run(target: str, out: Path, x: np.ndarray) -> list[np.ndarray]:

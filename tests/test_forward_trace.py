@@ -242,28 +242,11 @@ def keras_feeds(tmp_path_factory: pytest.TempPathFactory) -> dict[int, dict[str,
     layer and the mask it computes, and the layer's output."""
     pytest.importorskip("tf_keras", reason="the Keras values come from tf_keras and Keras 3")
     pytest.importorskip("keras", reason="the Keras values come from tf_keras and Keras 3")
-    import io as bytes_io
-    import json
 
-    from helpers.keras import KERAS_LAYER_ALONE, keras_once
+    from helpers.keras import keras_layer_alone
 
-    jobs, files = [], {}
-    for k, (file, layer, feed, make) in enumerate(FEEDS):
-        jobs.append({"gen": "keras3" if file.endswith(".keras") else "tf_keras", "file": file, "layer": layer,
-                     "feed": feed})
-        files[file] = (SAMPLES / file).read_bytes()
-        buf = bytes_io.BytesIO()
-        np.save(buf, make())
-        files[f"x{k}.npy"] = buf.getvalue()
-    files["jobs.json"] = json.dumps(jobs).encode()
-    outs = keras_once(tmp_path_factory, "api-feeds", KERAS_LAYER_ALONE, files, ("keras3", "tf_keras"))
-    found: dict[int, dict[str, np.ndarray]] = {}
-    for path in outs.values():
-        with np.load(path) as d:
-            for key in d.files:
-                k, name = key.split("/")
-                found.setdefault(int(k), {})[name] = d[key]
-    return found
+    return keras_layer_alone(tmp_path_factory, "api-feeds", SAMPLES,
+                             [(file, layer, feed, make()) for file, layer, feed, make in FEEDS])
 
 
 @pytest.mark.parametrize("k", [0, 1, 2], ids=[FEEDS[k][0] for k in range(3)])

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import hashlib
+import io as bytes_io
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 try:
@@ -92,6 +95,28 @@ for k, job in enumerate(json.load(open(os.path.join(folder, "jobs.json")))):
 np.savez(os.path.join(folder, gen + ".npz"), **out)
 """
 
+
+
+def keras_layer_alone(tmp_path_factory: pytest.TempPathFactory, name: str, folder: Path,
+                      jobs: list[tuple[str, str, str | None, np.ndarray]]) -> dict[int, dict[str, np.ndarray]]:
+    """KERAS_LAYER_ALONE on jobs of (file in `folder`, layer, the layer feeding it or None, its input x), each file
+    run by the generation that wrote it: {job index: {"y0", "y1", ... (and "x", "mask" with a feed): array}}."""
+    spec, files = [], {}
+    for k, (file, layer, feed, x) in enumerate(jobs):
+        spec.append({"gen": "keras3" if file.endswith(".keras") else "tf_keras", "file": file, "layer": layer,
+                     "feed": feed})
+        files[file] = (folder / file).read_bytes()
+        buf = bytes_io.BytesIO()
+        np.save(buf, x)
+        files[f"x{k}.npy"] = buf.getvalue()
+    files["jobs.json"] = json.dumps(spec).encode()
+    found: dict[int, dict[str, np.ndarray]] = {}
+    for path in keras_once(tmp_path_factory, name, KERAS_LAYER_ALONE, files, ("keras3", "tf_keras")).values():
+        with np.load(path) as d:
+            for key in d.files:
+                k, what = key.split("/")
+                found.setdefault(int(k), {})[what] = d[key]
+    return found
 
 def known_bug(gen: str, case_id: str) -> list[Any]:
     """The xfail mark of a known engine bug (strict: the test fails once the bug is fixed, to drop the entry)."""
