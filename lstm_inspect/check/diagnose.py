@@ -104,7 +104,15 @@ def _for(name: str | None, change: DirectionVariant) -> Variant:
 
 
 def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: bool) -> list[Mistake]:
-    """Every single mistake that applies to these directions (the whole model's, or one alone)."""
+    """Every single mistake that applies to these directions (the whole model's, or one alone), family by family."""
+    out = _cell_family(directions) + _time_family(directions) + _state_family(directions)
+    if masked:
+        out += _mask_family(directions)
+    return out + _precision_family()
+
+
+def _cell_family(directions: list[RecurrentDirection]) -> list[Mistake]:
+    """The cell's own mistakes (`check.mistakes`), once per kind and settings, in every direction of that kind."""
     out: list[Mistake] = []
     by_kind: dict[tuple[str, str, str], list[RecurrentDirection]] = {}
     for d in directions:
@@ -121,6 +129,12 @@ def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: boo
             change = DirectionVariant(weights=(m.weights,) if m.weights else (), step=m.step)
             variant = Variant(changes=tuple((d.name, change) for d in ds))
             out.append(Mistake(m.name + where, m.fix, f"cell:{m.axis}", variant))
+    return out
+
+
+def _time_family(directions: list[RecurrentDirection]) -> list[Mistake]:
+    """Time order and what is emitted when: reversals, a Bidirectional's backward output, outputs shifted."""
+    out: list[Mistake] = []
     for d in directions:
         one = f" ({d.name})" if len(directions) > 1 else ""
         if d.settings.go_backwards:
@@ -130,38 +144,50 @@ def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: boo
         else:
             out.append(Mistake(f"the input reversed in time{one}", "feed the sequence in its own order, first step "
                                "first", "time", _for(d.name, DirectionVariant(reverse_time=True))))
+    out.append(Mistake("output one step late: h_{t−1} emitted at step t (zeros at step 0)", "update the states, "
+                       "then emit h_t", "emit", _for(None, DirectionVariant(late_output=True))))
+    if any(d.wrapper is not None and d.settings.return_sequences for d in directions):
+        out.append(Mistake("the backward output not flipped back to input order", "Bidirectional flips the backward "
+                           "sequence back before merging", "time", Variant(backward_output_not_flipped=True)))
+    return out
+
+
+def _state_family(directions: list[RecurrentDirection]) -> list[Mistake]:
+    """Where each row's states start: states handed over ignored, states carried from one row into the next."""
+    out: list[Mistake] = []
+    for d in directions:
+        one = f" ({d.name})" if len(directions) > 1 else ""
         if d.initial_state_from:
             out.append(Mistake(f"the states handed over ignored: started from zeros{one}",
                                f"start {d.name} from {', '.join(d.initial_state_from)}", "state",
                                _for(d.name, DirectionVariant(zero_initial_state=True))))
-    out += [
-        Mistake("state carried across batch rows: row b starts from row b−1's final states", "reset the states to "
-                "zeros (or the given initial states) at the start of every sample, or run the batch as one "
-                "(batch, N_c) array", "rows", _for(None, DirectionVariant(carry_rows=True))),
-        Mistake("output one step late: h_{t−1} emitted at step t (zeros at step 0)", "update the states, then emit "
-                "h_t", "emit", _for(None, DirectionVariant(late_output=True))),
+    out.append(Mistake("state carried across batch rows: row b starts from row b−1's final states", "reset the "
+                       "states to zeros (or the given initial states) at the start of every sample, or run the batch "
+                       "as one (batch, N_c) array", "rows", _for(None, DirectionVariant(carry_rows=True))))
+    return out
+
+
+def _mask_family(directions: list[RecurrentDirection]) -> list[Mistake]:
+    """How masked steps are handled (only where the model has a mask)."""
+    return [
+        Mistake("masked steps not skipped (the mask ignored)", "at a masked step keep the states and output the "
+                "previous output (or 0 in a Bidirectional)", "mask", _for(None, DirectionVariant(ignore_mask=True))),
+        Mistake("zeros output at masked steps instead of the previous output", "a plain recurrent layer repeats "
+                "its last unmasked output at masked steps", "mask",
+                _for(None, DirectionVariant(zero_output_for_mask=True))),
+        Mistake("the previous output repeated at masked steps (zeros expected)", "inside Bidirectional, masked "
+                "steps output 0", "mask", _for(None, DirectionVariant(zero_output_for_mask=False))),
     ]
-    if any(d.wrapper is not None and d.settings.return_sequences for d in directions):
-        out.append(Mistake("the backward output not flipped back to input order", "Bidirectional flips the backward "
-                           "sequence back before merging", "time", Variant(backward_output_not_flipped=True)))
-    if masked:
-        out += [
-            Mistake("masked steps not skipped (the mask ignored)", "at a masked step keep the states and output the "
-                    "previous output (or 0 in a Bidirectional)", "mask",
-                    _for(None, DirectionVariant(ignore_mask=True))),
-            Mistake("zeros output at masked steps instead of the previous output", "a plain recurrent layer repeats "
-                    "its last unmasked output at masked steps", "mask",
-                    _for(None, DirectionVariant(zero_output_for_mask=True))),
-            Mistake("the previous output repeated at masked steps (zeros expected)", "inside Bidirectional, masked "
-                    "steps output 0", "mask", _for(None, DirectionVariant(zero_output_for_mask=False))),
-        ]
-    out += [
+
+
+def _precision_family() -> list[Mistake]:
+    """Reduced precision: never bit-exact, it fits when THEIRS lies within its rounding noise."""
+    return [
         Mistake("float16 arithmetic", "compute in float32 (Keras's precision)", "precision",
                 Variant(dtype=np.float16), precision=True),
         Mistake("bfloat16 weights", "keep the weights in float32", "precision",
                 _for(None, DirectionVariant(weights=(_bfloat16,))), precision=True),
     ]
-    return out
 
 
 @dataclass(repr=False)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -72,21 +72,25 @@ class DirectionVariant:
     late_output: bool = False  # h_{t-1} emitted at step t (zeros at step 0)
 
     def then(self, other: DirectionVariant) -> DirectionVariant:
-        """Both departures at once (other's settings win where both set one)."""
-        step = self.step
-        if other.step is not None:
-            base = self.step or StepVariant()
-            step = StepVariant(activation=other.step.activation or base.activation,
-                               recurrent_activation=other.step.recurrent_activation or base.recurrent_activation,
-                               options={**base.options, **other.step.options})
-        return DirectionVariant(
-            weights=self.weights + other.weights, step=step, ignore_mask=self.ignore_mask or other.ignore_mask,
-            zero_output_for_mask=other.zero_output_for_mask if other.zero_output_for_mask is not None
-            else self.zero_output_for_mask,
-            ignore_go_backwards=self.ignore_go_backwards or other.ignore_go_backwards,
-            reverse_time=self.reverse_time != other.reverse_time,
-            zero_initial_state=self.zero_initial_state or other.zero_initial_state,
-            carry_rows=self.carry_rows or other.carry_rows, late_output=self.late_output or other.late_output)
+        """Both departures at once: weight changes in order, flags either sets, reversals cancel, and other's
+        setting wins where both set one (a new field needs no edit here)."""
+        merged: dict[str, Any] = {}
+        for f in fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if f.name == "step":
+                merged[f.name] = a if b is None else b if a is None else StepVariant(
+                    activation=b.activation or a.activation,
+                    recurrent_activation=b.recurrent_activation or a.recurrent_activation,
+                    options={**a.options, **b.options})
+            elif f.name == "reverse_time":
+                merged[f.name] = a != b
+            elif isinstance(a, tuple):
+                merged[f.name] = a + b
+            elif f.default is False:
+                merged[f.name] = a or b
+            else:
+                merged[f.name] = b if b is not None else a
+        return DirectionVariant(**merged)
 
 
 @dataclass(frozen=True)
