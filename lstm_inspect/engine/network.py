@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ class RunRecord:
     initial_states: dict[str, list[np.ndarray]] = field(default_factory=dict)  # states handed to a layer
     traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     masks: dict[str, np.ndarray | None] = field(default_factory=dict)  # mask each direction saw
+    final_states: dict[str, list[np.ndarray]] = field(default_factory=dict)  # each direction's, its first call
     trace_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # each traced direction's input (batch-major)
     every_layer: bool = False  # keep every layer's outputs, not only the recurrent layers' (the PyTorch export)
 
@@ -70,6 +71,11 @@ class DirectionVariant:
     zero_initial_state: bool = False  # the states another layer hands over ignored
     carry_rows: bool = False  # row b starts from row b-1's final states (a port looping over samples)
     late_output: bool = False  # h_{t-1} emitted at step t (zeros at step 0)
+    emit_c: bool = False  # an LSTM's cell state c_t emitted as its output instead of h_t
+    batch_time_swapped: bool = False  # (batch, steps) run as (steps, batch) and swapped back
+    output_flipped: bool = False  # a go_backwards direction's output flipped back to input time order
+    first_step_weights: tuple[WeightFn, ...] = ()  # the weights step 0 runs with (its recurrent bias dropped)
+    start_states: tuple[np.ndarray, ...] | None = None  # the states to start from where none are handed over
 
     def then(self, other: DirectionVariant) -> DirectionVariant:
         """Both departures at once: weight changes in order, flags either sets, reversals cancel, and other's
@@ -84,7 +90,7 @@ class DirectionVariant:
                     options={**a.options, **b.options})
             elif f.name == "reverse_time":
                 merged[f.name] = a != b
-            elif isinstance(a, tuple):
+            elif f.default == ():  # weight changes: in order
                 merged[f.name] = a + b
             elif f.default is False:
                 merged[f.name] = a or b
@@ -100,6 +106,7 @@ class Variant:
     changes: tuple[tuple[str | None, DirectionVariant], ...] = ()
     backward_output_not_flipped: bool = False  # Bidirectional: the backward sequence left in processing order
     dtype: type | None = None
+    after_a_call: bool = False  # run once before (a warm-up call), this run starting from that call's final states
 
     def for_direction(self, name: str) -> DirectionVariant | None:
         found = None
@@ -111,7 +118,18 @@ class Variant:
     def __add__(self, other: Variant) -> Variant:
         return Variant(self.changes + other.changes,
                        self.backward_output_not_flipped or other.backward_output_not_flipped,
-                       other.dtype or self.dtype)
+                       other.dtype or self.dtype, self.after_a_call or other.after_a_call)
+
+    def first_call(self) -> Variant:
+        """The warm-up call of `after_a_call`: every other departure, from the usual states."""
+        return replace(self, after_a_call=False)
+
+
+def started_from(states: dict[str, list[np.ndarray]]) -> Variant:
+    """Each direction (by name) started from these states instead of zeros: the second call of a port that keeps
+    its states across calls (TFLite keeps an LSTM's states in variable tensors unless they are reset:
+    tensorflow#26786, #47813, #38312; tflite-micro PR #1389)."""
+    return Variant(changes=tuple((name, DirectionVariant(start_states=tuple(st))) for name, st in states.items()))
 
 
 def _rows_in_turn(step: Any, x: np.ndarray, mask: np.ndarray | None, start: list[np.ndarray] | None,
@@ -140,11 +158,14 @@ def run_direction(
 
     `sequences=False` keeps only the last output (what return_sequences=False returns), so a
     long sequence needs no (batch, steps, units) buffer. Its steps and buffers are counted against
-    `budget` (a whole model's run), or a budget of its own, before anything is allocated.
+    `budget` (a whole model's run), or a budget of its own, before anything is allocated. `variant`: how a
+    port computes it differently (`diagnose`); a trace is always Keras's own loop.
     """
     s = d.settings
     v = variant or DirectionVariant()
     x = np.asarray(x)
+    if v.batch_time_swapped and not trace:
+        return _batch_time_swapped(d, x, mask, initial_state, dtype, sequences, weights, v, budget)
     charge_direction(budget or Budget(where=str(d.source.path)), d, x.shape, dtype, trace, sequences)
     w = weights if weights is not None else d.weights()
     for fn in v.weights:
@@ -152,8 +173,8 @@ def run_direction(
     if v.reverse_time:
         x = x[:, ::-1]
         mask = None if mask is None else mask[:, ::-1]
-    step = d.cell.step(w, s, dtype, x.shape[0], d.hard_sigmoid, v.step)
-    row_step = d.cell.step(w, s, dtype, 1, d.hard_sigmoid, v.step) if v.carry_rows and not trace else None
+    step = _variant_step(d, w, dtype, x.shape[0], v, trace)
+    row_step = _variant_step(d, w, dtype, 1, v, trace) if v.carry_rows and not trace else None
     units = w.units
     del w, weights  # the step holds its own copy: the stored arrays need not stay in memory while it runs
     widths = None
@@ -161,22 +182,109 @@ def run_direction(
         widths = {q: d.cell.trace_width(q, units) for q in d.cell.trace_quantities}
     backwards = s.go_backwards and not v.ignore_go_backwards
     start = None if v.zero_initial_state else initial_state
+    if start is None and v.start_states is not None:
+        start = list(v.start_states)
+    swapped = v.emit_c and not trace and len(d.cell.states) == 2
+    if swapped and start is not None:
+        start = start[::-1]
     used_mask = None if v.ignore_mask else mask
     loop = dict(units=units, trace_widths=widths, go_backwards=backwards, dtype=dtype,
                 zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None
-                else v.zero_output_for_mask, return_sequences=sequences or v.late_output)
+                else v.zero_output_for_mask, return_sequences=sequences or v.late_output or v.output_flipped)
     if row_step is not None:
         res = _rows_in_turn(row_step, x, used_mask, start, loop)
     else:
         res = run_sequence(step, x, mask=used_mask, initial_state=start, **loop)  # type: ignore[arg-type]
-    if v.late_output and not trace:
-        late = np.zeros_like(res.outputs)
-        late[:, 1:] = res.outputs[:, :-1]
-        res = SequenceResult(late if sequences else late[:, -1:], res.states, res.trace)
+    if swapped:  # the loop carried (c, h): c was emitted, the final states are Keras's (h, c)
+        res = SequenceResult(res.outputs, res.states[::-1], res.trace)
+    if not trace:
+        res = _emitted(res, v, sequences)
     if res.trace is not None and used_mask is not None:
         hold_masked_states(res.trace, d.cell.states, np.asarray(used_mask, bool)[:, ::-1] if backwards
                            else np.asarray(used_mask, bool), start)
     return res
+
+
+def _variant_step(d: RecurrentDirection, w: CellWeights, dtype: type, batch: int, v: DirectionVariant,
+                  trace: bool) -> Any:
+    """The cell's step for a port's variant: its own states order (`emit_c`), its own first step."""
+    step = d.cell.step(w, d.settings, dtype, batch, d.hard_sigmoid, v.step)
+    if trace:
+        return step
+    if v.first_step_weights:
+        first = w
+        for fn in v.first_step_weights:
+            first = fn(d, first)
+        step = _FirstStepApart(step, d.cell.step(first, d.settings, dtype, batch, d.hard_sigmoid, v.step))
+    if v.emit_c and len(d.cell.states) == 2:
+        step = _StatesSwapped(step)
+    return step
+
+
+class _FirstStepApart:
+    """A port that special-cases step 0 ("no hidden state yet"): it runs with other weights there, e.g. without
+    the recurrent part and its bias (ml-explore/mlx#3249, PR #3252: nn.GRU skipped b_hn at the first step
+    when hidden=None). Only the input bias may differ in the projection the loop computes with `kernel`."""
+
+    def __init__(self, step: Any, first: Any) -> None:
+        self.step, self.first = step, first
+        self.kernel, self.input_bias, self.n_states = step.kernel, step.input_bias, step.n_states
+        zero = np.zeros(step.kernel.shape[1], step.kernel.dtype)
+        ib = zero if step.input_bias is None else step.input_bias
+        self.shift = (zero if first.input_bias is None else first.input_bias) - ib
+
+    def __call__(self, xp: np.ndarray, states: list[np.ndarray], new: list[np.ndarray],
+                 record: dict[str, np.ndarray] | None, t: int) -> None:
+        if t == 0:
+            self.first(xp + self.shift, states, new, record, t)
+        else:
+            self.step(xp, states, new, record, t)
+
+
+class _StatesSwapped:
+    """An LSTM step whose states the loop carries as (c, h), so what it emits is c_t: a port returning the cell
+    state where Keras returns h (research #8; keras PR #11726 documented which is which)."""
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+        self.kernel, self.input_bias, self.n_states = step.kernel, step.input_bias, step.n_states
+
+    def __call__(self, xp: np.ndarray, states: list[np.ndarray], new: list[np.ndarray],
+                 record: dict[str, np.ndarray] | None, t: int) -> None:
+        self.step(xp, states[::-1], new[::-1], record, t)
+
+
+def _emitted(res: SequenceResult, v: DirectionVariant, sequences: bool) -> SequenceResult:
+    """What a port emits from the loop's outputs: one step late (h_{t-1} at step t, zeros at step 0), or a
+    go_backwards direction's outputs flipped back to input order (ONNX direction='reverse' emits them so:
+    onnx#2881, onnxruntime#4187)."""
+    out = res.outputs
+    if v.late_output:
+        late = np.zeros_like(out)
+        late[:, 1:] = out[:, :-1]
+        out = late
+    if v.output_flipped:
+        out = out[:, ::-1]
+    if out is res.outputs:
+        return res
+    return SequenceResult(out if sequences else out[:, -1:], res.states, res.trace)
+
+
+def _batch_time_swapped(d: RecurrentDirection, x: np.ndarray, mask: np.ndarray | None,
+                        initial_state: list[np.ndarray] | None, dtype: type, sequences: bool,
+                        weights: CellWeights | None, v: DirectionVariant, budget: Budget | None) -> SequenceResult:
+    """A port that runs (batch, steps, ·) data as (steps, batch, ·) and swaps the result back: PyTorch's nn.LSTM
+    without batch_first=True (pytorch#1538), ONNX's layout (sonos/tract PR #1014), a reshape for a transpose.
+    Its outputs come back in input order along the axis it ran over, then in the layer's processing order."""
+    inner = replace(v, batch_time_swapped=False)
+    res = run_direction(d, np.swapaxes(x, 0, 1), None if mask is None else np.swapaxes(mask, 0, 1), initial_state,
+                        dtype, False, sequences, weights, inner, budget)
+    if not sequences:
+        return res
+    backwards = d.settings.go_backwards and not v.ignore_go_backwards
+    out = res.outputs[:, ::-1] if backwards else res.outputs
+    out = np.swapaxes(out, 0, 1)
+    return SequenceResult(np.ascontiguousarray(out[:, ::-1] if backwards else out), res.states)
 
 
 def hold_masked_states(trace: dict[str, np.ndarray], states: tuple[str, ...], valid: np.ndarray,
@@ -232,6 +340,10 @@ def run_layer(directions: list[RecurrentDirection], x: np.ndarray, initial_state
                            f"({', '.join(s for d in directions for s in d.cell.states)}), {len(initial_state)} "
                            "were given")
     sequences = d0.settings.return_sequences
+    if variant is not None and variant.after_a_call and not trace:
+        first = variant.first_call()
+        _, _, warm = run_layer(directions, x, initial_state, dtype, False, mask, first, weights)
+        variant = first + started_from({d.name: r.states for d, r in zip(directions, warm)})
     results = []
     for k, d in enumerate(directions):
         init = None if initial_state is None else list(initial_state[n * k: n * (k + 1)])
@@ -389,12 +501,27 @@ class Network:
         assert graph is not None
         xs = self.check_inputs(xs)
         rec = record if record is not None else RunRecord()
+        if self.variant is not None and self.variant.after_a_call:
+            return self._after_a_call(xs, rec)
         self.budget = Budget(self.limits or current_limits(), str(self.ckpt.file))
         self.budget.itemsize = max(4, np.dtype(self.dtype).itemsize)
         self.budget.hold(xs)
         with self.budget.active():
             outs = self._run_graph(graph, [Tensor(x) for x in xs], rec)
         return [t.value for t in outs]
+
+    def _after_a_call(self, xs: list[np.ndarray], rec: RunRecord) -> list[np.ndarray]:
+        """A port that keeps its states across calls (diagnose's `Variant.after_a_call`): the model run once on
+        xs, then again with every direction starting from its final states of that first call."""
+        assert self.variant is not None
+        first = self.variant.first_call()
+        warm = RunRecord()
+        Network(self.ckpt, self.dtype, variant=first, weights=self._weights, limits=self.limits).run(xs, warm)
+        again = Network(self.ckpt, self.dtype, variant=first + started_from(warm.final_states),
+                        weights=self._weights, limits=self.limits)
+        outs = again.run(xs, rec)
+        self.budget = again.budget
+        return outs
 
     def _run_graph(self, graph: ModelGraph, inputs: list[Tensor], rec: RunRecord) -> list[Tensor]:
         return walk_graph(graph, inputs, lambda node, args, k: self._apply(node, args, rec, call=k),
@@ -508,6 +635,7 @@ class Network:
                                 else self.dtype, self.trace, sequences=s.return_sequences or self.trace,
                                 weights=self._weights_of(d), variant=change, budget=self.budget)
             rec.masks[d.name] = mask
+            rec.final_states.setdefault(d.name, res.states)
             if res.trace is not None:
                 rec.traces[d.name] = res.trace
                 self.budget.hold(res.trace.values())  # kept until the run ends
