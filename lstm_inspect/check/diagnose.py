@@ -114,12 +114,15 @@ def _for(name: str | None, change: DirectionVariant) -> Variant:
     return Variant(changes=((name, change),))
 
 
-def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: bool) -> list[Mistake]:
-    """Every single mistake that applies to these directions (the whole model's, or one alone), family by family."""
+def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: bool, axes: bool | None = None
+             ) -> list[Mistake]:
+    """Every single mistake that applies to these directions (the whole model's, or one alone), family by family.
+    `axes`: whether a port that confuses the batch and time axes returns outputs of the right shape (None: where
+    every direction returns its sequence and no states, as in the whole model)."""
     out = _cell_family(directions) + _time_family(directions) + _state_family(directions)
     if masked:
         out += _mask_family(directions)
-    return out + _loop_family(directions) + _precision_family()
+    return out + _loop_family(directions, axes) + _precision_family()
 
 
 def _cell_family(directions: list[RecurrentDirection]) -> list[Mistake]:
@@ -191,7 +194,7 @@ def _mask_family(directions: list[RecurrentDirection]) -> list[Mistake]:
     ]
 
 
-def _loop_family(directions: list[RecurrentDirection]) -> list[Mistake]:
+def _loop_family(directions: list[RecurrentDirection], axes: bool | None) -> list[Mistake]:
     """Mistakes in the loop around a correct step: what is emitted, which axis is time, the first step, the
     states a call starts from (research #1, #4, #6, #8, #15)."""
     out: list[Mistake] = []
@@ -200,8 +203,10 @@ def _loop_family(directions: list[RecurrentDirection]) -> list[Mistake]:
         out.append(Mistake("the cell state c_t emitted instead of h_t", "an LSTM outputs h_t = o ⊙ tanh(c_t); c_t "
                            "is its second state (Keras returns [output, h, c])", "emit",
                            Variant(changes=tuple((d.name, DirectionVariant(emit_c=True)) for d in lstm))))
-    if all(d.settings.return_sequences and not d.settings.return_state and not d.initial_state_from
-           for d in directions):  # otherwise the port's outputs or states have another shape (pytorch#1538)
+    if axes is None:  # otherwise the port's outputs or states have another shape (pytorch#1538)
+        axes = all(d.settings.return_sequences and not d.settings.return_state and not d.initial_state_from
+                   for d in directions)
+    if axes:
         out.append(Mistake("batch and time axes confused: (batch, steps) run as (steps, batch)", "transpose, never "
                            "reshape, between (batch, steps, ·) and (steps, batch, ·); set batch_first=True "
                            "(PyTorch) or the layout (ONNX)", "axes", _for(None, DirectionVariant(
@@ -377,9 +382,10 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
         run, directions, masked, per_run, last_step = _layer_runner(ckpt, layer, xs, theirs)
     else:
         run, directions, masked, per_run = _network_runner(ckpt, xs)
-    singles = mistakes(ckpt, directions, masked)
-    if last_step and np.shape(xs[0])[:1] != np.shape(xs[0])[1:2]:  # (steps, N) where (batch, N) is expected
-        singles = [m for m in singles if m.axis != "axes"]
+    # A layer alone: its port's outputs keep their shape over the wrong axes if they are whole sequences, or
+    # (steps, N) for the last step if batch = steps.
+    axes = None if layer is None else theirs[0].ndim == 3 or np.shape(xs[0])[:1] == np.shape(xs[0])[1:2]
+    singles = mistakes(ckpt, directions, masked, axes)
     if layer is None:
         singles += _output_family(ckpt, theirs)
     with _sharing(_runs(singles)):
