@@ -170,6 +170,32 @@ def test_h_and_c_returned_swapped(sample: str) -> None:
     assert "head's output, encoder's h, encoder's c" in result.found[0].fix
 
 
+MERGE_NONE = {"k3_merge_none": "bilstm/{}_lstm_21", "tfk_merge_none": "bilstm/{}_lstm_17"}
+
+
+def _halves_and_states(sample: str, x: np.ndarray) -> list[np.ndarray]:
+    """Bidirectional(LSTM(3, return_sequences=True, return_state=True), merge_mode=None) as Keras returns it:
+    [forward sequence, backward sequence (in input order), forward h, forward c, backward h, backward c]."""
+    w = _w(sample)
+    fwd, (hf, cf) = lstm(x, w[MERGE_NONE[sample].format("forward")])
+    bwd, (hb, cb) = lstm(x, w[MERGE_NONE[sample].format("backward")], go_backwards=True)
+    return [fwd, bwd[:, ::-1], hf, cf, hb, cb]
+
+
+@pytest.mark.parametrize("sample", sorted(MERGE_NONE))
+def test_bidirectional_states_in_pytorchs_layout(sample: str) -> None:
+    """A port returning a Bidirectional's states as PyTorch's h_n, c_n ([fwd_h, bwd_h], [fwd_c, bwd_c]) where Keras
+    returns fwd_h, fwd_c, bwd_h, bwd_c (research #8): outputs 3 and 4 swapped, named so. The other orders of the
+    two same-shaped groups (1 of the sequences, 23 of the states) are compared without a rerun."""
+    d = _io(sample)
+    for mine, keras in zip(_halves_and_states(sample, d["x"]), [d[f"y{k}"] for k in range(6)]):
+        np.testing.assert_allclose(mine, keras, atol=1e-5)  # the port is Keras
+    x = _x((3, 6, 3), seed=9)
+    seq_f, seq_b, hf, cf, hb, cb = _halves_and_states(sample, x)
+    result = diagnose(_load(sample), _f32(x), _f32(seq_f, seq_b, hf, hb, cf, cb))
+    _named_first_and_alone(result, "outputs 3 and 4 swapped (bilstm's forward c and backward h): PyTorch's h_n")
+
+
 # ---------------------------------------------------------------- 3. batch and time axes confused
 
 

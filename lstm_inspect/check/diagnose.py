@@ -12,15 +12,22 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
   go_backwards one), a Bidirectional's backward output left unflipped, the mask ignored or zeroed
   (only where the model has a mask), states handed over by another layer ignored (only where there
   are), the states carried from one batch row into the next (a port looping over samples), the
-  output emitted one step late (h_{t-1} at step t), and reduced precision.
+  output emitted one step late (h_{t-1} at step t), and reduced precision;
+- the loop's around a correct step (research #1, #4, #6, #8, #15 of issue 24): an LSTM's c_t emitted instead of
+  h_t, the batch and time axes confused (PyTorch without batch_first; only where the outputs keep their shape), a
+  standalone go_backwards layer's output flipped back to input order (as ONNX's reverse direction emits it),
+  step 0 run without the recurrent part where a recurrent bias acts there (a reset_after GRU, a CuDNN layer),
+  and the states kept from a previous call (the same input run twice, as TFLite does unless reset);
+- the model's outputs: same-shaped outputs returned in another order ([output, c, h]; a Bidirectional's states
+  in PyTorch's h_n, c_n layout), compared without a rerun.
 
 Every single mistake is tried, then pairs of mistakes from different axes, most promising first,
 within a budget. All the runs share one step budget (`budget.Limits.runs`): the model's own run counts
-once per run the search will make (the model twice, then each single mistake), so a model whose run
-fits the budget but whose search would not is refused before the search starts, in one line naming
---max-steps; pairs are tried only while what is left of the budget pays for them. A candidate whose
-outputs equal the model's own is not a mistake on this input and is left out. One that reproduces
-THEIRS within the verify tolerance is "exact".
+once per run the search will make (the model twice, then each single mistake's: none to reorder the outputs,
+two for a repeated call), so a model whose run fits the budget but whose search would not is refused before the
+search starts, in one line naming --max-steps; pairs are tried only while what is left of the budget pays for
+them. A candidate whose outputs equal the model's own is not a mistake on this input and is left out. One that
+reproduces THEIRS within the verify tolerance is "exact".
 
 Before the search, the error is broken down per sample and step (and per half of a Bidirectional's
 concatenated output): `verify.Evidence`. When some samples are exact, the mistakes that act on every
@@ -268,20 +275,26 @@ def _reordered(order: tuple[int, ...], roles: list[str]) -> Mistake:
 
 
 def _output_roles(ckpt: Checkpoint, n: int) -> list[str]:
-    """What each of the model's outputs is, in words (a recurrent layer's output or which of its states)."""
+    """What each of the model's outputs is, in words: a layer's output, or which of a recurrent layer's states (a
+    Bidirectional returns its merged output, or both halves for merge_mode=None, then forward's states, then
+    backward's)."""
     refs = list(ckpt.graph.outputs) if ckpt.graph is not None else []
     roles = []
     for k in range(n):
         ref = refs[k] if k < len(refs) else None
-        ds = ckpt.directions_of(ref.layer) if ref is not None and any(
-            d.layer_path == ref.layer for d in ckpt.directions) else []
-        if ref is None or not ds or ref.tensor == 0:
-            roles.append(f"{ref.layer}'s output" if ref is not None else f"output {k}")
+        if ref is None:
+            roles.append(f"output {k}")
             continue
-        names = [(f"{'forward' if j == 0 else 'backward'} " if len(ds) > 1 else "") + st
-                 for j, d in enumerate(ds) for st in d.cell.states]
-        roles.append(f"{ref.layer}'s {names[ref.tensor - 1]}" if ref.tensor - 1 < len(names) else
-                     f"{ref.layer}'s output {ref.tensor}")
+        ds = [d for d in ckpt.directions if d.layer_path == ref.layer]
+        halves = ("forward ", "backward ") if len(ds) > 1 else ("",)
+        merged = halves if len(ds) > 1 and ds[0].merge_mode is None else ("",)
+        states = [f"{half}{st}" for half, d in zip(halves, ds) for st in d.cell.states]
+        if not ds or ref.tensor < len(merged):
+            roles.append(f"{ref.layer}'s {merged[ref.tensor] if ds else ''}output")
+        else:
+            k_state = ref.tensor - len(merged)
+            roles.append(f"{ref.layer}'s {states[k_state]}" if k_state < len(states) else
+                         f"{ref.layer}'s output {ref.tensor}")
     return roles
 
 

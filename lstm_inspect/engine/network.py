@@ -181,12 +181,8 @@ def run_direction(
     if trace:
         widths = {q: d.cell.trace_width(q, units) for q in d.cell.trace_quantities}
     backwards = s.go_backwards and not v.ignore_go_backwards
-    start = None if v.zero_initial_state else initial_state
-    if start is None and v.start_states is not None:
-        start = list(v.start_states)
     swapped = v.emit_c and not trace and len(d.cell.states) == 2
-    if swapped and start is not None:
-        start = start[::-1]
+    start = _start(v, initial_state, swapped)
     used_mask = None if v.ignore_mask else mask
     loop = dict(units=units, trace_widths=widths, go_backwards=backwards, dtype=dtype,
                 zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None
@@ -203,6 +199,15 @@ def run_direction(
         hold_masked_states(res.trace, d.cell.states, np.asarray(used_mask, bool)[:, ::-1] if backwards
                            else np.asarray(used_mask, bool), start)
     return res
+
+
+def _start(v: DirectionVariant, initial_state: list[np.ndarray] | None, swapped: bool) -> list[np.ndarray] | None:
+    """The states a run starts from: the ones handed over (unless the port ignores them), else the variant's
+    (a previous call's final states), else None (zeros); in the loop's order (c first when `swapped`)."""
+    start = None if v.zero_initial_state else initial_state
+    if start is None and v.start_states is not None:
+        start = list(v.start_states)
+    return start[::-1] if swapped and start is not None else start
 
 
 def _variant_step(d: RecurrentDirection, w: CellWeights, dtype: type, batch: int, v: DirectionVariant,
