@@ -28,27 +28,33 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def lstm(x: np.ndarray, w: dict[str, np.ndarray], *, go_backwards: bool = False, emit_c: bool = False,
-         state: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+         state: tuple[np.ndarray, np.ndarray] | None = None, mask: np.ndarray | None = None
+         ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """A Keras LSTM over (batch, steps, features), blocks i, f, c, o: z = x·W + h·U + b; c = σ(f)·c + σ(i)·tanh(g);
-    h = σ(o)·tanh(c). Returns (the emitted sequence in processing order, (h, c)). `emit_c`: the port emits c_t."""
+    h = σ(o)·tanh(c); at a masked step the states are kept and the output repeated. Returns (the emitted sequence
+    in processing order, (h, c)). `emit_c`: the port emits c_t."""
     k, r, b = (w[n].astype(np.float64) for n in ("kernel", "recurrent_kernel", "bias"))
     n = r.shape[0]
     h, c = state if state is not None else (np.zeros((x.shape[0], n)), np.zeros((x.shape[0], n)))
-    out = []
+    out, y = [], np.zeros((x.shape[0], n))
     for t in (range(x.shape[1] - 1, -1, -1) if go_backwards else range(x.shape[1])):
         z = x[:, t] @ k + h @ r + b
         i, f, g, o = (z[:, j * n:(j + 1) * n] for j in range(4))
-        c = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
-        h = _sigmoid(o) * np.tanh(c)
-        out.append(c if emit_c else h)
+        c_new = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
+        h_new = _sigmoid(o) * np.tanh(c_new)
+        keep = np.ones((x.shape[0], 1), bool) if mask is None else mask[:, t:t + 1]
+        h, c = np.where(keep, h_new, h), np.where(keep, c_new, c)
+        y = np.where(keep, c if emit_c else h, y)
+        out.append(y)
     return np.stack(out, axis=1), (h, c)
 
 
-def gru(x: np.ndarray, w: dict[str, np.ndarray], *, h: np.ndarray | None = None, bare_first_step: bool = False
-        ) -> tuple[np.ndarray, np.ndarray]:
+def gru(x: np.ndarray, w: dict[str, np.ndarray], *, h: np.ndarray | None = None, bare_first_step: bool = False,
+        mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A Keras GRU, reset_after=True, blocks z, r, h, bias rows [input; recurrent]: z, r = σ(x·W + b_x + h·U + b_h);
-    h̃ = tanh(x·W_h + b_x,h + r·(h·U_h + b_h,h)); h = z·h + (1 − z)·h̃. `bare_first_step`: step 0 run without the
-    recurrent part, its bias b_h included (the port's "no hidden state yet" branch: ml-explore/mlx#3249)."""
+    h̃ = tanh(x·W_h + b_x,h + r·(h·U_h + b_h,h)); h = z·h + (1 − z)·h̃; at a masked step h is kept (and repeated).
+    `bare_first_step`: step 0 run without the recurrent part, its bias b_h included (the port's "no hidden state
+    yet" branch: ml-explore/mlx#3249)."""
     k, r, b = (w[n].astype(np.float64) for n in ("kernel", "recurrent_kernel", "bias"))
     n = r.shape[0]
     h = np.zeros((x.shape[0], n)) if h is None else h
@@ -58,7 +64,7 @@ def gru(x: np.ndarray, w: dict[str, np.ndarray], *, h: np.ndarray | None = None,
         hp = np.zeros_like(xp) if bare_first_step and t == 0 else h @ r + b[1]
         z, rr = _sigmoid(xp[:, :n] + hp[:, :n]), _sigmoid(xp[:, n:2 * n] + hp[:, n:2 * n])
         cand = np.tanh(xp[:, 2 * n:] + rr * hp[:, 2 * n:])
-        h = z * h + (1 - z) * cand
+        h = np.where(True if mask is None else mask[:, t:t + 1], z * h + (1 - z) * cand, h)
         out.append(h)
     return np.stack(out, axis=1), h
 
@@ -268,6 +274,30 @@ def test_first_step_without_the_recurrent_bias_in_a_gru(sample: str, name: str, 
     result = diagnose(_load(sample), _f32(x), _f32(theirs))
     _named_first_and_alone(result, "step 0 special-cased")
     assert result.evidence is not None and result.evidence.exact == ()
+
+
+def _embedding_gru_lstm(ids: np.ndarray, bare_first_step: bool = False) -> np.ndarray:
+    """k3_embedding_gru_lstm: Embedding(20, 6, mask_zero=True) → GRU(5, return_sequences=True) → LSTM(4) → Dense(3),
+    both recurrent layers under the mask of the zero ids."""
+    sample = "k3_embedding_gru_lstm"
+    with zipfile.ZipFile(SAMPLES / f"{sample}.keras") as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
+        table = f["layers/embedding/vars/0"][()]
+    w, mask = _w(sample), ids != 0
+    seq, _ = gru(table[ids], w["gru_7"], mask=mask, bare_first_step=bare_first_step)
+    kernel, bias = _dense(sample, "dense")
+    return lstm(seq, w["lstm_19"], mask=mask)[0][:, -1] @ kernel + bias
+
+
+def test_first_step_special_cased_under_pre_padding_keeps_those_rows_exact() -> None:
+    """Pre-padded rows (Keras's pad_sequences default) whose step 0 is masked discard it in Keras and in the port
+    alike, so they are exact: the evidence rules out the mistakes acting on every sample, not this one."""
+    d = _io("k3_embedding_gru_lstm")
+    np.testing.assert_allclose(_embedding_gru_lstm(d["x"]), d["y"], atol=1e-5)  # the port is Keras
+    ids = np.random.default_rng(10).integers(1, 20, size=(4, 9))
+    ids[1, :2] = ids[3, :4] = 0
+    result = diagnose(_load("k3_embedding_gru_lstm"), [ids], _f32(_embedding_gru_lstm(ids, bare_first_step=True)))
+    _named_first_and_alone(result, "step 0 special-cased")
+    assert result.evidence is not None and result.evidence.exact == (1, 3) and result.pruned > 0
 
 
 def test_first_step_without_the_recurrent_bias_in_a_cudnn_lstm() -> None:

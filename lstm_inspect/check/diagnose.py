@@ -75,8 +75,9 @@ MAX_REORDERS = 24
 # A candidate that does not reproduce THEIRS is "close" when it cuts the largest error this many times or more.
 CLOSE = 10.0
 # The axes of mistakes that can leave some samples exact (the others act on every sample alike). Precision is
-# one: its errors are small, so a sample with small activations can stay within the tolerance.
-PER_SAMPLE_AXES = ("mask", "state", "rows", "precision")
+# one: its errors are small, so a sample with small activations can stay within the tolerance. So is a special
+# first step: a row whose step 0 is masked (pre-padding) discards it in Keras and in the port alike.
+PER_SAMPLE_AXES = ("mask", "state", "rows", "precision", "first step")
 
 
 @dataclass(frozen=True)
