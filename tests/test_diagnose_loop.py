@@ -20,7 +20,7 @@ import pytest
 import lstm_inspect
 from lstm_inspect.check.diagnose import diagnose, mistakes
 
-from conftest import SAMPLES, keras_refs
+from conftest import REALWORLD, SAMPLES, keras_refs
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -377,3 +377,39 @@ def test_state_kept_from_a_previous_call() -> None:
     seq = lstm(x, _w("k3_single")["lstm"], state=lstm(x, _w("k3_single")["lstm"])[1])[0]  # one layer alone
     _named_first_and_alone(diagnose(_load("k3_single"), _f32(x), _f32(seq), layer="lstm"),
                            "state kept from a previous call")
+
+
+# ---------------------------------------------------------------- 7. stacked layers wired wrong
+
+
+STOCK = REALWORLD / "stock_stacked3_keras210.h5"  # LSTM(50) → LSTM(50) → LSTM(50) → Dense(1), a real file
+
+
+def _stock(x: np.ndarray, wired_wrong: bool = False) -> np.ndarray:
+    """The real stacked model, its arrays read with h5py; `wired_wrong`: layer k starts from layer k−1's final
+    states (research #14: a stack's h_n read one layer off)."""
+    if not STOCK.exists():
+        pytest.skip("../shared/realworld is not beside this clone")
+    with h5py.File(STOCK) as f:
+        g = f["model_weights"]
+        cells = [{role: g[f"{name}/{name}/{cell}/{role}:0"][()] for role in ("kernel", "recurrent_kernel", "bias")}
+                 for name, cell in (("lstm", "lstm_cell"), ("lstm_1", "lstm_cell_1"), ("lstm_2", "lstm_cell_2"))]
+        kernel, bias = g["dense/dense/kernel:0"][()], g["dense/dense/bias:0"][()]
+    y, state = x, None
+    for w in cells:
+        y, final = lstm(y, w, state=state if wired_wrong else None)
+        state = final
+    return y[:, -1] @ kernel + bias
+
+
+def test_stacked_layers_started_from_the_layer_before() -> None:
+    """Each LSTM of the real stack started from the final (h, c) of the one before: named first and alone; not
+    offered where no two stacked layers have the same state shapes (k3_stacked's 8, 6, 4 units)."""
+    with np.load(f"{STOCK}.io.npz") as d:
+        x, y = d["x"], d["y"]
+    np.testing.assert_allclose(_stock(x), y, atol=1e-5)  # the port is Keras
+    xs = _x((2, 6, x.shape[2]), seed=11)
+    result = diagnose(lstm_inspect.load(STOCK), _f32(xs), _f32(_stock(xs, wired_wrong=True)))
+    _named_first_and_alone(result, "stacked layers wired wrong")
+    ckpt = _load("k3_stacked")
+    assert not any("stacked" in m.name for m in mistakes(ckpt, list(ckpt.directions), False))

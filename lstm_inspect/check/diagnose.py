@@ -233,10 +233,24 @@ def _loop_family(directions: list[RecurrentDirection], axes: bool | None) -> lis
                            "bias left out)", "start from zero states and run the same step at t = 0: the recurrent "
                            "bias acts there too", "first step", Variant(changes=tuple(
                                (d.name, DirectionVariant(first_step_weights=(fn,))) for d, fn in first))))
+    if _stacked_alike(directions):  # research #14 (reasoned; onnx-tensorflow#409 for initial states)
+        out.append(Mistake("stacked layers wired wrong: a layer started from the final states of the layer before "
+                           "it", "start every layer and direction from its own initial states (zeros unless given)",
+                           "stack", Variant(stacked_states=True)))
     out.append(Mistake("state kept from a previous call: this call started from the final states of the one before "
                        "(the same input run twice)", "reset the states to zeros at the start of every call "
                        "(TFLite: reset_all_variables())", "calls", Variant(after_a_call=True), runs=2))
     return out
+
+
+def _stacked_alike(directions: list[RecurrentDirection]) -> bool:
+    """Whether a recurrent layer given no states follows one whose final states have its shapes."""
+    layers: dict[str, list[RecurrentDirection]] = {}
+    for d in directions:
+        layers.setdefault(d.layer_path, []).append(d)
+    shapes = [([(d.units, st) for d in ds for st in d.cell.states], not ds[0].initial_state_from)
+              for ds in layers.values()]
+    return any(after == before and free for (before, _), (after, free) in itertools.pairwise(shapes))
 
 
 def _output_family(ckpt: Checkpoint, theirs: list[np.ndarray]) -> list[Mistake]:

@@ -107,6 +107,7 @@ class Variant:
     backward_output_not_flipped: bool = False  # Bidirectional: the backward sequence left in processing order
     dtype: type | None = None
     after_a_call: bool = False  # run once before (a warm-up call), this run starting from that call's final states
+    stacked_states: bool = False  # each recurrent layer started from the final states of the one before it
 
     def for_direction(self, name: str) -> DirectionVariant | None:
         found = None
@@ -118,7 +119,8 @@ class Variant:
     def __add__(self, other: Variant) -> Variant:
         return Variant(self.changes + other.changes,
                        self.backward_output_not_flipped or other.backward_output_not_flipped,
-                       other.dtype or self.dtype, self.after_a_call or other.after_a_call)
+                       other.dtype or self.dtype, self.after_a_call or other.after_a_call,
+                       self.stacked_states or other.stacked_states)
 
     def first_call(self) -> Variant:
         """The warm-up call of `after_a_call`: every other departure, from the usual states."""
@@ -402,6 +404,7 @@ class Network:
         self.ckpt, self.dtype, self.trace, self.variant = ckpt, dtype, trace, variant
         self.limits = limits  # None: the limits in force when it runs (`budget.limited`, the environment)
         self.budget = Budget(limits)
+        self._previous_states: list[np.ndarray] | None = None
         # Kept across runs when asked (repeated forward calls); otherwise each direction's weights
         # are read when it runs and dropped after, so memory stays at one layer's weights.
         self._weights: dict[str, CellWeights] | None = dict(weights) if weights is not None else (
@@ -509,6 +512,7 @@ class Network:
         if self.variant is not None and self.variant.after_a_call:
             return self._after_a_call(xs, rec)
         self.budget = Budget(self.limits or current_limits(), str(self.ckpt.file))
+        self._previous_states = None  # the last recurrent layer's final states (`Variant.stacked_states`)
         self.budget.itemsize = max(4, np.dtype(self.dtype).itemsize)
         self.budget.hold(xs)
         with self.budget.active():
@@ -629,6 +633,7 @@ class Network:
         self._check_recurrent_input(node, directions[0], value, mask)
         if states:
             rec.initial_states.setdefault(node.path, states)
+        states = states or self._stacked_start(directions, value.shape[0])
         n_states = len(directions[0].cell.states)
         results = []
         for k, d in enumerate(directions):
@@ -648,6 +653,7 @@ class Network:
                     self.budget.hold([value])
                 rec.trace_inputs[d.name] = value  # the input of the call these values come from
             results.append(res)
+        self._previous_states = [st for r in results for st in r.states]
         out_mask = mask if s.return_sequences else None
 
         def sequence_out(a: np.ndarray) -> np.ndarray:
@@ -667,6 +673,16 @@ class Network:
         if s.return_state:
             tensors += [Tensor(st) for st in fw.states] + [Tensor(st) for st in bw.states]
         return tensors
+
+    def _stacked_start(self, directions: list[RecurrentDirection], batch: int) -> list[np.ndarray]:
+        """A port that wires a stack wrong (research #14, the PyTorch h_n layout [layer0, layer1, ...] read off by
+        one layer): a recurrent layer given no states starts from the final states of the one run before it, where
+        their shapes allow; otherwise (and in Keras) from zeros."""
+        previous = self._previous_states
+        if self.variant is None or not self.variant.stacked_states or previous is None:
+            return []
+        want = [(batch, d.units) for d in directions for _ in d.cell.states]
+        return list(previous) if [np.shape(a) for a in previous] == want else []
 
     def _check_recurrent_input(self, node: LayerNode, d: RecurrentDirection, x: np.ndarray,
                                mask: np.ndarray | None) -> None:
