@@ -13,11 +13,12 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
   (only where the model has a mask), states handed over by another layer ignored (only where there
   are), the states carried from one batch row into the next (a port looping over samples), the
   output emitted one step late (h_{t-1} at step t), and reduced precision;
-- the loop's around a correct step (research #1, #4, #6, #8, #15 of issue 24): an LSTM's c_t emitted instead of
-  h_t, the batch and time axes confused (PyTorch without batch_first; only where the outputs keep their shape), a
-  standalone go_backwards layer's output flipped back to input order (as ONNX's reverse direction emits it),
-  step 0 run without the recurrent part where a recurrent bias acts there (a reset_after GRU, a CuDNN layer),
-  and the states kept from a previous call (the same input run twice, as TFLite does unless reset);
+- the loop's around a correct step (research #1, #4, #6, #8, #14, #15 of issue 24): an LSTM's c_t emitted
+  instead of h_t, the batch and time axes confused (PyTorch without batch_first; only where the outputs keep
+  their shape), a standalone go_backwards layer's output flipped back to input order (as ONNX's reverse direction
+  emits it), step 0 run without the recurrent part where a recurrent bias acts there (a reset_after GRU, a CuDNN
+  layer), a stacked layer started from the final states of the one before it (where their shapes allow), and the
+  states kept from a previous call (the same input run twice, as TFLite does unless reset);
 - the model's outputs: same-shaped outputs returned in another order ([output, c, h]; a Bidirectional's states
   in PyTorch's h_n, c_n layout), compared without a rerun.
 
@@ -204,7 +205,7 @@ def _mask_family(directions: list[RecurrentDirection]) -> list[Mistake]:
 
 def _loop_family(directions: list[RecurrentDirection], axes: bool | None) -> list[Mistake]:
     """Mistakes in the loop around a correct step: what is emitted, which axis is time, the first step, the
-    states a call starts from (research #1, #4, #6, #8, #15)."""
+    states a layer or a call starts from (research #1, #4, #6, #8, #14, #15)."""
     out: list[Mistake] = []
     lstm = [d for d in directions if "c" in d.cell.states]
     if lstm:  # research #8: a port returning c (or its state list in another order); keras PR #11726
