@@ -378,6 +378,14 @@ def test_state_kept_from_a_previous_call() -> None:
     _named_first_and_alone(diagnose(_load("k3_single"), _f32(x), _f32(seq), layer="lstm"),
                            "state kept from a previous call")
 
+    halves = []  # a Bidirectional alone: each direction from its own final states of the first call
+    for half, back in (("forward", False), ("backward", True)):
+        w = _w("k3_bidir_concat")[f"bidirectional/{half}_lstm_5"]
+        y = lstm(x, w, go_backwards=back, state=lstm(x, w, go_backwards=back)[1])[0]
+        halves.append(y[:, ::-1] if back else y)
+    result = diagnose(_load("k3_bidir_concat"), _f32(x), _f32(np.concatenate(halves, axis=-1)), layer="bidirectional")
+    _named_first_and_alone(result, "state kept from a previous call")
+
 
 # ---------------------------------------------------------------- 7. stacked layers wired wrong
 
