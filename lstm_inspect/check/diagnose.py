@@ -7,12 +7,15 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
 - the cell's own (`check.mistakes.cell_mistakes`): every gate order, every recurrent activation a port might use
   (sigmoid, Keras 2's and Keras 3's hard_sigmoid), candidate and cell activations, a dropped bias
   or CuDNN bias half (a GRU's bias rows), transposed or swapped blocks, and the step equations (a
-  GRU's update gate the other way round, its reset gate before or after the product);
+  GRU's update gate the other way round, its reset gate before or after the product); TF1's LSTM
+  conventions (forget_bias=1.0 added at run time, or after the sigmoid; the cell state clipped as
+  TFLite and LSTMBlockCell clip it); dropout applied at inference (where the layer sets a rate);
 - the sequence's: each direction run over time reversed (a forward one) or in its own order (a
   go_backwards one), a Bidirectional's backward output left unflipped, the mask ignored or zeroed
-  (only where the model has a mask), states handed over by another layer ignored (only where there
-  are), the states carried from one batch row into the next (a port looping over samples), the
-  output emitted one step late (h_{t-1} at step t), and reduced precision.
+  (only where the model has a mask), states handed over by another layer ignored or, for an LSTM,
+  handed over as (c, h) (only where there are), the states carried from one batch row into the
+  next (a port looping over samples), the output emitted one step late (h_{t-1} at step t), and
+  reduced precision.
 
 Every single mistake is tried, then pairs of mistakes from different axes, most promising first,
 within a budget. All the runs share one step budget (`budget.Limits.runs`): the model's own run counts
@@ -117,7 +120,8 @@ def _cell_family(directions: list[RecurrentDirection]) -> list[Mistake]:
     by_kind: dict[tuple[str, str, str], list[RecurrentDirection]] = {}
     for d in directions:
         s = d.settings
-        key = (d.cell.kind, str((s.activation, s.recurrent_activation, s.reset_after, s.use_bias)), d.storage)
+        key = (d.cell.kind, str((s.activation, s.recurrent_activation, s.reset_after, s.use_bias, s.dropout,
+                                 s.recurrent_dropout)), d.storage)
         by_kind.setdefault(key, []).append(d)
     several = len(by_kind) > 1
     for ds in by_kind.values():
@@ -161,6 +165,11 @@ def _state_family(directions: list[RecurrentDirection]) -> list[Mistake]:
             out.append(Mistake(f"the states handed over ignored: started from zeros{one}",
                                f"start {d.name} from {', '.join(d.initial_state_from)}", "state",
                                _for(d.name, DirectionVariant(zero_initial_state=True))))
+            if d.cell.states == ("h", "c"):  # tensorflow#17133, #13943, frugally-deep#145: TF1's LSTMStateTuple
+                out.append(Mistake(f"the states handed over as (c, h), TF1's LSTMStateTuple order: h and c "
+                                   f"swapped{one}", "Keras's initial_state is [h, c] (an LSTM with return_state "
+                                   "returns [output, h, c]): hand over h first", "state",
+                                   _for(d.name, DirectionVariant(swap_initial_states=True))))
     out.append(Mistake("state carried across batch rows: row b starts from row b−1's final states", "reset the "
                        "states to zeros (or the given initial states) at the start of every sample, or run the batch "
                        "as one (batch, N_c) array", "rows", _for(None, DirectionVariant(carry_rows=True))))

@@ -1,9 +1,11 @@
 """The porting mistakes of one recurrent cell, for `diagnose`: in its weights, activations and step equations.
 
 Every kind gets the mistakes its `Cell` attributes imply (each other order of its `gates`, each
-recurrent activation a port might use, a dropped bias, transposed or swapped blocks); a kind with
-mistakes of its own (an LSTM's cell activation and CuDNN bias halves, a GRU's update and reset gate
-equations and bias rows, a SimpleRNN's activation) registers them with `@mistakes_of(kind)`, and
+recurrent activation a port might use, a dropped bias, transposed or swapped blocks, dropout applied
+at inference where the layer sets a rate); a kind with mistakes of its own (an LSTM's cell
+activation, CuDNN bias halves and TF1's cell conventions: forget_bias at run time or after the
+sigmoid, cell_clip; a GRU's update and reset gate equations and bias rows, a SimpleRNN's activation)
+registers them with `@mistakes_of(kind)`, and
 the gate orders other libraries use with `KNOWN_ORDERS`. A new cell kind needs no edit here unless
 it has mistakes of its own. Sequence-level mistakes (time order, masks, states, precision) are
 `diagnose`'s own.
@@ -27,7 +29,8 @@ class CellMistake:
 
     name: str
     fix: str
-    axis: str  # "order", "activation", "equation", "bias", "transpose": two of one axis never combine
+    axis: str  # "order", "activation", "equation", "bias", "transpose", "forget", "clip", "dropout": two of one
+    # axis never combine
     weights: Callable[[Any, CellWeights], CellWeights] | None = None  # (direction, weights) -> weights
     step: StepVariant | None = None
     same_as_model: bool = False  # the model itself computes this (left out of the search)
@@ -101,7 +104,34 @@ def _common_mistakes(cell: Cell, settings: CellSettings, input_dim: int | None, 
                                "recurrent_kernel on h", "transpose",
                                weights=lambda d, w: CellWeights(kernel=w.recurrent_kernel,
                                                                 recurrent_kernel=w.kernel, bias=w.bias)))
+    return out + _dropout_mistakes(settings)
+
+
+def _dropout_mistakes(settings: CellSettings) -> list[CellMistake]:
+    """Dropout applied at inference (lmnt-com/haste#18, keras#8907, tensorflow#35724), as old-style dropout scales:
+    x·(1 − dropout) and h_{t−1}·(1 − recurrent_dropout) where Keras's masks act (x before the kernel, h before the
+    recurrent kernel). Keras's dropout is inverted (scaled while training) and does nothing at inference. x·(1 − p)
+    times kernel is x times kernel·(1 − p), so each is a weight change; only for a layer that sets the rate."""
+    p, q = settings.dropout, settings.recurrent_dropout
+    fix = "Keras drops and scales only while training: at inference use x and h as they are"
+    out: list[CellMistake] = []
+    if p > 0:
+        out.append(CellMistake(f"dropout applied at inference: x scaled by 1 − dropout = {1 - p:g}", fix, "dropout",
+                               weights=_scaled(1 - p, 1.0)))
+    if q > 0:
+        out.append(CellMistake(f"recurrent dropout applied at inference: h_(t−1) scaled by 1 − recurrent_dropout = "
+                               f"{1 - q:g}", fix, "dropout", weights=_scaled(1.0, 1 - q)))
+    if p > 0 and q > 0:
+        out.append(CellMistake(f"dropout and recurrent dropout applied at inference: x scaled by {1 - p:g}, "
+                               f"h_(t−1) by {1 - q:g}", fix, "dropout", weights=_scaled(1 - p, 1 - q)))
     return out
+
+
+def _scaled(on_x: float, on_h: float) -> Callable[[Any, CellWeights], CellWeights]:
+    def apply(d: Any, w: CellWeights) -> CellWeights:
+        return CellWeights(kernel=w.kernel * np.float32(on_x), recurrent_kernel=w.recurrent_kernel * np.float32(on_h),
+                           bias=w.bias)
+    return apply
 
 
 def _read_as(cell: Cell, order: tuple[str, ...]) -> Callable[[Any, CellWeights], CellWeights]:
@@ -142,12 +172,48 @@ def _lstm(settings: CellSettings, storage: str) -> list[CellMistake]:
                     step=StepVariant(activation="linear", options={"cell_activation": phi}),
                     same_as_model=phi == "linear"),
     ]
+    out += _tf1_mistakes()
     if storage == "cudnn":
         out += [CellMistake("CuDNNLSTM's recurrent bias dropped", "the bias is the input half plus the recurrent "
                             "half (bias[:4N_c] + bias[4N_c:])", "bias", weights=_cudnn_bias(0)),
                 CellMistake("CuDNNLSTM's recurrent bias added twice", "add the recurrent half once", "bias",
                             weights=_cudnn_bias(2))]
     return out
+
+
+# TF1's cell conventions in a port of a Keras LSTM (tf.nn.rnn_cell.LSTMCell / BasicLSTMCell, tf.compat.v1).
+# Their gate order i, j, f, o is KNOWN_ORDERS's "Keras 1's stored order"; the state tuple order (c, h) is
+# diagnose's (states handed over). Peepholes and num_proj are not candidates: a Keras LSTM has no peephole
+# weights to misuse, and num_proj changes the output's width (a shape mismatch, not a value).
+CELL_CLIPS = {10.0: "TFLite's converter gives a Keras LSTM's fused op cell_clip=10 (tensorflow#43649; "
+                    "ConvertKerasLSTMLayer in tensorflow/compiler/mlir/lite/utils/lstm_utils.cc)",
+              3.0: "tf.raw_ops.LSTMBlockCell's and BlockLSTM's default cell_clip=3 (tensorflow/core/ops/rnn_ops.cc)"}
+
+
+def _tf1_mistakes() -> list[CellMistake]:
+    keras_f = "Keras's forget gate is f = σ(z_f) with the stored bias: unit_forget_bias only sets b_f's initial value"
+    return [
+        # tensorflow#5090, coremltools#309, keras#10179: TF1's LSTMCell/BasicLSTMCell add forget_bias=1.0 at run
+        # time; Keras has no such constant (unit_forget_bias, misread as one, only initialises b_f to 1).
+        CellMistake("forget_bias=1.0 added at run time (TF1's LSTMCell, or unit_forget_bias misread): "
+                    "f = σ(z_f + 1)", keras_f + ", already in the bias: add no constant (forget_bias=0 in a TF1 cell)",
+                    "forget", weights=_forget_bias_plus_one),
+        # apache/tvm PR #3410: TVM's TensorFlow LSTM import added the forget bias after the sigmoid.
+        CellMistake("the forget bias added after the sigmoid: f = σ(z_f) + 1", keras_f + ": nothing is added to f",
+                    "forget", step=StepVariant(options={"forget_bias_after_sigmoid": 1.0})),
+    ] + [
+        CellMistake(f"the cell state clipped to ±{clip:g} (cell_clip)", f"Keras never clips c ({why}): remove the "
+                    "clip (cell_clip=None or 0)", "clip", step=StepVariant(options={"cell_clip": clip}))
+        for clip, why in CELL_CLIPS.items()
+    ]
+
+
+def _forget_bias_plus_one(d: Any, w: CellWeights) -> CellWeights:
+    """f = σ(z_f + 1): the bias's forget block plus 1 (a layer without bias gets a zero bias, 1 on f)."""
+    n = w.units
+    bias = np.zeros(4 * n, w.recurrent_kernel.dtype) if w.bias is None else np.array(w.bias, copy=True)
+    bias[n:2 * n] += 1  # Keras's blocks i, f, c, o
+    return CellWeights(kernel=w.kernel, recurrent_kernel=w.recurrent_kernel, bias=bias)
 
 
 def _cudnn_bias(times: int) -> Any:
