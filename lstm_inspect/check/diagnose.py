@@ -68,7 +68,7 @@ MAX_PAIRS, PAIR_SECONDS = 2000, 8.0
 CLOSE = 10.0
 # The axes of mistakes that can leave some samples exact (the others act on every sample alike). Precision is
 # one: its errors are small, so a sample with small activations can stay within the tolerance.
-PER_SAMPLE_AXES = ("mask", "state", "rows", "precision")
+PER_SAMPLE_AXES = ("mask", "state", "rows", "precision", "cell:clip")
 
 
 @dataclass(frozen=True)
@@ -120,8 +120,9 @@ def _cell_family(directions: list[RecurrentDirection]) -> list[Mistake]:
     by_kind: dict[tuple[str, str, str], list[RecurrentDirection]] = {}
     for d in directions:
         s = d.settings
+        # square (N_i = N_c) or not: the input block's transposes apply only to square directions
         key = (d.cell.kind, str((s.activation, s.recurrent_activation, s.reset_after, s.use_bias, s.dropout,
-                                 s.recurrent_dropout)), d.storage)
+                                 s.recurrent_dropout, d.input_dim == d.units)), d.storage)
         by_kind.setdefault(key, []).append(d)
     several = len(by_kind) > 1
     for ds in by_kind.values():
@@ -157,7 +158,8 @@ def _time_family(directions: list[RecurrentDirection]) -> list[Mistake]:
 
 
 def _state_family(directions: list[RecurrentDirection]) -> list[Mistake]:
-    """Where each row's states start: states handed over ignored, states carried from one row into the next."""
+    """Where each row's states start: states handed over ignored or as (c, h), states carried from one row into the
+    next."""
     out: list[Mistake] = []
     for d in directions:
         one = f" ({d.name})" if len(directions) > 1 else ""
@@ -165,11 +167,15 @@ def _state_family(directions: list[RecurrentDirection]) -> list[Mistake]:
             out.append(Mistake(f"the states handed over ignored: started from zeros{one}",
                                f"start {d.name} from {', '.join(d.initial_state_from)}", "state",
                                _for(d.name, DirectionVariant(zero_initial_state=True))))
-            if d.cell.states == ("h", "c"):  # tensorflow#17133, #13943, frugally-deep#145: TF1's LSTMStateTuple
-                out.append(Mistake(f"the states handed over as (c, h), TF1's LSTMStateTuple order: h and c "
-                                   f"swapped{one}", "Keras's initial_state is [h, c] (an LSTM with return_state "
-                                   "returns [output, h, c]): hand over h first", "state",
-                                   _for(d.name, DirectionVariant(swap_initial_states=True))))
+    # tensorflow#17133, #13943, frugally-deep#145: states handed over in TF1's LSTMStateTuple order (c, h), in
+    # every direction that receives them (a port hands them over one way)
+    given = [d for d in directions if d.initial_state_from and d.cell.states == ("h", "c")]
+    if given:
+        where = f" (in {', '.join(d.name for d in given)})" if len(directions) > 1 else ""
+        out.append(Mistake(f"the states handed over as (c, h), TF1's LSTMStateTuple order: h and c swapped{where}",
+                           "Keras's initial_state is [h, c] (an LSTM with return_state returns [output, h, c]): "
+                           "hand over h first", "state", Variant(changes=tuple(
+                               (d.name, DirectionVariant(swap_initial_states=True)) for d in given))))
     out.append(Mistake("state carried across batch rows: row b starts from row b−1's final states", "reset the "
                        "states to zeros (or the given initial states) at the start of every sample, or run the batch "
                        "as one (batch, N_c) array", "rows", _for(None, DirectionVariant(carry_rows=True))))
