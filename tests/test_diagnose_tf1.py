@@ -41,10 +41,12 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def lstm(x: np.ndarray, w: dict[str, np.ndarray], *, h0: Any = None, c0: Any = None, backwards: bool = False,
-         forget_bias: float = 0.0, forget_after: float = 0.0, clip: float | None = None, x_keep: float = 1.0,
+         mask: np.ndarray | None = None, forget_bias: float = 0.0, forget_after: float = 0.0,
+         clip: float | None = None, x_keep: float = 1.0,
          h_keep: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Keras's LSTM, blocks i, f, c, o: (outputs at each input position, last h, last c). `forget_bias`: added to
-    z_f; `forget_after`: added to σ(z_f); `clip`: c clipped to ±clip; `x_keep`, `h_keep`: x and h_{t-1} scaled."""
+    """Keras's LSTM, blocks i, f, c, o: (outputs at each input position, last h, last c); at a masked step the
+    states are kept and the previous output repeated. `forget_bias`: added to z_f; `forget_after`: added to
+    σ(z_f); `clip`: c clipped to ±clip; `x_keep`, `h_keep`: x and h_{t-1} scaled."""
     k, r = w["kernel"].astype(np.float64), w["recurrent_kernel"].astype(np.float64)
     n = r.shape[0]
     b = w["bias"].astype(np.float64) if "bias" in w else np.zeros(4 * n)
@@ -54,10 +56,12 @@ def lstm(x: np.ndarray, w: dict[str, np.ndarray], *, h0: Any = None, c0: Any = N
     for t in range(x.shape[1])[::-1] if backwards else range(x.shape[1]):
         z = (x_keep * x[:, t]) @ k + (h_keep * h) @ r + b
         i, f, g, o = np.split(z, 4, axis=-1)
-        c = (_sigmoid(f + forget_bias) + forget_after) * c + _sigmoid(i) * np.tanh(g)
+        c_t = (_sigmoid(f + forget_bias) + forget_after) * c + _sigmoid(i) * np.tanh(g)
         if clip is not None:
-            c = np.clip(c, -clip, clip)
-        h = _sigmoid(o) * np.tanh(c)
+            c_t = np.clip(c_t, -clip, clip)
+        h_t = _sigmoid(o) * np.tanh(c_t)
+        keep = np.ones((len(x), 1), bool) if mask is None else mask[:, t, None]
+        h, c = np.where(keep, h_t, h), np.where(keep, c_t, c)
         out[:, t] = h
     return out, h, c
 
@@ -168,6 +172,18 @@ def test_forget_bias_in_both_directions_of_a_bidirectional() -> None:
     _named_first(diagnose(ckpt, [x], [port(x, forget_bias=1.0)]), "forget_bias=1.0 added at run time")
 
 
+def test_forget_bias_under_a_mask() -> None:
+    """k3_masking: Masking(0.0) → LSTM(5, return_sequences=True), Keras's padded input; every sample wrong."""
+    data = _io("k3_masking")
+    x, w = data["x"], keras_refs(SAMPLES / "k3_masking.ref.npz")["lstm_11"]
+    mask = np.any(x != 0, axis=-1)
+    assert not mask.all()
+    np.testing.assert_allclose(lstm(x, w, mask=mask)[0], data["y"], atol=1e-5)
+    theirs = lstm(x, w, mask=mask, forget_bias=1.0)[0].astype(np.float32)
+    _named_first(diagnose(lstm_inspect.load(SAMPLES / "k3_masking.keras"), [x], [theirs]),
+                 "forget_bias=1.0 added at run time")
+
+
 # ---------------------------------------------------------------- the cell state clipped
 
 
@@ -221,8 +237,25 @@ def _seq2seq_bidirectional(x0: np.ndarray, x1: np.ndarray, swapped: bool = False
     return (np.concatenate(halves, axis=-1) @ kernel + bias).astype(np.float32)
 
 
+def _seq2seq_embedding(x0: np.ndarray, x1: np.ndarray, swapped: bool = False) -> np.ndarray:
+    """k3_seq2seq_embedding: token ids through Embedding(mask_zero) on each side, the encoder's final (h, c) (held
+    over its padding) start the decoder, Dense(12, softmax). Keras 3 passes the implicit mask only to a call with
+    one tensor argument (keras/src/layers/layer.py): the decoder, called with its initial states, runs unmasked."""
+    w = keras_refs(SAMPLES / "k3_seq2seq_embedding.ref.npz")
+    with zipfile.ZipFile(SAMPLES / "k3_seq2seq_embedding.keras") as z, \
+            h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
+        source, target = f["layers/embedding/vars/0"][()], f["layers/embedding_1/vars/0"][()]
+    _, h, c = lstm(source[x0], w["encoder"], mask=x0 != 0)
+    h0, c0 = (c, h) if swapped else (h, c)
+    logits = lstm(target[x1], w["decoder"], h0=h0, c0=c0)[0] @ _dense("k3_seq2seq_embedding")[0] \
+        + _dense("k3_seq2seq_embedding")[1]
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).astype(np.float32)
+
+
 @pytest.mark.parametrize("sample,port", [("k3_seq2seq", _seq2seq), ("k3_seq2seq_bidirectional",
-                                                                    _seq2seq_bidirectional)])
+                                                                    _seq2seq_bidirectional),
+                                         ("k3_seq2seq_embedding", _seq2seq_embedding)])
 def test_states_handed_over_as_c_h(sample: str, port: Any) -> None:
     """The decoder is wrong from step 0 (its start), every sample; named first on the whole model."""
     data = _io(sample)
