@@ -288,29 +288,27 @@ def test_the_dropout_sample_reads_its_rates_and_the_port_is_keras() -> None:
     np.testing.assert_allclose(_dropout_model(data["x"])[-1], data["y"], atol=1e-5)
 
 
-DROPOUT_CASES = [
-    ("lstm", (KEEP["lstm"][0], 1.0), "dropout applied at inference: x scaled by 1 − dropout = 0.7"),
-    ("lstm", (1.0, KEEP["lstm"][1]), "recurrent dropout applied at inference: h_(t−1) scaled by 1 − "
-                                     "recurrent_dropout = 0.8"),
-    ("lstm", KEEP["lstm"], "dropout and recurrent dropout applied at inference: x scaled by 0.7, h_(t−1) by 0.8"),
-    ("gru", KEEP["gru"], "dropout and recurrent dropout applied at inference: x scaled by 0.75, h_(t−1) by 0.6"),
-    ("simple_rnn", (KEEP["simple_rnn"][0], 1.0), "dropout applied at inference: x scaled by 1 − dropout = 0.5"),
-]
+DROPOUT_CASES = [((True, False), "dropout applied at inference: x scaled by 1 − dropout"),
+                 ((False, True), "recurrent dropout applied at inference: h_(t−1) scaled by 1 − recurrent_dropout"),
+                 ((True, True), "dropout and recurrent dropout applied at inference: x scaled by 1 − dropout")]
 
 
-@pytest.mark.parametrize("layer,keep,words", DROPOUT_CASES, ids=[f"{c[0]} {c[1]}" for c in DROPOUT_CASES])
-def test_dropout_applied_at_inference(layer: str, keep: tuple[float, float], words: str) -> None:
-    """One layer alone (fed what the right port feeds it), then the whole model (the mistake in that layer only)."""
+@pytest.mark.parametrize("scales,words", DROPOUT_CASES, ids=["x", "h", "x and h"])
+def test_dropout_applied_at_inference(scales: tuple[bool, bool], words: str) -> None:
+    """Each layer alone (fed what the right port feeds it), then the whole model with the mistake in every layer,
+    each scaled by its own rates (the port has one dropout routine)."""
     ckpt = lstm_inspect.load(SAMPLES / f"{DROPOUT}.keras")
     x = np.random.default_rng(27).normal(size=(3, 7, 3)).astype(np.float32)
     right = _dropout_model(x)
-    k = ["lstm", "gru", "simple_rnn"].index(layer)
-    layer_in = x if k == 0 else right[k - 1]
-    theirs = _dropout_model(x, {layer: keep})
-    result = diagnose(ckpt, [layer_in], [theirs[k]], layer=layer)
-    _named_first(result, words)
-    if keep[0] == 1.0:  # h_{-1} = 0: recurrent dropout leaves step 0 exact
-        assert result.evidence is not None and set(result.evidence.from_step.values()) == {1}
-    whole = diagnose(ckpt, [x], [theirs[-1]])
+    keep = {n: (kx if scales[0] else 1.0, kh if scales[1] else 1.0) for n, (kx, kh) in KEEP.items()}
+    rates = [", ".join(f"{keep[n][k]:g} in {n}" for n in KEEP) for k in (0, 1) if scales[k]]
+    for k, layer in enumerate(KEEP):
+        theirs = _dropout_model(x, {layer: keep[layer]})[k]
+        result = diagnose(ckpt, [x if k == 0 else right[k - 1]], [theirs], layer=layer)
+        _named_first(result, words)
+        assert all(f"= {keep[layer][j]:g}" in result.found[0].name for j in (0, 1) if scales[j])
+        if not scales[0]:  # h_{-1} = 0: recurrent dropout leaves step 0 exact
+            assert result.evidence is not None and set(result.evidence.from_step.values()) == {1}
+    whole = diagnose(ckpt, [x], [_dropout_model(x, keep)[-1]])
     _named_first(whole, words)
-    assert whole.found[0].name.endswith(f"(in {layer})")
+    assert all(f"({r})" in whole.found[0].name for r in rates), whole.found[0].name

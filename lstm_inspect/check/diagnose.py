@@ -9,7 +9,8 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
   or CuDNN bias half (a GRU's bias rows), transposed or swapped blocks, and the step equations (a
   GRU's update gate the other way round, its reset gate before or after the product); TF1's LSTM
   conventions (forget_bias=1.0 added at run time, or after the sigmoid; the cell state clipped as
-  TFLite and LSTMBlockCell clip it); dropout applied at inference (where the layer sets a rate);
+  TFLite and LSTMBlockCell clip it);
+- dropout applied at inference, old-style (x and/or h scaled by 1 − rate in every layer that sets one);
 - the sequence's: each direction run over time reversed (a forward one) or in its own order (a
   go_backwards one), a Bidirectional's backward output left unflipped, the mask ignored or zeroed
   (only where the model has a mask), states handed over by another layer ignored or, for an LSTM,
@@ -108,7 +109,7 @@ def _for(name: str | None, change: DirectionVariant) -> Variant:
 
 def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: bool) -> list[Mistake]:
     """Every single mistake that applies to these directions (the whole model's, or one alone), family by family."""
-    out = _cell_family(directions) + _time_family(directions) + _state_family(directions)
+    out = _cell_family(directions) + _dropout_family(directions) + _time_family(directions) + _state_family(directions)
     if masked:
         out += _mask_family(directions)
     return out + _precision_family()
@@ -120,21 +121,64 @@ def _cell_family(directions: list[RecurrentDirection]) -> list[Mistake]:
     by_kind: dict[tuple[str, str, str], list[RecurrentDirection]] = {}
     for d in directions:
         s = d.settings
-        # square (N_i = N_c) or not: the input block's transposes apply only to square directions
-        key = (d.cell.kind, str((s.activation, s.recurrent_activation, s.reset_after, s.use_bias, s.dropout,
-                                 s.recurrent_dropout, d.input_dim == d.units)), d.storage)
+        key = (d.cell.kind, str((s.activation, s.recurrent_activation, s.reset_after, s.use_bias)), d.storage)
         by_kind.setdefault(key, []).append(d)
     several = len(by_kind) > 1
     for ds in by_kind.values():
         d0 = ds[0]
         where = f" (in {', '.join(d.name for d in ds)})" if several else ""
-        for m in cell_mistakes(d0.cell, d0.settings, d0.storage, d0.input_dim, d0.units, d0.hard_sigmoid):
+        # the input block's transposes only where every direction is square (N_i = N_c)
+        square = all(d.input_dim == d.units for d in ds)
+        for m in cell_mistakes(d0.cell, d0.settings, d0.storage, d0.input_dim if square else None, d0.units,
+                               d0.hard_sigmoid):
             if m.same_as_model:
                 continue
             change = DirectionVariant(weights=(m.weights,) if m.weights else (), step=m.step)
             variant = Variant(changes=tuple((d.name, change) for d in ds))
             out.append(Mistake(m.name + where, m.fix, f"cell:{m.axis}", variant))
     return out
+
+
+def _dropout_family(directions: list[RecurrentDirection]) -> list[Mistake]:
+    """Dropout applied at inference (lmnt-com/haste#18, keras#8907, tensorflow#35724) as old-style dropout scales,
+    in every direction that sets a rate, by its own: x·(1 − dropout) before the kernel, h_{t−1}·(1 − recurrent_dropout)
+    before the recurrent kernel, where Keras's training masks act. Keras's dropout is inverted (scaled while
+    training) and does nothing at inference. x·(1 − p) times kernel is x times kernel·(1 − p): a weight change."""
+    out: list[Mistake] = []
+    fix = "Keras drops and scales only while training: at inference use x and h as they are"
+    on_x = [d for d in directions if d.settings.dropout > 0]
+    on_h = [d for d in directions if d.settings.recurrent_dropout > 0]
+
+    def rates(ds: list[RecurrentDirection], of: str) -> str:
+        kept = [f"{1 - getattr(d.settings, of):g}" for d in ds]
+        if len(directions) == 1:
+            return f" = {kept[0]}"
+        return " (" + ", ".join(f"{k} in {d.name}" for k, d in zip(kept, ds)) + ")"
+
+    def scaled(x: bool, h: bool) -> Variant:
+        return Variant(changes=tuple((d.name, DirectionVariant(weights=(_dropout_scaled(x, h),)))
+                                     for d in directions if (x and d in on_x) or (h and d in on_h)))
+
+    if on_x:
+        out.append(Mistake(f"dropout applied at inference: x scaled by 1 − dropout{rates(on_x, 'dropout')}", fix,
+                           "dropout", scaled(True, False)))
+    if on_h:
+        out.append(Mistake("recurrent dropout applied at inference: h_(t−1) scaled by 1 − recurrent_dropout"
+                           f"{rates(on_h, 'recurrent_dropout')}", fix, "dropout", scaled(False, True)))
+    if on_x and on_h:
+        out.append(Mistake(f"dropout and recurrent dropout applied at inference: x scaled by 1 − dropout"
+                           f"{rates(on_x, 'dropout')}, h_(t−1) by 1 − recurrent_dropout"
+                           f"{rates(on_h, 'recurrent_dropout')}", fix, "dropout", scaled(True, True)))
+    return out
+
+
+def _dropout_scaled(x: bool, h: bool) -> Callable[[Any, CellWeights], CellWeights]:
+    """kernel·(1 − dropout) and/or recurrent_kernel·(1 − recurrent_dropout), by the direction's own rates."""
+    def apply(d: Any, w: CellWeights) -> CellWeights:
+        keep_x = np.float32(1 - d.settings.dropout) if x else np.float32(1)
+        keep_h = np.float32(1 - d.settings.recurrent_dropout) if h else np.float32(1)
+        return CellWeights(kernel=w.kernel * keep_x, recurrent_kernel=w.recurrent_kernel * keep_h, bias=w.bias)
+    return apply
 
 
 def _time_family(directions: list[RecurrentDirection]) -> list[Mistake]:

@@ -1,8 +1,8 @@
 """The porting mistakes of one recurrent cell, for `diagnose`: in its weights, activations and step equations.
 
 Every kind gets the mistakes its `Cell` attributes imply (each other order of its `gates`, each
-recurrent activation a port might use, a dropped bias, transposed or swapped blocks, dropout applied
-at inference where the layer sets a rate); a kind with mistakes of its own (an LSTM's cell
+recurrent activation a port might use, a dropped bias, transposed or swapped blocks); a kind with
+mistakes of its own (an LSTM's cell
 activation, CuDNN bias halves and TF1's cell conventions: forget_bias at run time or after the
 sigmoid, cell_clip; a GRU's update and reset gate equations and bias rows, a SimpleRNN's activation)
 registers them with `@mistakes_of(kind)`, and
@@ -29,8 +29,8 @@ class CellMistake:
 
     name: str
     fix: str
-    axis: str  # "order", "activation", "equation", "bias", "transpose", "forget", "clip", "dropout": two of one
-    # axis never combine
+    axis: str  # "order", "activation", "equation", "bias", "transpose", "forget", "clip": two of one axis never
+    # combine
     weights: Callable[[Any, CellWeights], CellWeights] | None = None  # (direction, weights) -> weights
     step: StepVariant | None = None
     same_as_model: bool = False  # the model itself computes this (left out of the search)
@@ -104,34 +104,7 @@ def _common_mistakes(cell: Cell, settings: CellSettings, input_dim: int | None, 
                                "recurrent_kernel on h", "transpose",
                                weights=lambda d, w: CellWeights(kernel=w.recurrent_kernel,
                                                                 recurrent_kernel=w.kernel, bias=w.bias)))
-    return out + _dropout_mistakes(settings)
-
-
-def _dropout_mistakes(settings: CellSettings) -> list[CellMistake]:
-    """Dropout applied at inference (lmnt-com/haste#18, keras#8907, tensorflow#35724), as old-style dropout scales:
-    x·(1 − dropout) and h_{t−1}·(1 − recurrent_dropout) where Keras's masks act (x before the kernel, h before the
-    recurrent kernel). Keras's dropout is inverted (scaled while training) and does nothing at inference. x·(1 − p)
-    times kernel is x times kernel·(1 − p), so each is a weight change; only for a layer that sets the rate."""
-    p, q = settings.dropout, settings.recurrent_dropout
-    fix = "Keras drops and scales only while training: at inference use x and h as they are"
-    out: list[CellMistake] = []
-    if p > 0:
-        out.append(CellMistake(f"dropout applied at inference: x scaled by 1 − dropout = {1 - p:g}", fix, "dropout",
-                               weights=_scaled(1 - p, 1.0)))
-    if q > 0:
-        out.append(CellMistake(f"recurrent dropout applied at inference: h_(t−1) scaled by 1 − recurrent_dropout = "
-                               f"{1 - q:g}", fix, "dropout", weights=_scaled(1.0, 1 - q)))
-    if p > 0 and q > 0:
-        out.append(CellMistake(f"dropout and recurrent dropout applied at inference: x scaled by {1 - p:g}, "
-                               f"h_(t−1) by {1 - q:g}", fix, "dropout", weights=_scaled(1 - p, 1 - q)))
     return out
-
-
-def _scaled(on_x: float, on_h: float) -> Callable[[Any, CellWeights], CellWeights]:
-    def apply(d: Any, w: CellWeights) -> CellWeights:
-        return CellWeights(kernel=w.kernel * np.float32(on_x), recurrent_kernel=w.recurrent_kernel * np.float32(on_h),
-                           bias=w.bias)
-    return apply
 
 
 def _read_as(cell: Cell, order: tuple[str, ...]) -> Callable[[Any, CellWeights], CellWeights]:
