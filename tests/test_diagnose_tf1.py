@@ -33,7 +33,7 @@ import pytest
 import lstm_inspect
 from lstm_inspect.check.diagnose import diagnose
 
-from conftest import SAMPLES, keras_refs
+from conftest import REALWORLD, SAMPLES, keras_refs
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -312,3 +312,32 @@ def test_dropout_applied_at_inference(scales: tuple[bool, bool], words: str) -> 
     whole = diagnose(ckpt, [x], [_dropout_model(x, keep)[-1]])
     _named_first(whole, words)
     assert all(f"({r})" in whole.found[0].name for r in rates), whole.found[0].name
+
+
+def test_dropout_applied_at_inference_on_a_real_file() -> None:
+    """galalen/arabic-sentiment-analysis's LSTM(100, dropout=0.2, recurrent_dropout=0.2, Keras 2.2.2's
+    hard_sigmoid) → Dense(3, sigmoid), one step of 200 features. A port scaling x by 0.8 is named first. On one
+    step h_{-1} = 0: the recurrent scaling alone computes what the model does (left out as equal to it), and with
+    the input's it computes what the input's alone does (exact too, ranked after)."""
+    path = REALWORLD / "arabic_sentiment_keras222.h5"
+    if not path.exists():
+        pytest.skip("../shared/realworld is not beside this clone")
+    with h5py.File(path) as f:
+        w = {r: f[f"model_weights/lstm_3/lstm_3/{r}:0"][()] for r in ("kernel", "recurrent_kernel", "bias")}
+        kernel, bias = f["model_weights/dense_3/dense_3/kernel:0"][()], f["model_weights/dense_3/dense_3/bias:0"][()]
+    with np.load(f"{path}.io.npz") as data:
+        x, y = data["x"], data["y"]
+
+    def port(x_keep: float = 1.0) -> np.ndarray:  # one step from zeros: c = i·tanh(z_c), h = o·tanh(c)
+        z = (x_keep * x[:, 0].astype(np.float64)) @ w["kernel"] + w["bias"]
+        i, _, g, o = (np.clip(0.2 * b + 0.5, 0, 1) if k != 2 else np.tanh(b) for k, b in enumerate(np.split(z, 4, -1)))
+        return _sigmoid((o * np.tanh(i * g)) @ kernel + bias).astype(np.float32)
+
+    np.testing.assert_allclose(port(), y, atol=1e-5)
+    result = diagnose(lstm_inspect.load(path), [x], [port(x_keep=0.8)])
+    assert result.found[0].exact
+    assert result.found[0].name == "dropout applied at inference: x scaled by 1 − dropout = 0.8"
+    assert [h.name for h in result.ranked if h.exact][1:] == [
+        "dropout and recurrent dropout applied at inference: x scaled by 1 − dropout = 0.8, h_(t−1) by 1 − "
+        "recurrent_dropout = 0.8"]
+    assert result.excluded >= 1 and not any(h.name.startswith("recurrent dropout") for h in result.ranked)
