@@ -2,13 +2,12 @@
 
 Every kind gets the mistakes its `Cell` attributes imply (each other order of its `gates`, each
 recurrent activation a port might use, a dropped bias, transposed or swapped blocks); a kind with
-mistakes of its own (an LSTM's cell
-activation, CuDNN bias halves and TF1's cell conventions: forget_bias at run time or after the
-sigmoid, cell_clip; a GRU's update and reset gate equations and bias rows, a SimpleRNN's activation)
-registers them with `@mistakes_of(kind)`, and
-the gate orders other libraries use with `KNOWN_ORDERS`. A new cell kind needs no edit here unless
-it has mistakes of its own. Sequence-level mistakes (time order, masks, states, precision) are
-`diagnose`'s own.
+mistakes of its own (an LSTM's cell activation, CuDNN bias halves and TF1's cell conventions:
+forget_bias added at run time or after the sigmoid, the cell state clipped; a GRU's update and reset
+gate equations and bias rows, a SimpleRNN's activation) registers them with `@mistakes_of(kind)`,
+and the gate orders other libraries use with `KNOWN_ORDERS`. A new cell kind needs no edit here
+unless it has mistakes of its own. Sequence-level mistakes (time order, masks, states, dropout at
+inference, precision) are `diagnose`'s own.
 """
 
 from __future__ import annotations
