@@ -184,6 +184,34 @@ def test_forget_bias_under_a_mask() -> None:
                  "forget_bias=1.0 added at run time")
 
 
+def test_forget_bias_on_a_real_keras_3_10_model() -> None:
+    """Issue 24's port: TF1's forget_bias on a real Keras 3.10 model (Aditya1026-05's crypto price predictor:
+    LSTM(128) → LSTM(64) → Dense(25) → Dense(1), 100 steps), once said to be "a recurrence problem". Named first,
+    on its first LSTM alone and on the whole model with the constant in both LSTMs."""
+    path = REALWORLD / "crypto_stacked_keras310.keras"
+    if not path.exists():
+        pytest.skip("../shared/realworld is not beside this clone")
+    with zipfile.ZipFile(path) as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
+        w = [{r: f[f"layers/{n}/cell/vars/{k}"][()] for k, r in enumerate(("kernel", "recurrent_kernel", "bias"))}
+             for n in ("lstm", "lstm_1")]
+        dense = [(f[f"layers/{n}/vars/0"][()], f[f"layers/{n}/vars/1"][()]) for n in ("dense", "dense_1")]
+    with np.load(f"{path}.io.npz") as data:
+        x, y = data["x"], data["y"]
+
+    def port(forget_bias: float = 0.0) -> tuple[np.ndarray, np.ndarray]:  # (first LSTM's outputs, the model's)
+        first = lstm(x, w[0], forget_bias=forget_bias)[0]
+        out = lstm(first, w[1], forget_bias=forget_bias)[1]
+        for kernel, bias in dense:  # both linear
+            out = out @ kernel + bias
+        return first.astype(np.float32), out.astype(np.float32)
+
+    np.testing.assert_allclose(port()[1], y, atol=1e-5)
+    ckpt = lstm_inspect.load(path)
+    first, whole = port(forget_bias=1.0)
+    _named_first(diagnose(ckpt, [x], [first], layer="lstm_2"), "forget_bias=1.0 added at run time")
+    _named_first(diagnose(ckpt, [x], [whole]), "forget_bias=1.0 added at run time")
+
+
 # ---------------------------------------------------------------- the cell state clipped
 
 
