@@ -47,9 +47,15 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
               reverse: bool = False, go_backwards: bool = False, dtype: type = np.float64, bf16: bool = False,
               mask: np.ndarray | None = None, zero_output: bool = False, return_sequences: bool = True,
               h0: np.ndarray | None = None, c0: np.ndarray | None = None, carry_rows: bool = False,
-              late: bool = False) -> np.ndarray:
+              late: bool = False, forget_bias: float = 0.0, forget_after: float = 0.0,
+              cell_clip: float | None = None) -> np.ndarray:
     """One LSTM direction as a port computes it, from Keras's own arrays; each argument a possible mistake."""
     k, r, b = w["kernel"], w["recurrent_kernel"], w.get("bias")
+    if forget_bias:  # TF1's forget_bias added at run time: b_f + forget_bias (a zero bias if there is none)
+        n = r.shape[0]
+        b = np.zeros(4 * n) if b is None or not bias else np.array(b, np.float64)
+        b[n:2 * n] += forget_bias
+        bias = True
     if order is not None:
         k, r = ref.permuted(k, 4, list(order)), ref.permuted(r, 4, list(order))
         b = None if b is None else ref.permuted(b, 4, list(order))
@@ -68,7 +74,7 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
         return ref.lstm(xb, k, r, b if bias else None, activation=ref.act(act), recurrent_activation=ref.act(rec),
                         cell_activation=ref.act(cell_act) if cell_act else None, mask=mb, go_backwards=go_backwards,
                         zero_output_for_mask=zero_output, dtype=dtype, return_sequences=return_sequences or late,
-                        h0=hb, c0=cb)
+                        h0=hb, c0=cb, forget_offset=forget_after, cell_clip=cell_clip)
 
     if carry_rows:  # the port loops over samples and never resets h, c: row b starts from row b-1's final states
         ys, hb, cb = [], None if h0 is None else h0[:1], None if c0 is None else c0[:1]
@@ -96,6 +102,7 @@ def _x(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 # ---------------------------------------------------------------- the space of single mistakes, enumerated here
 
+CLIPS = (10.0, 3.0)  # TFLite's fused LSTM's cell_clip, tf.raw_ops.LSTMBlockCell's default
 RECURRENT_WORDS = {"sigmoid": "the logistic sigmoid", "hard_sigmoid:keras2": "Keras 2's",
                    "hard_sigmoid:keras3": "Keras 3's"}
 
@@ -161,6 +168,10 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
                 Plant("zeros at masked steps", "zeros output at masked steps", {"zero_output": True}),
                 Plant("previous output at masked steps", "previous output repeated at masked steps",
                       {"zero_output": False})]
+    # TF1's cell conventions (tests/test_diagnose_tf1.py plants each on its own port; here they complete the space)
+    out += [Plant("forget_bias", "forget_bias=1.0 added at run time", {"forget_bias": 1.0}),
+            Plant("forget bias after sigmoid", "forget bias added after the sigmoid", {"forget_after": 1.0})]
+    out += [Plant(f"cell_clip {clip:g}", f"clipped to ±{clip:g}", {"cell_clip": clip}) for clip in CLIPS]
     out += [Plant("rows carried", "state carried across batch rows", {"carry_rows": True}),
             Plant("output late", "output one step late", {"late": True})]
     out += [Plant("float16", "float16 arithmetic", {"dtype": np.float16}),
@@ -202,6 +213,27 @@ def _case(p: Plant) -> Any:
     return pytest.param(p, id=p.label)
 
 
+def _idle(space: list[Plant], port: Any) -> set[str]:
+    """The cell_clip plants that change nothing on this input, `port(plant or None)` being the port's outputs: no
+    |c| reaches the clip (with σ gates and tanh, |c_t| ≤ t + 1, so 8 steps never reach 10). Diagnose finds each
+    equal to the model and leaves it out (`excluded`); planted, the port is Keras on this input."""
+    plain = port(None)
+    return {p.label for p in space if "cell_clip" in p.every and np.array_equal(port(p), plain)}
+
+
+def _check(result: Any, plant: Plant, space: list[Plant], idle: set[str], equal: int = 0) -> None:
+    """Named first (or, for a clip that never binds here, THEIRS matches); when it stopped at the singles, every
+    candidate offered was run or ruled out, and only the idle clips (and `equal` others) equal the model."""
+    if plant.label in idle:
+        assert result.matches
+        return
+    _named_first(result, plant.words, exact=plant.exact)
+    if result.found[0].exact:
+        assert result.tried + result.pruned == len(space)
+        # a clip can leave some samples exact, so it is never ruled out by them: the idle ones always run
+        assert result.excluded == equal + len(idle)
+
+
 # ---------------------------------------------------------------- a Keras 3 sigmoid model (the whole model)
 
 K3 = _space("sigmoid")
@@ -231,11 +263,11 @@ def test_keras3_and_keras2_ports_are_keras() -> None:
 def test_keras3_sigmoid_model(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_return_sequences.keras")
     x = _x((3, 8, 3))
-    theirs = lstm_port(_w("k3_return_sequences", "lstm_1"), x, **plant.kwargs("forward"))
-    result = diagnose(ckpt, [x], [theirs])
-    _named_first(result, plant.words, exact=plant.exact)
-    if result.found[0].exact:  # stopped at the singles: every one offered was run
-        assert result.tried + result.pruned == len(K3) and result.excluded == 0
+
+    def port(p: Plant | None) -> np.ndarray:
+        return lstm_port(_w("k3_return_sequences", "lstm_1"), x, **(p.kwargs("forward") if p else {}))
+
+    _check(diagnose(ckpt, [x], [port(plant)]), plant, K3, _idle(K3, port))
 
 
 # ---------------------------------------------------------------- a Keras 2 hard_sigmoid model (one layer)
@@ -252,12 +284,12 @@ def test_keras2_hard_sigmoid_matrix_is_complete() -> None:
 def test_keras2_hard_sigmoid_layer(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "tfk_stacked_hard_sigmoid.h5")
     x = _x((3, 8, 3), seed=1)
-    theirs = lstm_port(_w("tfk_stacked_hard_sigmoid", "lstm_1"), x,
-                       **{"rec": "hard_sigmoid:keras2", **plant.kwargs("forward")})
-    result = diagnose(ckpt, [x], [theirs], layer="lstm_1")
-    _named_first(result, plant.words, exact=plant.exact)
-    if result.found[0].exact:
-        assert result.tried + result.pruned == len(K2) and result.excluded == 0
+
+    def port(p: Plant | None) -> np.ndarray:
+        return lstm_port(_w("tfk_stacked_hard_sigmoid", "lstm_1"), x,
+                         **{"rec": "hard_sigmoid:keras2", **(p.kwargs("forward") if p else {})})
+
+    _check(diagnose(ckpt, [x], [port(plant)], layer="lstm_1"), plant, K2, _idle(K2, port))
 
 
 def test_the_last_step_alone_is_accepted_for_a_layer() -> None:
@@ -316,10 +348,8 @@ def test_bidirectional_matrix_is_complete() -> None:
 def test_bidirectional_model(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / f"{BIDIR}.keras")
     x = _x((3, 7, 3), seed=3)
-    result = diagnose(ckpt, [x], [_bidirectional(x, plant)])
-    _named_first(result, plant.words, exact=plant.exact)
-    if result.found[0].exact:
-        assert result.tried + result.pruned == len(BIDIRECTIONAL) and result.excluded == 0
+    idle = _idle(BIDIRECTIONAL, lambda p: _bidirectional(x, p))
+    _check(diagnose(ckpt, [x], [_bidirectional(x, plant)]), plant, BIDIRECTIONAL, idle)
 
 
 # ---------------------------------------------------------------- a masked model (the whole model)
@@ -351,8 +381,11 @@ def test_masked_port_is_keras() -> None:
     with np.load(SAMPLES / f"{MASKED_SAMPLE}.io.npz") as io:
         y = io["y"]
     np.testing.assert_allclose(_masked(), y, atol=1e-5)
+    idle = _idle(MASKED, _masked)
+    assert "cell_clip 10" in idle  # 7 steps: |c| never reaches 10
     for p in MASKED:  # the planted mistake changes the port's outputs, but for the one equal to the model
-        assert (np.array_equal(_masked(p), _masked())) == (p.label in MASKED_EQUAL_TO_MODEL), p.label
+        if p.label not in idle:
+            assert (np.array_equal(_masked(p), _masked())) == (p.label in MASKED_EQUAL_TO_MODEL), p.label
 
 
 def test_masked_matrix_is_complete() -> None:
@@ -364,11 +397,10 @@ def test_masked_model(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / f"{MASKED_SAMPLE}.keras")
     x, _ = _masked_input()
     result = diagnose(ckpt, [x], [_masked(plant)])
-    _named_first(result, plant.words, exact=plant.exact)
-    if result.found[0].exact:  # every single run, the one equal to the model counted apart and not listed
-        # unpadded samples are exact, so the mistakes that act on every sample are ruled out, not run
-        assert result.tried + result.pruned == len(MASKED) and result.excluded == len(MASKED_EQUAL_TO_MODEL)
-        assert not any("previous output repeated" in h.name for h in result.ranked)
+    # every single run, the one equal to the model counted apart and not listed; when unpadded samples are exact,
+    # the mistakes that act on every sample are ruled out, not run
+    _check(result, plant, MASKED, _idle(MASKED, _masked), equal=len(MASKED_EQUAL_TO_MODEL))
+    assert not any("previous output repeated" in h.name for h in result.ranked)
 
 
 # ---------------------------------------------------------------- a masked Bidirectional: the third mask variant
@@ -431,8 +463,9 @@ def test_candidates_equal_to_the_model_on_this_input_are_counted_not_listed(tmp_
     plant = next(p for p in MASKED if p.label == "recurrent hard_sigmoid:keras2")
     theirs = _masked(plant)
     result = diagnose(ckpt, [x], [theirs])
-    assert result.excluded == 1 and result.tried == len(MASKED)
-    assert len(result.ranked) == len(MASKED) - 1
+    idle = len(_idle(MASKED, _masked))  # and the cell clips that never bind on this input
+    assert result.excluded == 1 + idle and result.tried == len(MASKED)
+    assert len(result.ranked) == len(MASKED) - 1 - idle
     assert not any("previous output repeated" in h.name for h in result.ranked)
     assert sum("mask" in h.name for h in result.ranked) == 2  # the other two variants are there
 
@@ -443,7 +476,7 @@ def test_candidates_equal_to_the_model_on_this_input_are_counted_not_listed(tmp_
                 "--json")
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["candidates_equal_to_the_model"] == 1 and doc["candidates_tried"] == len(MASKED)
+    assert doc["candidates_equal_to_the_model"] == 1 + idle and doc["candidates_tried"] == len(MASKED)
     assert "Keras 2's" in doc["diagnosed"][0]["mistake"]
     assert not any("previous output repeated" in h["mistake"] for h in doc["ranked"])
 
@@ -453,13 +486,15 @@ def test_candidates_equal_to_the_model_on_this_input_are_counted_not_listed(tmp_
     theirs = lstm_port(_w(MASKED_SAMPLE, "lstm_11"), full, rec="hard_sigmoid:keras2")
     result = diagnose(ckpt, [full], [theirs])
     _named_first(result, "Keras 2's")
-    assert result.excluded == 3 and result.tried == len(MASKED)
+    idle = len(_idle(MASKED, lambda p: lstm_port(_w(MASKED_SAMPLE, "lstm_11"), full, **{
+        "rec": "hard_sigmoid:keras2", **(p.kwargs("forward") if p else {})})))
+    assert result.excluded == 3 + idle and result.tried == len(MASKED)
     assert not any("mask" in h.name for h in result.ranked)
     np.save(tmp_path / "full.npy", full)
     np.save(tmp_path / "theirs.npy", theirs)
     r = run_cli("diagnose", str(path), "-i", str(tmp_path / "full.npy"), "--against", str(tmp_path / "theirs.npy"),
                 "--json")
-    assert r.returncode == 1 and json.loads(r.stdout)["candidates_equal_to_the_model"] == 3
+    assert r.returncode == 1 and json.loads(r.stdout)["candidates_equal_to_the_model"] == 3 + idle
 
 
 def test_no_candidate_equal_to_the_model_without_a_mask(tmp_path: Path) -> None:
@@ -470,7 +505,11 @@ def test_no_candidate_equal_to_the_model_without_a_mask(tmp_path: Path) -> None:
     r = run_cli("diagnose", str(path), "-i", str(tmp_path / "x.npy"), "--against", str(tmp_path / "theirs.npy"),
                 "--json")
     doc = json.loads(r.stdout)
-    assert r.returncode == 1 and doc["candidates_equal_to_the_model"] == 0 and doc["candidates_tried"] == len(K3)
+    # none but the cell clips no |c| reaches on this input (8 steps never reach 10)
+    idle = _idle(K3, lambda p: lstm_port(_w("k3_return_sequences", "lstm_1"), x, **(p.kwargs("forward") if p else {})))
+    assert "cell_clip 10" in idle
+    assert r.returncode == 1 and doc["candidates_equal_to_the_model"] == len(idle)
+    assert doc["candidates_tried"] == len(K3)
 
 
 # A layer whose own settings make some cell mistakes no mistake at all: k3_mask_paths' "affine" LSTM has
@@ -528,9 +567,7 @@ def test_cell_mistakes_the_model_itself_makes_are_not_offered() -> None:
 def test_linear_hard_sigmoid_layer(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_mask_paths.keras")
     result = diagnose(ckpt, [_affine_input()], [_affine(plant)], layer="affine")
-    _named_first(result, plant.words, exact=plant.exact)
-    if result.found[0].exact:
-        assert result.tried + result.pruned == len(AFFINE) and result.excluded == 0
+    _check(result, plant, AFFINE, _idle(AFFINE, _affine))
 
 
 # ---------------------------------------------------------------- states handed over, CuDNN biases
@@ -668,9 +705,12 @@ def test_square_layer_matrix_is_complete() -> None:
 def test_square_layer_of_a_real_file(plant: Plant) -> None:
     w = _square_weights()
     x = _x((2, 6, 50), seed=6)
-    result = diagnose(lstm_inspect.load(SQUARE_FILE), [x], [lstm_port(w, x, **plant.kwargs("forward"))],
-                      layer="lstm_1")
-    _named_first(result, plant.words, exact=plant.exact)
+
+    def port(p: Plant | None) -> np.ndarray:
+        return lstm_port(w, x, **(p.kwargs("forward") if p else {}))
+
+    result = diagnose(lstm_inspect.load(SQUARE_FILE), [x], [port(plant)], layer="lstm_1")
+    _check(result, plant, SQUARE, _idle(SQUARE, port))
 
 
 # ---------------------------------------------------------------- the command

@@ -7,12 +7,16 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
 - the cell's own (`check.mistakes.cell_mistakes`): every gate order, every recurrent activation a port might use
   (sigmoid, Keras 2's and Keras 3's hard_sigmoid), candidate and cell activations, a dropped bias
   or CuDNN bias half (a GRU's bias rows), transposed or swapped blocks, and the step equations (a
-  GRU's update gate the other way round, its reset gate before or after the product);
+  GRU's update gate the other way round, its reset gate before or after the product); TF1's LSTM
+  conventions (forget_bias=1.0 added at run time, or after the sigmoid; the cell state clipped as
+  TFLite and LSTMBlockCell clip it);
+- dropout applied at inference, old-style (x and/or h scaled by 1 − rate in every layer that sets one);
 - the sequence's: each direction run over time reversed (a forward one) or in its own order (a
   go_backwards one), a Bidirectional's backward output left unflipped, the mask ignored or zeroed
-  (only where the model has a mask), states handed over by another layer ignored (only where there
-  are), the states carried from one batch row into the next (a port looping over samples), the
-  output emitted one step late (h_{t-1} at step t), and reduced precision.
+  (only where the model has a mask), states handed over by another layer ignored or, for an LSTM,
+  handed over as (c, h) (only where there are), the states carried from one batch row into the
+  next (a port looping over samples), the output emitted one step late (h_{t-1} at step t), and
+  reduced precision.
 
 Every single mistake is tried, then pairs of mistakes from different axes, most promising first,
 within a budget. All the runs share one step budget (`budget.Limits.runs`): the model's own run counts
@@ -65,7 +69,7 @@ MAX_PAIRS, PAIR_SECONDS = 2000, 8.0
 CLOSE = 10.0
 # The axes of mistakes that can leave some samples exact (the others act on every sample alike). Precision is
 # one: its errors are small, so a sample with small activations can stay within the tolerance.
-PER_SAMPLE_AXES = ("mask", "state", "rows", "precision")
+PER_SAMPLE_AXES = ("mask", "state", "rows", "precision", "cell:clip")
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,7 @@ def _for(name: str | None, change: DirectionVariant) -> Variant:
 
 def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: bool) -> list[Mistake]:
     """Every single mistake that applies to these directions (the whole model's, or one alone), family by family."""
-    out = _cell_family(directions) + _time_family(directions) + _state_family(directions)
+    out = _cell_family(directions) + _dropout_family(directions) + _time_family(directions) + _state_family(directions)
     if masked:
         out += _mask_family(directions)
     return out + _precision_family()
@@ -123,13 +127,58 @@ def _cell_family(directions: list[RecurrentDirection]) -> list[Mistake]:
     for ds in by_kind.values():
         d0 = ds[0]
         where = f" (in {', '.join(d.name for d in ds)})" if several else ""
-        for m in cell_mistakes(d0.cell, d0.settings, d0.storage, d0.input_dim, d0.units, d0.hard_sigmoid):
+        # the input block's transposes only where every direction is square (N_i = N_c)
+        square = all(d.input_dim == d.units for d in ds)
+        for m in cell_mistakes(d0.cell, d0.settings, d0.storage, d0.input_dim if square else None, d0.units,
+                               d0.hard_sigmoid):
             if m.same_as_model:
                 continue
             change = DirectionVariant(weights=(m.weights,) if m.weights else (), step=m.step)
             variant = Variant(changes=tuple((d.name, change) for d in ds))
             out.append(Mistake(m.name + where, m.fix, f"cell:{m.axis}", variant))
     return out
+
+
+def _dropout_family(directions: list[RecurrentDirection]) -> list[Mistake]:
+    """Dropout applied at inference (lmnt-com/haste#18, keras#8907, tensorflow#35724) as old-style dropout scales,
+    in every direction that sets a rate, by its own: x·(1 − dropout) before the kernel, h_{t−1}·(1 − recurrent_dropout)
+    before the recurrent kernel, where Keras's training masks act. Keras's dropout is inverted (scaled while
+    training) and does nothing at inference. x·(1 − p) times kernel is x times kernel·(1 − p): a weight change."""
+    out: list[Mistake] = []
+    fix = "Keras drops and scales only while training: at inference use x and h as they are"
+    on_x = [d for d in directions if d.settings.dropout > 0]
+    on_h = [d for d in directions if d.settings.recurrent_dropout > 0]
+
+    def rates(ds: list[RecurrentDirection], of: str) -> str:
+        kept = [f"{1 - getattr(d.settings, of):g}" for d in ds]
+        if len(directions) == 1:
+            return f" = {kept[0]}"
+        return " (" + ", ".join(f"{k} in {d.name}" for k, d in zip(kept, ds)) + ")"
+
+    def scaled(x: bool, h: bool) -> Variant:
+        return Variant(changes=tuple((d.name, DirectionVariant(weights=(_dropout_scaled(x, h),)))
+                                     for d in directions if (x and d in on_x) or (h and d in on_h)))
+
+    if on_x:
+        out.append(Mistake(f"dropout applied at inference: x scaled by 1 − dropout{rates(on_x, 'dropout')}", fix,
+                           "dropout", scaled(True, False)))
+    if on_h:
+        out.append(Mistake("recurrent dropout applied at inference: h_(t−1) scaled by 1 − recurrent_dropout"
+                           f"{rates(on_h, 'recurrent_dropout')}", fix, "dropout", scaled(False, True)))
+    if on_x and on_h:
+        out.append(Mistake(f"dropout and recurrent dropout applied at inference: x scaled by 1 − dropout"
+                           f"{rates(on_x, 'dropout')}, h_(t−1) by 1 − recurrent_dropout"
+                           f"{rates(on_h, 'recurrent_dropout')}", fix, "dropout", scaled(True, True)))
+    return out
+
+
+def _dropout_scaled(x: bool, h: bool) -> Callable[[Any, CellWeights], CellWeights]:
+    """kernel·(1 − dropout) and/or recurrent_kernel·(1 − recurrent_dropout), by the direction's own rates."""
+    def apply(d: Any, w: CellWeights) -> CellWeights:
+        keep_x = np.float32(1 - d.settings.dropout) if x else np.float32(1)
+        keep_h = np.float32(1 - d.settings.recurrent_dropout) if h else np.float32(1)
+        return CellWeights(kernel=w.kernel * keep_x, recurrent_kernel=w.recurrent_kernel * keep_h, bias=w.bias)
+    return apply
 
 
 def _time_family(directions: list[RecurrentDirection]) -> list[Mistake]:
@@ -153,7 +202,8 @@ def _time_family(directions: list[RecurrentDirection]) -> list[Mistake]:
 
 
 def _state_family(directions: list[RecurrentDirection]) -> list[Mistake]:
-    """Where each row's states start: states handed over ignored, states carried from one row into the next."""
+    """Where each row's states start: states handed over ignored or as (c, h), states carried from one row into the
+    next."""
     out: list[Mistake] = []
     for d in directions:
         one = f" ({d.name})" if len(directions) > 1 else ""
@@ -161,6 +211,15 @@ def _state_family(directions: list[RecurrentDirection]) -> list[Mistake]:
             out.append(Mistake(f"the states handed over ignored: started from zeros{one}",
                                f"start {d.name} from {', '.join(d.initial_state_from)}", "state",
                                _for(d.name, DirectionVariant(zero_initial_state=True))))
+    # tensorflow#17133, #13943, frugally-deep#145: states handed over in TF1's LSTMStateTuple order (c, h), in
+    # every direction that receives them (a port hands them over one way)
+    given = [d for d in directions if d.initial_state_from and d.cell.states == ("h", "c")]
+    if given:
+        where = f" (in {', '.join(d.name for d in given)})" if len(directions) > 1 else ""
+        out.append(Mistake(f"the states handed over as (c, h), TF1's LSTMStateTuple order: h and c swapped{where}",
+                           "Keras's initial_state is [h, c] (an LSTM with return_state returns [output, h, c]): "
+                           "hand over h first", "state", Variant(changes=tuple(
+                               (d.name, DirectionVariant(swap_initial_states=True)) for d in given))))
     out.append(Mistake("state carried across batch rows: row b starts from row b−1's final states", "reset the "
                        "states to zeros (or the given initial states) at the start of every sample, or run the batch "
                        "as one (batch, N_c) array", "rows", _for(None, DirectionVariant(carry_rows=True))))

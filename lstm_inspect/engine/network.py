@@ -68,6 +68,7 @@ class DirectionVariant:
     ignore_go_backwards: bool = False  # a go_backwards direction run on the input in its own order
     reverse_time: bool = False  # a forward direction run over the input reversed in time
     zero_initial_state: bool = False  # the states another layer hands over ignored
+    swap_initial_states: bool = False  # the two states handed over taken as (c, h), TF1's LSTMStateTuple order
     carry_rows: bool = False  # row b starts from row b-1's final states (a port looping over samples)
     late_output: bool = False  # h_{t-1} emitted at step t (zeros at step 0)
 
@@ -161,6 +162,8 @@ def run_direction(
         widths = {q: d.cell.trace_width(q, units) for q in d.cell.trace_quantities}
     backwards = s.go_backwards and not v.ignore_go_backwards
     start = None if v.zero_initial_state else initial_state
+    if v.swap_initial_states and start is not None:
+        start = list(start[::-1])  # the port hands over (c, h) where Keras takes [h, c]
     used_mask = None if v.ignore_mask else mask
     loop = dict(units=units, trace_widths=widths, go_backwards=backwards, dtype=dtype,
                 zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None
