@@ -276,6 +276,18 @@ OUTPUTS_ALONE = ("the mask applied to the outputs only: the states run through t
                  "direction only", "the mask applied to the outputs only: the states run through the masked steps")
 
 
+def test_a_mistake_in_one_direction_of_a_summed_bidirectional() -> None:
+    """merge_mode='sum' (k3_bidir_sum, LSTM, the last step): the halves cannot be told apart in THEIRS, so the
+    mistakes of each direction alone are tried with the others: the backward direction's bias left out."""
+    w = _refs(SUM)
+    x = _x((3, 7, 3), seed=17)
+    no_bias = {**w["bidirectional_1/backward_lstm_6"], "bias": np.zeros(16, np.float32)}
+    theirs = bidirectional(x, lstm_step(w["bidirectional_1/forward_lstm_6"]), lstm_step(no_bias), "sum", False)
+    result = diagnose(lstm_inspect.load(SAMPLES / f"{SUM}.keras"), [x], [theirs.astype(np.float32)])
+    _named_first(result, "the bias left out in the backward direction only")
+    assert result.pruned == 0 and result.evidence is not None and result.evidence.halves_exact is None
+
+
 def test_the_backward_direction_run_without_the_mask_is_named() -> None:
     """Issue 24's third port: the backward pass reverses the padded row and runs it without the mask
     (tfk_embedding_mask_zero_bilstm, the whole model on its stored ids, padded at the end)."""

@@ -310,7 +310,7 @@ def _one_direction_family(directions: list[RecurrentDirection], masked: bool) ->
             for m in cell_mistakes(d.cell, d.settings, d.storage, d.input_dim, d.units, d.hard_sigmoid):
                 if not m.same_as_model:
                     change = DirectionVariant(weights=(m.weights,) if m.weights else (), step=m.step)
-                    out.append(Mistake(m.name + only, f"{m.fix} ({d.name})", f"cell:{m.axis}", _for(d.name, change),
+                    out.append(Mistake(m.name + only, f"{m.fix} (in {d.name})", f"cell:{m.axis}", _for(d.name, change),
                                        alone=True))
             for m in _mask_family([d]) if masked else []:
                 change = next(c for _, c in m.variant.changes)
@@ -318,7 +318,7 @@ def _one_direction_family(directions: list[RecurrentDirection], masked: bool) ->
                     continue  # the direction's own rule for masked outputs: no mistake
                 unmasked = ": the padded row reversed and run unmasked" if change.ignore_mask and \
                     d.direction == "backward" else ""
-                out.append(Mistake(m.name + only + unmasked, f"{m.fix} ({d.name})", m.axis, _for(d.name, change),
+                out.append(Mistake(m.name + only + unmasked, f"{m.fix} (in {d.name})", m.axis, _for(d.name, change),
                                    alone=True))
     return out
 
