@@ -252,9 +252,13 @@ def test_a_gate_order_in_the_backward_direction_only_prunes_the_forward_half() -
     tried = [h.name for h in result.ranked]
     assert not any("forward direction only" in n or "reversed in time" in n for n in tried)
     assert all("backward" in n or n in ("float16 arithmetic", "bfloat16 weights") for n in tried), tried
-    # 30 cell mistakes (23 orders, 2 recurrent activations, bias, recurrent transposed, 3 equations) in both
-    # directions and 30 in the forward alone, the forward reversed in time, rows carried, output late, interleaved
-    assert result.pruned == len(space) - len(tried) == 64
+    # Ruled out: every mistake that touches the forward direction. On this LSTM, 30 cell mistakes (23 orders, 2
+    # recurrent activations, bias, recurrent transposed, 3 equations) in both directions and 30 in the forward
+    # alone, the forward reversed in time, rows carried, output late, interleaved: 64.
+    ruled_out = [m.name for m in space if "backward" not in m.name and m.axis != "precision"]
+    assert result.pruned == len(ruled_out) >= 64
+    assert sum("in the forward direction only" in n for n in ruled_out) == sum(
+        "in the backward direction only" in n for n in tried) >= 30
 
 
 def test_gru_mistakes_in_one_direction_of_a_model_with_two_bidirectionals() -> None:
