@@ -616,8 +616,10 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
                    min(MAX_PAIRS, affordable))
     # Where a mistake in one direction alone reproduces THEIRS as exactly as one in the whole layer (the other
     # direction's change does nothing on this input), the narrower one is named first: it says which half is right.
+    # Exact ones keep the order of the space among themselves (their errors differ by rounding noise alone, which
+    # differs from one CPU to another).
     narrower = {m.name for m in singles if m.alone}
-    result.ranked.sort(key=lambda h: (not h.exact, not h.fits, h.name not in narrower, h.max_abs))
+    result.ranked.sort(key=lambda h: (not h.exact, not h.fits, h.name not in narrower, 0.0 if h.exact else h.max_abs))
     result.divergence = _divergence(baseline)
     return result
 
