@@ -34,11 +34,11 @@ layer, the narrower one is named first.
 
 Before the search, the error is broken down per sample and step (and per half of a Bidirectional's
 concatenated output): `verify.Evidence`. When some samples are exact, the mistakes that act on every
-sample alike (the cell's, time order, precision) cannot be the cause and are not tried; when one half
-of a Bidirectional's concatenated output is exact, only the mistakes of the other direction alone are. When nothing
-reproduces THEIRS, a candidate is listed as "close" only when it cuts the largest error CLOSE times or
-more (it explains at least 90 % of it); otherwise diagnose says none comes close and gives the evidence,
-never a ranking of unrelated mistakes whose error is about the raw error.
+sample alike (the cell's, time order, precision) cannot be the cause and are not tried; when one half of
+a Bidirectional's concatenated output is exact, only the mistakes of the other direction alone are. When
+nothing reproduces THEIRS, a candidate is listed as "close" only when it cuts the largest error CLOSE
+times or more (it explains at least 90 % of it); otherwise diagnose says none comes close and gives the
+evidence, never a ranking of unrelated mistakes whose error is about the raw error.
 """
 
 from __future__ import annotations
