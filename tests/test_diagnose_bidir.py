@@ -443,3 +443,18 @@ def test_masking_read_as_any_feature() -> None:
     theirs = rnn(lstm_step(_refs("k3_masking")["lstm_11"]), x, any_mask).astype(np.float32)
     _named_first(diagnose(lstm_inspect.load(SAMPLES / "k3_masking.keras"), [x], [theirs]),
                  "Masking read as 'any feature equals mask_value'")
+
+
+def test_a_half_no_mistake_can_move_out_of_tolerance_prunes_nothing() -> None:
+    """With atol=2 the forward half (|h| < 1 in an LSTM) is within tolerance whatever a port does there, so it
+    proves nothing: no mistake is ruled out by it (the backward half is off by 5, which no mistake explains)."""
+    ckpt = lstm_inspect.load(SAMPLES / f"{CONCAT}.keras")
+    x = _x((2, 5, 3), seed=18)
+    w = _refs(CONCAT)
+    right = bidirectional(x, lstm_step(w["bidirectional/forward_lstm_5"]),
+                          lstm_step(w["bidirectional/backward_lstm_5"]), "concat", True)
+    theirs = right.copy()
+    theirs[..., 5:] += 5.0
+    result = diagnose(ckpt, [x], [theirs.astype(np.float32)], layer="bidirectional", atol=2.0)
+    assert result.evidence is not None and result.evidence.halves_exact == {"forward": True, "backward": False}
+    assert result.pruned == 0 and result.found == [] and result.close == []
