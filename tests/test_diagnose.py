@@ -48,8 +48,9 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
               mask: np.ndarray | None = None, zero_output: bool = False, return_sequences: bool = True,
               h0: np.ndarray | None = None, c0: np.ndarray | None = None, carry_rows: bool = False,
               late: bool = False, forget_bias: float = 0.0, forget_after: float = 0.0,
-              cell_clip: float | None = None) -> np.ndarray:
-    """One LSTM direction as a port computes it, from Keras's own arrays; each argument a possible mistake."""
+              cell_clip: float | None = None, mask_rule: str = "keras") -> np.ndarray:
+    """One LSTM direction as a port computes it, from Keras's own arrays; each argument a possible mistake.
+    `mask_rule` "outputs" / "states": the mask applied to the outputs only / the states only."""
     k, r, b = w["kernel"], w["recurrent_kernel"], w.get("bias")
     if forget_bias:  # TF1's forget_bias added at run time: b_f + forget_bias (a zero bias if there is none)
         n = r.shape[0]
@@ -76,6 +77,14 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
                         zero_output_for_mask=zero_output, dtype=dtype, return_sequences=return_sequences or late,
                         h0=hb, c0=cb, forget_offset=forget_after, cell_clip=cell_clip)
 
+    if mask_rule != "keras" and mask is not None:
+        def textbook(xb: np.ndarray, mb: np.ndarray | None, hb: Any, cb: Any, seq: bool) -> tuple[np.ndarray, Any]:
+            return ref.lstm(xb, k, r, b if bias else None, activation=ref.act(act), recurrent_activation=ref.act(rec),
+                            cell_activation=ref.act(cell_act) if cell_act else None, mask=mb, dtype=dtype,
+                            return_sequences=seq, h0=hb, c0=cb, forget_offset=forget_after, cell_clip=cell_clip)
+
+        y = _one_mask_half(textbook, x, mask, mask_rule, zero_output)
+        return (y if return_sequences else y[:, -1]).astype(np.float32)
     if carry_rows:  # the port loops over samples and never resets h, c: row b starts from row b-1's final states
         ys, hb, cb = [], None if h0 is None else h0[:1], None if c0 is None else c0[:1]
         for row in range(x.shape[0]):
@@ -89,6 +98,23 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
         shifted[:, 1:] = y[:, :-1]
         y = shifted if return_sequences else shifted[:, -1]
     return y.astype(np.float32)
+
+
+def _one_mask_half(lstm: Any, x: np.ndarray, mask: np.ndarray, rule: str, zero_output: bool) -> np.ndarray:
+    """A port that masks the outputs only (the states run through masked steps) or the states only (the cell's
+    fresh output written at masked steps), from a textbook LSTM `lstm(x, mask, h0, c0, return_sequences)`."""
+    steps = mask.shape[1]
+    if rule == "outputs":
+        fresh = lstm(x, None, None, None, True)[0]
+    else:  # one step from the states Keras holds after each prefix
+        held = [(None, None)] + [tuple(lstm(x[:, :t], mask[:, :t], None, None, False)[1]) for t in range(1, steps)]
+        fresh = np.stack([lstm(x[:, t:t + 1], None, *held[t], True)[0][:, 0] for t in range(steps)], axis=1)
+    if rule == "states":
+        return fresh
+    y, prev = np.zeros_like(fresh), np.zeros_like(fresh[:, 0])
+    for t in range(steps):
+        y[:, t] = prev = np.where(mask[:, t, None], fresh[:, t], 0.0 if zero_output else prev)
+    return y
 
 
 def _bfloat16(a: np.ndarray) -> np.ndarray:
@@ -117,6 +143,7 @@ class Plant:
     every: dict[str, Any] = field(default_factory=dict)
     only: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     flip: bool = True
+    interleave: bool = False  # the two directions' outputs reshaped from ONNX's (T, 2, B, H) as they lie
 
     def kwargs(self, role: str) -> dict[str, Any]:
         return {**self.every, **dict(dict(self.only).get(role, ()))}
@@ -136,7 +163,7 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
     the time order of each direction (and a Bidirectional's flip), the mask variants where there is a mask,
     and the precision. `rec` is the model's own recurrent activation (hard_sigmoid with its generation);
     `roles` its directions ("forward", "backward" for go_backwards); the cell mistakes go to every direction."""
-    out = []
+    out: list[Plant] = []
     for order in itertools.permutations(range(4)):
         if order != (0, 1, 2, 3):
             label = ORDER_NAMES.get(believed(order), "gate order " + ", ".join(believed(order)))
@@ -155,6 +182,14 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
     if act != "linear":
         out.append(Plant("linear candidate", "no activation on the cell candidate",
                          {"act": "linear", "cell_act": act}))
+    # TF1's cell conventions (tests/test_diagnose_tf1.py plants each on its own port; here they complete the space)
+    out += [Plant("forget_bias", "forget_bias=1.0 added at run time", {"forget_bias": 1.0}),
+            Plant("forget bias after sigmoid", "forget bias added after the sigmoid", {"forget_after": 1.0})]
+    out += [Plant(f"cell_clip {clip:g}", f"clipped to ±{clip:g}", {"cell_clip": clip}) for clip in CLIPS]
+    if len(roles) == 2:  # a Bidirectional: each cell mistake in one direction only, and the two interleaved
+        out += [Plant(f"{p.label} ({role})", f"{p.words}|in the {role} direction only",
+                      only=((role, tuple(p.every.items())),)) for role in roles for p in list(out)]
+        out.append(Plant("interleaved", "directions interleaved across batch rows", interleave=True))
     for role in roles:
         if role == "backward":
             out.append(Plant("go_backwards ignored", "go_backwards ignored", only=(("backward", (("go_backwards",
@@ -167,11 +202,10 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
         out += [Plant("mask ignored", "masked steps not skipped", {"mask": None}),
                 Plant("zeros at masked steps", "zeros output at masked steps", {"zero_output": True}),
                 Plant("previous output at masked steps", "previous output repeated at masked steps",
-                      {"zero_output": False})]
-    # TF1's cell conventions (tests/test_diagnose_tf1.py plants each on its own port; here they complete the space)
-    out += [Plant("forget_bias", "forget_bias=1.0 added at run time", {"forget_bias": 1.0}),
-            Plant("forget bias after sigmoid", "forget bias added after the sigmoid", {"forget_after": 1.0})]
-    out += [Plant(f"cell_clip {clip:g}", f"clipped to ±{clip:g}", {"cell_clip": clip}) for clip in CLIPS]
+                      {"zero_output": False}),
+                Plant("outputs alone masked", "the mask applied to the outputs only", {"mask_rule": "outputs"}),
+                Plant("states alone masked", "the mask applied to the states only", {"mask_rule": "states"}),
+                Plant("masking any", "Masking read as 'any feature", {"mask": "any"})]
     out += [Plant("rows carried", "state carried across batch rows", {"carry_rows": True}),
             Plant("output late", "output one step late", {"late": True})]
     out += [Plant("float16", "float16 arithmetic", {"dtype": np.float16}),
@@ -189,8 +223,9 @@ def _assert_complete(space: list[Plant], offered: list[str]) -> None:
     named: a candidate diagnose lacks or adds fails here."""
     assert len(offered) == len(space), (len(offered), len(space), offered)
     named = {}
-    for p in space:
-        hits = [n for n in offered if p.words in n]
+    for p in space:  # words "a|b": both in the name; a mistake in one direction only is named so
+        words = p.words.split("|")
+        hits = [n for n in offered if all(w in n for w in words) and ("direction only" in n) == (len(words) > 1)]
         assert len(hits) == 1, (p.label, hits)
         named[hits[0]] = p.label
     assert sorted(named) == sorted(offered)
@@ -218,7 +253,8 @@ def _idle(space: list[Plant], port: Any) -> set[str]:
     |c| reaches the clip (with σ gates and tanh, |c_t| ≤ t + 1, so 8 steps never reach 10). Diagnose finds each
     equal to the model and leaves it out (`excluded`); planted, the port is Keras on this input."""
     plain = port(None)
-    return {p.label for p in space if "cell_clip" in p.every and np.array_equal(port(p), plain)}
+    return {p.label for p in space if any("cell_clip" in p.kwargs(role) for role in ("forward", "backward")) and
+            np.array_equal(port(p), plain)}
 
 
 def _check(result: Any, plant: Plant, space: list[Plant], idle: set[str], equal: int = 0) -> None:
@@ -227,7 +263,7 @@ def _check(result: Any, plant: Plant, space: list[Plant], idle: set[str], equal:
     if plant.label in idle:
         assert result.matches
         return
-    _named_first(result, plant.words, exact=plant.exact)
+    _named_first(result, plant.words.split("|"), exact=plant.exact)
     if result.found[0].exact:
         assert result.tried + result.pruned == len(space)
         # a clip can leave some samples exact, so it is never ruled out by them: the idle ones always run
@@ -317,6 +353,10 @@ def _bidirectional(x: np.ndarray, plant: Plant | None = None) -> np.ndarray:
     y_f = lstm_port(w["bidirectional/forward_lstm_5"], x, **plant.kwargs("forward"))
     y_b = lstm_port(w["bidirectional/backward_lstm_5"], x, **{"go_backwards": True, **plant.kwargs("backward")})
     y = np.concatenate([y_f, y_b[:, ::-1] if plant.flip else y_b], axis=-1)
+    if plant.interleave:  # ONNX's Y (T, 2, B, H) reshaped to (T, B, 2H) without moving the direction axis
+        steps, batch = x.shape[1], x.shape[0]
+        onnx_y = np.stack([y_f, y_b[:, ::-1]]).transpose(2, 0, 1, 3)
+        y = onnx_y.reshape(steps, batch, -1).transpose(1, 0, 2)
     return (y @ kernel + bias).astype(np.float32)
 
 
@@ -364,17 +404,22 @@ def _masked_input() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _masked(plant: Plant | None = None) -> np.ndarray:
-    """A plain LSTM under a mask: masked steps keep the states and repeat the previous output."""
+    """A plain LSTM under a mask: masked steps keep the states and repeat the previous output. A plant's
+    mask "any": a step masked where any feature is 0 (Keras: where all are)."""
     x, mask = _masked_input()
-    return lstm_port(_w(MASKED_SAMPLE, "lstm_11"), x, **{"mask": mask, "zero_output": False,
-                                                         **(plant.kwargs("forward") if plant else {})})
+    kwargs = {"mask": mask, "zero_output": False, **(plant.kwargs("forward") if plant else {})}
+    if isinstance(kwargs["mask"], str):
+        kwargs["mask"] = np.all(x != 0, axis=-1)
+    return lstm_port(_w(MASKED_SAMPLE, "lstm_11"), x, **kwargs)
 
 
 MASKED = _space("sigmoid", masked=True)
 # On a plain LSTM the third mask variant ("the previous output repeated where zeros are expected") is what
 # Keras itself computes: diagnose offers it, finds on the run that it equals the model, and leaves it out
 # (`Diagnosis.excluded`). It is planted on a masked Bidirectional below, where it is a mistake.
-MASKED_EQUAL_TO_MODEL = ("previous output at masked steps",)
+# Masking's rule read as "any feature": the sample's steps have all their features 0 or none, so it is no mistake
+# on this input either (planted in tests/test_diagnose_bidir.py on an input with one feature 0).
+MASKED_EQUAL_TO_MODEL = ("previous output at masked steps", "masking any")
 
 
 def test_masked_port_is_keras() -> None:
@@ -446,8 +491,9 @@ def test_bidirectional_masked_model(sample: str, kwargs: dict[str, Any], words: 
         x = io["x"]
     result = diagnose(ckpt, [x], [_bidirectional_masked(sample, **kwargs)])
     _named_first(result, words)
-    # Here "zeros output at masked steps" is what Keras computes: counted as equal to the model, not listed.
-    assert result.excluded == 1 and not any("zeros output at masked steps" in h.name for h in result.ranked)
+    # Here "zeros output at masked steps" is what Keras computes: counted as equal to the model, not listed; so is
+    # Masking read as "any feature" (no step of these inputs has some features 0 and others not).
+    assert result.excluded == 2 and not any("zeros output at masked steps" in h.name for h in result.ranked)
     assert result.tried + result.pruned == len(_offered(ckpt, masked=True))
 
 
@@ -455,19 +501,20 @@ def test_bidirectional_masked_model(sample: str, kwargs: dict[str, Any], words: 
 
 
 def test_candidates_equal_to_the_model_on_this_input_are_counted_not_listed(tmp_path: Path) -> None:
-    """Diagnose offers the three mask variants on a masked model; a variant that computes what the model itself
+    """Diagnose offers the six mask variants on a masked model; a variant that computes what the model itself
     computes on the input run is left out of the ranking and counted in `excluded` /
-    `candidates_equal_to_the_model`: one on a plain LSTM with masked steps, all three on an input with none."""
+    `candidates_equal_to_the_model`: two on a plain LSTM with masked steps (the previous output repeated, and
+    Masking read as "any feature" where no step has some features 0), all six on an input with none."""
     ckpt = lstm_inspect.load(SAMPLES / f"{MASKED_SAMPLE}.keras")
     x, _ = _masked_input()
     plant = next(p for p in MASKED if p.label == "recurrent hard_sigmoid:keras2")
     theirs = _masked(plant)
     result = diagnose(ckpt, [x], [theirs])
     idle = len(_idle(MASKED, _masked))  # and the cell clips that never bind on this input
-    assert result.excluded == 1 + idle and result.tried == len(MASKED)
-    assert len(result.ranked) == len(MASKED) - 1 - idle
+    assert result.excluded == 2 + idle and result.tried == len(MASKED)
+    assert len(result.ranked) == len(MASKED) - 2 - idle
     assert not any("previous output repeated" in h.name for h in result.ranked)
-    assert sum("mask" in h.name for h in result.ranked) == 2  # the other two variants are there
+    assert sum("mask" in h.name for h in result.ranked) == 4  # the other four variants are there
 
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "theirs.npy", theirs)
@@ -476,7 +523,7 @@ def test_candidates_equal_to_the_model_on_this_input_are_counted_not_listed(tmp_
                 "--json")
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["candidates_equal_to_the_model"] == 1 + idle and doc["candidates_tried"] == len(MASKED)
+    assert doc["candidates_equal_to_the_model"] == 2 + idle and doc["candidates_tried"] == len(MASKED)
     assert "Keras 2's" in doc["diagnosed"][0]["mistake"]
     assert not any("previous output repeated" in h["mistake"] for h in doc["ranked"])
 
@@ -488,13 +535,13 @@ def test_candidates_equal_to_the_model_on_this_input_are_counted_not_listed(tmp_
     _named_first(result, "Keras 2's")
     idle = len(_idle(MASKED, lambda p: lstm_port(_w(MASKED_SAMPLE, "lstm_11"), full, **{
         "rec": "hard_sigmoid:keras2", **(p.kwargs("forward") if p else {})})))
-    assert result.excluded == 3 + idle and result.tried == len(MASKED)
+    assert result.excluded == 6 + idle and result.tried == len(MASKED)
     assert not any("mask" in h.name for h in result.ranked)
     np.save(tmp_path / "full.npy", full)
     np.save(tmp_path / "theirs.npy", theirs)
     r = run_cli("diagnose", str(path), "-i", str(tmp_path / "full.npy"), "--against", str(tmp_path / "theirs.npy"),
                 "--json")
-    assert r.returncode == 1 and json.loads(r.stdout)["candidates_equal_to_the_model"] == 3 + idle
+    assert r.returncode == 1 and json.loads(r.stdout)["candidates_equal_to_the_model"] == 6 + idle
 
 
 def test_no_candidate_equal_to_the_model_without_a_mask(tmp_path: Path) -> None:

@@ -71,6 +71,9 @@ class DirectionVariant:
     swap_initial_states: bool = False  # the two states handed over taken as (c, h), TF1's LSTMStateTuple order
     carry_rows: bool = False  # row b starts from row b-1's final states (a port looping over samples)
     late_output: bool = False  # h_{t-1} emitted at step t (zeros at step 0)
+    mask_outputs_only: bool = False  # the states run through masked steps; only the outputs are masked
+    mask_states_only: bool = False  # the states held at masked steps, but the cell's fresh output emitted there
+    first_output: bool = False  # the first processed step's output returned as the last (return_sequences=False)
 
     def then(self, other: DirectionVariant) -> DirectionVariant:
         """Both departures at once: weight changes in order, flags either sets, reversals cancel, and other's
@@ -101,6 +104,8 @@ class Variant:
     changes: tuple[tuple[str | None, DirectionVariant], ...] = ()
     backward_output_not_flipped: bool = False  # Bidirectional: the backward sequence left in processing order
     dtype: type | None = None
+    directions_interleaved: bool = False  # Bidirectional concat: ONNX's [T, 2, B, H] reshaped to [T, B, 2H]
+    masking_any: bool = False  # Masking masks a step where any feature equals mask_value (Keras: all of them)
 
     def for_direction(self, name: str) -> DirectionVariant | None:
         found = None
@@ -112,7 +117,8 @@ class Variant:
     def __add__(self, other: Variant) -> Variant:
         return Variant(self.changes + other.changes,
                        self.backward_output_not_flipped or other.backward_output_not_flipped,
-                       other.dtype or self.dtype)
+                       other.dtype or self.dtype, self.directions_interleaved or other.directions_interleaved,
+                       self.masking_any or other.masking_any)
 
 
 def _rows_in_turn(step: Any, x: np.ndarray, mask: np.ndarray | None, start: list[np.ndarray] | None,
@@ -167,7 +173,8 @@ def run_direction(
     used_mask = None if v.ignore_mask else mask
     loop = dict(units=units, trace_widths=widths, go_backwards=backwards, dtype=dtype,
                 zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None
-                else v.zero_output_for_mask, return_sequences=sequences or v.late_output)
+                else v.zero_output_for_mask, return_sequences=sequences or v.late_output or v.first_output,
+                mask_states=not v.mask_outputs_only, mask_outputs=not v.mask_states_only)
     if row_step is not None:
         res = _rows_in_turn(row_step, x, used_mask, start, loop)
     else:
@@ -176,6 +183,8 @@ def run_direction(
         late = np.zeros_like(res.outputs)
         late[:, 1:] = res.outputs[:, :-1]
         res = SequenceResult(late if sequences else late[:, -1:], res.states, res.trace)
+    if v.first_output and not sequences:
+        res = SequenceResult(res.outputs[:, :1], res.states, res.trace)
     if res.trace is not None and used_mask is not None:
         hold_masked_states(res.trace, d.cell.states, np.asarray(used_mask, bool)[:, ::-1] if backwards
                            else np.asarray(used_mask, bool), start)
@@ -198,17 +207,26 @@ def hold_masked_states(trace: dict[str, np.ndarray], states: tuple[str, ...], va
         trace[q] = np.where((last < 0)[:, :, None], before[:, None, :], held)
 
 
-def bidirectional_output(fw: SequenceResult, bw: SequenceResult, d: RecurrentDirection, unflipped: bool = False
-                         ) -> list[np.ndarray]:
+def bidirectional_output(fw: SequenceResult, bw: SequenceResult, d: RecurrentDirection, unflipped: bool = False,
+                         interleaved: bool = False) -> list[np.ndarray]:
     """What Keras's Bidirectional returns from its two directions' runs (batch-major), as a list (two arrays for
     merge_mode=None): the backward sequence flipped back to input time order, then merged by `merge_mode`; the
-    layer's own layout (time-major for a time_major layer). `unflipped`: a port's mistake (see `diagnose`)."""
+    layer's own layout (time-major for a time_major layer). `unflipped`, `interleaved`: a port's mistakes (see
+    `diagnose`); `interleaved` (concat only): ONNX's Y [T, 2, B, H] (or torch's h_n [2, B, H]) reshaped to
+    [T, B, 2H] ([B, 2H]) as it lies, so each row holds halves of other (direction, sample) pairs (pytorch #11368)."""
     s = d.settings
     if s.return_sequences:
         y, y_rev = fw.outputs, bw.outputs if unflipped else bw.outputs[:, ::-1]
-        y, y_rev = d.layer_layout(y), d.layer_layout(y_rev)
     else:
         y, y_rev = fw.last_output, bw.last_output
+    if interleaved and d.merge_mode == "concat":
+        both = np.stack([y, y_rev])  # (2, B, T, H) or (2, B, H)
+        if both.ndim == 3:
+            return [both.reshape(y.shape[0], -1)]
+        flat = np.ascontiguousarray(both.transpose(2, 0, 1, 3)).reshape(y.shape[1], y.shape[0], -1)  # ONNX's Y
+        return [d.layer_layout(flat.transpose(1, 0, 2))]
+    if s.return_sequences:
+        y, y_rev = d.layer_layout(y), d.layer_layout(y_rev)
     merged = merge_bidirectional(y, y_rev, d.merge_mode)
     return merged if isinstance(merged, list) else [merged]
 
@@ -248,7 +266,8 @@ def run_layer(directions: list[RecurrentDirection], x: np.ndarray, initial_state
         r = results[0]
         return [d0.layer_layout(r.outputs) if sequences else r.last_output], states, results
     unflipped = bool(variant is not None and variant.backward_output_not_flipped)
-    return bidirectional_output(results[0], results[1], d0, unflipped), states, results
+    interleaved = bool(variant is not None and variant.directions_interleaved)
+    return bidirectional_output(results[0], results[1], d0, unflipped, interleaved), states, results
 
 
 def charge_direction(budget: Budget, d: RecurrentDirection, shape: tuple[int, ...], dtype: type, trace: bool,
@@ -292,7 +311,8 @@ class Network:
         # are read when it runs and dropped after, so memory stays at one layer's weights.
         self._weights: dict[str, CellWeights] | None = dict(weights) if weights is not None else (
             {} if cache_weights else None)
-        self.ctx = Context(dtype, ckpt.keras_version, keras_major_minor(ckpt.keras_version)[0] or 2)
+        self.ctx = Context(dtype, ckpt.keras_version, keras_major_minor(ckpt.keras_version)[0] or 2,
+                           masking_any=bool(variant is not None and variant.masking_any))
         self.directions: dict[str, list[RecurrentDirection]] = {}
         for d in ckpt.directions:
             self.directions.setdefault(d.layer_path, []).append(d)
@@ -531,8 +551,9 @@ class Network:
                 tensors += [Tensor(st) for st in res.states]
             return tensors
         fw, bw = results
-        merged = bidirectional_output(fw, bw, directions[0], unflipped=bool(
-            self.variant is not None and self.variant.backward_output_not_flipped))
+        v = self.variant
+        merged = bidirectional_output(fw, bw, directions[0], unflipped=bool(v and v.backward_output_not_flipped),
+                                      interleaved=bool(v and v.directions_interleaved))
         tensors = [Tensor(m, out_mask) for m in merged]
         if s.return_state:
             tensors += [Tensor(st) for st in fw.states] + [Tensor(st) for st in bw.states]
