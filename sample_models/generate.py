@@ -314,6 +314,15 @@ def generate_keras3() -> None:
     _gru_and_simple_rnn(keras, layers, save, seq, x, rng, weights_kind="weights")
     _more_layers(keras, layers, save, seq)
 
+    # dropout and recurrent_dropout set (Keras drops nothing at inference): diagnose's "dropout applied at
+    # inference" candidates scale x or h by (1 - rate). Its own seeded generator, so no other sample changes.
+    drop_rng = np.random.default_rng(SEED + 24)
+    save("k3_dropout", seq(layers.LSTM(4, dropout=0.3, recurrent_dropout=0.2, return_sequences=True, name="lstm"),
+                           layers.GRU(3, dropout=0.25, recurrent_dropout=0.4, return_sequences=True, name="gru"),
+                           layers.SimpleRNN(2, dropout=0.5, recurrent_dropout=0.1, return_sequences=True,
+                                            name="simple_rnn")),
+         seq_input(drop_rng, 3, T, F), weights_rng=drop_rng)
+
 
 # ---------------------------------------------------------------- tf_keras (Keras 2)
 

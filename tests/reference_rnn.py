@@ -72,8 +72,10 @@ def lstm(x: np.ndarray, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndar
          activation: Fn = np.tanh, recurrent_activation: Fn = sigmoid, cell_activation: Fn | None = None,
          mask: np.ndarray | None = None, go_backwards: bool = False, zero_output_for_mask: bool = False,
          h0: np.ndarray | None = None, c0: np.ndarray | None = None, dtype: type = np.float64,
-         return_sequences: bool = True) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Gates i, f, c, o side by side: i = σ(x·W_i + h·U_i + b_i) ..., c = f·c + i·φ(.), h = o·φ(c)."""
+         return_sequences: bool = True, forget_offset: float = 0.0,
+         cell_clip: float | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Gates i, f, c, o side by side: i = σ(x·W_i + h·U_i + b_i) ..., c = f·c + i·φ(.), h = o·φ(c).
+    Two departures a port makes: `forget_offset` added to f after σ, c clipped to ±`cell_clip`."""
     x, kernel, recurrent = (np.asarray(a, dtype) for a in (x, kernel, recurrent))
     u = recurrent.shape[0]
     b = np.zeros(4 * u, dtype) if bias is None else np.asarray(bias, dtype)
@@ -83,10 +85,12 @@ def lstm(x: np.ndarray, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndar
     def step(xt: np.ndarray, states: list[np.ndarray]) -> list[np.ndarray]:
         h, c = states
         i = recurrent_activation(xt @ W[0] + h @ U[0] + B[0])
-        f = recurrent_activation(xt @ W[1] + h @ U[1] + B[1])
+        f = recurrent_activation(xt @ W[1] + h @ U[1] + B[1]) + forget_offset
         g = activation(xt @ W[2] + h @ U[2] + B[2])
         o = recurrent_activation(xt @ W[3] + h @ U[3] + B[3])
         c = f * c + i * g
+        if cell_clip is not None:
+            c = np.clip(c, -cell_clip, cell_clip)
         return [(o * cell_activation(c)).astype(dtype), c.astype(dtype)]
 
     batch = x.shape[0]

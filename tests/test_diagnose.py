@@ -47,9 +47,17 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
               reverse: bool = False, go_backwards: bool = False, dtype: type = np.float64, bf16: bool = False,
               mask: np.ndarray | None = None, zero_output: bool = False, return_sequences: bool = True,
               h0: np.ndarray | None = None, c0: np.ndarray | None = None, carry_rows: bool = False,
-              late: bool = False, emit_c: bool = False, swap_axes: bool = False, warm: bool = False) -> np.ndarray:
-    """One LSTM direction as a port computes it, from Keras's own arrays; each argument a possible mistake."""
+              late: bool = False, emit_c: bool = False, swap_axes: bool = False, warm: bool = False,
+              forget_bias: float = 0.0, forget_after: float = 0.0, cell_clip: float | None = None,
+              mask_rule: str = "keras") -> np.ndarray:
+    """One LSTM direction as a port computes it, from Keras's own arrays; each argument a possible mistake.
+    `mask_rule` "outputs" / "states": the mask applied to the outputs only / the states only."""
     k, r, b = w["kernel"], w["recurrent_kernel"], w.get("bias")
+    if forget_bias:  # TF1's forget_bias added at run time: b_f + forget_bias (a zero bias if there is none)
+        n = r.shape[0]
+        b = np.zeros(4 * n) if b is None or not bias else np.array(b, np.float64)
+        b[n:2 * n] += forget_bias
+        bias = True
     if order is not None:
         k, r = ref.permuted(k, 4, list(order)), ref.permuted(r, 4, list(order))
         b = None if b is None else ref.permuted(b, 4, list(order))
@@ -68,7 +76,8 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
               sequences: bool = return_sequences or late) -> tuple[np.ndarray, list[np.ndarray]]:
         return ref.lstm(xb, k, r, b if bias else None, activation=ref.act(act), recurrent_activation=ref.act(rec),
                         cell_activation=ref.act(cell_act) if cell_act else None, mask=mb, go_backwards=backwards,
-                        zero_output_for_mask=zero_output, dtype=dtype, return_sequences=sequences, h0=hb, c0=cb)
+                        zero_output_for_mask=zero_output, dtype=dtype, return_sequences=sequences, h0=hb, c0=cb,
+                        forget_offset=forget_after, cell_clip=cell_clip)
 
     def run(xb: np.ndarray, mb: np.ndarray | None, hb: Any, cb: Any) -> tuple[np.ndarray, list[np.ndarray]]:
         if not emit_c:
@@ -78,6 +87,14 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
                                 go_backwards, zero_output, dtype)
         return (y if return_sequences or late else y[:, -1]), states
 
+    if mask_rule != "keras" and mask is not None:
+        def textbook(xb: np.ndarray, mb: np.ndarray | None, hb: Any, cb: Any, seq: bool) -> tuple[np.ndarray, Any]:
+            return ref.lstm(xb, k, r, b if bias else None, activation=ref.act(act), recurrent_activation=ref.act(rec),
+                            cell_activation=ref.act(cell_act) if cell_act else None, mask=mb, dtype=dtype,
+                            return_sequences=seq, h0=hb, c0=cb, forget_offset=forget_after, cell_clip=cell_clip)
+
+        y = _one_mask_half(textbook, x, mask, mask_rule, zero_output)
+        return (y if return_sequences else y[:, -1]).astype(np.float32)
     if warm:  # the port ran x once before and kept its states (TFLite): this call starts from that one's final states
         _, (h0, c0) = run(x, mask, h0, c0)
     if swap_axes:  # nn.LSTM without batch_first: (batch, steps) run as (steps, batch), then swapped back
@@ -112,6 +129,23 @@ def _emitting_c(one: Any, x: np.ndarray, mask: np.ndarray | None, h: Any, c: Any
     return np.stack(outs, axis=1), [h, c]
 
 
+def _one_mask_half(lstm: Any, x: np.ndarray, mask: np.ndarray, rule: str, zero_output: bool) -> np.ndarray:
+    """A port that masks the outputs only (the states run through masked steps) or the states only (the cell's
+    fresh output written at masked steps), from a textbook LSTM `lstm(x, mask, h0, c0, return_sequences)`."""
+    steps = mask.shape[1]
+    if rule == "outputs":
+        fresh = lstm(x, None, None, None, True)[0]
+    else:  # one step from the states Keras holds after each prefix
+        held = [(None, None)] + [tuple(lstm(x[:, :t], mask[:, :t], None, None, False)[1]) for t in range(1, steps)]
+        fresh = np.stack([lstm(x[:, t:t + 1], None, *held[t], True)[0][:, 0] for t in range(steps)], axis=1)
+    if rule == "states":
+        return fresh
+    y, prev = np.zeros_like(fresh), np.zeros_like(fresh[:, 0])
+    for t in range(steps):
+        y[:, t] = prev = np.where(mask[:, t, None], fresh[:, t], 0.0 if zero_output else prev)
+    return y
+
+
 def _bfloat16(a: np.ndarray) -> np.ndarray:
     bits = np.asarray(a, np.float32).view(np.uint32)
     return ((bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000).view(np.float32)
@@ -123,6 +157,7 @@ def _x(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 # ---------------------------------------------------------------- the space of single mistakes, enumerated here
 
+CLIPS = (10.0, 3.0)  # TFLite's fused LSTM's cell_clip, tf.raw_ops.LSTMBlockCell's default
 RECURRENT_WORDS = {"sigmoid": "the logistic sigmoid", "hard_sigmoid:keras2": "Keras 2's",
                    "hard_sigmoid:keras3": "Keras 3's"}
 
@@ -137,6 +172,7 @@ class Plant:
     every: dict[str, Any] = field(default_factory=dict)
     only: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     flip: bool = True
+    interleave: bool = False  # the two directions' outputs reshaped from ONNX's (T, 2, B, H) as they lie
 
     def kwargs(self, role: str) -> dict[str, Any]:
         return {**self.every, **dict(dict(self.only).get(role, ()))}
@@ -157,7 +193,7 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
     the loop's (c emitted, states kept from a call, batch and time confused: every THEIRS here is a sequence),
     and the precision. `rec` is the model's own recurrent activation (hard_sigmoid with its generation);
     `roles` its directions ("forward", "backward" for go_backwards); the cell mistakes go to every direction."""
-    out = []
+    out: list[Plant] = []
     for order in itertools.permutations(range(4)):
         if order != (0, 1, 2, 3):
             label = ORDER_NAMES.get(believed(order), "gate order " + ", ".join(believed(order)))
@@ -176,6 +212,14 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
     if act != "linear":
         out.append(Plant("linear candidate", "no activation on the cell candidate",
                          {"act": "linear", "cell_act": act}))
+    # TF1's cell conventions (tests/test_diagnose_tf1.py plants each on its own port; here they complete the space)
+    out += [Plant("forget_bias", "forget_bias=1.0 added at run time", {"forget_bias": 1.0}),
+            Plant("forget bias after sigmoid", "forget bias added after the sigmoid", {"forget_after": 1.0})]
+    out += [Plant(f"cell_clip {clip:g}", f"clipped to ±{clip:g}", {"cell_clip": clip}) for clip in CLIPS]
+    if len(roles) == 2:  # a Bidirectional: each cell mistake in one direction only, and the two interleaved
+        out += [Plant(f"{p.label} ({role})", f"{p.words}|in the {role} direction only",
+                      only=((role, tuple(p.every.items())),)) for role in roles for p in list(out)]
+        out.append(Plant("interleaved", "directions interleaved across batch rows", interleave=True))
     for role in roles:
         if role == "backward":
             out.append(Plant("go_backwards ignored", "go_backwards ignored", only=(("backward", (("go_backwards",
@@ -188,7 +232,10 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
         out += [Plant("mask ignored", "masked steps not skipped", {"mask": None}),
                 Plant("zeros at masked steps", "zeros output at masked steps", {"zero_output": True}),
                 Plant("previous output at masked steps", "previous output repeated at masked steps",
-                      {"zero_output": False})]
+                      {"zero_output": False}),
+                Plant("outputs alone masked", "the mask applied to the outputs only", {"mask_rule": "outputs"}),
+                Plant("states alone masked", "the mask applied to the states only", {"mask_rule": "states"}),
+                Plant("masking any", "Masking read as 'any feature", {"mask": "any"})]
     out += [Plant("rows carried", "state carried across batch rows", {"carry_rows": True}),
             Plant("output late", "output one step late", {"late": True}),
             Plant("c emitted", "cell state c_t emitted", {"emit_c": True}),
@@ -210,8 +257,9 @@ def _assert_complete(space: list[Plant], offered: list[str]) -> None:
     named: a candidate diagnose lacks or adds fails here."""
     assert len(offered) == len(space), (len(offered), len(space), offered)
     named = {}
-    for p in space:
-        hits = [n for n in offered if p.words in n]
+    for p in space:  # words "a|b": both in the name; a mistake in one direction only is named so
+        words = p.words.split("|")
+        hits = [n for n in offered if all(w in n for w in words) and ("direction only" in n) == (len(words) > 1)]
         assert len(hits) == 1, (p.label, hits)
         named[hits[0]] = p.label
     assert sorted(named) == sorted(offered)
@@ -232,6 +280,28 @@ def _named_first(result: Any, words: str | list[str], exact: bool = True) -> Non
 
 def _case(p: Plant) -> Any:
     return pytest.param(p, id=p.label)
+
+
+def _idle(space: list[Plant], port: Any) -> set[str]:
+    """The cell_clip plants that change nothing on this input, `port(plant or None)` being the port's outputs: no
+    |c| reaches the clip (with σ gates and tanh, |c_t| ≤ t + 1, so 8 steps never reach 10). Diagnose finds each
+    equal to the model and leaves it out (`excluded`); planted, the port is Keras on this input."""
+    plain = port(None)
+    return {p.label for p in space if any("cell_clip" in p.kwargs(role) for role in ("forward", "backward")) and
+            np.array_equal(port(p), plain)}
+
+
+def _check(result: Any, plant: Plant, space: list[Plant], idle: set[str], equal: int = 0) -> None:
+    """Named first (or, for a clip that never binds here, THEIRS matches); when it stopped at the singles, every
+    candidate offered was run or ruled out, and only the idle clips (and `equal` others) equal the model."""
+    if plant.label in idle:
+        assert result.matches
+        return
+    _named_first(result, plant.words.split("|"), exact=plant.exact)
+    if result.found[0].exact:
+        assert result.tried + result.pruned == len(space)
+        # a clip can leave some samples exact, so it is never ruled out by them: the idle ones always run
+        assert result.excluded == equal + len(idle)
 
 
 # ---------------------------------------------------------------- a Keras 3 sigmoid model (the whole model)
@@ -263,11 +333,11 @@ def test_keras3_and_keras2_ports_are_keras() -> None:
 def test_keras3_sigmoid_model(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_return_sequences.keras")
     x = _x((3, 8, 3))
-    theirs = lstm_port(_w("k3_return_sequences", "lstm_1"), x, **plant.kwargs("forward"))
-    result = diagnose(ckpt, [x], [theirs])
-    _named_first(result, plant.words, exact=plant.exact)
-    if result.found[0].exact:  # stopped at the singles: every one offered was run
-        assert result.tried + result.pruned == len(K3) and result.excluded == 0
+
+    def port(p: Plant | None) -> np.ndarray:
+        return lstm_port(_w("k3_return_sequences", "lstm_1"), x, **(p.kwargs("forward") if p else {}))
+
+    _check(diagnose(ckpt, [x], [port(plant)]), plant, K3, _idle(K3, port))
 
 
 # ---------------------------------------------------------------- a Keras 2 hard_sigmoid model (one layer)
@@ -284,12 +354,12 @@ def test_keras2_hard_sigmoid_matrix_is_complete() -> None:
 def test_keras2_hard_sigmoid_layer(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "tfk_stacked_hard_sigmoid.h5")
     x = _x((3, 8, 3), seed=1)
-    theirs = lstm_port(_w("tfk_stacked_hard_sigmoid", "lstm_1"), x,
-                       **{"rec": "hard_sigmoid:keras2", **plant.kwargs("forward")})
-    result = diagnose(ckpt, [x], [theirs], layer="lstm_1")
-    _named_first(result, plant.words, exact=plant.exact)
-    if result.found[0].exact:
-        assert result.tried + result.pruned == len(K2) and result.excluded == 0
+
+    def port(p: Plant | None) -> np.ndarray:
+        return lstm_port(_w("tfk_stacked_hard_sigmoid", "lstm_1"), x,
+                         **{"rec": "hard_sigmoid:keras2", **(p.kwargs("forward") if p else {})})
+
+    _check(diagnose(ckpt, [x], [port(plant)], layer="lstm_1"), plant, K2, _idle(K2, port))
 
 
 def test_the_last_step_alone_is_accepted_for_a_layer() -> None:
@@ -317,6 +387,10 @@ def _bidirectional(x: np.ndarray, plant: Plant | None = None) -> np.ndarray:
     y_f = lstm_port(w["bidirectional/forward_lstm_5"], x, **plant.kwargs("forward"))
     y_b = lstm_port(w["bidirectional/backward_lstm_5"], x, **{"go_backwards": True, **plant.kwargs("backward")})
     y = np.concatenate([y_f, y_b[:, ::-1] if plant.flip else y_b], axis=-1)
+    if plant.interleave:  # ONNX's Y (T, 2, B, H) reshaped to (T, B, 2H) without moving the direction axis
+        steps, batch = x.shape[1], x.shape[0]
+        onnx_y = np.stack([y_f, y_b[:, ::-1]]).transpose(2, 0, 1, 3)
+        y = onnx_y.reshape(steps, batch, -1).transpose(1, 0, 2)
     return (y @ kernel + bias).astype(np.float32)
 
 
@@ -348,10 +422,8 @@ def test_bidirectional_matrix_is_complete() -> None:
 def test_bidirectional_model(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / f"{BIDIR}.keras")
     x = _x((3, 7, 3), seed=3)
-    result = diagnose(ckpt, [x], [_bidirectional(x, plant)])
-    _named_first(result, plant.words, exact=plant.exact)
-    if result.found[0].exact:
-        assert result.tried + result.pruned == len(BIDIRECTIONAL) and result.excluded == 0
+    idle = _idle(BIDIRECTIONAL, lambda p: _bidirectional(x, p))
+    _check(diagnose(ckpt, [x], [_bidirectional(x, plant)]), plant, BIDIRECTIONAL, idle)
 
 
 # ---------------------------------------------------------------- a masked model (the whole model)
@@ -366,25 +438,33 @@ def _masked_input() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _masked(plant: Plant | None = None) -> np.ndarray:
-    """A plain LSTM under a mask: masked steps keep the states and repeat the previous output."""
+    """A plain LSTM under a mask: masked steps keep the states and repeat the previous output. A plant's
+    mask "any": a step masked where any feature is 0 (Keras: where all are)."""
     x, mask = _masked_input()
-    return lstm_port(_w(MASKED_SAMPLE, "lstm_11"), x, **{"mask": mask, "zero_output": False,
-                                                         **(plant.kwargs("forward") if plant else {})})
+    kwargs = {"mask": mask, "zero_output": False, **(plant.kwargs("forward") if plant else {})}
+    if isinstance(kwargs["mask"], str):
+        kwargs["mask"] = np.all(x != 0, axis=-1)
+    return lstm_port(_w(MASKED_SAMPLE, "lstm_11"), x, **kwargs)
 
 
 MASKED = _space("sigmoid", masked=True)
 # On a plain LSTM the third mask variant ("the previous output repeated where zeros are expected") is what
 # Keras itself computes: diagnose offers it, finds on the run that it equals the model, and leaves it out
 # (`Diagnosis.excluded`). It is planted on a masked Bidirectional below, where it is a mistake.
-MASKED_EQUAL_TO_MODEL = ("previous output at masked steps",)
+# Masking's rule read as "any feature": the sample's steps have all their features 0 or none, so it is no mistake
+# on this input either (planted in tests/test_diagnose_bidir.py on an input with one feature 0).
+MASKED_EQUAL_TO_MODEL = ("previous output at masked steps", "masking any")
 
 
 def test_masked_port_is_keras() -> None:
     with np.load(SAMPLES / f"{MASKED_SAMPLE}.io.npz") as io:
         y = io["y"]
     np.testing.assert_allclose(_masked(), y, atol=1e-5)
+    idle = _idle(MASKED, _masked)
+    assert "cell_clip 10" in idle  # 7 steps: |c| never reaches 10
     for p in MASKED:  # the planted mistake changes the port's outputs, but for the one equal to the model
-        assert (np.array_equal(_masked(p), _masked())) == (p.label in MASKED_EQUAL_TO_MODEL), p.label
+        if p.label not in idle:
+            assert (np.array_equal(_masked(p), _masked())) == (p.label in MASKED_EQUAL_TO_MODEL), p.label
 
 
 def test_masked_matrix_is_complete() -> None:
@@ -396,11 +476,10 @@ def test_masked_model(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / f"{MASKED_SAMPLE}.keras")
     x, _ = _masked_input()
     result = diagnose(ckpt, [x], [_masked(plant)])
-    _named_first(result, plant.words, exact=plant.exact)
-    if result.found[0].exact:  # every single run, the one equal to the model counted apart and not listed
-        # unpadded samples are exact, so the mistakes that act on every sample are ruled out, not run
-        assert result.tried + result.pruned == len(MASKED) and result.excluded == len(MASKED_EQUAL_TO_MODEL)
-        assert not any("previous output repeated" in h.name for h in result.ranked)
+    # every single run, the one equal to the model counted apart and not listed; when unpadded samples are exact,
+    # the mistakes that act on every sample are ruled out, not run
+    _check(result, plant, MASKED, _idle(MASKED, _masked), equal=len(MASKED_EQUAL_TO_MODEL))
+    assert not any("previous output repeated" in h.name for h in result.ranked)
 
 
 # ---------------------------------------------------------------- a masked Bidirectional: the third mask variant
@@ -446,8 +525,9 @@ def test_bidirectional_masked_model(sample: str, kwargs: dict[str, Any], words: 
         x = io["x"]
     result = diagnose(ckpt, [x], [_bidirectional_masked(sample, **kwargs)])
     _named_first(result, words)
-    # Here "zeros output at masked steps" is what Keras computes: counted as equal to the model, not listed.
-    assert result.excluded == 1 and not any("zeros output at masked steps" in h.name for h in result.ranked)
+    # Here "zeros output at masked steps" is what Keras computes: counted as equal to the model, not listed; so is
+    # Masking read as "any feature" (no step of these inputs has some features 0 and others not).
+    assert result.excluded == 2 and not any("zeros output at masked steps" in h.name for h in result.ranked)
     assert result.tried + result.pruned == len(_offered(ckpt, masked=True))
 
 
@@ -455,18 +535,20 @@ def test_bidirectional_masked_model(sample: str, kwargs: dict[str, Any], words: 
 
 
 def test_candidates_equal_to_the_model_on_this_input_are_counted_not_listed(tmp_path: Path) -> None:
-    """Diagnose offers the three mask variants on a masked model; a variant that computes what the model itself
+    """Diagnose offers the six mask variants on a masked model; a variant that computes what the model itself
     computes on the input run is left out of the ranking and counted in `excluded` /
-    `candidates_equal_to_the_model`: one on a plain LSTM with masked steps, all three on an input with none."""
+    `candidates_equal_to_the_model`: two on a plain LSTM with masked steps (the previous output repeated, and
+    Masking read as "any feature" where no step has some features 0), all six on an input with none."""
     ckpt = lstm_inspect.load(SAMPLES / f"{MASKED_SAMPLE}.keras")
     x, _ = _masked_input()
     plant = next(p for p in MASKED if p.label == "recurrent hard_sigmoid:keras2")
     theirs = _masked(plant)
     result = diagnose(ckpt, [x], [theirs])
-    assert result.excluded == 1 and result.tried == len(MASKED)
-    assert len(result.ranked) == len(MASKED) - 1
+    idle = len(_idle(MASKED, _masked))  # and the cell clips that never bind on this input
+    assert result.excluded == 2 + idle and result.tried == len(MASKED)
+    assert len(result.ranked) == len(MASKED) - 2 - idle
     assert not any("previous output repeated" in h.name for h in result.ranked)
-    assert sum("mask" in h.name for h in result.ranked) == 2  # the other two variants are there
+    assert sum("mask" in h.name for h in result.ranked) == 4  # the other four variants are there
 
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "theirs.npy", theirs)
@@ -475,7 +557,7 @@ def test_candidates_equal_to_the_model_on_this_input_are_counted_not_listed(tmp_
                 "--json")
     assert r.returncode == 1, r.stderr
     doc = json.loads(r.stdout)
-    assert doc["candidates_equal_to_the_model"] == 1 and doc["candidates_tried"] == len(MASKED)
+    assert doc["candidates_equal_to_the_model"] == 2 + idle and doc["candidates_tried"] == len(MASKED)
     assert "Keras 2's" in doc["diagnosed"][0]["mistake"]
     assert not any("previous output repeated" in h["mistake"] for h in doc["ranked"])
 
@@ -485,13 +567,15 @@ def test_candidates_equal_to_the_model_on_this_input_are_counted_not_listed(tmp_
     theirs = lstm_port(_w(MASKED_SAMPLE, "lstm_11"), full, rec="hard_sigmoid:keras2")
     result = diagnose(ckpt, [full], [theirs])
     _named_first(result, "Keras 2's")
-    assert result.excluded == 3 and result.tried == len(MASKED)
+    idle = len(_idle(MASKED, lambda p: lstm_port(_w(MASKED_SAMPLE, "lstm_11"), full, **{
+        "rec": "hard_sigmoid:keras2", **(p.kwargs("forward") if p else {})})))
+    assert result.excluded == 6 + idle and result.tried == len(MASKED)
     assert not any("mask" in h.name for h in result.ranked)
     np.save(tmp_path / "full.npy", full)
     np.save(tmp_path / "theirs.npy", theirs)
     r = run_cli("diagnose", str(path), "-i", str(tmp_path / "full.npy"), "--against", str(tmp_path / "theirs.npy"),
                 "--json")
-    assert r.returncode == 1 and json.loads(r.stdout)["candidates_equal_to_the_model"] == 3
+    assert r.returncode == 1 and json.loads(r.stdout)["candidates_equal_to_the_model"] == 6 + idle
 
 
 def test_no_candidate_equal_to_the_model_without_a_mask(tmp_path: Path) -> None:
@@ -502,7 +586,11 @@ def test_no_candidate_equal_to_the_model_without_a_mask(tmp_path: Path) -> None:
     r = run_cli("diagnose", str(path), "-i", str(tmp_path / "x.npy"), "--against", str(tmp_path / "theirs.npy"),
                 "--json")
     doc = json.loads(r.stdout)
-    assert r.returncode == 1 and doc["candidates_equal_to_the_model"] == 0 and doc["candidates_tried"] == len(K3)
+    # none but the cell clips no |c| reaches on this input (8 steps never reach 10)
+    idle = _idle(K3, lambda p: lstm_port(_w("k3_return_sequences", "lstm_1"), x, **(p.kwargs("forward") if p else {})))
+    assert "cell_clip 10" in idle
+    assert r.returncode == 1 and doc["candidates_equal_to_the_model"] == len(idle)
+    assert doc["candidates_tried"] == len(K3)
 
 
 # A layer whose own settings make some cell mistakes no mistake at all: k3_mask_paths' "affine" LSTM has
@@ -560,9 +648,7 @@ def test_cell_mistakes_the_model_itself_makes_are_not_offered() -> None:
 def test_linear_hard_sigmoid_layer(plant: Plant) -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_mask_paths.keras")
     result = diagnose(ckpt, [_affine_input()], [_affine(plant)], layer="affine")
-    _named_first(result, plant.words, exact=plant.exact)
-    if result.found[0].exact:
-        assert result.tried + result.pruned == len(AFFINE) and result.excluded == 0
+    _check(result, plant, AFFINE, _idle(AFFINE, _affine))
 
 
 # ---------------------------------------------------------------- states handed over, CuDNN biases
@@ -700,9 +786,12 @@ def test_square_layer_matrix_is_complete() -> None:
 def test_square_layer_of_a_real_file(plant: Plant) -> None:
     w = _square_weights()
     x = _x((2, 6, 50), seed=6)
-    result = diagnose(lstm_inspect.load(SQUARE_FILE), [x], [lstm_port(w, x, **plant.kwargs("forward"))],
-                      layer="lstm_1")
-    _named_first(result, plant.words, exact=plant.exact)
+
+    def port(p: Plant | None) -> np.ndarray:
+        return lstm_port(w, x, **(p.kwargs("forward") if p else {}))
+
+    result = diagnose(lstm_inspect.load(SQUARE_FILE), [x], [port(plant)], layer="lstm_1")
+    _check(result, plant, SQUARE, _idle(SQUARE, port))
 
 
 # ---------------------------------------------------------------- the command

@@ -26,14 +26,18 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 def port(x: np.ndarray, forget_bias: float = 0.0, carry_rows: bool = False, late: bool = False,
-         w: dict[str, np.ndarray] | None = None, go_backwards: bool = False, onnx_order: bool = False) -> np.ndarray:
+         w: dict[str, np.ndarray] | None = None, go_backwards: bool = False, onnx_order: bool = False,
+         unit_scaled: int | None = None) -> np.ndarray:
     """A sample-by-sample NumPy LSTM (Keras's i, f, c, o blocks), the whole output sequence. `forget_bias`: TF1's
     constant added to the forget gate; `carry_rows`: h, c never reset between the rows of the batch; `late`: the
     output written before the update (h_{t-1} at step t); `w`: another direction's Keras arrays (k3_single's by
-    default), `go_backwards` it runs over time reversed (its outputs in processing order)."""
+    default), `go_backwards` it runs over time reversed (its outputs in processing order); `unit_scaled`: that
+    unit's recurrent weights (its row of recurrent_kernel, what h_j feeds every gate) scaled by 1.5."""
     w = w if w is not None else keras_refs(SAMPLES / f"{SAMPLE}.ref.npz")["lstm"]
     x = x[:, ::-1] if go_backwards else x
     k, r = (w[n].astype(np.float64) for n in ("kernel", "recurrent_kernel"))
+    if unit_scaled is not None:
+        r[unit_scaled] *= 1.5
     n = r.shape[0]
     b = w["bias"].astype(np.float64) if "bias" in w else np.zeros(4 * n)
     out = np.zeros((*x.shape[:2], n))
@@ -66,11 +70,11 @@ def test_the_port_is_keras() -> None:
 
 
 def test_a_mistake_outside_the_space_gets_none_comes_close_and_the_evidence() -> None:
-    """TF1's forget_bias=1.0 on a Keras model: step 0 is exact (f multiplies c_{-1} = 0), every sample wrong
-    from step 1; no candidate cuts the error 10x, so none is listed."""
+    """One unit's recurrent weights scaled by 1.5 (a mistake no candidate makes): step 0 is exact (h_{-1} = 0),
+    every sample wrong from step 1; no candidate cuts the error 10x, so none is listed."""
     ckpt = lstm_inspect.load(SAMPLES / f"{SAMPLE}.keras")
     x = _x()
-    result = diagnose(ckpt, [x], [port(x, forget_bias=1.0)], layer="lstm")
+    result = diagnose(ckpt, [x], [port(x, unit_scaled=2)], layer="lstm")
     assert not result.matches and result.found == [] and result.close == []
     ev = result.evidence
     assert ev is not None and ev.exact == () and ev.from_step == {s: 1 for s in range(x.shape[0])}
@@ -136,8 +140,10 @@ def test_output_one_step_late_is_named_first() -> None:
 
 
 def test_a_mistake_in_one_direction_shows_in_its_half_alone() -> None:
-    """k3_bidir_concat's Bidirectional alone, its backward direction with TF1's forget_bias: the forward half of
-    the concatenated output is exact, the backward half differs; nothing in the space comes close."""
+    """k3_bidir_concat's Bidirectional alone, its backward direction with one unit's recurrent weights scaled by
+    1.5 (a mistake no port is known to make, outside the space even with each mistake copied into one direction):
+    the forward half of the concatenated output is exact, the backward half differs; nothing comes close, and the
+    mistakes that would move the exact half are not run."""
     w = keras_refs(SAMPLES / "k3_bidir_concat.ref.npz")
     x = np.random.default_rng(3).normal(size=(3, 7, 3)).astype(np.float32)
     fwd = port(x, w=w["bidirectional/forward_lstm_5"])
@@ -147,9 +153,13 @@ def test_a_mistake_in_one_direction_shows_in_its_half_alone() -> None:
                             port(xk, w=w["bidirectional/backward_lstm_5"], go_backwards=True)[:, ::-1]], axis=-1)
     ckpt = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras")
     assert diagnose(ckpt, [xk], [right], layer="bidirectional").matches
-    bad = port(x, w=w["bidirectional/backward_lstm_5"], go_backwards=True, forget_bias=1.0)
+    odd = dict(w["bidirectional/backward_lstm_5"])
+    odd["recurrent_kernel"] = odd["recurrent_kernel"].copy()
+    odd["recurrent_kernel"][:, 2::5] *= 1.5  # unit 2's columns in each of the four gate blocks
+    bad = port(x, w=odd, go_backwards=True)
     result = diagnose(ckpt, [x], [np.concatenate([fwd, bad[:, ::-1]], axis=-1)], layer="bidirectional")
     assert not result.matches and result.found == [] and result.close == []
+    assert result.pruned > 0 and not any("forward direction only" in h.name for h in result.ranked)
     ev = result.evidence
     assert ev is not None and ev.halves_exact == {"forward": True, "backward": False}
     assert "the forward half exact; the backward half differs" in result.divergence

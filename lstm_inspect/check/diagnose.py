@@ -7,12 +7,20 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
 - the cell's own (`check.mistakes.cell_mistakes`): every gate order, every recurrent activation a port might use
   (sigmoid, Keras 2's and Keras 3's hard_sigmoid), candidate and cell activations, a dropped bias
   or CuDNN bias half (a GRU's bias rows), transposed or swapped blocks, and the step equations (a
-  GRU's update gate the other way round, its reset gate before or after the product);
+  GRU's update gate the other way round, its reset gate before or after the product); TF1's LSTM
+  conventions (forget_bias=1.0 added at run time, or after the sigmoid; the cell state clipped as
+  TFLite and LSTMBlockCell clip it);
+- dropout applied at inference, old-style (x and/or h scaled by 1 − rate in every layer that sets one);
 - the sequence's: each direction run over time reversed (a forward one) or in its own order (a
   go_backwards one), a Bidirectional's backward output left unflipped, the mask ignored or zeroed
-  (only where the model has a mask), states handed over by another layer ignored (only where there
-  are), the states carried from one batch row into the next (a port looping over samples), the
-  output emitted one step late (h_{t-1} at step t), and reduced precision;
+  (only where the model has a mask), states handed over by another layer ignored or, for an LSTM,
+  handed over as (c, h) (only where there are), the states carried from one batch row into the
+  next (a port looping over samples), the output emitted one step late (h_{t-1} at step t), the
+  mask applied to the outputs alone or to the states alone, a Masking layer's rule read as "any
+  feature", and reduced precision;
+- a Bidirectional's: its directions interleaved across batch rows (ONNX's Y reshaped as it lies), the
+  merged sequence's last step taken as the final output, and every cell and mask mistake in one of
+  its directions only;
 - the loop's around a correct step (research #1, #4, #6, #8, #14, #15 of issue 24): an LSTM's c_t emitted
   instead of h_t, the batch and time axes confused (PyTorch without batch_first; only where the outputs keep
   their shape), a standalone go_backwards layer's output flipped back to input order (as ONNX's reverse direction
@@ -23,19 +31,23 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
   in PyTorch's h_n, c_n layout), compared without a rerun.
 
 Every single mistake is tried, then pairs of mistakes from different axes, most promising first,
-within a budget. All the runs share one step budget (`budget.Limits.runs`): the model's own run counts
-once per run the search will make (the model twice, then each single mistake's: none to reorder the outputs,
-two for a repeated call), so a model whose run fits the budget but whose search would not is refused before the
-search starts, in one line naming --max-steps; pairs are tried only while what is left of the budget pays for
-them. A candidate whose outputs equal the model's own is not a mistake on this input and is left out. One that
-reproduces THEIRS within the verify tolerance is "exact".
+within a budget (a mistake copied into one direction is tried alone, never in a pair). All the runs
+share one step budget (`budget.Limits.runs`): the model's own run counts once per run the search
+will make (the model twice, then each single mistake's: none to reorder the outputs, two for a
+repeated call), so a model whose run fits the budget but
+whose search would not is refused before the search starts, in one line naming --max-steps; pairs
+are tried only while what is left of the budget pays for them. A candidate whose outputs equal the
+model's own is not a mistake on this input and is left out. One that reproduces THEIRS within the
+verify tolerance is "exact"; where one in a single direction does so as exactly as one in the whole
+layer, the narrower one is named first.
 
 Before the search, the error is broken down per sample and step (and per half of a Bidirectional's
 concatenated output): `verify.Evidence`. When some samples are exact, the mistakes that act on every
-sample alike (the cell's, time order, precision) cannot be the cause and are not tried. When nothing
-reproduces THEIRS, a candidate is listed as "close" only when it cuts the largest error CLOSE times or
-more (it explains at least 90 % of it); otherwise diagnose says none comes close and gives the evidence,
-never a ranking of unrelated mistakes whose error is about the raw error.
+sample alike (the cell's, time order, precision) cannot be the cause and are not tried; when one half of
+a Bidirectional's concatenated output is exact, only the mistakes of the other direction alone are. When
+nothing reproduces THEIRS, a candidate is listed as "close" only when it cuts the largest error CLOSE
+times or more (it explains at least 90 % of it); otherwise diagnose says none comes close and gives the
+evidence, never a ranking of unrelated mistakes whose error is about the raw error.
 """
 
 from __future__ import annotations
@@ -78,7 +90,7 @@ CLOSE = 10.0
 # The axes of mistakes that can leave some samples exact (the others act on every sample alike). Precision is
 # one: its errors are small, so a sample with small activations can stay within the tolerance. So is a special
 # first step: a row whose step 0 is masked (pre-padding) discards it in Keras and in the port alike.
-PER_SAMPLE_AXES = ("mask", "state", "rows", "precision", "first step")
+PER_SAMPLE_AXES = ("mask", "state", "rows", "precision", "cell:clip", "first step")
 
 
 @dataclass(frozen=True)
@@ -92,13 +104,14 @@ class Mistake:
     axis: str
     variant: Variant
     precision: bool = False
+    alone: bool = False  # tried on its own only, never in a pair (a mistake copied into one direction)
     reorder: tuple[int, ...] = ()
     runs: int = 1
 
     def __add__(self, other: Mistake) -> Mistake:
         return Mistake(f"{self.name} + {other.name}", f"{self.fix}; and {other.fix}", f"{self.axis}+{other.axis}",
                        self.variant + other.variant, self.precision or other.precision,
-                       self.reorder or other.reorder, max(self.runs, other.runs, 1))
+                       reorder=self.reorder or other.reorder, runs=max(self.runs, other.runs, 1))
 
 
 def _bfloat16(d: Any, w: CellWeights) -> CellWeights:
@@ -128,9 +141,16 @@ def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: boo
     """Every single mistake that applies to these directions (the whole model's, or one alone), family by family.
     `axes`: whether a port that confuses the batch and time axes returns outputs of the right shape (None: where
     every direction returns its sequence and no states, as in the whole model)."""
-    out = _cell_family(directions) + _time_family(directions) + _state_family(directions)
+    out = _cell_family(directions) + _dropout_family(directions) + _time_family(directions) + _state_family(directions)
     if masked:
         out += _mask_family(directions)
+    if masked and any(m.class_name == "Masking" for m in ckpt.layers):
+        # research24 §9f (reasoned): Keras's Masking masks a step only where ALL its features equal mask_value
+        out.append(Mistake("Masking read as 'any feature equals mask_value' (Keras masks a step only where all of "
+                           "them do)", "mask a step only when every feature equals mask_value: "
+                           "mask = any(x != mask_value, axis=-1) marks the steps kept", "mask",
+                           Variant(masking_any=True)))
+    out += _bidirectional_family(directions) + _one_direction_family(directions, masked)
     return out + _loop_family(directions, axes) + _precision_family()
 
 
@@ -146,13 +166,58 @@ def _cell_family(directions: list[RecurrentDirection]) -> list[Mistake]:
     for ds in by_kind.values():
         d0 = ds[0]
         where = f" (in {', '.join(d.name for d in ds)})" if several else ""
-        for m in cell_mistakes(d0.cell, d0.settings, d0.storage, d0.input_dim, d0.units, d0.hard_sigmoid):
+        # the input block's transposes only where every direction is square (N_i = N_c)
+        square = all(d.input_dim == d.units for d in ds)
+        for m in cell_mistakes(d0.cell, d0.settings, d0.storage, d0.input_dim if square else None, d0.units,
+                               d0.hard_sigmoid):
             if m.same_as_model:
                 continue
             change = DirectionVariant(weights=(m.weights,) if m.weights else (), step=m.step)
             variant = Variant(changes=tuple((d.name, change) for d in ds))
             out.append(Mistake(m.name + where, m.fix, f"cell:{m.axis}", variant))
     return out
+
+
+def _dropout_family(directions: list[RecurrentDirection]) -> list[Mistake]:
+    """Dropout applied at inference (lmnt-com/haste#18, keras#8907, tensorflow#35724) as old-style dropout scales,
+    in every direction that sets a rate, by its own: x·(1 − dropout) before the kernel, h_{t−1}·(1 − recurrent_dropout)
+    before the recurrent kernel, where Keras's training masks act. Keras's dropout is inverted (scaled while
+    training) and does nothing at inference. x·(1 − p) times kernel is x times kernel·(1 − p): a weight change."""
+    out: list[Mistake] = []
+    fix = "Keras drops and scales only while training: at inference use x and h as they are"
+    on_x = [d for d in directions if d.settings.dropout > 0]
+    on_h = [d for d in directions if d.settings.recurrent_dropout > 0]
+
+    def rates(ds: list[RecurrentDirection], of: str) -> str:
+        kept = [f"{1 - getattr(d.settings, of):g}" for d in ds]
+        if len(directions) == 1:
+            return f" = {kept[0]}"
+        return " (" + ", ".join(f"{k} in {d.name}" for k, d in zip(kept, ds)) + ")"
+
+    def scaled(x: bool, h: bool) -> Variant:
+        return Variant(changes=tuple((d.name, DirectionVariant(weights=(_dropout_scaled(x, h),)))
+                                     for d in directions if (x and d in on_x) or (h and d in on_h)))
+
+    if on_x:
+        out.append(Mistake(f"dropout applied at inference: x scaled by 1 − dropout{rates(on_x, 'dropout')}", fix,
+                           "dropout", scaled(True, False)))
+    if on_h:
+        out.append(Mistake("recurrent dropout applied at inference: h_(t−1) scaled by 1 − recurrent_dropout"
+                           f"{rates(on_h, 'recurrent_dropout')}", fix, "dropout", scaled(False, True)))
+    if on_x and on_h:
+        out.append(Mistake(f"dropout and recurrent dropout applied at inference: x scaled by 1 − dropout"
+                           f"{rates(on_x, 'dropout')}, h_(t−1) by 1 − recurrent_dropout"
+                           f"{rates(on_h, 'recurrent_dropout')}", fix, "dropout", scaled(True, True)))
+    return out
+
+
+def _dropout_scaled(x: bool, h: bool) -> Callable[[Any, CellWeights], CellWeights]:
+    """kernel·(1 − dropout) and/or recurrent_kernel·(1 − recurrent_dropout), by the direction's own rates."""
+    def apply(d: Any, w: CellWeights) -> CellWeights:
+        keep_x = np.float32(1 - d.settings.dropout) if x else np.float32(1)
+        keep_h = np.float32(1 - d.settings.recurrent_dropout) if h else np.float32(1)
+        return CellWeights(kernel=w.kernel * keep_x, recurrent_kernel=w.recurrent_kernel * keep_h, bias=w.bias)
+    return apply
 
 
 def _time_family(directions: list[RecurrentDirection]) -> list[Mistake]:
@@ -176,7 +241,8 @@ def _time_family(directions: list[RecurrentDirection]) -> list[Mistake]:
 
 
 def _state_family(directions: list[RecurrentDirection]) -> list[Mistake]:
-    """Where each row's states start: states handed over ignored, states carried from one row into the next."""
+    """Where each row's states start: states handed over ignored or as (c, h), states carried from one row into the
+    next."""
     out: list[Mistake] = []
     for d in directions:
         one = f" ({d.name})" if len(directions) > 1 else ""
@@ -184,6 +250,15 @@ def _state_family(directions: list[RecurrentDirection]) -> list[Mistake]:
             out.append(Mistake(f"the states handed over ignored: started from zeros{one}",
                                f"start {d.name} from {', '.join(d.initial_state_from)}", "state",
                                _for(d.name, DirectionVariant(zero_initial_state=True))))
+    # tensorflow#17133, #13943, frugally-deep#145: states handed over in TF1's LSTMStateTuple order (c, h), in
+    # every direction that receives them (a port hands them over one way)
+    given = [d for d in directions if d.initial_state_from and d.cell.states == ("h", "c")]
+    if given:
+        where = f" (in {', '.join(d.name for d in given)})" if len(directions) > 1 else ""
+        out.append(Mistake(f"the states handed over as (c, h), TF1's LSTMStateTuple order: h and c swapped{where}",
+                           "Keras's initial_state is [h, c] (an LSTM with return_state returns [output, h, c]): "
+                           "hand over h first", "state", Variant(changes=tuple(
+                               (d.name, DirectionVariant(swap_initial_states=True)) for d in given))))
     out.append(Mistake("state carried across batch rows: row b starts from row b−1's final states", "reset the "
                        "states to zeros (or the given initial states) at the start of every sample, or run the batch "
                        "as one (batch, N_c) array", "rows", _for(None, DirectionVariant(carry_rows=True))))
@@ -200,6 +275,16 @@ def _mask_family(directions: list[RecurrentDirection]) -> list[Mistake]:
                 _for(None, DirectionVariant(zero_output_for_mask=True))),
         Mistake("the previous output repeated at masked steps (zeros expected)", "inside Bidirectional, masked "
                 "steps output 0", "mask", _for(None, DirectionVariant(zero_output_for_mask=False))),
+        # research24 §9a: the port runs every step through the cell and masks what it emits afterwards; with
+        # pre-padding (pad_sequences's default) every valid step of a padded sample is wrong, with post-padding the
+        # final states (and a return_sequences=False output) only.
+        Mistake("the mask applied to the outputs only: the states run through the masked steps", "at a masked "
+                "step keep the states as they were (h, c), not only the output", "mask",
+                _for(None, DirectionVariant(mask_outputs_only=True))),
+        # research24 §9b: the states are held at masked steps but the step's fresh h is written out there.
+        Mistake("the mask applied to the states only: the cell's fresh output emitted at masked steps", "at a "
+                "masked step output the previous output (or 0 in a Bidirectional), not the new h", "mask",
+                _for(None, DirectionVariant(mask_states_only=True))),
     ]
 
 
@@ -314,6 +399,66 @@ def _output_roles(ckpt: Checkpoint, n: int) -> list[str]:
     return roles
 
 
+def _bidirectionals(directions: list[RecurrentDirection]) -> dict[str, list[RecurrentDirection]]:
+    """The Bidirectional layers among these directions, by layer: (forward, backward)."""
+    pairs: dict[str, list[RecurrentDirection]] = {}
+    for d in directions:
+        if d.wrapper is not None:
+            pairs.setdefault(d.layer_path, []).append(d)
+    return {k: sorted(v, key=lambda d: d.direction != "forward") for k, v in pairs.items() if len(v) == 2}
+
+
+def _bidirectional_family(directions: list[RecurrentDirection]) -> list[Mistake]:
+    """How a Bidirectional's two directions are laid out or picked when they are merged."""
+    out: list[Mistake] = []
+    pairs = _bidirectionals(directions)
+    if any(p[0].merge_mode == "concat" for p in pairs.values()):
+        # research24 §11: pytorch PR #11368 (torch.onnx's bidirectional output), discuss.pytorch.org t/119521
+        # (h_n.view(B, -1)). With one sample the reshape is the concatenation: equal to the model, left out.
+        out.append(Mistake("directions interleaved across batch rows: ONNX's Y [T, num_directions, B, H] (or "
+                           "h_n [2, B, H]) reshaped to [T, B, 2H] ([B, 2H]) as it lies", "move the direction axis "
+                           "next to H first: Y.transpose to [T, B, num_directions, H] (h_n to [B, 2, H]), then "
+                           "reshape", "layout", Variant(directions_interleaved=True)))
+    for layer, (_, bwd) in pairs.items():
+        if bwd.settings.return_sequences:
+            continue
+        # research24 §7: discuss.pytorch.org t/10333 (h(t) of forward with h(0) of backward): output[:, -1] of the
+        # merged sequence holds the backward layer's first step (it has seen x[T−1] alone), not its final state.
+        of = f" ({layer})" if len(pairs) > 1 else ""
+        out.append(Mistake(f"the merged sequence's last step taken as the final output: the backward half is the "
+                           f"backward layer's first step, not its final state{of}", "take the backward direction's "
+                           "final state (its output at t = 0 once flipped back, or h_n[1]), not y[:, T−1]", "emit",
+                           _for(bwd.name, DirectionVariant(first_output=True))))
+    return out
+
+
+def _one_direction_family(directions: list[RecurrentDirection], masked: bool) -> list[Mistake]:
+    """A mistake in one direction of a Bidirectional only (research24 §10: NVIDIA/TensorRT#1649, first columns
+    right and last ones wrong; onnx/onnx-tensorflow#409; onnxruntime#4187): each cell mistake and, where the model
+    has a mask, each mask mistake restricted to the forward or the backward direction. The backward direction run
+    without the mask is issue 24's third port (§9d): the padded row reversed and run unmasked."""
+    out: list[Mistake] = []
+    pairs = _bidirectionals(directions)
+    for layer, pair in pairs.items():
+        of = f" ({layer})" if len(pairs) > 1 else ""
+        for d in pair:
+            only = f" in the {d.direction} direction only{of}"
+            for m in cell_mistakes(d.cell, d.settings, d.storage, d.input_dim, d.units, d.hard_sigmoid):
+                if not m.same_as_model:
+                    change = DirectionVariant(weights=(m.weights,) if m.weights else (), step=m.step)
+                    out.append(Mistake(m.name + only, f"{m.fix} (in {d.name})", f"cell:{m.axis}", _for(d.name, change),
+                                       alone=True))
+            for m in _mask_family([d]) if masked else []:
+                change = next(c for _, c in m.variant.changes)
+                if change.zero_output_for_mask == d.settings.zero_output_for_mask:
+                    continue  # the direction's own rule for masked outputs: no mistake
+                unmasked = ": the padded row reversed and run unmasked" if change.ignore_mask and \
+                    d.direction == "backward" else ""
+                out.append(Mistake(m.name + only + unmasked, f"{m.fix} (in {d.name})", m.axis, _for(d.name, change),
+                                   alone=True))
+    return out
+
+
 def _precision_family() -> list[Mistake]:
     """Reduced precision: never bit-exact, it fits when THEIRS lies within its rounding noise."""
     return [
@@ -406,7 +551,7 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
             raise InspectError(f"THEIRS holds {t.dtype}, not numbers")
     last_step = False
     pair = ckpt.directions_of(layer) if layer is not None else []
-    halves = len(pair) > 1 and pair[0].merge_mode == "concat"
+    halves = tuple(d.name for d in pair) if len(pair) > 1 and pair[0].merge_mode == "concat" else ()
     if layer is not None:
         run, directions, masked, per_run, last_step = _layer_runner(ckpt, layer, xs, theirs)
     else:
@@ -520,8 +665,43 @@ def _exact_samples_inform(run: Run, singles: list[Mistake], ours: list[np.ndarra
     return bool(np.all(moved))
 
 
+def _touched(m: Mistake, names: tuple[str, ...]) -> set[str]:
+    """The directions (of `names`) whose half of the output a mistake can change: those its changes name (all for
+    a change to every direction), the backward one for its flip, all for any other change of the whole layer."""
+    v = m.variant
+    out: set[str] = set()
+    for target, _ in v.changes:
+        out |= set(names) if target is None else {target} & set(names)
+    if v.backward_output_not_flipped:
+        out.add(names[-1])
+    if dataclasses.replace(v, changes=(), backward_output_not_flipped=False) != Variant():
+        out |= set(names)
+    return out
+
+
+def _prune_on_halves(run: Run, singles: list[Mistake], ours: list[np.ndarray], evidence: Evidence,
+                     halves: tuple[str, ...], atol: float) -> list[Mistake]:
+    """When one half of a Bidirectional's concatenated output is exact, the mistakes that would move it are ruled
+    out: only those in the other direction alone are tried (research24, signature 4). Precision mistakes are
+    kept (their errors can stay within the tolerance); and, as for exact samples, nothing is pruned unless the
+    first ruled-out cell mistake really moves that half on this input (else the half proves nothing)."""
+    split = evidence.halves_exact or {}
+    if len(halves) != 2 or len(split) != 2 or sum(split.values()) != 1 or len(ours) != 1:
+        return singles
+    exact = 0 if split["forward"] else 1
+    kept = [m for m in singles if m.axis == "precision" or halves[exact] not in _touched(m, halves)]
+    probe = next((m for m in singles if m not in kept and m.axis.startswith("cell:")), None)
+    if probe is None or len(kept) == len(singles):
+        return singles
+    out, own = np.asarray(run(probe.variant)[0], np.float64), np.asarray(ours[0], np.float64)
+    k = own.shape[-1] // 2
+    if out.shape != own.shape or not np.max(np.abs(out - own)[..., exact * k:(exact + 1) * k]) > atol:
+        return singles
+    return kept
+
+
 def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run: int, layer: str | None,
-            last_step: bool, atol: float, rtol: float, file: str, halves: bool = False) -> Diagnosis:
+            last_step: bool, atol: float, rtol: float, file: str, halves: tuple[str, ...] = ()) -> Diagnosis:
     """The model's own outputs against THEIRS, then each single mistake, then pairs while the budget lasts."""
     ours = run(None)
     if len(theirs) != len(ours) or any(np.shape(t) != np.shape(o) for t, o in zip(theirs, ours)):
@@ -529,15 +709,18 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
                            f"{[o.shape for o in ours]} for this input"
                            + ("" if layer is None else " (the whole sequence or, for --layer, its last step)"))
     baseline = [compare(f"output_{k}" if layer is None else f"layer {layer}" + (" (last step)" if last_step else ""),
-                        t, o, atol, rtol, halves=halves) for k, (t, o) in enumerate(zip(theirs, ours))]
+                        t, o, atol, rtol, halves=bool(halves)) for k, (t, o) in enumerate(zip(theirs, ours))]
     result = Diagnosis(file, all(c.ok for c in baseline), baseline)
     if result.matches:
         return result
     result.evidence = next(c.evidence for c in baseline if not c.ok)
+    space = len(singles)
+    if result.evidence is not None:
+        singles = _prune_on_halves(run, singles, ours, result.evidence, halves, atol)
     if result.evidence is not None and result.evidence.exact and \
             _exact_samples_inform(run, singles, ours, result.evidence.exact, atol):
-        kept = [m for m in singles if m.axis in PER_SAMPLE_AXES]
-        result.pruned, singles = len(singles) - len(kept), kept
+        singles = [m for m in singles if m.axis in PER_SAMPLE_AXES]
+    result.pruned = space - len(singles)
     gap = max(c.max_abs for c in baseline)
 
     def distance(outs: list[np.ndarray]) -> tuple[float, bool, float]:
@@ -581,8 +764,14 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
     exact = [m for m in singles if attempt(m)]
     affordable = budget.current_limits().max_steps // max(1, per_run) - _runs(singles)
     if not exact:
-        _try_pairs(sorted(scored, key=lambda item: item[1]), attempt, min(MAX_PAIRS, affordable))
-    result.ranked.sort(key=lambda h: (not h.exact, not h.fits, h.max_abs))
+        _try_pairs(sorted(((m, e) for m, e in scored if not m.alone), key=lambda item: item[1]), attempt,
+                   min(MAX_PAIRS, affordable))
+    # Where a mistake in one direction alone reproduces THEIRS as exactly as one in the whole layer (the other
+    # direction's change does nothing on this input), the narrower one is named first: it says which half is right.
+    # Exact ones keep the order of the space among themselves (their errors differ by rounding noise alone, which
+    # differs from one CPU to another).
+    narrower = {m.name for m in singles if m.alone}
+    result.ranked.sort(key=lambda h: (not h.exact, not h.fits, h.name not in narrower, 0.0 if h.exact else h.max_abs))
     result.divergence = _divergence(baseline)
     return result
 

@@ -2,11 +2,12 @@
 
 Every kind gets the mistakes its `Cell` attributes imply (each other order of its `gates`, each
 recurrent activation a port might use, a dropped bias, transposed or swapped blocks); a kind with
-mistakes of its own (an LSTM's cell activation and CuDNN bias halves, a GRU's update and reset gate
-equations and bias rows, a SimpleRNN's activation) registers them with `@mistakes_of(kind)`, and
-the gate orders other libraries use with `KNOWN_ORDERS`. A new cell kind needs no edit here unless
-it has mistakes of its own. Sequence-level mistakes (time order, masks, states, precision) are
-`diagnose`'s own.
+mistakes of its own (an LSTM's cell activation, CuDNN bias halves and TF1's cell conventions:
+forget_bias added at run time or after the sigmoid, the cell state clipped; a GRU's update and reset
+gate equations and bias rows, a SimpleRNN's activation) registers them with `@mistakes_of(kind)`,
+and the gate orders other libraries use with `KNOWN_ORDERS`. A new cell kind needs no edit here
+unless it has mistakes of its own. Sequence-level mistakes (time order, masks, states, dropout at
+inference, precision) are `diagnose`'s own.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class CellMistake:
 
     name: str
     fix: str
-    axis: str  # "order", "activation", "equation", "bias", "transpose": two of one axis never combine
+    axis: str  # "order", "activation", "equation", "bias", "transpose", "forget", "clip": two of one axis never
+    # combine
     weights: Callable[[Any, CellWeights], CellWeights] | None = None  # (direction, weights) -> weights
     step: StepVariant | None = None
     same_as_model: bool = False  # the model itself computes this (left out of the search)
@@ -154,12 +156,48 @@ def _lstm(settings: CellSettings, storage: str) -> list[CellMistake]:
                     step=StepVariant(activation="linear", options={"cell_activation": phi}),
                     same_as_model=phi == "linear"),
     ]
+    out += _tf1_mistakes()
     if storage == "cudnn":
         out += [CellMistake("CuDNNLSTM's recurrent bias dropped", "the bias is the input half plus the recurrent "
                             "half (bias[:4N_c] + bias[4N_c:])", "bias", weights=_cudnn_bias(0)),
                 CellMistake("CuDNNLSTM's recurrent bias added twice", "add the recurrent half once", "bias",
                             weights=_cudnn_bias(2))]
     return out
+
+
+# TF1's cell conventions in a port of a Keras LSTM (tf.nn.rnn_cell.LSTMCell / BasicLSTMCell, tf.compat.v1).
+# Their gate order i, j, f, o is KNOWN_ORDERS's "Keras 1's stored order"; the state tuple order (c, h) is
+# diagnose's (states handed over). Peepholes and num_proj are not candidates: a Keras LSTM has no peephole
+# weights to misuse, and num_proj changes the output's width (a shape mismatch, not a value).
+CELL_CLIPS = {10.0: "TFLite's converter gives a Keras LSTM's fused op cell_clip=10 (tensorflow#43649; "
+                    "ConvertKerasLSTMLayer in tensorflow/compiler/mlir/lite/utils/lstm_utils.cc)",
+              3.0: "tf.raw_ops.LSTMBlockCell's and BlockLSTM's default cell_clip=3 (tensorflow/core/ops/rnn_ops.cc)"}
+
+
+def _tf1_mistakes() -> list[CellMistake]:
+    keras_f = "Keras's forget gate is f = σ(z_f) with the stored bias: unit_forget_bias only sets b_f's initial value"
+    return [
+        # tensorflow#5090, coremltools#309, keras#10179: TF1's LSTMCell/BasicLSTMCell add forget_bias=1.0 at run
+        # time; Keras has no such constant (unit_forget_bias, misread as one, only initialises b_f to 1).
+        CellMistake("forget_bias=1.0 added at run time (TF1's LSTMCell, or unit_forget_bias misread): "
+                    "f = σ(z_f + 1)", keras_f + ", already in the bias: add no constant (forget_bias=0 in a TF1 cell)",
+                    "forget", weights=_forget_bias_plus_one),
+        # apache/tvm PR #3410: TVM's TensorFlow LSTM import added the forget bias after the sigmoid.
+        CellMistake("the forget bias added after the sigmoid: f = σ(z_f) + 1", keras_f + ": nothing is added to f",
+                    "forget", step=StepVariant(options={"forget_bias_after_sigmoid": 1.0})),
+    ] + [
+        CellMistake(f"the cell state clipped to ±{clip:g} (cell_clip)", f"Keras never clips c ({why}): remove the "
+                    "clip (cell_clip=None or 0)", "clip", step=StepVariant(options={"cell_clip": clip}))
+        for clip, why in CELL_CLIPS.items()
+    ]
+
+
+def _forget_bias_plus_one(d: Any, w: CellWeights) -> CellWeights:
+    """f = σ(z_f + 1): the bias's forget block plus 1 (a layer without bias gets a zero bias, 1 on f)."""
+    n = w.units
+    bias = np.zeros(4 * n, w.recurrent_kernel.dtype) if w.bias is None else np.array(w.bias, copy=True)
+    bias[n:2 * n] += 1  # Keras's blocks i, f, c, o
+    return CellWeights(kernel=w.kernel, recurrent_kernel=w.recurrent_kernel, bias=bias)
 
 
 def _cudnn_bias(times: int) -> Any:

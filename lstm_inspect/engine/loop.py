@@ -11,7 +11,9 @@ A cell (`lstm_inspect.model.cells`) computes one step; this runs it over time
 - masked steps (Masking layer, Embedding mask_zero): the cell computes its new states but they
   are not kept, so the state carries through; the output at a masked step is 0 when
   `zero_output_for_mask` (Bidirectional forces it for return_sequences) and otherwise repeats the
-  previous output (0 before the first unmasked step, as on Keras's TensorFlow backend);
+  previous output (0 before the first unmasked step, as on Keras's TensorFlow backend). A port
+  that applies the mask to one of the two only (`mask_states` / `mask_outputs` False, for
+  `check.diagnose`) keeps the new states, or emits the cell's fresh output, at masked steps;
 - initial states default to zeros; return_sequences keeps every output, else only the last.
 """
 
@@ -62,10 +64,13 @@ def run_sequence(
     initial_state: list[np.ndarray] | None = None,
     dtype: type = np.float32,
     return_sequences: bool = True,
+    mask_states: bool = True,
+    mask_outputs: bool = True,
 ) -> SequenceResult:
     """One recurrent direction over x of shape (batch, steps, input_dim).
 
     `trace_widths` ({quantity: width}) asks the step to record its intermediates at every step.
+    `mask_states` / `mask_outputs` False: the mask kept from the states / the outputs (a port's mistakes).
     """
     x = np.asarray(x, dtype=dtype)
     if go_backwards:
@@ -115,14 +120,8 @@ def run_sequence(
                         continue
                     out = states[0]
                 else:
-                    # a masked step keeps the old states and outputs 0 or the previous output
-                    m = mask[:, t, None]
-                    for s, n in zip(states, new):
-                        np.copyto(s, n, where=m)
-                    if zero_output_for_mask:
-                        last[...] = 0.0
-                    np.copyto(last, new[0], where=m)
-                    out = last
+                    states, new, out = _masked_step(states, new, last, mask[:, t, None], zero_output_for_mask,
+                                                    mask_states, mask_outputs)
                 if return_sequences:
                     outputs[:, t] = out
                 elif t == steps - 1:
@@ -130,6 +129,25 @@ def run_sequence(
     if direct:  # the carried h may be a view of the outputs: the final states own their memory
         states = [np.array(s) for s in states]
     return SequenceResult(outputs, states, record)
+
+
+def _masked_step(states: list[np.ndarray], new: list[np.ndarray], last: np.ndarray, m: np.ndarray,
+                 zero_output_for_mask: bool, mask_states: bool, mask_outputs: bool
+                 ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """A step under a mask `m` (batch, 1): the masked rows keep their old states and output 0 or the previous
+    output (`last`, updated in place). Returns (carried states, spare buffers, the output)."""
+    fresh = new[0]
+    if mask_states:
+        for s, n in zip(states, new):
+            np.copyto(s, n, where=m)
+    else:  # a port's mistake: the states run through masked steps
+        states, new = new, states
+    if not mask_outputs:  # a port's mistake: the cell's fresh output written at masked steps
+        return states, new, fresh
+    if zero_output_for_mask:
+        last[...] = 0.0
+    np.copyto(last, fresh, where=m)
+    return states, new, last
 
 
 def merge_bidirectional(forward: np.ndarray, backward: np.ndarray, merge_mode: str | None

@@ -69,8 +69,12 @@ class DirectionVariant:
     ignore_go_backwards: bool = False  # a go_backwards direction run on the input in its own order
     reverse_time: bool = False  # a forward direction run over the input reversed in time
     zero_initial_state: bool = False  # the states another layer hands over ignored
+    swap_initial_states: bool = False  # the two states handed over taken as (c, h), TF1's LSTMStateTuple order
     carry_rows: bool = False  # row b starts from row b-1's final states (a port looping over samples)
     late_output: bool = False  # h_{t-1} emitted at step t (zeros at step 0)
+    mask_outputs_only: bool = False  # the states run through masked steps; only the outputs are masked
+    mask_states_only: bool = False  # the states held at masked steps, but the cell's fresh output emitted there
+    first_output: bool = False  # the first processed step's output returned as the last (return_sequences=False)
     emit_c: bool = False  # an LSTM's cell state c_t emitted as its output instead of h_t
     batch_time_swapped: bool = False  # (batch, steps) run as (steps, batch) and swapped back
     output_flipped: bool = False  # a go_backwards direction's output flipped back to input time order
@@ -106,6 +110,8 @@ class Variant:
     changes: tuple[tuple[str | None, DirectionVariant], ...] = ()
     backward_output_not_flipped: bool = False  # Bidirectional: the backward sequence left in processing order
     dtype: type | None = None
+    directions_interleaved: bool = False  # Bidirectional concat: ONNX's [T, 2, B, H] reshaped to [T, B, 2H]
+    masking_any: bool = False  # Masking masks a step where any feature equals mask_value (Keras: all of them)
     after_a_call: bool = False  # run once before (a warm-up call), this run starting from that call's final states
     stacked_states: bool = False  # each recurrent layer started from the final states of the one before it
 
@@ -119,7 +125,8 @@ class Variant:
     def __add__(self, other: Variant) -> Variant:
         return Variant(self.changes + other.changes,
                        self.backward_output_not_flipped or other.backward_output_not_flipped,
-                       other.dtype or self.dtype, self.after_a_call or other.after_a_call,
+                       other.dtype or self.dtype, self.directions_interleaved or other.directions_interleaved,
+                       self.masking_any or other.masking_any, self.after_a_call or other.after_a_call,
                        self.stacked_states or other.stacked_states)
 
     def first_call(self) -> Variant:
@@ -188,7 +195,9 @@ def run_direction(
     used_mask = None if v.ignore_mask else mask
     loop = dict(units=units, trace_widths=widths, go_backwards=backwards, dtype=dtype,
                 zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None
-                else v.zero_output_for_mask, return_sequences=sequences or v.late_output or v.output_flipped)
+                else v.zero_output_for_mask,
+                return_sequences=sequences or v.late_output or v.output_flipped or v.first_output,
+                mask_states=not v.mask_outputs_only, mask_outputs=not v.mask_states_only)
     if row_step is not None:
         res = _rows_in_turn(row_step, x, used_mask, start, loop)
     else:
@@ -204,9 +213,11 @@ def run_direction(
 
 
 def _start(v: DirectionVariant, initial_state: list[np.ndarray] | None, swapped: bool) -> list[np.ndarray] | None:
-    """The states a run starts from: the ones handed over (unless the port ignores them), else the variant's
-    (a previous call's final states), else None (zeros); in the loop's order (c first when `swapped`)."""
+    """The states a run starts from: the ones handed over (unless the port ignores them or swaps them), else the
+    variant's (a previous call's final states), else None (zeros); in the loop's order (c first when `swapped`)."""
     start = None if v.zero_initial_state else initial_state
+    if v.swap_initial_states and start is not None:
+        start = list(start[::-1])  # the port hands over (c, h) where Keras takes [h, c]
     if start is None and v.start_states is not None:
         start = list(v.start_states)
     return start[::-1] if swapped and start is not None else start
@@ -262,9 +273,9 @@ class _StatesSwapped:
 
 
 def _emitted(res: SequenceResult, v: DirectionVariant, sequences: bool) -> SequenceResult:
-    """What a port emits from the loop's outputs: one step late (h_{t-1} at step t, zeros at step 0), or a
+    """What a port emits from the loop's outputs: one step late (h_{t-1} at step t, zeros at step 0), a
     go_backwards direction's outputs flipped back to input order (ONNX direction='reverse' emits them so:
-    onnx#2881, onnxruntime#4187)."""
+    onnx#2881, onnxruntime#4187), the first processed step's output as the last."""
     out = res.outputs
     if v.late_output:
         late = np.zeros_like(out)
@@ -272,9 +283,11 @@ def _emitted(res: SequenceResult, v: DirectionVariant, sequences: bool) -> Seque
         out = late
     if v.output_flipped:
         out = out[:, ::-1]
-    if out is res.outputs:
+    if out is res.outputs and not v.first_output:
         return res
-    return SequenceResult(out if sequences else out[:, -1:], res.states, res.trace)
+    if not sequences:  # the last output, or the first processed step's (a port returning output[0])
+        out = out[:, :1] if v.first_output else out[:, -1:]
+    return SequenceResult(out, res.states, res.trace)
 
 
 def _batch_time_swapped(d: RecurrentDirection, x: np.ndarray, mask: np.ndarray | None,
@@ -310,17 +323,26 @@ def hold_masked_states(trace: dict[str, np.ndarray], states: tuple[str, ...], va
         trace[q] = np.where((last < 0)[:, :, None], before[:, None, :], held)
 
 
-def bidirectional_output(fw: SequenceResult, bw: SequenceResult, d: RecurrentDirection, unflipped: bool = False
-                         ) -> list[np.ndarray]:
+def bidirectional_output(fw: SequenceResult, bw: SequenceResult, d: RecurrentDirection, unflipped: bool = False,
+                         interleaved: bool = False) -> list[np.ndarray]:
     """What Keras's Bidirectional returns from its two directions' runs (batch-major), as a list (two arrays for
     merge_mode=None): the backward sequence flipped back to input time order, then merged by `merge_mode`; the
-    layer's own layout (time-major for a time_major layer). `unflipped`: a port's mistake (see `diagnose`)."""
+    layer's own layout (time-major for a time_major layer). `unflipped`, `interleaved`: a port's mistakes (see
+    `diagnose`); `interleaved` (concat only): ONNX's Y [T, 2, B, H] (or torch's h_n [2, B, H]) reshaped to
+    [T, B, 2H] ([B, 2H]) as it lies, so each row holds halves of other (direction, sample) pairs (pytorch #11368)."""
     s = d.settings
     if s.return_sequences:
         y, y_rev = fw.outputs, bw.outputs if unflipped else bw.outputs[:, ::-1]
-        y, y_rev = d.layer_layout(y), d.layer_layout(y_rev)
     else:
         y, y_rev = fw.last_output, bw.last_output
+    if interleaved and d.merge_mode == "concat":
+        both = np.stack([y, y_rev])  # (2, B, T, H) or (2, B, H)
+        if both.ndim == 3:
+            return [both.reshape(y.shape[0], -1)]
+        flat = np.ascontiguousarray(both.transpose(2, 0, 1, 3)).reshape(y.shape[1], y.shape[0], -1)  # ONNX's Y
+        return [d.layer_layout(flat.transpose(1, 0, 2))]
+    if s.return_sequences:
+        y, y_rev = d.layer_layout(y), d.layer_layout(y_rev)
     merged = merge_bidirectional(y, y_rev, d.merge_mode)
     return merged if isinstance(merged, list) else [merged]
 
@@ -364,7 +386,8 @@ def run_layer(directions: list[RecurrentDirection], x: np.ndarray, initial_state
         r = results[0]
         return [d0.layer_layout(r.outputs) if sequences else r.last_output], states, results
     unflipped = bool(variant is not None and variant.backward_output_not_flipped)
-    return bidirectional_output(results[0], results[1], d0, unflipped), states, results
+    interleaved = bool(variant is not None and variant.directions_interleaved)
+    return bidirectional_output(results[0], results[1], d0, unflipped, interleaved), states, results
 
 
 def charge_direction(budget: Budget, d: RecurrentDirection, shape: tuple[int, ...], dtype: type, trace: bool,
@@ -409,7 +432,8 @@ class Network:
         # are read when it runs and dropped after, so memory stays at one layer's weights.
         self._weights: dict[str, CellWeights] | None = dict(weights) if weights is not None else (
             {} if cache_weights else None)
-        self.ctx = Context(dtype, ckpt.keras_version, keras_major_minor(ckpt.keras_version)[0] or 2)
+        self.ctx = Context(dtype, ckpt.keras_version, keras_major_minor(ckpt.keras_version)[0] or 2,
+                           masking_any=bool(variant is not None and variant.masking_any))
         self.directions: dict[str, list[RecurrentDirection]] = {}
         for d in ckpt.directions:
             self.directions.setdefault(d.layer_path, []).append(d)
@@ -667,8 +691,9 @@ class Network:
                 tensors += [Tensor(st) for st in res.states]
             return tensors
         fw, bw = results
-        merged = bidirectional_output(fw, bw, directions[0], unflipped=bool(
-            self.variant is not None and self.variant.backward_output_not_flipped))
+        v = self.variant
+        merged = bidirectional_output(fw, bw, directions[0], unflipped=bool(v and v.backward_output_not_flipped),
+                                      interleaved=bool(v and v.directions_interleaved))
         tensors = [Tensor(m, out_mask) for m in merged]
         if s.return_state:
             tensors += [Tensor(st) for st in fw.states] + [Tensor(st) for st in bw.states]

@@ -28,6 +28,7 @@ from lstm_inspect.model.cells.base import (
     Cell,
     CellSettings,
     config_int,
+    dropout_rates,
     is_multi_backend_keras2,
     keras_major_minor,
     recurrent_class,
@@ -598,7 +599,7 @@ def _spec(parts: tuple[str, ...], node: LayerNode, found: tuple[Cell, str], conf
     if kind.startswith("RNN("):
         cell_cfg = (config.get("cell") or {}).get("config") or {}
         cell_class = cell.kind
-    settings = cell.settings(cell_cfg, config, cell_class, keras_version)
+    settings = replace(cell.settings(cell_cfg, config, cell_class, keras_version), **dropout_rates(cell_cfg))
     if half is not None and _bidirectional_zeroes_masked_outputs(keras_version):
         settings = replace(settings, zero_output_for_mask=settings.return_sequences)
     build = (entry.get("build_config") or {}).get("input_shape") if isinstance(entry.get("build_config"), dict) \

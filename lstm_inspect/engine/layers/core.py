@@ -116,7 +116,8 @@ def embedding(c: LayerCall) -> list[Tensor]:
 @layer("Masking", dims=same_dims)
 def masking(c: LayerCall) -> list[Tensor]:
     x = c.x
-    mask = np.any(x != _number(c, "mask_value", 0.0), axis=-1)
+    kept = x != _number(c, "mask_value", 0.0)
+    mask = np.all(kept, axis=-1) if c.ctx.masking_any else np.any(kept, axis=-1)  # Keras: masked if ALL equal
     return [Tensor(x * mask[..., None].astype(c.ctx.dtype), mask)]
 
 

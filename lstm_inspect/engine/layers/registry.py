@@ -51,6 +51,8 @@ class Context:
     dtype: type
     keras_version: str | None
     keras_major: int  # 1, 2 or 3 (2 when not recorded)
+    masking_any: bool = False  # a port's mistake (see `check.diagnose`): Masking masks a step where ANY feature
+    # equals mask_value, where Keras masks it only when ALL do
 
     @property
     def hard_sigmoid(self) -> str:

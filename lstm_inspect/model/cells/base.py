@@ -121,6 +121,8 @@ class CellSettings:
     zero_output_for_mask: bool = False
     time_major: bool = False
     assumed: bool = False  # True when the file has no architecture: these are the writing Keras's defaults
+    dropout: float = 0.0  # training only: Keras drops nothing at inference (diagnose's "dropout at inference")
+    recurrent_dropout: float = 0.0
 
 
 @dataclass
@@ -456,6 +458,18 @@ def config_int(value: Any) -> int | None:
     if isinstance(value, float) and np.isfinite(value) and value.is_integer() and value > 0:
         return int(value)
     return None
+
+
+def dropout_rates(cell_config: dict[str, Any]) -> dict[str, float]:
+    """A cell config's dropout and recurrent_dropout (Keras 1: dropout_W, dropout_U); a rate that is not a number
+    in [0, 1) reads as 0. They change nothing at inference; diagnose tries a port that scales by 1 - rate."""
+    def rate(*keys: str) -> float:
+        value = next((cell_config[k] for k in keys if k in cell_config), 0.0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+            return 0.0
+        return float(value)
+
+    return {"dropout": rate("dropout", "dropout_W"), "recurrent_dropout": rate("recurrent_dropout", "dropout_U")}
 
 
 def sequence_settings(rnn_config: dict[str, Any]) -> dict[str, bool]:

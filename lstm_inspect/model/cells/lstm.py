@@ -133,7 +133,13 @@ class LSTM(Cell):
         if "cell_activation" in options:
             cell_act = activation_fn(options["cell_activation"], hard_sigmoid)
         assert rec is not None
-        return LSTMStep(w, dtype, batch, act, rec, cell_act)
+        # Two porting mistakes diagnose tries (never Keras's own math): TF1's forget bias added after the sigmoid,
+        # f = σ(z_f) + forget_bias (apache/tvm PR #3410), and the cell state clipped, c_t = clip(c_t, ±cell_clip)
+        # (TF1's LSTMCell(cell_clip=...), tf.raw_ops.LSTMBlockCell's default 3, TFLite's fused LSTM's 10).
+        clip = options.get("cell_clip")
+        return LSTMStep(w, dtype, batch, act, rec, cell_act,
+                        forget_offset=float(options.get("forget_bias_after_sigmoid", 0.0)),
+                        cell_clip=None if clip is None else float(clip))
 
     def equations(self, settings: CellSettings) -> list[str]:
         s, phi = settings.recurrent_activation, settings.activation
@@ -184,7 +190,7 @@ class LSTMStep:
     n_states = 2
 
     def __init__(self, w: CellWeights, dtype: type, batch: int, act: Activation, rec: Activation,
-                 cell_act: Activation) -> None:
+                 cell_act: Activation, forget_offset: float = 0.0, cell_clip: float | None = None) -> None:
         u = w.units
         self.fused = rec is sigmoid and act is tanh and cell_act is tanh
         scale = np.ones(4 * u, dtype=dtype)
@@ -205,6 +211,7 @@ class LSTMStep:
         self.scratch = np.empty((batch, u), dtype=dtype)
         self.i, self.f, self.o, self.c_tilde = (self.z[:, k * u:(k + 1) * u] for k in range(4))
         self.sigma_block = self.z[:, : 3 * u]
+        self.forget_offset, self.cell_clip = forget_offset, cell_clip  # 0 and None in Keras (see LSTM.step)
 
     def __call__(self, xp: np.ndarray, states: list[np.ndarray], new: list[np.ndarray],
                  record: dict[str, np.ndarray] | None, t: int) -> None:
@@ -234,9 +241,13 @@ class LSTMStep:
             else:
                 self.rec(self.sigma_block, out=self.sigma_block)
             self.act(self.c_tilde, out=self.c_tilde)
+        if self.forget_offset:  # a port's mistake, not Keras: f = σ(z_f) + forget_bias
+            self.f += self.forget_offset
         # c_t = f ⊙ c_{t-1} + i ⊙ c̃
         np.multiply(self.f, c, out=c_new)
         c_new += np.multiply(self.i, self.c_tilde, out=self.scratch)
+        if self.cell_clip is not None:  # a port's mistake, not Keras: c_t = clip(c_t, -cell_clip, cell_clip)
+            np.clip(c_new, -self.cell_clip, self.cell_clip, out=c_new)
         # h_t = o ⊙ φ(c_t)
         np.multiply(self.o, self.cell_act(c_new, out=self.scratch), out=h_new)
         if record is not None:
