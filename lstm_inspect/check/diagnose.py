@@ -48,6 +48,7 @@ import numpy as np
 from lstm_inspect.base import budget, progress
 from lstm_inspect.base.display import brief, html_table
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.check.gate_evidence import GateEvidence, gate_evidence, runs_needed
 from lstm_inspect.check.mistakes import cell_mistakes
 from lstm_inspect.check.verify import Comparison, Evidence, compare
 from lstm_inspect.engine.network import (
@@ -284,6 +285,7 @@ class Diagnosis:
     excluded: int = 0  # candidates that compute what the model itself does on this input
     evidence: Evidence | None = None  # where the first failing output's error sits (samples, steps, halves)
     pruned: int = 0  # candidates not tried because the evidence rules them out (some samples exact)
+    gates: GateEvidence | None = None  # per-gate offsets and the step check, when nothing fits a layer's output
 
     @property
     def found(self) -> list[Hypothesis]:
@@ -307,6 +309,8 @@ class Diagnosis:
         rows = [(h.name, "exact" if h.exact else "fits" if h.fits else "close", f"{h.max_abs:.2e}", h.fix)
                 for h in (self.found or self.close[:3])]
         title = "THEIRS matches Keras" if self.matches else f"mismatch: {self.divergence}"
+        if self.gates is not None:
+            title += "; " + "; ".join(self.gates.lines())
         return html_table(title, ("mistake", "verdict", "max |Δ| to THEIRS", "fix"), rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -315,6 +319,7 @@ class Diagnosis:
                 "ranked": [h.to_dict() for h in (self.found + self.close)[:8]],
                 "close": [h.to_dict() for h in self.close[:8]], "close_factor": CLOSE,
                 "evidence": self.evidence.to_dict() if self.evidence else None,
+                "gates": self.gates.to_dict() if self.gates else None,
                 "divergence": self.divergence or None, "candidates_tried": self.tried,
                 "candidates_equal_to_the_model": self.excluded, "candidates_ruled_out_by_evidence": self.pruned}
 
@@ -338,7 +343,23 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
         run, directions, masked, per_run = _network_runner(ckpt, xs)
     singles = mistakes(ckpt, directions, masked)
     with _sharing(2 + len(singles)):
-        return _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file), halves)
+        result = _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file), halves)
+    if layer is not None and not result.matches and not result.found:
+        result.gates = _gate_evidence(run, directions, xs[0], theirs, result, per_run, atol, rtol)
+    return result
+
+
+def _gate_evidence(run: Run, directions: list[RecurrentDirection], x: np.ndarray, theirs: list[np.ndarray],
+                   result: Diagnosis, per_run: int, atol: float, rtol: float) -> GateEvidence:
+    """When nothing reproduces a layer's output: each gate's best constant offset and the teacher-forced step check
+    (`check.gate_evidence`), their runs charged as the search's, within what is left of the step budget."""
+    used = 2 + result.tried
+    needed = runs_needed(directions, all(np.ndim(t) == 3 for t in theirs))
+    left = budget.current_limits().max_steps // max(1, per_run) - used
+    gap = max(c.max_abs for c in result.baseline)
+    halves = result.evidence.halves_exact if result.evidence is not None else None
+    with _sharing(used + needed):
+        return gate_evidence(run, directions, x, theirs, halves, gap, CLOSE, left, atol, rtol)
 
 
 def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: list[np.ndarray]
