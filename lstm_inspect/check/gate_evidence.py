@@ -38,9 +38,6 @@ from lstm_inspect.model.checkpoint import RecurrentDirection
 # GOLDEN golden-section steps around the grid's best point, then NEWTON Gauss-Newton steps (two runs each).
 SPAN, GOLDEN, NEWTON = 4, 4, 3
 RUNS_PER_GATE = 2 * SPAN + (GOLDEN + 2) + 2 * NEWTON  # 20
-GATE_NAMES = {"LSTM": {"i": "input gate", "f": "forget gate", "c": "cell candidate", "o": "output gate"},
-              "GRU": {"z": "update gate", "r": "reset gate", "h": "candidate"},
-              "SimpleRNN": {"h": "step"}}
 _PHI = (math.sqrt(5) - 1) / 2
 
 Run = Callable[[Variant | None], list[np.ndarray]]
@@ -89,7 +86,8 @@ class GateEvidence:
     whether it reproduces THEIRS (`reproduces`) or cuts the error `close` times or more (`explains`); every
     gate's best (`fits`); the teacher-forced step checks (`steps`); `note` when the budget left no room."""
 
-    kind: str
+    gate_names: dict[str, str]  # the cell's: "f" -> "forget"
+    forget_gate: str | None  # the cell's forget gate (LSTM f), where TF1's forget_bias acts
     directions: tuple[str, ...]
     gap: float
     close: float
@@ -110,32 +108,39 @@ class GateEvidence:
         return best is not None and best.max_abs * self.close <= self.gap
 
     def _gate(self, g: str) -> str:
-        return GATE_NAMES.get(self.kind, {}).get(g, f"{g} gate")
+        return f"{self.gate_names.get(g, g)} gate"
 
     def lines(self) -> list[str]:
-        """One line for the gates, one for the step check: what the CLI prints under the evidence."""
-        out = [self.note] if self.note else []
+        """One line for the gates, one per direction for the step check: what the CLI prints under the evidence."""
+        return [text for _, text in self.labelled()]
+
+    def labelled(self) -> list[tuple[str, str]]:
+        """The lines with what each is about: ("per gate", ...), ("step check", ...)."""
+        return [("per gate", self.note)] if self.note else [("per gate", self._gate_line())] + \
+            [("step check", s.line(len(self.steps) > 1)) for s in self.steps]
+
+    def _gate_line(self) -> str:
         best = self.best
         where = " in both directions" if self.both else f" in {self.directions[0]}" if self.directions and \
             "/" in self.directions[0] else ""
         if best is not None and self.explains:
             verb = "reproduces THEIRS" if self.reproduces else f"explains most of it ({self.close:g}x or more)"
-            tf1 = ": a mistake in that gate's bias (a block dropped, added twice or taken from another gate)"
-            if self.kind == "LSTM" and best.gate == "f" and abs(abs(best.delta) - 1) < 5e-3:
+            tf1 = (": the port adds a constant to that gate (a convention like TF1's forget_bias, or its bias shifted)"
+                   if self.reproduces else ": most of the error is in that gate's pre-activation (its bias or weights)")
+            if best.gate == self.forget_gate and abs(abs(best.delta) - 1) < 5e-3:
                 tf1 = (": TensorFlow 1's forget_bias=1.0 added to a Keras LSTM (whose bias already holds it)"
                        if best.delta > 0 else ": TensorFlow 1's forget_bias=1.0 the wrong way (subtracted from a "
                        "bias that holds it, or left out where the port's bias lacks it)")
-            out.append(f"a constant {best.delta:+.2f} on the {self._gate(best.gate)}'s pre-activation{where} {verb} "
-                       f"(max |Δ| {self.gap:.1e} → {best.max_abs:.1e}){tf1}")
-        elif best is not None:
-            out.append(f"no single gate's constant offset explains it (best: {best.gate} {best.delta:+.2f}, max |Δ| "
-                       f"{self.gap:.1e} → {best.max_abs:.1e})")
-        out += [s.line(len(self.steps) > 1) for s in self.steps]
-        return out
+            return (f"a constant {best.delta:+.2f} on the {self._gate(best.gate)}'s pre-activation{where} {verb} "
+                    f"(max |Δ| {self.gap:.1e} → {best.max_abs:.1e}){tf1}")
+        if best is not None:
+            return (f"no single gate's constant offset explains it (best: {best.gate} {best.delta:+.2f}, max |Δ| "
+                    f"{self.gap:.1e} → {best.max_abs:.1e})")
+        return "no gate was fitted"
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
-        return {"kind": self.kind, "directions": list(self.directions), "max_abs_error_without": self.gap,
+        return {"directions": list(self.directions), "max_abs_error_without": self.gap,
                 "best": best.to_dict() if best else None, "explains": self.explains, "reproduces": self.reproduces,
                 "per_gate": [f.to_dict() for f in self.fits], "step_check": [s.to_dict() for s in self.steps],
                 "runs": self.runs, "note": self.note or None, "lines": self.lines()}
@@ -279,7 +284,7 @@ def step_checks(directions: list[RecurrentDirection], x: np.ndarray, theirs: lis
     if len(directions[0].cell.states) != 1:
         return []
     seqs = _processing_order(directions, theirs)
-    if seqs is None:
+    if seqs is None or not all(np.all(np.isfinite(q)) for q in seqs):
         return []
     out = []
     xb = directions[0].layer_layout(np.asarray(x))
@@ -307,7 +312,8 @@ def gate_evidence(run: Run, directions: list[RecurrentDirection], x: np.ndarray,
     if halves_exact is not None and len(directions) == 2 and sum(halves_exact.values()) == 1:
         targets = [d for d, ok in zip(directions, halves_exact.values()) if not ok]
     d0 = directions[0]
-    result = GateEvidence(d0.cell.kind, tuple(d.name for d in targets), gap, close, both=len(targets) > 1)
+    result = GateEvidence(dict(d0.cell.gate_names), d0.cell.forget_gate, tuple(d.name for d in targets), gap, close,
+                          both=len(targets) > 1)
     sequences = all(np.ndim(t) == 3 for t in theirs)
     needed = runs_needed(directions, sequences)
     if needed > runs_left:
@@ -320,4 +326,4 @@ def gate_evidence(run: Run, directions: list[RecurrentDirection], x: np.ndarray,
     return result
 
 
-__all__ = ["GATE_NAMES", "RUNS_PER_GATE", "GateEvidence", "GateFit", "StepCheck", "gate_evidence", "runs_needed"]
+__all__ = ["RUNS_PER_GATE", "GateEvidence", "GateFit", "StepCheck", "gate_evidence", "runs_needed"]
