@@ -39,10 +39,13 @@ def _table(fn: Fn, lo: float, hi: float, size: int = 1024) -> Fn:
 
 
 def lstm_port(x: np.ndarray, offset: tuple[str, float] | None = None, unit: int | None = None,
-              sigma: Fn = _sigmoid, tanh: Fn = np.tanh, dtype: type = np.float64) -> np.ndarray:
+              sigma: Fn = _sigmoid, tanh: Fn = np.tanh, dtype: type = np.float64,
+              cell_clip: float | None = None) -> np.ndarray:
     """k3_single's LSTM (Keras blocks i, f, c, o), the whole output sequence. `offset`: (gate, δ) added to that
     gate's pre-activation in every unit; `unit`: that unit's input-gate kernel column off by 0.5; `sigma`, `tanh`:
-    the activations as the port computes them; `dtype`: its arithmetic."""
+    the activations as the port computes them; `dtype`: its arithmetic; `cell_clip`: c clipped to ±cell_clip at
+    every step (TF1's LSTMCell(cell_clip=...); TFLite's fused LSTM printed cell_clip 10 for a Keras LSTM,
+    tensorflow#43649)."""
     w = keras_refs(SAMPLES / "k3_single.ref.npz")["lstm"]
     k, r, b = (w[n].astype(dtype) for n in ("kernel", "recurrent_kernel", "bias"))
     n = r.shape[0]
@@ -58,6 +61,8 @@ def lstm_port(x: np.ndarray, offset: tuple[str, float] | None = None, unit: int 
         z = x[:, t].astype(dtype) @ k + h @ r + b
         i, f, g_, o = (z[:, j * n:(j + 1) * n] for j in range(4))
         c = sigma(f) * c + sigma(i) * tanh(g_)
+        if cell_clip is not None:
+            c = np.clip(c, -cell_clip, cell_clip)
         h = sigma(o) * tanh(c)
         out.append(h)
     return np.stack(out, axis=1).astype(np.float32)
@@ -203,6 +208,20 @@ def test_one_units_weights_show_in_the_units_line(tmp_path: Path) -> None:
     said = " ".join(r.stdout.split())
     assert r.returncode == 1, r.stderr
     assert "unit 2 of 5 differs first (step 0), then all 5 units" in said and "starts in unit 2 of 5 alone" in said
+
+
+def test_a_cell_clip_shows_as_few_units_departing_late() -> None:
+    """c clipped at ±1.0: only samples whose |c| passes 1 differ, from a late step, in units 3 and 4 first; the
+    hint says clip or saturation, not the state a row starts from (which would show at step 0)."""
+    ckpt = lstm_inspect.load(SAMPLES / "k3_single.keras")
+    x = _x((4, 20, 3))
+    result = diagnose(ckpt, [x], [lstm_port(x, cell_clip=1.0)], layer="lstm")
+    ev = result.evidence
+    assert result.found == [] and ev is not None and ev.exact == (0, 1, 2) and ev.from_step == {3: 5}
+    assert ev.first_units == (3, 4) and "units 3-4 of 5 differ first (step 5), then all 5 units" in ev.lines()
+    assert "sample 3 differs from step 5" in ev.lines()[0]
+    hint = ev.hint()
+    assert "is right" in hint and "a clip or saturation" in hint and "not the state a row starts from" in hint
 
 
 def test_lookup_table_activations_get_the_noise_hint() -> None:

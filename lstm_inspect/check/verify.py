@@ -81,6 +81,10 @@ def _samples(ids: list[int]) -> str:
     return f"sample{'s' if len(ids) > 1 else ''} {_runs(ids)}"
 
 
+def _verb(ids: list[int]) -> str:
+    return " differs" if len(ids) == 1 else " differ"
+
+
 def _units(ids: tuple[int, ...], of: int) -> str:
     """(2, 4), 5 -> "units 2, 4 of 5"; every one -> "all 5 units"."""
     if len(ids) == of:
@@ -113,7 +117,7 @@ class Evidence:
             by_step: dict[int, list[int]] = {}
             for b in wrong:
                 by_step.setdefault(self.from_step[b], []).append(b)
-            every = "every sample differs" if not self.exact and self.samples > 1 else _samples(wrong) + " differ"
+            every = "every sample differs" if not self.exact and self.samples > 1 else _samples(wrong) + _verb(wrong)
             if len(by_step) == 1:
                 parts.append(f"{every} from step {next(iter(by_step))}")
             else:
@@ -122,7 +126,8 @@ class Evidence:
             parts[-1] += {"fades": " (the error fades over the steps)", "grows": " (the error grows over the steps)",
                           "stays": " (the error stays)"}.get(self.profile, "")
         elif wrong:
-            parts.append("every sample differs" if not self.exact and self.samples > 1 else f"{_samples(wrong)} differ")
+            parts.append("every sample differs" if not self.exact and self.samples > 1 else
+                         f"{_samples(wrong)}{_verb(wrong)}")
         out = ["; ".join(parts)]
         if self.wrong_units:
             out.append(self._units_line())
@@ -141,8 +146,8 @@ class Evidence:
         return f"{_units(self.first_units, self.units)} {verb} first (step {start}), then {wrong}"
 
     def _few_units_first(self) -> bool:
-        """The error starts in a few units (at most a quarter of them), not in every one."""
-        return 0 < len(self.first_units) <= max(1, self.units // 4) and len(self.first_units) < self.units
+        """The error starts in a few units (fewer than half of them), not in every one."""
+        return 0 < 2 * len(self.first_units) < self.units
 
     def _unit_clause(self) -> str:
         """What the units add to a hint: an error starting in a few units is theirs, one in every unit is shared."""
@@ -161,6 +166,21 @@ class Evidence:
             return "; every unit differs from the first wrong step: a cause all units share"
         return ""
 
+    def _exact_samples_hint(self) -> str:
+        """Some samples exact: what every sample shares is right; the wrong ones' first steps say what differs."""
+        shared = (f"{_samples(list(self.exact))} exact, so what every sample shares (kernel, bias, gate order, "
+                  "activations) is right")
+        late = min(self.from_step.values(), default=0)
+        if late == 0:
+            return (f"{shared}; look at what differs per sample: the state a row starts from (states carried across "
+                    "batch rows or calls), padding and masks, the order of the rows")
+        if self._few_units_first():
+            return (f"{shared}; the others depart late (from step {late}), in {_units(self.first_units, self.units)} "
+                    "first: a clip or saturation that only some samples reach (cell_clip, a clipped activation, a "
+                    "fixed-point range), not the state a row starts from (that shows at step 0)")
+        return (f"{shared}; the others depart late (from step {late}): what only some samples reach at later steps "
+                "(a clip or saturation, masks and padding), not the state a row starts from (that shows at step 0)")
+
     def _noise_hint(self) -> str:
         return (f"every sample, step and unit differs by a small, flat error (max |Δ| {self.max_abs:.2g}, "
                 f"{100 * self.noise:.2g} % of the outputs' scale, no sample, step or unit apart): consistent with "
@@ -176,9 +196,7 @@ class Evidence:
             return (f"only the {wrong} half differs: the mistake is in the {wrong} direction alone (its weights, "
                     "its time order, its mask or which of its steps is taken)")
         if self.exact:
-            return (f"{_samples(list(self.exact))} exact, so what every sample shares (kernel, bias, gate order, "
-                    "activations) is right; look at what differs per sample: the state a row starts from (states "
-                    "carried across batch rows or calls), padding and masks, the order of the rows")
+            return self._exact_samples_hint()
         if self.noise:
             return self._noise_hint()
         starts = min(self.from_step.values(), default=0)
