@@ -8,14 +8,15 @@ Two questions the error of a layer's output can answer with a few more engine ru
   weight change, the cell untouched; a layer without bias gets a zero bias first) that brings the layer's output
   closest to THEIRS: a coarse grid over [−4, 4], a golden-section search around its best point, then Gauss-Newton
   steps on the signed residual, which land on δ exactly when THEIRS is such an offset (RUNS_PER_GATE runs per
-  gate). TensorFlow 1's `forget_bias=1.0` added to a Keras LSTM (tf.compat.v1.nn.rnn_cell.LSTMCell,
-  tensorflow#22040-style ports) is δ = +1 on f; a bias block copied from another gate or dropped in one gate is
-  a per-unit offset, which the fit narrows down to its gate.
+  gate). TensorFlow 1's `forget_bias=1.0`, which `tf.nn.rnn_cell.LSTMCell` adds at run time (tensorflow#5090,
+  keras#10179, coremltools#309), applied to a Keras LSTM whose bias already holds it, is δ = +1 on f exactly; an
+  offset that only cuts the error (10x or more) points at that gate's pre-activation.
 - **Is the step right and the loop wrong?** For a GRU or a SimpleRNN, h is the whole state: the correct step run
   from THEIRS's own h_{t−1} (every step of every sample at once, as one batch) reproduces THEIRS's h_t when the
   port's step equations are right, whatever its loop does with states, order or masks (states carried across rows
-  or calls, an output shifted, a mask). Step 0 starts from zeros: if only it differs, the state each row starts
-  from is wrong.
+  or calls, rows or steps in another order, a mask ignored). Step 0 starts from zeros: if only it differs, the
+  state each row starts from is wrong. (An output emitted one step late reads as a step mistake here; it is a
+  candidate of the search.)
 
 Runs are charged as the search's are (`budget.Limits.runs`); the caller says how many are left.
 """
@@ -108,7 +109,8 @@ class GateEvidence:
         return best is not None and best.max_abs * self.close <= self.gap
 
     def _gate(self, g: str) -> str:
-        return f"{self.gate_names.get(g, g)} gate"
+        """"forget gate's"; a cell of one gate (SimpleRNN) has only "the" pre-activation."""
+        return f"{self.gate_names.get(g, g)} gate's " if len(self.gate_names) > 1 else ""
 
     def lines(self) -> list[str]:
         """One line for the gates, one per direction for the step check: what the CLI prints under the evidence."""
@@ -125,13 +127,14 @@ class GateEvidence:
             "/" in self.directions[0] else ""
         if best is not None and self.explains:
             verb = "reproduces THEIRS" if self.reproduces else f"explains most of it ({self.close:g}x or more)"
-            tf1 = (": the port adds a constant to that gate (a convention like TF1's forget_bias, or its bias shifted)"
+            tf1 = (": the port adds a constant to that pre-activation (a convention like TF1's forget_bias, or a "
+                   "bias shifted)"
                    if self.reproduces else ": most of the error is in that gate's pre-activation (its bias or weights)")
             if best.gate == self.forget_gate and abs(abs(best.delta) - 1) < 5e-3:
                 tf1 = (": TensorFlow 1's forget_bias=1.0 added to a Keras LSTM (whose bias already holds it)"
                        if best.delta > 0 else ": TensorFlow 1's forget_bias=1.0 the wrong way (subtracted from a "
                        "bias that holds it, or left out where the port's bias lacks it)")
-            return (f"a constant {best.delta:+.2f} on the {self._gate(best.gate)}'s pre-activation{where} {verb} "
+            return (f"a constant {best.delta:+.2f} on the {self._gate(best.gate)}pre-activation{where} {verb} "
                     f"(max |Δ| {self.gap:.1e} → {best.max_abs:.1e}){tf1}")
         if best is not None:
             return (f"no single gate's constant offset explains it (best: {best.gate} {best.delta:+.2f}, max |Δ| "
