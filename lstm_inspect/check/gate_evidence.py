@@ -106,7 +106,8 @@ class GateEvidence:
     @property
     def explains(self) -> bool:
         best = self.best
-        return best is not None and best.max_abs * self.close <= self.gap
+        return best is not None and best.delta != 0 and math.isfinite(best.max_abs) and \
+            best.max_abs * self.close <= self.gap
 
     def _gate(self, g: str) -> str:
         """"forget gate's"; a cell of one gate (SimpleRNN) has only "the" pre-activation."""
@@ -319,6 +320,9 @@ def gate_evidence(run: Run, directions: list[RecurrentDirection], x: np.ndarray,
                           both=len(targets) > 1)
     sequences = all(np.ndim(t) == 3 for t in theirs)
     needed = runs_needed(directions, sequences)
+    if not math.isfinite(gap):
+        result.note = "no gate was fitted: THEIRS holds NaN or Inf where the model's outputs are finite"
+        return result
     if needed > runs_left:
         result.note = (f"the per-gate evidence was not computed: it needs {needed} more runs than the step budget "
                        "leaves (raise --max-steps)")
