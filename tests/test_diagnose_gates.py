@@ -13,6 +13,7 @@ import json
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -91,6 +92,30 @@ def gru_port(x: np.ndarray, offset: tuple[str, float] | None = None, rows: list[
     return out.astype(np.float32)
 
 
+def rnn_port(x: np.ndarray, direction: str, offset: float = 0.0, rows: list[int] | None = None) -> np.ndarray:
+    """One SimpleRNN direction of k3_bidir_simple_rnn's Bidirectional (tanh), in its own processing order; `offset`
+    added to its pre-activation; `rows` as in gru_port."""
+    w = keras_refs(SAMPLES / "k3_bidir_simple_rnn.ref.npz")[f"bidirectional_4/{direction}_simple_rnn_2"]
+    k, r, b = (w[n].astype(np.float64) for n in ("kernel", "recurrent_kernel", "bias"))
+    out = np.zeros((*x.shape[:2], r.shape[0]))
+    h = np.zeros(r.shape[0])
+    for s in rows if rows is not None else range(x.shape[0]):
+        if rows is None:
+            h = np.zeros_like(h)
+        for t in range(x.shape[1]):
+            h = np.tanh(x[s, t] @ k + h @ r + b + offset)
+            out[s, t] = h
+    return out
+
+
+def bidirectional_port(x: np.ndarray, forward: dict[str, Any] | None = None,
+                       backward: dict[str, Any] | None = None) -> np.ndarray:
+    """The Bidirectional's concat: forward, then backward run over x reversed and flipped back."""
+    fwd = rnn_port(x, "forward", **(forward or {}))
+    bwd = rnn_port(x[:, ::-1], "backward", **(backward or {}))[:, ::-1]
+    return np.concatenate([fwd, bwd], axis=-1).astype(np.float32)
+
+
 def _io(sample: str) -> tuple[np.ndarray, np.ndarray]:
     with np.load(SAMPLES / f"{sample}.io.npz") as data:
         return data["x"], data["y"]
@@ -107,6 +132,8 @@ def test_the_ports_are_keras() -> None:
     with zipfile.ZipFile(SAMPLES / "k3_gru.keras") as z, h5py.File(io.BytesIO(z.read("model.weights.h5"))) as f:
         kernel, bias = f["layers/dense/vars/0"][()], f["layers/dense/vars/1"][()]  # Keras's own Dense
     np.testing.assert_allclose(gru_port(x) @ kernel + bias, y, atol=1e-5)
+    x, y = _io("k3_bidir_simple_rnn")  # Masking first: rows 0 and 3 have no masked step
+    np.testing.assert_allclose(bidirectional_port(x[[0, 3]]), y[[0, 3]], atol=1e-5)
 
 
 @pytest.mark.parametrize("gate,delta,words", [("f", 1.0, "+1.00 on the forget gate"),
@@ -185,6 +212,24 @@ def test_a_gru_loop_mistake_keeps_the_step_equations_right() -> None:
     assert [s.verdict for s in g.steps] == ["start"]
     assert "the step equations are right" in g.lines()[1] and "the state each row starts from" in g.lines()[1]
     assert result.to_dict()["gates"]["step_check"][0]["verdict"] == "start"
+
+
+def test_a_bidirectional_is_fitted_and_checked_in_its_wrong_direction() -> None:
+    """k3_bidir_simple_rnn's Bidirectional alone: an offset in the backward direction only is named there; the
+    forward direction running its rows last first keeps its step right (only step 0 differs), and the exact
+    backward half is not checked."""
+    ckpt = lstm_inspect.load(SAMPLES / "k3_bidir_simple_rnn.keras")
+    x = _x((4, 9, 3), seed=3)
+    result = diagnose(ckpt, [x], [bidirectional_port(x, backward={"offset": -0.8})], layer="bidirectional_4")
+    g = result.gates
+    assert result.found == [] and g is not None and g.directions == ("bidirectional_4/backward_simple_rnn_2",)
+    assert g.reproduces and abs(g.best.delta + 0.8) < 1e-4  # type: ignore[union-attr]
+    assert "-0.80 on the pre-activation in bidirectional_4/backward_simple_rnn_2 reproduces THEIRS" in g.lines()[0]
+    assert [(c.direction, c.verdict) for c in g.steps] == [("bidirectional_4/backward_simple_rnn_2", "step")]
+    result = diagnose(ckpt, [x], [bidirectional_port(x, forward={"rows": [3, 2, 1, 0]})], layer="bidirectional_4")
+    g = result.gates
+    assert result.found == [] and g is not None and not g.explains
+    assert [(c.direction, c.verdict) for c in g.steps] == [("bidirectional_4/forward_simple_rnn_2", "start")]
 
 
 def test_one_units_weights_show_in_the_units_line(tmp_path: Path) -> None:

@@ -311,7 +311,7 @@ def gate_evidence(run: Run, directions: list[RecurrentDirection], x: np.ndarray,
                   rtol: float) -> GateEvidence:
     """The per-gate fits and step checks of one layer (`directions`: a direction, or a Bidirectional's two) within
     `runs_left` engine runs. A Bidirectional whose concatenated output has one half exact is fitted in the other
-    direction alone; else the same offset goes into every direction."""
+    direction alone (and only its step is checked); else the same offset goes into every direction."""
     targets = directions
     if halves_exact is not None and len(directions) == 2 and sum(halves_exact.values()) == 1:
         targets = [d for d, ok in zip(directions, halves_exact.values()) if not ok]
@@ -328,8 +328,9 @@ def gate_evidence(run: Run, directions: list[RecurrentDirection], x: np.ndarray,
                        "leaves (raise --max-steps)")
         return result
     result.fits, result.reproduces, result.runs = gate_offsets(run, theirs, targets, gap, atol, rtol)
-    result.steps = step_checks(directions, x, theirs, atol, rtol)
-    result.runs += len(result.steps)
+    checks = step_checks(directions, x, theirs, atol, rtol)
+    result.steps = [c for c in checks if c.direction in result.directions]
+    result.runs += len(checks)
     return result
 
 
