@@ -137,9 +137,11 @@ class GateEvidence:
                        "bias that holds it, or left out where the port's bias lacks it)")
             return (f"a constant {best.delta:+.2f} on the {self._gate(best.gate)}pre-activation{where} {verb} "
                     f"(max |Δ| {self.gap:.1e} → {best.max_abs:.1e}){tf1}")
-        if best is not None:
+        if best is not None and best.delta != 0:
             return (f"no single gate's constant offset explains it (best: {best.gate} {best.delta:+.2f}, max |Δ| "
                     f"{self.gap:.1e} → {best.max_abs:.1e})")
+        if best is not None:
+            return "no single gate's constant offset explains it (none brings THEIRS closer)"
         return "no gate was fitted"
 
     def to_dict(self) -> dict[str, Any]:

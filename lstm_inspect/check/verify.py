@@ -182,7 +182,7 @@ class Evidence:
                 "(a clip or saturation, masks and padding), not the state a row starts from (that shows at step 0)")
 
     def _noise_hint(self) -> str:
-        return (f"every sample, step and unit differs by a small, flat error (max |Δ| {self.max_abs:.2g}, "
+        return (f"every sample, step and unit differs by a small, flat error (max |Δ| {self.max_abs:.1e}, "
                 f"{100 * self.noise:.2g} % of the outputs' scale, no sample, step or unit apart): consistent with "
                 "approximate activations (lookup tables, piecewise-linear σ/tanh) or quantized arithmetic (fixed "
                 "point, float16) rather than a structural mistake, which moves outputs by their own scale; widen the "
