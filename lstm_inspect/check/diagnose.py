@@ -31,7 +31,10 @@ concatenated output): `verify.Evidence`. When some samples are exact, the mistak
 sample alike (the cell's, time order, precision) cannot be the cause and are not tried. When nothing
 reproduces THEIRS, a candidate is listed as "close" only when it cuts the largest error CLOSE times or
 more (it explains at least 90 % of it); otherwise diagnose says none comes close and gives the evidence,
-never a ranking of unrelated mistakes whose error is about the raw error.
+never a ranking of unrelated mistakes whose error is about the raw error. Where THEIRS is one layer's output, the
+evidence goes on per gate (`check.gate_evidence`): the constant offset on each gate's pre-activation that brings
+the output closest to THEIRS, and for a GRU or SimpleRNN whether the correct step run from THEIRS's own h_{t−1}
+reproduces it (the step right, the loop wrong); those runs share the same step budget.
 """
 
 from __future__ import annotations
