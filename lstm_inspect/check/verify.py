@@ -95,8 +95,9 @@ def _units(ids: tuple[int, ...], of: int) -> str:
 @dataclass(frozen=True)
 class Evidence:
     """Where an output's error sits, measured before any guess: which samples are exact (within the tolerance),
-    from which step each wrong sample departs (sequences), whether the error fades, grows or stays, and for a
-    Bidirectional's concatenated output which half (forward, backward) is exact."""
+    from which step each wrong sample departs (sequences), whether the error fades, grows or stays, for a
+    Bidirectional's concatenated output which half (forward, backward) is exact, which units (the last axis) differ
+    and which differ first, and whether the error is noise-level (small and flat, see NOISE)."""
 
     samples: int
     exact: tuple[int, ...]  # samples within the tolerance everywhere
@@ -110,7 +111,8 @@ class Evidence:
     max_abs: float = 0.0  # the largest error
 
     def lines(self) -> list[str]:
-        """One or two lines: "sample 0 exact; samples 1-2 differ from step 0 (the error fades over the steps)"."""
+        """A few lines: "sample 0 exact; samples 1-2 differ from step 0 (the error fades over the steps)", "unit 2 of 5
+        differs first (step 0), then all 5 units", "the forward half exact; the backward half differs"."""
         wrong = [b for b in range(self.samples) if b not in self.exact]
         parts = [f"{_samples(list(self.exact))} exact"] if self.exact else []
         if self.from_step:
