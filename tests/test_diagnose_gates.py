@@ -152,6 +152,7 @@ def test_an_offset_on_one_lstm_gate_is_named(gate: str, delta: float, words: str
     assert words in line and "reproduces THEIRS" in line and "forget_bias=1.0 added" not in line
     assert g.steps == []  # an LSTM's c is hidden: no teacher-forced check
     assert result.to_dict()["gates"]["best"]["gate"] == gate
+    assert f"{delta:+.2f} on the" in result._repr_html_()
 
 
 def test_tf1_forget_bias_is_named() -> None:

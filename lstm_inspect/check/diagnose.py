@@ -312,8 +312,8 @@ class Diagnosis:
         rows = [(h.name, "exact" if h.exact else "fits" if h.fits else "close", f"{h.max_abs:.2e}", h.fix)
                 for h in (self.found or self.close[:3])]
         title = "THEIRS matches Keras" if self.matches else f"mismatch: {self.divergence}"
-        if self.gates is not None:
-            title += "; " + "; ".join(self.gates.lines())
+        if not rows and self.gates is not None:  # nothing fits: the per-gate evidence, a row per line
+            rows = [(label, "evidence", "", line) for label, line in self.gates.labelled()]
         return html_table(title, ("mistake", "verdict", "max |Δ| to THEIRS", "fix"), rows)
 
     def to_dict(self) -> dict[str, Any]:
