@@ -204,14 +204,19 @@ def test_an_offset_on_one_gru_gate_is_named(gate: str, delta: float, words: str)
 
 
 def test_the_gate_fits_share_the_step_budget() -> None:
-    """A step budget that pays for the search but not for the gate fits: they are not run, and the note says so."""
+    """A step budget that pays for the single mistakes but not for the gate fits: they are not run, and the note
+    says so; one that pays for them too runs them before any pair."""
     ckpt = lstm_inspect.load(SAMPLES / "k3_single.keras")
     x = _x((4, 12, 3))
+    theirs = lstm_port(x, offset=("o", -1.5))
     searched = (2 + len(mistakes(ckpt, [ckpt.direction("lstm")], False))) * 12  # 12 steps a run
     with budget.limited(budget.Limits(max_steps=searched + 12)):
-        result = diagnose(ckpt, [x], [lstm_port(x, offset=("o", -1.5))], layer="lstm")
+        result = diagnose(ckpt, [x], [theirs], layer="lstm")
     assert result.gates is not None and result.gates.fits == [] and result.gates.runs == 0
     assert "--max-steps" in result.gates.lines()[0]
+    with budget.limited(budget.Limits(max_steps=searched + 80 * 12)):  # 4 gates x 20 runs, no pair
+        result = diagnose(ckpt, [x], [theirs], layer="lstm")
+    assert result.gates is not None and result.gates.reproduces and result.gates.best.gate == "o"  # type: ignore
 
 
 def test_a_gru_loop_mistake_keeps_the_step_equations_right() -> None:

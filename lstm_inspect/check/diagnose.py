@@ -346,7 +346,9 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
         run, directions, masked, per_run = _network_runner(ckpt, xs)
     singles = mistakes(ckpt, directions, masked)
     with _sharing(2 + len(singles)):
-        result = _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file), halves)
+        # the per-gate evidence's runs are kept out of what the pairs may spend
+        reserve = runs_needed(directions, all(np.ndim(t) == 3 for t in theirs)) if layer is not None else 0
+        result = _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file), halves, reserve)
     if layer is not None and not result.matches and not result.found:
         result.gates = _gate_evidence(run, directions, xs[0], theirs, result, per_run, atol, rtol)
     return result
@@ -456,7 +458,8 @@ def _exact_samples_inform(run: Run, singles: list[Mistake], ours: list[np.ndarra
 
 
 def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run: int, layer: str | None,
-            last_step: bool, atol: float, rtol: float, file: str, halves: bool = False) -> Diagnosis:
+            last_step: bool, atol: float, rtol: float, file: str, halves: bool = False, reserve: int = 0
+            ) -> Diagnosis:
     """The model's own outputs against THEIRS, then each single mistake, then pairs while the budget lasts."""
     ours = run(None)
     if len(theirs) != len(ours) or any(np.shape(t) != np.shape(o) for t, o in zip(theirs, ours)):
@@ -512,7 +515,7 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
         return ok
 
     exact = [m for m in singles if attempt(m)]
-    affordable = budget.current_limits().max_steps // max(1, per_run) - (2 + len(singles))
+    affordable = budget.current_limits().max_steps // max(1, per_run) - (2 + len(singles)) - reserve
     if not exact:
         _try_pairs(sorted(scored, key=lambda item: item[1]), attempt, min(MAX_PAIRS, affordable))
     result.ranked.sort(key=lambda h: (not h.exact, not h.fits, h.max_abs))
