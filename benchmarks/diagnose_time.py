@@ -15,7 +15,7 @@ test: the tests plant with independent ports):
   per-gate evidence runs too (RUNS_PER_GATE runs per gate, and the teacher-forced step check for a GRU).
 
 Prints the seconds of each `diagnose` call (the library call, the file already read), the candidates tried
-(and ruled out by the evidence), the per-gate runs and what was concluded.
+(and ruled out by the evidence), the per-gate runs and their seconds (part of the call's), and what was concluded.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def verdict(result: Any) -> str:
 
 def main(files: list[Path]) -> None:
     print(f"diagnose on real files (seconds per call; goal < {GOAL:g} s)")
-    print(f"  {'file':<46} {'case':<16} {'s':>6} {'tried':>6} {'pruned':>6} {'gate runs':>9}  concluded")
+    print(f"  {'file':<46} {'case':<16} {'s':>6} {'tried':>6} {'pruned':>6} {'gates, s':>10}  concluded")
     worst = 0.0
     for path in files:
         if not path.exists():
@@ -102,9 +102,10 @@ def main(files: list[Path]) -> None:
         for case, inputs, theirs, which in cases:
             secs, result = timed(ckpt, inputs, theirs, which)
             worst = max(worst, secs)
-            runs = result.gates.runs if result.gates is not None else 0
+            gates = f"{result.gates.runs:>4} {result.gates.seconds:5.2f}" if result.gates is not None else \
+                f"{'-':>4} {'-':>5}"
             print(f"  {path.relative_to(REAL) if path.is_relative_to(REAL) else path.name!s:<46} {case:<16} "
-                  f"{secs:6.2f} {result.tried:>6} {result.pruned:>6} {runs:>9}  {verdict(result)}")
+                  f"{secs:6.2f} {result.tried:>6} {result.pruned:>6} {gates}  {verdict(result)}")
     print(f"slowest: {worst:.2f} s ({'within' if worst < GOAL else 'OVER'} the {GOAL:g} s goal)")
 
 

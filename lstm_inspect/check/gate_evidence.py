@@ -24,6 +24,7 @@ Runs are charged as the search's are (`budget.Limits.runs`); the caller says how
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,6 +99,7 @@ class GateEvidence:
     runs: int = 0
     note: str = ""
     both: bool = False  # a Bidirectional's two directions, fitted with one offset
+    seconds: float = 0.0  # the wall time of the runs (benchmarks/diagnose_time.py)
 
     @property
     def best(self) -> GateFit | None:
@@ -329,10 +331,12 @@ def gate_evidence(run: Run, directions: list[RecurrentDirection], x: np.ndarray,
         result.note = (f"the per-gate evidence was not computed: it needs {needed} more runs than the step budget "
                        "leaves (raise --max-steps)")
         return result
+    start = time.perf_counter()
     result.fits, result.reproduces, result.runs = gate_offsets(run, theirs, targets, gap, atol, rtol)
     checks = step_checks(directions, x, theirs, atol, rtol)
     result.steps = [c for c in checks if c.direction in result.directions]
     result.runs += len(checks)
+    result.seconds = time.perf_counter() - start
     return result
 
 
