@@ -9,8 +9,8 @@ test: the tests plant with independent ports):
 
 - `in space`: the whole model with gate blocks 1 and 2 swapped in every direction (LSTM i, c, f, o; GRU z, h, r),
   a gate order diagnose knows;
-- `outside`: the whole model with a constant +1 on gate 1's pre-activation in every direction (LSTM f: TF1's
-  forget_bias; GRU r), which no candidate reproduces: every single and the pairs run;
+- `outside`: the whole model with a constant +0.5 on the last gate's pre-activation in every direction (LSTM o,
+  GRU h), which no candidate reproduces: every single and the pairs run;
 - `outside --layer`: the same on the first recurrent layer alone (its input as the model feeds it), where the
   per-gate evidence runs too (RUNS_PER_GATE runs per gate, and the teacher-forced step check for a GRU).
 
@@ -50,10 +50,11 @@ def swapped(d: Any, w: CellWeights) -> CellWeights:
 
 
 def offset(d: Any, w: CellWeights) -> CellWeights:
-    """+1 on gate 1's input bias block (LSTM f, GRU r): outside diagnose's space."""
+    """+0.5 on the last gate's input bias block (LSTM o, GRU h): outside diagnose's space (TF1's forget_bias, +1 on
+    LSTM f, is a candidate)."""
     u, n = w.units, d.cell.n_gates
     bias = np.zeros(n * u, w.kernel.dtype) if w.bias is None else np.array(w.bias, copy=True)
-    (bias[0] if bias.ndim == 2 else bias)[u:2 * u] += 1.0
+    (bias[0] if bias.ndim == 2 else bias)[(n - 1) * u:] += 0.5
     return CellWeights(kernel=w.kernel, recurrent_kernel=w.recurrent_kernel, bias=bias)
 
 

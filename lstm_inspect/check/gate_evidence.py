@@ -174,11 +174,14 @@ def _offset(index: int, n_gates: int, delta: float) -> Callable[[RecurrentDirect
 
 
 class _Fit:
-    """The offsets of one gate tried so far: the error each leaves, the signed residual at the best one."""
+    """The offsets of one gate tried so far. They are compared by the root-mean-square of their residual to THEIRS,
+    which changes smoothly with δ where the largest error does not (a saturated output that flips sign keeps max |Δ|
+    at 2 for every δ but the right one); the best one's largest error (`best_err`) is what is reported."""
 
     def __init__(self, run: Run, theirs: list[np.ndarray], variant: Callable[[float], Variant], gap: float) -> None:
         self.run, self.theirs, self.variant = run, [np.asarray(t, np.float64) for t in theirs], variant
-        self.best, self.best_err, self.residual = 0.0, gap, None  # δ = 0 is the model: its error is the gap
+        self.best, self.best_err, self.best_rms = 0.0, gap, math.inf  # δ = 0 is the model: its error is the gap
+        self.residual: np.ndarray | None = None
         self.runs = 0
 
     def residual_at(self, delta: float) -> np.ndarray | None:
@@ -189,14 +192,15 @@ class _Fit:
         except InspectError:
             return None
         r = np.concatenate([(np.asarray(o, np.float64) - t).ravel() for o, t in zip(outs, self.theirs)])
-        return r if np.all(np.isfinite(r)) else None
+        return r if r.size and np.all(np.isfinite(r)) else None
 
     def error(self, delta: float) -> float:
+        """The root-mean-square residual at δ (inf when the run fails or is not finite); the best one is kept."""
         r = self.residual_at(delta)
-        err = float(np.max(np.abs(r))) if r is not None and r.size else math.inf
-        if err < self.best_err:
-            self.best, self.best_err, self.residual = delta, err, r
-        return err
+        rms = float(np.sqrt(np.mean(r * r))) if r is not None else math.inf
+        if rms < self.best_rms:
+            self.best, self.best_rms, self.best_err, self.residual = delta, rms, float(np.max(np.abs(r))), r
+        return rms
 
     def search(self, tol: float) -> None:
         """The grid, the golden section around its best point, Gauss-Newton from there (until within `tol`)."""
@@ -239,9 +243,9 @@ class _Fit:
             return False
         step = -float(slope @ self.residual) / denominator
         step = max(-1.0, min(1.0, step))
-        before = self.best_err
+        before = self.best_rms
         self.error(self.best + step)
-        return self.best_err < before
+        return self.best_rms < before
 
 
 def gate_offsets(run: Run, theirs: list[np.ndarray], targets: list[RecurrentDirection], gap: float, atol: float,
