@@ -76,3 +76,4 @@ bench: install-test
 	$(BENCH_ENV) $(BIN)/python benchmarks/export_speed.py
 	$(BENCH_ENV) $(BIN)/python benchmarks/torch_mask_speed.py
 	$(BENCH_ENV) $(BIN)/python benchmarks/memory.py
+	$(BENCH_ENV) $(BIN)/python benchmarks/diagnose_time.py

@@ -1238,6 +1238,8 @@ def render_diagnosis(result: Any, console: Console) -> None:
         console.print(lit(f"none of the porting mistakes lstm-inspect knows comes close{ruled}: none cuts the "
                           "largest |Δ| 10x; the evidence:"))
     console.print(lit(result.divergence))
+    for label, line in result.gates.labelled() if result.gates is not None else []:
+        console.print(lit(f"{label}: {line}"))
 
 
 def _num(n: int | None) -> str:

@@ -186,11 +186,11 @@ class Plant:
 
 
 def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",), bias: bool = True,
-           square: bool = False, masked: bool = False) -> list[Plant]:
+           square: bool = False, masked: bool = False, sequences: bool = True) -> list[Plant]:
     """Every single mistake issue 11 names for an LSTM model, from its axes: the 23 other gate orders, the
     recurrent activations a port might use, the candidate and cell activations, the bias, the transposes,
     the time order of each direction (and a Bidirectional's flip), the mask variants where there is a mask,
-    the loop's (c emitted, states kept from a call, batch and time confused: every THEIRS here is a sequence),
+    the loop's (c emitted, states kept from a call, batch and time confused where the layer returns sequences),
     and the precision. `rec` is the model's own recurrent activation (hard_sigmoid with its generation);
     `roles` its directions ("forward", "backward" for go_backwards); the cell mistakes go to every direction."""
     out: list[Plant] = []
@@ -239,17 +239,17 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
     out += [Plant("rows carried", "state carried across batch rows", {"carry_rows": True}),
             Plant("output late", "output one step late", {"late": True}),
             Plant("c emitted", "cell state c_t emitted", {"emit_c": True}),
-            Plant("kept from a call", "state kept from a previous call", {"warm": True}),
-            Plant("axes swapped", "batch and time axes confused", {"swap_axes": True})]
+            Plant("kept from a call", "state kept from a previous call", {"warm": True})]
+    if sequences:  # the layer returns its sequence: a port over the wrong axes returns the same shape
+        out.append(Plant("axes swapped", "batch and time axes confused", {"swap_axes": True}))
     out += [Plant("float16", "float16 arithmetic", {"dtype": np.float16}),
             Plant("bfloat16", "bfloat16 weights", {"bf16": True})]
     return out
 
 
 def _offered(ckpt: Any, masked: bool, layer: str | None = None) -> list[str]:
-    """What diagnose offers; a layer alone is given its whole sequence here, so batch and time can be confused."""
     directions = [ckpt.direction(layer)] if layer else list(ckpt.directions)
-    return [m.name for m in mistakes(ckpt, directions, masked, axes=True if layer else None)]
+    return [m.name for m in mistakes(ckpt, directions, masked)]
 
 
 def _assert_complete(space: list[Plant], offered: list[str]) -> None:
@@ -597,7 +597,7 @@ def test_no_candidate_equal_to_the_model_without_a_mask(tmp_path: Path) -> None:
 # activation="linear" and Keras 3's hard_sigmoid. "linear left off c" and "no activation on the cell candidate"
 # compute what it computes, as does "hard_sigmoid as Keras 3's": the cell marks them `same_as_model` and
 # diagnose never offers them.
-AFFINE = _space("hard_sigmoid:keras3", act="linear")
+AFFINE = _space("hard_sigmoid:keras3", act="linear", sequences=False)
 
 
 def _affine_input() -> np.ndarray:

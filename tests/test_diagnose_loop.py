@@ -115,6 +115,8 @@ def test_the_ports_are_keras() -> None:
     """Each port, without a mistake, gives what Keras returned for the samples' stored inputs."""
     d = _io("k3_single")
     np.testing.assert_allclose(lstm(d["x"], _w("k3_single")["lstm"])[0][:, -1], d["y"], atol=1e-5)
+    d = _io("k3_return_sequences")
+    np.testing.assert_allclose(lstm(d["x"], _w("k3_return_sequences")["lstm_1"])[0], d["y"], atol=1e-5)
     for sample, name in (("k3_go_backwards", "lstm_7"), ("tfk_go_backwards", "lstm_5")):
         d = _io(sample)
         np.testing.assert_allclose(lstm(d["x"], _w(sample)[name], go_backwards=True)[0], d["y"], atol=1e-5)
@@ -222,8 +224,8 @@ def _bidirectional(x: np.ndarray, time_axis: int = 1) -> np.ndarray:
 def test_batch_and_time_confused_in_an_lstm_a_gru_and_a_bidirectional() -> None:
     """pytorch#1538, sonos/tract PR #1014: a port runs (batch, steps, ·) as (steps, batch, ·) and swaps back."""
     x = _x((3, 7, 3), seed=3)
-    seq = np.swapaxes(lstm(np.swapaxes(x, 0, 1), _w("k3_single")["lstm"])[0], 0, 1)
-    _named_first_and_alone(diagnose(_load("k3_single"), _f32(x), _f32(seq), layer="lstm"),
+    seq = np.swapaxes(lstm(np.swapaxes(x, 0, 1), _w("k3_return_sequences")["lstm_1"])[0], 0, 1)
+    _named_first_and_alone(diagnose(_load("k3_return_sequences"), _f32(x), _f32(seq), layer="lstm_1"),
                            "batch and time axes confused")
 
     kernel, bias = _dense("k3_gru", "dense")
@@ -237,13 +239,17 @@ def test_batch_and_time_confused_in_an_lstm_a_gru_and_a_bidirectional() -> None:
 
 def test_batch_and_time_left_out_where_the_shapes_differ() -> None:
     """A port of k3_single's last step over the wrong axis returns (steps, units), not (batch, units): no such
-    THEIRS can be given, so the candidate is not offered (the whole model; the layer's last step, batch ≠ steps);
-    nor where the layer returns states (k3_functional_state)."""
+    THEIRS can be given, so the candidate is not offered (the whole model; the layer alone); nor for the last step
+    of a layer that returns sequences (k3_return_sequences, batch ≠ steps); nor where the layer returns states
+    (k3_functional_state)."""
     x = _x((3, 7, 3), seed=4)
     last = lstm(x, _w("k3_single")["lstm"], emit_c=True)[0][:, -1]
     ckpt = _load("k3_single")
     for result in (diagnose(ckpt, _f32(x), _f32(last)), diagnose(ckpt, _f32(x), _f32(last), layer="lstm")):
         assert result.found and not any("axes" in h.name for h in result.ranked)
+    last = lstm(x, _w("k3_return_sequences")["lstm_1"], emit_c=True)[0][:, -1]
+    result = diagnose(_load("k3_return_sequences"), _f32(x), _f32(last), layer="lstm_1")
+    assert result.found and not any("axes" in h.name for h in result.ranked)
     ckpt = _load("k3_functional_state")
     assert not any("axes" in m.name for m in mistakes(ckpt, list(ckpt.directions), False))
 

@@ -47,7 +47,11 @@ sample alike (the cell's, time order, precision) cannot be the cause and are not
 a Bidirectional's concatenated output is exact, only the mistakes of the other direction alone are. When
 nothing reproduces THEIRS, a candidate is listed as "close" only when it cuts the largest error CLOSE
 times or more (it explains at least 90 % of it); otherwise diagnose says none comes close and gives the
-evidence, never a ranking of unrelated mistakes whose error is about the raw error.
+evidence, never a ranking of unrelated mistakes whose error is about the raw error. Where THEIRS is one
+layer's output, the evidence goes on per gate (`check.gate_evidence`): the constant offset on each gate's
+pre-activation that brings the output closest to THEIRS, and for a GRU or SimpleRNN whether the correct
+step run from THEIRS's own h_{t−1} reproduces it (the step right, the loop wrong); those runs share the
+same step budget.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ import numpy as np
 from lstm_inspect.base import budget, progress
 from lstm_inspect.base.display import brief, html_table
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.check.gate_evidence import GateEvidence, gate_evidence, runs_needed
 from lstm_inspect.check.mistakes import cell_mistakes, recurrent_bias_dropped
 from lstm_inspect.check.verify import Comparison, Evidence, compare
 from lstm_inspect.engine.network import (
@@ -81,8 +86,9 @@ from lstm_inspect.engine.network import (
 from lstm_inspect.model.cells.base import CellWeights, StepVariant
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
-# Pairs are tried until one fits exactly, this many have run, or this many seconds have passed.
-MAX_PAIRS, PAIR_SECONDS = 2000, 8.0
+# Pairs are tried until one fits exactly, this many have run, or the search has taken this many seconds (the
+# singles included; the search then stays within 10 s on the shared real files with the per-gate evidence after it).
+MAX_PAIRS, SEARCH_SECONDS = 2000, 6.0
 # At most this many orders of the model's same-shaped outputs are tried (they need no rerun).
 MAX_REORDERS = 24
 # A candidate that does not reproduce THEIRS is "close" when it cuts the largest error this many times or more.
@@ -140,7 +146,7 @@ def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: boo
              ) -> list[Mistake]:
     """Every single mistake that applies to these directions (the whole model's, or one alone), family by family.
     `axes`: whether a port that confuses the batch and time axes returns outputs of the right shape (None: where
-    every direction returns its sequence and no states, as in the whole model)."""
+    every direction returns its sequence and no states)."""
     out = _cell_family(directions) + _dropout_family(directions) + _time_family(directions) + _state_family(directions)
     if masked:
         out += _mask_family(directions)
@@ -504,6 +510,7 @@ class Diagnosis:
     excluded: int = 0  # candidates that compute what the model itself does on this input
     evidence: Evidence | None = None  # where the first failing output's error sits (samples, steps, halves)
     pruned: int = 0  # candidates not tried because the evidence rules them out (some samples exact)
+    gates: GateEvidence | None = None  # per-gate offsets and the step check, when nothing fits a layer's output
 
     @property
     def found(self) -> list[Hypothesis]:
@@ -527,6 +534,8 @@ class Diagnosis:
         rows = [(h.name, "exact" if h.exact else "fits" if h.fits else "close", f"{h.max_abs:.2e}", h.fix)
                 for h in (self.found or self.close[:3])]
         title = "THEIRS matches Keras" if self.matches else f"mismatch: {self.divergence}"
+        if not rows and self.gates is not None:  # nothing fits: the per-gate evidence, a row per line
+            rows = [(label, "evidence", "", line) for label, line in self.gates.labelled()]
         return html_table(title, ("mistake", "verdict", "max |Δ| to THEIRS", "fix"), rows)
 
     def to_dict(self) -> dict[str, Any]:
@@ -535,6 +544,7 @@ class Diagnosis:
                 "ranked": [h.to_dict() for h in (self.found + self.close)[:8]],
                 "close": [h.to_dict() for h in self.close[:8]], "close_factor": CLOSE,
                 "evidence": self.evidence.to_dict() if self.evidence else None,
+                "gates": self.gates.to_dict() if self.gates else None,
                 "divergence": self.divergence or None, "candidates_tried": self.tried,
                 "candidates_equal_to_the_model": self.excluded, "candidates_ruled_out_by_evidence": self.pruned}
 
@@ -556,19 +566,37 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
         run, directions, masked, per_run, last_step = _layer_runner(ckpt, layer, xs, theirs)
     else:
         run, directions, masked, per_run = _network_runner(ckpt, xs)
-    # A layer alone: its port's outputs keep their shape over the wrong axes if they are whole sequences, or
-    # (steps, N) for the last step if batch = steps.
-    axes = None if layer is None else theirs[0].ndim == 3 or np.shape(xs[0])[:1] == np.shape(xs[0])[1:2]
+    # A layer's last step over the wrong axes is (steps, N), not (batch, N), unless batch = steps.
+    axes = False if layer is not None and theirs[0].ndim == 2 and np.shape(xs[0])[:1] != np.shape(xs[0])[1:2] \
+        else None
     singles = mistakes(ckpt, directions, masked, axes)
     if layer is None:
         singles += _output_family(ckpt, theirs)
     with _sharing(_runs(singles)):
-        return _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file), halves)
+        # the per-gate evidence's runs are kept out of what the pairs may spend
+        reserve = runs_needed(directions, all(np.ndim(t) == 3 for t in theirs)) if layer is not None else 0
+        result = _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file), halves, reserve)
+    if layer is not None and not result.matches and not result.found:
+        result.gates = _gate_evidence(run, directions, xs[0], theirs, result, per_run, atol, rtol)
+    return result
 
 
 def _runs(singles: list[Mistake]) -> int:
     """The engine runs a search makes: the model twice, then each single mistake's own."""
     return 2 + sum(m.runs for m in singles)
+
+
+def _gate_evidence(run: Run, directions: list[RecurrentDirection], x: np.ndarray, theirs: list[np.ndarray],
+                   result: Diagnosis, per_run: int, atol: float, rtol: float) -> GateEvidence:
+    """When nothing reproduces a layer's output: each gate's best constant offset and the teacher-forced step check
+    (`check.gate_evidence`), their runs charged as the search's, within what is left of the step budget."""
+    used = 2 + result.tried
+    needed = runs_needed(directions, all(np.ndim(t) == 3 for t in theirs))
+    left = budget.current_limits().max_steps // max(1, per_run) - used
+    gap = max(c.max_abs for c in result.baseline)
+    halves = result.evidence.halves_exact if result.evidence is not None else None
+    with _sharing(used + needed):
+        return gate_evidence(run, directions, x, theirs, halves, gap, CLOSE, left, atol, rtol)
 
 
 def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: list[np.ndarray]
@@ -701,8 +729,10 @@ def _prune_on_halves(run: Run, singles: list[Mistake], ours: list[np.ndarray], e
 
 
 def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run: int, layer: str | None,
-            last_step: bool, atol: float, rtol: float, file: str, halves: tuple[str, ...] = ()) -> Diagnosis:
+            last_step: bool, atol: float, rtol: float, file: str, halves: tuple[str, ...] = (), reserve: int = 0
+            ) -> Diagnosis:
     """The model's own outputs against THEIRS, then each single mistake, then pairs while the budget lasts."""
+    started = time.monotonic()
     ours = run(None)
     if len(theirs) != len(ours) or any(np.shape(t) != np.shape(o) for t, o in zip(theirs, ours)):
         raise InspectError(f"THEIRS holds outputs of shapes {[np.shape(t) for t in theirs]} but the model gives "
@@ -762,10 +792,10 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
         return ok
 
     exact = [m for m in singles if attempt(m)]
-    affordable = budget.current_limits().max_steps // max(1, per_run) - _runs(singles)
+    affordable = budget.current_limits().max_steps // max(1, per_run) - _runs(singles) - reserve
     if not exact:
         _try_pairs(sorted(((m, e) for m, e in scored if not m.alone), key=lambda item: item[1]), attempt,
-                   min(MAX_PAIRS, affordable))
+                   min(MAX_PAIRS, affordable), started + SEARCH_SECONDS)
     # Where a mistake in one direction alone reproduces THEIRS as exactly as one in the whole layer (the other
     # direction's change does nothing on this input), the narrower one is named first: it says which half is right.
     # Exact ones keep the order of the space among themselves (their errors differ by rounding noise alone, which
@@ -776,11 +806,12 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
     return result
 
 
-def _try_pairs(ranked: list[tuple[Mistake, float]], attempt: Callable[[Mistake], bool], max_pairs: int) -> None:
-    """Pairs of mistakes from different axes, the pairs of the closest singles first, at most `max_pairs`."""
+def _try_pairs(ranked: list[tuple[Mistake, float]], attempt: Callable[[Mistake], bool], max_pairs: int,
+               deadline: float) -> None:
+    """Pairs of mistakes from different axes, the pairs of the closest singles first, at most `max_pairs`, until
+    `deadline` (time.monotonic())."""
     if max_pairs <= 0:
         return
-    start = time.monotonic()
     order = sorted((i + j, i, j) for i in range(len(ranked)) for j in range(i + 1, len(ranked)))
     tried = 0
     for _, i, j in order:
@@ -790,7 +821,7 @@ def _try_pairs(ranked: list[tuple[Mistake, float]], attempt: Callable[[Mistake],
         if attempt(a + b):
             return
         tried += 1
-        if tried >= max_pairs or time.monotonic() - start > PAIR_SECONDS:
+        if tried >= max_pairs or time.monotonic() > deadline:
             return
 
 

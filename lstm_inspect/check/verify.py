@@ -13,8 +13,11 @@ fails where the model is not yet sensitive: at the first steps, the spread is th
 step (~1e-8), far below what a wrong gate order, bias or activation gives.
 
 A failed comparison carries its `Evidence`: which samples are exact, from which step each wrong one departs,
-whether the error fades (a wrong starting state is forgotten), and its hint says only what that shows (a port
-whose sample 0 is exact has its weights and gate order right, whatever the step profile).
+whether the error fades (a wrong starting state is forgotten), which units (the last axis) differ and which differ
+first, and whether the error is small and flat (noise-level: every sample, step and unit, far below the outputs'
+scale, as approximate activations and quantized arithmetic give: hls4ml's lookup tables and fixed point, hls4ml#412,
+#329, #1030). Its hint says only what that shows (a port whose sample 0 is exact has its weights and gate order
+right, whatever the step profile; a port whose error starts in one unit has what every unit shares right).
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ LOOKAHEAD = 4
 # An error is said to fade when its largest value over the last quarter of the steps is this many times smaller than
 # at the step where it starts (a wrong starting state is forgotten; a wrong step function is not).
 FADES = 10.0
+# The error is noise-level when it is at most NOISE times the outputs' scale (max |ref|) and flat: the largest error of
+# each sample, of each step and of each unit is within FLAT times the largest of all. A float16 port of k3_single
+# (6 samples, 20 steps) is at 0.1 % and flat within 3x; σ and tanh from 1024-entry lookup tables (hls4ml's default
+# table_size) at 1.6 %, flat within 2.1x. A structural mistake is not flat (step 0 exact, one unit, some samples) or is
+# of the outputs' own scale (TF1's forget_bias: 54 %).
+NOISE, FLAT = 0.03, 10.0
 
 
 def _runs(ids: list[int]) -> str:
@@ -72,27 +81,45 @@ def _samples(ids: list[int]) -> str:
     return f"sample{'s' if len(ids) > 1 else ''} {_runs(ids)}"
 
 
+def _verb(ids: list[int]) -> str:
+    return " differs" if len(ids) == 1 else " differ"
+
+
+def _units(ids: tuple[int, ...], of: int) -> str:
+    """(2, 4), 5 -> "units 2, 4 of 5"; every one -> "all 5 units"."""
+    if len(ids) == of:
+        return f"all {of} units" if of > 1 else "the unit"
+    return f"unit{'s' if len(ids) > 1 else ''} {_runs(list(ids))} of {of}"
+
+
 @dataclass(frozen=True)
 class Evidence:
     """Where an output's error sits, measured before any guess: which samples are exact (within the tolerance),
-    from which step each wrong sample departs (sequences), whether the error fades, grows or stays, and for a
-    Bidirectional's concatenated output which half (forward, backward) is exact."""
+    from which step each wrong sample departs (sequences), whether the error fades, grows or stays, for a
+    Bidirectional's concatenated output which half (forward, backward) is exact, which units (the last axis) differ
+    and which differ first, and whether the error is noise-level (small and flat, see NOISE)."""
 
     samples: int
     exact: tuple[int, ...]  # samples within the tolerance everywhere
     from_step: dict[int, int]  # wrong sample -> the first step past tolerance (sequences only)
     profile: str  # "fades", "grows", "stays" or "" (no steps)
     halves_exact: dict[str, bool] | None = None  # "forward"/"backward" -> that half within the tolerance
+    units: int = 0  # the size of the last axis
+    wrong_units: tuple[int, ...] = ()  # the units (last axis) past tolerance somewhere
+    first_units: tuple[int, ...] = ()  # those past tolerance at the first wrong step (sequences; else wrong_units)
+    noise: float = 0.0  # max |Δ| / the outputs' scale when the error is noise-level (see NOISE), else 0
+    max_abs: float = 0.0  # the largest error
 
     def lines(self) -> list[str]:
-        """One or two lines: "sample 0 exact; samples 1-2 differ from step 0 (the error fades over the steps)"."""
+        """A few lines: "sample 0 exact; samples 1-2 differ from step 0 (the error fades over the steps)", "unit 2 of 5
+        differs first (step 0), then all 5 units", "the forward half exact; the backward half differs"."""
         wrong = [b for b in range(self.samples) if b not in self.exact]
         parts = [f"{_samples(list(self.exact))} exact"] if self.exact else []
         if self.from_step:
             by_step: dict[int, list[int]] = {}
             for b in wrong:
                 by_step.setdefault(self.from_step[b], []).append(b)
-            every = "every sample differs" if not self.exact and self.samples > 1 else _samples(wrong) + " differ"
+            every = "every sample differs" if not self.exact and self.samples > 1 else _samples(wrong) + _verb(wrong)
             if len(by_step) == 1:
                 parts.append(f"{every} from step {next(iter(by_step))}")
             else:
@@ -101,11 +128,67 @@ class Evidence:
             parts[-1] += {"fades": " (the error fades over the steps)", "grows": " (the error grows over the steps)",
                           "stays": " (the error stays)"}.get(self.profile, "")
         elif wrong:
-            parts.append("every sample differs" if not self.exact and self.samples > 1 else f"{_samples(wrong)} differ")
+            parts.append("every sample differs" if not self.exact and self.samples > 1 else
+                         f"{_samples(wrong)}{_verb(wrong)}")
         out = ["; ".join(parts)]
+        if self.wrong_units:
+            out.append(self._units_line())
         if self.halves_exact is not None:
             out.append("; ".join(f"the {h} half {'exact' if ok else 'differs'}" for h, ok in self.halves_exact.items()))
         return out
+
+    def _units_line(self) -> str:
+        """"all 5 units differ", "units 2, 4 of 5 differ", "unit 2 of 5 differs first (step 0), then all 5 units"."""
+        wrong = _units(self.wrong_units, self.units)
+        verb = "differs" if len(self.wrong_units) == 1 and self.units > 1 else "differ"
+        if self.first_units == self.wrong_units:
+            return f"{wrong} {verb}"
+        start = min(self.from_step.values(), default=0)
+        verb = "differs" if len(self.first_units) == 1 else "differ"
+        return f"{_units(self.first_units, self.units)} {verb} first (step {start}), then {wrong}"
+
+    def _few_units_first(self) -> bool:
+        """The error starts in a few units (fewer than half of them), not in every one."""
+        return 0 < 2 * len(self.first_units) < self.units
+
+    def _unit_clause(self) -> str:
+        """What the units add to a hint: an error starting in a few units is theirs, one in every unit is shared."""
+        if self.units <= 1 or not self.first_units:
+            return ""
+        first = _units(self.first_units, self.units)
+        start = min(self.from_step.values(), default=0)
+        if self._few_units_first() and start > 0:
+            return (f"; only {first} depart{'s' if len(self.first_units) == 1 else ''} first, at step {start}: a few "
+                    "units leaving late is what a clip or saturation reached only by large values gives (cell_clip, "
+                    "a clipped activation, a fixed-point range), not a cause every unit shares")
+        if self._few_units_first():
+            return (f"; it starts in {first} alone: that unit's own weights (its columns of kernel, recurrent_kernel "
+                    "and bias), not what every unit shares (gate order, activations, the loop)")
+        if len(self.first_units) == self.units:
+            return "; every unit differs from the first wrong step: a cause all units share"
+        return ""
+
+    def _exact_samples_hint(self) -> str:
+        """Some samples exact: what every sample shares is right; the wrong ones' first steps say what differs."""
+        shared = (f"{_samples(list(self.exact))} exact, so what every sample shares (kernel, bias, gate order, "
+                  "activations) is right")
+        late = min(self.from_step.values(), default=0)
+        if late == 0:
+            return (f"{shared}; look at what differs per sample: the state a row starts from (states carried across "
+                    "batch rows or calls), padding and masks, the order of the rows")
+        if self._few_units_first():
+            return (f"{shared}; the others depart late (from step {late}), in {_units(self.first_units, self.units)} "
+                    "first: a clip or saturation that only some samples reach (cell_clip, a clipped activation, a "
+                    "fixed-point range), not the state a row starts from (that shows at step 0)")
+        return (f"{shared}; the others depart late (from step {late}): what only some samples reach at later steps "
+                "(a clip or saturation, masks and padding), not the state a row starts from (that shows at step 0)")
+
+    def _noise_hint(self) -> str:
+        return (f"every sample, step and unit differs by a small, flat error (max |Δ| {self.max_abs:.1e}, "
+                f"{100 * self.noise:.2g} % of the outputs' scale, no sample, step or unit apart): consistent with "
+                "approximate activations (lookup tables, piecewise-linear σ/tanh) or quantized arithmetic (fixed "
+                "point, float16) rather than a structural mistake, which moves outputs by their own scale; widen the "
+                "tables or types if it is too large")
 
     def hint(self) -> str:
         """What the evidence shows about where the mistake is, and nothing it contradicts."""
@@ -115,32 +198,50 @@ class Evidence:
             return (f"only the {wrong} half differs: the mistake is in the {wrong} direction alone (its weights, "
                     "its time order, its mask or which of its steps is taken)")
         if self.exact:
-            return (f"{_samples(list(self.exact))} exact, so what every sample shares (kernel, bias, gate order, "
-                    "activations) is right; look at what differs per sample: the state a row starts from (states "
-                    "carried across batch rows or calls), padding and masks, the order of the rows")
+            return self._exact_samples_hint()
+        if self.noise:
+            return self._noise_hint()
         starts = min(self.from_step.values(), default=0)
+        units = self._unit_clause()
         if self.from_step and starts > 0:
             return (f"every sample is exact up to step {starts - 1}: a recurrence problem (the recurrent kernel, the "
-                    "forget gate and its bias, the state carried, masking), not the input projection")
+                    f"forget gate and its bias, the state carried, masking), not the input projection{units}")
         if self.profile == "fades":
             return ("every sample differs from step 0 and the error fades: a wrong starting state (states carried "
                     "over or initial states) or a first step computed apart, more likely than the step function")
+        if self._few_units_first():
+            return f"every sample differs from step 0{units}" if self.profile else \
+                f"every sample differs{units}"
         if self.profile:
             return ("every sample differs from step 0 and the error does not fade: look at what every step shares "
-                    "(kernel, bias, gate order, activations) or which step is emitted")
+                    f"(kernel, bias, gate order, activations) or which step is emitted{units}")
         return ("what every sample shares is suspect (kernel, bias, gate order, activations); this output holds no "
                 "steps: compare a recurrent layer's sequence (--layer) to see from which step it differs")
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "exact_samples": list(self.exact),
                 "first_step_past_tolerance": {str(b): t for b, t in self.from_step.items()} or None,
-                "profile": self.profile or None, "halves_exact": self.halves_exact, "lines": self.lines(),
-                "hint": self.hint()}
+                "profile": self.profile or None, "halves_exact": self.halves_exact,
+                "units": {"of": self.units, "differ": list(self.wrong_units), "differ_first": list(self.first_units)},
+                "noise_level": self.noise or None, "lines": self.lines(), "hint": self.hint()}
 
 
-def evidence(bad: np.ndarray, err: np.ndarray, halves: bool = False) -> Evidence:
+def _noise_level(err: np.ndarray, exact: tuple[int, ...], scale: float) -> float:
+    """max |Δ| / scale when the error is small and flat (see NOISE, FLAT): every sample's, step's and unit's largest
+    error within FLAT times the largest of all; else 0."""
+    top = float(err.max()) if err.size else 0.0
+    if exact or scale <= 0 or not np.isfinite(top) or top <= 0 or top > NOISE * scale:
+        return 0.0
+    axes = [tuple(a for a in range(err.ndim) if a != keep) for keep in range(err.ndim)]
+    if all(float(err.max(axis=ax).min()) * FLAT >= top for ax in axes):
+        return top / scale
+    return 0.0
+
+
+def evidence(bad: np.ndarray, err: np.ndarray, halves: bool = False, scale: float = 0.0) -> Evidence:
     """`bad`, `err`: (sample, step, unit) or (sample, unit) past-tolerance flags and |errors|; `halves`: the last
-    axis is a Bidirectional's forward and backward outputs concatenated."""
+    axis is a Bidirectional's forward and backward outputs concatenated; `scale`: the outputs' largest |value| (the
+    error is noise-level only well below it)."""
     n = bad.shape[0]
     per_sample = bad.reshape(n, -1).any(axis=1)
     exact = tuple(int(b) for b in np.flatnonzero(~per_sample))
@@ -159,7 +260,14 @@ def evidence(bad: np.ndarray, err: np.ndarray, halves: bool = False) -> Evidence
     if halves and bad.shape[-1] % 2 == 0:
         k = bad.shape[-1] // 2
         split = {"forward": not bad[..., :k].any(), "backward": not bad[..., k:].any()}
-    return Evidence(n, exact, from_step, profile, split)
+    units = bad.shape[-1]
+    wrong_units = tuple(int(u) for u in np.flatnonzero(bad.reshape(-1, units).any(axis=0)))
+    first_units = wrong_units
+    if bad.ndim == 3 and bad.any():
+        t = int(np.argmax(bad.any(axis=(0, 2))))
+        first_units = tuple(int(u) for u in np.flatnonzero(bad[:, t].any(axis=0)))
+    return Evidence(n, exact, from_step, profile, split, units, wrong_units, first_units,
+                    _noise_level(err, exact, scale), float(err.max()) if err.size else 0.0)
 
 
 @dataclass(repr=False)
@@ -212,7 +320,9 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: flo
             idx = np.unravel_index(int(np.argmax(bad.reshape(-1))), bad.shape)
             first = {"sample": int(idx[0]), "unit": int(idx[-1])} if bad.ndim >= 2 else {"index": int(idx[0])}
     per_step = [float(e) for e in err.max(axis=(0, 2))] if err.ndim == 3 else None
-    found = evidence(bad, err, halves) if bad.any() and bad.ndim >= 2 else None
+    finite = np.abs(ref[np.isfinite(ref)])
+    scale = float(finite.max()) if finite.size else 0.0
+    found = evidence(bad, err, halves, scale) if bad.any() and bad.ndim >= 2 else None
     return Comparison(name, tuple(ref.shape), float(err.max()) if err.size else 0.0, max_rel, not bad.any(), first,
                       per_step, found)
 
