@@ -294,8 +294,9 @@ def _batch_time_swapped(d: RecurrentDirection, x: np.ndarray, mask: np.ndarray |
                         initial_state: list[np.ndarray] | None, dtype: type, sequences: bool,
                         weights: CellWeights | None, v: DirectionVariant, budget: Budget | None) -> SequenceResult:
     """A port that runs (batch, steps, ·) data as (steps, batch, ·) and swaps the result back: PyTorch's nn.LSTM
-    without batch_first=True (pytorch#1538), ONNX's layout (sonos/tract PR #1014), a reshape for a transpose.
-    Its outputs come back in input order along the axis it ran over, then in the layer's processing order."""
+    without batch_first=True (pytorch#1538), ONNX's layout (sonos/tract PR #1014); the transposing form (a reshape
+    would scramble the rows instead). Its outputs come back in input order along the axis it ran over, then in the
+    layer's processing order."""
     inner = replace(v, batch_time_swapped=False)
     res = run_direction(d, np.swapaxes(x, 0, 1), None if mask is None else np.swapaxes(mask, 0, 1), initial_state,
                         dtype, False, sequences, weights, inner, budget)
