@@ -47,8 +47,9 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
               reverse: bool = False, go_backwards: bool = False, dtype: type = np.float64, bf16: bool = False,
               mask: np.ndarray | None = None, zero_output: bool = False, return_sequences: bool = True,
               h0: np.ndarray | None = None, c0: np.ndarray | None = None, carry_rows: bool = False,
-              late: bool = False, forget_bias: float = 0.0, forget_after: float = 0.0,
-              cell_clip: float | None = None, mask_rule: str = "keras") -> np.ndarray:
+              late: bool = False, emit_c: bool = False, swap_axes: bool = False, warm: bool = False,
+              forget_bias: float = 0.0, forget_after: float = 0.0, cell_clip: float | None = None,
+              mask_rule: str = "keras") -> np.ndarray:
     """One LSTM direction as a port computes it, from Keras's own arrays; each argument a possible mistake.
     `mask_rule` "outputs" / "states": the mask applied to the outputs only / the states only."""
     k, r, b = w["kernel"], w["recurrent_kernel"], w.get("bias")
@@ -71,11 +72,20 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
     if reverse:
         x = x[:, ::-1]
         mask = None if mask is None else mask[:, ::-1]
-    def run(xb: np.ndarray, mb: np.ndarray | None, hb: Any, cb: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+    def keras(xb: np.ndarray, mb: np.ndarray | None, hb: Any, cb: Any, backwards: bool = go_backwards,
+              sequences: bool = return_sequences or late) -> tuple[np.ndarray, list[np.ndarray]]:
         return ref.lstm(xb, k, r, b if bias else None, activation=ref.act(act), recurrent_activation=ref.act(rec),
-                        cell_activation=ref.act(cell_act) if cell_act else None, mask=mb, go_backwards=go_backwards,
-                        zero_output_for_mask=zero_output, dtype=dtype, return_sequences=return_sequences or late,
-                        h0=hb, c0=cb, forget_offset=forget_after, cell_clip=cell_clip)
+                        cell_activation=ref.act(cell_act) if cell_act else None, mask=mb, go_backwards=backwards,
+                        zero_output_for_mask=zero_output, dtype=dtype, return_sequences=sequences, h0=hb, c0=cb,
+                        forget_offset=forget_after, cell_clip=cell_clip)
+
+    def run(xb: np.ndarray, mb: np.ndarray | None, hb: Any, cb: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+        if not emit_c:
+            return keras(xb, mb, hb, cb)
+        # c_t emitted where Keras emits h_t: one step at a time, c collected (held at masked steps)
+        y, states = _emitting_c(lambda xt, mt, ht, ct: keras(xt, mt, ht, ct, False, True), xb, mb, hb, cb,
+                                go_backwards, zero_output, dtype)
+        return (y if return_sequences or late else y[:, -1]), states
 
     if mask_rule != "keras" and mask is not None:
         def textbook(xb: np.ndarray, mb: np.ndarray | None, hb: Any, cb: Any, seq: bool) -> tuple[np.ndarray, Any]:
@@ -85,7 +95,13 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
 
         y = _one_mask_half(textbook, x, mask, mask_rule, zero_output)
         return (y if return_sequences else y[:, -1]).astype(np.float32)
-    if carry_rows:  # the port loops over samples and never resets h, c: row b starts from row b-1's final states
+    if warm:  # the port ran x once before and kept its states (TFLite): this call starts from that one's final states
+        _, (h0, c0) = run(x, mask, h0, c0)
+    if swap_axes:  # nn.LSTM without batch_first: (batch, steps) run as (steps, batch), then swapped back
+        y, _ = run(np.swapaxes(x, 0, 1), None if mask is None else mask.T, h0, c0)
+        y = np.swapaxes(y[:, ::-1] if go_backwards else y, 0, 1)  # in input order along the axis it ran over
+        y = y[:, ::-1] if go_backwards else y  # then in the layer's processing order, as Keras returns it
+    elif carry_rows:  # the port loops over samples and never resets h, c: row b starts from row b-1's final states
         ys, hb, cb = [], None if h0 is None else h0[:1], None if c0 is None else c0[:1]
         for row in range(x.shape[0]):
             yb, (hb, cb) = run(x[row:row + 1], None if mask is None else mask[row:row + 1], hb, cb)
@@ -98,6 +114,19 @@ def lstm_port(w: dict[str, np.ndarray], x: np.ndarray, *, order: tuple[int, ...]
         shifted[:, 1:] = y[:, :-1]
         y = shifted if return_sequences else shifted[:, -1]
     return y.astype(np.float32)
+
+
+def _emitting_c(one: Any, x: np.ndarray, mask: np.ndarray | None, h: Any, c: Any, backwards: bool,
+                zero_output: bool, dtype: type) -> tuple[np.ndarray, list[np.ndarray]]:
+    """An LSTM loop that emits c_t: `one` runs a single step from (h, c); at a masked step the states are held and
+    the output is the previous one (or 0), as Keras's loop does for h."""
+    outs, last = [], None
+    for t in (range(x.shape[1] - 1, -1, -1) if backwards else range(x.shape[1])):
+        _, (h, c) = one(x[:, t:t + 1], None if mask is None else mask[:, t:t + 1], h, c)
+        last = np.zeros(c.shape, dtype) if last is None or zero_output else last
+        last = c if mask is None else np.where(mask[:, t:t + 1], c, last)
+        outs.append(last)
+    return np.stack(outs, axis=1), [h, c]
 
 
 def _one_mask_half(lstm: Any, x: np.ndarray, mask: np.ndarray, rule: str, zero_output: bool) -> np.ndarray:
@@ -157,10 +186,11 @@ class Plant:
 
 
 def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",), bias: bool = True,
-           square: bool = False, masked: bool = False) -> list[Plant]:
+           square: bool = False, masked: bool = False, sequences: bool = True) -> list[Plant]:
     """Every single mistake issue 11 names for an LSTM model, from its axes: the 23 other gate orders, the
     recurrent activations a port might use, the candidate and cell activations, the bias, the transposes,
     the time order of each direction (and a Bidirectional's flip), the mask variants where there is a mask,
+    the loop's (c emitted, states kept from a call, batch and time confused where the layer returns sequences),
     and the precision. `rec` is the model's own recurrent activation (hard_sigmoid with its generation);
     `roles` its directions ("forward", "backward" for go_backwards); the cell mistakes go to every direction."""
     out: list[Plant] = []
@@ -207,7 +237,11 @@ def _space(rec: str, *, act: str = "tanh", roles: tuple[str, ...] = ("forward",)
                 Plant("states alone masked", "the mask applied to the states only", {"mask_rule": "states"}),
                 Plant("masking any", "Masking read as 'any feature", {"mask": "any"})]
     out += [Plant("rows carried", "state carried across batch rows", {"carry_rows": True}),
-            Plant("output late", "output one step late", {"late": True})]
+            Plant("output late", "output one step late", {"late": True}),
+            Plant("c emitted", "cell state c_t emitted", {"emit_c": True}),
+            Plant("kept from a call", "state kept from a previous call", {"warm": True})]
+    if sequences:  # the layer returns its sequence: a port over the wrong axes returns the same shape
+        out.append(Plant("axes swapped", "batch and time axes confused", {"swap_axes": True}))
     out += [Plant("float16", "float16 arithmetic", {"dtype": np.float16}),
             Plant("bfloat16", "bfloat16 weights", {"bf16": True})]
     return out
@@ -563,7 +597,7 @@ def test_no_candidate_equal_to_the_model_without_a_mask(tmp_path: Path) -> None:
 # activation="linear" and Keras 3's hard_sigmoid. "linear left off c" and "no activation on the cell candidate"
 # compute what it computes, as does "hard_sigmoid as Keras 3's": the cell marks them `same_as_model` and
 # diagnose never offers them.
-AFFINE = _space("hard_sigmoid:keras3", act="linear")
+AFFINE = _space("hard_sigmoid:keras3", act="linear", sequences=False)
 
 
 def _affine_input() -> np.ndarray:

@@ -20,12 +20,21 @@ bring it to THEIRS. The space is built from axes, each a list of alternatives:
   feature", and reduced precision;
 - a Bidirectional's: its directions interleaved across batch rows (ONNX's Y reshaped as it lies), the
   merged sequence's last step taken as the final output, and every cell and mask mistake in one of
-  its directions only.
+  its directions only;
+- the loop's around a correct step (research #1, #4, #6, #8, #14, #15 of issue 24): an LSTM's c_t emitted
+  instead of h_t, the batch and time axes confused (PyTorch without batch_first; only where the outputs keep
+  their shape), a standalone go_backwards layer's output flipped back to input order (as ONNX's reverse direction
+  emits it), step 0 run without the recurrent part where a recurrent bias acts there (a reset_after GRU, a CuDNN
+  layer), a stacked layer started from the final states of the one before it (where their shapes allow), and the
+  states kept from a previous call (the same input run twice, as TFLite does unless reset);
+- the model's outputs: same-shaped outputs returned in another order ([output, c, h]; a Bidirectional's states
+  in PyTorch's h_n, c_n layout), compared without a rerun.
 
 Every single mistake is tried, then pairs of mistakes from different axes, most promising first,
 within a budget (a mistake copied into one direction is tried alone, never in a pair). All the runs
 share one step budget (`budget.Limits.runs`): the model's own run counts once per run the search
-will make (the model twice, then each single mistake), so a model whose run fits the budget but
+will make (the model twice, then each single mistake's: none to reorder the outputs, two for a
+repeated call), so a model whose run fits the budget but
 whose search would not is refused before the search starts, in one line naming --max-steps; pairs
 are tried only while what is left of the budget pays for them. A candidate whose outputs equal the
 model's own is not a mistake on this input and is left out. One that reproduces THEIRS within the
@@ -48,6 +57,7 @@ same step budget.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -60,7 +70,7 @@ from lstm_inspect.base import budget, progress
 from lstm_inspect.base.display import brief, html_table
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.check.gate_evidence import GateEvidence, gate_evidence, runs_needed
-from lstm_inspect.check.mistakes import cell_mistakes
+from lstm_inspect.check.mistakes import cell_mistakes, recurrent_bias_dropped
 from lstm_inspect.check.verify import Comparison, Evidence, compare
 from lstm_inspect.engine.network import (
     DirectionVariant,
@@ -71,6 +81,7 @@ from lstm_inspect.engine.network import (
     charge_direction,
     run_direction,
     run_layer,
+    started_from,
 )
 from lstm_inspect.model.cells.base import CellWeights, StepVariant
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
@@ -78,25 +89,35 @@ from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 # Pairs are tried until one fits exactly, this many have run, or the search has taken this many seconds (the
 # singles included; the search then stays within 10 s on the shared real files with the per-gate evidence after it).
 MAX_PAIRS, SEARCH_SECONDS = 2000, 6.0
+# At most this many orders of the model's same-shaped outputs are tried (they need no rerun).
+MAX_REORDERS = 24
 # A candidate that does not reproduce THEIRS is "close" when it cuts the largest error this many times or more.
 CLOSE = 10.0
 # The axes of mistakes that can leave some samples exact (the others act on every sample alike). Precision is
-# one: its errors are small, so a sample with small activations can stay within the tolerance.
-PER_SAMPLE_AXES = ("mask", "state", "rows", "precision", "cell:clip")
+# one: its errors are small, so a sample with small activations can stay within the tolerance. So is a special
+# first step: a row whose step 0 is masked (pre-padding) discards it in Keras and in the port alike.
+PER_SAMPLE_AXES = ("mask", "state", "rows", "precision", "cell:clip", "first step")
 
 
 @dataclass(frozen=True)
 class Mistake:
+    """One porting mistake: `variant` how the engine reruns it; `reorder` the model's outputs in the order the
+    port returns them (THEIRS[k] is output reorder[k]; no rerun when the variant is empty); `runs` how many
+    engine runs it costs."""
+
     name: str
     fix: str
     axis: str
     variant: Variant
     precision: bool = False
     alone: bool = False  # tried on its own only, never in a pair (a mistake copied into one direction)
+    reorder: tuple[int, ...] = ()
+    runs: int = 1
 
     def __add__(self, other: Mistake) -> Mistake:
         return Mistake(f"{self.name} + {other.name}", f"{self.fix}; and {other.fix}", f"{self.axis}+{other.axis}",
-                       self.variant + other.variant, self.precision or other.precision)
+                       self.variant + other.variant, self.precision or other.precision,
+                       reorder=self.reorder or other.reorder, runs=max(self.runs, other.runs, 1))
 
 
 def _bfloat16(d: Any, w: CellWeights) -> CellWeights:
@@ -121,8 +142,11 @@ def _for(name: str | None, change: DirectionVariant) -> Variant:
     return Variant(changes=((name, change),))
 
 
-def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: bool) -> list[Mistake]:
-    """Every single mistake that applies to these directions (the whole model's, or one alone), family by family."""
+def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: bool, axes: bool | None = None
+             ) -> list[Mistake]:
+    """Every single mistake that applies to these directions (the whole model's, or one alone), family by family.
+    `axes`: whether a port that confuses the batch and time axes returns outputs of the right shape (None: where
+    every direction returns its sequence and no states)."""
     out = _cell_family(directions) + _dropout_family(directions) + _time_family(directions) + _state_family(directions)
     if masked:
         out += _mask_family(directions)
@@ -132,7 +156,8 @@ def mistakes(ckpt: Checkpoint, directions: list[RecurrentDirection], masked: boo
                            "them do)", "mask a step only when every feature equals mask_value: "
                            "mask = any(x != mask_value, axis=-1) marks the steps kept", "mask",
                            Variant(masking_any=True)))
-    return out + _bidirectional_family(directions) + _one_direction_family(directions, masked) + _precision_family()
+    out += _bidirectional_family(directions) + _one_direction_family(directions, masked)
+    return out + _loop_family(directions, axes) + _precision_family()
 
 
 def _cell_family(directions: list[RecurrentDirection]) -> list[Mistake]:
@@ -267,6 +292,117 @@ def _mask_family(directions: list[RecurrentDirection]) -> list[Mistake]:
                 "masked step output the previous output (or 0 in a Bidirectional), not the new h", "mask",
                 _for(None, DirectionVariant(mask_states_only=True))),
     ]
+
+
+def _loop_family(directions: list[RecurrentDirection], axes: bool | None) -> list[Mistake]:
+    """Mistakes in the loop around a correct step: what is emitted, which axis is time, the first step, the
+    states a layer or a call starts from (research #1, #4, #6, #8, #14, #15)."""
+    out: list[Mistake] = []
+    lstm = [d for d in directions if "c" in d.cell.states]
+    if lstm:  # research #8: a port returning c (or its state list in another order); keras PR #11726
+        out.append(Mistake("the cell state c_t emitted instead of h_t", "an LSTM outputs h_t = o ⊙ tanh(c_t); c_t "
+                           "is its second state (Keras returns [output, h, c])", "emit",
+                           Variant(changes=tuple((d.name, DirectionVariant(emit_c=True)) for d in lstm))))
+    if axes is None:  # otherwise the port's outputs or states have another shape (pytorch#1538)
+        axes = all(d.settings.return_sequences and not d.settings.return_state and not d.initial_state_from
+                   for d in directions)
+    if axes:
+        out.append(Mistake("batch and time axes confused: (batch, steps) run as (steps, batch)", "transpose, never "
+                           "reshape, between (batch, steps, ·) and (steps, batch, ·); set batch_first=True "
+                           "(PyTorch) or the layout (ONNX)", "axes", _for(None, DirectionVariant(
+                               batch_time_swapped=True))))
+    for d in directions:  # research #15: onnx#2881, onnxruntime#4187
+        if d.wrapper is None and d.settings.go_backwards and d.settings.return_sequences:
+            one = f" ({d.name})" if len(directions) > 1 else ""
+            out.append(Mistake(f"the go_backwards layer's output flipped back to input order{one}", "a go_backwards "
+                               "layer returns its outputs in processing order (last input step first); only "
+                               "Bidirectional flips them back", "time", _for(d.name, DirectionVariant(
+                                   output_flipped=True))))
+    first = [(d, fn) for d in directions if not d.initial_state_from
+             and (fn := recurrent_bias_dropped(d.cell, d.settings, d.storage)) is not None]
+    if first:  # research #6: ml-explore/mlx#3249, PR #3252 (nn.GRU skipped b_hn at the first step)
+        out.append(Mistake("step 0 special-cased: the first step run without the recurrent part (its recurrent "
+                           "bias left out)", "start from zero states and run the same step at t = 0: the recurrent "
+                           "bias acts there too", "first step", Variant(changes=tuple(
+                               (d.name, DirectionVariant(first_step_weights=(fn,))) for d, fn in first))))
+    if _stacked_alike(directions):  # research #14 (reasoned; onnx-tensorflow#409 for initial states)
+        out.append(Mistake("stacked layers wired wrong: a layer started from the final states of the layer before "
+                           "it", "start every layer and direction from its own initial states (zeros unless given)",
+                           "stack", Variant(stacked_states=True)))
+    out.append(Mistake("state kept from a previous call: this call started from the final states of the one before "
+                       "(the same input run twice)", "reset the states to zeros at the start of every call "
+                       "(TFLite: reset_all_variables())", "calls", Variant(after_a_call=True), runs=2))
+    return out
+
+
+def _stacked_alike(directions: list[RecurrentDirection]) -> bool:
+    """Whether a recurrent layer given no states follows one whose final states have its shapes."""
+    layers: dict[str, list[RecurrentDirection]] = {}
+    for d in directions:
+        layers.setdefault(d.layer_path, []).append(d)
+    shapes = [([(d.units, st) for d in ds for st in d.cell.states], not ds[0].initial_state_from)
+              for ds in layers.values()]
+    return any(after == before and free for (before, _), (after, free) in itertools.pairwise(shapes))
+
+
+def _output_family(ckpt: Checkpoint, theirs: list[np.ndarray]) -> list[Mistake]:
+    """The model's outputs returned in another order (research #8: [output, c, h]; a Bidirectional's states in
+    PyTorch's h_n, c_n layout [fwd_h, bwd_h, fwd_c, bwd_c] where Keras returns fwd_h, fwd_c, bwd_h, bwd_c, keras
+    PR #11726): permutations of same-shaped outputs, at most MAX_REORDERS, compared without a rerun."""
+    roles = _output_roles(ckpt, len(theirs))
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for k, t in enumerate(theirs):
+        groups.setdefault((np.shape(t), np.asarray(t).dtype.kind), []).append(k)
+    out: list[Mistake] = []
+    for group in groups.values():
+        for perm in itertools.islice(itertools.permutations(group), 1, None):  # the first is the model's own
+            if len(out) >= MAX_REORDERS:
+                return out
+            order = list(range(len(theirs)))
+            for k, src in zip(group, perm):
+                order[k] = src
+            out.append(_reordered(tuple(order), roles))
+    return out
+
+
+def _reordered(order: tuple[int, ...], roles: list[str]) -> Mistake:
+    moved = [k for k, src in enumerate(order) if k != src]
+    if len(moved) == 2:
+        a, b = moved
+        (owner_a, _, what_a), (owner_b, _, what_b) = roles[a].rpartition("'s "), roles[b].rpartition("'s ")
+        both = f"{owner_a}'s {what_a} and {what_b}" if owner_a and owner_a == owner_b else f"{roles[a]} and {roles[b]}"
+        name = f"outputs {a} and {b} swapped ({both})"
+        if {what_a, what_b} == {"forward c", "backward h"}:
+            name += ": PyTorch's h_n, c_n layout"
+    else:
+        held = ", ".join(f"{roles[order[k]]}" for k in moved)
+        name = f"outputs {', '.join(map(str, moved))} hold outputs {', '.join(str(order[k]) for k in moved)} ({held})"
+    return Mistake(name, "return the outputs in the model's order: " + ", ".join(roles), "outputs", Variant(),
+                   reorder=order, runs=0)
+
+
+def _output_roles(ckpt: Checkpoint, n: int) -> list[str]:
+    """What each of the model's outputs is, in words: a layer's output, or which of a recurrent layer's states (a
+    Bidirectional returns its merged output, or both halves for merge_mode=None, then forward's states, then
+    backward's)."""
+    refs = list(ckpt.graph.outputs) if ckpt.graph is not None else []
+    roles = []
+    for k in range(n):
+        ref = refs[k] if k < len(refs) else None
+        if ref is None:
+            roles.append(f"output {k}")
+            continue
+        ds = [d for d in ckpt.directions if d.layer_path == ref.layer]
+        halves = ("forward ", "backward ") if len(ds) > 1 else ("",)
+        merged = halves if len(ds) > 1 and ds[0].merge_mode is None else ("",)
+        states = [f"{half}{st}" for half, d in zip(halves, ds) for st in d.cell.states]
+        if not ds or ref.tensor < len(merged):
+            roles.append(f"{ref.layer}'s {merged[ref.tensor] if ds else ''}output")
+        else:
+            k_state = ref.tensor - len(merged)
+            roles.append(f"{ref.layer}'s {states[k_state]}" if k_state < len(states) else
+                         f"{ref.layer}'s output {ref.tensor}")
+    return roles
 
 
 def _bidirectionals(directions: list[RecurrentDirection]) -> dict[str, list[RecurrentDirection]]:
@@ -430,14 +566,24 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
         run, directions, masked, per_run, last_step = _layer_runner(ckpt, layer, xs, theirs)
     else:
         run, directions, masked, per_run = _network_runner(ckpt, xs)
-    singles = mistakes(ckpt, directions, masked)
-    with _sharing(2 + len(singles)):
+    # A layer's last step over the wrong axes is (steps, N), not (batch, N), unless batch = steps.
+    axes = False if layer is not None and theirs[0].ndim == 2 and np.shape(xs[0])[:1] != np.shape(xs[0])[1:2] \
+        else None
+    singles = mistakes(ckpt, directions, masked, axes)
+    if layer is None:
+        singles += _output_family(ckpt, theirs)
+    with _sharing(_runs(singles)):
         # the per-gate evidence's runs are kept out of what the pairs may spend
         reserve = runs_needed(directions, all(np.ndim(t) == 3 for t in theirs)) if layer is not None else 0
         result = _search(run, theirs, singles, per_run, layer, last_step, atol, rtol, str(ckpt.file), halves, reserve)
     if layer is not None and not result.matches and not result.found:
         result.gates = _gate_evidence(run, directions, xs[0], theirs, result, per_run, atol, rtol)
     return result
+
+
+def _runs(singles: list[Mistake]) -> int:
+    """The engine runs a search makes: the model twice, then each single mistake's own."""
+    return 2 + sum(m.runs for m in singles)
 
 
 def _gate_evidence(run: Run, directions: list[RecurrentDirection], x: np.ndarray, theirs: list[np.ndarray],
@@ -467,13 +613,17 @@ def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: li
     last_step = theirs[0].ndim == 2
 
     def run(v: Variant | None) -> list[np.ndarray]:
+        if v is not None and v.after_a_call:  # a warm-up call first, this one from its final states
+            warm = run_direction(d, x, dtype=v.dtype or np.float32, weights=weights, sequences=False,
+                                 variant=v.first_call().for_direction(d.name))
+            v = v.first_call() + started_from({d.name: warm.states})
         change = v.for_direction(d.name) if v is not None else None
         dtype = v.dtype if v is not None and v.dtype else np.float32
         res = run_direction(d, x, dtype=dtype, weights=weights, variant=change, sequences=sequences)
         return [d.layer_layout(res.outputs) if sequences else res.last_output]
 
     masked = False
-    with _sharing(2 + len(mistakes(ckpt, directions, masked))):
+    with _sharing(_runs(mistakes(ckpt, directions, masked))):
         one = budget.Budget(where=str(d.source.path))
         charge_direction(one, d, x.shape, np.float32, False, sequences)
     return run, directions, masked, one.used_steps, last_step
@@ -489,7 +639,7 @@ def _bidirectional_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray]
     def run(v: Variant | None) -> list[np.ndarray]:
         return run_layer(directions, x, variant=v, weights=weights)[0]
 
-    with _sharing(2 + len(mistakes(ckpt, directions, False))):
+    with _sharing(_runs(mistakes(ckpt, directions, False))):
         one = budget.Budget(where=str(ckpt.file))
         for d in directions:
             d.check_input(d.layer_layout(x))
@@ -503,7 +653,7 @@ def _network_runner(ckpt: Checkpoint, xs: list[np.ndarray]) -> tuple[Run, list[R
     xs = net.check_inputs(xs)
     directions = list(ckpt.directions)
     record = RunRecord()
-    with _sharing(2 + len(mistakes(ckpt, directions, False))):  # the mask's mistakes are known after it
+    with _sharing(_runs(mistakes(ckpt, directions, False))):  # the mask's mistakes are known after it
         net.run(xs, record)
     masked = any(m is not None for m in record.masks.values())
     per_run = net.budget.used_steps
@@ -529,7 +679,7 @@ def _exact_samples_inform(run: Run, singles: list[Mistake], ours: list[np.ndarra
     """Whether the samples THEIRS gets right can rule out the mistakes that act on every sample: the first such
     mistake must move each of them. A row that every such mistake leaves as it is (all padding, or zeros into a
     layer without bias) proves nothing, and pruning on it would rule out the very mistake the port made."""
-    probe = next((m for m in singles if m.axis not in PER_SAMPLE_AXES), None)
+    probe = next((m for m in singles if m.axis not in PER_SAMPLE_AXES and m.runs), None)
     if probe is None:
         return False
     outs = run(probe.variant)
@@ -622,9 +772,11 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
     def attempt(m: Mistake) -> bool:
         try:
             with np.errstate(all="ignore"):
-                outs = run(m.variant)
+                outs = run(m.variant) if m.variant != Variant() else ours
         except InspectError:
             return False
+        if m.reorder:
+            outs = [outs[k] for k in m.reorder]
         result.tried += 1
         progress.advance("porting mistakes tried", result.tried)
         err, ok, from_own = distance(outs)
@@ -640,7 +792,7 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
         return ok
 
     exact = [m for m in singles if attempt(m)]
-    affordable = budget.current_limits().max_steps // max(1, per_run) - (2 + len(singles)) - reserve
+    affordable = budget.current_limits().max_steps // max(1, per_run) - _runs(singles) - reserve
     if not exact:
         _try_pairs(sorted(((m, e) for m, e in scored if not m.alone), key=lambda item: item[1]), attempt,
                    min(MAX_PAIRS, affordable), started + SEARCH_SECONDS)

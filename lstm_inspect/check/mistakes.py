@@ -128,6 +128,18 @@ def _per_block(cell: Cell, which: str) -> Callable[[Any, CellWeights], CellWeigh
     return apply
 
 
+def recurrent_bias_dropped(cell: Cell, settings: CellSettings, storage: str
+                           ) -> Callable[[Any, CellWeights], CellWeights] | None:
+    """The weights without the recurrent bias, for a kind that keeps one apart from the input bias (a
+    reset_after GRU's bias[1], a CuDNN layer's second half); None where there is none (one bias: dropping the
+    recurrent part at a zero state changes nothing). `diagnose`'s "step 0 special-cased" runs step 0 with them."""
+    if cell.kind == "GRU" and settings.reset_after and settings.use_bias:
+        return _bias_rows(1, 0)
+    if cell.kind == "LSTM" and storage == "cudnn":
+        return _cudnn_bias(0)
+    return None
+
+
 # ---- LSTM
 
 
@@ -252,4 +264,4 @@ def _simple_rnn(settings: CellSettings, storage: str) -> list[CellMistake]:
             for other in ("tanh", "relu", "linear", "sigmoid")]
 
 
-__all__ = ["KNOWN_ORDERS", "MISTAKES", "CellMistake", "cell_mistakes", "mistakes_of"]
+__all__ = ["KNOWN_ORDERS", "MISTAKES", "CellMistake", "cell_mistakes", "mistakes_of", "recurrent_bias_dropped"]

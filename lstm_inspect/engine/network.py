@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ class RunRecord:
     initial_states: dict[str, list[np.ndarray]] = field(default_factory=dict)  # states handed to a layer
     traces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     masks: dict[str, np.ndarray | None] = field(default_factory=dict)  # mask each direction saw
+    final_states: dict[str, list[np.ndarray]] = field(default_factory=dict)  # each direction's, its first call
     trace_inputs: dict[str, np.ndarray] = field(default_factory=dict)  # each traced direction's input (batch-major)
     every_layer: bool = False  # keep every layer's outputs, not only the recurrent layers' (the PyTorch export)
 
@@ -74,6 +75,11 @@ class DirectionVariant:
     mask_outputs_only: bool = False  # the states run through masked steps; only the outputs are masked
     mask_states_only: bool = False  # the states held at masked steps, but the cell's fresh output emitted there
     first_output: bool = False  # the first processed step's output returned as the last (return_sequences=False)
+    emit_c: bool = False  # an LSTM's cell state c_t emitted as its output instead of h_t
+    batch_time_swapped: bool = False  # (batch, steps) run as (steps, batch) and swapped back
+    output_flipped: bool = False  # a go_backwards direction's output flipped back to input time order
+    first_step_weights: tuple[WeightFn, ...] = ()  # the weights step 0 runs with (its recurrent bias dropped)
+    start_states: tuple[np.ndarray, ...] | None = None  # the states to start from where none are handed over
 
     def then(self, other: DirectionVariant) -> DirectionVariant:
         """Both departures at once: weight changes in order, flags either sets, reversals cancel, and other's
@@ -88,7 +94,7 @@ class DirectionVariant:
                     options={**a.options, **b.options})
             elif f.name == "reverse_time":
                 merged[f.name] = a != b
-            elif isinstance(a, tuple):
+            elif f.default == ():  # weight changes: in order
                 merged[f.name] = a + b
             elif f.default is False:
                 merged[f.name] = a or b
@@ -106,6 +112,8 @@ class Variant:
     dtype: type | None = None
     directions_interleaved: bool = False  # Bidirectional concat: ONNX's [T, 2, B, H] reshaped to [T, B, 2H]
     masking_any: bool = False  # Masking masks a step where any feature equals mask_value (Keras: all of them)
+    after_a_call: bool = False  # run once before (a warm-up call), this run starting from that call's final states
+    stacked_states: bool = False  # each recurrent layer started from the final states of the one before it
 
     def for_direction(self, name: str) -> DirectionVariant | None:
         found = None
@@ -118,7 +126,19 @@ class Variant:
         return Variant(self.changes + other.changes,
                        self.backward_output_not_flipped or other.backward_output_not_flipped,
                        other.dtype or self.dtype, self.directions_interleaved or other.directions_interleaved,
-                       self.masking_any or other.masking_any)
+                       self.masking_any or other.masking_any, self.after_a_call or other.after_a_call,
+                       self.stacked_states or other.stacked_states)
+
+    def first_call(self) -> Variant:
+        """The warm-up call of `after_a_call`: every other departure, from the usual states."""
+        return replace(self, after_a_call=False)
+
+
+def started_from(states: dict[str, list[np.ndarray]]) -> Variant:
+    """Each direction (by name) started from these states instead of zeros: the second call of a port that keeps
+    its states across calls (TFLite keeps an LSTM's states in variable tensors unless they are reset:
+    tensorflow#26786, #47813, #38312; tflite-micro PR #1389)."""
+    return Variant(changes=tuple((name, DirectionVariant(start_states=tuple(st))) for name, st in states.items()))
 
 
 def _rows_in_turn(step: Any, x: np.ndarray, mask: np.ndarray | None, start: list[np.ndarray] | None,
@@ -147,11 +167,14 @@ def run_direction(
 
     `sequences=False` keeps only the last output (what return_sequences=False returns), so a
     long sequence needs no (batch, steps, units) buffer. Its steps and buffers are counted against
-    `budget` (a whole model's run), or a budget of its own, before anything is allocated.
+    `budget` (a whole model's run), or a budget of its own, before anything is allocated. `variant`: how a
+    port computes it differently (`diagnose`); a trace is always Keras's own loop.
     """
     s = d.settings
     v = variant or DirectionVariant()
     x = np.asarray(x)
+    if v.batch_time_swapped and not trace:
+        return _batch_time_swapped(d, x, mask, initial_state, dtype, sequences, weights, v, budget)
     charge_direction(budget or Budget(where=str(d.source.path)), d, x.shape, dtype, trace, sequences)
     w = weights if weights is not None else d.weights()
     for fn in v.weights:
@@ -159,36 +182,130 @@ def run_direction(
     if v.reverse_time:
         x = x[:, ::-1]
         mask = None if mask is None else mask[:, ::-1]
-    step = d.cell.step(w, s, dtype, x.shape[0], d.hard_sigmoid, v.step)
-    row_step = d.cell.step(w, s, dtype, 1, d.hard_sigmoid, v.step) if v.carry_rows and not trace else None
+    step = _variant_step(d, w, dtype, x.shape[0], v, trace)
+    row_step = _variant_step(d, w, dtype, 1, v, trace) if v.carry_rows and not trace else None
     units = w.units
     del w, weights  # the step holds its own copy: the stored arrays need not stay in memory while it runs
     widths = None
     if trace:
         widths = {q: d.cell.trace_width(q, units) for q in d.cell.trace_quantities}
     backwards = s.go_backwards and not v.ignore_go_backwards
-    start = None if v.zero_initial_state else initial_state
-    if v.swap_initial_states and start is not None:
-        start = list(start[::-1])  # the port hands over (c, h) where Keras takes [h, c]
+    swapped = v.emit_c and not trace and len(d.cell.states) == 2
+    start = _start(v, initial_state, swapped)
     used_mask = None if v.ignore_mask else mask
     loop = dict(units=units, trace_widths=widths, go_backwards=backwards, dtype=dtype,
                 zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None
-                else v.zero_output_for_mask, return_sequences=sequences or v.late_output or v.first_output,
+                else v.zero_output_for_mask,
+                return_sequences=sequences or v.late_output or v.output_flipped or v.first_output,
                 mask_states=not v.mask_outputs_only, mask_outputs=not v.mask_states_only)
     if row_step is not None:
         res = _rows_in_turn(row_step, x, used_mask, start, loop)
     else:
         res = run_sequence(step, x, mask=used_mask, initial_state=start, **loop)  # type: ignore[arg-type]
-    if v.late_output and not trace:
-        late = np.zeros_like(res.outputs)
-        late[:, 1:] = res.outputs[:, :-1]
-        res = SequenceResult(late if sequences else late[:, -1:], res.states, res.trace)
-    if v.first_output and not sequences:
-        res = SequenceResult(res.outputs[:, :1], res.states, res.trace)
+    if swapped:  # the loop carried (c, h): c was emitted, the final states are Keras's (h, c)
+        res = SequenceResult(res.outputs, res.states[::-1], res.trace)
+    if not trace:
+        res = _emitted(res, v, sequences)
     if res.trace is not None and used_mask is not None:
         hold_masked_states(res.trace, d.cell.states, np.asarray(used_mask, bool)[:, ::-1] if backwards
                            else np.asarray(used_mask, bool), start)
     return res
+
+
+def _start(v: DirectionVariant, initial_state: list[np.ndarray] | None, swapped: bool) -> list[np.ndarray] | None:
+    """The states a run starts from: the ones handed over (unless the port ignores them or swaps them), else the
+    variant's (a previous call's final states), else None (zeros); in the loop's order (c first when `swapped`)."""
+    start = None if v.zero_initial_state else initial_state
+    if v.swap_initial_states and start is not None:
+        start = list(start[::-1])  # the port hands over (c, h) where Keras takes [h, c]
+    if start is None and v.start_states is not None:
+        start = list(v.start_states)
+    return start[::-1] if swapped and start is not None else start
+
+
+def _variant_step(d: RecurrentDirection, w: CellWeights, dtype: type, batch: int, v: DirectionVariant,
+                  trace: bool) -> Any:
+    """The cell's step for a port's variant: its own states order (`emit_c`), its own first step."""
+    step = d.cell.step(w, d.settings, dtype, batch, d.hard_sigmoid, v.step)
+    if trace:
+        return step
+    if v.first_step_weights:
+        first = w
+        for fn in v.first_step_weights:
+            first = fn(d, first)
+        step = _FirstStepApart(step, d.cell.step(first, d.settings, dtype, batch, d.hard_sigmoid, v.step))
+    if v.emit_c and len(d.cell.states) == 2:
+        step = _StatesSwapped(step)
+    return step
+
+
+class _FirstStepApart:
+    """A port that special-cases step 0 ("no hidden state yet"): it runs with other weights there, e.g. without
+    the recurrent part and its bias (ml-explore/mlx#3249, PR #3252: nn.GRU skipped b_hn at the first step
+    when hidden=None). Only the input bias may differ in the projection the loop computes with `kernel`."""
+
+    def __init__(self, step: Any, first: Any) -> None:
+        self.step, self.first = step, first
+        self.kernel, self.input_bias, self.n_states = step.kernel, step.input_bias, step.n_states
+        zero = np.zeros(step.kernel.shape[1], step.kernel.dtype)
+        ib = zero if step.input_bias is None else step.input_bias
+        self.shift = (zero if first.input_bias is None else first.input_bias) - ib
+
+    def __call__(self, xp: np.ndarray, states: list[np.ndarray], new: list[np.ndarray],
+                 record: dict[str, np.ndarray] | None, t: int) -> None:
+        if t == 0:
+            self.first(xp + self.shift, states, new, record, t)
+        else:
+            self.step(xp, states, new, record, t)
+
+
+class _StatesSwapped:
+    """An LSTM step whose states the loop carries as (c, h), so what it emits is c_t: a port returning the cell
+    state where Keras returns h (research #8; keras PR #11726 documented which is which)."""
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+        self.kernel, self.input_bias, self.n_states = step.kernel, step.input_bias, step.n_states
+
+    def __call__(self, xp: np.ndarray, states: list[np.ndarray], new: list[np.ndarray],
+                 record: dict[str, np.ndarray] | None, t: int) -> None:
+        self.step(xp, states[::-1], new[::-1], record, t)
+
+
+def _emitted(res: SequenceResult, v: DirectionVariant, sequences: bool) -> SequenceResult:
+    """What a port emits from the loop's outputs: one step late (h_{t-1} at step t, zeros at step 0), a
+    go_backwards direction's outputs flipped back to input order (ONNX direction='reverse' emits them so:
+    onnx#2881, onnxruntime#4187), the first processed step's output as the last."""
+    out = res.outputs
+    if v.late_output:
+        late = np.zeros_like(out)
+        late[:, 1:] = out[:, :-1]
+        out = late
+    if v.output_flipped:
+        out = out[:, ::-1]
+    if out is res.outputs and not v.first_output:
+        return res
+    if not sequences:  # the last output, or the first processed step's (a port returning output[0])
+        out = out[:, :1] if v.first_output else out[:, -1:]
+    return SequenceResult(out, res.states, res.trace)
+
+
+def _batch_time_swapped(d: RecurrentDirection, x: np.ndarray, mask: np.ndarray | None,
+                        initial_state: list[np.ndarray] | None, dtype: type, sequences: bool,
+                        weights: CellWeights | None, v: DirectionVariant, budget: Budget | None) -> SequenceResult:
+    """A port that runs (batch, steps, ·) data as (steps, batch, ·) and swaps the result back: PyTorch's nn.LSTM
+    without batch_first=True (pytorch#1538), ONNX's layout (sonos/tract PR #1014); the transposing form (a reshape
+    would scramble the rows instead). Its outputs come back in input order along the axis it ran over, then in the
+    layer's processing order."""
+    inner = replace(v, batch_time_swapped=False)
+    res = run_direction(d, np.swapaxes(x, 0, 1), None if mask is None else np.swapaxes(mask, 0, 1), initial_state,
+                        dtype, False, sequences, weights, inner, budget)
+    if not sequences:
+        return res
+    backwards = d.settings.go_backwards and not v.ignore_go_backwards
+    out = res.outputs[:, ::-1] if backwards else res.outputs
+    out = np.swapaxes(out, 0, 1)
+    return SequenceResult(np.ascontiguousarray(out[:, ::-1] if backwards else out), res.states)
 
 
 def hold_masked_states(trace: dict[str, np.ndarray], states: tuple[str, ...], valid: np.ndarray,
@@ -253,6 +370,10 @@ def run_layer(directions: list[RecurrentDirection], x: np.ndarray, initial_state
                            f"({', '.join(s for d in directions for s in d.cell.states)}), {len(initial_state)} "
                            "were given")
     sequences = d0.settings.return_sequences
+    if variant is not None and variant.after_a_call and not trace:
+        first = variant.first_call()
+        _, _, warm = run_layer(directions, x, initial_state, dtype, False, mask, first, weights)
+        variant = first + started_from({d.name: r.states for d, r in zip(directions, warm)})
     results = []
     for k, d in enumerate(directions):
         init = None if initial_state is None else list(initial_state[n * k: n * (k + 1)])
@@ -307,6 +428,7 @@ class Network:
         self.ckpt, self.dtype, self.trace, self.variant = ckpt, dtype, trace, variant
         self.limits = limits  # None: the limits in force when it runs (`budget.limited`, the environment)
         self.budget = Budget(limits)
+        self._previous_states: list[np.ndarray] | None = None
         # Kept across runs when asked (repeated forward calls); otherwise each direction's weights
         # are read when it runs and dropped after, so memory stays at one layer's weights.
         self._weights: dict[str, CellWeights] | None = dict(weights) if weights is not None else (
@@ -412,12 +534,28 @@ class Network:
         assert graph is not None
         xs = self.check_inputs(xs)
         rec = record if record is not None else RunRecord()
+        if self.variant is not None and self.variant.after_a_call:
+            return self._after_a_call(xs, rec)
         self.budget = Budget(self.limits or current_limits(), str(self.ckpt.file))
+        self._previous_states = None  # the last recurrent layer's final states (`Variant.stacked_states`)
         self.budget.itemsize = max(4, np.dtype(self.dtype).itemsize)
         self.budget.hold(xs)
         with self.budget.active():
             outs = self._run_graph(graph, [Tensor(x) for x in xs], rec)
         return [t.value for t in outs]
+
+    def _after_a_call(self, xs: list[np.ndarray], rec: RunRecord) -> list[np.ndarray]:
+        """A port that keeps its states across calls (diagnose's `Variant.after_a_call`): the model run once on
+        xs, then again with every direction starting from its final states of that first call."""
+        assert self.variant is not None
+        first = self.variant.first_call()
+        warm = RunRecord()
+        Network(self.ckpt, self.dtype, variant=first, weights=self._weights, limits=self.limits).run(xs, warm)
+        again = Network(self.ckpt, self.dtype, variant=first + started_from(warm.final_states),
+                        weights=self._weights, limits=self.limits)
+        outs = again.run(xs, rec)
+        self.budget = again.budget
+        return outs
 
     def _run_graph(self, graph: ModelGraph, inputs: list[Tensor], rec: RunRecord) -> list[Tensor]:
         return walk_graph(graph, inputs, lambda node, args, k: self._apply(node, args, rec, call=k),
@@ -520,6 +658,7 @@ class Network:
         self._check_recurrent_input(node, directions[0], value, mask)
         if states:
             rec.initial_states.setdefault(node.path, states)
+        states = states or self._stacked_start(directions, value.shape[0])
         n_states = len(directions[0].cell.states)
         results = []
         for k, d in enumerate(directions):
@@ -531,6 +670,7 @@ class Network:
                                 else self.dtype, self.trace, sequences=s.return_sequences or self.trace,
                                 weights=self._weights_of(d), variant=change, budget=self.budget)
             rec.masks[d.name] = mask
+            rec.final_states.setdefault(d.name, res.states)
             if res.trace is not None:
                 rec.traces[d.name] = res.trace
                 self.budget.hold(res.trace.values())  # kept until the run ends
@@ -538,6 +678,7 @@ class Network:
                     self.budget.hold([value])
                 rec.trace_inputs[d.name] = value  # the input of the call these values come from
             results.append(res)
+        self._previous_states = [st for r in results for st in r.states]
         out_mask = mask if s.return_sequences else None
 
         def sequence_out(a: np.ndarray) -> np.ndarray:
@@ -558,6 +699,16 @@ class Network:
         if s.return_state:
             tensors += [Tensor(st) for st in fw.states] + [Tensor(st) for st in bw.states]
         return tensors
+
+    def _stacked_start(self, directions: list[RecurrentDirection], batch: int) -> list[np.ndarray]:
+        """A port that wires a stack wrong (research #14, the PyTorch h_n layout [layer0, layer1, ...] read off by
+        one layer): a recurrent layer given no states starts from the final states of the one run before it, where
+        their shapes allow; otherwise (and in Keras) from zeros."""
+        previous = self._previous_states
+        if self.variant is None or not self.variant.stacked_states or previous is None:
+            return []
+        want = [(batch, d.units) for d in directions for _ in d.cell.states]
+        return list(previous) if [np.shape(a) for a in previous] == want else []
 
     def _check_recurrent_input(self, node: LayerNode, d: RecurrentDirection, x: np.ndarray,
                                mask: np.ndarray | None) -> None:
