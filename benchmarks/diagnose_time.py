@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 import lstm_inspect
+from lstm_inspect.base.errors import InspectError
 from lstm_inspect.check.diagnose import diagnose
 from lstm_inspect.engine.network import DirectionVariant, Network, RunRecord, Variant, run_layer
 from lstm_inspect.model.cells.base import CellWeights, split_gates
@@ -90,7 +91,11 @@ def main(files: list[Path]) -> None:
         with np.load(f"{path}.io.npz") as io:
             xs = [io[k] for k in ("x", "x0", "x1") if k in io.files]
         rec = RunRecord()
-        Network(ckpt).run(xs, rec)
+        try:
+            Network(ckpt).run(xs, rec)
+        except InspectError as exc:  # e.g. a file whose Embedding stores no weights: its layers run alone only
+            print(f"  {path.name}: the whole model does not run ({exc}), skipped")
+            continue
         d0 = ckpt.directions[0]
         layer = d0.layer_path
         directions = ckpt.directions_of(layer)

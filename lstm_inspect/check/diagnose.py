@@ -511,6 +511,7 @@ class Diagnosis:
     evidence: Evidence | None = None  # where the first failing output's error sits (samples, steps, halves)
     pruned: int = 0  # candidates not tried because the evidence rules them out (some samples exact)
     gates: GateEvidence | None = None  # per-gate offsets and the step check, when nothing fits a layer's output
+    runs: int = 0  # engine runs made (the model twice, then each candidate's own: the step budget's count)
 
     @property
     def found(self) -> list[Hypothesis]:
@@ -590,7 +591,7 @@ def _gate_evidence(run: Run, directions: list[RecurrentDirection], x: np.ndarray
                    result: Diagnosis, per_run: int, atol: float, rtol: float) -> GateEvidence:
     """When nothing reproduces a layer's output: each gate's best constant offset and the teacher-forced step check
     (`check.gate_evidence`), their runs charged as the search's, within what is left of the step budget."""
-    used = 2 + result.tried
+    used = result.runs
     needed = runs_needed(directions, all(np.ndim(t) == 3 for t in theirs))
     left = budget.current_limits().max_steps // max(1, per_run) - used
     gap = max(c.max_abs for c in result.baseline)
@@ -740,7 +741,7 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
                            + ("" if layer is None else " (the whole sequence or, for --layer, its last step)"))
     baseline = [compare(f"output_{k}" if layer is None else f"layer {layer}" + (" (last step)" if last_step else ""),
                         t, o, atol, rtol, halves=bool(halves)) for k, (t, o) in enumerate(zip(theirs, ours))]
-    result = Diagnosis(file, all(c.ok for c in baseline), baseline)
+    result = Diagnosis(file, all(c.ok for c in baseline), baseline, runs=2)
     if result.matches:
         return result
     result.evidence = next(c.evidence for c in baseline if not c.ok)
@@ -770,6 +771,7 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
     scored: list[tuple[Mistake, float]] = []
 
     def attempt(m: Mistake) -> bool:
+        result.runs += m.runs
         try:
             with np.errstate(all="ignore"):
                 outs = run(m.variant) if m.variant != Variant() else ours
