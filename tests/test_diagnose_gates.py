@@ -209,7 +209,8 @@ def test_the_gate_fits_share_the_step_budget() -> None:
     ckpt = lstm_inspect.load(SAMPLES / "k3_single.keras")
     x = _x((4, 12, 3))
     theirs = lstm_port(x, offset=("o", -1.5))
-    searched = (2 + len(mistakes(ckpt, [ckpt.direction("lstm")], False))) * 12  # 12 steps a run
+    # 12 steps a run: the model twice, then each single mistake's runs (a previous call's costs two)
+    searched = (2 + sum(m.runs for m in mistakes(ckpt, [ckpt.direction("lstm")], False))) * 12
     with budget.limited(budget.Limits(max_steps=searched + 12)):
         result = diagnose(ckpt, [x], [theirs], layer="lstm")
     assert result.gates is not None and result.gates.fits == [] and result.gates.runs == 0
