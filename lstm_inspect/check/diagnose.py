@@ -478,13 +478,14 @@ def _precision_family() -> list[Mistake]:
 @dataclass(repr=False)
 class Hypothesis:
     """One porting mistake tried: `max_abs` how far its outputs are from THEIRS; `fits` whether it explains
-    THEIRS, `exact` within the verify tolerance; `fix` what to change in the port."""
+    THEIRS, `exact` within the verify tolerance; `fix` what to change in the port; `pair` two mistakes at once."""
 
     name: str
     fix: str
     max_abs: float
     fits: bool
     exact: bool = False
+    pair: bool = False
 
     def __repr__(self) -> str:
         verdict = "exact" if self.exact else "fits" if self.fits else "no"
@@ -492,7 +493,7 @@ class Hypothesis:
 
     def to_dict(self) -> dict[str, Any]:
         return {"mistake": self.name, "fix": self.fix, "max_abs_error_vs_theirs": self.max_abs, "fits": self.fits,
-                "exact": self.exact}
+                "exact": self.exact, "pair": self.pair}
 
 
 @dataclass(repr=False)
@@ -519,9 +520,11 @@ class Diagnosis:
 
     @property
     def close(self) -> list[Hypothesis]:
-        """Candidates that do not reproduce THEIRS but cut the largest error CLOSE times or more."""
+        """Single candidates that do not reproduce THEIRS but cut the largest error CLOSE times or more. A pair that
+        only comes close is not listed: two mistakes each removing part of the error is what unrelated mistakes
+        do by chance (a pair is named only when it reproduces THEIRS)."""
         gap = max((c.max_abs for c in self.baseline), default=0.0)
-        return [h for h in self.ranked if not h.fits and h.max_abs * CLOSE <= gap]
+        return [h for h in self.ranked if not h.fits and not h.pair and h.max_abs * CLOSE <= gap]
 
     def __repr__(self) -> str:
         if self.matches:
@@ -789,7 +792,7 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
         # own rounding noise (its distance from the float32 outputs) of both the candidate and the model.
         pure_precision = m.axis == "precision"
         fits = ok or (pure_precision and gap <= 4 * from_own and err <= 4 * from_own)
-        result.ranked.append(Hypothesis(m.name, m.fix, err, fits, exact=ok))
+        result.ranked.append(Hypothesis(m.name, m.fix, err, fits, exact=ok, pair="+" in m.axis))
         scored.append((m, err))
         return ok
 
