@@ -193,6 +193,10 @@ def run_direction(
     swapped = v.emit_c and not trace and len(d.cell.states) == 2
     start = _start(v, initial_state, swapped)
     used_mask = None if v.ignore_mask else mask
+    first = s.conv is not None and s.conv.data_format == "channels_first"
+    if first:  # a channels_first ConvLSTM runs channels_last (its step's convolutions), and is moved back below
+        x = s.conv.to_last(x)
+        start = None if start is None else [s.conv.to_last(np.asarray(a)) for a in start]
     loop = dict(units=units, trace_widths=widths, go_backwards=backwards, dtype=dtype,
                 zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None
                 else v.zero_output_for_mask,
@@ -209,6 +213,10 @@ def run_direction(
     if res.trace is not None and used_mask is not None:
         hold_masked_states(res.trace, d.cell.states, np.asarray(used_mask, bool)[:, ::-1] if backwards
                            else np.asarray(used_mask, bool), start)
+    if first:
+        back = s.conv.from_last
+        res = SequenceResult(back(res.outputs), [back(a) for a in res.states],
+                             None if res.trace is None else {q: back(a) for q, a in res.trace.items()})
     return res
 
 
@@ -319,9 +327,11 @@ def hold_masked_states(trace: dict[str, np.ndarray], states: tuple[str, ...], va
         if q not in trace:
             continue
         a = trace[q]
-        held = np.take_along_axis(a, np.maximum(last, 0)[:, :, None], axis=1)
-        before = np.zeros(a.shape[::2], a.dtype) if initial_state is None else np.asarray(initial_state[k], a.dtype)
-        trace[q] = np.where((last < 0)[:, :, None], before[:, None, :], held)
+        more = (None,) * (a.ndim - 2)  # the units, or a ConvLSTM's feature map
+        held = np.take_along_axis(a, np.maximum(last, 0)[(slice(None), slice(None), *more)], axis=1)
+        before = np.zeros(a.shape[:1] + a.shape[2:], a.dtype) if initial_state is None else \
+            np.asarray(initial_state[k], a.dtype)
+        trace[q] = np.where((last < 0)[(slice(None), slice(None), *more)], before[:, None], held)
 
 
 def bidirectional_output(fw: SequenceResult, bw: SequenceResult, d: RecurrentDirection, unflipped: bool = False,
@@ -712,9 +722,9 @@ class Network:
 
     def _check_recurrent_input(self, node: LayerNode, d: RecurrentDirection, x: np.ndarray,
                                mask: np.ndarray | None) -> None:
-        if x.ndim != 3 or (d.input_dim is not None and x.shape[-1] != d.input_dim):
+        if x.ndim != d.cell.input_ndim(d.settings) or (d.input_dim is not None and d.channels(x) != d.input_dim):
             raise InspectError(f"{self.ckpt.file}: layer {node.path} is fed shape {x.shape} but expects "
-                               f"(batch, steps, {d.input_dim})")
+                               f"{d.input_layout}")
         check_sizes(x.shape, f"layer {node.path}: its input")
         if mask is not None and mask.shape != x.shape[:2]:
             raise InspectError(f"{self.ckpt.file}: layer {node.path}: the mask has shape {mask.shape}, the input "

@@ -96,9 +96,12 @@ class RecurrentDirection:
     def param_count(self) -> int:
         return int(sum(int(np.prod(a.shape)) for a in self.arrays))
 
-    def gate_shape(self) -> tuple[int, int] | None:
+    def gate_shape(self) -> tuple[int, ...] | None:
+        """W_g's shape: units × (input_dim + units); a ConvLSTM gate's kernels (*k, C_in + F, F) side by side."""
         if self.units is None or self.input_dim is None:
             return None
+        if self.settings.conv is not None:
+            return (*self.settings.conv.kernel_size, self.input_dim + self.units, self.units)
         return (self.units, self.input_dim + self.units)
 
     def weights(self) -> CellWeights:
@@ -157,11 +160,31 @@ class RecurrentDirection:
     def input_layout(self) -> str:
         """The input this direction takes alone, as `show`'s and the errors' words."""
         axes = "steps, batch" if self.settings.time_major else "batch, steps"
+        conv = self.settings.conv
+        if conv is not None:  # ConvLSTM: feature maps
+            spatial = ", ".join(["d1", "d2", "d3"][:conv.rank])
+            maps = f"{self.input_dim}, {spatial}" if conv.data_format == "channels_first" else \
+                f"{spatial}, {self.input_dim}"
+            return f"({axes}, {maps})"
         return f"({axes}, {self.input_dim})"
+
+    def channels(self, x: np.ndarray) -> int:
+        """The input's features (a ConvLSTM's channels) of x as the engine runs it (batch, steps, ...)."""
+        conv = self.settings.conv
+        return int(x.shape[2] if conv is not None and conv.data_format == "channels_first" else x.shape[-1])
+
+    def state_shape(self, x: np.ndarray) -> tuple[int, ...]:
+        """One state's shape for x (batch, steps, ...): (batch, units), or a ConvLSTM's feature map."""
+        conv = self.settings.conv
+        if conv is None:
+            return (x.shape[0], self.units or 0)
+        spatial = conv.state_shape(tuple(conv.to_last(x[:1, 0]).shape[1:-1]))
+        return (x.shape[0], *conv.from_last(np.empty((*spatial, self.units or 0))).shape)
 
     def check_input(self, x: np.ndarray, initial_state: list[np.ndarray] | None = None) -> None:
         """One clear error when x (batch-major, as the engine runs it) or a state does not fit this direction."""
-        if x.ndim != 3 or (self.input_dim is not None and x.shape[-1] != self.input_dim):
+        if x.ndim != self.cell.input_ndim(self.settings) or (self.input_dim is not None and
+                                                               self.channels(x) != self.input_dim):
             raise InspectError(f"layer {self.name}: input has shape {self.layer_layout(x).shape} but the layer "
                                f"expects {self.input_layout}")
         check_sizes(x.shape, f"layer {self.name}: the input")
@@ -171,10 +194,11 @@ class RecurrentDirection:
             if len(initial_state) != len(self.cell.states):
                 raise InspectError(f"layer {self.name}: a {self.cell.kind} takes {len(self.cell.states)} initial "
                                    f"state(s) ({', '.join(self.cell.states)}), {len(initial_state)} were given")
+            want = self.state_shape(x)
             for which, s in zip(self.cell.states, initial_state):
-                if np.shape(s) != (x.shape[0], self.units):
+                if np.shape(s) != want:
                     raise InspectError(f"layer {self.name}: initial state {which} has shape {np.shape(s)} but the "
-                                       f"layer expects (batch, units) = ({x.shape[0]}, {self.units})")
+                                       f"layer expects {want}")
                 s = np.asarray(s)
                 if s.dtype.kind not in "fiu" or not np.all(np.isfinite(s)):
                     raise InspectError(f"layer {self.name}: initial state {which} must hold finite numbers")

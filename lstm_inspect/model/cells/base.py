@@ -88,11 +88,11 @@ class CellWeights:
 
     @property
     def units(self) -> int:
-        return int(self.recurrent_kernel.shape[0])
+        return int(self.recurrent_kernel.shape[-2])  # (N_c, G·N_c), or a ConvLSTM's (*k, F, 4·F)
 
     @property
     def input_dim(self) -> int:
-        return int(self.kernel.shape[0])
+        return int(self.kernel.shape[-2])
 
     def arrays(self) -> list[np.ndarray]:
         """What Keras's get_weights() returns for the layer, in its order."""
@@ -123,6 +123,7 @@ class CellSettings:
     assumed: bool = False  # True when the file has no architecture: these are the writing Keras's defaults
     dropout: float = 0.0  # training only: Keras drops nothing at inference (diagnose's "dropout at inference")
     recurrent_dropout: float = 0.0
+    conv: Any = None  # ConvLSTM: the input convolution (`conv_lstm.ConvSpec`); None for every other kind
 
 
 @dataclass
@@ -184,6 +185,10 @@ class Cell:
     @property
     def n_gates(self) -> int:
         return len(self.gates)
+
+    def input_ndim(self, settings: CellSettings) -> int:
+        """The rank of the input the layer takes: (batch, steps, features), or a ConvLSTM's feature maps."""
+        return 3
 
     def trace_width(self, quantity: str, units: int) -> int:
         """The last-axis size of one traced quantity."""
