@@ -80,6 +80,9 @@ def from_graph(
                                keras_version, located_problems, spec.merge_mode,
                                spec.layer.name if spec.half else None)
             expected = spec.build_input_dim if spec.build_input_dim is not None else dims.get(node.path)
+            conv = spec.settings.conv
+            if conv is not None and conv.data_format == "channels_first":
+                expected = None  # the last axis is a spatial one; the engine checks the channels it is fed
             d.expected_input_dim = expected
             d.layer_path = spec.layer.path
             n_states = len(spec.cell.states)
