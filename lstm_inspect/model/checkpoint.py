@@ -388,6 +388,13 @@ class Checkpoint:
                 self._layer_warnings.append(warning)
         return values
 
+    def refuse_not_yet(self, command: str, layer: str | None = None) -> None:
+        """One sentence naming the layer when `command` does not handle one of the directions' kinds yet."""
+        for d in self.directions if layer is None else self.directions_of(layer):
+            if command in d.cell.not_yet:
+                raise InspectError(f"{self.file}: {command} does not handle layer {d.layer_path or d.name} ({d.kind}) "
+                                   "yet; show, forward, trace and verify do")
+
     def direction(self, name: str) -> RecurrentDirection:
         """One recurrent direction by its full name (`show`'s) or an unambiguous last part."""
         for d in self.directions:

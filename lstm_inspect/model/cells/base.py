@@ -181,6 +181,7 @@ class Cell:
     preactivations: tuple[str, ...] = ()  # traced quantities before their activation (plots leave them out)
     forget_gate: str | None = None  # the gate whose bias sets how fast the cell forgets (stats' notes)
     legacy_arrays: int = 0  # Keras 1's per-gate array count (0: none)
+    not_yet: tuple[str, ...] = ()  # the commands that refuse this kind in one line (`Checkpoint.refuse_not_yet`)
 
     @property
     def n_gates(self) -> int:

@@ -128,6 +128,8 @@ class ConvLSTM(Cell):
     trace_quantities = ("z", "i", "f", "c_tilde", "o", "c", "h")
     fused_trace, preactivations, forget_gate = "z", ("z",), "f"
     gate_traces = {"i": ("i", "unit"), "f": ("f", "unit"), "c": ("c_tilde", "signed"), "o": ("o", "unit")}
+    # show, forward, trace and verify run it; these commands refuse it in one line until they handle feature maps
+    not_yet = ("stats", "dump", "plot", "diagnose", "export")
     legend = "gates i, f, c, o, each W_x (*k, C_in, F) and W_h (*k, F, F) convolution kernels"
 
     def settings(self, cell_config: dict[str, Any], rnn_config: dict[str, Any], class_name: str,
@@ -149,10 +151,6 @@ class ConvLSTM(Cell):
 
     def input_ndim(self, settings: CellSettings) -> int:
         return 3 + (settings.conv.rank if settings.conv is not None else 2)
-
-    def flags(self, settings: CellSettings) -> dict[str, str]:
-        c = settings.conv
-        return {} if c is None else {c.describe(): "the input convolution (the recurrent one: stride 1, 'same')"}
 
     def kind_settings(self, settings: CellSettings) -> dict[str, Any]:
         c = settings.conv
