@@ -476,11 +476,7 @@ def _gates_cell(d: RecurrentDirection) -> Text:
 def _legend(ckpt: Checkpoint) -> list[str]:
     lines = []
     for cell in dict.fromkeys(d.cell for d in ckpt.directions):
-        if cell.kind == "ConvLSTM":
-            lines.append(f"{cell.kind}: {cell.legend} (N_i = C_in, N_c = F = filters; s strides, d dilation of the "
-                         "input convolution; the recurrent one is stride 1, 'same') and a bias b_g of F")
-            continue
-        lines.append(f"{cell.kind}: {cell.legend} of N_c × (N_i + N_c) acting on [x; h] and a bias "
+        lines.append(f"{cell.kind}: {cell.legend} {cell.legend_shapes} and a bias "
                      f"{'b_g' if cell.n_gates > 1 else 'b'} of N_c{cell.legend_extra}")
     lines.append("✓ the shapes check, ✗ they do not, ∅ no weights stored")
     return lines

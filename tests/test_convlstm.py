@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REALWORLD, SAMPLES, run_cli
 
 import lstm_inspect
+
+from conftest import REALWORLD, SAMPLES, run_cli
 
 SAMPLE_NAMES = ["k3_convlstm1d.keras", "k3_convlstm2d.keras", "k3_convlstm2d_seq.keras", "k3_convlstm2d_dilated.keras",
                 "k3_convlstm2d_state.keras", "k3_convlstm3d.keras", "k3_convlstm2d_bidir.keras",
@@ -51,7 +52,9 @@ def test_show_splits_each_gate_into_keras_kernels(name: str) -> None:
         f = recurrent.shape[-2]
         assert (d.units, d.input_dim) == (f, kernel.shape[-2])
         assert d.settings.conv.kernel_size == kernel.shape[:-2]
-        for k, (g, gate) in enumerate(d.gates().items()):
+        gates = d.gates()
+        assert list(gates) == ["i", "f", "c", "o"]
+        for k, gate in enumerate(gates.values()):
             assert gate.W_x.shape == (*kernel.shape[:-1], f) and gate.W_h.shape == (*recurrent.shape[:-1], f)
             np.testing.assert_array_equal(gate.W_x, kernel[..., k * f:(k + 1) * f])
             np.testing.assert_array_equal(gate.W_h, recurrent[..., k * f:(k + 1) * f])

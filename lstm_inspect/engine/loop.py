@@ -82,7 +82,6 @@ def run_sequence(
         mask = None if mask is None else mask[:, ::-1]
     batch, steps = x.shape[:2]
     features = x.shape[2:]
-    input_dim = int(np.prod(features))
     if steps == 0 or batch == 0:
         raise InspectError(f"the input has {steps} time steps and a batch of {batch}; a recurrent layer needs "
                            "at least one of each")
@@ -106,19 +105,13 @@ def run_sequence(
     # BLAS threads per product, from the product's size and whether other processes hold cores now
     free = threads.free_cores()
     step_threads = threads.step_threads(batch, units, width, free)
-    projection_threads = threads.projection_threads(batch * chunk, input_dim, width, free)
+    projection_threads = threads.projection_threads(batch * chunk, int(np.prod(features)), width, free)
     for t0 in range(0, steps, chunk):
         progress.advance("time steps", t0, steps)
         t1 = min(steps, t0 + chunk)
         # x_t · kernel + bias for the steps t0..t1 in one matrix product
-        rows = projection[: batch * (t1 - t0)]
         with threads.limited(projection_threads):
-            if project is not None:  # feature maps: the input convolution (bias included)
-                rows[...] = project(x[:, t0:t1].reshape(-1, *features)).reshape(rows.shape)
-            else:
-                np.matmul(x[:, t0:t1].reshape(-1, input_dim), step.kernel, out=rows)
-        if step.input_bias is not None and project is None:
-            rows += step.input_bias
+            rows = _projected(step, x[:, t0:t1], projection[: batch * (t1 - t0)])
         x_proj = rows.reshape(batch, t1 - t0, *shape[:-1], step.kernel.shape[-1])
         with threads.limited(step_threads):  # the small per-step products: see lstm_inspect.base.threads
             for t in range(t0, t1):
@@ -141,6 +134,19 @@ def run_sequence(
     if direct:  # the carried h may be a view of the outputs: the final states own their memory
         states = [np.array(s) for s in states]
     return SequenceResult(outputs, states, record)
+
+
+def _projected(step: Step, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """x_t · kernel + bias for the steps of x (batch, steps, ...) into `rows` (batch·steps, width); a cell with
+    feature maps (`step.project`) computes its input convolution, bias included."""
+    project = getattr(step, "project", None)
+    if project is not None:
+        rows[...] = project(x.reshape(-1, *x.shape[2:])).reshape(rows.shape)
+        return rows
+    np.matmul(x.reshape(-1, x.shape[-1]), step.kernel, out=rows)
+    if step.input_bias is not None:
+        rows += step.input_bias
+    return rows
 
 
 def _masked_step(states: list[np.ndarray], new: list[np.ndarray], last: np.ndarray, m: np.ndarray,

@@ -312,6 +312,7 @@ class Cell:
     # ---- what the rest of lstm-inspect says and passes on about this kind
     legend: str = ""  # `show`'s legend: the gate matrices, e.g. "gates i, f, c, o, each W_g"
     legend_extra: str = ""  # said after "a bias b_g of N_c", e.g. a second bias row
+    legend_shapes: str = "of N_c × (N_i + N_c) acting on [x; h]"  # what each W_g is, after `legend`
 
     def flags(self, settings: CellSettings) -> dict[str, str]:
         """The flags `show` adds for this kind's own settings, each with its meaning for the legend."""

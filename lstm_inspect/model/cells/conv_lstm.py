@@ -131,6 +131,8 @@ class ConvLSTM(Cell):
     # show, forward, trace and verify run it; these commands refuse it in one line until they handle feature maps
     not_yet = ("stats", "dump", "plot", "diagnose", "export")
     legend = "gates i, f, c, o, each W_x (*k, C_in, F) and W_h (*k, F, F) convolution kernels"
+    legend_shapes = ("(N_i = C_in, N_c = F = filters; s strides, d dilation of the input convolution; the recurrent "
+                     "one is stride 1, 'same')")
 
     def settings(self, cell_config: dict[str, Any], rnn_config: dict[str, Any], class_name: str,
                  keras_version: str | None) -> CellSettings:
