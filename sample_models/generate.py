@@ -341,7 +341,7 @@ def _conv_lstm(keras: Any, layers: Any, save: Callable[..., None], prefix: str, 
     save(f"{prefix}convlstm2d_seq",
          seq(layers.ConvLSTM2D(3, (3, 3), padding="same", return_sequences=True),
              layers.ConvLSTM2D(2, (2, 3), strides=(2, 1), go_backwards=True), input_shape=(3, 5, 6, 2)),
-         maps(2, 3, 5, 6, 2), weights_rng=rng)
+         maps(2, 3, 5, 6, 2), ("keras", "h5", "weights") if prefix == "k3_" else ("h5", "weights"), weights_rng=rng)
     save(f"{prefix}convlstm2d_dilated",
          seq(layers.ConvLSTM2D(2, 3, padding="same", dilation_rate=2, recurrent_activation="hard_sigmoid",
                                use_bias=False, return_sequences=True), input_shape=(3, 6, 6, 1)),
@@ -355,8 +355,11 @@ def _conv_lstm(keras: Any, layers: Any, save: Callable[..., None], prefix: str, 
     save(f"{prefix}convlstm2d_bidir",
          seq(layers.Bidirectional(layers.ConvLSTM2D(2, 3, padding="same", return_sequences=True)),
              input_shape=(3, 4, 4, 1)), maps(2, 3, 4, 4, 1), weights_rng=rng)
+    # masks: Masking gives one per pixel (batch, steps, h, w), which Keras's loop applies per pixel; a whole
+    # frame of zeros masks the step everywhere
     masked = maps(2, 4, 4, 4, 1)
-    masked[0, 3:] = 0.0
+    masked[0, 2:] = 0.0
+    masked[1, 1, :2, :3] = 0.0
     save(f"{prefix}convlstm2d_mask", seq(layers.Masking(0.0), layers.ConvLSTM2D(2, 3, padding="same",
                                                                                   return_sequences=True),
                                          input_shape=(4, 4, 4, 1)), masked, weights_rng=rng)

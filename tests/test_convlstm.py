@@ -19,8 +19,9 @@ from conftest import REALWORLD, SAMPLES, run_cli
 
 SAMPLE_NAMES = ["k3_convlstm1d.keras", "k3_convlstm2d.keras", "k3_convlstm2d_seq.keras", "k3_convlstm2d_dilated.keras",
                 "k3_convlstm2d_state.keras", "k3_convlstm3d.keras", "k3_convlstm2d_bidir.keras",
-                "k3_convlstm2d_cf.keras", "tfk_convlstm1d.h5", "tfk_convlstm2d_seq.h5", "tfk_convlstm2d_dilated.h5",
-                "tfk_convlstm2d_state.h5", "tfk_convlstm3d.h5", "tfk_convlstm2d_bidir.h5"]
+                "k3_convlstm2d_cf.keras", "k3_convlstm2d_mask.keras", "tfk_convlstm1d.h5", "tfk_convlstm2d_seq.h5",
+                "tfk_convlstm2d_dilated.h5", "tfk_convlstm2d_state.h5", "tfk_convlstm3d.h5", "tfk_convlstm2d_bidir.h5",
+                "tfk_convlstm2d_mask.h5"]
 CLIMATE = REALWORLD / "convlstm" / "convlstm2d_climate_keras3132.keras"
 
 
@@ -124,7 +125,45 @@ def test_other_commands_refuse_in_one_line(command: str, tmp_path: Path) -> None
 
 def test_verify_against_keras() -> None:
     pytest.importorskip("keras", reason="verify rebuilds the model in Keras")
-    for name in ("k3_convlstm2d_seq.keras", "tfk_convlstm2d_bidir.h5"):
+    for name in ("k3_convlstm2d_seq.keras", "tfk_convlstm2d_mask.h5"):
         r = run_cli("verify", str(SAMPLES / name))
         assert r.returncode == 0, (name, r.stdout, r.stderr)
         assert "match: every output within tolerance" in r.stdout
+
+
+@pytest.mark.parametrize("name, config", [("k3_convlstm2d_seq.h5", None),
+                                          ("k3_convlstm2d_seq.weights.h5", "k3_convlstm2d_seq.json"),
+                                          ("tfk_convlstm2d_seq.weights_only.h5", "tfk_convlstm2d_seq.json")])
+def test_every_format_runs_as_keras(name: str, config: str | None) -> None:
+    x, (y,) = _io(SAMPLES / "k3_convlstm2d_seq.keras" if name.startswith("k3_") else SAMPLES / "tfk_convlstm2d_seq.h5")
+    ckpt = lstm_inspect.load(SAMPLES / name, config=None if config is None else SAMPLES / config)
+    np.testing.assert_allclose(ckpt.forward(x), y, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["k3_convlstm2d_seq.weights.h5", "tfk_convlstm2d_seq.weights_only.h5"])
+def test_weights_only_reads_kernel_size_and_filters_from_the_shapes(name: str) -> None:
+    ckpt = lstm_inspect.load(SAMPLES / name)
+    d = ckpt.directions[1]  # ConvLSTM2D(2, (2, 3), strides=(2, 1)) on 3 channels
+    assert d.shapes_ok and d.settings.assumed
+    assert (d.settings.conv.kernel_size, d.input_dim, d.units) == ((2, 3), 3, 2)
+
+
+def test_one_layer_alone_returns_keras_states() -> None:
+    path = SAMPLES / "k3_convlstm2d_state.keras"
+    x, (y, h, c) = _io(path)
+    out, states = lstm_inspect.load(path).forward(x, layer="conv_lstm", return_state=True)
+    np.testing.assert_allclose(out, y, atol=1e-5)
+    np.testing.assert_allclose(states[0], h, atol=1e-5)
+    np.testing.assert_allclose(states[1], c, atol=1e-5)
+
+
+def test_trace_under_a_per_pixel_mask_holds_each_pixels_state() -> None:
+    """Masking's (batch, steps, h, w) mask: Keras keeps each masked pixel's states (its output repeats)."""
+    path = SAMPLES / "k3_convlstm2d_mask.keras"
+    x, (y,) = _io(path)
+    tr = lstm_inspect.load(path).trace(x)
+    t = tr[next(iter(tr)).name]
+    np.testing.assert_allclose(t["h"], y, atol=1e-5)
+    assert np.array_equal(t["h"][1, 1, :2, :3], t["h"][1, 0, :2, :3])  # the zeroed pixels of row 1, step 1
+    assert not np.allclose(t["h"][1, 1, 2:], t["h"][1, 0, 2:])  # the others moved on
+    assert np.array_equal(t["c"][0, 3], t["c"][0, 1])  # row 0's frames 2 and 3 are all zeros: masked

@@ -17,8 +17,9 @@ A cell (`lstm_inspect.model.cells`) computes one step; this runs it over time
 - initial states default to zeros; return_sequences keeps every output, else only the last;
 - a cell whose states are feature maps (ConvLSTM: (batch, *spatial, filters)) gives its step a `project`
   (the input convolution of many steps at once, in place of the product with `kernel`) and a `state_shape`
-  (the states' shape after the batch, from one input step's); the rest of the loop is the same, the mask
-  broadcast over the map.
+  (the states' shape after the batch, from one input step's); the rest of the loop is the same. Its mask is
+  (batch, steps) or, as Keras's TensorFlow loop broadcasts a Masking layer's (batch, steps, *spatial) mask
+  (`keras/src/backend/tensorflow/rnn.py` `_expand_mask`), one per pixel: each pixel keeps its own states.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ def run_sequence(
                         continue
                     out = states[0]
                 else:
-                    m = mask[:, t].reshape(-1, *([1] * len(shape)))  # broadcast over units or a feature map
+                    m = mask[:, t]  # (batch,), or a ConvLSTM's per-pixel mask (batch, *spatial): broadcast
+                    m = m.reshape(m.shape + (1,) * (len(shape) + 1 - m.ndim))
                     states, new, out = _masked_step(states, new, last, m, zero_output_for_mask, mask_states,
                                                     mask_outputs)
                 if return_sequences:

@@ -322,16 +322,17 @@ def hold_masked_states(trace: dict[str, np.ndarray], states: tuple[str, ...], va
     step's, or the initial state before any), as Keras carries it and a port's state variable holds it; the
     gates keep what the cell computed there (`valid`: (batch, steps) in processing order, True = processed)."""
     steps = valid.shape[1]
-    last = np.maximum.accumulate(np.where(valid, np.arange(steps)[None, :], -1), axis=1)  # last valid step so far
+    steps_at = np.arange(steps).reshape(1, steps, *([1] * (valid.ndim - 2)))  # a ConvLSTM mask: per pixel
+    last = np.maximum.accumulate(np.where(valid, steps_at, -1), axis=1)  # last valid step so far
     for k, q in enumerate(states):
         if q not in trace:
             continue
         a = trace[q]
-        more = (None,) * (a.ndim - 2)  # the units, or a ConvLSTM's feature map
-        held = np.take_along_axis(a, np.maximum(last, 0)[(slice(None), slice(None), *more)], axis=1)
+        index = last.reshape(last.shape + (1,) * (a.ndim - last.ndim))  # over the units, or a ConvLSTM's map
+        held = np.take_along_axis(a, np.maximum(index, 0), axis=1)
         before = np.zeros(a.shape[:1] + a.shape[2:], a.dtype) if initial_state is None else \
             np.asarray(initial_state[k], a.dtype)
-        trace[q] = np.where((last < 0)[(slice(None), slice(None), *more)], before[:, None], held)
+        trace[q] = np.where(index < 0, before[:, None], held)
 
 
 def bidirectional_output(fw: SequenceResult, bw: SequenceResult, d: RecurrentDirection, unflipped: bool = False,
@@ -726,7 +727,9 @@ class Network:
             raise InspectError(f"{self.ckpt.file}: layer {node.path} is fed shape {x.shape} but expects "
                                f"{d.input_layout}")
         check_sizes(x.shape, f"layer {node.path}: its input")
-        if mask is not None and mask.shape != x.shape[:2]:
+        if mask is not None and mask.shape != x.shape[:2] and not (
+                d.settings.conv is not None and d.settings.conv.data_format == "channels_last"
+                and mask.shape == x.shape[:-1]):  # a ConvLSTM's per-pixel mask (a Masking layer's)
             raise InspectError(f"{self.ckpt.file}: layer {node.path}: the mask has shape {mask.shape}, the input "
                                f"{x.shape}")
 

@@ -154,6 +154,15 @@ class ConvLSTM(Cell):
     def input_ndim(self, settings: CellSettings) -> int:
         return 3 + (settings.conv.rank if settings.conv is not None else 2)
 
+    def shape_settings(self, class_name: str, shapes: list[tuple[int, ...]], keras_version: str | None
+                       ) -> dict[str, Any]:
+        """A weights-only layer: the rank, kernel size and filters its kernels show; strides, padding, dilation and
+        data_format are the writing Keras's defaults (1, valid, 1, channels_last), which only the architecture
+        (--config) can correct."""
+        if len(shapes) < 2 or len(shapes[0]) < 3:
+            return {}
+        return {"rank": len(shapes[0]) - 2, "kernel_size": list(shapes[0][:-2]), "filters": shapes[1][-2]}
+
     def kind_settings(self, settings: CellSettings) -> dict[str, Any]:
         c = settings.conv
         if c is None:
