@@ -167,3 +167,13 @@ def test_trace_under_a_per_pixel_mask_holds_each_pixels_state() -> None:
     assert np.array_equal(t["h"][1, 1, :2, :3], t["h"][1, 0, :2, :3])  # the zeroed pixels of row 1, step 1
     assert not np.allclose(t["h"][1, 1, 2:], t["h"][1, 0, 2:])  # the others moved on
     assert np.array_equal(t["c"][0, 3], t["c"][0, 1])  # row 0's frames 2 and 3 are all zeros: masked
+
+
+def test_a_run_too_big_for_the_budget_is_refused_before_it_starts() -> None:
+    from lstm_inspect.base.budget import BudgetError, Limits, limited
+
+    path = SAMPLES / "k3_convlstm2d_seq.keras"
+    ckpt = lstm_inspect.load(path)
+    big = np.zeros((64, 3, 100, 120, 2), np.float32)  # 18 MB in; its output sequence, 3 filters on each pixel: 28 MB
+    with limited(Limits(max_bytes=30 << 20)), pytest.raises(BudgetError, match="conv_lstm2d_1"):
+        ckpt.forward(big, layer="conv_lstm2d_1")

@@ -407,18 +407,26 @@ def charge_direction(budget: Budget, d: RecurrentDirection, shape: tuple[int, ..
     """A direction's steps, and the buffers its loop allocates (outputs, the trace, the input in the engine's
     dtype), against the budget before it runs (`engine.run_sequence`); each step weighs its multiply-adds,
     batch × (N_i + N_c) × gates × N_c (`Budget.steps`). An input that is not (batch, steps,
-    features) is left to the checks that name what is wrong with it."""
-    if len(shape) != 3:
+    features) is left to the checks that name what is wrong with it. A ConvLSTM's are feature maps: its step weighs
+    both convolutions, batch × pixels × kernel taps × (C_in + F) × 4 × F."""
+    if len(shape) != d.cell.input_ndim(d.settings):
         return
-    batch, steps, features = shape
-    units = d.units or features
-    buffers = [(batch, steps if sequences else 1, units), (batch, steps, features)]
+    batch, steps = shape[:2]
+    features = int(np.prod(shape[2:]))
+    units, pixels, taps = d.units or shape[-1], 1, 1
+    conv = d.settings.conv
+    if conv is not None:  # (pixels of the states) × F per step, from the input's spatial size
+        channels_last = (shape[0], *shape[3:], shape[2]) if conv.data_format == "channels_first" else shape
+        pixels = int(np.prod(conv.state_shape(tuple(channels_last[2:-1]))))
+        taps = int(np.prod(conv.kernel_size))
+    buffers = [(batch, steps if sequences else 1, pixels * units), (batch, steps, features)]
     if trace:
-        buffers += [(batch, steps, d.cell.trace_width(q, units)) for q in d.cell.trace_quantities]
+        buffers += [(batch, steps, pixels * d.cell.trace_width(q, units)) for q in d.cell.trace_quantities]
     site = budget.site
     budget.site = site or f"layer {d.name}"
     budget.need(*buffers, itemsize=np.dtype(dtype).itemsize, what="the output sequence, input and trace buffers")
-    budget.steps(steps, work=float(batch) * (features + units) * d.cell.n_gates * units)
+    inputs = (d.input_dim or shape[-1]) if conv is not None else features
+    budget.steps(steps, work=float(batch) * pixels * taps * (inputs + units) * d.cell.n_gates * units)
     budget.site = site
 
 
