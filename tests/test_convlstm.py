@@ -125,9 +125,10 @@ def test_other_commands_refuse_in_one_line(command: str, tmp_path: Path) -> None
 
 def test_verify_against_keras() -> None:
     pytest.importorskip("keras", reason="verify rebuilds the model in Keras")
-    for name in ("k3_convlstm2d_seq.keras", "tfk_convlstm2d_mask.h5"):
-        r = run_cli("verify", str(SAMPLES / name))
-        assert r.returncode == 0, (name, r.stdout, r.stderr)
+    # the whole model (a per-pixel mask, tf_keras), and one channels_first layer alone on a seeded input (Keras 3)
+    for args in (["tfk_convlstm2d_mask.h5"], ["k3_convlstm2d_cf.keras", "--layer", "conv_lstm2d_6"]):
+        r = run_cli("verify", str(SAMPLES / args[0]), *args[1:])
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
         assert "match: every output within tolerance" in r.stdout
 
 

@@ -962,7 +962,7 @@ def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 
                            "give the architecture with --config")
     rng = np.random.default_rng(seed)
     for d in ckpt.directions:
-        x = rng.normal(size=(DEFAULT_BATCH, 2 * DEFAULT_STEPS, d.input_dim or 1)).astype(np.float32)
+        x = rng.normal(size=d.random_input_shape(DEFAULT_BATCH, 2 * DEFAULT_STEPS)).astype(np.float32)
         res = run_direction(d, x, trace=True, dtype=dtype)
         if res.trace is not None:
             rec.traces[d.name] = res.trace
@@ -1063,7 +1063,7 @@ def trace(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 0, l
         directions = ckpt.directions_of(layer)
         d0 = directions[0]
         if xs is None:
-            x = np.random.default_rng(seed).normal(size=(DEFAULT_BATCH, DEFAULT_STEPS, d0.input_dim or 1))
+            x = np.random.default_rng(seed).normal(size=d0.random_input_shape(DEFAULT_BATCH, DEFAULT_STEPS))
             x, source = d0.layer_layout(x.astype(np.float32)), f"a seeded random input (seed {seed})"
         else:
             if len(xs) != 1:

@@ -173,6 +173,17 @@ class RecurrentDirection:
         conv = self.settings.conv
         return int(x.shape[2] if conv is not None and conv.data_format == "channels_first" else x.shape[-1])
 
+    def random_input_shape(self, batch: int, steps: int) -> tuple[int, ...]:
+        """The shape of a seeded input for this direction alone, batch-major: (batch, steps, N_i); a ConvLSTM's
+        frames of RANDOM_MAP_SIZE pixels a side (at least the kernel's dilated extent), in its data_format."""
+        conv = self.settings.conv
+        if conv is None:
+            return (batch, steps, self.input_dim or 1)
+        spatial = tuple(max(RANDOM_MAP_SIZE, (k - 1) * d + 1) for k, d in zip(conv.kernel_size, conv.dilation_rate))
+        channels = self.input_dim or 1
+        maps = (channels, *spatial) if conv.data_format == "channels_first" else (*spatial, channels)
+        return (batch, steps, *maps)
+
     def state_shape(self, x: np.ndarray) -> tuple[int, ...]:
         """One state's shape for x (batch, steps, ...): (batch, units), or a ConvLSTM's feature map."""
         conv = self.settings.conv
@@ -244,6 +255,9 @@ class RecurrentDirection:
 
 
 LSTMDirection = RecurrentDirection  # the name of lstm-inspect 0.1
+
+# A ConvLSTM's seeded frames (verify, trace and stats of one layer without --input): this many pixels a side.
+RANDOM_MAP_SIZE = 8
 
 # Inputs bigger than this many values are refused before any buffer is made (4 GB of float32).
 MAX_INPUT_VALUES = 1 << 30

@@ -318,6 +318,10 @@ class Cell:
         """The flags `show` adds for this kind's own settings, each with its meaning for the legend."""
         return {}
 
+    def keras_layer(self, settings: CellSettings) -> str:
+        """The Keras layer class that runs one direction of this kind alone (`keras_ref`)."""
+        return self.kind
+
     def kind_settings(self, settings: CellSettings) -> dict[str, Any]:
         """This kind's settings beyond the common ones, by their Keras names: written into manifests, passed to
         Keras when it rebuilds one direction and to the exported PyTorch cells (a GRU's reset_after)."""

@@ -163,6 +163,9 @@ class ConvLSTM(Cell):
             return {}
         return {"rank": len(shapes[0]) - 2, "kernel_size": list(shapes[0][:-2]), "filters": shapes[1][-2]}
 
+    def keras_layer(self, settings: CellSettings) -> str:
+        return f"ConvLSTM{settings.conv.rank if settings.conv is not None else 2}D"
+
     def kind_settings(self, settings: CellSettings) -> dict[str, Any]:
         c = settings.conv
         if c is None:
