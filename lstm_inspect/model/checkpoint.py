@@ -38,7 +38,7 @@ class WeightSource(Protocol):
 
 @dataclass(kw_only=True, repr=False)
 class RecurrentDirection:
-    """One direction of one recurrent layer (LSTM, GRU, SimpleRNN): settings, stored arrays, gate matrices."""
+    """One direction of one recurrent layer (LSTM, GRU, SimpleRNN, ConvLSTM): settings, stored arrays, gate matrices."""
 
     name: str  # unique path, e.g. "bidirectional/forward_lstm"
     parts: tuple[str, ...] = ()  # the names that make up `name` (files are named from these, escaped)

@@ -1,4 +1,4 @@
-"""Keras's recurrent cells, one module each (LSTM, GRU, SimpleRNN), and the one registry of them.
+"""Keras's recurrent cells, one module each (LSTM, GRU, SimpleRNN, ConvLSTM), and the one registry of them.
 
 Keras itself is built this way (`keras/src/layers/rnn/`): a cell computes one time step from the
 input and the carried states, and one `RNN` layer runs any cell over time (masks, go_backwards,
