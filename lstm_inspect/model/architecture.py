@@ -483,10 +483,10 @@ def _check_graph_values(graph: ModelGraph, depth: int) -> None:
         for source in _input_feeders(graph, by_name, k, node):
             shape = shapes.get(source.name)
             if shape is not None and len(shape) != want:
-                what = "(batch, steps, features)" if want == 3 else "(batch, steps, *spatial, channels)"
+                what = "a recurrent layer takes 3 (batch, steps, features)" if want == 3 else \
+                    f"{node.class_name} takes {want} (batch, steps, *spatial, channels)"
                 raise ConfigValueError(f"feeds layer {node.path} from the input {source.path} of shape "
-                                       f"{_shape_text(shape)}: {len(shape)} axes, where {node.class_name} takes "
-                                       f"{want} {what}")
+                                       f"{_shape_text(shape)}: {len(shape)} axes, where {what}")
 
 
 def input_axes(node: LayerNode) -> int:
