@@ -33,6 +33,7 @@ from lstm_inspect import load, load_layers
 from lstm_inspect.base import __version__, budget
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.shapes import summarize
+from lstm_inspect.engine.user_layers import unknown_layers
 from lstm_inspect.io.arrays import LINE_CHARS, ordered_inputs, read_inputs, shown, write_arrays, write_trace
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
@@ -428,7 +429,10 @@ def show(
     def action() -> int:
         ckpt = _load(model, config, layers)
         if as_json:
-            typer.echo(json.dumps({**ckpt.to_dict(), "summary": summarize(ckpt).to_dict()}, indent=2))
+            own = [{"name": node.path, "class_name": node.class_name, "runs_with": None if mine is None else mine.label}
+                   for node, mine in unknown_layers(ckpt.graph, {d.layer_path for d in ckpt.directions})]
+            typer.echo(json.dumps({**ckpt.to_dict(), "summary": summarize(ckpt).to_dict(), "own_layers": own},
+                                  indent=2))
         else:
             render_show(ckpt, _console())
         for problem in ckpt.all_problems:
@@ -508,6 +512,8 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
             _model_lines(summary, console)
         for line in _summary_legend(summary):
             console.print(lit(line, "dim"))
+        for line in own_layer_lines(ckpt):
+            console.print(lit(line))
     elif ckpt.layers:  # no architecture: what the file stores, in its order (not a graph)
         stored = Text("stored layers, in file order: ")
         for k, m in enumerate(ckpt.layers):
@@ -533,6 +539,20 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
         text = Text("note: ", style="yellow")
         text.append(lit(note))
         console.print(text)
+
+
+def own_layer_lines(ckpt: Checkpoint) -> list[str]:
+    """One line per layer the engine does not know by itself: the user's function for it (--layers), or how to give
+    one."""
+    lines = []
+    for node, mine in unknown_layers(ckpt.graph, {d.layer_path for d in ckpt.directions}):
+        head = f"{shown(node.path)} ({shown(node.class_name)})"
+        if mine is not None:
+            lines.append(f"{head}: runs with your {shown(mine.label)}")
+        else:
+            lines.append(f"{head}: not a layer the engine runs; the whole model runs with your NumPy form of it "
+                         "(--layers MODULE.py), its recurrent layers alone with --layer")
+    return lines
 
 
 def _summary_legend(summary: Any) -> list[str]:

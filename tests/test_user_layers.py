@@ -222,3 +222,14 @@ def test_a_savedmodel_with_the_custom_layer(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert np.max(np.abs(np.load(tmp_path / "y_ours.npy") - np.load(tmp_path / "y.npy"))) <= 1e-5
     assert list(lstm_inspect.load(folder).layer("attention").weights) == ["W", "U", "v"]  # as stored, in order
+
+
+def test_show_says_which_layers_need_the_users_module_and_which_function_runs() -> None:
+    path = str(SAMPLES / "k3_user_attention.keras")
+    r = run_cli("show", path)
+    assert r.returncode == 0, r.stderr
+    assert "attention (AttentionLayer): not a layer the engine runs" in r.stdout and "--layers" in r.stdout
+    r = run_cli("show", path, "--layers", str(MY_LAYERS), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["own_layers"] == [{"name": "attention", "class_name": "AttentionLayer",
+                                                   "runs_with": f"attention_layer ({MY_LAYERS})"}]

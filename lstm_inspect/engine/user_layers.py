@@ -32,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
+from lstm_inspect.engine.layers.registry import LAYERS
 
 if TYPE_CHECKING:
     from lstm_inspect.engine.layers.registry import Context, Tensor
-    from lstm_inspect.model.architecture import LayerNode
+    from lstm_inspect.model.architecture import LayerNode, ModelGraph
 
 UserFn = Callable[[dict[str, Any], dict[str, np.ndarray], list[np.ndarray], list[Any]], Any]
 LAMBDA_CLASSES = frozenset({"Lambda"})
@@ -169,3 +170,16 @@ def run_user_layer(found: UserLayer, node: LayerNode, inputs: list[Tensor], weig
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0][:200] if lines else "(no message)"
+
+
+def unknown_layers(graph: ModelGraph | None, recurrent: set[str]) -> list[tuple[LayerNode, UserLayer | None]]:
+    """The layers of a graph the engine does not know by itself (custom classes, Lambdas, Keras layers it does not
+    run), each with the user's function for it or None: what `show` names. `recurrent`: the recurrent layers' paths."""
+    found = []
+    for node in graph.walk() if graph is not None else ():
+        if node.children is not None or node.is_op or node.class_name == "InputLayer" or node.path in recurrent:
+            continue
+        mine = user_layer(node)
+        if mine is not None or node.class_name not in LAYERS:
+            found.append((node, mine))
+    return found
