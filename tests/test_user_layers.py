@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -233,3 +234,23 @@ def test_show_says_which_layers_need_the_users_module_and_which_function_runs() 
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["own_layers"] == [{"name": "attention", "class_name": "AttentionLayer",
                                                    "runs_with": f"attention_layer ({MY_LAYERS})"}]
+
+
+def test_a_keras3_user_class_that_shadows_a_keras_name_is_not_run_as_keras(tmp_path: Path) -> None:
+    """Keras 3 records the module of each class: a user's class named Attention (module my_layers) is not Keras's
+    Attention, so without the user's form it is refused, not run as Keras's layer of that name."""
+    path = tmp_path / "shadow.keras"
+    with zipfile.ZipFile(SAMPLES / "k3_user_attention.keras") as z, zipfile.ZipFile(path, "w") as out:
+        for item in z.infolist():
+            data = z.read(item.filename)
+            if item.filename == "config.json":
+                cfg = json.loads(data)
+                entry = next(e for e in cfg["config"]["layers"] if e["name"] == "attention")
+                assert entry["module"] == "my_layers"
+                entry["class_name"] = entry["registered_name"] = "Attention"
+                data = json.dumps(cfg).encode()
+            out.writestr(item, data)
+    x, _ = _io("k3_user_attention.keras")
+    with pytest.raises(InspectError, match=r"layer attention \(Attention\) is not one the NumPy engine runs; .*"
+                       r"--layers .*'Attention'"):
+        lstm_inspect.load(path).forward(x)

@@ -26,7 +26,7 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers.registry import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.engine.loop import SequenceResult, merge_bidirectional, run_sequence
 from lstm_inspect.engine.ops import OpError, op_supported, run_op_layer
-from lstm_inspect.engine.user_layers import UserLayer, refusal, run_user_layer, user_layer
+from lstm_inspect.engine.user_layers import UserLayer, engine_runs, refusal, run_user_layer, user_layer
 from lstm_inspect.model.architecture import (
     Call,
     ConfigError,
@@ -578,7 +578,7 @@ class Network:
             outs = self._user_layer(mine, node, inputs + _tensors_in(args.kwargs))
         else:
             kind = LAYERS.get(node.class_name)
-            if kind is None:
+            if kind is None or not engine_runs(node):
                 raise InspectError(f"{self.ckpt.file}: {refusal(node)}")
             if not inputs and not _tensors_in(args.kwargs):  # tensors passed by keyword only: mha(query=q, value=v)
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is called on no tensor")
@@ -747,7 +747,7 @@ class Network:
                 problem = op_supported(node)
                 if problem:
                     raise InspectError(f"{self.ckpt.file}: graph op {node.name}: {problem}")
-            elif node.class_name not in LAYERS and user_layer(node) is None:
+            elif not engine_runs(node):
                 raise InspectError(f"{self.ckpt.file}: {refusal(node)}")
 
 

@@ -134,11 +134,26 @@ def user_layer(node: LayerNode) -> UserLayer | None:
     return None
 
 
+def users_class(node: LayerNode) -> bool:
+    """Whether the file itself says the layer's class is the user's, not Keras's: Keras 3 records the module a class
+    comes from (`keras.layers`, `keras.src...` for its own). A user class that shadows a Keras name (`Attention`)
+    is then never run as Keras's layer of that name. (tf_keras's .h5 records no module: there the user's --layers
+    registration of the name is what takes precedence.)"""
+    module = node.entry.get("module") if isinstance(node.entry, dict) else None
+    return isinstance(module, str) and not (module == "keras" or module.startswith("keras."))
+
+
+def engine_runs(node: LayerNode) -> bool:
+    """Whether the engine runs this (non-recurrent, non-op) layer: the user's function for it, else Keras's own
+    layer of that class when the file does not say the class is the user's."""
+    return user_layer(node) is not None or (node.class_name in LAYERS and not users_class(node))
+
+
 def refusal(node: LayerNode) -> str:
     """Why the engine does not run a layer that neither it nor the user knows, and what to do."""
     what = ("holds code (a Lambda), which lstm-inspect never runs" if node.class_name in LAMBDA_CLASSES
             else "is not one the NumPy engine runs")
-    name = node.name if node.class_name in LAMBDA_CLASSES else names_of(node)[-1]
+    name = node.name if node.class_name in LAMBDA_CLASSES else node.class_name.rsplit(">", 1)[-1]
     return (f"layer {node.path} ({node.class_name}) {what}; give your NumPy form of it with --layers my_layers.py "
             f"(LAYERS = {{{name!r}: fn}}, README 'Your own layers'), or run its recurrent layers alone with --layer")
 
@@ -180,6 +195,6 @@ def unknown_layers(graph: ModelGraph | None, recurrent: set[str]) -> list[tuple[
         if node.children is not None or node.is_op or node.class_name == "InputLayer" or node.path in recurrent:
             continue
         mine = user_layer(node)
-        if mine is not None or node.class_name not in LAYERS:
+        if mine is not None or not engine_runs(node):
             found.append((node, mine))
     return found

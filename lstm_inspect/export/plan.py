@@ -15,9 +15,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.engine.layers.registry import LAYERS as ENGINE_LAYERS
 from lstm_inspect.engine.network import DEFAULT_BATCH, DEFAULT_STEPS, Network, default_inputs, run_direction
-from lstm_inspect.engine.user_layers import user_layer
+from lstm_inspect.engine.user_layers import engine_runs, user_layer
 from lstm_inspect.model.architecture import Call, LayerNode, ModelGraph, TensorRef
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
@@ -102,7 +101,7 @@ def refuse_user_layers(ckpt: Checkpoint) -> None:
     for node in ckpt.graph.walk():
         if node.children is not None or node.is_op or node.path in recurrent or node.class_name == "InputLayer":
             continue
-        if user_layer(node) is not None or node.class_name not in ENGINE_LAYERS:
+        if user_layer(node) is not None or not engine_runs(node):
             raise InspectError(f"{ckpt.file}: layer {node.path} ({node.class_name}) is not a Keras layer "
                                "lstm-inspect exports (your own layer, or a Lambda: a NumPy form given with --layers "
                                "has no ONNX or PyTorch form); export its recurrent layers alone with --layer")
