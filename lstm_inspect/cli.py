@@ -34,7 +34,15 @@ from lstm_inspect.base import __version__, budget
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.shapes import summarize
 from lstm_inspect.engine.user_layers import unknown_layers
-from lstm_inspect.io.arrays import LINE_CHARS, ordered_inputs, read_inputs, shown, write_arrays, write_trace
+from lstm_inspect.io.arrays import (
+    LINE_CHARS,
+    ordered_inputs,
+    read_inputs,
+    read_outputs,
+    shown,
+    write_arrays,
+    write_trace,
+)
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
 EXIT_OK, EXIT_MISMATCH, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -750,7 +758,7 @@ def verify(
         _tolerances(atol, rtol)
         ckpt = _load(model, config, layers)
         dt = _dtype(dtype)
-        theirs = list(read_inputs(against).values()) if against is not None else None
+        theirs = read_outputs(against) if against is not None else None
         xs = _inputs_for(ckpt, input, layer) if input is not None else None
         with _status("running Keras (importing TensorFlow)..."):
             report = check(ckpt, xs, theirs, layer, seed, atol, rtol, dt, against)
@@ -1241,7 +1249,7 @@ def diagnose(
 
         _tolerances(atol, rtol)
         ckpt = _load(model, config, layers)
-        theirs = list(read_inputs(against).values())
+        theirs = read_outputs(against)
         xs = _inputs_for(ckpt, input, layer)
         result = diagnose_port(ckpt, xs, theirs, layer, atol, rtol)
         if as_json:
@@ -1264,10 +1272,14 @@ def render_diagnosis(result: Any, console: Console) -> None:
     found = result.found
     if found:
         for rank, h in enumerate(found, 1):
-            exact = "exactly" if h.exact else "closely"
-            console.print(lit(f"{rank}. ") + lit(h.name, "bold") + lit(f" reproduces THEIRS {exact} (max |Δ| "
-                                                                       f"{h.max_abs:.2e})."))
+            said = "reproduces THEIRS exactly" if h.exact else \
+                "is consistent with THEIRS (within its rounding noise; no mistake reproduces it exactly)"
+            console.print(lit(f"{rank}. ") + lit(h.name, "bold") + lit(f" {said} (max |Δ| {h.max_abs:.2e})."))
             console.print(lit(f"   fix: {h.fix}"))
+        if sum(h.exact for h in found) > 1:
+            console.print(lit(f"these {sum(h.exact for h in found)} reproduce THEIRS alike on this input, which cannot "
+                              "tell them apart (the narrowest first); an input that does (other padding, more samples "
+                              "or steps) decides between them"))
     elif result.close:
         console.print(lit("none of the porting mistakes lstm-inspect knows reproduces THEIRS; close (each cuts the "
                           "largest |Δ| 10x or more):"))

@@ -109,6 +109,13 @@ class Evidence:
     first_units: tuple[int, ...] = ()  # those past tolerance at the first wrong step (sequences; else wrong_units)
     noise: float = 0.0  # max |Δ| / the outputs' scale when the error is noise-level (see NOISE), else 0
     max_abs: float = 0.0  # the largest error
+    firm: tuple[int, ...] | None = None  # the exact samples within a hundredth of the tolerance (None: all of `exact`)
+
+    @property
+    def firm_exact(self) -> tuple[int, ...]:
+        """The exact samples close enough to prove something: within a hundredth of the tolerance (rounding
+        level), so that a mistake whose effect on them stays just inside the tolerance cannot pass for exact."""
+        return self.exact if self.firm is None else self.firm
 
     def lines(self) -> list[str]:
         """A few lines: "sample 0 exact; samples 1-2 differ from step 0 (the error fades over the steps)", "unit 2 of 5
@@ -131,7 +138,7 @@ class Evidence:
             parts.append("every sample differs" if not self.exact and self.samples > 1 else
                          f"{_samples(wrong)}{_verb(wrong)}")
         out = ["; ".join(parts)]
-        if self.wrong_units:
+        if self.wrong_units and self.units > 1:
             out.append(self._units_line())
         if self.halves_exact is not None:
             out.append("; ".join(f"the {h} half {'exact' if ok else 'differs'}" for h, ok in self.halves_exact.items()))
@@ -170,8 +177,12 @@ class Evidence:
 
     def _exact_samples_hint(self) -> str:
         """Some samples exact: what every sample shares is right; the wrong ones' first steps say what differs."""
+        firm = len(self.firm_exact) == len(self.exact)
         shared = (f"{_samples(list(self.exact))} exact, so what every sample shares (kernel, bias, gate order, "
-                  "activations) is right")
+                  "activations) is right" if firm else
+                  f"{_samples(list(self.exact))} within the tolerance but not all at rounding level, so what every "
+                  "sample shares (kernel, bias, gate order, activations) is probably right, though a small shared "
+                  "mistake can look like this")
         late = min(self.from_step.values(), default=0)
         if late == 0:
             return (f"{shared}; look at what differs per sample: the state a row starts from (states carried across "
@@ -238,10 +249,12 @@ def _noise_level(err: np.ndarray, exact: tuple[int, ...], scale: float) -> float
     return 0.0
 
 
-def evidence(bad: np.ndarray, err: np.ndarray, halves: bool = False, scale: float = 0.0) -> Evidence:
+def evidence(bad: np.ndarray, err: np.ndarray, halves: bool = False, scale: float = 0.0,
+             loose: np.ndarray | None = None) -> Evidence:
     """`bad`, `err`: (sample, step, unit) or (sample, unit) past-tolerance flags and |errors|; `halves`: the last
     axis is a Bidirectional's forward and backward outputs concatenated; `scale`: the outputs' largest |value| (the
-    error is noise-level only well below it)."""
+    error is noise-level only well below it); `loose`: the elements past a hundredth of the tolerance (the exact samples
+    free of them are `firm`)."""
     n = bad.shape[0]
     per_sample = bad.reshape(n, -1).any(axis=1)
     exact = tuple(int(b) for b in np.flatnonzero(~per_sample))
@@ -266,8 +279,9 @@ def evidence(bad: np.ndarray, err: np.ndarray, halves: bool = False, scale: floa
     if bad.ndim == 3 and bad.any():
         t = int(np.argmax(bad.any(axis=(0, 2))))
         first_units = tuple(int(u) for u in np.flatnonzero(bad[:, t].any(axis=0)))
+    firm = None if loose is None else tuple(b for b in exact if not loose[b].any())
     return Evidence(n, exact, from_step, profile, split, units, wrong_units, first_units,
-                    _noise_level(err, exact, scale), float(err.max()) if err.size else 0.0)
+                    _noise_level(err, exact, scale), float(err.max()) if err.size else 0.0, firm)
 
 
 @dataclass(repr=False)
@@ -322,7 +336,8 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: flo
     per_step = [float(e) for e in err.max(axis=(0, 2))] if err.ndim == 3 else None
     finite = np.abs(ref[np.isfinite(ref)])
     scale = float(finite.max()) if finite.size else 0.0
-    found = evidence(bad, err, halves, scale) if bad.any() and bad.ndim >= 2 else None
+    loose = err > (atol + rtol * np.abs(ref) + slack) / 100
+    found = evidence(bad, err, halves, scale, loose) if bad.any() and bad.ndim >= 2 else None
     return Comparison(name, tuple(ref.shape), float(err.max()) if err.size else 0.0, max_rel, not bad.any(), first,
                       per_step, found)
 
