@@ -254,3 +254,16 @@ def test_a_keras3_user_class_that_shadows_a_keras_name_is_not_run_as_keras(tmp_p
     with pytest.raises(InspectError, match=r"layer attention \(Attention\) is not one the NumPy engine runs; .*"
                        r"--layers .*'Attention'"):
         lstm_inspect.load(path).forward(x)
+
+
+def test_stats_run_the_whole_model_with_the_users_module() -> None:
+    """Without the module, stats' activations come from each direction alone (on a random input of its own);
+    with it, from the whole model, so the LSTM sees what the model feeds it."""
+    x, _ = _io("tfk_user_attention.h5")
+    ckpt = lstm_inspect.load(SAMPLES / "tfk_user_attention.h5")
+    assert lstm_inspect.stats(ckpt).to_dict()["activations_from"].endswith("to each direction alone")
+    with pytest.raises(InspectError, match=r"attention \(AttentionLayer\)"):
+        lstm_inspect.stats(ckpt, x)  # the user's own input needs the whole model
+    lstm_inspect.load_layers(MY_LAYERS)
+    ckpt = lstm_inspect.load(SAMPLES / "tfk_user_attention.h5")
+    assert lstm_inspect.stats(ckpt, x).to_dict()["activations_from"] == "the given input"
