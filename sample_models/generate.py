@@ -433,10 +433,12 @@ def _more_layers(keras: Any, layers: Any, save: Callable[..., None], seq: Callab
     import attention_samples
     import export_samples
     import layer_samples
+    import user_layer_samples
 
     layer_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
     attention_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
     export_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
+    user_layer_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
 
 
 def _save_cudnn(keras: Any, layers: Any, seq: Callable[..., Any], cudnn: Any, x: np.ndarray, write: bool) -> None:

@@ -26,6 +26,7 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers.registry import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.engine.loop import SequenceResult, merge_bidirectional, run_sequence
 from lstm_inspect.engine.ops import OpError, op_supported, run_op_layer
+from lstm_inspect.engine.user_layers import UserLayer, engine_runs, refusal, run_user_layer, user_layer
 from lstm_inspect.model.architecture import (
     Call,
     ConfigError,
@@ -37,7 +38,7 @@ from lstm_inspect.model.architecture import (
     split_rnn_call,
 )
 from lstm_inspect.model.cells.base import CellWeights, StepVariant, keras_major_minor
-from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection, check_sizes
+from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection, check_sizes, weight_names
 
 
 @dataclass
@@ -573,11 +574,12 @@ class Network:
             outs = self._recurrent_layer(node, args, rec)
         elif node.is_op:
             outs = [self._op(node, args)]
+        elif (mine := user_layer(node)) is not None:
+            outs = self._user_layer(mine, node, inputs + _tensors_in(args.kwargs))
         else:
             kind = LAYERS.get(node.class_name)
-            if kind is None:
-                raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy "
-                                   "engine runs; run its recurrent layers alone with --layer")
+            if kind is None or not engine_runs(node):
+                raise InspectError(f"{self.ckpt.file}: {refusal(node)}")
             if not inputs and not _tensors_in(args.kwargs):  # tensors passed by keyword only: mha(query=q, value=v)
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is called on no tensor")
             kwargs = {k: v for k, v in args.kwargs.items()}
@@ -590,6 +592,16 @@ class Network:
             rec.layer_outputs[node.path] = [t.value for t in outs]
             self.budget.hold(_arrays(outs))  # kept until the run ends
         return outs
+
+    def _user_layer(self, mine: UserLayer, node: LayerNode, tensors: list[Tensor]) -> list[Tensor]:
+        """A layer the user gave a NumPy function for (`engine.user_layers`): it gets the layer's stored weights by
+        name, in Keras's order."""
+        keys = [a.key for a in self.ckpt.layer_arrays.get(node.path, [])]
+        weights = dict(zip(weight_names(keys, node.class_name), self.ckpt.read_layer(node.path)))
+        try:
+            return [Tensor(a) for a in run_user_layer(mine, node, tensors, weights, self.ctx)]
+        except InspectError as exc:
+            raise InspectError(f"{self.ckpt.file}: {exc}") from exc
 
     def _naming_the_file(self, run: Callable[[LayerCall], list[Tensor]], call: LayerCall) -> list[Tensor]:
         """A layer function's refusal (the file's weights or settings do not fit) as one sentence naming the file."""
@@ -735,9 +747,8 @@ class Network:
                 problem = op_supported(node)
                 if problem:
                     raise InspectError(f"{self.ckpt.file}: graph op {node.name}: {problem}")
-            elif node.class_name not in LAYERS:
-                raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy "
-                                   "engine runs; run its recurrent layers alone with --layer")
+            elif not engine_runs(node):
+                raise InspectError(f"{self.ckpt.file}: {refusal(node)}")
 
 
 def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode, Call, int], list[Any]],

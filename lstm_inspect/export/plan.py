@@ -16,6 +16,7 @@ import numpy as np
 
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.network import DEFAULT_BATCH, DEFAULT_STEPS, Network, default_inputs, run_direction
+from lstm_inspect.engine.user_layers import engine_runs, user_layer
 from lstm_inspect.model.architecture import Call, LayerNode, ModelGraph, TensorRef
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
@@ -88,7 +89,22 @@ def plan_export(ckpt: Checkpoint, layer: str | None = None, opset: int | None = 
     if ckpt.graph is None:
         raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so there is no model to export; "
                            "export one recurrent direction with --layer NAME, or give the architecture with --config")
+    refuse_user_layers(ckpt)
     return Plan(ckpt, net=Network(ckpt, cache_weights=True), opset=opset)
+
+
+def refuse_user_layers(ckpt: Checkpoint) -> None:
+    """The user's own layers (a custom class, a Lambda, or a class the user gave a NumPy form of with --layers) have
+    no ONNX or PyTorch form: refused in one line, before anything is built."""
+    assert ckpt.graph is not None
+    recurrent = {d.layer_path for d in ckpt.directions}
+    for node in ckpt.graph.walk():
+        if node.children is not None or node.is_op or node.path in recurrent or node.class_name == "InputLayer":
+            continue
+        if user_layer(node) is not None or not engine_runs(node):
+            raise InspectError(f"{ckpt.file}: layer {node.path} ({node.class_name}) is not a Keras layer "
+                               "lstm-inspect exports (your own layer, or a Lambda: a NumPy form given with --layers "
+                               "has no ONNX or PyTorch form); export its recurrent layers alone with --layer")
 
 
 def layer_model(ckpt: Checkpoint, directions: list[RecurrentDirection]) -> Checkpoint:

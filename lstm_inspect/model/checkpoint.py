@@ -275,9 +275,13 @@ class ModelLayer:
         return {"name": self.name, "class_name": self.class_name}
 
 
+TF_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"  # a variable's value in a TF checkpoint, after its object path
+
+
 def weight_names(keys: list[str], class_name: str) -> list[str]:
-    """Names for a layer's stored arrays: the file's (kernel:0 -> kernel), or Keras 3's by class for vars/N."""
-    names = [k.rstrip("/").split("/")[-1].split(":")[0] for k in keys]
+    """Names for a layer's stored arrays: the file's (kernel:0 -> kernel; a TF checkpoint's
+    layer_with_weights-1/W/.ATTRIBUTES/VARIABLE_VALUE -> W), or Keras 3's by class for vars/N."""
+    names = [k.removesuffix(TF_VALUE_SUFFIX).rstrip("/").split("/")[-1].split(":")[0] for k in keys]
     known = KERAS3_WEIGHT_NAMES.get(class_name, ())
     if all(n.isdigit() for n in names) and len(names) <= len(known):
         return list(known[: len(names)])
