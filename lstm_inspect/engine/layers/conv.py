@@ -2,8 +2,9 @@
 
 Why: real recurrent models often read their input through convolutions first (Conv1D → MaxPooling1D →
 LSTM, TimeDistributed(Conv2D) → LSTM, causal dilated Conv1D stacks); the engine runs the whole model, so
-it runs these too. Registered here: Conv1D, Conv2D, SeparableConv1D/2D, DepthwiseConv1D/2D, Conv1DTranspose/Conv2DTranspose
-(TimeDistributed of any of them comes from core.py), ZeroPadding1D/2D, Cropping1D/2D, UpSampling1D.
+it runs these too. Registered here: Conv1D, Conv2D, SeparableConv1D/2D, DepthwiseConv1D/2D,
+Conv1DTranspose/Conv2DTranspose (TimeDistributed of any of them comes from core.py), ZeroPadding1D/2D,
+Cropping1D/2D, UpSampling1D.
 
 The rules follow `keras/src/layers/convolutional/base_conv.py`, `conv1d.py` (causal padding),
 `base_depthwise_conv.py`, `base_separable_conv.py`, the TensorFlow backend's `conv`, `depthwise_conv`
