@@ -71,6 +71,8 @@ def lstm_directions(model: Any, prefix: str = "") -> dict[str, Any]:
         elif kind == "Bidirectional":
             out[f"{path}/{layer.forward_layer.name}"] = layer.forward_layer
             out[f"{path}/{layer.backward_layer.name}"] = layer.backward_layer
+        elif kind == "RNN" and type(layer.cell).__name__ == "StackedRNNCells":
+            out.update({f"{path}/cell_{k}": cell for k, cell in enumerate(layer.cell.cells)})
         elif kind in RECURRENT:
             out[path] = layer
     return out
@@ -433,8 +435,10 @@ def _more_layers(keras: Any, layers: Any, save: Callable[..., None], seq: Callab
     import attention_samples
     import export_samples
     import layer_samples
+    import stacked_samples
 
     layer_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
+    stacked_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
     attention_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
     export_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
 
