@@ -244,9 +244,27 @@ def emit_direction(g: Graph, d: RecurrentDirection, w: CellWeights, x_tm: str, m
     return _op_masked(g, d, w, attrs, x_tm, mask_tm, init, ctx.dtype)
 
 
+def _emit_directions(g: Graph, directions: list[RecurrentDirection],
+                     weights: Callable[[RecurrentDirection], CellWeights], x_tm: str, mask_tm: str | None,
+                     states: list[str], ctx: Context) -> list[DirectionOut]:
+    """Each direction of the layer on its input: the layer's (one direction, a Bidirectional's halves), or for the
+    cells of a StackedRNNCells the previous cell's outputs, in processing order, so reversed back to input order when
+    going backwards (engine.network.stacked_input)."""
+    results: list[DirectionOut] = []
+    for k, d in enumerate(directions):
+        first, n_states = state_offset(directions, k), len(d.cell.states)
+        init = states[first: first + n_states] if len(states) >= first + n_states else None
+        if k and is_stacked(directions):
+            prev = results[-1].seq
+            x_tm = g.reverse(prev, 0) if directions[k - 1].settings.go_backwards else prev
+        results.append(emit_direction(g, d, weights(d), x_tm, mask_tm, init, ctx))
+    return results
+
+
 def emit_recurrent(g: Graph, node: LayerNode, directions: list[RecurrentDirection], args: Call, ctx: Context,
                    weights: Callable[[RecurrentDirection], CellWeights]) -> list[Sym]:
-    """One recurrent layer (one direction, or Bidirectional's two), as `Network._recurrent_layer` runs it."""
+    """One recurrent layer (one direction, Bidirectional's two, or a StackedRNNCells's cells), as
+    `Network._recurrent_layer` runs it."""
     is_sym = lambda o: isinstance(o, Sym)  # noqa: E731
     x, state_syms, explicit, implicit = recurrent_call(args, ctx.keras_major, is_sym)
     if x is None:
@@ -265,14 +283,7 @@ def emit_recurrent(g: Graph, node: LayerNode, directions: list[RecurrentDirectio
         mask_tm = None if mask is None else g.op("Transpose", mask, perm=[1, 0])
         mask_bm = mask
     states = [st.name if st.kind == "float" else g.cast(st.name, "float") for st in state_syms]
-    results: list[DirectionOut] = []
-    for k, d in enumerate(directions):
-        first, n_states = state_offset(directions, k), len(d.cell.states)
-        init = states[first: first + n_states] if len(states) >= first + n_states else None
-        if k and is_stacked(directions):  # the next cell of a StackedRNNCells reads the previous one's outputs
-            prev = results[-1].seq  # in processing order: back to input order (engine.network.stacked_input)
-            x_tm = g.reverse(prev, 0) if directions[k - 1].settings.go_backwards else prev
-        results.append(emit_direction(g, d, weights(d), x_tm, mask_tm, init, ctx))
+    results = _emit_directions(g, directions, weights, x_tm, mask_tm, states, ctx)
     units = directions[-1].units
     out_mask = mask_bm if s.return_sequences else None
 
