@@ -19,7 +19,7 @@ import pytest
 
 import lstm_inspect
 from lstm_inspect.base.errors import InspectError
-from lstm_inspect.model.architecture import LayerNode, recurrent_specs
+from lstm_inspect.model.architecture import LayerNode, recurrent_specs, unsupported_recurrent
 
 from conftest import SAMPLES, run_cli
 from helpers.io import inputs_and_outputs, max_error
@@ -86,6 +86,13 @@ def test_a_list_of_cells_is_a_stack() -> None:
     assert [(s.name, s.kind, s.stack_index, s.settings.return_sequences, s.settings.go_backwards) for s in specs] == [
         ("rnn/cell_0", "RNN(LSTMCell)", 0, True, True), ("rnn/cell_1", "RNN(GRUCell)", 1, False, True)]
     assert [s.stack_arrays for s in specs] == [(0, 3), (3, 3)]
+    # what is not modelled is named: a stack wrapped in Bidirectional, a stack holding a cell of another kind
+    stack = {"class_name": "StackedRNNCells", "config": {"cells": [lstm, gru]}}
+    assert unsupported_recurrent("Bidirectional", {"layer": {"class_name": "RNN", "config": {"cell": stack}}}) == \
+        "Bidirectional(RNN(StackedRNNCells))"
+    peephole = {"class_name": "StackedRNNCells", "config": {"cells": [lstm, {"class_name": "PeepholeLSTMCell"}]}}
+    assert unsupported_recurrent("RNN", {"cell": peephole}) == "RNN(StackedRNNCells([LSTMCell, PeepholeLSTMCell]))"
+    assert unsupported_recurrent("RNN", {"cell": stack}) is None
 
 
 @pytest.mark.parametrize("name", ["k3_stacked_cells_state.keras"])

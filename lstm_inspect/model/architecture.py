@@ -546,6 +546,8 @@ def unsupported_recurrent(class_name: str, config: dict[str, Any]) -> str | None
         found = recurrent_class(inner_cls, inner_cfg)
         if class_name == "TimeDistributed" and found:
             return f"TimeDistributed({found[1]})"
+        if inner_cls == "RNN" and stacked_cells(inner_cfg) is not None:  # modelled only as a layer of its own
+            return f"{class_name}(RNN(StackedRNNCells))"
         return unsupported_recurrent(inner_cls, inner_cfg)
     if class_name == "RNN":
         cell = config.get("cell")
