@@ -351,6 +351,9 @@ def generate_tf_keras() -> None:
             elif kind == "weights":
                 model.save_weights(HERE / f"{name}.weights_only.h5", save_format="h5")
                 (HERE / f"{name}.json").write_text(model.to_json())
+            elif kind == "tf_ckpt":  # a TensorFlow checkpoint (save_weights' TF format) and its architecture
+                model.save_weights(HERE / f"{name}_ckpt" / "cp.ckpt")
+                (HERE / f"{name}.json").write_text(model.to_json())
         _save_refs(name, model, x)
 
     x = seq_input(rng, 4, T, F)

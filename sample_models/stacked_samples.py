@@ -5,6 +5,8 @@
 - `*_stacked_cells_state`: RNN([LSTMCell, LSTMCell], return_state=True, go_backwards=True) after a Masking layer
   (Keras wraps the list in StackedRNNCells): the mask and go_backwards apply to the whole stack; the states come
   back as every cell's, in the cells' order (h0, c0, h1, c1).
+- `*_stacked_cells_backwards`: RNN([LSTMCell, GRUCell], return_sequences=True, go_backwards=True) → Dense; tf_keras
+  writes it as .h5 and as a TensorFlow checkpoint (tfk_stacked_cells_backwards_ckpt/ with its .json).
 - `*_conv1d_transpose`: Conv1DTranspose ("same", strides 2) → LSTM; `*_conv2d_transpose`: TimeDistributed(
   Conv2DTranspose ("valid", strides 2, output_padding 1)) → TimeDistributed(Flatten) → GRU.
 
@@ -55,3 +57,10 @@ def generate(keras: Any, layers: Any, save: Callable[..., None], seq: Callable[.
         seq(layers.TimeDistributed(layers.Conv2DTranspose(2, 3, strides=2, output_padding=1)),
             layers.TimeDistributed(layers.Flatten()), layers.GRU(3), input_shape=(3, 3, 3, 2)),
         x_rng.normal(size=(2, 3, 3, 3, 2)).astype("float32"))
+
+    # going backwards and returning sequences (tf_keras: also as a TensorFlow checkpoint, cell/cells/<k>/ inside)
+    save(f"{p}_stacked_cells_backwards",
+         seq(layers.RNN([layers.LSTMCell(4), layers.GRUCell(3)], return_sequences=True, go_backwards=True,
+                        name="stack"), layers.Dense(2, name="head"), input_shape=(6, 3)),
+         x_rng.normal(size=(2, 6, 3)).astype("float32"),
+         ("keras",) if p == "k3" else ("h5", "tf_ckpt"), weights_rng=w_rng)
