@@ -7,7 +7,8 @@ run as a chain; Functional models in the topological order of their calls (`Mode
 several inputs and outputs included; nested models run as sub-graphs.
 
 `run_layer` runs one recurrent layer alone (a Bidirectional's two directions merged as Keras's Bidirectional
-merges them, `bidirectional_output`); `trace` keeps each direction's values at every step with the input it
+merges them, `bidirectional_output`; an RNN over StackedRNNCells as its cells in turn, each over the previous
+one's outputs, `stacked_input`); `trace` keeps each direction's values at every step with the input it
 consumed and the mask it saw (`Trace`, the `trace` command and `Checkpoint.trace`).
 """
 
