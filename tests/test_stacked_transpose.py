@@ -119,6 +119,15 @@ def test_verify_passes(name: str) -> None:
     assert "match: every output within tolerance" in r.stdout
 
 
+def test_verify_a_stack_alone(tmp_path: Path) -> None:
+    """`verify --layer stack`: Keras runs each cell alone, the second on the first one's outputs put back in input
+    time order (the stack goes backwards), against the engine's stack."""
+    pytest.importorskip("tf_keras", reason="verify rebuilds the model in the Keras that wrote it")
+    r = run_cli("verify", str(SAMPLES / "tfk_stacked_cells_backwards.h5"), "--layer", "stack")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "Keras ran each cell of stack alone" in r.stdout and "match" in r.stdout
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_onnx_export_matches_keras(name: str, tmp_path: Path) -> None:
     onnx = pytest.importorskip("onnx", reason="the onnx extra is not installed: pip install 'lstm-inspect[onnx]'")
