@@ -67,8 +67,8 @@ def test_show_lists_each_cell(name: str) -> None:
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     layer, cells = CELLS[name.split(".")[0].split("_", 1)[1]]
-    got = [(d["name"], d["kind"], d["input_dim"], d["units"]) for d in info["layers"]]
-    assert got == [(f"{layer}/cell_{k}", *cell) for k, cell in enumerate(cells)]
+    got = [(d["name"], d["stacked_cell"], d["kind"], d["input_dim"], d["units"]) for d in info["layers"]]
+    assert got == [(f"{layer}/cell_{k}", k, *cell) for k, cell in enumerate(cells)]
 
 
 def test_show_table_names_the_stack_and_its_cells() -> None:

@@ -208,6 +208,7 @@ class RecurrentDirection:
             "settings_assumed": s.assumed,
             "merge_mode": self.merge_mode,
             "bidirectional": self.wrapper,
+            "stacked_cell": self.stack_index,
             "storage": self.storage,
             "gates": {g: {"shape": list(shape) if shape else None} for g in self.cell.gates},
             "params": self.param_count,
