@@ -683,7 +683,6 @@ class Network:
             rec.initial_states.setdefault(node.path, states)
         states = states or self._stacked_start(directions, value.shape[0])
         results = []
-        layer_input = value
         for k, d in enumerate(directions):
             first = state_offset(directions, k)
             n_states = len(d.cell.states)
@@ -701,7 +700,7 @@ class Network:
             if res.trace is not None:
                 rec.traces[d.name] = res.trace
                 self.budget.hold(res.trace.values())  # kept until the run ends
-                if value is not rec.layer_inputs[node.path] and value is not layer_input:  # a later call, time-major
+                if value is not rec.layer_inputs[node.path]:  # a later call, time-major, a stacked cell's input
                     self.budget.hold([value])
                 rec.trace_inputs[d.name] = value  # the input of the call these values come from
             results.append(res)
