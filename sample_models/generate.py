@@ -315,6 +315,7 @@ def generate_keras3() -> None:
     _declared_shapes(keras, layers, save, rng)
     _gru_and_simple_rnn(keras, layers, save, seq, x, rng, weights_kind="weights")
     _more_layers(keras, layers, save, seq)
+    _stacked_and_transposed(keras, layers, save, seq)
 
     # dropout and recurrent_dropout set (Keras drops nothing at inference): diagnose's "dropout applied at
     # inference" candidates scale x or h by (1 - rate). Its own seeded generator, so no other sample changes.
@@ -430,6 +431,7 @@ def generate_tf_keras() -> None:
         np.savez(HERE / "tfk_cudnn_gru.io.npz", x=x, y=plain_gru.predict(x, verbose=0))
 
     _more_layers(keras, layers, save, seq)
+    _stacked_and_transposed(keras, layers, save, seq)
 
 
 def _more_layers(keras: Any, layers: Any, save: Callable[..., None], seq: Callable[..., Any]) -> None:
@@ -438,12 +440,17 @@ def _more_layers(keras: Any, layers: Any, save: Callable[..., None], seq: Callab
     import attention_samples
     import export_samples
     import layer_samples
-    import stacked_samples
 
     layer_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
-    stacked_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
     attention_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
     export_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
+
+
+def _stacked_and_transposed(keras: Any, layers: Any, save: Callable[..., None], seq: Callable[..., Any]) -> None:
+    """RNN over StackedRNNCells and the transposed convolutions (issue 25), with their own seeded generators."""
+    import stacked_samples
+
+    stacked_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
 
 
 def _save_cudnn(keras: Any, layers: Any, seq: Callable[..., Any], cudnn: Any, x: np.ndarray, write: bool) -> None:
