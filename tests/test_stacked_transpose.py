@@ -185,3 +185,8 @@ def test_transposed_settings_keras_refuses_are_refused_in_one_line(tmp_path: Pat
     node.config["output_padding"] = 2  # strides 2
     with pytest.raises(InspectError, match=r"output_padding \(2,\) is not below strides \(2,\)"):
         ckpt.forward(inputs_and_outputs(SAMPLES / "k3_conv1d_transpose.keras")[0][0])
+    # "same", an even kernel, output_padding 0: TensorFlow aborts (AbortedError from Keras 3.15's Conv1DTranspose on
+    # a (1, 4, 3) input, checked by hand); the engine refuses it before computing anything
+    node.config.update(output_padding=0, kernel_size=2)
+    with pytest.raises(InspectError, match="TensorFlow refuses it too"):
+        ckpt.forward(inputs_and_outputs(SAMPLES / "k3_conv1d_transpose.keras")[0][0])
