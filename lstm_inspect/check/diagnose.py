@@ -641,7 +641,8 @@ def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: li
 
 def _bidirectional_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray]
                           ) -> tuple[Run, list[RecurrentDirection], bool, int, bool]:
-    """A Bidirectional alone, by its Keras name: both directions run and merged as Keras merges them."""
+    """A Bidirectional alone, by its Keras name: both directions run and merged as Keras merges them; or the cells
+    of a StackedRNNCells run in turn (the first reads x, each next one the previous one's outputs)."""
     directions = ckpt.directions_of(layer)
     x = np.asarray(xs[0])
     weights = {d.name: d.weights() for d in directions}
@@ -651,9 +652,10 @@ def _bidirectional_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray]
 
     with _sharing(_runs(mistakes(ckpt, directions, False))):
         one = budget.Budget(where=str(ckpt.file))
+        directions[0].check_input(directions[0].layer_layout(x))
         for d in directions:
-            d.check_input(d.layer_layout(x))
-            charge_direction(one, d, d.layer_layout(x).shape, np.float32, False, True)
+            shape = d.layer_layout(x).shape
+            charge_direction(one, d, (*shape[:2], d.input_dim or shape[2]), np.float32, False, True)
     return run, directions, False, one.used_steps, False
 
 

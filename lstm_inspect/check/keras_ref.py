@@ -52,7 +52,8 @@ from lstm_inspect.model.checkpoint import Checkpoint
 
 # Layer classes whose config may be handed to Keras's from_config: nothing in them runs user code.
 # The same registries the engine runs from, so verify rebuilds exactly what the engine knows.
-ALLOWED_CLASSES = (frozenset(LAYERS) | frozenset(all_layer_classes()) | {"Bidirectional"} | MODEL_CLASSES) - {
+ALLOWED_CLASSES = (frozenset(LAYERS) | frozenset(all_layer_classes()) | {"Bidirectional", "StackedRNNCells"}
+                   | MODEL_CLASSES) - {
     "TFOpLambda", "SlicingOpLambda", "TensorFlowOpLayer"}
 INSTALL_HINT = "pip install 'lstm-inspect[keras]'"
 # The oldest Keras 3 verify runs: earlier releases have published safe-mode bypasses (README, "Which Keras
@@ -215,7 +216,7 @@ def _check_objects(cfg: Any, where: str, depth: int = 0) -> None:
 DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 DROPPED_KEYS = {"activity_regularizer", "weights", "compile_config", "shared_object_id", "build_config"}
 POLICY_CLASSES = {"DTypePolicy", "Policy", "FloatDTypePolicy"}
-WRAPPED_KEYS = ("layer", "backward_layer", "cell")
+WRAPPED_KEYS = ("layer", "backward_layer", "cell", "cells")  # cells: a StackedRNNCells's list
 # Serialized plain values: a tuple (tf_keras's json_utils: "items"; Keras 3: config.value) or a TensorShape
 SEQUENCE_CLASSES = ("__tuple__", "TensorShape")
 

@@ -43,6 +43,7 @@ from lstm_inspect.engine.network import (
     bidirectional_output,
     charge_direction,
     default_inputs,
+    is_stacked,
     run_direction,
     run_layer,
 )
@@ -574,11 +575,7 @@ def verify_layer(ckpt: Checkpoint, name: str, x: np.ndarray, theirs: Any = None,
     d0 = directions[0]
     x = np.asarray(x)
     d0.check_input(d0.layer_layout(x))
-    refs, library = [], ""
-    for d in directions:
-        ref, library = run_keras_direction(ckpt, d.name, x)
-        refs.append(SequenceResult(d.layer_layout(np.asarray(ref)), []))
-    keras_outs = bidirectional_output(refs[0], refs[1], d0)
+    keras_outs, library, how = _keras_layer(ckpt, directions, x)
     what = f"layer {d0.layer_path}"
     names = [what] if len(keras_outs) == 1 else [f"{what} ({d.direction})" for d in directions]
     if theirs is not None:
@@ -598,11 +595,32 @@ def verify_layer(ckpt: Checkpoint, name: str, x: np.ndarray, theirs: Any = None,
 
     comparisons, sens = _judge(list(zip(names, ours, keras_outs)), atol, rtol,
                                lambda: rounding_sensitivity(spreads(), {}, atol, rtol))
-    notes = [*hard_sigmoid_notes(ckpt, library), f"Keras ran each direction of {d0.layer_path} alone; their "
-             f"outputs are merged as its Bidirectional merges them (merge_mode={d0.merge_mode})"]
+    notes = [*hard_sigmoid_notes(ckpt, library), how]
     if sens is not None:
         notes.append(sens.note(comparisons, "theirs" if theirs is not None else "the engine"))
     return VerifyReport(ckpt.file, library, against, atol, rtol, comparisons, notes, sens)
+
+
+def _keras_layer(ckpt: Checkpoint, directions: list[Any], x: np.ndarray) -> tuple[list[np.ndarray], str, str]:
+    """Keras's outputs of a layer of several directions, each run by Keras alone (`run_keras_direction`): a
+    Bidirectional's halves merged as it merges them, or a StackedRNNCells's cells in turn, each on the previous
+    one's Keras outputs back in input time order (as `engine.network.stacked_input` feeds them). Returns (the
+    outputs, the library, a note saying how)."""
+    d0, library = directions[0], ""
+    if is_stacked(directions):
+        value = x
+        for d in directions:
+            ref, library = run_keras_direction(ckpt, d.name, value)
+            value = np.asarray(ref)[:, ::-1] if d.settings.go_backwards else np.asarray(ref)
+        return [np.asarray(ref)], library, (f"Keras ran each cell of {d0.layer_path} alone, each on the previous "
+                                            "one's outputs (as its StackedRNNCells runs them within each step)")
+    refs = []
+    for d in directions:
+        ref, library = run_keras_direction(ckpt, d.name, x)
+        refs.append(SequenceResult(d.layer_layout(np.asarray(ref)), []))
+    return bidirectional_output(refs[0], refs[1], d0), library, (
+        f"Keras ran each direction of {d0.layer_path} alone; their outputs are merged as its Bidirectional merges "
+        f"them (merge_mode={d0.merge_mode})")
 
 
 def check(ckpt: Checkpoint, x: Any = None, theirs: Any = None, layer: str | None = None, seed: int = 0,

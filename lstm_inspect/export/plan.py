@@ -82,7 +82,7 @@ def plan_export(ckpt: Checkpoint, layer: str | None = None, opset: int | None = 
             raise InspectError(f"{ckpt.file}: layer {d.name if len(directions) == 1 else layer} is time_major, and a "
                                "layer exported alone takes (batch, steps, N_i); export the whole model, which takes "
                                "the input as this layer does")
-        if len(directions) > 1:  # a Bidirectional: a model of that layer alone, through the whole-model path
+        if len(directions) > 1:  # a Bidirectional or stacked cells: a model of that layer alone, as a whole model
             alone = layer_model(ckpt, directions)
             return Plan(alone, net=Network(alone, cache_weights=True), opset=opset, layer=layer)
         return Plan(ckpt, direction=d, opset=opset)
@@ -108,7 +108,8 @@ def refuse_user_layers(ckpt: Checkpoint) -> None:
 
 
 def layer_model(ckpt: Checkpoint, directions: list[RecurrentDirection]) -> Checkpoint:
-    """The checkpoint as a model of one recurrent layer (a Bidirectional's two directions): an InputLayer x
+    """The checkpoint as a model of one recurrent layer (a Bidirectional's two directions, or stacked cells): an
+    InputLayer x
     (batch, free steps, N_i) called into that layer, the graph's outputs every output the layer gives (one merged
     output, two for merge_mode None, then each direction's final states when it returns them). The layer's node is
     the file's own (its path kept, so a layer inside a nested model is found the same), or for a file without an
@@ -123,8 +124,9 @@ def layer_model(ckpt: Checkpoint, directions: list[RecurrentDirection]) -> Check
     source = LayerNode(name=x, path=x, parts=(x,), class_name="InputLayer",
                        config={"name": x, "batch_input_shape": [None, None, d0.input_dim]})
     recurrent = replace(node, inbound=[Call([TensorRef(x)])], children=None)
-    n_out = (2 if d0.merge_mode is None else 1) + (
-        len(d0.cell.states) * len(directions) if d0.settings.return_state else 0)
+    stacked = d0.stack_index is not None  # a StackedRNNCells: one output, then every cell's states
+    n_out = (2 if d0.merge_mode is None and not stacked else 1) + (
+        sum(len(d.cell.states) for d in directions) if directions[-1].settings.return_state else 0)
     graph = ModelGraph("Functional", node.name, [source, recurrent], [TensorRef(x)],
                        [TensorRef(node.name, 0, k) for k in range(n_out)])
     return replace(ckpt, graph=graph, directions=list(directions), layers=[], _engines={}, _layer_warnings=[])

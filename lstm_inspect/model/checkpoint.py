@@ -60,6 +60,7 @@ class RecurrentDirection:
     layer_path: str = ""  # the model layer it belongs to (the Bidirectional for both halves)
     warnings: list[str] = field(default_factory=list)  # found while reading the weights (NaN, Inf)
     initial_state_from: list[str] = field(default_factory=list)  # e.g. ["encoder h", "encoder c"]
+    stack_index: int | None = None  # cell k of an RNN over StackedRNNCells (named <layer>/cell_<k>)
 
     def __post_init__(self) -> None:
         if not self.parts:
@@ -207,6 +208,7 @@ class RecurrentDirection:
             "settings_assumed": s.assumed,
             "merge_mode": self.merge_mode,
             "bidirectional": self.wrapper,
+            "stacked_cell": self.stack_index,
             "storage": self.storage,
             "gates": {g: {"shape": list(shape) if shape else None} for g in self.cell.gates},
             "params": self.param_count,
