@@ -7,7 +7,8 @@ re-run them exactly in NumPy, and check a port against Keras. README.md's "Pytho
     (5, 8)
 
 Every function here is the library behind a command: `load` (show), `Checkpoint.forward` (forward),
-`Checkpoint.trace` (trace), `stats`, `verify`, `diagnose`; each returns a typed result with a one-line repr,
+`Checkpoint.trace` (trace), `stats`, `verify`, `diagnose`, `register_layer` / `load_layers` (--layers: the user's
+own NumPy forms of custom and Lambda layers); each returns a typed result with a one-line repr,
 a small HTML table in notebooks, and `to_dict()` (what the command's --json prints).
 """
 
@@ -26,6 +27,7 @@ from lstm_inspect.check.stats import stats as collect_stats
 from lstm_inspect.check.verify import Comparison, VerifyReport, check
 from lstm_inspect.engine.network import DirectionTrace, Trace
 from lstm_inspect.engine.shapes import InputSummary, LayerSummary, ModelSummary, summarize
+from lstm_inspect.engine.user_layers import forget_layers, load_layers, register_layer
 from lstm_inspect.io import read_checkpoint
 from lstm_inspect.model.cells.base import CELLS, Cell, CellWeights, Gate, split_gates
 from lstm_inspect.model.checkpoint import Checkpoint, LSTMDirection, ModelLayer, RecurrentDirection
@@ -90,7 +92,10 @@ __all__ = [
            "VerifyReport",
            "__version__",
            "diagnose",
+           "forget_layers",
            "load",
+           "load_layers",
+           "register_layer",
            "split_gates",
            "stats",
            "summary",

@@ -29,11 +29,20 @@ from rich.table import Table
 from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
-from lstm_inspect import load
+from lstm_inspect import load, load_layers
 from lstm_inspect.base import __version__, budget
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.shapes import summarize
-from lstm_inspect.io.arrays import LINE_CHARS, ordered_inputs, read_inputs, shown, write_arrays, write_trace
+from lstm_inspect.engine.user_layers import unknown_layers
+from lstm_inspect.io.arrays import (
+    LINE_CHARS,
+    ordered_inputs,
+    read_inputs,
+    read_outputs,
+    shown,
+    write_arrays,
+    write_trace,
+)
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
 EXIT_OK, EXIT_MISMATCH, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -296,6 +305,12 @@ JSON_OPT = typer.Option(False, "--json", help="Print the result as JSON instead 
 CONFIG_OPT = typer.Option(None, "--config", help="The architecture of a weights-only MODEL (save_weights .h5, "
                           ".weights.h5 or TF checkpoint): its model.to_json() file, or a .keras's config.json.",
                           show_default=False)
+LAYERS_OPT = typer.Option(
+    None, "--layers", metavar="MODULE.py", show_default=False,
+    help="Your own NumPy forms of the custom layers and Lambda layers the file names (README, 'Your own layers'): a "
+    "Python module defining LAYERS = {class name or Lambda layer name: fn(config, weights, inputs, masks)}, and "
+    "keras_classes(keras) for verify. It is imported and runs as YOUR code; the file's config only selects which of "
+    "your functions runs, and nothing from the file (a class's code, a Lambda's bytecode) is ever run.")
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DTYPE_OPT = typer.Option("float32", "--dtype", help="Arithmetic of the engine: float32 (as Keras) or float64.")
 
@@ -341,6 +356,13 @@ MAX_STEPS_OPT = typer.Option(
 ATOL_OPT = typer.Option(1e-5, "--atol", help="Absolute tolerance (finite, ≥ 0).")
 RTOL_OPT = typer.Option(1e-4, "--rtol", help="Relative tolerance (finite, ≥ 0): ok where |ours - keras| <= atol + "
                         "rtol·|keras|.")
+
+
+def _load(model: Path, config: Path | None, layers: Path | None) -> Checkpoint:
+    """The checkpoint, after the user's own layers (--layers: their module, imported as their code) are registered."""
+    if layers is not None:
+        load_layers(layers)
+    return load(model, config)
 
 
 def _tolerances(atol: float, rtol: float) -> None:
@@ -398,6 +420,7 @@ def _inputs(*paths: Path | None) -> list[Path]:
 def show(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
+    layers: Path | None = LAYERS_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """The model at a glance, and every recurrent direction with N_i, N_c, each gate's W_g shape and settings.
@@ -412,9 +435,12 @@ def show(
     """
 
     def action() -> int:
-        ckpt = load(model, config)
+        ckpt = _load(model, config, layers)
         if as_json:
-            typer.echo(json.dumps({**ckpt.to_dict(), "summary": summarize(ckpt).to_dict()}, indent=2))
+            own = [{"name": node.path, "class_name": node.class_name, "runs_with": None if mine is None else mine.label}
+                   for node, mine in unknown_layers(ckpt.graph, {d.layer_path for d in ckpt.directions})]
+            typer.echo(json.dumps({**ckpt.to_dict(), "summary": summarize(ckpt).to_dict(), "own_layers": own},
+                                  indent=2))
         else:
             render_show(ckpt, _console())
         for problem in ckpt.all_problems:
@@ -501,6 +527,8 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
             _model_lines(summary, console)
         for line in _summary_legend(summary):
             console.print(lit(line, "dim"))
+        for line in own_layer_lines(ckpt):
+            console.print(lit(line))
     elif ckpt.layers:  # no architecture: what the file stores, in its order (not a graph)
         stored = Text("stored layers, in file order: ")
         for k, m in enumerate(ckpt.layers):
@@ -526,6 +554,20 @@ def render_show(ckpt: Checkpoint, console: Console) -> None:
         text = Text("note: ", style="yellow")
         text.append(lit(note))
         console.print(text)
+
+
+def own_layer_lines(ckpt: Checkpoint) -> list[str]:
+    """One line per layer the engine does not know by itself: the user's function for it (--layers), or how to give
+    one."""
+    lines = []
+    for node, mine in unknown_layers(ckpt.graph, {d.layer_path for d in ckpt.directions}):
+        head = f"{shown(node.path)} ({shown(node.class_name)})"
+        if mine is not None:
+            lines.append(f"{head}: runs with your {shown(mine.label)}")
+        else:
+            lines.append(f"{head}: not a layer the engine runs; the whole model runs with your NumPy form of it "
+                         "(--layers MODULE.py), its recurrent layers alone with --layer")
+    return lines
 
 
 def _summary_legend(summary: Any) -> list[str]:
@@ -645,6 +687,7 @@ def _wrap_at_slashes(parts: list[str], width: int) -> list[str]:
 def forward(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
+    layers: Path | None = LAYERS_OPT,
     input: Path = typer.Option(..., "--input", "-i", help=INPUT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="Y: .npy (the single output) or .npz (output_0, output_1, ...). "
                              "Missing folders are created."),
@@ -667,7 +710,7 @@ def forward(
     """
 
     def action() -> int:
-        ckpt = load(model, config)
+        ckpt = _load(model, config, layers)
         dt = _dtype(dtype)
         state = _initial_state(initial_state, layer)
         result = ckpt.forward(_inputs_for(ckpt, input, layer)[0] if layer is not None else
@@ -686,6 +729,7 @@ def forward(
 def verify(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
+    layers: Path | None = LAYERS_OPT,
     input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " Default: a seeded random input of "
                                          "the model's shape (token ids for Embedding models)."),
     against: Path | None = typer.Option(None, "--against", help="THEIRS: your reimplementation's outputs for the "
@@ -719,9 +763,9 @@ def verify(
         from lstm_inspect.check.verify import check
 
         _tolerances(atol, rtol)
-        ckpt = load(model, config)
+        ckpt = _load(model, config, layers)
         dt = _dtype(dtype)
-        theirs = list(read_inputs(against).values()) if against is not None else None
+        theirs = read_outputs(against) if against is not None else None
         xs = _inputs_for(ckpt, input, layer) if input is not None else None
         with _status("running Keras (importing TensorFlow)..."):
             report = check(ckpt, xs, theirs, layer, seed, atol, rtol, dt, against)
@@ -869,6 +913,7 @@ def render_verify(report: Any, console: Console) -> None:
 def trace(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
+    layers: Path | None = LAYERS_OPT,
     input: Path = typer.Option(..., "--input", "-i", help=INPUT_HELP),
     out: Path = typer.Option(..., "--out", "-o", help="T.npz, or a folder for --format csv."),
     fmt: TraceFormat | None = typer.Option(None, "--format", help="npz (the default, whatever the name of --out) "
@@ -896,7 +941,7 @@ def trace(
     """
 
     def action() -> int:
-        ckpt = load(model, config)
+        ckpt = _load(model, config, layers)
         dt = _dtype(dtype)
         kind = fmt or ("csv" if out.suffix == "" and out.is_dir() else "npz")
         if kind not in ("npz", "csv"):
@@ -918,6 +963,7 @@ def trace(
 def stats(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
+    layers: Path | None = LAYERS_OPT,
     input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " For the activation statistics; "
                                          "default: a seeded random input of the model's shape."),
     seed: int = SEED_OPT,
@@ -940,7 +986,7 @@ def stats(
     def action() -> int:
         from lstm_inspect.check.stats import collect
 
-        ckpt = load(model, config)
+        ckpt = _load(model, config, layers)
         xs = _model_inputs(ckpt, input) if input is not None else None
         report = collect(ckpt, xs, seed)
         if as_json:
@@ -1138,6 +1184,7 @@ def export(
 def plot(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
+    layers: Path | None = LAYERS_OPT,
     out: Path = typer.Option(..., "--out", "-o", help="A folder to create (an earlier plot is replaced only with "
                              "--force)."),
     input: Path | None = typer.Option(None, "--input", "-i", help=INPUT_HELP + " For the activation plot; default: "
@@ -1163,7 +1210,7 @@ def plot(
     def action() -> int:
         from lstm_inspect.plot import plot as draw
 
-        ckpt = load(model, config)
+        ckpt = _load(model, config, layers)
         xs = _model_inputs(ckpt, input) if input is not None else None
         written, source = draw(ckpt, out, xs, seed, force, layer)
         say(f"{out}: {len(written)} PNGs (activations from {source})")
@@ -1179,6 +1226,7 @@ def plot(
 def diagnose(
     model: Path = MODEL_ARG,
     config: Path | None = CONFIG_OPT,
+    layers: Path | None = LAYERS_OPT,
     input: Path = typer.Option(..., "--input", "-i", help="X, the input you gave your reimplementation."),
     against: Path = typer.Option(..., "--against", help="THEIRS: its outputs (.npy, or .npz output_0, ...)."),
     layer: str | None = typer.Option(None, "--layer", metavar="NAME", help="THEIRS is one recurrent layer's output (a "
@@ -1207,8 +1255,8 @@ def diagnose(
         from lstm_inspect.check.diagnose import diagnose_port
 
         _tolerances(atol, rtol)
-        ckpt = load(model, config)
-        theirs = list(read_inputs(against).values())
+        ckpt = _load(model, config, layers)
+        theirs = read_outputs(against)
         xs = _inputs_for(ckpt, input, layer)
         result = diagnose_port(ckpt, xs, theirs, layer, atol, rtol)
         if as_json:
@@ -1231,10 +1279,14 @@ def render_diagnosis(result: Any, console: Console) -> None:
     found = result.found
     if found:
         for rank, h in enumerate(found, 1):
-            exact = "exactly" if h.exact else "closely"
-            console.print(lit(f"{rank}. ") + lit(h.name, "bold") + lit(f" reproduces THEIRS {exact} (max |Δ| "
-                                                                       f"{h.max_abs:.2e})."))
+            said = "reproduces THEIRS exactly" if h.exact else \
+                "is consistent with THEIRS (within its rounding noise; no mistake reproduces it exactly)"
+            console.print(lit(f"{rank}. ") + lit(h.name, "bold") + lit(f" {said} (max |Δ| {h.max_abs:.2e})."))
             console.print(lit(f"   fix: {h.fix}"))
+        if sum(h.exact for h in found) > 1:
+            console.print(lit(f"these {sum(h.exact for h in found)} reproduce THEIRS alike on this input, which cannot "
+                              "tell them apart (the narrowest first); an input that does (other padding, more samples "
+                              "or steps) decides between them"))
     elif result.close:
         console.print(lit("none of the porting mistakes lstm-inspect knows reproduces THEIRS; close (each cuts the "
                           "largest |Δ| 10x or more):"))

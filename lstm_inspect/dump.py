@@ -84,6 +84,11 @@ def direction_settings(d: RecurrentDirection, layout: str) -> dict[str, Any]:
         "bidirectional": d.wrapper,
         "merge_mode": d.merge_mode if d.wrapper else None, "storage_in_file": d.storage, "gates": list(d.cell.gates),
     }
+    if d.stack_index is not None:  # a cell of an RNN over StackedRNNCells
+        out["stacked_cell"] = d.stack_index
+        out["reads"] = ("the layer's input" if d.stack_index == 0 else
+                        f"the output sequence of {'/'.join((*d.parts[:-1], f'cell_{d.stack_index - 1}'))} in input "
+                        "time order, with the layer's mask (Keras runs the stacked cells in turn within each step)")
     if s.assumed:
         out["assumed"] = ("this file stores no architecture: activations and flags are the defaults of the Keras "
                           "that wrote it, not facts read from the file")
@@ -141,7 +146,8 @@ def _groups(ckpt: Checkpoint, layout: str, layer: str | None
         return
     by_layer: dict[str, list[RecurrentDirection]] = {}
     for d in directions:
-        by_layer.setdefault(d.layer_path or d.name, []).append(d)
+        # one group per Keras layer (a Bidirectional's halves together); each stacked cell is one layer of its own
+        by_layer.setdefault(d.name if d.stack_index is not None else d.layer_path or d.name, []).append(d)
     for ds in by_layer.values():
         parts = ds[0].parts[:-1] if ds[0].wrapper and len(ds[0].parts) > 1 else ds[0].parts
         if layout == "pytorch":

@@ -71,6 +71,8 @@ def lstm_directions(model: Any, prefix: str = "") -> dict[str, Any]:
         elif kind == "Bidirectional":
             out[f"{path}/{layer.forward_layer.name}"] = layer.forward_layer
             out[f"{path}/{layer.backward_layer.name}"] = layer.backward_layer
+        elif kind == "RNN" and type(layer.cell).__name__ == "StackedRNNCells":
+            out.update({f"{path}/cell_{k}": cell for k, cell in enumerate(layer.cell.cells)})
         elif kind in RECURRENT:
             out[path] = layer
     return out
@@ -313,6 +315,7 @@ def generate_keras3() -> None:
     _declared_shapes(keras, layers, save, rng)
     _gru_and_simple_rnn(keras, layers, save, seq, x, rng, weights_kind="weights")
     _more_layers(keras, layers, save, seq)
+    _stacked_and_transposed(keras, layers, save, seq)
 
     # dropout and recurrent_dropout set (Keras drops nothing at inference): diagnose's "dropout applied at
     # inference" candidates scale x or h by (1 - rate). Its own seeded generator, so no other sample changes.
@@ -393,6 +396,9 @@ def generate_tf_keras() -> None:
             elif kind == "weights":
                 model.save_weights(HERE / f"{name}.weights_only.h5", save_format="h5")
                 (HERE / f"{name}.json").write_text(model.to_json())
+            elif kind == "tf_ckpt":  # a TensorFlow checkpoint (save_weights' TF format) and its architecture
+                model.save_weights(HERE / f"{name}_ckpt" / "cp.ckpt")
+                (HERE / f"{name}.json").write_text(model.to_json())
         _save_refs(name, model, x)
 
     x = seq_input(rng, 4, T, F)
@@ -469,6 +475,7 @@ def generate_tf_keras() -> None:
         np.savez(HERE / "tfk_cudnn_gru.io.npz", x=x, y=plain_gru.predict(x, verbose=0))
 
     _more_layers(keras, layers, save, seq)
+    _stacked_and_transposed(keras, layers, save, seq)
     _conv_lstm(keras, layers, save, "tfk_", channels_first=False)  # tf_keras on a CPU: NHWC convolutions only
 
 
@@ -478,10 +485,19 @@ def _more_layers(keras: Any, layers: Any, save: Callable[..., None], seq: Callab
     import attention_samples
     import export_samples
     import layer_samples
+    import user_layer_samples
 
     layer_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
     attention_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
     export_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
+    user_layer_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
+
+
+def _stacked_and_transposed(keras: Any, layers: Any, save: Callable[..., None], seq: Callable[..., Any]) -> None:
+    """RNN over StackedRNNCells and the transposed convolutions (issue 25), with their own seeded generators."""
+    import stacked_samples
+
+    stacked_samples.generate(keras, layers, save, seq, PREFIX[keras.__name__])
 
 
 def _save_cudnn(keras: Any, layers: Any, seq: Callable[..., Any], cudnn: Any, x: np.ndarray, write: bool) -> None:

@@ -25,9 +25,10 @@ GATES = ("i", "f", "c", "o")
 CELL_GATES = {4: ("i", "f", "c", "o"), 3: ("z", "r", "h"), 1: ("h",)}  # by the number of fused blocks
 
 CHECKPOINT_SUFFIXES = (".keras", ".h5", ".hdf5", ".h5py")
-# Samples whose model holds a layer the engine does not run (its LSTMs still run alone with --layer): none since
-# the engine runs convolutions (tests/test_layers.py makes such a model and checks the one-line refusal).
-NOT_RUNNABLE: tuple[str, ...] = ()
+# Samples whose model holds a layer the engine does not run by itself (its LSTMs still run alone with --layer): the
+# user's own layers (a custom class, a Lambda), which run whole only with the user's module (tests/test_user_layers.py
+# runs them with sample_models/my_layers.py and checks the one-line refusal without it).
+NOT_RUNNABLE: tuple[str, ...] = ("k3_user_", "tfk_user_")
 
 
 def sample_checkpoints() -> list[Path]:

@@ -193,3 +193,50 @@ def test_a_pair_that_only_comes_close_is_not_listed() -> None:
     d = Diagnosis("f.h5", False, baseline, ranked=[exact_pair, pair, single, far])
     assert d.close == [single] and d.found == [exact_pair]
     assert [h["mistake"] for h in d.to_dict()["close"]] == ["a"]
+
+
+def test_only_samples_at_rounding_level_prove_the_shared_weights_right() -> None:
+    """A sample within the tolerance but not at rounding level (within a hundredth of it) may carry a small shared
+    mistake (the real gru_stacked_keras36 with a GRU bias misplaced: samples at 2.5e-6 and 2.2e-5 of a 3e-4 error):
+    it does not prune the search, and the hint says the shared weights are only probably right."""
+    ref = np.zeros((3, 4, 2))
+    ours = ref.copy()
+    ours[0] += 1e-9  # rounding level
+    ours[1] += 5e-6  # within atol = 1e-5, not within a hundredth of it
+    ours[2] += 1e-3  # wrong
+    ev = compare("output_0", ours, ref, 1e-5, 1e-4).evidence
+    assert ev is not None and ev.exact == (0, 1) and ev.firm_exact == (0,)
+    assert "probably right" in ev.hint()
+    ours[1] = ref[1]
+    ev = compare("output_0", ours, ref, 1e-5, 1e-4).evidence
+    assert ev is not None and ev.firm_exact == (0, 1) and "activations) is right" in ev.hint()
+
+
+def test_a_port_that_overflowed_is_told_so_not_ranked(tmp_path: Path) -> None:
+    """NaN or inf in THEIRS: one line naming the output and the first bad element, exit 2; no candidate is ranked by
+    an infinite distance (each one used to be listed as 'close', and --json wrote Infinity)."""
+    x = _x()
+    theirs = port(x)
+    theirs[0, 3, 1] = np.nan
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "theirs.npy", theirs[:, -1] * np.inf)
+    r = run_cli("diagnose", str(SAMPLES / f"{SAMPLE}.keras"), "-i", str(tmp_path / "x.npy"), "--against",
+                str(tmp_path / "theirs.npy"), "--json")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "NaN or infinite, the first at [0, 0]" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    ckpt = lstm_inspect.load(SAMPLES / f"{SAMPLE}.keras")
+    with pytest.raises(lstm_inspect.InspectError, match=r"1 value\(s\) that are NaN or infinite, the first at \[0, 3"):
+        diagnose(ckpt, [x], [theirs], layer="lstm")
+
+
+def test_named_outputs_are_read_by_their_number_not_their_order_in_the_file(tmp_path: Path) -> None:
+    """A port that saves output_2 before output_1 (np.savez keeps the writer's order) gave Keras's own outputs a
+    confident 'outputs 1 and 2 swapped' diagnosis; `output_<k>` names now set the order (Keras's outputs of
+    k3_functional_state, written in another order)."""
+    with np.load(SAMPLES / "k3_functional_state.io.npz") as io:
+        x, ys = io["x"], [io["y0"], io["y1"], io["y2"]]
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "theirs.npz", output_2=ys[2], output_0=ys[0], output_1=ys[1])
+    r = run_cli("diagnose", str(SAMPLES / "k3_functional_state.keras"), "-i", str(tmp_path / "x.npy"), "--against",
+                str(tmp_path / "theirs.npz"))
+    assert r.returncode == 0 and r.stdout.startswith("match"), r.stdout + r.stderr

@@ -113,7 +113,7 @@ def _weights(case: dict[str, Any]) -> list[np.ndarray]:
     if case["cls"] == "TimeDistributed":
         x = x.reshape(-1, *x.shape[2:])
     rng = np.random.default_rng(sum(map(ord, case["id"])))
-    rank = 2 if cls.endswith("2D") else 1
+    rank = 2 if cls.endswith(("2D", "2DTranspose")) else 1
     bias = cfg.get("use_bias", True)
     fmt = cfg.get("data_format", CL)
     cin = x.shape[-1] if fmt == CL else x.shape[-1 - rank]
@@ -122,6 +122,9 @@ def _weights(case: dict[str, Any]) -> list[np.ndarray]:
     if cls in ("Conv1D", "Conv2D"):
         f = cfg["filters"]
         shapes = [(*kernel, cin // cfg.get("groups", 1), f)] + ([(f,)] if bias else [])
+    elif cls in ("Conv1DTranspose", "Conv2DTranspose"):
+        f = cfg["filters"]
+        shapes = [(*kernel, f, cin)] + ([(f,)] if bias else [])
     elif cls.startswith("Depthwise"):
         m = cfg.get("depth_multiplier", 1)
         shapes = [(*kernel, cin, m)] + ([(cin * m,)] if bias else [])

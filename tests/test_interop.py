@@ -60,10 +60,12 @@ def _run(path: Path) -> tuple[lstm_inspect.Checkpoint, RunRecord]:
 
 
 def _plain(ckpt: lstm_inspect.Checkpoint, rec: RunRecord, layer_path: str) -> bool:
-    """A layer fed no mask and no states from another layer: its dump alone reproduces it."""
+    """A layer fed no mask and no states from another layer: its dump alone reproduces it (not the cells of a
+    StackedRNNCells, dumped one per file, each reading the previous cell's outputs: tests/test_stacked_transpose.py)."""
     names = [d.name for d in ckpt.directions if d.layer_path == layer_path]
     return (layer_path in rec.layer_inputs and layer_path not in rec.initial_states
-            and all(rec.masks.get(n) is None for n in names))
+            and all(rec.masks.get(n) is None for n in names)
+            and all(d.stack_index is None for d in ckpt.directions if d.layer_path == layer_path))
 
 
 def _dump(tmp: Path, path: Path, layout: str, fmt: str) -> tuple[Path, dict[str, Any]]:

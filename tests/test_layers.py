@@ -344,21 +344,21 @@ def test_bad_configs_and_inputs_fail_in_one_line() -> None:
 
 
 def test_a_layer_outside_the_list_is_named_and_lstms_still_run_alone(tmp_path: Path) -> None:
-    """k3_cnn_lstm with its Conv1D renamed to a class the engine does not run (Conv1DTranspose)."""
+    """k3_cnn_lstm with its Conv1D renamed to a class the engine does not run (LocallyConnected1D)."""
     source = SAMPLES / "k3_cnn_lstm.keras"
     copy = tmp_path / "renamed.keras"
     with zipfile.ZipFile(source) as zin, zipfile.ZipFile(copy, "w") as zout:
         for item in zin.infolist():
             data = zin.read(item.filename)
             if item.filename == "config.json":
-                data = data.replace(b'"class_name": "Conv1D"', b'"class_name": "Conv1DTranspose"')
-                assert b"Conv1DTranspose" in data
+                data = data.replace(b'"class_name": "Conv1D"', b'"class_name": "LocallyConnected1D"')
+                assert b"LocallyConnected1D" in data
             zout.writestr(item, data)
     np.save(tmp_path / "x.npy", np.zeros((2, 10, 3), np.float32))
     r = run_cli("forward", str(copy), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"))
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Conv1DTranspose" in lines[0] and "--layer" in lines[0]
+    assert len(lines) == 1 and "LocallyConnected1D" in lines[0] and "--layer" in lines[0]
     np.save(tmp_path / "h.npy", np.ones((2, 5, 4), np.float32))  # what the LSTM is fed: 4 filters, pooled by 2
     (lstm,) = lstm_inspect.load(copy).directions
     r = run_cli("forward", str(copy), "--layer", lstm.name, "-i", str(tmp_path / "h.npy"), "-o",
@@ -367,4 +367,4 @@ def test_a_layer_outside_the_list_is_named_and_lstms_still_run_alone(tmp_path: P
     assert np.load(tmp_path / "h.out.npy").shape == (2, 5)
     # verify's Keras rebuild allows exactly the registry: the same class is refused before Keras is handed anything
     r = run_cli("verify", str(copy), "-i", str(tmp_path / "x.npy"))
-    assert r.returncode == 2 and "Conv1DTranspose" in r.stderr and "match" not in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 2 and "LocallyConnected1D" in r.stderr and "match" not in r.stdout, r.stdout + r.stderr

@@ -561,9 +561,15 @@ def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], l
     """THEIRS (outputs of a port for xs) against the engine; when they differ, rank the mistakes."""
     ckpt.refuse_not_yet("diagnose", layer)
     theirs = [np.asarray(t) for t in theirs]
-    for t in theirs:
+    for k, t in enumerate(theirs):
         if t.dtype.kind not in "fiu":
             raise InspectError(f"THEIRS holds {t.dtype}, not numbers")
+        bad = ~np.isfinite(t)
+        if bad.any():  # no porting mistake is ranked by an infinite distance: say where the port overflowed instead
+            where = ", ".join(str(int(i)) for i in np.unravel_index(int(np.argmax(bad)), t.shape))
+            raise InspectError(f"THEIRS output_{k} holds {int(bad.sum())} value(s) that are NaN or infinite, the first "
+                               f"at [{where}]: diagnose compares numbers; find where the port overflows or divides by "
+                               "zero first (verify --against shows the first step that differs)")
     last_step = False
     pair = ckpt.directions_of(layer) if layer is not None else []
     halves = tuple(d.name for d in pair) if len(pair) > 1 and pair[0].merge_mode == "concat" else ()
@@ -636,7 +642,8 @@ def _layer_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray], theirs: li
 
 def _bidirectional_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray]
                           ) -> tuple[Run, list[RecurrentDirection], bool, int, bool]:
-    """A Bidirectional alone, by its Keras name: both directions run and merged as Keras merges them."""
+    """A Bidirectional alone, by its Keras name: both directions run and merged as Keras merges them; or the cells
+    of a StackedRNNCells run in turn (the first reads x, each next one the previous one's outputs)."""
     directions = ckpt.directions_of(layer)
     x = np.asarray(xs[0])
     weights = {d.name: d.weights() for d in directions}
@@ -646,9 +653,10 @@ def _bidirectional_runner(ckpt: Checkpoint, layer: str, xs: list[np.ndarray]
 
     with _sharing(_runs(mistakes(ckpt, directions, False))):
         one = budget.Budget(where=str(ckpt.file))
+        directions[0].check_input(directions[0].layer_layout(x))
         for d in directions:
-            d.check_input(d.layer_layout(x))
-            charge_direction(one, d, d.layer_layout(x).shape, np.float32, False, True)
+            shape = d.layer_layout(x).shape
+            charge_direction(one, d, (*shape[:2], d.input_dim or shape[2]), np.float32, False, True)
     return run, directions, False, one.used_steps, False
 
 
@@ -752,8 +760,8 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
     space = len(singles)
     if result.evidence is not None:
         singles = _prune_on_halves(run, singles, ours, result.evidence, halves, atol)
-    if result.evidence is not None and result.evidence.exact and \
-            _exact_samples_inform(run, singles, ours, result.evidence.exact, atol):
+    if result.evidence is not None and result.evidence.firm_exact and \
+            _exact_samples_inform(run, singles, ours, result.evidence.firm_exact, atol):
         singles = [m for m in singles if m.axis in PER_SAMPLE_AXES]
     result.pruned = space - len(singles)
     gap = max(c.max_abs for c in baseline)
@@ -790,8 +798,10 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
             result.excluded += 1
             return False
         # Reduced precision never reproduces THEIRS bit for bit: it fits when THEIRS lies within the candidate's
-        # own rounding noise (its distance from the float32 outputs) of both the candidate and the model.
-        pure_precision = m.axis == "precision"
+        # own rounding noise (its distance from the float32 outputs) of both the candidate and the model (a port's
+        # own float16 rounding is independent of the candidate's, so the candidate need not be nearer than the model)
+        # and nothing in the evidence contradicts it (`_precision_can_fit`). It is then "consistent", not "exact".
+        pure_precision = m.axis == "precision" and _precision_can_fit(result.evidence)
         fits = ok or (pure_precision and gap <= 4 * from_own and err <= 4 * from_own)
         result.ranked.append(Hypothesis(m.name, m.fix, err, fits, exact=ok, pair="+" in m.axis))
         scored.append((m, err))
@@ -808,8 +818,17 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
     # differs from one CPU to another).
     narrower = {m.name for m in singles if m.alone}
     result.ranked.sort(key=lambda h: (not h.exact, not h.fits, h.name not in narrower, 0.0 if h.exact else h.max_abs))
-    result.divergence = _divergence(baseline)
+    result.divergence = _divergence(baseline, hint=not result.found)  # a found mistake says more than the hint
     return result
+
+
+def _precision_can_fit(ev: Evidence | None) -> bool:
+    """Reduced precision perturbs every sample from the first step on: not what THEIRS shows when a sample is exact
+    at rounding level, a Bidirectional's half is exact, or every sample is exact at step 0."""
+    if ev is None:
+        return True
+    halves = ev.halves_exact or {}
+    return not ev.firm_exact and not any(halves.values()) and min(ev.from_step.values(), default=0) == 0
 
 
 def _try_pairs(ranked: list[tuple[Mistake, float]], attempt: Callable[[Mistake], bool], max_pairs: int,
@@ -831,14 +850,16 @@ def _try_pairs(ranked: list[tuple[Mistake, float]], attempt: Callable[[Mistake],
             return
 
 
-def _divergence(baseline: list[Comparison]) -> str:
-    """Where THEIRS first departs and what the evidence (per sample, step, half) shows."""
+def _divergence(baseline: list[Comparison], hint: bool = True) -> str:
+    """Where THEIRS first departs and what the evidence (per sample, step, half) shows; `hint`: and what that
+    suggests (left out when a mistake was found: a general hint could contradict it)."""
     worst = next(c for c in baseline if not c.ok)
     where = ", ".join(f"{k} {v}" for k, v in (worst.first_bad or {}).items())
     head = f"{worst.name} first diverges at {where}" if where else f"{worst.name} differs by up to {worst.max_abs:.3g}"
     if worst.evidence is None:
         return head
-    return f"{head}; {'; '.join(worst.evidence.lines())}: {worst.evidence.hint()}"
+    lines = "; ".join(worst.evidence.lines())
+    return f"{head}; {lines}: {worst.evidence.hint()}" if hint else f"{head}; {lines}"
 
 
 __all__ = ["Diagnosis", "Hypothesis", "Mistake", "StepVariant", "diagnose", "diagnose_port", "mistakes"]

@@ -35,6 +35,7 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers.registry import LAYERS
 from lstm_inspect.engine.network import walk_graph
 from lstm_inspect.engine.ops import KERAS3_OPS, TF_FUNCTIONS, TF_RAW_OPS
+from lstm_inspect.engine.user_layers import KERAS_SOURCES, UserLayer, user_layer
 from lstm_inspect.model.activations import activation_fn
 from lstm_inspect.model.architecture import (
     MAX_JSON_DEPTH,
@@ -51,7 +52,8 @@ from lstm_inspect.model.checkpoint import Checkpoint
 
 # Layer classes whose config may be handed to Keras's from_config: nothing in them runs user code.
 # The same registries the engine runs from, so verify rebuilds exactly what the engine knows.
-ALLOWED_CLASSES = (frozenset(LAYERS) | frozenset(all_layer_classes()) | {"Bidirectional"} | MODEL_CLASSES) - {
+ALLOWED_CLASSES = (frozenset(LAYERS) | frozenset(all_layer_classes()) | {"Bidirectional", "StackedRNNCells"}
+                   | MODEL_CLASSES) - {
     "TFOpLambda", "SlicingOpLambda", "TensorFlowOpLayer"}
 INSTALL_HINT = "pip install 'lstm-inspect[keras]'"
 # The oldest Keras 3 verify runs: earlier releases have published safe-mode bypasses (README, "Which Keras
@@ -214,7 +216,7 @@ def _check_objects(cfg: Any, where: str, depth: int = 0) -> None:
 DROPPED_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 DROPPED_KEYS = {"activity_regularizer", "weights", "compile_config", "shared_object_id", "build_config"}
 POLICY_CLASSES = {"DTypePolicy", "Policy", "FloatDTypePolicy"}
-WRAPPED_KEYS = ("layer", "backward_layer", "cell")
+WRAPPED_KEYS = ("layer", "backward_layer", "cell", "cells")  # cells: a StackedRNNCells's list
 # Serialized plain values: a tuple (tf_keras's json_utils: "items"; Keras 3: config.value) or a TensorShape
 SEQUENCE_CLASSES = ("__tuple__", "TensorShape")
 
@@ -290,8 +292,10 @@ def _layer(entry: Any, rules: _Rules, depth: int) -> dict[str, Any]:
                 out[key] = _call_data(entry[key], where) if key == "inbound_nodes" else _plain(entry[key], where)
         return out
     out: dict[str, Any] = {"class_name": cls}
-    _keep_keras_identity(entry, out, where)
     config = entry.get("config") if isinstance(entry.get("config"), dict) else {}
+    if isinstance(entry.get(USER_MARK), StandIn):  # the user's own layer (`user_stand_ins`): their Keras class
+        return _stand_in(entry, config, where)
+    _keep_keras_identity(entry, out, where)
     if str(entry.get("module", "")).startswith("keras.src.ops"):
         if cls not in KERAS3_OPS or entry["module"] not in KERAS3_OP_MODULES:
             raise _refuse(where, f"contains the op {cls}, which the engine does not run")
@@ -305,9 +309,21 @@ def _layer(entry: Any, rules: _Rules, depth: int) -> dict[str, Any]:
     elif cls == "TensorFlowOpLayer":
         out["config"] = _node_def_layer(config, where)
     elif cls not in ALLOWED_CLASSES:
-        raise _refuse(where, f"contains a {cls} layer, which the engine does not know")
+        raise _refuse(where, f"contains a {cls} layer, which the engine does not know (your own layer? give its "
+                      "NumPy form and Keras class with --layers, README 'Your own layers')")
     else:
         out["class_name"], out["config"] = _layer_config(cls, config, rules, depth)
+    for key in ("name", "inbound_nodes"):
+        if key in entry:
+            out[key] = _call_data(entry[key], where) if key == "inbound_nodes" else _plain(entry[key], where)
+    return out
+
+
+def _stand_in(entry: dict[str, Any], config: dict[str, Any], where: str) -> dict[str, Any]:
+    """The clean entry of one of the user's own layers: its mark, its plain settings, its name and calls."""
+    out: dict[str, Any] = {"class_name": entry["class_name"], USER_MARK: entry[USER_MARK],
+                           "config": {k: _setting(k, v, where) for k, v in config.items()
+                                      if k not in DROPPED_KEYS and not k.endswith(DROPPED_SUFFIXES)}}
     for key in ("name", "inbound_nodes"):
         if key in entry:
             out[key] = _call_data(entry[key], where) if key == "inbound_nodes" else _plain(entry[key], where)
@@ -512,13 +528,112 @@ def clean_config(ckpt: Checkpoint) -> dict[str, Any]:
     graph = ckpt.graph
     if graph is None:
         raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so Keras cannot rebuild the model")
-    raw = ckpt.raw_config
     where = f"model in {ckpt.file}"
+    raw = user_stand_ins(ckpt)
     refuse_internal_keys(raw, where)
     _check_objects(raw, where)
     major, _ = keras_major_minor(ckpt.keras_version)
     return safe_config(raw, keras1=major is not None and major < 2, where=where,
                        dtype_is_input=is_multi_backend_keras2(ckpt.keras_version, (2, 4)))
+
+
+# ---------------------------------------------------------------- the user's own layers
+#
+# A layer the user gave a NumPy form for (`engine.user_layers`) is rebuilt with the Keras class the user's module
+# gives for it (`keras_classes(keras)`), never from the file: its entry becomes a stand-in holding only its name,
+# its calls and its plain settings (a Lambda's: none of its code), marked by a `StandIn` object no JSON can hold.
+# The rest of the model goes through the same checks; the user's classes are asked for only once Keras is imported,
+# after the clean config is built.
+
+USER_MARK = "lstm_inspect_user_layer"
+LAMBDA_KEPT = ("name", "trainable", "dtype")  # a Lambda's settings its stand-in keeps: never function, module...
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """A layer rebuilt with the user's own Keras class: the name it is registered under and where from."""
+
+    key: str
+    layer: str  # its path in the model
+    origin: str
+
+
+def user_stand_ins(ckpt: Checkpoint) -> Any:
+    """The stored config with each of the user's own layers replaced by its stand-in (the config itself when the
+    user gave none); refused here, before TensorFlow is imported, when no module of theirs gives Keras classes."""
+    assert ckpt.graph is not None
+    mine: dict[int, tuple[LayerNode, UserLayer]] = {}
+    for node in ckpt.graph.walk():
+        found = user_layer(node) if node.children is None and not node.is_op else None
+        if found is not None:
+            mine[id(node.entry)] = (node, found)
+    if not mine:
+        return ckpt.raw_config
+    if not KERAS_SOURCES:
+        node, found = next(iter(mine.values()))
+        raise InspectError(missing_keras_class(ckpt, node, found))
+    return _replaced(ckpt.raw_config, mine, 0)
+
+
+def missing_keras_class(ckpt: Checkpoint, node: LayerNode, found: UserLayer) -> str:
+    return (f"{ckpt.file}: verify against Keras needs layer {node.path} ({node.class_name}) in Keras too, and "
+            f"{found.origin} gives only its NumPy form: define keras_classes(keras) there returning "
+            f"{{{found.name!r}: your Keras class}} (README 'Your own layers')")
+
+
+def _replaced(value: Any, mine: dict[int, tuple[LayerNode, UserLayer]], depth: int) -> Any:
+    """A copy of the config with the user's layers' entries replaced (configs were refused past MAX_JSON_DEPTH)."""
+    if depth > MAX_JSON_DEPTH:
+        raise InspectError("the model config nests too deep to rebuild")
+    if isinstance(value, dict):
+        if id(value) in mine:
+            node, found = mine[id(value)]
+            config = value.get("config") if isinstance(value.get("config"), dict) else {}
+            kept = {k: v for k, v in config.items() if node.class_name != "Lambda" or k in LAMBDA_KEPT}
+            out = {"class_name": found.name, "config": kept, USER_MARK: StandIn(found.name, node.path, found.origin)}
+            for key in ("name", "inbound_nodes"):
+                if key in value:
+                    out[key] = value[key]
+            return out
+        return {k: _replaced(v, mine, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_replaced(v, mine, depth + 1) for v in value]
+    return value
+
+
+def user_keras_classes(keras: Any, ckpt: Checkpoint, cfg: Any) -> dict[str, Any]:
+    """The user's Keras classes for the stand-ins of `cfg`, from their modules' keras_classes(keras) (their own
+    code, called with the Keras verify runs); one line naming the layer when one is missing."""
+    wanted: dict[str, StandIn] = {}
+    stack = [cfg]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            if isinstance(value.get(USER_MARK), StandIn):
+                wanted.setdefault(value[USER_MARK].key, value[USER_MARK])
+            stack.extend(v for v in value.values() if isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend(v for v in value if isinstance(v, (dict, list)))
+    if not wanted:
+        return {}
+    classes: dict[str, Any] = {}
+    for origin, fn in KERAS_SOURCES:
+        try:
+            given = fn(keras)
+        except Exception as exc:  # the user's own code: whatever it raises is theirs to fix
+            raise InspectError(f"{origin}: keras_classes(keras) raised {type(exc).__name__}: "
+                               f"{keras_reason(exc)}") from exc
+        if not isinstance(given, dict):
+            raise InspectError(f"{origin}: keras_classes(keras) returned {type(given).__name__}, not a dict "
+                               "{name: Keras class}")
+        classes.update({k: v for k, v in given.items() if isinstance(k, str)})
+    for key, stand_in in wanted.items():
+        klass = classes.get(key)
+        if not (isinstance(klass, type) and issubclass(klass, keras.layers.Layer)):
+            raise InspectError(f"{ckpt.file}: verify against Keras needs layer {stand_in.layer} in Keras too, and "
+                               f"keras_classes(keras) gives no Keras layer class for {key!r} "
+                               f"({stand_in.origin}; README 'Your own layers')")
+    return {key: classes[key] for key in wanted}
 
 
 def build_model(ckpt: Checkpoint, shapes: list[tuple[int | None, ...]] | None = None) -> tuple[Any, Any]:
@@ -539,8 +654,9 @@ def _build(ckpt: Checkpoint, shapes: list[tuple[int | None, ...]] | None) -> tup
     except ConfigError as exc:
         raise InspectError(f"{ckpt.file}: {exc}") from exc
     keras = import_keras(gen)
+    mine = user_keras_classes(keras, ckpt, cfg)
     try:
-        rebuild = _Rebuild(keras, str(ckpt.file))
+        rebuild = _Rebuild(keras, str(ckpt.file), mine)
         model = rebuild.model(graph, list(shapes or []))
     except InspectError:
         raise
@@ -575,10 +691,11 @@ INPUT_DECLARATIONS = ("batch_input_shape", "batch_shape", "input_shape", "batch_
 class _Rebuild:
     """Keras layers constructed from a clean config and wired as its graph says (see the module docstring)."""
 
-    def __init__(self, keras: Any, where: str) -> None:
+    def __init__(self, keras: Any, where: str, mine: dict[str, Any] | None = None) -> None:
         import tensorflow as tf
 
         self.keras, self.where, self.flatten = keras, where, tf.nest.flatten
+        self.mine = mine or {}  # the user's own Keras classes, by the name their stand-ins are registered under
         self.names: dict[str, str] = {}  # layer path -> the stand-in name Keras knows it by (`keras_name`)
         self.stand_ins = 0
 
@@ -668,6 +785,8 @@ class _Rebuild:
 
     def _class(self, entry: dict[str, Any]) -> Any:
         cls = entry["class_name"]
+        if isinstance(entry.get(USER_MARK), StandIn):
+            return self.mine[entry[USER_MARK].key]
         module = entry.get("module")
         if isinstance(module, str) and module.startswith("keras.src.ops"):
             return getattr(importlib.import_module(KERAS3_OP_MODULES[KERAS3_OP_MODULES.index(module)]), cls)
@@ -685,6 +804,8 @@ class _Rebuild:
         """One call as Keras's process_node makes it: Keras 3 records args and kwargs; Keras 1/2 a list of inputs,
         a single one passed alone."""
         args, kwargs = _keras_values(call.args), _keras_values(call.kwargs)
+        if isinstance(node.entry.get(USER_MARK), StandIn):  # e.g. a Lambda's mask=None: the user's call may not take it
+            kwargs = {k: v for k, v in kwargs.items() if v is not None}
         inbound = node.entry.get("inbound_nodes") or []
         if k < len(inbound) and isinstance(inbound[k], dict):
             return obj(*args, **kwargs)

@@ -43,6 +43,7 @@ from lstm_inspect.engine.network import (
     bidirectional_output,
     charge_direction,
     default_inputs,
+    is_stacked,
     run_direction,
     run_layer,
 )
@@ -109,6 +110,13 @@ class Evidence:
     first_units: tuple[int, ...] = ()  # those past tolerance at the first wrong step (sequences; else wrong_units)
     noise: float = 0.0  # max |Δ| / the outputs' scale when the error is noise-level (see NOISE), else 0
     max_abs: float = 0.0  # the largest error
+    firm: tuple[int, ...] | None = None  # the exact samples within a hundredth of the tolerance (None: all of `exact`)
+
+    @property
+    def firm_exact(self) -> tuple[int, ...]:
+        """The exact samples close enough to prove something: within a hundredth of the tolerance (rounding
+        level), so that a mistake whose effect on them stays just inside the tolerance cannot pass for exact."""
+        return self.exact if self.firm is None else self.firm
 
     def lines(self) -> list[str]:
         """A few lines: "sample 0 exact; samples 1-2 differ from step 0 (the error fades over the steps)", "unit 2 of 5
@@ -131,7 +139,7 @@ class Evidence:
             parts.append("every sample differs" if not self.exact and self.samples > 1 else
                          f"{_samples(wrong)}{_verb(wrong)}")
         out = ["; ".join(parts)]
-        if self.wrong_units:
+        if self.wrong_units and self.units > 1:
             out.append(self._units_line())
         if self.halves_exact is not None:
             out.append("; ".join(f"the {h} half {'exact' if ok else 'differs'}" for h, ok in self.halves_exact.items()))
@@ -170,8 +178,12 @@ class Evidence:
 
     def _exact_samples_hint(self) -> str:
         """Some samples exact: what every sample shares is right; the wrong ones' first steps say what differs."""
+        firm = len(self.firm_exact) == len(self.exact)
         shared = (f"{_samples(list(self.exact))} exact, so what every sample shares (kernel, bias, gate order, "
-                  "activations) is right")
+                  "activations) is right" if firm else
+                  f"{_samples(list(self.exact))} within the tolerance but not all at rounding level, so what every "
+                  "sample shares (kernel, bias, gate order, activations) is probably right, though a small shared "
+                  "mistake can look like this")
         late = min(self.from_step.values(), default=0)
         if late == 0:
             return (f"{shared}; look at what differs per sample: the state a row starts from (states carried across "
@@ -238,10 +250,12 @@ def _noise_level(err: np.ndarray, exact: tuple[int, ...], scale: float) -> float
     return 0.0
 
 
-def evidence(bad: np.ndarray, err: np.ndarray, halves: bool = False, scale: float = 0.0) -> Evidence:
+def evidence(bad: np.ndarray, err: np.ndarray, halves: bool = False, scale: float = 0.0,
+             loose: np.ndarray | None = None) -> Evidence:
     """`bad`, `err`: (sample, step, unit) or (sample, unit) past-tolerance flags and |errors|; `halves`: the last
     axis is a Bidirectional's forward and backward outputs concatenated; `scale`: the outputs' largest |value| (the
-    error is noise-level only well below it)."""
+    error is noise-level only well below it); `loose`: the elements past a hundredth of the tolerance (the exact samples
+    free of them are `firm`)."""
     n = bad.shape[0]
     per_sample = bad.reshape(n, -1).any(axis=1)
     exact = tuple(int(b) for b in np.flatnonzero(~per_sample))
@@ -266,8 +280,9 @@ def evidence(bad: np.ndarray, err: np.ndarray, halves: bool = False, scale: floa
     if bad.ndim == 3 and bad.any():
         t = int(np.argmax(bad.any(axis=(0, 2))))
         first_units = tuple(int(u) for u in np.flatnonzero(bad[:, t].any(axis=0)))
+    firm = None if loose is None else tuple(b for b in exact if not loose[b].any())
     return Evidence(n, exact, from_step, profile, split, units, wrong_units, first_units,
-                    _noise_level(err, exact, scale), float(err.max()) if err.size else 0.0)
+                    _noise_level(err, exact, scale), float(err.max()) if err.size else 0.0, firm)
 
 
 @dataclass(repr=False)
@@ -322,7 +337,8 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: flo
     per_step = [float(e) for e in err.max(axis=(0, 2))] if err.ndim == 3 else None
     finite = np.abs(ref[np.isfinite(ref)])
     scale = float(finite.max()) if finite.size else 0.0
-    found = evidence(bad, err, halves, scale) if bad.any() and bad.ndim >= 2 else None
+    loose = err > (atol + rtol * np.abs(ref) + slack) / 100
+    found = evidence(bad, err, halves, scale, loose) if bad.any() and bad.ndim >= 2 else None
     return Comparison(name, tuple(ref.shape), float(err.max()) if err.size else 0.0, max_rel, not bad.any(), first,
                       per_step, found)
 
@@ -559,11 +575,7 @@ def verify_layer(ckpt: Checkpoint, name: str, x: np.ndarray, theirs: Any = None,
     d0 = directions[0]
     x = np.asarray(x)
     d0.check_input(d0.layer_layout(x))
-    refs, library = [], ""
-    for d in directions:
-        ref, library = run_keras_direction(ckpt, d.name, x)
-        refs.append(SequenceResult(d.layer_layout(np.asarray(ref)), []))
-    keras_outs = bidirectional_output(refs[0], refs[1], d0)
+    keras_outs, library, how = _keras_layer(ckpt, directions, x)
     what = f"layer {d0.layer_path}"
     names = [what] if len(keras_outs) == 1 else [f"{what} ({d.direction})" for d in directions]
     if theirs is not None:
@@ -583,11 +595,32 @@ def verify_layer(ckpt: Checkpoint, name: str, x: np.ndarray, theirs: Any = None,
 
     comparisons, sens = _judge(list(zip(names, ours, keras_outs)), atol, rtol,
                                lambda: rounding_sensitivity(spreads(), {}, atol, rtol))
-    notes = [*hard_sigmoid_notes(ckpt, library), f"Keras ran each direction of {d0.layer_path} alone; their "
-             f"outputs are merged as its Bidirectional merges them (merge_mode={d0.merge_mode})"]
+    notes = [*hard_sigmoid_notes(ckpt, library), how]
     if sens is not None:
         notes.append(sens.note(comparisons, "theirs" if theirs is not None else "the engine"))
     return VerifyReport(ckpt.file, library, against, atol, rtol, comparisons, notes, sens)
+
+
+def _keras_layer(ckpt: Checkpoint, directions: list[Any], x: np.ndarray) -> tuple[list[np.ndarray], str, str]:
+    """Keras's outputs of a layer of several directions, each run by Keras alone (`run_keras_direction`): a
+    Bidirectional's halves merged as it merges them, or a StackedRNNCells's cells in turn, each on the previous
+    one's Keras outputs back in input time order (as `engine.network.stacked_input` feeds them). Returns (the
+    outputs, the library, a note saying how)."""
+    d0, library = directions[0], ""
+    if is_stacked(directions):
+        value = x
+        for d in directions:
+            ref, library = run_keras_direction(ckpt, d.name, value)
+            value = np.asarray(ref)[:, ::-1] if d.settings.go_backwards else np.asarray(ref)
+        return [np.asarray(ref)], library, (f"Keras ran each cell of {d0.layer_path} alone, each on the previous "
+                                            "one's outputs (as its StackedRNNCells runs them within each step)")
+    refs = []
+    for d in directions:
+        ref, library = run_keras_direction(ckpt, d.name, x)
+        refs.append(SequenceResult(d.layer_layout(np.asarray(ref)), []))
+    return bidirectional_output(refs[0], refs[1], d0), library, (
+        f"Keras ran each direction of {d0.layer_path} alone; their outputs are merged as its Bidirectional merges "
+        f"them (merge_mode={d0.merge_mode})")
 
 
 def check(ckpt: Checkpoint, x: Any = None, theirs: Any = None, layer: str | None = None, seed: int = 0,

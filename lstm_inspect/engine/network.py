@@ -7,7 +7,8 @@ run as a chain; Functional models in the topological order of their calls (`Mode
 several inputs and outputs included; nested models run as sub-graphs.
 
 `run_layer` runs one recurrent layer alone (a Bidirectional's two directions merged as Keras's Bidirectional
-merges them, `bidirectional_output`); `trace` keeps each direction's values at every step with the input it
+merges them, `bidirectional_output`; an RNN over StackedRNNCells as its cells in turn, each over the previous
+one's outputs, `stacked_input`); `trace` keeps each direction's values at every step with the input it
 consumed and the mask it saw (`Trace`, the `trace` command and `Checkpoint.trace`).
 """
 
@@ -26,6 +27,7 @@ from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers.registry import LAYERS, Context, LayerCall, Tensor
 from lstm_inspect.engine.loop import SequenceResult, merge_bidirectional, run_sequence
 from lstm_inspect.engine.ops import OpError, op_supported, run_op_layer
+from lstm_inspect.engine.user_layers import UserLayer, engine_runs, refusal, run_user_layer, user_layer
 from lstm_inspect.model.architecture import (
     Call,
     ConfigError,
@@ -37,7 +39,7 @@ from lstm_inspect.model.architecture import (
     split_rnn_call,
 )
 from lstm_inspect.model.cells.base import CellWeights, StepVariant, keras_major_minor
-from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection, check_sizes
+from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection, check_sizes, weight_names
 
 
 @dataclass
@@ -359,6 +361,25 @@ def bidirectional_output(fw: SequenceResult, bw: SequenceResult, d: RecurrentDir
     return merged if isinstance(merged, list) else [merged]
 
 
+def is_stacked(directions: list[RecurrentDirection]) -> bool:
+    """The directions are the cells of one RNN over StackedRNNCells (not a Bidirectional's halves)."""
+    return directions[0].stack_index is not None
+
+
+def state_offset(directions: list[RecurrentDirection], k: int) -> int:
+    """Where direction k's states start in the layer's flat list of states (each direction's in turn)."""
+    return sum(len(d.cell.states) for d in directions[:k])
+
+
+def stacked_input(d: RecurrentDirection, res: SequenceResult) -> np.ndarray:
+    """What the next cell of a StackedRNNCells reads from cell `d`'s run: its output sequence in input time order
+    (the loop returns a go_backwards run's outputs in processing order), so that the next cell, going backwards
+    too, reads cell d's output of the same step at every step. The same mask applies: a step masked for the stack
+    holds every cell's state, whatever the next cell would have read there (keras/src/layers/rnn/
+    stacked_rnn_cells.py runs the cells in turn inside one step of RNN's loop)."""
+    return np.ascontiguousarray(res.outputs[:, ::-1]) if d.settings.go_backwards else res.outputs
+
+
 def run_layer(directions: list[RecurrentDirection], x: np.ndarray, initial_state: list[np.ndarray] | None = None,
               dtype: type = np.float32, trace: bool = False, mask: np.ndarray | None = None,
               variant: Variant | None = None, weights: dict[str, CellWeights] | None = None
@@ -375,27 +396,30 @@ def run_layer(directions: list[RecurrentDirection], x: np.ndarray, initial_state
         if mask.shape != xb.shape[:2]:
             raise InspectError(f"layer {d0.layer_path or d0.name}: the mask has shape {mask.shape}, the input "
                                f"{xb.shape}")
-    n = len(d0.cell.states)
-    if initial_state is not None and len(initial_state) != n * len(directions):
-        raise InspectError(f"layer {d0.layer_path or d0.name}: takes {n * len(directions)} initial state(s) "
+    n_all = state_offset(directions, len(directions))
+    if initial_state is not None and len(initial_state) != n_all:
+        raise InspectError(f"layer {d0.layer_path or d0.name}: takes {n_all} initial state(s) "
                            f"({', '.join(s for d in directions for s in d.cell.states)}), {len(initial_state)} "
                            "were given")
-    sequences = d0.settings.return_sequences
+    sequences = directions[-1].settings.return_sequences
     if variant is not None and variant.after_a_call and not trace:
         first = variant.first_call()
         _, _, warm = run_layer(directions, x, initial_state, dtype, False, mask, first, weights)
         variant = first + started_from({d.name: r.states for d, r in zip(directions, warm)})
-    results = []
+    results: list[SequenceResult] = []
     for k, d in enumerate(directions):
-        init = None if initial_state is None else list(initial_state[n * k: n * (k + 1)])
+        first = state_offset(directions, k)
+        init = None if initial_state is None else list(initial_state[first: first + len(d.cell.states)])
+        if k and is_stacked(directions):
+            xb = stacked_input(directions[k - 1], results[-1])
         d.check_input(xb, init)
         change = variant.for_direction(d.name) if variant is not None else None
         dt = variant.dtype if variant is not None and variant.dtype else dtype
-        results.append(run_direction(d, xb, mask, init, dt, trace, sequences=sequences or trace,
+        results.append(run_direction(d, xb, mask, init, dt, trace, sequences=d.settings.return_sequences or trace,
                                      weights=None if weights is None else weights.get(d.name), variant=change))
     states = [st for r in results for st in r.states]
-    if len(directions) == 1:
-        r = results[0]
+    if len(directions) == 1 or is_stacked(directions):
+        r = results[-1]
         return [d0.layer_layout(r.outputs) if sequences else r.last_output], states, results
     unflipped = bool(variant is not None and variant.backward_output_not_flipped)
     interleaved = bool(variant is not None and variant.directions_interleaved)
@@ -592,11 +616,12 @@ class Network:
             outs = self._recurrent_layer(node, args, rec)
         elif node.is_op:
             outs = [self._op(node, args)]
+        elif (mine := user_layer(node)) is not None:
+            outs = self._user_layer(mine, node, inputs + _tensors_in(args.kwargs))
         else:
             kind = LAYERS.get(node.class_name)
-            if kind is None:
-                raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy "
-                                   "engine runs; run its recurrent layers alone with --layer")
+            if kind is None or not engine_runs(node):
+                raise InspectError(f"{self.ckpt.file}: {refusal(node)}")
             if not inputs and not _tensors_in(args.kwargs):  # tensors passed by keyword only: mha(query=q, value=v)
                 raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is called on no tensor")
             kwargs = {k: v for k, v in args.kwargs.items()}
@@ -609,6 +634,16 @@ class Network:
             rec.layer_outputs[node.path] = [t.value for t in outs]
             self.budget.hold(_arrays(outs))  # kept until the run ends
         return outs
+
+    def _user_layer(self, mine: UserLayer, node: LayerNode, tensors: list[Tensor]) -> list[Tensor]:
+        """A layer the user gave a NumPy function for (`engine.user_layers`): it gets the layer's stored weights by
+        name, in Keras's order."""
+        keys = [a.key for a in self.ckpt.layer_arrays.get(node.path, [])]
+        weights = dict(zip(weight_names(keys, node.class_name), self.ckpt.read_layer(node.path)))
+        try:
+            return [Tensor(a) for a in run_user_layer(mine, node, tensors, weights, self.ctx)]
+        except InspectError as exc:
+            raise InspectError(f"{self.ckpt.file}: {exc}") from exc
 
     def _naming_the_file(self, run: Callable[[LayerCall], list[Tensor]], call: LayerCall) -> list[Tensor]:
         """A layer function's refusal (the file's weights or settings do not fit) as one sentence naming the file."""
@@ -665,7 +700,7 @@ class Network:
         else:
             mask = x.mask if implicit else None
         directions = self.directions[node.path]
-        s = directions[0].settings
+        s = directions[-1].settings  # the layer's (a stack's last cell's: the others return sequences)
         value = np.asarray(x.value)
         if node.path not in rec.layer_inputs:
             rec.layer_inputs[node.path] = value
@@ -678,22 +713,25 @@ class Network:
         if states:
             rec.initial_states.setdefault(node.path, states)
         states = states or self._stacked_start(directions, value.shape[0])
-        n_states = len(directions[0].cell.states)
         results = []
         for k, d in enumerate(directions):
-            init = states[n_states * k: n_states * (k + 1)] if len(states) >= n_states * (k + 1) else None
+            first = state_offset(directions, k)
+            n_states = len(d.cell.states)
+            init = states[first: first + n_states] if len(states) >= first + n_states else None
+            if k and is_stacked(directions):  # a stacked cell reads the previous cell's outputs
+                value = stacked_input(directions[k - 1], results[-1])
             if init is not None:
                 d.check_input(value, init)
             change = self.variant.for_direction(d.name) if self.variant is not None else None
             res = run_direction(d, value, mask, init, self.variant.dtype if self.variant and self.variant.dtype
-                                else self.dtype, self.trace, sequences=s.return_sequences or self.trace,
+                                else self.dtype, self.trace, sequences=d.settings.return_sequences or self.trace,
                                 weights=self._weights_of(d), variant=change, budget=self.budget)
             rec.masks[d.name] = mask
             rec.final_states.setdefault(d.name, res.states)
             if res.trace is not None:
                 rec.traces[d.name] = res.trace
                 self.budget.hold(res.trace.values())  # kept until the run ends
-                if value is not rec.layer_inputs[node.path]:  # a later call of a shared layer, or time-major
+                if value is not rec.layer_inputs[node.path]:  # a later call, time-major, a stacked cell's input
                     self.budget.hold([value])
                 rec.trace_inputs[d.name] = value  # the input of the call these values come from
             results.append(res)
@@ -703,12 +741,12 @@ class Network:
         def sequence_out(a: np.ndarray) -> np.ndarray:
             return np.swapaxes(a, 0, 1) if s.time_major else a
 
-        if len(directions) == 1:
-            res = results[0]
+        if len(directions) == 1 or is_stacked(directions):
+            res = results[-1]
             out = sequence_out(res.outputs) if s.return_sequences else res.last_output
             tensors = [Tensor(out, out_mask if not s.time_major else None)]
             if s.return_state:
-                tensors += [Tensor(st) for st in res.states]
+                tensors += [Tensor(st) for r in results for st in r.states]
             return tensors
         fw, bw = results
         v = self.variant
@@ -756,9 +794,8 @@ class Network:
                 problem = op_supported(node)
                 if problem:
                     raise InspectError(f"{self.ckpt.file}: graph op {node.name}: {problem}")
-            elif node.class_name not in LAYERS:
-                raise InspectError(f"{self.ckpt.file}: layer {node.path} ({node.class_name}) is not one the NumPy "
-                                   "engine runs; run its recurrent layers alone with --layer")
+            elif not engine_runs(node):
+                raise InspectError(f"{self.ckpt.file}: {refusal(node)}")
 
 
 def walk_graph(graph: ModelGraph, inputs: list[Any], apply: Callable[[LayerNode, Call, int], list[Any]],

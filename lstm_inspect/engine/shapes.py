@@ -36,6 +36,7 @@ from lstm_inspect.model.architecture import (
     first_of_sequential,
     flatten,
     input_axes,
+    stacked_cells,
 )
 from lstm_inspect.model.cells.base import config_int, recurrent_class
 from lstm_inspect.model.checkpoint import Checkpoint
@@ -104,10 +105,26 @@ def declared_input_dim(node: LayerNode, graph: ModelGraph | None = None) -> int 
     return config_int(cfg.get("input_dim"))
 
 
+def stacked_dims(node: LayerNode) -> list[tuple[int | None, int]] | None:
+    """An RNN over StackedRNNCells: (units, number of states) of each cell; None for any other layer."""
+    cells = stacked_cells(node.config) if node.class_name == "RNN" else None
+    if not cells:
+        return None
+    out = []
+    for entry in cells:
+        found = recurrent_class("RNN", {"cell": entry})
+        cfg = entry.get("config") if isinstance(entry, dict) and isinstance(entry.get("config"), dict) else {}
+        out.append((config_int(cfg.get("units")), len(found[0].states) if found else 1))
+    return out
+
+
 def output_dims(node: LayerNode, in_dims: list[int | None], found: dict[str, int | None]) -> list[int | None]:
     """Feature size of each output of one call of a layer (None when not known)."""
     if node.children is not None:
         return _propagate(node.children, in_dims[0] if in_dims else None, found)
+    stack = stacked_dims(node)
+    if stack is not None:  # the last cell's output, then every cell's states in turn
+        return [stack[-1][0]] + [units for units, n in stack for _ in range(n)]
     rec = recurrent_class(node.class_name, node.config)
     if rec:
         cell_cfg = node.config
@@ -135,7 +152,7 @@ def has_weights(node: LayerNode) -> bool:
     and the ones `load_weights` pairs with the groups of a weights-only .h5, in order."""
     if node.children is not None:
         return any(has_weights(n) for n in node.children.layers)
-    if recurrent_class(node.class_name, node.config) or node.class_name == "Bidirectional":
+    if recurrent_class(node.class_name, node.config) or node.class_name == "Bidirectional" or stacked_dims(node):
         return True
     kind = LAYERS.get(node.class_name)
     return kind is not None and not node.is_op and kind.has_weights(node)
@@ -257,7 +274,7 @@ def call_shapes(node: LayerNode, x: Shape | None, ins: list[Shape | None],
 def _call_shapes(node: LayerNode, x: Shape | None, ins: list[Shape | None]) -> list[Shape | None]:
     if node.is_op:
         return []
-    if recurrent_class(node.class_name, node.config) or node.class_name == "Bidirectional":
+    if recurrent_class(node.class_name, node.config) or node.class_name == "Bidirectional" or stacked_dims(node):
         return _recurrent_shapes(node, x)
     special = SHAPE_RULES.get(node.class_name)
     if special is not None:
@@ -290,6 +307,9 @@ def _recurrent_shapes(node: LayerNode, x: Shape | None) -> list[Shape | None]:
     else:
         found = recurrent_class(node.class_name, cfg)
     states = len(found[0].states) if found else 1
+    stack = stacked_dims(node)
+    if stack is not None:
+        states = sum(n for _, n in stack)
     if input_axes(node) != 3:  # a ConvLSTM's feature maps: their spatial sizes are not followed here
         n = 2 if node.class_name == "Bidirectional" and node.config.get("merge_mode", "concat") is None else 1
         return [None] * (n + (states * (2 if node.class_name == "Bidirectional" else 1)

@@ -16,6 +16,7 @@ import numpy as np
 
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.network import DEFAULT_BATCH, DEFAULT_STEPS, Network, default_inputs, run_direction
+from lstm_inspect.engine.user_layers import engine_runs, user_layer
 from lstm_inspect.model.architecture import Call, LayerNode, ModelGraph, TensorRef
 from lstm_inspect.model.checkpoint import Checkpoint, RecurrentDirection
 
@@ -81,18 +82,34 @@ def plan_export(ckpt: Checkpoint, layer: str | None = None, opset: int | None = 
             raise InspectError(f"{ckpt.file}: layer {d.name if len(directions) == 1 else layer} is time_major, and a "
                                "layer exported alone takes (batch, steps, N_i); export the whole model, which takes "
                                "the input as this layer does")
-        if len(directions) > 1:  # a Bidirectional: a model of that layer alone, through the whole-model path
+        if len(directions) > 1:  # a Bidirectional or stacked cells: a model of that layer alone, as a whole model
             alone = layer_model(ckpt, directions)
             return Plan(alone, net=Network(alone, cache_weights=True), opset=opset, layer=layer)
         return Plan(ckpt, direction=d, opset=opset)
     if ckpt.graph is None:
         raise InspectError(f"{ckpt.file}: stores weights only, no architecture, so there is no model to export; "
                            "export one recurrent direction with --layer NAME, or give the architecture with --config")
+    refuse_user_layers(ckpt)
     return Plan(ckpt, net=Network(ckpt, cache_weights=True), opset=opset)
 
 
+def refuse_user_layers(ckpt: Checkpoint) -> None:
+    """The user's own layers (a custom class, a Lambda, or a class the user gave a NumPy form of with --layers) have
+    no ONNX or PyTorch form: refused in one line, before anything is built."""
+    assert ckpt.graph is not None
+    recurrent = {d.layer_path for d in ckpt.directions}
+    for node in ckpt.graph.walk():
+        if node.children is not None or node.is_op or node.path in recurrent or node.class_name == "InputLayer":
+            continue
+        if user_layer(node) is not None or not engine_runs(node):
+            raise InspectError(f"{ckpt.file}: layer {node.path} ({node.class_name}) is not a Keras layer "
+                               "lstm-inspect exports (your own layer, or a Lambda: a NumPy form given with --layers "
+                               "has no ONNX or PyTorch form); export its recurrent layers alone with --layer")
+
+
 def layer_model(ckpt: Checkpoint, directions: list[RecurrentDirection]) -> Checkpoint:
-    """The checkpoint as a model of one recurrent layer (a Bidirectional's two directions): an InputLayer x
+    """The checkpoint as a model of one recurrent layer (a Bidirectional's two directions, or stacked cells): an
+    InputLayer x
     (batch, free steps, N_i) called into that layer, the graph's outputs every output the layer gives (one merged
     output, two for merge_mode None, then each direction's final states when it returns them). The layer's node is
     the file's own (its path kept, so a layer inside a nested model is found the same), or for a file without an
@@ -107,8 +124,9 @@ def layer_model(ckpt: Checkpoint, directions: list[RecurrentDirection]) -> Check
     source = LayerNode(name=x, path=x, parts=(x,), class_name="InputLayer",
                        config={"name": x, "batch_input_shape": [None, None, d0.input_dim]})
     recurrent = replace(node, inbound=[Call([TensorRef(x)])], children=None)
-    n_out = (2 if d0.merge_mode is None else 1) + (
-        len(d0.cell.states) * len(directions) if d0.settings.return_state else 0)
+    stacked = d0.stack_index is not None  # a StackedRNNCells: one output, then every cell's states
+    n_out = (2 if d0.merge_mode is None and not stacked else 1) + (
+        sum(len(d.cell.states) for d in directions) if directions[-1].settings.return_state else 0)
     graph = ModelGraph("Functional", node.name, [source, recurrent], [TensorRef(x)],
                        [TensorRef(node.name, 0, k) for k in range(n_out)])
     return replace(ckpt, graph=graph, directions=list(directions), layers=[], _engines={}, _layer_warnings=[])

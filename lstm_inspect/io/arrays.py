@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import unicodedata
@@ -111,6 +112,17 @@ def inside(root: Path, rel: str) -> Path:
     if resolved != resolved_root and resolved_root not in resolved.parents:
         raise InspectError(f"refusing to write {rel!r}: it would land outside {root}")
     return target
+
+
+def read_outputs(path: Path) -> list[np.ndarray]:
+    """A port's outputs (THEIRS): `.npy` one array; `.npz` ordered by name when every key is `output_<k>` (what
+    `forward` writes; np.savez keeps the order the port wrote them in, which need not be the model's), else in
+    file order."""
+    arrays = read_inputs(path)
+    ks = [re.fullmatch(r"output_(\d+)", k) for k in arrays]
+    if len(arrays) > 1 and all(ks):
+        return [arrays[k] for k in sorted(arrays, key=lambda k: int(k.split("_")[1]))]
+    return list(arrays.values())
 
 
 def read_inputs(path: Path, features: int | None = None) -> dict[str, np.ndarray]:

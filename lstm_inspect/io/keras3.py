@@ -48,7 +48,7 @@ from lstm_inspect.io.storage import (
     reading,
     stored,
 )
-from lstm_inspect.model.architecture import LayerNode, ModelGraph, RecurrentSpec
+from lstm_inspect.model.architecture import LayerNode, ModelGraph, RecurrentSpec, stacked_cells
 from lstm_inspect.model.checkpoint import Checkpoint, ModelLayer, RecurrentDirection
 
 MAX_JSON_BYTES = 64 << 20
@@ -248,12 +248,32 @@ def tf_keras_paths(f: h5py.File, graph: ModelGraph, prefix: str) -> dict[str, st
     return out
 
 
+def stacked_group(spec: RecurrentSpec) -> str:
+    """The group of a stacked cell under <layer>/cell/cells/: Keras 3 names each cell of the list after its class,
+    lstm_cell, lstm_cell_1, ... in the list's order (`saving_lib._save_container_state`)."""
+    used: dict[str, int] = {}
+    name = ""
+    for entry in (stacked_cells(spec.layer.config) or [])[: (spec.stack_index or 0) + 1]:
+        base = snake_case(str(entry.get("class_name")) if isinstance(entry, dict) else "")
+        name = base if base not in used else f"{base}_{used[base] + 1}"
+        used[base] = used.get(base, -1) + 1
+    return name
+
+
 def _keras3_locator(path: Path, f: h5py.File, paths: dict[str, str]) -> Callable[[RecurrentSpec], Located]:
     by_name = _vars_by_name(f)
 
     def locate(spec: RecurrentSpec) -> Located:
         base = paths.get(spec.layer.path)
         group_path = f"{base}/{spec.half}" if spec.half else base
+        if spec.stack_index is not None and group_path:
+            group_path = f"{group_path}/cell/cells/{stacked_group(spec)}"
+            cell = _group(f, f"{group_path}/vars")
+            if cell is None:
+                return [], "keras", [f"layer {spec.name}: weights not found in model.weights.h5 (looked for "
+                                     f"{group_path}/vars)"]
+            arrays = _numbered(cell, path)
+            return arrays, spec.cell.storage_of(spec.kind, [a.shape for a in arrays]), []
         cell = _group(f, f"{group_path}/cell/vars") if group_path else None
         if cell is None:
             # Files from Keras >= 3.6 name each vars group after its layer: a second way in.

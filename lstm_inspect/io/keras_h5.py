@@ -169,6 +169,9 @@ def _legacy_locator(arrays_of: Callable[[LayerNode], list[StoredArray]], root: h
         if spec.half is not None:
             half = len(arrays) // 2  # Bidirectional: forward weights, then backward
             arrays = arrays[:half] if spec.half == "forward_layer" else arrays[half:]
+        if spec.stack_arrays is not None:  # StackedRNNCells: each cell's arrays in turn
+            first, count = spec.stack_arrays
+            arrays = arrays[first: first + count]
         return arrays, spec.cell.storage_of(spec.kind, [a.shape for a in arrays]), []
 
     return locate

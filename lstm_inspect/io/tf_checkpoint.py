@@ -172,14 +172,17 @@ def _stored(bundle: TensorBundle, key: str) -> StoredArray:
     return StoredArray(key=key, shape=tuple(entry.shape), dtype=entry.dtype)
 
 
-def _direction_variables(weights: dict[str, list[tuple[str, str]]], path: str) -> list[str]:
-    """The checkpoint keys of one recurrent direction at `path`, in Keras's order (kernel, recurrent, bias)."""
+def _direction_variables(weights: dict[str, list[tuple[str, str]]], path: str, stack_index: int | None = None
+                         ) -> list[str]:
+    """The checkpoint keys of one recurrent direction at `path`, in Keras's order (kernel, recurrent, bias); cell k
+    of a StackedRNNCells holds its own under cell/cells/k/."""
     by_name = dict(weights.get(path, []))
-    for prefix in ("cell/", ""):  # a layer holds its cell; a CuDNN layer holds the variables itself
+    prefixes = ("cell/", "") if stack_index is None else (f"cell/cells/{stack_index}/",)
+    for prefix in prefixes:  # a layer holds its cell; a CuDNN layer holds the variables itself
         keys = [by_name[f"{prefix}{name}"] for name in CELL_VARIABLES if f"{prefix}{name}" in by_name]
         if len(keys) >= 2:
             return keys
-    return [key for _, key in weights.get(path, [])]
+    return [key for _, key in weights.get(path, [])] if stack_index is None else []
 
 
 def _unknown_layers(graph: ModelGraph) -> str:
@@ -216,7 +219,7 @@ def config_locators(bundle: TensorBundle, graph: ModelGraph, where: Path, edges:
         if base is None:
             return [], "keras", [f"layer {spec.name}: the checkpoint has no weights for it"]
         path = f"{base}/{spec.half}" if spec.half else base
-        keys = _direction_variables(weights, path)
+        keys = _direction_variables(weights, path, spec.stack_index)
         if not keys:
             return [], "keras", [f"layer {spec.name}: the checkpoint has no variables under {path}"]
         arrays = [_stored(bundle, k) for k in keys]

@@ -37,9 +37,7 @@ from lstm_inspect.model.cells.conv_lstm import RANKS as CONV_RANKS
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 # Recurrent layers lstm-inspect recognises but does not model: named as such instead of silently skipped.
-UNSUPPORTED_RECURRENT = frozenset(
-    {"PeepholeLSTMCell", "StackedRNNCells", "ConvLSTM2DCell"}
-)
+UNSUPPORTED_RECURRENT = frozenset({"PeepholeLSTMCell", "ConvLSTM2DCell"})
 MAX_DEPTH = 64  # nested models and nested call arguments deeper than this are refused
 MAX_INDEX = 1 << 20  # node and tensor indices in a config
 # Lists and objects inside one another in a config: Keras's own stay far below (a layer's call arguments are
@@ -542,6 +540,10 @@ class RecurrentSpec:
     settings: CellSettings
     merge_mode: str | None
     build_input_dim: int | None  # from a Keras 3 build_config, when present
+    # one cell of an RNN over StackedRNNCells: its index and (first, count) of its arrays in the layer's flat list
+    # (HDF5 files list the cells' arrays in order)
+    stack_index: int | None = None
+    stack_arrays: tuple[int, int] | None = None
 
 
 def unsupported_recurrent(class_name: str, config: dict[str, Any]) -> str | None:
@@ -556,16 +558,57 @@ def unsupported_recurrent(class_name: str, config: dict[str, Any]) -> str | None
         found = recurrent_class(inner_cls, inner_cfg)
         if class_name == "TimeDistributed" and found:
             return f"TimeDistributed({found[1]})"
+        if inner_cls == "RNN" and stacked_cells(inner_cfg) is not None:  # modelled only as a layer of its own
+            return f"{class_name}(RNN(StackedRNNCells))"
         return unsupported_recurrent(inner_cls, inner_cfg)
     if class_name == "RNN":
         cell = config.get("cell")
         if isinstance(cell, dict) and cell.get("class_name") in UNSUPPORTED_RECURRENT:
             return f"RNN({cell.get('class_name')})"
-        if isinstance(cell, list) or (isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells"):
-            return "RNN(StackedRNNCells)"
+        cells = stacked_cells(config)
+        if cells is not None:
+            kinds = [recurrent_class("RNN", {"cell": c}) for c in cells]
+            if not cells or not all(kinds):
+                names = ", ".join(str(c.get("class_name")) if isinstance(c, dict) else "?" for c in cells)
+                return f"RNN(StackedRNNCells([{names}]))"
+            return None
         if isinstance(cell, dict) and not recurrent_class(class_name, config):
             return f"RNN({cell.get('class_name')})"
     return None
+
+
+def stacked_cells(config: dict[str, Any]) -> list[Any] | None:
+    """An RNN's cells when its cell is a StackedRNNCells (or a list of cells, which Keras wraps in one), else None."""
+    cell = config.get("cell")
+    if isinstance(cell, dict) and cell.get("class_name") == "StackedRNNCells":
+        inner = cell.get("config")
+        cells = inner.get("cells") if isinstance(inner, dict) else None
+        return cells if isinstance(cells, list) else []
+    return cell if isinstance(cell, list) else None
+
+
+def _stacked_specs(node: LayerNode, cells: list[Any], keras_version: str | None) -> list[RecurrentSpec]:
+    """One direction per cell of an RNN over StackedRNNCells, named <layer>/cell_<k>. Keras runs the cells within
+    one step of one loop (cell k reads cell k-1's output of the same step; a masked step holds every cell's states;
+    go_backwards reverses the whole stack's steps), which is the same as running each cell as its own layer over the
+    previous one's whole output sequence, in the previous one's processing order: every direction but the last
+    returns sequences; all take the layer's mask and go_backwards (`engine.network.stacked_input`)."""
+    specs: list[RecurrentSpec] = []
+    first = 0
+    for k, cell_entry in enumerate(cells):
+        found = recurrent_class("RNN", {"cell": cell_entry})
+        if not found or not isinstance(cell_entry, dict):
+            return []
+        config = dict(node.config, cell=cell_entry)
+        if k < len(cells) - 1:
+            config["return_sequences"] = True
+        cell_cfg = cell_entry.get("config") if isinstance(cell_entry.get("config"), dict) else {}
+        count = 3 if cell_cfg.get("use_bias", True) else 2
+        spec = _spec((*node.parts, f"cell_{k}"), node, found, config, None, None, keras_version,
+                     node.entry if k == 0 else {})
+        specs.append(replace(spec, stack_index=k, stack_arrays=(first, count)))
+        first += count
+    return specs
 
 
 def recurrent_specs(node: LayerNode, keras_version: str | None) -> list[RecurrentSpec]:
@@ -573,6 +616,9 @@ def recurrent_specs(node: LayerNode, keras_version: str | None) -> list[Recurren
     found = recurrent_class(node.class_name, node.config)
     if found:
         return [_spec(node.parts, node, found, node.config, None, None, keras_version, node.entry)]
+    cells = stacked_cells(node.config) if node.class_name == "RNN" else None
+    if cells:
+        return _stacked_specs(node, cells, keras_version)
     if node.class_name != "Bidirectional":
         return []
     inner = node.config.get("layer")

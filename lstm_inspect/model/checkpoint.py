@@ -60,6 +60,7 @@ class RecurrentDirection:
     layer_path: str = ""  # the model layer it belongs to (the Bidirectional for both halves)
     warnings: list[str] = field(default_factory=list)  # found while reading the weights (NaN, Inf)
     initial_state_from: list[str] = field(default_factory=list)  # e.g. ["encoder h", "encoder c"]
+    stack_index: int | None = None  # cell k of an RNN over StackedRNNCells (named <layer>/cell_<k>)
 
     def __post_init__(self) -> None:
         if not self.parts:
@@ -242,6 +243,7 @@ class RecurrentDirection:
             "settings_assumed": s.assumed,
             "merge_mode": self.merge_mode,
             "bidirectional": self.wrapper,
+            "stacked_cell": self.stack_index,
             "storage": self.storage,
             "gates": {g: {"shape": list(shape) if shape else None} for g in self.cell.gates},
             "params": self.param_count,
@@ -313,9 +315,13 @@ class ModelLayer:
         return {"name": self.name, "class_name": self.class_name}
 
 
+TF_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"  # a variable's value in a TF checkpoint, after its object path
+
+
 def weight_names(keys: list[str], class_name: str) -> list[str]:
-    """Names for a layer's stored arrays: the file's (kernel:0 -> kernel), or Keras 3's by class for vars/N."""
-    names = [k.rstrip("/").split("/")[-1].split(":")[0] for k in keys]
+    """Names for a layer's stored arrays: the file's (kernel:0 -> kernel; a TF checkpoint's
+    layer_with_weights-1/W/.ATTRIBUTES/VARIABLE_VALUE -> W), or Keras 3's by class for vars/N."""
+    names = [k.removesuffix(TF_VALUE_SUFFIX).rstrip("/").split("/")[-1].split(":")[0] for k in keys]
     known = KERAS3_WEIGHT_NAMES.get(class_name, ())
     if all(n.isdigit() for n in names) and len(names) <= len(known):
         return list(known[: len(names)])

@@ -131,6 +131,30 @@ def _convolutions(add: Add) -> None:
                                                               "padding": "same", "data_format": CF,
                                                               "activation": "elu"}, "x2f", engine=())
 
+    # transposed convolutions: each padding with strides, dilation, output_padding (below the strides), channels_first
+    for padding in ("valid", "same"):
+        for s, d, op in ((1, 1, None), (2, 1, None), (3, 1, None), (1, 2, None), (2, 1, 1), (3, 1, 0), (3, 1, 2)):
+            if padding == "same" and op == 0:
+                continue  # an odd kernel: "same" with output_padding 0 is TensorFlow's even-kernel refusal
+            for fmt in (CL, CF):
+                add(f"Conv1DTranspose-{padding}-s{s}-d{d}-op{op}-{fmt}", "Conv1DTranspose",
+                    {"filters": 4, "kernel_size": 3, "strides": s, "dilation_rate": d, "padding": padding,
+                     "output_padding": op, "data_format": fmt}, _x1(fmt))
+    add("Conv1DTranspose-same-k4-s2-relu", "Conv1DTranspose", {"filters": 3, "kernel_size": 4, "strides": 2,
+                                                               "padding": "same", "activation": "relu"}, "x1")
+    add("Conv1DTranspose-k2-s3-nobias", "Conv1DTranspose", {"filters": 2, "kernel_size": 2, "strides": 3,
+                                                            "use_bias": False}, "x1")
+    for padding in ("valid", "same"):
+        for s, d, op in (((1, 1), (1, 1), None), ((2, 1), (1, 1), None), ((2, 3), (1, 1), (1, 2)),
+                         ((1, 1), (2, 2), None)):  # tf_keras: one dilation for both axes
+            for fmt in (CL, CF):
+                add(f"Conv2DTranspose-{padding}-s{s[0]}{s[1]}-d{d[0]}{d[1]}-op{op and op[0]}-{fmt}",
+                    "Conv2DTranspose",
+                    {"filters": 3, "kernel_size": [3, 2], "strides": list(s), "dilation_rate": list(d),
+                     "padding": padding, "output_padding": op and list(op), "data_format": fmt}, _x2(fmt))
+    add("Conv2DTranspose-same-k4-s2-tanh", "Conv2DTranspose", {"filters": 2, "kernel_size": 4, "strides": 2,
+                                                               "padding": "same", "activation": "tanh"}, "x2")
+
 
 def _pools(add: Add) -> None:
     # pooling: strides default to pool_size; "same" average pools divide by the real positions only

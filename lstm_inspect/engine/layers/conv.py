@@ -2,8 +2,9 @@
 
 Why: real recurrent models often read their input through convolutions first (Conv1D → MaxPooling1D →
 LSTM, TimeDistributed(Conv2D) → LSTM, causal dilated Conv1D stacks); the engine runs the whole model, so
-it runs these too. Registered here: Conv1D, Conv2D, SeparableConv1D/2D, DepthwiseConv1D/2D (TimeDistributed
-of any of them comes from core.py), ZeroPadding1D/2D, Cropping1D/2D, UpSampling1D.
+it runs these too. Registered here: Conv1D, Conv2D, SeparableConv1D/2D, DepthwiseConv1D/2D,
+Conv1DTranspose/Conv2DTranspose (TimeDistributed of any of them comes from core.py), ZeroPadding1D/2D,
+Cropping1D/2D, UpSampling1D.
 
 The rules follow `keras/src/layers/convolutional/base_conv.py`, `conv1d.py` (causal padding),
 `base_depthwise_conv.py`, `base_separable_conv.py`, the TensorFlow backend's `conv`, `depthwise_conv`
@@ -20,6 +21,12 @@ the same thing wherever both accept a configuration:
   `_depthwise_conv_stride_dilation_decomposition`), which is the same sum, so the engine runs it.
 - groups (Conv only): the input channels split in `groups` blocks, block j convolved with filters
   j·F/groups...; the kernel is (*kernel_size, C/groups, F). Depthwise output channel c·M + m (TF's order).
+- transposed convolutions (`conv1d_transpose.py`, `conv2d_transpose.py`, `base_conv_transpose.py`, the
+  TensorFlow backend's `conv_transpose`, `compute_conv_transpose_output_shape` in
+  `keras/src/backend/common/backend_utils.py`; tf_keras's `conv1d_transpose.py`, `conv2d_transpose.py`,
+  `conv_utils.deconv_output_length`): kernel (*k, filters, C), output position i·s + p·d - before, the
+  output's length and `before` as `TransposeSettings.crops` says (both generations agree); output_padding
+  below the strides, strides and dilation not both above 1, no groups.
 - the activation inside the layer follows the bias. ZeroPadding1D has data_format in Keras 3 only.
 - the settings are read and checked once, for the engine and both exporters (`export/onnx/conv.py`,
   `export/torch/conv.py`): `conv_settings` (a `ConvSettings`), `spatial_format` and `upsampling_size` here,
@@ -381,6 +388,132 @@ def convolution(c: LayerCall) -> list[Tensor]:
     y = activation_of(c)(y)
     y = np.asarray(y, dtype=dtype)
     return [Tensor(y.reshape(*lead, *y.shape[1:]))]
+
+
+# ---------------------------------------------------------------- transposed convolutions
+
+TRANSPOSE_KINDS = {"Conv1DTranspose": 1, "Conv2DTranspose": 2}
+
+
+@dataclass(frozen=True)
+class TransposeSettings:
+    """A transposed convolution's config, read and checked once (`transpose_settings`) for the engine and both
+    exporters."""
+
+    rank: int
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilation: tuple[int, ...]
+    padding: str  # "valid" or "same"
+    output_padding: tuple[int, ...] | None
+    data_format: str
+    use_bias: bool
+    filters: int
+
+    def crops(self) -> list[tuple[int, int]]:
+        """(before, after) per spatial axis: what Keras's output keeps of the full transposed convolution, whose n
+        inputs reach the (n-1)·s + (k-1)·d + 1 positions i·s + p·d. Keras's output length (the same in both
+        generations: `compute_conv_transpose_output_shape`, tf_keras's `deconv_output_length`) is that full length
+        + op - k' (valid: op defaults to max(k', s) - k') or + k' % 2 + op - k' (same: op defaults to s - k' % 2),
+        k' = (k-1)·d + 1; TensorFlow (conv_transpose = the gradient of a convolution of that output) drops
+        max(0, full - output) // 2 positions before, the rest after. Neither depends on n. An `after` below 0 is
+        that many zeros (plus the bias) appended."""
+        out = []
+        for j, (k, s, d) in enumerate(zip(self.kernel, self.strides, self.dilation)):
+            span = (k - 1) * d + 1
+            op = None if self.output_padding is None else self.output_padding[j]
+            if self.padding == "valid":
+                extra = (max(span, s) - span) if op is None else op
+            else:
+                extra = (s - span) if op is None else span % 2 + op - span
+            before = max(0, -extra) // 2
+            out.append((before, -extra - before))
+        return out
+
+
+def transpose_settings(c: Site, ndim: int) -> TransposeSettings:
+    """The settings of a Conv1DTranspose / Conv2DTranspose called on an input of rank `ndim`: Keras 1, kernel_size,
+    strides, dilation_rate, padding, output_padding (below the strides, as both Keras generations require), strides
+    with dilation (refused by both above 1 at once), the input's rank, data_format, filters; "same" with an even
+    dilated kernel and no output_padding is refused as TensorFlow refuses it (its output is one position short of
+    the convolution it is the gradient of)."""
+    rank = TRANSPOSE_KINDS[c.node.class_name]
+    refuse_keras1(c)
+    kernel = ints(c, "kernel_size", rank)
+    strides = ints(c, "strides", rank, 1)
+    dilation = ints(c, "dilation_rate", rank, 1)
+    mode = padding_mode(c, ("valid", "same"))
+    op = None if c.config.get("output_padding") is None else ints(c, "output_padding", rank, allow_zero=True)
+    if op is not None and any(p >= s for p, s in zip(op, strides)):
+        raise c.fail(f"output_padding {op} is not below strides {strides}; Keras refuses it")
+    if max(strides) > 1 and max(dilation) > 1:
+        raise c.fail(f"strides {strides} with dilation_rate {dilation}: Keras refuses both above 1 at once")
+    if ndim != rank + 2:
+        raise c.refuse(f"{c.node.class_name} needs an input of rank {rank + 2}",
+                       f"it needs an input of rank {rank + 2}")
+    fmt = data_format(c)
+    filters = config_int(c.config.get("filters"))
+    if filters is None:
+        raise c.refuse(f"filters is {c.config.get('filters')!r}", "its filters are not a positive integer")
+    s = TransposeSettings(rank, kernel, strides, dilation, mode, op, fmt, bool(c.config.get("use_bias", True)),
+                          filters)
+    if mode == "same" and op is not None and any(((k - 1) * d + 1) % 2 + p == 0
+                                                 for k, d, p in zip(kernel, dilation, op)):
+        raise c.fail("'same' padding with an even kernel and output_padding 0: TensorFlow refuses it too")
+    return s
+
+
+def _transpose_dims(node: Any, in_dims: list[int | None]) -> list[int | None]:
+    """Channels last: the filters; channels first: the last spatial axis's output length."""
+    cfg = node.config
+    if (cfg.get("data_format") or "channels_last") == "channels_last":
+        return [config_int(cfg.get("filters"))]
+    n = in_dims[0] if in_dims else None
+    try:
+        k, s, d = (_last(cfg.get(key, dflt)) for key, dflt in (("kernel_size", None), ("strides", 1),
+                                                             ("dilation_rate", 1)))
+        ops = cfg.get("output_padding")
+        op = None if ops is None else (ops[-1] if isinstance(ops, (list, tuple)) else ops)
+        settings = TransposeSettings(1, (k,), (s,), (d,), str(cfg.get("padding", "valid")).lower(),
+                                     None if op is None else (int(op),), "channels_first", True, 1)
+        before, after = settings.crops()[0]
+    except (TypeError, ValueError):
+        return [None]
+    return [None if n is None else (n - 1) * s + (k - 1) * d + 1 - before - after]
+
+
+@layer(*TRANSPOSE_KINDS, dims=_transpose_dims, weighted=True)
+def convolution_transpose(c: LayerCall) -> list[Tensor]:
+    """y at o = i·s + p·d - before gets x[i] · W[p] (W[p] is (filters, C)), for the outputs Keras keeps."""
+    s = transpose_settings(c, c.x.ndim)
+    dtype = c.ctx.dtype
+    x = channels_last(c.x, s.data_format, s.rank).astype(dtype, copy=False)
+    cin, spatial = x.shape[-1], x.shape[1:-1]
+    c.expect([(*s.kernel, s.filters, cin)] + ([(s.filters,)] if s.use_bias else []))
+    w = c.weights[0].astype(dtype)
+    crops = s.crops()
+    out = tuple((n - 1) * st + (k - 1) * d + 1 - a - b
+                for n, k, st, d, (a, b) in zip(spatial, s.kernel, s.strides, s.dilation, crops))
+    check_sizes((x.shape[0], *out, s.filters), f"layer {c.node.path} ({c.node.class_name}): its output")
+    c.need((x.shape[0], *out, s.filters), (x.shape[0], *out, s.filters), what="its output and a temporary")
+    y = np.zeros((x.shape[0], *out, s.filters), dtype=dtype)
+    per_axis = []
+    for n, o, k, st, d, (before, _) in zip(spatial, out, s.kernel, s.strides, s.dilation, crops):
+        axis = []
+        for p in range(k):
+            first = max(0, -(-(before - p * d) // st))
+            last = min(n - 1, (o - 1 + before - p * d) // st)
+            if first <= last:
+                start = first * st + p * d - before
+                axis.append((p, slice(start, start + (last - first) * st + 1, st), slice(first, last + 1)))
+        per_axis.append(axis)
+    for combo in itertools.product(*per_axis):
+        pos = tuple(p for p, _, _ in combo)
+        y[(slice(None), *(o for _, o, _ in combo))] += x[(slice(None), *(i for _, _, i in combo))] @ w[pos].T
+    if s.use_bias:
+        y = y + c.weights[1].astype(dtype)
+    y = activation_of(c)(back_to(y, s.data_format, s.rank))
+    return [Tensor(np.asarray(y, dtype=dtype))]
 
 
 # ---------------------------------------------------------------- padding, cropping, upsampling

@@ -18,6 +18,9 @@ give the padding amounts that do not depend on the input's length (`fixed_pads`)
 - The Keras kernel (*k, C/groups, F) becomes ONNX's (F, C/groups, *k); a depthwise kernel (*k, C, M) a
   grouped Conv with C groups and C·M outputs in TensorFlow's order (c·M + m); separable = depthwise then a
   1×1 Conv carrying the bias. The bias goes per channel, the activation after it, on the output's layout.
+- Conv1DTranspose/Conv2DTranspose: ONNX's ConvTranspose, the Keras kernel (*k, F, C) as (C, F, *k); what
+  Keras keeps of the full output (`TransposeSettings.crops`, fixed whatever the input's length) goes in its
+  pads, and the zeros Keras appends after in its output_padding.
 - None of these layers passes a Keras mask on.
 
 The pools are in `pooling`.
@@ -31,11 +34,13 @@ import numpy as np
 
 from lstm_inspect.engine.layers.conv import (
     CONV_KINDS,
+    TRANSPOSE_KINDS,
     conv_pair_list,
     conv_settings,
     depthwise_weights,
     spatial_axes,
     spatial_format,
+    transpose_settings,
     upsampling_size,
 )
 from lstm_inspect.engine.layers.registry import LayerCall
@@ -141,6 +146,28 @@ def convolution(c: OnnxCall) -> list[Sym]:
     if lead is not None:
         y = g.op("Reshape", y, g.op("Concat", lead, g.shape_range(y, 1), axis=0))
     return [Sym(layer_activation(c, y), r, dim=out_dim(c))]
+
+
+@layer(*TRANSPOSE_KINDS)
+def convolution_transpose(c: OnnxCall) -> list[Sym]:
+    g = c.g
+    s = transpose_settings(c, c.x.rank)
+    rank = s.rank
+    w = _weights(c, [(*s.kernel, s.filters, None)] + ([(s.filters,)] if s.use_bias else []))
+    cin = w[0].shape[-1]
+    if s.data_format == "channels_last" and c.x.dim is not None and c.x.dim != cin:
+        raise c.fail(f"its kernel takes {cin} input channels, its input has {c.x.dim}")
+    crops = s.crops()
+    pads = [a for a, _ in crops] + [max(b, 0) for _, b in crops]
+    extra = [max(-b, 0) for _, b in crops]
+    args = [to_first(g, c.float_input(), s.data_format, rank),
+            c.const(np.transpose(w[0], (rank + 1, rank, *range(rank))), "kernel")]  # (*k, F, C) → (C, F, *k)
+    if s.use_bias:
+        args.append(c.const(w[1], "bias"))
+    y = g.op("ConvTranspose", *args, kernel_shape=list(s.kernel), strides=list(s.strides),
+             dilations=list(s.dilation), pads=pads, output_padding=extra, hint=c.hint)
+    y = from_first(g, y, s.data_format, rank)
+    return [Sym(layer_activation(c, y), rank + 2, dim=out_dim(c))]
 
 
 # ---------------------------------------------------------------- padding, cropping, upsampling

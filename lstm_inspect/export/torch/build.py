@@ -108,7 +108,9 @@ def _model(plan: Plan, w: Writer) -> tuple[list[str], list[str], list[str], list
             outs = walk_graph(node.children, tensors, apply, where, is_sym)
         elif node.path in net.directions:
             directions = net.directions[node.path]
-            e.kind = directions[0].kind if len(directions) == 1 else f"Bidirectional({directions[0].kind})"
+            d0 = directions[0]
+            e.kind = d0.kind if len(directions) == 1 else (
+                "RNN(StackedRNNCells)" if d0.stack_index is not None else f"Bidirectional({d0.kind})")
             outs = recurrent_layer(e, directions)
         elif node.is_op:
             e.kind = op_kind(node) or "?"

@@ -21,6 +21,9 @@ and give the padding amounts that do not depend on the input's length, `fixed_pa
 - Kernels: Keras (*k, C/groups, F) → PyTorch (F, C/groups, *k); depthwise (*k, C, M) → a Conv with C groups
   and C·M outputs in TensorFlow's order (c·M + m); separable = that depthwise Conv, then a 1×1 Conv
   carrying the bias. None of these layers passes a Keras mask on.
+- Conv1DTranspose/Conv2DTranspose: nn.ConvTranspose1d/2d, the Keras kernel (*k, F, C) as (C, F, *k); what
+  Keras keeps of the full output (`TransposeSettings.crops`) is the module's padding when it drops as many
+  positions on both sides, else a slice in forward(); the zeros Keras appends are the module's output_padding.
 
 The pools (plain and global) are in `pooling.py`, as in the engine; Dot and Permute in `core.py`, the activation
 layers in `activations.py`.
@@ -32,11 +35,13 @@ import numpy as np
 
 from lstm_inspect.engine.layers.conv import (
     CONV_KINDS,
+    TRANSPOSE_KINDS,
     conv_pair_list,
     conv_settings,
     depthwise_weights,
     spatial_axes,
     spatial_format,
+    transpose_settings,
     upsampling_size,
 )
 from lstm_inspect.export.torch.code import TYPING, LayerEmit, Sym, snippet
@@ -145,6 +150,35 @@ def convolution(e: LayerEmit) -> list[Sym]:
         y = e.w.let(f"{e.hint}_conv", y, comment=comment).name
         y, comment = f"{y}.reshape(list({e.x.name}.shape[:-{tail}]) + list({y}.shape[1:]))", ""
     act = e.w.act(e.activation(), y, f"layer {e.node.path}")
+    return [e.w.let(e.hint, act, comment=comment)]
+
+
+@layer(*TRANSPOSE_KINDS)
+def convolution_transpose(e: LayerEmit) -> list[Sym]:
+    rank = TRANSPOSE_KINDS[e.kind]
+    s = transpose_settings(e, input_rank(e, rank))
+    w = e.read([(*s.kernel, s.filters, None)] + ([(s.filters,)] if s.use_bias else []))
+    cin = w[0].shape[-1]
+    if s.data_format == "channels_last" and e.x.shape is not None and e.x.shape[-1] != cin:
+        raise e.fail(f"its kernel takes {cin} input channels, its input has {e.x.shape[-1]}")
+    crops = s.crops()
+    symmetric = all(a == b for a, b in crops)
+    options = "".join([f", stride={tuple_text(s.strides)}" if max(s.strides) > 1 else "",
+                       f", dilation={tuple_text(s.dilation)}" if max(s.dilation) > 1 else "",
+                       f", padding={tuple_text(tuple(a for a, _ in crops))}"
+                       if symmetric and max(a for a, _ in crops) > 0 else "",
+                       f", output_padding={tuple_text(tuple(max(-b, 0) for _, b in crops))}"
+                       if min(b for _, b in crops) < 0 else "",
+                       "" if s.use_bias else ", bias=False"])
+    arrays = {"weight": np.transpose(w[0], (rank + 1, rank, *range(rank)))} | ({"bias": w[1]} if s.use_bias else {})
+    ctor = f"nn.ConvTranspose{rank}d({cin}, {s.filters}, {tuple_text(s.kernel)}{options})"
+    attr = e.w.module(e.key, e.hint, ctor, arrays)
+    h = f"self.{attr}({channels_first(e.x.name, s.data_format)})"
+    comment = ""
+    if not symmetric:  # the positions Keras drops before and after (TensorFlow's crop of the full output)
+        index = ", ".join(_slice(a, max(b, 0)) for a, b in crops)
+        h, comment = f"{h}[:, :, {index}]", "the positions TensorFlow's transposed convolution drops"
+    act = e.w.act(e.activation(), channels_back(h, s.data_format), f"layer {e.node.path}")
     return [e.w.let(e.hint, act, comment=comment)]
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from lstm_inspect.base.errors import InspectError
 from lstm_inspect.engine.layers.registry import Context
-from lstm_inspect.engine.network import recurrent_call
+from lstm_inspect.engine.network import is_stacked, recurrent_call, state_offset
 from lstm_inspect.export.onnx.graph import Graph, Sym, activation, rnn_op_activation, value_info
 from lstm_inspect.export.onnx.registry import CELLS
 from lstm_inspect.model.architecture import Call, LayerNode
@@ -244,9 +244,27 @@ def emit_direction(g: Graph, d: RecurrentDirection, w: CellWeights, x_tm: str, m
     return _op_masked(g, d, w, attrs, x_tm, mask_tm, init, ctx.dtype)
 
 
+def _emit_directions(g: Graph, directions: list[RecurrentDirection],
+                     weights: Callable[[RecurrentDirection], CellWeights], x_tm: str, mask_tm: str | None,
+                     states: list[str], ctx: Context) -> list[DirectionOut]:
+    """Each direction of the layer on its input: the layer's (one direction, a Bidirectional's halves), or for the
+    cells of a StackedRNNCells the previous cell's outputs, in processing order, so reversed back to input order when
+    going backwards (engine.network.stacked_input)."""
+    results: list[DirectionOut] = []
+    for k, d in enumerate(directions):
+        first, n_states = state_offset(directions, k), len(d.cell.states)
+        init = states[first: first + n_states] if len(states) >= first + n_states else None
+        if k and is_stacked(directions):
+            prev = results[-1].seq
+            x_tm = g.reverse(prev, 0) if directions[k - 1].settings.go_backwards else prev
+        results.append(emit_direction(g, d, weights(d), x_tm, mask_tm, init, ctx))
+    return results
+
+
 def emit_recurrent(g: Graph, node: LayerNode, directions: list[RecurrentDirection], args: Call, ctx: Context,
                    weights: Callable[[RecurrentDirection], CellWeights]) -> list[Sym]:
-    """One recurrent layer (one direction, or Bidirectional's two), as `Network._recurrent_layer` runs it."""
+    """One recurrent layer (one direction, Bidirectional's two, or a StackedRNNCells's cells), as
+    `Network._recurrent_layer` runs it."""
     is_sym = lambda o: isinstance(o, Sym)  # noqa: E731
     x, state_syms, explicit, implicit = recurrent_call(args, ctx.keras_major, is_sym)
     if x is None:
@@ -255,7 +273,7 @@ def emit_recurrent(g: Graph, node: LayerNode, directions: list[RecurrentDirectio
         mask = explicit.name if explicit.kind == "bool" else g.cast(explicit.name, "bool")
     else:
         mask = x.mask if implicit else None
-    s = directions[0].settings
+    s = directions[-1].settings  # the layer's (a stack's last cell's: the others return sequences)
     value = x.name if x.kind == "float" else g.cast(x.name, "float")
     if s.time_major:  # tf.keras time_major: (steps, batch, features) in and out
         x_tm, mask_tm = value, mask
@@ -265,26 +283,22 @@ def emit_recurrent(g: Graph, node: LayerNode, directions: list[RecurrentDirectio
         mask_tm = None if mask is None else g.op("Transpose", mask, perm=[1, 0])
         mask_bm = mask
     states = [st.name if st.kind == "float" else g.cast(st.name, "float") for st in state_syms]
-    n_states = len(directions[0].cell.states)
-    results = []
-    for k, d in enumerate(directions):
-        init = states[n_states * k: n_states * (k + 1)] if len(states) >= n_states * (k + 1) else None
-        results.append(emit_direction(g, d, weights(d), x_tm, mask_tm, init, ctx))
-    units = directions[0].units
+    results = _emit_directions(g, directions, weights, x_tm, mask_tm, states, ctx)
+    units = directions[-1].units
     out_mask = mask_bm if s.return_sequences else None
 
     def batch_major(seq_tm: str) -> str:
         return seq_tm if s.time_major else g.op("Transpose", seq_tm, perm=[1, 0, 2])
 
-    if len(directions) == 1:
-        res = results[0]
+    if len(directions) == 1 or is_stacked(directions):
+        res = results[-1]
         if s.return_sequences:
             out = Sym(batch_major(res.seq), 3, mask=None if s.time_major else out_mask, dim=units)
         else:
             out = Sym(res.last, 2, dim=units)
         tensors = [out]
         if s.return_state:
-            tensors += [Sym(st, 2, dim=units) for st in res.states]
+            tensors += [Sym(st, 2, dim=d.units) for d, r in zip(directions, results) for st in r.states]
         return tensors
     fw, bw = results
     if s.return_sequences:

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from lstm_inspect.engine.network import recurrent_call
+from lstm_inspect.engine.network import is_stacked, recurrent_call, state_offset
 from lstm_inspect.export.torch.code import TYPING, LayerEmit, Sym, Writer, is_sym, snippet
 from lstm_inspect.export.torch.registry import CELLS
 
@@ -358,12 +358,8 @@ class RecurrentCall:
 
     @property
     def s(self) -> CellSettings:
-        return self.directions[0].settings
-
-    @property
-    def n(self) -> int:
-        """States per direction."""
-        return len(self.directions[0].cell.states)
+        """The layer's settings (a stack's last cell's: the others return sequences)."""
+        return self.directions[-1].settings
 
     @property
     def mask_arg(self) -> str:
@@ -375,13 +371,13 @@ class RecurrentCall:
 
     def init(self, k: int) -> str:
         """Direction k's initial states as keras_rnn's argument (nothing when the call gives none)."""
-        n = self.n
-        part = self.state_names[n * k: n * (k + 1)] if len(self.state_names) >= n * (k + 1) else None
+        first, n = state_offset(self.directions, k), len(self.directions[k].cell.states)
+        part = self.state_names[first: first + n] if len(self.state_names) >= first + n else None
         return f", state=[{', '.join(part)}]" if part else ""
 
-    def call(self, attr: str, k: int, d: RecurrentDirection, reverse: bool = False) -> str:
-        """The module call running direction k: `self.attr(x, mask, state=[...], flags)`."""
-        return f"self.{attr}({self.value}{self.mask_arg}{self.init(k)}{_flag_args(d, reverse)})"
+    def call(self, attr: str, k: int, d: RecurrentDirection, reverse: bool = False, x: str | None = None) -> str:
+        """The module call running direction k: `self.attr(x, mask, state=[...], flags)` (x: the layer's input)."""
+        return f"self.{attr}({x or self.value}{self.mask_arg}{self.init(k)}{_flag_args(d, reverse)})"
 
     def sequence_out(self, expr: str) -> str:
         return f"{expr}.transpose(0, 1)" if self.s.time_major else expr
@@ -421,10 +417,37 @@ def recurrent_layer(e: LayerEmit, directions: list[RecurrentDirection]) -> list[
         raise e.fail("its merge_mode is not one Keras defines (concat, sum, mul, ave or None)")
     rc.weights = [d.weights() for d in directions]
     rc.name = e.w.name(e.hint)
-    e.w.comment(f"{rc.name}: {e.kind}" + ("" if len(directions) == 1 else f" ({mode or 'no'} merge)"))
+    e.w.comment(f"{rc.name}: {e.kind}" + ("" if len(directions) == 1 else
+                                           f" (cells {', '.join(d.kind[4:-1] for d in directions)}, run in turn)"
+                                           if is_stacked(directions) else f" ({mode or 'no'} merge)"))
     if len(directions) == 1:
         return _one_direction(rc)
+    if is_stacked(directions):
+        return _stacked(rc)
     return _bidirectional(rc)
+
+
+def _stacked(rc: RecurrentCall) -> list[Sym]:
+    """An RNN over StackedRNNCells: one module per cell, each run over the previous one's output sequence (back in
+    input time order when the stack goes backwards) with the layer's mask (engine.network.stacked_input)."""
+    e, w, s, name = rc.e, rc.e.w, rc.s, rc.name
+    x, outs = rc.value, []
+    for k, (d, cw) in enumerate(zip(rc.directions, rc.weights)):
+        ctor, arrays = direction_module(w, d, cw, f"layer {d.name}")
+        attr = w.module(f"{e.key}:cell_{k}", f"{e.hint}_cell_{k}", ctor, arrays)
+        last = k == len(rc.directions) - 1
+        y = name if last else w.name(f"{name}_cell_{k}")
+        state = w.name(f"{name}_cell_{k}_state") if s.return_state else "_"
+        w.line(f"{y}, {state} = {rc.call(attr, k, d, x=x)}")
+        if s.return_state:
+            outs += _state_syms(w, f"{name}_cell_{k}", state, d)
+        x = f"{y}.flip(1)" if d.settings.go_backwards else y  # the next cell reads it in input time order
+    if s.return_sequences:
+        if s.time_major:
+            w.line(f"{name} = {rc.sequence_out(name)}")
+    else:
+        w.line(f"{name} = {name}[:, -1]")
+    return [Sym(name, "float", rc.out_mask if not s.time_major else None), *outs]
 
 
 def _one_direction(rc: RecurrentCall) -> list[Sym]:
