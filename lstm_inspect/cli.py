@@ -482,7 +482,14 @@ def flags_legend(ckpt: Checkpoint) -> str | None:
 
 def _gates_cell(d: RecurrentDirection) -> Text:
     shape = d.gate_shape()
-    text = Text(f"{shape[0]}×{shape[1]} " if shape else "? ")
+    conv = d.settings.conv
+    if conv is not None and shape:  # ConvLSTM: each gate's W_x and W_h convolution kernels, and the convolution
+        k = "×".join(map(str, conv.kernel_size))
+        text = Text(f"W_x {k}×{d.input_dim}×{d.units} W_h {k}×{d.units}×{d.units} {conv.padding} "
+                    f"s{'×'.join(map(str, conv.strides))} d{'×'.join(map(str, conv.dilation_rate))}"
+                    f"{' channels_first' if conv.data_format == 'channels_first' else ''} ")
+    else:
+        text = Text(f"{shape[0]}×{shape[1]} " if shape else "? ")
     if not d.weights_stored:
         text.append("∅" * d.cell.n_gates, style="yellow")
     elif d.shapes_ok:
@@ -495,7 +502,7 @@ def _gates_cell(d: RecurrentDirection) -> Text:
 def _legend(ckpt: Checkpoint) -> list[str]:
     lines = []
     for cell in dict.fromkeys(d.cell for d in ckpt.directions):
-        lines.append(f"{cell.kind}: {cell.legend} of N_c × (N_i + N_c) acting on [x; h] and a bias "
+        lines.append(f"{cell.kind}: {cell.legend} {cell.legend_shapes} and a bias "
                      f"{'b_g' if cell.n_gates > 1 else 'b'} of N_c{cell.legend_extra}")
     lines.append("✓ the shapes check, ✗ they do not, ∅ no weights stored")
     return lines

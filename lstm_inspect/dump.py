@@ -346,6 +346,7 @@ def _write_csv(path: Path, a: np.ndarray, n_i: int | None) -> None:
 def dump(ckpt: Checkpoint, out: Path, fmt: str = "csv", layout: str = "gates", layer: str | None = None,
          force: bool = False) -> tuple[list[str], list[str]]:
     """Write the gate matrices; returns the files written (relative to `out`) and warnings for the user."""
+    ckpt.refuse_not_yet("dump", layer)
     if layout not in LAYOUTS:
         raise InspectError(f"--layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     if fmt not in FORMATS:

@@ -143,6 +143,7 @@ def plot_direction(d: RecurrentDirection, trace: dict[str, np.ndarray] | None, f
 def plot(ckpt: Any, out: Path, xs: list[np.ndarray] | None = None, seed: int = 0, force: bool = False,
          layer: str | None = None) -> tuple[list[str], str]:
     """PNGs for every direction (or one) into folder `out`, written atomically; returns (files, input used)."""
+    ckpt.refuse_not_yet("plot", layer)
     _pyplot()
     rec, source = trace_run(ckpt, xs, seed)
     directions = ckpt.directions_of(layer)

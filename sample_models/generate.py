@@ -57,7 +57,7 @@ def random_weights(model: Any, rng: np.random.Generator) -> None:
         layer.set_weights(new)
 
 
-RECURRENT = ("LSTM", "CuDNNLSTM", "GRU", "CuDNNGRU", "SimpleRNN", "RNN")
+RECURRENT = ("LSTM", "CuDNNLSTM", "GRU", "CuDNNGRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D")
 
 
 def lstm_directions(model: Any, prefix: str = "") -> dict[str, Any]:
@@ -325,6 +325,50 @@ def generate_keras3() -> None:
                            layers.SimpleRNN(2, dropout=0.5, recurrent_dropout=0.1, return_sequences=True,
                                             name="simple_rnn")),
          seq_input(drop_rng, 3, T, F), weights_rng=drop_rng)
+    _conv_lstm(keras, layers, save, "k3_", channels_first=True)
+
+
+def _conv_lstm(keras: Any, layers: Any, save: Callable[..., None], prefix: str, channels_first: bool) -> None:
+    """ConvLSTM1D/2D/3D (issue 25): tiny feature maps, every setting the cell reads. Their own seeded generator,
+    so no other sample changes."""
+    rng = np.random.default_rng(SEED + 25)
+
+    def maps(*shape: int) -> np.ndarray:
+        return rng.normal(size=shape).astype("float32")
+
+    def seq(*ls: Any, input_shape: tuple) -> Any:
+        return keras.Sequential([keras.Input(input_shape), *ls])
+
+    save(f"{prefix}convlstm1d", seq(layers.ConvLSTM1D(3, 3, return_sequences=True), layers.ConvLSTM1D(2, 2, strides=2),
+                                    input_shape=(4, 7, 2)), maps(2, 4, 7, 2), weights_rng=rng)
+    save(f"{prefix}convlstm2d_seq",
+         seq(layers.ConvLSTM2D(3, (3, 3), padding="same", return_sequences=True),
+             layers.ConvLSTM2D(2, (2, 3), strides=(2, 1), go_backwards=True), input_shape=(3, 5, 6, 2)),
+         maps(2, 3, 5, 6, 2), ("keras", "h5", "weights") if prefix == "k3_" else ("h5", "weights"), weights_rng=rng)
+    save(f"{prefix}convlstm2d_dilated",
+         seq(layers.ConvLSTM2D(2, 3, padding="same", dilation_rate=2, recurrent_activation="hard_sigmoid",
+                               use_bias=False, return_sequences=True), input_shape=(3, 6, 6, 1)),
+         maps(2, 3, 6, 6, 1), weights_rng=rng)
+    inp = keras.Input((3, 5, 5, 2), name="frames")
+    y, h, c = layers.ConvLSTM2D(2, 3, padding="same", return_sequences=True, return_state=True, go_backwards=True,
+                                name="conv_lstm")(inp)
+    save(f"{prefix}convlstm2d_state", keras.Model(inp, [y, h, c]), maps(2, 3, 5, 5, 2), weights_rng=rng)
+    save(f"{prefix}convlstm3d", seq(layers.ConvLSTM3D(2, 2, padding="same", return_sequences=True),
+                                    input_shape=(3, 3, 4, 4, 1)), maps(2, 3, 3, 4, 4, 1), weights_rng=rng)
+    save(f"{prefix}convlstm2d_bidir",
+         seq(layers.Bidirectional(layers.ConvLSTM2D(2, 3, padding="same", return_sequences=True)),
+             input_shape=(3, 4, 4, 1)), maps(2, 3, 4, 4, 1), weights_rng=rng)
+    # masks: Masking gives one per pixel (batch, steps, h, w), which Keras's loop applies per pixel; a whole
+    # frame of zeros masks the step everywhere
+    masked = maps(2, 4, 4, 4, 1)
+    masked[0, 2:] = 0.0
+    masked[1, 1, :2, :3] = 0.0
+    save(f"{prefix}convlstm2d_mask", seq(layers.Masking(0.0), layers.ConvLSTM2D(2, 3, padding="same",
+                                                                                  return_sequences=True),
+                                         input_shape=(4, 4, 4, 1)), masked, weights_rng=rng)
+    if channels_first:
+        save(f"{prefix}convlstm2d_cf", seq(layers.ConvLSTM2D(2, 3, data_format="channels_first", return_sequences=True),
+                                           input_shape=(3, 2, 5, 6)), maps(2, 3, 2, 5, 6), weights_rng=rng)
 
 
 # ---------------------------------------------------------------- tf_keras (Keras 2)
@@ -432,6 +476,7 @@ def generate_tf_keras() -> None:
 
     _more_layers(keras, layers, save, seq)
     _stacked_and_transposed(keras, layers, save, seq)
+    _conv_lstm(keras, layers, save, "tfk_", channels_first=False)  # tf_keras on a CPU: NHWC convolutions only
 
 
 def _more_layers(keras: Any, layers: Any, save: Callable[..., None], seq: Callable[..., Any]) -> None:

@@ -35,7 +35,7 @@ def sample_checkpoints() -> list[Path]:
     """Every sample checkpoint that has Keras's own reference weights beside it."""
     return sorted(p for p in SAMPLES.iterdir()
                   if p.name.endswith(CHECKPOINT_SUFFIXES) and (SAMPLES / f"{stem(p)}.ref.npz").exists()
-                  and not p.name.startswith(("k3_no_lstm", "k3_convlstm2d")))
+                  and not p.name.startswith(("k3_no_lstm", "k3_convlstm", "tfk_convlstm")))  # ConvLSTM: its own tests
 
 
 def stem(p: Path) -> str:

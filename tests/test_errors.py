@@ -98,10 +98,6 @@ def test_no_recurrent_layer(tmp_path: Path) -> None:
     _fails_cleanly(path, "no recurrent layer (LSTM, GRU, SimpleRNN) in", "dense_only.h5", "it has: Dense")
 
 
-def test_convlstm_named_as_unsupported() -> None:
-    _fails_cleanly(SAMPLES / "k3_convlstm2d.keras", "ConvLSTM2D", "not supported")
-
-
 def _copy_with_dataset(tmp_path: Path, name: str, key: str, value: np.ndarray) -> Path:
     dst = tmp_path / name
     shutil.copy(SAMPLES / name, dst)

@@ -559,6 +559,7 @@ Run = Callable[[Variant | None], list[np.ndarray]]
 def diagnose(ckpt: Checkpoint, xs: list[np.ndarray], theirs: list[np.ndarray], layer: str | None = None,
              atol: float = 1e-5, rtol: float = 1e-4) -> Diagnosis:
     """THEIRS (outputs of a port for xs) against the engine; when they differ, rank the mistakes."""
+    ckpt.refuse_not_yet("diagnose", layer)
     theirs = [np.asarray(t) for t in theirs]
     for k, t in enumerate(theirs):
         if t.dtype.kind not in "fiu":

@@ -921,8 +921,8 @@ def run_keras_direction(ckpt: Checkpoint, name: str, x: np.ndarray) -> tuple[np.
     options.update(d.cell.kind_settings(s))
     if s.time_major:
         options["time_major"] = True  # tf_keras's own transposes; x is (steps, batch, N_i), one predict batch
-    layer = getattr(keras.layers, d.cell.kind)(d.units, **options)
-    model = keras.Sequential([keras.Input((None, d.input_dim)), layer])
+    layer = getattr(keras.layers, d.cell.keras_layer(s))(d.units, **options)
+    model = keras.Sequential([keras.Input((None, *np.shape(x)[2:])), layer])  # (None, N_i), or feature maps
     layer.set_weights(w.arrays())
     try:
         out = model.predict(np.asarray(x, dtype=np.float32), batch_size=max(1, len(x)), verbose=0)

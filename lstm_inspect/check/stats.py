@@ -219,6 +219,7 @@ class StatsReport:
 def collect(ckpt: Any, xs: list[np.ndarray] | None = None, seed: int = 0) -> StatsReport:
     """Weight statistics for every direction (read one at a time), and activation statistics from
     an engine run (`network.trace_run`)."""
+    ckpt.refuse_not_yet("stats")
     directions = []
     for k, d in enumerate(ckpt.directions):
         progress.advance("directions' weight statistics", k, len(ckpt.directions))

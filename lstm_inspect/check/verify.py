@@ -514,7 +514,7 @@ def verify_direction(
     d = ckpt.direction(name)
     _refuse_non_finite(ckpt, d.name)
     x = np.asarray(x)
-    if x.ndim != 3 or x.shape[-1] != d.input_dim:
+    if x.ndim != d.cell.input_ndim(d.settings) or d.channels(x) != d.input_dim:
         raise InspectError(f"layer {d.name}: input has shape {x.shape} but the layer expects {d.input_layout}")
     check_sizes(x.shape, f"layer {d.name}: the input")
     # x is as the layer takes it ((steps, batch, N_i) for a time_major layer), and so is Keras's sequence
@@ -633,7 +633,7 @@ def check(ckpt: Checkpoint, x: Any = None, theirs: Any = None, layer: str | None
     if layer is not None:
         d = ckpt.directions_of(layer)[0]
         if x is None:
-            x = np.random.default_rng(seed).normal(size=(DEFAULT_BATCH, DEFAULT_STEPS, d.input_dim or 1))
+            x = np.random.default_rng(seed).normal(size=d.random_input_shape(DEFAULT_BATCH, DEFAULT_STEPS))
             x = x.astype(np.float32)
         x = as_inputs(x)[0] if isinstance(x, (list, tuple)) else np.asarray(x)
         charge_direction(Budget(where=str(ckpt.file)), d, d.layer_layout(x).shape, dtype, False, True)

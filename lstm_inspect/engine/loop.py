@@ -14,7 +14,12 @@ A cell (`lstm_inspect.model.cells`) computes one step; this runs it over time
   previous output (0 before the first unmasked step, as on Keras's TensorFlow backend). A port
   that applies the mask to one of the two only (`mask_states` / `mask_outputs` False, for
   `check.diagnose`) keeps the new states, or emits the cell's fresh output, at masked steps;
-- initial states default to zeros; return_sequences keeps every output, else only the last.
+- initial states default to zeros; return_sequences keeps every output, else only the last;
+- a cell whose states are feature maps (ConvLSTM: (batch, *spatial, filters)) gives its step a `project`
+  (the input convolution of many steps at once, in place of the product with `kernel`) and a `state_shape`
+  (the states' shape after the batch, from one input step's); the rest of the loop is the same. Its mask is
+  (batch, steps) or, as Keras's TensorFlow loop broadcasts a Masking layer's (batch, steps, *spatial) mask
+  (`keras/src/backend/tensorflow/rnn.py` `_expand_mask`), one per pixel: each pixel keeps its own states.
 """
 
 from __future__ import annotations
@@ -76,21 +81,24 @@ def run_sequence(
     if go_backwards:
         x = x[:, ::-1]
         mask = None if mask is None else mask[:, ::-1]
-    batch, steps, input_dim = x.shape
+    batch, steps = x.shape[:2]
+    features = x.shape[2:]
     if steps == 0 or batch == 0:
         raise InspectError(f"the input has {steps} time steps and a batch of {batch}; a recurrent layer needs "
                            "at least one of each")
+    project = getattr(step, "project", None)
+    shape = tuple(step.state_shape(features)) if project is not None else (units,)
     if initial_state is None:
-        states = [np.zeros((batch, units), dtype=dtype) for _ in range(step.n_states)]
+        states = [np.zeros((batch, *shape), dtype=dtype) for _ in range(step.n_states)]
     else:
         states = [np.array(s, dtype=dtype) for s in initial_state]
     new = [np.empty_like(s) for s in states]
-    outputs = np.empty((batch, steps if return_sequences else 1, units), dtype=dtype)
-    last = np.zeros((batch, units), dtype=dtype)  # the previous output (masking repeats it)
-    record = ({q: np.empty((batch, steps, w), dtype=dtype) for q, w in trace_widths.items()}
+    outputs = np.empty((batch, steps if return_sequences else 1, *shape), dtype=dtype)
+    last = np.zeros((batch, *shape), dtype=dtype)  # the previous output (masking repeats it)
+    record = ({q: np.empty((batch, steps, *shape[:-1], w), dtype=dtype) for q, w in trace_widths.items()}
               if trace_widths else None)
 
-    width = step.kernel.shape[1]
+    width = step.kernel.shape[-1] * int(np.prod(shape[:-1]))
     chunk = max(1, min(steps, PROJECTION_CHUNK // max(1, batch * width)))
     projection = np.empty((batch * chunk, width), dtype=dtype)
     # h written straight into the output sequence when nothing masks it (no copy per step)
@@ -98,17 +106,14 @@ def run_sequence(
     # BLAS threads per product, from the product's size and whether other processes hold cores now
     free = threads.free_cores()
     step_threads = threads.step_threads(batch, units, width, free)
-    projection_threads = threads.projection_threads(batch * chunk, input_dim, width, free)
+    projection_threads = threads.projection_threads(batch * chunk, int(np.prod(features)), width, free)
     for t0 in range(0, steps, chunk):
         progress.advance("time steps", t0, steps)
         t1 = min(steps, t0 + chunk)
         # x_t · kernel + bias for the steps t0..t1 in one matrix product
-        rows = projection[: batch * (t1 - t0)]
         with threads.limited(projection_threads):
-            np.matmul(x[:, t0:t1].reshape(-1, input_dim), step.kernel, out=rows)
-        if step.input_bias is not None:
-            rows += step.input_bias
-        x_proj = rows.reshape(batch, t1 - t0, width)
+            rows = _projected(step, x[:, t0:t1], projection[: batch * (t1 - t0)])
+        x_proj = rows.reshape(batch, t1 - t0, *shape[:-1], step.kernel.shape[-1])
         with threads.limited(step_threads):  # the small per-step products: see lstm_inspect.base.threads
             for t in range(t0, t1):
                 if direct:
@@ -120,8 +125,10 @@ def run_sequence(
                         continue
                     out = states[0]
                 else:
-                    states, new, out = _masked_step(states, new, last, mask[:, t, None], zero_output_for_mask,
-                                                    mask_states, mask_outputs)
+                    m = mask[:, t]  # (batch,), or a ConvLSTM's per-pixel mask (batch, *spatial): broadcast
+                    m = m.reshape(m.shape + (1,) * (len(shape) + 1 - m.ndim))
+                    states, new, out = _masked_step(states, new, last, m, zero_output_for_mask, mask_states,
+                                                    mask_outputs)
                 if return_sequences:
                     outputs[:, t] = out
                 elif t == steps - 1:
@@ -129,6 +136,19 @@ def run_sequence(
     if direct:  # the carried h may be a view of the outputs: the final states own their memory
         states = [np.array(s) for s in states]
     return SequenceResult(outputs, states, record)
+
+
+def _projected(step: Step, x: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """x_t · kernel + bias for the steps of x (batch, steps, ...) into `rows` (batch·steps, width); a cell with
+    feature maps (`step.project`) computes its input convolution, bias included."""
+    project = getattr(step, "project", None)
+    if project is not None:
+        rows[...] = project(x.reshape(-1, *x.shape[2:])).reshape(rows.shape)
+        return rows
+    np.matmul(x.reshape(-1, x.shape[-1]), step.kernel, out=rows)
+    if step.input_bias is not None:
+        rows += step.input_bias
+    return rows
 
 
 def _masked_step(states: list[np.ndarray], new: list[np.ndarray], last: np.ndarray, m: np.ndarray,

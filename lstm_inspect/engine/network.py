@@ -195,6 +195,10 @@ def run_direction(
     swapped = v.emit_c and not trace and len(d.cell.states) == 2
     start = _start(v, initial_state, swapped)
     used_mask = None if v.ignore_mask else mask
+    first = s.conv is not None and s.conv.data_format == "channels_first"
+    if first:  # a channels_first ConvLSTM runs channels_last (its step's convolutions), and is moved back below
+        x = s.conv.to_last(x)
+        start = None if start is None else [s.conv.to_last(np.asarray(a)) for a in start]
     loop = dict(units=units, trace_widths=widths, go_backwards=backwards, dtype=dtype,
                 zero_output_for_mask=s.zero_output_for_mask if v.zero_output_for_mask is None
                 else v.zero_output_for_mask,
@@ -211,6 +215,10 @@ def run_direction(
     if res.trace is not None and used_mask is not None:
         hold_masked_states(res.trace, d.cell.states, np.asarray(used_mask, bool)[:, ::-1] if backwards
                            else np.asarray(used_mask, bool), start)
+    if first:
+        back = s.conv.from_last
+        res = SequenceResult(back(res.outputs), [back(a) for a in res.states],
+                             None if res.trace is None else {q: back(a) for q, a in res.trace.items()})
     return res
 
 
@@ -316,14 +324,17 @@ def hold_masked_states(trace: dict[str, np.ndarray], states: tuple[str, ...], va
     step's, or the initial state before any), as Keras carries it and a port's state variable holds it; the
     gates keep what the cell computed there (`valid`: (batch, steps) in processing order, True = processed)."""
     steps = valid.shape[1]
-    last = np.maximum.accumulate(np.where(valid, np.arange(steps)[None, :], -1), axis=1)  # last valid step so far
+    steps_at = np.arange(steps).reshape(1, steps, *([1] * (valid.ndim - 2)))  # a ConvLSTM mask: per pixel
+    last = np.maximum.accumulate(np.where(valid, steps_at, -1), axis=1)  # last valid step so far
     for k, q in enumerate(states):
         if q not in trace:
             continue
         a = trace[q]
-        held = np.take_along_axis(a, np.maximum(last, 0)[:, :, None], axis=1)
-        before = np.zeros(a.shape[::2], a.dtype) if initial_state is None else np.asarray(initial_state[k], a.dtype)
-        trace[q] = np.where((last < 0)[:, :, None], before[:, None, :], held)
+        index = last.reshape(last.shape + (1,) * (a.ndim - last.ndim))  # over the units, or a ConvLSTM's map
+        held = np.take_along_axis(a, np.maximum(index, 0), axis=1)
+        before = np.zeros(a.shape[:1] + a.shape[2:], a.dtype) if initial_state is None else \
+            np.asarray(initial_state[k], a.dtype)
+        trace[q] = np.where(index < 0, before[:, None], held)
 
 
 def bidirectional_output(fw: SequenceResult, bw: SequenceResult, d: RecurrentDirection, unflipped: bool = False,
@@ -420,18 +431,26 @@ def charge_direction(budget: Budget, d: RecurrentDirection, shape: tuple[int, ..
     """A direction's steps, and the buffers its loop allocates (outputs, the trace, the input in the engine's
     dtype), against the budget before it runs (`engine.run_sequence`); each step weighs its multiply-adds,
     batch × (N_i + N_c) × gates × N_c (`Budget.steps`). An input that is not (batch, steps,
-    features) is left to the checks that name what is wrong with it."""
-    if len(shape) != 3:
+    features) is left to the checks that name what is wrong with it. A ConvLSTM's are feature maps: its step weighs
+    both convolutions, batch × pixels × kernel taps × (C_in + F) × 4 × F."""
+    if len(shape) != d.cell.input_ndim(d.settings):
         return
-    batch, steps, features = shape
-    units = d.units or features
-    buffers = [(batch, steps if sequences else 1, units), (batch, steps, features)]
+    batch, steps = shape[:2]
+    features = int(np.prod(shape[2:]))
+    units, pixels, taps = d.units or shape[-1], 1, 1
+    conv = d.settings.conv
+    if conv is not None:  # (pixels of the states) × F per step, from the input's spatial size
+        channels_last = (shape[0], *shape[3:], shape[2]) if conv.data_format == "channels_first" else shape
+        pixels = int(np.prod(conv.state_shape(tuple(channels_last[2:-1]))))
+        taps = int(np.prod(conv.kernel_size))
+    buffers = [(batch, steps if sequences else 1, pixels * units), (batch, steps, features)]
     if trace:
-        buffers += [(batch, steps, d.cell.trace_width(q, units)) for q in d.cell.trace_quantities]
+        buffers += [(batch, steps, pixels * d.cell.trace_width(q, units)) for q in d.cell.trace_quantities]
     site = budget.site
     budget.site = site or f"layer {d.name}"
     budget.need(*buffers, itemsize=np.dtype(dtype).itemsize, what="the output sequence, input and trace buffers")
-    budget.steps(steps, work=float(batch) * (features + units) * d.cell.n_gates * units)
+    inputs = (d.input_dim or shape[-1]) if conv is not None else features
+    budget.steps(steps, work=float(batch) * pixels * taps * (inputs + units) * d.cell.n_gates * units)
     budget.site = site
 
 
@@ -750,11 +769,13 @@ class Network:
 
     def _check_recurrent_input(self, node: LayerNode, d: RecurrentDirection, x: np.ndarray,
                                mask: np.ndarray | None) -> None:
-        if x.ndim != 3 or (d.input_dim is not None and x.shape[-1] != d.input_dim):
+        if x.ndim != d.cell.input_ndim(d.settings) or (d.input_dim is not None and d.channels(x) != d.input_dim):
             raise InspectError(f"{self.ckpt.file}: layer {node.path} is fed shape {x.shape} but expects "
-                               f"(batch, steps, {d.input_dim})")
+                               f"{d.input_layout}")
         check_sizes(x.shape, f"layer {node.path}: its input")
-        if mask is not None and mask.shape != x.shape[:2]:
+        if mask is not None and mask.shape != x.shape[:2] and not (
+                d.settings.conv is not None and d.settings.conv.data_format == "channels_last"
+                and mask.shape == x.shape[:-1]):  # a ConvLSTM's per-pixel mask (a Masking layer's)
             raise InspectError(f"{self.ckpt.file}: layer {node.path}: the mask has shape {mask.shape}, the input "
                                f"{x.shape}")
 
@@ -978,7 +999,7 @@ def trace_run(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 
                            "give the architecture with --config")
     rng = np.random.default_rng(seed)
     for d in ckpt.directions:
-        x = rng.normal(size=(DEFAULT_BATCH, 2 * DEFAULT_STEPS, d.input_dim or 1)).astype(np.float32)
+        x = rng.normal(size=d.random_input_shape(DEFAULT_BATCH, 2 * DEFAULT_STEPS)).astype(np.float32)
         res = run_direction(d, x, trace=True, dtype=dtype)
         if res.trace is not None:
             rec.traces[d.name] = res.trace
@@ -1079,7 +1100,7 @@ def trace(ckpt: Checkpoint, xs: list[np.ndarray] | None = None, seed: int = 0, l
         directions = ckpt.directions_of(layer)
         d0 = directions[0]
         if xs is None:
-            x = np.random.default_rng(seed).normal(size=(DEFAULT_BATCH, DEFAULT_STEPS, d0.input_dim or 1))
+            x = np.random.default_rng(seed).normal(size=d0.random_input_shape(DEFAULT_BATCH, DEFAULT_STEPS))
             x, source = d0.layer_layout(x.astype(np.float32)), f"a seeded random input (seed {seed})"
         else:
             if len(xs) != 1:

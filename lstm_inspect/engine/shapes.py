@@ -35,6 +35,7 @@ from lstm_inspect.model.architecture import (
     declared_shape,
     first_of_sequential,
     flatten,
+    input_axes,
     stacked_cells,
 )
 from lstm_inspect.model.cells.base import config_int, recurrent_class
@@ -129,7 +130,7 @@ def output_dims(node: LayerNode, in_dims: list[int | None], found: dict[str, int
         cell_cfg = node.config
         if rec[1].startswith("RNN("):
             cell_cfg = (node.config.get("cell") or {}).get("config") or {}
-        units = config_int(cell_cfg.get("units", cell_cfg.get("output_dim")))
+        units = config_int(cell_cfg.get("units", cell_cfg.get("output_dim", _filters_last(cell_cfg))))
         return [units] * (1 + len(rec[0].states))
     if node.class_name == "Bidirectional":
         inner = node.config.get("layer") or {}
@@ -137,8 +138,8 @@ def output_dims(node: LayerNode, in_dims: list[int | None], found: dict[str, int
         found_inner = recurrent_class(str(inner.get("class_name")), inner_cfg) if isinstance(inner, dict) else None
         if found_inner and found_inner[1].startswith("RNN("):
             inner_cfg = (inner_cfg.get("cell") or {}).get("config") or {}
-        units = config_int(inner_cfg.get("units", inner_cfg.get("output_dim"))) if isinstance(inner_cfg, dict) \
-            else None
+        units = config_int(inner_cfg.get("units", inner_cfg.get("output_dim", _filters_last(inner_cfg)))) \
+            if isinstance(inner_cfg, dict) else None
         return bidirectional_dims(node.config, units)
     kind = LAYERS.get(node.class_name)
     if kind is None or kind.dims is None:
@@ -289,6 +290,11 @@ def _call_shapes(node: LayerNode, x: Shape | None, ins: list[Shape | None]) -> l
     return [(*x[:-1], dims[0])]
 
 
+def _filters_last(cfg: dict[str, Any]) -> Any:
+    """A ConvLSTM's output channels when they are the last axis (channels_last), else None."""
+    return cfg.get("filters") if cfg.get("data_format", "channels_last") in (None, "channels_last") else None
+
+
 def _recurrent_shapes(node: LayerNode, x: Shape | None) -> list[Shape | None]:
     """A recurrent layer's outputs as Keras returns them: the output (the sequence with return_sequences), then
     with return_state each state; a Bidirectional's merged output (both halves' with merge_mode None)."""
@@ -304,6 +310,10 @@ def _recurrent_shapes(node: LayerNode, x: Shape | None) -> list[Shape | None]:
     stack = stacked_dims(node)
     if stack is not None:
         states = sum(n for _, n in stack)
+    if input_axes(node) != 3:  # a ConvLSTM's feature maps: their spatial sizes are not followed here
+        n = 2 if node.class_name == "Bidirectional" and node.config.get("merge_mode", "concat") is None else 1
+        return [None] * (n + (states * (2 if node.class_name == "Bidirectional" else 1)
+                              if cfg.get("return_state") else 0))
     dims = output_dims(node, [x[-1] if x else None], {})
     merged = 2 if node.class_name == "Bidirectional" and node.config.get("merge_mode", "concat") is None else 1
     main = [(x[0], d) if x is not None and len(x) == 2 else None for d in dims[:merged]] \

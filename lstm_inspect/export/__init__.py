@@ -127,6 +127,7 @@ def export(ckpt: Checkpoint, target: str, out: Path, *, layer: str | None = None
 
     if target not in TARGETS:
         raise InspectError(f"--to must be one of {', '.join(TARGETS)}, not {target!r}")
+    ckpt.refuse_not_yet("export", layer)
     t = TARGETS[target]
     missing = _missing(t.needs)
     if missing:

@@ -82,6 +82,9 @@ def from_graph(
             expected = spec.build_input_dim if spec.build_input_dim is not None else dims.get(node.path)
             if spec.stack_index:  # a stacked cell reads the previous cell's output
                 expected = directions[-1].units
+            conv = spec.settings.conv
+            if conv is not None and conv.data_format == "channels_first":
+                expected = None  # the last axis is a spatial one; the engine checks the channels it is fed
             d.expected_input_dim = expected
             d.layer_path = spec.layer.path
             d.stack_index = spec.stack_index

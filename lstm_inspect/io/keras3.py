@@ -359,16 +359,12 @@ def _read_keras3_weights(path: Path, f: h5py.File) -> Checkpoint:
         cells = [c for c in cells if not c.startswith("optimizer/")]
         others = [o for o in others if not o.startswith("optimizer/")]
     directions: list[RecurrentDirection] = []
-    unsupported: list[str] = []
     model_layers = [ModelLayer(name=_pretty(f, o[: -len("/vars")]), class_name="weights")
                     for o in sorted(others, key=_natural)]
     for cell_path in sorted(cells, key=_natural):
         layer_path = cell_path[: -len("/cell/vars")]
         group = _group(f, cell_path)
         arrays = _numbered(group, path) if group is not None else []
-        if len(arrays) >= 2 and len(arrays[0].shape) > 2:
-            unsupported.append(f"{_pretty(f, layer_path)} (ConvLSTM: kernel of rank {len(arrays[0].shape)})")
-            continue
         found = recurrent_halves(arrays)
         if found is None or len(found[2]) != 1:
             model_layers.append(ModelLayer(name=_pretty(f, layer_path), class_name="recurrent cell of unknown kind"))
@@ -385,11 +381,10 @@ def _read_keras3_weights(path: Path, f: h5py.File) -> Checkpoint:
         d.layer_path = wrapper or name
         directions.append(d)
     if not directions:
-        raise_no_recurrent(path, [m.name for m in model_layers], unsupported)
+        raise_no_recurrent(path, [m.name for m in model_layers], [])
     notes = ["Keras 3 weights only, no architecture: activations and flags are the Keras 3 defaults "
              "(activation tanh, recurrent_activation sigmoid, GRU reset_after from its bias shape), and layers are "
              "listed in file order; pass the architecture with --config to use the model's own"]
-    notes += [f"unsupported recurrent layer: {u}" for u in unsupported]
     return Checkpoint(file=path, format="keras3-weights", keras_version=None, directions=directions,
                       layers=model_layers, settings_from="defaults", notes=notes, source=source)
 

@@ -33,10 +33,11 @@ from lstm_inspect.model.cells.base import (
     keras_major_minor,
     recurrent_class,
 )
+from lstm_inspect.model.cells.conv_lstm import RANKS as CONV_RANKS
 
 MODEL_CLASSES = frozenset({"Sequential", "Functional", "Model"})
 # Recurrent layers lstm-inspect recognises but does not model: named as such instead of silently skipped.
-UNSUPPORTED_RECURRENT = frozenset({"ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "PeepholeLSTMCell", "ConvLSTM2DCell"})
+UNSUPPORTED_RECURRENT = frozenset({"PeepholeLSTMCell", "ConvLSTM2DCell"})
 MAX_DEPTH = 64  # nested models and nested call arguments deeper than this are refused
 MAX_INDEX = 1 << 20  # node and tensor indices in a config
 # Lists and objects inside one another in a config: Keras's own stay far below (a layer's call arguments are
@@ -476,12 +477,23 @@ def _check_graph_values(graph: ModelGraph, depth: int) -> None:
     for k, node in enumerate(graph.layers):
         if not _recurrent_configs(node):
             continue
+        want = input_axes(node)
         for source in _input_feeders(graph, by_name, k, node):
             shape = shapes.get(source.name)
-            if shape is not None and len(shape) != 3:
+            if shape is not None and len(shape) != want:
+                what = "a recurrent layer takes 3 (batch, steps, features)" if want == 3 else \
+                    f"{node.class_name} takes {want} (batch, steps, *spatial, channels)"
                 raise ConfigValueError(f"feeds layer {node.path} from the input {source.path} of shape "
-                                       f"{_shape_text(shape)}: {len(shape)} axes, where a recurrent layer takes 3 "
-                                       "(batch, steps, features)")
+                                       f"{_shape_text(shape)}: {len(shape)} axes, where {what}")
+
+
+def input_axes(node: LayerNode) -> int:
+    """The axes a recurrent layer's input has: 3 (batch, steps, features), or 3 + rank for a ConvLSTM (its feature
+    maps), a Bidirectional's from the layer it wraps."""
+    name = node.class_name
+    if name == "Bidirectional" and isinstance(node.config.get("layer"), dict):
+        name = str(node.config["layer"].get("class_name"))
+    return 3 + CONV_RANKS.get(name, 0)
 
 
 def _check_units(node: LayerNode) -> None:

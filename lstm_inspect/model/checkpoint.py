@@ -38,7 +38,7 @@ class WeightSource(Protocol):
 
 @dataclass(kw_only=True, repr=False)
 class RecurrentDirection:
-    """One direction of one recurrent layer (LSTM, GRU, SimpleRNN): settings, stored arrays, gate matrices."""
+    """One direction of one recurrent layer (LSTM, GRU, SimpleRNN, ConvLSTM): settings, stored arrays, gate matrices."""
 
     name: str  # unique path, e.g. "bidirectional/forward_lstm"
     parts: tuple[str, ...] = ()  # the names that make up `name` (files are named from these, escaped)
@@ -97,9 +97,12 @@ class RecurrentDirection:
     def param_count(self) -> int:
         return int(sum(int(np.prod(a.shape)) for a in self.arrays))
 
-    def gate_shape(self) -> tuple[int, int] | None:
+    def gate_shape(self) -> tuple[int, ...] | None:
+        """W_g's shape: units × (input_dim + units); a ConvLSTM gate's kernels (*k, C_in + F, F) side by side."""
         if self.units is None or self.input_dim is None:
             return None
+        if self.settings.conv is not None:
+            return (*self.settings.conv.kernel_size, self.input_dim + self.units, self.units)
         return (self.units, self.input_dim + self.units)
 
     def weights(self) -> CellWeights:
@@ -158,11 +161,42 @@ class RecurrentDirection:
     def input_layout(self) -> str:
         """The input this direction takes alone, as `show`'s and the errors' words."""
         axes = "steps, batch" if self.settings.time_major else "batch, steps"
+        conv = self.settings.conv
+        if conv is not None:  # ConvLSTM: feature maps
+            spatial = ", ".join(["d1", "d2", "d3"][:conv.rank])
+            maps = f"{self.input_dim}, {spatial}" if conv.data_format == "channels_first" else \
+                f"{spatial}, {self.input_dim}"
+            return f"({axes}, {maps})"
         return f"({axes}, {self.input_dim})"
+
+    def channels(self, x: np.ndarray) -> int:
+        """The input's features (a ConvLSTM's channels) of x as the engine runs it (batch, steps, ...)."""
+        conv = self.settings.conv
+        return int(x.shape[2] if conv is not None and conv.data_format == "channels_first" else x.shape[-1])
+
+    def random_input_shape(self, batch: int, steps: int) -> tuple[int, ...]:
+        """The shape of a seeded input for this direction alone, batch-major: (batch, steps, N_i); a ConvLSTM's
+        frames of RANDOM_MAP_SIZE pixels a side (at least the kernel's dilated extent), in its data_format."""
+        conv = self.settings.conv
+        if conv is None:
+            return (batch, steps, self.input_dim or 1)
+        spatial = tuple(max(RANDOM_MAP_SIZE, (k - 1) * d + 1) for k, d in zip(conv.kernel_size, conv.dilation_rate))
+        channels = self.input_dim or 1
+        maps = (channels, *spatial) if conv.data_format == "channels_first" else (*spatial, channels)
+        return (batch, steps, *maps)
+
+    def state_shape(self, x: np.ndarray) -> tuple[int, ...]:
+        """One state's shape for x (batch, steps, ...): (batch, units), or a ConvLSTM's feature map."""
+        conv = self.settings.conv
+        if conv is None:
+            return (x.shape[0], self.units or 0)
+        spatial = conv.state_shape(tuple(conv.to_last(x[:1, 0]).shape[1:-1]))
+        return (x.shape[0], *conv.from_last(np.empty((*spatial, self.units or 0))).shape)
 
     def check_input(self, x: np.ndarray, initial_state: list[np.ndarray] | None = None) -> None:
         """One clear error when x (batch-major, as the engine runs it) or a state does not fit this direction."""
-        if x.ndim != 3 or (self.input_dim is not None and x.shape[-1] != self.input_dim):
+        if x.ndim != self.cell.input_ndim(self.settings) or (self.input_dim is not None and
+                                                               self.channels(x) != self.input_dim):
             raise InspectError(f"layer {self.name}: input has shape {self.layer_layout(x).shape} but the layer "
                                f"expects {self.input_layout}")
         check_sizes(x.shape, f"layer {self.name}: the input")
@@ -172,10 +206,11 @@ class RecurrentDirection:
             if len(initial_state) != len(self.cell.states):
                 raise InspectError(f"layer {self.name}: a {self.cell.kind} takes {len(self.cell.states)} initial "
                                    f"state(s) ({', '.join(self.cell.states)}), {len(initial_state)} were given")
+            want = self.state_shape(x)
             for which, s in zip(self.cell.states, initial_state):
-                if np.shape(s) != (x.shape[0], self.units):
+                if np.shape(s) != want:
                     raise InspectError(f"layer {self.name}: initial state {which} has shape {np.shape(s)} but the "
-                                       f"layer expects (batch, units) = ({x.shape[0]}, {self.units})")
+                                       f"layer expects {want}")
                 s = np.asarray(s)
                 if s.dtype.kind not in "fiu" or not np.all(np.isfinite(s)):
                     raise InspectError(f"layer {self.name}: initial state {which} must hold finite numbers")
@@ -222,6 +257,9 @@ class RecurrentDirection:
 
 
 LSTMDirection = RecurrentDirection  # the name of lstm-inspect 0.1
+
+# A ConvLSTM's seeded frames (verify, trace and stats of one layer without --input): this many pixels a side.
+RANDOM_MAP_SIZE = 8
 
 # Inputs bigger than this many values are refused before any buffer is made (4 GB of float32).
 MAX_INPUT_VALUES = 1 << 30
@@ -369,6 +407,13 @@ class Checkpoint:
             if bad and warning not in self._layer_warnings:
                 self._layer_warnings.append(warning)
         return values
+
+    def refuse_not_yet(self, command: str, layer: str | None = None) -> None:
+        """One sentence naming the layer when `command` does not handle one of the directions' kinds yet."""
+        for d in self.directions if layer is None else self.directions_of(layer):
+            if command in d.cell.not_yet:
+                raise InspectError(f"{self.file}: {command} does not handle layer {d.layer_path or d.name} ({d.kind}) "
+                                   "yet; show, forward, trace and verify do")
 
     def direction(self, name: str) -> RecurrentDirection:
         """One recurrent direction by its full name (`show`'s) or an unambiguous last part."""

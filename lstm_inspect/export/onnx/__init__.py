@@ -2,4 +2,4 @@
 the code of cell kinds (`CELLS`), one module per layer family and per cell kind, all imported here."""
 
 from lstm_inspect.export.onnx import activations, attention, conv, core, ops, pooling  # noqa: F401
-from lstm_inspect.export.onnx.cells import gru, lstm, simple_rnn  # noqa: F401
+from lstm_inspect.export.onnx.cells import conv_lstm, gru, lstm, simple_rnn  # noqa: F401

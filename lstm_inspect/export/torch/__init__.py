@@ -8,7 +8,7 @@ this is that order (a cell kind's helpers go among the shared recurrent ones: `s
 
 # isort: off
 from lstm_inspect.export.torch import code, cells  # noqa: F401
-from lstm_inspect.export.torch.cells import lstm, gru, simple_rnn  # noqa: F401
+from lstm_inspect.export.torch.cells import lstm, gru, simple_rnn, conv_lstm  # noqa: F401
 from lstm_inspect.export.torch import core, activations, attention, conv, pooling  # noqa: F401
 from lstm_inspect.export.torch import ops, build  # noqa: F401
 # isort: on

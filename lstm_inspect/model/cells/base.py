@@ -1,4 +1,4 @@
-"""Keras's recurrent cells, one module each (LSTM, GRU, SimpleRNN), and the one registry of them.
+"""Keras's recurrent cells, one module each (LSTM, GRU, SimpleRNN, ConvLSTM), and the one registry of them.
 
 Keras itself is built this way (`keras/src/layers/rnn/`): a cell computes one time step from the
 input and the carried states, and one `RNN` layer runs any cell over time (masks, go_backwards,
@@ -88,11 +88,11 @@ class CellWeights:
 
     @property
     def units(self) -> int:
-        return int(self.recurrent_kernel.shape[0])
+        return int(self.recurrent_kernel.shape[-2])  # (N_c, G·N_c), or a ConvLSTM's (*k, F, 4·F)
 
     @property
     def input_dim(self) -> int:
-        return int(self.kernel.shape[0])
+        return int(self.kernel.shape[-2])
 
     def arrays(self) -> list[np.ndarray]:
         """What Keras's get_weights() returns for the layer, in its order."""
@@ -123,6 +123,7 @@ class CellSettings:
     assumed: bool = False  # True when the file has no architecture: these are the writing Keras's defaults
     dropout: float = 0.0  # training only: Keras drops nothing at inference (diagnose's "dropout at inference")
     recurrent_dropout: float = 0.0
+    conv: Any = None  # ConvLSTM: the input convolution (`conv_lstm.ConvSpec`); None for every other kind
 
 
 @dataclass
@@ -180,10 +181,15 @@ class Cell:
     preactivations: tuple[str, ...] = ()  # traced quantities before their activation (plots leave them out)
     forget_gate: str | None = None  # the gate whose bias sets how fast the cell forgets (stats' notes)
     legacy_arrays: int = 0  # Keras 1's per-gate array count (0: none)
+    not_yet: tuple[str, ...] = ()  # the commands that refuse this kind in one line (`Checkpoint.refuse_not_yet`)
 
     @property
     def n_gates(self) -> int:
         return len(self.gates)
+
+    def input_ndim(self, settings: CellSettings) -> int:
+        """The rank of the input the layer takes: (batch, steps, features), or a ConvLSTM's feature maps."""
+        return 3
 
     def trace_width(self, quantity: str, units: int) -> int:
         """The last-axis size of one traced quantity."""
@@ -306,10 +312,15 @@ class Cell:
     # ---- what the rest of lstm-inspect says and passes on about this kind
     legend: str = ""  # `show`'s legend: the gate matrices, e.g. "gates i, f, c, o, each W_g"
     legend_extra: str = ""  # said after "a bias b_g of N_c", e.g. a second bias row
+    legend_shapes: str = "of N_c × (N_i + N_c) acting on [x; h]"  # what each W_g is, after `legend`
 
     def flags(self, settings: CellSettings) -> dict[str, str]:
         """The flags `show` adds for this kind's own settings, each with its meaning for the legend."""
         return {}
+
+    def keras_layer(self, settings: CellSettings) -> str:
+        """The Keras layer class that runs one direction of this kind alone (`keras_ref`)."""
+        return self.kind
 
     def kind_settings(self, settings: CellSettings) -> dict[str, Any]:
         """This kind's settings beyond the common ones, by their Keras names: written into manifests, passed to
