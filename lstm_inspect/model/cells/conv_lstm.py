@@ -41,8 +41,8 @@ from lstm_inspect.model.cells.base import (
     sequence_settings,
     split_gates,
 )
+from lstm_inspect.model.cells.lstm import GATES, LSTMGates
 
-GATES = ("i", "f", "c", "o")
 RANKS = {"ConvLSTM1D": 1, "ConvLSTM2D": 2, "ConvLSTM3D": 3}
 
 
@@ -118,16 +118,10 @@ def conv_nd(x: np.ndarray, kernel: np.ndarray, strides: tuple[int, ...], dilatio
     return out
 
 
-class ConvLSTM(Cell):
+class ConvLSTM(LSTMGates, Cell):
     kind = "ConvLSTM"
     layer_classes = {"ConvLSTM1D": "keras", "ConvLSTM2D": "keras", "ConvLSTM3D": "keras"}
     cell_class = "ConvLSTMCell"
-    gates = GATES
-    gate_names = {"i": "input", "f": "forget", "c": "cell candidate", "o": "output"}
-    states = ("h", "c")
-    trace_quantities = ("z", "i", "f", "c_tilde", "o", "c", "h")
-    fused_trace, preactivations, forget_gate = "z", ("z",), "f"
-    gate_traces = {"i": ("i", "unit"), "f": ("f", "unit"), "c": ("c_tilde", "signed"), "o": ("o", "unit")}
     # show, forward, trace and verify run it; these commands refuse it in one line until they handle feature maps
     not_yet = ("stats", "dump", "plot", "diagnose", "export")
     legend = "gates i, f, c, o, each W_x (*k, C_in, F) and W_h (*k, F, F) convolution kernels"

@@ -63,16 +63,22 @@ def cudnn_kernels(kernel: np.ndarray, recurrent_kernel: np.ndarray, n_gates: int
     return np.concatenate(k, axis=1), np.concatenate(r, axis=1)
 
 
-class LSTM(Cell):
-    kind = "LSTM"
-    layer_classes = {"LSTM": "keras", "CuDNNLSTM": "cudnn"}
-    cell_class = "LSTMCell"
+class LSTMGates:
+    """What every LSTM kind shares, whatever computes its gates (matrices here, convolutions in ConvLSTM): the gates
+    i, f, c, o, the states (h, c) and the quantities a trace keeps."""
+
     gates = GATES
     gate_names = {"i": "input", "f": "forget", "c": "cell candidate", "o": "output"}
     states = ("h", "c")
     trace_quantities = ("z", "i", "f", "c_tilde", "o", "c", "h")
     fused_trace, preactivations, forget_gate = "z", ("z",), "f"
     gate_traces = {"i": ("i", "unit"), "f": ("f", "unit"), "c": ("c_tilde", "signed"), "o": ("o", "unit")}
+
+
+class LSTM(LSTMGates, Cell):
+    kind = "LSTM"
+    layer_classes = {"LSTM": "keras", "CuDNNLSTM": "cudnn"}
+    cell_class = "LSTMCell"
     legacy_arrays = 12
     legend = "gates i, f, c, o, each W_g"
     def settings(self, cell_config: dict[str, Any], rnn_config: dict[str, Any], class_name: str,
