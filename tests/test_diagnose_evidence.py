@@ -240,3 +240,18 @@ def test_named_outputs_are_read_by_their_number_not_their_order_in_the_file(tmp_
     r = run_cli("diagnose", str(SAMPLES / "k3_functional_state.keras"), "-i", str(tmp_path / "x.npy"), "--against",
                 str(tmp_path / "theirs.npz"))
     assert r.returncode == 0 and r.stdout.startswith("match"), r.stdout + r.stderr
+
+
+def test_a_layers_last_step_is_told_to_give_the_sequence_and_a_bidirectional_is_offered_by_name() -> None:
+    """With --layer the evidence does not send the user to --layer (they gave it): a layer's last step asks for
+    its whole output sequence; an unknown name lists the Bidirectional's own name, which --layer takes whole."""
+    ckpt = lstm_inspect.load(SAMPLES / f"{SAMPLE}.keras")
+    with np.load(SAMPLES / f"{SAMPLE}.io.npz") as io:
+        x, y = io["x"], io["y"]
+    result = diagnose(ckpt, [x], [y * 1.3], layer="lstm")  # Keras's own last step, every value 30 % off
+    assert "give its whole output sequence" in result.divergence and "(--layer)" not in result.divergence
+    assert "(--layer)" in diagnose(ckpt, [x], [y * 1.3]).divergence  # the whole model's output: --layer is news
+    bidir = lstm_inspect.load(SAMPLES / "k3_bidir_concat.keras")
+    with pytest.raises(lstm_inspect.InspectError, match=r"a Bidirectional whole, where a command takes one: "
+                                                       r"bidirectional\)"):
+        bidir.direction("nope")

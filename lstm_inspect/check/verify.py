@@ -111,6 +111,7 @@ class Evidence:
     noise: float = 0.0  # max |Δ| / the outputs' scale when the error is noise-level (see NOISE), else 0
     max_abs: float = 0.0  # the largest error
     firm: tuple[int, ...] | None = None  # the exact samples within a hundredth of the tolerance (None: all of `exact`)
+    of_layer: bool = False  # the output is one recurrent layer's (--layer), not the model's
 
     @property
     def firm_exact(self) -> tuple[int, ...]:
@@ -227,6 +228,9 @@ class Evidence:
         if self.profile:
             return ("every sample differs from step 0 and the error does not fade: look at what every step shares "
                     f"(kernel, bias, gate order, activations) or which step is emitted{units}")
+        if self.of_layer:
+            return ("what every sample shares is suspect (kernel, bias, gate order, activations); this is the layer's "
+                    "last step: give its whole output sequence to see from which step it differs")
         return ("what every sample shares is suspect (kernel, bias, gate order, activations); this output holds no "
                 "steps: compare a recurrent layer's sequence (--layer) to see from which step it differs")
 

@@ -424,7 +424,9 @@ class Checkpoint:
         if len(matches) == 1:
             return matches[0]
         names = ", ".join(d.name for d in self.directions)
-        raise InspectError(f"{self.file}: no recurrent direction named {name!r}; it has: {names}")
+        pairs = sorted({d.layer_path for d in self.directions if d.wrapper is not None and d.layer_path})
+        whole = f" (a Bidirectional whole, where a command takes one: {', '.join(pairs)})" if pairs else ""
+        raise InspectError(f"{self.file}: no recurrent direction named {name!r}; it has: {names}{whole}")
 
     def layer(self, name: str) -> ModelLayer:
         """One of the model's layers (`layers`) by its name, as `show` prints it."""
