@@ -752,10 +752,8 @@ def _search(run: Run, theirs: list[np.ndarray], singles: list[Mistake], per_run:
                            f"{[o.shape for o in ours]} for this input"
                            + ("" if layer is None else " (the whole sequence or, for --layer, its last step)"))
     baseline = [compare(f"output_{k}" if layer is None else f"layer {layer}" + (" (last step)" if last_step else ""),
-                        t, o, atol, rtol, halves=bool(halves)) for k, (t, o) in enumerate(zip(theirs, ours))]
-    for c in baseline:
-        if layer is not None and c.evidence is not None:
-            c.evidence = dataclasses.replace(c.evidence, of_layer=True)
+                        t, o, atol, rtol, halves=bool(halves), of_layer=layer is not None)
+                for k, (t, o) in enumerate(zip(theirs, ours))]
     result = Diagnosis(file, all(c.ok for c in baseline), baseline, runs=2)
     if result.matches:
         return result

@@ -22,6 +22,7 @@ right, whatever the step profile; a port whose error starts in one unit has what
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -316,10 +317,10 @@ class Comparison:
 
 
 def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: float,
-            slack: np.ndarray | float = 0.0, halves: bool = False) -> Comparison:
+            slack: np.ndarray | float = 0.0, halves: bool = False, of_layer: bool = False) -> Comparison:
     """`slack`: an extra tolerance (per step for a sequence, see `rounding_sensitivity`), 0 unless the model
     amplifies float32 rounding on this input; `halves`: ref is a Bidirectional's concatenated output (the
-    evidence says which half is exact)."""
+    evidence says which half is exact); `of_layer`: ours is one recurrent layer's output (--layer), not the model's."""
     ours, ref = np.asarray(ours, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if ours.shape != ref.shape:
         return Comparison(name, tuple(ref.shape), float("inf"), float("inf"), False,
@@ -343,6 +344,7 @@ def compare(name: str, ours: np.ndarray, ref: np.ndarray, atol: float, rtol: flo
     scale = float(finite.max()) if finite.size else 0.0
     loose = err > (atol + rtol * np.abs(ref) + slack) / 100
     found = evidence(bad, err, halves, scale, loose) if bad.any() and bad.ndim >= 2 else None
+    found = dataclasses.replace(found, of_layer=True) if found is not None and of_layer else found
     return Comparison(name, tuple(ref.shape), float(err.max()) if err.size else 0.0, max_rel, not bad.any(), first,
                       per_step, found)
 
